@@ -1,0 +1,26 @@
+//! What the requester and the distributor share, and nothing else.
+//!
+//! - [`config`]: the flags both binaries take (logging, tracing export, draining).
+//! - [`telemetry`]: tracing and OpenTelemetry, set up once per process.
+//! - [`tracecontext`]: W3C `traceparent` and `x-request-id` on the way in and out.
+//! - [`shutdown`]: SIGTERM/Ctrl-C handling, the health flag and draining.
+//! - [`wire`]: the JSON the distributor answers with and the requester reads.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tracecontext;
+pub mod wire;
+
+/// The name of the machine (or container) this process runs on, as the kernel reports it.
+///
+/// Falls back to the `HOSTNAME` variable, then to `"unknown"`; never fails.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

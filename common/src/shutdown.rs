@@ -1,0 +1,93 @@
+//! Graceful shutdown: on SIGTERM or Ctrl-C, report unhealthy, stop accepting, let requests
+//! in flight finish within a deadline, then return so `main` can exit 0.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Whether the process is still serving or has begun shutting down. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// True until shutdown has begun.
+    pub fn is_serving(&self) -> bool {
+        !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the process as shutting down; `/health` answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C (SIGINT).
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Serves `app` on `listener` until `stop` resolves, then drains.
+///
+/// When `stop` resolves, `health` turns unhealthy and the listener stops accepting;
+/// connections with requests in flight get up to `drain` to finish, after which they are
+/// dropped and this returns anyway.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    health: Health,
+    stop: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
+    let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.await;
+        health.begin_shutdown();
+        tracing::info!(deadline = ?drain, "shutting down: no new connections, draining");
+        let _ = stopped_tx.send(());
+    });
+    let deadline = async move {
+        if stopped_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => {
+            tracing::info!("drained; bye");
+            result
+        }
+        () = deadline => {
+            tracing::warn!("drain deadline passed with requests still in flight; exiting");
+            Ok(())
+        }
+    }
+}

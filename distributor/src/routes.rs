@@ -1,0 +1,180 @@
+//! The distributor's HTTP surface.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use common::shutdown::Health;
+use common::wire::{DistributorAnswer, Gopher, TaskInfo, Version, X_GOPHER_VERSION};
+use serde_json::json;
+
+use crate::Config;
+use crate::gophers;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct State {
+    version: Version,
+    host: Arc<str>,
+    svg: Arc<str>,
+    latency: Duration,
+    error_rate: f64,
+    health: Health,
+    /// Filled in by the background metadata fetch, if it succeeds.
+    pub(crate) task: Arc<OnceLock<TaskInfo>>,
+}
+
+impl State {
+    /// State for `config`, reporting shutdown through `health`.
+    pub fn new(config: &Config, health: Health) -> Self {
+        let version = config.version();
+        Self {
+            version,
+            host: common::hostname().into(),
+            svg: gophers::svg(version).into(),
+            latency: Duration::from_millis(config.latency_ms),
+            error_rate: config.error_rate,
+            health,
+            task: Arc::default(),
+        }
+    }
+}
+
+/// The distributor's routes, with request tracing.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(answer))
+        .route("/gopher.svg", get(picture))
+        .route("/health", get(health))
+        .layer(axum::middleware::from_fn(common::tracecontext::inbound))
+        .with_state(state)
+}
+
+fn version_header(version: Version) -> [(&'static str, HeaderValue); 1] {
+    [(X_GOPHER_VERSION, HeaderValue::from_static(version.as_str()))]
+}
+
+async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    if !s.latency.is_zero() {
+        tokio::time::sleep(s.latency).await;
+    }
+    if s.error_rate > 0.0 && fastrand::f64() < s.error_rate {
+        tracing::info!(error_rate = s.error_rate, "injecting a failure");
+        let body = Json(json!({
+            "error": "injected failure",
+            "reason": format!("--error-rate {} is set on this distributor", s.error_rate),
+            "version": s.version,
+        }));
+        return (StatusCode::SERVICE_UNAVAILABLE, version_header(s.version), body).into_response();
+    }
+    let id = gophers::identity(s.version);
+    let answer = DistributorAnswer {
+        service: "distributor".to_owned(),
+        version: s.version,
+        gopher: Gopher {
+            name: id.name.to_owned(),
+            color: id.color.to_owned(),
+            image: "/gopher.svg".to_owned(),
+        },
+        host: s.host.to_string(),
+        served_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        task: s.task.get().cloned(),
+        greeting: id.greeting.map(str::to_owned),
+        features: id.features.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    (version_header(s.version), Json(answer)).into_response()
+}
+
+async fn picture(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+        ],
+        version_header(s.version),
+        s.svg.to_string(),
+    )
+        .into_response()
+}
+
+async fn health(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    if s.health.is_serving() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app(version: Version, error_rate: f64) -> (Router, Health) {
+        let mut config = Config::new(([127, 0, 0, 1], 0).into(), version);
+        config.error_rate = error_rate;
+        let health = Health::default();
+        (router(State::new(&config, health.clone())), health)
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, Option<String>, Vec<u8>) {
+        let request = axum::http::Request::get(path).body(Body::empty());
+        let Ok(request) = request else {
+            panic!("bad request")
+        };
+        let Ok(response) = app.oneshot(request).await;
+        let status = response.status();
+        let version = response
+            .headers()
+            .get(X_GOPHER_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.into_body().collect().await.map(|b| b.to_bytes().to_vec());
+        (status, version, body.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn v2_adds_fields_v1_lacks() {
+        let (status, header, body) = get(app(Version::V1, 0.0).0, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header.as_deref(), Some("v1"));
+        let v1: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v1["version"], "v1");
+        assert_eq!(v1["gopher"]["image"], "/gopher.svg");
+        assert!(v1.get("greeting").is_none());
+
+        let (_, header, body) = get(app(Version::V2, 0.0).0, "/").await;
+        assert_eq!(header.as_deref(), Some("v2"));
+        let v2: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v2["version"], "v2");
+        assert!(v2["greeting"].is_string());
+        assert_ne!(v1["gopher"]["name"], v2["gopher"]["name"]);
+    }
+
+    #[tokio::test]
+    async fn error_rate_one_always_fails() {
+        let (status, header, _) = get(app(Version::V2, 1.0).0, "/").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header.as_deref(), Some("v2"));
+    }
+
+    #[tokio::test]
+    async fn health_turns_503_on_shutdown() {
+        let (router, health) = app(Version::V1, 0.0);
+        assert_eq!(get(router.clone(), "/health").await.0, StatusCode::OK);
+        health.begin_shutdown();
+        assert_eq!(get(router, "/health").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn the_picture_is_svg() {
+        let (status, _, body) = get(app(Version::V1, 0.0).0, "/gopher.svg").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(b"<svg"));
+    }
+}
