@@ -63,8 +63,9 @@ impl Default for ShutdownArgs {
 ///
 /// A bare number is refused, because it is ambiguous between seconds and milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it with a unit, like 500ms or 2s"))
+    humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it with a unit, like 500ms or 2s")
+    })
 }
 
 #[cfg(test)]

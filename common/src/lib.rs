@@ -24,3 +24,31 @@ pub fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".to_owned())
 }
+
+/// The body of a service's `main`: telemetry up, `body` run, telemetry flushed.
+///
+/// Returns exit code 0 when `body` succeeds, 1 when it fails (the error is logged and
+/// printed to stderr with its causes), and 2 when telemetry cannot be set up.
+pub async fn run_main<E: std::fmt::Display>(
+    service: &'static str,
+    telemetry: &config::TelemetryArgs,
+    body: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let guard = match telemetry::init(service, telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = match body.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{service}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    guard.shutdown();
+    code
+}

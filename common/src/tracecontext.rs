@@ -125,7 +125,10 @@ mod tests {
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
         assert_eq!(accept_request_id(&h), None);
         let long = "a".repeat(129);
-        h.insert(X_REQUEST_ID, HeaderValue::try_from(long).unwrap_or(HeaderValue::from_static("")));
+        h.insert(
+            X_REQUEST_ID,
+            HeaderValue::try_from(long).unwrap_or(HeaderValue::from_static("")),
+        );
         assert_eq!(accept_request_id(&h), None);
     }
 

@@ -8,8 +8,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A distributor version. Each version is a different gopher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// The first gopher.
@@ -41,7 +52,9 @@ impl std::str::FromStr for Version {
         match s {
             "v1" => Ok(Version::V1),
             "v2" => Ok(Version::V2),
-            other => Err(format!("`{other}` is not a distributor version; use v1 or v2")),
+            other => Err(format!(
+                "`{other}` is not a distributor version; use v1 or v2"
+            )),
         }
     }
 }
@@ -93,7 +106,10 @@ mod tests {
 
     #[test]
     fn versions_round_trip_in_lowercase() {
-        assert_eq!(serde_json::to_string(&Version::V2).ok().as_deref(), Some("\"v2\""));
+        assert_eq!(
+            serde_json::to_string(&Version::V2).ok().as_deref(),
+            Some("\"v2\"")
+        );
         assert_eq!("v1".parse::<Version>(), Ok(Version::V1));
         let err = "v3".parse::<Version>().unwrap_err();
         assert!(err.contains("use v1 or v2"), "{err}");

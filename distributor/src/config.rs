@@ -85,7 +85,9 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
-        Err(format!("`{s}` is out of range; give a fraction from 0.0 to 1.0"))
+        Err(format!(
+            "`{s}` is out of range; give a fraction from 0.0 to 1.0"
+        ))
     }
 }
 
@@ -104,7 +106,10 @@ mod tests {
     fn version_flag_rejects_unknown_versions() {
         let err = Config::try_parse_from(["distributor", "--version-tag", "v3"]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--version-tag") && text.contains("v1, v2"), "{text}");
+        assert!(
+            text.contains("--version-tag") && text.contains("v1, v2"),
+            "{text}"
+        );
     }
 
     #[test]

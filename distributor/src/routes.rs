@@ -68,7 +68,12 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
             "reason": format!("--error-rate {} is set on this distributor", s.error_rate),
             "version": s.version,
         }));
-        return (StatusCode::SERVICE_UNAVAILABLE, version_header(s.version), body).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            version_header(s.version),
+            body,
+        )
+            .into_response();
     }
     let id = gophers::identity(s.version);
     let answer = DistributorAnswer {
@@ -91,8 +96,14 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
 async fn picture(axum::extract::State(s): axum::extract::State<State>) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            ),
         ],
         version_header(s.version),
         s.svg.to_string(),
@@ -134,7 +145,11 @@ mod tests {
             .get(X_GOPHER_VERSION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.into_body().collect().await.map(|b| b.to_bytes().to_vec());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec());
         (status, version, body.unwrap_or_default())
     }
 
@@ -168,7 +183,10 @@ mod tests {
         let (router, health) = app(Version::V1, 0.0);
         assert_eq!(get(router.clone(), "/health").await.0, StatusCode::OK);
         health.begin_shutdown();
-        assert_eq!(get(router, "/health").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(router, "/health").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,81 @@
+//! The requester's flags. Every flag is also an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use common::config::{ShutdownArgs, TelemetryArgs, parse_duration};
+use reqwest::Url;
+
+/// The Gopher requester: calls the distributor and reports which version answered.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "requester", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// The distributor to call. In a mesh this is the virtual service name; the sidecar
+    /// (or `--egress-proxy`) decides which version answers.
+    #[arg(
+        long,
+        env = "DISTRIBUTOR_URL",
+        default_value = "http://distributor.gophers.local:8080"
+    )]
+    pub distributor_url: Url,
+
+    /// Send distributor calls through this HTTP proxy (e.g. the sidecar's egress listener,
+    /// `http://127.0.0.1:15001`) instead of connecting directly. For running beside a
+    /// sidecar without iptables interception. Unset: connect directly; the usual
+    /// HTTP_PROXY variables are ignored.
+    #[arg(long, env = "EGRESS_PROXY")]
+    pub egress_proxy: Option<Url>,
+
+    /// How long to wait for a TCP connection to the distributor (or the proxy).
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long one distributor call may take in all, connection included.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+impl Config {
+    /// A configuration that calls `distributor_url` directly, with default timeouts.
+    pub fn new(listen: SocketAddr, distributor_url: Url) -> Self {
+        Self {
+            listen,
+            distributor_url,
+            egress_proxy: None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            telemetry: TelemetryArgs::default(),
+            shutdown: ShutdownArgs::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_names_the_flag() {
+        let err = Config::try_parse_from(["requester", "--distributor-url", "not a url"])
+            .expect_err("must fail");
+        assert!(err.to_string().contains("--distributor-url"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_need_units() {
+        let err =
+            Config::try_parse_from(["requester", "--request-timeout", "5"]).expect_err("must fail");
+        assert!(err.to_string().contains("--request-timeout"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The `requester` binary: parse flags, start telemetry, serve until SIGTERM or Ctrl-C.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use requester::{App, Config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let telemetry = config.telemetry.clone();
+    common::run_main("requester", &telemetry, async move {
+        App::bind(config)
+            .await?
+            .run(common::shutdown::signal())
+            .await
+    })
+    .await
+}
