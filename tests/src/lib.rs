@@ -1,0 +1,166 @@
+//! Helpers for the end-to-end tests: start the real binaries, wait until they listen,
+//! read their logs, and stop them.
+//!
+//! The binaries are the ones `cargo build --workspace` leaves next to this test
+//! executable; the README's test command builds them first.
+#![forbid(unsafe_code)]
+
+pub mod fakes;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where `cargo build` put the workspace's binaries: `target/<profile>/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of a workspace binary, or a panic that says how to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running service process. Killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    child: Child,
+    /// The address it logged that it listens on.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Service {
+    /// Starts `binary` with `args` and `env` (JSON logs, port 0 unless `args` say
+    /// otherwise) and waits up to 10 s for its "listening" log line.
+    pub fn start(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(bin(binary));
+        command
+            .args(args)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("GOPHER_VERSION")
+            .env_remove("Tag")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let message = event["message"].as_str().unwrap_or_default();
+                if message.ends_with(" listening")
+                    && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
+                {
+                    let _ = addr_tx.send(addr);
+                }
+                sink.lock().expect("log lock").push(event);
+            }
+        });
+        let addr: SocketAddr = match addr_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                panic!("{binary} {args:?} did not report listening within 10 s (exit: {status:?})");
+            }
+        };
+        Self {
+            name: binary.to_owned(),
+            child,
+            addr,
+            logs,
+        }
+    }
+
+    /// `http://ADDR` for this service.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every JSON log event so far.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Sends SIGTERM (as ECS and `gophermesh up` do to stop a task).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `binary` to completion with `args` and `env`; returns (exit code, stdout+stderr).
+pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(bin(binary));
+    command
+        .args(args)
+        .env_remove("GOPHER_VERSION")
+        .env_remove("Tag");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A plain HTTP client for tests: no proxy, short timeouts.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds")
+}
