@@ -1,0 +1,582 @@
+//! App Mesh resources in the GA API shapes (version 2019-01-25), as botocore's `appmesh`
+//! model defines the `Create*` inputs. Each file under `mesh/` is one of these.
+//!
+//! Unknown fields are rejected, so a typo or a feature the local mesh does not implement
+//! is an error that names the field rather than something silently ignored. Numbers are
+//! parsed wide and range-checked by [`crate::check`], so the message can give the range.
+
+use serde::{Deserialize, Serialize};
+
+/// An App Mesh tag (accepted and kept; the local mesh does not use tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tag {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+// ---------------------------------------------------------------- mesh
+
+/// `aws appmesh create-mesh --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshInput {
+    pub mesh_name: String,
+    #[serde(default)]
+    pub spec: MeshSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_filter: Option<EgressFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_discovery: Option<MeshServiceDiscovery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressFilter {
+    #[serde(rename = "type")]
+    pub kind: EgressFilterType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EgressFilterType {
+    /// Only traffic to mesh backends leaves the proxy (App Mesh's default).
+    DropAll,
+    /// Traffic to destinations outside the mesh is passed through.
+    AllowAll,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshServiceDiscovery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<String>,
+}
+
+// ---------------------------------------------------------------- shared pieces
+
+/// `http`, `http2`, `grpc` or `tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    /// The name used in JSON and in Envoy cluster names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortMapping {
+    pub port: i64,
+    pub protocol: Protocol,
+}
+
+/// `s` or `ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationUnit {
+    S,
+    Ms,
+}
+
+/// An App Mesh duration: `{"value": 15, "unit": "s"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Duration {
+    pub value: i64,
+    pub unit: DurationUnit,
+}
+
+impl Duration {
+    /// The duration as a `std::time::Duration`; negative values become zero (the checks
+    /// refuse them before this is used).
+    pub fn to_std(self) -> std::time::Duration {
+        let v = u64::try_from(self.value).unwrap_or(0);
+        match self.unit {
+            DurationUnit::S => std::time::Duration::from_secs(v),
+            DurationUnit::Ms => std::time::Duration::from_millis(v),
+        }
+    }
+
+    /// `{"value": ms, "unit": "ms"}`.
+    pub fn millis(ms: i64) -> Self {
+        Self {
+            value: ms,
+            unit: DurationUnit::Ms,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- virtual node
+
+/// `aws appmesh create-virtual-node --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualNodeInput {
+    pub mesh_name: String,
+    pub virtual_node_name: String,
+    pub spec: VirtualNodeSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualNodeSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_discovery: Option<ServiceDiscovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    pub port_mapping: PortMapping,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<ListenerTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheckPolicy {
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    pub healthy_threshold: i64,
+    pub unhealthy_threshold: i64,
+    pub timeout_millis: i64,
+    pub interval_millis: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    pub max_server_errors: i64,
+    pub interval: Duration,
+    pub base_ejection_duration: Duration,
+    pub max_ejection_percent: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<HttpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<HttpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpTimeout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<Http2ConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<Http2ConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpConnectionPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConnectionPool {
+    pub max_connections: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http2ConnectionPool {
+    pub max_requests: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpConnectionPool {
+    pub max_connections: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    pub virtual_service: VirtualServiceBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceBackend {
+    pub virtual_service_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceDiscovery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsServiceDiscovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_cloud_map: Option<AwsCloudMapServiceDiscovery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsServiceDiscovery {
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsCloudMapServiceDiscovery {
+    pub namespace_name: String,
+    pub service_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<CloudMapAttribute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudMapAttribute {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileAccessLog>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: String,
+}
+
+// ---------------------------------------------------------------- virtual router
+
+/// `aws appmesh create-virtual-router --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterInput {
+    pub mesh_name: String,
+    pub virtual_router_name: String,
+    #[serde(default)]
+    pub spec: VirtualRouterSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<VirtualRouterListener>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterListener {
+    pub port_mapping: PortMapping,
+}
+
+// ---------------------------------------------------------------- route
+
+/// `aws appmesh create-route --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteInput {
+    pub mesh_name: String,
+    pub virtual_router_name: String,
+    pub route_name: String,
+    pub spec: RouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_route: Option<HttpRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<TcpRoute>,
+}
+
+impl RouteSpec {
+    /// The weighted targets of whichever kind of route this is, with the JSON path to them.
+    pub fn weighted_targets(&self) -> Option<(&'static str, &[WeightedTarget])> {
+        if let Some(r) = &self.http_route {
+            Some((
+                "spec.httpRoute.action.weightedTargets",
+                &r.action.weighted_targets,
+            ))
+        } else if let Some(r) = &self.http2_route {
+            Some((
+                "spec.http2Route.action.weightedTargets",
+                &r.action.weighted_targets,
+            ))
+        } else {
+            self.tcp_route.as_ref().map(|r| {
+                (
+                    "spec.tcpRoute.action.weightedTargets",
+                    r.action.weighted_targets.as_slice(),
+                )
+            })
+        }
+    }
+
+    /// Mutable access to the weighted targets, whichever kind of route this is.
+    pub fn weighted_targets_mut(&mut self) -> Option<&mut Vec<WeightedTarget>> {
+        if let Some(r) = &mut self.http_route {
+            Some(&mut r.action.weighted_targets)
+        } else if let Some(r) = &mut self.http2_route {
+            Some(&mut r.action.weighted_targets)
+        } else {
+            self.tcp_route
+                .as_mut()
+                .map(|r| &mut r.action.weighted_targets)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRoute {
+    #[serde(rename = "match")]
+    pub route_match: HttpRouteMatch,
+    pub action: HttpRouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<HttpRetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HttpTimeout>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPathMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpRouteHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPathMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteHeader {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub header_match: Option<HeaderMatchMethod>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchMethod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<MatchRange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteAction {
+    pub weighted_targets: Vec<WeightedTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedTarget {
+    pub virtual_node: String,
+    pub weight: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRetryPolicy {
+    pub max_retries: i64,
+    pub per_retry_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_retry_events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_retry_events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    pub action: TcpRouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TcpTimeout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRouteAction {
+    pub weighted_targets: Vec<WeightedTarget>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}
+
+// ---------------------------------------------------------------- virtual service
+
+/// `aws appmesh create-virtual-service --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceInput {
+    pub mesh_name: String,
+    pub virtual_service_name: String,
+    #[serde(default)]
+    pub spec: VirtualServiceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<VirtualServiceProvider>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_router: Option<VirtualRouterServiceProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node: Option<VirtualNodeServiceProvider>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterServiceProvider {
+    pub virtual_router_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualNodeServiceProvider {
+    pub virtual_node_name: String,
+}

@@ -1,0 +1,835 @@
+//! The whole mesh: every resource, where it came from, and the checks that need more than
+//! one resource to make (references, weights, names).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::appmesh::{
+    HealthCheckPolicy, HttpRetryPolicy, HttpRoute, Listener, MeshInput, PortMapping, RouteInput,
+    VirtualNodeInput, VirtualRouterInput, VirtualServiceInput, WeightedTarget,
+};
+use crate::problem::{Problem, Problems, join};
+use crate::resource::{Kind, Resource};
+
+/// A value and the origin (file path, `<api>`, ...) it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    pub origin: String,
+    pub value: T,
+}
+
+/// Every resource of one mesh. Build it with [`Mesh::load_dir`] or [`Mesh::apply`]; both
+/// check it, so a `Mesh` obtained from them is consistent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mesh {
+    pub mesh: Option<Sourced<MeshInput>>,
+    pub virtual_nodes: BTreeMap<String, Sourced<VirtualNodeInput>>,
+    pub virtual_routers: BTreeMap<String, Sourced<VirtualRouterInput>>,
+    /// Keyed by (virtual router, route).
+    pub routes: BTreeMap<(String, String), Sourced<RouteInput>>,
+    pub virtual_services: BTreeMap<String, Sourced<VirtualServiceInput>>,
+}
+
+/// App Mesh's limits, from the botocore model and the service quotas.
+pub mod limits {
+    pub const NAME_MAX: usize = 255;
+    pub const TARGETS: (usize, usize) = (1, 10);
+    pub const WEIGHT: (i64, i64) = (0, 100);
+    pub const PRIORITY: (i64, i64) = (0, 1000);
+    pub const PORT: (i64, i64) = (1, 65535);
+    pub const THRESHOLD: (i64, i64) = (2, 10);
+    pub const HC_TIMEOUT_MS: (i64, i64) = (2000, 60000);
+    pub const HC_INTERVAL_MS: (i64, i64) = (5000, 300_000);
+    pub const HTTP_RETRY_EVENTS: &[&str] = &[
+        "server-error",
+        "gateway-error",
+        "client-error",
+        "stream-error",
+    ];
+    pub const TCP_RETRY_EVENTS: &[&str] = &["connection-error"];
+}
+
+impl Mesh {
+    /// Reads every `*.json` file below `dir` (sorted, recursively) as one resource each,
+    /// and checks the result. All problems found are returned together.
+    pub fn load_dir(dir: &Path) -> Result<Self, Problems> {
+        let mut files = Vec::new();
+        collect_json(dir, &mut files).map_err(|e| {
+            Problems::one(Problem::new(
+                dir.display().to_string(),
+                "",
+                format!("cannot read: {e}"),
+            ))
+        })?;
+        if files.is_empty() {
+            return Err(Problems::one(Problem::new(
+                dir.display().to_string(),
+                "",
+                "no *.json resource files here",
+            )));
+        }
+        let mut problems = Vec::new();
+        let mut resources = Vec::new();
+        for file in files {
+            let origin = file.display().to_string();
+            match std::fs::read_to_string(&file) {
+                Err(e) => problems.push(Problem::new(&origin, "", format!("cannot read: {e}"))),
+                Ok(text) => match Resource::parse(&origin, &text) {
+                    Ok(r) => resources.push((origin, r)),
+                    Err(Problems(mut p)) => problems.append(&mut p),
+                },
+            }
+        }
+        let mut mesh = Mesh::default();
+        for (origin, resource) in resources {
+            if let Some(previous) = mesh.origin_of(&resource) {
+                problems.push(Problem::new(
+                    &origin,
+                    "",
+                    format!("{} is already defined in {previous}", resource.describe()),
+                ));
+                continue;
+            }
+            mesh.insert(origin, resource);
+        }
+        if mesh.mesh.is_none() && problems.is_empty() {
+            problems.push(Problem::new(
+                dir.display().to_string(),
+                "",
+                "no mesh resource: add a mesh.json with {\"meshName\": \"...\"}",
+            ));
+        }
+        problems.extend(mesh.check());
+        if problems.is_empty() {
+            Ok(mesh)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The mesh's name, when the mesh resource exists.
+    pub fn name(&self) -> Option<&str> {
+        self.mesh.as_ref().map(|m| m.value.mesh_name.as_str())
+    }
+
+    /// Where the resource with the same identity as `resource` came from, if it exists.
+    pub fn origin_of(&self, resource: &Resource) -> Option<&str> {
+        let origin = match resource {
+            Resource::Mesh(_) => self.mesh.as_ref().map(|s| &s.origin),
+            Resource::VirtualNode(r) => self
+                .virtual_nodes
+                .get(&r.virtual_node_name)
+                .map(|s| &s.origin),
+            Resource::VirtualRouter(r) => self
+                .virtual_routers
+                .get(&r.virtual_router_name)
+                .map(|s| &s.origin),
+            Resource::Route(r) => self
+                .routes
+                .get(&(r.virtual_router_name.clone(), r.route_name.clone()))
+                .map(|s| &s.origin),
+            Resource::VirtualService(r) => self
+                .virtual_services
+                .get(&r.virtual_service_name)
+                .map(|s| &s.origin),
+        };
+        origin.map(String::as_str)
+    }
+
+    /// Puts `resource` in, replacing one with the same identity. Does not check.
+    pub fn insert(&mut self, origin: String, resource: Resource) {
+        match resource {
+            Resource::Mesh(value) => self.mesh = Some(Sourced { origin, value }),
+            Resource::VirtualNode(value) => {
+                self.virtual_nodes
+                    .insert(value.virtual_node_name.clone(), Sourced { origin, value });
+            }
+            Resource::VirtualRouter(value) => {
+                self.virtual_routers
+                    .insert(value.virtual_router_name.clone(), Sourced { origin, value });
+            }
+            Resource::Route(value) => {
+                let key = (value.virtual_router_name.clone(), value.route_name.clone());
+                self.routes.insert(key, Sourced { origin, value });
+            }
+            Resource::VirtualService(value) => {
+                self.virtual_services.insert(
+                    value.virtual_service_name.clone(),
+                    Sourced { origin, value },
+                );
+            }
+        }
+    }
+
+    /// The mesh with `resource` created or replaced, if the result is consistent. `self` is
+    /// never changed: a refused change leaves the running mesh as it was.
+    pub fn apply(&self, origin: &str, resource: Resource) -> Result<Mesh, Problems> {
+        let mut next = self.clone();
+        next.insert(origin.to_owned(), resource);
+        let problems = next.check();
+        if problems.is_empty() {
+            Ok(next)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// Every resource, as (origin, resource), in a stable order: mesh, nodes, routers,
+    /// routes, services.
+    pub fn resources(&self) -> Vec<(String, Resource)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.mesh {
+            out.push((m.origin.clone(), Resource::Mesh(m.value.clone())));
+        }
+        out.extend(
+            self.virtual_nodes
+                .values()
+                .map(|s| (s.origin.clone(), Resource::VirtualNode(s.value.clone()))),
+        );
+        out.extend(
+            self.virtual_routers
+                .values()
+                .map(|s| (s.origin.clone(), Resource::VirtualRouter(s.value.clone()))),
+        );
+        out.extend(
+            self.routes
+                .values()
+                .map(|s| (s.origin.clone(), Resource::Route(s.value.clone()))),
+        );
+        out.extend(
+            self.virtual_services
+                .values()
+                .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
+        );
+        out
+    }
+
+    /// The routes of `router`, highest precedence first (lowest `priority`; routes without
+    /// one come last, by name), as App Mesh orders them.
+    pub fn routes_of(&self, router: &str) -> Vec<&RouteInput> {
+        let mut routes: Vec<&RouteInput> = self
+            .routes
+            .values()
+            .map(|s| &s.value)
+            .filter(|r| r.virtual_router_name == router)
+            .collect();
+        routes.sort_by_key(|r| (r.spec.priority.unwrap_or(i64::MAX), r.route_name.clone()));
+        routes
+    }
+
+    /// Everything that is inconsistent; empty when the mesh is fine.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let Some(mesh) = &self.mesh else {
+            if let Some((origin, r)) = self.resources().first() {
+                p.push(Problem::new(
+                    origin.as_str(),
+                    "meshName",
+                    format!("mesh `{}` does not exist: create it first", r.mesh_name()),
+                ));
+            }
+            return p;
+        };
+        let mesh_name = &mesh.value.mesh_name;
+        check_name(&mut p, &mesh.origin, "meshName", mesh_name);
+        for (origin, r) in self.resources() {
+            if r.mesh_name() != mesh_name {
+                p.push(Problem::new(
+                    &origin,
+                    "meshName",
+                    format!(
+                        "`{}` is not this mesh; the mesh is `{mesh_name}`",
+                        r.mesh_name()
+                    ),
+                ));
+            }
+        }
+        for s in self.virtual_nodes.values() {
+            self.check_virtual_node(&mut p, &s.origin, &s.value);
+        }
+        for s in self.virtual_routers.values() {
+            check_name(
+                &mut p,
+                &s.origin,
+                "virtualRouterName",
+                &s.value.virtual_router_name,
+            );
+            check_listeners(
+                &mut p,
+                &s.origin,
+                s.value.spec.listeners.iter().map(|l| &l.port_mapping),
+            );
+        }
+        for s in self.routes.values() {
+            self.check_route(&mut p, &s.origin, &s.value);
+        }
+        for s in self.virtual_services.values() {
+            self.check_virtual_service(&mut p, &s.origin, &s.value);
+        }
+        p
+    }
+
+    fn check_virtual_node(&self, p: &mut Vec<Problem>, origin: &str, node: &VirtualNodeInput) {
+        check_name(p, origin, "virtualNodeName", &node.virtual_node_name);
+        check_listeners(
+            p,
+            origin,
+            node.spec.listeners.iter().map(|l| &l.port_mapping),
+        );
+        for (i, listener) in node.spec.listeners.iter().enumerate() {
+            check_listener(p, origin, &format!("spec.listeners[{i}]"), listener);
+        }
+        if !node.spec.listeners.is_empty() && node.spec.service_discovery.is_none() {
+            p.push(Problem::new(
+                origin,
+                "spec.serviceDiscovery",
+                "a virtual node with a listener needs service discovery (dns or awsCloudMap)",
+            ));
+        }
+        if let Some(sd) = &node.spec.service_discovery {
+            if sd.dns.is_some() == sd.aws_cloud_map.is_some() {
+                p.push(Problem::new(
+                    origin,
+                    "spec.serviceDiscovery",
+                    "give exactly one of dns and awsCloudMap",
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, backend) in node.spec.backends.iter().enumerate() {
+            let name = &backend.virtual_service.virtual_service_name;
+            let path = format!("spec.backends[{i}].virtualService.virtualServiceName");
+            if !seen.insert(name) {
+                p.push(Problem::new(
+                    origin,
+                    &path,
+                    format!("backend `{name}` is listed twice"),
+                ));
+            } else if !self.virtual_services.contains_key(name) {
+                p.push(Problem::new(
+                    origin,
+                    &path,
+                    format!(
+                        "virtual service `{name}` does not exist (known: {})",
+                        known(self.virtual_services.keys())
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn check_route(&self, p: &mut Vec<Problem>, origin: &str, route: &RouteInput) {
+        check_name(p, origin, "routeName", &route.route_name);
+        let Some(router) = self.virtual_routers.get(&route.virtual_router_name) else {
+            p.push(Problem::new(
+                origin,
+                "virtualRouterName",
+                format!(
+                    "virtual router `{}` does not exist (known: {})",
+                    route.virtual_router_name,
+                    known(self.virtual_routers.keys())
+                ),
+            ));
+            return;
+        };
+        let spec = &route.spec;
+        if let Some(priority) = spec.priority {
+            range(p, origin, "spec.priority", priority, limits::PRIORITY);
+        }
+        let kinds = [
+            spec.http_route.is_some(),
+            spec.http2_route.is_some(),
+            spec.tcp_route.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            p.push(Problem::new(
+                origin,
+                "spec",
+                "give exactly one of httpRoute, http2Route and tcpRoute",
+            ));
+            return;
+        }
+        let route_protocol = if spec.tcp_route.is_some() {
+            "tcp"
+        } else {
+            "http"
+        };
+        for listener in &router.value.spec.listeners {
+            let proto = listener.port_mapping.protocol.as_str();
+            let compatible = match route_protocol {
+                "tcp" => proto == "tcp",
+                _ => proto != "tcp",
+            };
+            if !compatible {
+                p.push(Problem::new(
+                    origin,
+                    "spec",
+                    format!(
+                        "a {} route cannot serve virtual router `{}`, whose listener is {proto}",
+                        if route_protocol == "tcp" {
+                            "tcpRoute"
+                        } else {
+                            "http route"
+                        },
+                        route.virtual_router_name
+                    ),
+                ));
+            }
+        }
+        if let Some((path, targets)) = spec.weighted_targets() {
+            self.check_targets(p, origin, path, targets);
+        }
+        for (base, http) in [
+            ("spec.httpRoute", &spec.http_route),
+            ("spec.http2Route", &spec.http2_route),
+        ] {
+            if let Some(http) = http {
+                check_http_route(p, origin, base, http);
+            }
+        }
+    }
+
+    fn check_targets(
+        &self,
+        p: &mut Vec<Problem>,
+        origin: &str,
+        path: &str,
+        targets: &[WeightedTarget],
+    ) {
+        let (lo, hi) = limits::TARGETS;
+        if targets.len() < lo || targets.len() > hi {
+            p.push(Problem::new(
+                origin,
+                path,
+                format!(
+                    "{} targets given; a route takes {lo} to {hi}",
+                    targets.len()
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            range(p, origin, &join(&at, "weight"), t.weight, limits::WEIGHT);
+            if let Some(port) = t.port {
+                range(p, origin, &join(&at, "port"), port, limits::PORT);
+            }
+            if !seen.insert(&t.virtual_node) {
+                p.push(Problem::new(
+                    origin,
+                    join(&at, "virtualNode"),
+                    format!("virtual node `{}` is a target twice", t.virtual_node),
+                ));
+            } else if !self.virtual_nodes.contains_key(&t.virtual_node) {
+                p.push(Problem::new(
+                    origin,
+                    join(&at, "virtualNode"),
+                    format!(
+                        "virtual node `{}` does not exist (known: {})",
+                        t.virtual_node,
+                        known(self.virtual_nodes.keys())
+                    ),
+                ));
+            }
+        }
+        if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
+            p.push(Problem::new(
+                origin,
+                path,
+                "every weight is 0, so no target would get traffic; give at least one a weight above 0",
+            ));
+        }
+    }
+
+    fn check_virtual_service(&self, p: &mut Vec<Problem>, origin: &str, vs: &VirtualServiceInput) {
+        let name = &vs.virtual_service_name;
+        if name.is_empty() || name.len() > limits::NAME_MAX {
+            p.push(Problem::new(
+                origin,
+                "virtualServiceName",
+                "must be 1 to 255 characters",
+            ));
+        }
+        let Some(provider) = &vs.spec.provider else {
+            return;
+        };
+        match (&provider.virtual_router, &provider.virtual_node) {
+            (Some(r), None) => {
+                if !self.virtual_routers.contains_key(&r.virtual_router_name) {
+                    p.push(Problem::new(
+                        origin,
+                        "spec.provider.virtualRouter.virtualRouterName",
+                        format!(
+                            "virtual router `{}` does not exist (known: {})",
+                            r.virtual_router_name,
+                            known(self.virtual_routers.keys())
+                        ),
+                    ));
+                }
+            }
+            (None, Some(n)) => {
+                if !self.virtual_nodes.contains_key(&n.virtual_node_name) {
+                    p.push(Problem::new(
+                        origin,
+                        "spec.provider.virtualNode.virtualNodeName",
+                        format!(
+                            "virtual node `{}` does not exist (known: {})",
+                            n.virtual_node_name,
+                            known(self.virtual_nodes.keys())
+                        ),
+                    ));
+                }
+            }
+            _ => p.push(Problem::new(
+                origin,
+                "spec.provider",
+                "give exactly one of virtualRouter and virtualNode",
+            )),
+        }
+    }
+
+    /// Which resources refer to the resource `kind`/`name` (for refusing deletes).
+    pub fn referrers(&self, kind: Kind, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match kind {
+            Kind::VirtualNode => {
+                for r in self.routes.values() {
+                    if r.value
+                        .spec
+                        .weighted_targets()
+                        .is_some_and(|(_, ts)| ts.iter().any(|t| t.virtual_node == name))
+                    {
+                        out.push(format!(
+                            "route {}/{}",
+                            r.value.virtual_router_name, r.value.route_name
+                        ));
+                    }
+                }
+                for s in self.virtual_services.values() {
+                    if s.value
+                        .spec
+                        .provider
+                        .as_ref()
+                        .and_then(|p| p.virtual_node.as_ref())
+                        .is_some_and(|n| n.virtual_node_name == name)
+                    {
+                        out.push(format!("virtual service {}", s.value.virtual_service_name));
+                    }
+                }
+            }
+            Kind::VirtualRouter => {
+                for r in self.routes.values() {
+                    if r.value.virtual_router_name == name {
+                        out.push(format!(
+                            "route {}/{}",
+                            r.value.virtual_router_name, r.value.route_name
+                        ));
+                    }
+                }
+                for s in self.virtual_services.values() {
+                    if s.value
+                        .spec
+                        .provider
+                        .as_ref()
+                        .and_then(|p| p.virtual_router.as_ref())
+                        .is_some_and(|r| r.virtual_router_name == name)
+                    {
+                        out.push(format!("virtual service {}", s.value.virtual_service_name));
+                    }
+                }
+            }
+            Kind::VirtualService => {
+                for n in self.virtual_nodes.values() {
+                    if n.value
+                        .spec
+                        .backends
+                        .iter()
+                        .any(|b| b.virtual_service.virtual_service_name == name)
+                    {
+                        out.push(format!("virtual node {}", n.value.virtual_node_name));
+                    }
+                }
+            }
+            Kind::Mesh => {
+                out.extend(
+                    self.resources()
+                        .into_iter()
+                        .filter(|(_, r)| r.kind() != Kind::Mesh)
+                        .map(|(_, r)| r.describe()),
+                );
+            }
+            Kind::Route => {}
+        }
+        out
+    }
+}
+
+fn collect_json(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_json(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn range(p: &mut Vec<Problem>, origin: &str, path: &str, value: i64, (lo, hi): (i64, i64)) {
+    if value < lo || value > hi {
+        p.push(Problem::new(
+            origin,
+            path,
+            format!("{value} is out of range; allowed: {lo} to {hi}"),
+        ));
+    }
+}
+
+fn check_name(p: &mut Vec<Problem>, origin: &str, path: &str, name: &str) {
+    if name.is_empty() || name.len() > limits::NAME_MAX {
+        p.push(Problem::new(origin, path, "must be 1 to 255 characters"));
+    }
+}
+
+fn check_listeners<'a>(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    ports: impl Iterator<Item = &'a PortMapping>,
+) {
+    let ports: Vec<&PortMapping> = ports.collect();
+    if ports.len() > 1 {
+        p.push(Problem::new(
+            origin,
+            "spec.listeners",
+            format!("{} listeners given; App Mesh takes at most 1", ports.len()),
+        ));
+    }
+    for (i, pm) in ports.iter().enumerate() {
+        range(
+            p,
+            origin,
+            &format!("spec.listeners[{i}].portMapping.port"),
+            pm.port,
+            limits::PORT,
+        );
+    }
+}
+
+fn check_listener(p: &mut Vec<Problem>, origin: &str, base: &str, listener: &Listener) {
+    if let Some(hc) = &listener.health_check {
+        check_health_check(p, origin, &join(base, "healthCheck"), hc);
+    }
+    if let Some(od) = &listener.outlier_detection {
+        let at = join(base, "outlierDetection");
+        if od.max_server_errors < 1 {
+            p.push(Problem::new(
+                origin,
+                join(&at, "maxServerErrors"),
+                "must be at least 1",
+            ));
+        }
+        range(
+            p,
+            origin,
+            &join(&at, "maxEjectionPercent"),
+            od.max_ejection_percent,
+            (0, 100),
+        );
+        for (field, d) in [
+            ("interval", od.interval),
+            ("baseEjectionDuration", od.base_ejection_duration),
+        ] {
+            if d.value < 1 {
+                p.push(Problem::new(
+                    origin,
+                    join(&at, &join(field, "value")),
+                    "must be at least 1",
+                ));
+            }
+        }
+    }
+}
+
+fn check_health_check(p: &mut Vec<Problem>, origin: &str, at: &str, hc: &HealthCheckPolicy) {
+    range(
+        p,
+        origin,
+        &join(at, "healthyThreshold"),
+        hc.healthy_threshold,
+        limits::THRESHOLD,
+    );
+    range(
+        p,
+        origin,
+        &join(at, "unhealthyThreshold"),
+        hc.unhealthy_threshold,
+        limits::THRESHOLD,
+    );
+    range(
+        p,
+        origin,
+        &join(at, "timeoutMillis"),
+        hc.timeout_millis,
+        limits::HC_TIMEOUT_MS,
+    );
+    range(
+        p,
+        origin,
+        &join(at, "intervalMillis"),
+        hc.interval_millis,
+        limits::HC_INTERVAL_MS,
+    );
+    if let Some(port) = hc.port {
+        range(p, origin, &join(at, "port"), port, limits::PORT);
+    }
+    let http = matches!(hc.protocol.as_str(), "http" | "http2");
+    match (&hc.path, http) {
+        (None, true) => p.push(Problem::new(
+            origin,
+            join(at, "path"),
+            "an http or http2 health check needs a path",
+        )),
+        (Some(path), true) if !path.starts_with('/') => {
+            p.push(Problem::new(
+                origin,
+                join(at, "path"),
+                format!("`{path}` must start with /"),
+            ));
+        }
+        _ => {}
+    }
+}
+
+fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, route: &HttpRoute) {
+    let m = &route.route_match;
+    let at = join(base, "match");
+    match (&m.prefix, &m.path) {
+        (None, None) => p.push(Problem::new(
+            origin,
+            &at,
+            "give a prefix (like \"/\") or a path to match",
+        )),
+        (Some(prefix), _) if !prefix.starts_with('/') => {
+            p.push(Problem::new(
+                origin,
+                join(&at, "prefix"),
+                format!("`{prefix}` must start with /"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(path) = &m.path {
+        if path.exact.is_some() == path.regex.is_some() {
+            p.push(Problem::new(
+                origin,
+                join(&at, "path"),
+                "give exactly one of exact and regex",
+            ));
+        }
+    }
+    if let Some(method) = &m.method {
+        const METHODS: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        if !METHODS.contains(&method.as_str()) {
+            p.push(Problem::new(
+                origin,
+                join(&at, "method"),
+                format!("`{method}` is not one of {}", METHODS.join(", ")),
+            ));
+        }
+    }
+    for (i, h) in m.headers.iter().enumerate() {
+        if let Some(hm) = &h.header_match {
+            let given = [
+                hm.exact.is_some(),
+                hm.prefix.is_some(),
+                hm.suffix.is_some(),
+                hm.regex.is_some(),
+                hm.range.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                p.push(Problem::new(
+                    origin,
+                    format!("{at}.headers[{i}].match"),
+                    "give exactly one of exact, prefix, suffix, regex and range",
+                ));
+            }
+        }
+    }
+    if let Some(retry) = &route.retry_policy {
+        check_retry(p, origin, &join(base, "retryPolicy"), retry);
+    }
+    if let Some(timeout) = &route.timeout {
+        for (field, d) in [("perRequest", timeout.per_request), ("idle", timeout.idle)] {
+            if d.is_some_and(|d| d.value < 0) {
+                p.push(Problem::new(
+                    origin,
+                    format!("{base}.timeout.{field}.value"),
+                    "must not be negative",
+                ));
+            }
+        }
+    }
+}
+
+fn check_retry(p: &mut Vec<Problem>, origin: &str, at: &str, retry: &HttpRetryPolicy) {
+    if retry.max_retries < 0 {
+        p.push(Problem::new(
+            origin,
+            join(at, "maxRetries"),
+            "must not be negative",
+        ));
+    }
+    if retry.per_retry_timeout.value < 1 {
+        p.push(Problem::new(
+            origin,
+            join(at, "perRetryTimeout.value"),
+            "must be at least 1",
+        ));
+    }
+    if retry.http_retry_events.is_empty() && retry.tcp_retry_events.is_empty() {
+        p.push(Problem::new(
+            origin,
+            at,
+            "give at least one of httpRetryEvents and tcpRetryEvents",
+        ));
+    }
+    for (field, events, allowed) in [
+        (
+            "httpRetryEvents",
+            &retry.http_retry_events,
+            limits::HTTP_RETRY_EVENTS,
+        ),
+        (
+            "tcpRetryEvents",
+            &retry.tcp_retry_events,
+            limits::TCP_RETRY_EVENTS,
+        ),
+    ] {
+        for (i, e) in events.iter().enumerate() {
+            if !allowed.contains(&e.as_str()) {
+                p.push(Problem::new(
+                    origin,
+                    format!("{at}.{field}[{i}]"),
+                    format!(
+                        "`{e}` is not a retry event; use one of {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}

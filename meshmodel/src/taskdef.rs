@@ -1,0 +1,309 @@
+//! Task definitions checked against the mesh: the checks the AWS API cannot make, because
+//! they need both the task definition and the App Mesh resources.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::ecs::{AppMeshProxy, TaskDefinition};
+use crate::mesh::{Mesh, Sourced};
+use crate::problem::{Problem, Problems};
+
+/// A task definition that fits the mesh, with what running it needs resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub origin: String,
+    pub definition: TaskDefinition,
+    /// The virtual node its Envoy serves.
+    pub virtual_node: String,
+    /// The APPMESH proxy configuration.
+    pub proxy: AppMeshProxy,
+}
+
+impl Task {
+    /// The containers other than Envoy, in the order the task definition lists them.
+    pub fn app_containers(&self) -> impl Iterator<Item = &crate::ecs::ContainerDefinition> {
+        self.definition
+            .container_definitions
+            .iter()
+            .filter(|c| c.name != self.proxy.container_name)
+    }
+}
+
+/// Reads every `*.json` directly in `dir` as a task definition.
+pub fn load_dir(dir: &Path) -> Result<Vec<Sourced<TaskDefinition>>, Problems> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            Problems::one(Problem::new(
+                dir.display().to_string(),
+                "",
+                format!("cannot read: {e}"),
+            ))
+        })?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let origin = path.display().to_string();
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| Problems::one(Problem::new(&origin, "", format!("cannot read: {e}"))))
+            .and_then(|text| TaskDefinition::parse(&origin, &text));
+        match parsed {
+            Ok(value) => out.push(Sourced { origin, value }),
+            Err(Problems(mut p)) => problems.append(&mut p),
+        }
+    }
+    if out.is_empty() && problems.is_empty() {
+        problems.push(Problem::new(
+            dir.display().to_string(),
+            "",
+            "no *.json task definitions here",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// The virtual node an Envoy container's environment names, with the JSON path of the
+/// variable: `APPMESH_RESOURCE_ARN` (`arn:aws:appmesh:R:A:mesh/M/virtualNode/N`) or the
+/// older `APPMESH_VIRTUAL_NODE_NAME` (`mesh/M/virtualNode/N`). Returns (mesh, node, path).
+fn envoy_node(
+    origin: &str,
+    index: usize,
+    envoy: &crate::ecs::ContainerDefinition,
+) -> Result<(String, String, String), Problem> {
+    let found = envoy
+        .env("APPMESH_RESOURCE_ARN")
+        .map(|(i, v)| ("APPMESH_RESOURCE_ARN", i, v))
+        .or_else(|| {
+            envoy
+                .env("APPMESH_VIRTUAL_NODE_NAME")
+                .map(|(i, v)| ("APPMESH_VIRTUAL_NODE_NAME", i, v))
+        });
+    let Some((var, i, value)) = found else {
+        return Err(Problem::new(
+            origin,
+            format!("containerDefinitions[{index}].environment"),
+            "the Envoy container needs APPMESH_RESOURCE_ARN (the virtual node's ARN) to know which virtual node it is",
+        ));
+    };
+    let path = format!("containerDefinitions[{index}].environment[{i}].value");
+    let resource = match value.find("mesh/") {
+        Some(at) => &value[at..],
+        None => value,
+    };
+    let parts: Vec<&str> = resource.split('/').collect();
+    match parts.as_slice() {
+        ["mesh", mesh, "virtualNode", node] if !mesh.is_empty() && !node.is_empty() => {
+            Ok(((*mesh).to_owned(), (*node).to_owned(), path))
+        }
+        _ => Err(Problem::new(
+            origin,
+            path,
+            format!(
+                "{var} `{value}` does not name a virtual node (expected …mesh/MESH/virtualNode/NODE)"
+            ),
+        )),
+    }
+}
+
+/// The version a virtual node's name ends with (`distributor-v2` → `v2`).
+fn node_version(node: &str) -> Option<&str> {
+    let (_, suffix) = node.rsplit_once('-')?;
+    let digits = suffix.strip_prefix('v')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(suffix)
+}
+
+/// Checks `tasks` against `mesh`; on success, each task with its node and proxy resolved.
+pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>, Problems> {
+    let mut p = Vec::new();
+    let mut out = Vec::new();
+    let mut families: BTreeMap<&str, &str> = BTreeMap::new();
+    for Sourced { origin, value: td } in tasks {
+        if let Some(previous) = families.insert(&td.family, origin) {
+            p.push(Problem::new(
+                origin,
+                "family",
+                format!("family `{}` is also used by {previous}", td.family),
+            ));
+        }
+        if td.network_mode.as_deref() != Some("awsvpc") {
+            p.push(Problem::new(
+                origin,
+                "networkMode",
+                format!(
+                    "`{}`: an APPMESH proxy configuration needs networkMode awsvpc",
+                    td.network_mode.as_deref().unwrap_or("(unset)")
+                ),
+            ));
+        }
+        let proxy = match td.appmesh_proxy(origin) {
+            Ok(proxy) => proxy,
+            Err(Problems(mut more)) => {
+                p.append(&mut more);
+                continue;
+            }
+        };
+        let Some((envoy_index, envoy)) = td.container(&proxy.container_name) else {
+            p.push(Problem::new(
+                origin,
+                "proxyConfiguration.containerName",
+                format!("no container is called `{}`", proxy.container_name),
+            ));
+            continue;
+        };
+        let (node_mesh, node, node_path) = match envoy_node(origin, envoy_index, envoy) {
+            Ok(found) => found,
+            Err(problem) => {
+                p.push(problem);
+                continue;
+            }
+        };
+        if let Some(name) = mesh.name() {
+            if node_mesh != name {
+                p.push(Problem::new(
+                    origin,
+                    &node_path,
+                    format!("names mesh `{node_mesh}`, but the mesh is `{name}`"),
+                ));
+            }
+        }
+        let Some(vn) = mesh.virtual_nodes.get(&node) else {
+            p.push(Problem::new(
+                origin,
+                &node_path,
+                format!(
+                    "virtual node `{node}` does not exist (known: {})",
+                    mesh.virtual_nodes
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            continue;
+        };
+        let user_path = format!("containerDefinitions[{envoy_index}].user");
+        match (proxy.ignored_uid, envoy.user.as_deref()) {
+            (Some(uid), Some(user)) if user.split(':').next() != Some(uid.to_string().as_str()) => p.push(Problem::new(
+                origin,
+                &user_path,
+                format!("Envoy runs as user `{user}` but IgnoredUID is {uid}: Envoy's own traffic would be redirected back into Envoy"),
+            )),
+            (Some(uid), None) => p.push(Problem::new(
+                origin,
+                &user_path,
+                format!("missing: Envoy must run as the IgnoredUID user ({uid}), or its own traffic loops back into it"),
+            )),
+            _ => {}
+        }
+        if envoy.health_check.is_none() {
+            p.push(Problem::new(
+                origin,
+                format!("containerDefinitions[{envoy_index}].healthCheck"),
+                "missing: without a health check Envoy never becomes HEALTHY, so containers waiting on it never start",
+            ));
+        }
+        let node_ports: Vec<u16> = vn
+            .value
+            .spec
+            .listeners
+            .iter()
+            .filter_map(|l| u16::try_from(l.port_mapping.port).ok())
+            .collect();
+        let app_ports_path = td
+            .proxy_configuration
+            .as_ref()
+            .and_then(|pc| pc.properties.iter().position(|kv| kv.name == "AppPorts"))
+            .map(|i| format!("proxyConfiguration.properties[{i}].value"))
+            .unwrap_or_else(|| "proxyConfiguration.properties".to_owned());
+        let mut sorted_app = proxy.app_ports.clone();
+        sorted_app.sort_unstable();
+        let mut sorted_node = node_ports.clone();
+        sorted_node.sort_unstable();
+        if sorted_app != sorted_node {
+            p.push(Problem::new(
+                origin,
+                &app_ports_path,
+                format!(
+                    "AppPorts {:?} differ from virtual node `{node}`'s listener ports {:?} ({})",
+                    proxy.app_ports, node_ports, vn.origin
+                ),
+            ));
+        }
+        for (ci, c) in td.container_definitions.iter().enumerate() {
+            if ci == envoy_index {
+                continue;
+            }
+            for (pi, pm) in c.port_mappings.iter().enumerate() {
+                if let Some(port) = pm.container_port {
+                    if u16::try_from(port).map_or(true, |port| !proxy.app_ports.contains(&port)) {
+                        p.push(Problem::new(
+                            origin,
+                            format!("containerDefinitions[{ci}].portMappings[{pi}].containerPort"),
+                            format!("port {port} is not in AppPorts {:?}, so inbound traffic to it would bypass Envoy", proxy.app_ports),
+                        ));
+                    }
+                }
+            }
+            let waits = c
+                .depends_on
+                .iter()
+                .any(|d| d.container_name == proxy.container_name && d.condition == "HEALTHY");
+            if !waits {
+                p.push(Problem::new(
+                    origin,
+                    format!("containerDefinitions[{ci}].dependsOn"),
+                    format!(
+                        "container `{}` must depend on `{}` with condition HEALTHY, or it starts before Envoy can carry its traffic",
+                        c.name, proxy.container_name
+                    ),
+                ));
+            }
+            if let Some(want) = node_version(&node) {
+                for var in ["GOPHER_VERSION", "Tag"] {
+                    if let Some((i, got)) = c.env(var) {
+                        if got != want {
+                            p.push(Problem::new(
+                                origin,
+                                format!("containerDefinitions[{ci}].environment[{i}].value"),
+                                format!("{var}={got}, but this task is virtual node `{node}`: it would answer as {got}"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out.push(Task {
+            origin: origin.clone(),
+            definition: td.clone(),
+            virtual_node: node,
+            proxy,
+        });
+    }
+    if p.is_empty() {
+        Ok(out)
+    } else {
+        Err(Problems(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_versions_come_from_the_name_suffix() {
+        assert_eq!(node_version("distributor-v2"), Some("v2"));
+        assert_eq!(node_version("distributor-v10"), Some("v10"));
+        assert_eq!(node_version("requester"), None);
+        assert_eq!(node_version("distributor-vx"), None);
+    }
+}
