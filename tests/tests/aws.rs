@@ -1,0 +1,612 @@
+//! The artifacts users take to AWS: the mesh JSON and task definitions pass botocore's own
+//! validation, `gophermesh validate` catches what AWS cannot, and the deploy scripts
+//! replay the walkthrough with the real AWS CLI against moto.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use e2e::{Guard, bin, free_port, repo_root, tool, wait_for_port};
+use serde_json::Value;
+
+const RENDER_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCOUNT_ID", "111122223333"),
+    ("AWS_REGION", "us-east-1"),
+    (
+        "IMAGE_REPOSITORY",
+        "111122223333.dkr.ecr.us-east-1.amazonaws.com",
+    ),
+];
+
+fn render_taskdefs(out: &Path) {
+    let status = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args(["render", "taskdefs", "--out"])
+        .arg(out)
+        .envs(RENDER_ENV)
+        .stdout(Stdio::null())
+        .status()
+        .expect("gophermesh runs");
+    assert!(status.success(), "render failed");
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(json_files(&path));
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_shipped_file_passes_botocore_validation() {
+    let root = repo_root();
+    let rendered = tempdir("rendered");
+    render_taskdefs(&rendered);
+    let mut args: Vec<String> = Vec::new();
+    let mut count = 0;
+    for file in json_files(&root.join("mesh")) {
+        let dir = file
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let op = match dir {
+            "mesh" => "CreateMesh",
+            "virtual-nodes" => "CreateVirtualNode",
+            "virtual-routers" => "CreateVirtualRouter",
+            "routes" => "CreateRoute",
+            "virtual-services" => "CreateVirtualService",
+            other => panic!("unexpected folder mesh/{other}"),
+        };
+        args.extend(["appmesh".into(), op.into(), file.display().to_string()]);
+        count += 1;
+    }
+    for file in json_files(&rendered) {
+        args.extend([
+            "ecs".into(),
+            "RegisterTaskDefinition".into(),
+            file.display().to_string(),
+        ]);
+        count += 1;
+    }
+    assert_eq!(count, 13, "10 mesh files and 3 task definitions");
+    let out = Command::new(tool("python"))
+        .arg(root.join("tests/tools/botocore_validate.py"))
+        .args(&args)
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "botocore rejected a file:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("valid ")).count(),
+        count,
+        "{text}"
+    );
+
+    // The validator is not a rubber stamp: a 2018 preview shape is refused.
+    let bad = rendered.join("preview-node.json");
+    std::fs::write(
+        &bad,
+        r#"{"meshName":"gophermesh","virtualNodeName":"x","spec":{"backends":["distributor.gophers.local"]}}"#,
+    )
+    .expect("write");
+    let out = Command::new(tool("python"))
+        .arg(root.join("tests/tools/botocore_validate.py"))
+        .args(["appmesh", "CreateVirtualNode"])
+        .arg(&bad)
+        .output()
+        .expect("python runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
+}
+
+fn tempdir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gophermesh-{label}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A copy of mesh/ and taskdefs/ in a temp dir, for breaking one thing at a time.
+fn copy_of_shipped() -> PathBuf {
+    let root = repo_root();
+    let dir = tempdir("copy");
+    for sub in ["mesh", "taskdefs"] {
+        for file in json_files(&root.join(sub)) {
+            let rel = file.strip_prefix(&root).expect("under root");
+            let to = dir.join(rel);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&file, &to).expect("copy");
+        }
+    }
+    dir
+}
+
+fn edit(dir: &Path, file: &str, change: impl FnOnce(&mut Value)) {
+    let path = dir.join(file);
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    change(&mut doc);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+}
+
+fn validate(dir: &Path) -> (i32, String) {
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(dir)
+        .arg("validate")
+        .output()
+        .expect("gophermesh runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn env_index(container: &Value, name: &str) -> usize {
+    container["environment"]
+        .as_array()
+        .and_then(|env| env.iter().position(|kv| kv["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {container}"))
+}
+
+#[test]
+fn validate_accepts_the_shipped_files_with_a_summary() {
+    let (code, text) = validate(&repo_root());
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(
+            "mesh gophermesh: 3 virtual nodes, 2 virtual routers, 2 routes, 2 virtual services"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("route distributor/distributor: distributor-v1 90%, distributor-v2 10%"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("ok"), "{text}");
+}
+
+#[test]
+fn validate_catches_each_defect_naming_file_and_field() {
+    type Breakage = (&'static str, &'static str, fn(&mut Value), &'static str);
+    let cases: [Breakage; 11] = [
+        (
+            "mesh/routes/distributor.json",
+            "spec.httpRoute.action.weightedTargets[1].virtualNode",
+            |d| {
+                d["spec"]["httpRoute"]["action"]["weightedTargets"][1]["virtualNode"] =
+                    "distributor-v3".into()
+            },
+            "virtual node `distributor-v3` does not exist",
+        ),
+        (
+            "mesh/virtual-nodes/requester.json",
+            "spec.backends[0].virtualService.virtualServiceName",
+            |d| {
+                d["spec"]["backends"][0]["virtualService"]["virtualServiceName"] =
+                    "nowhere.gophers.local".into()
+            },
+            "virtual service `nowhere.gophers.local` does not exist",
+        ),
+        (
+            "mesh/routes/distributor.json",
+            "spec.httpRoute.action.weightedTargets",
+            |d| {
+                d["spec"]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = 0.into();
+                d["spec"]["httpRoute"]["action"]["weightedTargets"][1]["weight"] = 0.into();
+            },
+            "every weight is 0",
+        ),
+        (
+            "mesh/routes/distributor.json",
+            "spec.httpRoute.action.weightedTargets[0].weight",
+            |d| d["spec"]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = 150.into(),
+            "150 is out of range; allowed: 0 to 100",
+        ),
+        (
+            "taskdefs/distributor-v2.json",
+            "proxyConfiguration.properties[3].value",
+            |d| d["proxyConfiguration"]["properties"][3]["value"] = "9090".into(),
+            "AppPorts [9090] differ from virtual node `distributor-v2`'s listener ports [8080]",
+        ),
+        (
+            "taskdefs/requester.json",
+            "containerDefinitions[0].portMappings[0].containerPort",
+            |d| d["containerDefinitions"][0]["portMappings"][0]["containerPort"] = 9000.into(),
+            "port 9000 is not in AppPorts",
+        ),
+        (
+            "taskdefs/requester.json",
+            "containerDefinitions[1].user",
+            |d| d["containerDefinitions"][1]["user"] = "1000".into(),
+            "Envoy runs as user `1000` but IgnoredUID is 1337",
+        ),
+        (
+            "taskdefs/distributor-v1.json",
+            "containerDefinitions[0].dependsOn",
+            |d| {
+                d["containerDefinitions"][0]["dependsOn"] =
+                    serde_json::json!([{"containerName": "envoy", "condition": "START"}])
+            },
+            "must depend on `envoy` with condition HEALTHY",
+        ),
+        (
+            "taskdefs/distributor-v2.json",
+            "containerDefinitions[0].environment[1].value",
+            |d| {
+                let i = env_index(&d["containerDefinitions"][0], "GOPHER_VERSION");
+                assert_eq!(i, 1);
+                d["containerDefinitions"][0]["environment"][i]["value"] = "v1".into();
+            },
+            "GOPHER_VERSION=v1, but this task is virtual node `distributor-v2`",
+        ),
+        (
+            "taskdefs/distributor-v2.json",
+            "containerDefinitions[1].environment[0].value",
+            |d| {
+                d["containerDefinitions"][1]["environment"][0]["value"] =
+                "arn:aws:appmesh:${AWS_REGION}:${AWS_ACCOUNT_ID}:mesh/gophermesh/virtualNode/distributor-v9".into()
+            },
+            "virtual node `distributor-v9` does not exist",
+        ),
+        (
+            "mesh/virtual-nodes/distributor-v1.json",
+            "spec.listeners[0].portMapping.protocol",
+            |d| d["spec"]["listeners"][0]["portMapping"]["protocol"] = "https".into(),
+            "unknown variant `https`",
+        ),
+    ];
+    for (file, path, breakage, reason) in cases {
+        let dir = copy_of_shipped();
+        edit(&dir, file, breakage);
+        let (code, text) = validate(&dir);
+        assert_eq!(code, 1, "{file} {path}: {text}");
+        let line = text
+            .lines()
+            .find(|l| l.contains(reason))
+            .unwrap_or_else(|| panic!("no `{reason}` in:\n{text}"));
+        assert!(
+            line.starts_with(&format!("{file}: {path}: ")),
+            "expected {file}: {path}: …, got\n{line}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // The original demo's defect: v2 passed Tag=v1.
+    let dir = copy_of_shipped();
+    edit(&dir, "taskdefs/distributor-v2.json", |d| {
+        d["containerDefinitions"][0]["environment"] =
+            serde_json::json!([{"name": "Tag", "value": "v1"}]);
+    });
+    let (code, text) = validate(&dir);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains(
+            "taskdefs/distributor-v2.json: containerDefinitions[0].environment[0].value: Tag=v1"
+        ),
+        "{text}"
+    );
+
+    // Two files defining the same node.
+    let dir = copy_of_shipped();
+    std::fs::copy(
+        dir.join("mesh/virtual-nodes/requester.json"),
+        dir.join("mesh/virtual-nodes/zz-copy.json"),
+    )
+    .expect("copy");
+    let (code, text) = validate(&dir);
+    assert_eq!(code, 1);
+    assert!(text.contains("mesh/virtual-nodes/zz-copy.json: virtual node requester is already defined in mesh/virtual-nodes/requester.json"), "{text}");
+}
+
+/// moto, started on a free loopback port, with a VPC, a subnet and a security group.
+struct Moto {
+    _server: Guard,
+    endpoint: String,
+    env: Vec<(String, String)>,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let port = free_port();
+        let server = Guard(
+            Command::new(tool("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts"),
+        );
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "moto_server did not listen"
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut moto = Self {
+            _server: server,
+            endpoint,
+            env: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+                ("AWS_PAGER".into(), String::new()),
+            ],
+        };
+        let vpc = moto.aws(&[
+            "ec2",
+            "create-vpc",
+            "--cidr-block",
+            "10.0.0.0/16",
+            "--query",
+            "Vpc.VpcId",
+            "--output",
+            "text",
+        ]);
+        let subnet = moto.aws(&[
+            "ec2",
+            "create-subnet",
+            "--vpc-id",
+            &vpc,
+            "--cidr-block",
+            "10.0.1.0/24",
+            "--query",
+            "Subnet.SubnetId",
+            "--output",
+            "text",
+        ]);
+        let sg = moto.aws(&[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            "gophers",
+            "--description",
+            "gophers",
+            "--vpc-id",
+            &vpc,
+            "--query",
+            "GroupId",
+            "--output",
+            "text",
+        ]);
+        moto.env.extend([
+            ("VPC_ID".into(), vpc),
+            ("SUBNETS".into(), subnet),
+            ("SECURITY_GROUPS".into(), sg),
+        ]);
+        moto.env.extend(
+            RENDER_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        moto
+    }
+
+    fn path_env(&self) -> String {
+        let venv = repo_root().join(".venv/bin");
+        let aws_dir = tool("aws").parent().map(Path::to_path_buf).unwrap_or(venv);
+        format!(
+            "{}:{}:{}",
+            aws_dir.display(),
+            e2e::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// Runs the AWS CLI against moto; returns trimmed stdout, panics on failure.
+    fn aws(&self, args: &[&str]) -> String {
+        let out = Command::new(tool("aws"))
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("aws runs");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs a deploy script; returns its stderr (the progress lines) and stdout.
+    fn script(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("deploy").join(name))
+            .args(["--endpoint-url", &self.endpoint])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATH", self.path_env())
+            .env("GOPHERMESH", bin("gophermesh"))
+            .output()
+            .expect("script runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "deploy/{name} {args:?} failed:\n{text}"
+        );
+        text
+    }
+}
+
+fn weights(moto: &Moto) -> String {
+    moto.aws(&[
+        "appmesh",
+        "describe-route",
+        "--mesh-name",
+        "gophermesh",
+        "--virtual-router-name",
+        "distributor",
+        "--route-name",
+        "distributor",
+        "--query",
+        "route.spec.httpRoute.action.weightedTargets[].[virtualNode,weight]",
+        "--output",
+        "text",
+    ])
+}
+
+#[test]
+fn the_deploy_scripts_replay_the_walkthrough_against_moto() {
+    let moto = Moto::start();
+    // moto has no virtual services; those calls are covered by botocore validation above.
+    let first = moto.script("walkthrough.sh", &["--skip", "virtual-services"]);
+    for expected in [
+        "created mesh gophermesh",
+        "created virtual-node distributor-v2",
+        "created route distributor",
+        "registered arn:aws:ecs:us-east-1:",
+        "created namespace gophers.local",
+        "created service gopher-requester",
+    ] {
+        assert!(
+            first.contains(expected),
+            "missing `{expected}` in:\n{first}"
+        );
+    }
+    let again = moto.script("walkthrough.sh", &["--skip", "virtual-services"]);
+    assert!(
+        again.contains("updated virtual-node requester")
+            && again.contains("cluster gophermesh exists"),
+        "{again}"
+    );
+
+    let nodes = moto.aws(&[
+        "appmesh",
+        "list-virtual-nodes",
+        "--mesh-name",
+        "gophermesh",
+        "--query",
+        "virtualNodes[].virtualNodeName",
+        "--output",
+        "text",
+    ]);
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["distributor-v1", "distributor-v2", "requester"]);
+    assert_eq!(weights(&moto), "distributor-v1\t90\ndistributor-v2\t10");
+
+    let proxy = moto.aws(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "gopher-distributor-v2",
+        "--query",
+        "taskDefinition.proxyConfiguration",
+        "--output",
+        "json",
+    ]);
+    let proxy: Value = serde_json::from_str(&proxy).expect("json");
+    assert_eq!(proxy["type"], "APPMESH");
+    assert_eq!(proxy["containerName"], "envoy");
+    assert!(
+        proxy["properties"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|kv| kv["name"] == "IgnoredUID" && kv["value"] == "1337")),
+        "{proxy}"
+    );
+
+    moto.script("shift.sh", &["50", "50"]);
+    assert_eq!(weights(&moto), "distributor-v1\t50\ndistributor-v2\t50");
+    moto.script("shift.sh", &["0", "100"]);
+    assert_eq!(weights(&moto), "distributor-v1\t0\ndistributor-v2\t100");
+
+    let down = moto.script("teardown.sh", &["--skip", "virtual-services"]);
+    assert!(down.contains("deleted mesh gophermesh"), "{down}");
+    assert_eq!(
+        moto.aws(&["appmesh", "list-meshes", "--query", "length(meshes)"]),
+        "0"
+    );
+    assert_eq!(
+        moto.aws(&[
+            "ecs",
+            "list-task-definitions",
+            "--status",
+            "ACTIVE",
+            "--query",
+            "length(taskDefinitionArns)"
+        ]),
+        "0"
+    );
+    assert_eq!(
+        moto.aws(&[
+            "servicediscovery",
+            "list-namespaces",
+            "--query",
+            "length(Namespaces)"
+        ]),
+        "0"
+    );
+    assert_eq!(
+        moto.aws(&[
+            "ecs",
+            "describe-clusters",
+            "--clusters",
+            "gophermesh",
+            "--query",
+            "clusters[?status=='ACTIVE'] | length(@)"
+        ]),
+        "0"
+    );
+    // Teardown twice is fine.
+    moto.script("teardown.sh", &["--skip", "virtual-services"]);
+}
+
+#[test]
+fn shift_refuses_bad_weights_before_calling_aws() {
+    for args in [&["90"][..], &["101", "0"], &["0", "0"], &["ten", "90"]] {
+        let out = Command::new(repo_root().join("deploy/shift.sh"))
+            .args(args)
+            .env(
+                "PATH",
+                format!("/nonexistent:{}", std::env::var("PATH").unwrap_or_default()),
+            )
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("usage") || err.contains("weight") || err.contains("both weights are 0"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn render_names_the_missing_variable_and_writes_nothing() {
+    let out_dir = tempdir("render-missing").join("out");
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args(["render", "taskdefs", "--out"])
+        .arg(&out_dir)
+        .env_remove("AWS_ACCOUNT_ID")
+        .env("AWS_REGION", "us-east-1")
+        .env("IMAGE_REPOSITORY", "x")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("environment variable AWS_ACCOUNT_ID is not set")
+    );
+    assert!(
+        !out_dir.exists(),
+        "nothing is written when a variable is missing"
+    );
+}
