@@ -23,6 +23,62 @@ pub enum Command {
         #[command(subcommand)]
         what: RenderWhat,
     },
+    /// Run the mesh here: a control plane, and every task with a real Envoy sidecar.
+    Up(UpArgs),
+    /// Show the running mesh: processes, Envoys, route weights and the split observed.
+    Status {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a route of the running mesh.
+    Route {
+        #[command(subcommand)]
+        what: RouteWhat,
+    },
+    /// Create or replace any mesh resource in the running mesh from a --cli-input-json file.
+    Apply {
+        /// The resource file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteWhat {
+    /// Set the weights of ROUTE's targets, e.g. `route set distributor distributor-v1=50 distributor-v2=50`.
+    Set {
+        /// The route's name.
+        route: String,
+        /// One NODE=WEIGHT per target (weights 0-100, relative, not all 0).
+        #[arg(required = true, value_parser = parse_weight)]
+        weights: Vec<(String, i64)>,
+        /// The virtual router, when more than one has a route of that name.
+        #[arg(long)]
+        router: Option<String>,
+        /// Also write the new weights to the route's file under mesh/.
+        #[arg(long)]
+        save: bool,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+}
+
+fn parse_weight(s: &str) -> Result<(String, i64), String> {
+    let (node, weight) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: write NODE=WEIGHT, like distributor-v1=50"))?;
+    let weight: i64 = weight
+        .parse()
+        .map_err(|_| format!("`{s}`: the weight `{weight}` is not a whole number"))?;
+    if node.is_empty() {
+        return Err(format!("`{s}`: the virtual node name is empty"));
+    }
+    Ok((node.to_owned(), weight))
 }
 
 /// Where the mesh resources and the task definitions are.
@@ -52,4 +108,55 @@ pub struct RenderArgs {
     /// Where to write the rendered files (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Flags of `gophermesh up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Where the requester is reached from this machine (its Envoy's ingress listener).
+    #[arg(long, env = "REQUESTER_PORT", default_value_t = 8080)]
+    pub requester_port: u16,
+
+    /// Loopback port of the control API (`status`, `route set`, `apply` talk to it).
+    #[arg(long, env = "GOPHERMESH_CONTROL_PORT", default_value_t = 9990)]
+    pub control_port: u16,
+
+    /// Loopback port of the ADS (xDS) server the Envoys connect to; 0 picks a free one.
+    #[arg(long, env = "GOPHERMESH_XDS_PORT", default_value_t = 0)]
+    pub xds_port: u16,
+
+    /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
+    #[arg(long, env = "ENVOY_BIN")]
+    pub envoy_bin: Option<PathBuf>,
+
+    /// Worker threads per Envoy.
+    #[arg(long, default_value_t = 1)]
+    pub envoy_concurrency: u16,
+
+    /// Envoy's log level (trace, debug, info, warning, error, critical, off).
+    #[arg(long, default_value = "warning")]
+    pub envoy_log_level: String,
+
+    /// Where the requester and distributor binaries are. Default: next to gophermesh.
+    #[arg(long, env = "GOPHERMESH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Where bootstrap files and logs go.
+    #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
+    pub state_dir: PathBuf,
+}
+
+/// How the CLI reaches a running `gophermesh up`.
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    /// The control API of the running mesh.
+    #[arg(
+        long,
+        env = "GOPHERMESH_CONTROL_URL",
+        default_value = "http://127.0.0.1:9990"
+    )]
+    pub control_url: String,
 }

@@ -3,5 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
+pub mod controlplane;
 pub mod render;
+pub mod supervise;
+pub mod up;
 pub mod validate;

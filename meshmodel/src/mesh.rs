@@ -738,6 +738,9 @@ fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, route: &Http
                 "give exactly one of exact and regex",
             ));
         }
+        if let Some(re) = &path.regex {
+            check_regex(p, origin, &join(&at, "path.regex"), re);
+        }
     }
     if let Some(method) = &m.method {
         const METHODS: &[&str] = &[
@@ -760,6 +763,9 @@ fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, route: &Http
                 hm.regex.is_some(),
                 hm.range.is_some(),
             ];
+            if let Some(re) = &hm.regex {
+                check_regex(p, origin, &format!("{at}.headers[{i}].match.regex"), re);
+            }
             if given.iter().filter(|g| **g).count() != 1 {
                 p.push(Problem::new(
                     origin,
@@ -831,5 +837,24 @@ fn check_retry(p: &mut Vec<Problem>, origin: &str, at: &str, retry: &HttpRetryPo
                 ));
             }
         }
+    }
+}
+
+/// Envoy compiles route regexes with RE2; refuse what does not compile, so Envoy never
+/// has to refuse (NACK) a route configuration.
+fn check_regex(p: &mut Vec<Problem>, origin: &str, at: &str, re: &str) {
+    if let Err(e) = regex_syntax::Parser::new().parse(re) {
+        let reason = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("`{re}` is not a valid regular expression: {reason}"),
+        ));
     }
 }

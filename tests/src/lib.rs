@@ -225,3 +225,146 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// A running `gophermesh up` on free ports. Stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct LocalMesh {
+    child: Option<Child>,
+    pub requester: String,
+    pub control: String,
+    pub output: Arc<Mutex<String>>,
+}
+
+impl LocalMesh {
+    /// Starts `gophermesh up` in `dir` (which has mesh/ and taskdefs/) and waits up to 90 s
+    /// for it to print `ready`.
+    pub fn start(dir: &std::path::Path) -> Self {
+        let envoy = tool("envoy");
+        let requester_port = free_port();
+        let control_port = free_port();
+        let path = format!(
+            "{}:{}",
+            envoy.parent().expect("envoy dir").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = Command::new(bin("gophermesh"))
+            .current_dir(dir)
+            .args([
+                "up",
+                "--requester-port",
+                &requester_port.to_string(),
+                "--control-port",
+                &control_port.to_string(),
+                "--bin-dir",
+            ])
+            .arg(bin_dir())
+            .env("PATH", path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gophermesh up starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let sink = output.clone();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line == "ready" {
+                        let _ = ready.send(());
+                    }
+                    let mut out = sink.lock().expect("lock");
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let mesh = Self {
+            child: Some(child),
+            requester: format!("http://127.0.0.1:{requester_port}"),
+            control: format!("http://127.0.0.1:{control_port}"),
+            output,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(90)).is_err() {
+            panic!("gophermesh up did not get ready:\n{}", mesh.output());
+        }
+        mesh
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Runs a `gophermesh` subcommand against this mesh's control API.
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin("gophermesh"))
+            .args(args)
+            .env("GOPHERMESH_CONTROL_URL", &self.control)
+            .output()
+            .expect("gophermesh runs");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; returns the exit code.
+    pub fn stop(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop(Duration::from_secs(15));
+        }
+    }
+}
+
+/// A copy of the shipped mesh/ and taskdefs/ in a fresh temp dir.
+pub fn copy_of_shipped(label: &str) -> PathBuf {
+    let root = repo_root();
+    let dir = std::env::temp_dir().join(format!(
+        "gophermesh-{label}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    for sub in ["mesh", "taskdefs"] {
+        copy_dir(&root.join(sub), &dir.join(sub));
+    }
+    dir
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The aggregated discovery service (ADS, state of the world, xDS v3): one gRPC stream per
+//! Envoy, over which it receives its clusters, listeners and route configurations, and
+//! answers each with an ACK or a NACK.
+//!
+//! Each stream follows the store: a new snapshot is pushed to every Envoy that subscribed,
+//! for each resource type whose content changed for that Envoy. A NACK is logged and kept
+//! for `gophermesh status`; the Envoy keeps its last good configuration, and the store is
+//! not rolled back (the next good change supersedes it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::store::{Snapshot, Store};
+use super::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+
+/// A configuration an Envoy refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nack {
+    pub type_url: String,
+    /// The snapshot version the Envoy refused.
+    pub version: String,
+    pub message: String,
+    /// RFC 3339 time of the NACK.
+    pub at: String,
+}
+
+/// What the control plane knows of one Envoy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnvoyStatus {
+    pub connected: bool,
+    /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`).
+    pub acked: BTreeMap<String, String>,
+    pub last_nack: Option<Nack>,
+    pub streams: u64,
+}
+
+/// Every Envoy's status, keyed by virtual node name. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct EnvoyStatuses(Arc<Mutex<BTreeMap<String, EnvoyStatus>>>);
+
+impl EnvoyStatuses {
+    pub fn snapshot(&self) -> BTreeMap<String, EnvoyStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, node: &str, f: impl FnOnce(&mut EnvoyStatus)) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(map.entry(node.to_owned()).or_default());
+    }
+}
+
+/// Short name of an xDS type URL, for logs and status.
+pub fn short_type(type_url: &str) -> &str {
+    match type_url {
+        LISTENER_TYPE => "listeners",
+        CLUSTER_TYPE => "clusters",
+        ROUTE_TYPE => "routes",
+        other => other.rsplit('.').next().unwrap_or(other),
+    }
+}
+
+/// The ADS service over the store.
+#[derive(Debug, Clone)]
+pub struct Ads {
+    store: Store,
+    statuses: EnvoyStatuses,
+}
+
+impl Ads {
+    pub fn new(store: Store, statuses: EnvoyStatuses) -> Self {
+        Self { store, statuses }
+    }
+
+    /// The tonic service, ready for `Server::add_service`.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let stream = AdsStream {
+            store: self.store.clone(),
+            statuses: self.statuses.clone(),
+            tx,
+            node: None,
+            subscriptions: HashMap::new(),
+            nonce: 0,
+        };
+        tokio::spawn(stream.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "this control plane serves state-of-the-world ADS; set ads_config.api_type to GRPC",
+        ))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    names: Vec<String>,
+    /// Nonce of the last response sent for this type.
+    nonce: String,
+    /// Hash of the last resources sent, to skip pushes that change nothing.
+    sent_hash: Option<u64>,
+}
+
+struct AdsStream {
+    store: Store,
+    statuses: EnvoyStatuses,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    node: Option<String>,
+    subscriptions: HashMap<String, Subscription>,
+    nonce: u64,
+}
+
+impl AdsStream {
+    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        let mut snapshots = self.store.subscribe();
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(request)) => {
+                        if let Err(status) = self.on_request(request).await {
+                            let _ = self.tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(node = ?self.node, error = %e, "ADS stream ended");
+                        break;
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    let types: Vec<String> = self.subscriptions.keys().cloned().collect();
+                    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+                        if types.iter().any(|t| t == type_url) && !self.send(&snapshot, type_url, false).await {
+                            return self.disconnected();
+                        }
+                    }
+                }
+            }
+        }
+        self.disconnected();
+    }
+
+    fn disconnected(&self) {
+        if let Some(node) = &self.node {
+            tracing::info!(node, "Envoy disconnected");
+            self.statuses.update(node, |s| s.connected = false);
+        }
+    }
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        if self.node.is_none() {
+            let id = request
+                .node
+                .as_ref()
+                .map(|n| n.id.as_str())
+                .unwrap_or_default();
+            let Some((_, node)) = translate::node_from_id(id) else {
+                return Err(Status::invalid_argument(format!(
+                    "node id `{id}` is not a virtual node name like mesh/MESH/virtualNode/NODE"
+                )));
+            };
+            let node = node.to_owned();
+            let snapshot = self.store.current();
+            if !snapshot.mesh.virtual_nodes.contains_key(&node) {
+                tracing::warn!(
+                    node,
+                    "Envoy connected as a virtual node the mesh does not have (yet); it gets no listeners until it exists"
+                );
+            } else {
+                tracing::info!(node, "Envoy connected");
+            }
+            self.statuses.update(&node, |s| {
+                s.connected = true;
+                s.streams += 1;
+            });
+            self.node = Some(node);
+        }
+        let node = self.node.clone().unwrap_or_default();
+        let type_url = request.type_url.clone();
+        let short = short_type(&type_url).to_owned();
+        let sub = self.subscriptions.entry(type_url.clone()).or_default();
+        let names_changed = sub.names != request.resource_names;
+        sub.names = request.resource_names.clone();
+
+        if !request.response_nonce.is_empty() {
+            if request.response_nonce != sub.nonce {
+                // An answer to an older response; a newer one is on its way.
+                return Ok(());
+            }
+            if let Some(error) = &request.error_detail {
+                let version = self.store.current().version.to_string();
+                tracing::warn!(node, resource = short, message = %error.message, "Envoy refused the configuration (NACK); it keeps serving its last good one");
+                self.statuses.update(&node, |s| {
+                    s.last_nack = Some(Nack {
+                        type_url: type_url.clone(),
+                        version,
+                        message: error.message.clone(),
+                        at: humantime_now(),
+                    });
+                });
+            } else {
+                tracing::debug!(
+                    node,
+                    resource = short,
+                    version = request.version_info,
+                    "ACK"
+                );
+                self.statuses.update(&node, |s| {
+                    s.acked.insert(short.clone(), request.version_info.clone());
+                });
+            }
+            if !names_changed {
+                return Ok(());
+            }
+        }
+        let snapshot = self.store.current();
+        if !self.send(&snapshot, &type_url, true).await {
+            return Err(Status::unavailable("the stream is closed"));
+        }
+        Ok(())
+    }
+
+    /// Sends the resources of `type_url` for this node. Unless `always`, skips sending when
+    /// they are the same as last sent. Returns false when the stream is gone.
+    async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
+        let node = self.node.clone().unwrap_or_default();
+        let resources = translate::for_node(snapshot, &node).unwrap_or_default();
+        let Some(all) = resources.of_type(type_url) else {
+            tracing::debug!(
+                node,
+                type_url,
+                "a resource type this control plane does not serve"
+            );
+            return true;
+        };
+        let Some(sub) = self.subscriptions.get_mut(type_url) else {
+            return true;
+        };
+        let chosen: Vec<_> = all
+            .iter()
+            .filter(|(name, _)| {
+                sub.names.is_empty() || type_url != ROUTE_TYPE || sub.names.contains(name)
+            })
+            .map(|(_, any)| any.clone())
+            .collect();
+        let mut hasher = DefaultHasher::new();
+        for any in &chosen {
+            any.value.hash(&mut hasher);
+        }
+        let hash = hasher.finish();
+        if !always && sub.sent_hash == Some(hash) {
+            return true;
+        }
+        self.nonce += 1;
+        sub.nonce = self.nonce.to_string();
+        sub.sent_hash = Some(hash);
+        let response = DiscoveryResponse {
+            version_info: snapshot.version.to_string(),
+            resources: chosen,
+            type_url: type_url.to_owned(),
+            nonce: sub.nonce.clone(),
+            ..Default::default()
+        };
+        tracing::debug!(
+            node,
+            resource = short_type(type_url),
+            version = snapshot.version,
+            "push"
+        );
+        self.tx.send(Ok(response)).await.is_ok()
+    }
+}
+
+fn humantime_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

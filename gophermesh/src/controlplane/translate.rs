@@ -1,0 +1,719 @@
+//! App Mesh resources to Envoy resources, as App Mesh programs its Envoys.
+//!
+//! For a virtual node `N` in mesh `M`:
+//! - listener `lds_ingress_0.0.0.0_15000`: inbound traffic to the local app, through
+//!   cluster `cds_ingress_M_N_http_PORT`;
+//! - listener `lds_egress_0.0.0.0_15001`: the app's outbound traffic, routed by the
+//!   route configuration `rds_egress_http_PORT` (delivered by RDS, so shifting weights
+//!   never touches a listener or a connection);
+//! - one virtual host per backend virtual service, whose routes come from the virtual
+//!   router's routes (priority order) and send traffic to weighted clusters
+//!   `cds_egress_M_T_http_PORT`, one per target virtual node `T`, with `T`'s health check,
+//!   outlier detection and connection pool;
+//! - retry policy and timeouts from the route, App Mesh's defaults where it is silent.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
+use prost::Message;
+
+use super::store::{Placement, Snapshot};
+
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// App Mesh's per-request timeout when a route gives none.
+pub const DEFAULT_PER_REQUEST: Duration = Duration::from_secs(15);
+/// App Mesh's default retries: 2, on 503, connect failures, refused streams and resets.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// "Effectively unlimited" circuit-breaker thresholds, as App Mesh sets them.
+const UNLIMITED: u32 = u32::MAX;
+
+/// Everything one Envoy receives, by resource type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeResources {
+    pub listeners: Vec<(String, Any)>,
+    pub clusters: Vec<(String, Any)>,
+    pub routes: Vec<(String, Any)>,
+}
+
+impl NodeResources {
+    /// The resources of `type_url`, or `None` for a type this control plane does not serve.
+    pub fn of_type(&self, type_url: &str) -> Option<&[(String, Any)]> {
+        match type_url {
+            LISTENER_TYPE => Some(&self.listeners),
+            CLUSTER_TYPE => Some(&self.clusters),
+            ROUTE_TYPE => Some(&self.routes),
+            _ => None,
+        }
+    }
+}
+
+fn any<M: Message>(type_url: &str, message: &M) -> Any {
+    Any {
+        type_url: type_url.to_owned(),
+        value: message.encode_to_vec(),
+    }
+}
+
+fn pb_duration(d: Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn u32v(value: u32) -> UInt32Value {
+    UInt32Value { value }
+}
+
+fn socket_address(addr: SocketAddr) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                addr.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn ads_source() -> core::ConfigSource {
+    core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            core::AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+/// The Envoy node id for virtual node `node` of `mesh`, as App Mesh names it.
+pub fn node_id(mesh: &str, node: &str) -> String {
+    format!("mesh/{mesh}/virtualNode/{node}")
+}
+
+/// The virtual node named by an Envoy node id (`mesh/M/virtualNode/N`, or an ARN ending so).
+pub fn node_from_id(id: &str) -> Option<(&str, &str)> {
+    let at = id.find("mesh/")?;
+    let mut parts = id[at..].split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("mesh"), Some(mesh), Some("virtualNode"), Some(node), None)
+            if !mesh.is_empty() && !node.is_empty() =>
+        {
+            Some((mesh, node))
+        }
+        _ => None,
+    }
+}
+
+fn listener_of(node: &VirtualNodeInput) -> Option<&Listener> {
+    node.spec.listeners.first()
+}
+
+fn cluster_name(direction: &str, mesh: &str, node: &str, listener: Option<&Listener>) -> String {
+    let (proto, port) = listener
+        .map(|l| (l.port_mapping.protocol.as_str(), l.port_mapping.port))
+        .unwrap_or(("http", 0));
+    format!("cds_{direction}_{mesh}_{node}_{proto}_{port}")
+}
+
+/// The Envoy resources for virtual node `node`, or `None` when the node is not in the
+/// snapshot or has no placement.
+pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
+    let mesh = &snapshot.mesh;
+    let mesh_name = mesh.name()?;
+    let vn = &mesh.virtual_nodes.get(node)?.value;
+    let place = snapshot.placements.get(node)?;
+    let listener = listener_of(vn);
+    let mut out = NodeResources::default();
+
+    // Inbound: the ingress listener to the local app.
+    let ingress_cluster = cluster_name("ingress", mesh_name, node, listener);
+    out.clusters.push((
+        ingress_cluster.clone(),
+        any(
+            CLUSTER_TYPE,
+            &static_cluster(
+                &ingress_cluster,
+                place.app,
+                listener.map(|l| l.port_mapping.protocol),
+                None,
+            ),
+        ),
+    ));
+    let ingress_timeout = listener
+        .and_then(|l| l.timeout.as_ref())
+        .and_then(|t| t.http.as_ref().or(t.http2.as_ref()))
+        .and_then(|t| t.per_request)
+        .map_or(DEFAULT_PER_REQUEST, meshmodel::appmesh::Duration::to_std);
+    let ingress_routes = route::RouteConfiguration {
+        name: "rds_ingress".to_owned(),
+        virtual_hosts: vec![route::VirtualHost {
+            name: format!("ingress_{node}"),
+            domains: vec!["*".to_owned()],
+            routes: vec![route::Route {
+                r#match: Some(prefix_match("/")),
+                action: Some(route::route::Action::Route(route::RouteAction {
+                    cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                        ingress_cluster,
+                    )),
+                    timeout: Some(pb_duration(ingress_timeout)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let ingress_name = format!("lds_ingress_{}", place.ingress);
+    out.listeners.push((
+        ingress_name.clone(),
+        any(
+            LISTENER_TYPE,
+            &http_listener(
+                &ingress_name,
+                place.ingress,
+                "ingress",
+                hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
+                vn,
+            ),
+        ),
+    ));
+
+    // Outbound: the egress listener, routed by RDS.
+    let egress_route_name = format!(
+        "rds_egress_{}_{}",
+        listener.map_or("http", |l| l.port_mapping.protocol.as_str()),
+        listener.map_or(0, |l| l.port_mapping.port)
+    );
+    let egress_name = format!("lds_egress_{}", place.egress);
+    out.listeners.push((
+        egress_name.clone(),
+        any(
+            LISTENER_TYPE,
+            &http_listener(
+                &egress_name,
+                place.egress,
+                "egress",
+                hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+                    config_source: Some(ads_source()),
+                    route_config_name: egress_route_name.clone(),
+                }),
+                vn,
+            ),
+        ),
+    ));
+
+    let mut virtual_hosts = Vec::new();
+    let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
+    for backend in &vn.spec.backends {
+        let service_name = &backend.virtual_service.virtual_service_name;
+        let Some(service) = mesh.virtual_services.get(service_name) else {
+            continue;
+        };
+        let provider = service.value.spec.provider.as_ref();
+        let mut ports = Vec::new();
+        let mut routes = Vec::new();
+        if let Some(router_name) = provider
+            .and_then(|p| p.virtual_router.as_ref())
+            .map(|r| &r.virtual_router_name)
+        {
+            if let Some(router) = mesh.virtual_routers.get(router_name) {
+                ports.extend(
+                    router
+                        .value
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| l.port_mapping.port),
+                );
+            }
+            for r in mesh.routes_of(router_name) {
+                if let Some(envoy_route) =
+                    translate_route(snapshot, mesh_name, r, &mut egress_clusters)
+                {
+                    routes.push(envoy_route);
+                }
+            }
+        } else if let Some(target) = provider
+            .and_then(|p| p.virtual_node.as_ref())
+            .map(|n| &n.virtual_node_name)
+        {
+            if let Some(t) = mesh.virtual_nodes.get(target) {
+                ports.extend(t.value.spec.listeners.iter().map(|l| l.port_mapping.port));
+                let name = egress_cluster(snapshot, mesh_name, target, &mut egress_clusters);
+                routes.push(route::Route {
+                    r#match: Some(prefix_match("/")),
+                    action: Some(route::route::Action::Route(route_action(
+                        route::route_action::ClusterSpecifier::Cluster(name),
+                        None,
+                    ))),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut domains = vec![service_name.clone()];
+        domains.extend(ports.iter().map(|p| format!("{service_name}:{p}")));
+        virtual_hosts.push(route::VirtualHost {
+            name: service_name.clone(),
+            domains,
+            routes,
+            ..Default::default()
+        });
+    }
+    out.routes.push((
+        egress_route_name.clone(),
+        any(
+            ROUTE_TYPE,
+            &route::RouteConfiguration {
+                name: egress_route_name,
+                virtual_hosts,
+                ..Default::default()
+            },
+        ),
+    ));
+    out.clusters.extend(egress_clusters);
+    Some(out)
+}
+
+fn prefix_match(prefix: &str) -> route::RouteMatch {
+    route::RouteMatch {
+        path_specifier: Some(route::route_match::PathSpecifier::Prefix(prefix.to_owned())),
+        ..Default::default()
+    }
+}
+
+/// Adds (once) the egress cluster for target node `target`; returns its name.
+fn egress_cluster(
+    snapshot: &Snapshot,
+    mesh: &str,
+    target: &str,
+    clusters: &mut BTreeMap<String, Any>,
+) -> String {
+    let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
+    let listener = node.and_then(listener_of);
+    let name = cluster_name("egress", mesh, target, listener);
+    if !clusters.contains_key(&name) {
+        let place: Option<&Placement> = snapshot.placements.get(target);
+        let c = static_cluster(
+            &name,
+            place
+                .map(|p| p.reach)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9))),
+            listener.map(|l| l.port_mapping.protocol),
+            listener,
+        );
+        let c = if place.is_none() {
+            cluster::Cluster {
+                load_assignment: Some(endpoint::ClusterLoadAssignment {
+                    cluster_name: name.clone(),
+                    ..Default::default()
+                }),
+                ..c
+            }
+        } else {
+            c
+        };
+        clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
+    }
+    name
+}
+
+fn translate_route(
+    snapshot: &Snapshot,
+    mesh: &str,
+    r: &RouteInput,
+    clusters: &mut BTreeMap<String, Any>,
+) -> Option<route::Route> {
+    let http = r.spec.http_route.as_ref().or(r.spec.http2_route.as_ref())?;
+    // Every target gets its cluster, weight 0 or not, so shifting weights only ever
+    // changes the route configuration, never the clusters under requests in flight.
+    let mut weighted = Vec::new();
+    for t in &http.action.weighted_targets {
+        let name = egress_cluster(snapshot, mesh, &t.virtual_node, clusters);
+        if t.weight > 0 {
+            weighted.push(route::weighted_cluster::ClusterWeight {
+                name,
+                weight: Some(u32v(u32::try_from(t.weight).unwrap_or(0))),
+                ..Default::default()
+            });
+        }
+    }
+    Some(route::Route {
+        name: format!("{}/{}", r.virtual_router_name, r.route_name),
+        r#match: Some(route_match(http)),
+        action: Some(route::route::Action::Route(route_action(
+            route::route_action::ClusterSpecifier::WeightedClusters(route::WeightedCluster {
+                clusters: weighted,
+                ..Default::default()
+            }),
+            Some(http),
+        ))),
+        ..Default::default()
+    })
+}
+
+fn route_match(http: &HttpRoute) -> route::RouteMatch {
+    use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+    let m = &http.route_match;
+    let path_specifier = match (&m.prefix, &m.path) {
+        (_, Some(p)) if p.exact.is_some() => Some(route::route_match::PathSpecifier::Path(
+            p.exact.clone().unwrap_or_default(),
+        )),
+        (_, Some(p)) if p.regex.is_some() => Some(route::route_match::PathSpecifier::SafeRegex(
+            matcher::RegexMatcher {
+                regex: p.regex.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        )),
+        (Some(prefix), _) => Some(route::route_match::PathSpecifier::Prefix(prefix.clone())),
+        _ => Some(route::route_match::PathSpecifier::Prefix("/".to_owned())),
+    };
+    let string = |pattern: matcher::string_matcher::MatchPattern| matcher::StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    };
+    let mut headers: Vec<route::HeaderMatcher> = m
+        .headers
+        .iter()
+        .map(|h| {
+            use matcher::string_matcher::MatchPattern;
+            use route::header_matcher::HeaderMatchSpecifier as S;
+            let spec = h.header_match.as_ref().map(|hm| {
+                if let Some(v) = &hm.exact {
+                    S::StringMatch(string(MatchPattern::Exact(v.clone())))
+                } else if let Some(v) = &hm.prefix {
+                    S::StringMatch(string(MatchPattern::Prefix(v.clone())))
+                } else if let Some(v) = &hm.suffix {
+                    S::StringMatch(string(MatchPattern::Suffix(v.clone())))
+                } else if let Some(v) = &hm.regex {
+                    S::StringMatch(string(MatchPattern::SafeRegex(matcher::RegexMatcher {
+                        regex: v.clone(),
+                        ..Default::default()
+                    })))
+                } else if let Some(r) = &hm.range {
+                    S::RangeMatch(envoy_types::pb::envoy::r#type::v3::Int64Range {
+                        start: r.start,
+                        end: r.end,
+                    })
+                } else {
+                    S::PresentMatch(true)
+                }
+            });
+            route::HeaderMatcher {
+                name: h.name.clone(),
+                invert_match: h.invert.unwrap_or(false),
+                header_match_specifier: Some(spec.unwrap_or(S::PresentMatch(true))),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if let Some(method) = &m.method {
+        headers.push(route::HeaderMatcher {
+            name: ":method".to_owned(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                string(matcher::string_matcher::MatchPattern::Exact(method.clone())),
+            )),
+            ..Default::default()
+        });
+    }
+    route::RouteMatch {
+        path_specifier,
+        headers,
+        ..Default::default()
+    }
+}
+
+/// Envoy `retry_on` for App Mesh retry events.
+pub fn retry_on(http_events: &[String], tcp_events: &[String]) -> (String, Vec<u32>) {
+    let mut on: Vec<&str> = Vec::new();
+    let mut codes = Vec::new();
+    for e in http_events {
+        match e.as_str() {
+            "server-error" => on.push("5xx"),
+            "gateway-error" => on.push("gateway-error"),
+            "client-error" => {
+                on.push("retriable-status-codes");
+                codes.push(409);
+            }
+            "stream-error" => on.push("refused-stream"),
+            _ => {}
+        }
+    }
+    if tcp_events.iter().any(|e| e == "connection-error") {
+        on.push("connect-failure");
+        on.push("reset");
+    }
+    on.dedup();
+    (on.join(","), codes)
+}
+
+fn route_action(
+    cluster_specifier: route::route_action::ClusterSpecifier,
+    http: Option<&HttpRoute>,
+) -> route::RouteAction {
+    let per_request = http
+        .and_then(|h| h.timeout.as_ref())
+        .and_then(|t| t.per_request)
+        .map_or(DEFAULT_PER_REQUEST, meshmodel::appmesh::Duration::to_std);
+    let idle = http
+        .and_then(|h| h.timeout.as_ref())
+        .and_then(|t| t.idle)
+        .map(|d| pb_duration(d.to_std()));
+    let retry_policy = match http.and_then(|h| h.retry_policy.as_ref()) {
+        Some(policy) => {
+            let (on, codes) = retry_on(&policy.http_retry_events, &policy.tcp_retry_events);
+            route::RetryPolicy {
+                retry_on: on,
+                retriable_status_codes: codes,
+                num_retries: Some(u32v(u32::try_from(policy.max_retries).unwrap_or(0))),
+                per_try_timeout: Some(pb_duration(policy.per_retry_timeout.to_std())),
+                ..Default::default()
+            }
+        }
+        None => route::RetryPolicy {
+            retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_owned(),
+            retriable_status_codes: vec![503],
+            num_retries: Some(u32v(DEFAULT_RETRIES)),
+            ..Default::default()
+        },
+    };
+    route::RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        timeout: Some(pb_duration(per_request)),
+        idle_timeout: idle,
+        retry_policy: Some(retry_policy),
+        ..Default::default()
+    }
+}
+
+fn static_cluster(
+    name: &str,
+    addr: SocketAddr,
+    protocol: Option<Protocol>,
+    target: Option<&Listener>,
+) -> cluster::Cluster {
+    let lb_endpoint = endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+            endpoint::Endpoint {
+                address: Some(socket_address(addr)),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let mut c = cluster::Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(pb_duration(Duration::from_secs(1))),
+        load_assignment: Some(endpoint::ClusterLoadAssignment {
+            cluster_name: name.to_owned(),
+            endpoints: vec![endpoint::LocalityLbEndpoints {
+                lb_endpoints: vec![lb_endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pool = target.and_then(|l| l.connection_pool.as_ref());
+    let limit = |v: Option<i64>| {
+        Some(u32v(
+            v.and_then(|v| u32::try_from(v).ok()).unwrap_or(UNLIMITED),
+        ))
+    };
+    c.circuit_breakers = Some(cluster::CircuitBreakers {
+        thresholds: vec![cluster::circuit_breakers::Thresholds {
+            max_connections: limit(
+                pool.and_then(|p| p.http.as_ref())
+                    .map(|h| h.max_connections),
+            ),
+            max_pending_requests: limit(
+                pool.and_then(|p| p.http.as_ref())
+                    .and_then(|h| h.max_pending_requests),
+            ),
+            max_requests: limit(
+                pool.and_then(|p| p.http2.as_ref().or(p.grpc.as_ref()))
+                    .map(|h| h.max_requests),
+            ),
+            max_retries: Some(u32v(UNLIMITED)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    if matches!(protocol, Some(Protocol::Http2 | Protocol::Grpc)) {
+        let options = upstream_http::HttpProtocolOptions {
+            upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                upstream_http::http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        core::Http2ProtocolOptions::default(),
+                    )),
+                },
+            )),
+            ..Default::default()
+        };
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(
+                "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                &options,
+            ),
+        );
+    }
+    if let Some(l) = target {
+        if let Some(hc) = &l.health_check {
+            let interval = pb_duration(Duration::from_millis(
+                u64::try_from(hc.interval_millis).unwrap_or(5000),
+            ));
+            let checker = match hc.protocol {
+                Protocol::Tcp => core::health_check::HealthChecker::TcpHealthCheck(
+                    core::health_check::TcpHealthCheck::default(),
+                ),
+                _ => core::health_check::HealthChecker::HttpHealthCheck(
+                    core::health_check::HttpHealthCheck {
+                        path: hc.path.clone().unwrap_or_else(|| "/".to_owned()),
+                        ..Default::default()
+                    },
+                ),
+            };
+            c.health_checks = vec![core::HealthCheck {
+                timeout: Some(pb_duration(Duration::from_millis(
+                    u64::try_from(hc.timeout_millis).unwrap_or(2000),
+                ))),
+                interval: Some(interval),
+                // Check at the same pace while idle, so a restarted task is seen soon.
+                no_traffic_interval: Some(interval),
+                unhealthy_threshold: Some(u32v(u32::try_from(hc.unhealthy_threshold).unwrap_or(2))),
+                healthy_threshold: Some(u32v(u32::try_from(hc.healthy_threshold).unwrap_or(2))),
+                health_checker: Some(checker),
+                ..Default::default()
+            }];
+        }
+        if let Some(od) = &l.outlier_detection {
+            c.outlier_detection = Some(cluster::OutlierDetection {
+                consecutive_5xx: Some(u32v(u32::try_from(od.max_server_errors).unwrap_or(5))),
+                interval: Some(pb_duration(od.interval.to_std())),
+                base_ejection_time: Some(pb_duration(od.base_ejection_duration.to_std())),
+                max_ejection_percent: Some(u32v(
+                    u32::try_from(od.max_ejection_percent).unwrap_or(10),
+                )),
+                enforcing_consecutive_5xx: Some(u32v(100)),
+                ..Default::default()
+            });
+        }
+    }
+    c
+}
+
+fn http_listener(
+    name: &str,
+    addr: SocketAddr,
+    stat_prefix: &str,
+    routes: hcm::http_connection_manager::RouteSpecifier,
+    node: &VirtualNodeInput,
+) -> listener::Listener {
+    let access_log = node
+        .spec
+        .logging
+        .as_ref()
+        .and_then(|l| l.access_log.as_ref())
+        .and_then(|a| a.file.as_ref())
+        .map(|file| {
+            use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+            use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
+            let config = FileAccessLog {
+                path: file.path.clone(),
+                ..Default::default()
+            };
+            vec![accesslog::AccessLog {
+                name: "envoy.access_loggers.file".to_owned(),
+                config_type: Some(accesslog::access_log::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    &config,
+                ))),
+                ..Default::default()
+            }]
+        })
+        .unwrap_or_default();
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        access_log,
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                &Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    listener::Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(addr)),
+        filter_chains: vec![listener::FilterChain {
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &manager,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_events_map_to_envoy_retry_on() {
+        let (on, codes) = retry_on(
+            &["server-error".into(), "client-error".into()],
+            &["connection-error".into()],
+        );
+        assert_eq!(on, "5xx,retriable-status-codes,connect-failure,reset");
+        assert_eq!(codes, [409]);
+    }
+
+    #[test]
+    fn node_ids_round_trip() {
+        assert_eq!(
+            node_from_id(&node_id("gophermesh", "requester")),
+            Some(("gophermesh", "requester"))
+        );
+        assert_eq!(
+            node_from_id("arn:aws:appmesh:us-east-1:1:mesh/m/virtualNode/n"),
+            Some(("m", "n"))
+        );
+        assert_eq!(node_from_id("mesh/m/virtualRouter/n"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Child processes that are restarted when they crash and stopped in order.
+//!
+//! Each [`Supervised`] runs one command in a loop: start it, wait for it to exit, report
+//! the exit, and start it again after a backoff (250 ms, doubling to 8 s, reset once a run
+//! lasted 30 s). [`Supervised::stop`] sends SIGTERM, waits up to a deadline, then SIGKILLs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// How to start a process.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// A short name, like `distributor-v1/envoy`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Where stdout and stderr go (appended).
+    pub log: PathBuf,
+}
+
+/// What `status` shows of a process.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub log: String,
+}
+
+/// The status of every supervised process, in start order. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessTable(Arc<Mutex<Vec<ProcessStatus>>>);
+
+impl ProcessTable {
+    pub fn snapshot(&self) -> Vec<ProcessStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn register(&self, status: ProcessStatus) -> usize {
+        let mut table = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.push(status);
+        table.len() - 1
+    }
+
+    fn update(&self, index: usize, f: impl FnOnce(&mut ProcessStatus)) {
+        let mut table = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = table.get_mut(index) {
+            f(s);
+        }
+    }
+}
+
+/// A supervised process.
+#[derive(Debug)]
+pub struct Supervised {
+    pub name: String,
+    stop_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervised {
+    /// Starts `spec` now and keeps it running until [`Supervised::stop`].
+    pub fn start(spec: Spec, table: &ProcessTable, grace: Duration) -> Self {
+        let index = table.register(ProcessStatus {
+            name: spec.name.clone(),
+            log: spec.log.display().to_string(),
+            ..Default::default()
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let name = spec.name.clone();
+        let task = tokio::spawn(supervise(spec, table.clone(), index, stop_rx, grace));
+        Self {
+            name,
+            stop_tx,
+            task,
+        }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after the grace period) and its restarts.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn supervise(
+    spec: Spec,
+    table: ProcessTable,
+    index: usize,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log);
+        let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+            Err(e) => {
+                tracing::error!(
+                    process = spec.name,
+                    "cannot open log {}: {e}",
+                    spec.log.display()
+                );
+                (Stdio::null(), Stdio::null())
+            }
+        };
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(
+                    process = spec.name,
+                    "cannot start {}: {e}",
+                    spec.program.display()
+                );
+                table.update(index, |s| {
+                    s.running = false;
+                    s.last_exit = Some(format!("could not start: {e}"));
+                });
+                if wait_or_stop(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+                continue;
+            }
+        };
+        let pid = child.id();
+        table.update(index, |s| {
+            s.pid = pid;
+            s.running = true;
+        });
+        enum Outcome {
+            Exited(String),
+            Stop,
+        }
+        let outcome = tokio::select! {
+            status = child.wait() => Outcome::Exited(match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            }),
+            _ = stop.wait_for(|s| *s) => Outcome::Stop,
+        };
+        match outcome {
+            Outcome::Exited(text) => {
+                table.update(index, |s| {
+                    s.running = false;
+                    s.restarts += 1;
+                    s.last_exit = Some(text.clone());
+                });
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(250);
+                }
+                tracing::warn!(
+                    process = spec.name,
+                    "exited ({text}); restarting in {backoff:?}; log: {}",
+                    spec.log.display()
+                );
+                if wait_or_stop(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+            }
+            Outcome::Stop => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    tracing::warn!(
+                        process = spec.name,
+                        "did not stop within {grace:?}; killing it"
+                    );
+                    let _ = child.kill().await;
+                }
+                table.update(index, |s| {
+                    s.running = false;
+                    s.pid = None;
+                    s.last_exit = Some("stopped".to_owned());
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps for `d` unless told to stop first; true when told to stop.
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}

@@ -1,0 +1,396 @@
+//! The local mesh: `gophermesh up` with real Envoy sidecars programmed over ADS.
+
+use std::time::Duration;
+
+use e2e::{LocalMesh, client, copy_of_shipped};
+use serde_json::Value;
+
+async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> Value {
+    let url = format!(
+        "{}/compare?n={n}&concurrency={concurrency}&format=json",
+        mesh.requester
+    );
+    let response = client().get(url).send().await.expect("compare answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json report")
+}
+
+fn count(report: &Value, version: &str) -> f64 {
+    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
+}
+
+/// Pearson's chi-square statistic of (v1, v2) counts against expected shares.
+fn chi_square(report: &Value, v1_share: f64) -> f64 {
+    let (o1, o2) = (count(report, "v1"), count(report, "v2"));
+    let n = o1 + o2;
+    let (e1, e2) = (n * v1_share, n * (1.0 - v1_share));
+    (o1 - e1).powi(2) / e1 + (o2 - e2).powi(2) / e2
+}
+
+/// The 0.999 quantile of chi-square with one degree of freedom.
+const CHI2_CRITICAL: f64 = 10.828;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_runs_locally_and_shifts_live() {
+    let dir = copy_of_shipped("walkthrough");
+    let mesh = LocalMesh::start(&dir);
+    let out = mesh.output();
+    assert!(out.contains("The requester answers at"), "{out}");
+
+    let text = client()
+        .get(&mesh.requester)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.starts_with("distributor v"), "{text}");
+
+    // 90/10, as the route says.
+    let report = compare(&mesh, 2000, 16).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    let chi = chi_square(&report, 0.9);
+    assert!(
+        chi < CHI2_CRITICAL,
+        "the split is not 90/10: chi-square {chi:.2} for {report}"
+    );
+    let chi_50 = chi_square(&report, 0.5);
+    assert!(
+        chi_50 > CHI2_CRITICAL,
+        "a 50/50 hypothesis must be rejected, chi-square {chi_50:.2}"
+    );
+
+    // Shift everything to v2, then to v1.
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=0",
+        "distributor-v2=100",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let report = compare(&mesh, 300, 8).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (300.0, 0.0),
+        "{report}"
+    );
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=100",
+        "distributor-v2=0",
+        "--save",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let report = compare(&mesh, 300, 8).await;
+    assert_eq!(
+        (count(&report, "v1"), count(&report, "v2")),
+        (300.0, 0.0),
+        "{report}"
+    );
+    let saved = std::fs::read_to_string(dir.join("mesh/routes/distributor.json")).expect("saved");
+    let saved: Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(
+        saved["spec"]["httpRoute"]["action"]["weightedTargets"][1]["weight"],
+        0
+    );
+    assert_eq!(
+        saved["spec"]["httpRoute"]["retryPolicy"]["maxRetries"], 2,
+        "the rest of the route is kept"
+    );
+
+    // Bad changes are refused with a reason, and routing stays as it was.
+    for (args, reason) in [
+        (
+            vec![
+                "route",
+                "set",
+                "distributor",
+                "distributor-v1=0",
+                "distributor-v2=0",
+            ],
+            "every weight is 0",
+        ),
+        (
+            vec!["route", "set", "distributor", "distributor-v3=100"],
+            "`distributor-v3` is not a target",
+        ),
+        (
+            vec![
+                "route",
+                "set",
+                "distributor",
+                "distributor-v1=101",
+                "distributor-v2=0",
+            ],
+            "101 is out of range",
+        ),
+        (vec!["route", "set", "nope", "a=1"], "no route `nope`"),
+        (
+            vec!["route", "set", "distributor", "distributor-v1"],
+            "write NODE=WEIGHT",
+        ),
+    ] {
+        let (code, said) = mesh.cli(&args);
+        assert_ne!(code, 0, "{args:?} was accepted: {said}");
+        assert!(said.contains(reason), "{args:?}: {said}");
+    }
+    let broken = dir.join("broken-route.json");
+    std::fs::write(
+        &broken,
+        r#"{"meshName":"gophermesh","virtualRouterName":"distributor","routeName":"distributor","spec":{"httpRoute":{"match":{"path":{"regex":"("}},"action":{"weightedTargets":[{"virtualNode":"distributor-v2","weight":1}]}}}}"#,
+    )
+    .expect("write");
+    let (code, said) = mesh.cli(&["apply", "-f", broken.to_str().expect("utf-8")]);
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("spec.httpRoute.match.path.regex")
+            && said.contains("not a valid regular expression"),
+        "{said}"
+    );
+    let report = compare(&mesh, 200, 8).await;
+    assert_eq!(
+        count(&report, "v1"),
+        200.0,
+        "routing changed after refused changes: {report}"
+    );
+
+    // status: processes, Envoys and the split observed.
+    let (code, status) = mesh.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{status}");
+    let status: Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(
+        status["processes"].as_array().map(Vec::len),
+        Some(6),
+        "{status}"
+    );
+    for node in ["requester", "distributor-v1", "distributor-v2"] {
+        assert_eq!(status["envoys"][node]["connected"], true, "{status}");
+        assert!(status["envoys"][node]["last_nack"].is_null(), "{status}");
+    }
+    assert!(
+        status["observed"]["distributor-v1"].as_u64().unwrap_or(0) >= 2000,
+        "{status}"
+    );
+    let (_, table) = mesh.cli(&["status"]);
+    assert!(
+        table.contains("distributor-v1") && table.contains("observed"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shifting_weights_under_load_fails_no_request() {
+    let dir = copy_of_shipped("load");
+    let mesh = LocalMesh::start(&dir);
+    let url = format!(
+        "{}/compare?n=6000&concurrency=8&format=json",
+        mesh.requester
+    );
+    let load = tokio::spawn(async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .expect("sent")
+            .json::<Value>()
+            .await
+            .expect("json")
+    });
+    let control = mesh.control.clone();
+    for i in 0..20 {
+        let (a, b) = if i % 2 == 0 {
+            ("30", "70")
+        } else {
+            ("80", "20")
+        };
+        let (code, said) = tokio::task::spawn_blocking({
+            let m = control.clone();
+            move || {
+                let out = std::process::Command::new(e2e::bin("gophermesh"))
+                    .args([
+                        "route",
+                        "set",
+                        "distributor",
+                        &format!("distributor-v1={a}"),
+                        &format!("distributor-v2={b}"),
+                    ])
+                    .env("GOPHERMESH_CONTROL_URL", m)
+                    .output()
+                    .expect("runs");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
+        })
+        .await
+        .expect("joined");
+        assert_eq!(code, Some(0), "{said}");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let report = load.await.expect("joined");
+    assert_eq!(
+        report["errors"],
+        serde_json::json!({}),
+        "requests failed while weights changed: {report}"
+    );
+    assert_eq!(report["ok"], 6000, "{report}");
+    assert!(
+        count(&report, "v1") > 0.0 && count(&report, "v2") > 0.0,
+        "{report}"
+    );
+}
+
+fn process_pid(status: &Value, name: &str) -> Option<u64> {
+    status["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["pid"]
+        .as_u64()
+}
+
+fn restarts(status: &Value, name: &str) -> u64 {
+    status["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["restarts"].as_u64())
+        .unwrap_or(0)
+}
+
+async fn status(mesh: &LocalMesh) -> Value {
+    client()
+        .get(format!("{}/v1/status", mesh.control))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_restarted_and_retries_hide_a_flaky_v2() {
+    let dir = copy_of_shipped("chaos");
+    // v2 fails half its requests.
+    let v2 = dir.join("taskdefs/distributor-v2.json");
+    let mut td: Value =
+        serde_json::from_str(&std::fs::read_to_string(&v2).expect("read")).expect("json");
+    td["containerDefinitions"][0]["environment"]
+        .as_array_mut()
+        .expect("env")
+        .push(serde_json::json!({"name": "ERROR_RATE", "value": "0.5"}));
+    std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
+    let mut mesh = LocalMesh::start(&dir);
+
+    // A route that retries server errors enough times to hide a 50% failure rate.
+    let route = dir.join("mesh/routes/distributor.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&route).expect("read")).expect("json");
+    doc["spec"]["httpRoute"]["retryPolicy"]["maxRetries"] = 20.into();
+    doc["spec"]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = 50.into();
+    doc["spec"]["httpRoute"]["action"]["weightedTargets"][1]["weight"] = 50.into();
+    std::fs::write(&route, serde_json::to_string(&doc).expect("json")).expect("write");
+    let (code, said) = mesh.cli(&["apply", "-f", route.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{said}");
+    let report = compare(&mesh, 600, 8).await;
+    assert_eq!(
+        report["errors"],
+        serde_json::json!({}),
+        "retries did not hide v2's failures: {report}"
+    );
+    assert!(count(&report, "v2") > 100.0, "{report}");
+
+    // Kill v2's app and v1's Envoy: both come back.
+    let before = status(&mesh).await;
+    for name in ["distributor-v2/distributor", "distributor-v1/envoy"] {
+        let pid =
+            process_pid(&before, name).unwrap_or_else(|| panic!("no pid for {name}: {before}"));
+        let ok = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        after = status(&mesh).await;
+        let back = ["distributor-v2/distributor", "distributor-v1/envoy"]
+            .iter()
+            .all(|n| {
+                restarts(&after, n) >= 1
+                    && after["processes"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["name"] == *n && p["running"] == true)
+                    })
+            });
+        if back && after["envoys"]["distributor-v1"]["connected"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restarts(&after, "distributor-v2/distributor"), 1, "{after}");
+    assert_eq!(restarts(&after, "distributor-v1/envoy"), 1, "{after}");
+    assert!(
+        mesh.output().contains("exited (signal: 9 (SIGKILL))"),
+        "the crash was not reported:\n{}",
+        mesh.output()
+    );
+    // Give the restarted processes a moment to listen, then traffic flows again.
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        report = compare(&mesh, 100, 4).await;
+        if report["ok"] == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(report["ok"], 100, "{report}");
+
+    // Stopping leaves no process behind.
+    let pids: Vec<u64> = status(&mesh).await["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(pids.len(), 6);
+    assert_eq!(
+        mesh.stop(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        mesh.output()
+    );
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
+    }
+}
+
+#[test]
+fn up_refuses_a_broken_mesh_and_starts_nothing() {
+    let dir = copy_of_shipped("broken");
+    std::fs::write(dir.join("mesh/routes/distributor.json"), "{ not json").expect("write");
+    let out = std::process::Command::new(e2e::bin("gophermesh"))
+        .current_dir(&dir)
+        .args([
+            "up",
+            "--requester-port",
+            &e2e::free_port().to_string(),
+            "--control-port",
+            &e2e::free_port().to_string(),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mesh/routes/distributor.json: not valid JSON (line 1"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was started"), "{err}");
+}
