@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -27,6 +29,24 @@ impl Health {
     pub fn begin_shutdown(&self) {
         self.draining.store(true, Ordering::Release);
     }
+}
+
+impl Health {
+    /// What `GET /health` answers: 200 `ok` while serving, 503 once shutdown has begun.
+    pub fn response(&self) -> Response {
+        if self.is_serving() {
+            (StatusCode::OK, "ok\n").into_response()
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+        }
+    }
+}
+
+/// Binds `addr`; the error names the address (a port already taken is the usual cause).
+pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C (SIGINT).

@@ -34,9 +34,7 @@ pub struct App {
 impl App {
     /// Binds `config.listen`. Fails with the address in the message when it is taken.
     pub async fn bind(config: Config) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        let listener = common::shutdown::bind(config.listen).await?;
         Ok(Self { listener, config })
     }
 

@@ -112,11 +112,7 @@ async fn picture(axum::extract::State(s): axum::extract::State<State>) -> Respon
 }
 
 async fn health(axum::extract::State(s): axum::extract::State<State>) -> Response {
-    if s.health.is_serving() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    }
+    s.health.response()
 }
 
 #[cfg(test)]

@@ -69,3 +69,18 @@ pub fn join(base: &str, field: &str) -> String {
         format!("{base}.{field}")
     }
 }
+
+/// Parses `text` as JSON; a syntax error is a problem with its line and column.
+pub fn parse_json(origin: &str, text: &str) -> Result<serde_json::Value, Problems> {
+    serde_json::from_str(text).map_err(|e| {
+        Problems::one(Problem::new(
+            origin,
+            "",
+            format!(
+                "not valid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ),
+        ))
+    })
+}

@@ -89,17 +89,7 @@ impl Resource {
 
     /// Parses one resource document; `origin` names it in problems.
     pub fn parse(origin: &str, text: &str) -> Result<Self, Problems> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            Problems::one(Problem::new(
-                origin,
-                "",
-                format!(
-                    "not valid JSON (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-            ))
-        })?;
+        let value = crate::problem::parse_json(origin, text)?;
         Self::from_value(origin, value)
     }
 

@@ -196,11 +196,7 @@ async fn compare(
 }
 
 async fn health(axum::extract::State(s): AppState) -> Response {
-    if s.health.is_serving() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    }
+    s.health.response()
 }
 
 #[cfg(test)]
