@@ -9,7 +9,7 @@ use crate::appmesh::{
     VirtualNodeInput, VirtualRouterInput, VirtualServiceInput, WeightedTarget,
 };
 use crate::problem::{Problem, Problems, join};
-use crate::resource::{Kind, Resource};
+use crate::resource::Resource;
 
 /// A value and the origin (file path, `<api>`, ...) it was read from.
 #[derive(Debug, Clone, PartialEq)]
@@ -486,81 +486,6 @@ impl Mesh {
                 "give exactly one of virtualRouter and virtualNode",
             )),
         }
-    }
-
-    /// Which resources refer to the resource `kind`/`name` (for refusing deletes).
-    pub fn referrers(&self, kind: Kind, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        match kind {
-            Kind::VirtualNode => {
-                for r in self.routes.values() {
-                    if r.value
-                        .spec
-                        .weighted_targets()
-                        .is_some_and(|(_, ts)| ts.iter().any(|t| t.virtual_node == name))
-                    {
-                        out.push(format!(
-                            "route {}/{}",
-                            r.value.virtual_router_name, r.value.route_name
-                        ));
-                    }
-                }
-                for s in self.virtual_services.values() {
-                    if s.value
-                        .spec
-                        .provider
-                        .as_ref()
-                        .and_then(|p| p.virtual_node.as_ref())
-                        .is_some_and(|n| n.virtual_node_name == name)
-                    {
-                        out.push(format!("virtual service {}", s.value.virtual_service_name));
-                    }
-                }
-            }
-            Kind::VirtualRouter => {
-                for r in self.routes.values() {
-                    if r.value.virtual_router_name == name {
-                        out.push(format!(
-                            "route {}/{}",
-                            r.value.virtual_router_name, r.value.route_name
-                        ));
-                    }
-                }
-                for s in self.virtual_services.values() {
-                    if s.value
-                        .spec
-                        .provider
-                        .as_ref()
-                        .and_then(|p| p.virtual_router.as_ref())
-                        .is_some_and(|r| r.virtual_router_name == name)
-                    {
-                        out.push(format!("virtual service {}", s.value.virtual_service_name));
-                    }
-                }
-            }
-            Kind::VirtualService => {
-                for n in self.virtual_nodes.values() {
-                    if n.value
-                        .spec
-                        .backends
-                        .iter()
-                        .any(|b| b.virtual_service.virtual_service_name == name)
-                    {
-                        out.push(format!("virtual node {}", n.value.virtual_node_name));
-                    }
-                }
-            }
-            Kind::Mesh => {
-                out.extend(
-                    self.resources()
-                        .into_iter()
-                        .filter(|(_, r)| r.kind() != Kind::Mesh)
-                        .map(|(_, r)| r.describe()),
-                );
-            }
-            Kind::Route => {}
-        }
-        out
     }
 }
 

@@ -18,30 +18,6 @@ pub enum Kind {
     VirtualService,
 }
 
-impl Kind {
-    /// How App Mesh names the kind in ARNs (`virtualNode`) and in prose.
-    pub fn arn_segment(self) -> &'static str {
-        match self {
-            Kind::Mesh => "mesh",
-            Kind::VirtualNode => "virtualNode",
-            Kind::VirtualRouter => "virtualRouter",
-            Kind::Route => "route",
-            Kind::VirtualService => "virtualService",
-        }
-    }
-
-    /// Human words: "virtual node".
-    pub fn words(self) -> &'static str {
-        match self {
-            Kind::Mesh => "mesh",
-            Kind::VirtualNode => "virtual node",
-            Kind::VirtualRouter => "virtual router",
-            Kind::Route => "route",
-            Kind::VirtualService => "virtual service",
-        }
-    }
-}
-
 /// A parsed resource file. Resources are few and never on a hot path, so the variants are
 /// not boxed.
 #[allow(clippy::large_enum_variant)]
