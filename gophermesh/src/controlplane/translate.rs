@@ -28,7 +28,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value
 use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
 use prost::Message;
 
-use super::store::{Placement, Snapshot};
+use super::store::Snapshot;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -155,7 +155,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             CLUSTER_TYPE,
             &static_cluster(
                 &ingress_cluster,
-                place.app,
+                Some(place.app),
                 listener.map(|l| l.port_mapping.protocol),
                 None,
             ),
@@ -315,26 +315,14 @@ fn egress_cluster(
     let listener = node.and_then(listener_of);
     let name = cluster_name("egress", mesh, target, listener);
     if !clusters.contains_key(&name) {
-        let place: Option<&Placement> = snapshot.placements.get(target);
+        // A target no task runs gets a cluster without endpoints: Envoy answers 503.
+        let reach = snapshot.placements.get(target).map(|p| p.reach);
         let c = static_cluster(
             &name,
-            place
-                .map(|p| p.reach)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9))),
+            reach,
             listener.map(|l| l.port_mapping.protocol),
             listener,
         );
-        let c = if place.is_none() {
-            cluster::Cluster {
-                load_assignment: Some(endpoint::ClusterLoadAssignment {
-                    cluster_name: name.clone(),
-                    ..Default::default()
-                }),
-                ..c
-            }
-        } else {
-            c
-        };
         clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
     }
     name
@@ -510,19 +498,22 @@ fn route_action(
 
 fn static_cluster(
     name: &str,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     protocol: Option<Protocol>,
     target: Option<&Listener>,
 ) -> cluster::Cluster {
-    let lb_endpoint = endpoint::LbEndpoint {
-        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
-            endpoint::Endpoint {
-                address: Some(socket_address(addr)),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    };
+    let lb_endpoints: Vec<endpoint::LbEndpoint> = addr
+        .into_iter()
+        .map(|addr| endpoint::LbEndpoint {
+            host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+                endpoint::Endpoint {
+                    address: Some(socket_address(addr)),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+        .collect();
     let mut c = cluster::Cluster {
         name: name.to_owned(),
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
@@ -532,7 +523,7 @@ fn static_cluster(
         load_assignment: Some(endpoint::ClusterLoadAssignment {
             cluster_name: name.to_owned(),
             endpoints: vec![endpoint::LocalityLbEndpoints {
-                lb_endpoints: vec![lb_endpoint],
+                lb_endpoints,
                 ..Default::default()
             }],
             ..Default::default()
@@ -693,6 +684,7 @@ fn http_listener(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controlplane::store::Placement;
 
     #[test]
     fn retry_events_map_to_envoy_retry_on() {
