@@ -144,6 +144,13 @@ pub struct UpArgs {
     #[arg(long, env = "GOPHERMESH_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
 
+    /// Run each task in its own network namespace, as `awsvpc` does on ECS (needs root):
+    /// names resolve through /etc/netns/NS/hosts, the task definition's APPMESH
+    /// proxyConfiguration becomes the CNI plugin's iptables rules, Envoy runs as its
+    /// container's user (1337), and apps call their backends with no proxy setting.
+    #[arg(long)]
+    pub netns: bool,
+
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub state_dir: PathBuf,

@@ -2,9 +2,11 @@
 //! that `main` calls.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod controlplane;
+pub mod netns;
 pub mod render;
 pub mod supervise;
 pub mod up;

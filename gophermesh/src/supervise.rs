@@ -136,6 +136,9 @@ async fn supervise(
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            // Its own process group: Ctrl-C in the terminal reaches `up` alone, which then
+            // stops the children in order instead of them all dying at once.
+            .process_group(0)
             .kill_on_drop(true);
         let started = Instant::now();
         let mut child = match command.spawn() {

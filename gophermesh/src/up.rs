@@ -7,10 +7,17 @@
 //! process is supervised and restarted when it crashes; Ctrl-C or SIGTERM stops
 //! everything in reverse order.
 //!
-//! Networking (loopback mode): each task gets its own loopback ports. The requester task's
-//! Envoy ingress listens on `--requester-port`; an app reaches its backends through its
-//! Envoy's egress listener, used as an HTTP proxy (`EGRESS_PROXY`), so the app still calls
-//! `http://distributor.gophers.local:8080` and Envoy routes by that name.
+//! Networking, loopback mode (the default): each task gets its own loopback ports. The
+//! requester task's Envoy ingress listens on `--requester-port`; an app reaches its
+//! backends through its Envoy's egress listener, used as an HTTP proxy (`EGRESS_PROXY`), so
+//! the app still calls `http://distributor.gophers.local:8080` and Envoy routes by that name.
+//!
+//! Networking, `--netns` mode (root): each task gets a network namespace (see
+//! [`crate::netns`]) with the APPMESH iptables rules of its task definition. Envoy listens
+//! on the proxy configuration's ingress and egress ports as uid 1337, the app on its
+//! AppPort with no proxy setting, and other Envoys reach the task at `TASK_IP:AppPort`,
+//! which the rules redirect to Envoy's ingress, exactly as on ECS. The requester task's
+//! port is published on `127.0.0.1:--requester-port`.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,11 +29,13 @@ use meshmodel::taskdef::Task;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::admin::EnvoyAdmin;
 use crate::cli::UpArgs;
 use crate::controlplane::ads::{Ads, EnvoyStatuses};
 use crate::controlplane::api::{self, ApiState};
 use crate::controlplane::store::{Placement, Store};
 use crate::controlplane::translate::node_id;
+use crate::netns::{self, Network};
 use crate::supervise::{ProcessTable, Spec, Supervised};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -104,11 +113,6 @@ fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> serd
     })
 }
 
-/// Is Envoy's admin `/ready` answering 200 (state LIVE)?
-async fn envoy_live(http: &reqwest::Client, admin: SocketAddr) -> bool {
-    matches!(http.get(format!("http://{admin}/ready")).timeout(Duration::from_millis(500)).send().await, Ok(r) if r.status().is_success())
-}
-
 async fn wait_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -130,6 +134,205 @@ fn start_order(tasks: &[Task], mesh: &meshmodel::Mesh) -> Vec<Task> {
     let mut ordered: Vec<Task> = tasks.iter().filter(|t| !calls_others(t)).cloned().collect();
     ordered.extend(tasks.iter().filter(|t| calls_others(t)).cloned());
     ordered
+}
+
+/// Where one task runs and how its processes are started.
+#[derive(Debug, Clone)]
+struct Site {
+    place: Placement,
+    admin: EnvoyAdmin,
+    /// `LISTEN_ADDR` for the task's app.
+    app_listen: SocketAddr,
+    /// Where `up` checks that the app listens (inside `netns` when set).
+    app_check: SocketAddr,
+    /// `EGRESS_PROXY` for the app (loopback mode only).
+    egress_proxy: Option<String>,
+    netns: Option<String>,
+    /// The uid and gid Envoy runs as (`--netns` mode).
+    envoy_user: Option<(u32, u32)>,
+}
+
+impl Site {
+    /// The program and arguments that run `program args` where this task lives.
+    fn command(
+        &self,
+        program: &Path,
+        args: Vec<String>,
+        user: Option<(u32, u32)>,
+    ) -> (PathBuf, Vec<String>) {
+        let Some(ns) = &self.netns else {
+            return (program.to_path_buf(), args);
+        };
+        let mut wrapped: Vec<String> = vec!["netns".into(), "exec".into(), ns.clone()];
+        if let Some((uid, gid)) = user {
+            wrapped.extend([
+                "setpriv".into(),
+                "--reuid".into(),
+                uid.to_string(),
+                "--regid".into(),
+                gid.to_string(),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
+        }
+        wrapped.push(program.display().to_string());
+        wrapped.extend(args);
+        (PathBuf::from("ip"), wrapped)
+    }
+}
+
+/// The uid:gid of a container's `user` ("1337" or "1337:1337"); 1337 when unset.
+fn envoy_user(task: &Task) -> anyhow::Result<(u32, u32)> {
+    let user = task
+        .definition
+        .container(&task.proxy.container_name)
+        .and_then(|(_, c)| c.user.clone())
+        .or_else(|| task.proxy.ignored_uid.map(|u| u.to_string()))
+        .unwrap_or_else(|| "1337".to_owned());
+    let (uid, gid) = user.split_once(':').unwrap_or((&user, &user));
+    let parse = |s: &str| {
+        s.parse::<u32>().with_context(|| {
+            format!(
+                "{}: container `{}`: user `{user}` must be a numeric uid[:gid] for --netns",
+                task.origin, task.proxy.container_name
+            )
+        })
+    };
+    Ok((parse(uid)?, parse(gid)?))
+}
+
+fn runs_requester(task: &Task) -> bool {
+    task.app_containers()
+        .any(|c| binary_for_image(&c.image) == "requester")
+}
+
+/// Loopback mode: each task gets its own free loopback ports.
+fn loopback_sites(args: &UpArgs, ordered: &[Task]) -> anyhow::Result<BTreeMap<String, Site>> {
+    let mut sites = BTreeMap::new();
+    for t in ordered {
+        let ingress_port = if runs_requester(t) {
+            args.requester_port
+        } else {
+            free_port()?
+        };
+        let app: SocketAddr = (LOOPBACK, free_port()?).into();
+        let place = Placement {
+            ingress: (LOOPBACK, ingress_port).into(),
+            egress: (LOOPBACK, free_port()?).into(),
+            app,
+            reach: (LOOPBACK, ingress_port).into(),
+            admin: (LOOPBACK, free_port()?).into(),
+        };
+        sites.insert(
+            t.virtual_node.clone(),
+            Site {
+                place,
+                admin: EnvoyAdmin {
+                    addr: place.admin,
+                    netns: None,
+                },
+                app_listen: app,
+                app_check: app,
+                egress_proxy: Some(format!("http://{}", place.egress)),
+                netns: None,
+                envoy_user: None,
+            },
+        );
+    }
+    Ok(sites)
+}
+
+/// The port a task's app listens on: the first of AppPorts (validate checks that it is
+/// the node's listener port and a container port).
+fn app_port(task: &Task) -> u16 {
+    task.proxy.app_ports.first().copied().unwrap_or(8080)
+}
+
+/// `--netns` mode: namespaces, addresses, hosts files and iptables rules for every task.
+fn namespace_sites(
+    ordered: &[Task],
+    mesh: &meshmodel::Mesh,
+) -> anyhow::Result<(Network, BTreeMap<String, Site>)> {
+    Network::preflight()?;
+    let leftovers = Network::remove_leftovers();
+    if !leftovers.is_empty() {
+        say(format!(
+            "removed namespaces left by an earlier run: {}",
+            leftovers.join(", ")
+        ));
+    }
+    // Every node's DNS hostname resolves to its task; other virtual service names to a
+    // placeholder that the sidecar intercepts.
+    let mut hosts: Vec<(String, Ipv4Addr)> = Vec::new();
+    for (index, t) in ordered.iter().enumerate() {
+        if let Some(hostname) = mesh
+            .virtual_nodes
+            .get(&t.virtual_node)
+            .and_then(|n| n.value.spec.service_discovery.as_ref())
+            .and_then(|d| d.dns.as_ref())
+            .map(|d| d.hostname.clone())
+        {
+            hosts.push((hostname, netns::task_ip(index)?));
+        }
+    }
+    for name in mesh.virtual_services.keys() {
+        if !hosts.iter().any(|(h, _)| h == name) {
+            hosts.push((name.clone(), netns::PLACEHOLDER_IP));
+        }
+    }
+    let proxies: Vec<&meshmodel::ecs::AppMeshProxy> = ordered.iter().map(|t| &t.proxy).collect();
+    let network = Network::create(&proxies, &hosts)?;
+    let mut sites = BTreeMap::new();
+    for (t, ns) in ordered.iter().zip(&network.tasks) {
+        let port = app_port(t);
+        let admin: SocketAddr = (LOOPBACK, ENVOY_ADMIN_PORT).into();
+        let place = Placement {
+            ingress: (Ipv4Addr::UNSPECIFIED, t.proxy.proxy_ingress_port).into(),
+            egress: (Ipv4Addr::UNSPECIFIED, t.proxy.proxy_egress_port).into(),
+            app: (LOOPBACK, port).into(),
+            reach: (ns.ip, port).into(),
+            admin,
+        };
+        sites.insert(
+            t.virtual_node.clone(),
+            Site {
+                place,
+                admin: EnvoyAdmin {
+                    addr: admin,
+                    netns: Some(ns.name.clone()),
+                },
+                app_listen: (Ipv4Addr::UNSPECIFIED, port).into(),
+                app_check: (LOOPBACK, port).into(),
+                egress_proxy: None,
+                netns: Some(ns.name.clone()),
+                envoy_user: Some(envoy_user(t)?),
+            },
+        );
+    }
+    Ok((network, sites))
+}
+
+/// Envoy's admin port inside a task namespace (App Mesh's image uses 9901).
+const ENVOY_ADMIN_PORT: u16 = 9901;
+
+/// Publishes `target` (in namespace `ns`) on `listener`, as a container runtime publishes
+/// a port: each connection is copied both ways. Only the entry from the host uses this;
+/// traffic between tasks goes through the Envoys.
+async fn publish(listener: TcpListener, ns: String, target: SocketAddr) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            match netns::dial(&ns, target, Duration::from_secs(5)).await {
+                Ok(mut outbound) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Err(e) => tracing::warn!("cannot reach the requester at {target} in {ns}: {e}"),
+            }
+        });
+    }
 }
 
 pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -155,14 +358,15 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let mesh_name = mesh.name().unwrap_or_default().to_owned();
     let envoy = find_envoy(args.envoy_bin.as_deref())?;
+    let envoy = std::path::absolute(&envoy)?;
     let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
+        Some(d) => std::path::absolute(d)?,
         None => std::env::current_exe()?
             .parent()
             .map(Path::to_path_buf)
             .context("cannot tell where gophermesh is")?,
     };
-    let run_dir = args.state_dir.join("run");
+    let run_dir = std::path::absolute(args.state_dir.join("run"))?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     say(format!(
@@ -174,40 +378,47 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     ));
 
     let ordered = start_order(&tasks, &mesh);
-    // Placements: where each task's Envoy and app listen.
-    let mut placements = BTreeMap::new();
-    let mut app_ports: BTreeMap<String, u16> = BTreeMap::new();
-    for t in &ordered {
-        let runs_requester = t
-            .app_containers()
-            .any(|c| binary_for_image(&c.image) == "requester");
-        let ingress_port = if runs_requester {
-            args.requester_port
-        } else {
-            free_port()?
-        };
-        let app_port = free_port()?;
-        let place = Placement {
-            ingress: (LOOPBACK, ingress_port).into(),
-            egress: (LOOPBACK, free_port()?).into(),
-            app: (LOOPBACK, app_port).into(),
-            reach: (LOOPBACK, ingress_port).into(),
-            admin: (LOOPBACK, free_port()?).into(),
-        };
-        app_ports.insert(t.virtual_node.clone(), app_port);
-        placements.insert(t.virtual_node.clone(), place);
-    }
+    let (mut network, sites) = if args.netns {
+        say(
+            "creating a network namespace per task (hub bridge, veth pairs, APPMESH iptables rules)",
+        );
+        let (network, sites) = namespace_sites(&ordered, &mesh)?;
+        for (t, ns) in ordered.iter().zip(&network.tasks) {
+            say(format!(
+                "  task {}: netns {} at {}",
+                t.definition.family, ns.name, ns.ip
+            ));
+        }
+        (Some(network), sites)
+    } else {
+        (None, loopback_sites(args, &ordered)?)
+    };
+    let placements: BTreeMap<String, Placement> =
+        sites.iter().map(|(n, s)| (n.clone(), s.place)).collect();
 
     // The control plane.
-    let store = Store::new(mesh, placements.clone());
+    let store = Store::new(mesh, placements);
     let envoys = EnvoyStatuses::default();
     let processes = ProcessTable::default();
-    let xds_listener = TcpListener::bind((LOOPBACK, args.xds_port))
-        .await
-        .with_context(|| format!("cannot listen for xDS on 127.0.0.1:{}", args.xds_port))?;
+    let xds_listener = match &network {
+        Some(net) => netns::listen(&net.hub, (netns::HUB_IP, args.xds_port).into())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for xDS on {}:{} in {}",
+                    netns::HUB_IP,
+                    args.xds_port,
+                    net.hub
+                )
+            })?,
+        None => TcpListener::bind((LOOPBACK, args.xds_port))
+            .await
+            .with_context(|| format!("cannot listen for xDS on 127.0.0.1:{}", args.xds_port))?,
+    };
     let xds_addr = xds_listener.local_addr()?;
     let ads = Ads::new(store.clone(), envoys.clone()).into_service();
-    let xds_task = tokio::spawn(async move {
+    let mut background = Vec::new();
+    background.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(ads)
@@ -216,51 +427,73 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         {
             tracing::error!("the ADS server stopped: {e}");
         }
-    });
+    }));
     let control_listener = TcpListener::bind((LOOPBACK, args.control_port)).await.with_context(|| {
         format!("cannot listen for the control API on 127.0.0.1:{} (is another gophermesh up running? use --control-port)", args.control_port)
     })?;
     let control_addr = control_listener.local_addr()?;
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let admins: BTreeMap<String, EnvoyAdmin> = sites
+        .iter()
+        .map(|(n, s)| (n.clone(), s.admin.clone()))
+        .collect();
     let api = api::router(ApiState {
         store: store.clone(),
         envoys: envoys.clone(),
         processes: processes.clone(),
-        http: http.clone(),
+        admins: std::sync::Arc::new(admins),
     });
-    let api_task = tokio::spawn(async move {
+    background.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(control_listener, api).await {
             tracing::error!("the control API stopped: {e}");
         }
-    });
+    }));
     say(format!(
         "control plane: ADS on {xds_addr}, control API on http://{control_addr}"
     ));
+    if network.is_some() {
+        // The host reaches the requester task as a published port.
+        if let Some((node, site)) = ordered
+            .iter()
+            .find(|t| runs_requester(t))
+            .and_then(|t| sites.get(&t.virtual_node).map(|s| (&t.virtual_node, s)))
+        {
+            let listener = TcpListener::bind((LOOPBACK, args.requester_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on 127.0.0.1:{} for the requester (use --requester-port)",
+                        args.requester_port
+                    )
+                })?;
+            let hub = network.as_ref().map(|n| n.hub.clone()).unwrap_or_default();
+            say(format!(
+                "publishing {node} ({}) on 127.0.0.1:{}",
+                site.place.reach, args.requester_port
+            ));
+            background.push(tokio::spawn(publish(listener, hub, site.place.reach)));
+        }
+    }
 
     let mut running: Vec<Supervised> = Vec::new();
     let grace = Duration::from_secs(5);
-    let result = start_tasks(
+    let launch = Launch {
         args,
-        &ordered,
-        &placements,
-        &app_ports,
-        &mesh_name,
-        &envoy,
-        &bin_dir,
-        &run_dir,
-        xds_addr,
-        &http,
-        &processes,
+        mesh_name: &mesh_name,
+        envoy: &envoy,
+        bin_dir: &bin_dir,
+        run_dir: &run_dir,
+        xds: xds_addr,
+        processes: &processes,
         grace,
-        &mut running,
-    )
-    .await;
-    if let Err(e) = result {
+    };
+    if let Err(e) = launch.start_tasks(&ordered, &sites, &mut running).await {
         eprintln!("gophermesh: {e:#}");
         say("stopping what was started");
         stop_all(running).await;
-        xds_task.abort();
-        api_task.abort();
+        background.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(net) = network.as_mut() {
+            teardown(net);
+        }
         return Ok(std::process::ExitCode::FAILURE);
     }
 
@@ -278,6 +511,14 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url http://{control_addr}"
     );
     println!("  gophermesh status --control-url http://{control_addr}");
+    if let Some(net) = &network {
+        if let Some(first) = net.tasks.first() {
+            println!(
+                "  ip netns exec {} iptables -t nat -S      (the APPMESH rules of a task)",
+                first.name
+            );
+        }
+    }
     println!();
     println!(
         "Logs are in {}. Ctrl-C stops everything.",
@@ -288,10 +529,25 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     common::shutdown::signal().await;
     say("stopping: apps first, then their Envoys, then the control plane");
     stop_all(running).await;
-    xds_task.abort();
-    api_task.abort();
+    background.iter().for_each(tokio::task::JoinHandle::abort);
+    if let Some(net) = network.as_mut() {
+        teardown(net);
+    }
     say("stopped");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn teardown(network: &mut Network) {
+    let failures = network.teardown();
+    if failures.is_empty() {
+        say(format!(
+            "removed the APPMESH rules and {} network namespaces",
+            network.tasks.len() + 1
+        ));
+    }
+    for f in failures {
+        eprintln!("gophermesh: teardown: {f}");
+    }
 }
 
 async fn stop_all(running: Vec<Supervised>) {
@@ -302,130 +558,166 @@ async fn stop_all(running: Vec<Supervised>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start_tasks(
-    args: &UpArgs,
-    ordered: &[Task],
-    placements: &BTreeMap<String, Placement>,
-    app_ports: &BTreeMap<String, u16>,
-    mesh_name: &str,
-    envoy: &Path,
-    bin_dir: &Path,
-    run_dir: &Path,
+/// What starting the tasks needs.
+struct Launch<'a> {
+    args: &'a UpArgs,
+    mesh_name: &'a str,
+    envoy: &'a Path,
+    bin_dir: &'a Path,
+    run_dir: &'a Path,
     xds: SocketAddr,
-    http: &reqwest::Client,
-    processes: &ProcessTable,
+    processes: &'a ProcessTable,
     grace: Duration,
-    running: &mut Vec<Supervised>,
-) -> anyhow::Result<()> {
-    for task in ordered {
-        let node = &task.virtual_node;
-        let place = placements[node];
-        let bootstrap_path = run_dir.join(format!("{node}-envoy.json"));
-        let doc = bootstrap(mesh_name, node, place.admin, xds);
-        std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
+}
+
+impl Launch<'_> {
+    async fn start_tasks(
+        &self,
+        ordered: &[Task],
+        sites: &BTreeMap<String, Site>,
+        running: &mut Vec<Supervised>,
+    ) -> anyhow::Result<()> {
         let base_env: BTreeMap<String, String> = std::env::vars()
             .filter(|(k, _)| k == "PATH" || k == "HOME")
             .collect();
+        for task in ordered {
+            let node = &task.virtual_node;
+            let site = &sites[node];
+            self.start_envoy(task, site, &base_env, running).await?;
+            for container in task.app_containers() {
+                let binary = binary_for_image(&container.image);
+                let program = self.bin_dir.join(binary);
+                if !program.is_file() {
+                    bail!(
+                        "{}: container `{}` runs image {}, but there is no {} binary in {} (build it with cargo build --workspace, or set --bin-dir)",
+                        task.origin,
+                        container.name,
+                        container.image,
+                        binary,
+                        self.bin_dir.display()
+                    );
+                }
+                let mut env = base_env.clone();
+                env.extend(
+                    container
+                        .environment
+                        .iter()
+                        .map(|kv| (kv.name.clone(), kv.value.clone())),
+                );
+                env.insert("LISTEN_ADDR".into(), site.app_listen.to_string());
+                if let Some(proxy) = &site.egress_proxy {
+                    env.insert("EGRESS_PROXY".into(), proxy.clone());
+                }
+                env.insert(
+                    "RUST_LOG".into(),
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                );
+                let (program, args) = site.command(&program, Vec::new(), None);
+                running.push(Supervised::start(
+                    Spec {
+                        name: format!("{node}/{}", container.name),
+                        program,
+                        args,
+                        env,
+                        log: self.run_dir.join(format!("{node}-{}.log", container.name)),
+                    },
+                    self.processes,
+                    self.grace,
+                ));
+                let check = site.app_check;
+                let ns = site.netns.clone();
+                if !wait_until(Duration::from_secs(15), async || match &ns {
+                    None => tokio::net::TcpStream::connect(check).await.is_ok(),
+                    Some(ns) => netns::dial(ns, check, Duration::from_millis(200))
+                        .await
+                        .is_ok(),
+                })
+                .await
+                {
+                    bail!(
+                        "{node}/{} did not listen on {check} within 15 s; see its log in {}",
+                        container.name,
+                        self.run_dir.display()
+                    );
+                }
+                say(format!(
+                    "  {} is up on {}, reached through Envoy at {}",
+                    container.name, site.place.app, site.place.reach
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_envoy(
+        &self,
+        task: &Task,
+        site: &Site,
+        base_env: &BTreeMap<String, String>,
+        running: &mut Vec<Supervised>,
+    ) -> anyhow::Result<()> {
+        let node = &task.virtual_node;
+        let bootstrap_path = self.run_dir.join(format!("{node}-envoy.json"));
+        let doc = bootstrap(self.mesh_name, node, site.place.admin, self.xds);
+        std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
+        let log = self.run_dir.join(format!("{node}-envoy.log"));
+        if let Some((uid, gid)) = site.envoy_user {
+            // Envoy runs as its own user; it reopens its log (/dev/stdout) by path.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .with_context(|| format!("cannot create {}", log.display()))?;
+            nix::unistd::chown(
+                &log,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .with_context(|| format!("cannot hand {} to uid {uid}", log.display()))?;
+        }
         say(format!(
-            "task {} (virtual node {node}): starting Envoy",
-            task.definition.family
+            "task {} (virtual node {node}): starting Envoy{}",
+            task.definition.family,
+            site.envoy_user
+                .map(|(uid, _)| format!(" as uid {uid}"))
+                .unwrap_or_default()
         ));
+        let envoy_args = vec![
+            "-c".into(),
+            bootstrap_path.display().to_string(),
+            "--disable-hot-restart".into(),
+            "--concurrency".into(),
+            self.args.envoy_concurrency.to_string(),
+            "--log-level".into(),
+            self.args.envoy_log_level.clone(),
+            "--drain-time-s".into(),
+            "1".into(),
+        ];
+        let (program, args) = site.command(self.envoy, envoy_args, site.envoy_user);
         running.push(Supervised::start(
             Spec {
                 name: format!("{node}/{}", task.proxy.container_name),
-                program: envoy.to_path_buf(),
-                args: vec![
-                    "-c".into(),
-                    bootstrap_path.display().to_string(),
-                    "--disable-hot-restart".into(),
-                    "--concurrency".into(),
-                    args.envoy_concurrency.to_string(),
-                    "--log-level".into(),
-                    args.envoy_log_level.clone(),
-                    "--drain-time-s".into(),
-                    "1".into(),
-                ],
+                program,
+                args,
                 env: base_env.clone(),
-                log: run_dir.join(format!("{node}-envoy.log")),
+                log: log.clone(),
             },
-            processes,
-            grace,
+            self.processes,
+            self.grace,
         ));
-        if !wait_until(Duration::from_secs(30), async || {
-            envoy_live(http, place.admin).await
-        })
-        .await
-        {
+        if !wait_until(Duration::from_secs(30), async || site.admin.live().await).await {
             bail!(
                 "Envoy for {node} did not become LIVE within 30 s; see {}",
-                run_dir.join(format!("{node}-envoy.log")).display()
+                log.display()
             );
         }
         say(format!(
-            "  Envoy is LIVE (admin http://{}); starting the app",
-            place.admin
+            "  Envoy is LIVE (admin {}); starting the app",
+            site.admin
         ));
-        for container in task.app_containers() {
-            let binary = binary_for_image(&container.image);
-            let program = bin_dir.join(binary);
-            if !program.is_file() {
-                bail!(
-                    "{}: container `{}` runs image {}, but there is no {} binary in {} (build it with cargo build --workspace, or set --bin-dir)",
-                    task.origin,
-                    container.name,
-                    container.image,
-                    binary,
-                    bin_dir.display()
-                );
-            }
-            let mut env = base_env.clone();
-            env.extend(
-                container
-                    .environment
-                    .iter()
-                    .map(|kv| (kv.name.clone(), kv.value.clone())),
-            );
-            env.insert(
-                "LISTEN_ADDR".into(),
-                SocketAddr::from((LOOPBACK, app_ports[node])).to_string(),
-            );
-            env.insert("EGRESS_PROXY".into(), format!("http://{}", place.egress));
-            env.insert(
-                "RUST_LOG".into(),
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-            running.push(Supervised::start(
-                Spec {
-                    name: format!("{node}/{}", container.name),
-                    program,
-                    args: Vec::new(),
-                    env,
-                    log: run_dir.join(format!("{node}-{}.log", container.name)),
-                },
-                processes,
-                grace,
-            ));
-            let app: SocketAddr = (LOOPBACK, app_ports[node]).into();
-            if !wait_until(Duration::from_secs(15), async || {
-                tokio::net::TcpStream::connect(app).await.is_ok()
-            })
-            .await
-            {
-                bail!(
-                    "{node}/{} did not listen on {app} within 15 s; see its log in {}",
-                    container.name,
-                    run_dir.display()
-                );
-            }
-            say(format!(
-                "  {} is up on {app}, reached through Envoy at {}",
-                container.name, place.ingress
-            ));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

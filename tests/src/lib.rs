@@ -233,12 +233,66 @@ pub struct LocalMesh {
     pub requester: String,
     pub control: String,
     pub output: Arc<Mutex<String>>,
+    pub mode: Mode,
+}
+
+/// The networking mode of `gophermesh up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each task on its own loopback ports; apps use their Envoy as an explicit proxy.
+    Loopback,
+    /// `--netns`: a network namespace per task, APPMESH iptables rules, Envoy as uid 1337.
+    Netns,
+}
+
+/// Fails (never skips) when the `--netns` mode cannot run here.
+pub fn require_root_for_netns() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        uid, "0",
+        "the --netns tests need root (network namespaces and iptables); run scripts/test.sh as root"
+    );
+    for name in ["ip", "iptables", "setpriv"] {
+        assert!(
+            Command::new(name).arg("-V").output().is_ok(),
+            "`{name}` is missing: apt-get install -y iproute2 iptables util-linux (scripts/setup.sh does this as root)"
+        );
+    }
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub fn namespaces_named(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
 }
 
 impl LocalMesh {
     /// Starts `gophermesh up` in `dir` (which has mesh/ and taskdefs/) and waits up to 90 s
     /// for it to print `ready`.
     pub fn start(dir: &std::path::Path) -> Self {
+        Self::start_in(dir, Mode::Loopback)
+    }
+
+    /// [`LocalMesh::start`] in networking mode `mode`.
+    pub fn start_in(dir: &std::path::Path, mode: Mode) -> Self {
+        if mode == Mode::Netns {
+            require_root_for_netns();
+        }
         let envoy = tool("envoy");
         let requester_port = free_port();
         let control_port = free_port();
@@ -258,6 +312,11 @@ impl LocalMesh {
                 "--bin-dir",
             ])
             .arg(bin_dir())
+            .args(if mode == Mode::Netns {
+                &["--netns"][..]
+            } else {
+                &[]
+            })
             .env("PATH", path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -288,6 +347,7 @@ impl LocalMesh {
             requester: format!("http://127.0.0.1:{requester_port}"),
             control: format!("http://127.0.0.1:{control_port}"),
             output,
+            mode,
         };
         if ready_rx.recv_timeout(Duration::from_secs(90)).is_err() {
             panic!("gophermesh up did not get ready:\n{}", mesh.output());
@@ -301,6 +361,11 @@ impl LocalMesh {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// The prefix of the network namespaces this run creates in `--netns` mode.
+    pub fn namespace_prefix(&self) -> String {
+        format!("gm-{}-", self.pid())
     }
 
     /// Runs a `gophermesh` subcommand against this mesh's control API.

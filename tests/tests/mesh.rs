@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::{LocalMesh, client, copy_of_shipped};
+use e2e::{LocalMesh, Mode, client, copy_of_shipped};
 use serde_json::Value;
 
 async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> Value {
@@ -30,10 +30,37 @@ fn chi_square(report: &Value, v1_share: f64) -> f64 {
 /// The 0.999 quantile of chi-square with one degree of freedom.
 const CHI2_CRITICAL: f64 = 10.828;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_walkthrough_runs_locally_and_shifts_live() {
+/// Each scenario runs once per networking mode: `loopback::NAME` and `netns::NAME`.
+macro_rules! in_each_mode {
+    ($($name:ident),* $(,)?) => {
+        mod loopback {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(e2e::Mode::Loopback).await;
+                }
+            )*
+        }
+        mod netns {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(e2e::Mode::Netns).await;
+                }
+            )*
+        }
+    };
+}
+
+in_each_mode!(
+    the_walkthrough_runs_locally_and_shifts_live,
+    shifting_weights_under_load_fails_no_request,
+    crashes_are_restarted_and_retries_hide_a_flaky_v2,
+);
+
+async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     let dir = copy_of_shipped("walkthrough");
-    let mesh = LocalMesh::start(&dir);
+    let mesh = LocalMesh::start_in(&dir, mode);
     let out = mesh.output();
     assert!(out.contains("The requester answers at"), "{out}");
 
@@ -175,6 +202,9 @@ async fn the_walkthrough_runs_locally_and_shifts_live() {
         status["observed"]["distributor-v1"].as_u64().unwrap_or(0) >= 2000,
         "{status}"
     );
+    if mode == Mode::Netns {
+        assert_intercepted(&status);
+    }
     let (_, table) = mesh.cli(&["status"]);
     assert!(
         table.contains("distributor-v1") && table.contains("observed"),
@@ -182,10 +212,9 @@ async fn the_walkthrough_runs_locally_and_shifts_live() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shifting_weights_under_load_fails_no_request() {
+async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
     let dir = copy_of_shipped("load");
-    let mesh = LocalMesh::start(&dir);
+    let mesh = LocalMesh::start_in(&dir, mode);
     let url = format!(
         "{}/compare?n=6000&concurrency=8&format=json",
         mesh.requester
@@ -245,6 +274,56 @@ async fn shifting_weights_under_load_fails_no_request() {
     );
 }
 
+/// In `--netns` mode the requester has no proxy setting: its calls to the distributor
+/// reached Envoy only through the APPMESH rules of its task definition.
+fn assert_intercepted(status: &Value) {
+    let pid = process_pid(status, "requester/requester").expect("requester pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains("EGRESS_PROXY") && !environ.to_lowercase().contains("http_proxy"),
+        "the requester was given a proxy: {environ}"
+    );
+    let ns = status["placements"]["requester"]["netns"]
+        .as_str()
+        .expect("requester netns");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args([
+            "iptables",
+            "-t",
+            "nat",
+            "-L",
+            "APPMESH_EGRESS",
+            "-v",
+            "-n",
+            "-x",
+        ])
+        .output()
+        .expect("iptables runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let redirected: u64 = table
+        .lines()
+        .find(|l| l.contains("REDIRECT") && l.contains("15001"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no REDIRECT to 15001 in {ns}:\n{table}"));
+    assert!(redirected > 0, "nothing was redirected to Envoy:\n{table}");
+    let rules = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-t", "nat", "-S"])
+        .output()
+        .expect("iptables runs");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    for rule in [
+        "-A PREROUTING -p tcp -m addrtype ! --src-type LOCAL -j APPMESH_INGRESS",
+        "-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
+        "-A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN",
+        "-A APPMESH_INGRESS -p tcp -m multiport --dports 8080 -j REDIRECT --to-ports 15000",
+    ] {
+        assert!(rules.contains(rule), "missing `{rule}` in {ns}:\n{rules}");
+    }
+}
+
 fn process_pid(status: &Value, name: &str) -> Option<u64> {
     status["processes"]
         .as_array()?
@@ -272,8 +351,7 @@ async fn status(mesh: &LocalMesh) -> Value {
         .expect("json")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_are_restarted_and_retries_hide_a_flaky_v2() {
+async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     let dir = copy_of_shipped("chaos");
     // v2 fails half its requests.
     let v2 = dir.join("taskdefs/distributor-v2.json");
@@ -284,7 +362,8 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2() {
         .expect("env")
         .push(serde_json::json!({"name": "ERROR_RATE", "value": "0.5"}));
     std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
-    let mut mesh = LocalMesh::start(&dir);
+    let mut mesh = LocalMesh::start_in(&dir, mode);
+    let prefix = mesh.namespace_prefix();
 
     // A route that retries server errors enough times to hide a 50% failure rate.
     let route = dir.join("mesh/routes/distributor.json");
@@ -369,6 +448,23 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2() {
             "process {pid} is still there"
         );
     }
+    // ... and no namespace (with its iptables rules) or /etc/netns directory.
+    if mode == Mode::Netns {
+        assert!(
+            mesh.output()
+                .contains("removed the APPMESH rules and 4 network namespaces"),
+            "{}",
+            mesh.output()
+        );
+    }
+    assert_eq!(e2e::namespaces_named(&prefix), Vec::<String>::new());
+    let etc_left: Vec<String> = std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(etc_left, Vec::<String>::new());
 }
 
 #[test]

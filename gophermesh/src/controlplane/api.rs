@@ -10,6 +10,7 @@
 //! nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::ads::EnvoyStatuses;
 use super::store::{Snapshot, Store};
+use crate::admin::EnvoyAdmin;
 use crate::supervise::ProcessTable;
 
 /// What the API reads and writes.
@@ -31,7 +33,8 @@ pub struct ApiState {
     pub store: Store,
     pub envoys: EnvoyStatuses,
     pub processes: ProcessTable,
-    pub http: reqwest::Client,
+    /// Each virtual node's Envoy admin interface.
+    pub admins: Arc<BTreeMap<String, EnvoyAdmin>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -157,7 +160,20 @@ async fn status(State(s): State<ApiState>) -> Response {
     let placements: BTreeMap<&String, Value> = snapshot
         .placements
         .iter()
-        .map(|(node, p)| (node, json!({"ingress": p.ingress.to_string(), "egress": p.egress.to_string(), "app": p.app.to_string(), "admin": p.admin.to_string()})))
+        .map(|(node, p)| {
+            let admin = s.admins.get(node);
+            (
+                node,
+                json!({
+                    "ingress": p.ingress.to_string(),
+                    "egress": p.egress.to_string(),
+                    "app": p.app.to_string(),
+                    "reach": p.reach.to_string(),
+                    "admin": admin.map_or_else(|| p.admin.to_string(), |a| a.addr.to_string()),
+                    "netns": admin.and_then(|a| a.netns.clone()),
+                }),
+            )
+        })
         .collect();
     Json(json!({
         "mesh": snapshot.mesh.name(),
@@ -179,21 +195,10 @@ async fn observed_split(s: &ApiState, snapshot: &Snapshot) -> BTreeMap<String, u
         return out;
     };
     let prefix = format!("cluster.cds_egress_{mesh}_");
-    for place in snapshot.placements.values() {
-        let url = format!(
-            "http://{}/stats?filter=^cluster\\.cds_egress_.*\\.upstream_rq_completed$",
-            place.admin
-        );
-        let Ok(response) = s
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-        else {
-            continue;
-        };
-        let Ok(text) = response.text().await else {
+    for admin in s.admins.values() {
+        // filter=^cluster\.cds_egress_.*\.upstream_rq_completed$, percent-encoded.
+        let path = "/stats?filter=%5Ecluster%5C.cds_egress_.*%5C.upstream_rq_completed%24";
+        let Ok((200, text)) = admin.get(path, Duration::from_secs(1)).await else {
             continue;
         };
         for line in text.lines() {
@@ -203,7 +208,11 @@ async fn observed_split(s: &ApiState, snapshot: &Snapshot) -> BTreeMap<String, u
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
-            let Some(cluster) = rest.strip_suffix(".upstream_rq_completed") else {
+            // Skip the per-zone and internal/external breakdowns (`NAME.external.upstream_...`).
+            let Some(cluster) = rest
+                .strip_suffix(".upstream_rq_completed")
+                .filter(|c| !c.contains('.'))
+            else {
                 continue;
             };
             // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
