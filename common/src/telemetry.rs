@@ -100,10 +100,14 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
         .with_tracer(tracer)
         .with_filter(Targets::new().with_default(Level::INFO));
 
+    // Without an exporter the OpenTelemetry spans would be built and dropped for every
+    // request; the trace context is then propagated by `tracecontext` alone.
+    let exporting = args.otlp_endpoint.is_some();
     tracing_subscriber::registry()
         .with(fmt_layer)
-        .with(otel_layer)
+        .with(exporting.then_some(otel_layer))
         .try_init()?;
+    crate::tracecontext::set_exporting(exporting);
     Ok(Telemetry { provider })
 }
 

@@ -25,6 +25,17 @@ pub enum Command {
     },
     /// Run the mesh here: a control plane, and every task with a real Envoy sidecar.
     Up(UpArgs),
+    /// Measure what the mesh costs, side by side in one run: throughput, latency and CPU
+    /// per request of five paths, service RSS and start time, route-shift propagation, and
+    /// how the control plane scales. Needs `wrk` (apt-get install wrk).
+    Bench(BenchArgs),
+    /// The floor `bench` compares against: a minimal hyper HTTP/1 server that answers
+    /// every request with `hello`.
+    BenchHello {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+    },
     /// Show the running mesh: processes, Envoys, route weights and the split observed.
     Status {
         #[command(flatten)]
@@ -151,9 +162,57 @@ pub struct UpArgs {
     #[arg(long)]
     pub netns: bool,
 
+    /// Benchmark aid, repeatable: NODE's Envoy answers inbound requests itself with a fixed
+    /// distributor answer (host `envoy-direct-response`) instead of forwarding to the app.
+    /// `gophermesh bench` uses it to measure what the Envoys alone cost.
+    #[arg(long, value_name = "NODE")]
+    pub answer_at_envoy: Vec<String>,
+
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// A short run (2 s per scenario, 10 shifts): checks that every figure can be made.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Where bench.json and bench.svg go (created if missing).
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+
+    /// Seconds of measured load per scenario (after a warm-up). Default 10, or 2 with --quick.
+    #[arg(long)]
+    pub duration: Option<u64>,
+
+    /// Connections kept open by the load generator (the fixed concurrency).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u32,
+
+    /// Threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    pub load_threads: u32,
+
+    /// Route shifts to time. Default 50, or 10 with --quick.
+    #[arg(long)]
+    pub shifts: Option<u32>,
+
+    /// Mesh sizes (virtual nodes) for the control-plane scaling run.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub scale: Vec<u32>,
+
+    /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
+    #[arg(long, env = "ENVOY_BIN")]
+    pub envoy_bin: Option<PathBuf>,
+
+    /// Where the requester and distributor binaries are. Default: next to gophermesh.
+    #[arg(long, env = "GOPHERMESH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// How the CLI reaches a running `gophermesh up`.

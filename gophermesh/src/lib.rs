@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod controlplane;
+pub mod hello;
 pub mod netns;
 pub mod render;
 pub mod supervise;

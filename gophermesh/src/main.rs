@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
             guard.shutdown();
             result
         }
+        Command::Bench(args) => gophermesh::bench::run(&args).await,
+        Command::BenchHello { listen } => gophermesh::hello::run(listen).await,
         Command::Status { control, json } => gophermesh::client::status(&control, json).await,
         Command::Route {
             what:

@@ -52,7 +52,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Finds Envoy: `--envoy-bin`/`ENVOY_BIN`, else `envoy` on PATH, else `.venv/bin/envoy`.
-fn find_envoy(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn find_envoy(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = configured {
         if path.is_file() {
             return Ok(path.to_path_buf());
@@ -222,6 +222,7 @@ fn loopback_sites(args: &UpArgs, ordered: &[Task]) -> anyhow::Result<BTreeMap<St
             app,
             reach: (LOOPBACK, ingress_port).into(),
             admin: (LOOPBACK, free_port()?).into(),
+            answer_at_envoy: args.answer_at_envoy.contains(&t.virtual_node),
         };
         sites.insert(
             t.virtual_node.clone(),
@@ -252,6 +253,7 @@ fn app_port(task: &Task) -> u16 {
 fn namespace_sites(
     ordered: &[Task],
     mesh: &meshmodel::Mesh,
+    answer_at_envoy: &[String],
 ) -> anyhow::Result<(Network, BTreeMap<String, Site>)> {
     Network::preflight()?;
     let leftovers = Network::remove_leftovers();
@@ -292,6 +294,7 @@ fn namespace_sites(
             app: (LOOPBACK, port).into(),
             reach: (ns.ip, port).into(),
             admin,
+            answer_at_envoy: answer_at_envoy.contains(&t.virtual_node),
         };
         sites.insert(
             t.virtual_node.clone(),
@@ -377,12 +380,17 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         envoy.display()
     ));
 
+    for node in &args.answer_at_envoy {
+        if !tasks.iter().any(|t| &t.virtual_node == node) {
+            bail!("--answer-at-envoy {node}: no task runs virtual node `{node}`");
+        }
+    }
     let ordered = start_order(&tasks, &mesh);
     let (mut network, sites) = if args.netns {
         say(
             "creating a network namespace per task (hub bridge, veth pairs, APPMESH iptables rules)",
         );
-        let (network, sites) = namespace_sites(&ordered, &mesh)?;
+        let (network, sites) = namespace_sites(&ordered, &mesh, &args.answer_at_envoy)?;
         for (t, ns) in ordered.iter().zip(&network.tasks) {
             say(format!(
                 "  task {}: netns {} at {}",

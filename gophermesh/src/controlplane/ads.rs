@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -40,13 +40,16 @@ pub struct Nack {
 }
 
 /// What the control plane knows of one Envoy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EnvoyStatus {
     pub connected: bool,
     /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`).
     pub acked: BTreeMap<String, String>,
     pub last_nack: Option<Nack>,
     pub streams: u64,
+    /// On the current stream: milliseconds from Envoy's first request to its ACK of the
+    /// last of clusters, listeners and routes (its whole first configuration).
+    pub first_config_ms: Option<f64>,
 }
 
 /// Every Envoy's status, keyed by virtual node name. Cheap to clone.
@@ -119,6 +122,8 @@ impl AggregatedDiscoveryService for Ads {
             node: None,
             subscriptions: HashMap::new(),
             nonce: 0,
+            opened: Instant::now(),
+            first_acks: Vec::new(),
         };
         tokio::spawn(stream.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -150,6 +155,9 @@ struct AdsStream {
     node: Option<String>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
+    /// When the stream opened, and which types were ACKed since (until all three were).
+    opened: Instant,
+    first_acks: Vec<String>,
 }
 
 impl AdsStream {
@@ -219,6 +227,7 @@ impl AdsStream {
             self.statuses.update(&node, |s| {
                 s.connected = true;
                 s.streams += 1;
+                s.first_config_ms = None;
             });
             self.node = Some(node);
         }
@@ -252,8 +261,18 @@ impl AdsStream {
                     version = request.version_info,
                     "ACK"
                 );
+                let complete = if self.first_acks.len() < 3 && !self.first_acks.contains(&short) {
+                    self.first_acks.push(short.clone());
+                    (self.first_acks.len() == 3)
+                        .then(|| self.opened.elapsed().as_secs_f64() * 1000.0)
+                } else {
+                    None
+                };
                 self.statuses.update(&node, |s| {
                     s.acked.insert(short.clone(), request.version_info.clone());
+                    if complete.is_some() {
+                        s.first_config_ms = complete;
+                    }
                 });
             }
             if !names_changed {

@@ -24,6 +24,9 @@ pub struct Placement {
     pub reach: SocketAddr,
     /// Envoy's admin interface (loopback only).
     pub admin: SocketAddr,
+    /// Benchmark aid (`up --answer-at-envoy`): the node's Envoy answers inbound requests
+    /// itself with a fixed distributor answer and never forwards them to the app.
+    pub answer_at_envoy: bool,
 }
 
 /// One consistent state of the mesh, as served to Envoy.

@@ -173,13 +173,29 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             domains: vec!["*".to_owned()],
             routes: vec![route::Route {
                 r#match: Some(prefix_match("/")),
-                action: Some(route::route::Action::Route(route::RouteAction {
-                    cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
-                        ingress_cluster,
-                    )),
-                    timeout: Some(pb_duration(ingress_timeout)),
-                    ..Default::default()
-                })),
+                action: Some(if place.answer_at_envoy {
+                    direct_answer()
+                } else {
+                    route::route::Action::Route(route::RouteAction {
+                        cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                            ingress_cluster,
+                        )),
+                        timeout: Some(pb_duration(ingress_timeout)),
+                        ..Default::default()
+                    })
+                }),
+                response_headers_to_add: if place.answer_at_envoy {
+                    vec![core::HeaderValueOption {
+                        header: Some(core::HeaderValue {
+                            key: "content-type".to_owned(),
+                            value: "application/json".to_owned(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             }],
             ..Default::default()
@@ -295,6 +311,23 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     ));
     out.clusters.extend(egress_clusters);
     Some(out)
+}
+
+/// The answer an Envoy gives by itself under `up --answer-at-envoy`: a well-formed
+/// distributor answer, so the requester accepts it, from host `envoy-direct-response`.
+pub const DIRECT_ANSWER: &str = r#"{"service":"distributor","version":"v1","gopher":{"name":"Gordon","color":"blue","image":"/gopher.svg"},"host":"envoy-direct-response","served_at":"1970-01-01T00:00:00Z"}"#;
+
+fn direct_answer() -> route::route::Action {
+    route::route::Action::DirectResponse(route::DirectResponseAction {
+        status: 200,
+        body: Some(core::DataSource {
+            specifier: Some(core::data_source::Specifier::InlineString(
+                DIRECT_ANSWER.to_owned(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn prefix_match(prefix: &str) -> route::RouteMatch {
@@ -717,6 +750,7 @@ mod tests {
                         app: port(2),
                         reach: port(0),
                         admin: port(3),
+                        answer_at_envoy: false,
                     },
                 )
             })

@@ -1,0 +1,674 @@
+//! `gophermesh bench`: what the mesh costs, side by side in one run.
+//!
+//! Five load scenarios at the same concurrency, each with wrk after a warm-up:
+//! `hello_floor` (a minimal hyper server), `distributor_direct`, `requester_direct`
+//! (requester -> distributor, no Envoy), `mesh` (`gophermesh up`: requester -> its Envoy
+//! -> distributor's Envoy -> distributor) and `envoy_floor` (the same, with the
+//! distributors' Envoys answering by themselves). CPU per request is the CPU time the
+//! serving processes used during the measured run divided by the requests served.
+//! Also: RSS idle and at peak, time from exec to the first answer, route-shift propagation
+//! and the control plane's push time and RSS for generated meshes of growing size.
+
+pub mod load;
+pub mod report;
+pub mod scale;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cli::BenchArgs;
+use load::{Scenario, Wrk, cpu_each, memory_mib};
+use report::{Memory, Report, ScalePoint, Shifts};
+
+fn say(message: impl std::fmt::Display) {
+    println!("==> {message}");
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A process the benchmark started; killed when dropped.
+#[derive(Debug)]
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .id()
+            .with_context(|| format!("{} has exited", self.name))
+    }
+}
+
+/// Polls `url` until it answers 200; the time that took.
+async fn until_ok(http: &reqwest::Client, url: &str, limit: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(r) = http
+            .get(url)
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bail!("{url} did not answer 200 within {limit:?}")
+}
+
+struct Bench {
+    wrk: Wrk,
+    http: reqwest::Client,
+    duration: u64,
+    warmup: u64,
+    bin_dir: PathBuf,
+    me: PathBuf,
+    envoy: PathBuf,
+    work: PathBuf,
+    mesh_dir: PathBuf,
+    taskdefs_dir: PathBuf,
+}
+
+impl Bench {
+    /// Warm-up, then the measured run, with the CPU time of `procs` over the measured run.
+    async fn measure(
+        &self,
+        key: &str,
+        url: &str,
+        pids: &[(String, u32)],
+    ) -> anyhow::Result<Scenario> {
+        say(format!(
+            "{key}: {url} ({} s warm-up, {} s measured)",
+            self.warmup, self.duration
+        ));
+        self.wrk.run(url, self.warmup).await?;
+        let before = cpu_each(pids)?;
+        let run = self.wrk.run(url, self.duration).await?;
+        let after = cpu_each(pids)?;
+        let cpu: Vec<(String, Duration)> = after
+            .into_iter()
+            .zip(before)
+            .map(|((n, a), (_, b))| (n, a.saturating_sub(b)))
+            .collect();
+        let s = Scenario::from_run(&run, &cpu);
+        say(format!(
+            "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs CPU per request, {} errors",
+            s.rps, s.p50_ms, s.p99_ms, s.cpu_us_per_req, s.errors
+        ));
+        Ok(s)
+    }
+
+    fn service(&self, name: &str, port: u16, extra: &[String]) -> anyhow::Result<Proc> {
+        let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+        args.extend_from_slice(extra);
+        let program = if name == "hello" {
+            args.insert(0, "bench-hello".to_owned());
+            self.me.clone()
+        } else {
+            self.bin_dir.join(name)
+        };
+        if !program.is_file() {
+            bail!(
+                "no {} binary in {} (build with cargo build --release --workspace, or set --bin-dir)",
+                name,
+                self.bin_dir.display()
+            );
+        }
+        Proc::spawn(name, &program, &args, &[])
+    }
+
+    /// Exec to first answer (median of 5) and idle RSS of a service.
+    async fn start_up(&self, name: &str, extra: &[String]) -> anyhow::Result<(f64, f64)> {
+        let mut times = Vec::new();
+        let mut idle = 0.0;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let p = self.service(name, port, extra)?;
+            let took = until_ok(
+                &self.http,
+                &format!("http://127.0.0.1:{port}/health"),
+                Duration::from_secs(10),
+            )
+            .await?;
+            times.push(took.as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            idle = memory_mib(p.pid()?, "VmRSS")?;
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((times[times.len() / 2], idle))
+    }
+
+    /// Starts `gophermesh up` on loopback and waits for `ready`.
+    async fn up(
+        &self,
+        label: &str,
+        mesh: &Path,
+        taskdefs: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Up> {
+        let requester_port = free_port()?;
+        let control_port = free_port()?;
+        let state = self.work.join(label);
+        let mut command = Command::new(&self.me);
+        command
+            .arg("up")
+            .arg("--mesh-dir")
+            .arg(mesh)
+            .arg("--taskdefs-dir")
+            .arg(taskdefs)
+            .args(["--requester-port", &requester_port.to_string()])
+            .args(["--control-port", &control_port.to_string()])
+            .arg("--bin-dir")
+            .arg(&self.bin_dir)
+            .arg("--envoy-bin")
+            .arg(&self.envoy)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("cannot start gophermesh up")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == "ready" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ready {
+            bail!(
+                "gophermesh up ({label}) did not get ready; its logs are in {}",
+                state.display()
+            );
+        }
+        // Keep reading so that `up` never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let up = Up {
+            child,
+            requester: format!("http://127.0.0.1:{requester_port}"),
+            control: format!("http://127.0.0.1:{control_port}"),
+        };
+        Ok(up)
+    }
+}
+
+/// A running `gophermesh up`.
+struct Up {
+    child: Child,
+    requester: String,
+    control: String,
+}
+
+impl Up {
+    async fn status(&self, http: &reqwest::Client) -> anyhow::Result<Value> {
+        Ok(http
+            .get(format!("{}/v1/status", self.control))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The supervised processes (name, pid).
+    async fn processes(&self, http: &reqwest::Client) -> anyhow::Result<Vec<(String, u32)>> {
+        let status = self.status(http).await?;
+        let procs = status["processes"]
+            .as_array()
+            .context("status without processes")?
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    u32::try_from(p["pid"].as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        Ok(procs)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn envoy_pids(procs: &[(String, u32)]) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|(n, _)| n.ends_with("/envoy"))
+        .map(|(_, p)| *p)
+        .collect()
+}
+
+/// The version the requester's distributor answered with, and its host.
+async fn answered_by(http: &reqwest::Client, requester: &str) -> anyhow::Result<(String, String)> {
+    let v: Value = http
+        .get(requester)
+        .header("accept", "application/json")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok((
+        v["distributor"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        v["distributor"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+async fn set_weights(
+    http: &reqwest::Client,
+    control: &str,
+    v1: u32,
+    v2: u32,
+) -> anyhow::Result<()> {
+    let r = http
+        .put(format!("{control}/v1/routes/distributor/weights"))
+        .json(&json!({"weights": {"distributor-v1": v1, "distributor-v2": v2}}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("route set refused: {}", r.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Times `shifts` route changes from the API call to the first request that follows them.
+async fn shift_propagation(http: &reqwest::Client, up: &Up, shifts: u32) -> anyhow::Result<Shifts> {
+    let mut times = Vec::new();
+    for i in 0..shifts {
+        let (v1, v2, want) = if i % 2 == 0 {
+            (0, 100, "v2")
+        } else {
+            (100, 0, "v1")
+        };
+        let start = Instant::now();
+        set_weights(http, &up.control, v1, v2).await?;
+        loop {
+            let (version, _) = answered_by(http, &up.requester).await?;
+            if version == want {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the requester still got {version} 10 s after shifting everything to {want}");
+            }
+        }
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    set_weights(http, &up.control, 90, 10).await?;
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
+        times[i]
+    };
+    Ok(Shifts {
+        shifts: times.len(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        max: times.last().copied().unwrap_or_default(),
+    })
+}
+
+/// Sizes of the service images when podman has them.
+fn image_sizes() -> Value {
+    let Ok(out) = std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+    else {
+        return json!({"note": "podman is not installed; image sizes need `gophermesh images build`"});
+    };
+    if !out.status.success() {
+        return json!({"note": "podman does not run here"});
+    }
+    let mut sizes = serde_json::Map::new();
+    for image in [
+        "gophermesh/requester:latest",
+        "gophermesh/distributor:v1",
+        "gophermesh/distributor:v2",
+    ] {
+        let size = std::process::Command::new("podman")
+            .args(["image", "inspect", "--format", "{{.Size}}", image])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
+        sizes.insert(
+            image.to_owned(),
+            size.map_or(Value::Null, |b| json!((b / 1e6 * 100.0).round() / 100.0)),
+        );
+    }
+    Value::Object(sizes)
+}
+
+fn machine() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "cpus".into(),
+        std::thread::available_parallelism().map_or("?".into(), |n| n.to_string()),
+    );
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        if let Some(model) = info.lines().find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        }) {
+            m.insert("cpu".into(), model);
+        }
+    }
+    m.insert(
+        "date".into(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    );
+    m
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let duration = args.duration.unwrap_or(if args.quick { 2 } else { 10 });
+    let shifts = args.shifts.unwrap_or(if args.quick { 10 } else { 50 });
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let work = std::path::absolute(args.out.join("work"))?;
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let me = std::env::current_exe()?;
+    let bin_dir = match &args.bin_dir {
+        Some(d) => std::path::absolute(d)?,
+        None => me
+            .parent()
+            .map(Path::to_path_buf)
+            .context("cannot tell where gophermesh is")?,
+    };
+    let bench = Bench {
+        wrk: Wrk::new(&work, args.load_threads, args.concurrency)?,
+        http: reqwest::Client::builder().no_proxy().build()?,
+        duration,
+        warmup: if args.quick { 1 } else { 3 },
+        envoy: std::path::absolute(crate::up::find_envoy(args.envoy_bin.as_deref())?)?,
+        bin_dir,
+        me,
+        work: work.clone(),
+        mesh_dir: std::path::absolute(&args.source.mesh_dir)?,
+        taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
+    };
+    say(format!(
+        "gophermesh bench: {} connections, {duration} s per scenario, wrk with {} thread(s); results go to {}",
+        bench.wrk.connections,
+        bench.wrk.threads,
+        args.out.display()
+    ));
+
+    let mut scenarios = BTreeMap::new();
+    let mut rss: BTreeMap<String, Memory> = BTreeMap::new();
+    let mut ready = BTreeMap::new();
+
+    // Start-up time and idle memory of each service on its own.
+    for (name, extra) in [
+        ("distributor", vec![]),
+        (
+            "requester",
+            vec![
+                "--distributor-url".to_owned(),
+                "http://127.0.0.1:9/".to_owned(),
+            ],
+        ),
+    ] {
+        let (ms, idle) = bench.start_up(name, &extra).await?;
+        say(format!(
+            "{name}: ready {ms:.1} ms after exec (median of 5), idle RSS {idle:.1} MiB"
+        ));
+        ready.insert(name.to_owned(), ms);
+        rss.insert(name.to_owned(), Memory { idle, load: 0.0 });
+    }
+
+    // 1. The floor: a minimal hyper server.
+    let port = free_port()?;
+    let hello = bench.service("hello", port, &[])?;
+    let url = format!("http://127.0.0.1:{port}/");
+    until_ok(&bench.http, &url, Duration::from_secs(10)).await?;
+    let s = bench
+        .measure("hello_floor", &url, &[("hello".into(), hello.pid()?)])
+        .await?;
+    scenarios.insert("hello_floor".to_owned(), s);
+    drop(hello);
+
+    // 2. The distributor directly, and 3. the requester calling it directly.
+    let dport = free_port()?;
+    let distributor = bench.service("distributor", dport, &[])?;
+    let durl = format!("http://127.0.0.1:{dport}/");
+    until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
+    let dpid = distributor.pid()?;
+    let s = bench
+        .measure("distributor_direct", &durl, &[("distributor".into(), dpid)])
+        .await?;
+    scenarios.insert("distributor_direct".to_owned(), s);
+    let rport = free_port()?;
+    let requester = bench.service(
+        "requester",
+        rport,
+        &["--distributor-url".to_owned(), durl.clone()],
+    )?;
+    let rurl = format!("http://127.0.0.1:{rport}/");
+    until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
+    let rpid = requester.pid()?;
+    let s = bench
+        .measure(
+            "requester_direct",
+            &rurl,
+            &[("requester".into(), rpid), ("distributor".into(), dpid)],
+        )
+        .await?;
+    scenarios.insert("requester_direct".to_owned(), s);
+    if let Some(m) = rss.get_mut("distributor") {
+        m.load = memory_mib(dpid, "VmHWM")?;
+    }
+    if let Some(m) = rss.get_mut("requester") {
+        m.load = memory_mib(rpid, "VmHWM")?;
+    }
+    drop(requester);
+    drop(distributor);
+
+    // 4. Through the mesh, then the shifts on the same mesh.
+    say("starting the local mesh (gophermesh up)");
+    let up = bench
+        .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &[])
+        .await?;
+    let procs = up.processes(&bench.http).await?;
+    let url = format!("{}/", up.requester);
+    let s = bench.measure("mesh", &url, &procs).await?;
+    scenarios.insert("mesh".to_owned(), s);
+    let envoys = envoy_pids(&procs);
+    let mut envoy_peak = 0.0_f64;
+    for pid in &envoys {
+        envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
+    }
+    say(format!("timing {shifts} route shifts"));
+    let shift = shift_propagation(&bench.http, &up, shifts).await?;
+    say(format!(
+        "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
+        shift.p50, shift.p99
+    ));
+    up.stop().await;
+
+    // 5. The same path with the distributors' Envoys answering by themselves.
+    say("starting the local mesh with the distributors' Envoys answering themselves");
+    let up = bench
+        .up(
+            "envoy-floor",
+            &bench.mesh_dir,
+            &bench.taskdefs_dir,
+            &[
+                "--answer-at-envoy",
+                "distributor-v1",
+                "--answer-at-envoy",
+                "distributor-v2",
+            ],
+        )
+        .await?;
+    let (_, host) = answered_by(&bench.http, &up.requester).await?;
+    if host != "envoy-direct-response" {
+        bail!("the envoy_floor mesh was answered by {host}, not by Envoy itself");
+    }
+    let procs: Vec<(String, u32)> = up
+        .processes(&bench.http)
+        .await?
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("/distributor"))
+        .collect();
+    // Before its load: the Envoys' idle memory.
+    let mut idle_envoy = 0.0_f64;
+    for pid in &envoy_pids(&procs) {
+        idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
+    }
+    let s = bench
+        .measure("envoy_floor", &format!("{}/", up.requester), &procs)
+        .await?;
+    scenarios.insert("envoy_floor".to_owned(), s);
+    up.stop().await;
+    rss.insert(
+        "envoy".to_owned(),
+        Memory {
+            idle: idle_envoy,
+            load: envoy_peak,
+        },
+    );
+
+    // Control plane scaling.
+    let mut scale_points = Vec::new();
+    for &n in &args.scale {
+        let dir = work.join(format!("scale-{n}"));
+        let resources = scale::generate(&dir, n, &bench.taskdefs_dir)?;
+        say(format!(
+            "control plane with {n} virtual nodes ({resources} resources)"
+        ));
+        let up = bench
+            .up(
+                &format!("scale-{n}"),
+                &dir.join("mesh"),
+                &dir.join("taskdefs"),
+                &[],
+            )
+            .await?;
+        let status = up.status(&bench.http).await?;
+        let push_ms = status["envoys"]["requester"]["first_config_ms"]
+            .as_f64()
+            .context("the requester's Envoy never ACKed its whole configuration")?;
+        let up_pid = up.child.id().context("up exited")?;
+        let rss_mib = memory_mib(up_pid, "VmRSS")?;
+        say(format!(
+            "  pushed in {push_ms:.1} ms; control plane RSS {rss_mib:.1} MiB"
+        ));
+        scale_points.push(ScalePoint {
+            virtual_nodes: n,
+            resources,
+            push_ms,
+            control_plane_rss_mib: rss_mib,
+        });
+        up.stop().await;
+    }
+
+    let mut settings = BTreeMap::new();
+    settings.insert("concurrency".to_owned(), bench.wrk.connections.to_string());
+    settings.insert("load_threads".to_owned(), bench.wrk.threads.to_string());
+    settings.insert("duration_s".to_owned(), duration.to_string());
+    settings.insert("warmup_s".to_owned(), bench.warmup.to_string());
+    settings.insert("quick".to_owned(), args.quick.to_string());
+    let mut report = Report {
+        machine: machine(),
+        settings,
+        scenarios,
+        rss_mib: rss,
+        ready_ms: ready,
+        image_mb: image_sizes(),
+        shift_propagation_ms: shift,
+        control_plane_scale: scale_points,
+        budgets: Vec::new(),
+    };
+    report.budgets = report::budgets(&report);
+    let json_path = args.out.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    let svg_path = args.out.join("bench.svg");
+    std::fs::write(&svg_path, report::svg(&report))
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    let _ = std::fs::remove_dir_all(&work);
+    println!();
+    print!("{}", report::table(&report));
+    println!();
+    println!(
+        "Done in {:.0} s. Wrote {} and {}.",
+        started.elapsed().as_secs_f64(),
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,370 @@
+//! bench.json, the terminal table, the budgets and bench.svg.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::load::Scenario;
+
+/// The scenarios in the order they are shown.
+pub const SCENARIOS: [(&str, &str); 5] = [
+    ("hello_floor", "minimal hyper server"),
+    ("distributor_direct", "distributor, direct"),
+    ("requester_direct", "requester -> distributor, no Envoy"),
+    ("mesh", "requester -> distributor via 2 Envoys"),
+    ("envoy_floor", "same path, Envoy answers itself"),
+];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub idle: f64,
+    /// Peak resident memory (VmHWM) after the load scenario that used the process.
+    pub load: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Shifts {
+    pub shifts: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    pub virtual_nodes: u32,
+    pub resources: usize,
+    /// Envoy's first request to its ACK of the last resource type.
+    pub push_ms: f64,
+    pub control_plane_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Budget {
+    pub name: String,
+    pub value: f64,
+    pub limit: String,
+    pub ok: bool,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: BTreeMap<String, String>,
+    pub settings: BTreeMap<String, String>,
+    pub scenarios: BTreeMap<String, Scenario>,
+    pub rss_mib: BTreeMap<String, Memory>,
+    pub ready_ms: BTreeMap<String, f64>,
+    /// Image sizes in MB, or why there are none.
+    pub image_mb: serde_json::Value,
+    pub shift_propagation_ms: Shifts,
+    pub control_plane_scale: Vec<ScalePoint>,
+    pub budgets: Vec<Budget>,
+}
+
+/// The budgets of the benchmark, as ratios and limits.
+pub fn budgets(r: &Report) -> Vec<Budget> {
+    let mut out = Vec::new();
+    let rps = |k: &str| r.scenarios.get(k).map_or(0.0, |s| s.rps);
+    let ratio = |a: &str, b: &str| {
+        let d = rps(b);
+        if d > 0.0 { rps(a) / d } else { 0.0 }
+    };
+    let v = ratio("distributor_direct", "hello_floor");
+    out.push(Budget {
+        name: "distributor_direct rps / hello_floor rps".into(),
+        value: v,
+        limit: ">= 0.80".into(),
+        ok: v >= 0.8,
+    });
+    let v = ratio("mesh", "envoy_floor");
+    out.push(Budget {
+        name: "mesh rps / envoy_floor rps".into(),
+        value: v,
+        limit: ">= 0.85".into(),
+        ok: v >= 0.85,
+    });
+    for (service, mem) in &r.rss_mib {
+        if service == "envoy" {
+            continue;
+        }
+        out.push(Budget {
+            name: format!("{service} idle RSS MiB"),
+            value: mem.idle,
+            limit: "<= 10".into(),
+            ok: mem.idle <= 10.0,
+        });
+    }
+    for (service, ms) in &r.ready_ms {
+        out.push(Budget {
+            name: format!("{service} ready ms"),
+            value: *ms,
+            limit: "<= 50".into(),
+            ok: *ms <= 50.0,
+        });
+    }
+    out.push(Budget {
+        name: "shift propagation p99 ms".into(),
+        value: r.shift_propagation_ms.p99,
+        limit: "<= 500".into(),
+        ok: r.shift_propagation_ms.p99 <= 500.0,
+    });
+    if let Some(p) = r
+        .control_plane_scale
+        .iter()
+        .find(|p| p.virtual_nodes == 1000)
+    {
+        out.push(Budget {
+            name: "1000 virtual nodes pushed, ms".into(),
+            value: p.push_ms,
+            limit: "<= 1000".into(),
+            ok: p.push_ms <= 1000.0,
+        });
+        out.push(Budget {
+            name: "1000 virtual nodes, control plane RSS MiB".into(),
+            value: p.control_plane_rss_mib,
+            limit: "<= 100".into(),
+            ok: p.control_plane_rss_mib <= 100.0,
+        });
+    }
+    out
+}
+
+/// The terminal table.
+pub fn table(r: &Report) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<20} {:<38} {:>9} {:>8} {:>8} {:>9} {:>11} {:>7}",
+        "scenario", "path", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/req", "errors"
+    );
+    for (key, what) in SCENARIOS {
+        if let Some(s) = r.scenarios.get(key) {
+            let _ = writeln!(
+                t,
+                "{key:<20} {what:<38} {:>9.0} {:>8.2} {:>8.2} {:>9.2} {:>11.1} {:>7}",
+                s.rps, s.p50_ms, s.p99_ms, s.p999_ms, s.cpu_us_per_req, s.errors
+            );
+        }
+    }
+    t.push('\n');
+    for (key, _) in SCENARIOS {
+        if let Some(s) = r
+            .scenarios
+            .get(key)
+            .filter(|s| s.cpu_us_per_req_by_process.len() > 1)
+        {
+            let parts: Vec<String> = s
+                .cpu_us_per_req_by_process
+                .iter()
+                .map(|(n, us)| format!("{n} {us:.1}"))
+                .collect();
+            let _ = writeln!(t, "CPU µs/req of {key}: {}", parts.join(", "));
+        }
+    }
+    t.push('\n');
+    for (service, m) in &r.rss_mib {
+        let _ = writeln!(
+            t,
+            "RSS {service:<12} idle {:>6.1} MiB   peak under load {:>6.1} MiB",
+            m.idle, m.load
+        );
+    }
+    for (service, ms) in &r.ready_ms {
+        let _ = writeln!(
+            t,
+            "ready {service:<12} {ms:>6.1} ms from exec to the first answer"
+        );
+    }
+    let _ = writeln!(t, "images: {}", r.image_mb);
+    let s = &r.shift_propagation_ms;
+    let _ = writeln!(
+        t,
+        "route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} shifts",
+        s.p50, s.p99, s.max, s.shifts
+    );
+    for p in &r.control_plane_scale {
+        let _ = writeln!(
+            t,
+            "control plane, {:>5} virtual nodes ({:>5} resources): pushed to Envoy in {:>7.1} ms, RSS {:>6.1} MiB",
+            p.virtual_nodes, p.resources, p.push_ms, p.control_plane_rss_mib
+        );
+    }
+    t.push('\n');
+    for b in &r.budgets {
+        let _ = writeln!(
+            t,
+            "{} {:<44} {:>9.2}  (budget {})",
+            if b.ok { "ok  " } else { "MISS" },
+            b.name,
+            b.value,
+            b.limit
+        );
+    }
+    t
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Two bar charts side by side: throughput and p99 latency per scenario.
+pub fn svg(r: &Report) -> String {
+    let rows: Vec<(&str, &Scenario)> = SCENARIOS
+        .iter()
+        .filter_map(|(k, _)| r.scenarios.get(*k).map(|s| (*k, s)))
+        .collect();
+    let (width, bar_h, gap, top, label_w, chart_w) = (960.0, 22.0, 10.0, 60.0, 170.0, 260.0);
+    let height = top + rows.len() as f64 * (bar_h + gap) + 40.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect width="100%" height="100%" fill="#ffffff"/><text x="16" y="24" font-size="16" font-weight="bold">gophermesh bench: throughput and p99 latency per scenario</text>"##
+    );
+    type Figure<'a> = &'a dyn Fn(&Scenario) -> f64;
+    let panels: [(&str, f64, Figure<'_>, &str); 2] = [
+        (
+            "requests per second (higher is better)",
+            label_w,
+            &|s: &Scenario| s.rps,
+            "#3b7dd8",
+        ),
+        (
+            "p99 latency, ms (lower is better)",
+            label_w + chart_w + 200.0,
+            &|s: &Scenario| s.p99_ms,
+            "#d8703b",
+        ),
+    ];
+    for (title, x0, value, color) in panels {
+        let max = rows
+            .iter()
+            .map(|(_, s)| value(s))
+            .fold(0.0_f64, f64::max)
+            .max(f64::MIN_POSITIVE);
+        let _ = writeln!(
+            out,
+            r#"<text x="{x0}" y="{}" font-weight="bold">{}</text>"#,
+            top - 12.0,
+            escape(title)
+        );
+        for (i, (key, s)) in rows.iter().enumerate() {
+            let y = top + i as f64 * (bar_h + gap);
+            let v = value(s);
+            let w = (v / max * chart_w).max(1.0);
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{x0}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{}">{}</text>"#,
+                x0 - 8.0,
+                y + bar_h * 0.7,
+                escape(key),
+                x0 + w + 6.0,
+                y + bar_h * 0.7,
+                if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        r##"<text x="16" y="{}" font-size="11" fill="#555">{} connections, {} s per scenario; CPU per request and every other figure are in bench.json</text>"##,
+        height - 14.0,
+        escape(r.settings.get("concurrency").map_or("?", String::as_str)),
+        escape(r.settings.get("duration_s").map_or("?", String::as_str)),
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(rps: f64, p99: f64) -> Scenario {
+        Scenario {
+            rps,
+            p50_ms: p99 / 3.0,
+            p99_ms: p99,
+            p999_ms: p99 * 2.0,
+            cpu_us_per_req: 10.0,
+            requests: 1000,
+            errors: 0,
+            cpu_us_per_req_by_process: BTreeMap::new(),
+        }
+    }
+
+    fn report() -> Report {
+        let mut scenarios = BTreeMap::new();
+        for (k, rps, p99) in [
+            ("hello_floor", 40000.0, 1.0),
+            ("distributor_direct", 30000.0, 1.5),
+            ("requester_direct", 12000.0, 3.0),
+            ("mesh", 5000.0, 6.0),
+            ("envoy_floor", 5500.0, 5.0),
+        ] {
+            scenarios.insert(k.to_owned(), scenario(rps, p99));
+        }
+        let mut r = Report {
+            machine: BTreeMap::new(),
+            settings: BTreeMap::from([("concurrency".to_owned(), "16".to_owned())]),
+            scenarios,
+            rss_mib: BTreeMap::from([(
+                "distributor".to_owned(),
+                Memory {
+                    idle: 5.0,
+                    load: 7.0,
+                },
+            )]),
+            ready_ms: BTreeMap::from([("distributor".to_owned(), 60.0)]),
+            image_mb: serde_json::Value::Null,
+            shift_propagation_ms: Shifts {
+                shifts: 3,
+                p50: 10.0,
+                p99: 20.0,
+                max: 20.0,
+            },
+            control_plane_scale: vec![ScalePoint {
+                virtual_nodes: 1000,
+                resources: 3998,
+                push_ms: 400.0,
+                control_plane_rss_mib: 30.0,
+            }],
+            budgets: Vec::new(),
+        };
+        r.budgets = budgets(&r);
+        r
+    }
+
+    #[test]
+    fn budgets_compare_ratios_and_limits() {
+        let r = report();
+        let by_name = |n: &str| r.budgets.iter().find(|b| b.name == n).expect(n).clone();
+        let d = by_name("distributor_direct rps / hello_floor rps");
+        assert!((d.value - 0.75).abs() < 1e-9 && !d.ok);
+        let m = by_name("mesh rps / envoy_floor rps");
+        assert!((m.value - 5000.0 / 5500.0).abs() < 1e-9 && m.ok);
+        assert!(!by_name("distributor ready ms").ok);
+        assert!(by_name("distributor idle RSS MiB").ok);
+        assert!(by_name("1000 virtual nodes pushed, ms").ok);
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_scenario_and_panel() {
+        let svg = svg(&report());
+        assert!(svg.starts_with("<svg"));
+        assert_eq!(svg.matches("<rect x=").count(), 10);
+        assert!(svg.contains(">40000<") && svg.contains(">6.00<"));
+        let table = table(&report());
+        assert!(table.contains("MISS distributor_direct rps / hello_floor rps"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Generated meshes for the control-plane scaling run.
+//!
+//! A mesh of `n` virtual nodes: the shipped `requester` node (the one task that runs, with
+//! the shipped requester task definition) and `n - 1` services `svc-I`, each with its own
+//! virtual router, a route to it, and a virtual service `svc-I.bench.local` that the
+//! requester has as a backend. So the requester's Envoy receives the whole mesh: `n - 1`
+//! virtual hosts, `n - 1` egress clusters and its own listeners.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+const MESH: &str = "gophermesh";
+
+fn write(path: &Path, doc: &Value) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn listener() -> Value {
+    json!([{"portMapping": {"port": 8080, "protocol": "http"}}])
+}
+
+/// Writes `dir/mesh` and `dir/taskdefs` for a mesh of `nodes` virtual nodes; the shipped
+/// requester task definition is copied from `taskdefs`. Returns the number of resources.
+pub fn generate(dir: &Path, nodes: u32, taskdefs: &Path) -> anyhow::Result<usize> {
+    let mesh = dir.join("mesh");
+    let services = nodes.saturating_sub(1);
+    write(
+        &mesh.join("mesh.json"),
+        &json!({"meshName": MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}}),
+    )?;
+    let mut backends = Vec::new();
+    for i in 0..services {
+        let node = format!("svc-{i}");
+        let router = format!("svc-{i}");
+        let service = format!("svc-{i}.bench.local");
+        write(
+            &mesh.join(format!("virtual-nodes/{node}.json")),
+            &json!({"meshName": MESH, "virtualNodeName": node, "spec": {
+                "listeners": listener(),
+                "serviceDiscovery": {"dns": {"hostname": service}}
+            }}),
+        )?;
+        write(
+            &mesh.join(format!("virtual-routers/{router}.json")),
+            &json!({"meshName": MESH, "virtualRouterName": router, "spec": {"listeners": listener()}}),
+        )?;
+        write(
+            &mesh.join(format!("routes/{router}.json")),
+            &json!({"meshName": MESH, "virtualRouterName": router, "routeName": router, "spec": {
+                "httpRoute": {
+                    "match": {"prefix": "/"},
+                    "action": {"weightedTargets": [{"virtualNode": node, "weight": 1}]}
+                }
+            }}),
+        )?;
+        write(
+            &mesh.join(format!("virtual-services/{service}.json")),
+            &json!({"meshName": MESH, "virtualServiceName": service, "spec": {
+                "provider": {"virtualRouter": {"virtualRouterName": router}}
+            }}),
+        )?;
+        backends.push(json!({"virtualService": {"virtualServiceName": service}}));
+    }
+    write(
+        &mesh.join("virtual-nodes/requester.json"),
+        &json!({"meshName": MESH, "virtualNodeName": "requester", "spec": {
+            "listeners": listener(),
+            "serviceDiscovery": {"dns": {"hostname": "requester.gophers.local"}},
+            "backends": backends
+        }}),
+    )?;
+    let from = taskdefs.join("requester.json");
+    let to = dir.join("taskdefs/requester.json");
+    std::fs::create_dir_all(dir.join("taskdefs"))?;
+    std::fs::copy(&from, &to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(1 + 4 * services as usize + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_mesh_loads_and_checks() {
+        let dir = std::env::temp_dir().join(format!("gm-scale-{}", std::process::id()));
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../taskdefs");
+        let count = generate(&dir, 25, &shipped).expect("generated");
+        assert_eq!(count, 1 + 4 * 24 + 1);
+        let source = crate::cli::SourceArgs {
+            mesh_dir: dir.join("mesh"),
+            taskdefs_dir: dir.join("taskdefs"),
+        };
+        let (mesh, tasks) = crate::validate::load(&source)
+            .unwrap_or_else(|p| panic!("the generated mesh has problems: {p:?}"));
+        assert_eq!(mesh.virtual_nodes.len(), 25);
+        assert_eq!(tasks.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,101 @@
+//! `gophermesh bench --quick`: a smoke run, so the benchmark cannot rot. It checks that
+//! every figure was produced, not how fast anything is.
+
+use std::process::Command;
+
+use e2e::{bin, bin_dir, repo_root, tool};
+use serde_json::Value;
+
+fn positive(v: &Value, what: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is missing or not a number: {v}"));
+    assert!(x > 0.0 && x.is_finite(), "{what} = {x}");
+    x
+}
+
+#[test]
+fn a_quick_bench_produces_every_figure() {
+    let envoy = tool("envoy");
+    assert!(
+        Command::new("wrk").arg("--version").output().is_ok(),
+        "wrk is not installed: apt-get install -y wrk (scripts/setup.sh does this as root)"
+    );
+    let out_dir = std::env::temp_dir().join(format!("gophermesh-bench-{}", std::process::id()));
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args([
+            "bench",
+            "--quick",
+            "--duration",
+            "1",
+            "--shifts",
+            "5",
+            "--scale",
+            "10,100",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--envoy-bin")
+        .arg(&envoy)
+        .output()
+        .expect("gophermesh bench runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("bench.json")).expect("bench.json written"),
+    )
+    .expect("bench.json is JSON");
+    for key in [
+        "hello_floor",
+        "distributor_direct",
+        "requester_direct",
+        "mesh",
+        "envoy_floor",
+    ] {
+        let s = &report["scenarios"][key];
+        for figure in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req"] {
+            positive(&s[figure], &format!("scenarios.{key}.{figure}"));
+        }
+        assert_eq!(s["errors"], 0, "{key}: {s}");
+        assert!(printed.contains(key), "the table lacks {key}:\n{printed}");
+    }
+    for service in ["distributor", "requester", "envoy"] {
+        positive(
+            &report["rss_mib"][service]["idle"],
+            &format!("rss_mib.{service}.idle"),
+        );
+        positive(
+            &report["rss_mib"][service]["load"],
+            &format!("rss_mib.{service}.load"),
+        );
+    }
+    for service in ["distributor", "requester"] {
+        positive(&report["ready_ms"][service], &format!("ready_ms.{service}"));
+    }
+    assert!(report["image_mb"].is_object(), "{}", report["image_mb"]);
+    assert_eq!(report["shift_propagation_ms"]["shifts"], 5);
+    positive(&report["shift_propagation_ms"]["p50"], "shift p50");
+    positive(&report["shift_propagation_ms"]["p99"], "shift p99");
+    let scale = report["control_plane_scale"]
+        .as_array()
+        .expect("scale list");
+    assert_eq!(scale.len(), 2);
+    for point in scale {
+        positive(&point["push_ms"], "push_ms");
+        positive(&point["control_plane_rss_mib"], "control plane RSS");
+    }
+    assert!(!report["budgets"].as_array().expect("budgets").is_empty());
+    let svg = std::fs::read_to_string(out_dir.join("bench.svg")).expect("bench.svg written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("envoy_floor"),
+        "{svg}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
