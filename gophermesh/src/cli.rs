@@ -171,6 +171,52 @@ pub struct UpArgs {
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub state_dir: PathBuf,
+
+    /// Loopback port of the App Mesh API (`aws appmesh ... --endpoint-url
+    /// http://127.0.0.1:PORT`); 0 picks a free one.
+    #[arg(long, env = "GOPHERMESH_API_PORT", default_value_t = 9991)]
+    pub api_port: u16,
+
+    /// Keep the mesh in a durable store in DIR: every accepted change is written there
+    /// before it is acknowledged, and the next `up --data-dir DIR` starts from it (mesh/ is
+    /// only read to seed an empty store). Without it the state lives in memory.
+    #[arg(long, env = "GOPHERMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Start with no mesh resources at all (mesh/ is not read): the tasks start and their
+    /// sidecars wait until the mesh is created through the App Mesh API.
+    #[arg(long)]
+    pub empty: bool,
+
+    /// With --api-secret-access-key: App Mesh API calls must be signed (SigV4) with these
+    /// credentials; unsigned or wrongly signed calls get 403.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_ACCESS_KEY_ID",
+        requires = "api_secret_access_key"
+    )]
+    pub api_access_key_id: Option<String>,
+
+    /// The secret key that goes with --api-access-key-id.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_SECRET_ACCESS_KEY",
+        requires = "api_access_key_id",
+        hide_env_values = true
+    )]
+    pub api_secret_access_key: Option<String>,
+
+    /// The region in the ARNs the App Mesh API reports.
+    #[arg(long, env = "GOPHERMESH_API_REGION", default_value = "us-east-1")]
+    pub api_region: String,
+
+    /// The account id in the ARNs the App Mesh API reports.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_ACCOUNT_ID",
+        default_value = "000000000000"
+    )]
+    pub api_account_id: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -33,7 +33,9 @@ use crate::admin::EnvoyAdmin;
 use crate::cli::UpArgs;
 use crate::controlplane::ads::{Ads, EnvoyStatuses};
 use crate::controlplane::api::{self, ApiState};
-use crate::controlplane::store::{Placement, Store};
+use crate::controlplane::appmesh;
+use crate::controlplane::sigv4::Credentials;
+use crate::controlplane::store::{Identity, Placement, Store};
 use crate::controlplane::translate::node_id;
 use crate::netns::{self, Network};
 use crate::supervise::{ProcessTable, Spec, Supervised};
@@ -160,24 +162,28 @@ impl Site {
         args: Vec<String>,
         user: Option<(u32, u32)>,
     ) -> (PathBuf, Vec<String>) {
-        let Some(ns) = &self.netns else {
-            return (program.to_path_buf(), args);
-        };
-        let mut wrapped: Vec<String> = vec!["netns".into(), "exec".into(), ns.clone()];
-        if let Some((uid, gid)) = user {
-            wrapped.extend([
-                "setpriv".into(),
-                "--reuid".into(),
-                uid.to_string(),
-                "--regid".into(),
-                gid.to_string(),
-                "--clear-groups".into(),
-                "--".into(),
-            ]);
+        // setpriv --pdeathsig: if `up` itself is killed, its children get SIGTERM instead
+        // of running on. (A uid change clears the signal, so it is set again after one.)
+        let mut wrapped: Vec<String> = vec!["--pdeathsig".into(), "TERM".into(), "--".into()];
+        if let Some(ns) = &self.netns {
+            wrapped.extend(["ip".into(), "netns".into(), "exec".into(), ns.clone()]);
+            if let Some((uid, gid)) = user {
+                wrapped.extend([
+                    "setpriv".into(),
+                    "--reuid".into(),
+                    uid.to_string(),
+                    "--regid".into(),
+                    gid.to_string(),
+                    "--clear-groups".into(),
+                    "--pdeathsig".into(),
+                    "TERM".into(),
+                    "--".into(),
+                ]);
+            }
         }
         wrapped.push(program.display().to_string());
         wrapped.extend(args);
-        (PathBuf::from("ip"), wrapped)
+        (PathBuf::from("setpriv"), wrapped)
     }
 }
 
@@ -338,6 +344,78 @@ async fn publish(listener: TcpListener, ns: String, target: SocketAddr) {
     }
 }
 
+/// Bails with every problem, one per line.
+fn refuse_problems(problems: &meshmodel::Problems, what: &str) -> anyhow::Error {
+    for p in &problems.0 {
+        eprintln!("{p}");
+    }
+    anyhow::anyhow!(
+        "{} problem(s) in {what}; nothing was started",
+        problems.0.len()
+    )
+}
+
+/// The store (from --data-dir, mesh/, or empty) and the checked task definitions, with a
+/// few words on where the mesh came from.
+fn load_state(
+    args: &UpArgs,
+    source: &crate::cli::SourceArgs,
+    identity: Identity,
+) -> anyhow::Result<(Store, Vec<Task>, String)> {
+    let defs = meshmodel::taskdef::load_dir(&source.taskdefs_dir)
+        .map_err(|p| refuse_problems(&p, &source.taskdefs_dir.display().to_string()))?;
+    let mesh_dir = source.mesh_dir.display().to_string();
+    let seed = || -> anyhow::Result<meshmodel::Mesh> {
+        if args.empty {
+            return Ok(meshmodel::Mesh::default());
+        }
+        meshmodel::Mesh::load_dir(&source.mesh_dir).map_err(|p| refuse_problems(&p, &mesh_dir))
+    };
+    let (store, provenance, strict) = match &args.data_dir {
+        Some(dir) => {
+            let path = std::path::absolute(dir.join("state.redb"))?;
+            let (store, restored) = Store::open(&path, seed, BTreeMap::new(), identity)?;
+            if restored > 0 {
+                (
+                    store,
+                    format!("{restored} resources restored from {}", path.display()),
+                    false,
+                )
+            } else if args.empty {
+                (store, format!("empty, stored in {}", path.display()), false)
+            } else {
+                (
+                    store,
+                    format!("seeded from {mesh_dir}, stored in {}", path.display()),
+                    true,
+                )
+            }
+        }
+        None => {
+            let mut mesh = seed()?;
+            mesh.backends_may_dangle = true;
+            let note = if args.empty {
+                "empty, in memory".to_owned()
+            } else {
+                format!("from {mesh_dir}, in memory")
+            };
+            (
+                Store::in_memory(mesh, BTreeMap::new(), identity),
+                note,
+                !args.empty,
+            )
+        }
+    };
+    let mesh = store.current().mesh.clone();
+    let tasks = if strict {
+        meshmodel::taskdef::check(&mesh, &defs)
+    } else {
+        meshmodel::taskdef::check_allowing_missing_nodes(&mesh, &defs)
+    }
+    .map_err(|p| refuse_problems(&p, &source.taskdefs_dir.display().to_string()))?;
+    Ok((store, tasks, provenance))
+}
+
 pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
     // Absolute paths, so that `route set --save` from any directory writes the right file.
@@ -345,21 +423,13 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         mesh_dir: std::path::absolute(&args.source.mesh_dir)?,
         taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
     };
-    let (mesh, tasks) = match crate::validate::load(&source) {
-        Ok(loaded) => loaded,
-        Err(problems) => {
-            for p in &problems.0 {
-                eprintln!("{p}");
-            }
-            bail!(
-                "{} problem(s) in {} / {}; nothing was started",
-                problems.0.len(),
-                args.source.mesh_dir.display(),
-                args.source.taskdefs_dir.display()
-            );
-        }
+    let identity = Identity {
+        region: args.api_region.clone(),
+        account: args.api_account_id.clone(),
     };
-    let mesh_name = mesh.name().unwrap_or_default().to_owned();
+    let (store, tasks, provenance) = load_state(args, &source, identity)?;
+    let mesh = store.current().mesh.clone();
+    let mesh_name = mesh.name().unwrap_or("(none yet)").to_owned();
     let envoy = find_envoy(args.envoy_bin.as_deref())?;
     let envoy = std::path::absolute(&envoy)?;
     let bin_dir = match &args.bin_dir {
@@ -373,7 +443,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     say(format!(
-        "mesh {mesh_name}: {} virtual nodes, {} routes, {} tasks (Envoy: {})",
+        "mesh {mesh_name} ({provenance}): {} virtual nodes, {} routes, {} tasks (Envoy: {})",
         mesh.virtual_nodes.len(),
         mesh.routes.len(),
         tasks.len(),
@@ -405,7 +475,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         sites.iter().map(|(n, s)| (n.clone(), s.place)).collect();
 
     // The control plane.
-    let store = Store::new(mesh, placements);
+    store.set_placements(placements);
     let envoys = EnvoyStatuses::default();
     let processes = ProcessTable::default();
     let xds_listener = match &network {
@@ -455,8 +525,36 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
             tracing::error!("the control API stopped: {e}");
         }
     }));
+    let appmesh_listener = TcpListener::bind((LOOPBACK, args.api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for the App Mesh API on 127.0.0.1:{} (use --api-port)",
+                args.api_port
+            )
+        })?;
+    let appmesh_addr = appmesh_listener.local_addr()?;
+    let credentials = match (&args.api_access_key_id, &args.api_secret_access_key) {
+        (Some(id), Some(secret)) => Some(Credentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        }),
+        _ => None,
+    };
+    let signed = credentials.is_some();
+    let appmesh_api = appmesh::router(appmesh::ApiState {
+        store: store.clone(),
+        credentials,
+        limiter: std::sync::Arc::new(tokio::sync::Semaphore::new(appmesh::MAX_IN_FLIGHT)),
+    });
+    background.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(appmesh_listener, appmesh_api).await {
+            tracing::error!("the App Mesh API stopped: {e}");
+        }
+    }));
     say(format!(
-        "control plane: ADS on {xds_addr}, control API on http://{control_addr}"
+        "control plane: ADS on {xds_addr}, control API on http://{control_addr}, App Mesh API on http://{appmesh_addr}{}",
+        if signed { " (SigV4 required)" } else { "" }
     ));
     if network.is_some() {
         // The host reaches the requester task as a published port.
@@ -486,7 +584,6 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     let grace = Duration::from_secs(5);
     let launch = Launch {
         args,
-        mesh_name: &mesh_name,
         envoy: &envoy,
         bin_dir: &bin_dir,
         run_dir: &run_dir,
@@ -519,6 +616,10 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url http://{control_addr}"
     );
     println!("  gophermesh status --control-url http://{control_addr}");
+    println!(
+        "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url http://{appmesh_addr}",
+        store.current().mesh.name().unwrap_or("gophermesh")
+    );
     if let Some(net) = &network {
         if let Some(first) = net.tasks.first() {
             println!(
@@ -569,7 +670,6 @@ async fn stop_all(running: Vec<Supervised>) {
 /// What starting the tasks needs.
 struct Launch<'a> {
     args: &'a UpArgs,
-    mesh_name: &'a str,
     envoy: &'a Path,
     bin_dir: &'a Path,
     run_dir: &'a Path,
@@ -666,7 +766,7 @@ impl Launch<'_> {
     ) -> anyhow::Result<()> {
         let node = &task.virtual_node;
         let bootstrap_path = self.run_dir.join(format!("{node}-envoy.json"));
-        let doc = bootstrap(self.mesh_name, node, site.place.admin, self.xds);
+        let doc = bootstrap(&task.mesh_name, node, site.place.admin, self.xds);
         std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
         let log = self.run_dir.join(format!("{node}-envoy.log"));

@@ -22,4 +22,4 @@ pub mod taskdef;
 
 pub use mesh::Mesh;
 pub use problem::{Problem, Problems};
-pub use resource::{Kind, Resource};
+pub use resource::{Key, Kind, Resource};

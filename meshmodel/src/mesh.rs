@@ -9,7 +9,7 @@ use crate::appmesh::{
     VirtualNodeInput, VirtualRouterInput, VirtualServiceInput, WeightedTarget,
 };
 use crate::problem::{Problem, Problems, join};
-use crate::resource::Resource;
+use crate::resource::{Key, Kind, Resource};
 
 /// A value and the origin (file path, `<api>`, ...) it was read from.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,27 @@ pub struct Mesh {
     /// Keyed by (virtual router, route).
     pub routes: BTreeMap<(String, String), Sourced<RouteInput>>,
     pub virtual_services: BTreeMap<String, Sourced<VirtualServiceInput>>,
+    /// App Mesh's API lets a virtual node name a backend virtual service before that
+    /// service exists (the walkthrough creates nodes first), and lets a service be deleted
+    /// while nodes still name it. Files are checked strictly (`false`); a running mesh
+    /// that the API changes follows the API (`true`). Such a backend gets no route until
+    /// the service exists.
+    pub backends_may_dangle: bool,
+}
+
+/// Why a resource cannot be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveError {
+    NotFound(String),
+    InUse(String),
+}
+
+impl std::fmt::Display for RemoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoveError::NotFound(m) | RemoveError::InUse(m) => f.write_str(m),
+        }
+    }
 }
 
 /// App Mesh's limits, from the botocore model and the service quotas.
@@ -174,6 +195,126 @@ impl Mesh {
         }
     }
 
+    /// The resource with identity `key`, and its origin.
+    pub fn get(&self, key: &Key) -> Option<(String, Resource)> {
+        match key {
+            Key::Mesh => self
+                .mesh
+                .as_ref()
+                .map(|s| (s.origin.clone(), Resource::Mesh(s.value.clone()))),
+            Key::VirtualNode(n) => self
+                .virtual_nodes
+                .get(n)
+                .map(|s| (s.origin.clone(), Resource::VirtualNode(s.value.clone()))),
+            Key::VirtualRouter(n) => self
+                .virtual_routers
+                .get(n)
+                .map(|s| (s.origin.clone(), Resource::VirtualRouter(s.value.clone()))),
+            Key::Route(r, n) => self
+                .routes
+                .get(&(r.clone(), n.clone()))
+                .map(|s| (s.origin.clone(), Resource::Route(s.value.clone()))),
+            Key::VirtualService(n) => self
+                .virtual_services
+                .get(n)
+                .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
+        }
+    }
+
+    /// The mesh without the resource `key`, refused as App Mesh refuses it while something
+    /// still needs it: a mesh that has resources, a node that a route targets or a service
+    /// is provided by, a router that has routes or provides a service.
+    pub fn remove(&self, key: &Key) -> Result<Mesh, RemoveError> {
+        if self.get(key).is_none() {
+            return Err(RemoveError::NotFound(format!(
+                "{} does not exist",
+                key.describe()
+            )));
+        }
+        let users: Vec<String> = match key {
+            Key::Mesh => self
+                .resources()
+                .into_iter()
+                .filter(|(_, r)| r.kind() != Kind::Mesh)
+                .map(|(_, r)| r.describe())
+                .collect(),
+            Key::VirtualNode(n) => {
+                let mut u: Vec<String> = self
+                    .routes
+                    .values()
+                    .filter(|s| {
+                        s.value
+                            .spec
+                            .weighted_targets()
+                            .is_some_and(|(_, ts)| ts.iter().any(|t| &t.virtual_node == n))
+                    })
+                    .map(|s| Resource::Route(s.value.clone()).describe())
+                    .collect();
+                u.extend(
+                    self.virtual_services
+                        .values()
+                        .filter(|s| {
+                            s.value
+                                .spec
+                                .provider
+                                .as_ref()
+                                .and_then(|p| p.virtual_node.as_ref())
+                                .is_some_and(|p| &p.virtual_node_name == n)
+                        })
+                        .map(|s| Resource::VirtualService(s.value.clone()).describe()),
+                );
+                u
+            }
+            Key::VirtualRouter(n) => {
+                let mut u: Vec<String> = self
+                    .routes
+                    .values()
+                    .filter(|s| &s.value.virtual_router_name == n)
+                    .map(|s| Resource::Route(s.value.clone()).describe())
+                    .collect();
+                u.extend(
+                    self.virtual_services
+                        .values()
+                        .filter(|s| {
+                            s.value
+                                .spec
+                                .provider
+                                .as_ref()
+                                .and_then(|p| p.virtual_router.as_ref())
+                                .is_some_and(|p| &p.virtual_router_name == n)
+                        })
+                        .map(|s| Resource::VirtualService(s.value.clone()).describe()),
+                );
+                u
+            }
+            Key::Route(..) | Key::VirtualService(_) => Vec::new(),
+        };
+        if !users.is_empty() {
+            return Err(RemoveError::InUse(format!(
+                "{} is in use by {}; delete or change those first",
+                key.describe(),
+                users.join(", ")
+            )));
+        }
+        let mut next = self.clone();
+        match key {
+            Key::Mesh => next.mesh = None,
+            Key::VirtualNode(n) => {
+                next.virtual_nodes.remove(n);
+            }
+            Key::VirtualRouter(n) => {
+                next.virtual_routers.remove(n);
+            }
+            Key::Route(r, n) => {
+                next.routes.remove(&(r.clone(), n.clone()));
+            }
+            Key::VirtualService(n) => {
+                next.virtual_services.remove(n);
+            }
+        }
+        Ok(next)
+    }
+
     /// Every resource, as (origin, resource), in a stable order: mesh, nodes, routers,
     /// routes, services.
     pub fn resources(&self) -> Vec<(String, Resource)> {
@@ -305,7 +446,7 @@ impl Mesh {
                     &path,
                     format!("backend `{name}` is listed twice"),
                 ));
-            } else if !self.virtual_services.contains_key(name) {
+            } else if !self.backends_may_dangle && !self.virtual_services.contains_key(name) {
                 p.push(Problem::new(
                     origin,
                     &path,

@@ -18,6 +18,78 @@ pub enum Kind {
     VirtualService,
 }
 
+/// The identity of a resource within its mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Mesh,
+    VirtualNode(String),
+    VirtualRouter(String),
+    /// (virtual router, route)
+    Route(String, String),
+    VirtualService(String),
+}
+
+impl Key {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Key::Mesh => Kind::Mesh,
+            Key::VirtualNode(_) => Kind::VirtualNode,
+            Key::VirtualRouter(_) => Kind::VirtualRouter,
+            Key::Route(..) => Kind::Route,
+            Key::VirtualService(_) => Kind::VirtualService,
+        }
+    }
+
+    /// The ARN path after `mesh/MESH`: `""`, `/virtualNode/N`, `/virtualRouter/R/route/X`, ...
+    pub fn arn_suffix(&self) -> String {
+        match self {
+            Key::Mesh => String::new(),
+            Key::VirtualNode(n) => format!("/virtualNode/{n}"),
+            Key::VirtualRouter(n) => format!("/virtualRouter/{n}"),
+            Key::Route(r, n) => format!("/virtualRouter/{r}/route/{n}"),
+            Key::VirtualService(n) => format!("/virtualService/{n}"),
+        }
+    }
+
+    /// A stable text form (`virtualNode/N`, `route/R/X`, `mesh`), for storage.
+    pub fn to_text(&self) -> String {
+        match self {
+            Key::Mesh => "mesh".to_owned(),
+            Key::VirtualNode(n) => format!("virtualNode/{n}"),
+            Key::VirtualRouter(n) => format!("virtualRouter/{n}"),
+            Key::Route(r, n) => format!("route/{r}/{n}"),
+            Key::VirtualService(n) => format!("virtualService/{n}"),
+        }
+    }
+
+    /// The inverse of [`Key::to_text`].
+    pub fn from_text(text: &str) -> Option<Self> {
+        let (kind, rest) = text.split_once('/').unwrap_or((text, ""));
+        match kind {
+            "mesh" if rest.is_empty() => Some(Key::Mesh),
+            "virtualNode" if !rest.is_empty() => Some(Key::VirtualNode(rest.to_owned())),
+            "virtualRouter" if !rest.is_empty() => Some(Key::VirtualRouter(rest.to_owned())),
+            "virtualService" if !rest.is_empty() => Some(Key::VirtualService(rest.to_owned())),
+            "route" => {
+                let (r, n) = rest.split_once('/')?;
+                (!r.is_empty() && !n.is_empty()).then(|| Key::Route(r.to_owned(), n.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    /// `kind name`, e.g. `route distributor/distributor`.
+    pub fn describe(&self) -> String {
+        match self {
+            Key::Mesh => "the mesh".to_owned(),
+            Key::VirtualNode(n) => format!("virtual node `{n}`"),
+            Key::VirtualRouter(n) => format!("virtual router `{n}`"),
+            Key::Route(r, n) => format!("route `{n}` of virtual router `{r}`"),
+            Key::VirtualService(n) => format!("virtual service `{n}`"),
+        }
+    }
+}
+
 /// A parsed resource file. Resources are few and never on a hot path, so the variants are
 /// not boxed.
 #[allow(clippy::large_enum_variant)]
@@ -38,6 +110,17 @@ impl Resource {
             Resource::VirtualRouter(_) => Kind::VirtualRouter,
             Resource::Route(_) => Kind::Route,
             Resource::VirtualService(_) => Kind::VirtualService,
+        }
+    }
+
+    /// Its identity within the mesh.
+    pub fn key(&self) -> Key {
+        match self {
+            Resource::Mesh(_) => Key::Mesh,
+            Resource::VirtualNode(r) => Key::VirtualNode(r.virtual_node_name.clone()),
+            Resource::VirtualRouter(r) => Key::VirtualRouter(r.virtual_router_name.clone()),
+            Resource::Route(r) => Key::Route(r.virtual_router_name.clone(), r.route_name.clone()),
+            Resource::VirtualService(r) => Key::VirtualService(r.virtual_service_name.clone()),
         }
     }
 

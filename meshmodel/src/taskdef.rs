@@ -13,7 +13,8 @@ use crate::problem::{Problem, Problems};
 pub struct Task {
     pub origin: String,
     pub definition: TaskDefinition,
-    /// The virtual node its Envoy serves.
+    /// The mesh and virtual node its Envoy serves.
+    pub mesh_name: String,
     pub virtual_node: String,
     /// The APPMESH proxy configuration.
     pub proxy: AppMeshProxy,
@@ -123,6 +124,23 @@ fn node_version(node: &str) -> Option<&str> {
 
 /// Checks `tasks` against `mesh`; on success, each task with its node and proxy resolved.
 pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>, Problems> {
+    check_tasks(mesh, tasks, true)
+}
+
+/// Like [`check`], for a mesh that is still being built (through the API): a task whose
+/// virtual node does not exist yet is accepted, and the checks against that node wait.
+pub fn check_allowing_missing_nodes(
+    mesh: &Mesh,
+    tasks: &[Sourced<TaskDefinition>],
+) -> Result<Vec<Task>, Problems> {
+    check_tasks(mesh, tasks, false)
+}
+
+fn check_tasks(
+    mesh: &Mesh,
+    tasks: &[Sourced<TaskDefinition>],
+    require_nodes: bool,
+) -> Result<Vec<Task>, Problems> {
     let mut p = Vec::new();
     let mut out = Vec::new();
     let mut families: BTreeMap<&str, &str> = BTreeMap::new();
@@ -175,7 +193,8 @@ pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>
                 ));
             }
         }
-        let Some(vn) = mesh.virtual_nodes.get(&node) else {
+        let vn = mesh.virtual_nodes.get(&node);
+        if vn.is_none() && require_nodes {
             p.push(Problem::new(
                 origin,
                 &node_path,
@@ -189,7 +208,7 @@ pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>
                 ),
             ));
             continue;
-        };
+        }
         let user_path = format!("containerDefinitions[{envoy_index}].user");
         match (proxy.ignored_uid, envoy.user.as_deref()) {
             (Some(uid), Some(user)) if user.split(':').next() != Some(uid.to_string().as_str()) => p.push(Problem::new(
@@ -211,32 +230,8 @@ pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>
                 "missing: without a health check Envoy never becomes HEALTHY, so containers waiting on it never start",
             ));
         }
-        let node_ports: Vec<u16> = vn
-            .value
-            .spec
-            .listeners
-            .iter()
-            .filter_map(|l| u16::try_from(l.port_mapping.port).ok())
-            .collect();
-        let app_ports_path = td
-            .proxy_configuration
-            .as_ref()
-            .and_then(|pc| pc.properties.iter().position(|kv| kv.name == "AppPorts"))
-            .map(|i| format!("proxyConfiguration.properties[{i}].value"))
-            .unwrap_or_else(|| "proxyConfiguration.properties".to_owned());
-        let mut sorted_app = proxy.app_ports.clone();
-        sorted_app.sort_unstable();
-        let mut sorted_node = node_ports.clone();
-        sorted_node.sort_unstable();
-        if sorted_app != sorted_node {
-            p.push(Problem::new(
-                origin,
-                &app_ports_path,
-                format!(
-                    "AppPorts {:?} differ from virtual node `{node}`'s listener ports {:?} ({})",
-                    proxy.app_ports, node_ports, vn.origin
-                ),
-            ));
+        if let Some(vn) = vn {
+            check_app_ports(&mut p, origin, td, &proxy, &node, vn);
         }
         for (ci, c) in td.container_definitions.iter().enumerate() {
             if ci == envoy_index {
@@ -284,6 +279,7 @@ pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>
         out.push(Task {
             origin: origin.clone(),
             definition: td.clone(),
+            mesh_name: node_mesh,
             virtual_node: node,
             proxy,
         });
@@ -292,6 +288,44 @@ pub fn check(mesh: &Mesh, tasks: &[Sourced<TaskDefinition>]) -> Result<Vec<Task>
         Ok(out)
     } else {
         Err(Problems(p))
+    }
+}
+
+/// AppPorts must be the node's listener ports.
+fn check_app_ports(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    td: &TaskDefinition,
+    proxy: &AppMeshProxy,
+    node: &str,
+    vn: &Sourced<crate::appmesh::VirtualNodeInput>,
+) {
+    let node_ports: Vec<u16> = vn
+        .value
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|l| u16::try_from(l.port_mapping.port).ok())
+        .collect();
+    let app_ports_path = td
+        .proxy_configuration
+        .as_ref()
+        .and_then(|pc| pc.properties.iter().position(|kv| kv.name == "AppPorts"))
+        .map(|i| format!("proxyConfiguration.properties[{i}].value"))
+        .unwrap_or_else(|| "proxyConfiguration.properties".to_owned());
+    let mut sorted_app = proxy.app_ports.clone();
+    sorted_app.sort_unstable();
+    let mut sorted_node = node_ports.clone();
+    sorted_node.sort_unstable();
+    if sorted_app != sorted_node {
+        p.push(Problem::new(
+            origin,
+            &app_ports_path,
+            format!(
+                "AppPorts {:?} differ from virtual node `{node}`'s listener ports {:?} ({})",
+                proxy.app_ports, node_ports, vn.origin
+            ),
+        ));
     }
 }
 

@@ -232,6 +232,8 @@ pub struct LocalMesh {
     child: Option<Child>,
     pub requester: String,
     pub control: String,
+    /// The App Mesh API (`--endpoint-url`).
+    pub api: String,
     pub output: Arc<Mutex<String>>,
     pub mode: Mode,
 }
@@ -290,12 +292,18 @@ impl LocalMesh {
 
     /// [`LocalMesh::start`] in networking mode `mode`.
     pub fn start_in(dir: &std::path::Path, mode: Mode) -> Self {
+        Self::start_with(dir, mode, &[])
+    }
+
+    /// [`LocalMesh::start_in`] with more `up` arguments.
+    pub fn start_with(dir: &std::path::Path, mode: Mode, extra: &[&str]) -> Self {
         if mode == Mode::Netns {
             require_root_for_netns();
         }
         let envoy = tool("envoy");
         let requester_port = free_port();
         let control_port = free_port();
+        let api_port = free_port();
         let path = format!(
             "{}:{}",
             envoy.parent().expect("envoy dir").display(),
@@ -317,6 +325,7 @@ impl LocalMesh {
             } else {
                 &[]
             })
+            .args(extra)
             .env("PATH", path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -346,6 +355,7 @@ impl LocalMesh {
             child: Some(child),
             requester: format!("http://127.0.0.1:{requester_port}"),
             control: format!("http://127.0.0.1:{control_port}"),
+            api: format!("http://127.0.0.1:{api_port}"),
             output,
             mode,
         };

@@ -479,6 +479,8 @@ fn up_refuses_a_broken_mesh_and_starts_nothing() {
             &e2e::free_port().to_string(),
             "--control-port",
             &e2e::free_port().to_string(),
+            "--api-port",
+            &e2e::free_port().to_string(),
         ])
         .output()
         .expect("runs");

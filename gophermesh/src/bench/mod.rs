@@ -198,6 +198,7 @@ impl Bench {
             .arg(taskdefs)
             .args(["--requester-port", &requester_port.to_string()])
             .args(["--control-port", &control_port.to_string()])
+            .args(["--api-port", "0"])
             .arg("--bin-dir")
             .arg(&self.bin_dir)
             .arg("--envoy-bin")

@@ -3,5 +3,7 @@
 
 pub mod ads;
 pub mod api;
+pub mod appmesh;
+pub mod sigv4;
 pub mod store;
 pub mod translate;

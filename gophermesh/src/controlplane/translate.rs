@@ -759,6 +759,7 @@ mod tests {
             version: 7,
             mesh,
             placements,
+            ..Snapshot::default()
         }
     }
 
