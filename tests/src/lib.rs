@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fakes;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -317,6 +318,8 @@ impl LocalMesh {
                 &requester_port.to_string(),
                 "--control-port",
                 &control_port.to_string(),
+                "--api-port",
+                &api_port.to_string(),
                 "--bin-dir",
             ])
             .arg(bin_dir())
@@ -388,6 +391,13 @@ impl LocalMesh {
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Reaps an `up` that was killed from outside, so that dropping this does nothing more.
+    pub fn forget(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, then waits up to `limit` for a clean exit; returns the exit code.

@@ -1,0 +1,176 @@
+//! moto, the local fake of the AWS APIs, for the deploy-script tests.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{Guard, bin, free_port, repo_root, tool, wait_for_port};
+
+/// What `gophermesh render taskdefs` needs.
+pub const RENDER_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCOUNT_ID", "111122223333"),
+    ("AWS_REGION", "us-east-1"),
+    (
+        "IMAGE_REPOSITORY",
+        "111122223333.dkr.ecr.us-east-1.amazonaws.com",
+    ),
+];
+
+/// moto, started on a free loopback port, with a VPC, a subnet and a security group.
+#[derive(Debug)]
+pub struct Moto {
+    _server: Guard,
+    pub endpoint: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let server = Guard(
+            Command::new(tool("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts"),
+        );
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "moto_server did not listen"
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut moto = Self {
+            _server: server,
+            endpoint,
+            env: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+                ("AWS_PAGER".into(), String::new()),
+            ],
+        };
+        let vpc = moto.aws(&[
+            "ec2",
+            "create-vpc",
+            "--cidr-block",
+            "10.0.0.0/16",
+            "--query",
+            "Vpc.VpcId",
+            "--output",
+            "text",
+        ]);
+        let subnet = moto.aws(&[
+            "ec2",
+            "create-subnet",
+            "--vpc-id",
+            &vpc,
+            "--cidr-block",
+            "10.0.1.0/24",
+            "--query",
+            "Subnet.SubnetId",
+            "--output",
+            "text",
+        ]);
+        let sg = moto.aws(&[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            "gophers",
+            "--description",
+            "gophers",
+            "--vpc-id",
+            &vpc,
+            "--query",
+            "GroupId",
+            "--output",
+            "text",
+        ]);
+        moto.env.extend([
+            ("VPC_ID".into(), vpc),
+            ("SUBNETS".into(), subnet),
+            ("SECURITY_GROUPS".into(), sg),
+        ]);
+        moto.env.extend(
+            RENDER_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        moto
+    }
+
+    pub fn path_env(&self) -> String {
+        let venv = repo_root().join(".venv/bin");
+        let aws_dir = tool("aws").parent().map(Path::to_path_buf).unwrap_or(venv);
+        format!(
+            "{}:{}:{}",
+            aws_dir.display(),
+            crate::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// Runs the AWS CLI against moto; returns trimmed stdout, panics on failure.
+    pub fn aws(&self, args: &[&str]) -> String {
+        let out = Command::new(tool("aws"))
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("aws runs");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs a deploy script; returns its stderr (the progress lines) and stdout.
+    pub fn script(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("deploy").join(name))
+            .args(["--endpoint-url", &self.endpoint])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATH", self.path_env())
+            .env("GOPHERMESH", bin("gophermesh"))
+            .output()
+            .expect("script runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "deploy/{name} {args:?} failed:\n{text}"
+        );
+        text
+    }
+
+    /// Runs a deploy script with no `--endpoint-url`: App Mesh calls go to `appmesh` (the
+    /// local control plane's API) through `AWS_ENDPOINT_URL_APP_MESH`, everything else to
+    /// moto through `AWS_ENDPOINT_URL`, as the AWS CLI reads them.
+    pub fn script_routed(&self, name: &str, args: &[&str], appmesh: &str) -> String {
+        let out = Command::new(repo_root().join("deploy").join(name))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ENDPOINT_URL_APP_MESH", appmesh)
+            .env("PATH", self.path_env())
+            .env("GOPHERMESH", bin("gophermesh"))
+            .output()
+            .expect("script runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "deploy/{name} {args:?} failed:\n{text}"
+        );
+        text
+    }
+}

@@ -1,0 +1,676 @@
+//! The App Mesh API of `gophermesh up`, driven by the real AWS CLI: the walkthrough's own
+//! commands build the mesh, the deploy scripts run against it, errors are AWS's, SigV4 is
+//! checked, and acknowledged writes survive `kill -9`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::moto::Moto;
+use e2e::{LocalMesh, Mode, client, copy_of_shipped, tool};
+use serde_json::Value;
+
+const KEY_ID: &str = "AKIDGOPHERMESHTEST";
+const SECRET: &str = "gophermesh/test/secret+key";
+
+/// Runs `aws appmesh ARGS` against `endpoint` with `secret`; (exit code, stdout, stderr).
+fn aws_with(endpoint: &str, secret: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tool("aws"))
+        .arg("appmesh")
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--output", "json"])
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_PAGER", "")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("aws runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+fn aws(endpoint: &str, args: &[&str]) -> Value {
+    let (code, out, err) = aws_with(endpoint, SECRET, args);
+    assert_eq!(code, 0, "aws appmesh {args:?}: {err}");
+    if out.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+}
+
+/// `aws appmesh ARGS` must fail with AWS error `kind` and a message containing `words`.
+fn aws_fails(endpoint: &str, args: &[&str], kind: &str, words: &str) {
+    let (code, out, err) = aws_with(endpoint, SECRET, args);
+    assert_ne!(code, 0, "{args:?} succeeded: {out}");
+    assert!(
+        err.contains(&format!("({kind})")) && err.contains(words),
+        "{args:?}: expected {kind} mentioning `{words}`, got: {err}"
+    );
+}
+
+fn file_arg(dir: &Path, rel: &str) -> String {
+    format!("file://{}", dir.join(rel).display())
+}
+
+/// The walkthrough's App Mesh calls, in its order, from the files under `mesh/`.
+fn create_everything(endpoint: &str, dir: &Path) {
+    let calls = [
+        ("create-mesh", "mesh/mesh.json"),
+        (
+            "create-virtual-node",
+            "mesh/virtual-nodes/distributor-v1.json",
+        ),
+        (
+            "create-virtual-node",
+            "mesh/virtual-nodes/distributor-v2.json",
+        ),
+        ("create-virtual-node", "mesh/virtual-nodes/requester.json"),
+        (
+            "create-virtual-router",
+            "mesh/virtual-routers/distributor.json",
+        ),
+        (
+            "create-virtual-router",
+            "mesh/virtual-routers/requester.json",
+        ),
+        ("create-route", "mesh/routes/distributor.json"),
+        ("create-route", "mesh/routes/requester.json"),
+        (
+            "create-virtual-service",
+            "mesh/virtual-services/distributor.gophers.local.json",
+        ),
+        (
+            "create-virtual-service",
+            "mesh/virtual-services/requester.gophers.local.json",
+        ),
+    ];
+    for (call, file) in calls {
+        let out = aws(endpoint, &[call, "--cli-input-json", &file_arg(dir, file)]);
+        let data = out
+            .as_object()
+            .and_then(|o| o.values().next())
+            .expect("one member");
+        assert_eq!(data["status"]["status"], "ACTIVE", "{call} {file}: {out}");
+        assert_eq!(data["metadata"]["version"], 1, "{call} {file}: {out}");
+    }
+}
+
+async fn compare(mesh: &LocalMesh, n: u32) -> Value {
+    let response = client()
+        .get(format!(
+            "{}/compare?n={n}&concurrency=8&format=json",
+            mesh.requester
+        ))
+        .send()
+        .await
+        .expect("compare answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+fn count(report: &Value, version: &str) -> f64 {
+    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
+}
+
+/// Waits until the requester answers through the mesh (its Envoy got the listeners).
+async fn until_answering(mesh: &LocalMesh) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client().get(&mesh.requester).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the requester never answered:\n{}",
+            mesh.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shifted_route(dir: &Path, v1: i64, v2: i64) -> String {
+    let path = dir.join("mesh/routes/distributor.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    doc["spec"]["httpRoute"]["action"]["weightedTargets"][0]["weight"] = v1.into();
+    doc["spec"]["httpRoute"]["action"]["weightedTargets"][1]["weight"] = v2.into();
+    doc.as_object_mut().expect("object").remove("tags");
+    let out = dir.join(format!("route-{v1}-{v2}.json"));
+    std::fs::write(&out, doc.to_string()).expect("write");
+    format!("file://{}", out.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_builds_the_local_mesh_through_the_api() {
+    let dir = copy_of_shipped("api-walkthrough");
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--empty"]);
+    let api = mesh.api.clone();
+    // Nothing is configured yet: the requester's Envoy has no listener.
+    assert!(client().get(&mesh.requester).send().await.is_err());
+    assert_eq!(aws(&api, &["list-meshes"])["meshes"], serde_json::json!([]));
+
+    create_everything(&api, &dir);
+    let nodes = aws(
+        &api,
+        &[
+            "list-virtual-nodes",
+            "--mesh-name",
+            "gophermesh",
+            "--query",
+            "virtualNodes[].virtualNodeName",
+        ],
+    );
+    assert_eq!(
+        nodes,
+        serde_json::json!(["distributor-v1", "distributor-v2", "requester"])
+    );
+    let routers = aws(
+        &api,
+        &[
+            "list-virtual-routers",
+            "--mesh-name",
+            "gophermesh",
+            "--query",
+            "virtualRouters[].virtualRouterName",
+        ],
+    );
+    assert_eq!(routers, serde_json::json!(["distributor", "requester"]));
+    // Paging: one per page, the CLI follows nextToken.
+    let paged = aws(
+        &api,
+        &[
+            "list-virtual-nodes",
+            "--mesh-name",
+            "gophermesh",
+            "--page-size",
+            "1",
+            "--query",
+            "virtualNodes[].virtualNodeName",
+        ],
+    );
+    assert_eq!(paged, nodes);
+
+    until_answering(&mesh).await;
+    let report = compare(&mesh, 2000).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
+    let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
+    assert!(chi < 10.828, "not 90/10: chi-square {chi:.2} for {report}");
+
+    // update-route to 0/100: every answer is v2; the version went up.
+    let updated = aws(
+        &api,
+        &[
+            "update-route",
+            "--cli-input-json",
+            &shifted_route(&dir, 0, 100),
+        ],
+    );
+    assert_eq!(updated["route"]["metadata"]["version"], 2, "{updated}");
+    let report = compare(&mesh, 300).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (300.0, 0.0),
+        "{report}"
+    );
+    // The control API and `status` see the same store.
+    let (code, status) = mesh.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{status}");
+    let status: Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["routes"][0]["targets"][1]["weight"], 100, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_aws_errors_that_name_the_field() {
+    let dir = copy_of_shipped("api-errors");
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--empty"]);
+    let api = mesh.api.clone();
+    aws_fails(
+        &api,
+        &["describe-mesh", "--mesh-name", "gophermesh"],
+        "NotFoundException",
+        "mesh `gophermesh` does not exist",
+    );
+    create_everything(&api, &dir);
+
+    // A duplicate create.
+    aws_fails(
+        &api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &file_arg(&dir, "mesh/virtual-nodes/requester.json"),
+        ],
+        "ConflictException",
+        "virtual node `requester` already exists",
+    );
+    // The same create with the same client token is idempotent.
+    let token_file = dir.join("node-with-token.json");
+    let mut node: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("mesh/virtual-nodes/distributor-v1.json")).expect("read"),
+    )
+    .expect("json");
+    node["virtualNodeName"] = "extra".into();
+    node["spec"]["serviceDiscovery"]["dns"]["hostname"] = "extra.gophers.local".into();
+    node["clientToken"] = "token-1".into();
+    std::fs::write(&token_file, node.to_string()).expect("write");
+    let first = aws(
+        &api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &format!("file://{}", token_file.display()),
+        ],
+    );
+    let again = aws(
+        &api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &format!("file://{}", token_file.display()),
+        ],
+    );
+    assert_eq!(
+        first["virtualNode"]["metadata"],
+        again["virtualNode"]["metadata"]
+    );
+    // A describe of something missing.
+    aws_fails(
+        &api,
+        &[
+            "describe-virtual-node",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-node-name",
+            "nope",
+        ],
+        "NotFoundException",
+        "virtual node `nope` does not exist",
+    );
+    aws_fails(
+        &api,
+        &[
+            "list-routes",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "nope",
+        ],
+        "NotFoundException",
+        "virtual router `nope` does not exist",
+    );
+    // An out-of-range weight names the field.
+    aws_fails(
+        &api,
+        &[
+            "update-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+            "--spec",
+            r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v1","weight":0},{"virtualNode":"distributor-v2","weight":101}]}}}"#,
+        ],
+        "BadRequestException",
+        "UpdateRoute: spec.httpRoute.action.weightedTargets[1].weight: 101 is out of range",
+    );
+    // A target that does not exist.
+    aws_fails(
+        &api,
+        &[
+            "update-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+            "--spec",
+            r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v9","weight":1}]}}}"#,
+        ],
+        "BadRequestException",
+        "virtual node `distributor-v9` does not exist",
+    );
+    // Deletes of what is still in use.
+    aws_fails(
+        &api,
+        &[
+            "delete-virtual-node",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-node-name",
+            "distributor-v1",
+        ],
+        "ResourceInUseException",
+        "route distributor/distributor",
+    );
+    aws_fails(
+        &api,
+        &[
+            "delete-virtual-router",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+        ],
+        "ResourceInUseException",
+        "in use by route distributor/distributor",
+    );
+    aws_fails(
+        &api,
+        &["delete-mesh", "--mesh-name", "gophermesh"],
+        "ResourceInUseException",
+        "in use",
+    );
+    // A second mesh.
+    aws_fails(
+        &api,
+        &["create-mesh", "--mesh-name", "other"],
+        "LimitExceededException",
+        "runs one mesh",
+    );
+
+    // Malformed JSON and unknown fields, sent as raw HTTP (the CLI would refuse them first).
+    let http = client();
+    let r = http
+        .put(format!("{api}/v20190125/meshes/gophermesh/virtualNodes"))
+        .body("{ not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-amzn-errortype"], "BadRequestException");
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not valid JSON (line 1"),
+        "{body}"
+    );
+    let r = http
+        .put(format!("{api}/v20190125/meshes/gophermesh/virtualNodes"))
+        .body(r#"{"virtualNodeName":"x","spec":{"listners":[]}}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.listners"),
+        "{body}"
+    );
+
+    // None of that changed the mesh: traffic still follows 90/10 and nothing was lost.
+    until_answering(&mesh).await;
+    let report = compare(&mesh, 200).await;
+    assert_eq!(report["ok"], 200, "{report}");
+    assert!(count(&report, "v1") > count(&report, "v2"), "{report}");
+    let nodes = aws(
+        &api,
+        &[
+            "list-virtual-nodes",
+            "--mesh-name",
+            "gophermesh",
+            "--query",
+            "length(virtualNodes)",
+        ],
+    );
+    assert_eq!(nodes, 4);
+
+    // A flood of API calls is refused or served, and the data plane keeps answering.
+    let flood: Vec<_> = (0..400)
+        .map(|_| {
+            let http = http.clone();
+            let url = format!("{api}/v20190125/meshes/gophermesh/virtualNodes");
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let during = compare(&mesh, 200).await;
+    let mut statuses = Vec::new();
+    for f in flood {
+        statuses.push(f.await.expect("joined").unwrap_or(0));
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        during["ok"], 200,
+        "the data plane failed during the flood: {during}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_must_be_signed_when_credentials_are_set() {
+    let dir = copy_of_shipped("api-sigv4");
+    let mesh = LocalMesh::start_with(
+        &dir,
+        Mode::Loopback,
+        &[
+            "--empty",
+            "--api-access-key-id",
+            KEY_ID,
+            "--api-secret-access-key",
+            SECRET,
+        ],
+    );
+    let api = mesh.api.clone();
+    // The AWS CLI signs with the right secret: accepted.
+    let made = aws(
+        &api,
+        &[
+            "create-mesh",
+            "--cli-input-json",
+            &file_arg(&dir, "mesh/mesh.json"),
+        ],
+    );
+    assert_eq!(made["mesh"]["meshName"], "gophermesh");
+    // A wrong secret: 403 InvalidSignatureException, and nothing changes.
+    let (code, _, err) = aws_with(
+        &api,
+        "wrong-secret",
+        &["delete-mesh", "--mesh-name", "gophermesh"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("(InvalidSignatureException)") && err.contains("signature"),
+        "{err}"
+    );
+    // Unsigned: 403 with an AWS-style body.
+    let r = client()
+        .get(format!("{api}/v20190125/meshes"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()["x-amzn-errortype"],
+        "MissingAuthenticationTokenException"
+    );
+    let body: Value = r.json().await.expect("json");
+    assert!(body["message"].as_str().is_some(), "{body}");
+    let meshes = aws(&api, &["list-meshes", "--query", "meshes[].meshName"]);
+    assert_eq!(meshes, serde_json::json!(["gophermesh"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = copy_of_shipped("api-durable");
+    let data = dir.join("data");
+    let data_arg = data.display().to_string();
+    let mut mesh =
+        LocalMesh::start_with(&dir, Mode::Loopback, &["--empty", "--data-dir", &data_arg]);
+    create_everything(&mesh.api, &dir);
+    aws(
+        &mesh.api,
+        &[
+            "update-route",
+            "--cli-input-json",
+            &shifted_route(&dir, 0, 100),
+        ],
+    );
+    let before = aws(
+        &mesh.api,
+        &[
+            "describe-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+        ],
+    );
+    let pids: Vec<u64> = {
+        let (_, status) = mesh.cli(&["status", "--json"]);
+        let status: Value = serde_json::from_str(&status).expect("json");
+        status["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .filter_map(|p| p["pid"].as_u64())
+            .collect()
+    };
+    assert_eq!(pids.len(), 6);
+    // kill -9 of the control plane: its children follow it (parent-death signal).
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &mesh.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "children of the killed up are still running: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mesh.forget();
+
+    // Restart on the same data dir, without --empty: the store has the mesh.
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--data-dir", &data_arg]);
+    assert!(
+        mesh.output().contains("10 resources restored from"),
+        "{}",
+        mesh.output()
+    );
+    let after = aws(
+        &mesh.api,
+        &[
+            "describe-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+        ],
+    );
+    assert_eq!(before, after, "the route changed across the restart");
+    until_answering(&mesh).await;
+    let report = compare(&mesh, 200).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (200.0, 0.0),
+        "traffic does not follow the last route: {report}"
+    );
+}
+
+fn is_zombie(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn the_deploy_scripts_run_against_the_api_and_moto() {
+    let dir = copy_of_shipped("api-deploy");
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--empty"]);
+    let moto = Moto::start();
+    // Every App Mesh call (virtual services included) goes to the local API, ECS and Cloud
+    // Map calls to moto.
+    let first = moto.script_routed("walkthrough.sh", &[], &mesh.api);
+    assert!(first.contains("create-virtual-service"), "{first}");
+    let again = moto.script_routed("walkthrough.sh", &[], &mesh.api);
+    assert!(again.contains("update"), "{again}");
+    let weights = |api: &str| {
+        aws(
+            api,
+            &[
+                "describe-route",
+                "--mesh-name",
+                "gophermesh",
+                "--virtual-router-name",
+                "distributor",
+                "--route-name",
+                "distributor",
+                "--query",
+                "route.spec.httpRoute.action.weightedTargets[].weight",
+            ],
+        )
+    };
+    assert_eq!(weights(&mesh.api), serde_json::json!([90, 10]));
+    let services = aws(
+        &mesh.api,
+        &[
+            "list-virtual-services",
+            "--mesh-name",
+            "gophermesh",
+            "--query",
+            "virtualServices[].virtualServiceName",
+        ],
+    );
+    assert_eq!(
+        services,
+        serde_json::json!(["distributor.gophers.local", "requester.gophers.local"])
+    );
+    moto.script_routed("shift.sh", &["0", "100"], &mesh.api);
+    assert_eq!(weights(&mesh.api), serde_json::json!([0, 100]));
+    let down = moto.script_routed("teardown.sh", &[], &mesh.api);
+    assert!(down.contains("deleted mesh gophermesh"), "{down}");
+    assert_eq!(
+        aws(&mesh.api, &["list-meshes", "--query", "length(meshes)"]),
+        0
+    );
+    assert!(down_ok(&moto));
+}
+
+/// Teardown left no task definition, namespace or cluster in moto.
+fn down_ok(moto: &Moto) -> bool {
+    moto.aws(&[
+        "ecs",
+        "list-task-definitions",
+        "--status",
+        "ACTIVE",
+        "--query",
+        "length(taskDefinitionArns)",
+    ]) == "0"
+        && moto.aws(&[
+            "servicediscovery",
+            "list-namespaces",
+            "--query",
+            "length(Namespaces)",
+        ]) == "0"
+}
