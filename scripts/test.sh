@@ -7,5 +7,7 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "==> building the workspace" >&2
 cargo build --workspace --bins --quiet
+echo "==> building the release binaries the container images are made from" >&2
+cargo build --release --workspace --bins --quiet
 echo "==> running the tests" >&2
 cargo test --workspace --no-fail-fast "$@"

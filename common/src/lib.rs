@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod healthcheck;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tracecontext;

@@ -8,7 +8,7 @@ use common::wire::Version;
 
 /// The Gopher distributor: answers `GET /` with its version's gopher.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "distributor", version, about, long_about = None)]
+#[command(name = "distributor", version, about, long_about = None, after_help = "Container health check: `distributor healthcheck [--addr ADDR] [--path /health] [--timeout 2s]` exits 0 when the service answers 200.")]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]

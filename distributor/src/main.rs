@@ -7,6 +7,9 @@ use distributor::{App, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(code) = common::healthcheck::from_args() {
+        return code;
+    }
     let config = Config::from_args_and_env();
     let telemetry = config.telemetry.clone();
     common::run_main("distributor", &telemetry, async move {

@@ -36,6 +36,11 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
     },
+    /// Container images of the services and of the Envoy sidecar.
+    Images {
+        #[command(subcommand)]
+        what: ImagesWhat,
+    },
     /// Show the running mesh: processes, Envoys, route weights and the split observed.
     Status {
         #[command(flatten)]
@@ -105,6 +110,29 @@ pub struct SourceArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ImagesWhat {
+    /// Build gophermesh/requester, gophermesh/distributor:v1/:v2 and gophermesh/envoy
+    /// offline with podman, FROM scratch (needs podman and runc; release binaries).
+    Build(ImagesBuildArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImagesBuildArgs {
+    /// Where the requester and distributor binaries are (use release builds; debug
+    /// builds make images far larger). Default: next to gophermesh.
+    #[arg(long, env = "GOPHERMESH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// The Envoy for the sidecar image. Default: `envoy` on PATH, else .venv/bin/envoy.
+    #[arg(long, env = "ENVOY_BIN")]
+    pub envoy_bin: Option<PathBuf>,
+
+    /// Where the build contexts and podman's containers.conf go.
+    #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RenderWhat {
     /// Write the task definitions with placeholders filled from the environment.
     Taskdefs(RenderArgs),
@@ -167,6 +195,11 @@ pub struct UpArgs {
     /// `gophermesh bench` uses it to measure what the Envoys alone cost.
     #[arg(long, value_name = "NODE")]
     pub answer_at_envoy: Vec<String>,
+
+    /// Run each task definition as a podman pod of containers from the gophermesh images
+    /// (built first when missing), on the --netns network (needs root, podman and runc).
+    #[arg(long)]
+    pub containers: bool,
 
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use common::config::TelemetryArgs;
-use gophermesh::cli::{Cli, Command, RenderWhat, RouteWhat};
+use gophermesh::cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,6 +32,9 @@ async fn main() -> ExitCode {
             guard.shutdown();
             result
         }
+        Command::Images {
+            what: ImagesWhat::Build(args),
+        } => gophermesh::images::run(&args),
         Command::Bench(args) => gophermesh::bench::run(&args).await,
         Command::BenchHello { listen } => gophermesh::hello::run(listen).await,
         Command::Status { control, json } => gophermesh::client::status(&control, json).await,

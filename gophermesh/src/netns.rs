@@ -34,6 +34,11 @@ const PREFIX_LEN: u8 = 24;
 /// App Mesh's CNI plugin puts at most this many ports in one multiport match.
 const MULTIPORT_MAX: usize = 15;
 
+/// The name of task number `index`'s namespace (and, with `--containers`, of its pod).
+pub fn task_name(index: usize) -> String {
+    format!("{PREFIX}{}-{index}", std::process::id())
+}
+
 /// The address of task number `index` (0-based).
 pub fn task_ip(index: usize) -> anyhow::Result<Ipv4Addr> {
     let last = u8::try_from(10 + index)
@@ -308,9 +313,19 @@ impl Network {
         removed
     }
 
-    /// Creates the hub and one namespace per task (in `tasks` order), with addresses,
+    /// Creates the hub and one namespace per task (in `proxies` order), with addresses,
     /// `/etc/netns/NS/hosts` from `hosts` and the APPMESH iptables rules.
     pub fn create(proxies: &[&AppMeshProxy], hosts: &[(String, Ipv4Addr)]) -> anyhow::Result<Self> {
+        Self::create_for(proxies, hosts, None)
+    }
+
+    /// [`Network::create`], where task `i`'s namespace is that of process `pids[i]` (a
+    /// pod's infra container), named with `ip netns attach`, rather than a new one.
+    pub fn create_for(
+        proxies: &[&AppMeshProxy],
+        hosts: &[(String, Ipv4Addr)],
+        pids: Option<&[u32]>,
+    ) -> anyhow::Result<Self> {
         let run = std::process::id();
         let mut network = Self {
             hub: format!("{PREFIX}{run}-hub"),
@@ -331,10 +346,13 @@ impl Network {
         }
         for (index, proxy) in proxies.iter().enumerate() {
             let task = TaskNs {
-                name: format!("{PREFIX}{run}-{index}"),
+                name: task_name(index),
                 ip: task_ip(index)?,
             };
-            ip(&["netns", "add", &task.name])?;
+            match pids.and_then(|p| p.get(index)) {
+                Some(pid) => ip(&["netns", "attach", &task.name, &pid.to_string()])?,
+                None => ip(&["netns", "add", &task.name])?,
+            }
             network.tasks.push(task.clone());
             let peer = format!("vt{index}");
             ip(&[

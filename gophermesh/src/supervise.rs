@@ -51,7 +51,8 @@ impl ProcessTable {
             .clone()
     }
 
-    fn register(&self, status: ProcessStatus) -> usize {
+    /// Adds a row (for things not started by [`Supervised`], like containers); its index.
+    pub fn register(&self, status: ProcessStatus) -> usize {
         let mut table = self
             .0
             .lock()
@@ -60,7 +61,8 @@ impl ProcessTable {
         table.len() - 1
     }
 
-    fn update(&self, index: usize, f: impl FnOnce(&mut ProcessStatus)) {
+    /// Changes row `index`.
+    pub fn update(&self, index: usize, f: impl FnOnce(&mut ProcessStatus)) {
         let mut table = self
             .0
             .lock()

@@ -37,7 +37,9 @@ use crate::controlplane::appmesh;
 use crate::controlplane::sigv4::Credentials;
 use crate::controlplane::store::{Identity, Placement, Store};
 use crate::controlplane::translate::node_id;
+use crate::images::Podman;
 use crate::netns::{self, Network};
+use crate::pods::Pods;
 use crate::supervise::{ProcessTable, Spec, Supervised};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -260,8 +262,8 @@ fn namespace_sites(
     ordered: &[Task],
     mesh: &meshmodel::Mesh,
     answer_at_envoy: &[String],
+    pod_pids: Option<&[u32]>,
 ) -> anyhow::Result<(Network, BTreeMap<String, Site>)> {
-    Network::preflight()?;
     let leftovers = Network::remove_leftovers();
     if !leftovers.is_empty() {
         say(format!(
@@ -289,7 +291,7 @@ fn namespace_sites(
         }
     }
     let proxies: Vec<&meshmodel::ecs::AppMeshProxy> = ordered.iter().map(|t| &t.proxy).collect();
-    let network = Network::create(&proxies, &hosts)?;
+    let network = Network::create_for(&proxies, &hosts, pod_pids)?;
     let mut sites = BTreeMap::new();
     for (t, ns) in ordered.iter().zip(&network.tasks) {
         let port = app_port(t);
@@ -432,6 +434,15 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     let mesh_name = mesh.name().unwrap_or("(none yet)").to_owned();
     let envoy = find_envoy(args.envoy_bin.as_deref())?;
     let envoy = std::path::absolute(&envoy)?;
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "`setpriv` is missing (it starts every child so that it stops with up): apt-get install util-linux"
+        );
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => std::path::absolute(d)?,
         None => std::env::current_exe()?
@@ -456,11 +467,42 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     let ordered = start_order(&tasks, &mesh);
-    let (mut network, sites) = if args.netns {
+    let podman = if args.containers {
+        Network::preflight()?;
+        let podman = Podman::new(&args.state_dir)?;
+        let left = Pods::remove_leftovers(&podman);
+        if !left.is_empty() {
+            say(format!(
+                "removed pods left by an earlier run: {}",
+                left.join(", ")
+            ));
+        }
+        let work = std::path::absolute(args.state_dir.join("images"))?;
+        crate::pods::ensure_images(&podman, &bin_dir, &envoy, &work)?;
+        Some(podman)
+    } else {
+        None
+    };
+    let mut pods = None;
+    let (mut network, sites) = if args.netns || args.containers {
+        if !args.containers {
+            Network::preflight()?;
+        }
+        let pod_pids = match &podman {
+            Some(podman) => {
+                let names: Vec<String> = (0..ordered.len()).map(netns::task_name).collect();
+                say(format!("creating a pod per task: {}", names.join(", ")));
+                let (created, pids) = Pods::create(podman, &names)?;
+                pods = Some(created);
+                Some(pids)
+            }
+            None => None,
+        };
         say(
             "creating a network namespace per task (hub bridge, veth pairs, APPMESH iptables rules)",
         );
-        let (network, sites) = namespace_sites(&ordered, &mesh, &args.answer_at_envoy)?;
+        let (network, sites) =
+            namespace_sites(&ordered, &mesh, &args.answer_at_envoy, pod_pids.as_deref())?;
         for (t, ns) in ordered.iter().zip(&network.tasks) {
             say(format!(
                 "  task {}: netns {} at {}",
@@ -591,11 +633,16 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         processes: &processes,
         grace,
     };
-    if let Err(e) = launch.start_tasks(&ordered, &sites, &mut running).await {
+    let started_tasks = match pods.as_mut() {
+        Some(pods) => launch.start_pods(pods, &ordered, &sites).await,
+        None => launch.start_tasks(&ordered, &sites, &mut running).await,
+    };
+    if let Err(e) = started_tasks {
         eprintln!("gophermesh: {e:#}");
         say("stopping what was started");
         stop_all(running).await;
         background.iter().for_each(tokio::task::JoinHandle::abort);
+        remove_pods(pods.as_mut());
         if let Some(net) = network.as_mut() {
             teardown(net);
         }
@@ -638,12 +685,25 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     common::shutdown::signal().await;
     say("stopping: apps first, then their Envoys, then the control plane");
     stop_all(running).await;
+    remove_pods(pods.as_mut());
     background.iter().for_each(tokio::task::JoinHandle::abort);
     if let Some(net) = network.as_mut() {
         teardown(net);
     }
     say("stopped");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn remove_pods(pods: Option<&mut Pods>) {
+    if let Some(pods) = pods {
+        let failures = pods.remove();
+        if failures.is_empty() {
+            say("removed the pods");
+        }
+        for f in failures {
+            eprintln!("gophermesh: removing pods: {f}");
+        }
+    }
 }
 
 fn teardown(network: &mut Network) {
@@ -753,6 +813,48 @@ impl Launch<'_> {
                     container.name, site.place.app, site.place.reach
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `--containers`: each task's containers in its pod.
+    async fn start_pods(
+        &self,
+        pods: &mut Pods,
+        ordered: &[Task],
+        sites: &BTreeMap<String, Site>,
+    ) -> anyhow::Result<()> {
+        for (index, task) in ordered.iter().enumerate() {
+            let node = &task.virtual_node;
+            let site = &sites[node];
+            let bootstrap_path = self.run_dir.join(format!("{node}-envoy.json"));
+            let doc = bootstrap(&task.mesh_name, node, site.place.admin, self.xds);
+            std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&doc)?)
+                .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
+            let envoy_args: Vec<String> = vec![
+                "-c".into(),
+                "/etc/envoy/bootstrap.json".into(),
+                "--disable-hot-restart".into(),
+                "--concurrency".into(),
+                self.args.envoy_concurrency.to_string(),
+                "--log-level".into(),
+                self.args.envoy_log_level.clone(),
+                "--drain-time-s".into(),
+                "1".into(),
+            ];
+            let ns = site.netns.clone().context("a pod without a namespace")?;
+            pods.start_task(
+                index,
+                task,
+                &ns,
+                &bootstrap_path,
+                site.envoy_user.unwrap_or((1337, 1337)),
+                &envoy_args,
+                site.app_listen,
+                &site.admin,
+                self.processes,
+            )
+            .await?;
         }
         Ok(())
     }

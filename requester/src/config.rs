@@ -9,7 +9,7 @@ use reqwest::Url;
 
 /// The Gopher requester: calls the distributor and reports which version answered.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "requester", version, about, long_about = None)]
+#[command(name = "requester", version, about, long_about = None, after_help = "Container health check: `requester healthcheck [--addr ADDR] [--path /health] [--timeout 2s]` exits 0 when the service answers 200.")]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]

@@ -8,6 +8,9 @@ use requester::{App, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(code) = common::healthcheck::from_args() {
+        return code;
+    }
     let config = Config::parse();
     let telemetry = config.telemetry.clone();
     common::run_main("requester", &telemetry, async move {

@@ -1,0 +1,238 @@
+//! Container images built offline with podman, and `gophermesh up --containers`: every task
+//! definition as a pod, with the same end-to-end checks as the local mesh.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{LocalMesh, Mode, bin, client, copy_of_shipped, repo_root, require_root_for_netns};
+use serde_json::Value;
+
+const SERVICE_IMAGES: [&str; 3] = [
+    "gophermesh/requester:latest",
+    "gophermesh/distributor:v1",
+    "gophermesh/distributor:v2",
+];
+
+fn require_podman() {
+    for tool in ["podman", "runc"] {
+        assert!(
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
+        );
+    }
+}
+
+/// The release binaries the images are built from (scripts/test.sh builds them).
+fn release_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from)
+        .join("release");
+    for b in ["requester", "distributor"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run scripts/test.sh, or cargo build --release --workspace --bins",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+fn podman(state: &Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .env("CONTAINERS_CONF", state.join("containers.conf"))
+        .args(args)
+        .output()
+        .expect("podman runs");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn count(report: &Value, version: &str) -> f64 {
+    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
+}
+
+async fn compare(mesh: &LocalMesh, n: u32) -> Value {
+    let r = client()
+        .get(format!(
+            "{}/compare?n={n}&concurrency=8&format=json",
+            mesh.requester
+        ))
+        .send()
+        .await
+        .expect("compare answered");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_build_offline_and_tasks_run_as_pods() {
+    require_root_for_netns();
+    require_podman();
+    let dir = copy_of_shipped("containers");
+    let state = dir.join(".gophermesh");
+
+    // Build every image offline, FROM scratch.
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(&dir)
+        .args(["images", "build", "--bin-dir"])
+        .arg(release_dir())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--envoy-bin")
+        .arg(e2e::tool("envoy"))
+        .output()
+        .expect("images build runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    for image in SERVICE_IMAGES {
+        let size: f64 = podman(
+            &state,
+            &["image", "inspect", "--format", "{{.Size}}", image],
+        )
+        .parse()
+        .expect("size");
+        assert!(
+            size > 1e6 && size <= 20e6,
+            "{image} is {size} bytes; the budget is 20 MB"
+        );
+        let user = podman(
+            &state,
+            &["image", "inspect", "--format", "{{.Config.User}}", image],
+        );
+        let uid = user.split(':').next().unwrap_or("");
+        assert!(
+            !uid.is_empty() && uid != "0" && uid != "root" && uid != "1337",
+            "{image} runs as `{user}`"
+        );
+        let labels: Value = serde_json::from_str(&podman(
+            &state,
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}",
+                image,
+            ],
+        ))
+        .expect("labels");
+        for label in [
+            "org.opencontainers.image.version",
+            "org.opencontainers.image.source",
+            "org.opencontainers.image.revision",
+        ] {
+            assert!(
+                labels[label].as_str().is_some_and(|v| !v.is_empty()),
+                "{image} lacks {label}: {labels}"
+            );
+        }
+        let health = podman(
+            &state,
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Healthcheck.Test}}",
+                image,
+            ],
+        );
+        assert_eq!(health, r#"["CMD","/app","healthcheck"]"#, "{image}");
+    }
+    let env_v2 = podman(
+        &state,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            "gophermesh/distributor:v2",
+        ],
+    );
+    assert!(env_v2.contains("GOPHER_VERSION=v2"), "{env_v2}");
+
+    // Each task definition as a pod.
+    let mut mesh = LocalMesh::start_with(&dir, Mode::Netns, &["--containers"]);
+    let prefix = mesh.namespace_prefix();
+    let pods = podman(&state, &["pod", "ls", "--format", "{{.Name}}"]);
+    let ours: Vec<&str> = pods.lines().filter(|p| p.starts_with(&prefix)).collect();
+    assert_eq!(ours.len(), 3, "{pods}");
+    let text = client()
+        .get(&mesh.requester)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.starts_with("distributor v"), "{text}");
+    // The answer came from a container: its host name is the pod's.
+    assert!(text.contains(&format!("from host {prefix}")), "{text}");
+
+    let report = compare(&mesh, 2000).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
+    let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
+    assert!(chi < 10.828, "not 90/10: chi-square {chi:.2} for {report}");
+
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=0",
+        "distributor-v2=100",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let report = compare(&mesh, 300).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (300.0, 0.0),
+        "{report}"
+    );
+
+    // An essential container's exit stops its task, as on ECS.
+    let victim = format!("{prefix}1-distributor");
+    podman(&state, &["kill", &victim]);
+    let envoy = format!("{prefix}1-envoy");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while podman(
+        &state,
+        &["inspect", "--format", "{{.State.Running}}", &envoy],
+    ) == "true"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{envoy} still runs after its task's essential container exited"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Stopping leaves no pod, container or namespace behind.
+    assert_eq!(
+        mesh.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        mesh.output()
+    );
+    let left = podman(&state, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        !left.lines().any(|n| n.starts_with(&prefix)),
+        "containers left: {left}"
+    );
+    let pods = podman(&state, &["pod", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !pods.lines().any(|n| n.starts_with(&prefix)),
+        "pods left: {pods}"
+    );
+    assert_eq!(e2e::namespaces_named(&prefix), Vec::<String>::new());
+}
