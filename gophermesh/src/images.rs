@@ -319,13 +319,7 @@ fn envoy_version(binary: &Path) -> String {
 /// `gophermesh images build`.
 pub fn run(args: &crate::cli::ImagesBuildArgs) -> anyhow::Result<std::process::ExitCode> {
     let podman = Podman::new(&args.state_dir)?;
-    let bin_dir = match &args.bin_dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("cannot tell where gophermesh is")?,
-    };
+    let bin_dir = crate::up::bin_dir(args.bin_dir.as_deref())?;
     let envoy = crate::up::find_envoy(args.envoy_bin.as_deref())?;
     let work = std::path::absolute(args.state_dir.join("images"))?;
     let built = build_all(&podman, &bin_dir, &envoy, &work)?;

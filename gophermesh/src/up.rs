@@ -77,6 +77,18 @@ pub fn find_envoy(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// Where the requester and distributor binaries are: `configured`, else next to this
+/// gophermesh.
+pub fn bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match configured {
+        Some(d) => Ok(std::path::absolute(d)?),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("cannot tell where gophermesh is"),
+    }
+}
+
 /// The binary a container image stands for: `.../gophermesh/distributor:v1` → `distributor`.
 fn binary_for_image(image: &str) -> &str {
     let without_tag =
@@ -443,13 +455,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
             "`setpriv` is missing (it starts every child so that it stops with up): apt-get install util-linux"
         );
     }
-    let bin_dir = match &args.bin_dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("cannot tell where gophermesh is")?,
-    };
+    let bin_dir = bin_dir(args.bin_dir.as_deref())?;
     let run_dir = std::path::absolute(args.state_dir.join("run"))?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -817,6 +823,21 @@ impl Launch<'_> {
         Ok(())
     }
 
+    /// Envoy's arguments, reading its bootstrap from `bootstrap`.
+    fn envoy_args(&self, bootstrap: &str) -> Vec<String> {
+        vec![
+            "-c".into(),
+            bootstrap.into(),
+            "--disable-hot-restart".into(),
+            "--concurrency".into(),
+            self.args.envoy_concurrency.to_string(),
+            "--log-level".into(),
+            self.args.envoy_log_level.clone(),
+            "--drain-time-s".into(),
+            "1".into(),
+        ]
+    }
+
     /// `--containers`: each task's containers in its pod.
     async fn start_pods(
         &self,
@@ -831,17 +852,7 @@ impl Launch<'_> {
             let doc = bootstrap(&task.mesh_name, node, site.place.admin, self.xds);
             std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&doc)?)
                 .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
-            let envoy_args: Vec<String> = vec![
-                "-c".into(),
-                "/etc/envoy/bootstrap.json".into(),
-                "--disable-hot-restart".into(),
-                "--concurrency".into(),
-                self.args.envoy_concurrency.to_string(),
-                "--log-level".into(),
-                self.args.envoy_log_level.clone(),
-                "--drain-time-s".into(),
-                "1".into(),
-            ];
+            let envoy_args = self.envoy_args("/etc/envoy/bootstrap.json");
             let ns = site.netns.clone().context("a pod without a namespace")?;
             pods.start_task(
                 index,
@@ -893,17 +904,7 @@ impl Launch<'_> {
                 .map(|(uid, _)| format!(" as uid {uid}"))
                 .unwrap_or_default()
         ));
-        let envoy_args = vec![
-            "-c".into(),
-            bootstrap_path.display().to_string(),
-            "--disable-hot-restart".into(),
-            "--concurrency".into(),
-            self.args.envoy_concurrency.to_string(),
-            "--log-level".into(),
-            self.args.envoy_log_level.clone(),
-            "--drain-time-s".into(),
-            "1".into(),
-        ];
+        let envoy_args = self.envoy_args(&bootstrap_path.display().to_string());
         let (program, args) = site.command(self.envoy, envoy_args, site.envoy_user);
         running.push(Supervised::start(
             Spec {

@@ -453,3 +453,19 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `GET /compare?n=N&concurrency=C&format=json` on the mesh's requester; must answer 200.
+pub async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> serde_json::Value {
+    let url = format!(
+        "{}/compare?n={n}&concurrency={concurrency}&format=json",
+        mesh.requester
+    );
+    let response = client().get(url).send().await.expect("compare answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json report")
+}
+
+/// How many answers of a `/compare` report came from `version`.
+pub fn count(report: &serde_json::Value, version: &str) -> f64 {
+    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
+}

@@ -127,37 +127,32 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// Runs a deploy script; returns its stderr (the progress lines) and stdout.
+    /// Runs a deploy script with `--endpoint-url` moto; returns its output.
     pub fn script(&self, name: &str, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("deploy").join(name))
-            .args(["--endpoint-url", &self.endpoint])
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PATH", self.path_env())
-            .env("GOPHERMESH", bin("gophermesh"))
-            .output()
-            .expect("script runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "deploy/{name} {args:?} failed:\n{text}"
-        );
-        text
+        let mut all = vec!["--endpoint-url", self.endpoint.as_str()];
+        all.extend_from_slice(args);
+        self.run_script(name, &all, &[])
     }
 
     /// Runs a deploy script with no `--endpoint-url`: App Mesh calls go to `appmesh` (the
     /// local control plane's API) through `AWS_ENDPOINT_URL_APP_MESH`, everything else to
     /// moto through `AWS_ENDPOINT_URL`, as the AWS CLI reads them.
     pub fn script_routed(&self, name: &str, args: &[&str], appmesh: &str) -> String {
+        self.run_script(
+            name,
+            args,
+            &[
+                ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+                ("AWS_ENDPOINT_URL_APP_MESH", appmesh),
+            ],
+        )
+    }
+
+    fn run_script(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         let out = Command::new(repo_root().join("deploy").join(name))
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ENDPOINT_URL_APP_MESH", appmesh)
+            .envs(env.iter().copied())
             .env("PATH", self.path_env())
             .env("GOPHERMESH", bin("gophermesh"))
             .output()

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::moto::Moto;
-use e2e::{LocalMesh, Mode, client, copy_of_shipped, tool};
+use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool};
 use serde_json::Value;
 
 const KEY_ID: &str = "AKIDGOPHERMESHTEST";
@@ -100,23 +100,6 @@ fn create_everything(endpoint: &str, dir: &Path) {
     }
 }
 
-async fn compare(mesh: &LocalMesh, n: u32) -> Value {
-    let response = client()
-        .get(format!(
-            "{}/compare?n={n}&concurrency=8&format=json",
-            mesh.requester
-        ))
-        .send()
-        .await
-        .expect("compare answered");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("json")
-}
-
-fn count(report: &Value, version: &str) -> f64 {
-    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
-}
-
 /// Waits until the requester answers through the mesh (its Envoy got the listeners).
 async fn until_answering(mesh: &LocalMesh) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -198,7 +181,7 @@ async fn the_walkthrough_builds_the_local_mesh_through_the_api() {
     assert_eq!(paged, nodes);
 
     until_answering(&mesh).await;
-    let report = compare(&mesh, 2000).await;
+    let report = compare(&mesh, 2000, 8).await;
     assert_eq!(report["ok"], 2000, "{report}");
     let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
     let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
@@ -214,7 +197,7 @@ async fn the_walkthrough_builds_the_local_mesh_through_the_api() {
         ],
     );
     assert_eq!(updated["route"]["metadata"]["version"], 2, "{updated}");
-    let report = compare(&mesh, 300).await;
+    let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),
         (300.0, 0.0),
@@ -415,7 +398,7 @@ async fn errors_are_aws_errors_that_name_the_field() {
 
     // None of that changed the mesh: traffic still follows 90/10 and nothing was lost.
     until_answering(&mesh).await;
-    let report = compare(&mesh, 200).await;
+    let report = compare(&mesh, 200, 8).await;
     assert_eq!(report["ok"], 200, "{report}");
     assert!(count(&report, "v1") > count(&report, "v2"), "{report}");
     let nodes = aws(
@@ -438,7 +421,7 @@ async fn errors_are_aws_errors_that_name_the_field() {
             tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    let during = compare(&mesh, 200).await;
+    let during = compare(&mesh, 200, 8).await;
     let mut statuses = Vec::new();
     for f in flood {
         statuses.push(f.await.expect("joined").unwrap_or(0));
@@ -587,7 +570,7 @@ async fn acknowledged_writes_survive_kill_9() {
     );
     assert_eq!(before, after, "the route changed across the restart");
     until_answering(&mesh).await;
-    let report = compare(&mesh, 200).await;
+    let report = compare(&mesh, 200, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),
         (200.0, 0.0),

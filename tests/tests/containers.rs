@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{LocalMesh, Mode, bin, client, copy_of_shipped, repo_root, require_root_for_netns};
+use e2e::{
+    LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root,
+    require_root_for_netns,
+};
 use serde_json::Value;
 
 const SERVICE_IMAGES: [&str; 3] = [
@@ -53,23 +56,6 @@ fn podman(state: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn count(report: &Value, version: &str) -> f64 {
-    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
-}
-
-async fn compare(mesh: &LocalMesh, n: u32) -> Value {
-    let r = client()
-        .get(format!(
-            "{}/compare?n={n}&concurrency=8&format=json",
-            mesh.requester
-        ))
-        .send()
-        .await
-        .expect("compare answered");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +165,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     // The answer came from a container: its host name is the pod's.
     assert!(text.contains(&format!("from host {prefix}")), "{text}");
 
-    let report = compare(&mesh, 2000).await;
+    let report = compare(&mesh, 2000, 8).await;
     assert_eq!(report["ok"], 2000, "{report}");
     let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
     let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
@@ -193,7 +179,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
         "distributor-v2=100",
     ]);
     assert_eq!(code, 0, "{said}");
-    let report = compare(&mesh, 300).await;
+    let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),
         (300.0, 0.0),

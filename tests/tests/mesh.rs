@@ -2,22 +2,8 @@
 
 use std::time::Duration;
 
-use e2e::{LocalMesh, Mode, client, copy_of_shipped};
+use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count};
 use serde_json::Value;
-
-async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> Value {
-    let url = format!(
-        "{}/compare?n={n}&concurrency={concurrency}&format=json",
-        mesh.requester
-    );
-    let response = client().get(url).send().await.expect("compare answered");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("json report")
-}
-
-fn count(report: &Value, version: &str) -> f64 {
-    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
-}
 
 /// Pearson's chi-square statistic of (v1, v2) counts against expected shares.
 fn chi_square(report: &Value, v1_share: f64) -> f64 {

@@ -442,13 +442,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let me = std::env::current_exe()?;
-    let bin_dir = match &args.bin_dir {
-        Some(d) => std::path::absolute(d)?,
-        None => me
-            .parent()
-            .map(Path::to_path_buf)
-            .context("cannot tell where gophermesh is")?,
-    };
+    let bin_dir = crate::up::bin_dir(args.bin_dir.as_deref())?;
     let bench = Bench {
         wrk: Wrk::new(&work, args.load_threads, args.concurrency)?,
         http: reqwest::Client::builder().no_proxy().build()?,
