@@ -130,7 +130,8 @@ impl Pods {
             "task {} (virtual node {node}): starting container {envoy_name} as uid {}",
             task.definition.family, envoy_user.0
         ));
-        self.run_container(index, &args, &envoy_name, true, true, node, processes)?;
+        let envoy_row = format!("{node}/{}", task.proxy.container_name);
+        self.run_container(index, &args, &envoy_name, true, true, &envoy_row, processes)?;
         if !wait(Duration::from_secs(30), async || admin.live().await).await {
             bail!(
                 "Envoy in {envoy_name} did not become LIVE within 30 s; see podman logs {envoy_name}"
@@ -165,13 +166,14 @@ impl Pods {
                 "  starting container {name} ({})",
                 local_image(&c.image)
             ));
+            let row = format!("{node}/{}", c.name);
             self.run_container(
                 index,
                 &args,
                 &name,
                 c.essential.unwrap_or(true),
                 false,
-                node,
+                &row,
                 processes,
             )?;
             let podman = self.podman.clone();
@@ -206,7 +208,7 @@ impl Pods {
         name: &str,
         essential: bool,
         is_envoy: bool,
-        node: &str,
+        row_name: &str,
         processes: &ProcessTable,
     ) -> anyhow::Result<()> {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -217,7 +219,7 @@ impl Pods {
             .ok()
             .and_then(|p| p.parse::<u32>().ok());
         let row = processes.register(ProcessStatus {
-            name: format!("{node}/{}", name.rsplit('-').next().unwrap_or(name)),
+            name: row_name.to_owned(),
             pid,
             running: true,
             restarts: 0,

@@ -246,6 +246,8 @@ pub enum Mode {
     Loopback,
     /// `--netns`: a network namespace per task, APPMESH iptables rules, Envoy as uid 1337.
     Netns,
+    /// `--containers`: each task definition as a podman pod, on the `--netns` network.
+    Containers,
 }
 
 /// Fails (never skips) when the `--netns` mode cannot run here.
@@ -298,8 +300,19 @@ impl LocalMesh {
 
     /// [`LocalMesh::start_in`] with more `up` arguments.
     pub fn start_with(dir: &std::path::Path, mode: Mode, extra: &[&str]) -> Self {
-        if mode == Mode::Netns {
+        if mode != Mode::Loopback {
             require_root_for_netns();
+        }
+        if mode == Mode::Containers {
+            for tool in ["podman", "runc"] {
+                assert!(
+                    Command::new(tool)
+                        .arg("--version")
+                        .output()
+                        .is_ok_and(|o| o.status.success()),
+                    "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
+                );
+            }
         }
         let envoy = tool("envoy");
         let requester_port = free_port();
@@ -323,10 +336,10 @@ impl LocalMesh {
                 "--bin-dir",
             ])
             .arg(bin_dir())
-            .args(if mode == Mode::Netns {
-                &["--netns"][..]
-            } else {
-                &[]
+            .args(match mode {
+                Mode::Loopback => &[][..],
+                Mode::Netns => &["--netns"][..],
+                Mode::Containers => &["--containers"][..],
             })
             .args(extra)
             .env("PATH", path)

@@ -44,6 +44,20 @@ in_each_mode!(
     crashes_are_restarted_and_retries_hide_a_flaky_v2,
 );
 
+/// With `--containers` the same walkthrough and load; crashes are another matter there (an
+/// essential container's exit stops its task, as on ECS: see tests/containers.rs).
+mod containers {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_walkthrough_runs_locally_and_shifts_live() {
+        super::the_walkthrough_runs_locally_and_shifts_live(e2e::Mode::Containers).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shifting_weights_under_load_fails_no_request() {
+        super::shifting_weights_under_load_fails_no_request(e2e::Mode::Containers).await;
+    }
+}
+
 async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     let dir = copy_of_shipped("walkthrough");
     let mesh = LocalMesh::start_in(&dir, mode);
@@ -188,7 +202,7 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         status["observed"]["distributor-v1"].as_u64().unwrap_or(0) >= 2000,
         "{status}"
     );
-    if mode == Mode::Netns {
+    if mode != Mode::Loopback {
         assert_intercepted(&status);
     }
     let (_, table) = mesh.cli(&["status"]);
