@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use common::shutdown::Health;
-use common::wire::{DistributorAnswer, Gopher, TaskInfo, Version, X_GOPHER_VERSION};
+use common::wire::{Gopher, TaskInfo, Version, X_GOPHER_VERSION};
 use serde_json::json;
 
 use crate::Config;
@@ -18,22 +18,57 @@ use crate::gophers;
 #[derive(Debug, Clone)]
 pub struct State {
     version: Version,
-    host: Arc<str>,
     svg: Arc<str>,
     latency: Duration,
     error_rate: f64,
     health: Health,
     /// Filled in by the background metadata fetch, if it succeeds.
     pub(crate) task: Arc<OnceLock<TaskInfo>>,
+    /// The answer's JSON up to (not including) its closing brace, without the fields that
+    /// change per request (`served_at`, `task`): made once, so a request costs one string.
+    head: Arc<str>,
+}
+
+/// The answer's fixed fields, serialized once.
+#[derive(serde::Serialize)]
+struct Fixed<'a> {
+    service: &'static str,
+    version: Version,
+    gopher: Gopher,
+    host: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    greeting: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    features: &'static [&'static str],
+}
+
+fn answer_head(version: Version, host: &str) -> String {
+    let id = gophers::identity(version);
+    let fixed = Fixed {
+        service: "distributor",
+        version,
+        gopher: Gopher {
+            name: id.name.to_owned(),
+            color: id.color.to_owned(),
+            image: "/gopher.svg".to_owned(),
+        },
+        host,
+        greeting: id.greeting,
+        features: id.features,
+    };
+    let mut json = serde_json::to_string(&fixed).unwrap_or_else(|_| "{".to_owned());
+    json.pop();
+    json
 }
 
 impl State {
     /// State for `config`, reporting shutdown through `health`.
     pub fn new(config: &Config, health: Health) -> Self {
         let version = config.version();
+        let host = common::hostname();
         Self {
             version,
-            host: common::hostname().into(),
+            head: answer_head(version, &host).into(),
             svg: gophers::svg(version).into(),
             latency: Duration::from_millis(config.latency_ms),
             error_rate: config.error_rate,
@@ -75,22 +110,22 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         )
             .into_response();
     }
-    let id = gophers::identity(s.version);
-    let answer = DistributorAnswer {
-        service: "distributor".to_owned(),
-        version: s.version,
-        gopher: Gopher {
-            name: id.name.to_owned(),
-            color: id.color.to_owned(),
-            image: "/gopher.svg".to_owned(),
-        },
-        host: s.host.to_string(),
-        served_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        task: s.task.get().cloned(),
-        greeting: id.greeting.map(str::to_owned),
-        features: id.features.iter().map(|f| (*f).to_owned()).collect(),
-    };
-    (version_header(s.version), Json(answer)).into_response()
+    let served_at = humantime::format_rfc3339_millis(SystemTime::now());
+    let mut body = format!("{},\"served_at\":\"{served_at}\"", s.head);
+    if let Some(task) = s.task.get() {
+        body.push_str(",\"task\":");
+        body.push_str(&serde_json::to_string(task).unwrap_or_else(|_| "null".to_owned()));
+    }
+    body.push('}');
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        version_header(s.version),
+        body,
+    )
+        .into_response()
 }
 
 async fn picture(axum::extract::State(s): axum::extract::State<State>) -> Response {
@@ -147,6 +182,32 @@ mod tests {
             .await
             .map(|b| b.to_bytes().to_vec());
         (status, version, body.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_the_wire_type_with_and_without_task_info() {
+        let config = Config::new(([127, 0, 0, 1], 0).into(), Version::V2);
+        let state = State::new(&config, Health::default());
+        let task = state.task.clone();
+        let app = router(state);
+        let (status, _, body) = get(app.clone(), "/").await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: common::wire::DistributorAnswer =
+            serde_json::from_slice(&body).expect("a DistributorAnswer");
+        assert_eq!(
+            (answer.version, answer.gopher.name.as_str()),
+            (Version::V2, "Goldie")
+        );
+        assert!(answer.task.is_none() && answer.greeting.is_some() && !answer.features.is_empty());
+        let info = TaskInfo {
+            task_arn: "arn:aws:ecs:us-east-1:1:task/c/abc".into(),
+            availability_zone: Some("us-east-1a".into()),
+        };
+        assert!(task.set(info.clone()).is_ok());
+        let (_, _, body) = get(app, "/").await;
+        let answer: common::wire::DistributorAnswer =
+            serde_json::from_slice(&body).expect("a DistributorAnswer");
+        assert_eq!(answer.task, Some(info));
     }
 
     #[tokio::test]
