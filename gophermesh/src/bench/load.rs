@@ -19,7 +19,7 @@ end
 "#;
 
 /// One wrk run's result.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct WrkResult {
     pub requests: u64,
     pub duration_us: u64,
@@ -158,6 +158,26 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The figures of several turns of one scenario: throughput over all of them, the
+    /// median of each latency percentile, CPU over all requests.
+    pub fn from_runs(runs: &[WrkResult], cpu: &[(String, Duration)]) -> Self {
+        let median = |f: &dyn Fn(&WrkResult) -> u64| {
+            let mut v: Vec<u64> = runs.iter().map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        let total = WrkResult {
+            requests: runs.iter().map(|r| r.requests).sum(),
+            duration_us: runs.iter().map(|r| r.duration_us).sum(),
+            p50_us: median(&|r| r.p50_us),
+            p99_us: median(&|r| r.p99_us),
+            p999_us: median(&|r| r.p999_us),
+            socket_errors: runs.iter().map(|r| r.socket_errors).sum(),
+            non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+        };
+        Self::from_run(&total, cpu)
+    }
+
     /// The figures of `run`, given the CPU time each serving process used during it.
     pub fn from_run(run: &WrkResult, cpu: &[(String, Duration)]) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
@@ -193,6 +213,23 @@ mod tests {
         assert!(cpu_time(me).expect("cpu") > start);
         assert!(memory_mib(me, "VmRSS").expect("rss") > 0.5);
         assert!(cpu_time(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn turns_add_up_and_take_the_median_latency() {
+        let turn = |requests, p99_us| WrkResult {
+            requests,
+            duration_us: 1_000_000,
+            p99_us,
+            ..WrkResult::default()
+        };
+        let s = Scenario::from_runs(
+            &[turn(100, 9000), turn(300, 1000), turn(200, 2000)],
+            &[("x".into(), Duration::from_millis(6))],
+        );
+        assert!((s.rps - 200.0).abs() < 1e-9);
+        assert!((s.p99_ms - 2.0).abs() < 1e-9);
+        assert!((s.cpu_us_per_req - 10.0).abs() < 1e-9);
     }
 
     #[test]

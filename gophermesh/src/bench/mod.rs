@@ -96,8 +96,16 @@ async fn until_ok(http: &reqwest::Client, url: &str, limit: Duration) -> anyhow:
     bail!("{url} did not answer 200 within {limit:?}")
 }
 
+/// One scenario to load: its key, URL and the processes that serve it.
+struct Target<'a> {
+    key: &'a str,
+    url: String,
+    pids: Vec<(String, u32)>,
+}
+
 struct Bench {
     wrk: Wrk,
+    rounds: u64,
     http: reqwest::Client,
     duration: u64,
     warmup: u64,
@@ -111,31 +119,57 @@ struct Bench {
 
 impl Bench {
     /// Warm-up, then the measured run, with the CPU time of `procs` over the measured run.
-    async fn measure(
-        &self,
-        key: &str,
-        url: &str,
-        pids: &[(String, u32)],
-    ) -> anyhow::Result<Scenario> {
-        say(format!(
-            "{key}: {url} ({} s warm-up, {} s measured)",
-            self.warmup, self.duration
-        ));
-        self.wrk.run(url, self.warmup).await?;
-        let before = cpu_each(pids)?;
-        let run = self.wrk.run(url, self.duration).await?;
-        let after = cpu_each(pids)?;
-        let cpu: Vec<(String, Duration)> = after
-            .into_iter()
-            .zip(before)
-            .map(|((n, a), (_, b))| (n, a.saturating_sub(b)))
+    /// Measures the scenarios of `group` side by side: each is warmed up, then they take
+    /// turns for `rounds` rounds of `duration / rounds` seconds, so that a change in the
+    /// machine's load falls on all of them alike. CPU is counted per process over the
+    /// measured turns.
+    async fn measure(&self, group: &[Target<'_>]) -> anyhow::Result<Vec<Scenario>> {
+        let rounds = self.rounds.max(1);
+        let turn = (self.duration / rounds).max(1);
+        for t in group {
+            say(format!(
+                "{}: {} ({} s warm-up, {rounds} turns of {turn} s{})",
+                t.key,
+                t.url,
+                self.warmup,
+                if group.len() > 1 {
+                    ", taking turns with the others"
+                } else {
+                    ""
+                }
+            ));
+            self.wrk.run(&t.url, self.warmup).await?;
+        }
+        let mut runs: Vec<Vec<load::WrkResult>> = vec![Vec::new(); group.len()];
+        let mut cpu: Vec<Vec<(String, Duration)>> = group
+            .iter()
+            .map(|t| {
+                t.pids
+                    .iter()
+                    .map(|(n, _)| (n.clone(), Duration::ZERO))
+                    .collect()
+            })
             .collect();
-        let s = Scenario::from_run(&run, &cpu);
-        say(format!(
-            "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs CPU per request, {} errors",
-            s.rps, s.p50_ms, s.p99_ms, s.cpu_us_per_req, s.errors
-        ));
-        Ok(s)
+        for _ in 0..rounds {
+            for (i, t) in group.iter().enumerate() {
+                let before = cpu_each(&t.pids)?;
+                runs[i].push(self.wrk.run(&t.url, turn).await?);
+                let after = cpu_each(&t.pids)?;
+                for (slot, ((_, a), (_, b))) in cpu[i].iter_mut().zip(after.iter().zip(&before)) {
+                    slot.1 += a.saturating_sub(*b);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, t) in group.iter().enumerate() {
+            let s = Scenario::from_runs(&runs[i], &cpu[i]);
+            say(format!(
+                "  {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs CPU per request, {} errors",
+                t.key, s.rps, s.p50_ms, s.p99_ms, s.cpu_us_per_req, s.errors
+            ));
+            out.push(s);
+        }
+        Ok(out)
     }
 
     fn service(&self, name: &str, port: u16, extra: &[String]) -> anyhow::Result<Proc> {
@@ -447,6 +481,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         wrk: Wrk::new(&work, args.load_threads, args.concurrency)?,
         http: reqwest::Client::builder().no_proxy().build()?,
         duration,
+        rounds: if args.quick { 2 } else { 5 },
         warmup: if args.quick { 1 } else { 3 },
         envoy: std::path::absolute(crate::up::find_envoy(args.envoy_bin.as_deref())?)?,
         bin_dir,
@@ -485,27 +520,39 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         rss.insert(name.to_owned(), Memory { idle, load: 0.0 });
     }
 
-    // 1. The floor: a minimal hyper server.
+    // 1. The floor (a minimal hyper server) and 2. the distributor directly, side by side.
     let port = free_port()?;
     let hello = bench.service("hello", port, &[])?;
-    let url = format!("http://127.0.0.1:{port}/");
-    until_ok(&bench.http, &url, Duration::from_secs(10)).await?;
-    let s = bench
-        .measure("hello_floor", &url, &[("hello".into(), hello.pid()?)])
-        .await?;
-    scenarios.insert("hello_floor".to_owned(), s);
-    drop(hello);
-
-    // 2. The distributor directly, and 3. the requester calling it directly.
+    let hello_url = format!("http://127.0.0.1:{port}/");
+    until_ok(&bench.http, &hello_url, Duration::from_secs(10)).await?;
     let dport = free_port()?;
     let distributor = bench.service("distributor", dport, &[])?;
     let durl = format!("http://127.0.0.1:{dport}/");
     until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
     let dpid = distributor.pid()?;
-    let s = bench
-        .measure("distributor_direct", &durl, &[("distributor".into(), dpid)])
+    let measured = bench
+        .measure(&[
+            Target {
+                key: "hello_floor",
+                url: hello_url,
+                pids: vec![("hello".into(), hello.pid()?)],
+            },
+            Target {
+                key: "distributor_direct",
+                url: durl.clone(),
+                pids: vec![("distributor".into(), dpid)],
+            },
+        ])
         .await?;
-    scenarios.insert("distributor_direct".to_owned(), s);
+    for (key, s) in ["hello_floor", "distributor_direct"]
+        .into_iter()
+        .zip(measured)
+    {
+        scenarios.insert(key.to_owned(), s);
+    }
+    drop(hello);
+
+    // 3. The requester calling the distributor directly.
     let rport = free_port()?;
     let requester = bench.service(
         "requester",
@@ -515,14 +562,16 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let rurl = format!("http://127.0.0.1:{rport}/");
     until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
     let rpid = requester.pid()?;
-    let s = bench
-        .measure(
-            "requester_direct",
-            &rurl,
-            &[("requester".into(), rpid), ("distributor".into(), dpid)],
-        )
+    let measured = bench
+        .measure(&[Target {
+            key: "requester_direct",
+            url: rurl,
+            pids: vec![("requester".into(), rpid), ("distributor".into(), dpid)],
+        }])
         .await?;
-    scenarios.insert("requester_direct".to_owned(), s);
+    for s in measured {
+        scenarios.insert("requester_direct".to_owned(), s);
+    }
     if let Some(m) = rss.get_mut("distributor") {
         m.load = memory_mib(dpid, "VmHWM")?;
     }
@@ -532,31 +581,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     drop(requester);
     drop(distributor);
 
-    // 4. Through the mesh, then the shifts on the same mesh.
-    say("starting the local mesh (gophermesh up)");
+    // 4. Through the mesh and 5. the same path with the distributors' Envoys answering by
+    // themselves: two local meshes at once, side by side.
+    say(
+        "starting the local mesh (gophermesh up), and a second one whose distributor Envoys answer themselves",
+    );
     let up = bench
         .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &[])
         .await?;
-    let procs = up.processes(&bench.http).await?;
-    let url = format!("{}/", up.requester);
-    let s = bench.measure("mesh", &url, &procs).await?;
-    scenarios.insert("mesh".to_owned(), s);
-    let envoys = envoy_pids(&procs);
-    let mut envoy_peak = 0.0_f64;
-    for pid in &envoys {
-        envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
-    }
-    say(format!("timing {shifts} route shifts"));
-    let shift = shift_propagation(&bench.http, &up, shifts).await?;
-    say(format!(
-        "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
-        shift.p50, shift.p99
-    ));
-    up.stop().await;
-
-    // 5. The same path with the distributors' Envoys answering by themselves.
-    say("starting the local mesh with the distributors' Envoys answering themselves");
-    let up = bench
+    let floor = bench
         .up(
             "envoy-floor",
             &bench.mesh_dir,
@@ -569,26 +602,44 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ],
         )
         .await?;
-    let (_, host) = answered_by(&bench.http, &up.requester).await?;
+    let (_, host) = answered_by(&bench.http, &floor.requester).await?;
     if host != "envoy-direct-response" {
         bail!("the envoy_floor mesh was answered by {host}, not by Envoy itself");
     }
-    let procs: Vec<(String, u32)> = up
+    let procs = up.processes(&bench.http).await?;
+    let floor_procs: Vec<(String, u32)> = floor
         .processes(&bench.http)
         .await?
         .into_iter()
         .filter(|(n, _)| !n.ends_with("/distributor"))
         .collect();
-    // Before its load: the Envoys' idle memory.
+    // Before any load: the Envoys' idle memory.
     let mut idle_envoy = 0.0_f64;
     for pid in &envoy_pids(&procs) {
         idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
     }
-    let s = bench
-        .measure("envoy_floor", &format!("{}/", up.requester), &procs)
+    let measured = bench
+        .measure(&[
+            Target {
+                key: "mesh",
+                url: format!("{}/", up.requester),
+                pids: procs.clone(),
+            },
+            Target {
+                key: "envoy_floor",
+                url: format!("{}/", floor.requester),
+                pids: floor_procs,
+            },
+        ])
         .await?;
-    scenarios.insert("envoy_floor".to_owned(), s);
-    up.stop().await;
+    for (key, s) in ["mesh", "envoy_floor"].into_iter().zip(measured) {
+        scenarios.insert(key.to_owned(), s);
+    }
+    floor.stop().await;
+    let mut envoy_peak = 0.0_f64;
+    for pid in &envoy_pids(&procs) {
+        envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
+    }
     rss.insert(
         "envoy".to_owned(),
         Memory {
@@ -596,6 +647,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             load: envoy_peak,
         },
     );
+    say(format!("timing {shifts} route shifts"));
+    let shift = shift_propagation(&bench.http, &up, shifts).await?;
+    say(format!(
+        "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
+        shift.p50, shift.p99
+    ));
+    up.stop().await;
 
     // Control plane scaling.
     let mut scale_points = Vec::new();
@@ -636,6 +694,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     settings.insert("load_threads".to_owned(), bench.wrk.threads.to_string());
     settings.insert("duration_s".to_owned(), duration.to_string());
     settings.insert("warmup_s".to_owned(), bench.warmup.to_string());
+    settings.insert("turns".to_owned(), bench.rounds.to_string());
     settings.insert("quick".to_owned(), args.quick.to_string());
     let mut report = Report {
         machine: machine(),
