@@ -238,55 +238,26 @@ impl Mesh {
                 .filter(|(_, r)| r.kind() != Kind::Mesh)
                 .map(|(_, r)| r.describe())
                 .collect(),
-            Key::VirtualNode(n) => {
-                let mut u: Vec<String> = self
-                    .routes
-                    .values()
-                    .filter(|s| {
-                        s.value
-                            .spec
-                            .weighted_targets()
-                            .is_some_and(|(_, ts)| ts.iter().any(|t| &t.virtual_node == n))
-                    })
-                    .map(|s| Resource::Route(s.value.clone()).describe())
-                    .collect();
-                u.extend(
-                    self.virtual_services
-                        .values()
-                        .filter(|s| {
-                            s.value
-                                .spec
-                                .provider
-                                .as_ref()
-                                .and_then(|p| p.virtual_node.as_ref())
-                                .is_some_and(|p| &p.virtual_node_name == n)
-                        })
-                        .map(|s| Resource::VirtualService(s.value.clone()).describe()),
-                );
-                u
-            }
-            Key::VirtualRouter(n) => {
-                let mut u: Vec<String> = self
-                    .routes
-                    .values()
-                    .filter(|s| &s.value.virtual_router_name == n)
-                    .map(|s| Resource::Route(s.value.clone()).describe())
-                    .collect();
-                u.extend(
-                    self.virtual_services
-                        .values()
-                        .filter(|s| {
-                            s.value
-                                .spec
-                                .provider
-                                .as_ref()
-                                .and_then(|p| p.virtual_router.as_ref())
-                                .is_some_and(|p| &p.virtual_router_name == n)
-                        })
-                        .map(|s| Resource::VirtualService(s.value.clone()).describe()),
-                );
-                u
-            }
+            Key::VirtualNode(n) => self.users(
+                |r| {
+                    r.spec
+                        .weighted_targets()
+                        .is_some_and(|(_, ts)| ts.iter().any(|t| &t.virtual_node == n))
+                },
+                |p| {
+                    p.virtual_node
+                        .as_ref()
+                        .is_some_and(|p| &p.virtual_node_name == n)
+                },
+            ),
+            Key::VirtualRouter(n) => self.users(
+                |r| &r.virtual_router_name == n,
+                |p| {
+                    p.virtual_router
+                        .as_ref()
+                        .is_some_and(|p| &p.virtual_router_name == n)
+                },
+            ),
             Key::Route(..) | Key::VirtualService(_) => Vec::new(),
         };
         if !users.is_empty() {
@@ -313,6 +284,28 @@ impl Mesh {
             }
         }
         Ok(next)
+    }
+
+    /// The routes and virtual services (their descriptions) that need something: the
+    /// routes for which `route` holds and the services whose provider `provider` accepts.
+    fn users(
+        &self,
+        route: impl Fn(&RouteInput) -> bool,
+        provider: impl Fn(&crate::appmesh::VirtualServiceProvider) -> bool,
+    ) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .routes
+            .values()
+            .filter(|s| route(&s.value))
+            .map(|s| Resource::Route(s.value.clone()).describe())
+            .collect();
+        users.extend(
+            self.virtual_services
+                .values()
+                .filter(|s| s.value.spec.provider.as_ref().is_some_and(&provider))
+                .map(|s| Resource::VirtualService(s.value.clone()).describe()),
+        );
+        users
     }
 
     /// Every resource, as (origin, resource), in a stable order: mesh, nodes, routers,
@@ -922,5 +915,71 @@ fn check_regex(p: &mut Vec<Problem>, origin: &str, at: &str, re: &str) {
             at,
             format!("`{re}` is not a valid regular expression: {reason}"),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Mesh {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        Mesh::load_dir(&dir).expect("the shipped mesh loads")
+    }
+
+    #[test]
+    fn deletes_are_refused_while_something_needs_the_resource() {
+        let mesh = shipped();
+        let in_use = |key: Key| match mesh.remove(&key) {
+            Err(RemoveError::InUse(m)) => m,
+            other => panic!("{key:?}: {other:?}"),
+        };
+        assert!(
+            in_use(Key::VirtualNode("distributor-v1".into()))
+                .contains("route distributor/distributor")
+        );
+        assert!(
+            in_use(Key::VirtualRouter("distributor".into()))
+                .contains("virtual service distributor.gophers.local")
+        );
+        assert!(in_use(Key::Mesh).contains("virtual node"));
+        assert_eq!(
+            mesh.remove(&Key::VirtualNode("nope".into())),
+            Err(RemoveError::NotFound(
+                "virtual node `nope` does not exist".into()
+            ))
+        );
+        // A route and a service can go; then the router's last users are gone too.
+        let without_route = mesh
+            .remove(&Key::Route("distributor".into(), "distributor".into()))
+            .expect("a route can be deleted");
+        let without_service = without_route
+            .remove(&Key::VirtualService("distributor.gophers.local".into()))
+            .expect("a service can be deleted");
+        assert!(
+            without_service
+                .remove(&Key::VirtualRouter("distributor".into()))
+                .is_ok()
+        );
+        assert_eq!(
+            mesh,
+            shipped(),
+            "remove never changes the mesh it is called on"
+        );
+    }
+
+    #[test]
+    fn keys_round_trip_through_text() {
+        for key in [
+            Key::Mesh,
+            Key::VirtualNode("a".into()),
+            Key::VirtualRouter("r".into()),
+            Key::Route("r".into(), "x".into()),
+            Key::VirtualService("s.b.local".into()),
+        ] {
+            assert_eq!(Key::from_text(&key.to_text()), Some(key));
+        }
+        assert_eq!(Key::from_text("route/onlyone"), None);
+        assert_eq!(Key::from_text("gateway/x"), None);
     }
 }

@@ -272,6 +272,19 @@ pub fn require_root_for_netns() {
     }
 }
 
+/// Fails (never skips) when podman and runc are not installed.
+pub fn require_podman() {
+    for tool in ["podman", "runc"] {
+        assert!(
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
+        );
+    }
+}
+
 /// Network namespaces whose name starts with `prefix`.
 pub fn namespaces_named(prefix: &str) -> Vec<String> {
     let out = Command::new("ip")
@@ -304,15 +317,7 @@ impl LocalMesh {
             require_root_for_netns();
         }
         if mode == Mode::Containers {
-            for tool in ["podman", "runc"] {
-                assert!(
-                    Command::new(tool)
-                        .arg("--version")
-                        .output()
-                        .is_ok_and(|o| o.status.success()),
-                    "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
-                );
-            }
+            require_podman();
         }
         let envoy = tool("envoy");
         let requester_port = free_port();

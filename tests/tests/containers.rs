@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root,
+    LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root, require_podman,
     require_root_for_netns,
 };
 use serde_json::Value;
@@ -16,18 +16,6 @@ const SERVICE_IMAGES: [&str; 3] = [
     "gophermesh/distributor:v1",
     "gophermesh/distributor:v2",
 ];
-
-fn require_podman() {
-    for tool in ["podman", "runc"] {
-        assert!(
-            Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
-        );
-    }
-}
 
 /// The release binaries the images are built from (scripts/test.sh builds them).
 fn release_dir() -> PathBuf {
