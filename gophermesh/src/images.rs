@@ -30,14 +30,15 @@ pub struct Podman {
 impl Podman {
     /// Checks podman is there and writes the containers.conf it needs into `state_dir`.
     pub fn new(state_dir: &Path) -> anyhow::Result<Self> {
-        let ok = Command::new("podman")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            bail!(
+        match Command::new("podman").arg("--version").output() {
+            Err(_) => bail!(
                 "podman is not installed; install it with: apt-get install -y podman runc (scripts/setup.sh does this as root)"
-            );
+            ),
+            Ok(out) if !out.status.success() => bail!(
+                "`podman --version` fails: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Ok(_) => {}
         }
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;

@@ -272,16 +272,19 @@ pub fn require_root_for_netns() {
     }
 }
 
-/// Fails (never skips) when podman and runc are not installed.
+/// Fails (never skips) when podman and runc are not installed, or do not run.
 pub fn require_podman() {
     for tool in ["podman", "runc"] {
-        assert!(
-            Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
-        );
+        match Command::new(tool).arg("--version").output() {
+            Err(_) => panic!(
+                "`{tool}` is not installed: apt-get install -y podman runc (scripts/setup.sh does this as root)"
+            ),
+            Ok(out) => assert!(
+                out.status.success(),
+                "`{tool} --version` fails: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
     }
 }
 
