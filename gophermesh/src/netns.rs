@@ -77,6 +77,15 @@ fn etc_dir(name: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(name)
 }
 
+/// A hosts file for `hosts`.
+fn hosts_text(hosts: &[(String, Ipv4Addr)]) -> String {
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for (name, addr) in hosts {
+        let _ = writeln!(text, "{addr} {name}");
+    }
+    text
+}
+
 /// The iptables commands (arguments after `iptables`) that App Mesh's CNI plugin runs in a
 /// task's namespace for this proxy configuration.
 pub fn appmesh_rules(proxy: &AppMeshProxy) -> Vec<Vec<String>> {
@@ -271,6 +280,32 @@ pub struct Network {
     torn_down: bool,
 }
 
+/// The tasks' hosts files (`/etc/netns/NS/hosts`), without the namespaces.
+#[derive(Debug, Clone)]
+pub struct HostsFiles {
+    tasks: Vec<TaskNs>,
+}
+
+impl HostsFiles {
+    /// Rewrites every task's hosts file with `hosts`, in place: processes see the file
+    /// through a bind mount (`ip netns exec`, a container volume), which a new file (a
+    /// rename) would not reach. Returns whether anything changed.
+    pub fn update_hosts(&self, hosts: &[(String, Ipv4Addr)]) -> anyhow::Result<bool> {
+        let text = hosts_text(hosts);
+        let mut changed = false;
+        for task in &self.tasks {
+            let path = etc_dir(&task.name).join("hosts");
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            std::fs::write(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
 impl Network {
     /// Checks that this process may create namespaces (root, `ip` and `iptables` present).
     pub fn preflight() -> anyhow::Result<()> {
@@ -340,10 +375,7 @@ impl Network {
         let hub_cidr = format!("{HUB_IP}/{PREFIX_LEN}");
         ip(&["-n", &hub, "addr", "add", &hub_cidr, "dev", "br0"])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        let mut hosts_file = String::from("127.0.0.1 localhost\n");
-        for (name, addr) in hosts {
-            let _ = writeln!(hosts_file, "{addr} {name}");
-        }
+        let hosts_file = hosts_text(hosts);
         for (index, proxy) in proxies.iter().enumerate() {
             let task = TaskNs {
                 name: task_name(index),
@@ -376,6 +408,13 @@ impl Network {
             }
         }
         Ok(network)
+    }
+
+    /// A handle on the tasks' hosts files that does not own (or tear down) the namespaces.
+    pub fn clone_files(&self) -> HostsFiles {
+        HostsFiles {
+            tasks: self.tasks.clone(),
+        }
     }
 
     /// The iptables nat table of a task namespace, as `iptables -t nat -S` prints it.

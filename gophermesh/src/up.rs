@@ -269,22 +269,9 @@ fn app_port(task: &Task) -> u16 {
     task.proxy.app_ports.first().copied().unwrap_or(8080)
 }
 
-/// `--netns` mode: namespaces, addresses, hosts files and iptables rules for every task.
-fn namespace_sites(
-    ordered: &[Task],
-    mesh: &meshmodel::Mesh,
-    answer_at_envoy: &[String],
-    pod_pids: Option<&[u32]>,
-) -> anyhow::Result<(Network, BTreeMap<String, Site>)> {
-    let leftovers = Network::remove_leftovers();
-    if !leftovers.is_empty() {
-        say(format!(
-            "removed namespaces left by an earlier run: {}",
-            leftovers.join(", ")
-        ));
-    }
-    // Every node's DNS hostname resolves to its task; other virtual service names to a
-    // placeholder that the sidecar intercepts.
+/// What the tasks' hosts files say: every node's DNS hostname resolves to its task; other
+/// virtual service names to a placeholder that the sidecar intercepts.
+fn hosts_for(ordered: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
     let mut hosts: Vec<(String, Ipv4Addr)> = Vec::new();
     for (index, t) in ordered.iter().enumerate() {
         if let Some(hostname) = mesh
@@ -302,6 +289,44 @@ fn namespace_sites(
             hosts.push((name.clone(), netns::PLACEHOLDER_IP));
         }
     }
+    Ok(hosts)
+}
+
+/// Keeps the tasks' hosts files in step with the mesh as the API or `apply` change it.
+fn follow_hosts(
+    store: &Store,
+    network: &Network,
+    ordered: Vec<Task>,
+) -> tokio::task::JoinHandle<()> {
+    let mut snapshots = store.subscribe();
+    let files = network.clone_files();
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let mesh = snapshots.borrow_and_update().mesh.clone();
+            match hosts_for(&ordered, &mesh).and_then(|h| files.update_hosts(&h)) {
+                Ok(true) => tracing::info!("the tasks' hosts files now name what the mesh has"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot update the tasks' hosts files: {e:#}"),
+            }
+        }
+    })
+}
+
+/// `--netns` mode: namespaces, addresses, hosts files and iptables rules for every task.
+fn namespace_sites(
+    ordered: &[Task],
+    mesh: &meshmodel::Mesh,
+    answer_at_envoy: &[String],
+    pod_pids: Option<&[u32]>,
+) -> anyhow::Result<(Network, BTreeMap<String, Site>)> {
+    let leftovers = Network::remove_leftovers();
+    if !leftovers.is_empty() {
+        say(format!(
+            "removed namespaces left by an earlier run: {}",
+            leftovers.join(", ")
+        ));
+    }
+    let hosts = hosts_for(ordered, mesh)?;
     let proxies: Vec<&meshmodel::ecs::AppMeshProxy> = ordered.iter().map(|t| &t.proxy).collect();
     let network = Network::create_for(&proxies, &hosts, pod_pids)?;
     let mut sites = BTreeMap::new();
@@ -604,6 +629,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         "control plane: ADS on {xds_addr}, control API on http://{control_addr}, App Mesh API on http://{appmesh_addr}{}",
         if signed { " (SigV4 required)" } else { "" }
     ));
+    if let Some(net) = &network {
+        background.push(follow_hosts(&store, net, ordered.clone()));
+    }
     if network.is_some() {
         // The host reaches the requester task as a published port.
         if let Some((node, site)) = ordered

@@ -132,8 +132,18 @@ fn shifted_route(dir: &Path, v1: i64, v2: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walkthrough_builds_the_local_mesh_through_the_api() {
+    walkthrough_through_the_api(Mode::Loopback).await;
+}
+
+/// The same with a namespace per task: names the API creates reach the tasks' hosts files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_builds_the_local_mesh_through_the_api_with_netns() {
+    walkthrough_through_the_api(Mode::Netns).await;
+}
+
+async fn walkthrough_through_the_api(mode: Mode) {
     let dir = copy_of_shipped("api-walkthrough");
-    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--empty"]);
+    let mesh = LocalMesh::start_with(&dir, mode, &["--empty"]);
     let api = mesh.api.clone();
     // Nothing is configured yet: the requester's Envoy has no listener.
     assert!(client().get(&mesh.requester).send().await.is_err());
