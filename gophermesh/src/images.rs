@@ -48,11 +48,6 @@ impl Podman {
         Ok(Self { conf })
     }
 
-    /// The containers.conf podman is run with.
-    pub fn conf(&self) -> &Path {
-        &self.conf
-    }
-
     /// A podman command with CONTAINERS_CONF set.
     pub fn command(&self) -> Command {
         let mut c = Command::new("podman");
@@ -62,19 +57,7 @@ impl Podman {
 
     /// Runs `podman ARGS`; its trimmed stdout, or an error with what it printed.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self
-            .command()
-            .args(args)
-            .output()
-            .context("cannot run podman")?;
-        if !out.status.success() {
-            bail!(
-                "`podman {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        crate::supervise::run_checked(self.command().args(args), "cannot run podman")
     }
 
     /// Whether the image `name` exists locally.

@@ -39,6 +39,14 @@ pub fn task_name(index: usize) -> String {
     format!("{PREFIX}{}-{index}", std::process::id())
 }
 
+/// Whether `name` (of a namespace or pod) is `gm-PID-...` of a run whose process is gone.
+pub fn from_dead_run(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists())
+}
+
 /// The address of task number `index` (0-based).
 pub fn task_ip(index: usize) -> anyhow::Result<Ipv4Addr> {
     let last = u8::try_from(10 + index)
@@ -50,18 +58,11 @@ pub fn task_ip(index: usize) -> anyhow::Result<Ipv4Addr> {
 
 /// Runs `program args`; an error carries the command and what it printed.
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program} (is it installed? scripts/setup.sh installs iproute2 and iptables)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::supervise::run_checked(
+        Command::new(program).args(args),
+        &format!("cannot run {program} (is it installed? scripts/setup.sh installs iproute2 and iptables)"),
+    )
+    .map(drop)
 }
 
 /// `ip ARGS`.
@@ -86,175 +87,79 @@ fn hosts_text(hosts: &[(String, Ipv4Addr)]) -> String {
     text
 }
 
+/// The jumps into the APPMESH chains, as both set-up (`-A`) and teardown (`-D`) use them.
+const JUMPS: [&str; 2] = [
+    "PREROUTING -p tcp -m addrtype ! --src-type LOCAL -j APPMESH_INGRESS",
+    "OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
+];
+
+/// `-t nat WORDS...` as separate arguments. (No value here contains whitespace: ports,
+/// uids, gids and addresses.)
+fn nat(rule: &str) -> Vec<String> {
+    ["-t", "nat"]
+        .into_iter()
+        .chain(rule.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The iptables commands (arguments after `iptables`) that App Mesh's CNI plugin runs in a
 /// task's namespace for this proxy configuration.
 pub fn appmesh_rules(proxy: &AppMeshProxy) -> Vec<Vec<String>> {
-    let mut rules: Vec<Vec<String>> = Vec::new();
-    let nat = |words: &[&str]| -> Vec<String> {
-        ["-t", "nat"]
-            .iter()
-            .chain(words)
-            .map(|w| (*w).to_owned())
-            .collect()
-    };
-    rules.push(nat(&["-N", "APPMESH_INGRESS"]));
-    rules.push(nat(&["-N", "APPMESH_EGRESS"]));
-    let ingress = proxy.proxy_ingress_port.to_string();
+    let mut rules = vec![
+        "-N APPMESH_INGRESS".to_owned(),
+        "-N APPMESH_EGRESS".to_owned(),
+    ];
     for ports in proxy.app_ports.chunks(MULTIPORT_MAX) {
-        let list = join_ports(ports);
-        rules.push(nat(&[
-            "-A",
-            "APPMESH_INGRESS",
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            &list,
-            "-j",
-            "REDIRECT",
-            "--to-port",
-            &ingress,
-        ]));
+        rules.push(format!(
+            "-A APPMESH_INGRESS -p tcp -m multiport --dports {} -j REDIRECT --to-port {}",
+            join_ports(ports),
+            proxy.proxy_ingress_port
+        ));
     }
     if let Some(uid) = proxy.ignored_uid {
-        let uid = uid.to_string();
-        rules.push(nat(&[
-            "-A",
-            "APPMESH_EGRESS",
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "RETURN",
-        ]));
+        rules.push(format!(
+            "-A APPMESH_EGRESS -m owner --uid-owner {uid} -j RETURN"
+        ));
     }
     if let Some(gid) = proxy.ignored_gid {
-        let gid = gid.to_string();
-        rules.push(nat(&[
-            "-A",
-            "APPMESH_EGRESS",
-            "-m",
-            "owner",
-            "--gid-owner",
-            &gid,
-            "-j",
-            "RETURN",
-        ]));
+        rules.push(format!(
+            "-A APPMESH_EGRESS -m owner --gid-owner {gid} -j RETURN"
+        ));
     }
     for ports in proxy.egress_ignored_ports.chunks(MULTIPORT_MAX) {
-        let list = join_ports(ports);
-        rules.push(nat(&[
-            "-A",
-            "APPMESH_EGRESS",
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            &list,
-            "-j",
-            "RETURN",
-        ]));
+        rules.push(format!(
+            "-A APPMESH_EGRESS -p tcp -m multiport --dports {} -j RETURN",
+            join_ports(ports)
+        ));
     }
     if !proxy.egress_ignored_ips.is_empty() {
-        let ips = proxy.egress_ignored_ips.join(",");
-        rules.push(nat(&[
-            "-A",
-            "APPMESH_EGRESS",
-            "-p",
-            "tcp",
-            "-d",
-            &ips,
-            "-j",
-            "RETURN",
-        ]));
+        rules.push(format!(
+            "-A APPMESH_EGRESS -p tcp -d {} -j RETURN",
+            proxy.egress_ignored_ips.join(",")
+        ));
     }
-    let egress = proxy.proxy_egress_port.to_string();
-    rules.push(nat(&[
-        "-A",
-        "APPMESH_EGRESS",
-        "-p",
-        "tcp",
-        "-j",
-        "REDIRECT",
-        "--to",
-        &egress,
-    ]));
-    rules.push(nat(&[
-        "-A",
-        "PREROUTING",
-        "-p",
-        "tcp",
-        "-m",
-        "addrtype",
-        "!",
-        "--src-type",
-        "LOCAL",
-        "-j",
-        "APPMESH_INGRESS",
-    ]));
-    rules.push(nat(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-m",
-        "addrtype",
-        "!",
-        "--dst-type",
-        "LOCAL",
-        "-j",
-        "APPMESH_EGRESS",
-    ]));
-    rules
+    rules.push(format!(
+        "-A APPMESH_EGRESS -p tcp -j REDIRECT --to {}",
+        proxy.proxy_egress_port
+    ));
+    rules.extend(JUMPS.iter().map(|j| format!("-A {j}")));
+    rules.iter().map(|r| nat(r)).collect()
 }
 
 /// The commands that undo [`appmesh_rules`]: the jumps, then flush and delete the chains.
 pub fn appmesh_teardown() -> Vec<Vec<String>> {
-    let words: [&[&str]; 6] = [
-        &[
-            "-D",
-            "PREROUTING",
-            "-p",
-            "tcp",
-            "-m",
-            "addrtype",
-            "!",
-            "--src-type",
-            "LOCAL",
-            "-j",
-            "APPMESH_INGRESS",
-        ],
-        &[
-            "-D",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-m",
-            "addrtype",
-            "!",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "APPMESH_EGRESS",
-        ],
-        &["-F", "APPMESH_INGRESS"],
-        &["-F", "APPMESH_EGRESS"],
-        &["-X", "APPMESH_INGRESS"],
-        &["-X", "APPMESH_EGRESS"],
-    ];
-    words
-        .iter()
-        .map(|w| {
-            ["-t", "nat"]
-                .iter()
-                .chain(w.iter())
-                .map(|s| (*s).to_owned())
-                .collect()
-        })
-        .collect()
+    let mut steps: Vec<String> = JUMPS.iter().map(|j| format!("-D {j}")).collect();
+    steps.extend(
+        [
+            "-F APPMESH_INGRESS",
+            "-F APPMESH_EGRESS",
+            "-X APPMESH_INGRESS",
+            "-X APPMESH_EGRESS",
+        ]
+        .map(str::to_owned),
+    );
+    steps.iter().map(|r| nat(r)).collect()
 }
 
 fn join_ports(ports: &[u16]) -> String {
@@ -332,14 +237,7 @@ impl Network {
         let mut removed = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
-            let Some(pid) = name
-                .strip_prefix(PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if PathBuf::from(format!("/proc/{pid}")).exists() {
+            if !from_dead_run(name) {
                 continue;
             }
             remove_namespace(name);
@@ -415,14 +313,6 @@ impl Network {
         HostsFiles {
             tasks: self.tasks.clone(),
         }
-    }
-
-    /// The iptables nat table of a task namespace, as `iptables -t nat -S` prints it.
-    pub fn nat_rules(ns: &str) -> anyhow::Result<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "iptables", "-t", "nat", "-S"])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Removes the iptables rules, the namespaces and their /etc/netns directories.
@@ -600,6 +490,14 @@ mod tests {
             .position(|s| s.contains("-X APPMESH_EGRESS"))
             .expect("delete");
         assert!(jump < delete);
+    }
+
+    #[test]
+    fn only_names_of_runs_that_are_gone_count_as_leftovers() {
+        assert!(!from_dead_run(&task_name(0)), "this run is alive");
+        assert!(from_dead_run("gm-4294967295-0"));
+        assert!(!from_dead_run("gm-hub"));
+        assert!(!from_dead_run("netns-1234"));
     }
 
     #[test]

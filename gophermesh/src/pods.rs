@@ -18,6 +18,7 @@ use meshmodel::taskdef::Task;
 
 use crate::images::Podman;
 use crate::supervise::{ProcessStatus, ProcessTable};
+use crate::up::wait_until;
 
 fn say(message: impl std::fmt::Display) {
     println!("==> {message}");
@@ -132,7 +133,7 @@ impl Pods {
         ));
         let envoy_row = format!("{node}/{}", task.proxy.container_name);
         self.run_container(index, &args, &envoy_name, true, true, &envoy_row, processes)?;
-        if !wait(Duration::from_secs(30), async || admin.live().await).await {
+        if !wait_until(Duration::from_secs(30), async || admin.live().await).await {
             bail!(
                 "Envoy in {envoy_name} did not become LIVE within 30 s; see podman logs {envoy_name}"
             );
@@ -178,7 +179,7 @@ impl Pods {
             )?;
             let podman = self.podman.clone();
             let check = name.clone();
-            let healthy = wait(Duration::from_secs(20), async || {
+            let healthy = wait_until(Duration::from_secs(20), async || {
                 let podman = podman.clone();
                 let check = check.clone();
                 tokio::task::spawn_blocking(move || {
@@ -248,8 +249,7 @@ impl Pods {
             .map(|(p, _)| p.clone())
             .unwrap_or_default();
         tokio::spawn(async move {
-            let out = tokio::process::Command::new("podman")
-                .env("CONTAINERS_CONF", podman.conf())
+            let out = tokio::process::Command::from(podman.command())
                 .args(["wait", &container.name])
                 .output()
                 .await;
@@ -268,8 +268,7 @@ impl Pods {
                     "an essential container exited; stopping task {pod}"
                 );
                 for other in siblings.iter().filter(|n| **n != container.name) {
-                    let _ = tokio::process::Command::new("podman")
-                        .env("CONTAINERS_CONF", podman.conf())
+                    let _ = tokio::process::Command::from(podman.command())
                         .args(["stop", "-t", "2", other])
                         .output()
                         .await;
@@ -311,17 +310,7 @@ impl Pods {
             return Vec::new();
         };
         let mut removed = Vec::new();
-        for name in list.lines() {
-            let Some(pid) = name
-                .strip_prefix("gm-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
+        for name in list.lines().filter(|n| crate::netns::from_dead_run(n)) {
             if podman.run(&["pod", "rm", "-f", "-t", "1", name]).is_ok() {
                 removed.push(name.to_owned());
             }
@@ -336,17 +325,6 @@ impl Drop for Pods {
             eprintln!("gophermesh: removing pods: {f}");
         }
     }
-}
-
-async fn wait(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// The images `up --containers` needs, built when any is missing.

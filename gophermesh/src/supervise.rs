@@ -16,6 +16,30 @@ use serde::Serialize;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+/// Runs `command` (a one-off, like `ip` or `podman`, not a supervised child) to the end:
+/// its trimmed stdout, or an error showing the command (`program args`) and its stderr.
+/// `unstartable` is the error when it cannot be started at all.
+pub fn run_checked(
+    command: &mut std::process::Command,
+    unstartable: &str,
+) -> anyhow::Result<String> {
+    let out = command
+        .output()
+        .map_err(|e| anyhow::anyhow!("{unstartable}: {e}"))?;
+    if !out.status.success() {
+        let shown: Vec<String> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        anyhow::bail!(
+            "`{}` failed: {}",
+            shown.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// How to start a process.
 #[derive(Debug, Clone)]
 pub struct Spec {

@@ -49,7 +49,7 @@ fn say(message: impl std::fmt::Display) {
 }
 
 /// A free port on loopback (bound and released; the window for a clash is tiny).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l =
         std::net::TcpListener::bind((LOOPBACK, 0)).context("cannot find a free loopback port")?;
     Ok(l.local_addr()?.port())
@@ -129,7 +129,8 @@ fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> serd
     })
 }
 
-async fn wait_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+/// Polls `check` every 50 ms until it holds (true) or `limit` has passed (false).
+pub(crate) async fn wait_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if check().await {
@@ -498,8 +499,10 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     let ordered = start_order(&tasks, &mesh);
-    let podman = if args.containers {
+    if args.netns || args.containers {
         Network::preflight()?;
+    }
+    let podman = if args.containers {
         let podman = Podman::new(&args.state_dir)?;
         let left = Pods::remove_leftovers(&podman);
         if !left.is_empty() {
@@ -516,9 +519,6 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let mut pods = None;
     let (mut network, sites) = if args.netns || args.containers {
-        if !args.containers {
-            Network::preflight()?;
-        }
         let pod_pids = match &podman {
             Some(podman) => {
                 let names: Vec<String> = (0..ordered.len()).map(netns::task_name).collect();

@@ -30,16 +30,6 @@ pub enum Key {
 }
 
 impl Key {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Key::Mesh => Kind::Mesh,
-            Key::VirtualNode(_) => Kind::VirtualNode,
-            Key::VirtualRouter(_) => Kind::VirtualRouter,
-            Key::Route(..) => Kind::Route,
-            Key::VirtualService(_) => Kind::VirtualService,
-        }
-    }
-
     /// The ARN path after `mesh/MESH`: `""`, `/virtualNode/N`, `/virtualRouter/R/route/X`, ...
     pub fn arn_suffix(&self) -> String {
         match self {

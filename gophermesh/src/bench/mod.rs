@@ -24,16 +24,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cli::BenchArgs;
+use crate::up::free_port;
 use load::{Scenario, Wrk, cpu_each, memory_mib};
 use report::{Memory, Report, ScalePoint, Shifts};
 
 fn say(message: impl std::fmt::Display) {
     println!("==> {message}");
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free loopback port")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A process the benchmark started; killed when dropped.

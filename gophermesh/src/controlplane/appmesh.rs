@@ -178,29 +178,13 @@ fn list_field(kind: Kind) -> &'static str {
 }
 
 fn decode_segment(segment: &str) -> Result<String, AwsError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let digit = |j: usize| bytes.get(j).and_then(|b| char::from(*b).to_digit(16));
-            match (digit(i + 1), digit(i + 2)) {
-                (Some(hi), Some(lo)) => {
-                    out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-                    i += 3;
-                    continue;
-                }
-                _ => {
-                    return Err(AwsError::bad_request(format!(
-                        "path segment `{segment}` has a malformed percent-escape"
-                    )));
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
+    let (bytes, malformed) = sigv4::percent_decode(segment);
+    if malformed {
+        return Err(AwsError::bad_request(format!(
+            "path segment `{segment}` has a malformed percent-escape"
+        )));
     }
-    let text = String::from_utf8(out)
+    let text = String::from_utf8(bytes)
         .map_err(|_| AwsError::bad_request(format!("path segment `{segment}` is not UTF-8")))?;
     if text.is_empty() {
         return Err(AwsError::bad_request("a name in the path is empty"));
@@ -558,7 +542,7 @@ fn paging(query: &str) -> Result<(usize, Option<String>), AwsError> {
 }
 
 fn encode_token(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
+    sigv4::hex(name.as_bytes())
 }
 
 fn decode_token(token: &str) -> Option<String> {
@@ -658,11 +642,13 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
             check_parents(mesh, op).map_err(Refused::Error)?;
         }
         let existing = mesh.get(&key);
+        // A repeat of the write that made the current version: same token, same resource.
+        let repeated = client_token.is_some()
+            && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref()
+            && existing.as_ref().is_some_and(|(_, current)| current == &resource);
         match (op.action, &existing) {
-            (Action::Create, Some((_, current))) => {
-                let same_token = client_token.is_some()
-                    && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref();
-                if same_token && current == &resource {
+            (Action::Create, Some(_)) => {
+                if repeated {
                     return Err(Refused::AlreadyDone);
                 }
                 return Err(Refused::Error(AwsError::conflict(format!(
@@ -678,13 +664,7 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
                     resource.mesh_name()
                 ))));
             }
-            (Action::Update, Some((_, current))) => {
-                let same_token = client_token.is_some()
-                    && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref();
-                if same_token && current == &resource {
-                    return Err(Refused::AlreadyDone);
-                }
-            }
+            (Action::Update, Some(_)) if repeated => return Err(Refused::AlreadyDone),
             _ => {}
         }
         let origin = existing.map_or(origin.clone(), |(o, _)| o);

@@ -154,23 +154,32 @@ fn uri_encode(input: &str, keep_slash: bool) -> String {
     out
 }
 
-fn percent_decode(input: &str) -> String {
+/// Decodes `%XX` escapes. A `%` not followed by two hex digits is kept as it is; the
+/// second value says whether there was one.
+pub(crate) fn percent_decode(input: &str) -> (Vec<u8>, bool) {
     let hex_value = |b: u8| char::from(b).to_digit(16);
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
+    let mut malformed = false;
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+        if bytes[i] == b'%' {
+            let digit = |j: usize| bytes.get(j).and_then(|b| hex_value(*b));
+            if let (Some(hi), Some(lo)) = (digit(i + 1), digit(i + 2)) {
                 out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
                 i += 3;
                 continue;
             }
+            malformed = true;
         }
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    (out, malformed)
+}
+
+fn decoded(input: &str) -> String {
+    String::from_utf8_lossy(&percent_decode(input).0).into_owned()
 }
 
 fn canonical_query(query: &str) -> String {
@@ -180,8 +189,8 @@ fn canonical_query(query: &str) -> String {
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (
-                uri_encode(&percent_decode(k), false),
-                uri_encode(&percent_decode(v), false),
+                uri_encode(&decoded(k), false),
+                uri_encode(&decoded(v), false),
             )
         })
         .collect();
@@ -193,7 +202,8 @@ fn canonical_query(query: &str) -> String {
         .join("&")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
         .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {

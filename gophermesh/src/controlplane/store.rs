@@ -210,28 +210,27 @@ impl Store {
             .with_context(|| format!("cannot open the state database {}", path.display()))?;
         let records = read_all(&db).with_context(|| format!("cannot read {}", path.display()))?;
         if records.is_empty() {
+            // Seeding is one ordinary change from nothing: written, then published.
             let mut mesh = seed()?;
             mesh.backends_may_dangle = true;
-            let store = Self::in_memory(mesh, placements, identity);
-            let snapshot = store.current();
-            let puts: Vec<(String, Vec<u8>)> = snapshot
-                .mesh
-                .resources()
-                .into_iter()
-                .map(|(origin, r)| {
-                    let key = r.key();
-                    let record = Record {
-                        origin,
-                        resource: r.to_json(),
-                        meta: snapshot.meta[&key].clone(),
-                    };
-                    Ok((key.to_text(), serde_json::to_vec(&record)?))
+            let empty = Mesh {
+                backends_may_dangle: true,
+                ..Mesh::default()
+            };
+            let store = Self::from_parts(empty, placements, BTreeMap::new(), Some(db), identity);
+            store
+                .update_with(|_| {
+                    Ok::<_, std::convert::Infallible>(Next {
+                        mesh,
+                        client_token: None,
+                        bump: None,
+                    })
                 })
-                .collect::<anyhow::Result<_>>()?;
-            write(&db, &puts, &[])?;
-            if let Ok(mut guard) = store.write.lock() {
-                *guard = Some(db);
-            }
+                .map_err(|e| match e {
+                    UpdateError::Storage(e) => e,
+                    UpdateError::Refused(never) => match never {},
+                })
+                .with_context(|| format!("cannot write the seed to {}", path.display()))?;
             return Ok((store, 0));
         }
         let count = records.len();
@@ -298,10 +297,6 @@ impl Store {
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 
     /// Applies `change` to the current snapshot. The resulting mesh's changed resources get
