@@ -490,3 +490,29 @@ pub async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> serde_json::
 pub fn count(report: &serde_json::Value, version: &str) -> f64 {
     report["versions"][version]["count"].as_f64().unwrap_or(0.0)
 }
+
+/// Waits (up to 5 s) until `node`'s Envoy has ACKed the route configuration of the mesh's
+/// current version, so that what follows sees the last change. `route set` and the API
+/// answer once the change is stored, a moment before it reaches the Envoys.
+pub async fn until_routes_acked(mesh: &LocalMesh, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut status = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        status = client()
+            .get(format!("{}/v1/status", mesh.control))
+            .send()
+            .await
+            .expect("status answered")
+            .json()
+            .await
+            .expect("status json");
+        let current = status["version"].as_u64().map(|v| v.to_string());
+        if current.is_some()
+            && status["envoys"][node]["acked"]["routes"].as_str() == current.as_deref()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{node}'s Envoy did not ACK the current routes within 5 s: {status}");
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::moto::Moto;
-use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool};
+use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool, until_routes_acked};
 use serde_json::Value;
 
 const KEY_ID: &str = "AKIDGOPHERMESHTEST";
@@ -207,6 +207,7 @@ async fn walkthrough_through_the_api(mode: Mode) {
         ],
     );
     assert_eq!(updated["route"]["metadata"]["version"], 2, "{updated}");
+    until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),

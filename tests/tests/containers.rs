@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root, require_podman,
-    require_root_for_netns,
+    require_root_for_netns, until_routes_acked,
 };
 use serde_json::Value;
 
@@ -167,6 +167,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
         "distributor-v2=100",
     ]);
     assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),

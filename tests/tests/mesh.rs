@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count};
+use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, until_routes_acked};
 use serde_json::Value;
 
 /// Pearson's chi-square statistic of (v1, v2) counts against expected shares.
@@ -97,6 +97,7 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         "distributor-v2=100",
     ]);
     assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v2"), count(&report, "v1")),
@@ -112,6 +113,7 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         "--save",
     ]);
     assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 300, 8).await;
     assert_eq!(
         (count(&report, "v1"), count(&report, "v2")),
@@ -375,6 +377,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     std::fs::write(&route, serde_json::to_string(&doc).expect("json")).expect("write");
     let (code, said) = mesh.cli(&["apply", "-f", route.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 600, 8).await;
     assert_eq!(
         report["errors"],
