@@ -8,13 +8,13 @@ use clap::{Args, Parser, Subcommand};
 /// with real Envoy sidecars.
 #[derive(Debug, Parser)]
 #[command(name = "gophermesh", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check mesh/ and taskdefs/ for what the AWS API cannot catch: dangling references,
     /// all-zero weights, ports and users that disagree between a task and its node.
     Validate(SourceArgs),
@@ -65,7 +65,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RouteWhat {
+pub(crate) enum RouteWhat {
     /// Set the weights of ROUTE's targets, e.g. `route set distributor distributor-v1=50 distributor-v2=50`.
     Set {
         /// The route's name.
@@ -99,127 +99,127 @@ fn parse_weight(s: &str) -> Result<(String, i64), String> {
 
 /// Where the mesh resources and the task definitions are.
 #[derive(Debug, Clone, Args)]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// Directory of App Mesh resource files (one --cli-input-json per file).
     #[arg(long, env = "GOPHERMESH_MESH_DIR", default_value = "mesh")]
-    pub mesh_dir: PathBuf,
+    pub(crate) mesh_dir: PathBuf,
 
     /// Directory of ECS task definitions (register-task-definition --cli-input-json).
     #[arg(long, env = "GOPHERMESH_TASKDEFS_DIR", default_value = "taskdefs")]
-    pub taskdefs_dir: PathBuf,
+    pub(crate) taskdefs_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ImagesWhat {
+pub(crate) enum ImagesWhat {
     /// Build gophermesh/requester, gophermesh/distributor:v1/:v2 and gophermesh/envoy
     /// offline with podman, FROM scratch (needs podman and runc; release binaries).
     Build(ImagesBuildArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ImagesBuildArgs {
+pub(crate) struct ImagesBuildArgs {
     /// Where the requester and distributor binaries are (use release builds; debug
     /// builds make images far larger). Default: next to gophermesh.
     #[arg(long, env = "GOPHERMESH_BIN_DIR")]
-    pub bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
 
     /// The Envoy for the sidecar image. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
-    pub envoy_bin: Option<PathBuf>,
+    pub(crate) envoy_bin: Option<PathBuf>,
 
     /// Where the build contexts and podman's containers.conf go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RenderWhat {
+pub(crate) enum RenderWhat {
     /// Write the task definitions with placeholders filled from the environment.
     Taskdefs(RenderArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RenderArgs {
+pub(crate) struct RenderArgs {
     /// Directory of task definitions with ${...} placeholders.
     #[arg(long, env = "GOPHERMESH_TASKDEFS_DIR", default_value = "taskdefs")]
-    pub taskdefs_dir: PathBuf,
+    pub(crate) taskdefs_dir: PathBuf,
 
     /// Where to write the rendered files (created if missing).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// Flags of `gophermesh up`.
 #[derive(Debug, Clone, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
 
     /// Where the requester is reached from this machine (its Envoy's ingress listener).
     #[arg(long, env = "REQUESTER_PORT", default_value_t = 8080)]
-    pub requester_port: u16,
+    pub(crate) requester_port: u16,
 
     /// Loopback port of the control API (`status`, `route set`, `apply` talk to it).
     #[arg(long, env = "GOPHERMESH_CONTROL_PORT", default_value_t = 9990)]
-    pub control_port: u16,
+    pub(crate) control_port: u16,
 
     /// Loopback port of the ADS (xDS) server the Envoys connect to; 0 picks a free one.
     #[arg(long, env = "GOPHERMESH_XDS_PORT", default_value_t = 0)]
-    pub xds_port: u16,
+    pub(crate) xds_port: u16,
 
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
-    pub envoy_bin: Option<PathBuf>,
+    pub(crate) envoy_bin: Option<PathBuf>,
 
     /// Worker threads per Envoy.
     #[arg(long, default_value_t = 1)]
-    pub envoy_concurrency: u16,
+    pub(crate) envoy_concurrency: u16,
 
     /// Envoy's log level (trace, debug, info, warning, error, critical, off).
     #[arg(long, default_value = "warning")]
-    pub envoy_log_level: String,
+    pub(crate) envoy_log_level: String,
 
     /// Where the requester and distributor binaries are. Default: next to gophermesh.
     #[arg(long, env = "GOPHERMESH_BIN_DIR")]
-    pub bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
 
     /// Run each task in its own network namespace, as `awsvpc` does on ECS (needs root):
     /// names resolve through /etc/netns/NS/hosts, the task definition's APPMESH
     /// proxyConfiguration becomes the CNI plugin's iptables rules, Envoy runs as its
     /// container's user (1337), and apps call their backends with no proxy setting.
     #[arg(long)]
-    pub netns: bool,
+    pub(crate) netns: bool,
 
     /// Benchmark aid, repeatable: NODE's Envoy answers inbound requests itself with a fixed
     /// distributor answer (host `envoy-direct-response`) instead of forwarding to the app.
     /// `gophermesh bench` uses it to measure what the Envoys alone cost.
     #[arg(long, value_name = "NODE")]
-    pub answer_at_envoy: Vec<String>,
+    pub(crate) answer_at_envoy: Vec<String>,
 
     /// Run each task definition as a podman pod of containers from the gophermesh images
     /// (built first when missing), on the --netns network (needs root, podman and runc).
     #[arg(long)]
-    pub containers: bool,
+    pub(crate) containers: bool,
 
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 
     /// Loopback port of the App Mesh API (`aws appmesh ... --endpoint-url
     /// http://127.0.0.1:PORT`); 0 picks a free one.
     #[arg(long, env = "GOPHERMESH_API_PORT", default_value_t = 9991)]
-    pub api_port: u16,
+    pub(crate) api_port: u16,
 
     /// Keep the mesh in a durable store in DIR: every accepted change is written there
     /// before it is acknowledged, and the next `up --data-dir DIR` starts from it (mesh/ is
     /// only read to seed an empty store). Without it the state lives in memory.
     #[arg(long, env = "GOPHERMESH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// Start with no mesh resources at all (mesh/ is not read): the tasks start and their
     /// sidecars wait until the mesh is created through the App Mesh API.
     #[arg(long)]
-    pub empty: bool,
+    pub(crate) empty: bool,
 
     /// With --api-secret-access-key: App Mesh API calls must be signed (SigV4) with these
     /// credentials; unsigned or wrongly signed calls get 403.
@@ -228,7 +228,7 @@ pub struct UpArgs {
         env = "GOPHERMESH_API_ACCESS_KEY_ID",
         requires = "api_secret_access_key"
     )]
-    pub api_access_key_id: Option<String>,
+    pub(crate) api_access_key_id: Option<String>,
 
     /// The secret key that goes with --api-access-key-id.
     #[arg(
@@ -237,11 +237,11 @@ pub struct UpArgs {
         requires = "api_access_key_id",
         hide_env_values = true
     )]
-    pub api_secret_access_key: Option<String>,
+    pub(crate) api_secret_access_key: Option<String>,
 
     /// The region in the ARNs the App Mesh API reports.
     #[arg(long, env = "GOPHERMESH_API_REGION", default_value = "us-east-1")]
-    pub api_region: String,
+    pub(crate) api_region: String,
 
     /// The account id in the ARNs the App Mesh API reports.
     #[arg(
@@ -249,59 +249,59 @@ pub struct UpArgs {
         env = "GOPHERMESH_API_ACCOUNT_ID",
         default_value = "000000000000"
     )]
-    pub api_account_id: String,
+    pub(crate) api_account_id: String,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
 
     /// A short run (2 s per scenario, 10 shifts): checks that every figure can be made.
     #[arg(long)]
-    pub quick: bool,
+    pub(crate) quick: bool,
 
     /// Where bench.json and bench.svg go (created if missing).
     #[arg(long, default_value = "bench-results")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 
     /// Seconds of measured load per scenario (after a warm-up). Default 10, or 2 with --quick.
     #[arg(long)]
-    pub duration: Option<u64>,
+    pub(crate) duration: Option<u64>,
 
     /// Connections kept open by the load generator (the fixed concurrency).
     #[arg(long, default_value_t = 16)]
-    pub concurrency: u32,
+    pub(crate) concurrency: u32,
 
     /// Threads of the load generator.
     #[arg(long, default_value_t = 1)]
-    pub load_threads: u32,
+    pub(crate) load_threads: u32,
 
     /// Route shifts to time. Default 50, or 10 with --quick.
     #[arg(long)]
-    pub shifts: Option<u32>,
+    pub(crate) shifts: Option<u32>,
 
     /// Mesh sizes (virtual nodes) for the control-plane scaling run.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
-    pub scale: Vec<u32>,
+    pub(crate) scale: Vec<u32>,
 
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
-    pub envoy_bin: Option<PathBuf>,
+    pub(crate) envoy_bin: Option<PathBuf>,
 
     /// Where the requester and distributor binaries are. Default: next to gophermesh.
     #[arg(long, env = "GOPHERMESH_BIN_DIR")]
-    pub bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
 }
 
 /// How the CLI reaches a running `gophermesh up`.
 #[derive(Debug, Clone, Args)]
-pub struct ControlArgs {
+pub(crate) struct ControlArgs {
     /// The control API of the running mesh.
     #[arg(
         long,
         env = "GOPHERMESH_CONTROL_URL",
         default_value = "http://127.0.0.1:9990"
     )]
-    pub control_url: String,
+    pub(crate) control_url: String,
 }

@@ -1,17 +1,24 @@
-//! The `gophermesh` command's library: each subcommand is a module with a `run` function
-//! that `main` calls.
+//! The `gophermesh` library: everything the `gophermesh` command runs, apart from the
+//! command line itself.
+//!
+//! ```text
+//! config     typed configuration of the long-running commands (up, bench)
+//! api/       the App Mesh REST API (appmesh/, sigv4) and the control API (control)
+//! runtime/   running tasks here: the Backend trait with loopback, namespaces and pods
+//!            backends; Envoy (bootstrap, arguments, admin), supervision, images, publish
+//! bench/     what the mesh costs: load, report, scale, the hello floor
+//! progress   the `==>` progress lines
+//! ```
+//!
+//! The control plane (store, persistence, cache, translation, ADS) is the `controlplane`
+//! crate; the mesh model is `meshmodel`. The command layer (`cli`, `commands/`) lives in
+//! the binary, so nothing here can import it. The rule: `commands -> {api, runtime,
+//! controlplane} -> meshmodel`; `api -> controlplane`; the runtime reads only the control
+//! plane's placement types.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod api;
 pub mod bench;
-pub mod cli;
-pub mod client;
-pub mod controlplane;
-pub mod hello;
-pub mod images;
-pub mod netns;
-pub mod pods;
-pub mod render;
-pub mod supervise;
-pub mod up;
-pub mod validate;
+pub mod config;
+pub mod progress;
+pub mod runtime;

@@ -1,21 +1,29 @@
 //! `gophermesh`: check the mesh and task definitions, render them for AWS, and run the
 //! mesh on this machine with real Envoy sidecars.
+//!
+//! The binary is the command layer: `cli` (every flag) and `commands/` (one file per
+//! subcommand, turning flags into the library's typed configuration). The library
+//! (`gophermesh`, see its `lib.rs`) never imports it.
 #![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use common::config::TelemetryArgs;
-use gophermesh::cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
+
+use cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate(args) => gophermesh::validate::run(&args),
+        Command::Validate(args) => commands::validate::run(&args),
         Command::Render {
             what: RenderWhat::Taskdefs(args),
-        } => gophermesh::render::run(&args),
+        } => commands::render::run(&args),
         Command::Up(args) => {
             let telemetry = TelemetryArgs {
                 log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
@@ -28,16 +36,19 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let result = gophermesh::up::run(&args).await;
+            let result = match commands::up::config(args) {
+                Ok(config) => commands::up::run(config).await,
+                Err(e) => Err(e),
+            };
             guard.shutdown();
             result
         }
         Command::Images {
             what: ImagesWhat::Build(args),
-        } => gophermesh::images::run(&args),
-        Command::Bench(args) => gophermesh::bench::run(&args).await,
-        Command::BenchHello { listen } => gophermesh::hello::run(listen).await,
-        Command::Status { control, json } => gophermesh::client::status(&control, json).await,
+        } => commands::images::run(&args),
+        Command::Bench(args) => commands::bench::run(args).await,
+        Command::BenchHello { listen } => gophermesh::bench::hello::run(listen).await,
+        Command::Status { control, json } => commands::status::run(&control, json).await,
         Command::Route {
             what:
                 RouteWhat::Set {
@@ -47,10 +58,8 @@ async fn main() -> ExitCode {
                     save,
                     control,
                 },
-        } => {
-            gophermesh::client::route_set(&control, router.as_deref(), &route, &weights, save).await
-        }
-        Command::Apply { file, control } => gophermesh::client::apply(&control, &file).await,
+        } => commands::route::run(&control, router.as_deref(), &route, &weights, save).await,
+        Command::Apply { file, control } => commands::apply::run(&control, &file).await,
     };
     match result {
         Ok(code) => code,

@@ -23,3 +23,24 @@ pub mod taskdef;
 pub use mesh::Mesh;
 pub use problem::{Problem, Problems};
 pub use resource::{Key, Kind, Resource};
+
+/// Loads and checks a mesh directory and a task definitions directory together: the mesh
+/// and its tasks, or every problem found in either.
+pub fn load(
+    mesh_dir: &std::path::Path,
+    taskdefs_dir: &std::path::Path,
+) -> Result<(Mesh, Vec<taskdef::Task>), Problems> {
+    let mesh = Mesh::load_dir(mesh_dir);
+    let defs = taskdef::load_dir(taskdefs_dir);
+    match (mesh, defs) {
+        (Ok(mesh), Ok(defs)) => {
+            let tasks = taskdef::check(&mesh, &defs)?;
+            Ok((mesh, tasks))
+        }
+        (Err(Problems(mut a)), Err(Problems(b))) => {
+            a.extend(b);
+            Err(Problems(a))
+        }
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+    }
+}

@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gophermesh::progress::UpAddresses;
+
 /// Where `cargo build` put the workspace's binaries: `target/<profile>/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
@@ -196,24 +198,47 @@ pub fn tool(name: &str) -> PathBuf {
     );
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A directory of its own under the system's temporary directory, removed (with all it
+/// holds) when dropped. Dereferences to its path.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name starts with `gophermesh-LABEL-`.
+    pub fn new(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!(
+            "gophermesh-{label}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
 }
 
-/// Waits up to `limit` for something to accept TCP connections at `addr`.
-pub fn wait_for_port(addr: SocketAddr, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
     }
-    false
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A child process killed (with its process group) when dropped.
@@ -323,9 +348,6 @@ impl LocalMesh {
             require_podman();
         }
         let envoy = tool("envoy");
-        let requester_port = free_port();
-        let control_port = free_port();
-        let api_port = free_port();
         let path = format!(
             "{}:{}",
             envoy.parent().expect("envoy dir").display(),
@@ -336,11 +358,11 @@ impl LocalMesh {
             .args([
                 "up",
                 "--requester-port",
-                &requester_port.to_string(),
+                "0",
                 "--control-port",
-                &control_port.to_string(),
+                "0",
                 "--api-port",
-                &api_port.to_string(),
+                "0",
                 "--bin-dir",
             ])
             .arg(bin_dir())
@@ -357,34 +379,47 @@ impl LocalMesh {
             .spawn()
             .expect("gophermesh up starts");
         let output = Arc::new(Mutex::new(String::new()));
+        let addresses = Arc::new(Mutex::new(UpAddresses::default()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
             let sink = output.clone();
+            let seen = addresses.clone();
             let ready = ready_tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if line == "ready" {
                         let _ = ready.send(());
                     }
+                    seen.lock().expect("lock").read(&line);
                     let mut out = sink.lock().expect("lock");
                     out.push_str(&line);
                     out.push('\n');
                 }
             });
         }
-        let mesh = Self {
+        let mut mesh = Self {
             child: Some(child),
-            requester: format!("http://127.0.0.1:{requester_port}"),
-            control: format!("http://127.0.0.1:{control_port}"),
-            api: format!("http://127.0.0.1:{api_port}"),
+            requester: String::new(),
+            control: String::new(),
+            api: String::new(),
             output,
             mode,
         };
         if ready_rx.recv_timeout(Duration::from_secs(90)).is_err() {
             panic!("gophermesh up did not get ready:\n{}", mesh.output());
+        }
+        let seen = addresses.lock().expect("lock").clone();
+        match (seen.requester, seen.control, seen.appmesh) {
+            (Some(requester), Some(control), Some(api)) => {
+                (mesh.requester, mesh.control, mesh.api) = (requester, control, api);
+            }
+            _ => panic!(
+                "gophermesh up did not say where it listens:\n{}",
+                mesh.output()
+            ),
         }
         mesh
     }
@@ -448,14 +483,10 @@ impl Drop for LocalMesh {
     }
 }
 
-/// A copy of the shipped mesh/ and taskdefs/ in a fresh temp dir.
-pub fn copy_of_shipped(label: &str) -> PathBuf {
+/// A copy of the shipped mesh/ and taskdefs/ in a fresh temp dir, removed when dropped.
+pub fn copy_of_shipped(label: &str) -> TempDir {
     let root = repo_root();
-    let dir = std::env::temp_dir().join(format!(
-        "gophermesh-{label}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = TempDir::new(label);
     for sub in ["mesh", "taskdefs"] {
         copy_dir(&root.join(sub), &dir.join(sub));
     }

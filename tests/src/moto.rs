@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{Guard, bin, free_port, repo_root, tool, wait_for_port};
+use std::io::{BufRead, BufReader};
+
+use crate::{Guard, bin, repo_root, tool};
 
 /// What `gophermesh render taskdefs` needs.
 pub const RENDER_ENV: [(&str, &str); 3] = [
@@ -26,20 +28,29 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let port = free_port();
-        let server = Guard(
-            Command::new(tool("moto_server"))
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("moto_server starts"),
-        );
-        assert!(
-            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
-            "moto_server did not listen"
-        );
-        let endpoint = format!("http://127.0.0.1:{port}");
+        // Port 0: moto (werkzeug) binds a free port and says which on stderr.
+        let mut child = Command::new(tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let server = Guard(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line
+                    .split_once("Running on ")
+                    .map(|(_, u)| u.trim().to_owned())
+                {
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let endpoint = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("moto_server says where it listens within 30 s");
         let mut moto = Self {
             _server: server,
             endpoint,

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::moto::Moto;
-use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool, until_routes_acked};
 use serde_json::Value;
+use tests::moto::Moto;
+use tests::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool, until_routes_acked};
 
 const KEY_ID: &str = "AKIDGOPHERMESHTEST";
 const SECRET: &str = "gophermesh/test/secret+key";

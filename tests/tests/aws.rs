@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use e2e::moto::{Moto, RENDER_ENV};
-use e2e::{bin, free_port, repo_root, tool};
 use serde_json::Value;
+use tests::moto::{Moto, RENDER_ENV};
+use tests::{TempDir, bin, repo_root, tool};
 
 fn render_taskdefs(out: &Path) {
     let status = Command::new(bin("gophermesh"))
@@ -102,18 +102,12 @@ fn every_shipped_file_passes_botocore_validation() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
 }
 
-fn tempdir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gophermesh-{label}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn tempdir(label: &str) -> TempDir {
+    TempDir::new(label)
 }
 
 /// A copy of mesh/ and taskdefs/ in a temp dir, for breaking one thing at a time.
-fn copy_of_shipped() -> PathBuf {
+fn copy_of_shipped() -> TempDir {
     let root = repo_root();
     let dir = tempdir("copy");
     for sub in ["mesh", "taskdefs"] {

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use e2e::{bin, bin_dir, repo_root, tool};
 use serde_json::Value;
+use tests::{bin, bin_dir, repo_root, tool};
 
 fn positive(v: &Value, what: &str) -> f64 {
     let x = v

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{
+use serde_json::Value;
+use tests::{
     LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root, require_podman,
     require_root_for_netns, until_routes_acked,
 };
-use serde_json::Value;
 
 const SERVICE_IMAGES: [&str; 3] = [
     "gophermesh/requester:latest",
@@ -61,7 +61,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
         .arg("--state-dir")
         .arg(&state)
         .arg("--envoy-bin")
-        .arg(e2e::tool("envoy"))
+        .arg(tests::tool("envoy"))
         .output()
         .expect("images build runs");
     let said = format!(
@@ -209,5 +209,5 @@ async fn images_build_offline_and_tasks_run_as_pods() {
         !pods.lines().any(|n| n.starts_with(&prefix)),
         "pods left: {pods}"
     );
-    assert_eq!(e2e::namespaces_named(&prefix), Vec::<String>::new());
+    assert_eq!(tests::namespaces_named(&prefix), Vec::<String>::new());
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use e2e::{LocalMesh, Mode, client, compare, copy_of_shipped, count, until_routes_acked};
 use serde_json::Value;
+use tests::{LocalMesh, Mode, client, compare, copy_of_shipped, count, until_routes_acked};
 
 /// Pearson's chi-square statistic of (v1, v2) counts against expected shares.
 fn chi_square(report: &Value, v1_share: f64) -> f64 {
@@ -23,7 +23,7 @@ macro_rules! in_each_mode {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(e2e::Mode::Loopback).await;
+                    super::$name(tests::Mode::Loopback).await;
                 }
             )*
         }
@@ -31,7 +31,7 @@ macro_rules! in_each_mode {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(e2e::Mode::Netns).await;
+                    super::$name(tests::Mode::Netns).await;
                 }
             )*
         }
@@ -49,12 +49,12 @@ in_each_mode!(
 mod containers {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_walkthrough_runs_locally_and_shifts_live() {
-        super::the_walkthrough_runs_locally_and_shifts_live(e2e::Mode::Containers).await;
+        super::the_walkthrough_runs_locally_and_shifts_live(tests::Mode::Containers).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shifting_weights_under_load_fails_no_request() {
-        super::shifting_weights_under_load_fails_no_request(e2e::Mode::Containers).await;
+        super::shifting_weights_under_load_fails_no_request(tests::Mode::Containers).await;
     }
 }
 
@@ -241,7 +241,7 @@ async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
         let (code, said) = tokio::task::spawn_blocking({
             let m = control.clone();
             move || {
-                let out = std::process::Command::new(e2e::bin("gophermesh"))
+                let out = std::process::Command::new(tests::bin("gophermesh"))
                     .args([
                         "route",
                         "set",
@@ -460,7 +460,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
             mesh.output()
         );
     }
-    assert_eq!(e2e::namespaces_named(&prefix), Vec::<String>::new());
+    assert_eq!(tests::namespaces_named(&prefix), Vec::<String>::new());
     let etc_left: Vec<String> = std::fs::read_dir("/etc/netns")
         .into_iter()
         .flatten()
@@ -474,16 +474,16 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
 fn up_refuses_a_broken_mesh_and_starts_nothing() {
     let dir = copy_of_shipped("broken");
     std::fs::write(dir.join("mesh/routes/distributor.json"), "{ not json").expect("write");
-    let out = std::process::Command::new(e2e::bin("gophermesh"))
+    let out = std::process::Command::new(tests::bin("gophermesh"))
         .current_dir(&dir)
         .args([
             "up",
             "--requester-port",
-            &e2e::free_port().to_string(),
+            "0",
             "--control-port",
-            &e2e::free_port().to_string(),
+            "0",
             "--api-port",
-            &e2e::free_port().to_string(),
+            "0",
         ])
         .output()
         .expect("runs");

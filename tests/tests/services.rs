@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use e2e::fakes::{self, OtlpReceiver, PatternProxy};
-use e2e::{Service, client, run_to_end};
 use serde_json::Value;
+use tests::fakes::{self, OtlpReceiver, PatternProxy};
+use tests::{Service, client, run_to_end};
 
 fn distributor(version: &str, extra: &[&str]) -> Service {
     let mut args = vec!["--listen", "127.0.0.1:0", "--version-tag", version];

@@ -9,6 +9,7 @@
 //! Also: RSS idle and at peak, time from exec to the first answer, route-shift propagation
 //! and the control plane's push time and RSS for generated meshes of growing size.
 
+pub mod hello;
 pub mod load;
 pub mod report;
 pub mod scale;
@@ -23,14 +24,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::cli::BenchArgs;
-use crate::up::free_port;
+use crate::config::BenchConfig;
+use crate::progress::{UpAddresses, say};
+use crate::runtime::{bin_dir, envoy, images};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
 use report::{Memory, Report, ScalePoint, Shifts};
-
-fn say(message: impl std::fmt::Display) {
-    println!("==> {message}");
-}
 
 /// A process the benchmark started; killed when dropped.
 #[derive(Debug)]
@@ -40,30 +38,51 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
+    /// Starts a service that listens on port 0 and logs (as JSON) the address it bound
+    /// (`"message": "... listening", "addr": ...`); waits up to 10 s for that line.
+    async fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<(Self, String)> {
         let mut command = Command::new(program);
         command
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                "warn,requester=info,requester::routes=warn,distributor=info",
+            )
+            .env("LOG_FORMAT", "json")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
-        Ok(Self {
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with(" listening"))
+                {
+                    return event["addr"].as_str().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .with_context(|| format!("{name} did not say where it listens within 10 s"))?;
+        // Keep reading so that the service never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let proc = Self {
             name: name.to_owned(),
             child,
-        })
+        };
+        Ok((proc, format!("http://{addr}")))
     }
 
     fn pid(&self) -> anyhow::Result<u32> {
@@ -168,8 +187,9 @@ impl Bench {
         Ok(out)
     }
 
-    fn service(&self, name: &str, port: u16, extra: &[String]) -> anyhow::Result<Proc> {
-        let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+    /// Starts service `name` (or the hello floor) on a port of its own; it and its URL.
+    async fn service(&self, name: &str, extra: &[String]) -> anyhow::Result<(Proc, String)> {
+        let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
         args.extend_from_slice(extra);
         let program = if name == "hello" {
             args.insert(0, "bench-hello".to_owned());
@@ -184,7 +204,7 @@ impl Bench {
                 self.bin_dir.display()
             );
         }
-        Proc::spawn(name, &program, &args, &[])
+        Proc::spawn(name, &program, &args).await
     }
 
     /// Exec to first answer (median of 5) and idle RSS of a service.
@@ -192,15 +212,16 @@ impl Bench {
         let mut times = Vec::new();
         let mut idle = 0.0;
         for _ in 0..5 {
-            let port = free_port()?;
-            let p = self.service(name, port, extra)?;
-            let took = until_ok(
+            let exec = Instant::now();
+            let (p, url) = self.service(name, extra).await?;
+            until_ok(
                 &self.http,
-                &format!("http://127.0.0.1:{port}/health"),
+                &format!("{url}/health"),
                 Duration::from_secs(10),
             )
             .await?;
-            times.push(took.as_secs_f64() * 1000.0);
+            times.push(exec.elapsed().as_secs_f64() * 1000.0);
+            // Idle: after the start-up work has settled.
             tokio::time::sleep(Duration::from_millis(300)).await;
             idle = memory_mib(p.pid()?, "VmRSS")?;
         }
@@ -216,8 +237,6 @@ impl Bench {
         taskdefs: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Up> {
-        let requester_port = free_port()?;
-        let control_port = free_port()?;
         let state = self.work.join(label);
         let mut command = Command::new(&self.me);
         command
@@ -226,9 +245,14 @@ impl Bench {
             .arg(mesh)
             .arg("--taskdefs-dir")
             .arg(taskdefs)
-            .args(["--requester-port", &requester_port.to_string()])
-            .args(["--control-port", &control_port.to_string()])
-            .args(["--api-port", "0"])
+            .args([
+                "--requester-port",
+                "0",
+                "--control-port",
+                "0",
+                "--api-port",
+                "0",
+            ])
             .arg("--bin-dir")
             .arg(&self.bin_dir)
             .arg("--envoy-bin")
@@ -244,16 +268,24 @@ impl Bench {
         let mut child = command.spawn().context("cannot start gophermesh up")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut addresses = UpAddresses::default();
         let ready = tokio::time::timeout(Duration::from_secs(120), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line == "ready" {
                     return true;
                 }
+                addresses.read(&line);
             }
             false
         })
         .await
         .unwrap_or(false);
+        let (Some(requester), Some(control)) = (addresses.requester, addresses.control) else {
+            bail!(
+                "gophermesh up ({label}) did not say where it listens; its logs are in {}",
+                state.display()
+            );
+        };
         if !ready {
             bail!(
                 "gophermesh up ({label}) did not get ready; its logs are in {}",
@@ -262,11 +294,18 @@ impl Bench {
         }
         // Keep reading so that `up` never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let up = Up {
+        let mut up = Up {
             child,
-            requester: format!("http://127.0.0.1:{requester_port}"),
-            control: format!("http://127.0.0.1:{control_port}"),
+            requester,
+            control,
         };
+        // Load goes to the requester task's Envoy itself, as on ECS, not through the port
+        // `up` publishes for people.
+        let status = up.status(&self.http).await?;
+        let ingress = status["placements"]["requester"]["ingress"]
+            .as_str()
+            .context("status names no ingress for the requester")?;
+        up.requester = format!("http://{ingress}");
         Ok(up)
     }
 }
@@ -416,11 +455,11 @@ fn image_sizes() -> Value {
         return json!({"note": "podman does not run here"});
     }
     let mut sizes = serde_json::Map::new();
-    for image in [
-        "gophermesh/requester:latest",
-        "gophermesh/distributor:v1",
-        "gophermesh/distributor:v2",
-    ] {
+    for image in images::IMAGES
+        .iter()
+        .filter(|i| !i.is_envoy())
+        .map(|i| i.name)
+    {
         let size = std::process::Command::new("podman")
             .args(["image", "inspect", "--format", "{{.Size}}", image])
             .output()
@@ -462,24 +501,23 @@ fn machine() -> BTreeMap<String, String> {
     m
 }
 
-pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let duration = args.duration.unwrap_or(if args.quick { 2 } else { 10 });
-    let shifts = args.shifts.unwrap_or(if args.quick { 10 } else { 50 });
+    let (duration, shifts) = (args.duration, args.shifts);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let work = std::path::absolute(args.out.join("work"))?;
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let me = std::env::current_exe()?;
-    let bin_dir = crate::up::bin_dir(args.bin_dir.as_deref())?;
+    let bin_dir = bin_dir(args.bin_dir.as_deref())?;
     let bench = Bench {
         wrk: Wrk::new(&work, args.load_threads, args.concurrency)?,
         http: reqwest::Client::builder().no_proxy().build()?,
         duration,
         rounds: if args.quick { 2 } else { 5 },
         warmup: if args.quick { 1 } else { 3 },
-        envoy: std::path::absolute(crate::up::find_envoy(args.envoy_bin.as_deref())?)?,
+        envoy: std::path::absolute(envoy::find(args.envoy_bin.as_deref())?)?,
         bin_dir,
         me,
         work: work.clone(),
@@ -517,13 +555,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     // 1. The floor (a minimal hyper server) and 2. the distributor directly, side by side.
-    let port = free_port()?;
-    let hello = bench.service("hello", port, &[])?;
-    let hello_url = format!("http://127.0.0.1:{port}/");
+    let (hello, hello_url) = bench.service("hello", &[]).await?;
+    let hello_url = format!("{hello_url}/");
     until_ok(&bench.http, &hello_url, Duration::from_secs(10)).await?;
-    let dport = free_port()?;
-    let distributor = bench.service("distributor", dport, &[])?;
-    let durl = format!("http://127.0.0.1:{dport}/");
+    let (distributor, durl) = bench.service("distributor", &[]).await?;
+    let durl = format!("{durl}/");
     until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
     let dpid = distributor.pid()?;
     let measured = bench
@@ -549,13 +585,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     drop(hello);
 
     // 3. The requester calling the distributor directly.
-    let rport = free_port()?;
-    let requester = bench.service(
-        "requester",
-        rport,
-        &["--distributor-url".to_owned(), durl.clone()],
-    )?;
-    let rurl = format!("http://127.0.0.1:{rport}/");
+    let (requester, rurl) = bench
+        .service("requester", &["--distributor-url".to_owned(), durl.clone()])
+        .await?;
+    let rurl = format!("{rurl}/");
     until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
     let rpid = requester.pid()?;
     let measured = bench

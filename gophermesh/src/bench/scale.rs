@@ -94,11 +94,7 @@ mod tests {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../taskdefs");
         let count = generate(&dir, 25, &shipped).expect("generated");
         assert_eq!(count, 1 + 4 * 24 + 1);
-        let source = crate::cli::SourceArgs {
-            mesh_dir: dir.join("mesh"),
-            taskdefs_dir: dir.join("taskdefs"),
-        };
-        let (mesh, tasks) = crate::validate::load(&source)
+        let (mesh, tasks) = meshmodel::load(&dir.join("mesh"), &dir.join("taskdefs"))
             .unwrap_or_else(|p| panic!("the generated mesh has problems: {p:?}"));
         assert_eq!(mesh.virtual_nodes.len(), 25);
         assert_eq!(tasks.len(), 1);

@@ -8,7 +8,7 @@ use crate::cli::RenderArgs;
 
 /// Renders every task definition into `--out`; a missing variable stops with its name
 /// before anything is written.
-pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let mut files: Vec<_> = std::fs::read_dir(&args.taskdefs_dir)
         .with_context(|| format!("cannot read {}", args.taskdefs_dir.display()))?
         .filter_map(Result::ok)

@@ -58,7 +58,7 @@ pub fn task_ip(index: usize) -> anyhow::Result<Ipv4Addr> {
 
 /// Runs `program args`; an error carries the command and what it printed.
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    crate::supervise::run_checked(
+    super::supervise::run_checked(
         Command::new(program).args(args),
         &format!("cannot run {program} (is it installed? scripts/setup.sh installs iproute2 and iptables)"),
     )

@@ -2,8 +2,9 @@
 //! Envoy, over which it receives its clusters, listeners and route configurations, and
 //! answers each with an ACK or a NACK.
 //!
-//! Each stream follows the store: a new snapshot is pushed to every Envoy that subscribed,
-//! for each resource type whose content changed for that Envoy. A NACK is logged and kept
+//! Each stream follows the snapshot cache ([`crate::cache`]): a new snapshot is pushed to
+//! every Envoy that subscribed, for each resource type whose content changed for that
+//! Envoy. The server never translates; it asks the cache for the node's resources. A NACK is logged and kept
 //! for `gophermesh status`; the Envoy keeps its last good configuration, and the store is
 //! not rolled back (the next good change supersedes it).
 
@@ -19,14 +20,15 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::store::{Snapshot, Store};
-use super::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use crate::cache::Cache;
+use crate::store::Snapshot;
+use crate::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// A configuration an Envoy refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,21 +85,41 @@ pub fn short_type(type_url: &str) -> &str {
     }
 }
 
-/// The ADS service over the store.
+/// The ADS service over the snapshot cache.
 #[derive(Debug, Clone)]
 pub struct Ads {
-    store: Store,
+    cache: Cache,
     statuses: EnvoyStatuses,
 }
 
 impl Ads {
-    pub fn new(store: Store, statuses: EnvoyStatuses) -> Self {
-        Self { store, statuses }
+    pub fn new(cache: Cache, statuses: EnvoyStatuses) -> Self {
+        Self { cache, statuses }
     }
 
     /// The tonic service, ready for `Server::add_service`.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// Serves one ADS stream of `inbound` requests; the responses arrive on the receiver.
+    fn open<S>(&self, inbound: S) -> mpsc::Receiver<Result<DiscoveryResponse, Status>>
+    where
+        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let stream = AdsStream {
+            cache: self.cache.clone(),
+            statuses: self.statuses.clone(),
+            tx,
+            node: None,
+            subscriptions: HashMap::new(),
+            nonce: 0,
+            opened: Instant::now(),
+            first_acks: Vec::new(),
+        };
+        tokio::spawn(stream.run(inbound));
+        rx
     }
 }
 
@@ -113,19 +135,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let stream = AdsStream {
-            store: self.store.clone(),
-            statuses: self.statuses.clone(),
-            tx,
-            node: None,
-            subscriptions: HashMap::new(),
-            nonce: 0,
-            opened: Instant::now(),
-            first_acks: Vec::new(),
-        };
-        tokio::spawn(stream.run(inbound));
+        let rx = self.open(request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -149,7 +159,7 @@ struct Subscription {
 }
 
 struct AdsStream {
-    store: Store,
+    cache: Cache,
     statuses: EnvoyStatuses,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     node: Option<String>,
@@ -161,11 +171,14 @@ struct AdsStream {
 }
 
 impl AdsStream {
-    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let mut snapshots = self.store.subscribe();
+    async fn run<S>(mut self, mut inbound: S)
+    where
+        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
+    {
+        let mut snapshots = self.cache.subscribe();
         loop {
             tokio::select! {
-                message = inbound.message() => match message {
+                message = inbound.next() => match message.transpose() {
                     Ok(Some(request)) => {
                         if let Err(status) = self.on_request(request).await {
                             let _ = self.tx.send(Err(status)).await;
@@ -215,7 +228,7 @@ impl AdsStream {
                 )));
             };
             let node = node.to_owned();
-            let snapshot = self.store.current();
+            let snapshot = self.cache.current();
             if !snapshot.mesh.virtual_nodes.contains_key(&node) {
                 tracing::warn!(
                     node,
@@ -244,7 +257,7 @@ impl AdsStream {
                 return Ok(());
             }
             if let Some(error) = &request.error_detail {
-                let version = self.store.current().version.to_string();
+                let version = self.cache.current().version.to_string();
                 tracing::warn!(node, resource = short, message = %error.message, "Envoy refused the configuration (NACK); it keeps serving its last good one");
                 self.statuses.update(&node, |s| {
                     s.last_nack = Some(Nack {
@@ -279,7 +292,7 @@ impl AdsStream {
                 return Ok(());
             }
         }
-        let snapshot = self.store.current();
+        let snapshot = self.cache.current();
         if !self.send(&snapshot, &type_url, true).await {
             return Err(Status::unavailable("the stream is closed"));
         }
@@ -290,7 +303,7 @@ impl AdsStream {
     /// they are the same as last sent. Returns false when the stream is gone.
     async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
         let node = self.node.clone().unwrap_or_default();
-        let resources = translate::for_node(snapshot, &node).unwrap_or_default();
+        let resources = self.cache.resources(snapshot, &node).unwrap_or_default();
         let Some(all) = resources.of_type(type_url) else {
             tracing::debug!(
                 node,
@@ -339,4 +352,220 @@ impl AdsStream {
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::google::protobuf::Any;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+    use super::*;
+    use crate::meta::Identity;
+    use crate::store::Store;
+    use crate::translate::NodeResources;
+
+    /// A cache whose clusters change with every snapshot version while the listeners
+    /// stay the same, so the protocol is tested without the translation.
+    fn fake_cache() -> (Store, Cache) {
+        let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+        let cache = Cache::with_builder(
+            store.clone(),
+            Arc::new(|s: &Snapshot, node: &str| {
+                let any = |t: &str, v: String| Any {
+                    type_url: t.to_owned(),
+                    value: v.into_bytes(),
+                };
+                (node == "a").then(|| NodeResources {
+                    clusters: vec![("c".into(), any(CLUSTER_TYPE, format!("v{}", s.version)))],
+                    listeners: vec![("l".into(), any(LISTENER_TYPE, "same".into()))],
+                    routes: Vec::new(),
+                })
+            }),
+        );
+        (store, cache)
+    }
+
+    struct Envoy {
+        tx: mpsc::Sender<Result<DiscoveryRequest, Status>>,
+        rx: mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+        statuses: EnvoyStatuses,
+    }
+
+    fn connect(cache: &Cache) -> Envoy {
+        let statuses = EnvoyStatuses::default();
+        let ads = Ads::new(cache.clone(), statuses.clone());
+        let (tx, inbound) = mpsc::channel(16);
+        let rx = ads.open(ReceiverStream::new(inbound));
+        Envoy { tx, rx, statuses }
+    }
+
+    fn request(type_url: &str, nonce: &str, version: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node {
+                id: "mesh/m/virtualNode/a".to_owned(),
+                ..Default::default()
+            }),
+            type_url: type_url.to_owned(),
+            response_nonce: nonce.to_owned(),
+            version_info: version.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    impl Envoy {
+        async fn send(&self, r: DiscoveryRequest) {
+            self.tx.send(Ok(r)).await.expect("stream open");
+        }
+
+        async fn next(&mut self) -> Result<DiscoveryResponse, Status> {
+            tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+                .await
+                .expect("a response within 5 s")
+                .expect("stream open")
+        }
+
+        fn status(&self) -> EnvoyStatus {
+            self.statuses
+                .snapshot()
+                .remove("a")
+                .expect("a has a status")
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_record_versions_and_stale_nonces_are_ignored() {
+        let (_store, cache) = fake_cache();
+        let mut envoy = connect(&cache);
+        envoy.send(request(CLUSTER_TYPE, "", "")).await;
+        let clusters = envoy.next().await.expect("clusters");
+        assert_eq!(clusters.type_url, CLUSTER_TYPE);
+        assert_eq!(clusters.nonce, "1");
+        assert_eq!(clusters.resources.len(), 1);
+        let version = clusters.version_info.clone();
+
+        // An answer to a nonce that is not the latest is ignored: no ACK recorded.
+        envoy.send(request(CLUSTER_TYPE, "0", &version)).await;
+        // The ACK of nonce 1 is recorded, and nothing is sent back for it: the next
+        // response is the one to the listeners request that follows.
+        envoy.send(request(CLUSTER_TYPE, "1", &version)).await;
+        envoy.send(request(LISTENER_TYPE, "", "")).await;
+        let listeners = envoy.next().await.expect("listeners");
+        assert_eq!(listeners.type_url, LISTENER_TYPE);
+        assert_eq!(listeners.nonce, "2");
+        let status = envoy.status();
+        assert!(status.connected);
+        assert_eq!(status.acked.get("clusters"), Some(&version));
+        assert_eq!(status.acked.get("listeners"), None);
+        assert_eq!(status.last_nack, None);
+    }
+
+    #[tokio::test]
+    async fn a_nack_is_kept_and_the_next_change_is_pushed_only_where_it_differs() {
+        let (store, cache) = fake_cache();
+        let mut envoy = connect(&cache);
+        envoy.send(request(CLUSTER_TYPE, "", "")).await;
+        let first = envoy.next().await.expect("clusters");
+        envoy.send(request(LISTENER_TYPE, "", "")).await;
+        let listeners = envoy.next().await.expect("listeners");
+        envoy
+            .send(DiscoveryRequest {
+                error_detail: Some(RpcStatus {
+                    code: 3,
+                    message: "bad cluster".to_owned(),
+                    ..Default::default()
+                }),
+                ..request(CLUSTER_TYPE, &first.nonce, "")
+            })
+            .await;
+        envoy
+            .send(request(
+                LISTENER_TYPE,
+                &listeners.nonce,
+                &listeners.version_info,
+            ))
+            .await;
+        // Requests are handled in order: once the routes answer is here, the NACK and the
+        // ACK before it have been handled.
+        envoy.send(request(ROUTE_TYPE, "", "")).await;
+        let routes = envoy.next().await.expect("routes");
+        assert_eq!(
+            (routes.type_url.as_str(), routes.nonce.as_str()),
+            (ROUTE_TYPE, "3")
+        );
+
+        // A new snapshot changes the clusters only: exactly one push, of clusters.
+        store.set_placements(Default::default());
+        let pushed = envoy.next().await.expect("a push");
+        assert_eq!(pushed.type_url, CLUSTER_TYPE);
+        assert_ne!(pushed.version_info, first.version_info);
+        assert_eq!(pushed.nonce, "4");
+        envoy
+            .send(request(CLUSTER_TYPE, &pushed.nonce, &pushed.version_info))
+            .await;
+        // A change's pushes are sent together; the next answer is the one to this request
+        // (new route names), so the unchanged listeners and routes were not pushed.
+        envoy
+            .send(DiscoveryRequest {
+                resource_names: vec!["rds_egress".to_owned()],
+                ..request(ROUTE_TYPE, &routes.nonce, &routes.version_info)
+            })
+            .await;
+        let next = envoy.next().await.expect("routes");
+        assert_eq!(
+            (next.type_url.as_str(), next.nonce.as_str()),
+            (ROUTE_TYPE, "5")
+        );
+
+        let status = envoy.status();
+        let nack = status.last_nack.expect("the NACK is kept");
+        assert_eq!(nack.message, "bad cluster");
+        assert_eq!(nack.type_url, CLUSTER_TYPE);
+        assert_eq!(status.acked.get("clusters"), Some(&pushed.version_info));
+        assert_eq!(status.acked.get("listeners"), Some(&listeners.version_info));
+    }
+
+    #[tokio::test]
+    async fn a_node_id_that_is_not_a_virtual_node_ends_the_stream() {
+        let (_store, cache) = fake_cache();
+        let mut envoy = connect(&cache);
+        let mut bad = request(CLUSTER_TYPE, "", "");
+        bad.node = Some(Node {
+            id: "not-a-node".to_owned(),
+            ..Default::default()
+        });
+        envoy.send(bad).await;
+        let status = envoy.next().await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("not-a-node"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_marks_the_envoy_disconnected() {
+        let (_store, cache) = fake_cache();
+        let mut envoy = connect(&cache);
+        envoy.send(request(CLUSTER_TYPE, "", "")).await;
+        envoy.next().await.expect("clusters");
+        assert!(envoy.status().connected);
+        let Envoy {
+            tx,
+            mut rx,
+            statuses,
+        } = envoy;
+        drop(tx);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the stream ends within 5 s")
+                .is_none()
+        );
+        assert!(!statuses.snapshot()["a"].connected);
+        assert_eq!(statuses.snapshot()["a"].streams, 1);
+    }
 }

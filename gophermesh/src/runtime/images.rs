@@ -7,19 +7,94 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// The images, by name.
-pub const REQUESTER: &str = "gophermesh/requester:latest";
-pub const DISTRIBUTOR_V1: &str = "gophermesh/distributor:v1";
-pub const DISTRIBUTOR_V2: &str = "gophermesh/distributor:v2";
-pub const ENVOY: &str = "gophermesh/envoy:latest";
-
-const CONTAINERS_CONF: &str = include_str!("../../docker/containers.conf");
-const SCRATCH: &str = include_str!("../../docker/Containerfile.scratch");
-const ENVOY_FILE: &str = include_str!("../../docker/Containerfile.envoy");
-
-fn say(message: impl std::fmt::Display) {
-    println!("==> {message}");
+/// One image gophermesh builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Image {
+    /// The local name, `gophermesh/NAME:TAG`.
+    pub name: &'static str,
+    /// The binary it runs: `requester`, `distributor` or `envoy`.
+    pub binary: &'static str,
+    /// The OCI title label.
+    pub title: &'static str,
+    /// `GOPHER_VERSION` baked into a distributor image.
+    pub gopher_version: Option<&'static str>,
 }
+
+impl Image {
+    pub fn is_envoy(&self) -> bool {
+        self.binary == "envoy"
+    }
+}
+
+/// Every image, the services' first: the one list the builder, `up --containers`, the
+/// benchmark and the tests read.
+pub const IMAGES: [Image; 4] = [
+    Image {
+        name: "gophermesh/requester:latest",
+        binary: "requester",
+        title: "gophermesh requester",
+        gopher_version: None,
+    },
+    Image {
+        name: "gophermesh/distributor:v1",
+        binary: "distributor",
+        title: "gophermesh distributor",
+        gopher_version: Some("v1"),
+    },
+    Image {
+        name: "gophermesh/distributor:v2",
+        binary: "distributor",
+        title: "gophermesh distributor",
+        gopher_version: Some("v2"),
+    },
+    ENVOY,
+];
+
+/// The Envoy sidecar image.
+pub const ENVOY: Image = Image {
+    name: "gophermesh/envoy:latest",
+    binary: "envoy",
+    title: "gophermesh envoy sidecar",
+    gopher_version: None,
+};
+
+/// A task definition's image, as gophermesh runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The local image: the part from `gophermesh/` on
+    /// (`${IMAGE_REPOSITORY}/gophermesh/distributor:v1` -> `gophermesh/distributor:v1`).
+    pub local: String,
+    /// The binary it stands for: its last path segment without the tag (`distributor`).
+    pub binary: String,
+}
+
+impl ImageRef {
+    pub fn parse(image: &str) -> Self {
+        let local = image
+            .find("gophermesh/")
+            .map_or(image, |i| &image[i..])
+            .to_owned();
+        let without_tag =
+            image.rsplit_once(':').map_or(
+                image,
+                |(repo, tag)| {
+                    if tag.contains('/') { image } else { repo }
+                },
+            );
+        let binary = without_tag
+            .rsplit('/')
+            .next()
+            .unwrap_or(without_tag)
+            .to_owned();
+        Self { local, binary }
+    }
+}
+
+const CONTAINERS_CONF: &str = include_str!("../../../docker/containers.conf");
+const SCRATCH: &str = include_str!("../../../docker/Containerfile.scratch");
+const ENVOY_FILE: &str = include_str!("../../../docker/Containerfile.envoy");
+
+use crate::progress::say;
 
 /// podman, with the project's containers.conf.
 #[derive(Debug, Clone)]
@@ -57,7 +132,7 @@ impl Podman {
 
     /// Runs `podman ARGS`; its trimmed stdout, or an error with what it printed.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        crate::supervise::run_checked(self.command().args(args), "cannot run podman")
+        super::supervise::run_checked(self.command().args(args), "cannot run podman")
     }
 
     /// Whether the image `name` exists locally.
@@ -171,8 +246,18 @@ fn revision() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Builds every image; returns (name, size in bytes).
+/// Builds every image; returns (name, size in bytes). Builds on this machine take turns.
 pub fn build_all(
+    podman: &Podman,
+    bin_dir: &Path,
+    envoy: &Path,
+    work: &Path,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let _turn = build_lock()?;
+    build_unlocked(podman, bin_dir, envoy, work)
+}
+
+fn build_unlocked(
     podman: &Podman,
     bin_dir: &Path,
     envoy: &Path,
@@ -181,32 +266,15 @@ pub fn build_all(
     let revision = revision();
     let version = env!("CARGO_PKG_VERSION");
     let envoy = real_envoy(envoy)?;
-    let plan: [(&str, PathBuf, &str, &str, Option<&str>); 4] = [
-        (
-            REQUESTER,
-            bin_dir.join("requester"),
-            "gophermesh requester",
-            version,
-            None,
-        ),
-        (
-            DISTRIBUTOR_V1,
-            bin_dir.join("distributor"),
-            "gophermesh distributor",
-            "v1",
-            Some("v1"),
-        ),
-        (
-            DISTRIBUTOR_V2,
-            bin_dir.join("distributor"),
-            "gophermesh distributor",
-            "v2",
-            Some("v2"),
-        ),
-        (ENVOY, envoy, "gophermesh envoy sidecar", "", None),
-    ];
     let mut built = Vec::new();
-    for (name, binary, title, image_version, gopher) in plan {
+    for image in IMAGES {
+        let name = image.name;
+        let binary = if image.is_envoy() {
+            envoy.clone()
+        } else {
+            bin_dir.join(image.binary)
+        };
+        let image_version = image.gopher_version.unwrap_or(version);
         if !binary.is_file() {
             bail!(
                 "{} is missing (build it with cargo build --release --workspace --bins, or set --bin-dir)",
@@ -214,7 +282,7 @@ pub fn build_all(
             );
         }
         let dir = work.join(name.replace(['/', ':'], "-"));
-        let is_envoy = name == ENVOY;
+        let is_envoy = image.is_envoy();
         if is_envoy {
             context(
                 &dir,
@@ -241,7 +309,7 @@ pub fn build_all(
             "--build-arg".into(),
             format!("REVISION={revision}"),
             "--build-arg".into(),
-            format!("TITLE={title}"),
+            format!("TITLE={}", image.title),
         ];
         let envoy_version = if is_envoy {
             envoy_version(&binary)
@@ -259,7 +327,7 @@ pub fn build_all(
                 }
             ),
         ]);
-        if let Some(v) = gopher {
+        if let Some(v) = image.gopher_version {
             args.extend(["--build-arg".into(), format!("GOPHER_VERSION={v}")]);
         }
         args.push(dir.display().to_string());
@@ -300,23 +368,83 @@ fn envoy_version(binary: &Path) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// `gophermesh images build`.
-pub fn run(args: &crate::cli::ImagesBuildArgs) -> anyhow::Result<std::process::ExitCode> {
-    let podman = Podman::new(&args.state_dir)?;
-    let bin_dir = crate::up::bin_dir(args.bin_dir.as_deref())?;
-    let envoy = crate::up::find_envoy(args.envoy_bin.as_deref())?;
-    let work = std::path::absolute(args.state_dir.join("images"))?;
-    let built = build_all(&podman, &bin_dir, &envoy, &work)?;
-    println!();
-    for (name, size) in built {
-        println!("{name:<32} {:>7.1} MB", size as f64 / 1e6);
+/// Holds the lock that serializes image builds on this machine (two runs building the
+/// same tags at once would remove each other's images), for as long as it is kept.
+fn build_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = std::env::temp_dir().join("gophermesh-images.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the image build lock {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+}
+
+/// Builds every image unless all are there already (checked under the build lock, so
+/// runs that start together build once).
+pub fn ensure_all(
+    podman: &Podman,
+    bin_dir: &Path,
+    envoy: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let missing = || -> Vec<&str> {
+        IMAGES
+            .iter()
+            .map(|i| i.name)
+            .filter(|i| !podman.has_image(i))
+            .collect()
+    };
+    if missing().is_empty() {
+        return Ok(());
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    let _turn = build_lock()?;
+    let still = missing();
+    if still.is_empty() {
+        return Ok(());
+    }
+    say(format!(
+        "building the missing images ({})",
+        still.join(", ")
+    ));
+    build_unlocked(podman, bin_dir, envoy, work).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_definition_images_name_their_local_image_and_binary() {
+        for (image, local, binary) in [
+            (
+                "${IMAGE_REPOSITORY}/gophermesh/distributor:v1",
+                "gophermesh/distributor:v1",
+                "distributor",
+            ),
+            (
+                "gophermesh/requester:latest",
+                "gophermesh/requester:latest",
+                "requester",
+            ),
+            (
+                "localhost:5000/gophermesh/requester",
+                "gophermesh/requester",
+                "requester",
+            ),
+            ("requester", "requester", "requester"),
+            ("nginx:1", "nginx:1", "nginx"),
+        ] {
+            let parsed = ImageRef::parse(image);
+            assert_eq!(
+                (parsed.local.as_str(), parsed.binary.as_str()),
+                (local, binary),
+                "{image}"
+            );
+        }
+    }
 
     #[test]
     fn ldd_names_the_libraries_of_this_test() {

@@ -1,4 +1,5 @@
-//! `up --containers`: each task definition runs as a podman pod, as an ECS task runs.
+//! The pod backend (`up --containers`, root): each task definition runs as a podman pod,
+//! as an ECS task runs.
 //!
 //! A pod's containers share one network namespace (`awsvpc`). The pod is created with no
 //! network of podman's; its namespace is then named (`ip netns attach`) and given the same
@@ -9,27 +10,87 @@
 //! check (`/app healthcheck`) passes. Environment and user come from the task definition.
 //! When an essential container exits, the task's other containers are stopped, as on ECS.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use meshmodel::taskdef::Task;
+use tokio::net::TcpListener;
 
-use crate::images::Podman;
-use crate::supervise::{ProcessStatus, ProcessTable};
-use crate::up::wait_until;
+use super::images::{self, ImageRef, Podman};
+use super::namespaces::{hub_listener, plan_network, teardown};
+use super::netns::{self, Network};
+use super::supervise::{ProcessStatus, ProcessTable};
+use super::{Backend, Launch, Plan, Site, wait_until};
+use crate::progress::say;
 
-fn say(message: impl std::fmt::Display) {
-    println!("==> {message}");
+/// Tasks as podman pods on the namespace backend's network.
+#[derive(Debug)]
+pub struct PodBackend {
+    podman: Podman,
+    pods: Option<Pods>,
+    network: Option<Network>,
 }
 
-/// The local image for a task definition's image: the part from `gophermesh/` on
-/// (`${IMAGE_REPOSITORY}/gophermesh/distributor:v1` -> `gophermesh/distributor:v1`).
-pub fn local_image(image: &str) -> String {
-    match image.find("gophermesh/") {
-        Some(i) => image[i..].to_owned(),
-        None => image.to_owned(),
+impl PodBackend {
+    /// Checks podman, removes pods of dead runs, and builds the images that are missing
+    /// (from the binaries in `bin_dir` and `envoy`, in `work`).
+    pub fn new(podman: Podman, bin_dir: &Path, envoy: &Path, work: &Path) -> anyhow::Result<Self> {
+        Network::preflight()?;
+        let left = Pods::remove_leftovers(&podman);
+        if !left.is_empty() {
+            say(format!(
+                "removed pods left by an earlier run: {}",
+                left.join(", ")
+            ));
+        }
+        images::ensure_all(&podman, bin_dir, envoy, work)?;
+        Ok(Self {
+            podman,
+            pods: None,
+            network: None,
+        })
+    }
+}
+
+impl Backend for PodBackend {
+    fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
+        let names: Vec<String> = (0..tasks.len()).map(netns::task_name).collect();
+        say(format!("creating a pod per task: {}", names.join(", ")));
+        let (pods, pids) = Pods::create(&self.podman, &names)?;
+        self.pods = Some(pods);
+        let (network, plan) = plan_network(tasks, mesh, Some(&pids))?;
+        self.network = Some(network);
+        Ok(plan)
+    }
+
+    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {
+        hub_listener(self.network.as_ref(), port).await
+    }
+
+    async fn start_task(
+        &mut self,
+        launch: &Launch,
+        task: &Task,
+        site: &Site,
+    ) -> anyhow::Result<()> {
+        let pods = self.pods.as_mut().context("pods are made by plan")?;
+        pods.start_task(launch, task, site).await
+    }
+
+    async fn stop(&mut self) {
+        if let Some(pods) = self.pods.as_mut() {
+            let failures = pods.remove();
+            if failures.is_empty() {
+                say("removed the pods");
+            }
+            for f in failures {
+                eprintln!("gophermesh: removing pods: {f}");
+            }
+        }
+        if let Some(network) = self.network.as_mut() {
+            teardown(network);
+        }
     }
 }
 
@@ -83,25 +144,27 @@ impl Pods {
         Ok((pods, pids))
     }
 
-    /// Starts task `index`'s containers in order and waits for each to be HEALTHY.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts `task`'s containers in its pod (the one in the task's namespace), in order,
+    /// and waits for each to be HEALTHY.
     pub async fn start_task(
         &mut self,
-        index: usize,
+        launch: &Launch,
         task: &Task,
-        netns: &str,
-        bootstrap: &Path,
-        envoy_user: (u32, u32),
-        envoy_args: &[String],
-        app_listen: SocketAddr,
-        admin: &crate::admin::EnvoyAdmin,
-        processes: &ProcessTable,
+        site: &Site,
     ) -> anyhow::Result<()> {
-        let pod = self
+        let netns = site.netns.as_deref().context("a pod without a namespace")?;
+        let index = self
             .pods
-            .get(index)
-            .map(|(p, _)| p.clone())
-            .context("no such pod")?;
+            .iter()
+            .position(|(p, _)| p == netns)
+            .with_context(|| format!("no pod for namespace {netns}"))?;
+        let pod = netns.to_owned();
+        let bootstrap = launch.write_bootstrap(task, site)?;
+        let envoy_user = site.envoy_user.unwrap_or((1337, 1337));
+        let envoy_args = launch.envoy_options.args("/etc/envoy/bootstrap.json");
+        let app_listen = site.app_listen;
+        let admin = site.admin();
+        let processes = &launch.processes;
         let hosts = format!("/etc/netns/{netns}/hosts:/etc/hosts:ro");
         let node = &task.virtual_node;
         // Envoy first.
@@ -125,7 +188,7 @@ impl Pods {
                 args.extend(["-e".into(), format!("{}={}", kv.name, kv.value)]);
             }
         }
-        args.push(crate::images::ENVOY.into());
+        args.push(images::ENVOY.name.into());
         args.extend(envoy_args.iter().cloned());
         say(format!(
             "task {} (virtual node {node}): starting container {envoy_name} as uid {}",
@@ -162,11 +225,9 @@ impl Pods {
                 args.extend(["-e".into(), format!("{}={}", kv.name, kv.value)]);
             }
             args.extend(["-e".into(), format!("LISTEN_ADDR={app_listen}")]);
-            args.push(local_image(&c.image));
-            say(format!(
-                "  starting container {name} ({})",
-                local_image(&c.image)
-            ));
+            let image = ImageRef::parse(&c.image).local;
+            say(format!("  starting container {name} ({image})"));
+            args.push(image);
             let row = format!("{node}/{}", c.name);
             self.run_container(
                 index,
@@ -310,7 +371,7 @@ impl Pods {
             return Vec::new();
         };
         let mut removed = Vec::new();
-        for name in list.lines().filter(|n| crate::netns::from_dead_run(n)) {
+        for name in list.lines().filter(|n| netns::from_dead_run(n)) {
             if podman.run(&["pod", "rm", "-f", "-t", "1", name]).is_ok() {
                 removed.push(name.to_owned());
             }
@@ -324,51 +385,5 @@ impl Drop for Pods {
         for f in self.remove() {
             eprintln!("gophermesh: removing pods: {f}");
         }
-    }
-}
-
-/// The images `up --containers` needs, built when any is missing.
-pub fn ensure_images(
-    podman: &Podman,
-    bin_dir: &Path,
-    envoy: &Path,
-    work: &Path,
-) -> anyhow::Result<()> {
-    let needed = [
-        crate::images::REQUESTER,
-        crate::images::DISTRIBUTOR_V1,
-        crate::images::DISTRIBUTOR_V2,
-        crate::images::ENVOY,
-    ];
-    let missing: Vec<&str> = needed
-        .iter()
-        .copied()
-        .filter(|i| !podman.has_image(i))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    say(format!(
-        "building the missing images ({})",
-        missing.join(", ")
-    ));
-    crate::images::build_all(podman, bin_dir, envoy, work).map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_definition_images_map_to_local_ones() {
-        assert_eq!(
-            local_image("${IMAGE_REPOSITORY}/gophermesh/distributor:v1"),
-            "gophermesh/distributor:v1"
-        );
-        assert_eq!(
-            local_image("gophermesh/requester:latest"),
-            "gophermesh/requester:latest"
-        );
-        assert_eq!(local_image("nginx:1"), "nginx:1");
     }
 }

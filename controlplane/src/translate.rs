@@ -28,7 +28,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value
 use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
 use prost::Message;
 
-use super::store::Snapshot;
+use crate::store::Snapshot;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -173,18 +173,17 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             domains: vec!["*".to_owned()],
             routes: vec![route::Route {
                 r#match: Some(prefix_match("/")),
-                action: Some(if place.answer_at_envoy {
-                    direct_answer()
-                } else {
-                    route::route::Action::Route(route::RouteAction {
+                action: Some(match &place.direct_response {
+                    Some(body) => direct_response(body),
+                    None => route::route::Action::Route(route::RouteAction {
                         cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
                             ingress_cluster,
                         )),
                         timeout: Some(pb_duration(ingress_timeout)),
                         ..Default::default()
-                    })
+                    }),
                 }),
-                response_headers_to_add: if place.answer_at_envoy {
+                response_headers_to_add: if place.direct_response.is_some() {
                     vec![core::HeaderValueOption {
                         header: Some(core::HeaderValue {
                             key: "content-type".to_owned(),
@@ -313,17 +312,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     Some(out)
 }
 
-/// The answer an Envoy gives by itself under `up --answer-at-envoy`: a well-formed
-/// distributor answer, so the requester accepts it, from host `envoy-direct-response`.
-pub const DIRECT_ANSWER: &str = r#"{"service":"distributor","version":"v1","gopher":{"name":"Gordon","color":"blue","image":"/gopher.svg"},"host":"envoy-direct-response","served_at":"1970-01-01T00:00:00Z"}"#;
-
-fn direct_answer() -> route::route::Action {
+/// The ingress route's action when the placement asks Envoy to answer by itself.
+fn direct_response(body: &str) -> route::route::Action {
     route::route::Action::DirectResponse(route::DirectResponseAction {
         status: 200,
         body: Some(core::DataSource {
-            specifier: Some(core::data_source::Specifier::InlineString(
-                DIRECT_ANSWER.to_owned(),
-            )),
+            specifier: Some(core::data_source::Specifier::InlineString(body.to_owned())),
             ..Default::default()
         }),
         ..Default::default()
@@ -717,7 +711,7 @@ fn http_listener(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controlplane::store::Placement;
+    use crate::placement::Placement;
 
     #[test]
     fn retry_events_map_to_envoy_retry_on() {
@@ -750,7 +744,7 @@ mod tests {
                         app: port(2),
                         reach: port(0),
                         admin: port(3),
-                        answer_at_envoy: false,
+                        direct_response: None,
                     },
                 )
             })

@@ -4,31 +4,14 @@
 use std::process::ExitCode;
 
 use meshmodel::mesh::Sourced;
-use meshmodel::taskdef::{self, Task};
+use meshmodel::taskdef::Task;
 use meshmodel::{Mesh, Problems};
 
 use crate::cli::SourceArgs;
 
-/// Loads and checks both directories; all problems found, or the mesh and its tasks.
-pub fn load(args: &SourceArgs) -> Result<(Mesh, Vec<Task>), Problems> {
-    let mesh = Mesh::load_dir(&args.mesh_dir);
-    let defs = taskdef::load_dir(&args.taskdefs_dir);
-    match (mesh, defs) {
-        (Ok(mesh), Ok(defs)) => {
-            let tasks = taskdef::check(&mesh, &defs)?;
-            Ok((mesh, tasks))
-        }
-        (Err(Problems(mut a)), Err(Problems(b))) => {
-            a.extend(b);
-            Err(Problems(a))
-        }
-        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
-    }
-}
-
 /// Prints the summary (exit 0) or the problems (exit 1).
-pub fn run(args: &SourceArgs) -> anyhow::Result<ExitCode> {
-    match load(args) {
+pub(crate) fn run(args: &SourceArgs) -> anyhow::Result<ExitCode> {
+    match meshmodel::load(&args.mesh_dir, &args.taskdefs_dir) {
         Ok((mesh, tasks)) => {
             print!("{}", summary(&mesh, &tasks));
             println!("ok");
@@ -46,7 +29,7 @@ pub fn run(args: &SourceArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A few lines that say what the mesh is: counts, route weights, tasks.
-pub fn summary(mesh: &Mesh, tasks: &[Task]) -> String {
+pub(crate) fn summary(mesh: &Mesh, tasks: &[Task]) -> String {
     let mut out = format!(
         "mesh {}: {} virtual nodes, {} virtual routers, {} routes, {} virtual services\n",
         mesh.name().unwrap_or("(none)"),

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -22,22 +21,36 @@ use meshmodel::{Problems, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ads::EnvoyStatuses;
-use super::store::{Snapshot, Store};
-use crate::admin::EnvoyAdmin;
-use crate::supervise::ProcessTable;
+use controlplane::ads::EnvoyStatuses;
+use controlplane::{Snapshot, Store};
+use futures::future::BoxFuture;
 
-/// What the API reads and writes.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    pub store: Store,
-    pub envoys: EnvoyStatuses,
-    pub processes: ProcessTable,
-    /// Each virtual node's Envoy admin interface.
-    pub admins: Arc<BTreeMap<String, EnvoyAdmin>>,
+/// What the control API shows of the tasks, told by whatever runs them.
+pub trait Tasks: Send + Sync + std::fmt::Debug {
+    /// The tasks' part of the status, for the mesh as `snapshot` has it.
+    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, TaskStatus>;
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The tasks' part of `GET /v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct TaskStatus {
+    /// Every supervised process or container.
+    pub processes: Value,
+    /// Where each virtual node's Envoy and app are.
+    pub placements: Value,
+    /// Requests completed per target virtual node, summed over every Envoy.
+    pub observed: BTreeMap<String, u64>,
+}
+
+/// What the control API reads and writes.
+#[derive(Debug, Clone)]
+pub struct ControlState {
+    pub store: Store,
+    pub envoys: EnvoyStatuses,
+    pub tasks: Arc<dyn Tasks>,
+}
+
+pub fn router(state: ControlState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/routes/{route}/weights", put(set_weights))
@@ -70,7 +83,7 @@ struct RouterQuery {
 }
 
 async fn set_weights(
-    State(s): State<ApiState>,
+    State(s): State<ControlState>,
     Path(route): Path<String>,
     Query(q): Query<RouterQuery>,
     body: Result<Json<WeightsBody>, axum::extract::rejection::JsonRejection>,
@@ -109,7 +122,7 @@ struct ApplyBody {
 }
 
 async fn apply(
-    State(s): State<ApiState>,
+    State(s): State<ControlState>,
     body: Result<Json<ApplyBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
@@ -136,7 +149,7 @@ async fn apply(
     }
 }
 
-async fn status(State(s): State<ApiState>) -> Response {
+async fn status(State(s): State<ControlState>) -> Response {
     let snapshot = s.store.current();
     let mut routes = Vec::new();
     for r in snapshot.mesh.routes.values() {
@@ -156,74 +169,15 @@ async fn status(State(s): State<ApiState>) -> Response {
             "targets": targets,
         }));
     }
-    let observed = observed_split(&s, &snapshot).await;
-    let placements: BTreeMap<&String, Value> = snapshot
-        .placements
-        .iter()
-        .map(|(node, p)| {
-            let admin = s.admins.get(node);
-            (
-                node,
-                json!({
-                    "ingress": p.ingress.to_string(),
-                    "egress": p.egress.to_string(),
-                    "app": p.app.to_string(),
-                    "reach": p.reach.to_string(),
-                    "admin": admin.map_or_else(|| p.admin.to_string(), |a| a.addr.to_string()),
-                    "netns": admin.and_then(|a| a.netns.clone()),
-                }),
-            )
-        })
-        .collect();
+    let tasks = s.tasks.status(&snapshot).await;
     Json(json!({
         "mesh": snapshot.mesh.name(),
         "version": snapshot.version,
         "routes": routes,
-        "observed": observed,
+        "observed": tasks.observed,
         "envoys": s.envoys.snapshot(),
-        "placements": placements,
-        "processes": s.processes.snapshot(),
+        "placements": tasks.placements,
+        "processes": tasks.processes,
     }))
     .into_response()
-}
-
-/// Requests completed per target virtual node, summed over every Envoy's egress
-/// clusters (`cluster.cds_egress_M_N_P_PORT.upstream_rq_completed`).
-async fn observed_split(s: &ApiState, snapshot: &Snapshot) -> BTreeMap<String, u64> {
-    let mut out: BTreeMap<String, u64> = BTreeMap::new();
-    let Some(mesh) = snapshot.mesh.name() else {
-        return out;
-    };
-    let prefix = format!("cluster.cds_egress_{mesh}_");
-    for admin in s.admins.values() {
-        // filter=^cluster\.cds_egress_.*\.upstream_rq_completed$, percent-encoded.
-        let path = "/stats?filter=%5Ecluster%5C.cds_egress_.*%5C.upstream_rq_completed%24";
-        let Ok((200, text)) = admin.get(path, Duration::from_secs(1)).await else {
-            continue;
-        };
-        for line in text.lines() {
-            let Some((name, count)) = line.split_once(": ") else {
-                continue;
-            };
-            let Some(rest) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            // Skip the per-zone and internal/external breakdowns (`NAME.external.upstream_...`).
-            let Some(cluster) = rest
-                .strip_suffix(".upstream_rq_completed")
-                .filter(|c| !c.contains('.'))
-            else {
-                continue;
-            };
-            // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
-            let mut parts = cluster.rsplitn(3, '_');
-            let (Some(_port), Some(_proto), Some(node)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            *out.entry(node.to_owned()).or_default() += count.trim().parse::<u64>().unwrap_or(0);
-        }
-    }
-    out
 }

@@ -14,6 +14,10 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<std::process::ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "{{\"message\":\"hello listening\",\"addr\":\"{}\"}}",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {

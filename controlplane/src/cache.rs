@@ -1,0 +1,144 @@
+//! The snapshot cache: each Envoy's resources, built once per mesh version and shared by
+//! every stream of that Envoy (and every push of every type), as go-control-plane's
+//! `pkg/cache/v3` sits beside its server. The ADS server only ever asks the cache; what
+//! builds the resources (the App Mesh translation, or a stand-in in tests) is the cache's
+//! business.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::store::{Snapshot, Store};
+use crate::translate::{self, NodeResources};
+
+/// Builds one virtual node's resources from a snapshot; `None` when the snapshot has no
+/// such node (or no placement for it).
+pub type Build = dyn Fn(&Snapshot, &str) -> Option<NodeResources> + Send + Sync;
+
+#[derive(Default)]
+struct Built {
+    version: u64,
+    nodes: HashMap<String, Option<Arc<NodeResources>>>,
+}
+
+/// Per-node resources of the store's snapshots. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    store: Store,
+    build: Arc<Build>,
+    built: Arc<Mutex<Built>>,
+    builds: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("builds", &self.builds.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A cache of the App Mesh translation of `store`'s snapshots.
+    pub fn new(store: Store) -> Self {
+        Self::with_builder(store, Arc::new(translate::for_node))
+    }
+
+    /// A cache whose resources `build` makes.
+    pub fn with_builder(store: Store, build: Arc<Build>) -> Self {
+        Self {
+            store,
+            build,
+            built: Arc::default(),
+            builds: Arc::default(),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.store.current()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.store.subscribe()
+    }
+
+    /// Node `node`'s resources in `snapshot`: built on the first call for this version,
+    /// then shared. A snapshot older than the newest one built is built but not kept.
+    pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<NodeResources>> {
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshot.version > built.version {
+            *built = Built {
+                version: snapshot.version,
+                nodes: HashMap::new(),
+            };
+        }
+        if snapshot.version == built.version {
+            if let Some(found) = built.nodes.get(node) {
+                return found.clone();
+            }
+        }
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let made = (self.build)(snapshot, node).map(Arc::new);
+        if snapshot.version == built.version {
+            built.nodes.insert(node.to_owned(), made.clone());
+        }
+        made
+    }
+
+    /// How many times resources were built (for tests and the status page).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Identity;
+
+    fn counting_cache() -> Cache {
+        let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+        Cache::with_builder(
+            store,
+            Arc::new(|s: &Snapshot, node: &str| {
+                (node != "unknown").then(|| NodeResources {
+                    listeners: vec![(format!("{node}@{}", s.version), Default::default())],
+                    ..NodeResources::default()
+                })
+            }),
+        )
+    }
+
+    #[test]
+    fn each_node_is_built_once_per_version() {
+        let cache = counting_cache();
+        let v1 = cache.current();
+        for _ in 0..5 {
+            let r = cache.resources(&v1, "a").expect("a is known");
+            assert_eq!(r.listeners[0].0, format!("a@{}", v1.version));
+        }
+        assert_eq!(cache.builds(), 1);
+        assert!(cache.resources(&v1, "unknown").is_none());
+        assert!(cache.resources(&v1, "unknown").is_none());
+        assert_eq!(cache.builds(), 2, "an unknown node is remembered too");
+
+        cache.store.set_placements(Default::default());
+        let v2 = cache.current();
+        assert!(v2.version > v1.version);
+        let r = cache.resources(&v2, "a").expect("a is known");
+        assert_eq!(r.listeners[0].0, format!("a@{}", v2.version));
+        assert_eq!(cache.builds(), 3, "a new version builds again");
+        // A stream still on the old snapshot gets the old resources, built for it alone.
+        let old = cache.resources(&v1, "a").expect("a is known");
+        assert_eq!(old.listeners[0].0, format!("a@{}", v1.version));
+        cache.resources(&v2, "a");
+        assert_eq!(cache.builds(), 4, "the newer version's entry was kept");
+    }
+}

@@ -1,0 +1,395 @@
+//! The one store of mesh state. Every change (a `route set`, an `apply`, a call to the App
+//! Mesh API) goes through [`Store`], is checked against the whole mesh, is written to the
+//! durable database when there is one ([`crate::persist`]), and only then becomes a new
+//! [`Snapshot`] that every watcher (the snapshot cache, hence every ADS stream) is woken
+//! with. A refused change, or one that cannot be written, leaves the current snapshot,
+//! and so every Envoy, as it was.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use meshmodel::{Key, Mesh, Problem, Problems, Resource};
+use tokio::sync::watch;
+
+use crate::meta::{Identity, Meta};
+use crate::persist::{Database, PersistError, Record};
+use crate::placement::Placement;
+
+/// One consistent state of the mesh, as served to Envoy.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases by one with every accepted change.
+    pub version: u64,
+    pub mesh: Mesh,
+    pub placements: BTreeMap<String, Placement>,
+    /// Metadata of every resource in `mesh`.
+    pub meta: BTreeMap<Key, Meta>,
+}
+
+/// A change the store could not make.
+#[derive(Debug)]
+pub enum UpdateError<E> {
+    /// The change itself was refused; nothing changed.
+    Refused(E),
+    /// The change was fine but could not be written to the database; nothing changed.
+    Storage(PersistError),
+}
+
+/// What a change produces: the next mesh, and the client token of the write, if any.
+#[derive(Debug)]
+pub struct Next {
+    pub mesh: Mesh,
+    pub client_token: Option<String>,
+    /// A resource whose version goes up even if its content did not change (an update
+    /// call that repeats the current spec, as App Mesh counts it).
+    pub bump: Option<Key>,
+}
+
+impl Next {
+    /// The next mesh, with no client token and nothing bumped.
+    pub fn mesh(mesh: Mesh) -> Self {
+        Self {
+            mesh,
+            client_token: None,
+            bump: None,
+        }
+    }
+}
+
+/// The store: the current snapshot and a way to be told of the next one. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: Arc<watch::Sender<Arc<Snapshot>>>,
+    /// Held while a change is made, so changes are serialized.
+    write: Arc<Mutex<Option<Database>>>,
+    identity: Arc<Identity>,
+}
+
+impl Store {
+    /// A store in memory holding `mesh` (already checked), at version 1, with ARNs made for
+    /// `identity`.
+    pub fn in_memory(mesh: Mesh, identity: Identity) -> Self {
+        let name = mesh.name().unwrap_or_default().to_owned();
+        let meta = mesh
+            .resources()
+            .into_iter()
+            .map(|(_, r)| {
+                let key = r.key();
+                let m = identity.new_meta(&name, &key, None);
+                (key, m)
+            })
+            .collect();
+        Self::from_parts(mesh, meta, None, identity)
+    }
+
+    fn from_parts(
+        mesh: Mesh,
+        meta: BTreeMap<Key, Meta>,
+        db: Option<Database>,
+        identity: Identity,
+    ) -> Self {
+        let snapshot = Snapshot {
+            version: 1,
+            mesh,
+            placements: BTreeMap::new(),
+            meta,
+        };
+        let (tx, _) = watch::channel(Arc::new(snapshot));
+        Self {
+            tx: Arc::new(tx),
+            write: Arc::new(Mutex::new(db)),
+            identity: Arc::new(identity),
+        }
+    }
+
+    /// A durable store in `path`. When the database holds resources they are the mesh
+    /// (`seed` is not called) and the second value is how many; otherwise `seed()` is
+    /// written to it, as one ordinary change from nothing, and used.
+    pub fn open<E>(
+        path: &Path,
+        seed: impl FnOnce() -> Result<Mesh, E>,
+        identity: Identity,
+    ) -> Result<(Self, usize), OpenError<E>> {
+        let (db, loaded) = Database::open(path).map_err(OpenError::Storage)?;
+        if loaded.count > 0 {
+            let store = Self::from_parts(loaded.mesh, loaded.meta, Some(db), identity);
+            return Ok((store, loaded.count));
+        }
+        let mut mesh = seed().map_err(OpenError::Seed)?;
+        mesh.backends_may_dangle = true;
+        let store = Self::from_parts(loaded.mesh, BTreeMap::new(), Some(db), identity);
+        store
+            .update_with(|_| Ok::<_, std::convert::Infallible>(Next::mesh(mesh)))
+            .map_err(|e| match e {
+                UpdateError::Storage(e) => OpenError::Storage(e),
+                UpdateError::Refused(never) => match never {},
+            })?;
+        Ok((store, 0))
+    }
+
+    /// Sets where each virtual node's Envoy and app are.
+    pub fn set_placements(&self, placements: BTreeMap<String, Placement>) {
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current();
+        self.tx.send_replace(Arc::new(Snapshot {
+            version: current.version + 1,
+            placements,
+            ..(*current).clone()
+        }));
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Applies `change` to the current snapshot. The resulting mesh's changed resources get
+    /// new metadata versions, are written to the database (if any) in one transaction, and
+    /// then the snapshot is published. Changes are serialized.
+    pub fn update_with<E>(
+        &self,
+        change: impl FnOnce(&Snapshot) -> Result<Next, E>,
+    ) -> Result<Arc<Snapshot>, UpdateError<E>> {
+        let guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current();
+        let Next {
+            mesh,
+            client_token,
+            bump,
+        } = change(&current).map_err(UpdateError::Refused)?;
+        let mesh_name = mesh
+            .name()
+            .or(current.mesh.name())
+            .unwrap_or_default()
+            .to_owned();
+        let keyed = |m: &Mesh| -> BTreeMap<Key, (String, Resource)> {
+            m.resources()
+                .into_iter()
+                .map(|(o, r)| (r.key(), (o, r)))
+                .collect()
+        };
+        let before = keyed(&current.mesh);
+        let after = keyed(&mesh);
+        let mut meta = current.meta.clone();
+        let mut puts = Vec::new();
+        for (key, (origin, resource)) in &after {
+            let m = match (before.get(key), meta.get(key)) {
+                (Some((_, old)), Some(_)) if old == resource && bump.as_ref() != Some(key) => {
+                    continue;
+                }
+                (Some(_), Some(m)) => m.next_version(client_token.clone()),
+                _ => self
+                    .identity
+                    .new_meta(&mesh_name, key, client_token.clone()),
+            };
+            let record = Record {
+                origin: origin.clone(),
+                resource: resource.to_json(),
+                meta: m.clone(),
+            };
+            puts.push((key.to_text(), record));
+            meta.insert(key.clone(), m);
+        }
+        let mut deletes = Vec::new();
+        for key in before.keys().filter(|k| !after.contains_key(*k)) {
+            deletes.push(key.to_text());
+            meta.remove(key);
+        }
+        if let Some(db) = guard.as_ref() {
+            db.write(&puts, &deletes).map_err(UpdateError::Storage)?;
+        }
+        let next = Arc::new(Snapshot {
+            version: current.version + 1,
+            mesh,
+            placements: current.placements.clone(),
+            meta,
+        });
+        self.tx.send_replace(next.clone());
+        Ok(next)
+    }
+
+    /// Applies `change` to a copy of the mesh; publishes it if the result checks out.
+    fn update(
+        &self,
+        change: impl FnOnce(&Mesh) -> Result<Mesh, Problems>,
+    ) -> Result<Arc<Snapshot>, Problems> {
+        self.update_with(|s| change(&s.mesh).map(Next::mesh))
+            .map_err(|e| match e {
+                UpdateError::Refused(p) => p,
+                UpdateError::Storage(e) => Problems::one(Problem::new(
+                    "<store>",
+                    "",
+                    format!("the change could not be stored, so it was not made: {e}"),
+                )),
+            })
+    }
+
+    /// Creates or replaces one resource.
+    pub fn apply(&self, origin: &str, resource: Resource) -> Result<Arc<Snapshot>, Problems> {
+        self.update(|mesh| mesh.apply(origin, resource))
+    }
+
+    /// Sets the weights of route `route` ([`crate::weights::set_weights`]).
+    pub fn set_weights(
+        &self,
+        router: Option<&str>,
+        route: &str,
+        weights: &BTreeMap<String, i64>,
+    ) -> Result<Arc<Snapshot>, Problems> {
+        self.update(|mesh| crate::weights::set_weights(mesh, router, route, weights))
+    }
+}
+
+/// Why [`Store::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError<E> {
+    #[error("{0}")]
+    Storage(PersistError),
+    #[error("cannot seed the store: {0}")]
+    Seed(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Mesh {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        Mesh::load_dir(&dir).expect("the shipped mesh loads")
+    }
+
+    fn weights(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        pairs.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect()
+    }
+
+    fn route_weights(s: &Snapshot) -> Vec<(String, i64)> {
+        let route = s.mesh.routes.values().next().expect("a route");
+        let (_, targets) = route.value.spec.weighted_targets().expect("weighted");
+        targets
+            .iter()
+            .map(|t| (t.virtual_node.clone(), t.weight))
+            .collect()
+    }
+
+    /// A directory under the system's temporary directory, removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "gophermesh-store-{name}-{}-{:x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_change_bumps_the_version_and_wakes_watchers_a_refusal_changes_nothing() {
+        let store = Store::in_memory(shipped(), Identity::default());
+        let mut watcher = store.subscribe();
+        let before = store.current();
+        let key = Key::Route("distributor".into(), "distributor".into());
+
+        let after = store
+            .set_weights(
+                None,
+                "distributor",
+                &weights(&[("distributor-v1", 30), ("distributor-v2", 70)]),
+            )
+            .expect("accepted");
+        assert_eq!(after.version, before.version + 1);
+        assert!(watcher.has_changed().expect("store alive"));
+        assert_eq!(
+            route_weights(&watcher.borrow_and_update()),
+            [
+                ("distributor-v1".to_owned(), 30),
+                ("distributor-v2".to_owned(), 70)
+            ]
+        );
+        assert_eq!(after.meta[&key].version, before.meta[&key].version + 1);
+        let node = Key::VirtualNode("requester".into());
+        assert_eq!(
+            after.meta[&node], before.meta[&node],
+            "untouched resources keep their metadata"
+        );
+
+        for bad in [
+            weights(&[("distributor-v1", 0), ("distributor-v2", 0)]),
+            weights(&[("distributor-v1", 50)]),
+            weights(&[
+                ("distributor-v1", 50),
+                ("distributor-v2", 50),
+                ("nobody", 1),
+            ]),
+        ] {
+            let problems = store
+                .set_weights(None, "distributor", &bad)
+                .expect_err("refused");
+            assert!(!problems.0.is_empty());
+        }
+        assert!(
+            store
+                .set_weights(None, "nope", &weights(&[("distributor-v1", 1)]))
+                .is_err()
+        );
+        assert!(
+            !watcher.has_changed().expect("store alive"),
+            "refusals publish nothing"
+        );
+        assert_eq!(store.current().version, after.version);
+    }
+
+    #[test]
+    fn a_durable_store_is_seeded_once_and_restores_every_change() {
+        let dir = TempDir::new("durable");
+        let path = dir.0.join("state.redb");
+        let count = shipped().resources().len();
+        let (store, restored) = Store::open(
+            &path,
+            || Ok::<_, std::convert::Infallible>(shipped()),
+            Identity::default(),
+        )
+        .expect("opens");
+        assert_eq!(restored, 0, "an empty database is seeded");
+        let changed = store
+            .set_weights(
+                None,
+                "distributor",
+                &weights(&[("distributor-v1", 0), ("distributor-v2", 100)]),
+            )
+            .expect("accepted");
+        drop(store);
+
+        let (again, restored) = Store::open(
+            &path,
+            || -> Result<Mesh, &str> { Err("a store with resources is not seeded") },
+            Identity::default(),
+        )
+        .expect("reopens");
+        assert_eq!(restored, count);
+        let snapshot = again.current();
+        assert_eq!(route_weights(&snapshot), route_weights(&changed));
+        assert_eq!(snapshot.meta, changed.meta, "metadata survives as written");
+    }
+}

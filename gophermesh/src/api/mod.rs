@@ -1,0 +1,14 @@
+//! The HTTP APIs of a running control plane, both over the control plane's store:
+//!
+//! ```text
+//! appmesh/  the App Mesh REST API (2019-01-25) that the AWS CLI and SDKs speak
+//! sigv4     AWS Signature Version 4, checked on the server side
+//! control   the control API of `gophermesh status`, `route set` and `apply`
+//! ```
+//!
+//! The APIs import the control plane and nothing of the runtime: what the control API
+//! shows of the tasks comes through the [`control::Tasks`] trait.
+
+pub mod appmesh;
+pub mod control;
+pub mod sigv4;

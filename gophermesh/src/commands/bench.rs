@@ -1,0 +1,26 @@
+//! `gophermesh bench`: flags to [`BenchConfig`], then the library's benchmark.
+
+use std::process::ExitCode;
+
+use gophermesh::config::{BenchConfig, Source};
+
+use crate::cli::BenchArgs;
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = BenchConfig {
+        source: Source {
+            mesh_dir: args.source.mesh_dir,
+            taskdefs_dir: args.source.taskdefs_dir,
+        },
+        quick: args.quick,
+        out: args.out,
+        duration: args.duration.unwrap_or(if args.quick { 2 } else { 10 }),
+        concurrency: args.concurrency,
+        load_threads: args.load_threads,
+        shifts: args.shifts.unwrap_or(if args.quick { 10 } else { 50 }),
+        scale: args.scale,
+        envoy_bin: args.envoy_bin,
+        bin_dir: args.bin_dir,
+    };
+    gophermesh::bench::run(&config).await
+}

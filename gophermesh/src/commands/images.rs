@@ -1,0 +1,21 @@
+//! `gophermesh images build`: the four images, offline with podman.
+
+use std::process::ExitCode;
+
+use gophermesh::runtime::images::{Podman, build_all};
+use gophermesh::runtime::{bin_dir, envoy};
+
+use crate::cli::ImagesBuildArgs;
+
+pub(crate) fn run(args: &ImagesBuildArgs) -> anyhow::Result<ExitCode> {
+    let podman = Podman::new(&args.state_dir)?;
+    let bin_dir = bin_dir(args.bin_dir.as_deref())?;
+    let envoy = envoy::find(args.envoy_bin.as_deref())?;
+    let work = std::path::absolute(args.state_dir.join("images"))?;
+    let built = build_all(&podman, &bin_dir, &envoy, &work)?;
+    println!();
+    for (name, size) in built {
+        println!("{name:<32} {:>7.1} MB", size as f64 / 1e6);
+    }
+    Ok(ExitCode::SUCCESS)
+}

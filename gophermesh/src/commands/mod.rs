@@ -1,0 +1,12 @@
+//! One file per subcommand: each turns its flags into typed configuration and calls the
+//! library. Nothing in the library imports this layer (it lives in the binary).
+
+pub(crate) mod apply;
+pub(crate) mod bench;
+pub(crate) mod control;
+pub(crate) mod images;
+pub(crate) mod render;
+pub(crate) mod route;
+pub(crate) mod status;
+pub(crate) mod up;
+pub(crate) mod validate;

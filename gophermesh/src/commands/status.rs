@@ -1,0 +1,98 @@
+//! `gophermesh status`: processes, Envoys, route weights and the split Envoy observed.
+
+use std::process::ExitCode;
+
+use super::control::{call, client};
+use crate::cli::ControlArgs;
+
+pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/status", control.control_url.trim_end_matches('/'));
+    let (_, s) = call(control, client()?.get(url)).await?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "mesh {} at version {}",
+        s["mesh"].as_str().unwrap_or("?"),
+        s["version"]
+    );
+    println!("\nprocesses:");
+    for p in s["processes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<28} {:<8} pid {:<8} restarts {}{}",
+            p["name"].as_str().unwrap_or_default(),
+            if p["running"].as_bool() == Some(true) {
+                "running"
+            } else {
+                "down"
+            },
+            p["pid"].as_u64().map_or("-".to_owned(), |x| x.to_string()),
+            p["restarts"],
+            p["last_exit"]
+                .as_str()
+                .map(|e| format!(" (last exit: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    println!("\nEnvoys:");
+    for (node, e) in s["envoys"].as_object().into_iter().flatten() {
+        let acked: Vec<String> = e["acked"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k} v{}", v.as_str().unwrap_or_default()))
+            .collect();
+        println!(
+            "  {:<20} {:<12} acked: {}",
+            node,
+            if e["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            acked.join(", ")
+        );
+        if let Some(n) = e["last_nack"].as_object() {
+            println!(
+                "    last NACK ({} at version {}, {}): {}",
+                n["type_url"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default(),
+                n["version"].as_str().unwrap_or_default(),
+                n["at"].as_str().unwrap_or_default(),
+                n["message"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!("\nroutes (configured weights, and requests Envoy has completed per target):");
+    let observed = &s["observed"];
+    for r in s["routes"].as_array().into_iter().flatten() {
+        let targets = r["targets"].as_array().cloned().unwrap_or_default();
+        let total_w: i64 = targets.iter().filter_map(|t| t["weight"].as_i64()).sum();
+        let total_seen: u64 = targets
+            .iter()
+            .filter_map(|t| observed[t["virtualNode"].as_str().unwrap_or_default()].as_u64())
+            .sum();
+        println!(
+            "  {}/{}",
+            r["virtualRouter"].as_str().unwrap_or_default(),
+            r["route"].as_str().unwrap_or_default()
+        );
+        for t in &targets {
+            let node = t["virtualNode"].as_str().unwrap_or_default();
+            let w = t["weight"].as_i64().unwrap_or(0);
+            let seen = observed[node].as_u64().unwrap_or(0);
+            let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
+            println!(
+                "    {node:<20} weight {w:>3} ({:>5.1}%)   observed {seen:>7} ({:>5.1}%)",
+                share(w as f64, total_w as f64),
+                share(seen as f64, total_seen as f64)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,474 @@
+//! `gophermesh up`: the walkthrough on one machine.
+//!
+//! Loads mesh/ and taskdefs/ (or the durable store), plans where each task runs with the
+//! backend the flags ask for (loopback addresses, network namespaces or pods), starts the
+//! control plane (ADS for the Envoys, the control API and the App Mesh API), publishes the
+//! requester on the host's loopback, then starts each task: its Envoy first, until it is
+//! LIVE, then its apps, as the task definition's `dependsOn ... HEALTHY` asks. Tasks that
+//! others call start first. Ctrl-C or SIGTERM stops everything in reverse order.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use controlplane::ads::{Ads, EnvoyStatuses};
+use controlplane::{Cache, Identity, Snapshot, Store};
+use futures::future::BoxFuture;
+use gophermesh::api::sigv4::Credentials;
+use gophermesh::api::{appmesh, control};
+use gophermesh::config::{NetworkMode, Source, UpConfig};
+use gophermesh::progress::{APPMESH_API, CONTROL_API, REQUESTER_AT, say};
+use gophermesh::runtime::envoy::{self, EnvoyAdmin, EnvoyOptions};
+use gophermesh::runtime::images::Podman;
+use gophermesh::runtime::loopback::Loopback;
+use gophermesh::runtime::namespaces::{Namespaces, hosts_for};
+use gophermesh::runtime::pods::PodBackend;
+use gophermesh::runtime::supervise::ProcessTable;
+use gophermesh::runtime::{self, Backend, Launch, Plan, Site, bin_dir, netns};
+use meshmodel::taskdef::Task;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::cli::UpArgs;
+
+/// What `--answer-at-envoy` nodes answer: a well-formed distributor answer, so the
+/// requester accepts it, from host `envoy-direct-response`.
+const DIRECT_ANSWER: &str = r#"{"service":"distributor","version":"v1","gopher":{"name":"Gordon","color":"blue","image":"/gopher.svg"},"host":"envoy-direct-response","served_at":"1970-01-01T00:00:00Z"}"#;
+
+/// The typed configuration of `up`'s flags.
+pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
+    Ok(UpConfig {
+        // Absolute, so that `route set --save` from any directory writes the right file.
+        source: Source {
+            mesh_dir: std::path::absolute(&args.source.mesh_dir)?,
+            taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
+        },
+        requester_port: args.requester_port,
+        control_port: args.control_port,
+        xds_port: args.xds_port,
+        api_port: args.api_port,
+        envoy_bin: args.envoy_bin,
+        envoy: EnvoyOptions {
+            concurrency: args.envoy_concurrency,
+            log_level: args.envoy_log_level,
+        },
+        bin_dir: args.bin_dir,
+        network: NetworkMode::from_flags(args.netns, args.containers),
+        answer_at_envoy: args.answer_at_envoy,
+        state_dir: args.state_dir,
+        data_dir: args.data_dir,
+        empty: args.empty,
+        api_credentials: match (args.api_access_key_id, args.api_secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(Credentials {
+                access_key_id,
+                secret_access_key,
+            }),
+            _ => None,
+        },
+        identity: Identity {
+            region: args.api_region,
+            account: args.api_account_id,
+        },
+    })
+}
+
+pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let (store, tasks, provenance) = load_state(&config)?;
+    let mesh = store.current().mesh.clone();
+    let envoy_bin = std::path::absolute(envoy::find(config.envoy_bin.as_deref())?)?;
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "`setpriv` is missing (it starts every child so that it stops with up): apt-get install util-linux"
+        );
+    }
+    let bin_dir = bin_dir(config.bin_dir.as_deref())?;
+    let run_dir = std::path::absolute(config.state_dir.join("run"))?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    say(format!(
+        "mesh {} ({provenance}): {} virtual nodes, {} routes, {} tasks (Envoy: {})",
+        mesh.name().unwrap_or("(none yet)"),
+        mesh.virtual_nodes.len(),
+        mesh.routes.len(),
+        tasks.len(),
+        envoy_bin.display()
+    ));
+    for node in &config.answer_at_envoy {
+        if !tasks.iter().any(|t| &t.virtual_node == node) {
+            bail!("--answer-at-envoy {node}: no task runs virtual node `{node}`");
+        }
+    }
+    let ordered = runtime::start_order(&tasks, &mesh);
+    let launch = |xds| Launch {
+        envoy: envoy_bin.clone(),
+        envoy_options: config.envoy.clone(),
+        bin_dir: bin_dir.clone(),
+        run_dir: run_dir.clone(),
+        xds,
+        processes: ProcessTable::default(),
+        grace: Duration::from_secs(5),
+    };
+    let up = Up {
+        config: &config,
+        store,
+        ordered,
+        started,
+    };
+    match config.network {
+        NetworkMode::Loopback => up.run(Loopback::default(), launch).await,
+        NetworkMode::Netns => up.run(Namespaces::default(), launch).await,
+        NetworkMode::Containers => {
+            let podman = Podman::new(&config.state_dir)?;
+            let work = std::path::absolute(config.state_dir.join("images"))?;
+            let backend = PodBackend::new(podman, &bin_dir, &envoy_bin, &work)?;
+            up.run(backend, launch).await
+        }
+    }
+}
+
+/// One run of `up`, whatever the backend.
+struct Up<'a> {
+    config: &'a UpConfig,
+    store: Store,
+    ordered: Vec<Task>,
+    started: Instant,
+}
+
+impl Up<'_> {
+    async fn run<B: Backend>(
+        self,
+        mut backend: B,
+        launch: impl FnOnce(std::net::SocketAddr) -> Launch,
+    ) -> anyhow::Result<ExitCode> {
+        let mesh = self.store.current().mesh.clone();
+        let mut plan = match backend.plan(&self.ordered, &mesh) {
+            Ok(plan) => plan,
+            Err(e) => {
+                backend.stop().await;
+                return Err(e);
+            }
+        };
+        for node in &self.config.answer_at_envoy {
+            if let Some(site) = plan.sites.get_mut(node) {
+                site.place.direct_response = Some(Arc::from(DIRECT_ANSWER));
+            }
+        }
+        let mut background = Vec::new();
+        let result = self
+            .serve(&mut backend, &plan, &mut background, launch)
+            .await;
+        if let Err(e) = &result {
+            eprintln!("gophermesh: {e:#}");
+            say("stopping what was started");
+        } else {
+            common::shutdown::signal().await;
+            say("stopping: apps first, then their Envoys, then the control plane");
+        }
+        backend.stop().await;
+        background.iter().for_each(tokio::task::JoinHandle::abort);
+        Ok(match result {
+            Ok(()) => {
+                say("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::FAILURE,
+        })
+    }
+
+    /// Starts the control plane and the tasks, and prints the banner.
+    async fn serve<B: Backend>(
+        &self,
+        backend: &mut B,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+        launch: impl FnOnce(std::net::SocketAddr) -> Launch,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        let store = &self.store;
+        store.set_placements(
+            plan.sites
+                .iter()
+                .map(|(n, s)| (n.clone(), s.place.clone()))
+                .collect(),
+        );
+        let envoys = EnvoyStatuses::default();
+        let xds_listener = backend.xds_listener(config.xds_port).await?;
+        let xds_addr = xds_listener.local_addr()?;
+        let ads = Ads::new(Cache::new(store.clone()), envoys.clone()).into_service();
+        background.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(ads)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!("the ADS server stopped: {e}");
+            }
+        }));
+        let launch = launch(xds_addr);
+
+        let control_listener =
+            loopback_listener(config.control_port, "the control API", "--control-port").await?;
+        let control_addr = control_listener.local_addr()?;
+        let control_api = control::router(control::ControlState {
+            store: store.clone(),
+            envoys,
+            tasks: Arc::new(UpTasks {
+                processes: launch.processes.clone(),
+                sites: plan.sites.clone(),
+            }),
+        });
+        background.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(control_listener, control_api).await {
+                tracing::error!("the control API stopped: {e}");
+            }
+        }));
+        let appmesh_listener =
+            loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
+        let appmesh_addr = appmesh_listener.local_addr()?;
+        let signed = config.api_credentials.is_some();
+        let appmesh_api = appmesh::router(appmesh::AppMeshState {
+            store: store.clone(),
+            credentials: config.api_credentials.clone(),
+            limiter: Arc::new(tokio::sync::Semaphore::new(appmesh::MAX_IN_FLIGHT)),
+        });
+        background.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(appmesh_listener, appmesh_api).await {
+                tracing::error!("the App Mesh API stopped: {e}");
+            }
+        }));
+        say(format!(
+            "control plane: ADS on {xds_addr}, {CONTROL_API}http://{control_addr}, {APPMESH_API}http://{appmesh_addr}{}",
+            if signed { " (SigV4 required)" } else { "" }
+        ));
+        if let Some(files) = plan.hosts.clone() {
+            background.push(follow_hosts(store, files, self.ordered.clone()));
+        }
+        let requester = self.publish_requester(plan, background).await?;
+
+        for task in &self.ordered {
+            backend
+                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .await?;
+        }
+        self.banner(&requester, control_addr, appmesh_addr, plan);
+        Ok(())
+    }
+
+    /// Publishes the requester task on 127.0.0.1:`--requester-port`; its URL.
+    async fn publish_requester(
+        &self,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<String> {
+        let port = self.config.requester_port;
+        let listener = loopback_listener(port, "the requester", "--requester-port").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let site = self
+            .ordered
+            .iter()
+            .find(|t| runtime::runs_requester(t))
+            .and_then(|t| {
+                plan.sites
+                    .get(&t.virtual_node)
+                    .map(|s| (&t.virtual_node, s))
+            });
+        if let Some((node, site)) = site {
+            say(format!("publishing {node} ({}) on {url}", site.place.reach));
+            background.push(tokio::spawn(runtime::publish::publish(
+                listener,
+                site.clone(),
+            )));
+        }
+        Ok(url)
+    }
+
+    fn banner(
+        &self,
+        requester: &str,
+        control: std::net::SocketAddr,
+        appmesh: std::net::SocketAddr,
+        plan: &Plan,
+    ) {
+        println!();
+        println!(
+            "gophermesh is up in {:.1} s. {REQUESTER_AT}{requester}/",
+            self.started.elapsed().as_secs_f64()
+        );
+        println!();
+        println!("Try:");
+        println!("  curl {requester}/");
+        println!("  curl '{requester}/compare?n=1000'");
+        println!(
+            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url http://{control}"
+        );
+        println!("  gophermesh status --control-url http://{control}");
+        println!(
+            "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url http://{appmesh}",
+            self.store.current().mesh.name().unwrap_or("gophermesh")
+        );
+        if let Some(ns) = self
+            .ordered
+            .first()
+            .and_then(|t| plan.sites.get(&t.virtual_node))
+            .and_then(|s| s.netns.as_ref())
+        {
+            println!("  ip netns exec {ns} iptables -t nat -S      (the APPMESH rules of a task)");
+        }
+        println!();
+        println!(
+            "Logs are in {}. Ctrl-C stops everything.",
+            self.config.state_dir.join("run").display()
+        );
+        println!("ready");
+    }
+}
+
+/// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.
+async fn loopback_listener(port: u16, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| {
+            format!("cannot listen for {what} on 127.0.0.1:{port} (is another gophermesh up running? use {flag}, or 0 for any free port)")
+        })
+}
+
+/// Keeps the tasks' hosts files in step with the mesh as the API or `apply` change it.
+fn follow_hosts(
+    store: &Store,
+    files: netns::HostsFiles,
+    ordered: Vec<Task>,
+) -> tokio::task::JoinHandle<()> {
+    let mut snapshots = store.subscribe();
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let mesh = snapshots.borrow_and_update().mesh.clone();
+            match hosts_for(&ordered, &mesh).and_then(|h| files.update_hosts(&h)) {
+                Ok(true) => tracing::info!("the tasks' hosts files now name what the mesh has"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot update the tasks' hosts files: {e:#}"),
+            }
+        }
+    })
+}
+
+/// What the control API shows of `up`'s tasks.
+#[derive(Debug)]
+struct UpTasks {
+    processes: ProcessTable,
+    sites: BTreeMap<String, Site>,
+}
+
+impl control::Tasks for UpTasks {
+    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, control::TaskStatus> {
+        Box::pin(async move {
+            let placements: BTreeMap<&String, Value> = self
+                .sites
+                .iter()
+                .map(|(node, s)| {
+                    let p = &s.place;
+                    (
+                        node,
+                        json!({
+                            "ingress": p.ingress.to_string(),
+                            "egress": p.egress.to_string(),
+                            "app": p.app.to_string(),
+                            "reach": p.reach.to_string(),
+                            "admin": p.admin.to_string(),
+                            "netns": s.netns,
+                        }),
+                    )
+                })
+                .collect();
+            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
+            let observed = match snapshot.mesh.name() {
+                Some(mesh) => envoy::observed_split(&admins, mesh).await,
+                None => BTreeMap::new(),
+            };
+            control::TaskStatus {
+                processes: json!(self.processes.snapshot()),
+                placements: json!(placements),
+                observed,
+            }
+        })
+    }
+}
+
+/// Prints every problem, one per line; the error that ends `up`.
+fn refuse_problems(problems: &meshmodel::Problems, what: &str) -> anyhow::Error {
+    for p in &problems.0 {
+        eprintln!("{p}");
+    }
+    anyhow::anyhow!(
+        "{} problem(s) in {what}; nothing was started",
+        problems.0.len()
+    )
+}
+
+/// The store (from --data-dir, mesh/, or empty) and the checked task definitions, with a
+/// few words on where the mesh came from.
+fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
+    let source = &config.source;
+    let taskdefs = source.taskdefs_dir.display().to_string();
+    let defs = meshmodel::taskdef::load_dir(&source.taskdefs_dir)
+        .map_err(|p| refuse_problems(&p, &taskdefs))?;
+    let mesh_dir = source.mesh_dir.display().to_string();
+    let seed = || -> anyhow::Result<meshmodel::Mesh> {
+        if config.empty {
+            return Ok(meshmodel::Mesh::default());
+        }
+        meshmodel::Mesh::load_dir(&source.mesh_dir).map_err(|p| refuse_problems(&p, &mesh_dir))
+    };
+    let identity = config.identity.clone();
+    let (store, provenance, strict) = match &config.data_dir {
+        Some(dir) => {
+            let path = std::path::absolute(dir.join("state.redb"))?;
+            let (store, restored) = Store::open(&path, seed, identity).map_err(|e| match e {
+                controlplane::store::OpenError::Seed(e) => e,
+                e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
+            })?;
+            let stored = path.display();
+            if restored > 0 {
+                (
+                    store,
+                    format!("{restored} resources restored from {stored}"),
+                    false,
+                )
+            } else if config.empty {
+                (store, format!("empty, stored in {stored}"), false)
+            } else {
+                (
+                    store,
+                    format!("seeded from {mesh_dir}, stored in {stored}"),
+                    true,
+                )
+            }
+        }
+        None => {
+            let mut mesh = seed()?;
+            mesh.backends_may_dangle = true;
+            let note = if config.empty {
+                "empty, in memory".to_owned()
+            } else {
+                format!("from {mesh_dir}, in memory")
+            };
+            (Store::in_memory(mesh, identity), note, !config.empty)
+        }
+    };
+    let mesh = store.current().mesh.clone();
+    let tasks = if strict {
+        meshmodel::taskdef::check(&mesh, &defs)
+    } else {
+        meshmodel::taskdef::check_allowing_missing_nodes(&mesh, &defs)
+    }
+    .map_err(|p| refuse_problems(&p, &taskdefs))?;
+    Ok((store, tasks, provenance))
+}

@@ -1,0 +1,92 @@
+//! Typed configuration of `gophermesh up` and `gophermesh bench`. The command layer turns
+//! flags into these; the library takes nothing else, so tests can build them directly.
+
+use std::path::PathBuf;
+
+use controlplane::Identity;
+
+use crate::api::sigv4::Credentials;
+use crate::runtime::envoy::EnvoyOptions;
+
+/// Where the mesh resources and the task definitions are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub mesh_dir: PathBuf,
+    pub taskdefs_dir: PathBuf,
+}
+
+/// How `up` runs the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Processes, each task on a loopback address of its own.
+    #[default]
+    Loopback,
+    /// Processes, each task in a network namespace of its own (root).
+    Netns,
+    /// Each task definition as a podman pod, on the namespaces' network (root).
+    Containers,
+}
+
+impl NetworkMode {
+    /// The mode the `--netns` and `--containers` flags ask for (`--containers` implies
+    /// the namespaces' network).
+    pub fn from_flags(netns: bool, containers: bool) -> Self {
+        match (netns, containers) {
+            (_, true) => Self::Containers,
+            (true, false) => Self::Netns,
+            (false, false) => Self::Loopback,
+        }
+    }
+}
+
+/// `gophermesh up`.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub source: Source,
+    /// Where the requester is published on 127.0.0.1 (0: any free port).
+    pub requester_port: u16,
+    /// Loopback port of the control API (0: any free port).
+    pub control_port: u16,
+    /// Port of the ADS server (0: any free port).
+    pub xds_port: u16,
+    /// Loopback port of the App Mesh API (0: any free port).
+    pub api_port: u16,
+    pub envoy_bin: Option<PathBuf>,
+    pub envoy: EnvoyOptions,
+    pub bin_dir: Option<PathBuf>,
+    pub network: NetworkMode,
+    /// Virtual nodes whose Envoy answers inbound requests itself (a measuring aid).
+    pub answer_at_envoy: Vec<String>,
+    /// Bootstrap files, logs, podman's configuration and image build contexts.
+    pub state_dir: PathBuf,
+    /// Durable state in `DIR/state.redb`; in memory when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Start with no mesh resources.
+    pub empty: bool,
+    /// When set, App Mesh API calls must be signed with these.
+    pub api_credentials: Option<Credentials>,
+    /// Region and account of the ARNs.
+    pub identity: Identity,
+}
+
+/// `gophermesh bench`.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub source: Source,
+    /// A short run: every figure is made, none is precise.
+    pub quick: bool,
+    /// Where bench.json and bench.svg go.
+    pub out: PathBuf,
+    /// Measured seconds per scenario.
+    pub duration: u64,
+    /// Connections the load generator keeps open.
+    pub concurrency: u32,
+    /// Threads of the load generator.
+    pub load_threads: u32,
+    /// Route shifts to time.
+    pub shifts: u32,
+    /// Mesh sizes (virtual nodes) for the control-plane scaling run.
+    pub scale: Vec<u32>,
+    pub envoy_bin: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+}

@@ -1,0 +1,64 @@
+//! Progress lines for long steps, on standard output: `==> what is happening`.
+
+/// Prints one progress line.
+pub fn say(message: impl std::fmt::Display) {
+    println!("==> {message}");
+}
+
+/// How `up`'s banner names the control API in its control-plane line.
+pub const CONTROL_API: &str = "control API on ";
+/// How `up`'s banner names the App Mesh API in its control-plane line.
+pub const APPMESH_API: &str = "App Mesh API on ";
+/// How `up`'s banner says where the requester answers.
+pub const REQUESTER_AT: &str = "The requester answers at ";
+
+/// The addresses a `gophermesh up` printed in its banner, for programs that start one
+/// with port 0 (the benchmark, the tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpAddresses {
+    /// `http://127.0.0.1:PORT` of the published requester.
+    pub requester: Option<String>,
+    /// `http://ADDR` of the control API.
+    pub control: Option<String>,
+    /// `http://ADDR` of the App Mesh API.
+    pub appmesh: Option<String>,
+}
+
+impl UpAddresses {
+    /// Takes what `line` of the banner says.
+    pub fn read(&mut self, line: &str) {
+        let url_after = |marker: &str| {
+            line.split_once(marker).map(|(_, rest)| {
+                rest.split([',', ' '])
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+        };
+        if let Some(url) = url_after(REQUESTER_AT) {
+            self.requester = Some(url);
+        }
+        if let Some(url) = url_after(CONTROL_API) {
+            self.control = Some(url);
+        }
+        if let Some(url) = url_after(APPMESH_API) {
+            self.appmesh = Some(url);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_every_address() {
+        let mut a = UpAddresses::default();
+        a.read("==> control plane: ADS on 127.0.0.1:41105, control API on http://127.0.0.1:9990, App Mesh API on http://127.0.0.1:9991 (SigV4 required)");
+        a.read("gophermesh is up in 0.6 s. The requester answers at http://127.0.0.1:8080/");
+        assert_eq!(a.requester.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(a.control.as_deref(), Some("http://127.0.0.1:9990"));
+        assert_eq!(a.appmesh.as_deref(), Some("http://127.0.0.1:9991"));
+    }
+}

