@@ -517,6 +517,20 @@ pub async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> serde_json::
     response.json().await.expect("json report")
 }
 
+/// The chi-square bound the split tests use: the 1 - 1e-6 quantile of chi-square with one
+/// degree of freedom. A correct 90/10 split fails a check with probability 1e-6 (about one
+/// false failure in a million checks), while a 50/50 split of 2000 calls scores above 1000.
+pub const CHI2_BOUND: f64 = 23.928;
+
+/// Pearson's chi-square statistic of a `/compare` report's (v1, v2) counts against the
+/// share `v1_share` for v1.
+pub fn chi_square(report: &serde_json::Value, v1_share: f64) -> f64 {
+    let (o1, o2) = (count(report, "v1"), count(report, "v2"));
+    let n = o1 + o2;
+    let (e1, e2) = (n * v1_share, n * (1.0 - v1_share));
+    (o1 - e1).powi(2) / e1 + (o2 - e2).powi(2) / e2
+}
+
 /// How many answers of a `/compare` report came from `version`.
 pub fn count(report: &serde_json::Value, version: &str) -> f64 {
     report["versions"][version]["count"].as_f64().unwrap_or(0.0)

@@ -193,9 +193,11 @@ async fn walkthrough_through_the_api(mode: Mode) {
     until_answering(&mesh).await;
     let report = compare(&mesh, 2000, 8).await;
     assert_eq!(report["ok"], 2000, "{report}");
-    let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
-    let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
-    assert!(chi < 10.828, "not 90/10: chi-square {chi:.2} for {report}");
+    let chi = tests::chi_square(&report, 0.9);
+    assert!(
+        chi < tests::CHI2_BOUND,
+        "not 90/10: chi-square {chi:.2} for {report}"
+    );
 
     // update-route to 0/100: every answer is v2; the version went up.
     let updated = aws(

@@ -79,7 +79,24 @@ fn a_quick_bench_produces_every_figure() {
     for service in ["distributor", "requester"] {
         positive(&report["ready_ms"][service], &format!("ready_ms.{service}"));
     }
-    assert!(report["image_mb"].is_object(), "{}", report["image_mb"]);
+    // One entry per service image: its size, or null when podman did not have it yet.
+    let sizes = report["image_mb"]
+        .as_object()
+        .expect("image_mb is an object");
+    let names: Vec<&str> = sizes.keys().map(String::as_str).collect();
+    let mut want: Vec<&str> = gophermesh::runtime::images::IMAGES
+        .iter()
+        .filter(|i| !i.is_envoy())
+        .map(|i| i.name)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    for (name, size) in sizes {
+        assert!(
+            size.is_null() || size.as_f64().is_some_and(|mb| mb > 0.0),
+            "{name}: {size}"
+        );
+    }
     assert_eq!(report["shift_propagation_ms"]["shifts"], 5);
     positive(&report["shift_propagation_ms"]["p50"], "shift p50");
     positive(&report["shift_propagation_ms"]["p99"], "shift p99");
@@ -91,7 +108,29 @@ fn a_quick_bench_produces_every_figure() {
         positive(&point["push_ms"], "push_ms");
         positive(&point["control_plane_rss_mib"], "control plane RSS");
     }
-    assert!(!report["budgets"].as_array().expect("budgets").is_empty());
+    // Every budget the bench checks is there, and its verdict follows from its value.
+    let budgets = report["budgets"].as_array().expect("budgets");
+    for name in [
+        "distributor_direct rps / hello_floor rps",
+        "mesh rps / envoy_floor rps",
+    ] {
+        assert!(
+            budgets.iter().any(|b| b["name"] == name),
+            "no budget {name}: {budgets:?}"
+        );
+    }
+    for b in budgets {
+        let value = b["value"].as_f64().expect("a numeric value");
+        let limit = b["limit"].as_str().expect("a limit");
+        let (op, bound) = limit.split_once(' ').expect("OP BOUND");
+        let bound: f64 = bound.parse().expect("a numeric bound");
+        let holds = match op {
+            ">=" => value >= bound,
+            "<=" => value <= bound,
+            other => panic!("unknown comparison {other} in {b}"),
+        };
+        assert_eq!(b["ok"].as_bool(), Some(holds), "{b}");
+    }
     let svg = std::fs::read_to_string(out_dir.join("bench.svg")).expect("bench.svg written");
     assert!(
         svg.starts_with("<svg") && svg.contains("envoy_floor"),

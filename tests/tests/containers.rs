@@ -155,9 +155,11 @@ async fn images_build_offline_and_tasks_run_as_pods() {
 
     let report = compare(&mesh, 2000, 8).await;
     assert_eq!(report["ok"], 2000, "{report}");
-    let (v1, v2) = (count(&report, "v1"), count(&report, "v2"));
-    let chi = (v1 - 1800.0).powi(2) / 1800.0 + (v2 - 200.0).powi(2) / 200.0;
-    assert!(chi < 10.828, "not 90/10: chi-square {chi:.2} for {report}");
+    let chi = tests::chi_square(&report, 0.9);
+    assert!(
+        chi < tests::CHI2_BOUND,
+        "not 90/10: chi-square {chi:.2} for {report}"
+    );
 
     let (code, said) = mesh.cli(&[
         "route",

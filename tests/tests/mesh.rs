@@ -3,18 +3,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::{LocalMesh, Mode, client, compare, copy_of_shipped, count, until_routes_acked};
-
-/// Pearson's chi-square statistic of (v1, v2) counts against expected shares.
-fn chi_square(report: &Value, v1_share: f64) -> f64 {
-    let (o1, o2) = (count(report, "v1"), count(report, "v2"));
-    let n = o1 + o2;
-    let (e1, e2) = (n * v1_share, n * (1.0 - v1_share));
-    (o1 - e1).powi(2) / e1 + (o2 - e2).powi(2) / e2
-}
-
-/// The 0.999 quantile of chi-square with one degree of freedom.
-const CHI2_CRITICAL: f64 = 10.828;
+use tests::{
+    CHI2_BOUND, LocalMesh, Mode, chi_square, client, compare, copy_of_shipped, count,
+    until_routes_acked,
+};
 
 /// Each scenario runs once per networking mode: `loopback::NAME` and `netns::NAME`.
 macro_rules! in_each_mode {
@@ -79,12 +71,12 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     assert_eq!(report["ok"], 2000, "{report}");
     let chi = chi_square(&report, 0.9);
     assert!(
-        chi < CHI2_CRITICAL,
+        chi < CHI2_BOUND,
         "the split is not 90/10: chi-square {chi:.2} for {report}"
     );
     let chi_50 = chi_square(&report, 0.5);
     assert!(
-        chi_50 > CHI2_CRITICAL,
+        chi_50 > CHI2_BOUND,
         "a 50/50 hypothesis must be rejected, chi-square {chi_50:.2}"
     );
 
@@ -413,8 +405,12 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(restarts(&after, "distributor-v2/distributor"), 1, "{after}");
-    assert_eq!(restarts(&after, "distributor-v1/envoy"), 1, "{after}");
+    // At least once each: a process that crashes again on restart is restarted again.
+    assert!(
+        restarts(&after, "distributor-v2/distributor") >= 1,
+        "{after}"
+    );
+    assert!(restarts(&after, "distributor-v1/envoy") >= 1, "{after}");
     assert!(
         mesh.output().contains("exited (signal: 9 (SIGKILL))"),
         "the crash was not reported:\n{}",

@@ -169,13 +169,19 @@ async fn trace_context_and_request_id_reach_the_distributor_and_its_logs() {
     );
     assert_eq!(seen[0].headers["x-request-id"], "req-e2e-1");
 
-    // Both services log the trace id and the request id.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both services log the trace id and the request id (logs arrive through a pipe, so
+    // give them up to 5 s).
     for service in [&r, &v1] {
-        let logged = service
-            .logs()
-            .iter()
-            .any(|e| e["span"]["trace_id"] == trace_id && e["span"]["request_id"] == "req-e2e-1");
+        let has_ids = || {
+            service.logs().iter().any(|e| {
+                e["span"]["trace_id"] == trace_id && e["span"]["request_id"] == "req-e2e-1"
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !has_ids() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let logged = has_ids();
         assert!(
             logged,
             "{} did not log the ids: {:#?}",

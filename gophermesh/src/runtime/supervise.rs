@@ -137,7 +137,7 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     loop {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -179,10 +179,10 @@ async fn supervise(
                     s.running = false;
                     s.last_exit = Some(format!("could not start: {e}"));
                 });
-                if wait_or_stop(&mut stop, backoff).await {
+                if wait_or_stop(&mut stop, backoff.next_wait(Duration::ZERO)).await {
+                    table.update(index, |s| s.pid = None);
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(8));
                 continue;
             }
         };
@@ -209,18 +209,17 @@ async fn supervise(
                     s.restarts += 1;
                     s.last_exit = Some(text.clone());
                 });
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_millis(250);
-                }
+                let wait = backoff.next_wait(started.elapsed());
                 tracing::warn!(
                     process = spec.name,
-                    "exited ({text}); restarting in {backoff:?}; log: {}",
+                    "exited ({text}); restarting in {wait:?}; log: {}",
                     spec.log.display()
                 );
-                if wait_or_stop(&mut stop, backoff).await {
+                if wait_or_stop(&mut stop, wait).await {
+                    // Stopped while waiting to restart: the last pid is gone.
+                    table.update(index, |s| s.pid = None);
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(8));
             }
             Outcome::Stop => {
                 if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
@@ -244,6 +243,35 @@ async fn supervise(
     }
 }
 
+/// How long to wait before a restart: 250 ms, doubling with every quick exit up to 8 s,
+/// and back to 250 ms after a run that lasted 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(8);
+    const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+    /// The wait before the next start, after a run that lasted `ran`.
+    fn next_wait(&mut self, ran: Duration) -> Duration {
+        if ran > Self::HEALTHY_RUN {
+            self.next = Self::FIRST;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
 /// Sleeps for `d` unless told to stop first; true when told to stop.
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     let stopped = tokio::select! {
@@ -251,4 +279,76 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
         _ = stop.wait_for(|s| *s) => true,
     };
     stopped || *stop.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_resets_after_a_healthy_run() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_millis(10);
+        let waits: Vec<u64> = (0..8)
+            .map(|_| b.next_wait(quick).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(
+            b.next_wait(Duration::from_secs(31)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(b.next_wait(quick), Duration::from_millis(500));
+    }
+
+    fn spec(name: &str, script: &str, log: &std::path::Path) -> Spec {
+        Spec {
+            name: name.to_owned(),
+            program: PathBuf::from("sh"),
+            args: vec!["-c".to_owned(), script.to_owned()],
+            env: std::env::vars().filter(|(k, _)| k == "PATH").collect(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crashing_process_is_restarted_and_a_stopped_one_is_not() {
+        let log =
+            std::env::temp_dir().join(format!("gophermesh-supervise-{}.log", std::process::id()));
+        let table = ProcessTable::default();
+        let crashing = Supervised::start(
+            spec("crash", "exit 3", &log),
+            &table,
+            Duration::from_secs(1),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while table.snapshot()[0].restarts < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let row = table.snapshot()[0].clone();
+        assert!(row.restarts >= 2, "{row:?}");
+        assert_eq!(row.last_exit.as_deref(), Some("exit status: 3"));
+        crashing.stop().await;
+        let stopped = table.snapshot()[0].clone();
+        assert!(!stopped.running && stopped.pid.is_none(), "{stopped:?}");
+
+        // A process that ignores SIGTERM is killed after the grace period.
+        let stubborn = Supervised::start(
+            spec(
+                "stubborn",
+                "trap '' TERM; while :; do sleep 0.05; done",
+                &log,
+            ),
+            &table,
+            Duration::from_millis(300),
+        );
+        while !table.snapshot()[1].running {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let began = Instant::now();
+        stubborn.stop().await;
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert_eq!(table.snapshot()[1].last_exit.as_deref(), Some("stopped"));
+        assert_eq!(table.snapshot()[1].restarts, 0);
+        let _ = std::fs::remove_file(&log);
+    }
 }
