@@ -155,11 +155,12 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 
-    /// Where the requester is reached from this machine (its Envoy's ingress listener).
+    /// Where the requester task is published on 127.0.0.1; 0 picks a free one.
     #[arg(long, env = "REQUESTER_PORT", default_value_t = 8080)]
     pub(crate) requester_port: u16,
 
-    /// Loopback port of the control API (`status`, `route set`, `apply` talk to it).
+    /// Loopback port of the control API (`status`, `route set`, `apply` talk to it); 0 picks
+    /// a free one.
     #[arg(long, env = "GOPHERMESH_CONTROL_PORT", default_value_t = 9990)]
     pub(crate) control_port: u16,
 
