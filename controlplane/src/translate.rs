@@ -11,6 +11,10 @@
 //!   `cds_egress_M_T_http_PORT`, one per target virtual node `T`, with `T`'s health check,
 //!   outlier detection and connection pool;
 //! - retry policy and timeouts from the route, App Mesh's defaults where it is silent.
+//!
+//! One file because it is one mapping, read top to bottom as App Mesh's own reference
+//! reads (a node's listeners, then its clusters, then its routes); about a fifth of it is
+//! the unit tests of that mapping.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -9,8 +9,10 @@
 //! Also: RSS idle and at peak, time from exec to the first answer, route-shift propagation
 //! and the control plane's push time and RSS for generated meshes of growing size.
 
+mod facts;
 pub mod hello;
 pub mod load;
+mod mesh;
 pub mod report;
 pub mod scale;
 
@@ -20,15 +22,17 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::config::BenchConfig;
 use crate::progress::{UpAddresses, say};
-use crate::runtime::{bin_dir, envoy, images};
+use crate::runtime::{bin_dir, envoy};
+use facts::{image_sizes, machine};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
-use report::{Memory, Report, ScalePoint, Shifts};
+use mesh::{Up, answered_by, envoy_pids, shift_propagation};
+use report::{Memory, Report, ScalePoint};
 
 /// A process the benchmark started; killed when dropped.
 #[derive(Debug)]
@@ -308,197 +312,6 @@ impl Bench {
         up.requester = format!("http://{ingress}");
         Ok(up)
     }
-}
-
-/// A running `gophermesh up`.
-struct Up {
-    child: Child,
-    requester: String,
-    control: String,
-}
-
-impl Up {
-    async fn status(&self, http: &reqwest::Client) -> anyhow::Result<Value> {
-        Ok(http
-            .get(format!("{}/v1/status", self.control))
-            .send()
-            .await?
-            .json()
-            .await?)
-    }
-
-    /// The supervised processes (name, pid).
-    async fn processes(&self, http: &reqwest::Client) -> anyhow::Result<Vec<(String, u32)>> {
-        let status = self.status(http).await?;
-        let procs = status["processes"]
-            .as_array()
-            .context("status without processes")?
-            .iter()
-            .filter_map(|p| {
-                Some((
-                    p["name"].as_str()?.to_owned(),
-                    u32::try_from(p["pid"].as_u64()?).ok()?,
-                ))
-            })
-            .collect();
-        Ok(procs)
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-fn envoy_pids(procs: &[(String, u32)]) -> Vec<u32> {
-    procs
-        .iter()
-        .filter(|(n, _)| n.ends_with("/envoy"))
-        .map(|(_, p)| *p)
-        .collect()
-}
-
-/// The version the requester's distributor answered with, and its host.
-async fn answered_by(http: &reqwest::Client, requester: &str) -> anyhow::Result<(String, String)> {
-    let v: Value = http
-        .get(requester)
-        .header("accept", "application/json")
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok((
-        v["distributor"]["version"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        v["distributor"]["host"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    ))
-}
-
-async fn set_weights(
-    http: &reqwest::Client,
-    control: &str,
-    v1: u32,
-    v2: u32,
-) -> anyhow::Result<()> {
-    let r = http
-        .put(format!("{control}/v1/routes/distributor/weights"))
-        .json(&json!({"weights": {"distributor-v1": v1, "distributor-v2": v2}}))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("route set refused: {}", r.text().await.unwrap_or_default());
-    }
-    Ok(())
-}
-
-/// Times `shifts` route changes from the API call to the first request that follows them.
-async fn shift_propagation(http: &reqwest::Client, up: &Up, shifts: u32) -> anyhow::Result<Shifts> {
-    let mut times = Vec::new();
-    for i in 0..shifts {
-        let (v1, v2, want) = if i % 2 == 0 {
-            (0, 100, "v2")
-        } else {
-            (100, 0, "v1")
-        };
-        let start = Instant::now();
-        set_weights(http, &up.control, v1, v2).await?;
-        loop {
-            let (version, _) = answered_by(http, &up.requester).await?;
-            if version == want {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("the requester still got {version} 10 s after shifting everything to {want}");
-            }
-        }
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    set_weights(http, &up.control, 90, 10).await?;
-    times.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
-        times[i]
-    };
-    Ok(Shifts {
-        shifts: times.len(),
-        p50: pick(0.5),
-        p99: pick(0.99),
-        max: times.last().copied().unwrap_or_default(),
-    })
-}
-
-/// Sizes of the service images when podman has them.
-fn image_sizes() -> Value {
-    let Ok(out) = std::process::Command::new("podman")
-        .arg("--version")
-        .output()
-    else {
-        return json!({"note": "podman is not installed; image sizes need `gophermesh images build`"});
-    };
-    if !out.status.success() {
-        return json!({"note": "podman does not run here"});
-    }
-    let mut sizes = serde_json::Map::new();
-    for image in images::IMAGES
-        .iter()
-        .filter(|i| !i.is_envoy())
-        .map(|i| i.name)
-    {
-        let size = std::process::Command::new("podman")
-            .args(["image", "inspect", "--format", "{{.Size}}", image])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            });
-        sizes.insert(
-            image.to_owned(),
-            size.map_or(Value::Null, |b| json!((b / 1e6 * 100.0).round() / 100.0)),
-        );
-    }
-    Value::Object(sizes)
-}
-
-fn machine() -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "cpus".into(),
-        std::thread::available_parallelism().map_or("?".into(), |n| n.to_string()),
-    );
-    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
-        if let Some(model) = info.lines().find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        }) {
-            m.insert("cpu".into(), model);
-        }
-    }
-    m.insert(
-        "date".into(),
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    );
-    m
 }
 
 pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {

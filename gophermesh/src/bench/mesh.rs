@@ -1,0 +1,153 @@
+//! A running `gophermesh up` as the benchmark drives it: its processes, who answered,
+//! and how fast a route shift reaches the Envoys.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use super::report::Shifts;
+
+/// A running `gophermesh up`.
+pub(super) struct Up {
+    pub(super) child: Child,
+    pub(super) requester: String,
+    pub(super) control: String,
+}
+
+impl Up {
+    pub(super) async fn status(&self, http: &reqwest::Client) -> anyhow::Result<Value> {
+        Ok(http
+            .get(format!("{}/v1/status", self.control))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The supervised processes (name, pid).
+    pub(super) async fn processes(
+        &self,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Vec<(String, u32)>> {
+        let status = self.status(http).await?;
+        let procs = status["processes"]
+            .as_array()
+            .context("status without processes")?
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    u32::try_from(p["pid"].as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        Ok(procs)
+    }
+
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+pub(super) fn envoy_pids(procs: &[(String, u32)]) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|(n, _)| n.ends_with("/envoy"))
+        .map(|(_, p)| *p)
+        .collect()
+}
+
+/// The version the requester's distributor answered with, and its host.
+pub(super) async fn answered_by(
+    http: &reqwest::Client,
+    requester: &str,
+) -> anyhow::Result<(String, String)> {
+    let v: Value = http
+        .get(requester)
+        .header("accept", "application/json")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok((
+        v["distributor"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        v["distributor"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+async fn set_weights(
+    http: &reqwest::Client,
+    control: &str,
+    v1: u32,
+    v2: u32,
+) -> anyhow::Result<()> {
+    let r = http
+        .put(format!("{control}/v1/routes/distributor/weights"))
+        .json(&json!({"weights": {"distributor-v1": v1, "distributor-v2": v2}}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("route set refused: {}", r.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Times `shifts` route changes from the API call to the first request that follows them.
+pub(super) async fn shift_propagation(
+    http: &reqwest::Client,
+    up: &Up,
+    shifts: u32,
+) -> anyhow::Result<Shifts> {
+    let mut times = Vec::new();
+    for i in 0..shifts {
+        let (v1, v2, want) = if i % 2 == 0 {
+            (0, 100, "v2")
+        } else {
+            (100, 0, "v1")
+        };
+        let start = Instant::now();
+        set_weights(http, &up.control, v1, v2).await?;
+        loop {
+            let (version, _) = answered_by(http, &up.requester).await?;
+            if version == want {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the requester still got {version} 10 s after shifting everything to {want}");
+            }
+        }
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    set_weights(http, &up.control, 90, 10).await?;
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
+        times[i]
+    };
+    Ok(Shifts {
+        shifts: times.len(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        max: times.last().copied().unwrap_or_default(),
+    })
+}
