@@ -285,7 +285,8 @@ impl Up<'_> {
             say(format!("publishing {node} ({}) on {url}", site.place.reach));
             background.push(tokio::spawn(runtime::publish::publish(
                 listener,
-                site.clone(),
+                site.place.reach,
+                plan.entry_netns.clone(),
             )));
         }
         Ok(url)

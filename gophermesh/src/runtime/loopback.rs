@@ -111,7 +111,11 @@ impl Backend for Loopback {
             sites.insert(t.virtual_node.clone(), site);
         }
         self.subnet = Some(subnet);
-        Ok(Plan { sites, hosts: None })
+        Ok(Plan {
+            sites,
+            hosts: None,
+            entry_netns: None,
+        })
     }
 
     async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {

@@ -101,6 +101,9 @@ pub struct Plan {
     pub sites: BTreeMap<String, Site>,
     /// The tasks' hosts files, when they have their own (kept in step with the mesh).
     pub hosts: Option<netns::HostsFiles>,
+    /// The namespace from which the host reaches the tasks (the hub), when they are not on
+    /// the host's own network.
+    pub entry_netns: Option<String>,
 }
 
 /// A way of running tasks: plan where each runs, start them, stop them all.

@@ -99,8 +99,12 @@ pub fn plan_network(
             },
         );
     }
-    let hosts = Some(network.clone_files());
-    Ok((network, Plan { sites, hosts }))
+    let plan = Plan {
+        sites,
+        hosts: Some(network.clone_files()),
+        entry_netns: Some(network.hub.clone()),
+    };
+    Ok((network, plan))
 }
 
 /// The ADS listener on the hub's address, inside the hub namespace.

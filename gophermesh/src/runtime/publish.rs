@@ -1,6 +1,7 @@
 //! The requester's port, published on the host's loopback as a container runtime
 //! publishes a port: each connection accepted on the host is copied both ways to the
-//! requester task's ingress (inside its namespace when it has one). Only the entry from
+//! requester task's address, dialled from the namespace the host reaches the tasks from
+//! (the hub) when they have namespaces of their own. Only the entry from
 //! the host goes this way; traffic between tasks goes through the Envoys.
 
 use std::net::SocketAddr;
@@ -8,16 +9,16 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Site, netns};
+use super::netns;
 
-/// Serves `listener` until the task is dropped, forwarding to `site`'s reach address.
-pub async fn publish(listener: TcpListener, site: Site) {
-    let target = site.place.reach;
+/// Serves `listener` until the task is dropped, forwarding to `target`, dialled inside
+/// namespace `entry` when given.
+pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<String>) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;
         };
-        let ns = site.netns.clone();
+        let ns = entry.clone();
         tokio::spawn(async move {
             match dial(ns.as_deref(), target).await {
                 Ok(mut outbound) => {
