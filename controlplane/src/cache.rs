@@ -92,7 +92,7 @@ impl Cache {
         made
     }
 
-    /// How many times resources were built (for tests and the status page).
+    /// How many times resources were built (what the tests check the sharing by).
     pub fn builds(&self) -> u64 {
         self.builds.load(Ordering::Relaxed)
     }

@@ -27,6 +27,7 @@ pub struct Namespaces {
 
 impl Backend for Namespaces {
     fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
+        Network::preflight()?;
         let (network, plan) = plan_network(tasks, mesh, None)?;
         self.network = Some(network);
         Ok(plan)
@@ -53,15 +54,13 @@ impl Backend for Namespaces {
     }
 }
 
-/// Checks this process may create namespaces, removes those of dead runs, creates the
-/// network for `tasks` (in the namespaces of processes `pod_pids` when given) and plans
+/// Removes the namespaces of dead runs, creates the network for `tasks` (in the namespaces of processes `pod_pids` when given) and plans
 /// each task's site on it.
 pub fn plan_network(
     tasks: &[Task],
     mesh: &meshmodel::Mesh,
     pod_pids: Option<&[u32]>,
 ) -> anyhow::Result<(Network, Plan)> {
-    Network::preflight()?;
     let leftovers = Network::remove_leftovers();
     if !leftovers.is_empty() {
         say(format!(
