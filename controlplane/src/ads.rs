@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::Cache;
 use crate::store::Snapshot;
-use crate::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use crate::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// A configuration an Envoy refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -222,7 +222,7 @@ impl AdsStream {
                 .as_ref()
                 .map(|n| n.id.as_str())
                 .unwrap_or_default();
-            let Some((_, node)) = translate::node_from_id(id) else {
+            let Some((_, node)) = meshmodel::node_from_id(id) else {
                 return Err(Status::invalid_argument(format!(
                     "node id `{id}` is not a virtual node name like mesh/MESH/virtualNode/NODE"
                 )));

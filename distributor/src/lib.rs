@@ -5,7 +5,7 @@
 //! 200 while serving and 503 once shutdown has begun. Two demo knobs, off by default, add
 //! latency and injected 503s so retries and outlier detection can be shown.
 //!
-//! [`App::bind`] binds the listener (port 0 works, for tests) and [`App::run`] serves until
+//! [`App::bind`] (an [`common::app::App`]) binds the listener (port 0 works, for tests) and [`App::run`] serves until
 //! the given future resolves, then drains.
 #![forbid(unsafe_code)]
 
@@ -18,36 +18,35 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use common::config::TelemetryArgs;
 use common::shutdown::Health;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use routes::router;
 
-/// A bound, not yet serving distributor.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    config: Config,
-}
+/// A bound, not yet serving distributor: [`App::bind`], [`App::local_addr`], [`App::run`].
+pub type App = common::app::App<Config>;
 
-impl App {
-    /// Binds `config.listen`. Fails with the address in the message when it is taken.
-    pub async fn bind(config: Config) -> io::Result<Self> {
-        let listener = common::shutdown::bind(config.listen).await?;
-        Ok(Self { listener, config })
+impl common::app::Service for Config {
+    const NAME: &'static str = "distributor";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
-    /// The address actually bound (the real port when `listen` asked for port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    fn telemetry(&self) -> &TelemetryArgs {
+        &self.telemetry
     }
 
-    /// Serves until `stop` resolves, then drains within the configured deadline.
-    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         let health = Health::default();
-        let state = routes::State::new(&self.config, health.clone());
-        if let Some(uri) = self.config.ecs_metadata_uri.clone() {
+        let state = routes::State::new(&self, health.clone());
+        if let Some(uri) = self.ecs_metadata_uri.clone() {
             let task = state.task.clone();
             tokio::spawn(async move {
                 match ecs::fetch(&uri).await {
@@ -60,18 +59,18 @@ impl App {
             });
         }
         tracing::info!(
-            addr = %self.local_addr()?,
-            version = %self.config.version(),
-            latency_ms = self.config.latency_ms,
-            error_rate = self.config.error_rate,
+            addr = %listener.local_addr()?,
+            version = %self.version(),
+            latency_ms = self.latency_ms,
+            error_rate = self.error_rate,
             "distributor listening"
         );
         common::shutdown::serve(
-            self.listener,
+            listener,
             router(state),
             health,
             stop,
-            self.config.shutdown.drain_timeout,
+            self.shutdown.drain_timeout,
         )
         .await
     }

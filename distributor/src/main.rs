@@ -3,20 +3,10 @@
 
 use std::process::ExitCode;
 
-use distributor::{App, Config};
-
 #[tokio::main]
 async fn main() -> ExitCode {
     if let Some(code) = common::healthcheck::from_args() {
         return code;
     }
-    let config = Config::from_args_and_env();
-    let telemetry = config.telemetry.clone();
-    common::run_main("distributor", &telemetry, async move {
-        App::bind(config)
-            .await?
-            .run(common::shutdown::signal())
-            .await
-    })
-    .await
+    common::app::main(distributor::Config::from_args_and_env()).await
 }

@@ -94,6 +94,10 @@ fn version_header(version: Version) -> [(&'static str, HeaderValue); 1] {
 
 async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
     if !s.latency.is_zero() {
+        tracing::info!(
+            latency_ms = s.latency.as_millis(),
+            "holding the answer (--latency-ms)"
+        );
         tokio::time::sleep(s.latency).await;
     }
     if s.error_rate > 0.0 && fastrand::f64() < s.error_rate {

@@ -4,6 +4,7 @@
 //! - [`appmesh`]: the GA API shapes (2019-01-25), one type per `Create*` input.
 //! - [`resource`]: one resource file, its kind told by its name fields.
 //! - [`mesh`]: every resource of a mesh, with the checks that span resources.
+//! - [`node_id`]: the Envoy node id of a virtual node, both ways.
 //! - [`ecs`]: ECS task definitions, with the APPMESH proxy configuration parsed.
 //! - [`taskdef`]: checks that the task definitions fit the mesh.
 //! - [`render`]: `${VAR}` placeholders filled from the environment.
@@ -15,12 +16,14 @@
 pub mod appmesh;
 pub mod ecs;
 pub mod mesh;
+pub mod node_id;
 pub mod problem;
 pub mod render;
 pub mod resource;
 pub mod taskdef;
 
 pub use mesh::Mesh;
+pub use node_id::{node_from_id, node_id};
 pub use problem::{Problem, Problems};
 pub use resource::{Key, Kind, Resource};
 

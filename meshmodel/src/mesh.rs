@@ -722,34 +722,19 @@ fn check_listener(p: &mut Vec<Problem>, origin: &str, base: &str, listener: &Lis
 }
 
 fn check_health_check(p: &mut Vec<Problem>, origin: &str, at: &str, hc: &HealthCheckPolicy) {
-    range(
-        p,
-        origin,
-        &join(at, "healthyThreshold"),
-        hc.healthy_threshold,
-        limits::THRESHOLD,
-    );
-    range(
-        p,
-        origin,
-        &join(at, "unhealthyThreshold"),
-        hc.unhealthy_threshold,
-        limits::THRESHOLD,
-    );
-    range(
-        p,
-        origin,
-        &join(at, "timeoutMillis"),
-        hc.timeout_millis,
-        limits::HC_TIMEOUT_MS,
-    );
-    range(
-        p,
-        origin,
-        &join(at, "intervalMillis"),
-        hc.interval_millis,
-        limits::HC_INTERVAL_MS,
-    );
+    let checks = [
+        ("healthyThreshold", hc.healthy_threshold, limits::THRESHOLD),
+        (
+            "unhealthyThreshold",
+            hc.unhealthy_threshold,
+            limits::THRESHOLD,
+        ),
+        ("timeoutMillis", hc.timeout_millis, limits::HC_TIMEOUT_MS),
+        ("intervalMillis", hc.interval_millis, limits::HC_INTERVAL_MS),
+    ];
+    for (field, value, bounds) in checks {
+        range(p, origin, &join(at, field), value, bounds);
+    }
     if let Some(port) = hc.port {
         range(p, origin, &join(at, "port"), port, limits::PORT);
     }

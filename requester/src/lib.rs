@@ -18,40 +18,39 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use common::config::TelemetryArgs;
 use common::shutdown::Health;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use routes::router;
 
-/// A bound, not yet serving requester.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    config: Config,
-}
+/// A bound, not yet serving requester: [`App::bind`], [`App::local_addr`], [`App::run`].
+pub type App = common::app::App<Config>;
 
-impl App {
-    /// Binds `config.listen`. Fails with the address in the message when it is taken.
-    pub async fn bind(config: Config) -> io::Result<Self> {
-        let listener = common::shutdown::bind(config.listen).await?;
-        Ok(Self { listener, config })
+impl common::app::Service for Config {
+    const NAME: &'static str = "requester";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
-    /// The address actually bound (the real port when `listen` asked for port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    fn telemetry(&self) -> &TelemetryArgs {
+        &self.telemetry
     }
 
-    /// Serves until `stop` resolves, then drains within the configured deadline.
-    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let client = client::DistributorClient::new(&self.config)
+    async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let client = client::DistributorClient::new(&self)
             .map_err(|e| io::Error::other(format!("cannot build the HTTP client: {e}")))?;
         let health = Health::default();
         tracing::info!(
-            addr = %self.local_addr()?,
-            distributor = %self.config.distributor_url,
-            egress_proxy = ?self.config.egress_proxy.as_ref().map(|u| u.as_str()),
+            addr = %listener.local_addr()?,
+            distributor = %self.distributor_url,
+            egress_proxy = ?self.egress_proxy.as_ref().map(|u| u.as_str()),
             "requester listening"
         );
         let state = routes::State {
@@ -60,11 +59,11 @@ impl App {
             host: common::hostname().into(),
         };
         common::shutdown::serve(
-            self.listener,
+            listener,
             router(state),
             health,
             stop,
-            self.config.shutdown.drain_timeout,
+            self.shutdown.drain_timeout,
         )
         .await
     }

@@ -4,20 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use requester::{App, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     if let Some(code) = common::healthcheck::from_args() {
         return code;
     }
-    let config = Config::parse();
-    let telemetry = config.telemetry.clone();
-    common::run_main("requester", &telemetry, async move {
-        App::bind(config)
-            .await?
-            .run(common::shutdown::signal())
-            .await
-    })
-    .await
+    common::app::main(requester::Config::parse()).await
 }

@@ -561,3 +561,24 @@ pub async fn until_routes_acked(mesh: &LocalMesh, node: &str) {
     }
     panic!("{node}'s Envoy did not ACK the current routes within 5 s: {status}");
 }
+
+/// Sends every request to `all` and none to `none` with `route set` (plus `extra` flags such
+/// as `--save`), waits for the requester's Envoy to ACK it, and checks that 300 calls all
+/// come back from `all`.
+pub async fn shift_all(mesh: &LocalMesh, all: &str, none: &str, extra: &[&str]) {
+    let (to_all, to_none) = (
+        format!("distributor-{all}=100"),
+        format!("distributor-{none}=0"),
+    );
+    let mut args = vec!["route", "set", "distributor", &to_none, &to_all];
+    args.extend_from_slice(extra);
+    let (code, said) = mesh.cli(&args);
+    assert_eq!(code, 0, "{said}");
+    until_routes_acked(mesh, "requester").await;
+    let report = compare(mesh, 300, 8).await;
+    assert_eq!(
+        (count(&report, all), count(&report, none)),
+        (300.0, 0.0),
+        "after shifting everything to {all}: {report}"
+    );
+}

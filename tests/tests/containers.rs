@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{
-    LocalMesh, Mode, bin, client, compare, copy_of_shipped, count, repo_root, require_podman,
-    require_root_for_netns, until_routes_acked,
+    LocalMesh, Mode, bin, client, compare, copy_of_shipped, repo_root, require_podman,
+    require_root_for_netns, shift_all,
 };
 
 const SERVICE_IMAGES: [&str; 3] = [
@@ -161,21 +161,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
         "not 90/10: chi-square {chi:.2} for {report}"
     );
 
-    let (code, said) = mesh.cli(&[
-        "route",
-        "set",
-        "distributor",
-        "distributor-v1=0",
-        "distributor-v2=100",
-    ]);
-    assert_eq!(code, 0, "{said}");
-    until_routes_acked(&mesh, "requester").await;
-    let report = compare(&mesh, 300, 8).await;
-    assert_eq!(
-        (count(&report, "v2"), count(&report, "v1")),
-        (300.0, 0.0),
-        "{report}"
-    );
+    shift_all(&mesh, "v2", "v1", &[]).await;
 
     // An essential container's exit stops its task, as on ECS.
     let victim = format!("{prefix}1-distributor");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::{
-    CHI2_BOUND, LocalMesh, Mode, chi_square, client, compare, copy_of_shipped, count,
+    CHI2_BOUND, LocalMesh, Mode, chi_square, client, compare, copy_of_shipped, count, shift_all,
     until_routes_acked,
 };
 
@@ -81,37 +81,8 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     );
 
     // Shift everything to v2, then to v1.
-    let (code, said) = mesh.cli(&[
-        "route",
-        "set",
-        "distributor",
-        "distributor-v1=0",
-        "distributor-v2=100",
-    ]);
-    assert_eq!(code, 0, "{said}");
-    until_routes_acked(&mesh, "requester").await;
-    let report = compare(&mesh, 300, 8).await;
-    assert_eq!(
-        (count(&report, "v2"), count(&report, "v1")),
-        (300.0, 0.0),
-        "{report}"
-    );
-    let (code, said) = mesh.cli(&[
-        "route",
-        "set",
-        "distributor",
-        "distributor-v1=100",
-        "distributor-v2=0",
-        "--save",
-    ]);
-    assert_eq!(code, 0, "{said}");
-    until_routes_acked(&mesh, "requester").await;
-    let report = compare(&mesh, 300, 8).await;
-    assert_eq!(
-        (count(&report, "v1"), count(&report, "v2")),
-        (300.0, 0.0),
-        "{report}"
-    );
+    shift_all(&mesh, "v2", "v1", &[]).await;
+    shift_all(&mesh, "v1", "v2", &["--save"]).await;
     let saved = std::fs::read_to_string(dir.join("mesh/routes/distributor.json")).expect("saved");
     let saved: Value = serde_json::from_str(&saved).expect("json");
     assert_eq!(

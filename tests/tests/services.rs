@@ -401,10 +401,8 @@ async fn ecs_task_metadata_is_included_when_present_and_never_blocks() {
     assert_eq!(body["task"]["availability_zone"], "us-east-1a");
 
     // A metadata endpoint that is not there: still serving, without the field.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
-    drop(closed);
-    let d = distributor("v1", &["--ecs-metadata-uri", &closed_url]);
+    // (Port 1, tcpmux, is closed on any machine these tests run on.)
+    let d = distributor("v1", &["--ecs-metadata-uri", "http://127.0.0.1:1"]);
     let (status, body) = get_json(&d.url()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.get("task").is_none(), "{body}");
@@ -415,7 +413,19 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let mut d = distributor("v1", &["--latency-ms", "800"]);
     let url = d.url();
     let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Terminate only once the request is being served (its handler has logged).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d
+        .logs()
+        .iter()
+        .any(|l| l["message"] == "holding the answer (--latency-ms)")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the handler"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     d.terminate();
     let status = in_flight
         .await

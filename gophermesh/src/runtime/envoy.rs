@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use controlplane::translate::node_id;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
+use meshmodel::node_id;
 use serde_json::json;
 
 /// How to reach one Envoy's admin interface.
