@@ -42,18 +42,24 @@ impl Default for TelemetryArgs {
     }
 }
 
-/// How a server stops.
+/// How a server treats its connections and how it stops.
 #[derive(Debug, Clone, Args)]
-pub struct ShutdownArgs {
+pub struct ServerArgs {
+    /// How long a client may take to send its request headers; the same limit closes a
+    /// keep-alive connection left idle that long (e.g. `10s`).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// After SIGTERM or Ctrl-C, how long requests in flight may take to finish
     /// before the process exits anyway (e.g. `10s`, `500ms`).
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 }
 
-impl Default for ShutdownArgs {
+impl Default for ServerArgs {
     fn default() -> Self {
         Self {
+            header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
             drain_timeout: Duration::from_secs(10),
         }
     }

@@ -4,6 +4,7 @@
 //! - [`config`]: the flags both binaries take (logging, tracing export, draining).
 //! - [`telemetry`]: tracing and OpenTelemetry, set up once per process.
 //! - [`tracecontext`]: W3C `traceparent` and `x-request-id` on the way in and out.
+//! - [`server`]: the HTTP server loop (header-read timeout, peer address, drain).
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling, the health flag and draining.
 //! - [`wire`]: the JSON the distributor answers with and the requester reads.
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod healthcheck;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tracecontext;

@@ -5,13 +5,11 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// Whether the process is still serving or has begun shutting down. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -77,37 +75,24 @@ pub async fn signal() {
 /// Serves `app` on `listener` until `stop` resolves, then drains.
 ///
 /// When `stop` resolves, `health` turns unhealthy and the listener stops accepting;
-/// connections with requests in flight get up to `drain` to finish, after which they are
-/// dropped and this returns anyway.
+/// connections with requests in flight get up to `args.drain_timeout` to finish, after which they are
+/// dropped and this returns anyway. Connections are served as [`crate::server::serve`]
+/// serves them (header-read timeout and all).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     health: Health,
     stop: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    args: &crate::config::ServerArgs,
 ) -> io::Result<()> {
-    let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let drain = args.drain_timeout;
+    let limits = crate::server::Limits {
+        header_read: args.header_read_timeout,
+    };
+    let stop = async move {
         stop.await;
         health.begin_shutdown();
         tracing::info!(deadline = ?drain, "shutting down: no new connections, draining");
-        let _ = stopped_tx.send(());
-    });
-    let deadline = async move {
-        if stopped_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
     };
-    tokio::select! {
-        result = server => {
-            tracing::info!("drained; bye");
-            result
-        }
-        () = deadline => {
-            tracing::warn!("drain deadline passed with requests still in flight; exiting");
-            Ok(())
-        }
-    }
+    crate::server::serve(listener, app, limits, stop, drain).await
 }

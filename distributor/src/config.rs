@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use common::config::{ShutdownArgs, TelemetryArgs};
+use common::config::{ServerArgs, TelemetryArgs};
 use common::wire::Version;
 
 /// The Gopher distributor: answers `GET /` with its version's gopher.
@@ -37,7 +37,7 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 
     #[command(flatten)]
-    pub shutdown: ShutdownArgs,
+    pub server: ServerArgs,
 }
 
 impl Config {
@@ -73,7 +73,7 @@ impl Config {
             error_rate: 0.0,
             ecs_metadata_uri: None,
             telemetry: TelemetryArgs::default(),
-            shutdown: ShutdownArgs::default(),
+            server: ServerArgs::default(),
         }
     }
 }

@@ -65,13 +65,6 @@ impl common::app::Service for Config {
             error_rate = self.error_rate,
             "distributor listening"
         );
-        common::shutdown::serve(
-            listener,
-            router(state),
-            health,
-            stop,
-            self.shutdown.drain_timeout,
-        )
-        .await
+        common::shutdown::serve(listener, router(state), health, stop, &self.server).await
     }
 }

@@ -76,9 +76,13 @@ pub(crate) enum RouteWhat {
         /// The virtual router, when more than one has a route of that name.
         #[arg(long)]
         router: Option<String>,
-        /// Also write the new weights to the route's file under mesh/.
+        /// Also write the new weights to the route's file under --mesh-dir (the file that
+        /// holds this route, or MESH_DIR/routes/ROUTE.json).
         #[arg(long)]
         save: bool,
+        /// The mesh directory --save writes into.
+        #[arg(long, env = "GOPHERMESH_MESH_DIR", default_value = "mesh")]
+        mesh_dir: PathBuf,
         #[command(flatten)]
         control: ControlArgs,
     },
@@ -240,9 +244,16 @@ pub(crate) struct UpArgs {
     )]
     pub(crate) api_secret_access_key: Option<String>,
 
-    /// The region in the ARNs the App Mesh API reports.
+    /// The region in the ARNs the App Mesh API reports, and the one SigV4 signatures must
+    /// be scoped to.
     #[arg(long, env = "GOPHERMESH_API_REGION", default_value = "us-east-1")]
     pub(crate) api_region: String,
+
+    /// Another host name the App Mesh and control APIs answer to (as `NAME` with their own
+    /// port, or `NAME:PORT`); repeatable. Requests whose Host is neither one of these nor
+    /// the address an API listens on get 421.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) allow_host: Vec<String>,
 
     /// The account id in the ARNs the App Mesh API reports.
     #[arg(
@@ -305,4 +316,13 @@ pub(crate) struct ControlArgs {
         default_value = "http://127.0.0.1:9990"
     )]
     pub(crate) control_url: String,
+
+    /// `up`'s state directory, where it wrote the control token (`control-token`) that
+    /// changes must carry.
+    #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
+    pub(crate) state_dir: PathBuf,
+
+    /// The control token itself, instead of reading it from the state directory.
+    #[arg(long, env = "GOPHERMESH_CONTROL_TOKEN", hide_env_values = true)]
+    pub(crate) control_token: Option<String>,
 }

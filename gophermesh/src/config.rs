@@ -67,6 +67,8 @@ pub struct UpConfig {
     pub api_credentials: Option<Credentials>,
     /// Region and account of the ARNs.
     pub identity: Identity,
+    /// Host names the APIs answer to besides their own addresses.
+    pub allow_hosts: Vec<String>,
 }
 
 /// `gophermesh bench`.

@@ -56,9 +56,13 @@ async fn main() -> ExitCode {
                     weights,
                     router,
                     save,
+                    mesh_dir,
                     control,
                 },
-        } => commands::route::run(&control, router.as_deref(), &route, &weights, save).await,
+        } => {
+            let save = save.then_some(mesh_dir.as_path());
+            commands::route::run(&control, router.as_deref(), &route, &weights, save).await
+        }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
     };
     match result {

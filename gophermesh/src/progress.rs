@@ -5,6 +5,21 @@ pub fn say(message: impl std::fmt::Display) {
     println!("==> {message}");
 }
 
+/// `text` with control characters (escape sequences, newlines) written as `\u{..}`, so
+/// that names from a mesh or a caller cannot move the cursor or rewrite a terminal line.
+pub fn escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// How `up`'s banner names the control API in its control-plane line.
 pub const CONTROL_API: &str = "control API on ";
 /// How `up`'s banner names the App Mesh API in its control-plane line.
@@ -51,6 +66,12 @@ impl UpAddresses {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_do_not_reach_the_terminal() {
+        assert_eq!(escape("v1\x1b[2J\r\n"), "v1\\u{1b}[2J\\u{d}\\u{a}");
+        assert_eq!(escape("gopher-é"), "gopher-é");
+    }
 
     #[test]
     fn the_banner_names_every_address() {

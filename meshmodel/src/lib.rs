@@ -7,6 +7,7 @@
 //! - [`node_id`]: the Envoy node id of a virtual node, both ways.
 //! - [`ecs`]: ECS task definitions, with the APPMESH proxy configuration parsed.
 //! - [`taskdef`]: checks that the task definitions fit the mesh.
+//! - [`input`]: input files read with a size limit, regular files only, BOM dropped.
 //! - [`render`]: `${VAR}` placeholders filled from the environment.
 //!
 //! Everything that reads input reports [`Problem`]s: the origin (file), the JSON path and
@@ -15,6 +16,7 @@
 
 pub mod appmesh;
 pub mod ecs;
+pub mod input;
 pub mod mesh;
 pub mod node_id;
 pub mod problem;

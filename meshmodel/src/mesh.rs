@@ -93,7 +93,7 @@ impl Mesh {
         let mut resources = Vec::new();
         for file in files {
             let origin = file.display().to_string();
-            match std::fs::read_to_string(&file) {
+            match crate::input::read_text(&file, crate::input::MAX_FILE) {
                 Err(e) => problems.push(Problem::new(&origin, "", format!("cannot read: {e}"))),
                 Ok(text) => match Resource::parse(&origin, &text) {
                     Ok(r) => resources.push((origin, r)),
@@ -101,6 +101,9 @@ impl Mesh {
                 },
             }
         }
+        // A file that does not parse would make every reference to what it defines look
+        // dangling; those references are checked once every file parses.
+        let unparsed = !problems.is_empty();
         let mut mesh = Mesh::default();
         for (origin, resource) in resources {
             if let Some(previous) = mesh.origin_of(&resource) {
@@ -120,7 +123,15 @@ impl Mesh {
                 "no mesh resource: add a mesh.json with {\"meshName\": \"...\"}",
             ));
         }
-        problems.extend(mesh.check());
+        if unparsed {
+            problems.push(Problem::new(
+                dir.display().to_string(),
+                "",
+                "references between resources are checked once every file above reads and parses",
+            ));
+        } else {
+            problems.extend(mesh.check());
+        }
         if problems.is_empty() {
             Ok(mesh)
         } else {
@@ -621,6 +632,14 @@ impl Mesh {
             )),
         }
     }
+}
+
+/// Every `*.json` file below `dir`, sorted, recursively (links to directories are not
+/// followed).
+pub fn json_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    collect_json(dir, &mut files)?;
+    Ok(files)
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {

@@ -50,7 +50,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Sourced<TaskDefinition>>, Problems> {
             continue;
         }
         let origin = path.display().to_string();
-        let parsed = std::fs::read_to_string(&path)
+        let parsed = crate::input::read_text(&path, crate::input::MAX_FILE)
             .map_err(|e| Problems::one(Problem::new(&origin, "", format!("cannot read: {e}"))))
             .and_then(|text| TaskDefinition::parse(&origin, &text));
         match parsed {

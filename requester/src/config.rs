@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use common::config::{ShutdownArgs, TelemetryArgs, parse_duration};
+use common::config::{ServerArgs, TelemetryArgs, parse_duration};
 use reqwest::Url;
 
 /// The Gopher requester: calls the distributor and reports which version answered.
@@ -43,7 +43,7 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 
     #[command(flatten)]
-    pub shutdown: ShutdownArgs,
+    pub server: ServerArgs,
 }
 
 impl Config {
@@ -56,7 +56,7 @@ impl Config {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             telemetry: TelemetryArgs::default(),
-            shutdown: ShutdownArgs::default(),
+            server: ServerArgs::default(),
         }
     }
 }

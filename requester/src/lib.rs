@@ -58,13 +58,6 @@ impl common::app::Service for Config {
             health: health.clone(),
             host: common::hostname().into(),
         };
-        common::shutdown::serve(
-            listener,
-            router(state),
-            health,
-            stop,
-            self.shutdown.drain_timeout,
-        )
-        .await
+        common::shutdown::serve(listener, router(state), health, stop, &self.server).await
     }
 }

@@ -255,6 +255,8 @@ impl Drop for Guard {
 /// A running `gophermesh up` on free ports. Stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct LocalMesh {
+    /// Where `up` runs (mesh/, taskdefs/, and its state directory `.gophermesh/`).
+    pub dir: PathBuf,
     child: Option<Child>,
     pub requester: String,
     pub control: String,
@@ -401,6 +403,7 @@ impl LocalMesh {
             });
         }
         let mut mesh = Self {
+            dir: dir.to_path_buf(),
             child: Some(child),
             requester: String::new(),
             control: String::new(),
@@ -437,11 +440,21 @@ impl LocalMesh {
         format!("gm-{}-", self.pid())
     }
 
-    /// Runs a `gophermesh` subcommand against this mesh's control API.
+    /// The control token this `up` wrote.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".gophermesh/control-token"))
+            .expect("up wrote its control token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs a `gophermesh` subcommand against this mesh's control API (from `dir`, so it
+    /// reads the control token there).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(bin("gophermesh"))
             .args(args)
             .env("GOPHERMESH_CONTROL_URL", &self.control)
+            .current_dir(&self.dir)
             .output()
             .expect("gophermesh runs");
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();

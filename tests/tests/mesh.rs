@@ -195,6 +195,7 @@ async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
             .expect("json")
     });
     let control = mesh.control.clone();
+    let token = mesh.token();
     for i in 0..20 {
         let (a, b) = if i % 2 == 0 {
             ("30", "70")
@@ -203,6 +204,7 @@ async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
         };
         let (code, said) = tokio::task::spawn_blocking({
             let m = control.clone();
+            let token = token.clone();
             move || {
                 let out = std::process::Command::new(tests::bin("gophermesh"))
                     .args([
@@ -213,6 +215,7 @@ async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
                         &format!("distributor-v2={b}"),
                     ])
                     .env("GOPHERMESH_CONTROL_URL", m)
+                    .env("GOPHERMESH_CONTROL_TOKEN", token)
                     .output()
                     .expect("runs");
                 (

@@ -4,7 +4,10 @@
 //! - `GET /v1/status`: tasks, processes, Envoys (connected, ACKed versions, last NACK),
 //!   route weights, and the split Envoy actually observed.
 //! - `PUT /v1/routes/{route}/weights[?router=R]` with `{"weights": {"node": w, ...}}`.
-//! - `POST /v1/resources` with `{"origin": "...", "resource": <--cli-input-json>}`.
+//! - `POST /v1/resources` with `{"origin": "...", "resource": <--cli-input-json>}`; the
+//!   origin is a label for messages (the file the CLI read), never a path anything writes.
+//!
+//! Behind [`super::guard`]: reads are open, changes need the control token.
 //!
 //! Refused changes answer 400 with `{"problems": ["FILE: PATH: REASON", ...]}` and change
 //! nothing.
@@ -21,6 +24,7 @@ use meshmodel::{Problems, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::guard::{self, Guard};
 use controlplane::ads::EnvoyStatuses;
 use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
@@ -50,12 +54,19 @@ pub struct ControlState {
     pub tasks: Arc<dyn Tasks>,
 }
 
-pub fn router(state: ControlState) -> Router {
+/// The API behind `guard` (Host, body, token for changes, concurrency).
+pub fn router(state: ControlState, guard: Guard) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/routes/{route}/weights", put(set_weights))
         .route("/v1/resources", post(apply))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+}
+
+/// How the guard's refusals look from this API: `{"problems": [...]}` like any refusal.
+pub fn render_refusal(r: &guard::Refusal) -> Response {
+    (r.status, Json(json!({ "problems": [r.message] }))).into_response()
 }
 
 fn refused(problems: &Problems) -> Response {
@@ -63,10 +74,9 @@ fn refused(problems: &Problems) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "problems": list }))).into_response()
 }
 
-fn accepted(snapshot: &Snapshot, resource: Option<(String, Value)>) -> Response {
+fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Response {
     let mut body = json!({ "version": snapshot.version });
-    if let Some((origin, value)) = resource {
-        body["origin"] = json!(origin);
+    if let Some(value) = resource {
         body["resource"] = value;
     }
     Json(body).into_response()
@@ -106,14 +116,16 @@ async fn set_weights(
                         .as_deref()
                         .is_none_or(|x| x == r.value.virtual_router_name)
             });
-            let resource =
-                changed.map(|r| (r.origin.clone(), Resource::Route(r.value.clone()).to_json()));
+            let resource = changed.map(|r| Resource::Route(r.value.clone()).to_json());
             tracing::info!(route, weights = ?body.weights, version = snapshot.version, "route weights changed");
             accepted(&snapshot, resource)
         }
         Err(problems) => refused(&problems),
     }
 }
+
+/// The longest `origin` label accepted.
+const MAX_ORIGIN: usize = 512;
 
 #[derive(Debug, Deserialize)]
 struct ApplyBody {
@@ -135,6 +147,13 @@ async fn apply(
             .into_response();
     };
     let origin = body.origin.unwrap_or_else(|| "<apply>".to_owned());
+    if origin.len() > MAX_ORIGIN || origin.chars().any(char::is_control) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"problems": [format!("origin: a label of at most {MAX_ORIGIN} printable characters (it names the source in messages; nothing is written to it)")]})),
+        )
+            .into_response();
+    }
     let resource = match Resource::from_value(&origin, body.resource) {
         Ok(r) => r,
         Err(problems) => return refused(&problems),

@@ -4,6 +4,8 @@
 //! appmesh/  the App Mesh REST API (2019-01-25) that the AWS CLI and SDKs speak
 //! sigv4     AWS Signature Version 4, checked on the server side
 //! control   the control API of `gophermesh status`, `route set` and `apply`
+//! guard     what stands before both: Host, body limits, authentication, concurrency
+//! token     the control API's bearer token
 //! ```
 //!
 //! The APIs import the control plane and nothing of the runtime: what the control API
@@ -11,4 +13,6 @@
 
 pub mod appmesh;
 pub mod control;
+pub mod guard;
 pub mod sigv4;
+pub mod token;

@@ -20,6 +20,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// The region signatures must be scoped to (the region the API's ARNs name).
+    pub region: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<hidden>")
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -321,6 +324,16 @@ pub fn verify(
             ),
         ));
     }
+    if auth.region != creds.region {
+        return Err(refuse(
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to a valid region: this API serves `{}`, not `{}`",
+                creds.region,
+                auth.region.escape_debug()
+            ),
+        ));
+    }
     if !auth
         .signed_headers
         .iter()
@@ -385,6 +398,7 @@ mod tests {
         let creds = Credentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            region: "us-east-1".into(),
         };
         let request = SignedRequest {
             method: "GET",
@@ -434,6 +448,7 @@ mod tests {
         let creds = Credentials {
             access_key_id: "AK".into(),
             secret_access_key: "s".into(),
+            region: "us-east-1".into(),
         };
         let mut request = SignedRequest {
             method: "GET",
@@ -465,6 +480,21 @@ mod tests {
             ("x-amz-date".into(), "20150830T123600Z".into()),
         ];
         let refusal = verify(&request, &creds, now).expect_err("bad signature");
+        // Signed for another region: refused before the signature is even compared.
+        let other_region = SignedRequest {
+            headers: vec![
+                ("authorization".into(), "AWS4-HMAC-SHA256 Credential=AK/20150830/eu-west-9/appmesh/aws4_request, SignedHeaders=host;x-amz-date, Signature=00".into()),
+                ("host".into(), "x".into()),
+                ("x-amz-date".into(), "20150830T123600Z".into()),
+            ],
+            ..request
+        };
+        let wrong = verify(&other_region, &creds, now).expect_err("another region");
+        assert!(
+            wrong.message.contains("not `eu-west-9`"),
+            "{}",
+            wrong.message
+        );
         assert_eq!(refusal.kind, "InvalidSignatureException");
         assert!(refusal.message.contains("does not match"));
         let later = now + Duration::from_secs(3600);

@@ -14,6 +14,8 @@ pub(super) struct Up {
     pub(super) child: Child,
     pub(super) requester: String,
     pub(super) control: String,
+    /// The control token this `up` wrote in its state directory.
+    pub(super) token: crate::api::token::ControlToken,
 }
 
 impl Up {
@@ -95,14 +97,10 @@ pub(super) async fn answered_by(
     ))
 }
 
-async fn set_weights(
-    http: &reqwest::Client,
-    control: &str,
-    v1: u32,
-    v2: u32,
-) -> anyhow::Result<()> {
+async fn set_weights(http: &reqwest::Client, up: &Up, v1: u32, v2: u32) -> anyhow::Result<()> {
     let r = http
-        .put(format!("{control}/v1/routes/distributor/weights"))
+        .put(format!("{}/v1/routes/distributor/weights", up.control))
+        .bearer_auth(up.token.text())
         .json(&json!({"weights": {"distributor-v1": v1, "distributor-v2": v2}}))
         .send()
         .await?;
@@ -126,7 +124,7 @@ pub(super) async fn shift_propagation(
             (100, 0, "v1")
         };
         let start = Instant::now();
-        set_weights(http, &up.control, v1, v2).await?;
+        set_weights(http, up, v1, v2).await?;
         loop {
             let (version, _) = answered_by(http, &up.requester).await?;
             if version == want {
@@ -138,7 +136,7 @@ pub(super) async fn shift_propagation(
         }
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
-    set_weights(http, &up.control, 90, 10).await?;
+    set_weights(http, up, 90, 10).await?;
     times.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::api::token::ControlToken;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -298,10 +299,17 @@ impl Bench {
         }
         // Keep reading so that `up` never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let token = ControlToken::read(&state).with_context(|| {
+            format!(
+                "gophermesh up ({label}) wrote no control token in {}",
+                state.display()
+            )
+        })?;
         let mut up = Up {
             child,
             requester,
             control,
+            token,
         };
         // Load goes to the requester task's Envoy itself, as on ECS, not through the port
         // `up` publishes for people.

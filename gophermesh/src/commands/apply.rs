@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::control::{call, client, refused};
+use super::control::{call, refused, request, url};
 use crate::cli::ControlArgs;
 
 pub(crate) async fn run(control: &ControlArgs, file: &Path) -> anyhow::Result<ExitCode> {
     let origin = file.display().to_string();
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {origin}"))?;
+    let text = meshmodel::input::read_text(file, meshmodel::input::MAX_FILE)
+        .with_context(|| format!("cannot read {origin}"))?;
     let resource: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
@@ -23,11 +24,10 @@ pub(crate) async fn run(control: &ControlArgs, file: &Path) -> anyhow::Result<Ex
             return Ok(ExitCode::FAILURE);
         }
     };
-    let url = format!("{}/v1/resources", control.control_url.trim_end_matches('/'));
+    let url = url(control, "/v1/resources")?;
     let (status, body) = call(
         control,
-        client()?
-            .post(url)
+        request(control, reqwest::Method::POST, url)?
             .json(&json!({ "origin": origin, "resource": resource })),
     )
     .await?;

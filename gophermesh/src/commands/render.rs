@@ -24,8 +24,8 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let mut rendered = Vec::new();
     for file in &files {
         let origin = file.display().to_string();
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {origin}"))?;
+        let text = meshmodel::input::read_text(file, meshmodel::input::MAX_FILE)
+            .with_context(|| format!("cannot read {origin}"))?;
         let out = meshmodel::render::render(&origin, &text, |name| std::env::var(name).ok())?;
         serde_json::from_str::<serde_json::Value>(&out)
             .with_context(|| format!("{origin}: the rendered text is not valid JSON (a value put in a placeholder may need escaping)"))?;

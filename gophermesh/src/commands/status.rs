@@ -2,26 +2,28 @@
 
 use std::process::ExitCode;
 
-use super::control::{call, client};
+use gophermesh::progress::escape;
+
+use super::control::{call, request, url};
 use crate::cli::ControlArgs;
 
 pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/v1/status", control.control_url.trim_end_matches('/'));
-    let (_, s) = call(control, client()?.get(url)).await?;
+    let url = url(control, "/v1/status")?;
+    let (_, s) = call(control, request(control, reqwest::Method::GET, url)?).await?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "mesh {} at version {}",
-        s["mesh"].as_str().unwrap_or("?"),
+        escape(s["mesh"].as_str().unwrap_or("?")),
         s["version"]
     );
     println!("\nprocesses:");
     for p in s["processes"].as_array().into_iter().flatten() {
         println!(
             "  {:<28} {:<8} pid {:<8} restarts {}{}",
-            p["name"].as_str().unwrap_or_default(),
+            text(&p["name"]),
             if p["running"].as_bool() == Some(true) {
                 "running"
             } else {
@@ -31,7 +33,7 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             p["restarts"],
             p["last_exit"]
                 .as_str()
-                .map(|e| format!(" (last exit: {e})"))
+                .map(|e| format!(" (last exit: {})", escape(e)))
                 .unwrap_or_default()
         );
     }
@@ -41,11 +43,11 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| format!("{k} v{}", v.as_str().unwrap_or_default()))
+            .map(|(k, v)| format!("{k} v{}", text(v)))
             .collect();
         println!(
             "  {:<20} {:<12} acked: {}",
-            node,
+            escape(node),
             if e["connected"].as_bool() == Some(true) {
                 "connected"
             } else {
@@ -56,15 +58,17 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
         if let Some(n) = e["last_nack"].as_object() {
             println!(
                 "    last NACK ({} at version {}, {}): {}",
-                n["type_url"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or_default(),
-                n["version"].as_str().unwrap_or_default(),
-                n["at"].as_str().unwrap_or_default(),
-                n["message"].as_str().unwrap_or_default()
+                escape(
+                    n["type_url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or_default()
+                ),
+                text(&n["version"]),
+                text(&n["at"]),
+                text(&n["message"])
             );
         }
     }
@@ -77,22 +81,24 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             .iter()
             .filter_map(|t| observed[t["virtualNode"].as_str().unwrap_or_default()].as_u64())
             .sum();
-        println!(
-            "  {}/{}",
-            r["virtualRouter"].as_str().unwrap_or_default(),
-            r["route"].as_str().unwrap_or_default()
-        );
+        println!("  {}/{}", text(&r["virtualRouter"]), text(&r["route"]));
         for t in &targets {
             let node = t["virtualNode"].as_str().unwrap_or_default();
             let w = t["weight"].as_i64().unwrap_or(0);
             let seen = observed[node].as_u64().unwrap_or(0);
             let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
             println!(
-                "    {node:<20} weight {w:>3} ({:>5.1}%)   observed {seen:>7} ({:>5.1}%)",
+                "    {:<20} weight {w:>3} ({:>5.1}%)   observed {seen:>7} ({:>5.1}%)",
+                escape(node),
                 share(w as f64, total_w as f64),
                 share(seen as f64, total_seen as f64)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON string as printable text (control characters escaped); empty when not a string.
+fn text(v: &serde_json::Value) -> String {
+    escape(v.as_str().unwrap_or_default())
 }

@@ -17,7 +17,9 @@ use anyhow::{Context, bail};
 use controlplane::ads::{Ads, EnvoyStatuses};
 use controlplane::{Cache, Identity, Snapshot, Store};
 use futures::future::BoxFuture;
+use gophermesh::api::guard::{self, Auth, Guard};
 use gophermesh::api::sigv4::Credentials;
+use gophermesh::api::token::ControlToken;
 use gophermesh::api::{appmesh, control};
 use gophermesh::config::{NetworkMode, Source, UpConfig};
 use gophermesh::progress::{APPMESH_API, CONTROL_API, REQUESTER_AT, say};
@@ -65,6 +67,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
             (Some(access_key_id), Some(secret_access_key)) => Some(Credentials {
                 access_key_id,
                 secret_access_key,
+                region: args.api_region.clone(),
             }),
             _ => None,
         },
@@ -72,6 +75,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
             region: args.api_region,
             account: args.api_account_id,
         },
+        allow_hosts: args.allow_host,
     })
 }
 
@@ -215,39 +219,68 @@ impl Up<'_> {
         }));
         let launch = launch(xds_addr);
 
+        let token = ControlToken::generate().context("cannot make the control token")?;
+        let token_file = token.write(&config.state_dir).with_context(|| {
+            format!(
+                "cannot write the control token under {}",
+                config.state_dir.display()
+            )
+        })?;
         let control_listener =
             loopback_listener(config.control_port, "the control API", "--control-port").await?;
         let control_addr = control_listener.local_addr()?;
-        let control_api = control::router(control::ControlState {
-            store: store.clone(),
-            envoys,
-            tasks: Arc::new(UpTasks {
-                processes: launch.processes.clone(),
-                sites: plan.sites.clone(),
-            }),
-        });
-        background.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(control_listener, control_api).await {
-                tracing::error!("the control API stopped: {e}");
-            }
-        }));
+        let control_guard = Guard::new(
+            "control",
+            control_addr,
+            &config.allow_hosts,
+            Auth::Token {
+                token,
+                sigv4: config.api_credentials.clone(),
+            },
+            guard::Limits::default(),
+            control::render_refusal,
+        );
+        let control_api = control::router(
+            control::ControlState {
+                store: store.clone(),
+                envoys,
+                tasks: Arc::new(UpTasks {
+                    processes: launch.processes.clone(),
+                    sites: plan.sites.clone(),
+                }),
+            },
+            control_guard,
+        );
+        background.push(spawn_api("the control API", control_listener, control_api));
         let appmesh_listener =
             loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
         let appmesh_addr = appmesh_listener.local_addr()?;
         let signed = config.api_credentials.is_some();
-        let appmesh_api = appmesh::router(appmesh::AppMeshState {
-            store: store.clone(),
-            credentials: config.api_credentials.clone(),
-            limiter: Arc::new(tokio::sync::Semaphore::new(appmesh::MAX_IN_FLIGHT)),
-        });
-        background.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(appmesh_listener, appmesh_api).await {
-                tracing::error!("the App Mesh API stopped: {e}");
-            }
-        }));
+        let appmesh_guard = Guard::new(
+            "App Mesh",
+            appmesh_addr,
+            &config.allow_hosts,
+            match &config.api_credentials {
+                Some(creds) => Auth::SigV4(creds.clone()),
+                None => Auth::Open,
+            },
+            guard::Limits::default(),
+            appmesh::render_refusal,
+        );
+        let appmesh_api = appmesh::router(
+            appmesh::AppMeshState {
+                store: store.clone(),
+            },
+            appmesh_guard,
+        );
+        background.push(spawn_api("the App Mesh API", appmesh_listener, appmesh_api));
         say(format!(
             "control plane: ADS on {xds_addr}, {CONTROL_API}http://{control_addr}, {APPMESH_API}http://{appmesh_addr}{}",
             if signed { " (SigV4 required)" } else { "" }
+        ));
+        say(format!(
+            "control token in {} (the CLI reads it; changes through the control API need it)",
+            token_file.display()
         ));
         if let Some(files) = plan.hosts.clone() {
             background.push(follow_hosts(store, files, self.ordered.clone()));
@@ -331,6 +364,22 @@ impl Up<'_> {
         );
         println!("ready");
     }
+}
+
+/// Serves `api` on `listener` until the process ends.
+fn spawn_api(
+    what: &'static str,
+    listener: TcpListener,
+    api: axum::Router,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        let limits = common::server::Limits::default();
+        if let Err(e) = common::server::serve(listener, api, limits, forever, Duration::ZERO).await
+        {
+            tracing::error!("{what} stopped: {e}");
+        }
+    })
 }
 
 /// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.

@@ -3,6 +3,9 @@
 //! requester task's address, dialled from the namespace the host reaches the tasks from
 //! (the hub) when they have namespaces of their own. Only the entry from
 //! the host goes this way; traffic between tasks goes through the Envoys.
+//!
+//! A forwarded connection lasts as long as the requester's Envoy keeps it: its listener's
+//! idle timeout (300 s by App Mesh's default) ends idle ones.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,8 +18,14 @@ use super::netns;
 /// namespace `entry` when given.
 pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<String>) {
     loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
+        let mut inbound = match listener.accept().await {
+            Ok((inbound, _)) => inbound,
+            Err(e) => {
+                // Out of file descriptors, usually: pause rather than spin.
+                tracing::warn!("accepting on the published port: {e}; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let ns = entry.clone();
         tokio::spawn(async move {

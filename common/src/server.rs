@@ -1,0 +1,111 @@
+//! The one HTTP server loop every listener of this project uses (the services, the App
+//! Mesh API, the control API): hyper with a header-read timeout, the peer address handed
+//! to handlers, a pause after a failed accept, and an optional graceful drain.
+//!
+//! A connection that opens and never completes its request headers is closed after
+//! [`Limits::header_read`]; the same timer closes a keep-alive connection that stays idle
+//! that long (callers reconnect; Envoy retries a reset by default).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// How long a client may take to send its request headers (and how long a keep-alive
+/// connection may stay idle).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait after a failed accept (out of file descriptors, usually) before the next.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The per-connection limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` resolves; then stops accepting and gives the
+/// connections with requests in flight up to `drain` to finish.
+///
+/// Handlers can read the peer's address with `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()> + Send,
+    drain: Duration,
+) -> io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; pausing before the next");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let app = app.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        app.oneshot(request.map(axum::body::Body::new))
+                            .await
+                            .unwrap_or_else(|e| match e {}),
+                    )
+                }
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained; bye"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("drain deadline passed with requests still in flight; exiting");
+        }
+    }
+    Ok(())
+}
+
+/// The peer address type handlers extract.
+pub type Peer = ConnectInfo<SocketAddr>;
