@@ -41,13 +41,31 @@ pub struct Nack {
     pub at: String,
 }
 
-/// What the control plane knows of one Envoy.
+/// One open ADS stream of a virtual node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamInfo {
+    /// Numbered from 1 in the order streams opened.
+    pub id: u64,
+    /// The address the stream came from, when known.
+    pub peer: Option<String>,
+    /// Which Envoy of the node it is, when the Envoy says (the ECS task ARN the App Mesh
+    /// sidecar puts in its node metadata); several tasks of one virtual node share its id.
+    pub instance: Option<String>,
+    /// RFC 3339 time it opened.
+    pub since: String,
+}
+
+/// What the control plane knows of one virtual node's Envoys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EnvoyStatus {
+    /// Whether any stream of this node is open.
     pub connected: bool,
+    /// Every open stream of this node.
+    pub open_streams: Vec<StreamInfo>,
     /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`).
     pub acked: BTreeMap<String, String>,
     pub last_nack: Option<Nack>,
+    /// Streams opened since start.
     pub streams: u64,
     /// On the current stream: milliseconds from Envoy's first request to its ACK of the
     /// last of clusters, listeners and routes (its whole first configuration).
@@ -57,6 +75,10 @@ pub struct EnvoyStatus {
 /// Every Envoy's status, keyed by virtual node name. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct EnvoyStatuses(Arc<Mutex<BTreeMap<String, EnvoyStatus>>>);
+
+/// How to end each open stream, by stream id (to close the older of two streams that
+/// claim the same Envoy).
+type Closers = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>>;
 
 impl EnvoyStatuses {
     pub fn snapshot(&self) -> BTreeMap<String, EnvoyStatus> {
@@ -90,11 +112,18 @@ pub fn short_type(type_url: &str) -> &str {
 pub struct Ads {
     cache: Cache,
     statuses: EnvoyStatuses,
+    closers: Closers,
+    next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ads {
     pub fn new(cache: Cache, statuses: EnvoyStatuses) -> Self {
-        Self { cache, statuses }
+        Self {
+            cache,
+            statuses,
+            closers: Closers::default(),
+            next_stream: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
     }
 
     /// The tonic service, ready for `Server::add_service`.
@@ -102,15 +131,28 @@ impl Ads {
         AggregatedDiscoveryServiceServer::new(self)
     }
 
-    /// Serves one ADS stream of `inbound` requests; the responses arrive on the receiver.
-    fn open<S>(&self, inbound: S) -> mpsc::Receiver<Result<DiscoveryResponse, Status>>
+    /// Serves one ADS stream of `inbound` requests from `peer`; the responses arrive on
+    /// the receiver.
+    fn open<S>(
+        &self,
+        inbound: S,
+        peer: Option<String>,
+    ) -> mpsc::Receiver<Result<DiscoveryResponse, Status>>
     where
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(16);
+        let id = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        lock(&self.closers).insert(id, close_tx);
         let stream = AdsStream {
             cache: self.cache.clone(),
             statuses: self.statuses.clone(),
+            closers: self.closers.clone(),
+            id,
+            peer,
             tx,
             node: None,
             subscriptions: HashMap::new(),
@@ -118,9 +160,13 @@ impl Ads {
             opened: Instant::now(),
             first_acks: Vec::new(),
         };
-        tokio::spawn(stream.run(inbound));
+        tokio::spawn(stream.run(inbound, close_rx));
         rx
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
@@ -135,7 +181,8 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let rx = self.open(request.into_inner());
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let rx = self.open(request.into_inner(), peer);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -161,6 +208,9 @@ struct Subscription {
 struct AdsStream {
     cache: Cache,
     statuses: EnvoyStatuses,
+    closers: Closers,
+    id: u64,
+    peer: Option<String>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     node: Option<String>,
     subscriptions: HashMap<String, Subscription>,
@@ -171,13 +221,19 @@ struct AdsStream {
 }
 
 impl AdsStream {
-    async fn run<S>(mut self, mut inbound: S)
+    async fn run<S>(mut self, mut inbound: S, mut close: tokio::sync::oneshot::Receiver<String>)
     where
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
     {
         let mut snapshots = self.cache.subscribe();
         loop {
             tokio::select! {
+                reason = &mut close => {
+                    if let Ok(reason) = reason {
+                        let _ = self.tx.send(Err(Status::aborted(reason))).await;
+                    }
+                    break;
+                }
                 message = inbound.next() => match message.transpose() {
                     Ok(Some(request)) => {
                         if let Err(status) = self.on_request(request).await {
@@ -209,9 +265,13 @@ impl AdsStream {
     }
 
     fn disconnected(&self) {
+        lock(&self.closers).remove(&self.id);
         if let Some(node) = &self.node {
-            tracing::info!(node, "Envoy disconnected");
-            self.statuses.update(node, |s| s.connected = false);
+            tracing::info!(node, stream = self.id, "Envoy disconnected");
+            self.statuses.update(node, |s| {
+                s.open_streams.retain(|o| o.id != self.id);
+                s.connected = !s.open_streams.is_empty();
+            });
         }
     }
 
@@ -237,11 +297,45 @@ impl AdsStream {
             } else {
                 tracing::info!(node, "Envoy connected");
             }
+            let instance = request.node.as_ref().and_then(instance_of);
+            let mut replaced = Vec::new();
             self.statuses.update(&node, |s| {
+                // The same Envoy again (same instance, or none told): its older stream
+                // is stale or an impostor's; it is closed so that one stream speaks for it.
+                replaced = s
+                    .open_streams
+                    .iter()
+                    .filter(|o| o.instance == instance)
+                    .map(|o| (o.id, o.peer.clone()))
+                    .collect();
+                s.open_streams.retain(|o| o.instance != instance);
+                s.open_streams.push(StreamInfo {
+                    id: self.id,
+                    peer: self.peer.clone(),
+                    instance: instance.clone(),
+                    since: humantime_now(),
+                });
                 s.connected = true;
                 s.streams += 1;
                 s.first_config_ms = None;
             });
+            for (old, old_peer) in replaced {
+                tracing::warn!(
+                    node,
+                    old_stream = old,
+                    old_peer = ?old_peer,
+                    new_stream = self.id,
+                    new_peer = ?self.peer,
+                    "a second stream claims this Envoy; closing the older one"
+                );
+                if let Some(closer) = lock(&self.closers).remove(&old) {
+                    let _ = closer.send(format!(
+                        "stream {} from {} now speaks for node {node}",
+                        self.id,
+                        self.peer.as_deref().unwrap_or("an unknown address")
+                    ));
+                }
+            }
             self.node = Some(node);
         }
         let node = self.node.clone().unwrap_or_default();
@@ -350,6 +444,34 @@ impl AdsStream {
     }
 }
 
+/// Which Envoy of a virtual node `node` is: the ECS task ARN in the App Mesh sidecar's
+/// `aws.appmesh.platformInfo` metadata, when it is there.
+fn instance_of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let info = node
+        .metadata
+        .as_ref()?
+        .fields
+        .get("aws.appmesh.platformInfo")?;
+    let Some(Kind::StructValue(info)) = &info.kind else {
+        return None;
+    };
+    let mut found = None;
+    let mut stack = vec![info];
+    while let Some(s) = stack.pop() {
+        for (key, value) in &s.fields {
+            match &value.kind {
+                Some(Kind::StringValue(v)) if key.to_ascii_lowercase().contains("taskarn") => {
+                    found = Some(v.clone());
+                }
+                Some(Kind::StructValue(inner)) => stack.push(inner),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -398,7 +520,7 @@ mod tests {
         let statuses = EnvoyStatuses::default();
         let ads = Ads::new(cache.clone(), statuses.clone());
         let (tx, inbound) = mpsc::channel(16);
-        let rx = ads.open(ReceiverStream::new(inbound));
+        let rx = ads.open(ReceiverStream::new(inbound), None);
         Envoy { tx, rx, statuses }
     }
 
@@ -567,5 +689,120 @@ mod tests {
         );
         assert!(!statuses.snapshot()["a"].connected);
         assert_eq!(statuses.snapshot()["a"].streams, 1);
+    }
+
+    fn open_on(ads: &Ads, peer: &str) -> Envoy {
+        let (tx, inbound) = mpsc::channel(16);
+        let rx = ads.open(ReceiverStream::new(inbound), Some(peer.to_owned()));
+        Envoy {
+            tx,
+            rx,
+            statuses: ads.statuses.clone(),
+        }
+    }
+
+    fn from_task(task_arn: &str) -> DiscoveryRequest {
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let text = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_owned())),
+        };
+        let info = Struct {
+            fields: [("ecsTaskArn".to_owned(), text(task_arn))].into(),
+        };
+        let mut r = request(CLUSTER_TYPE, "", "");
+        if let Some(node) = r.node.as_mut() {
+            node.metadata = Some(Struct {
+                fields: [(
+                    "aws.appmesh.platformInfo".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(info)),
+                    },
+                )]
+                .into(),
+            });
+        }
+        r
+    }
+
+    /// An impostor (or a stale stream) and the real Envoy under one node id: the older
+    /// stream is closed, status lists the one open stream, and it says connected as long
+    /// as that one is.
+    #[tokio::test]
+    async fn a_second_stream_for_the_same_envoy_closes_the_first() {
+        let (_store, cache) = fake_cache();
+        let ads = Ads::new(cache, EnvoyStatuses::default());
+        let mut real = open_on(&ads, "10.0.0.1:5000");
+        real.send(request(CLUSTER_TYPE, "", "")).await;
+        real.next().await.expect("clusters");
+        let mut impostor = open_on(&ads, "10.0.0.66:6666");
+        impostor.send(request(CLUSTER_TYPE, "", "")).await;
+        impostor.next().await.expect("clusters");
+        let closed = real.next().await.expect_err("the older stream is closed");
+        assert_eq!(closed.code(), tonic::Code::Aborted);
+        assert!(
+            closed.message().contains("10.0.0.66:6666"),
+            "{}",
+            closed.message()
+        );
+        let status = impostor.status();
+        assert!(status.connected);
+        assert_eq!(status.open_streams.len(), 1, "{status:?}");
+        assert_eq!(
+            status.open_streams[0].peer.as_deref(),
+            Some("10.0.0.66:6666")
+        );
+
+        // The real Envoy reconnects; the impostor is closed in turn.
+        let mut again = open_on(&ads, "10.0.0.1:5001");
+        again.send(request(CLUSTER_TYPE, "", "")).await;
+        again.next().await.expect("clusters");
+        assert!(impostor.next().await.is_err());
+        // The closed stream's end does not mark the node disconnected.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while again.status().open_streams.len() != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("one open stream");
+        assert!(again.status().connected);
+    }
+
+    /// Several ECS tasks of one virtual node share its node id; each is its own Envoy.
+    #[tokio::test]
+    async fn tasks_of_one_node_each_keep_their_stream() {
+        let (_store, cache) = fake_cache();
+        let ads = Ads::new(cache, EnvoyStatuses::default());
+        let mut one = open_on(&ads, "10.0.0.1:5000");
+        one.send(from_task("arn:aws:ecs:us-east-1:1:task/c/one"))
+            .await;
+        one.next().await.expect("clusters");
+        let mut two = open_on(&ads, "10.0.0.2:5000");
+        two.send(from_task("arn:aws:ecs:us-east-1:1:task/c/two"))
+            .await;
+        two.next().await.expect("clusters");
+        let status = two.status();
+        let mut instances: Vec<_> = status
+            .open_streams
+            .iter()
+            .filter_map(|o| o.instance.clone())
+            .collect();
+        instances.sort();
+        assert_eq!(
+            instances,
+            [
+                "arn:aws:ecs:us-east-1:1:task/c/one",
+                "arn:aws:ecs:us-east-1:1:task/c/two"
+            ]
+        );
+        drop(one.tx);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while two.status().open_streams.len() != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("one stream left");
+        assert!(two.status().connected, "the other task is still connected");
     }
 }

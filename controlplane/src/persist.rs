@@ -30,6 +30,11 @@ pub enum PersistError {
     Unloadable { path: PathBuf, problems: Problems },
     #[error("cannot write the state database: {0}")]
     Write(#[from] redb::Error),
+    #[error("the state database {} cannot be reopened after a failed write: {source}", path.display())]
+    Unavailable {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("cannot encode a record: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -43,9 +48,29 @@ pub struct Record {
 }
 
 /// The state database.
+///
+/// A failed write closes it and opens it again at once (redb refuses every later write
+/// on a handle that met an I/O error); when that fails too, the next write tries again
+/// before anything else, so the store heals by itself once the disk does.
 #[derive(Debug)]
 pub struct Database {
-    db: redb::Database,
+    /// `None` while it could not be reopened.
+    db: Option<redb::Database>,
+    path: PathBuf,
+    health: StorageHealth,
+}
+
+/// How the database is doing, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StorageHealth {
+    /// Whether the last write succeeded (or none failed yet).
+    pub writable: bool,
+    /// The last write failure, while the store has not written since.
+    pub last_error: Option<String>,
+    /// Writes that failed since start.
+    pub failed_writes: u64,
+    /// Times the database was reopened after a failure.
+    pub reopened: u64,
 }
 
 /// What a database held when it was opened.
@@ -111,28 +136,102 @@ impl Database {
                 problems: Problems(problems),
             });
         }
-        Ok((Self { db }, loaded))
+        let health = StorageHealth {
+            writable: true,
+            ..StorageHealth::default()
+        };
+        Ok((
+            Self {
+                db: Some(db),
+                path: path.to_path_buf(),
+                health,
+            },
+            loaded,
+        ))
     }
 
-    /// Writes `puts` and removes `deletes` in one durable transaction.
-    pub fn write(&self, puts: &[(String, Record)], deletes: &[String]) -> Result<(), PersistError> {
-        let encoded: Vec<(&str, Vec<u8>)> = puts
-            .iter()
-            .map(|(k, r)| Ok((k.as_str(), serde_json::to_vec(r)?)))
-            .collect::<Result<_, serde_json::Error>>()?;
-        let tx = self.db.begin_write().map_err(redb::Error::from)?;
-        {
-            let mut table = tx.open_table(RESOURCES).map_err(redb::Error::from)?;
-            for (k, v) in &encoded {
-                table.insert(*k, v.as_slice()).map_err(redb::Error::from)?;
+    /// How the database is doing.
+    pub fn health(&self) -> &StorageHealth {
+        &self.health
+    }
+
+    fn reopen(&mut self) -> Result<(), PersistError> {
+        self.db = None;
+        match redb::Database::create(&self.path) {
+            Ok(db) => {
+                self.db = Some(db);
+                self.health.reopened += 1;
+                tracing::warn!(path = %self.path.display(), "reopened the state database after a failed write");
+                Ok(())
             }
-            for k in deletes {
-                table.remove(k.as_str()).map_err(redb::Error::from)?;
+            Err(source) => Err(PersistError::Unavailable {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `puts` and removes `deletes` in one durable transaction; on failure, nothing
+    /// of it is stored, the failure is logged as an error and the database reopened.
+    pub fn write(
+        &mut self,
+        puts: &[(String, Record)],
+        deletes: &[String],
+    ) -> Result<(), PersistError> {
+        let result = match self.db.is_some() {
+            true => Ok(()),
+            false => self.reopen(),
+        }
+        .and_then(|()| {
+            let db = self.db.as_ref().expect("opened above");
+            write_to(db, puts, deletes)
+        });
+        match &result {
+            Ok(()) => {
+                if !self.health.writable {
+                    tracing::info!(path = %self.path.display(), "the state database writes again");
+                }
+                self.health.writable = true;
+                self.health.last_error = None;
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), "a change could not be stored, so it was not made: {e}");
+                self.health.writable = false;
+                self.health.failed_writes += 1;
+                self.health.last_error = Some(e.to_string());
+                if matches!(e, PersistError::Write(_)) {
+                    if let Err(again) = self.reopen() {
+                        tracing::error!("{again}");
+                    }
+                }
             }
         }
-        tx.commit().map_err(redb::Error::from)?;
-        Ok(())
+        result
     }
+}
+
+/// Writes `puts` and removes `deletes` in one durable transaction.
+fn write_to(
+    db: &redb::Database,
+    puts: &[(String, Record)],
+    deletes: &[String],
+) -> Result<(), PersistError> {
+    let encoded: Vec<(&str, Vec<u8>)> = puts
+        .iter()
+        .map(|(k, r)| Ok((k.as_str(), serde_json::to_vec(r)?)))
+        .collect::<Result<_, serde_json::Error>>()?;
+    let tx = db.begin_write().map_err(redb::Error::from)?;
+    {
+        let mut table = tx.open_table(RESOURCES).map_err(redb::Error::from)?;
+        for (k, v) in &encoded {
+            table.insert(*k, v.as_slice()).map_err(redb::Error::from)?;
+        }
+        for k in deletes {
+            table.remove(k.as_str()).map_err(redb::Error::from)?;
+        }
+    }
+    tx.commit().map_err(redb::Error::from)?;
+    Ok(())
 }
 
 fn read_all(db: &redb::Database) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {

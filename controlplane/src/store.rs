@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use meshmodel::{Key, Mesh, Problem, Problems, Resource};
+use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
 use crate::meta::{Identity, Meta};
-use crate::persist::{Database, PersistError, Record};
+use crate::persist::{Database, PersistError, Record, StorageHealth};
 use crate::placement::Placement;
 
 /// One consistent state of the mesh, as served to Envoy.
@@ -63,6 +63,8 @@ pub struct Store {
     tx: Arc<watch::Sender<Arc<Snapshot>>>,
     /// Held while a change is made, so changes are serialized.
     write: Arc<Mutex<Option<Database>>>,
+    /// The database's health as of the last write (`None` in memory).
+    health: Arc<RwLock<Option<StorageHealth>>>,
     identity: Arc<Identity>,
 }
 
@@ -96,8 +98,10 @@ impl Store {
             meta,
         };
         let (tx, _) = watch::channel(Arc::new(snapshot));
+        let health = db.as_ref().map(|d| d.health().clone());
         Self {
             tx: Arc::new(tx),
+            health: Arc::new(RwLock::new(health)),
             write: Arc::new(Mutex::new(db)),
             identity: Arc::new(identity),
         }
@@ -147,6 +151,14 @@ impl Store {
         self.tx.borrow().clone()
     }
 
+    /// How the durable store is doing (`None` when the state lives in memory).
+    pub fn health(&self) -> Option<StorageHealth> {
+        self.health
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
@@ -159,7 +171,7 @@ impl Store {
         &self,
         change: impl FnOnce(&Snapshot) -> Result<Next, E>,
     ) -> Result<Arc<Snapshot>, UpdateError<E>> {
-        let guard = self
+        let mut guard = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -207,8 +219,13 @@ impl Store {
             deletes.push(key.to_text());
             meta.remove(key);
         }
-        if let Some(db) = guard.as_ref() {
-            db.write(&puts, &deletes).map_err(UpdateError::Storage)?;
+        if let Some(db) = guard.as_mut() {
+            let written = db.write(&puts, &deletes);
+            *self
+                .health
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(db.health().clone());
+            written.map_err(UpdateError::Storage)?;
         }
         let next = Arc::new(Snapshot {
             version: current.version + 1,
@@ -224,20 +241,16 @@ impl Store {
     fn update(
         &self,
         change: impl FnOnce(&Mesh) -> Result<Mesh, Problems>,
-    ) -> Result<Arc<Snapshot>, Problems> {
+    ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         self.update_with(|s| change(&s.mesh).map(Next::mesh))
-            .map_err(|e| match e {
-                UpdateError::Refused(p) => p,
-                UpdateError::Storage(e) => Problems::one(Problem::new(
-                    "<store>",
-                    "",
-                    format!("the change could not be stored, so it was not made: {e}"),
-                )),
-            })
     }
 
     /// Creates or replaces one resource.
-    pub fn apply(&self, origin: &str, resource: Resource) -> Result<Arc<Snapshot>, Problems> {
+    pub fn apply(
+        &self,
+        origin: &str,
+        resource: Resource,
+    ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         self.update(|mesh| mesh.apply(origin, resource))
     }
 
@@ -247,7 +260,7 @@ impl Store {
         router: Option<&str>,
         route: &str,
         weights: &BTreeMap<String, i64>,
-    ) -> Result<Arc<Snapshot>, Problems> {
+    ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         self.update(|mesh| crate::weights::set_weights(mesh, router, route, weights))
     }
 }
@@ -343,10 +356,13 @@ mod tests {
                 ("nobody", 1),
             ]),
         ] {
-            let problems = store
+            let refused = store
                 .set_weights(None, "distributor", &bad)
                 .expect_err("refused");
-            assert!(!problems.0.is_empty());
+            assert!(
+                matches!(&refused, UpdateError::Refused(Problems(p)) if !p.is_empty()),
+                "{refused:?}"
+            );
         }
         assert!(
             store

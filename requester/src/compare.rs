@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::client::DistributorClient;
 
-/// Bounds on `n` and `concurrency`, checked before any call is made.
-pub const MAX_N: u32 = 100_000;
+/// Bounds on `n` and `concurrency`, checked before any call is made. `n` bounds the
+/// upstream calls one request can cause (Envoy's retries aside).
+pub const MAX_N: u32 = 10_000;
 pub const MAX_CONCURRENCY: u32 = 256;
 
 /// Latency percentiles in milliseconds.
@@ -40,11 +41,26 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub versions: BTreeMap<String, VersionStats>,
     pub elapsed_ms: f64,
+    /// Calls that finished (ok or failed); fewer than `n` when the deadline cut the run.
+    pub completed: u64,
+    /// True when the deadline passed before every call finished: the figures describe
+    /// the `completed` calls only.
+    pub partial: bool,
 }
 
-/// Makes `n` calls, `concurrency` at a time, and summarises them.
-pub async fn run(client: &DistributorClient, request_id: &str, n: u32, concurrency: u32) -> Report {
+/// Makes `n` calls, `concurrency` at a time, and summarises them. Calls still running
+/// at `deadline` are abandoned and the report is marked partial.
+pub async fn run(
+    client: &DistributorClient,
+    request_id: &str,
+    n: u32,
+    concurrency: u32,
+    deadline: Duration,
+) -> Report {
     let started = Instant::now();
+    let cut = tokio::time::sleep(deadline);
+    tokio::pin!(cut);
+    let mut partial = false;
     let mut latencies: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut calls = futures::stream::iter(0..n)
@@ -53,7 +69,17 @@ pub async fn run(client: &DistributorClient, request_id: &str, n: u32, concurren
             async move { client.call(&id).await }
         })
         .buffer_unordered(concurrency.max(1) as usize);
-    while let Some(result) = calls.next().await {
+    loop {
+        let result = tokio::select! {
+            next = calls.next() => match next {
+                Some(result) => result,
+                None => break,
+            },
+            () = &mut cut => {
+                partial = true;
+                break;
+            }
+        };
         match result {
             Ok(answer) => latencies
                 .entry(answer.version.to_string())
@@ -65,7 +91,9 @@ pub async fn run(client: &DistributorClient, request_id: &str, n: u32, concurren
             }
         }
     }
+    drop(calls);
     let ok: u64 = latencies.values().map(|v| v.len() as u64).sum();
+    let completed = ok + errors.values().sum::<u64>();
     let versions = latencies
         .into_iter()
         .map(|(version, mut samples)| {
@@ -90,6 +118,8 @@ pub async fn run(client: &DistributorClient, request_id: &str, n: u32, concurren
         errors,
         versions,
         elapsed_ms: round2(started.elapsed().as_secs_f64() * 1e3),
+        completed,
+        partial,
     }
 }
 
@@ -111,10 +141,17 @@ impl Report {
     /// The report as a table for a terminal.
     pub fn to_text(&self) -> String {
         let failed: u64 = self.errors.values().sum();
-        let mut out = format!(
+        let mut out = String::new();
+        if self.partial {
+            out.push_str(&format!(
+                "PARTIAL: the deadline passed after {} of {} calls; the figures below are for those\n",
+                self.completed, self.n
+            ));
+        }
+        out.push_str(&format!(
             "{} calls to {} ({} at a time) in {:.0} ms: {} ok, {} failed\n\n",
-            self.n, self.distributor, self.concurrency, self.elapsed_ms, self.ok, failed
-        );
+            self.completed, self.distributor, self.concurrency, self.elapsed_ms, self.ok, failed
+        ));
         out.push_str("version    count   percent    p50 ms    p90 ms    p99 ms\n");
         for (version, s) in &self.versions {
             out.push_str(&format!(

@@ -39,6 +39,16 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How many `/compare` requests may run at once; more get 429 with `Retry-After`.
+    #[arg(long, env = "MAX_COMPARES", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_compares: u32,
+
+    /// How long one `/compare` may run; calls still running then are abandoned and the
+    /// report is marked partial. Below the mesh's 15 s per-request timeout, so the report
+    /// always gets back.
+    #[arg(long, env = "COMPARE_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub compare_deadline: Duration,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 
@@ -55,6 +65,8 @@ impl Config {
             egress_proxy: None,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            max_compares: 4,
+            compare_deadline: Duration::from_secs(10),
             telemetry: TelemetryArgs::default(),
             server: ServerArgs::default(),
         }

@@ -1,8 +1,10 @@
 //! The Gopher requester: calls the distributor and reports which version answered.
 //!
 //! - `GET /` calls the distributor once; plain text for terminals, JSON on request.
-//! - `GET /compare?n=N&concurrency=C` makes N calls, C at a time, and reports the split
-//!   between versions with latency percentiles and errors by kind.
+//! - `GET /compare?n=N&concurrency=C` makes N calls (at most 10,000), C at a time, and
+//!   reports the split between versions with latency percentiles and errors by kind. At
+//!   most `--max-compares` run at once (429 beyond); each stops at `--compare-deadline`
+//!   and then reports what was done, marked partial.
 //! - `GET /health` is 200 while serving and 503 once shutdown has begun.
 //!
 //! Distributor failures become 502 (or 504 for a timeout) with a message naming the
@@ -55,6 +57,9 @@ impl common::app::Service for Config {
         );
         let state = routes::State {
             client,
+            compares: std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_compares as usize)),
+            compare_deadline: self.compare_deadline,
+            compare_limit: self.max_compares as usize,
             health: health.clone(),
             host: common::hostname().into(),
         };

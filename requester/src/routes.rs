@@ -19,6 +19,10 @@ use crate::compare::{self, MAX_CONCURRENCY, MAX_N};
 #[derive(Debug, Clone)]
 pub struct State {
     pub(crate) client: DistributorClient,
+    /// One permit per `/compare` allowed at once.
+    pub(crate) compares: Arc<tokio::sync::Semaphore>,
+    pub(crate) compare_deadline: std::time::Duration,
+    pub(crate) compare_limit: usize,
     pub(crate) health: Health,
     pub(crate) host: Arc<str>,
 }
@@ -40,6 +44,7 @@ pub fn router(state: State) -> Router {
 #[derive(Debug)]
 enum Failure {
     BadRequest { param: &'static str, reason: String },
+    Busy { running: usize },
     Upstream(UpstreamError),
 }
 
@@ -51,23 +56,47 @@ impl Failure {
                 "bad_request".to_owned(),
                 format!("query parameter `{param}`: {reason}"),
             ),
+            Failure::Busy { running } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy".to_owned(),
+                format!(
+                    "{running} compares are running, the most this requester runs at once (--max-compares); retry in a second"
+                ),
+            ),
             Failure::Upstream(e) => (
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
                 e.kind(),
                 e.to_string(),
             ),
         };
+        let busy = matches!(self, Failure::Busy { .. });
         if json {
             let mut error = json!({ "kind": kind, "message": message });
             match &self {
                 Failure::BadRequest { param, .. } => error["parameter"] = json!(param),
+                Failure::Busy { .. } => {}
                 Failure::Upstream(_) => error["upstream"] = json!("distributor"),
             }
-            (status, Json(json!({ "error": error }))).into_response()
+            let mut response = (status, Json(json!({ "error": error }))).into_response();
+            if busy {
+                retry_in_a_second(&mut response);
+            }
+            response
         } else {
-            (status, format!("requester: {message}\n")).into_response()
+            let mut response = (status, format!("requester: {message}\n")).into_response();
+            if busy {
+                retry_in_a_second(&mut response);
+            }
+            response
         }
     }
+}
+
+fn retry_in_a_second(response: &mut Response) {
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
 }
 
 /// JSON when `?format=json` or `Accept: application/json`; text otherwise.
@@ -186,7 +215,12 @@ async fn compare(
             return f.render(json);
         }
     };
-    let report = compare::run(&s.client, &request_id, n, concurrency).await;
+    let Ok(_permit) = s.compares.clone().try_acquire_owned() else {
+        let running = s.compare_limit;
+        tracing::warn!(running, "compare refused: too many at once");
+        return Failure::Busy { running }.render(json);
+    };
+    let report = compare::run(&s.client, &request_id, n, concurrency, s.compare_deadline).await;
     tracing::info!(n, concurrency, ok = report.ok, versions = ?report.versions.keys().collect::<Vec<_>>(), "compare finished");
     if json {
         Json(report).into_response()
@@ -217,13 +251,13 @@ mod tests {
             panic!("n=0 must be refused");
         };
         assert_eq!(param, "n");
-        assert!(reason.contains("from 1 to 100000"), "{reason}");
-        assert!(bounded(&params(&[("n", "100001")]), "n", 1, MAX_N).is_err());
+        assert!(reason.contains("from 1 to 10000"), "{reason}");
+        assert!(bounded(&params(&[("n", "10001")]), "n", 1, MAX_N).is_err());
         assert!(bounded(&params(&[("n", "-3")]), "n", 1, MAX_N).is_err());
         assert!(bounded(&params(&[("n", "ten")]), "n", 1, MAX_N).is_err());
         assert!(matches!(
-            bounded(&params(&[("n", "100000")]), "n", 1, MAX_N),
-            Ok(100_000)
+            bounded(&params(&[("n", "10000")]), "n", 1, MAX_N),
+            Ok(10_000)
         ));
         assert!(matches!(bounded(&params(&[]), "n", 7, MAX_N), Ok(7)));
     }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::guard::{self, Guard};
 use controlplane::ads::EnvoyStatuses;
-use controlplane::{Snapshot, Store};
+use controlplane::{Snapshot, Store, UpdateError};
 use futures::future::BoxFuture;
 
 /// What the control API shows of the tasks, told by whatever runs them.
@@ -120,7 +120,20 @@ async fn set_weights(
             tracing::info!(route, weights = ?body.weights, version = snapshot.version, "route weights changed");
             accepted(&snapshot, resource)
         }
-        Err(problems) => refused(&problems),
+        Err(e) => not_made(e),
+    }
+}
+
+/// A change that was not made: 400 with the problems, or 503 when the store cannot write.
+fn not_made(e: UpdateError<Problems>) -> Response {
+    match e {
+        UpdateError::Refused(problems) => refused(&problems),
+        UpdateError::Storage(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            Json(json!({"problems": [format!("the change could not be stored, so it was not made: {e}")]})),
+        )
+            .into_response(),
     }
 }
 
@@ -164,7 +177,7 @@ async fn apply(
             tracing::info!(resource = described, version = snapshot.version, "applied");
             accepted(&snapshot, None)
         }
-        Err(problems) => refused(&problems),
+        Err(e) => not_made(e),
     }
 }
 
@@ -192,6 +205,16 @@ async fn status(State(s): State<ControlState>) -> Response {
     Json(json!({
         "mesh": snapshot.mesh.name(),
         "version": snapshot.version,
+        "store": match s.store.health() {
+            None => json!({"durable": false, "writable": true}),
+            Some(h) => json!({
+                "durable": true,
+                "writable": h.writable,
+                "last_error": h.last_error,
+                "failed_writes": h.failed_writes,
+                "reopened": h.reopened,
+            }),
+        },
         "routes": routes,
         "observed": tasks.observed,
         "envoys": s.envoys.snapshot(),

@@ -19,6 +19,19 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
         escape(s["mesh"].as_str().unwrap_or("?")),
         s["version"]
     );
+    let store = &s["store"];
+    match (store["durable"].as_bool(), store["writable"].as_bool()) {
+        (Some(false), _) => println!("store: in memory"),
+        (_, Some(true)) => println!(
+            "store: durable, writing ({} failed writes, reopened {} times since start)",
+            store["failed_writes"], store["reopened"]
+        ),
+        _ => println!(
+            "store: NOT WRITING; changes are refused until it can ({} failed writes): {}",
+            store["failed_writes"],
+            text(&store["last_error"])
+        ),
+    }
     println!("\nprocesses:");
     for p in s["processes"].as_array().into_iter().flatten() {
         println!(
@@ -55,6 +68,18 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             },
             acked.join(", ")
         );
+        for o in e["open_streams"].as_array().into_iter().flatten() {
+            println!(
+                "    stream {} from {} since {}{}",
+                o["id"],
+                text(&o["peer"]),
+                text(&o["since"]),
+                o["instance"]
+                    .as_str()
+                    .map(|i| format!(" (task {})", escape(i)))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(n) = e["last_nack"].as_object() {
             println!(
                 "    last NACK ({} at version {}, {}): {}",

@@ -107,6 +107,7 @@ impl Backend for Loopback {
                 app_listen: app,
                 netns: None,
                 envoy_user: None,
+                app_user: None,
             };
             sites.insert(t.virtual_node.clone(), site);
         }

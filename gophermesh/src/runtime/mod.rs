@@ -54,6 +54,28 @@ pub struct Site {
     pub netns: Option<String>,
     /// The uid and gid Envoy runs as (in a namespace of its own).
     pub envoy_user: Option<(u32, u32)>,
+    /// The uid and gid an app container runs as when it names no `user` (in a namespace
+    /// of its own; `None` runs apps as `up` runs).
+    pub app_user: Option<(u32, u32)>,
+}
+
+/// The uid and gid apps run as in their own namespace when their container names no user:
+/// the images' own `USER` (not root, and not 1337, whose traffic the APPMESH rules let
+/// through).
+pub const APP_USER: (u32, u32) = (10001, 10001);
+
+/// A container's `user` ("1337" or "1337:1337") as numbers, or an error naming it.
+pub fn numeric_user(task: &Task, container: &str, user: &str) -> anyhow::Result<(u32, u32)> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    let parse = |s: &str| {
+        s.parse::<u32>().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: container `{container}`: user `{user}` must be a numeric uid[:gid] to run here",
+                task.origin
+            )
+        })
+    };
+    Ok((parse(uid)?, parse(gid)?))
 }
 
 impl Site {

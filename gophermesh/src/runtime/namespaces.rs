@@ -95,6 +95,7 @@ pub fn plan_network(
                 egress_proxy: None,
                 netns: Some(ns.name.clone()),
                 envoy_user: Some(envoy_user(t)?),
+                app_user: Some(super::APP_USER),
             },
         );
     }
@@ -138,16 +139,7 @@ fn envoy_user(task: &Task) -> anyhow::Result<(u32, u32)> {
         .and_then(|(_, c)| c.user.clone())
         .or_else(|| task.proxy.ignored_uid.map(|u| u.to_string()))
         .unwrap_or_else(|| "1337".to_owned());
-    let (uid, gid) = user.split_once(':').unwrap_or((&user, &user));
-    let parse = |s: &str| {
-        s.parse::<u32>().with_context(|| {
-            format!(
-                "{}: container `{}`: user `{user}` must be a numeric uid[:gid] for --netns",
-                task.origin, task.proxy.container_name
-            )
-        })
-    };
-    Ok((parse(uid)?, parse(gid)?))
+    super::numeric_user(task, &task.proxy.container_name, &user)
 }
 
 /// What the tasks' hosts files say: every node's DNS hostname resolves to its task; other

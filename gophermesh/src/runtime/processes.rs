@@ -62,7 +62,12 @@ impl Processes {
                 "RUST_LOG".into(),
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
-            let (program, args) = command(site, &program, Vec::new(), None);
+            let user = match (site.app_user, &container.user) {
+                (None, _) => None,
+                (Some(_), Some(named)) => Some(super::numeric_user(task, &container.name, named)?),
+                (Some(default), None) => Some(default),
+            };
+            let (program, args) = command(site, &program, Vec::new(), user);
             self.running.push(Supervised::start(
                 Spec {
                     name: format!("{node}/{}", container.name),

@@ -42,6 +42,14 @@ impl AwsError {
     pub(crate) fn limit(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "LimitExceededException", message)
     }
+    /// A change the store could not write: 503, so that callers retry.
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            format!("the change could not be stored, so it was not made: {e:#}"),
+        )
+    }
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

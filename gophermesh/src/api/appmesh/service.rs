@@ -234,9 +234,16 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
         }
         let existing = mesh.get(&key);
         // A repeat of the write that made the current version: same token, same resource.
-        let repeated = client_token.is_some()
-            && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref()
-            && existing.as_ref().is_some_and(|(_, current)| current == &resource);
+        let same_token = client_token.is_some()
+            && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref();
+        let repeated = same_token && existing.as_ref().is_some_and(|(_, current)| current == &resource);
+        if same_token && !repeated {
+            return Err(Refused::Error(AwsError::conflict(format!(
+                "clientToken `{}` was used for an earlier call on {} with a different specification; use a new client token",
+                client_token.as_deref().unwrap_or_default(),
+                key.describe()
+            ))));
+        }
         match (op.action, &existing) {
             (Action::Create, Some(_)) => {
                 if repeated {
@@ -272,9 +279,7 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
         Ok(snapshot) => data(&snapshot, &key, "ACTIVE"),
         Err(UpdateError::Refused(Refused::AlreadyDone)) => data(&store.current(), &key, "ACTIVE"),
         Err(UpdateError::Refused(Refused::Error(e))) => Err(e),
-        Err(UpdateError::Storage(e)) => Err(AwsError::internal(format!(
-            "the change could not be stored, so it was not made: {e:#}"
-        ))),
+        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
     }
 }
 
@@ -338,9 +343,7 @@ fn delete(store: &Store, op: &Operation) -> Result<Value, AwsError> {
             Ok(data_of(&resource, &meta, "DELETED", &account_of(&meta.arn)))
         }
         Err(UpdateError::Refused(e)) => Err(e),
-        Err(UpdateError::Storage(e)) => Err(AwsError::internal(format!(
-            "the change could not be stored, so it was not made: {e:#}"
-        ))),
+        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
     }
 }
 
