@@ -595,3 +595,29 @@ pub async fn shift_all(mesh: &LocalMesh, all: &str, none: &str, extra: &[&str]) 
         "after shifting everything to {all}: {report}"
     );
 }
+
+/// Runs `aws appmesh ARGS` against `endpoint`, signed with (`key_id`, `secret`) for
+/// `region`; (exit code, stdout, stderr).
+pub fn aws_appmesh(
+    endpoint: &str,
+    (key_id, secret): (&str, &str),
+    region: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = Command::new(tool("aws"))
+        .arg("appmesh")
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--output", "json"])
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", region)
+        .env("AWS_PAGER", "")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("aws runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}

@@ -8,29 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::moto::Moto;
-use tests::{LocalMesh, Mode, client, compare, copy_of_shipped, count, tool, until_routes_acked};
+use tests::{LocalMesh, Mode, client, compare, copy_of_shipped, count, until_routes_acked};
 
 const KEY_ID: &str = "AKIDGOPHERMESHTEST";
 const SECRET: &str = "gophermesh/test/secret+key";
 
 /// Runs `aws appmesh ARGS` against `endpoint` with `secret`; (exit code, stdout, stderr).
 fn aws_with(endpoint: &str, secret: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(tool("aws"))
-        .arg("appmesh")
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--output", "json"])
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_PAGER", "")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .expect("aws runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
+    tests::aws_appmesh(endpoint, (KEY_ID, secret), "us-east-1", args)
 }
 
 fn aws(endpoint: &str, args: &[&str]) -> Value {
