@@ -1,5 +1,7 @@
 //! `gophermesh status`: processes, Envoys, route weights and the split Envoy observed.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use gophermesh::progress::escape;
@@ -7,34 +9,48 @@ use gophermesh::progress::escape;
 use super::control::{call, request, url};
 use crate::cli::ControlArgs;
 
+/// `println!` into a `String` (writing to a `String` cannot fail).
+macro_rules! out_line {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<ExitCode> {
+    let mut out = String::new();
     let url = url(control, "/v1/status")?;
     let (_, s) = call(control, request(control, reqwest::Method::GET, url)?).await?;
     if raw {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        out_line!(out, "{}", serde_json::to_string_pretty(&s)?);
+        let _ = std::io::stdout().write_all(out.as_bytes());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out_line!(
+        out,
         "mesh {} at version {}",
         escape(s["mesh"].as_str().unwrap_or("?")),
         s["version"]
     );
     let store = &s["store"];
     match (store["durable"].as_bool(), store["writable"].as_bool()) {
-        (Some(false), _) => println!("store: in memory"),
-        (_, Some(true)) => println!(
+        (Some(false), _) => out_line!(out, "store: in memory"),
+        (_, Some(true)) => out_line!(
+            out,
             "store: durable, writing ({} failed writes, reopened {} times since start)",
-            store["failed_writes"], store["reopened"]
+            store["failed_writes"],
+            store["reopened"]
         ),
-        _ => println!(
+        _ => out_line!(
+            out,
             "store: NOT WRITING; changes are refused until it can ({} failed writes): {}",
             store["failed_writes"],
             text(&store["last_error"])
         ),
     }
-    println!("\nprocesses:");
+    out_line!(out, "\nprocesses:");
     for p in s["processes"].as_array().into_iter().flatten() {
-        println!(
+        out_line!(
+            out,
             "  {:<28} {:<8} pid {:<8} restarts {}{}",
             text(&p["name"]),
             if p["running"].as_bool() == Some(true) {
@@ -50,7 +66,7 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
                 .unwrap_or_default()
         );
     }
-    println!("\nEnvoys:");
+    out_line!(out, "\nEnvoys:");
     for (node, e) in s["envoys"].as_object().into_iter().flatten() {
         let acked: Vec<String> = e["acked"]
             .as_object()
@@ -58,7 +74,8 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             .flatten()
             .map(|(k, v)| format!("{k} v{}", text(v)))
             .collect();
-        println!(
+        out_line!(
+            out,
             "  {:<20} {:<12} acked: {}",
             escape(node),
             if e["connected"].as_bool() == Some(true) {
@@ -69,7 +86,8 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             acked.join(", ")
         );
         for o in e["open_streams"].as_array().into_iter().flatten() {
-            println!(
+            out_line!(
+                out,
                 "    stream {} from {} since {}{}",
                 o["id"],
                 text(&o["peer"]),
@@ -81,7 +99,8 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             );
         }
         if let Some(n) = e["last_nack"].as_object() {
-            println!(
+            out_line!(
+                out,
                 "    last NACK ({} at version {}, {}): {}",
                 escape(
                     n["type_url"]
@@ -97,7 +116,10 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             );
         }
     }
-    println!("\nroutes (configured weights, and requests Envoy has completed per target):");
+    out_line!(
+        out,
+        "\nroutes (configured weights, and requests Envoy has completed per target):"
+    );
     let observed = &s["observed"];
     for r in s["routes"].as_array().into_iter().flatten() {
         let targets = r["targets"].as_array().cloned().unwrap_or_default();
@@ -106,13 +128,14 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             .iter()
             .filter_map(|t| observed[t["virtualNode"].as_str().unwrap_or_default()].as_u64())
             .sum();
-        println!("  {}/{}", text(&r["virtualRouter"]), text(&r["route"]));
+        out_line!(out, "  {}/{}", text(&r["virtualRouter"]), text(&r["route"]));
         for t in &targets {
             let node = t["virtualNode"].as_str().unwrap_or_default();
             let w = t["weight"].as_i64().unwrap_or(0);
             let seen = observed[node].as_u64().unwrap_or(0);
             let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
-            println!(
+            out_line!(
+                out,
                 "    {:<20} weight {w:>3} ({:>5.1}%)   observed {seen:>7} ({:>5.1}%)",
                 escape(node),
                 share(w as f64, total_w as f64),
@@ -120,6 +143,8 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             );
         }
     }
+    // All at once, and quietly when the reader has gone (`status | head`).
+    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
