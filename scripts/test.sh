@@ -3,7 +3,7 @@
 # Usage: scripts/test.sh [extra cargo test arguments, e.g. a test name filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 export PATH="$PWD/.venv/bin:$PATH"
 echo "==> building the workspace" >&2
 cargo build --workspace --bins --quiet

@@ -70,6 +70,9 @@ pub struct EnvoyStatus {
     /// On the current stream: milliseconds from Envoy's first request to its ACK of the
     /// last of clusters, listeners and routes (its whole first configuration).
     pub first_config_ms: Option<f64>,
+    /// The last mesh version whose every change for this Envoy it has ACKed (types that
+    /// did not change for it need no ACK). `None` until its first configuration is ACKed.
+    pub synced_version: Option<u64>,
 }
 
 /// Every Envoy's status, keyed by virtual node name. Cheap to clone.
@@ -156,6 +159,8 @@ impl Ads {
             tx,
             node: None,
             subscriptions: HashMap::new(),
+            pending: std::collections::HashSet::new(),
+            version: 0,
             nonce: 0,
             opened: Instant::now(),
             first_acks: Vec::new(),
@@ -215,6 +220,9 @@ struct AdsStream {
     node: Option<String>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
+    /// Types sent and not yet ACKed, and the snapshot version last sent from.
+    pending: std::collections::HashSet<String>,
+    version: u64,
     /// When the stream opened, and which types were ACKed since (until all three were).
     opened: Instant,
     first_acks: Vec<String>,
@@ -258,6 +266,8 @@ impl AdsStream {
                             return self.disconnected();
                         }
                     }
+                    self.version = snapshot.version;
+                    self.note_synced();
                 }
             }
         }
@@ -318,6 +328,7 @@ impl AdsStream {
                 s.connected = true;
                 s.streams += 1;
                 s.first_config_ms = None;
+                s.synced_version = None;
             });
             for (old, old_peer) in replaced {
                 tracing::warn!(
@@ -381,6 +392,8 @@ impl AdsStream {
                         s.first_config_ms = complete;
                     }
                 });
+                self.pending.remove(&type_url);
+                self.note_synced();
             }
             if !names_changed {
                 return Ok(());
@@ -391,6 +404,18 @@ impl AdsStream {
             return Err(Status::unavailable("the stream is closed"));
         }
         Ok(())
+    }
+
+    /// Once nothing sent waits for an ACK, this Envoy has every change up to `version`.
+    fn note_synced(&self) {
+        if self.pending.is_empty() && self.version > 0 && self.first_acks.len() == 3 {
+            if let Some(node) = &self.node {
+                let version = self.version;
+                self.statuses.update(node, |s| {
+                    s.synced_version = Some(s.synced_version.map_or(version, |v| v.max(version)));
+                });
+            }
+        }
     }
 
     /// Sends the resources of `type_url` for this node. Unless `always`, skips sending when
@@ -427,6 +452,8 @@ impl AdsStream {
         self.nonce += 1;
         sub.nonce = self.nonce.to_string();
         sub.sent_hash = Some(hash);
+        self.pending.insert(type_url.to_owned());
+        self.version = self.version.max(snapshot.version);
         let response = DiscoveryResponse {
             version_info: snapshot.version.to_string(),
             resources: chosen,

@@ -6,6 +6,7 @@
 //!   persist    the durable copy (redb), one transaction per accepted change
 //!   weights    the rule of `route set`
 //! placement  where each node's Envoy and app are (told by whoever runs the tasks)
+//! observed   the traffic each target node received (told by whoever reads the Envoys)
 //! translate  App Mesh resources -> one node's Envoy listeners, clusters and routes
 //! cache      each node's resources, built once per snapshot version
 //! ads        the ADS server (state of the world, xDS v3) streaming from the cache
@@ -18,6 +19,7 @@
 pub mod ads;
 pub mod cache;
 pub mod meta;
+pub mod observed;
 pub mod persist;
 pub mod placement;
 pub mod store;
@@ -26,5 +28,6 @@ pub mod weights;
 
 pub use cache::Cache;
 pub use meta::{Identity, Meta};
+pub use observed::TargetTraffic;
 pub use placement::Placement;
 pub use store::{Next, Snapshot, Store, UpdateError};

@@ -54,6 +54,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         what: RouteWhat,
     },
+    /// Print the web console's sign-in link (the console's address with the control token),
+    /// so that weights can be shifted from the page.
+    Console {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
     /// Create or replace any mesh resource in the running mesh from a --cli-input-json file.
     Apply {
         /// The resource file.

@@ -64,6 +64,7 @@ async fn main() -> ExitCode {
             commands::route::run(&control, router.as_deref(), &route, &weights, save).await
         }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
+        Command::Console { control } => commands::console::run(&control),
     };
     match result {
         Ok(code) => code,

@@ -116,6 +116,37 @@ impl DistributorClient {
         self.send(headers).instrument(span).await
     }
 
+    /// `GET /gopher.svg` on the distributor, through whatever the mesh picks: the
+    /// version that answered (`x-gopher-version`) and the picture.
+    pub async fn picture(&self) -> Result<(String, axum::body::Bytes), UpstreamError> {
+        let url = self
+            .url
+            .join("/gopher.svg")
+            .unwrap_or_else(|_| self.url.clone());
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.classify(&e))?;
+        let status = response.status();
+        let version = response
+            .headers()
+            .get(common::wire::X_GOPHER_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await.map_err(|e| self.classify(&e))?;
+        if !status.is_success() {
+            return Err(UpstreamError::Status {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                snippet: snippet(&bytes),
+            });
+        }
+        Ok((version, bytes))
+    }
+
     async fn send(&self, headers: reqwest::header::HeaderMap) -> Result<Answer, UpstreamError> {
         let started = Instant::now();
         let response = self

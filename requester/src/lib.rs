@@ -1,6 +1,10 @@
 //! The Gopher requester: calls the distributor and reports which version answered.
 //!
-//! - `GET /` calls the distributor once; plain text for terminals, JSON on request.
+//! - `GET /` calls the distributor once; plain text for terminals, JSON on request, and
+//!   for a browser (`Accept: text/html`) a page that calls it again and again and shows
+//!   each answer's gopher with a tally per version.
+//! - `GET /gopher/VERSION.svg` is that distributor version's picture, fetched through the
+//!   mesh.
 //! - `GET /compare?n=N&concurrency=C` makes N calls (at most 10,000), C at a time, and
 //!   reports the split between versions with latency percentiles and errors by kind. At
 //!   most `--max-compares` run at once (429 beyond); each stops at `--compare-deadline`
@@ -57,6 +61,7 @@ impl common::app::Service for Config {
         );
         let state = routes::State {
             client,
+            pictures: std::sync::Arc::default(),
             compares: std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_compares as usize)),
             compare_deadline: self.compare_deadline,
             compare_limit: self.max_compares as usize,

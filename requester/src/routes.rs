@@ -19,6 +19,8 @@ use crate::compare::{self, MAX_CONCURRENCY, MAX_N};
 #[derive(Debug, Clone)]
 pub struct State {
     pub(crate) client: DistributorClient,
+    /// Each version's picture, once fetched through the mesh.
+    pub(crate) pictures: Arc<std::sync::Mutex<BTreeMap<String, axum::body::Bytes>>>,
     /// One permit per `/compare` allowed at once.
     pub(crate) compares: Arc<tokio::sync::Semaphore>,
     pub(crate) compare_deadline: std::time::Duration,
@@ -35,6 +37,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/", get(call_once))
         .route("/compare", get(compare))
+        .route("/gopher/{picture}", get(gopher_picture))
         .route("/health", get(health))
         .layer(axum::middleware::from_fn(tracecontext::inbound))
         .with_state(state)
@@ -148,12 +151,91 @@ fn bounded(
     }
 }
 
+/// The page a browser gets at `/`: it calls `/?format=json` again and again and shows
+/// each answer's gopher, with a running tally per version.
+const PAGE: &str = include_str!("page.html");
+
+/// Whether a request is a browser asking for a page (and nothing more specific).
+fn wants_page(params: &BTreeMap<String, String>, headers: &HeaderMap) -> bool {
+    params.is_empty()
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// How many calls `/gopher/VERSION.svg` makes to find that version's picture.
+const PICTURE_TRIES: usize = 60;
+
+/// `GET /gopher/VERSION.svg`: the picture of the distributor VERSION, fetched through the
+/// mesh (the route decides who answers, so it asks until that version does) and kept.
+async fn gopher_picture(
+    axum::extract::State(s): AppState,
+    axum::extract::Path(picture): axum::extract::Path<String>,
+) -> Response {
+    let Some(version) = picture.strip_suffix(".svg") else {
+        return (
+            StatusCode::NOT_FOUND,
+            "requester: pictures are /gopher/VERSION.svg\n",
+        )
+            .into_response();
+    };
+    let svg = |bytes: axum::body::Bytes| {
+        (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            bytes,
+        )
+            .into_response()
+    };
+    let cached = s
+        .pictures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(version)
+        .cloned();
+    if let Some(bytes) = cached {
+        return svg(bytes);
+    }
+    for _ in 0..PICTURE_TRIES {
+        match s.client.picture().await {
+            Ok((answered, bytes)) => {
+                s.pictures
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(answered.clone(), bytes.clone());
+                if answered == version {
+                    return svg(bytes);
+                }
+            }
+            Err(e) => return Failure::Upstream(e).render(false),
+        }
+    }
+    (
+        StatusCode::NOT_FOUND,
+        format!("requester: no {version} distributor answered in {PICTURE_TRIES} calls\n"),
+    )
+        .into_response()
+}
+
 async fn call_once(
     axum::extract::State(s): AppState,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
+    if wants_page(&params, &headers) {
+        return (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            PAGE,
+        )
+            .into_response();
+    }
     let json = match wants_json(&params, &headers).and_then(|json| {
         only_known(&params, &["format"])?;
         Ok(json)

@@ -24,15 +24,24 @@ use meshmodel::{Problems, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::console;
 use super::guard::{self, Guard};
+use super::live::{self, Live};
 use controlplane::ads::EnvoyStatuses;
-use controlplane::{Snapshot, Store, UpdateError};
+use controlplane::{Snapshot, Store, TargetTraffic, UpdateError};
 use futures::future::BoxFuture;
 
 /// What the control API shows of the tasks, told by whatever runs them.
 pub trait Tasks: Send + Sync + std::fmt::Debug {
     /// The tasks' part of the status, for the mesh as `snapshot` has it.
     fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, TaskStatus>;
+
+    /// Every supervised process or container (`name` is `NODE/CONTAINER`), without
+    /// asking any Envoy.
+    fn processes(&self) -> Value;
+
+    /// The traffic to each target virtual node of `mesh`, from one stats read per Envoy.
+    fn traffic<'a>(&'a self, mesh: &'a str) -> BoxFuture<'a, BTreeMap<String, TargetTraffic>>;
 }
 
 /// The tasks' part of `GET /v1/status`.
@@ -52,11 +61,24 @@ pub struct ControlState {
     pub store: Store,
     pub envoys: EnvoyStatuses,
     pub tasks: Arc<dyn Tasks>,
+    /// The console's live view.
+    pub live: Live,
+}
+
+impl axum::extract::FromRef<ControlState> for Live {
+    fn from_ref(state: &ControlState) -> Self {
+        state.live.clone()
+    }
 }
 
 /// The API behind `guard` (Host, body, token for changes, concurrency).
 pub fn router(state: ControlState, guard: Guard) -> Router {
     Router::new()
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .route("/v1/live", get(live::frame_now))
+        .route("/v1/live/stream", get(live::stream))
         .route("/v1/status", get(status))
         .route("/v1/routes/{route}/weights", put(set_weights))
         .route("/v1/resources", post(apply))

@@ -4,6 +4,8 @@
 //! appmesh/  the App Mesh REST API (2019-01-25) that the AWS CLI and SDKs speak
 //! sigv4     AWS Signature Version 4, checked on the server side
 //! control   the control API of `gophermesh status`, `route set` and `apply`
+//! console   the web console page (assets compiled in)
+//! live      the console's live view: /v1/live and its event stream
 //! guard     what stands before both: Host, body limits, authentication, concurrency
 //! token     the control API's bearer token
 //! ```
@@ -12,7 +14,9 @@
 //! shows of the tasks comes through the [`control::Tasks`] trait.
 
 pub mod appmesh;
+pub mod console;
 pub mod control;
 pub mod guard;
+pub mod live;
 pub mod sigv4;
 pub mod token;

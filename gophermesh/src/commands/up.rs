@@ -18,6 +18,7 @@ use controlplane::ads::{Ads, EnvoyStatuses};
 use controlplane::{Cache, Identity, Snapshot, Store};
 use futures::future::BoxFuture;
 use gophermesh::api::guard::{self, Auth, Guard};
+use gophermesh::api::live::Live;
 use gophermesh::api::sigv4::Credentials;
 use gophermesh::api::token::ControlToken;
 use gophermesh::api::{appmesh, control};
@@ -240,14 +241,17 @@ impl Up<'_> {
             guard::Limits::default(),
             control::render_refusal,
         );
+        let tasks: Arc<dyn control::Tasks> = Arc::new(UpTasks {
+            processes: launch.processes.clone(),
+            sites: plan.sites.clone(),
+        });
+        let live = Live::start(store.clone(), envoys.clone(), tasks.clone());
         let control_api = control::router(
             control::ControlState {
                 store: store.clone(),
                 envoys,
-                tasks: Arc::new(UpTasks {
-                    processes: launch.processes.clone(),
-                    sites: plan.sites.clone(),
-                }),
+                tasks,
+                live,
             },
             control_guard,
         );
@@ -339,6 +343,12 @@ impl Up<'_> {
         );
         println!();
         println!("Try:");
+        println!(
+            "  open {requester}/ in a browser (the gophers as they answer), or the console at http://{control}/"
+        );
+        println!(
+            "  gophermesh console --control-url http://{control}      (a sign-in link: shift weights from the page)"
+        );
         println!("  curl {requester}/");
         println!("  curl '{requester}/compare?n=1000'");
         println!(
@@ -444,10 +454,24 @@ impl control::Tasks for UpTasks {
                 None => BTreeMap::new(),
             };
             control::TaskStatus {
-                processes: json!(self.processes.snapshot()),
+                processes: self.processes(),
                 placements: json!(placements),
                 observed,
             }
+        })
+    }
+
+    fn processes(&self) -> Value {
+        json!(self.processes.snapshot())
+    }
+
+    fn traffic<'a>(
+        &'a self,
+        mesh: &'a str,
+    ) -> BoxFuture<'a, BTreeMap<String, controlplane::TargetTraffic>> {
+        Box::pin(async move {
+            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
+            envoy::traffic(&admins, mesh).await
         })
     }
 }

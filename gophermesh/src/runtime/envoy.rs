@@ -150,6 +150,85 @@ impl EnvoyOptions {
     }
 }
 
+/// The traffic to each target virtual node of mesh `mesh`, read from every Envoy in
+/// `admins` in one stats request each. An Envoy that does not answer within a second
+/// counts nothing.
+pub async fn traffic<'a>(
+    admins: impl IntoIterator<Item = &'a EnvoyAdmin>,
+    mesh: &str,
+) -> std::collections::BTreeMap<String, controlplane::TargetTraffic> {
+    let mut out: std::collections::BTreeMap<String, controlplane::TargetTraffic> =
+        Default::default();
+    // filter=^cluster\.cds_egress_[^.]*\.(upstream_rq_completed|upstream_rq_5xx|upstream_rq_time)$
+    let path = "/stats?format=json&filter=%5Ecluster%5C.cds_egress_%5B%5E.%5D*%5C.(upstream_rq_completed%7Cupstream_rq_5xx%7Cupstream_rq_time)%24";
+    let prefix = format!("cluster.cds_egress_{mesh}_");
+    for admin in admins {
+        let Ok((200, text)) = admin.get(path, Duration::from_secs(1)).await else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for stat in doc["stats"].as_array().into_iter().flatten() {
+            if let Some(name) = stat["name"].as_str() {
+                let Some((node, metric)) = target_metric(name, &prefix) else {
+                    continue;
+                };
+                let value = stat["value"].as_u64().unwrap_or(0);
+                let entry = out.entry(node).or_default();
+                match metric {
+                    "upstream_rq_completed" => entry.completed += value,
+                    "upstream_rq_5xx" => entry.errors_5xx += value,
+                    _ => {}
+                }
+            }
+            let histograms = &stat["histograms"];
+            let quantiles: Vec<f64> = histograms["supported_quantiles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_f64)
+                .collect();
+            let at = |q: f64| quantiles.iter().position(|x| (*x - q).abs() < 1e-9);
+            for h in histograms["computed_quantiles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let Some((node, "upstream_rq_time")) = h["name"]
+                    .as_str()
+                    .and_then(|n| target_metric(n, &prefix))
+                    .as_ref()
+                    .map(|(n, m)| (n.clone(), *m))
+                else {
+                    continue;
+                };
+                let value = |q: f64| at(q).and_then(|i| h["values"][i]["interval"].as_f64());
+                let entry = out.entry(node).or_default();
+                let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                entry.p50_ms = max(entry.p50_ms, value(50.0));
+                entry.p99_ms = max(entry.p99_ms, value(99.0));
+            }
+        }
+    }
+    out
+}
+
+/// `cluster.cds_egress_M_NODE_PROTO_PORT.METRIC` as (NODE, METRIC).
+fn target_metric<'n>(name: &'n str, prefix: &str) -> Option<(String, &'n str)> {
+    let rest = name.strip_prefix(prefix)?;
+    let (cluster, metric) = rest.split_once('.')?;
+    // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
+    let mut parts = cluster.rsplitn(3, '_');
+    let (Some(_port), Some(_proto), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    Some((node.to_owned(), metric))
+}
+
 /// Requests completed per target virtual node of mesh `mesh`, summed over the egress
 /// clusters (`cluster.cds_egress_M_N_P_PORT.upstream_rq_completed`) of every Envoy in
 /// `admins`. An Envoy that does not answer within a second counts nothing.

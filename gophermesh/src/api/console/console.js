@@ -1,0 +1,289 @@
+// The gophermesh console: draws each frame of /v1/live/stream, and shifts weights with
+// the control API. Every text from the mesh goes in through textContent, never as markup.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const COLORS = ["#2f6fde", "#e0772b", "#1f9d55", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d4ac0d", "#2c3e50", "#e84393"];
+
+// The control token comes once, in the link `gophermesh console` prints.
+const token = (() => {
+  const m = location.hash.match(/token=([0-9a-fA-F]+)/);
+  if (m) {
+    sessionStorage.setItem("gophermesh-token", m[1]);
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem("gophermesh-token");
+})();
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, text) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+const svg = (tag, attrs = {}, text) => {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+const pct = (x) => (Math.round(x * 10) / 10).toFixed(1) + "%";
+
+// Colours stay with a node name for the life of the page.
+const colorOf = (() => {
+  const given = new Map();
+  return (name) => {
+    if (!given.has(name)) given.set(name, COLORS[given.size % COLORS.length]);
+    return given.get(name);
+  };
+})();
+
+// Per route form, what the user typed and not yet applied.
+const edits = new Map();
+let lastFrame = null;
+
+function setAuth() {
+  const auth = $("auth");
+  auth.textContent = token ? "signed in: changes allowed" : "read-only: run `gophermesh console` for a sign-in link";
+}
+
+function drawGraph(frame) {
+  const g = $("graph");
+  g.replaceChildren();
+  const cols = [[], [], [], []];
+  const pos = new Map();
+  for (const s of frame.services) cols[0].push({ key: "s:" + s.name, kind: "virtual service", name: s.name });
+  for (const r of frame.routers) {
+    cols[1].push({ key: "r:" + r.name, kind: "virtual router", name: r.name });
+    for (const route of r.routes) cols[2].push({ key: "t:" + r.name + "/" + route.name, kind: "route", name: route.name });
+  }
+  for (const n of frame.nodes) cols[3].push({ key: "n:" + n.name, kind: "virtual node", name: n.name, state: n.task });
+  const W = 1000, boxW = 190, boxH = 44, gapY = 16;
+  const rows = Math.max(1, ...cols.map((c) => c.length));
+  const H = rows * (boxH + gapY) + 30;
+  g.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const xs = [10, 270, 530, 800];
+  cols.forEach((col, ci) => {
+    const top = (H - col.length * (boxH + gapY)) / 2;
+    col.forEach((item, i) => {
+      const x = xs[ci], y = top + i * (boxH + gapY);
+      pos.set(item.key, { x, y });
+      const box = svg("g", { "data-key": item.key });
+      box.append(svg("rect", { x, y, width: boxW, height: boxH, class: item.state || "" }));
+      box.append(svg("text", { x: x + 10, y: y + 15, class: "kind" }, item.kind + (item.state && item.state !== "none" ? " · " + item.state : "")));
+      box.append(svg("text", { x: x + 10, y: y + 33 }, item.name.length > 26 ? item.name.slice(0, 25) + "…" : item.name));
+      g.append(box);
+    });
+  });
+  const edge = (from, to, label) => {
+    const a = pos.get(from), b = pos.get(to);
+    if (!a || !b) return;
+    const x1 = a.x + boxW, y1 = a.y + boxH / 2, x2 = b.x, y2 = b.y + boxH / 2, mx = (x1 + x2) / 2;
+    g.prepend(svg("path", { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+    if (label !== undefined) {
+      const t = svg("text", { x: mx, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", class: "weight", "data-weight": label.node, "data-value": label.weight }, String(label.weight));
+      g.append(t);
+    }
+  };
+  for (const s of frame.services) {
+    if (s.router) edge("s:" + s.name, "r:" + s.router);
+    if (s.node) edge("s:" + s.name, "n:" + s.node);
+  }
+  for (const r of frame.routers) {
+    for (const route of r.routes) {
+      edge("r:" + r.name, "t:" + r.name + "/" + route.name);
+      for (const t of route.targets) edge("t:" + r.name + "/" + route.name, "n:" + t.node, t);
+    }
+  }
+}
+
+function nodeOf(frame, name) {
+  return frame.nodes.find((n) => n.name === name) || {};
+}
+
+function chart(frame, targets) {
+  const c = svg("svg", { class: "chart", viewBox: "0 0 400 140", role: "img", "aria-label": "requests per second per target, up to the last five minutes" });
+  const now = frame.at;
+  let max = 1, first = now;
+  for (const t of targets) for (const [ts, r] of nodeOf(frame, t.node).series || []) { max = Math.max(max, r); first = Math.min(first, ts); }
+  // The window grows with the series, from 30 s up to five minutes.
+  const span = Math.max(30, Math.min(300, now - first));
+  c.append(svg("line", { x1: 30, y1: 120, x2: 395, y2: 120, class: "axis" }));
+  c.append(svg("text", { x: 2, y: 14 }, Math.round(max) + "/s"));
+  c.append(svg("text", { x: 2, y: 124 }, "0"));
+  c.append(svg("text", { x: 30, y: 136 }, span >= 120 ? `-${Math.round(span / 60)} min` : `-${Math.round(span)} s`));
+  c.append(svg("text", { x: 372, y: 136 }, "now"));
+  for (const t of targets) {
+    const pts = (nodeOf(frame, t.node).series || []).filter(([ts]) => ts >= now - span);
+    if (pts.length < 2) continue;
+    const d = pts.map(([ts, r], i) => `${i ? "L" : "M"}${(30 + ((ts - (now - span)) / span) * 365).toFixed(1)},${(120 - (r / max) * 105).toFixed(1)}`).join(" ");
+    c.append(svg("path", { d, stroke: colorOf(t.node) }));
+  }
+  return c;
+}
+
+function routeCard(frame, router, route) {
+  const key = router.name + "/" + route.name;
+  const card = el("div", { class: "route", "data-route": key });
+  const left = el("div");
+  left.append(el("h3", {}, `${router.name} · route ${route.name}`));
+  const form = el("form", { "aria-label": `weights of route ${route.name}` });
+  const total = route.targets.reduce((a, t) => a + t.weight, 0);
+  const seen = route.targets.map((t) => nodeOf(frame, t.node).observed || 0);
+  const seenTotal = seen.reduce((a, b) => a + b, 0);
+  const pending = edits.get(key) || {};
+  route.targets.forEach((t, i) => {
+    const id = `w-${key}-${t.node}`.replace(/[^A-Za-z0-9_-]/g, "_");
+    const row = el("div", { class: "target" });
+    const label = el("label", { for: id }, t.node);
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = colorOf(t.node);
+    label.prepend(swatch);
+    const input = el("input", { id, type: "number", min: "0", max: "100", step: "1", inputmode: "numeric", "data-node": t.node });
+    input.value = pending[t.node] ?? t.weight;
+    input.disabled = !token;
+    input.addEventListener("input", () => {
+      const e = edits.get(key) || {};
+      e[t.node] = input.value;
+      edits.set(key, e);
+    });
+    const bar = el("div", { class: "bar", title: "configured share (upper) and observed share (lower)" });
+    const conf = el("span");
+    conf.style.width = total ? (100 * t.weight) / total + "%" : "0";
+    conf.style.background = colorOf(t.node);
+    conf.style.height = "50%";
+    const obs = el("span");
+    obs.style.width = seenTotal ? (100 * seen[i]) / seenTotal + "%" : "0";
+    obs.style.background = colorOf(t.node);
+    obs.style.opacity = ".55";
+    obs.style.top = "50%";
+    bar.append(conf, obs);
+    row.append(label, input, bar);
+    form.append(row);
+  });
+  const actions = el("div", { class: "actions" });
+  const apply = el("button", { type: "submit", "data-apply": key }, "Apply weights");
+  apply.disabled = !token;
+  const message = el("div", { role: "alert", class: "refusal", "data-refusal": key });
+  const prev = document.querySelector(`[data-refusal="${CSS.escape(key)}"]`);
+  if (prev) { message.textContent = prev.textContent; message.className = prev.className; }
+  actions.append(apply);
+  form.append(actions, message);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    shift(router.name, route.name, key, form, message);
+  });
+  left.append(form);
+
+  const right = el("div");
+  const observed = el("p", { "data-observed": key });
+  observed.append(el("strong", {}, `observed since version ${frame.observed_since_version}: `));
+  route.targets.forEach((t, i) => {
+    const share = seenTotal ? (100 * seen[i]) / seenTotal : 0;
+    observed.append(el("span", { "data-node": t.node, "data-share": share.toFixed(1), "data-count": String(seen[i]) }, `${t.node} ${pct(share)} (${seen[i]}) `));
+  });
+  if (!seenTotal) observed.append(el("span", { class: "muted" }, "no requests yet"));
+  right.append(observed, chart(frame, route.targets));
+  const legend = el("div", { class: "legend" });
+  for (const t of route.targets) {
+    const tr = nodeOf(frame, t.node).traffic;
+    const item = el("span");
+    const sw = el("span", { class: "swatch" });
+    sw.style.background = colorOf(t.node);
+    item.append(sw, document.createTextNode(
+      `${t.node}: ${tr ? tr.rps.toFixed(1) : "0.0"}/s, success ${tr && tr.success_rate != null ? pct(tr.success_rate * 100) : "–"}, p50 ${tr && tr.p50_ms != null ? tr.p50_ms.toFixed(1) : "–"} ms, p99 ${tr && tr.p99_ms != null ? tr.p99_ms.toFixed(1) : "–"} ms`));
+    legend.append(item);
+  }
+  right.append(legend);
+  card.append(left, right);
+  return card;
+}
+
+async function shift(router, route, key, form, message) {
+  const weights = {};
+  for (const input of form.querySelectorAll("input[data-node]")) {
+    const v = Number(input.value);
+    weights[input.dataset.node] = Number.isInteger(v) ? v : input.value;
+  }
+  message.className = "refusal";
+  message.textContent = "";
+  try {
+    const r = await fetch(`/v1/routes/${encodeURIComponent(route)}/weights?router=${encodeURIComponent(router)}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", authorization: "Bearer " + token },
+      body: JSON.stringify({ weights }),
+    });
+    const body = await r.json();
+    if (r.ok) {
+      edits.delete(key);
+      message.className = "note";
+      message.textContent = `applied: mesh version ${body.version}`;
+    } else {
+      message.textContent = "refused; nothing was changed:\n" + (body.problems || []).join("\n");
+    }
+  } catch (e) {
+    message.textContent = "cannot reach the control plane: " + e;
+  }
+}
+
+function nodeCard(n) {
+  const card = el("article", { class: "card", "data-node": n.name });
+  const h = el("h3", {}, n.name + " ");
+  h.append(el("span", { class: "state " + n.task, "data-state": n.task }, n.task));
+  card.append(h);
+  const dl = el("dl");
+  const add = (k, v) => dl.append(el("dt", {}, k), el("dd", {}, v));
+  add("restarts", String(n.restarts));
+  if (n.envoy) {
+    add("Envoy", n.envoy.connected ? "connected" : "disconnected");
+    add("in sync at", n.envoy.synced_version != null ? "version " + n.envoy.synced_version : "–");
+    if (n.envoy.last_nack) add("last NACK", `version ${n.envoy.last_nack.version}: ${n.envoy.last_nack.message}`);
+  } else {
+    add("Envoy", "never connected");
+  }
+  if (n.traffic) add("inbound via mesh", `${n.traffic.rps.toFixed(1)}/s`);
+  card.append(dl);
+  return card;
+}
+
+function render(frame) {
+  lastFrame = frame;
+  document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
+  $("mesh").textContent = frame.mesh ? "mesh " + frame.mesh : "no mesh yet";
+  $("version").textContent = "version " + frame.version;
+  drawGraph(frame);
+  const focused = document.activeElement && document.activeElement.id;
+  const routes = $("routes");
+  // Built before the old cards go, so that each keeps its message.
+  const cards = [];
+  for (const r of frame.routers) for (const route of r.routes) cards.push(routeCard(frame, r, route));
+  routes.replaceChildren(...cards);
+  if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
+  if (focused) {
+    const again = document.getElementById(focused);
+    if (again) again.focus();
+  }
+  $("nodes").replaceChildren(...frame.nodes.map(nodeCard));
+  $("history").replaceChildren(...frame.history.map((h) => el("li", {},
+    `version ${h.version} at ${h.at.replace("T", " ").replace("Z", "")}: ${h.what}; ` +
+    (h.acked_ms != null ? `ACKed by every Envoy in ${h.acked_ms.toFixed(1)} ms` : "waiting for every Envoy's ACK"))));
+}
+
+function connect() {
+  const conn = $("conn");
+  const source = new EventSource("/v1/live/stream");
+  source.addEventListener("frame", (e) => {
+    conn.textContent = "live";
+    conn.className = "pill live";
+    render(JSON.parse(e.data));
+  });
+  source.onerror = () => {
+    conn.textContent = "reconnecting…";
+    conn.className = "pill down";
+  };
+}
+
+setAuth();
+fetch("/v1/live").then((r) => r.json()).then((f) => { if (!lastFrame) render(f); }).catch(() => {});
+connect();

@@ -1,0 +1,456 @@
+//! The live view of the mesh, for the web console and for any tool: `GET /v1/live` (one
+//! frame, JSON) and `GET /v1/live/stream` (a frame every second, Server-Sent Events).
+//!
+//! A frame holds the mesh as a graph (virtual services, routers, routes with their
+//! weights, virtual nodes with their task's state and their Envoy's sync state), the
+//! traffic per target node (requests per second, success rate, p50/p99 latency, and a
+//! series over the last five minutes), the split observed since the last change, and the
+//! history of changes with how long each took to be ACKed by every Envoy.
+//!
+//! One sampler reads each Envoy's stats once a second, and only while someone is looking
+//! (a stream is open, or a frame was asked for in the last few seconds): the number of
+//! open pages changes nothing for the Envoys.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use controlplane::ads::EnvoyStatuses;
+use controlplane::{Snapshot, Store, TargetTraffic};
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::control::Tasks;
+
+/// How often the sampler reads the Envoys while someone is looking.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How long the series keep (one point a second).
+const SERIES_LEN: usize = 300;
+/// How long after the last `GET /v1/live` the sampler keeps going without a stream.
+const LINGER: Duration = Duration::from_secs(5);
+/// How many changes the history keeps.
+const HISTORY_LEN: usize = 50;
+/// How long a change may take to reach every Envoy before the history stops waiting.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The live view. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Live {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    envoys: EnvoyStatuses,
+    tasks: Arc<dyn Tasks>,
+    frames: watch::Sender<Arc<Value>>,
+    state: Mutex<Sampled>,
+    /// Stats reads done, per Envoy (one per sample).
+    samples: AtomicU64,
+    last_asked: Mutex<Instant>,
+    /// The store's version when the view started.
+    first_version: u64,
+}
+
+/// What the sampler keeps between samples.
+#[derive(Debug, Default)]
+struct Sampled {
+    last: Option<(Instant, BTreeMap<String, TargetTraffic>)>,
+    /// Completed counts at the first sample after the last change.
+    baseline: Option<BTreeMap<String, u64>>,
+    baseline_version: u64,
+    series: BTreeMap<String, VecDeque<(f64, f64)>>,
+    rates: BTreeMap<String, Value>,
+    /// The last latency percentiles Envoy reported per node.
+    latency: BTreeMap<String, (Option<f64>, Option<f64>)>,
+    history: VecDeque<Value>,
+    /// Per process name: its restart count and when it last rose.
+    restarts: BTreeMap<String, (u64, Instant)>,
+}
+
+impl Live {
+    /// The live view over `store`, the Envoys' `envoys` and the `tasks`; starts the sampler
+    /// and the change history.
+    pub fn start(store: Store, envoys: EnvoyStatuses, tasks: Arc<dyn Tasks>) -> Self {
+        let (frames, _) = watch::channel(Arc::new(Value::Null));
+        let live = Self {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                envoys,
+                tasks,
+                frames,
+                state: Mutex::default(),
+                samples: AtomicU64::new(0),
+                last_asked: Mutex::new(Instant::now() - LINGER),
+                first_version: store.current().version,
+            }),
+        };
+        tokio::spawn(live.clone().sample_while_watched());
+        tokio::spawn(live.clone().record_changes());
+        live
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Sampled> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn watched(&self) -> bool {
+        let asked = *self
+            .inner
+            .last_asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.frames.receiver_count() > 0 || asked.elapsed() < LINGER
+    }
+
+    async fn sample_while_watched(self) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.watched() {
+                let frame = self.sample().await;
+                self.inner.frames.send_replace(Arc::new(frame));
+            }
+        }
+    }
+
+    /// Reads every Envoy once and makes a frame.
+    async fn sample(&self) -> Value {
+        let snapshot = self.inner.store.current();
+        let traffic = match snapshot.mesh.name() {
+            Some(mesh) => self.inner.tasks.traffic(mesh).await,
+            None => BTreeMap::new(),
+        };
+        self.inner.samples.fetch_add(1, Ordering::Relaxed);
+        let processes = self.inner.tasks.processes();
+        let now = Instant::now();
+        let t = unix_seconds();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        // Until the first change, everything since start counts; after a change, what
+        // completed since it was stored (read then); a sample that sees a version before
+        // that read has happened starts from itself.
+        if state.baseline.is_none() {
+            state.baseline = Some(BTreeMap::new());
+            state.baseline_version = self.inner.first_version;
+        }
+        if state.baseline_version != snapshot.version {
+            state.baseline = Some(completed(&traffic));
+            state.baseline_version = snapshot.version;
+        }
+        let mut rates = BTreeMap::new();
+        if let Some((at, previous)) = &state.last {
+            let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
+            for (node, now_t) in &traffic {
+                let before = previous.get(node).cloned().unwrap_or_default();
+                let done = now_t.completed.saturating_sub(before.completed);
+                let failed = now_t.errors_5xx.saturating_sub(before.errors_5xx);
+                let rps = done as f64 / dt;
+                let success = (done > 0).then(|| 1.0 - failed as f64 / done as f64);
+                // Envoy computes percentiles per stats interval (5 s); between two, the
+                // last ones it gave stand.
+                let kept = state.latency.entry(node.clone()).or_default();
+                if now_t.p50_ms.is_some() {
+                    *kept = (now_t.p50_ms, now_t.p99_ms);
+                }
+                rates.insert(
+                    node.clone(),
+                    json!({
+                        "rps": round2(rps),
+                        "success_rate": success.map(round4),
+                        "p50_ms": kept.0.map(round2),
+                        "p99_ms": kept.1.map(round2),
+                    }),
+                );
+                let series = state.series.entry(node.clone()).or_default();
+                series.push_back((t, round2(rps)));
+                while series.len() > SERIES_LEN {
+                    series.pop_front();
+                }
+            }
+        }
+        state.rates = rates;
+        state.last = Some((now, traffic.clone()));
+        for p in processes.as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap_or_default().to_owned();
+            let restarts = p["restarts"].as_u64().unwrap_or(0);
+            let seen = state
+                .restarts
+                .entry(name)
+                .or_insert((restarts, now - LINGER * 10));
+            if restarts > seen.0 {
+                *seen = (restarts, now);
+            }
+        }
+        let observed: BTreeMap<String, u64> = traffic
+            .iter()
+            .map(|(n, t)| {
+                let base = state
+                    .baseline
+                    .as_ref()
+                    .and_then(|b| b.get(n))
+                    .copied()
+                    .unwrap_or(0);
+                (n.clone(), t.completed.saturating_sub(base))
+            })
+            .collect();
+        frame(
+            &snapshot,
+            &self.inner.envoys,
+            &processes,
+            state,
+            &observed,
+            self.inner.samples.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Keeps the history of changes: what changed, and how long until every connected
+    /// Envoy had ACKed it.
+    async fn record_changes(self) {
+        let mut snapshots = self.inner.store.subscribe();
+        let mut previous = snapshots.borrow_and_update().clone();
+        while snapshots.changed().await.is_ok() {
+            let current = snapshots.borrow_and_update().clone();
+            let what = describe_change(&previous, &current);
+            previous = current.clone();
+            let version = current.version;
+            let at = SystemTime::now();
+            // The counts the observed split starts from are read as the change is stored
+            // (one read per Envoy per change, whether anyone is looking or not).
+            if let Some(mesh) = current.mesh.name() {
+                let counts = completed(&self.inner.tasks.traffic(mesh).await);
+                let mut state = self.state();
+                state.baseline = Some(counts);
+                state.baseline_version = version;
+            }
+            {
+                let mut state = self.state();
+                state.history.push_front(json!({
+                    "version": version,
+                    "at": humantime::format_rfc3339_millis(at).to_string(),
+                    "what": what,
+                    "acked_ms": Value::Null,
+                }));
+                state.history.truncate(HISTORY_LEN);
+            }
+            let live = self.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                while started.elapsed() < ACK_WAIT {
+                    let all_synced =
+                        live.inner.envoys.snapshot().values().all(|e| {
+                            !e.connected || e.synced_version.is_some_and(|v| v >= version)
+                        });
+                    if all_synced {
+                        let ms = round2(started.elapsed().as_secs_f64() * 1e3);
+                        let mut state = live.state();
+                        if let Some(entry) =
+                            state.history.iter_mut().find(|h| h["version"] == version)
+                        {
+                            entry["acked_ms"] = json!(ms);
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+    }
+
+    /// How many stats reads the sampler made of each Envoy so far.
+    pub fn samples(&self) -> u64 {
+        self.inner.samples.load(Ordering::Relaxed)
+    }
+}
+
+fn completed(traffic: &BTreeMap<String, TargetTraffic>) -> BTreeMap<String, u64> {
+    traffic
+        .iter()
+        .map(|(n, t)| (n.clone(), t.completed))
+        .collect()
+}
+
+/// The frame's JSON.
+fn frame(
+    snapshot: &Snapshot,
+    envoys: &EnvoyStatuses,
+    processes: &Value,
+    state: &Sampled,
+    observed: &BTreeMap<String, u64>,
+    samples: u64,
+) -> Value {
+    let mesh = &snapshot.mesh;
+    let envoys = envoys.snapshot();
+    let now = Instant::now();
+    let services: Vec<Value> = mesh
+        .virtual_services
+        .values()
+        .map(|s| {
+            let provider = s.value.spec.provider.as_ref();
+            json!({
+                "name": s.value.virtual_service_name,
+                "router": provider.and_then(|p| p.virtual_router.as_ref()).map(|r| &r.virtual_router_name),
+                "node": provider.and_then(|p| p.virtual_node.as_ref()).map(|n| &n.virtual_node_name),
+            })
+        })
+        .collect();
+    let routers: Vec<Value> = mesh
+        .virtual_routers
+        .values()
+        .map(|r| {
+            let name = &r.value.virtual_router_name;
+            let routes: Vec<Value> = mesh
+                .routes_of(name)
+                .into_iter()
+                .map(|route| {
+                    let targets: Vec<Value> = route
+                        .spec
+                        .weighted_targets()
+                        .map(|(_, ts)| {
+                            ts.iter()
+                                .map(|t| json!({"node": t.virtual_node, "weight": t.weight}))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    json!({"name": route.route_name, "targets": targets})
+                })
+                .collect();
+            json!({"name": name, "routes": routes})
+        })
+        .collect();
+    let nodes: Vec<Value> = mesh
+        .virtual_nodes
+        .values()
+        .map(|n| {
+            let name = &n.value.virtual_node_name;
+            let prefix = format!("{name}/");
+            let mine: Vec<&Value> = processes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["name"].as_str().is_some_and(|x| x.starts_with(&prefix)))
+                .collect();
+            let restarted_lately = mine.iter().any(|p| {
+                state
+                    .restarts
+                    .get(p["name"].as_str().unwrap_or_default())
+                    .is_some_and(|(_, at)| now.duration_since(*at) < LINGER)
+            });
+            let task = if mine.is_empty() {
+                "none"
+            } else if mine.iter().all(|p| p["running"] == true) && !restarted_lately {
+                "running"
+            } else if mine.iter().any(|p| p["running"] == true) || restarted_lately {
+                "restarting"
+            } else {
+                "stopped"
+            };
+            let restarts: u64 = mine.iter().filter_map(|p| p["restarts"].as_u64()).sum();
+            let envoy = envoys.get(name);
+            json!({
+                "name": name,
+                "task": task,
+                "restarts": restarts,
+                "envoy": envoy.map(|e| json!({
+                    "connected": e.connected,
+                    "synced_version": e.synced_version,
+                    "last_nack": e.last_nack,
+                })),
+                "traffic": state.rates.get(name),
+                "observed": observed.get(name),
+                "series": state.series.get(name).map(|s| s.iter().map(|(t, r)| json!([t, r])).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    json!({
+        "at": unix_seconds(),
+        "mesh": mesh.name(),
+        "version": snapshot.version,
+        "observed_since_version": state.baseline_version,
+        "services": services,
+        "routers": routers,
+        "nodes": nodes,
+        "history": state.history,
+        "samples": samples,
+    })
+}
+
+/// Which resources a change touched, as `kind name` words.
+fn describe_change(before: &Snapshot, after: &Snapshot) -> String {
+    let mut changed = Vec::new();
+    for (key, meta) in &after.meta {
+        if before.meta.get(key).map(|m| m.version) != Some(meta.version) {
+            let word = if before.meta.contains_key(key) {
+                "updated"
+            } else {
+                "created"
+            };
+            changed.push(format!("{word} {}", key.describe()));
+        }
+    }
+    for key in before.meta.keys().filter(|k| !after.meta.contains_key(*k)) {
+        changed.push(format!("deleted {}", key.describe()));
+    }
+    if changed.is_empty() {
+        "no resource changed".to_owned()
+    } else {
+        changed.join("; ")
+    }
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| round2(d.as_secs_f64()))
+        .unwrap_or(0.0)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// `GET /v1/live`: the latest frame (sampling now when nobody was looking).
+pub async fn frame_now(State(live): State<Live>) -> Response {
+    let was_watched = live.watched();
+    *live
+        .inner
+        .last_asked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    let current = live.inner.frames.borrow().clone();
+    if was_watched && !current.is_null() {
+        return Json(current.as_ref().clone()).into_response();
+    }
+    let frame = live.sample().await;
+    live.inner.frames.send_replace(Arc::new(frame.clone()));
+    Json(frame).into_response()
+}
+
+/// `GET /v1/live/stream`: a frame every second as Server-Sent Events (`event: frame`).
+pub async fn stream(
+    State(live): State<Live>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let frames = tokio_stream::wrappers::WatchStream::from_changes(live.inner.frames.subscribe());
+    let events = futures::StreamExt::map(frames, |frame: Arc<Value>| {
+        Ok(Event::default()
+            .event("frame")
+            .json_data(frame.as_ref())
+            .unwrap_or_else(|_| Event::default().comment("unencodable frame")))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

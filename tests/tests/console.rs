@@ -1,0 +1,303 @@
+//! The web console and the requester's page, in a real headless Chromium: what a person
+//! sees, and what they can do from the page.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::browser::Browser;
+use tests::{LocalMesh, client, compare, copy_of_shipped, count, repo_root, until_routes_acked};
+
+/// Where the screenshots the README shows are kept.
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    let dir = repo_root().join("docs/screenshots");
+    std::fs::create_dir_all(&dir).expect("docs/screenshots");
+    dir.join(name)
+}
+
+async fn status(mesh: &LocalMesh) -> Value {
+    client()
+        .get(format!("{}/v1/status", mesh.control))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn weights(status: &Value) -> Vec<i64> {
+    status["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == "distributor")
+        .expect("the distributor route")["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["weight"].as_i64())
+        .collect()
+}
+
+const ROUTE: &str = r#"[data-route="distributor/distributor"]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
+    let dir = copy_of_shipped("console");
+    let mesh = LocalMesh::start(&dir);
+    let browser = Browser::start(1280, 800).await;
+
+    // The requester's page first, at 90/10: both gophers appear within 200 calls.
+    browser.goto(&format!("{}/", mesh.requester)).await;
+    browser
+        .until(
+            "both gophers' pictures on the requester page",
+            Duration::from_secs(60),
+            r#"const imgs = [...document.querySelectorAll('#tally img')];
+               const loaded = (v) => imgs.some(i => i.dataset.version === v && i.complete && i.naturalWidth > 0);
+               return loaded('v1') && loaded('v2');"#,
+        )
+        .await;
+    let calls = browser
+        .eval(r#"return [...document.querySelectorAll('#tally [data-count]')].reduce((a, e) => a + Number(e.dataset.count), 0);"#)
+        .await;
+    assert!(
+        calls.as_u64().is_some_and(|n| n <= 200),
+        "both versions took {calls} answers to appear"
+    );
+    std::fs::write(screenshot_path("requester.png"), browser.screenshot().await)
+        .expect("screenshot");
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+
+    // The console, signed in with the link `gophermesh console` prints.
+    let (code, link) = mesh.cli(&["console"]);
+    assert_eq!(code, 0, "{link}");
+    let link = link.trim().to_owned();
+    assert!(link.contains("#token="), "{link}");
+    browser.goto(&link).await;
+    browser
+        .until(
+            "the three nodes and the 90/10 weights",
+            Duration::from_secs(10),
+            r#"const nodes = [...document.querySelectorAll('#nodes [data-node]')].map(e => e.dataset.node).sort().join(',');
+               const w = (n) => [...document.querySelectorAll('#graph [data-weight]')].find(e => e.dataset.weight === n);
+               return nodes === 'distributor-v1,distributor-v2,requester'
+                 && w('distributor-v1')?.textContent === '90' && w('distributor-v2')?.textContent === '10';"#,
+        )
+        .await;
+    // The token left the address bar; nothing was fetched from elsewhere; every weight
+    // control has a label; no console error.
+    assert_eq!(browser.eval("return location.hash;").await, "");
+    assert_eq!(
+        browser
+            .eval("return performance.getEntriesByType('resource').filter(r => new URL(r.name).origin !== location.origin).map(r => r.name);")
+            .await,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        browser
+            .eval("return [...document.querySelectorAll('input')].filter(i => i.labels.length === 0).length;")
+            .await,
+        0
+    );
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    // Some traffic for the charts, then the picture the README shows.
+    for _ in 0..3 {
+        compare(&mesh, 400, 8).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    browser
+        .until(
+            "the chart to draw the traffic",
+            Duration::from_secs(5),
+            &format!("return document.querySelectorAll('{ROUTE} .chart path').length === 2;"),
+        )
+        .await;
+    std::fs::write(screenshot_path("console.png"), browser.screenshot().await).expect("screenshot");
+
+    // Shift everything to v2 from the page, with the keyboard (Enter submits).
+    let input = |node: &str| format!(r#"{ROUTE} input[data-node="{node}"]"#);
+    browser.type_into(&input("distributor-v1"), "0").await;
+    browser
+        .type_into(&input("distributor-v2"), "100\u{E007}")
+        .await;
+    browser
+        .until(
+            "the page to say the change was applied",
+            Duration::from_secs(5),
+            &format!(r#"return document.querySelector('{ROUTE} [data-refusal]')?.textContent.startsWith('applied');"#),
+        )
+        .await;
+    assert_eq!(weights(&status(&mesh).await), [0, 100]);
+    until_routes_acked(&mesh, "requester").await;
+    let report = compare(&mesh, 300, 8).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (300.0, 0.0),
+        "{report}"
+    );
+    let followed = browser
+        .until(
+            "the observed split to follow (v2 at 100%)",
+            Duration::from_secs(2),
+            &format!(r#"const s = document.querySelector('{ROUTE} [data-observed] [data-node="distributor-v2"]');
+                       return s !== null && s.dataset.share === '100.0' && Number(s.dataset.count) >= 300;"#),
+        )
+        .await;
+    eprintln!("the observed split followed the shift {followed:?} after the 300 calls");
+
+    // An invalid shift (all zero) shows the refusal and changes nothing.
+    browser
+        .type_into(&input("distributor-v2"), "0\u{E007}")
+        .await;
+    browser
+        .until(
+            "the refusal on the page, kept across frames",
+            Duration::from_secs(5),
+            &format!(
+                r#"const m = document.querySelector('{ROUTE} [data-refusal]')?.textContent || '';
+                       return m.startsWith('refused') && m.includes('weight');"#
+            ),
+        )
+        .await;
+    assert_eq!(weights(&status(&mesh).await), [0, 100]);
+    let frames = browser
+        .eval("return Number(document.body.dataset.frames);")
+        .await
+        .as_u64()
+        .expect("frames drawn");
+    browser
+        .until(
+            "two more frames",
+            Duration::from_secs(5),
+            &format!(
+                "return Number(document.body.dataset.frames) >= {};",
+                frames + 2
+            ),
+        )
+        .await;
+    let message = browser
+        .eval(&format!(
+            "return document.querySelector('{ROUTE} [data-refusal]')?.textContent;"
+        ))
+        .await;
+    assert!(
+        message.as_str().is_some_and(|m| m.starts_with("refused")),
+        "the refusal did not stay on the page: {message}"
+    );
+
+    // A killed app shows as restarting, then running.
+    let s = status(&mesh).await;
+    let pid = s["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["name"] == "distributor-v1/distributor")
+        .and_then(|p| p["pid"].as_u64())
+        .expect("the v1 app's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let state = r#"return document.querySelector('#nodes [data-node="distributor-v1"] [data-state]')?.dataset.state;"#;
+    browser
+        .until(
+            "distributor-v1 shown as restarting",
+            Duration::from_secs(5),
+            &format!("{} === 'restarting';", state.trim_end_matches(';')),
+        )
+        .await;
+    browser
+        .until(
+            "distributor-v1 shown as running again",
+            Duration::from_secs(15),
+            &format!("{} === 'running';", state.trim_end_matches(';')),
+        )
+        .await;
+
+    // The change history says how long the shift took to reach every Envoy.
+    let history = browser
+        .eval("return [...document.querySelectorAll('#history li')].map(l => l.textContent);")
+        .await;
+    assert!(
+        history.as_array().is_some_and(|h| h.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("ACKed by every Envoy in")))),
+        "{history}"
+    );
+
+    // A phone-sized window: nothing wider than the screen.
+    browser.resize(390, 844).await;
+    browser
+        .until(
+            "no horizontal overflow at 390 px",
+            Duration::from_secs(5),
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+        )
+        .await;
+    std::fs::write(
+        screenshot_path("console-phone.png"),
+        browser.screenshot().await,
+    )
+    .expect("screenshot");
+    // The only error Chromium logged since loading is the deliberate refusal's 400.
+    let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/v1/routes/distributor/weights") && e.contains("400")),
+        "{errors:?}"
+    );
+}
+
+/// Ten open consoles cost the Envoys nothing more: their stats are still read once a second
+/// per Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_pages_do_not_multiply_stats_reads() {
+    let dir = copy_of_shipped("console-pages");
+    let mesh = LocalMesh::start(&dir);
+    let samples = || async {
+        let frame: Value = client()
+            .get(format!("{}/v1/live", mesh.control))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        frame["samples"].as_u64().expect("samples")
+    };
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let r = client()
+            .get(format!("{}/v1/live/stream", mesh.control))
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        streams.push(r);
+    }
+    let before = samples().await;
+    let started = Instant::now();
+    // Each stream gets frames: read one event from each.
+    for r in &mut streams {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("a frame within 5 s")
+            .expect("readable")
+            .expect("not ended");
+        assert!(String::from_utf8_lossy(&chunk).contains("event: frame"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = samples().await;
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = (after - before) as f64 / seconds;
+    assert!(
+        rate <= 1.5,
+        "{} samples in {seconds:.1} s with 10 pages open: more than one a second",
+        after - before
+    );
+    assert!(after > before, "no sample was taken while pages were open");
+}
