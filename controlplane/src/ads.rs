@@ -73,6 +73,9 @@ pub struct EnvoyStatus {
     /// The last mesh version whose every change for this Envoy it has ACKed (types that
     /// did not change for it need no ACK). `None` until its first configuration is ACKed.
     pub synced_version: Option<u64>,
+    /// Why this Envoy gets nothing, when it does not (its node id names no virtual node
+    /// of the mesh served).
+    pub problem: Option<String>,
 }
 
 /// Every Envoy's status, keyed by virtual node name. Cheap to clone.
@@ -158,6 +161,7 @@ impl Ads {
             peer,
             tx,
             node: None,
+            mesh: String::new(),
             subscriptions: HashMap::new(),
             pending: std::collections::HashSet::new(),
             version: 0,
@@ -218,6 +222,8 @@ struct AdsStream {
     peer: Option<String>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     node: Option<String>,
+    /// The mesh the node id names.
+    mesh: String,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
     /// Types sent and not yet ACKed, and the snapshot version last sent from.
@@ -292,21 +298,31 @@ impl AdsStream {
                 .as_ref()
                 .map(|n| n.id.as_str())
                 .unwrap_or_default();
-            let Some((_, node)) = meshmodel::node_from_id(id) else {
+            let Some((mesh, node)) = meshmodel::node_from_id(id) else {
                 return Err(Status::invalid_argument(format!(
                     "node id `{id}` is not a virtual node name like mesh/MESH/virtualNode/NODE"
                 )));
             };
             let node = node.to_owned();
             let snapshot = self.cache.current();
-            if !snapshot.mesh.virtual_nodes.contains_key(&node) {
-                tracing::warn!(
-                    node,
-                    "Envoy connected as a virtual node the mesh does not have (yet); it gets no listeners until it exists"
-                );
+            let served = snapshot.mesh.name();
+            let problem = if served.is_some_and(|m| m != mesh) {
+                Some(format!(
+                    "its node id `{id}` names mesh `{mesh}`; this control plane serves `{}`, so it gets nothing",
+                    served.unwrap_or_default()
+                ))
+            } else if !snapshot.mesh.virtual_nodes.contains_key(&node) {
+                Some(format!(
+                    "its node id `{id}` names no virtual node of the mesh (yet); it gets nothing until one exists"
+                ))
             } else {
-                tracing::info!(node, "Envoy connected");
+                None
+            };
+            match &problem {
+                Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
+                None => tracing::info!(node, peer = ?self.peer, "Envoy connected"),
             }
+            self.mesh = mesh.to_owned();
             let instance = request.node.as_ref().and_then(instance_of);
             let mut replaced = Vec::new();
             self.statuses.update(&node, |s| {
@@ -329,6 +345,7 @@ impl AdsStream {
                 s.streams += 1;
                 s.first_config_ms = None;
                 s.synced_version = None;
+                s.problem = problem.clone();
             });
             for (old, old_peer) in replaced {
                 tracing::warn!(
@@ -422,7 +439,25 @@ impl AdsStream {
     /// they are the same as last sent. Returns false when the stream is gone.
     async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
         let node = self.node.clone().unwrap_or_default();
-        let resources = self.cache.resources(snapshot, &node).unwrap_or_default();
+        // An Envoy of another mesh gets nothing of this one.
+        let ours = snapshot.mesh.name().is_none_or(|m| m == self.mesh);
+        let found = ours
+            .then(|| self.cache.resources(snapshot, &node))
+            .flatten();
+        let problem = match (&found, ours) {
+            (Some(_), _) => None,
+            (None, false) => Some(format!(
+                "its node id names mesh `{}`; this control plane serves `{}`, so it gets nothing",
+                self.mesh,
+                snapshot.mesh.name().unwrap_or_default()
+            )),
+            (None, true) => Some(
+                "its node id names no virtual node of the mesh (yet); it gets nothing until one exists"
+                    .to_owned(),
+            ),
+        };
+        self.statuses.update(&node, |s| s.problem = problem);
+        let resources = found.unwrap_or_default();
         let Some(all) = resources.of_type(type_url) else {
             tracing::debug!(
                 node,
@@ -831,5 +866,55 @@ mod tests {
         .await
         .expect("one stream left");
         assert!(two.status().connected, "the other task is still connected");
+    }
+
+    /// An ECS sidecar's node id (ARN form) for a node no task here runs gets the node's
+    /// whole configuration from the mesh; one of another mesh, or of no node, gets nothing
+    /// and status says why.
+    #[tokio::test]
+    async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
+        let store = Store::in_memory(mesh, Identity::default());
+        let ads = Ads::new(Cache::new(store), EnvoyStatuses::default());
+        let ask = |id: &str| DiscoveryRequest {
+            node: Some(Node {
+                id: id.to_owned(),
+                ..Default::default()
+            }),
+            type_url: LISTENER_TYPE.to_owned(),
+            ..Default::default()
+        };
+        let mut ecs = open_on(&ads, "10.0.1.5:40000");
+        ecs.send(ask(
+            "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualNode/requester",
+        ))
+        .await;
+        let listeners = ecs.next().await.expect("listeners");
+        assert_eq!(listeners.resources.len(), 2);
+        assert_eq!(ads.statuses.snapshot()["requester"].problem, None);
+
+        for (id, node, words) in [
+            (
+                "mesh/elsewhere/virtualNode/requester",
+                "requester",
+                "names mesh `elsewhere`",
+            ),
+            (
+                "mesh/gophermesh/virtualNode/nobody",
+                "nobody",
+                "names no virtual node",
+            ),
+        ] {
+            let mut stray = open_on(&ads, "10.0.1.6:40000");
+            stray.send(ask(id)).await;
+            let got = stray.next().await.expect("an answer");
+            assert!(got.resources.is_empty(), "{id} got resources");
+            let problem = ads.statuses.snapshot()[node]
+                .problem
+                .clone()
+                .unwrap_or_default();
+            assert!(problem.contains(words), "{id}: {problem}");
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Where a virtual node's Envoy and app are: the one thing the control plane is told by
-//! whatever runs the tasks (the local runtime, or nothing at all for a control plane
-//! without tasks). The translation reads it; the control plane never decides it.
+//! Where a virtual node's Envoy and app are: told by whatever runs the tasks (the local
+//! runtime); for a node no task here runs, App Mesh's own placement in an ECS task
+//! ([`Placement::as_app_mesh`]). The translation reads it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,4 +22,22 @@ pub struct Placement {
     /// (status 200) and never forwards to the app. A measuring aid: `gophermesh bench`
     /// uses it to see what the Envoys alone cost.
     pub direct_response: Option<Arc<str>>,
+}
+
+impl Placement {
+    /// Where App Mesh's own Envoy is in an ECS task with the APPMESH proxy configuration:
+    /// ingress on `0.0.0.0:15000`, egress on `0.0.0.0:15001`, admin on `127.0.0.1:9901`,
+    /// the app at `127.0.0.1:<listener port>`. (`reach` is unknown here; other Envoys find
+    /// the node by its service discovery.)
+    pub fn as_app_mesh(port: Option<i64>) -> Self {
+        let port = port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+        Self {
+            ingress: SocketAddr::from(([0, 0, 0, 0], 15000)),
+            egress: SocketAddr::from(([0, 0, 0, 0], 15001)),
+            app: SocketAddr::from(([127, 0, 0, 1], port)),
+            reach: SocketAddr::from(([0, 0, 0, 0], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            direct_response: None,
+        }
+    }
 }

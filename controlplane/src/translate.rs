@@ -32,6 +32,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value
 use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
 use prost::Message;
 
+use crate::placement::Placement;
 use crate::store::Snapshot;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -117,13 +118,21 @@ fn cluster_name(direction: &str, mesh: &str, node: &str, listener: Option<&Liste
 }
 
 /// The Envoy resources for virtual node `node`, or `None` when the node is not in the
-/// snapshot or has no placement.
+/// snapshot. A node no task of this control plane runs (an ECS task elsewhere) is placed
+/// as App Mesh places it ([`Placement::as_app_mesh`]).
 pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     let mesh = &snapshot.mesh;
     let mesh_name = mesh.name()?;
     let vn = &mesh.virtual_nodes.get(node)?.value;
-    let place = snapshot.placements.get(node)?;
     let listener = listener_of(vn);
+    let placed;
+    let place = match snapshot.placements.get(node) {
+        Some(p) => p,
+        None => {
+            placed = Placement::as_app_mesh(listener.map(|l| l.port_mapping.port));
+            &placed
+        }
+    };
     let mut out = NodeResources::default();
 
     // Inbound: the ingress listener to the local app.
@@ -134,7 +143,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             CLUSTER_TYPE,
             &static_cluster(
                 &ingress_cluster,
-                Some(place.app),
+                Upstream::Addr(place.app),
                 listener.map(|l| l.port_mapping.protocol),
                 None,
             ),
@@ -180,7 +189,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         }],
         ..Default::default()
     };
-    let ingress_name = format!("lds_ingress_{}", place.ingress);
+    // Named as App Mesh names them: `lds_ingress_<ip>_<port>`.
+    let ingress_name = format!(
+        "lds_ingress_{}_{}",
+        place.ingress.ip(),
+        place.ingress.port()
+    );
     out.listeners.push((
         ingress_name.clone(),
         any(
@@ -201,7 +215,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         listener.map_or("http", |l| l.port_mapping.protocol.as_str()),
         listener.map_or(0, |l| l.port_mapping.port)
     );
-    let egress_name = format!("lds_egress_{}", place.egress);
+    let egress_name = format!("lds_egress_{}_{}", place.egress.ip(), place.egress.port());
     out.listeners.push((
         egress_name.clone(),
         any(
@@ -321,11 +335,9 @@ fn egress_cluster(
     let listener = node.and_then(listener_of);
     let name = cluster_name("egress", mesh, target, listener);
     if !clusters.contains_key(&name) {
-        // A target no task runs gets a cluster without endpoints: Envoy answers 503.
-        let reach = snapshot.placements.get(target).map(|p| p.reach);
         let c = static_cluster(
             &name,
-            reach,
+            Upstream::of(snapshot, target),
             listener.map(|l| l.port_mapping.protocol),
             listener,
         );
@@ -502,18 +514,83 @@ fn route_action(
     }
 }
 
+/// Where a cluster sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Upstream {
+    /// A known address (a task this control plane placed): a STATIC cluster.
+    Addr(SocketAddr),
+    /// The target node's DNS service discovery, as App Mesh programs it: LOGICAL_DNS for
+    /// `responseType` LOADBALANCER (the default), STRICT_DNS for ENDPOINTS.
+    Dns {
+        host: String,
+        port: u16,
+        strict: bool,
+    },
+    /// Nowhere known (a Cloud Map node, or no listener): no endpoints, so Envoy answers 503.
+    Nowhere,
+}
+
+impl Upstream {
+    /// Where other Envoys reach virtual node `node` (of `snapshot`): its placement when a
+    /// task runs it here, else its service discovery.
+    fn of(snapshot: &Snapshot, node: &str) -> Self {
+        if let Some(p) = snapshot.placements.get(node) {
+            return Upstream::Addr(p.reach);
+        }
+        let Some(vn) = snapshot.mesh.virtual_nodes.get(node).map(|n| &n.value) else {
+            return Upstream::Nowhere;
+        };
+        let dns = vn
+            .spec
+            .service_discovery
+            .as_ref()
+            .and_then(|sd| sd.dns.as_ref());
+        match (dns, listener_of(vn)) {
+            (Some(dns), Some(l)) => Upstream::Dns {
+                host: dns.hostname.clone(),
+                port: u16::try_from(l.port_mapping.port).unwrap_or(0),
+                strict: dns.response_type.as_deref() == Some("ENDPOINTS"),
+            },
+            _ => Upstream::Nowhere,
+        }
+    }
+}
+
 fn static_cluster(
     name: &str,
-    addr: Option<SocketAddr>,
+    upstream: Upstream,
     protocol: Option<Protocol>,
     target: Option<&Listener>,
 ) -> cluster::Cluster {
-    let lb_endpoints: Vec<endpoint::LbEndpoint> = addr
+    let (discovery, address) = match upstream {
+        Upstream::Addr(addr) => (
+            cluster::cluster::DiscoveryType::Static,
+            Some(socket_address(addr)),
+        ),
+        Upstream::Dns { host, port, strict } => (
+            if strict {
+                cluster::cluster::DiscoveryType::StrictDns
+            } else {
+                cluster::cluster::DiscoveryType::LogicalDns
+            },
+            Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: host,
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                        u32::from(port),
+                    )),
+                    ..Default::default()
+                })),
+            }),
+        ),
+        Upstream::Nowhere => (cluster::cluster::DiscoveryType::Static, None),
+    };
+    let lb_endpoints: Vec<endpoint::LbEndpoint> = address
         .into_iter()
-        .map(|addr| endpoint::LbEndpoint {
+        .map(|address| endpoint::LbEndpoint {
             host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
                 endpoint::Endpoint {
-                    address: Some(socket_address(addr)),
+                    address: Some(address),
                     ..Default::default()
                 },
             )),
@@ -523,7 +600,7 @@ fn static_cluster(
     let mut c = cluster::Cluster {
         name: name.to_owned(),
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
-            cluster::cluster::DiscoveryType::Static as i32,
+            discovery as i32,
         )),
         connect_timeout: Some(pb_duration(Duration::from_secs(1))),
         load_assignment: Some(endpoint::ClusterLoadAssignment {
@@ -752,7 +829,7 @@ mod tests {
         let listeners: Vec<&str> = res.listeners.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             listeners,
-            ["lds_ingress_127.0.0.1:20020", "lds_egress_127.0.0.1:20021"]
+            ["lds_ingress_127.0.0.1_20020", "lds_egress_127.0.0.1_20021"]
         );
 
         let (name, any) = &res.routes[0];
@@ -818,5 +895,64 @@ mod tests {
         assert!(config.virtual_hosts.is_empty());
         assert_eq!(res.clusters.len(), 1);
         assert!(for_node(&snapshot, "distributor-v9").is_none());
+    }
+
+    /// A node no task here runs (an ECS task elsewhere) is served as App Mesh serves it:
+    /// its proxy ports on every address, its app on loopback, its targets by DNS.
+    #[test]
+    fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
+        let snapshot = Snapshot {
+            placements: BTreeMap::new(),
+            ..shipped_snapshot()
+        };
+        let res = for_node(&snapshot, "requester").expect("resources");
+        let listeners: Vec<&str> = res.listeners.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            listeners,
+            ["lds_ingress_0.0.0.0_15000", "lds_egress_0.0.0.0_15001"]
+        );
+        let cluster = |name: &str| {
+            let (_, any) = res
+                .clusters
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no cluster {name}"));
+            cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
+        };
+        let endpoint = |c: &cluster::Cluster| {
+            let lb = &c.load_assignment.as_ref().expect("endpoints").endpoints[0].lb_endpoints[0];
+            let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier
+            else {
+                panic!("no endpoint");
+            };
+            let Some(core::address::Address::SocketAddress(a)) =
+                &e.address.as_ref().expect("address").address
+            else {
+                panic!("not a socket address");
+            };
+            (a.address.clone(), a.port_specifier.clone())
+        };
+        let ingress = cluster("cds_ingress_gophermesh_requester_http_8080");
+        assert_eq!(
+            endpoint(&ingress),
+            (
+                "127.0.0.1".to_owned(),
+                Some(core::socket_address::PortSpecifier::PortValue(8080))
+            )
+        );
+        let v1 = cluster("cds_egress_gophermesh_distributor-v1_http_8080");
+        assert_eq!(
+            v1.cluster_discovery_type,
+            Some(cluster::cluster::ClusterDiscoveryType::Type(
+                cluster::cluster::DiscoveryType::LogicalDns as i32
+            ))
+        );
+        assert_eq!(
+            endpoint(&v1),
+            (
+                "distributor-v1.gophers.local".to_owned(),
+                Some(core::socket_address::PortSpecifier::PortValue(8080))
+            )
+        );
     }
 }

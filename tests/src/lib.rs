@@ -622,3 +622,37 @@ pub fn aws_appmesh(
         String::from_utf8_lossy(&out.stderr).trim().to_owned(),
     )
 }
+
+/// `GET url`, answered with JSON (any status).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+impl LocalMesh {
+    /// `GET /v1/status` of this mesh's control API.
+    pub async fn status(&self) -> serde_json::Value {
+        get_json(&format!("{}/v1/status", self.control)).await
+    }
+}
+
+/// The configured weights of route `route` in a `/v1/status` answer, in target order.
+pub fn route_weights(status: &serde_json::Value, route: &str) -> Vec<i64> {
+    status["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == route)
+        .unwrap_or_else(|| panic!("no route {route} in {status}"))["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["weight"].as_i64())
+        .collect()
+}

@@ -3,40 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tests::browser::Browser;
-use tests::{LocalMesh, client, compare, copy_of_shipped, count, repo_root, until_routes_acked};
+use tests::{
+    LocalMesh, client, compare, copy_of_shipped, count, get_json, repo_root, route_weights,
+    until_routes_acked,
+};
 
 /// Where the screenshots the README shows are kept.
 fn screenshot_path(name: &str) -> std::path::PathBuf {
     let dir = repo_root().join("docs/screenshots");
     std::fs::create_dir_all(&dir).expect("docs/screenshots");
     dir.join(name)
-}
-
-async fn status(mesh: &LocalMesh) -> Value {
-    client()
-        .get(format!("{}/v1/status", mesh.control))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
-}
-
-fn weights(status: &Value) -> Vec<i64> {
-    status["routes"]
-        .as_array()
-        .expect("routes")
-        .iter()
-        .find(|r| r["route"] == "distributor")
-        .expect("the distributor route")["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter_map(|t| t["weight"].as_i64())
-        .collect()
 }
 
 const ROUTE: &str = r#"[data-route="distributor/distributor"]"#;
@@ -128,7 +105,7 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
             &format!(r#"return document.querySelector('{ROUTE} [data-refusal]')?.textContent.startsWith('applied');"#),
         )
         .await;
-    assert_eq!(weights(&status(&mesh).await), [0, 100]);
+    assert_eq!(route_weights(&mesh.status().await, "distributor"), [0, 100]);
     until_routes_acked(&mesh, "requester").await;
     let report = compare(&mesh, 300, 8).await;
     assert_eq!(
@@ -160,7 +137,7 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
             ),
         )
         .await;
-    assert_eq!(weights(&status(&mesh).await), [0, 100]);
+    assert_eq!(route_weights(&mesh.status().await, "distributor"), [0, 100]);
     let frames = browser
         .eval("return Number(document.body.dataset.frames);")
         .await
@@ -187,7 +164,7 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
     );
 
     // A killed app shows as restarting, then running.
-    let s = status(&mesh).await;
+    let s = mesh.status().await;
     let pid = s["processes"]
         .as_array()
         .expect("processes")
@@ -258,14 +235,7 @@ async fn open_pages_do_not_multiply_stats_reads() {
     let dir = copy_of_shipped("console-pages");
     let mesh = LocalMesh::start(&dir);
     let samples = || async {
-        let frame: Value = client()
-            .get(format!("{}/v1/live", mesh.control))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
+        let frame = get_json(&format!("{}/v1/live", mesh.control)).await;
         frame["samples"].as_u64().expect("samples")
     };
     let mut streams = Vec::new();

@@ -192,15 +192,7 @@ async fn shifting_weights_under_load_fails_no_request(mode: Mode) {
         async move {
             let mut reports = Vec::new();
             while shifting.load(std::sync::atomic::Ordering::Relaxed) || reports.is_empty() {
-                let report: Value = client()
-                    .get(&url)
-                    .send()
-                    .await
-                    .expect("sent")
-                    .json()
-                    .await
-                    .expect("json");
-                reports.push(report);
+                reports.push(tests::get_json(&url).await);
             }
             reports
         }
@@ -326,17 +318,6 @@ fn restarts(status: &Value, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn status(mesh: &LocalMesh) -> Value {
-    client()
-        .get(format!("{}/v1/status", mesh.control))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
-}
-
 async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     let dir = copy_of_shipped("chaos");
     // v2 fails half its requests.
@@ -371,7 +352,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     assert!(count(&report, "v2") > 100.0, "{report}");
 
     // Kill v2's app and v1's Envoy: both come back.
-    let before = status(&mesh).await;
+    let before = mesh.status().await;
     for name in ["distributor-v2/distributor", "distributor-v1/envoy"] {
         let pid =
             process_pid(&before, name).unwrap_or_else(|| panic!("no pid for {name}: {before}"));
@@ -383,7 +364,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     }
     let mut after = Value::Null;
     for _ in 0..100 {
-        after = status(&mesh).await;
+        after = mesh.status().await;
         let back = ["distributor-v2/distributor", "distributor-v1/envoy"]
             .iter()
             .all(|n| {
@@ -420,7 +401,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     assert_eq!(report["ok"], 100, "{report}");
 
     // Stopping leaves no process behind.
-    let pids: Vec<u64> = status(&mesh).await["processes"]
+    let pids: Vec<u64> = mesh.status().await["processes"]
         .as_array()
         .expect("processes")
         .iter()

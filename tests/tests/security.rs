@@ -280,14 +280,8 @@ async fn compare_is_bounded_in_count_time_and_concurrency() {
         let url = url.clone();
         async move {
             let started = Instant::now();
-            let report: Value = client()
-                .get(format!("{url}/compare?n=4&concurrency=2&format=json"))
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("json");
+            let report =
+                tests::get_json(&format!("{url}/compare?n=4&concurrency=2&format=json")).await;
             (report, started.elapsed())
         }
     });
@@ -323,15 +317,20 @@ async fn compare_is_bounded_in_count_time_and_concurrency() {
     assert_eq!(r.status(), 400);
 }
 
-/// `validate` of the mesh and task definitions in `dir`.
-fn validate_args(dir: &std::path::Path) -> Vec<String> {
-    vec![
-        "validate".into(),
-        "--mesh-dir".into(),
-        dir.join("mesh").display().to_string(),
-        "--taskdefs-dir".into(),
-        dir.join("taskdefs").display().to_string(),
-    ]
+/// `gophermesh validate` of the mesh and task definitions in `dir`.
+fn validate(dir: &std::path::Path) -> (Option<i32>, String) {
+    let (mesh, taskdefs) = (dir.join("mesh"), dir.join("taskdefs"));
+    run_to_end(
+        "gophermesh",
+        &[
+            "validate",
+            "--mesh-dir",
+            &mesh.display().to_string(),
+            "--taskdefs-dir",
+            &taskdefs.display().to_string(),
+        ],
+        &[],
+    )
 }
 
 /// Item 6: a device, or a link to one, is refused at once, not read without end.
@@ -353,14 +352,7 @@ fn devices_are_refused_as_input() {
     assert!(said.contains("not a regular file"), "{said}");
     let dir = copy_of_shipped("sec-zero");
     std::os::unix::fs::symlink("/dev/zero", dir.join("mesh/zero.json")).expect("link");
-    let (code, said) = run_to_end(
-        "gophermesh",
-        &validate_args(&dir)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let (code, said) = validate(&dir);
     assert_ne!(code, Some(0));
     assert!(
         said.contains("zero.json") && said.contains("not a regular file"),
@@ -377,14 +369,7 @@ fn one_broken_file_is_one_error_and_a_bom_is_fine() {
     let mesh_dir = dir.join("mesh");
     let node = mesh_dir.join("virtual-nodes/distributor-v1.json");
     std::fs::write(&node, "{\"meshName\": \"gophermesh\",").expect("write");
-    let (code, said) = run_to_end(
-        "gophermesh",
-        &validate_args(&dir)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let (code, said) = validate(&dir);
     assert_ne!(code, Some(0));
     assert!(said.contains("distributor-v1.json"), "{said}");
     assert!(!said.contains("does not exist"), "{said}");
@@ -393,14 +378,7 @@ fn one_broken_file_is_one_error_and_a_bom_is_fine() {
     let route = dir.join("mesh/routes/distributor.json");
     let text = std::fs::read_to_string(&route).expect("read");
     std::fs::write(&route, format!("\u{feff}{text}")).expect("write");
-    let (code, said) = run_to_end(
-        "gophermesh",
-        &validate_args(&dir)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let (code, said) = validate(&dir);
     assert_eq!(code, Some(0), "{said}");
 }
 
@@ -409,14 +387,7 @@ fn one_broken_file_is_one_error_and_a_bom_is_fine() {
 async fn apps_in_namespaces_are_not_root() {
     let dir = copy_of_shipped("sec-uid");
     let mesh = LocalMesh::start_in(&dir, Mode::Netns);
-    let status: Value = client()
-        .get(format!("{}/v1/status", mesh.control))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let status = mesh.status().await;
     let mut apps = 0;
     for p in status["processes"].as_array().expect("processes") {
         let name = p["name"].as_str().unwrap_or_default();
@@ -469,17 +440,7 @@ async fn the_store_heals_after_the_disk_fills_and_empties() {
             .json(&json!({"weights": {"distributor-v1": v1, "distributor-v2": 100 - v1}}))
             .send()
     };
-    let store_status = || async {
-        let s: Value = client()
-            .get(format!("{}/v1/status", mesh.control))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        s["store"].clone()
-    };
+    let store_status = || async { mesh.status().await["store"].clone() };
     assert_eq!(set(80).await.expect("sent").status(), 200);
 
     // Fill the disk.
@@ -513,24 +474,8 @@ async fn the_store_heals_after_the_disk_fills_and_empties() {
     // And it was durable: a restart from the data dir has 60/40.
     mesh.stop(Duration::from_secs(20));
     let again = LocalMesh::start_with(&dir, Mode::Loopback, &["--data-dir", &data]);
-    let status: Value = client()
-        .get(format!("{}/v1/status", again.control))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let weights: Vec<i64> = status["routes"]
-        .as_array()
-        .expect("routes")
-        .iter()
-        .find(|r| r["route"] == "distributor")
-        .expect("the distributor route")["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter_map(|t| t["weight"].as_i64())
-        .collect();
-    assert_eq!(weights, [60, 40]);
+    assert_eq!(
+        tests::route_weights(&again.status().await, "distributor"),
+        [60, 40]
+    );
 }

@@ -85,6 +85,9 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             },
             acked.join(", ")
         );
+        if let Some(problem) = e["problem"].as_str() {
+            out_line!(out, "    gets nothing: {}", escape(problem));
+        }
         for o in e["open_streams"].as_array().into_iter().flatten() {
             out_line!(
                 out,
