@@ -53,6 +53,50 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send,
     drain: Duration,
 ) -> io::Result<()> {
+    serve_with(listener, app, limits, stop, drain, |stream| async move {
+        Ok(stream)
+    })
+    .await
+}
+
+/// [`serve`] over TLS: each accepted connection is handed to `acceptor` first (in its own
+/// task, so a slow handshake holds up no one; it must finish within the header-read
+/// timeout).
+#[cfg(feature = "tls")]
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()> + Send,
+    drain: Duration,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> io::Result<()> {
+    let deadline = limits.header_read;
+    serve_with(listener, app, limits, stop, drain, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            tokio::time::timeout(deadline, acceptor.accept(stream))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        }
+    })
+    .await
+}
+
+/// The loop under [`serve`]: `wrap` turns an accepted stream into what HTTP is spoken on.
+async fn serve_with<W, F, IO>(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()> + Send,
+    drain: Duration,
+    wrap: W,
+) -> io::Result<()>
+where
+    W: Fn(tokio::net::TcpStream) -> F,
+    F: Future<Output = io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -87,12 +131,21 @@ pub async fn serve(
                     )
                 }
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let wrapped = wrap(stream);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let io = match wrapped.await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "connection refused before HTTP");
+                    return;
+                }
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -25,6 +25,11 @@ pub(crate) enum Command {
     },
     /// Run the mesh here: a control plane, and every task with a real Envoy sidecar.
     Up(UpArgs),
+    /// Run the control plane alone, for Envoys elsewhere (ECS tasks whose sidecar has
+    /// APPMESH_XDS_ENDPOINT): ADS, the App Mesh API, the control API and the console, with
+    /// durable state. No tasks run here; each Envoy gets its node's configuration from the
+    /// mesh alone, as App Mesh gave it.
+    Serve(ServeArgs),
     /// Measure what the mesh costs, side by side in one run: throughput, latency and CPU
     /// per request of five paths, service RSS and start time, route-shift propagation, and
     /// how the control plane scales. Needs `wrk` (apt-get install wrk).
@@ -221,53 +226,11 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "GOPHERMESH_API_PORT", default_value_t = 9991)]
     pub(crate) api_port: u16,
 
-    /// Keep the mesh in a durable store in DIR: every accepted change is written there
-    /// before it is acknowledged, and the next `up --data-dir DIR` starts from it (mesh/ is
-    /// only read to seed an empty store). Without it the state lives in memory.
-    #[arg(long, env = "GOPHERMESH_DATA_DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
 
-    /// Start with no mesh resources at all (mesh/ is not read): the tasks start and their
-    /// sidecars wait until the mesh is created through the App Mesh API.
-    #[arg(long)]
-    pub(crate) empty: bool,
-
-    /// With --api-secret-access-key: App Mesh API calls must be signed (SigV4) with these
-    /// credentials; unsigned or wrongly signed calls get 403.
-    #[arg(
-        long,
-        env = "GOPHERMESH_API_ACCESS_KEY_ID",
-        requires = "api_secret_access_key"
-    )]
-    pub(crate) api_access_key_id: Option<String>,
-
-    /// The secret key that goes with --api-access-key-id.
-    #[arg(
-        long,
-        env = "GOPHERMESH_API_SECRET_ACCESS_KEY",
-        requires = "api_access_key_id",
-        hide_env_values = true
-    )]
-    pub(crate) api_secret_access_key: Option<String>,
-
-    /// The region in the ARNs the App Mesh API reports, and the one SigV4 signatures must
-    /// be scoped to.
-    #[arg(long, env = "GOPHERMESH_API_REGION", default_value = "us-east-1")]
-    pub(crate) api_region: String,
-
-    /// Another host name the App Mesh and control APIs answer to (as `NAME` with their own
-    /// port, or `NAME:PORT`); repeatable. Requests whose Host is neither one of these nor
-    /// the address an API listens on get 421.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) allow_host: Vec<String>,
-
-    /// The account id in the ARNs the App Mesh API reports.
-    #[arg(
-        long,
-        env = "GOPHERMESH_API_ACCOUNT_ID",
-        default_value = "000000000000"
-    )]
-    pub(crate) api_account_id: String,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -331,4 +294,127 @@ pub(crate) struct ControlArgs {
     /// The control token itself, instead of reading it from the state directory.
     #[arg(long, env = "GOPHERMESH_CONTROL_TOKEN", hide_env_values = true)]
     pub(crate) control_token: Option<String>,
+}
+
+/// Where the mesh state lives (`up` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreArgs {
+    /// Keep the mesh in a durable store in DIR: every accepted change is written there
+    /// before it is acknowledged, and the next run with `--data-dir DIR` starts from it (mesh/ is
+    /// only read to seed an empty store). Without it the state lives in memory.
+    #[arg(long, env = "GOPHERMESH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Start with no mesh resources at all (mesh/ is not read): the tasks start and their
+    /// sidecars wait until the mesh is created through the App Mesh API.
+    #[arg(long)]
+    pub(crate) empty: bool,
+}
+
+/// Who may call the APIs, and what their ARNs say (`up` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiArgs {
+    /// With --api-secret-access-key: App Mesh API calls must be signed (SigV4) with these
+    /// credentials; unsigned or wrongly signed calls get 403.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_ACCESS_KEY_ID",
+        requires = "api_secret_access_key"
+    )]
+    pub(crate) api_access_key_id: Option<String>,
+
+    /// The secret key that goes with --api-access-key-id.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_SECRET_ACCESS_KEY",
+        requires = "api_access_key_id",
+        hide_env_values = true
+    )]
+    pub(crate) api_secret_access_key: Option<String>,
+
+    /// The region in the ARNs the App Mesh API reports, and the one SigV4 signatures must
+    /// be scoped to.
+    #[arg(long, env = "GOPHERMESH_API_REGION", default_value = "us-east-1")]
+    pub(crate) api_region: String,
+
+    /// Another host name the App Mesh and control APIs answer to (as `NAME` with their own
+    /// port, or `NAME:PORT`); repeatable. Requests whose Host is neither one of these nor
+    /// the address an API listens on get 421.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) allow_host: Vec<String>,
+
+    /// The account id in the ARNs the App Mesh API reports.
+    #[arg(
+        long,
+        env = "GOPHERMESH_API_ACCOUNT_ID",
+        default_value = "000000000000"
+    )]
+    pub(crate) api_account_id: String,
+}
+
+impl ApiArgs {
+    /// The credentials SigV4 signatures must be made with, when set.
+    pub(crate) fn credentials(&self) -> Option<gophermesh::api::sigv4::Credentials> {
+        match (&self.api_access_key_id, &self.api_secret_access_key) {
+            (Some(id), Some(secret)) => Some(gophermesh::api::sigv4::Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                region: self.api_region.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The region and account the ARNs name.
+    pub(crate) fn identity(&self) -> controlplane::Identity {
+        controlplane::Identity {
+            region: self.api_region.clone(),
+            account: self.api_account_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// Directory of App Mesh resource files (one --cli-input-json per file) that seed an
+    /// empty store.
+    #[arg(long, env = "GOPHERMESH_MESH_DIR", default_value = "mesh")]
+    pub(crate) mesh_dir: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+
+    /// HOST:PORT of the ADS (xDS) server the Envoys connect to (`APPMESH_XDS_ENDPOINT`);
+    /// port 0 picks a free one.
+    #[arg(long, env = "GOPHERMESH_XDS_LISTEN", default_value = "127.0.0.1:15010")]
+    pub(crate) xds_listen: std::net::SocketAddr,
+
+    /// HOST:PORT of the App Mesh API; port 0 picks a free one. Beyond loopback it needs
+    /// --api-access-key-id and --api-secret-access-key.
+    #[arg(long, env = "GOPHERMESH_API_LISTEN", default_value = "127.0.0.1:9991")]
+    pub(crate) api_listen: std::net::SocketAddr,
+
+    /// HOST:PORT of the control API and the console; port 0 picks a free one.
+    #[arg(
+        long,
+        env = "GOPHERMESH_CONTROL_LISTEN",
+        default_value = "127.0.0.1:9990"
+    )]
+    pub(crate) control_listen: std::net::SocketAddr,
+
+    /// PEM certificate chain for ADS and both APIs (with --tls-key): they then speak TLS
+    /// only.
+    #[arg(long, env = "GOPHERMESH_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "GOPHERMESH_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Where the control token is written (`control-token`, mode 0600).
+    #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
+    pub(crate) state_dir: PathBuf,
 }

@@ -65,6 +65,7 @@ async fn main() -> ExitCode {
         }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
         Command::Console { control } => commands::console::run(&control),
+        Command::Serve(args) => commands::serve::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -14,14 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use controlplane::ads::{Ads, EnvoyStatuses};
-use controlplane::{Cache, Identity, Snapshot, Store};
+use controlplane::ads::EnvoyStatuses;
+use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
-use gophermesh::api::guard::{self, Auth, Guard};
-use gophermesh::api::live::Live;
-use gophermesh::api::sigv4::Credentials;
-use gophermesh::api::token::ControlToken;
-use gophermesh::api::{appmesh, control};
+use gophermesh::api::control;
 use gophermesh::config::{NetworkMode, Source, UpConfig};
 use gophermesh::progress::{APPMESH_API, CONTROL_API, REQUESTER_AT, say};
 use gophermesh::runtime::envoy::{self, EnvoyAdmin, EnvoyOptions};
@@ -35,6 +31,7 @@ use meshmodel::taskdef::Task;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::plane;
 use crate::cli::UpArgs;
 
 /// What `--answer-at-envoy` nodes answer: a well-formed distributor answer, so the
@@ -62,21 +59,11 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         network: NetworkMode::from_flags(args.netns, args.containers),
         answer_at_envoy: args.answer_at_envoy,
         state_dir: args.state_dir,
-        data_dir: args.data_dir,
-        empty: args.empty,
-        api_credentials: match (args.api_access_key_id, args.api_secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(Credentials {
-                access_key_id,
-                secret_access_key,
-                region: args.api_region.clone(),
-            }),
-            _ => None,
-        },
-        identity: Identity {
-            region: args.api_region,
-            account: args.api_account_id,
-        },
-        allow_hosts: args.allow_host,
+        data_dir: args.store.data_dir,
+        empty: args.store.empty,
+        api_credentials: args.api.credentials(),
+        identity: args.api.identity(),
+        allow_hosts: args.api.allow_host,
     })
 }
 
@@ -207,84 +194,42 @@ impl Up<'_> {
         let envoys = EnvoyStatuses::default();
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
-        let ads = Ads::new(Cache::new(store.clone()), envoys.clone()).into_service();
-        background.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(ads)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!("the ADS server stopped: {e}");
-            }
-        }));
+        background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?);
         let launch = launch(xds_addr);
 
-        let token = ControlToken::generate().context("cannot make the control token")?;
-        let token_file = token.write(&config.state_dir).with_context(|| {
-            format!(
-                "cannot write the control token under {}",
-                config.state_dir.display()
-            )
-        })?;
         let control_listener =
             loopback_listener(config.control_port, "the control API", "--control-port").await?;
-        let control_addr = control_listener.local_addr()?;
-        let control_guard = Guard::new(
-            "control",
-            control_addr,
-            &config.allow_hosts,
-            Auth::Token {
-                token,
-                sigv4: config.api_credentials.clone(),
-            },
-            guard::Limits::default(),
-            control::render_refusal,
-        );
+        let appmesh_listener =
+            loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
         let tasks: Arc<dyn control::Tasks> = Arc::new(UpTasks {
             processes: launch.processes.clone(),
             sites: plan.sites.clone(),
         });
-        let live = Live::start(store.clone(), envoys.clone(), tasks.clone());
-        let control_api = control::router(
-            control::ControlState {
-                store: store.clone(),
-                envoys,
-                tasks,
-                live,
+        let apis = plane::start_apis(
+            store,
+            envoys,
+            tasks,
+            &plane::ApiConfig {
+                credentials: config.api_credentials.clone(),
+                allow_hosts: &config.allow_hosts,
+                state_dir: &config.state_dir,
+                tls: None,
             },
-            control_guard,
-        );
-        background.push(spawn_api("the control API", control_listener, control_api));
-        let appmesh_listener =
-            loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
-        let appmesh_addr = appmesh_listener.local_addr()?;
-        let signed = config.api_credentials.is_some();
-        let appmesh_guard = Guard::new(
-            "App Mesh",
-            appmesh_addr,
-            &config.allow_hosts,
-            match &config.api_credentials {
-                Some(creds) => Auth::SigV4(creds.clone()),
-                None => Auth::Open,
-            },
-            guard::Limits::default(),
-            appmesh::render_refusal,
-        );
-        let appmesh_api = appmesh::router(
-            appmesh::AppMeshState {
-                store: store.clone(),
-            },
-            appmesh_guard,
-        );
-        background.push(spawn_api("the App Mesh API", appmesh_listener, appmesh_api));
+            (control_listener, appmesh_listener),
+            background,
+        )?;
+        let (control_addr, appmesh_addr) = (apis.control, apis.appmesh);
         say(format!(
             "control plane: ADS on {xds_addr}, {CONTROL_API}http://{control_addr}, {APPMESH_API}http://{appmesh_addr}{}",
-            if signed { " (SigV4 required)" } else { "" }
+            if config.api_credentials.is_some() {
+                " (SigV4 required)"
+            } else {
+                ""
+            }
         ));
         say(format!(
             "control token in {} (the CLI reads it; changes through the control API need it)",
-            token_file.display()
+            apis.token_file.display()
         ));
         if let Some(files) = plan.hosts.clone() {
             background.push(follow_hosts(store, files, self.ordered.clone()));
@@ -374,22 +319,6 @@ impl Up<'_> {
         );
         println!("ready");
     }
-}
-
-/// Serves `api` on `listener` until the process ends.
-fn spawn_api(
-    what: &'static str,
-    listener: TcpListener,
-    api: axum::Router,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let forever = std::future::pending::<()>();
-        let limits = common::server::Limits::default();
-        if let Err(e) = common::server::serve(listener, api, limits, forever, Duration::ZERO).await
-        {
-            tracing::error!("{what} stopped: {e}");
-        }
-    })
 }
 
 /// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.
@@ -494,49 +423,17 @@ fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
     let taskdefs = source.taskdefs_dir.display().to_string();
     let defs = meshmodel::taskdef::load_dir(&source.taskdefs_dir)
         .map_err(|p| refuse_problems(&p, &taskdefs))?;
-    let mesh_dir = source.mesh_dir.display().to_string();
-    let seed = || -> anyhow::Result<meshmodel::Mesh> {
-        if config.empty {
-            return Ok(meshmodel::Mesh::default());
-        }
-        meshmodel::Mesh::load_dir(&source.mesh_dir).map_err(|p| refuse_problems(&p, &mesh_dir))
-    };
-    let identity = config.identity.clone();
-    let (store, provenance, strict) = match &config.data_dir {
-        Some(dir) => {
-            let path = std::path::absolute(dir.join("state.redb"))?;
-            let (store, restored) = Store::open(&path, seed, identity).map_err(|e| match e {
-                controlplane::store::OpenError::Seed(e) => e,
-                e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
-            })?;
-            let stored = path.display();
-            if restored > 0 {
-                (
-                    store,
-                    format!("{restored} resources restored from {stored}"),
-                    false,
-                )
-            } else if config.empty {
-                (store, format!("empty, stored in {stored}"), false)
-            } else {
-                (
-                    store,
-                    format!("seeded from {mesh_dir}, stored in {stored}"),
-                    true,
-                )
-            }
-        }
-        None => {
-            let mut mesh = seed()?;
-            mesh.backends_may_dangle = true;
-            let note = if config.empty {
-                "empty, in memory".to_owned()
-            } else {
-                format!("from {mesh_dir}, in memory")
-            };
-            (Store::in_memory(mesh, identity), note, !config.empty)
-        }
-    };
+    let plane::Opened {
+        store,
+        provenance,
+        seeded_from_files: strict,
+    } = plane::open_store(
+        &source.mesh_dir,
+        config.data_dir.as_deref(),
+        config.empty,
+        config.identity.clone(),
+        refuse_problems,
+    )?;
     let mesh = store.current().mesh.clone();
     let tasks = if strict {
         meshmodel::taskdef::check(&mesh, &defs)

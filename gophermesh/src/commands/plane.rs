@@ -1,0 +1,281 @@
+//! What `up` and `serve` share: the store opened from `--data-dir`/`mesh/`, the ADS server,
+//! and both HTTP APIs behind their guards (with the control token), over TLS when given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use controlplane::ads::{Ads, EnvoyStatuses};
+use controlplane::{Cache, Identity, Store};
+use gophermesh::api::guard::{self, Auth, Guard};
+use gophermesh::api::live::Live;
+use gophermesh::api::sigv4::Credentials;
+use gophermesh::api::token::ControlToken;
+use gophermesh::api::{appmesh, control};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The store a run serves, and a few words on where it came from.
+pub(crate) struct Opened {
+    pub(crate) store: Store,
+    pub(crate) provenance: String,
+    /// Whether the mesh came from `mesh/` just now (so every task must fit it exactly).
+    pub(crate) seeded_from_files: bool,
+}
+
+/// Opens the store: from `DIR/state.redb` when `data_dir` is given (seeded from
+/// `mesh_dir` when empty, unless `empty`), else in memory from `mesh_dir` (or nothing).
+pub(crate) fn open_store(
+    mesh_dir: &Path,
+    data_dir: Option<&Path>,
+    empty: bool,
+    identity: Identity,
+    refuse: impl Fn(&meshmodel::Problems, &str) -> anyhow::Error,
+) -> anyhow::Result<Opened> {
+    let shown = mesh_dir.display().to_string();
+    let seed = || -> anyhow::Result<meshmodel::Mesh> {
+        if empty {
+            return Ok(meshmodel::Mesh::default());
+        }
+        meshmodel::Mesh::load_dir(mesh_dir).map_err(|p| refuse(&p, &shown))
+    };
+    Ok(match data_dir {
+        Some(dir) => {
+            let path = std::path::absolute(dir.join("state.redb"))?;
+            let (store, restored) = Store::open(&path, seed, identity).map_err(|e| match e {
+                controlplane::store::OpenError::Seed(e) => e,
+                e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
+            })?;
+            let stored = path.display();
+            let (provenance, seeded_from_files) = if restored > 0 {
+                (
+                    format!("{restored} resources restored from {stored}"),
+                    false,
+                )
+            } else if empty {
+                (format!("empty, stored in {stored}"), false)
+            } else {
+                (format!("seeded from {shown}, stored in {stored}"), true)
+            };
+            Opened {
+                store,
+                provenance,
+                seeded_from_files,
+            }
+        }
+        None => {
+            let mut mesh = seed()?;
+            mesh.backends_may_dangle = true;
+            let provenance = if empty {
+                "empty, in memory".to_owned()
+            } else {
+                format!("from {shown}, in memory")
+            };
+            Opened {
+                store: Store::in_memory(mesh, identity),
+                provenance,
+                seeded_from_files: !empty,
+            }
+        }
+    })
+}
+
+/// Serves ADS on `listener` (over TLS when `tls` is given) until the process ends.
+pub(crate) fn spawn_ads(
+    store: &Store,
+    envoys: EnvoyStatuses,
+    listener: TcpListener,
+    tls: Option<&Tls>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls.grpc.clone())
+            .context("the TLS certificate and key do not make a server configuration")?;
+    }
+    let router = server.add_service(ads);
+    Ok(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router.serve_with_incoming(incoming).await {
+            tracing::error!("the ADS server stopped: {e}");
+        }
+    }))
+}
+
+/// A server certificate and key, ready for the APIs and for ADS.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) https: tokio_rustls::TlsAcceptor,
+    pub(crate) grpc: tonic::transport::ServerTlsConfig,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+impl Tls {
+    /// Reads a PEM certificate chain and its private key.
+    pub(crate) fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |path: &Path, what: &str| {
+            meshmodel::input::read_text(path, meshmodel::input::MAX_FILE)
+                .with_context(|| format!("--tls-{what} {}: cannot read", path.display()))
+        };
+        let (cert_pem, key_pem) = (read(cert, "cert")?, read(key, "key")?);
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("--tls-cert {}: not PEM certificates", cert.display()))?;
+        anyhow::ensure!(
+            !chain.is_empty(),
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        );
+        let private = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .with_context(|| format!("--tls-key {}: not a PEM private key", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .context("--tls-cert and --tls-key do not go together")?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let grpc = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&cert_pem, &key_pem));
+        Ok(Self {
+            https: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            grpc,
+        })
+    }
+}
+
+/// How the APIs are guarded.
+pub(crate) struct ApiConfig<'a> {
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) allow_hosts: &'a [String],
+    /// Where the control token is written.
+    pub(crate) state_dir: &'a Path,
+    pub(crate) tls: Option<&'a Tls>,
+}
+
+/// Where the APIs ended up.
+pub(crate) struct Apis {
+    pub(crate) control: SocketAddr,
+    pub(crate) appmesh: SocketAddr,
+    pub(crate) token_file: PathBuf,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+}
+
+/// Starts the control API on `control_listener` and the App Mesh API on
+/// `appmesh_listener`, each behind its guard; writes a new control token.
+pub(crate) fn start_apis(
+    store: &Store,
+    envoys: EnvoyStatuses,
+    tasks: Arc<dyn control::Tasks>,
+    config: &ApiConfig<'_>,
+    (control_listener, appmesh_listener): (TcpListener, TcpListener),
+    background: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Apis> {
+    let token = ControlToken::generate().context("cannot make the control token")?;
+    let token_file = token.write(config.state_dir).with_context(|| {
+        format!(
+            "cannot write the control token under {}",
+            config.state_dir.display()
+        )
+    })?;
+    let control_addr = control_listener.local_addr()?;
+    let control_guard = Guard::new(
+        "control",
+        control_addr,
+        config.allow_hosts,
+        Auth::Token {
+            token,
+            sigv4: config.credentials.clone(),
+        },
+        guard::Limits::default(),
+        control::render_refusal,
+    );
+    let live = Live::start(store.clone(), envoys.clone(), tasks.clone());
+    let control_api = control::router(
+        control::ControlState {
+            store: store.clone(),
+            envoys,
+            tasks,
+            live,
+        },
+        control_guard,
+    );
+    let tls = config.tls.map(|t| t.https.clone());
+    background.push(spawn_api(
+        "the control API",
+        control_listener,
+        control_api,
+        tls.clone(),
+    ));
+    let appmesh_addr = appmesh_listener.local_addr()?;
+    let appmesh_guard = Guard::new(
+        "App Mesh",
+        appmesh_addr,
+        config.allow_hosts,
+        match &config.credentials {
+            Some(creds) => Auth::SigV4(creds.clone()),
+            None => Auth::Open,
+        },
+        guard::Limits::default(),
+        appmesh::render_refusal,
+    );
+    let appmesh_api = appmesh::router(
+        appmesh::AppMeshState {
+            store: store.clone(),
+        },
+        appmesh_guard,
+    );
+    background.push(spawn_api(
+        "the App Mesh API",
+        appmesh_listener,
+        appmesh_api,
+        tls,
+    ));
+    Ok(Apis {
+        control: control_addr,
+        appmesh: appmesh_addr,
+        token_file,
+        scheme: if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+    })
+}
+
+/// Serves `api` on `listener` (over TLS when given) until the process ends.
+fn spawn_api(
+    what: &'static str,
+    listener: TcpListener,
+    api: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        let limits = common::server::Limits::default();
+        let served = match tls {
+            Some(acceptor) => {
+                common::server::serve_tls(listener, api, limits, forever, Duration::ZERO, acceptor)
+                    .await
+            }
+            None => common::server::serve(listener, api, limits, forever, Duration::ZERO).await,
+        };
+        if let Err(e) = served {
+            tracing::error!("{what} stopped: {e}");
+        }
+    })
+}

@@ -1,0 +1,153 @@
+//! `gophermesh serve`: the control plane alone, for Envoys that run elsewhere.
+//!
+//! No tasks run here, so no node has a placement: each Envoy that connects gets its node's
+//! whole configuration from the mesh, as App Mesh gave it (its proxy ports on every
+//! address, its app on loopback, its targets by their service discovery). The APIs and the
+//! console are those of `up`, with the same guards; the state lives in `--data-dir`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use controlplane::ads::EnvoyStatuses;
+use controlplane::{Snapshot, TargetTraffic};
+use futures::future::BoxFuture;
+use gophermesh::api::control;
+use gophermesh::progress::{APPMESH_API, CONTROL_API, say};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::plane;
+use crate::cli::ServeArgs;
+
+/// What the control API shows of the tasks when none run here.
+#[derive(Debug)]
+struct NoTasks;
+
+impl control::Tasks for NoTasks {
+    fn status<'a>(&'a self, _snapshot: &'a Snapshot) -> BoxFuture<'a, control::TaskStatus> {
+        Box::pin(async {
+            control::TaskStatus {
+                processes: json!([]),
+                placements: json!({}),
+                observed: BTreeMap::new(),
+            }
+        })
+    }
+
+    fn processes(&self) -> Value {
+        json!([])
+    }
+
+    fn traffic<'a>(&'a self, _mesh: &'a str) -> BoxFuture<'a, BTreeMap<String, TargetTraffic>> {
+        Box::pin(async { BTreeMap::new() })
+    }
+}
+
+/// Refuses to expose what should not be exposed, before anything listens.
+fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
+    if !args.api_listen.ip().is_loopback() && args.api.credentials().is_none() {
+        bail!(
+            "--api-listen {} is beyond loopback, where an open App Mesh API would let anyone change the mesh: set --api-access-key-id and --api-secret-access-key (SigV4), or listen on 127.0.0.1",
+            args.api_listen
+        );
+    }
+    let tls = args.tls_cert.is_some();
+    for (flag, addr) in [
+        ("--xds-listen", args.xds_listen),
+        ("--api-listen", args.api_listen),
+        ("--control-listen", args.control_listen),
+    ] {
+        if !addr.ip().is_loopback() && !tls {
+            tracing::warn!(
+                "{flag} {addr} is beyond loopback without TLS: what crosses the network (configuration, signatures, the control token) can be read on the way; give --tls-cert and --tls-key"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag} {addr}: cannot listen there"))
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    check_exposure(&args)?;
+    let refuse = |problems: &meshmodel::Problems, what: &str| {
+        for p in &problems.0 {
+            eprintln!("{p}");
+        }
+        anyhow::anyhow!("{} problem(s) in {what}; not serving", problems.0.len())
+    };
+    let opened = plane::open_store(
+        &args.mesh_dir,
+        args.store.data_dir.as_deref(),
+        args.store.empty,
+        args.api.identity(),
+        refuse,
+    )?;
+    let store = opened.store;
+    let snapshot = store.current();
+    say(format!(
+        "mesh {} ({}): {} virtual nodes, {} routes",
+        snapshot.mesh.name().unwrap_or("(none yet)"),
+        opened.provenance,
+        snapshot.mesh.virtual_nodes.len(),
+        snapshot.mesh.routes.len()
+    ));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(plane::Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let xds = bind(args.xds_listen, "--xds-listen").await?;
+    let control_listener = bind(args.control_listen, "--control-listen").await?;
+    let appmesh_listener = bind(args.api_listen, "--api-listen").await?;
+    let xds_addr = xds.local_addr()?;
+    let envoys = EnvoyStatuses::default();
+    let mut background = vec![plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?];
+    let apis = plane::start_apis(
+        &store,
+        envoys,
+        Arc::new(NoTasks),
+        &plane::ApiConfig {
+            credentials: args.api.credentials(),
+            allow_hosts: &args.api.allow_host,
+            state_dir: &args.state_dir,
+            tls: tls.as_ref(),
+        },
+        (control_listener, appmesh_listener),
+        &mut background,
+    )?;
+    let scheme = apis.scheme;
+    say(format!(
+        "control plane: ADS on {xds_addr} ({}), {CONTROL_API}{scheme}://{}, {APPMESH_API}{scheme}://{}{}",
+        if tls.is_some() { "TLS" } else { "plaintext" },
+        apis.control,
+        apis.appmesh,
+        if args.api.credentials().is_some() {
+            " (SigV4 required)"
+        } else {
+            ""
+        }
+    ));
+    say(format!(
+        "control token in {} (the CLI reads it; changes through the control API need it)",
+        apis.token_file.display()
+    ));
+    println!();
+    println!(
+        "Point each sidecar at it: APPMESH_XDS_ENDPOINT={xds_addr} (node ids mesh/M/virtualNode/N or their ARNs)."
+    );
+    println!("Ctrl-C or SIGTERM stops it.");
+    println!("ready");
+    common::shutdown::signal().await;
+    for task in background {
+        task.abort();
+    }
+    say("stopped");
+    Ok(ExitCode::SUCCESS)
+}
