@@ -53,7 +53,24 @@ impl Service {
     /// Starts `binary` with `args` and `env` (JSON logs, port 0 unless `args` say
     /// otherwise) and waits up to 10 s for its "listening" log line.
     pub fn start(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(bin(binary));
+        Self::start_in(None, binary, args, env)
+    }
+
+    /// [`Service::start`] inside network namespace `netns` when given (as root).
+    pub fn start_in(
+        netns: Option<&str>,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin(binary));
+                c
+            }
+            None => Command::new(bin(binary)),
+        };
         command
             .args(args)
             .env("LOG_FORMAT", "json")

@@ -82,27 +82,31 @@ pub(crate) fn open_store(
     })
 }
 
-/// Serves ADS on `listener` (over TLS when `tls` is given) until the process ends.
+/// Serves ADS on `listener` (over TLS when `tls` is given and the listener is not on
+/// loopback) until the process ends; whether it speaks TLS.
 pub(crate) fn spawn_ads(
     store: &Store,
     envoys: EnvoyStatuses,
     listener: TcpListener,
     tls: Option<&Tls>,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<(JoinHandle<()>, bool)> {
     let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
     let mut server = tonic::transport::Server::builder();
+    let tls = tls.filter(|_| !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()));
+    let secure = tls.is_some();
     if let Some(tls) = tls {
         server = server
             .tls_config(tls.grpc.clone())
             .context("the TLS certificate and key do not make a server configuration")?;
     }
     let router = server.add_service(ads);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!("the ADS server stopped: {e}");
         }
-    }))
+    });
+    Ok((task, secure))
 }
 
 /// A server certificate and key, ready for the APIs and for ADS.
@@ -166,13 +170,11 @@ pub(crate) struct ApiConfig<'a> {
     pub(crate) tls: Option<&'a Tls>,
 }
 
-/// Where the APIs ended up.
+/// Where the APIs ended up: their URLs (`https://` where they speak TLS).
 pub(crate) struct Apis {
-    pub(crate) control: SocketAddr,
-    pub(crate) appmesh: SocketAddr,
+    pub(crate) control: String,
+    pub(crate) appmesh: String,
     pub(crate) token_file: PathBuf,
-    /// `http` or `https`.
-    pub(crate) scheme: &'static str,
 }
 
 /// Starts the control API on `control_listener` and the App Mesh API on
@@ -214,12 +216,25 @@ pub(crate) fn start_apis(
         },
         control_guard,
     );
-    let tls = config.tls.map(|t| t.https.clone());
+    // TLS where it crosses a network; a loopback listener stays plain (the CLI on the
+    // same machine speaks to it).
+    let tls_for = |addr: SocketAddr| {
+        config
+            .tls
+            .filter(|_| !addr.ip().is_loopback())
+            .map(|t| t.https.clone())
+    };
+    let control_tls = tls_for(control_addr);
+    let control_scheme = if control_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     background.push(spawn_api(
         "the control API",
         control_listener,
         control_api,
-        tls.clone(),
+        control_tls,
     ));
     let appmesh_addr = appmesh_listener.local_addr()?;
     let appmesh_guard = Guard::new(
@@ -239,21 +254,22 @@ pub(crate) fn start_apis(
         },
         appmesh_guard,
     );
+    let appmesh_tls = tls_for(appmesh_addr);
+    let appmesh_scheme = if appmesh_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     background.push(spawn_api(
         "the App Mesh API",
         appmesh_listener,
         appmesh_api,
-        tls,
+        appmesh_tls,
     ));
     Ok(Apis {
-        control: control_addr,
-        appmesh: appmesh_addr,
+        control: format!("{control_scheme}://{control_addr}"),
+        appmesh: format!("{appmesh_scheme}://{appmesh_addr}"),
         token_file,
-        scheme: if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
     })
 }
 

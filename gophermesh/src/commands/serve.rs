@@ -108,7 +108,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let appmesh_listener = bind(args.api_listen, "--api-listen").await?;
     let xds_addr = xds.local_addr()?;
     let envoys = EnvoyStatuses::default();
-    let mut background = vec![plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?];
+    let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?;
+    let mut background = vec![ads];
     let apis = plane::start_apis(
         &store,
         envoys,
@@ -122,10 +123,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (control_listener, appmesh_listener),
         &mut background,
     )?;
-    let scheme = apis.scheme;
     say(format!(
-        "control plane: ADS on {xds_addr} ({}), {CONTROL_API}{scheme}://{}, {APPMESH_API}{scheme}://{}{}",
-        if tls.is_some() { "TLS" } else { "plaintext" },
+        "control plane: ADS on {xds_addr} ({}), {CONTROL_API}{}, {APPMESH_API}{}{}",
+        if ads_tls { "TLS" } else { "plaintext" },
         apis.control,
         apis.appmesh,
         if args.api.credentials().is_some() {

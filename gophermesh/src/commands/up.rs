@@ -194,7 +194,7 @@ impl Up<'_> {
         let envoys = EnvoyStatuses::default();
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
-        background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?);
+        background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?.0);
         let launch = launch(xds_addr);
 
         let control_listener =
@@ -218,9 +218,9 @@ impl Up<'_> {
             (control_listener, appmesh_listener),
             background,
         )?;
-        let (control_addr, appmesh_addr) = (apis.control, apis.appmesh);
+        let (control_url, appmesh_url) = (&apis.control, &apis.appmesh);
         say(format!(
-            "control plane: ADS on {xds_addr}, {CONTROL_API}http://{control_addr}, {APPMESH_API}http://{appmesh_addr}{}",
+            "control plane: ADS on {xds_addr}, {CONTROL_API}{control_url}, {APPMESH_API}{appmesh_url}{}",
             if config.api_credentials.is_some() {
                 " (SigV4 required)"
             } else {
@@ -241,7 +241,7 @@ impl Up<'_> {
                 .start_task(&launch, task, &plan.sites[&task.virtual_node])
                 .await?;
         }
-        self.banner(&requester, control_addr, appmesh_addr, plan);
+        self.banner(&requester, &apis.control, &apis.appmesh, plan);
         Ok(())
     }
 
@@ -274,13 +274,7 @@ impl Up<'_> {
         Ok(url)
     }
 
-    fn banner(
-        &self,
-        requester: &str,
-        control: std::net::SocketAddr,
-        appmesh: std::net::SocketAddr,
-        plan: &Plan,
-    ) {
+    fn banner(&self, requester: &str, control: &str, appmesh: &str, plan: &Plan) {
         println!();
         println!(
             "gophermesh is up in {:.1} s. {REQUESTER_AT}{requester}/",
@@ -289,19 +283,19 @@ impl Up<'_> {
         println!();
         println!("Try:");
         println!(
-            "  open {requester}/ in a browser (the gophers as they answer), or the console at http://{control}/"
+            "  open {requester}/ in a browser (the gophers as they answer), or the console at {control}/"
         );
         println!(
-            "  gophermesh console --control-url http://{control}      (a sign-in link: shift weights from the page)"
+            "  gophermesh console --control-url {control}      (a sign-in link: shift weights from the page)"
         );
         println!("  curl {requester}/");
         println!("  curl '{requester}/compare?n=1000'");
         println!(
-            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url http://{control}"
+            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url {control}"
         );
-        println!("  gophermesh status --control-url http://{control}");
+        println!("  gophermesh status --control-url {control}");
         println!(
-            "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url http://{appmesh}",
+            "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url {appmesh}",
             self.store.current().mesh.name().unwrap_or("gophermesh")
         );
         if let Some(ns) = self
