@@ -30,6 +30,10 @@ pub(crate) enum Command {
     /// durable state. No tasks run here; each Envoy gets its node's configuration from the
     /// mesh alone, as App Mesh gave it.
     Serve(ServeArgs),
+    /// Write the bootstrap of an App Mesh sidecar Envoy from the environment the
+    /// aws-appmesh-envoy agent reads (APPMESH_RESOURCE_ARN, APPMESH_XDS_ENDPOINT,
+    /// ENVOY_ADMIN_ACCESS_PORT), for a control plane such as `gophermesh serve`.
+    Bootstrap(BootstrapArgs),
     /// Measure what the mesh costs, side by side in one run: throughput, latency and CPU
     /// per request of five paths, service RSS and start time, route-shift propagation, and
     /// how the control plane scales. Needs `wrk` (apt-get install wrk).
@@ -417,4 +421,41 @@ pub(crate) struct ServeArgs {
     /// Where the control token is written (`control-token`, mode 0600).
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub(crate) state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BootstrapArgs {
+    /// The virtual node: its ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/M/virtualNode/N) or
+    /// its name (mesh/M/virtualNode/N).
+    #[arg(long, env = "APPMESH_RESOURCE_ARN")]
+    pub(crate) resource_arn: Option<String>,
+
+    /// The older name for the node, read when APPMESH_RESOURCE_ARN is not set.
+    #[arg(long, env = "APPMESH_VIRTUAL_NODE_NAME", hide = true)]
+    pub(crate) virtual_node_name: Option<String>,
+
+    /// Envoy's node cluster; default: the node id.
+    #[arg(long, env = "APPMESH_RESOURCE_CLUSTER")]
+    pub(crate) resource_cluster: Option<String>,
+
+    /// The control plane: HOST:PORT (spoken to over TLS) or unix://PATH (plain gRPC).
+    #[arg(long, env = "APPMESH_XDS_ENDPOINT")]
+    pub(crate) xds_endpoint: String,
+
+    /// Envoy's admin port (on 127.0.0.1).
+    #[arg(long, env = "ENVOY_ADMIN_ACCESS_PORT", default_value_t = 9901)]
+    pub(crate) admin_port: u16,
+
+    /// The CA bundle the control plane's certificate is checked against (the agent's
+    /// image trusts /etc/pki/tls/cert.pem).
+    #[arg(
+        long,
+        env = "APPMESH_XDS_CA_FILE",
+        default_value = "/etc/pki/tls/cert.pem"
+    )]
+    pub(crate) ca_file: PathBuf,
+
+    /// Write the bootstrap here instead of to standard output.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
 }

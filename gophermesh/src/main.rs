@@ -66,6 +66,7 @@ async fn main() -> ExitCode {
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
         Command::Console { control } => commands::console::run(&control),
         Command::Serve(args) => commands::serve::run(args).await,
+        Command::Bootstrap(args) => commands::bootstrap::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tests::{
     CHI2_BOUND, Guard, Service, TempDir, bin, chi_square, client, copy_of_shipped, count, get_json,
     require_root_for_netns, tool,
@@ -215,52 +215,6 @@ fn start_serve(dir: &Path, host_ip: &str) -> Serve {
     }
 }
 
-/// What the aws-appmesh-envoy agent writes, less its call credentials: ADS over TLS to
-/// `xds`, trusting `ca`, with the node's ARN as node id.
-fn bootstrap(xds: &str, ca: &Path) -> Value {
-    let (host, port) = xds.rsplit_once(':').expect("HOST:PORT");
-    json!({
-        "node": {
-            "id": "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester",
-            "cluster": "requester"
-        },
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"}
-        },
-        "static_resources": {"clusters": [{
-            "name": "xds_cluster",
-            "type": "STATIC",
-            "connect_timeout": "2s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {
-                        "connection_keepalive": {"interval": "10s", "timeout": "20s"}
-                    }}
-                }
-            },
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "common_tls_context": {
-                        "alpn_protocols": ["h2"],
-                        "validation_context": {"trusted_ca": {"filename": ca.display().to_string()}}
-                    }
-                }
-            },
-            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port.parse::<u32>().expect("port")}}}}]}]}
-        }]}
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10() {
     require_root_for_netns();
@@ -284,13 +238,27 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
         &["--listen", "127.0.0.3:8080", "--version-tag", "v2"],
         &[],
     );
+    // Its bootstrap, from the variables the agent reads, as the sidecar would write it.
     let work = TempDir::new("serve-envoy");
     let boot = work.join("bootstrap.json");
-    std::fs::write(
-        &boot,
-        serde_json::to_vec(&bootstrap(&serve.xds, &dir.join("ca.pem"))).expect("json"),
-    )
-    .expect("bootstrap");
+    let (code, said) = tests::run_to_end(
+        "gophermesh",
+        &[
+            "bootstrap",
+            "--ca-file",
+            &dir.join("ca.pem").display().to_string(),
+            "--out",
+            &boot.display().to_string(),
+        ],
+        &[
+            (
+                "APPMESH_RESOURCE_ARN",
+                "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester",
+            ),
+            ("APPMESH_XDS_ENDPOINT", &serve.xds),
+        ],
+    );
+    assert_eq!(code, Some(0), "{said}");
     let envoy = Command::new("ip")
         .args(["netns", "exec", &host.name])
         .arg(tool("envoy"))
@@ -378,4 +346,32 @@ fn serve_refuses_an_open_api_beyond_loopback() {
         said.contains("--api-listen 0.0.0.0:0") && said.contains("--api-access-key-id"),
         "{said}"
     );
+}
+
+/// The bootstrap refuses what the agent would choke on, naming the variable.
+#[test]
+fn bootstrap_names_the_variable_that_is_wrong() {
+    for (arn, endpoint, words) in [
+        (
+            "arn:aws:appmesh:us-east-1:1:mesh/m/virtualRouter/r",
+            "10.0.0.5:15010",
+            "APPMESH_RESOURCE_ARN",
+        ),
+        (
+            "mesh/m/virtualNode/n",
+            "10.0.0.5",
+            "APPMESH_XDS_ENDPOINT `10.0.0.5` is not HOST:PORT",
+        ),
+    ] {
+        let (code, said) = tests::run_to_end(
+            "gophermesh",
+            &["bootstrap", "--ca-file", "/dev/null"],
+            &[
+                ("APPMESH_RESOURCE_ARN", arn),
+                ("APPMESH_XDS_ENDPOINT", endpoint),
+            ],
+        );
+        assert_ne!(code, Some(0), "{arn} {endpoint}: {said}");
+        assert!(said.contains(words), "{arn} {endpoint}: {said}");
+    }
 }

@@ -124,6 +124,103 @@ pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> 
     })
 }
 
+/// What the aws-appmesh-envoy agent reads from its environment to write a sidecar's
+/// bootstrap (`gophermesh bootstrap` takes the same variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// `APPMESH_RESOURCE_ARN` (or `APPMESH_RESOURCE_NAME`, `APPMESH_VIRTUAL_NODE_NAME`).
+    pub node_id: String,
+    /// `APPMESH_RESOURCE_CLUSTER`, else the node id.
+    pub cluster: String,
+    /// `APPMESH_XDS_ENDPOINT`: `host:port` (TLS), or `unix://PATH` (plain gRPC).
+    pub xds_endpoint: String,
+    /// `ENVOY_ADMIN_ACCESS_PORT` (9901).
+    pub admin_port: u16,
+    /// The CA bundle the endpoint's certificate is checked against.
+    pub ca_file: PathBuf,
+}
+
+/// The bootstrap the agent writes for `settings`, with two deliberate differences: ADS
+/// runs over Envoy's own gRPC client with a TLS transport socket rather than Google gRPC
+/// with `aws_iam` call credentials (Envoy removed that extension in 1.35, so a current
+/// Envoy would refuse the agent's bootstrap), and the admin interface listens on
+/// 127.0.0.1 rather than 0.0.0.0 (it can stop Envoy; the container health check runs
+/// inside the task). Keepalive as the agent sets it: a ping every 10 s, 20 s to answer.
+pub fn agent_bootstrap(settings: &AgentSettings) -> anyhow::Result<serde_json::Value> {
+    if meshmodel::node_from_id(&settings.node_id).is_none() {
+        bail!(
+            "APPMESH_RESOURCE_ARN `{}` is not a virtual node's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE) or name (mesh/MESH/virtualNode/NODE)",
+            settings.node_id
+        );
+    }
+    let endpoint = &settings.xds_endpoint;
+    let (address, transport) = if let Some(path) = endpoint.strip_prefix("unix://") {
+        (json!({"pipe": {"path": path}}), None)
+    } else {
+        let (host, port) = endpoint
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .with_context(|| {
+                format!("APPMESH_XDS_ENDPOINT `{endpoint}` is not HOST:PORT or unix://PATH")
+            })?;
+        anyhow::ensure!(
+            !host.is_empty(),
+            "APPMESH_XDS_ENDPOINT `{endpoint}` names no host"
+        );
+        let mut tls = json!({
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {"trusted_ca": {"filename": settings.ca_file.display().to_string()}}
+            }
+        });
+        if host.parse::<std::net::IpAddr>().is_err() {
+            tls["sni"] = json!(host);
+        }
+        tls["@type"] = json!(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+        );
+        (
+            json!({"socket_address": {"address": host, "port_value": port}}),
+            Some(json!({"name": "envoy.transport_sockets.tls", "typed_config": tls})),
+        )
+    };
+    let by_name = address["socket_address"]["address"]
+        .as_str()
+        .is_some_and(|h| h.parse::<std::net::IpAddr>().is_err());
+    let mut cluster = json!({
+        "name": "xds_cluster",
+        "type": if by_name { "STRICT_DNS" } else { "STATIC" },
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "connection_keepalive": {"interval": "10s", "timeout": "20s"}
+                }}
+            }
+        },
+        "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
+    });
+    if let Some(t) = transport {
+        cluster["transport_socket"] = t;
+    }
+    Ok(json!({
+        "node": {"id": settings.node_id, "cluster": settings.cluster},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                "set_node_on_first_message_only": true
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+        },
+        "static_resources": {"clusters": [cluster]}
+    }))
+}
+
 /// How every Envoy of a run is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvoyOptions {
