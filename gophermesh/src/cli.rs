@@ -34,6 +34,10 @@ pub(crate) enum Command {
     /// aws-appmesh-envoy agent reads (APPMESH_RESOURCE_ARN, APPMESH_XDS_ENDPOINT,
     /// ENVOY_ADMIN_ACCESS_PORT), for a control plane such as `gophermesh serve`.
     Bootstrap(BootstrapArgs),
+    /// Measure the control plane at fleet scale: N simulated sidecars against
+    /// `gophermesh serve` on a generated mesh (connect storm, route changes ACKed by all,
+    /// CPU, memory, bytes); writes OUT/fleet.json.
+    BenchFleet(BenchFleetArgs),
     /// Measure what the mesh costs, side by side in one run: throughput, latency and CPU
     /// per request of five paths, service RSS and start time, route-shift propagation, and
     /// how the control plane scales. Needs `wrk` (apt-get install wrk).
@@ -458,4 +462,27 @@ pub(crate) struct BootstrapArgs {
     /// Write the bootstrap here instead of to standard output.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchFleetArgs {
+    /// Fleet sizes, one run each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub(crate) clients: Vec<u32>,
+
+    /// Virtual nodes in the generated mesh (every sidecar routes to all of them).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) nodes: u32,
+
+    /// Route changes timed per run.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) changes: u32,
+
+    /// Where fleet.json goes (created if missing).
+    #[arg(long, default_value = "bench-results")]
+    pub(crate) out: PathBuf,
+
+    /// Directory of the shipped task definitions (the requester's is copied).
+    #[arg(long, env = "GOPHERMESH_TASKDEFS_DIR", default_value = "taskdefs")]
+    pub(crate) taskdefs_dir: PathBuf,
 }

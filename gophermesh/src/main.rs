@@ -67,6 +67,16 @@ async fn main() -> ExitCode {
         Command::Console { control } => commands::console::run(&control),
         Command::Serve(args) => commands::serve::run(args).await,
         Command::Bootstrap(args) => commands::bootstrap::run(&args),
+        Command::BenchFleet(args) => {
+            gophermesh::bench::fleet::run(&gophermesh::bench::fleet::FleetConfig {
+                clients: args.clients,
+                nodes: args.nodes,
+                changes: args.changes,
+                out: args.out,
+                taskdefs_dir: args.taskdefs_dir,
+            })
+            .await
+        }
     };
     match result {
         Ok(code) => code,

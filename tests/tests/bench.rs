@@ -138,3 +138,47 @@ fn a_quick_bench_produces_every_figure() {
     );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// `gophermesh bench-fleet` on a small fleet: every figure is made, and each is a figure
+/// that can only come from the sidecars having received and ACKed what they were sent.
+#[test]
+fn a_small_fleet_bench_produces_every_figure() {
+    let out_dir = tests::TempDir::new("bench-fleet");
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args([
+            "bench-fleet",
+            "--clients",
+            "5,30",
+            "--nodes",
+            "12",
+            "--changes",
+            "4",
+        ])
+        .arg("--out")
+        .arg(&*out_dir)
+        .output()
+        .expect("gophermesh runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("fleet.json")).expect("fleet.json"),
+    )
+    .expect("json");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{report}");
+    for (run, clients) in runs.iter().zip([5, 30]) {
+        assert_eq!(run["clients"], clients, "{run}");
+        positive(&run["connect_storm_ms"], "connect_storm_ms");
+        positive(&run["connect_storm_mib"], "connect_storm_mib");
+        let p50 = positive(&run["change_acked_by_all_ms"]["p50"], "p50");
+        let max = positive(&run["change_acked_by_all_ms"]["max"], "max");
+        assert!(p50 <= max, "{run}");
+        positive(&run["kib_sent_per_change"], "kib_sent_per_change");
+        positive(&run["rss_mib"]["with_fleet"], "rss");
+    }
+    // Six times the sidecars, about six times the bytes per change (each gets the route).
+    let per = |i: usize| runs[i]["kib_sent_per_change"].as_f64().unwrap_or(0.0);
+    assert!(per(1) > 4.0 * per(0), "{report}");
+}

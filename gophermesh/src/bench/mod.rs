@@ -10,6 +10,7 @@
 //! and the control plane's push time and RSS for generated meshes of growing size.
 
 mod facts;
+pub mod fleet;
 pub mod hello;
 pub mod load;
 mod mesh;
