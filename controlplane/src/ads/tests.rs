@@ -1,0 +1,378 @@
+//! Unit tests of [crate::ads].
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+use super::*;
+use crate::meta::Identity;
+use crate::store::Store;
+use crate::translate::NodeResources;
+
+/// A cache whose clusters change with every snapshot version while the listeners
+/// stay the same, so the protocol is tested without the translation.
+fn fake_cache() -> (Store, Cache) {
+    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let cache = Cache::with_builder(
+        store.clone(),
+        Arc::new(|s: &Snapshot, node: &str| {
+            let any = |t: &str, v: String| Any {
+                type_url: t.to_owned(),
+                value: v.into_bytes(),
+            };
+            (node == "a").then(|| NodeResources {
+                clusters: vec![("c".into(), any(CLUSTER_TYPE, format!("v{}", s.version)))],
+                listeners: vec![("l".into(), any(LISTENER_TYPE, "same".into()))],
+                routes: Vec::new(),
+            })
+        }),
+    );
+    (store, cache)
+}
+
+struct Envoy {
+    tx: mpsc::Sender<Result<DiscoveryRequest, Status>>,
+    rx: mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+    statuses: EnvoyStatuses,
+}
+
+fn connect(cache: &Cache) -> Envoy {
+    let statuses = EnvoyStatuses::default();
+    let ads = Ads::new(cache.clone(), statuses.clone());
+    let (tx, inbound) = mpsc::channel(16);
+    let rx = ads.open(ReceiverStream::new(inbound), None);
+    Envoy { tx, rx, statuses }
+}
+
+fn request(type_url: &str, nonce: &str, version: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "mesh/m/virtualNode/a".to_owned(),
+            ..Default::default()
+        }),
+        type_url: type_url.to_owned(),
+        response_nonce: nonce.to_owned(),
+        version_info: version.to_owned(),
+        ..Default::default()
+    }
+}
+
+impl Envoy {
+    async fn send(&self, r: DiscoveryRequest) {
+        self.tx.send(Ok(r)).await.expect("stream open");
+    }
+
+    async fn next(&mut self) -> Result<DiscoveryResponse, Status> {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+            .await
+            .expect("a response within 5 s")
+            .expect("stream open")
+    }
+
+    fn status(&self) -> EnvoyStatus {
+        self.statuses
+            .snapshot()
+            .remove("a")
+            .expect("a has a status")
+    }
+}
+
+#[tokio::test]
+async fn acks_record_versions_and_stale_nonces_are_ignored() {
+    let (_store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    let clusters = envoy.next().await.expect("clusters");
+    assert_eq!(clusters.type_url, CLUSTER_TYPE);
+    assert_eq!(clusters.nonce, "1");
+    assert_eq!(clusters.resources.len(), 1);
+    let version = clusters.version_info.clone();
+
+    // An answer to a nonce that is not the latest is ignored: no ACK recorded.
+    envoy.send(request(CLUSTER_TYPE, "0", &version)).await;
+    // The ACK of nonce 1 is recorded, and nothing is sent back for it: the next
+    // response is the one to the listeners request that follows.
+    envoy.send(request(CLUSTER_TYPE, "1", &version)).await;
+    envoy.send(request(LISTENER_TYPE, "", "")).await;
+    let listeners = envoy.next().await.expect("listeners");
+    assert_eq!(listeners.type_url, LISTENER_TYPE);
+    assert_eq!(listeners.nonce, "2");
+    let status = envoy.status();
+    assert!(status.connected);
+    assert_eq!(status.acked.get("clusters"), Some(&version));
+    assert_eq!(status.acked.get("listeners"), None);
+    assert_eq!(status.last_nack, None);
+}
+
+#[tokio::test]
+async fn a_nack_is_kept_and_the_next_change_is_pushed_only_where_it_differs() {
+    let (store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    let first = envoy.next().await.expect("clusters");
+    envoy.send(request(LISTENER_TYPE, "", "")).await;
+    let listeners = envoy.next().await.expect("listeners");
+    envoy
+        .send(DiscoveryRequest {
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "bad cluster".to_owned(),
+                ..Default::default()
+            }),
+            ..request(CLUSTER_TYPE, &first.nonce, "")
+        })
+        .await;
+    envoy
+        .send(request(
+            LISTENER_TYPE,
+            &listeners.nonce,
+            &listeners.version_info,
+        ))
+        .await;
+    // Requests are handled in order: once the routes answer is here, the NACK and the
+    // ACK before it have been handled.
+    envoy.send(request(ROUTE_TYPE, "", "")).await;
+    let routes = envoy.next().await.expect("routes");
+    assert_eq!(
+        (routes.type_url.as_str(), routes.nonce.as_str()),
+        (ROUTE_TYPE, "3")
+    );
+
+    // A new snapshot changes the clusters only: exactly one push, of clusters.
+    store.set_placements(Default::default());
+    let pushed = envoy.next().await.expect("a push");
+    assert_eq!(pushed.type_url, CLUSTER_TYPE);
+    assert_ne!(pushed.version_info, first.version_info);
+    assert_eq!(pushed.nonce, "4");
+    envoy
+        .send(request(CLUSTER_TYPE, &pushed.nonce, &pushed.version_info))
+        .await;
+    // A change's pushes are sent together; the next answer is the one to this request
+    // (new route names), so the unchanged listeners and routes were not pushed.
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: vec!["rds_egress".to_owned()],
+            ..request(ROUTE_TYPE, &routes.nonce, &routes.version_info)
+        })
+        .await;
+    let next = envoy.next().await.expect("routes");
+    assert_eq!(
+        (next.type_url.as_str(), next.nonce.as_str()),
+        (ROUTE_TYPE, "5")
+    );
+
+    let status = envoy.status();
+    let nack = status.last_nack.expect("the NACK is kept");
+    assert_eq!(nack.message, "bad cluster");
+    assert_eq!(nack.type_url, CLUSTER_TYPE);
+    assert_eq!(status.acked.get("clusters"), Some(&pushed.version_info));
+    assert_eq!(status.acked.get("listeners"), Some(&listeners.version_info));
+}
+
+#[tokio::test]
+async fn a_node_id_that_is_not_a_virtual_node_ends_the_stream() {
+    let (_store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    let mut bad = request(CLUSTER_TYPE, "", "");
+    bad.node = Some(Node {
+        id: "not-a-node".to_owned(),
+        ..Default::default()
+    });
+    envoy.send(bad).await;
+    let status = envoy.next().await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("not-a-node"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_closed_stream_marks_the_envoy_disconnected() {
+    let (_store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    envoy.next().await.expect("clusters");
+    assert!(envoy.status().connected);
+    let Envoy {
+        tx,
+        mut rx,
+        statuses,
+    } = envoy;
+    drop(tx);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the stream ends within 5 s")
+            .is_none()
+    );
+    assert!(!statuses.snapshot()["a"].connected);
+    assert_eq!(statuses.snapshot()["a"].streams, 1);
+}
+
+fn open_on(ads: &Ads, peer: &str) -> Envoy {
+    let (tx, inbound) = mpsc::channel(16);
+    let rx = ads.open(ReceiverStream::new(inbound), Some(peer.to_owned()));
+    Envoy {
+        tx,
+        rx,
+        statuses: ads.statuses.clone(),
+    }
+}
+
+fn from_task(task_arn: &str) -> DiscoveryRequest {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let text = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.to_owned())),
+    };
+    let info = Struct {
+        fields: [("ecsTaskArn".to_owned(), text(task_arn))].into(),
+    };
+    let mut r = request(CLUSTER_TYPE, "", "");
+    if let Some(node) = r.node.as_mut() {
+        node.metadata = Some(Struct {
+            fields: [(
+                "aws.appmesh.platformInfo".to_owned(),
+                Value {
+                    kind: Some(Kind::StructValue(info)),
+                },
+            )]
+            .into(),
+        });
+    }
+    r
+}
+
+/// An impostor (or a stale stream) and the real Envoy under one node id: the older
+/// stream is closed, status lists the one open stream, and it says connected as long
+/// as that one is.
+#[tokio::test]
+async fn a_second_stream_for_the_same_envoy_closes_the_first() {
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let mut real = open_on(&ads, "10.0.0.1:5000");
+    real.send(request(CLUSTER_TYPE, "", "")).await;
+    real.next().await.expect("clusters");
+    let mut impostor = open_on(&ads, "10.0.0.66:6666");
+    impostor.send(request(CLUSTER_TYPE, "", "")).await;
+    impostor.next().await.expect("clusters");
+    let closed = real.next().await.expect_err("the older stream is closed");
+    assert_eq!(closed.code(), tonic::Code::Aborted);
+    assert!(
+        closed.message().contains("10.0.0.66:6666"),
+        "{}",
+        closed.message()
+    );
+    let status = impostor.status();
+    assert!(status.connected);
+    assert_eq!(status.open_streams.len(), 1, "{status:?}");
+    assert_eq!(
+        status.open_streams[0].peer.as_deref(),
+        Some("10.0.0.66:6666")
+    );
+
+    // The real Envoy reconnects; the impostor is closed in turn.
+    let mut again = open_on(&ads, "10.0.0.1:5001");
+    again.send(request(CLUSTER_TYPE, "", "")).await;
+    again.next().await.expect("clusters");
+    assert!(impostor.next().await.is_err());
+    // The closed stream's end does not mark the node disconnected.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while again.status().open_streams.len() != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("one open stream");
+    assert!(again.status().connected);
+}
+
+/// Several ECS tasks of one virtual node share its node id; each is its own Envoy.
+#[tokio::test]
+async fn tasks_of_one_node_each_keep_their_stream() {
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let mut one = open_on(&ads, "10.0.0.1:5000");
+    one.send(from_task("arn:aws:ecs:us-east-1:1:task/c/one"))
+        .await;
+    one.next().await.expect("clusters");
+    let mut two = open_on(&ads, "10.0.0.2:5000");
+    two.send(from_task("arn:aws:ecs:us-east-1:1:task/c/two"))
+        .await;
+    two.next().await.expect("clusters");
+    let status = two.status();
+    let mut instances: Vec<_> = status
+        .open_streams
+        .iter()
+        .filter_map(|o| o.instance.clone())
+        .collect();
+    instances.sort();
+    assert_eq!(
+        instances,
+        [
+            "arn:aws:ecs:us-east-1:1:task/c/one",
+            "arn:aws:ecs:us-east-1:1:task/c/two"
+        ]
+    );
+    drop(one.tx);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while two.status().open_streams.len() != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("one stream left");
+    assert!(two.status().connected, "the other task is still connected");
+}
+
+/// An ECS sidecar's node id (ARN form) for a node no task here runs gets the node's
+/// whole configuration from the mesh; one of another mesh, or of no node, gets nothing
+/// and status says why.
+#[tokio::test]
+async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+    let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
+    let store = Store::in_memory(mesh, Identity::default());
+    let ads = Ads::new(Cache::new(store), EnvoyStatuses::default());
+    let ask = |id: &str| DiscoveryRequest {
+        node: Some(Node {
+            id: id.to_owned(),
+            ..Default::default()
+        }),
+        type_url: LISTENER_TYPE.to_owned(),
+        ..Default::default()
+    };
+    let mut ecs = open_on(&ads, "10.0.1.5:40000");
+    ecs.send(ask(
+        "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualNode/requester",
+    ))
+    .await;
+    let listeners = ecs.next().await.expect("listeners");
+    assert_eq!(listeners.resources.len(), 2);
+    assert_eq!(ads.statuses.snapshot()["requester"].problem, None);
+
+    for (id, node, words) in [
+        (
+            "mesh/elsewhere/virtualNode/requester",
+            "requester",
+            "names mesh `elsewhere`",
+        ),
+        (
+            "mesh/gophermesh/virtualNode/nobody",
+            "nobody",
+            "names no virtual node",
+        ),
+    ] {
+        let mut stray = open_on(&ads, "10.0.1.6:40000");
+        stray.send(ask(id)).await;
+        let got = stray.next().await.expect("an answer");
+        assert!(got.resources.is_empty(), "{id} got resources");
+        let problem = ads.statuses.snapshot()[node]
+            .problem
+            .clone()
+            .unwrap_or_default();
+        assert!(problem.contains(words), "{id}: {problem}");
+    }
+}

@@ -1,0 +1,188 @@
+//! Unit tests of [crate::translate].
+use super::*;
+use crate::placement::Placement;
+
+#[test]
+fn retry_events_map_to_envoy_retry_on() {
+    let (on, codes) = retry_on(
+        &["server-error".into(), "client-error".into()],
+        &["connection-error".into()],
+    );
+    assert_eq!(on, "5xx,retriable-status-codes,connect-failure,reset");
+    assert_eq!(codes, [409]);
+}
+
+fn shipped_snapshot() -> Snapshot {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+    let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
+    let placements = ["distributor-v1", "distributor-v2", "requester"]
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let port = |k: u16| {
+                SocketAddr::from((
+                    [127, 0, 0, 1],
+                    20000 + 10 * u16::try_from(i).unwrap_or(0) + k,
+                ))
+            };
+            (
+                (*node).to_owned(),
+                Placement {
+                    ingress: port(0),
+                    egress: port(1),
+                    app: port(2),
+                    reach: port(0),
+                    admin: port(3),
+                    direct_response: None,
+                },
+            )
+        })
+        .collect();
+    Snapshot {
+        version: 7,
+        mesh,
+        placements,
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn the_requester_gets_the_weighted_route_to_both_distributors() {
+    let snapshot = shipped_snapshot();
+    let res = for_node(&snapshot, "requester").expect("requester has resources");
+    let clusters: Vec<&str> = res.clusters.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        clusters,
+        [
+            "cds_ingress_gophermesh_requester_http_8080",
+            "cds_egress_gophermesh_distributor-v1_http_8080",
+            "cds_egress_gophermesh_distributor-v2_http_8080",
+        ]
+    );
+    let listeners: Vec<&str> = res.listeners.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        listeners,
+        ["lds_ingress_127.0.0.1_20020", "lds_egress_127.0.0.1_20021"]
+    );
+
+    let (name, any) = &res.routes[0];
+    assert_eq!(name, "rds_egress_http_8080");
+    let config = route::RouteConfiguration::decode(any.value.as_slice()).expect("decodes");
+    let vhost = &config.virtual_hosts[0];
+    assert_eq!(
+        vhost.domains,
+        [
+            "distributor.gophers.local",
+            "distributor.gophers.local:8080"
+        ]
+    );
+    let Some(route::route::Action::Route(action)) = &vhost.routes[0].action else {
+        panic!("not a route action: {vhost:?}");
+    };
+    let Some(route::route_action::ClusterSpecifier::WeightedClusters(weighted)) =
+        &action.cluster_specifier
+    else {
+        panic!("not weighted: {action:?}");
+    };
+    let split: Vec<(&str, u32)> = weighted
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().map_or(0, |w| w.value)))
+        .collect();
+    assert_eq!(
+        split,
+        [
+            ("cds_egress_gophermesh_distributor-v1_http_8080", 90),
+            ("cds_egress_gophermesh_distributor-v2_http_8080", 10)
+        ]
+    );
+    let retry = action.retry_policy.as_ref().expect("retry policy");
+    assert_eq!(retry.retry_on, "5xx,gateway-error,connect-failure,reset");
+    assert_eq!(retry.num_retries.as_ref().map(|n| n.value), Some(2));
+    assert_eq!(
+        retry.per_try_timeout.as_ref().map(|d| (d.seconds, d.nanos)),
+        Some((2, 0))
+    );
+    assert_eq!(action.timeout.as_ref().map(|d| d.seconds), Some(15));
+
+    // The v1 cluster reaches distributor-v1's Envoy ingress and health-checks /health.
+    let v1 = cluster::Cluster::decode(res.clusters[1].1.value.as_slice()).expect("decodes");
+    assert_eq!(v1.health_checks.len(), 1);
+    let endpoint = &v1.load_assignment.expect("endpoints").endpoints[0].lb_endpoints[0];
+    let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
+        panic!("no endpoint");
+    };
+    assert_eq!(
+        e.address,
+        Some(socket_address(SocketAddr::from(([127, 0, 0, 1], 20000))))
+    );
+}
+
+#[test]
+fn distributors_have_no_backends_and_unknown_nodes_get_nothing() {
+    let snapshot = shipped_snapshot();
+    let res = for_node(&snapshot, "distributor-v2").expect("resources");
+    let config =
+        route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("decodes");
+    assert!(config.virtual_hosts.is_empty());
+    assert_eq!(res.clusters.len(), 1);
+    assert!(for_node(&snapshot, "distributor-v9").is_none());
+}
+
+/// A node no task here runs (an ECS task elsewhere) is served as App Mesh serves it:
+/// its proxy ports on every address, its app on loopback, its targets by DNS.
+#[test]
+fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
+    let snapshot = Snapshot {
+        placements: BTreeMap::new(),
+        ..shipped_snapshot()
+    };
+    let res = for_node(&snapshot, "requester").expect("resources");
+    let listeners: Vec<&str> = res.listeners.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        listeners,
+        ["lds_ingress_0.0.0.0_15000", "lds_egress_0.0.0.0_15001"]
+    );
+    let cluster = |name: &str| {
+        let (_, any) = res
+            .clusters
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"));
+        cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
+    };
+    let endpoint = |c: &cluster::Cluster| {
+        let lb = &c.load_assignment.as_ref().expect("endpoints").endpoints[0].lb_endpoints[0];
+        let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+            panic!("no endpoint");
+        };
+        let Some(core::address::Address::SocketAddress(a)) =
+            &e.address.as_ref().expect("address").address
+        else {
+            panic!("not a socket address");
+        };
+        (a.address.clone(), a.port_specifier.clone())
+    };
+    let ingress = cluster("cds_ingress_gophermesh_requester_http_8080");
+    assert_eq!(
+        endpoint(&ingress),
+        (
+            "127.0.0.1".to_owned(),
+            Some(core::socket_address::PortSpecifier::PortValue(8080))
+        )
+    );
+    let v1 = cluster("cds_egress_gophermesh_distributor-v1_http_8080");
+    assert_eq!(
+        v1.cluster_discovery_type,
+        Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::LogicalDns as i32
+        ))
+    );
+    assert_eq!(
+        endpoint(&v1),
+        (
+            "distributor-v1.gophers.local".to_owned(),
+            Some(core::socket_address::PortSpecifier::PortValue(8080))
+        )
+    );
+}
