@@ -104,6 +104,17 @@ impl DistributorClient {
     /// Calls `GET /` on the distributor once, in a client span, propagating the current
     /// trace and `request_id`.
     pub async fn call(&self, request_id: &str) -> Result<Answer, UpstreamError> {
+        self.call_asking(request_id, None).await
+    }
+
+    /// [`DistributorClient::call`], asking for distributor version `version` with the
+    /// `x-gopher-version` header when given: a mesh route that matches the header (a
+    /// canary route) sends it there; without such a route the weights decide as before.
+    pub async fn call_asking(
+        &self,
+        request_id: &str,
+        version: Option<&reqwest::header::HeaderValue>,
+    ) -> Result<Answer, UpstreamError> {
         let span = tracing::info_span!(
             "distributor call",
             otel.name = "GET distributor",
@@ -113,6 +124,9 @@ impl DistributorClient {
         );
         let mut headers = reqwest::header::HeaderMap::new();
         tracecontext::inject(&span, request_id, &mut headers);
+        if let Some(v) = version {
+            headers.insert(common::wire::X_GOPHER_VERSION, v.clone());
+        }
         self.send(headers).instrument(span).await
     }
 

@@ -56,6 +56,7 @@ pub async fn run(
     n: u32,
     concurrency: u32,
     deadline: Duration,
+    asking: Option<&reqwest::header::HeaderValue>,
 ) -> Report {
     let started = Instant::now();
     let cut = tokio::time::sleep(deadline);
@@ -66,7 +67,7 @@ pub async fn run(
     let mut calls = futures::stream::iter(0..n)
         .map(|i| {
             let id = format!("{request_id}-{i}");
-            async move { client.call(&id).await }
+            async move { client.call_asking(&id, asking).await }
         })
         .buffer_unordered(concurrency.max(1) as usize);
     loop {

@@ -11,6 +11,9 @@
 //!   and then reports what was done, marked partial.
 //! - `GET /health` is 200 while serving and 503 once shutdown has begun.
 //!
+//! A request's `x-gopher-version` header is passed on to the distributor, so a mesh route
+//! that matches it (the shipped canary route) decides who answers.
+//!
 //! Distributor failures become 502 (or 504 for a timeout) with a message naming the
 //! upstream and the cause ([`client::UpstreamError`]).
 #![forbid(unsafe_code)]

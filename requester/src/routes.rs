@@ -243,7 +243,8 @@ async fn call_once(
         Ok(json) => json,
         Err(f) => return f.render(false),
     };
-    let answer = match s.client.call(&request_id).await {
+    let asking = headers.get(common::wire::X_GOPHER_VERSION);
+    let answer = match s.client.call_asking(&request_id, asking).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(kind = %e.kind(), "{e}");
@@ -302,7 +303,16 @@ async fn compare(
         tracing::warn!(running, "compare refused: too many at once");
         return Failure::Busy { running }.render(json);
     };
-    let report = compare::run(&s.client, &request_id, n, concurrency, s.compare_deadline).await;
+    let asking = headers.get(common::wire::X_GOPHER_VERSION);
+    let report = compare::run(
+        &s.client,
+        &request_id,
+        n,
+        concurrency,
+        s.compare_deadline,
+        asking,
+    )
+    .await;
     tracing::info!(n, concurrency, ok = report.ok, versions = ?report.versions.keys().collect::<Vec<_>>(), "compare finished");
     if json {
         Json(report).into_response()

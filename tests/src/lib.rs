@@ -385,7 +385,13 @@ impl LocalMesh {
                 "0",
                 "--bin-dir",
             ])
-            .arg(bin_dir())
+            // Pods run images, and images are made from the release binaries (as the
+            // README says), so that every test agrees on which build an image holds.
+            .arg(if mode == Mode::Containers {
+                release_dir()
+            } else {
+                bin_dir()
+            })
             .args(match mode {
                 Mode::Loopback => &[][..],
                 Mode::Netns => &["--netns"][..],
@@ -672,4 +678,19 @@ pub fn route_weights(status: &serde_json::Value, route: &str) -> Vec<i64> {
         .iter()
         .filter_map(|t| t["weight"].as_i64())
         .collect()
+}
+
+/// The release binaries the images are built from (scripts/test.sh builds them).
+pub fn release_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from)
+        .join("release");
+    for b in ["requester", "distributor"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run scripts/test.sh, or cargo build --release --workspace --bins",
+            dir.join(b).display()
+        );
+    }
+    dir
 }

@@ -64,6 +64,7 @@ fn create_everything(endpoint: &str, dir: &Path) {
             "mesh/virtual-routers/requester.json",
         ),
         ("create-route", "mesh/routes/distributor.json"),
+        ("create-route", "mesh/routes/distributor-canary.json"),
         ("create-route", "mesh/routes/requester.json"),
         (
             "create-virtual-service",

@@ -153,7 +153,7 @@ fn validate_accepts_the_shipped_files_with_a_summary() {
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains(
-            "mesh gophermesh: 3 virtual nodes, 2 virtual routers, 2 routes, 2 virtual services"
+            "mesh gophermesh: 3 virtual nodes, 2 virtual routers, 3 routes, 2 virtual services"
         ),
         "{text}"
     );

@@ -1,14 +1,14 @@
 //! Container images built offline with podman, and `gophermesh up --containers`: every task
 //! definition as a pod, with the same end-to-end checks as the local mesh.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{
-    LocalMesh, Mode, bin, client, compare, copy_of_shipped, repo_root, require_podman,
-    require_root_for_netns, shift_all,
+    LocalMesh, Mode, bin, client, compare, copy_of_shipped, require_podman, require_root_for_netns,
+    shift_all,
 };
 
 const SERVICE_IMAGES: [&str; 3] = [
@@ -16,21 +16,6 @@ const SERVICE_IMAGES: [&str; 3] = [
     "gophermesh/distributor:v1",
     "gophermesh/distributor:v2",
 ];
-
-/// The release binaries the images are built from (scripts/test.sh builds them).
-fn release_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from)
-        .join("release");
-    for b in ["requester", "distributor"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: run scripts/test.sh, or cargo build --release --workspace --bins",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
 
 fn podman(state: &Path, args: &[&str]) -> String {
     let out = Command::new("podman")
@@ -57,7 +42,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     let out = Command::new(bin("gophermesh"))
         .current_dir(&dir)
         .args(["images", "build", "--bin-dir"])
-        .arg(release_dir())
+        .arg(tests::release_dir())
         .arg("--state-dir")
         .arg(&state)
         .arg("--envoy-bin")

@@ -74,6 +74,24 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         chi < CHI2_BOUND,
         "the split is not 90/10: chi-square {chi:.2} for {report}"
     );
+    // The canary route: asking for v2 by header reaches v2, whatever the weights say.
+    let canary: Value = client()
+        .get(format!(
+            "{}/compare?n=200&concurrency=8&format=json",
+            mesh.requester
+        ))
+        .header("x-gopher-version", "v2")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (count(&canary, "v2"), count(&canary, "v1")),
+        (200.0, 0.0),
+        "the header route did not override the weights: {canary}"
+    );
     let chi_50 = chi_square(&report, 0.5);
     assert!(
         chi_50 > CHI2_BOUND,

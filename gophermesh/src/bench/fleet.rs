@@ -110,10 +110,21 @@ async fn sidecar(
     acks: mpsc::UnboundedSender<Acked>,
     bytes: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
-        .connect()
-        .await
-        .context("cannot connect to ADS")?;
+    // As Envoy does, a refused connection (a full accept queue in the storm) is retried
+    // with a growing pause.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?;
+    let mut attempt = 0;
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                tracing::debug!("sidecar {index}: connect attempt {attempt}: {e}");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e).context("cannot connect to ADS"),
+        }
+    };
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
@@ -295,11 +306,25 @@ async fn until_all(
         })
     };
     let deadline = tokio::time::Instant::now() + limit;
+    let behind = |latest: &[BTreeMap<&'static str, u64>]| {
+        latest
+            .iter()
+            .filter(|l| {
+                !type_urls
+                    .iter()
+                    .all(|t| l.get(t).is_some_and(|v| *v >= version))
+            })
+            .count()
+    };
     while !done(latest) {
-        let ack = tokio::time::timeout_at(deadline, acks.recv())
-            .await
-            .context("not every sidecar ACKed in time")?
-            .context("every sidecar stream ended")?;
+        let Ok(ack) = tokio::time::timeout_at(deadline, acks.recv()).await else {
+            bail!(
+                "{} of {} sidecars had not ACKed version {version} within {limit:?}",
+                behind(latest),
+                latest.len()
+            );
+        };
+        let ack = ack.context("every sidecar stream ended")?;
         let entry = latest[ack.client].entry(ack.type_url).or_default();
         *entry = (*entry).max(ack.version);
     }
@@ -333,7 +358,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         let (xds, tx, bytes) = (served.xds.clone(), tx.clone(), bytes.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = sidecar(xds, i, tx, bytes).await {
-                tracing::warn!("sidecar {i}: {e:#}");
+                eprintln!("gophermesh: sidecar {i}: {e:#}");
             }
         }));
     }
@@ -343,7 +368,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         &mut latest,
         &[CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE],
         version,
-        Duration::from_secs(300),
+        Duration::from_secs(60),
     )
     .await
     .context("the connect storm")?;
@@ -426,6 +451,14 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
 
 /// `gophermesh bench-fleet`: every fleet size in turn; writes `OUT/fleet.json`.
 pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
+    let files = crate::runtime::raise_open_files();
+    if let Some(&most) = config.clients.iter().max() {
+        if u64::from(most) + 64 > files {
+            bail!(
+                "{most} sidecars need {most} connections, but this process may open only {files} files: raise the limit (ulimit -n)"
+            );
+        }
+    }
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let work = std::path::absolute(config.out.join("work"))?;

@@ -77,6 +77,8 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     check_exposure(&args)?;
+    let files = gophermesh::runtime::raise_open_files();
+    tracing::info!(files, "open-file limit (one per Envoy stream)");
     let refuse = |problems: &meshmodel::Problems, what: &str| {
         for p in &problems.0 {
             eprintln!("{p}");

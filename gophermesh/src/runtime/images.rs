@@ -330,6 +330,11 @@ fn build_unlocked(
         if let Some(v) = image.gopher_version {
             args.extend(["--build-arg".into(), format!("GOPHER_VERSION={v}")]);
         }
+        // Which build of the binary it holds, so that a newer build is noticed.
+        args.extend([
+            "--label".into(),
+            format!("{BINARY_LABEL}={}", fingerprint(&binary)),
+        ]);
         args.push(dir.display().to_string());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let previous = podman
@@ -354,6 +359,23 @@ fn build_unlocked(
     }
     let _ = std::fs::remove_dir_all(work);
     Ok(built)
+}
+
+/// The image label naming the build of the binary an image holds.
+const BINARY_LABEL: &str = "io.gophermesh.binary";
+
+/// A binary's build, as size and modification time (what changes when cargo rebuilds it).
+fn fingerprint(binary: &Path) -> String {
+    std::fs::metadata(binary)
+        .map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}-{modified}", m.len())
+        })
+        .unwrap_or_default()
 }
 
 fn envoy_version(binary: &Path) -> String {
@@ -390,11 +412,31 @@ pub fn ensure_all(
     envoy: &Path,
     work: &Path,
 ) -> anyhow::Result<()> {
+    let envoy_binary = real_envoy(envoy)?;
+    // Missing, or made from another build of its binary than the one here now.
     let missing = || -> Vec<&str> {
         IMAGES
             .iter()
+            .filter(|i| {
+                let binary = if i.is_envoy() {
+                    envoy_binary.clone()
+                } else {
+                    bin_dir.join(i.binary)
+                };
+                !podman.has_image(i.name)
+                    || podman
+                        .run(&[
+                            "image",
+                            "inspect",
+                            "--format",
+                            &format!("{{{{ index .Labels \"{BINARY_LABEL}\" }}}}"),
+                            i.name,
+                        ])
+                        .ok()
+                        .as_deref()
+                        != Some(fingerprint(&binary).as_str())
+            })
             .map(|i| i.name)
-            .filter(|i| !podman.has_image(i))
             .collect()
     };
     if missing().is_empty() {
@@ -406,7 +448,7 @@ pub fn ensure_all(
         return Ok(());
     }
     say(format!(
-        "building the missing images ({})",
+        "building the images that are missing or older than their binaries ({})",
         still.join(", ")
     ));
     build_unlocked(podman, bin_dir, envoy, work).map(|_| ())

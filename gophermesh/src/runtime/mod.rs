@@ -194,3 +194,20 @@ pub fn bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 pub fn app_port(task: &Task) -> u16 {
     task.proxy.app_ports.first().copied().unwrap_or(8080)
 }
+
+/// Raises this process's open-file limit to its hard limit (each Envoy stream is a
+/// connection: a control plane for a fleet needs thousands); the limit now in force.
+pub fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
