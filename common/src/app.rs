@@ -17,11 +17,9 @@ pub trait Service: Sized + Send + 'static {
     /// The service name used in telemetry and error messages.
     const NAME: &'static str;
 
-    /// The address to bind (port 0 picks a free port).
-    fn listen(&self) -> SocketAddr;
-
-    /// How traces and logs are exported.
-    fn telemetry(&self) -> &TelemetryArgs;
+    /// The address to bind (port 0 picks a free port), and how traces and logs are
+    /// exported.
+    fn basics(&self) -> (SocketAddr, &TelemetryArgs);
 
     /// Serves on `listener` until `stop` resolves, then drains.
     fn serve(
@@ -41,7 +39,7 @@ pub struct App<C> {
 impl<C: Service> App<C> {
     /// Binds the configured address. Fails with the address in the message when it is taken.
     pub async fn bind(config: C) -> io::Result<Self> {
-        let listener = crate::shutdown::bind(config.listen()).await?;
+        let listener = crate::shutdown::bind(config.basics().0).await?;
         Ok(Self { listener, config })
     }
 
@@ -62,7 +60,7 @@ impl<C: Service> App<C> {
 /// Returns exit code 0 after a clean drain, 1 when binding or serving fails (the error is
 /// logged and printed to stderr), and 2 when telemetry cannot be set up.
 pub async fn main<C: Service>(config: C) -> ExitCode {
-    let guard = match crate::telemetry::init(C::NAME, config.telemetry()) {
+    let guard = match crate::telemetry::init(C::NAME, config.basics().1) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("{}: {e}", C::NAME);

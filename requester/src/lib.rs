@@ -40,12 +40,8 @@ pub type App = common::app::App<Config>;
 impl common::app::Service for Config {
     const NAME: &'static str = "requester";
 
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn telemetry(&self) -> &TelemetryArgs {
-        &self.telemetry
+    fn basics(&self) -> (SocketAddr, &TelemetryArgs) {
+        (self.listen, &self.telemetry)
     }
 
     async fn serve(

@@ -135,8 +135,16 @@ pub trait Backend {
     /// Decides (and sets up) where each task of `tasks`, in start order, runs.
     fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan>;
 
-    /// A listener for the ADS server where this backend's Envoys can reach it.
-    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener>;
+    /// The network of namespaces the tasks run on, for backends that make one.
+    fn network(&self) -> Option<&netns::Network> {
+        None
+    }
+
+    /// A listener for the ADS server where this backend's Envoys can reach it: by
+    /// default on the hub of [`Backend::network`].
+    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {
+        namespaces::hub_listener(self.network(), port).await
+    }
 
     /// Starts `task` at `site` and waits until its containers are healthy.
     async fn start_task(&mut self, launch: &Launch, task: &Task, site: &Site)

@@ -33,8 +33,8 @@ impl Backend for Namespaces {
         Ok(plan)
     }
 
-    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {
-        hub_listener(self.network.as_ref(), port).await
+    fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     async fn start_task(

@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use meshmodel::taskdef::Task;
-use tokio::net::TcpListener;
 
 use super::images::{self, ImageRef, Podman};
-use super::namespaces::{hub_listener, plan_network, teardown};
+use super::namespaces::{plan_network, teardown};
 use super::netns::{self, Network};
 use super::supervise::{ProcessStatus, ProcessTable};
 use super::{Backend, Launch, Plan, Site, wait_until};
@@ -64,8 +63,8 @@ impl Backend for PodBackend {
         Ok(plan)
     }
 
-    async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {
-        hub_listener(self.network.as_ref(), port).await
+    fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     async fn start_task(
