@@ -103,28 +103,41 @@ fn rds_names(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// One simulated sidecar of task `index`, until its stream ends.
+/// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
+/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
 async fn sidecar(
     xds: String,
     index: usize,
     acks: mpsc::UnboundedSender<Acked>,
     bytes: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    // As Envoy does, a refused connection (a full accept queue in the storm) is retried
-    // with a growing pause.
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?;
-    let mut attempt = 0;
-    let channel = loop {
-        match endpoint.connect().await {
-            Ok(channel) => break channel,
+    let mut attempt: u64 = 0;
+    loop {
+        match one_stream(&xds, index, &acks, &bytes).await {
+            Ok(()) => return Ok(()),
             Err(e) if attempt < 30 => {
                 attempt += 1;
-                tracing::debug!("sidecar {index}: connect attempt {attempt}: {e}");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("sidecar {index}: stream {attempt} ended: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
             }
-            Err(e) => return Err(e).context("cannot connect to ADS"),
+            Err(e) => return Err(e),
         }
-    };
+    }
+}
+
+/// One ADS stream of sidecar `index`, until it ends.
+async fn one_stream(
+    xds: &str,
+    index: usize,
+    acks: &mpsc::UnboundedSender<Acked>,
+    bytes: &AtomicU64,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
+        .connect()
+        .await
+        .context("cannot connect to ADS")?;
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
@@ -353,11 +366,13 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     let bytes = Arc::new(AtomicU64::new(0));
     let mut latest = vec![BTreeMap::new(); n as usize];
     let started = Instant::now();
+    let reconnects = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..n as usize {
         let (xds, tx, bytes) = (served.xds.clone(), tx.clone(), bytes.clone());
+        let reconnects = reconnects.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = sidecar(xds, i, tx, bytes).await {
+            if let Err(e) = sidecar(xds, i, tx, bytes, reconnects).await {
                 eprintln!("gophermesh: sidecar {i}: {e:#}");
             }
         }));
@@ -376,9 +391,10 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     let storm_bytes = bytes.load(Ordering::Relaxed);
     let (after_storm_cpu, _) = usage(pid);
     say(format!(
-        "  {n} sidecars: all configured {:.0} ms after connecting at once ({:.1} MiB sent)",
+        "  {n} sidecars: all configured {:.0} ms after connecting at once ({:.1} MiB sent, {} streams opened again)",
         storm * 1e3,
-        storm_bytes as f64 / (1 << 20) as f64
+        storm_bytes as f64 / (1 << 20) as f64,
+        reconnects.load(Ordering::Relaxed)
     ));
 
     let mut times = Vec::new();
@@ -426,6 +442,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         "connect_storm_ms": round(storm * 1e3),
         "connect_storm_cpu_s": round(after_storm_cpu - before_cpu),
         "connect_storm_mib": round(storm_bytes as f64 / (1 << 20) as f64),
+        "reconnects": reconnects.load(Ordering::Relaxed),
         "change_acked_by_all_ms": {
             "p50": round(percentile(&times, 50.0)),
             "p99": round(percentile(&times, 99.0)),

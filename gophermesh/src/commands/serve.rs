@@ -69,9 +69,19 @@ fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+/// A listener on `addr` with a deep accept queue: a fleet's sidecars reconnect at once when
+/// the control plane restarts.
+fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("{flag} {addr}: cannot make a socket"))?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .and_then(|()| socket.listen(4096))
         .with_context(|| format!("{flag} {addr}: cannot listen there"))
 }
 
@@ -105,9 +115,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(plane::Tls::from_pem_files(cert, key)?),
         _ => None,
     };
-    let xds = bind(args.xds_listen, "--xds-listen").await?;
-    let control_listener = bind(args.control_listen, "--control-listen").await?;
-    let appmesh_listener = bind(args.api_listen, "--api-listen").await?;
+    let xds = bind(args.xds_listen, "--xds-listen")?;
+    let control_listener = bind(args.control_listen, "--control-listen")?;
+    let appmesh_listener = bind(args.api_listen, "--api-listen")?;
     let xds_addr = xds.local_addr()?;
     let envoys = EnvoyStatuses::default();
     let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?;
