@@ -57,7 +57,7 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
             "the three nodes and the 90/10 weights",
             Duration::from_secs(10),
             r#"const nodes = [...document.querySelectorAll('#nodes [data-node]')].map(e => e.dataset.node).sort().join(',');
-               const w = (n) => [...document.querySelectorAll('#graph [data-weight]')].find(e => e.dataset.weight === n);
+               const w = (n) => [...document.querySelectorAll('#graph [data-weight]')].find(e => e.dataset.weight === n && e.dataset.route === 'distributor/distributor');
                return nodes === 'distributor-v1,distributor-v2,requester'
                  && w('distributor-v1')?.textContent === '90' && w('distributor-v2')?.textContent === '10';"#,
         )
@@ -204,8 +204,11 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
         "{history}"
     );
 
-    // A phone-sized window: nothing wider than the screen.
+    // A phone-sized window: nothing wider than the screen; the picture is of the top.
     browser.resize(390, 844).await;
+    browser
+        .eval("document.activeElement.blur(); window.scrollTo(0, 0); return true;")
+        .await;
     browser
         .until(
             "no horizontal overflow at 390 px",

@@ -30,14 +30,9 @@ const svg = (tag, attrs = {}, text) => {
 };
 const pct = (x) => (Math.round(x * 10) / 10).toFixed(1) + "%";
 
-// Colours stay with a node name for the life of the page.
-const colorOf = (() => {
-  const given = new Map();
-  return (name) => {
-    if (!given.has(name)) given.set(name, COLORS[given.size % COLORS.length]);
-    return given.get(name);
-  };
-})();
+// Each node keeps its colour: the nodes in name order take the palette in order.
+let nodeColors = new Map();
+const colorOf = (name) => nodeColors.get(name) || "#7f8c8d";
 
 // Per route form, what the user typed and not yet applied.
 const edits = new Map();
@@ -46,6 +41,13 @@ let lastFrame = null;
 function setAuth() {
   const auth = $("auth");
   auth.textContent = token ? "signed in: changes allowed" : "read-only: run `gophermesh console` for a sign-in link";
+}
+
+// The point at `t` along the cubic Bezier curve p0 p1 p2 p3.
+function along(p0, p1, p2, p3, t) {
+  const u = 1 - t;
+  const w = [u * u * u, 3 * u * u * t, 3 * u * t * t, t * t * t];
+  return [0, 1].map((k) => w[0] * p0[k] + w[1] * p1[k] + w[2] * p2[k] + w[3] * p3[k]);
 }
 
 function drawGraph(frame) {
@@ -59,31 +61,46 @@ function drawGraph(frame) {
     for (const route of r.routes) cols[2].push({ key: "t:" + r.name + "/" + route.name, kind: "route", name: route.name });
   }
   for (const n of frame.nodes) cols[3].push({ key: "n:" + n.name, kind: "virtual node", name: n.name, state: n.task });
-  const W = 1000, boxW = 190, boxH = 44, gapY = 16;
-  const rows = Math.max(1, ...cols.map((c) => c.length));
-  const H = rows * (boxH + gapY) + 30;
+  // Four columns left to right; on a narrow screen four rows top to bottom instead.
+  const vertical = g.getBoundingClientRect().width < 640;
+  const boxW = vertical ? 150 : 190, boxH = 44, gap = 16;
+  const most = Math.max(1, ...cols.map((c) => c.length));
+  const W = vertical ? Math.max(400, most * (boxW + gap) + 20) : 1000;
+  const H = vertical ? 4 * (boxH + 60) : most * (boxH + gap) + 30;
   g.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const xs = [10, 270, 530, 800];
+  const maxChars = vertical ? 19 : 26;
   cols.forEach((col, ci) => {
-    const top = (H - col.length * (boxH + gapY)) / 2;
+    const start = vertical ? (W - col.length * (boxW + gap)) / 2 : (H - col.length * (boxH + gap)) / 2;
     col.forEach((item, i) => {
-      const x = xs[ci], y = top + i * (boxH + gapY);
+      const x = vertical ? start + i * (boxW + gap) : [10, 270, 530, 800][ci];
+      const y = vertical ? 10 + ci * (boxH + 60) : start + i * (boxH + gap);
       pos.set(item.key, { x, y });
       const box = svg("g", { "data-key": item.key });
       box.append(svg("rect", { x, y, width: boxW, height: boxH, class: item.state || "" }));
       box.append(svg("text", { x: x + 10, y: y + 15, class: "kind" }, item.kind + (item.state && item.state !== "none" ? " · " + item.state : "")));
-      box.append(svg("text", { x: x + 10, y: y + 33 }, item.name.length > 26 ? item.name.slice(0, 25) + "…" : item.name));
+      box.append(svg("text", { x: x + 10, y: y + 33 }, item.name.length > maxChars ? item.name.slice(0, maxChars - 1) + "…" : item.name));
       g.append(box);
     });
   });
   const edge = (from, to, label) => {
     const a = pos.get(from), b = pos.get(to);
     if (!a || !b) return;
-    const x1 = a.x + boxW, y1 = a.y + boxH / 2, x2 = b.x, y2 = b.y + boxH / 2, mx = (x1 + x2) / 2;
-    g.prepend(svg("path", { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+    let d, lx, ly;
+    if (vertical) {
+      const x1 = a.x + boxW / 2, y1 = a.y + boxH, x2 = b.x + boxW / 2, y2 = b.y, my = (y1 + y2) / 2;
+      d = `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
+      [lx, ly] = along([x1, y1], [x1, my], [x2, my], [x2, y2], 0.7);
+      lx += 12;
+    } else {
+      const x1 = a.x + boxW, y1 = a.y + boxH / 2, x2 = b.x, y2 = b.y + boxH / 2, mx = (x1 + x2) / 2;
+      d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+      // Near the route, where its edges have parted but not yet met another route's.
+      [lx, ly] = along([x1, y1], [mx, y1], [mx, y2], [x2, y2], 0.3);
+      ly -= 4;
+    }
+    g.prepend(svg("path", { d }));
     if (label !== undefined) {
-      const t = svg("text", { x: mx, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", class: "weight", "data-weight": label.node, "data-value": label.weight }, String(label.weight));
-      g.append(t);
+      g.append(svg("text", { x: lx, y: ly, "text-anchor": "middle", class: "weight", "data-route": label.route, "data-weight": label.node, "data-value": label.weight }, String(label.weight)));
     }
   };
   for (const s of frame.services) {
@@ -93,7 +110,7 @@ function drawGraph(frame) {
   for (const r of frame.routers) {
     for (const route of r.routes) {
       edge("r:" + r.name, "t:" + r.name + "/" + route.name);
-      for (const t of route.targets) edge("t:" + r.name + "/" + route.name, "n:" + t.node, t);
+      for (const t of route.targets) edge("t:" + r.name + "/" + route.name, "n:" + t.node, { ...t, route: r.name + "/" + route.name });
     }
   }
 }
@@ -249,15 +266,30 @@ function nodeCard(n) {
 
 function render(frame) {
   lastFrame = frame;
+  nodeColors = new Map(frame.nodes.map((n, i) => [n.name, COLORS[i % COLORS.length]]));
   document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
   $("mesh").textContent = frame.mesh ? "mesh " + frame.mesh : "no mesh yet";
   $("version").textContent = "version " + frame.version;
   drawGraph(frame);
   const focused = document.activeElement && document.activeElement.id;
   const routes = $("routes");
-  // Built before the old cards go, so that each keeps its message.
+  // Built before the old cards go, so that each keeps its message. A card someone is
+  // typing in keeps its form as it is (only its figures are new).
   const cards = [];
-  for (const r of frame.routers) for (const route of r.routes) cards.push(routeCard(frame, r, route));
+  for (const r of frame.routers) {
+    for (const route of r.routes) {
+      const fresh = routeCard(frame, r, route);
+      const key = fresh.dataset.route;
+      const old = [...routes.children].find((c) => c.dataset.route === key);
+      const busy = old && (old.contains(document.activeElement) || edits.has(key));
+      if (busy && old.children.length === 2 && fresh.children.length === 2) {
+        old.replaceChild(fresh.children[1], old.children[1]);
+        cards.push(old);
+      } else {
+        cards.push(fresh);
+      }
+    }
+  }
   routes.replaceChildren(...cards);
   if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
   if (focused) {
@@ -285,5 +317,6 @@ function connect() {
 }
 
 setAuth();
+window.addEventListener("resize", () => { if (lastFrame) render(lastFrame); });
 fetch("/v1/live").then((r) => r.json()).then((f) => { if (!lastFrame) render(f); }).catch(() => {});
 connect();
