@@ -181,11 +181,27 @@ pub(crate) fn decode_segment(segment: &str) -> Result<String, AwsError> {
 
 /// Parses the method and path of an App Mesh API call.
 pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
+    // App Mesh has these; this control plane does not serve them yet, and says so.
+    let unserved = [
+        ("/virtualGateways", "virtual gateways"),
+        ("/virtualGateway/", "gateway routes"),
+        ("/tags", "tags"),
+        ("/tag", "tags"),
+        ("/untag", "tags"),
+    ]
+    .into_iter()
+    .find(|(part, _)| path.contains(part))
+    .map(|(_, what)| what);
     let unknown = || {
         AwsError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
-            format!("no App Mesh operation is {method} {path}"),
+            match unserved {
+                Some(what) => format!(
+                    "{method} {path} is an App Mesh operation on {what}, which this control plane does not serve yet"
+                ),
+                None => format!("no App Mesh operation is {method} {path}"),
+            },
         )
     };
     let rest = path.strip_prefix(PREFIX).ok_or_else(unknown)?;
@@ -367,6 +383,22 @@ mod tests {
                 "{m} {p}"
             );
         }
+        // An App Mesh operation this server does not serve is not called nonexistent.
+        let gateway =
+            operation(&Method::PUT, "/v20190125/meshes/m/virtualGateways").expect_err("not served");
+        assert!(
+            gateway
+                .message
+                .contains("virtual gateways, which this control plane does not serve yet"),
+            "{}",
+            gateway.message
+        );
+        let other = operation(&Method::POST, "/v20190125/meshes").expect_err("no such");
+        assert!(
+            other.message.starts_with("no App Mesh operation is"),
+            "{}",
+            other.message
+        );
     }
 
     #[test]
