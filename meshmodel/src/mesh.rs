@@ -953,10 +953,15 @@ mod tests {
                 "virtual node `nope` does not exist".into()
             ))
         );
-        // A route and a service can go; then the router's last users are gone too.
+        // Routes and a service can go; then the router's last users are gone too.
         let without_route = mesh
             .remove(&Key::Route("distributor".into(), "distributor".into()))
-            .expect("a route can be deleted");
+            .expect("a route can be deleted")
+            .remove(&Key::Route(
+                "distributor".into(),
+                "distributor-canary".into(),
+            ))
+            .expect("the canary route can be deleted");
         let without_service = without_route
             .remove(&Key::VirtualService("distributor.gophers.local".into()))
             .expect("a service can be deleted");

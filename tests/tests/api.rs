@@ -551,7 +551,7 @@ async fn acknowledged_writes_survive_kill_9() {
     // Restart on the same data dir, without --empty: the store has the mesh.
     let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--data-dir", &data_arg]);
     assert!(
-        mesh.output().contains("10 resources restored from"),
+        mesh.output().contains("11 resources restored from"),
         "{}",
         mesh.output()
     );

@@ -67,7 +67,7 @@ fn every_shipped_file_passes_botocore_validation() {
         ]);
         count += 1;
     }
-    assert_eq!(count, 13, "10 mesh files and 3 task definitions");
+    assert_eq!(count, 14, "11 mesh files and 3 task definitions");
     let out = Command::new(tool("python"))
         .arg(root.join("tests/tools/botocore_validate.py"))
         .args(&args)

@@ -76,7 +76,21 @@ fn the_requester_gets_the_weighted_route_to_both_distributors() {
             "distributor.gophers.local:8080"
         ]
     );
-    let Some(route::route::Action::Route(action)) = &vhost.routes[0].action else {
+    // The canary route (priority 1, a header match) comes first; then the weighted one.
+    let names: Vec<&str> = vhost.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["distributor/distributor-canary", "distributor/distributor"]
+    );
+    assert_eq!(
+        vhost.routes[0].r#match.as_ref().map(|m| m
+            .headers
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()),
+        Some(vec!["x-gopher-version"])
+    );
+    let Some(route::route::Action::Route(action)) = &vhost.routes[1].action else {
         panic!("not a route action: {vhost:?}");
     };
     let Some(route::route_action::ClusterSpecifier::WeightedClusters(weighted)) =
