@@ -9,6 +9,50 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+/// Starts chromedriver on a free port; the port once it says it is listening (within 20 s),
+/// or `None` and everything it printed.
+fn start_driver() -> (Child, Option<String>, String) {
+    let mut driver = Command::new("chromedriver")
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start chromedriver ({e}): install Debian's chromium-driver (scripts/setup.sh --tests does, as root)")
+        });
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let streams: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(driver.stdout.take().expect("stdout")),
+        Box::new(driver.stderr.take().expect("stderr")),
+    ];
+    for stream in streams {
+        let (tx, output) = (tx.clone(), output.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let _ = tx.send(rest.trim_end_matches('.').trim().to_owned());
+                }
+                if let Ok(mut o) = output.lock() {
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }
+        });
+    }
+    drop(tx);
+    let port = rx.recv_timeout(Duration::from_secs(20)).ok();
+    if port.is_none() {
+        let _ = driver.kill();
+        let status = driver.wait().ok();
+        if let Ok(mut o) = output.lock() {
+            o.push_str(&format!("(exit: {status:?})"));
+        }
+    }
+    let said = output.lock().map(|o| o.clone()).unwrap_or_default();
+    (driver, port, said)
+}
+
 /// One browser session; dropping it ends the session and the driver.
 #[derive(Debug)]
 pub struct Browser {
@@ -36,26 +80,22 @@ impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium of `width` x `height`.
     pub async fn start(width: u32, height: u32) -> Self {
         let chromium = find_chromium();
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start chromedriver ({e}): install Debian's chromium-driver (scripts/setup.sh --tests does, as root)")
-            });
-        let stdout = driver.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    let _ = tx.send(rest.trim_end_matches('.').trim().to_owned());
+        // chromedriver has been seen to exit at start now and then; it gets three tries,
+        // and what it said goes into the failure.
+        let mut said = Vec::new();
+        let (driver, port) = 'started: {
+            for _ in 0..3 {
+                let (driver, port, output) = start_driver();
+                if let Some(port) = port {
+                    break 'started (driver, port);
                 }
+                said.push(output);
             }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("chromedriver said which port it listens on");
+            panic!(
+                "chromedriver did not start in three tries; it said:\n{}",
+                said.join("\n---\n")
+            );
+        };
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder()
             .no_proxy()
