@@ -97,6 +97,14 @@ impl EnvoyStatuses {
             .clone()
     }
 
+    /// Whether every connected Envoy has ACKed every change up to `version` (read in
+    /// place: this is polled while a change spreads, and a fleet's statuses are large).
+    pub fn all_synced(&self, version: u64) -> bool {
+        lock(&self.0)
+            .values()
+            .all(|e| !e.connected || e.synced_version.is_some_and(|v| v >= version))
+    }
+
     fn update(&self, node: &str, f: impl FnOnce(&mut EnvoyStatus)) {
         let mut map = self
             .0
@@ -165,6 +173,7 @@ impl Ads {
             tx,
             node: None,
             mesh: String::new(),
+            problem: None,
             subscriptions: HashMap::new(),
             pending: std::collections::HashSet::new(),
             version: 0,
@@ -227,6 +236,8 @@ struct AdsStream {
     node: Option<String>,
     /// The mesh the node id names.
     mesh: String,
+    /// Why this Envoy gets nothing, as status was last told.
+    problem: Option<String>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
     /// Types sent and not yet ACKed, and the snapshot version last sent from.
@@ -307,25 +318,13 @@ impl AdsStream {
                 )));
             };
             let node = node.to_owned();
-            let snapshot = self.cache.current();
-            let served = snapshot.mesh.name();
-            let problem = if served.is_some_and(|m| m != mesh) {
-                Some(format!(
-                    "its node id `{id}` names mesh `{mesh}`; this control plane serves `{}`, so it gets nothing",
-                    served.unwrap_or_default()
-                ))
-            } else if !snapshot.mesh.virtual_nodes.contains_key(&node) {
-                Some(format!(
-                    "its node id `{id}` names no virtual node of the mesh (yet); it gets nothing until one exists"
-                ))
-            } else {
-                None
-            };
+            let problem = nothing_for(&self.cache.current(), mesh, &node);
             match &problem {
                 Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
                 None => tracing::info!(node, peer = ?self.peer, "Envoy connected"),
             }
             self.mesh = mesh.to_owned();
+            self.problem = problem.clone();
             let instance = request.node.as_ref().and_then(instance_of);
             let mut replaced = Vec::new();
             self.statuses.update(&node, |s| {
@@ -442,24 +441,21 @@ impl AdsStream {
     /// they are the same as last sent. Returns false when the stream is gone.
     async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
         let node = self.node.clone().unwrap_or_default();
-        // An Envoy of another mesh gets nothing of this one.
-        let ours = snapshot.mesh.name().is_none_or(|m| m == self.mesh);
-        let found = ours
-            .then(|| self.cache.resources(snapshot, &node))
-            .flatten();
-        let problem = match (&found, ours) {
-            (Some(_), _) => None,
-            (None, false) => Some(format!(
-                "its node id names mesh `{}`; this control plane serves `{}`, so it gets nothing",
-                self.mesh,
-                snapshot.mesh.name().unwrap_or_default()
-            )),
-            (None, true) => Some(
-                "its node id names no virtual node of the mesh (yet); it gets nothing until one exists"
-                    .to_owned(),
-            ),
+        // An Envoy of another mesh, or of no node, gets nothing; status says why, and is
+        // told only when that changes (this runs for every push).
+        let found = match snapshot.mesh.name() {
+            Some(served) if served != self.mesh => None,
+            _ => self.cache.resources(snapshot, &node),
         };
-        self.statuses.update(&node, |s| s.problem = problem);
+        let problem = match found {
+            Some(_) => None,
+            None => nothing_for(snapshot, &self.mesh, &node),
+        };
+        if problem != self.problem {
+            self.statuses
+                .update(&node, |s| s.problem.clone_from(&problem));
+            self.problem = problem;
+        }
         let resources = found.unwrap_or_default();
         let Some(all) = resources.of_type(type_url) else {
             tracing::debug!(
@@ -506,6 +502,20 @@ impl AdsStream {
             "push"
         );
         self.tx.send(Ok(response)).await.is_ok()
+    }
+}
+
+/// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
+/// does not: another mesh, or no such virtual node (yet).
+fn nothing_for(snapshot: &Snapshot, mesh: &str, node: &str) -> Option<String> {
+    match snapshot.mesh.name() {
+        Some(served) if served != mesh => Some(format!(
+            "its node id names mesh `{mesh}`; this control plane serves `{served}`, so it gets nothing"
+        )),
+        _ if !snapshot.mesh.virtual_nodes.contains_key(node) => Some(format!(
+            "its node id names no virtual node `{node}` of the mesh (yet); it gets nothing until one exists"
+        )),
+        _ => None,
     }
 }
 

@@ -248,11 +248,7 @@ impl Live {
             tokio::spawn(async move {
                 let started = Instant::now();
                 while started.elapsed() < ACK_WAIT {
-                    let all_synced =
-                        live.inner.envoys.snapshot().values().all(|e| {
-                            !e.connected || e.synced_version.is_some_and(|v| v >= version)
-                        });
-                    if all_synced {
+                    if live.inner.envoys.all_synced(version) {
                         let ms = round2(started.elapsed().as_secs_f64() * 1e3);
                         let mut state = live.state();
                         if let Some(entry) =
@@ -266,11 +262,6 @@ impl Live {
                 }
             });
         }
-    }
-
-    /// How many stats reads the sampler made of each Envoy so far.
-    pub fn samples(&self) -> u64 {
-        self.inner.samples.load(Ordering::Relaxed)
     }
 }
 
