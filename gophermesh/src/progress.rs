@@ -20,6 +20,8 @@ pub fn escape(text: &str) -> String {
         .collect()
 }
 
+/// How the banners of `up` and `serve` name the ADS address in their control-plane line.
+pub const ADS_ON: &str = "ADS on ";
 /// How `up`'s banner names the control API in its control-plane line.
 pub const CONTROL_API: &str = "control API on ";
 /// How `up`'s banner names the App Mesh API in its control-plane line.
@@ -31,6 +33,8 @@ pub const REQUESTER_AT: &str = "The requester answers at ";
 /// with port 0 (the benchmark, the tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpAddresses {
+    /// `HOST:PORT` of the ADS server.
+    pub xds: Option<String>,
     /// `http://127.0.0.1:PORT` of the published requester.
     pub requester: Option<String>,
     /// `http://ADDR` of the control API.
@@ -51,6 +55,9 @@ impl UpAddresses {
                     .to_owned()
             })
         };
+        if let Some(addr) = url_after(ADS_ON) {
+            self.xds = Some(addr);
+        }
         if let Some(url) = url_after(REQUESTER_AT) {
             self.requester = Some(url);
         }
@@ -79,6 +86,7 @@ mod tests {
         a.read("==> control plane: ADS on 127.0.0.1:41105, control API on http://127.0.0.1:9990, App Mesh API on http://127.0.0.1:9991 (SigV4 required)");
         a.read("gophermesh is up in 0.6 s. The requester answers at http://127.0.0.1:8080/");
         assert_eq!(a.requester.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(a.xds.as_deref(), Some("127.0.0.1:41105"));
         assert_eq!(a.control.as_deref(), Some("http://127.0.0.1:9990"));
         assert_eq!(a.appmesh.as_deref(), Some("http://127.0.0.1:9991"));
     }

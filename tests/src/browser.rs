@@ -238,19 +238,10 @@ impl Browser {
 
     /// The browser console's messages at level SEVERE (errors) since the last call.
     pub async fn console_errors(&self) -> Vec<String> {
-        let url = format!("{}/session/{}/se/log", self.base, self.session);
-        let logs: Value = self
-            .http
-            .post(url)
-            .json(&json!({"type": "browser"}))
-            .send()
-            .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .expect("json");
-        logs["value"]
-            .as_array()
+        let logs = self
+            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await;
+        logs.as_array()
             .into_iter()
             .flatten()
             .filter(|e| e["level"] == "SEVERE")

@@ -192,14 +192,10 @@ fn start_serve(dir: &Path, host_ip: &str) -> Serve {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut addresses = gophermesh::progress::UpAddresses::default();
-        let mut xds = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             addresses.read(&line);
-            if let Some(rest) = line.split("ADS on ").nth(1) {
-                xds = rest.split(' ').next().map(str::to_owned);
-            }
             if line == "ready" {
-                let _ = tx.send((xds.clone(), addresses.control.clone()));
+                let _ = tx.send((addresses.xds.clone(), addresses.control.clone()));
             }
             sink.lock().expect("lock").push_str(&(line + "\n"));
         }

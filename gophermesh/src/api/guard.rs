@@ -132,11 +132,6 @@ impl Guard {
         }
     }
 
-    /// The `Host` values this guard lets through.
-    pub fn hosts(&self) -> &[String] {
-        &self.inner.hosts
-    }
-
     /// Checks the request's host name; `Err` says why not.
     pub fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         let host = headers
@@ -189,21 +184,16 @@ impl Guard {
                 let authorization = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|h| h.to_str().ok());
-                match authorization {
-                    Some(v) if v.starts_with("Bearer ") => {
-                        if token.matches(&v["Bearer ".len()..]) {
-                            Ok(())
-                        } else {
-                            Err(Refusal::new(
-                                StatusCode::UNAUTHORIZED,
-                                "Unauthorized",
-                                "the bearer token is not this control plane's (it changes every time `up` starts)",
-                            ))
-                        }
-                    }
-                    Some(v) if v.starts_with("AWS4-HMAC-SHA256 ") && sigv4.is_some() => {
-                        signed(sigv4.as_ref().expect("checked"))
-                    }
+                let bearer = authorization.and_then(|v| v.strip_prefix("Bearer "));
+                let signature = authorization.is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+                match (bearer, sigv4) {
+                    (Some(presented), _) if token.matches(presented) => Ok(()),
+                    (Some(_), _) => Err(Refusal::new(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthorized",
+                        "the bearer token is not this control plane's (it changes every time `up` starts)",
+                    )),
+                    (None, Some(creds)) if signature => signed(creds),
                     _ => Err(Refusal::new(
                         StatusCode::UNAUTHORIZED,
                         "Unauthorized",

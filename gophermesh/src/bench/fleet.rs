@@ -35,9 +35,7 @@ use tokio::sync::mpsc;
 
 use crate::progress::{UpAddresses, say};
 
-const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// What `bench-fleet` is asked to do.
 #[derive(Debug, Clone)]
@@ -246,13 +244,9 @@ async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut addresses = UpAddresses::default();
-    let mut xds = None;
     let ready = tokio::time::timeout(Duration::from_secs(120), async {
         while let Ok(Some(line)) = lines.next_line().await {
             addresses.read(&line);
-            if let Some(rest) = line.split("ADS on ").nth(1) {
-                xds = rest.split(' ').next().map(str::to_owned);
-            }
             if line == "ready" {
                 return true;
             }
@@ -262,7 +256,7 @@ async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
     .await
     .unwrap_or(false);
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    match (ready, xds, addresses.control) {
+    match (ready, addresses.xds, addresses.control) {
         (true, Some(xds), Some(control)) => Ok(Served {
             child,
             xds,
@@ -273,33 +267,12 @@ async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
     }
 }
 
-/// CPU seconds (user + system) and resident KiB of process `pid`.
-fn usage(pid: u32) -> (f64, u64) {
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            let ticks = after.get(11)?.parse::<f64>().ok()? + after.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0);
-    (cpu, rss)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// CPU seconds (user + system) and resident MiB of process `pid`, as the bench reads them.
+fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        super::load::cpu_time(pid)?.as_secs_f64(),
+        super::load::memory_mib(pid, "VmRSS")?,
+    ))
 }
 
 /// Waits until every one of `n` sidecars has ACKed `type_urls` at `version` or later;
@@ -311,14 +284,6 @@ async fn until_all(
     version: u64,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let done = |latest: &[BTreeMap<&'static str, u64>]| {
-        latest.iter().all(|l| {
-            type_urls
-                .iter()
-                .all(|t| l.get(t).is_some_and(|v| *v >= version))
-        })
-    };
-    let deadline = tokio::time::Instant::now() + limit;
     let behind = |latest: &[BTreeMap<&'static str, u64>]| {
         latest
             .iter()
@@ -329,7 +294,8 @@ async fn until_all(
             })
             .count()
     };
-    while !done(latest) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while behind(latest) > 0 {
         let Ok(ack) = tokio::time::timeout_at(deadline, acks.recv()).await else {
             bail!(
                 "{} of {} sidecars had not ACKed version {version} within {limit:?}",
@@ -361,7 +327,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
             .await?;
         status["version"].as_u64().unwrap_or(1)
     };
-    let (before_cpu, idle_rss) = usage(pid);
+    let (before_cpu, idle_rss) = usage(pid)?;
     let (tx, mut acks) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicU64::new(0));
     let mut latest = vec![BTreeMap::new(); n as usize];
@@ -389,7 +355,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     .context("the connect storm")?;
     let storm = started.elapsed().as_secs_f64();
     let storm_bytes = bytes.load(Ordering::Relaxed);
-    let (after_storm_cpu, _) = usage(pid);
+    let (after_storm_cpu, _) = usage(pid)?;
     say(format!(
         "  {n} sidecars: all configured {:.0} ms after connecting at once ({:.1} MiB sent, {} streams opened again)",
         storm * 1e3,
@@ -398,7 +364,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     ));
 
     let mut times = Vec::new();
-    let (cpu0, _) = usage(pid);
+    let (cpu0, _) = usage(pid)?;
     let bytes0 = bytes.load(Ordering::Relaxed);
     for i in 0..config.changes {
         let weight = if i % 2 == 0 { 2 } else { 1 };
@@ -428,7 +394,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         .with_context(|| format!("change {i}"))?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    let (cpu1, rss) = usage(pid);
+    let (cpu1, rss) = usage(pid)?;
     let per_change_bytes =
         (bytes.load(Ordering::Relaxed) - bytes0) as f64 / f64::from(config.changes.max(1));
     for t in tasks {
@@ -444,23 +410,23 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         "connect_storm_mib": round(storm_bytes as f64 / (1 << 20) as f64),
         "reconnects": reconnects.load(Ordering::Relaxed),
         "change_acked_by_all_ms": {
-            "p50": round(percentile(&times, 50.0)),
-            "p99": round(percentile(&times, 99.0)),
+            "p50": round(super::nearest_rank(&times, 0.5)),
+            "p99": round(super::nearest_rank(&times, 0.99)),
             "max": round(times.last().copied().unwrap_or(0.0)),
             "changes": config.changes,
         },
         "cpu_s_per_change": round((cpu1 - cpu0) / f64::from(config.changes.max(1))),
         "kib_sent_per_change": round(per_change_bytes / 1024.0),
-        "rss_mib": {"idle": round(idle_rss as f64 / 1024.0), "with_fleet": round(rss as f64 / 1024.0)},
+        "rss_mib": {"idle": round(idle_rss), "with_fleet": round(rss)},
     });
     say(format!(
         "  {n} sidecars: a route change ACKed by all in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.3} CPU s and {:.0} KiB per change; serve {:.0} MiB",
-        percentile(&times, 50.0),
-        percentile(&times, 99.0),
+        super::nearest_rank(&times, 0.5),
+        super::nearest_rank(&times, 0.99),
         times.last().copied().unwrap_or(0.0),
         (cpu1 - cpu0) / f64::from(config.changes.max(1)),
         per_change_bytes / 1024.0,
-        rss as f64 / 1024.0
+        rss
     ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)

@@ -138,14 +138,10 @@ pub(super) async fn shift_propagation(
     }
     set_weights(http, up, 90, 10).await?;
     times.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
-        times[i]
-    };
     Ok(Shifts {
         shifts: times.len(),
-        p50: pick(0.5),
-        p99: pick(0.99),
+        p50: super::nearest_rank(&times, 0.5),
+        p99: super::nearest_rank(&times, 0.99),
         max: times.last().copied().unwrap_or_default(),
     })
 }

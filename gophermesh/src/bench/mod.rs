@@ -323,6 +323,15 @@ impl Bench {
     }
 }
 
+/// The nearest-rank quantile `q` (0 to 1) of `sorted`; 0 when it is empty.
+pub(crate) fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (duration, shifts) = (args.duration, args.shifts);

@@ -15,7 +15,7 @@ use controlplane::ads::EnvoyStatuses;
 use controlplane::{Snapshot, TargetTraffic};
 use futures::future::BoxFuture;
 use gophermesh::api::control;
-use gophermesh::progress::{APPMESH_API, CONTROL_API, say};
+use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -136,7 +136,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &mut background,
     )?;
     say(format!(
-        "control plane: ADS on {xds_addr} ({}), {CONTROL_API}{}, {APPMESH_API}{}{}",
+        "control plane: {ADS_ON}{xds_addr} ({}), {CONTROL_API}{}, {APPMESH_API}{}{}",
         if ads_tls { "TLS" } else { "plaintext" },
         apis.control,
         apis.appmesh,

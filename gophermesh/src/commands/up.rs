@@ -19,7 +19,7 @@ use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
 use gophermesh::api::control;
 use gophermesh::config::{NetworkMode, Source, UpConfig};
-use gophermesh::progress::{APPMESH_API, CONTROL_API, REQUESTER_AT, say};
+use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, REQUESTER_AT, say};
 use gophermesh::runtime::envoy::{self, EnvoyAdmin, EnvoyOptions};
 use gophermesh::runtime::images::Podman;
 use gophermesh::runtime::loopback::Loopback;
@@ -220,7 +220,7 @@ impl Up<'_> {
         )?;
         let (control_url, appmesh_url) = (&apis.control, &apis.appmesh);
         say(format!(
-            "control plane: ADS on {xds_addr}, {CONTROL_API}{control_url}, {APPMESH_API}{appmesh_url}{}",
+            "control plane: {ADS_ON}{xds_addr}, {CONTROL_API}{control_url}, {APPMESH_API}{appmesh_url}{}",
             if config.api_credentials.is_some() {
                 " (SigV4 required)"
             } else {
