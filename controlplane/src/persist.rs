@@ -1,6 +1,10 @@
-//! The durable copy of the mesh: one redb database file, one record per resource (its
-//! origin, its `--cli-input-json` document and its App Mesh metadata), written in one
-//! fsynced transaction per accepted change.
+//! The durable copy of the mesh: one record per resource (its origin, its
+//! `--cli-input-json` document and its App Mesh metadata), written in one transaction per
+//! accepted change. On one machine that is a redb database file ([`Database`], fsynced);
+//! for replicas it is a DynamoDB table ([`dynamo::Table`]) that every replica writes with
+//! a condition on the stored version and watches for the others' changes.
+
+pub mod dynamo;
 
 use std::path::{Path, PathBuf};
 
@@ -37,10 +41,19 @@ pub enum PersistError {
     },
     #[error("cannot encode a record: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Another replica stored a change first; reload and try again.
+    #[error("another replica changed the mesh at the same time")]
+    Conflict,
+    #[error("DynamoDB table {table}: {reason}")]
+    Dynamo { table: String, reason: String },
+    #[error(
+        "a change of {items} resources is more than one DynamoDB transaction holds (97); make it in parts"
+    )]
+    TooLarge { items: usize },
 }
 
 /// One stored resource.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub origin: String,
     pub resource: serde_json::Value,
@@ -73,6 +86,37 @@ pub struct StorageHealth {
     pub reopened: u64,
 }
 
+impl StorageHealth {
+    /// A store that has not failed yet.
+    pub fn fresh() -> Self {
+        Self {
+            writable: true,
+            ..Self::default()
+        }
+    }
+
+    /// Counts and logs the outcome of a write to `place`. A conflict with another replica
+    /// is not a failure of the store.
+    pub fn note(&mut self, result: &Result<(), PersistError>, place: &str) {
+        match result {
+            Ok(()) => {
+                if !self.writable {
+                    tracing::info!(%place, "the state store writes again");
+                }
+                self.writable = true;
+                self.last_error = None;
+            }
+            Err(PersistError::Conflict) => {}
+            Err(e) => {
+                tracing::error!(%place, "a change could not be stored, so it was not made: {e}");
+                self.writable = false;
+                self.failed_writes += 1;
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
 /// What a database held when it was opened.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -100,51 +144,17 @@ impl Database {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut loaded = Loaded {
-            mesh: Mesh {
-                backends_may_dangle: true,
-                ..Mesh::default()
-            },
-            count: records.len(),
-            ..Loaded::default()
-        };
-        let mut problems = Vec::new();
-        for (key, bytes) in records {
-            let record: Record = match serde_json::from_slice(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.push(Problem::new(
-                        path.display().to_string(),
-                        key.as_str(),
-                        format!("unreadable record: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            match Resource::from_value(&record.origin, record.resource) {
-                Ok(resource) => {
-                    loaded.meta.insert(resource.key(), record.meta);
-                    loaded.mesh.insert(record.origin, resource);
-                }
-                Err(Problems(mut more)) => problems.append(&mut more),
-            }
-        }
-        problems.extend(loaded.mesh.check());
-        if !problems.is_empty() {
-            return Err(PersistError::Unloadable {
+        let loaded = load_records(&path.display().to_string(), records).map_err(|problems| {
+            PersistError::Unloadable {
                 path: path.to_path_buf(),
-                problems: Problems(problems),
-            });
-        }
-        let health = StorageHealth {
-            writable: true,
-            ..StorageHealth::default()
-        };
+                problems,
+            }
+        })?;
         Ok((
             Self {
                 db: Some(db),
                 path: path.to_path_buf(),
-                health,
+                health: StorageHealth::fresh(),
             },
             loaded,
         ))
@@ -186,27 +196,97 @@ impl Database {
             let db = self.db.as_ref().expect("opened above");
             write_to(db, puts, deletes)
         });
-        match &result {
-            Ok(()) => {
-                if !self.health.writable {
-                    tracing::info!(path = %self.path.display(), "the state database writes again");
-                }
-                self.health.writable = true;
-                self.health.last_error = None;
-            }
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), "a change could not be stored, so it was not made: {e}");
-                self.health.writable = false;
-                self.health.failed_writes += 1;
-                self.health.last_error = Some(e.to_string());
-                if matches!(e, PersistError::Write(_)) {
-                    if let Err(again) = self.reopen() {
-                        tracing::error!("{again}");
-                    }
-                }
+        self.health.note(&result, &self.path.display().to_string());
+        if matches!(result, Err(PersistError::Write(_))) {
+            if let Err(again) = self.reopen() {
+                tracing::error!("{again}");
             }
         }
         result
+    }
+}
+
+/// The records of a store as one mesh with its metadata; every problem when they do not
+/// make one that checks out as a whole (`source` names the store in each).
+pub(crate) fn load_records(
+    source: &str,
+    records: Vec<(String, Vec<u8>)>,
+) -> Result<Loaded, Problems> {
+    let mut loaded = Loaded {
+        mesh: Mesh {
+            backends_may_dangle: true,
+            ..Mesh::default()
+        },
+        count: records.len(),
+        ..Loaded::default()
+    };
+    let mut problems = Vec::new();
+    for (key, bytes) in records {
+        let record: Record = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(Problem::new(
+                    source,
+                    key.as_str(),
+                    format!("unreadable record: {e}"),
+                ));
+                continue;
+            }
+        };
+        match Resource::from_value(&record.origin, record.resource) {
+            Ok(resource) => {
+                loaded.meta.insert(resource.key(), record.meta);
+                loaded.mesh.insert(record.origin, resource);
+            }
+            Err(Problems(mut more)) => problems.append(&mut more),
+        }
+    }
+    problems.extend(loaded.mesh.check());
+    match problems.is_empty() {
+        true => Ok(loaded),
+        false => Err(Problems(problems)),
+    }
+}
+
+/// Where the durable copy lives.
+#[derive(Debug)]
+pub enum Durable {
+    /// A redb file on this machine.
+    File(Database),
+    /// A DynamoDB table shared by replicas.
+    Dynamo(dynamo::Table),
+}
+
+impl Durable {
+    /// Writes `puts` and removes `deletes` in one transaction. For a table, the
+    /// transaction holds only if no other replica stored a change since this one last read
+    /// or wrote ([`PersistError::Conflict`] otherwise).
+    pub fn write(
+        &mut self,
+        puts: &[(String, Record)],
+        deletes: &[String],
+    ) -> Result<(), PersistError> {
+        match self {
+            Self::File(db) => db.write(puts, deletes),
+            Self::Dynamo(table) => table.write(puts, deletes),
+        }
+    }
+
+    /// How the store is doing.
+    pub fn health(&self) -> &StorageHealth {
+        match self {
+            Self::File(db) => db.health(),
+            Self::Dynamo(table) => table.health(),
+        }
+    }
+
+    /// The stored state as it is now, when another writer may have changed it (a table);
+    /// `None` for a file, which only this process writes.
+    pub fn reload(&mut self) -> Option<Result<Loaded, PersistError>> {
+        match self {
+            Self::File(_) => None,
+            Self::Dynamo(table) => Some(table.reload()),
+        }
     }
 }
 

@@ -13,8 +13,11 @@ use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
 use crate::meta::{Identity, Meta};
-use crate::persist::{Database, PersistError, Record, StorageHealth};
+use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth};
 use crate::placement::Placement;
+
+/// How long a change is made again while other replicas keep storing theirs first.
+pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One consistent state of the mesh, as served to Envoy.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +65,7 @@ impl Next {
 pub struct Store {
     tx: Arc<watch::Sender<Arc<Snapshot>>>,
     /// Held while a change is made, so changes are serialized.
-    write: Arc<Mutex<Option<Database>>>,
+    write: Arc<Mutex<Option<Durable>>>,
     /// The database's health as of the last write (`None` in memory).
     health: Arc<RwLock<Option<StorageHealth>>>,
     identity: Arc<Identity>,
@@ -88,7 +91,7 @@ impl Store {
     fn from_parts(
         mesh: Mesh,
         meta: BTreeMap<Key, Meta>,
-        db: Option<Database>,
+        db: Option<Durable>,
         identity: Identity,
     ) -> Self {
         let snapshot = Snapshot {
@@ -116,20 +119,50 @@ impl Store {
         identity: Identity,
     ) -> Result<(Self, usize), OpenError<E>> {
         let (db, loaded) = Database::open(path).map_err(OpenError::Storage)?;
+        Self::open_durable(Durable::File(db), loaded, seed, identity)
+    }
+
+    /// A store whose durable copy is DynamoDB table `table`, shared with other replicas:
+    /// seeded as [`Store::open`] does when the table is empty, and following the changes
+    /// other replicas store (read every `every`; see [`Store::follow`]).
+    pub fn open_dynamo<E>(
+        table: &str,
+        seed: impl FnOnce() -> Result<Mesh, E>,
+        identity: Identity,
+        every: std::time::Duration,
+    ) -> Result<(Self, usize), OpenError<E>> {
+        let (table, loaded) =
+            crate::persist::dynamo::Table::open(table).map_err(OpenError::Storage)?;
+        let watch = table.watch();
+        let opened = Self::open_durable(Durable::Dynamo(table), loaded, seed, identity)?;
+        opened.0.follow(watch, every);
+        Ok(opened)
+    }
+
+    fn open_durable<E>(
+        durable: Durable,
+        loaded: Loaded,
+        seed: impl FnOnce() -> Result<Mesh, E>,
+        identity: Identity,
+    ) -> Result<(Self, usize), OpenError<E>> {
         if loaded.count > 0 {
-            let store = Self::from_parts(loaded.mesh, loaded.meta, Some(db), identity);
+            let store = Self::from_parts(loaded.mesh, loaded.meta, Some(durable), identity);
             return Ok((store, loaded.count));
         }
         let mut mesh = seed().map_err(OpenError::Seed)?;
         mesh.backends_may_dangle = true;
-        let store = Self::from_parts(loaded.mesh, BTreeMap::new(), Some(db), identity);
-        store
-            .update_with(|_| Ok::<_, std::convert::Infallible>(Next::mesh(mesh)))
-            .map_err(|e| match e {
-                UpdateError::Storage(e) => OpenError::Storage(e),
-                UpdateError::Refused(never) => match never {},
-            })?;
-        Ok((store, 0))
+        let store = Self::from_parts(loaded.mesh, BTreeMap::new(), Some(durable), identity);
+        // Another replica may seed the same table first: then its mesh stands.
+        let seeded = store.update_with(|s| match s.mesh.resources().is_empty() {
+            true => Ok(Next::mesh(mesh.clone())),
+            false => Err(()),
+        });
+        let count = match seeded {
+            Ok(_) => 0,
+            Err(UpdateError::Refused(())) => store.current().mesh.resources().len(),
+            Err(UpdateError::Storage(e)) => return Err(OpenError::Storage(e)),
+        };
+        Ok((store, count))
     }
 
     /// Sets where each virtual node's Envoy and app are.
@@ -165,22 +198,55 @@ impl Store {
     }
 
     /// Applies `change` to the current snapshot. The resulting mesh's changed resources get
-    /// new metadata versions, are written to the database (if any) in one transaction, and
-    /// then the snapshot is published. Changes are serialized.
+    /// new metadata versions, are written to the durable store (if any) in one transaction,
+    /// and then the snapshot is published. Changes are serialized; when another replica
+    /// stored a change first, its state is loaded and published and `change` is made again
+    /// on top of it, for up to [`CONFLICT_BUDGET`] (a replica whose peer writes without
+    /// pause can lose several rounds in a row).
     pub fn update_with<E>(
         &self,
-        change: impl FnOnce(&Snapshot) -> Result<Next, E>,
+        mut change: impl FnMut(&Snapshot) -> Result<Next, E>,
     ) -> Result<Arc<Snapshot>, UpdateError<E>> {
         let mut guard = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = self.current();
+        let started = std::time::Instant::now();
+        loop {
+            let current = self.current();
+            let next = change(&current).map_err(UpdateError::Refused)?;
+            let (puts, deletes, next) = self.changes(&current, next);
+            let Some(durable) = guard.as_mut() else {
+                self.tx.send_replace(next.clone());
+                return Ok(next);
+            };
+            let written = durable.write(&puts, &deletes);
+            self.note_health(durable);
+            match written {
+                Ok(()) => {
+                    self.tx.send_replace(next.clone());
+                    return Ok(next);
+                }
+                Err(PersistError::Conflict) if started.elapsed() < CONFLICT_BUDGET => {
+                    self.reload(durable).map_err(UpdateError::Storage)?;
+                }
+                Err(e) => return Err(UpdateError::Storage(e)),
+            }
+        }
+    }
+
+    /// What `next` changes relative to `current`: records to write, keys to remove, and the
+    /// snapshot to publish once they are stored.
+    fn changes(
+        &self,
+        current: &Snapshot,
+        next: Next,
+    ) -> (Vec<(String, Record)>, Vec<String>, Arc<Snapshot>) {
         let Next {
             mesh,
             client_token,
             bump,
-        } = change(&current).map_err(UpdateError::Refused)?;
+        } = next;
         let mesh_name = mesh
             .name()
             .or(current.mesh.name())
@@ -219,28 +285,116 @@ impl Store {
             deletes.push(key.to_text());
             meta.remove(key);
         }
-        if let Some(db) = guard.as_mut() {
-            let written = db.write(&puts, &deletes);
-            *self
-                .health
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(db.health().clone());
-            written.map_err(UpdateError::Storage)?;
-        }
         let next = Arc::new(Snapshot {
             version: current.version + 1,
             mesh,
             placements: current.placements.clone(),
             meta,
         });
-        self.tx.send_replace(next.clone());
-        Ok(next)
+        (puts, deletes, next)
+    }
+
+    fn note_health(&self, durable: &Durable) {
+        *self
+            .health
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(durable.health().clone());
+    }
+
+    /// Loads what another writer stored and publishes it (the write lock is held).
+    fn reload(&self, durable: &mut Durable) -> Result<(), PersistError> {
+        let Some(loaded) = durable.reload() else {
+            return Ok(());
+        };
+        let loaded = loaded?;
+        let current = self.current();
+        self.tx.send_replace(Arc::new(Snapshot {
+            version: current.version + 1,
+            mesh: loaded.mesh,
+            placements: current.placements.clone(),
+            meta: loaded.meta,
+        }));
+        Ok(())
+    }
+
+    /// Follows the changes other replicas store in the table `watch` reads: every `every`,
+    /// its version is read, and when it moved past this replica's, everything is loaded and
+    /// published (so this replica's Envoys get it). Runs on a thread of its own until the
+    /// store is dropped; a failed read is logged once per failure streak and tried again.
+    fn follow(&self, watch: crate::persist::dynamo::Watch, every: std::time::Duration) {
+        let weak = Arc::downgrade(&self.tx);
+        let (write, health, identity) = (
+            Arc::downgrade(&self.write),
+            Arc::downgrade(&self.health),
+            Arc::downgrade(&self.identity),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("follow-table".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(every);
+                    let (Some(tx), Some(write), Some(health), Some(identity)) = (
+                        weak.upgrade(),
+                        write.upgrade(),
+                        health.upgrade(),
+                        identity.upgrade(),
+                    ) else {
+                        return;
+                    };
+                    let store = Store {
+                        tx,
+                        write,
+                        health,
+                        identity,
+                    };
+                    match store.catch_up(&watch) {
+                        Ok(()) => {
+                            if failing {
+                                tracing::info!("reading the shared state works again");
+                            }
+                            failing = false;
+                        }
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!("cannot follow the shared state: {e}");
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start following the shared state: {e}");
+        }
+    }
+
+    /// Loads and publishes the table's state when another replica moved it on.
+    fn catch_up(&self, watch: &crate::persist::dynamo::Watch) -> Result<(), PersistError> {
+        let stored = watch.version()?;
+        let mut guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(Durable::Dynamo(table)) = guard.as_mut() else {
+            return Ok(());
+        };
+        if table.version() == stored {
+            return Ok(());
+        }
+        let durable = guard.as_mut().expect("matched above");
+        let reloaded = self.reload(durable);
+        self.note_health(durable);
+        if reloaded.is_ok() {
+            tracing::info!(stored, "loaded a change another replica stored");
+        }
+        reloaded
     }
 
     /// Applies `change` to a copy of the mesh; publishes it if the result checks out.
     fn update(
         &self,
-        change: impl FnOnce(&Mesh) -> Result<Mesh, Problems>,
+        change: impl Fn(&Mesh) -> Result<Mesh, Problems>,
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         self.update_with(|s| change(&s.mesh).map(Next::mesh))
     }
@@ -251,7 +405,7 @@ impl Store {
         origin: &str,
         resource: Resource,
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
-        self.update(|mesh| mesh.apply(origin, resource))
+        self.update(|mesh| mesh.apply(origin, resource.clone()))
     }
 
     /// Sets the weights of route `route` ([`crate::weights::set_weights`]).

@@ -392,6 +392,19 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
 
+    /// Keep the mesh in a DynamoDB table shared by replicas: `dynamodb://TABLE`. Every
+    /// change is one conditional transaction on the stored version, and each replica loads
+    /// what the others store (see --follow-interval). The table needs one string partition
+    /// key `pk`; credentials, region and AWS_ENDPOINT_URL come from the environment as for
+    /// the AWS CLI. Instead of --data-dir.
+    #[arg(long, env = "GOPHERMESH_STATE", value_parser = parse_state, conflicts_with = "data_dir")]
+    pub(crate) state: Option<String>,
+
+    /// With --state: how often this replica reads the table's version to learn of changes
+    /// made through other replicas.
+    #[arg(long, env = "GOPHERMESH_FOLLOW_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration, requires = "state")]
+    pub(crate) follow_interval: std::time::Duration,
+
     #[command(flatten)]
     pub(crate) api: ApiArgs,
 
@@ -485,4 +498,23 @@ pub(crate) struct BenchFleetArgs {
     /// Directory of the shipped task definitions (the requester's is copied).
     #[arg(long, env = "GOPHERMESH_TASKDEFS_DIR", default_value = "taskdefs")]
     pub(crate) taskdefs_dir: PathBuf,
+}
+
+/// The table of `--state dynamodb://TABLE`.
+fn parse_state(value: &str) -> Result<String, String> {
+    let Some(table) = value.strip_prefix("dynamodb://") else {
+        return Err(format!(
+            "`{value}` is not a state store this serves; give dynamodb://TABLE (or --data-dir DIR for a file on this machine)"
+        ));
+    };
+    let valid = (3..=255).contains(&table.len())
+        && table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    match valid {
+        true => Ok(table.to_owned()),
+        false => Err(format!(
+            "`{table}` is not a DynamoDB table name: 3 to 255 letters, digits, `_`, `-` or `.`"
+        )),
+    }
 }

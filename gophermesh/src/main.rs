@@ -16,6 +16,20 @@ use common::config::TelemetryArgs;
 
 use cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
 
+/// Runs a long-lived command with logging on (`RUST_LOG`, default `info`), flushed at the end.
+async fn logged(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let telemetry = TelemetryArgs {
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        ..TelemetryArgs::default()
+    };
+    let guard = common::telemetry::init("gophermesh", &telemetry)?;
+    let result = command.await;
+    guard.shutdown();
+    result
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,23 +39,13 @@ async fn main() -> ExitCode {
             what: RenderWhat::Taskdefs(args),
         } => commands::render::run(&args),
         Command::Up(args) => {
-            let telemetry = TelemetryArgs {
-                log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-                ..TelemetryArgs::default()
-            };
-            let guard = match common::telemetry::init("gophermesh", &telemetry) {
-                Ok(g) => g,
-                Err(e) => {
-                    eprintln!("gophermesh: {e}");
-                    return ExitCode::from(2);
+            logged(async move {
+                match commands::up::config(args) {
+                    Ok(config) => commands::up::run(config).await,
+                    Err(e) => Err(e),
                 }
-            };
-            let result = match commands::up::config(args) {
-                Ok(config) => commands::up::run(config).await,
-                Err(e) => Err(e),
-            };
-            guard.shutdown();
-            result
+            })
+            .await
         }
         Command::Images {
             what: ImagesWhat::Build(args),
@@ -65,7 +69,7 @@ async fn main() -> ExitCode {
         }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
         Command::Console { control } => commands::console::run(&control),
-        Command::Serve(args) => commands::serve::run(args).await,
+        Command::Serve(args) => logged(commands::serve::run(args)).await,
         Command::Bootstrap(args) => commands::bootstrap::run(&args),
         Command::BenchFleet(args) => {
             gophermesh::bench::fleet::run(&gophermesh::bench::fleet::FleetConfig {

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod fakes;
 pub mod moto;
+pub mod serve;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -3,169 +3,25 @@
 //! veth pair), with a node id in ARN form, fetches its configuration over TLS and carries
 //! the requester's traffic to both distributors by their DNS names, 90/10.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::serve::{Host, Serve, certificates};
 use tests::{
-    CHI2_BOUND, Guard, Service, TempDir, bin, chi_square, client, copy_of_shipped, count, get_json,
-    require_root_for_netns, tool,
+    CHI2_BOUND, Service, TempDir, bin, chi_square, client, copy_of_shipped, count, get_json,
+    require_root_for_netns,
 };
 
 const KEY_ID: &str = "AKIDSERVETEST";
 const SECRET: &str = "serve/test/secret";
 
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A namespace with a veth to this one: this side `HOST_IP`, the namespace `TASK_IP`.
-struct Host {
-    name: String,
-    host_ip: String,
-    task_ip: String,
-}
-
-impl Host {
-    fn create() -> Self {
-        let id = std::process::id() % 200 + 20;
-        let name = format!("gmt-serve-{}", std::process::id());
-        let (host_ip, task_ip) = (format!("10.231.{id}.1"), format!("10.231.{id}.2"));
-        let (outer, inner) = (format!("gmsv{id}a"), format!("gmsv{id}b"));
-        // Leftovers of an earlier run with this pid, if any.
-        for args in [["netns", "del", &name], ["link", "del", &outer]] {
-            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
-        }
-        run("ip", &["netns", "add", &name]);
-        let host = Self {
-            name: name.clone(),
-            host_ip: host_ip.clone(),
-            task_ip: task_ip.clone(),
-        };
-        run(
-            "ip",
-            &[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ],
-        );
-        run("ip", &["link", "set", &inner, "netns", &name]);
-        run(
-            "ip",
-            &["addr", "add", &format!("{host_ip}/30"), "dev", &outer],
-        );
-        run("ip", &["link", "set", &outer, "up"]);
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &name, "ip"];
-            all.extend_from_slice(args);
-            run("ip", &all);
-        };
-        inside(&["addr", "add", &format!("{task_ip}/30"), "dev", &inner]);
-        inside(&["link", "set", &inner, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        // The task's names, as Cloud Map or Route 53 would answer them on ECS.
-        let hosts = format!("/etc/netns/{name}");
-        std::fs::create_dir_all(&hosts).expect("/etc/netns");
-        std::fs::write(
-            format!("{hosts}/hosts"),
-            "127.0.0.1 localhost\n127.0.0.2 distributor-v1.gophers.local\n127.0.0.3 distributor-v2.gophers.local\n",
-        )
-        .expect("hosts");
-        host
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
-    }
-}
-
-/// A test CA and a server certificate for `ip`, made with openssl.
-fn certificates(dir: &Path, ip: &str) {
-    let path = |f: &str| dir.join(f).display().to_string();
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=gophermesh test CA",
-            "-keyout",
-            &path("ca.key"),
-            "-out",
-            &path("ca.pem"),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=gophermesh serve",
-            "-keyout",
-            &path("server.key"),
-            "-out",
-            &path("server.csr"),
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).expect("ext");
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &path("server.csr"),
-            "-CA",
-            &path("ca.pem"),
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &path("san.ext"),
-            "-out",
-            &path("server.pem"),
-        ],
-    );
-}
-
-/// `gophermesh serve` with port 0 everywhere; the addresses its banner names.
-struct Serve {
-    _child: Guard,
-    xds: String,
-    control: String,
-    output: Arc<Mutex<String>>,
-}
-
+/// `serve` on `host_ip` with TLS and SigV4, the control API on loopback.
 fn start_serve(dir: &Path, host_ip: &str) -> Serve {
-    let mut child: Child = Command::new(bin("gophermesh"))
-        .current_dir(dir)
-        .args([
-            "serve",
+    Serve::start(
+        dir,
+        &[
             "--xds-listen",
             &format!("{host_ip}:0"),
             "--api-listen",
@@ -180,35 +36,9 @@ fn start_serve(dir: &Path, host_ip: &str) -> Serve {
             KEY_ID,
             "--api-secret-access-key",
             SECRET,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let output = Arc::new(Mutex::new(String::new()));
-    let sink = output.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut addresses = gophermesh::progress::UpAddresses::default();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            addresses.read(&line);
-            if line == "ready" {
-                let _ = tx.send((addresses.xds.clone(), addresses.control.clone()));
-            }
-            sink.lock().expect("lock").push_str(&(line + "\n"));
-        }
-    });
-    let (xds, control) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("serve did not get ready:\n{}", output.lock().expect("lock")));
-    Serve {
-        _child: Guard(child),
-        xds: xds.expect("the banner names ADS"),
-        control: control.expect("the banner names the control API"),
-        output,
-    }
+        ],
+        &[],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,16 +85,7 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
         ],
     );
     assert_eq!(code, Some(0), "{said}");
-    let envoy = Command::new("ip")
-        .args(["netns", "exec", &host.name])
-        .arg(tool("envoy"))
-        .args(["-c", &boot.display().to_string(), "--disable-hot-restart"])
-        .args(["--concurrency", "1", "--log-level", "warning"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("envoy starts");
-    let _envoy = Guard(envoy);
+    let _envoy = host.envoy(&boot);
     let listen = format!("{}:8080", host.task_ip);
     let requester = Service::start_in(
         ns,
@@ -296,7 +117,7 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
     assert!(
         e["connected"] == true && e["acked"]["routes"].is_string() && e["problem"].is_null(),
         "the Envoy did not get its configuration: {status}\n{}",
-        serve.output.lock().expect("lock")
+        serve.said()
     );
 
     // Traffic: the requester, through its Envoy, to both versions by DNS, 90/10.

@@ -25,11 +25,22 @@ pub(crate) struct Opened {
     pub(crate) seeded_from_files: bool,
 }
 
-/// Opens the store: from `DIR/state.redb` when `data_dir` is given (seeded from
-/// `mesh_dir` when empty, unless `empty`), else in memory from `mesh_dir` (or nothing).
+/// Where the durable state lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StateAt<'a> {
+    /// In memory only.
+    Memory,
+    /// `DIR/state.redb`.
+    Dir(&'a Path),
+    /// A DynamoDB table shared by replicas, read for others' changes this often.
+    Table(&'a str, Duration),
+}
+
+/// Opens the store: in `state` (seeded from `mesh_dir` when empty, unless `empty`), or in
+/// memory from `mesh_dir` (or nothing).
 pub(crate) fn open_store(
     mesh_dir: &Path,
-    data_dir: Option<&Path>,
+    state: StateAt<'_>,
     empty: bool,
     identity: Identity,
     refuse: impl Fn(&meshmodel::Problems, &str) -> anyhow::Error,
@@ -41,31 +52,8 @@ pub(crate) fn open_store(
         }
         meshmodel::Mesh::load_dir(mesh_dir).map_err(|p| refuse(&p, &shown))
     };
-    Ok(match data_dir {
-        Some(dir) => {
-            let path = std::path::absolute(dir.join("state.redb"))?;
-            let (store, restored) = Store::open(&path, seed, identity).map_err(|e| match e {
-                controlplane::store::OpenError::Seed(e) => e,
-                e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
-            })?;
-            let stored = path.display();
-            let (provenance, seeded_from_files) = if restored > 0 {
-                (
-                    format!("{restored} resources restored from {stored}"),
-                    false,
-                )
-            } else if empty {
-                (format!("empty, stored in {stored}"), false)
-            } else {
-                (format!("seeded from {shown}, stored in {stored}"), true)
-            };
-            Opened {
-                store,
-                provenance,
-                seeded_from_files,
-            }
-        }
-        None => {
+    let (opened, stored) = match state {
+        StateAt::Memory => {
             let mut mesh = seed()?;
             mesh.backends_may_dangle = true;
             let provenance = if empty {
@@ -73,12 +61,42 @@ pub(crate) fn open_store(
             } else {
                 format!("from {shown}, in memory")
             };
-            Opened {
+            return Ok(Opened {
                 store: Store::in_memory(mesh, identity),
                 provenance,
                 seeded_from_files: !empty,
-            }
+            });
         }
+        StateAt::Dir(dir) => {
+            let path = std::path::absolute(dir.join("state.redb"))?;
+            (
+                Store::open(&path, seed, identity),
+                path.display().to_string(),
+            )
+        }
+        StateAt::Table(table, every) => (
+            Store::open_dynamo(table, seed, identity, every),
+            format!("dynamodb://{table}"),
+        ),
+    };
+    let (store, restored) = opened.map_err(|e| match e {
+        controlplane::store::OpenError::Seed(e) => e,
+        e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
+    })?;
+    let (provenance, seeded_from_files) = if restored > 0 {
+        (
+            format!("{restored} resources restored from {stored}"),
+            false,
+        )
+    } else if empty {
+        (format!("empty, stored in {stored}"), false)
+    } else {
+        (format!("seeded from {shown}, stored in {stored}"), true)
+    };
+    Ok(Opened {
+        store,
+        provenance,
+        seeded_from_files,
     })
 }
 

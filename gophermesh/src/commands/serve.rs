@@ -97,7 +97,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let opened = plane::open_store(
         &args.mesh_dir,
-        args.store.data_dir.as_deref(),
+        match (&args.state, &args.store.data_dir) {
+            (Some(table), _) => plane::StateAt::Table(table, args.follow_interval),
+            (None, Some(dir)) => plane::StateAt::Dir(dir),
+            (None, None) => plane::StateAt::Memory,
+        },
         args.store.empty,
         args.api.identity(),
         refuse,

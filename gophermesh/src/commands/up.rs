@@ -423,7 +423,10 @@ fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
         seeded_from_files: strict,
     } = plane::open_store(
         &source.mesh_dir,
-        config.data_dir.as_deref(),
+        config
+            .data_dir
+            .as_deref()
+            .map_or(plane::StateAt::Memory, plane::StateAt::Dir),
         config.empty,
         config.identity.clone(),
         refuse_problems,

@@ -1,0 +1,231 @@
+//! What the tests of `gophermesh serve` share: another "host" (a network namespace reached
+//! over a veth pair), a test CA made with openssl, `serve` itself started with port 0 and
+//! its banner read, and an Envoy in such a host fetching from it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::{Guard, bin, tool};
+
+/// Runs `program ARGS` to the end; panics with what it said when it fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace with a veth to this one: this side `host_ip`, the namespace `task_ip`.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub host_ip: String,
+    pub task_ip: String,
+}
+
+/// Hosts made by this process so far (each gets its own subnet and names).
+static HOSTS: AtomicU32 = AtomicU32::new(0);
+
+impl Host {
+    pub fn create() -> Self {
+        let n = HOSTS.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = (std::process::id() % 200 + 20, n % 250);
+        let name = format!("gmt-serve-{}-{n}", std::process::id());
+        let (host_ip, task_ip) = (format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2"));
+        let id = format!("{:x}", (std::process::id() % 0xffff) * 256 + n % 256);
+        let (outer, inner) = (format!("gs{id}a"), format!("gs{id}b"));
+        // Leftovers of an earlier run with this pid, if any.
+        for args in [["netns", "del", &name], ["link", "del", &outer]] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+        run("ip", &["netns", "add", &name]);
+        let host = Self {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            task_ip: task_ip.clone(),
+        };
+        run(
+            "ip",
+            &[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ],
+        );
+        run("ip", &["link", "set", &inner, "netns", &name]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &outer],
+        );
+        run("ip", &["link", "set", &outer, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &name, "ip"];
+            all.extend_from_slice(args);
+            run("ip", &all);
+        };
+        inside(&["addr", "add", &format!("{task_ip}/30"), "dev", &inner]);
+        inside(&["link", "set", &inner, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        // The task's names, as Cloud Map or Route 53 would answer them on ECS.
+        let hosts = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&hosts).expect("/etc/netns");
+        std::fs::write(
+            format!("{hosts}/hosts"),
+            "127.0.0.1 localhost\n127.0.0.2 distributor-v1.gophers.local\n127.0.0.3 distributor-v2.gophers.local\n",
+        )
+        .expect("hosts");
+        host
+    }
+
+    /// Starts a real Envoy in this host with `bootstrap`.
+    pub fn envoy(&self, bootstrap: &Path) -> Guard {
+        let envoy = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(tool("envoy"))
+            .args([
+                "-c",
+                &bootstrap.display().to_string(),
+                "--disable-hot-restart",
+            ])
+            .args(["--concurrency", "1", "--log-level", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("envoy starts");
+        Guard(envoy)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// A test CA and a server certificate for `ip`, made with openssl.
+pub fn certificates(dir: &Path, ip: &str) {
+    let path = |f: &str| dir.join(f).display().to_string();
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=gophermesh test CA",
+            "-keyout",
+            &path("ca.key"),
+            "-out",
+            &path("ca.pem"),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=gophermesh serve",
+            "-keyout",
+            &path("server.key"),
+            "-out",
+            &path("server.csr"),
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).expect("ext");
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &path("san.ext"),
+            "-out",
+            &path("server.pem"),
+        ],
+    );
+}
+
+/// `gophermesh serve` with port 0 everywhere; the addresses its banner names.
+#[derive(Debug)]
+pub struct Serve {
+    pub child: Guard,
+    pub xds: String,
+    pub control: String,
+    pub appmesh: String,
+    pub output: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    /// Starts `serve ARGS` in `dir` with `env`; waits for `ready`.
+    pub fn start(dir: &Path, args: &[&str], env: &[(String, String)]) -> Self {
+        let mut child: Child = Command::new(bin("gophermesh"))
+            .current_dir(dir)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = output.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut addresses = gophermesh::progress::UpAddresses::default();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                addresses.read(&line);
+                if line == "ready" {
+                    let _ = tx.send(addresses.clone());
+                }
+                sink.lock().expect("lock").push_str(&(line + "\n"));
+            }
+        });
+        let addresses = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("serve did not get ready:\n{}", output.lock().expect("lock"))
+            });
+        Self {
+            child: Guard(child),
+            xds: addresses.xds.expect("the banner names ADS"),
+            control: addresses.control.expect("the banner names the control API"),
+            appmesh: addresses
+                .appmesh
+                .expect("the banner names the App Mesh API"),
+            output,
+        }
+    }
+
+    /// What it printed so far.
+    pub fn said(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+}
