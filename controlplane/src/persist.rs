@@ -76,6 +76,8 @@ pub struct Database {
 /// How the database is doing, for `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StorageHealth {
+    /// Where the state is kept: a file path or `dynamodb://TABLE`.
+    pub location: String,
     /// Whether the last write succeeded (or none failed yet).
     pub writable: bool,
     /// The last write failure, while the store has not written since.
@@ -87,9 +89,10 @@ pub struct StorageHealth {
 }
 
 impl StorageHealth {
-    /// A store that has not failed yet.
-    pub fn fresh() -> Self {
+    /// A store at `location` that has not failed yet.
+    pub fn fresh(location: String) -> Self {
         Self {
+            location,
             writable: true,
             ..Self::default()
         }
@@ -154,7 +157,7 @@ impl Database {
             Self {
                 db: Some(db),
                 path: path.to_path_buf(),
-                health: StorageHealth::fresh(),
+                health: StorageHealth::fresh(path.display().to_string()),
             },
             loaded,
         ))

@@ -27,10 +27,24 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// moto with a VPC, a subnet and a security group (`VPC_ID`, `SUBNETS`,
+    /// `SECURITY_GROUPS` in [`Moto::env`]) and what `render taskdefs` needs.
     pub fn start() -> Self {
-        // Port 0: moto (werkzeug) binds a free port and says which on stderr.
-        let mut child = Command::new(tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
+        let mut moto = Self::bare(&[]);
+        moto.add_network();
+        moto
+    }
+
+    /// moto alone, its server started with `server_env` (e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`, which makes it check credentials after that many
+    /// calls).
+    pub fn bare(server_env: &[(&str, &str)]) -> Self {
+        // Port 0: moto (werkzeug) binds a free port and says which on stderr. One request
+        // at a time, as tests/support/moto_serialized.py says why.
+        let mut child = Command::new(tool("python3"))
+            .arg(repo_root().join("tests/support/moto_serialized.py"))
+            .args(["127.0.0.1", "0"])
+            .envs(server_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -51,7 +65,7 @@ impl Moto {
         let endpoint = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("moto_server says where it listens within 30 s");
-        let mut moto = Self {
+        Self {
             _server: server,
             endpoint,
             env: vec![
@@ -60,7 +74,11 @@ impl Moto {
                 ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
                 ("AWS_PAGER".into(), String::new()),
             ],
-        };
+        }
+    }
+
+    fn add_network(&mut self) {
+        let moto = self;
         let vpc = moto.aws(&[
             "ec2",
             "create-vpc",
@@ -107,7 +125,6 @@ impl Moto {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        moto
     }
 
     pub fn path_env(&self) -> String {

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeyType, Put, ScalarAttributeType, TransactWriteItem, Update,
@@ -66,6 +66,40 @@ pub fn create_table_hint(name: &str) -> String {
     format!(
         "aws dynamodb create-table --table-name {name} --attribute-definitions AttributeName={KEY},AttributeType=S --key-schema AttributeName={KEY},KeyType=HASH --billing-mode PAY_PER_REQUEST"
     )
+}
+
+/// What DynamoDB (or the way to it) said, in one line: the service's code and message, or
+/// the innermost cause when it could not be reached.
+fn said<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(s) => {
+            let meta = s.err().meta();
+            match (meta.code(), meta.message()) {
+                (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
+                // An answer the SDK could not read as an error: its status and body.
+                (None, _) => {
+                    let body = s.raw().body().bytes().unwrap_or_default();
+                    let text = String::from_utf8_lossy(body);
+                    format!(
+                        "HTTP {}: {}",
+                        s.raw().status().as_u16(),
+                        text.chars().take(300).collect::<String>()
+                    )
+                }
+            }
+        }
+        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
+        _ => {
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("cannot reach DynamoDB: {cause}")
+        }
+    }
 }
 
 /// A runtime of its own for the SDK, on a thread that lives as long as the process.
@@ -155,7 +189,7 @@ async fn read_version(client: &Client, table: &str) -> Result<u64, String> {
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| format!("cannot read the version: {}", DisplayErrorContext(e)))?;
+        .map_err(|e| format!("cannot read the version: {}", said(&e)))?;
     match out.item().and_then(|i| i.get("version")) {
         None => Ok(0),
         Some(v) => v
@@ -175,7 +209,7 @@ async fn read_change(client: &Client, table: &str, version: u64) -> Result<Optio
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| format!("cannot read change {version}: {}", DisplayErrorContext(e)))?;
+        .map_err(|e| format!("cannot read change {version}: {}", said(&e)))?;
     let Some(item) = out.item() else {
         return Ok(None);
     };
@@ -224,7 +258,7 @@ async fn read_all(client: &Client, table: &str) -> Result<(u64, Records), String
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| format!("cannot scan: {}", DisplayErrorContext(e)))?;
+        let page = page.map_err(|e| format!("cannot scan: {}", said(&e)))?;
         for item in page.items() {
             let Some(key) = item.get(KEY).and_then(|k| k.as_s().ok()) else {
                 return Err(format!("an item has no string `{KEY}`"));
@@ -321,7 +355,7 @@ impl Table {
             watch,
             version: 0,
             records: Records::new(),
-            health: StorageHealth::fresh(),
+            health: StorageHealth::fresh(format!("dynamodb://{name}")),
         };
         let loaded = table.reload()?;
         Ok((table, loaded))
@@ -506,10 +540,9 @@ impl Table {
                 Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
                     Err(PersistError::Conflict)
                 }
-                _ => Err(self.watch.error(format!(
-                    "cannot store the change: {}",
-                    DisplayErrorContext(e)
-                ))),
+                _ => Err(self
+                    .watch
+                    .error(format!("cannot store the change: {}", said(&e)))),
             },
         }
     }
@@ -529,7 +562,7 @@ async fn check_schema(client: &Client, table: &str) -> Result<(), String> {
                     create_table_hint(table)
                 ));
             }
-            return Err(format!("cannot describe it: {}", DisplayErrorContext(e)));
+            return Err(format!("cannot describe it: {}", said(&e)));
         }
     };
     let Some(description) = out.table() else {

@@ -231,6 +231,7 @@ async fn status(State(s): State<ControlState>) -> Response {
             None => json!({"durable": false, "writable": true}),
             Some(h) => json!({
                 "durable": true,
+                "location": h.location,
                 "writable": h.writable,
                 "last_error": h.last_error,
                 "failed_writes": h.failed_writes,

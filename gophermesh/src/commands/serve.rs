@@ -3,7 +3,8 @@
 //! No tasks run here, so no node has a placement: each Envoy that connects gets its node's
 //! whole configuration from the mesh, as App Mesh gave it (its proxy ports on every
 //! address, its app on loopback, its targets by their service discovery). The APIs and the
-//! console are those of `up`, with the same guards; the state lives in `--data-dir`.
+//! console are those of `up`, with the same guards; the state lives in memory, in
+//! `--data-dir`, or in a DynamoDB table shared with other replicas (`--state`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -36,7 +36,8 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
         (Some(false), _) => out_line!(out, "store: in memory"),
         (_, Some(true)) => out_line!(
             out,
-            "store: durable, writing ({} failed writes, reopened {} times since start)",
+            "store: {}, writing ({} failed writes, reopened {} times since start)",
+            text(&store["location"]),
             store["failed_writes"],
             store["reopened"]
         ),
