@@ -15,6 +15,7 @@ for w in "$v1" "$v2"; do
 done
 [ "$v1" -gt 0 ] || [ "$v2" -gt 0 ] || die "both weights are 0: no version would get traffic"
 require_tools
+use_self_hosted
 
 route_file=$MESH_DIR/routes/distributor.json
 spec=$(python3 - "$route_file" "$v1" "$v2" <<'PY'

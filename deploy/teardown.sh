@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Removes what deploy/walkthrough.sh created, in reverse order. What is already gone is
-# skipped, so it is safe to run again.
+# skipped, so it is safe to run again. With --self-hosted, the mesh is deleted first
+# (through the control plane, while it still runs) and the control plane of
+# deploy/control-plane.sh last, with its table and secret.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { echo "usage: deploy/teardown.sh [--endpoint-url URL] [--skip STEP]..."; }
+usage() { echo "usage: deploy/teardown.sh [--self-hosted] [--endpoint-url URL] [--skip STEP]..."; }
 parse_common_args "$@"
 [ ${#ARGS[@]} -eq 0 ] || die "unexpected argument: ${ARGS[0]}"
 require_tools
+use_self_hosted optional
 
 families() { for f in "$TASKDEFS_DIR"/*.json; do field "$f" family; done; }
 mesh_files() { find "$MESH_DIR/$1" -name '*.json' | sort -r; }
 
+services() {
 if ! skipped services; then
     say "ECS services"
     for family in $(families); do
@@ -22,6 +26,8 @@ if ! skipped services; then
         fi
     done
 fi
+}
+cluster() {
 if ! skipped cluster; then
     status=$(awscli ecs describe-clusters --clusters "$CLUSTER" --query 'clusters[0].status' --output text 2>/dev/null || true)
     if [ "$status" = ACTIVE ]; then
@@ -29,6 +35,8 @@ if ! skipped cluster; then
         say "deleted cluster $CLUSTER"
     fi
 fi
+}
+cloud_map() {
 if ! skipped cloud-map; then
     ns=$(awscli servicediscovery list-namespaces --query "Namespaces[?Name=='$NAMESPACE'].Id | [0]" --output text)
     if [ -n "$ns" ] && [ "$ns" != None ]; then
@@ -43,6 +51,8 @@ if ! skipped cloud-map; then
         say "deleted namespace $NAMESPACE"
     fi
 fi
+}
+task_definitions() {
 if ! skipped task-definitions; then
     for family in $(families); do
         for arn in $(awscli ecs list-task-definitions --family-prefix "$family" --status ACTIVE --query 'taskDefinitionArns[]' --output text); do
@@ -51,6 +61,7 @@ if ! skipped task-definitions; then
         done
     done
 fi
+}
 delete_appmesh() { # kind, file, describe args...
     local kind=$1 file=$2; shift 2
     if exists appmesh "describe-$kind" "$@"; then
@@ -58,6 +69,7 @@ delete_appmesh() { # kind, file, describe args...
         say "deleted $kind $(basename "$file" .json)"
     fi
 }
+mesh() {
 if ! skipped virtual-services; then
     for f in $(mesh_files virtual-services); do
         delete_appmesh virtual-service "$f" --mesh-name "$MESH_NAME" --virtual-service-name "$(field "$f" virtualServiceName)"
@@ -81,5 +93,21 @@ fi
 if ! skipped mesh && exists appmesh describe-mesh --mesh-name "$MESH_NAME"; then
     awscli appmesh delete-mesh --mesh-name "$MESH_NAME" >/dev/null
     say "deleted mesh $MESH_NAME"
+fi
+}
+
+if [ -n "$SELF_HOSTED" ]; then
+    if [ -n "${APPMESH_API_KEY_ID:-}" ]; then mesh; fi
+    services
+    task_definitions
+    skipped control-plane || "$ROOT/deploy/control-plane.sh" down "${ENDPOINT_ARGS[@]+"${ENDPOINT_ARGS[@]}"}"
+    cluster
+    cloud_map
+else
+    services
+    cluster
+    cloud_map
+    task_definitions
+    mesh
 fi
 say "teardown done"

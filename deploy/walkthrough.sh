@@ -4,6 +4,10 @@
 # from mesh/, the task definitions from taskdefs/ (rendered), a Cloud Map namespace with
 # a service per virtual node, and an ECS cluster with a Fargate service per task.
 #
+# With --self-hosted (App Mesh itself is gone since 2026-09-30), the App Mesh calls go to
+# the control plane deploy/control-plane.sh runs, and each task definition's Envoy gets
+# APPMESH_XDS_ENDPOINT pointing at it; nothing else changes.
+#
 # Safe to run again: what exists is updated (App Mesh, task definitions, ECS services) or
 # left alone (namespace, Cloud Map services, cluster).
 set -euo pipefail
@@ -13,7 +17,12 @@ STEPS=(mesh virtual-nodes virtual-routers routes virtual-services task-definitio
 
 usage() {
     cat <<USAGE
-usage: deploy/walkthrough.sh [--endpoint-url URL] [--skip STEP]...
+usage: deploy/walkthrough.sh [--self-hosted] [--endpoint-url URL] [--skip STEP]...
+
+  --self-hosted   use the control plane of deploy/control-plane.sh: App Mesh calls to
+                  https://CONTROL_PLANE_HOST (or AWS_ENDPOINT_URL_APP_MESH) signed with the
+                  API credentials in Secrets Manager, and APPMESH_XDS_ENDPOINT=
+                  CONTROL_PLANE_HOST:15010 in each Envoy container
 
 Steps, in order: ${STEPS[*]}
 
@@ -23,6 +32,7 @@ Environment:
   VIRTUAL_SERVICE_IP           the address virtual service names resolve to (default 10.10.10.10)
   SUBNETS, SECURITY_GROUPS     comma-separated, for the Fargate services (step services)
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_APP_MESH, ...   per-service endpoints, as the AWS CLI reads them
+  CONTROL_PLANE_HOST           with --self-hosted: the control plane's name (default xds.gophers.local)
   GOPHERMESH                   the gophermesh binary (default: on PATH, else target/{release,debug})
 USAGE
 }
@@ -33,15 +43,7 @@ for s in "${SKIP[@]+"${SKIP[@]}"}"; do
     [[ " ${STEPS[*]} " == *" $s "* ]] || die "--skip $s: no such step; steps are: ${STEPS[*]}"
 done
 require_tools
-
-gophermesh_bin() {
-    if [ -n "${GOPHERMESH:-}" ]; then echo "$GOPHERMESH"; return; fi
-    if command -v gophermesh >/dev/null; then command -v gophermesh; return; fi
-    for p in "$ROOT/target/release/gophermesh" "$ROOT/target/debug/gophermesh"; do
-        [ -x "$p" ] && { echo "$p"; return; }
-    done
-    die "gophermesh not found: build it with 'cargo build -p gophermesh' or set GOPHERMESH"
-}
+use_self_hosted
 
 step() { say "step $1: $2"; }
 
@@ -100,7 +102,9 @@ fi
 RENDERED=$(mktemp -d)
 trap 'rm -rf "$RENDERED"' EXIT
 if ! skipped task-definitions || ! skipped services; then
-    "$(gophermesh_bin)" render taskdefs --taskdefs-dir "$TASKDEFS_DIR" --out "$RENDERED" >/dev/null
+    xds=()
+    [ -z "$SELF_HOSTED" ] || xds=(--xds-endpoint "$CONTROL_PLANE_HOST:$XDS_PORT")
+    "$(gophermesh_bin)" render taskdefs --taskdefs-dir "$TASKDEFS_DIR" --out "$RENDERED" "${xds[@]+"${xds[@]}"}" >/dev/null
 fi
 if ! skipped task-definitions; then
     step task-definitions "register-task-definition, one per file in taskdefs/ (rendered)"
@@ -110,13 +114,6 @@ if ! skipped task-definitions; then
     done
 fi
 
-namespace_id() {
-    awscli servicediscovery list-namespaces --query "Namespaces[?Name=='$NAMESPACE'].Id | [0]" --output text
-}
-cloudmap_service_arn() { # $1 = service name
-    awscli servicediscovery list-services --filters "Name=NAMESPACE_ID,Values=$(namespace_id),Condition=EQ" \
-        --query "Services[?Name=='$1'].Arn | [0]" --output text
-}
 # Cloud Map service names: one per virtual node (its DNS hostname's first label), plus
 # one per virtual service, so that the virtual service's name resolves in the VPC.
 cloudmap_names() {
@@ -126,19 +123,7 @@ cloudmap_names() {
 
 if ! skipped cloud-map; then
     step cloud-map "Cloud Map namespace $NAMESPACE and its services"
-    if [ "$(namespace_id)" = "None" ] || [ -z "$(namespace_id)" ]; then
-        : "${VPC_ID:?set VPC_ID to the VPC the namespace serves (or --skip cloud-map)}"
-        op=$(awscli servicediscovery create-private-dns-namespace --name "$NAMESPACE" --vpc "$VPC_ID" --query OperationId --output text)
-        for _ in $(seq 60); do
-            status=$(awscli servicediscovery get-operation --operation-id "$op" --query Operation.Status --output text)
-            [ "$status" = SUCCESS ] && break
-            [ "$status" = FAIL ] && die "creating namespace $NAMESPACE failed (operation $op)"
-            sleep 2
-        done
-        say "  created namespace $NAMESPACE"
-    else
-        say "  namespace $NAMESPACE exists"
-    fi
+    ensure_namespace
     ns=$(namespace_id)
     for name in $(cloudmap_names | sort -u); do
         arn=$(cloudmap_service_arn "$name")
@@ -168,13 +153,7 @@ fi
 
 if ! skipped cluster; then
     step cluster "ECS cluster $CLUSTER"
-    status=$(awscli ecs describe-clusters --clusters "$CLUSTER" --query 'clusters[0].status' --output text 2>/dev/null || true)
-    if [ "$status" = ACTIVE ]; then
-        say "  cluster $CLUSTER exists"
-    else
-        awscli ecs create-cluster --cluster-name "$CLUSTER" >/dev/null
-        say "  created cluster $CLUSTER"
-    fi
+    ensure_cluster
 fi
 
 if ! skipped services; then

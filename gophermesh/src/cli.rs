@@ -153,6 +153,11 @@ pub(crate) struct ImagesBuildArgs {
     /// Where the build contexts and podman's containers.conf go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub(crate) state_dir: PathBuf,
+
+    /// Also build the control plane image, gophermesh/control-plane:latest (`gophermesh
+    /// serve` for ECS, from the gophermesh binary in --bin-dir).
+    #[arg(long)]
+    pub(crate) control_plane: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +175,31 @@ pub(crate) struct RenderArgs {
     /// Where to write the rendered files (created if missing).
     #[arg(long)]
     pub(crate) out: PathBuf,
+
+    /// HOST:PORT of a self-hosted control plane (`gophermesh serve`): added to each Envoy
+    /// container (the one `proxyConfiguration` names) as `APPMESH_XDS_ENDPOINT`, the one
+    /// variable that points the aws-appmesh-envoy sidecar at it. Nothing else changes.
+    #[arg(long, env = "GOPHERMESH_XDS_ENDPOINT", value_parser = parse_host_port)]
+    pub(crate) xds_endpoint: Option<String>,
+}
+
+/// `HOST:PORT`, a port 1-65535 and a host of letters, digits, `.`, `-` (or an IPv4).
+fn parse_host_port(value: &str) -> Result<String, String> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!("`{value}` is not HOST:PORT"));
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    if !host_ok {
+        return Err(format!("`{host}` is not a host name or IPv4 address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(value.to_owned()),
+        _ => Err(format!("`{port}` is not a port (1-65535)")),
+    }
 }
 
 /// Flags of `gophermesh up`.
@@ -347,8 +377,14 @@ pub(crate) struct ApiArgs {
 
     /// Another host name the App Mesh and control APIs answer to (as `NAME` with their own
     /// port, or `NAME:PORT`); repeatable. Requests whose Host is neither one of these nor
-    /// the address an API listens on get 421.
-    #[arg(long, value_name = "NAME")]
+    /// the address an API listens on get 421. `NAME:443` also admits the bare `NAME`
+    /// (the default port of HTTPS, as behind a load balancer's TLS listener).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "GOPHERMESH_ALLOW_HOST",
+        value_delimiter = ','
+    )]
     pub(crate) allow_host: Vec<String>,
 
     /// The account id in the ARNs the App Mesh API reports.

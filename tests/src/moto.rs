@@ -40,9 +40,9 @@ impl Moto {
     /// calls).
     pub fn bare(server_env: &[(&str, &str)]) -> Self {
         // Port 0: moto (werkzeug) binds a free port and says which on stderr. One request
-        // at a time, as tests/support/moto_serialized.py says why.
+        // at a time, as tests/tools/moto_serialized.py says why.
         let mut child = Command::new(tool("python3"))
-            .arg(repo_root().join("tests/support/moto_serialized.py"))
+            .arg(repo_root().join("tests/tools/moto_serialized.py"))
             .args(["127.0.0.1", "0"])
             .envs(server_env.iter().copied())
             .stdout(Stdio::null())

@@ -462,3 +462,350 @@ fn render_names_the_missing_variable_and_writes_nothing() {
         "nothing is written when a variable is missing"
     );
 }
+
+/// `render` with `--xds-endpoint HOST:PORT` and without it, into `out`.
+fn render_with(out: &Path, taskdefs: &Path, xds: Option<&str>, extra_env: &[(&str, &str)]) {
+    let mut command = Command::new(bin("gophermesh"));
+    command
+        .current_dir(repo_root())
+        .args(["render", "taskdefs", "--taskdefs-dir"])
+        .arg(taskdefs)
+        .arg("--out")
+        .arg(out)
+        .envs(RENDER_ENV)
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null());
+    if let Some(xds) = xds {
+        command.args(["--xds-endpoint", xds]);
+    }
+    assert!(
+        command.status().expect("gophermesh runs").success(),
+        "render failed"
+    );
+}
+
+#[test]
+fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
+    let (plain, pointed) = (tempdir("render-plain"), tempdir("render-pointed"));
+    let taskdefs = repo_root().join("taskdefs");
+    render_with(&plain, &taskdefs, None, &[]);
+    render_with(&pointed, &taskdefs, Some("xds.gophers.local:15010"), &[]);
+    let files = json_files(&plain);
+    assert_eq!(files.len(), 3);
+    for file in files {
+        let name = file.file_name().expect("name");
+        let read = |p: &Path| -> Value {
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
+        };
+        let (before, mut after) = (read(&file), read(&pointed.join(name)));
+        let envoy = after["proxyConfiguration"]["containerName"].clone();
+        let container = after["containerDefinitions"]
+            .as_array_mut()
+            .expect("containers")
+            .iter_mut()
+            .find(|c| c["name"] == envoy)
+            .expect("the Envoy container");
+        let env = container["environment"]
+            .as_array_mut()
+            .expect("environment");
+        let at = env
+            .iter()
+            .position(|v| v["name"] == "APPMESH_XDS_ENDPOINT")
+            .unwrap_or_else(|| panic!("{name:?}: no APPMESH_XDS_ENDPOINT on {envoy}"));
+        assert_eq!(env[at]["value"], "xds.gophers.local:15010");
+        env.remove(at);
+        assert_eq!(
+            after, before,
+            "{name:?} differs in more than APPMESH_XDS_ENDPOINT"
+        );
+    }
+    let (code, said) = tests::run_to_end(
+        "gophermesh",
+        &[
+            "render",
+            "taskdefs",
+            "--out",
+            "/nonexistent",
+            "--xds-endpoint",
+            "xds.gophers.local",
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        said.contains("`xds.gophers.local` is not HOST:PORT"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_control_plane_task_definition_passes_botocore_validation() {
+    let out = tempdir("render-control-plane");
+    render_with(
+        &out,
+        &repo_root().join("deploy/control-plane"),
+        None,
+        &[
+            ("STATE_TABLE", "gophermesh-state"),
+            (
+                "API_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:gophermesh/api-credentials-AbCdEf",
+            ),
+            ("CONTROL_PLANE_HOST", "xds.gophers.local"),
+        ],
+    );
+    let file = out.join("gophermesh-control-plane.json");
+    let output = Command::new(tool("python"))
+        .arg(repo_root().join("tests/tools/botocore_validate.py"))
+        .args(["ecs", "RegisterTaskDefinition"])
+        .arg(&file)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "botocore rejected it:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The self-hosted path end to end against moto: `deploy/control-plane.sh` makes the
+/// table, the secret, the task definition, the load balancer and the service; a real
+/// `gophermesh serve` on that table answers the App Mesh calls of
+/// `deploy/walkthrough.sh --self-hosted`; `deploy/teardown.sh --self-hosted` removes it all.
+/// Every script runs twice.
+#[test]
+fn the_control_plane_deploys_and_the_walkthrough_runs_through_it_against_moto() {
+    let mut moto = Moto::start();
+    let work = tempdir("control-plane-deploy");
+    let (key, cert) = (work.join("key.pem"), work.join("cert.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=xds.gophers.local", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let certificate = moto.aws(&[
+        "acm",
+        "import-certificate",
+        "--certificate",
+        &format!("fileb://{}", cert.display()),
+        "--private-key",
+        &format!("fileb://{}", key.display()),
+        "--query",
+        "CertificateArn",
+        "--output",
+        "text",
+    ]);
+    let (key_id, secret) = ("AKIDDEPLOYTEST", "deploy/test/secret");
+    moto.env.extend([
+        ("CERTIFICATE_ARN".to_owned(), certificate),
+        ("GOPHERMESH_API_ACCESS_KEY_ID".to_owned(), key_id.to_owned()),
+        (
+            "GOPHERMESH_API_SECRET_ACCESS_KEY".to_owned(),
+            secret.to_owned(),
+        ),
+    ]);
+
+    // The first run makes everything but cannot wait for an API that no task runs here.
+    let first = moto.script_routed(
+        "control-plane.sh",
+        &["--skip", "wait"],
+        "http://127.0.0.1:9",
+    );
+    for expected in [
+        "created table gophermesh-state",
+        "created secret gophermesh/api-credentials",
+        "registered arn:aws:ecs:",
+        "created load balancer gophermesh-control-plane",
+        "created TLS listener 15010 -> gophermesh-xds",
+        "created TLS listener 443 -> gophermesh-api",
+        "created service gophermesh-control-plane",
+        "xds.gophers.local is an alias of",
+    ] {
+        assert!(
+            first.contains(expected),
+            "missing `{expected}` in:\n{first}"
+        );
+    }
+
+    // The control plane itself, as a task would run it: on that table, with those keys.
+    let mut env = moto.env.clone();
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_owned(), moto.endpoint.clone()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+    ]);
+    let dir = tests::copy_of_shipped("control-plane-deploy");
+    let serve = tests::serve::Serve::start(
+        &dir,
+        &[
+            "--state",
+            "dynamodb://gophermesh-state",
+            "--empty",
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--api-access-key-id",
+            key_id,
+            "--api-secret-access-key",
+            secret,
+        ],
+        &env,
+    );
+    let again = moto.script_routed("control-plane.sh", &[], &serve.appmesh);
+    for expected in [
+        "table gophermesh-state exists",
+        "secret gophermesh/api-credentials exists",
+        "updated service gophermesh-control-plane",
+        "it answers",
+    ] {
+        assert!(
+            again.contains(expected),
+            "missing `{expected}` in:\n{again}"
+        );
+    }
+    for _ in 0..2 {
+        let walk = moto.script_routed("walkthrough.sh", &["--self-hosted"], &serve.appmesh);
+        assert!(walk.contains("self-hosted control plane"), "{walk}");
+    }
+    let described = tests::aws_appmesh(
+        &serve.appmesh,
+        (key_id, secret),
+        "us-east-1",
+        &[
+            "describe-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+            "--query",
+            "route.spec.httpRoute.action.weightedTargets[].weight",
+        ],
+    );
+    assert_eq!(described.0, 0, "{described:?}");
+    let weights: Value = serde_json::from_str(&described.1).expect("json");
+    assert_eq!(weights, serde_json::json!([90, 10]));
+    let xds = moto.aws(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "gopher-requester",
+        "--query",
+        "taskDefinition.containerDefinitions[?name=='envoy'].environment[] | [?name=='APPMESH_XDS_ENDPOINT'].value | [0]",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(xds, "xds.gophers.local:15010");
+    let service = moto.aws(&[
+        "ecs",
+        "describe-services",
+        "--cluster",
+        "gophermesh",
+        "--services",
+        "gophermesh-control-plane",
+        "--query",
+        "services[0].[desiredCount, length(loadBalancers)]",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(service, "2\t2", "two tasks behind both target groups");
+    moto.script_routed("shift.sh", &["--self-hosted", "0", "100"], &serve.appmesh);
+
+    for _ in 0..2 {
+        let down = moto.script_routed("teardown.sh", &["--self-hosted"], &serve.appmesh);
+        assert!(down.contains("teardown done"), "{down}");
+    }
+    for (args, none) in [
+        (
+            vec!["dynamodb", "list-tables", "--query", "length(TableNames)"],
+            "0",
+        ),
+        (
+            vec![
+                "secretsmanager",
+                "list-secrets",
+                "--query",
+                "length(SecretList)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "elbv2",
+                "describe-load-balancers",
+                "--query",
+                "length(LoadBalancers)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "elbv2",
+                "describe-target-groups",
+                "--query",
+                "length(TargetGroups)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "ecs",
+                "list-task-definitions",
+                "--status",
+                "ACTIVE",
+                "--query",
+                "length(taskDefinitionArns)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "servicediscovery",
+                "list-namespaces",
+                "--query",
+                "length(Namespaces)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "ecs",
+                "describe-services",
+                "--cluster",
+                "gophermesh",
+                "--services",
+                "gophermesh-control-plane",
+                "gopher-requester",
+                "gopher-distributor-v1",
+                "gopher-distributor-v2",
+                "--query",
+                "services[?status=='ACTIVE'] | length(@)",
+            ],
+            "0",
+        ),
+        (
+            vec![
+                "ecs",
+                "describe-clusters",
+                "--clusters",
+                "gophermesh",
+                "--query",
+                "clusters[?status=='ACTIVE'] | length(@)",
+            ],
+            "0",
+        ),
+    ] {
+        assert_eq!(moto.aws(&args), none, "left behind: {args:?}");
+    }
+}

@@ -276,7 +276,9 @@ impl Drop for ClientPlace {
 }
 
 /// The `Host` values for a listener on `bound` plus the names in `extra` (a bare name
-/// takes the bound port; `name:port` is taken as given).
+/// takes the bound port; `name:port` is taken as given, and `name:443` or `name:80` also
+/// as the bare `name`, which is how clients write the default port of HTTPS or HTTP, e.g.
+/// behind a load balancer's TLS listener on 443).
 fn allowed_hosts(bound: SocketAddr, extra: &[String]) -> Vec<String> {
     let port = bound.port();
     let mut hosts = vec![bound.to_string()];
@@ -286,6 +288,9 @@ fn allowed_hosts(bound: SocketAddr, extra: &[String]) -> Vec<String> {
     for name in extra {
         if name.contains(':') && !name.starts_with('[') && name.matches(':').count() == 1 {
             hosts.push(name.clone());
+            if let Some(bare) = name.strip_suffix(":443").or(name.strip_suffix(":80")) {
+                hosts.push(bare.to_owned());
+            }
         } else {
             hosts.push(format!("{name}:{port}"));
         }
@@ -385,6 +390,24 @@ async fn read_body(body: Body, limits: Limits) -> Result<Bytes, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_on_the_default_https_port_is_also_admitted_bare() {
+        let bound: SocketAddr = "0.0.0.0:9991".parse().expect("addr");
+        let hosts = allowed_hosts(
+            bound,
+            &["xds.gophers.local:443".into(), "api.internal".into()],
+        );
+        assert_eq!(
+            hosts,
+            [
+                "0.0.0.0:9991",
+                "xds.gophers.local:443",
+                "xds.gophers.local",
+                "api.internal:9991"
+            ]
+        );
+    }
 
     fn guard(auth: Auth, limits: Limits) -> Guard {
         Guard::new(

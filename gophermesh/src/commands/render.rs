@@ -26,9 +26,14 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         let origin = file.display().to_string();
         let text = meshmodel::input::read_text(file, meshmodel::input::MAX_FILE)
             .with_context(|| format!("cannot read {origin}"))?;
-        let out = meshmodel::render::render(&origin, &text, |name| std::env::var(name).ok())?;
-        serde_json::from_str::<serde_json::Value>(&out)
+        let mut out = meshmodel::render::render(&origin, &text, |name| std::env::var(name).ok())?;
+        let mut doc = serde_json::from_str::<serde_json::Value>(&out)
             .with_context(|| format!("{origin}: the rendered text is not valid JSON (a value put in a placeholder may need escaping)"))?;
+        if let Some(endpoint) = &args.xds_endpoint {
+            if point_envoy_at(&mut doc, endpoint) {
+                out = serde_json::to_string_pretty(&doc)? + "\n";
+            }
+        }
         rendered.push((file.file_name().map(ToOwned::to_owned), out));
     }
     std::fs::create_dir_all(&args.out)
@@ -40,4 +45,68 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets `APPMESH_XDS_ENDPOINT` on the Envoy container of task definition `doc` (the one
+/// its `proxyConfiguration` names); whether it has one.
+fn point_envoy_at(doc: &mut serde_json::Value, endpoint: &str) -> bool {
+    use serde_json::{Value, json};
+    let Some(envoy) = doc["proxyConfiguration"]["containerName"]
+        .as_str()
+        .map(ToOwned::to_owned)
+    else {
+        return false;
+    };
+    let Some(container) = doc["containerDefinitions"]
+        .as_array_mut()
+        .and_then(|cs| cs.iter_mut().find(|c| c["name"] == envoy.as_str()))
+    else {
+        return false;
+    };
+    let variable = json!({"name": "APPMESH_XDS_ENDPOINT", "value": endpoint});
+    match container
+        .get_mut("environment")
+        .and_then(Value::as_array_mut)
+    {
+        Some(env) => match env.iter_mut().find(|v| v["name"] == "APPMESH_XDS_ENDPOINT") {
+            Some(existing) => *existing = variable,
+            None => env.push(variable),
+        },
+        None => container["environment"] = json!([variable]),
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_envoy_container_gets_the_endpoint_once() {
+        let mut doc = serde_json::json!({
+            "proxyConfiguration": {"containerName": "envoy"},
+            "containerDefinitions": [
+                {"name": "app", "environment": [{"name": "A", "value": "1"}]},
+                {"name": "envoy", "environment": [
+                    {"name": "APPMESH_RESOURCE_ARN", "value": "mesh/m/virtualNode/n"},
+                    {"name": "APPMESH_XDS_ENDPOINT", "value": "old:1"}
+                ]}
+            ]
+        });
+        assert!(point_envoy_at(&mut doc, "xds.gophers.local:15010"));
+        assert!(point_envoy_at(&mut doc, "xds.gophers.local:15010"));
+        assert_eq!(
+            doc["containerDefinitions"][1]["environment"],
+            serde_json::json!([
+                {"name": "APPMESH_RESOURCE_ARN", "value": "mesh/m/virtualNode/n"},
+                {"name": "APPMESH_XDS_ENDPOINT", "value": "xds.gophers.local:15010"}
+            ])
+        );
+        assert_eq!(
+            doc["containerDefinitions"][0]["environment"],
+            serde_json::json!([{"name": "A", "value": "1"}])
+        );
+        let mut plain = serde_json::json!({"family": "control-plane", "containerDefinitions": []});
+        assert!(!point_envoy_at(&mut plain, "x:1"));
+    }
 }

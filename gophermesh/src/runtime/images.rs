@@ -58,6 +58,15 @@ pub const ENVOY: Image = Image {
     gopher_version: None,
 };
 
+/// The control plane image (`gophermesh serve`), for ECS: built only when asked
+/// (`images build --control-plane`), never by `up`.
+pub const CONTROL_PLANE: Image = Image {
+    name: "gophermesh/control-plane:latest",
+    binary: "gophermesh",
+    title: "gophermesh control plane",
+    gopher_version: None,
+};
+
 /// A task definition's image, as gophermesh runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -93,6 +102,9 @@ impl ImageRef {
 const CONTAINERS_CONF: &str = include_str!("../../../docker/containers.conf");
 const SCRATCH: &str = include_str!("../../../docker/Containerfile.scratch");
 const ENVOY_FILE: &str = include_str!("../../../docker/Containerfile.envoy");
+/// Where Debian keeps the trusted CA certificates, and where rustls looks for them.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const CONTROL_PLANE_FILE: &str = include_str!("../../../docker/Containerfile.control-plane");
 
 use crate::progress::say;
 
@@ -246,15 +258,21 @@ fn revision() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Builds every image; returns (name, size in bytes). Builds on this machine take turns.
+/// Builds every image of [`IMAGES`], and the control plane's too when `control_plane`;
+/// returns (name, size in bytes). Builds on this machine take turns.
 pub fn build_all(
     podman: &Podman,
     bin_dir: &Path,
     envoy: &Path,
     work: &Path,
+    control_plane: bool,
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let _turn = build_lock()?;
-    build_unlocked(podman, bin_dir, envoy, work)
+    let mut images = IMAGES.to_vec();
+    if control_plane {
+        images.push(CONTROL_PLANE);
+    }
+    build_unlocked(podman, bin_dir, envoy, work, &images)
 }
 
 fn build_unlocked(
@@ -262,12 +280,13 @@ fn build_unlocked(
     bin_dir: &Path,
     envoy: &Path,
     work: &Path,
+    images: &[Image],
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let revision = revision();
     let version = env!("CARGO_PKG_VERSION");
     let envoy = real_envoy(envoy)?;
     let mut built = Vec::new();
-    for image in IMAGES {
+    for &image in images {
         let name = image.name;
         let binary = if image.is_envoy() {
             envoy.clone()
@@ -291,6 +310,16 @@ fn build_unlocked(
                 ("envoy", 1337),
                 ENVOY_FILE,
             )?;
+        } else if image == CONTROL_PLANE {
+            context(&dir, &binary, "/app", ("app", 10001), CONTROL_PLANE_FILE)?;
+            std::fs::create_dir_all(dir.join("state"))?;
+            // It speaks TLS to DynamoDB (and STS): the trusted roots of this machine.
+            let bundle = Path::new(CA_BUNDLE);
+            let to = dir.join("rootfs").join(CA_BUNDLE.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().expect("a directory"))?;
+            std::fs::copy(bundle, &to).with_context(|| {
+                format!("cannot copy {CA_BUNDLE} (on Debian: apt-get install ca-certificates)")
+            })?;
         } else {
             context(&dir, &binary, "/app", ("app", 10001), SCRATCH)?;
         }
@@ -451,7 +480,7 @@ pub fn ensure_all(
         "building the images that are missing or older than their binaries ({})",
         still.join(", ")
     ));
-    build_unlocked(podman, bin_dir, envoy, work).map(|_| ())
+    build_unlocked(podman, bin_dir, envoy, work, &IMAGES).map(|_| ())
 }
 
 #[cfg(test)]
