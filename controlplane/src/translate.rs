@@ -145,7 +145,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                 &ingress_cluster,
                 Upstream::Addr(place.app),
                 listener.map(|l| l.port_mapping.protocol),
-                None,
+                Side::Ingress(listener),
             ),
         ),
     ));
@@ -339,7 +339,7 @@ fn egress_cluster(
             &name,
             Upstream::of(snapshot, target),
             listener.map(|l| l.port_mapping.protocol),
-            listener,
+            Side::Egress(listener),
         );
         clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
     }
@@ -444,9 +444,38 @@ fn route_match(http: &HttpRoute) -> route::RouteMatch {
             ..Default::default()
         });
     }
+    if let Some(scheme) = &m.scheme {
+        headers.push(route::HeaderMatcher {
+            name: ":scheme".to_owned(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                string(matcher::string_matcher::MatchPattern::Exact(scheme.clone())),
+            )),
+            ..Default::default()
+        });
+    }
+    let query_parameters = m
+        .query_parameters
+        .iter()
+        .map(|q| route::QueryParameterMatcher {
+            name: q.name.clone(),
+            query_parameter_match_specifier: Some(match &q.query_match {
+                Some(exact) => {
+                    route::query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                        string(matcher::string_matcher::MatchPattern::Exact(
+                            exact.exact.clone(),
+                        )),
+                    )
+                }
+                None => {
+                    route::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
+                }
+            }),
+        })
+        .collect();
     route::RouteMatch {
         path_specifier,
         headers,
+        query_parameters,
         ..Default::default()
     }
 }
@@ -556,12 +585,34 @@ impl Upstream {
     }
 }
 
+/// Which side of a node a cluster is on, with the node's listener: App Mesh puts the
+/// listener's `connectionPool` on the node's own local ingress cluster (so the limits hold
+/// whoever calls), and its health check and outlier detection on the callers' egress
+/// clusters.
+#[derive(Debug, Clone, Copy)]
+enum Side<'a> {
+    Ingress(Option<&'a Listener>),
+    Egress(Option<&'a Listener>),
+}
+
+/// Connect timeouts as App Mesh sets them: the local app, and a node elsewhere.
+const INGRESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn static_cluster(
     name: &str,
     upstream: Upstream,
     protocol: Option<Protocol>,
-    target: Option<&Listener>,
+    side: Side<'_>,
 ) -> cluster::Cluster {
+    let (pool, target, connect_timeout) = match side {
+        Side::Ingress(l) => (
+            l.and_then(|l| l.connection_pool.as_ref()),
+            None,
+            INGRESS_CONNECT_TIMEOUT,
+        ),
+        Side::Egress(l) => (None, l, EGRESS_CONNECT_TIMEOUT),
+    };
     let (discovery, address) = match upstream {
         Upstream::Addr(addr) => (
             cluster::cluster::DiscoveryType::Static,
@@ -602,7 +653,7 @@ fn static_cluster(
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
             discovery as i32,
         )),
-        connect_timeout: Some(pb_duration(Duration::from_secs(1))),
+        connect_timeout: Some(pb_duration(connect_timeout)),
         load_assignment: Some(endpoint::ClusterLoadAssignment {
             cluster_name: name.to_owned(),
             endpoints: vec![endpoint::LocalityLbEndpoints {
@@ -613,7 +664,6 @@ fn static_cluster(
         }),
         ..Default::default()
     };
-    let pool = target.and_then(|l| l.connection_pool.as_ref());
     let limit = |v: Option<i64>| {
         Some(u32v(
             v.and_then(|v| u32::try_from(v).ok()).unwrap_or(UNLIMITED),
@@ -621,10 +671,12 @@ fn static_cluster(
     };
     c.circuit_breakers = Some(cluster::CircuitBreakers {
         thresholds: vec![cluster::circuit_breakers::Thresholds {
-            max_connections: limit(
-                pool.and_then(|p| p.http.as_ref())
-                    .map(|h| h.max_connections),
-            ),
+            max_connections: limit(pool.and_then(|p| {
+                p.http
+                    .as_ref()
+                    .map(|h| h.max_connections)
+                    .or(p.tcp.as_ref().map(|t| t.max_connections))
+            })),
             max_pending_requests: limit(
                 pool.and_then(|p| p.http.as_ref())
                     .and_then(|h| h.max_pending_requests),
@@ -737,6 +789,13 @@ fn http_listener(
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(routes),
         access_log,
+        // As App Mesh sets them on every HTTP connection manager.
+        normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        merge_slashes: true,
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..Default::default()
+        }],
         http_filters: vec![hcm::HttpFilter {
             name: "envoy.filters.http.router".to_owned(),
             config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(

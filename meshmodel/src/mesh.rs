@@ -779,10 +779,11 @@ fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, route: &Http
     let m = &route.route_match;
     let at = join(base, "match");
     match (&m.prefix, &m.path) {
-        (None, None) => p.push(Problem::new(
+        // A match on the port (or anything else) alone matches every path, as App Mesh has it.
+        (None, None) if m.port.is_none() => p.push(Problem::new(
             origin,
             &at,
-            "give a prefix (like \"/\") or a path to match",
+            "give a prefix (like \"/\"), a path or a port to match",
         )),
         (Some(prefix), _) if !prefix.starts_with('/') => {
             p.push(Problem::new(
@@ -803,6 +804,24 @@ fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, route: &Http
         }
         if let Some(re) = &path.regex {
             check_regex(p, origin, &join(&at, "path.regex"), re);
+        }
+    }
+    if let Some(port) = m.port {
+        if !(1..=65535).contains(&port) {
+            p.push(Problem::new(
+                origin,
+                join(&at, "port"),
+                format!("{port} is not a port (1-65535)"),
+            ));
+        }
+    }
+    if let Some(scheme) = &m.scheme {
+        if scheme != "http" && scheme != "https" {
+            p.push(Problem::new(
+                origin,
+                join(&at, "scheme"),
+                format!("`{scheme}` is not http or https"),
+            ));
         }
     }
     if let Some(method) = &m.method {

@@ -64,6 +64,19 @@ fn the_requester_gets_the_weighted_route_to_both_distributors() {
         listeners,
         ["lds_ingress_127.0.0.1_20020", "lds_egress_127.0.0.1_20021"]
     );
+    // Each HTTP connection manager normalizes paths, merges slashes and upgrades websockets.
+    for (_, any) in &res.listeners {
+        let l = listener::Listener::decode(any.value.as_slice()).expect("decodes");
+        let Some(listener::filter::ConfigType::TypedConfig(config)) =
+            &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!("no typed config");
+        };
+        let manager = hcm::HttpConnectionManager::decode(config.value.as_slice()).expect("hcm");
+        assert_eq!(manager.normalize_path.map(|b| b.value), Some(true));
+        assert!(manager.merge_slashes);
+        assert_eq!(manager.upgrade_configs[0].upgrade_type, "websocket");
+    }
 
     let (name, any) = &res.routes[0];
     assert_eq!(name, "rds_egress_http_8080");
@@ -198,5 +211,137 @@ fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
             "distributor-v1.gophers.local".to_owned(),
             Some(core::socket_address::PortSpecifier::PortValue(8080))
         )
+    );
+}
+
+/// A listener's `connectionPool` limits the node's own local ingress cluster (whoever
+/// calls), not its callers' egress clusters; the ingress cluster connects within 0.25 s.
+#[test]
+fn a_connection_pool_limits_the_nodes_own_ingress_cluster() {
+    let mut snapshot = shipped_snapshot();
+    let v1 = snapshot
+        .mesh
+        .virtual_nodes
+        .get_mut("distributor-v1")
+        .expect("distributor-v1");
+    v1.value.spec.listeners[0].connection_pool = Some(
+        serde_json::from_value(serde_json::json!({
+            "http": {"maxConnections": 7, "maxPendingRequests": 3}
+        }))
+        .expect("a connection pool"),
+    );
+    let limits = |c: &cluster::Cluster| {
+        let t = &c
+            .circuit_breakers
+            .as_ref()
+            .expect("circuit breakers")
+            .thresholds[0];
+        (
+            t.max_connections.as_ref().map(|v| v.value),
+            t.max_pending_requests.as_ref().map(|v| v.value),
+        )
+    };
+    let decode = |res: &NodeResources, name: &str| {
+        let (_, any) = res
+            .clusters
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"));
+        cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
+    };
+    let own = for_node(&snapshot, "distributor-v1").expect("resources");
+    let ingress = decode(&own, "cds_ingress_gophermesh_distributor-v1_http_8080");
+    assert_eq!(limits(&ingress), (Some(7), Some(3)));
+    assert_eq!(
+        ingress
+            .connect_timeout
+            .as_ref()
+            .map(|d| (d.seconds, d.nanos)),
+        Some((0, 250_000_000))
+    );
+    let caller = for_node(&snapshot, "requester").expect("resources");
+    let egress = decode(&caller, "cds_egress_gophermesh_distributor-v1_http_8080");
+    assert_eq!(limits(&egress), (Some(UNLIMITED), Some(UNLIMITED)));
+    assert_eq!(egress.connect_timeout.as_ref().map(|d| d.seconds), Some(1));
+    assert_eq!(
+        egress.health_checks.len(),
+        1,
+        "health checks stay on the callers' side"
+    );
+}
+
+/// A match on the port alone matches every path (App Mesh accepts it); `scheme` and
+/// `queryParameters` become Envoy's `:scheme` header and query parameter matchers; a scheme
+/// that is neither http nor https is refused, naming the field.
+#[test]
+fn port_scheme_and_query_parameter_matches_reach_envoy() {
+    let snapshot = shipped_snapshot();
+    let route = |m: serde_json::Value| {
+        meshmodel::Resource::from_value(
+            "test.json",
+            serde_json::json!({
+                "meshName": "gophermesh",
+                "virtualRouterName": "distributor",
+                "routeName": "distributor-canary",
+                "spec": {"priority": 1, "httpRoute": {
+                    "match": m,
+                    "action": {"weightedTargets": [{"virtualNode": "distributor-v2", "weight": 1}]}
+                }}
+            }),
+        )
+        .expect("a route")
+    };
+    let mesh = snapshot
+        .mesh
+        .apply(
+            "test.json",
+            route(serde_json::json!({
+                "port": 8080,
+                "scheme": "https",
+                "queryParameters": [{"name": "canary", "match": {"exact": "1"}}, {"name": "debug"}]
+            })),
+        )
+        .expect("accepted");
+    let snapshot = Snapshot { mesh, ..snapshot };
+    let res = for_node(&snapshot, "requester").expect("resources");
+    let config = route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
+    let canary = config.virtual_hosts[0].routes[0]
+        .r#match
+        .as_ref()
+        .expect("match");
+    assert_eq!(
+        canary.path_specifier,
+        Some(route::route_match::PathSpecifier::Prefix("/".to_owned()))
+    );
+    let scheme = canary
+        .headers
+        .iter()
+        .find(|h| h.name == ":scheme")
+        .expect(":scheme");
+    assert!(format!("{scheme:?}").contains("\"https\""), "{scheme:?}");
+    let names: Vec<&str> = canary
+        .query_parameters
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
+    assert_eq!(names, ["canary", "debug"]);
+    assert_eq!(
+        canary.query_parameters[1].query_parameter_match_specifier,
+        Some(route::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true))
+    );
+
+    let refused = snapshot
+        .mesh
+        .apply(
+            "test.json",
+            route(serde_json::json!({"prefix": "/", "scheme": "ftp"})),
+        )
+        .expect_err("refused");
+    assert!(
+        refused
+            .0
+            .iter()
+            .any(|p| p.path.ends_with("match.scheme") && p.reason.contains("ftp")),
+        "{refused:?}"
     );
 }
