@@ -312,12 +312,16 @@ impl AdsStream {
                 .as_ref()
                 .map(|n| n.id.as_str())
                 .unwrap_or_default();
-            let Some((mesh, node)) = meshmodel::node_from_id(id) else {
-                return Err(Status::invalid_argument(format!(
-                    "node id `{id}` is not a virtual node name like mesh/MESH/virtualNode/NODE"
-                )));
+            // A virtual gateway's Envoy is kept (and shown) under `virtualGateway/NAME`.
+            let (mesh, node) = match (meshmodel::node_from_id(id), meshmodel::gateway_from_id(id)) {
+                (Some((mesh, node)), _) => (mesh, node.to_owned()),
+                (None, Some((mesh, gateway))) => (mesh, format!("{GATEWAY_PREFIX}{gateway}")),
+                (None, None) => {
+                    return Err(Status::invalid_argument(format!(
+                        "node id `{id}` names no virtual node or gateway: give mesh/MESH/virtualNode/NODE, mesh/MESH/virtualGateway/GATEWAY or their ARNs"
+                    )));
+                }
             };
-            let node = node.to_owned();
             let problem = nothing_for(&self.cache.current(), mesh, &node);
             match &problem {
                 Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
@@ -507,7 +511,15 @@ impl AdsStream {
 
 /// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
 /// does not: another mesh, or no such virtual node (yet).
+/// How a virtual gateway's Envoy is named in the statuses.
+pub const GATEWAY_PREFIX: &str = "virtualGateway/";
+
 fn nothing_for(snapshot: &Snapshot, mesh: &str, node: &str) -> Option<String> {
+    if let Some(gateway) = node.strip_prefix(GATEWAY_PREFIX) {
+        return Some(format!(
+            "its node id names virtual gateway `{gateway}` of mesh `{mesh}`; this control plane does not serve virtual gateways yet, so it gets nothing"
+        ));
+    }
     match snapshot.mesh.name() {
         Some(served) if served != mesh => Some(format!(
             "its node id names mesh `{mesh}`; this control plane serves `{served}`, so it gets nothing"

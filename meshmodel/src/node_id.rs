@@ -28,6 +28,27 @@ pub fn node_from_id(id: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The mesh and virtual gateway an Envoy's node id names (`mesh/M/virtualGateway/G`, or the
+/// gateway's ARN).
+pub fn gateway_from_id(id: &str) -> Option<(&str, &str)> {
+    let at = id.find("mesh/")?;
+    let mut parts = id[at..].split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("mesh"), Some(mesh), Some("virtualGateway"), Some(gateway), None)
+            if !mesh.is_empty() && !gateway.is_empty() =>
+        {
+            Some((mesh, gateway))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +64,10 @@ mod tests {
             Some(("m", "n"))
         );
         assert_eq!(node_from_id("mesh/m/virtualRouter/n"), None);
+        assert_eq!(
+            gateway_from_id("arn:aws:appmesh:us-east-1:1:mesh/m/virtualGateway/ingress"),
+            Some(("m", "ingress"))
+        );
+        assert_eq!(gateway_from_id("mesh/m/virtualNode/n"), None);
     }
 }
