@@ -381,3 +381,80 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
         assert!(problem.contains(words), "{id}: {problem}");
     }
 }
+
+/// An Envoy that stops reading holds up no other: each stream pushes from its own task
+/// into its own bounded queue, and reads the latest snapshot when it can go on, so it
+/// skips the versions it could not take instead of queueing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_envoy_delays_no_other_and_then_gets_the_latest_only() {
+    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let cache = Cache::with_builder(
+        store.clone(),
+        Arc::new(|s: &Snapshot, _node: &str| {
+            Some(NodeResources {
+                clusters: vec![(
+                    "c".into(),
+                    Any {
+                        type_url: CLUSTER_TYPE.to_owned(),
+                        value: format!("v{}", s.version).into_bytes(),
+                    },
+                )],
+                listeners: Vec::new(),
+                routes: Vec::new(),
+            })
+        }),
+    );
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let ask = |node: &str, nonce: &str, version: &str| DiscoveryRequest {
+        node: Some(Node {
+            id: format!("mesh/m/virtualNode/{node}"),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        response_nonce: nonce.to_owned(),
+        version_info: version.to_owned(),
+        ..Default::default()
+    };
+    let mut stalled = open_on(&ads, "10.0.0.1:1");
+    stalled.send(ask("stalled", "", "")).await;
+    stalled.next().await.expect("its first clusters");
+    let mut live = open_on(&ads, "10.0.0.2:1");
+    live.send(ask("live", "", "")).await;
+    let first = live.next().await.expect("clusters");
+    live.send(ask("live", &first.nonce, &first.version_info))
+        .await;
+
+    // 200 changes: the live Envoy gets every one at once while the other reads nothing.
+    let changes = 200;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..changes {
+        let started = std::time::Instant::now();
+        store.set_placements(Default::default());
+        let version = store.current().version.to_string();
+        let pushed = live.next().await.expect("a push");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(pushed.version_info, version);
+        live.send(ask("live", &pushed.nonce, &pushed.version_info))
+            .await;
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a change took {slowest:?} to reach the live Envoy"
+    );
+
+    // The stalled one, reading again, finds at most its queue's worth and then the latest.
+    let latest = store.current().version.to_string();
+    let mut waiting = 0;
+    let last = loop {
+        let pushed = stalled.next().await.expect("a push");
+        waiting += 1;
+        if pushed.version_info == latest {
+            break pushed;
+        }
+    };
+    assert!(
+        waiting <= 18,
+        "{waiting} responses were queued for the stalled Envoy over {changes} changes"
+    );
+    assert_eq!(last.resources.len(), 1);
+}
