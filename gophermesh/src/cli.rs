@@ -255,6 +255,28 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     pub(crate) containers: bool,
 
+    /// With --netns: the tasks' Envoys fetch their configuration from this control plane
+    /// (HOST:PORT of a `gophermesh serve`, over TLS, as APPMESH_XDS_ENDPOINT) instead of
+    /// one this run starts; no local control plane or API runs. HOST must be an address
+    /// of this machine (the tasks reach the host through an uplink) or a name resolving
+    /// to one.
+    #[arg(
+        long,
+        env = "GOPHERMESH_CONTROL_PLANE",
+        value_name = "HOST:PORT",
+        requires = "control_plane_ca"
+    )]
+    pub(crate) control_plane: Option<String>,
+
+    /// The CA certificate (PEM) that --control-plane's certificate is checked against.
+    #[arg(
+        long,
+        env = "GOPHERMESH_CONTROL_PLANE_CA",
+        value_name = "FILE",
+        requires = "control_plane"
+    )]
+    pub(crate) control_plane_ca: Option<PathBuf>,
+
     /// Where bootstrap files and logs go.
     #[arg(long, env = "GOPHERMESH_STATE_DIR", default_value = ".gophermesh")]
     pub(crate) state_dir: PathBuf,

@@ -69,6 +69,8 @@ pub struct UpConfig {
     pub identity: Identity,
     /// Host names the APIs answer to besides their own addresses.
     pub allow_hosts: Vec<String>,
+    /// A control plane elsewhere (`--control-plane`): `HOST:PORT` and the CA to trust.
+    pub control_plane: Option<(String, PathBuf)>,
 }
 
 /// `gophermesh bench`.

@@ -440,10 +440,13 @@ impl LocalMesh {
             panic!("gophermesh up did not get ready:\n{}", mesh.output());
         }
         let seen = addresses.lock().expect("lock").clone();
+        // With --control-plane, no control plane (nor its APIs) runs in `up`.
+        let elsewhere = mesh.output().contains("control plane: elsewhere");
         match (seen.requester, seen.control, seen.appmesh) {
             (Some(requester), Some(control), Some(api)) => {
                 (mesh.requester, mesh.control, mesh.api) = (requester, control, api);
             }
+            (Some(requester), None, None) if elsewhere => mesh.requester = requester,
             _ => panic!(
                 "gophermesh up did not say where it listens:\n{}",
                 mesh.output()

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::serve::{Host, Serve, certificates};
 use tests::{
-    CHI2_BOUND, Service, TempDir, bin, chi_square, client, copy_of_shipped, count, get_json,
-    require_root_for_netns,
+    CHI2_BOUND, LocalMesh, Mode, Service, TempDir, bin, chi_square, client, compare,
+    copy_of_shipped, count, get_json, require_root_for_netns,
 };
 
 const KEY_ID: &str = "AKIDSERVETEST";
@@ -191,4 +191,78 @@ fn bootstrap_names_the_variable_that_is_wrong() {
         assert_ne!(code, Some(0), "{arn} {endpoint}: {said}");
         assert!(said.contains(words), "{arn} {endpoint}: {said}");
     }
+}
+
+/// Until every one of `nodes` is connected to `serve` and has ACKed its current version.
+async fn until_synced(serve: &Serve, nodes: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get_json(&format!("{}/v1/status", serve.control)).await;
+        let version = status["version"].as_u64();
+        let synced = nodes.iter().all(|n| {
+            let e = &status["envoys"][*n];
+            e["connected"] == true && e["synced_version"].as_u64() >= version
+        });
+        if synced {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tasks' Envoys did not sync with serve: {status}\n{}",
+            serve.said()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `up --netns --control-plane`: the tasks run here, each in its own namespace, and their
+/// Envoys are configured by a `serve` elsewhere (over TLS, with the agent's bootstrap), as
+/// ECS tasks would be; a change made on serve reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_its_tasks_against_a_control_plane_elsewhere() {
+    require_root_for_netns();
+    // An address of this machine other than loopback, for serve to listen on.
+    let host = Host::create();
+    let dir = copy_of_shipped("up-remote");
+    certificates(&dir, &host.host_ip);
+    let serve = start_serve(&dir, &host.host_ip);
+    let ca = dir.join("ca.pem").display().to_string();
+    let mesh = LocalMesh::start_with(
+        &dir,
+        Mode::Netns,
+        &["--control-plane", &serve.xds, "--control-plane-ca", &ca],
+    );
+    assert!(
+        mesh.output()
+            .contains(&format!("elsewhere, at {}", serve.xds)),
+        "{}",
+        mesh.output()
+    );
+    let nodes = ["requester", "distributor-v1", "distributor-v2"];
+    until_synced(&serve, &nodes).await;
+    let report = compare(&mesh, 2000, 8).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    let chi = chi_square(&report, 0.9);
+    assert!(
+        chi < CHI2_BOUND,
+        "not 90/10: chi-square {chi:.2} for {report}"
+    );
+
+    // A change on serve reaches the tasks here.
+    let token = std::fs::read_to_string(dir.join(".gophermesh/control-token")).expect("token");
+    let response = client()
+        .put(format!("{}/v1/routes/distributor/weights", serve.control))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"weights": {"distributor-v1": 0, "distributor-v2": 100}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    until_synced(&serve, &nodes).await;
+    let report = compare(&mesh, 300, 8).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (300.0, 0.0),
+        "{report}"
+    );
 }

@@ -64,6 +64,22 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         api_credentials: args.api.credentials(),
         identity: args.api.identity(),
         allow_hosts: args.api.allow_host,
+        control_plane: match (args.control_plane, args.control_plane_ca) {
+            (Some(endpoint), Some(ca)) => {
+                anyhow::ensure!(
+                    args.netns && !args.containers,
+                    "--control-plane needs --netns: a control plane elsewhere places each Envoy as App Mesh does (its proxy ports on every address), which only a network namespace per task gives"
+                );
+                anyhow::ensure!(
+                    endpoint.rsplit_once(':').is_some_and(
+                        |(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    ),
+                    "--control-plane `{endpoint}` is not HOST:PORT"
+                );
+                Some((endpoint, std::path::absolute(ca)?))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -99,7 +115,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
         }
     }
     let ordered = runtime::start_order(&tasks, &mesh);
-    let launch = |xds| Launch {
+    let launch = |xds: runtime::Xds| Launch {
         envoy: envoy_bin.clone(),
         envoy_options: config.envoy.clone(),
         bin_dir: bin_dir.clone(),
@@ -116,6 +132,11 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
     };
     match config.network {
         NetworkMode::Loopback => up.run(Loopback::default(), launch).await,
+        NetworkMode::Netns if config.control_plane.is_some() => {
+            let (endpoint, _) = config.control_plane.as_ref().expect("matched");
+            up.run(Namespaces::with_uplink(control_plane_ip(endpoint)?), launch)
+                .await
+        }
         NetworkMode::Netns => up.run(Namespaces::default(), launch).await,
         NetworkMode::Containers => {
             let podman = Podman::new(&config.state_dir)?;
@@ -138,7 +159,7 @@ impl Up<'_> {
     async fn run<B: Backend>(
         self,
         mut backend: B,
-        launch: impl FnOnce(std::net::SocketAddr) -> Launch,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
     ) -> anyhow::Result<ExitCode> {
         let mesh = self.store.current().mesh.clone();
         let mut plan = match backend.plan(&self.ordered, &mesh) {
@@ -181,9 +202,14 @@ impl Up<'_> {
         backend: &mut B,
         plan: &Plan,
         background: &mut Vec<tokio::task::JoinHandle<()>>,
-        launch: impl FnOnce(std::net::SocketAddr) -> Launch,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
     ) -> anyhow::Result<()> {
         let config = self.config;
+        if let Some((endpoint, ca)) = &config.control_plane {
+            return self
+                .serve_remote(backend, plan, background, launch, endpoint, ca)
+                .await;
+        }
         let store = &self.store;
         store.set_placements(
             plan.sites
@@ -195,7 +221,7 @@ impl Up<'_> {
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
         background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?.0);
-        let launch = launch(xds_addr);
+        let launch = launch(runtime::Xds::Local(xds_addr));
 
         let control_listener =
             loopback_listener(config.control_port, "the control API", "--control-port").await?;
@@ -242,6 +268,64 @@ impl Up<'_> {
                 .await?;
         }
         self.banner(&requester, &apis.control, &apis.appmesh, plan);
+        Ok(())
+    }
+
+    /// Starts the tasks against the control plane at `endpoint` (no local one), and prints
+    /// the banner.
+    async fn serve_remote<B: Backend>(
+        &self,
+        backend: &mut B,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
+        endpoint: &str,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        // Envoy runs as its own user: it reads a copy of the CA that it may read.
+        let run_dir = self.config.state_dir.join("run");
+        let ca_file = std::path::absolute(run_dir.join("control-plane-ca.pem"))?;
+        let pem = meshmodel::input::read_text(ca, meshmodel::input::MAX_FILE)
+            .with_context(|| format!("--control-plane-ca {}: cannot read", ca.display()))?;
+        anyhow::ensure!(
+            pem.contains("-----BEGIN CERTIFICATE-----"),
+            "--control-plane-ca {}: no PEM certificate in it",
+            ca.display()
+        );
+        std::fs::write(&ca_file, pem)
+            .with_context(|| format!("cannot write {}", ca_file.display()))?;
+        let launch = launch(runtime::Xds::Remote {
+            endpoint: endpoint.to_owned(),
+            ca_file,
+        });
+        say(format!(
+            "control plane: elsewhere, at {endpoint} (TLS, trusting {}); none runs here",
+            ca.display()
+        ));
+        if let Some(files) = plan.hosts.clone() {
+            background.push(follow_hosts(&self.store, files, self.ordered.clone()));
+        }
+        let requester = self.publish_requester(plan, background).await?;
+        for task in &self.ordered {
+            backend
+                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .await?;
+        }
+        println!();
+        println!(
+            "gophermesh is up in {:.1} s, its Envoys configured by {endpoint}. {REQUESTER_AT}{requester}/",
+            self.started.elapsed().as_secs_f64()
+        );
+        println!();
+        println!("Try:");
+        println!("  curl '{requester}/compare?n=1000'");
+        println!("  gophermesh status --control-url URL   (the control plane's control API)");
+        println!();
+        println!(
+            "Logs are in {}. Ctrl-C stops everything.",
+            self.config.state_dir.join("run").display()
+        );
+        println!("ready");
         Ok(())
     }
 
@@ -313,6 +397,23 @@ impl Up<'_> {
         );
         println!("ready");
     }
+}
+
+/// The IPv4 address `--control-plane HOST:PORT` names (resolved once, at start).
+fn control_plane_ip(endpoint: &str) -> anyhow::Result<Ipv4Addr> {
+    use std::net::ToSocketAddrs as _;
+    endpoint
+        .to_socket_addrs()
+        .with_context(|| format!("--control-plane {endpoint}: cannot resolve it"))?
+        .find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .with_context(|| {
+            format!(
+                "--control-plane {endpoint}: no IPv4 address other than loopback (the tasks have their own loopback; give an address of this machine's network)"
+            )
+        })
 }
 
 /// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.

@@ -98,10 +98,25 @@ pub struct Launch {
     /// Bootstrap files and logs.
     pub run_dir: PathBuf,
     /// The ADS server, as the Envoys reach it.
-    pub xds: SocketAddr,
+    pub xds: Xds,
     pub processes: ProcessTable,
     /// How long a stopped process may take before it is killed.
     pub grace: Duration,
+}
+
+/// Where the Envoys fetch their configuration.
+#[derive(Debug, Clone)]
+pub enum Xds {
+    /// This run's own ADS server (plain gRPC, on loopback or the hub).
+    Local(SocketAddr),
+    /// A control plane elsewhere (`up --control-plane`), over TLS, with the bootstrap the
+    /// aws-appmesh-envoy agent writes ([`envoy::agent_bootstrap`]).
+    Remote {
+        /// `HOST:PORT`, as `APPMESH_XDS_ENDPOINT`.
+        endpoint: String,
+        /// The CA bundle its certificate is checked against (a copy Envoy can read).
+        ca_file: PathBuf,
+    },
 }
 
 impl Launch {
@@ -109,7 +124,19 @@ impl Launch {
     pub fn write_bootstrap(&self, task: &Task, site: &Site) -> anyhow::Result<PathBuf> {
         let node = &task.virtual_node;
         let path = self.run_dir.join(format!("{node}-envoy.json"));
-        let doc = envoy::bootstrap(&task.mesh_name, node, site.place.admin, self.xds);
+        let doc = match &self.xds {
+            Xds::Local(xds) => envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds),
+            Xds::Remote { endpoint, ca_file } => {
+                let id = meshmodel::node_id(&task.mesh_name, node);
+                envoy::agent_bootstrap(&envoy::AgentSettings {
+                    cluster: id.clone(),
+                    node_id: id,
+                    xds_endpoint: endpoint.clone(),
+                    admin_port: site.place.admin.port(),
+                    ca_file: ca_file.clone(),
+                })?
+            }
+        };
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)

@@ -23,12 +23,31 @@ use crate::progress::say;
 pub struct Namespaces {
     network: Option<Network>,
     processes: Processes,
+    /// An address of the host the tasks reach (a control plane outside the run).
+    uplink: Option<Ipv4Addr>,
+}
+
+impl Namespaces {
+    /// Tasks that reach `to`, an address of the host, through an uplink
+    /// ([`Network::add_uplink`]).
+    pub fn with_uplink(to: Ipv4Addr) -> Self {
+        Self {
+            uplink: Some(to),
+            ..Self::default()
+        }
+    }
 }
 
 impl Backend for Namespaces {
     fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
         Network::preflight()?;
-        let (network, plan) = plan_network(tasks, mesh, None)?;
+        let (mut network, plan) = plan_network(tasks, mesh, None)?;
+        if let Some(to) = self.uplink {
+            let host = network.add_uplink(to)?;
+            say(format!(
+                "the tasks reach {to} (and nothing else outside) through an uplink to the host ({host})"
+            ));
+        }
         self.network = Some(network);
         Ok(plan)
     }

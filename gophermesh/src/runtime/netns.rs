@@ -308,6 +308,93 @@ impl Network {
         Ok(network)
     }
 
+    /// Connects the tasks to `to`, an address of the host, for an external control plane
+    /// (`up --control-plane`): a veth pair from the hub to the host's namespace
+    /// (`gu<pid>` on the host, a /30 of 10.214.0.0/16 chosen by the pid), a route to `to`
+    /// alone in the hub and in every task, and masquerading in the hub, so that the host
+    /// needs no route back. Nothing else leaves the tasks' network (their DNS lookups
+    /// still fail at once, as without it). Deleting the hub deletes the pair. Returns the
+    /// host side's address.
+    pub fn add_uplink(&mut self, to: Ipv4Addr) -> anyhow::Result<Ipv4Addr> {
+        let pid = std::process::id();
+        let block = pid % (64 * 256);
+        let (x, y) = (
+            u8::try_from(block / 64).unwrap_or(0),
+            u8::try_from(block % 64 * 4).unwrap_or(0),
+        );
+        let host = Ipv4Addr::new(10, 214, x, y + 1);
+        let hub_side = Ipv4Addr::new(10, 214, x, y + 2);
+        let outer = format!("gu{pid}");
+        let hub = self.hub.clone();
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", "up0", "netns", &hub,
+        ])
+        .context("cannot make the uplink from the tasks' network to the host")?;
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &outer])?;
+        ip(&["link", "set", &outer, "up"])?;
+        ip(&[
+            "-n",
+            &hub,
+            "addr",
+            "add",
+            &format!("{hub_side}/30"),
+            "dev",
+            "up0",
+        ])?;
+        ip(&["-n", &hub, "link", "set", "up0", "up"])?;
+        let target = format!("{to}/32");
+        ip(&[
+            "-n",
+            &hub,
+            "route",
+            "add",
+            &target,
+            "via",
+            &host.to_string(),
+        ])?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &hub,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &hub,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "up0",
+                "-j",
+                "MASQUERADE",
+            ],
+        )?;
+        for task in &self.tasks {
+            ip(&[
+                "-n",
+                &task.name,
+                "route",
+                "add",
+                &target,
+                "via",
+                &HUB_IP.to_string(),
+            ])?;
+        }
+        Ok(host)
+    }
+
     /// A handle on the tasks' hosts files that does not own (or tear down) the namespaces.
     pub fn clone_files(&self) -> HostsFiles {
         HostsFiles {
