@@ -436,8 +436,25 @@ impl LocalMesh {
             output,
             mode,
         };
-        if ready_rx.recv_timeout(Duration::from_secs(90)).is_err() {
-            panic!("gophermesh up did not get ready:\n{}", mesh.output());
+        // Ready within 90 s, or a clear failure as soon as `up` has exited.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            let exited = mesh
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                // What it printed last may still be on its way through the readers.
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "gophermesh up did not get ready ({}):\n{}",
+                    exited.map_or("still running after 90 s".to_owned(), |s| s.to_string()),
+                    mesh.output()
+                );
+            }
         }
         let seen = addresses.lock().expect("lock").clone();
         // With --control-plane, no control plane (nor its APIs) runs in `up`.
