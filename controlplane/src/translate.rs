@@ -352,7 +352,17 @@ fn translate_route(
     r: &RouteInput,
     clusters: &mut BTreeMap<String, Any>,
 ) -> Option<route::Route> {
-    let http = r.spec.http_route.as_ref().or(r.spec.http2_route.as_ref())?;
+    let from_grpc = r
+        .spec
+        .grpc_route
+        .as_ref()
+        .map(meshmodel::appmesh::GrpcRoute::as_http);
+    let http = r
+        .spec
+        .http_route
+        .as_ref()
+        .or(r.spec.http2_route.as_ref())
+        .or(from_grpc.as_ref())?;
     // Every target gets its cluster, weight 0 or not, so shifting weights only ever
     // changes the route configuration, never the clusters under requests in flight.
     let mut weighted = Vec::new();
@@ -518,7 +528,14 @@ fn route_action(
         .map(|d| pb_duration(d.to_std()));
     let retry_policy = match http.and_then(|h| h.retry_policy.as_ref()) {
         Some(policy) => {
-            let (on, codes) = retry_on(&policy.http_retry_events, &policy.tcp_retry_events);
+            let (mut on, codes) = retry_on(&policy.http_retry_events, &policy.tcp_retry_events);
+            // Envoy's gRPC retry conditions are named as App Mesh's events.
+            for event in &policy.grpc_retry_events {
+                if !on.is_empty() {
+                    on.push(',');
+                }
+                on.push_str(event);
+            }
             route::RetryPolicy {
                 retry_on: on,
                 retriable_status_codes: codes,
@@ -527,10 +544,21 @@ fn route_action(
                 ..Default::default()
             }
         }
+        // App Mesh's default: the retriable failures (gRPC `unavailable` too), 503, two
+        // retries, each on another host than the ones tried (up to 5 picks).
         None => route::RetryPolicy {
-            retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_owned(),
+            retry_on: "unavailable,connect-failure,refused-stream,reset,retriable-status-codes"
+                .to_owned(),
             retriable_status_codes: vec![503],
             num_retries: Some(u32v(DEFAULT_RETRIES)),
+            retry_host_predicate: vec![route::retry_policy::RetryHostPredicate {
+                name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
+                config_type: Some(route::retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+                    &envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate::default(),
+                ))),
+            }],
+            host_selection_retry_max_attempts: 5,
             ..Default::default()
         },
     };
@@ -717,6 +745,10 @@ fn static_cluster(
             let checker = match hc.protocol {
                 Protocol::Tcp => core::health_check::HealthChecker::TcpHealthCheck(
                     core::health_check::TcpHealthCheck::default(),
+                ),
+                // The gRPC health checking protocol (grpc.health.v1.Health/Check).
+                Protocol::Grpc => core::health_check::HealthChecker::GrpcHealthCheck(
+                    core::health_check::GrpcHealthCheck::default(),
                 ),
                 _ => core::health_check::HealthChecker::HttpHealthCheck(
                     core::health_check::HttpHealthCheck {

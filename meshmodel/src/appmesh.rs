@@ -371,6 +371,8 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_route: Option<HttpRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_route: Option<GrpcRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_route: Option<TcpRoute>,
 }
 
@@ -385,6 +387,11 @@ impl RouteSpec {
         } else if let Some(r) = &self.http2_route {
             Some((
                 "spec.http2Route.action.weightedTargets",
+                &r.action.weighted_targets,
+            ))
+        } else if let Some(r) = &self.grpc_route {
+            Some((
+                "spec.grpcRoute.action.weightedTargets",
                 &r.action.weighted_targets,
             ))
         } else {
@@ -402,6 +409,8 @@ impl RouteSpec {
         if let Some(r) = &mut self.http_route {
             Some(&mut r.action.weighted_targets)
         } else if let Some(r) = &mut self.http2_route {
+            Some(&mut r.action.weighted_targets)
+        } else if let Some(r) = &mut self.grpc_route {
             Some(&mut r.action.weighted_targets)
         } else {
             self.tcp_route
@@ -523,6 +532,67 @@ pub struct HttpRetryPolicy {
     pub http_retry_events: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp_retry_events: Vec<String>,
+    /// gRPC status names to retry on; a `grpcRoute`'s only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_retry_events: Vec<String>,
+}
+
+/// A `grpcRoute`: matched on the gRPC service and method (the request's path is
+/// `/SERVICE/METHOD`) and on request metadata (headers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRoute {
+    #[serde(rename = "match")]
+    pub route_match: GrpcRouteMatch,
+    pub action: HttpRouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<HttpRetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HttpTimeout>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<HttpRouteHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+impl GrpcRoute {
+    /// The HTTP/2 route this gRPC route is on the wire: `/SERVICE/METHOD` exactly, or the
+    /// prefix `/SERVICE/`, or every path; metadata as headers.
+    pub fn as_http(&self) -> HttpRoute {
+        let m = &self.route_match;
+        let (prefix, path) = match (&m.service_name, &m.method_name) {
+            (Some(service), Some(method)) => (
+                None,
+                Some(HttpPathMatch {
+                    exact: Some(format!("/{service}/{method}")),
+                    regex: None,
+                }),
+            ),
+            (Some(service), None) => (Some(format!("/{service}/")), None),
+            _ => (Some("/".to_owned()), None),
+        };
+        HttpRoute {
+            route_match: HttpRouteMatch {
+                prefix,
+                path,
+                headers: m.metadata.clone(),
+                port: m.port,
+                ..HttpRouteMatch::default()
+            },
+            action: self.action.clone(),
+            retry_policy: self.retry_policy.clone(),
+            timeout: self.timeout.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

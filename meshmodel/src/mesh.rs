@@ -68,6 +68,13 @@ pub mod limits {
         "stream-error",
     ];
     pub const TCP_RETRY_EVENTS: &[&str] = &["connection-error"];
+    pub const GRPC_RETRY_EVENTS: &[&str] = &[
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    ];
 }
 
 impl Mesh {
@@ -484,25 +491,29 @@ impl Mesh {
         let kinds = [
             spec.http_route.is_some(),
             spec.http2_route.is_some(),
+            spec.grpc_route.is_some(),
             spec.tcp_route.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             p.push(Problem::new(
                 origin,
                 "spec",
-                "give exactly one of httpRoute, http2Route and tcpRoute",
+                "give exactly one of httpRoute, http2Route, grpcRoute and tcpRoute",
             ));
             return;
         }
-        let route_protocol = if spec.tcp_route.is_some() {
-            "tcp"
+        let kind = if spec.tcp_route.is_some() {
+            "tcpRoute"
+        } else if spec.grpc_route.is_some() {
+            "grpcRoute"
         } else {
-            "http"
+            "http route"
         };
         for listener in &router.value.spec.listeners {
             let proto = listener.port_mapping.protocol.as_str();
-            let compatible = match route_protocol {
-                "tcp" => proto == "tcp",
+            let compatible = match kind {
+                "tcpRoute" => proto == "tcp",
+                "grpcRoute" => proto == "grpc",
                 _ => proto != "tcp",
             };
             if !compatible {
@@ -510,12 +521,7 @@ impl Mesh {
                     origin,
                     "spec",
                     format!(
-                        "a {} route cannot serve virtual router `{}`, whose listener is {proto}",
-                        if route_protocol == "tcp" {
-                            "tcpRoute"
-                        } else {
-                            "http route"
-                        },
+                        "a {kind} cannot serve virtual router `{}`, whose listener is {proto}",
                         route.virtual_router_name
                     ),
                 ));
@@ -530,7 +536,42 @@ impl Mesh {
         ] {
             if let Some(http) = http {
                 check_http_route(p, origin, base, http);
+                if let Some(retry) = &http.retry_policy {
+                    if !retry.grpc_retry_events.is_empty() {
+                        p.push(Problem::new(
+                            origin,
+                            format!("{base}.retryPolicy.grpcRetryEvents"),
+                            "only a grpcRoute retries on gRPC events",
+                        ));
+                    }
+                }
             }
+        }
+        if let Some(grpc) = &spec.grpc_route {
+            let m = &grpc.route_match;
+            if m.method_name.is_some() && m.service_name.is_none() {
+                p.push(Problem::new(
+                    origin,
+                    "spec.grpcRoute.match.methodName",
+                    "a methodName needs a serviceName",
+                ));
+            }
+            for (field, name) in [
+                ("serviceName", &m.service_name),
+                ("methodName", &m.method_name),
+            ] {
+                if name
+                    .as_ref()
+                    .is_some_and(|n| n.is_empty() || n.contains('/'))
+                {
+                    p.push(Problem::new(
+                        origin,
+                        format!("spec.grpcRoute.match.{field}"),
+                        "must be a name without `/`",
+                    ));
+                }
+            }
+            check_http_route(p, origin, "spec.grpcRoute", &grpc.as_http());
         }
     }
 
@@ -888,11 +929,14 @@ fn check_retry(p: &mut Vec<Problem>, origin: &str, at: &str, retry: &HttpRetryPo
             "must be at least 1",
         ));
     }
-    if retry.http_retry_events.is_empty() && retry.tcp_retry_events.is_empty() {
+    if retry.http_retry_events.is_empty()
+        && retry.tcp_retry_events.is_empty()
+        && retry.grpc_retry_events.is_empty()
+    {
         p.push(Problem::new(
             origin,
             at,
-            "give at least one of httpRetryEvents and tcpRetryEvents",
+            "give at least one of httpRetryEvents, tcpRetryEvents and (for a grpcRoute) grpcRetryEvents",
         ));
     }
     for (field, events, allowed) in [
@@ -905,6 +949,11 @@ fn check_retry(p: &mut Vec<Problem>, origin: &str, at: &str, retry: &HttpRetryPo
             "tcpRetryEvents",
             &retry.tcp_retry_events,
             limits::TCP_RETRY_EVENTS,
+        ),
+        (
+            "grpcRetryEvents",
+            &retry.grpc_retry_events,
+            limits::GRPC_RETRY_EVENTS,
         ),
     ] {
         for (i, e) in events.iter().enumerate() {

@@ -84,6 +84,24 @@ impl Host {
         host
     }
 
+    /// Lets this host reach `ip`, an address of this machine (another host's side), through
+    /// its veth. (Only that address: with a default route, Envoy's DNS lookups would wait
+    /// for a resolver that cannot answer instead of failing at once.)
+    pub fn reach(&self, ip: &str) {
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.name,
+                "route",
+                "add",
+                &format!("{ip}/32"),
+                "via",
+                &self.host_ip,
+            ],
+        );
+    }
+
     /// Starts a real Envoy in this host with `bootstrap`.
     pub fn envoy(&self, bootstrap: &Path) -> Guard {
         let envoy = Command::new("ip")

@@ -266,3 +266,168 @@ async fn up_runs_its_tasks_against_a_control_plane_elsewhere() {
         "{report}"
     );
 }
+
+/// Writes `docs` into `dir/mesh/` as one `--cli-input-json` file each.
+fn write_mesh(dir: &Path, docs: &[Value]) {
+    let mesh = dir.join("mesh");
+    let _ = std::fs::remove_dir_all(&mesh);
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    for (i, doc) in docs.iter().enumerate() {
+        std::fs::write(
+            mesh.join(format!("{i:02}.json")),
+            serde_json::to_vec_pretty(doc).expect("json"),
+        )
+        .expect("written");
+    }
+}
+
+/// Every App Mesh feature the translation takes reaches a real Envoy and is ACKed (no
+/// NACK): a grpcRoute with service, method, metadata and gRPC retry events; HTTP matches
+/// on path regex, headers of each kind, query parameters, scheme, method and port alone;
+/// connection pools, outlier detection, health checks, timeouts and retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_translated_feature_is_acked_by_a_real_envoy() {
+    use serde_json::json;
+    require_root_for_netns();
+    let node = |name: &str, protocol: &str, backends: Value| {
+        json!({"meshName": "features", "virtualNodeName": name, "spec": {
+            "listeners": [{
+                "portMapping": {"port": 8080, "protocol": protocol},
+                "connectionPool": if protocol == "grpc" {
+                    json!({"grpc": {"maxRequests": 64}})
+                } else {
+                    json!({"http": {"maxConnections": 32, "maxPendingRequests": 8}})
+                },
+                "outlierDetection": {"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
+                    "baseEjectionDuration": {"value": 30, "unit": "s"}, "maxEjectionPercent": 50},
+                "healthCheck": {"protocol": if protocol == "grpc" { "grpc" } else { "http" },
+                    "path": "/health", "healthyThreshold": 2, "unhealthyThreshold": 3,
+                    "timeoutMillis": 2000, "intervalMillis": 5000},
+                "timeout": {protocol: {"perRequest": {"value": 5, "unit": "s"}, "idle": {"value": 60, "unit": "s"}}}
+            }],
+            "serviceDiscovery": {"dns": {"hostname": format!("{name}.features.local")}},
+            "backends": backends
+        }})
+    };
+    let router = |name: &str, protocol: &str| {
+        json!({"meshName": "features", "virtualRouterName": name, "spec": {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": protocol}}]}})
+    };
+    let service = |name: &str, router: &str| {
+        json!({"meshName": "features", "virtualServiceName": name, "spec": {
+            "provider": {"virtualRouter": {"virtualRouterName": router}}}})
+    };
+    let targets = json!({"weightedTargets": [
+        {"virtualNode": "web-v1", "weight": 3}, {"virtualNode": "web-v2", "weight": 1}]});
+    let grpc_targets = json!({"weightedTargets": [
+        {"virtualNode": "rpc-v1", "weight": 9}, {"virtualNode": "rpc-v2", "weight": 1}]});
+    let http_route = |name: &str, priority: i64, m: Value| {
+        json!({"meshName": "features", "virtualRouterName": "web", "routeName": name, "spec": {
+            "priority": priority,
+            "httpRoute": {"match": m, "action": targets,
+                "retryPolicy": {"maxRetries": 2, "perRetryTimeout": {"value": 500, "unit": "ms"},
+                    "httpRetryEvents": ["server-error", "gateway-error", "client-error", "stream-error"],
+                    "tcpRetryEvents": ["connection-error"]},
+                "timeout": {"perRequest": {"value": 3, "unit": "s"}, "idle": {"value": 30, "unit": "s"}}}}})
+    };
+    let docs = vec![
+        json!({"meshName": "features", "spec": {"egressFilter": {"type": "DROP_ALL"}}}),
+        node("web-v1", "http", json!([])),
+        node("web-v2", "http", json!([])),
+        node("rpc-v1", "grpc", json!([])),
+        node("rpc-v2", "grpc", json!([])),
+        router("web", "http"),
+        router("rpc", "grpc"),
+        http_route(
+            "regex",
+            1,
+            json!({"path": {"regex": "/api/v[0-9]+/.*"},
+            "headers": [
+                {"name": "x-exact", "match": {"exact": "a"}},
+                {"name": "x-prefix", "match": {"prefix": "b"}},
+                {"name": "x-suffix", "match": {"suffix": "c"}},
+                {"name": "x-regex", "match": {"regex": "d+"}},
+                {"name": "x-range", "match": {"range": {"start": 1, "end": 9}}},
+                {"name": "x-present"},
+                {"name": "x-not", "invert": true, "match": {"exact": "e"}}
+            ]}),
+        ),
+        http_route(
+            "query",
+            2,
+            json!({"prefix": "/", "method": "POST", "scheme": "https",
+            "queryParameters": [{"name": "canary", "match": {"exact": "1"}}, {"name": "debug"}]}),
+        ),
+        http_route("by-port", 3, json!({"port": 8080})),
+        json!({"meshName": "features", "virtualRouterName": "rpc", "routeName": "rpc", "spec": {
+            "grpcRoute": {
+                "match": {"serviceName": "gopher.Gopher", "methodName": "Get",
+                    "metadata": [{"name": "x-canary", "match": {"prefix": "y"}}]},
+                "action": grpc_targets,
+                "retryPolicy": {"maxRetries": 3, "perRetryTimeout": {"value": 1, "unit": "s"},
+                    "grpcRetryEvents": ["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]},
+                "timeout": {"perRequest": {"value": 2, "unit": "s"}}}}}),
+        service("web.features.local", "web"),
+        service("rpc.features.local", "rpc"),
+        node(
+            "client",
+            "http",
+            json!([{"virtualService": {"virtualServiceName": "web.features.local"}},
+                   {"virtualService": {"virtualServiceName": "rpc.features.local"}}]),
+        ),
+    ];
+    let host = Host::create();
+    let dir = copy_of_shipped("features");
+    write_mesh(&dir, &docs);
+    certificates(&dir, &host.host_ip);
+    let serve = start_serve(&dir, &host.host_ip);
+
+    // The client's Envoy and one server's of each protocol, each in a namespace of its own.
+    let nodes = ["client", "web-v1", "rpc-v1"];
+    let hosts: Vec<Host> = nodes[1..]
+        .iter()
+        .map(|_| {
+            let other = Host::create();
+            other.reach(&host.host_ip);
+            other
+        })
+        .collect();
+    let work = TempDir::new("features-envoys");
+    let mut envoys = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let boot = work.join(format!("{node}.json"));
+        let (code, said) = tests::run_to_end(
+            "gophermesh",
+            &[
+                "bootstrap",
+                "--ca-file",
+                &dir.join("ca.pem").display().to_string(),
+                "--out",
+                &boot.display().to_string(),
+            ],
+            &[
+                (
+                    "APPMESH_RESOURCE_ARN",
+                    &format!("mesh/features/virtualNode/{node}"),
+                ),
+                ("APPMESH_XDS_ENDPOINT", &serve.xds),
+            ],
+        );
+        assert_eq!(code, Some(0), "{said}");
+        envoys.push(match i {
+            0 => host.envoy(&boot),
+            _ => hosts[i - 1].envoy(&boot),
+        });
+    }
+    let status = until_synced(&serve, &nodes).await;
+    for node in nodes {
+        let e = &status["envoys"][node];
+        assert!(e["last_nack"].is_null(), "{node} NACKed: {e}");
+        for kind in ["clusters", "listeners", "routes"] {
+            assert!(
+                e["acked"][kind].is_string(),
+                "{node} did not ACK {kind}: {e}"
+            );
+        }
+    }
+}

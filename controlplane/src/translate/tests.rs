@@ -103,6 +103,25 @@ fn the_requester_gets_the_weighted_route_to_both_distributors() {
             .collect::<Vec<_>>()),
         Some(vec!["x-gopher-version"])
     );
+    // The canary route has no retry policy: App Mesh's default one.
+    let Some(route::route::Action::Route(canary)) = &vhost.routes[0].action else {
+        panic!("not a route action: {vhost:?}");
+    };
+    let default = canary
+        .retry_policy
+        .as_ref()
+        .expect("the default retry policy");
+    assert_eq!(
+        default.retry_on,
+        "unavailable,connect-failure,refused-stream,reset,retriable-status-codes"
+    );
+    assert_eq!(default.retriable_status_codes, [503]);
+    assert_eq!(default.num_retries.as_ref().map(|n| n.value), Some(2));
+    assert_eq!(default.host_selection_retry_max_attempts, 5);
+    assert_eq!(
+        default.retry_host_predicate[0].name,
+        "envoy.retry_host_predicates.previous_hosts"
+    );
     let Some(route::route::Action::Route(action)) = &vhost.routes[1].action else {
         panic!("not a route action: {vhost:?}");
     };
@@ -342,6 +361,123 @@ fn port_scheme_and_query_parameter_matches_reach_envoy() {
             .0
             .iter()
             .any(|p| p.path.ends_with("match.scheme") && p.reason.contains("ftp")),
+        "{refused:?}"
+    );
+}
+
+/// A mesh made of `docs` (App Mesh `--cli-input-json` documents), applied in order.
+fn mesh_of(docs: &[serde_json::Value]) -> Result<meshmodel::Mesh, meshmodel::Problems> {
+    let mut mesh = meshmodel::Mesh::default();
+    for (i, doc) in docs.iter().enumerate() {
+        let origin = format!("doc{i}.json");
+        let resource = meshmodel::Resource::from_value(&origin, doc.clone())?;
+        mesh = mesh.apply(&origin, resource)?;
+    }
+    Ok(mesh)
+}
+
+/// A gRPC service `gophers` (router `gophers`, port 50051) with nodes v1 and v2 and a
+/// `client` calling it; the route is `grpc_route`.
+fn grpc_mesh(
+    router_protocol: &str,
+    grpc_route: serde_json::Value,
+) -> Result<meshmodel::Mesh, meshmodel::Problems> {
+    use serde_json::json;
+    let node = |name: &str, backends: serde_json::Value| {
+        json!({"meshName": "m", "virtualNodeName": name, "spec": {
+            "listeners": [{"portMapping": {"port": 50051, "protocol": "grpc"}}],
+            "serviceDiscovery": {"dns": {"hostname": format!("{name}.local")}},
+            "backends": backends
+        }})
+    };
+    mesh_of(&[
+        json!({"meshName": "m"}),
+        node("v1", json!([])),
+        node("v2", json!([])),
+        json!({"meshName": "m", "virtualRouterName": "gophers", "spec": {
+            "listeners": [{"portMapping": {"port": 50051, "protocol": router_protocol}}]}}),
+        json!({"meshName": "m", "virtualRouterName": "gophers", "routeName": "split",
+            "spec": {"grpcRoute": grpc_route}}),
+        json!({"meshName": "m", "virtualServiceName": "gophers.local", "spec": {
+            "provider": {"virtualRouter": {"virtualRouterName": "gophers"}}}}),
+        node(
+            "client",
+            json!([{"virtualService": {"virtualServiceName": "gophers.local"}}]),
+        ),
+    ])
+}
+
+/// A grpcRoute is an HTTP/2 route on `/SERVICE/METHOD` with its metadata as headers and
+/// its gRPC retry events as Envoy's gRPC retry conditions, to HTTP/2 clusters; it serves
+/// only a grpc router, and a methodName needs a serviceName.
+#[test]
+fn a_grpc_route_matches_service_method_and_metadata() {
+    use serde_json::json;
+    let route = json!({
+        "match": {
+            "serviceName": "gopher.Gopher",
+            "methodName": "Get",
+            "metadata": [{"name": "x-canary", "match": {"exact": "1"}}]
+        },
+        "action": {"weightedTargets": [
+            {"virtualNode": "v1", "weight": 90}, {"virtualNode": "v2", "weight": 10}]},
+        "retryPolicy": {"maxRetries": 3, "perRetryTimeout": {"value": 1, "unit": "s"},
+            "grpcRetryEvents": ["unavailable", "deadline-exceeded"],
+            "tcpRetryEvents": ["connection-error"]}
+    });
+    let mesh = grpc_mesh("grpc", route.clone()).expect("accepted");
+    let snapshot = Snapshot {
+        mesh,
+        ..Snapshot::default()
+    };
+    let res = for_node(&snapshot, "client").expect("resources");
+    let config = route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
+    let r = &config.virtual_hosts[0].routes[0];
+    let m = r.r#match.as_ref().expect("match");
+    assert_eq!(
+        m.path_specifier,
+        Some(route::route_match::PathSpecifier::Path(
+            "/gopher.Gopher/Get".to_owned()
+        ))
+    );
+    assert_eq!(m.headers[0].name, "x-canary");
+    let Some(route::route::Action::Route(action)) = &r.action else {
+        panic!("not a route: {r:?}");
+    };
+    let retry = action.retry_policy.as_ref().expect("retry");
+    assert_eq!(
+        retry.retry_on,
+        "connect-failure,reset,unavailable,deadline-exceeded"
+    );
+    let (_, v1) = res
+        .clusters
+        .iter()
+        .find(|(n, _)| n == "cds_egress_m_v1_grpc_50051")
+        .expect("the v1 cluster");
+    let v1 = cluster::Cluster::decode(v1.value.as_slice()).expect("cluster");
+    assert!(
+        v1.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "gRPC goes upstream over HTTP/2"
+    );
+    assert!(v1.health_checks.is_empty(), "no health check was asked for");
+
+    let on_http = grpc_mesh("http", route.clone()).expect_err("refused");
+    assert!(
+        on_http
+            .0
+            .iter()
+            .any(|p| p.reason.contains("a grpcRoute cannot serve")),
+        "{on_http:?}"
+    );
+    let mut no_service = route;
+    no_service["match"] = json!({"methodName": "Get"});
+    let refused = grpc_mesh("grpc", no_service).expect_err("refused");
+    assert!(
+        refused
+            .0
+            .iter()
+            .any(|p| p.path == "spec.grpcRoute.match.methodName"),
         "{refused:?}"
     );
 }
