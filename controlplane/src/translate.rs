@@ -27,6 +27,7 @@ use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
@@ -195,19 +196,18 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         place.ingress.ip(),
         place.ingress.port()
     );
-    out.listeners.push((
-        ingress_name.clone(),
-        any(
-            LISTENER_TYPE,
-            &http_listener(
-                &ingress_name,
-                place.ingress,
-                "ingress",
-                hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
-                vn,
-            ),
-        ),
-    ));
+    let mut ingress = http_listener(
+        &ingress_name,
+        place.ingress,
+        "ingress",
+        hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
+        vn,
+    );
+    if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
+        listener_tls(&mut ingress, tls_config);
+    }
+    out.listeners
+        .push((ingress_name.clone(), any(LISTENER_TYPE, &ingress)));
 
     // Outbound: the egress listener, routed by RDS.
     let egress_route_name = format!(
@@ -237,6 +237,17 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
     for backend in &vn.spec.backends {
         let service_name = &backend.virtual_service.virtual_service_name;
+        // TLS to this backend: its own client policy, else the node's backend defaults.
+        let policy = backend
+            .virtual_service
+            .client_policy
+            .as_ref()
+            .or(vn
+                .spec
+                .backend_defaults
+                .as_ref()
+                .and_then(|d| d.client_policy.as_ref()))
+            .and_then(|p| p.tls.as_ref());
         let Some(service) = mesh.virtual_services.get(service_name) else {
             continue;
         };
@@ -259,7 +270,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             }
             for r in mesh.routes_of(router_name) {
                 if let Some(envoy_route) =
-                    translate_route(snapshot, mesh_name, r, &mut egress_clusters)
+                    translate_route(snapshot, mesh_name, r, policy, &mut egress_clusters)
                 {
                     routes.push(envoy_route);
                 }
@@ -270,7 +281,8 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         {
             if let Some(t) = mesh.virtual_nodes.get(target) {
                 ports.extend(t.value.spec.listeners.iter().map(|l| l.port_mapping.port));
-                let name = egress_cluster(snapshot, mesh_name, target, &mut egress_clusters);
+                let name =
+                    egress_cluster(snapshot, mesh_name, target, policy, &mut egress_clusters);
                 routes.push(route::Route {
                     r#match: Some(prefix_match("/")),
                     action: Some(route::route::Action::Route(route_action(
@@ -329,18 +341,22 @@ fn egress_cluster(
     snapshot: &Snapshot,
     mesh: &str,
     target: &str,
+    policy: Option<&meshmodel::appmesh::ClientPolicyTls>,
     clusters: &mut BTreeMap<String, Any>,
 ) -> String {
     let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
     let listener = node.and_then(listener_of);
     let name = cluster_name("egress", mesh, target, listener);
     if !clusters.contains_key(&name) {
-        let c = static_cluster(
+        let mut c = static_cluster(
             &name,
             Upstream::of(snapshot, target),
             listener.map(|l| l.port_mapping.protocol),
             Side::Egress(listener),
         );
+        if let Some(policy) = policy {
+            cluster_tls(&mut c, policy, listener.map(|l| l.port_mapping.port));
+        }
         clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
     }
     name
@@ -350,6 +366,7 @@ fn translate_route(
     snapshot: &Snapshot,
     mesh: &str,
     r: &RouteInput,
+    policy: Option<&meshmodel::appmesh::ClientPolicyTls>,
     clusters: &mut BTreeMap<String, Any>,
 ) -> Option<route::Route> {
     let from_grpc = r
@@ -367,7 +384,7 @@ fn translate_route(
     // changes the route configuration, never the clusters under requests in flight.
     let mut weighted = Vec::new();
     for t in &http.action.weighted_targets {
-        let name = egress_cluster(snapshot, mesh, &t.virtual_node, clusters);
+        let name = egress_cluster(snapshot, mesh, &t.virtual_node, policy, clusters);
         if t.weight > 0 {
             weighted.push(route::weighted_cluster::ClusterWeight {
                 name,
@@ -853,6 +870,142 @@ fn http_listener(
         }],
         ..Default::default()
     }
+}
+
+/// A file Envoy reads, as a data source.
+fn file_source(path: &str) -> core::DataSource {
+    core::DataSource {
+        specifier: Some(core::data_source::Specifier::Filename(path.to_owned())),
+        ..Default::default()
+    }
+}
+
+/// TLS material common to both sides: the certificate to show (when given as files) and the
+/// peers to trust, with the names they must carry.
+fn common_tls(
+    certificate: Option<&meshmodel::appmesh::TlsCertificate>,
+    validation: Option<&meshmodel::appmesh::TlsValidation>,
+) -> tls::CommonTlsContext {
+    let tls_certificates = certificate
+        .and_then(|c| c.file.as_ref())
+        .map(|f| tls::TlsCertificate {
+            certificate_chain: Some(file_source(&f.certificate_chain)),
+            private_key: Some(file_source(&f.private_key)),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    let validation_context_type = validation.and_then(|v| {
+        let trust = v.trust.file.as_ref()?;
+        let names = v
+            .subject_alternative_names
+            .as_ref()
+            .map(|n| n.names.exact.as_slice())
+            .unwrap_or_default();
+        Some(tls::common_tls_context::ValidationContextType::ValidationContext(
+            tls::CertificateValidationContext {
+                trusted_ca: Some(file_source(&trust.certificate_chain)),
+                match_typed_subject_alt_names: names
+                    .iter()
+                    .map(|name| tls::SubjectAltNameMatcher {
+                        san_type: tls::subject_alt_name_matcher::SanType::Dns as i32,
+                        matcher: Some(envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                            match_pattern: Some(
+                                envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(
+                                    name.clone(),
+                                ),
+                            ),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        ))
+    });
+    tls::CommonTlsContext {
+        tls_certificates,
+        validation_context_type,
+        ..Default::default()
+    }
+}
+
+/// Puts a listener's `tls` on its filter chain: STRICT takes TLS only; PERMISSIVE also
+/// takes plain connections (a TLS inspector tells them apart); with `validation`, the
+/// caller must show a certificate it trusts (mutual TLS). DISABLED changes nothing.
+fn listener_tls(l: &mut listener::Listener, tls_config: &meshmodel::appmesh::ListenerTls) {
+    let mode = tls_config.mode.as_str();
+    if mode == "DISABLED" || l.filter_chains.is_empty() {
+        return;
+    }
+    let context = tls::DownstreamTlsContext {
+        common_tls_context: Some(common_tls(
+            Some(&tls_config.certificate),
+            tls_config.validation.as_ref(),
+        )),
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: tls_config.validation.is_some(),
+        }),
+        ..Default::default()
+    };
+    let socket = core::TransportSocket {
+        name: "envoy.transport_sockets.tls".to_owned(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &context,
+        ))),
+    };
+    let mut plain = l.filter_chains[0].clone();
+    let secure = &mut l.filter_chains[0];
+    secure.transport_socket = Some(socket);
+    if mode == "PERMISSIVE" {
+        secure.filter_chain_match = Some(listener::FilterChainMatch {
+            transport_protocol: "tls".to_owned(),
+            ..Default::default()
+        });
+        plain.filter_chain_match = Some(listener::FilterChainMatch {
+            transport_protocol: "raw_buffer".to_owned(),
+            ..Default::default()
+        });
+        l.filter_chains.push(plain);
+        l.listener_filters.push(listener::ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".to_owned(),
+            config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+            ))),
+            ..Default::default()
+        });
+    }
+}
+
+/// Puts a client policy's TLS on an egress cluster to a node listening on `port`, unless
+/// the policy is not enforced or names other ports.
+fn cluster_tls(
+    c: &mut cluster::Cluster,
+    policy: &meshmodel::appmesh::ClientPolicyTls,
+    port: Option<i64>,
+) {
+    if policy.enforce == Some(false)
+        || (!policy.ports.is_empty() && !port.is_some_and(|p| policy.ports.contains(&p)))
+    {
+        return;
+    }
+    let context = tls::UpstreamTlsContext {
+        common_tls_context: Some(common_tls(
+            policy.certificate.as_ref(),
+            Some(&policy.validation),
+        )),
+        ..Default::default()
+    };
+    c.transport_socket = Some(core::TransportSocket {
+        name: "envoy.transport_sockets.tls".to_owned(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &context,
+        ))),
+    });
 }
 
 #[cfg(test)]

@@ -158,6 +158,115 @@ pub struct VirtualNodeSpec {
     pub service_discovery: Option<ServiceDiscovery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_defaults: Option<BackendDefaults>,
+}
+
+/// What applies to every backend of a node unless the backend says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_policy: Option<ClientPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientPolicyTls>,
+}
+
+/// TLS from a node's Envoy to its backends: whom to trust, which names to accept, and the
+/// client certificate to show (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientPolicyTls {
+    /// Default true; false leaves the connections plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<bool>,
+    /// The backend ports it applies to; all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<TlsCertificate>,
+    pub validation: TlsValidation,
+}
+
+/// A certificate and its key: from files on the Envoy's machine, from ACM, or from an SDS
+/// server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<TlsFileCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFileCertificate {
+    pub certificate_chain: String,
+    pub private_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SdsSecret {
+    pub secret_name: String,
+}
+
+/// Which peers to trust, and which of their names to accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsValidation {
+    pub trust: TlsTrust,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alternative_names: Option<SubjectAlternativeNames>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsTrust {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<TlsTrustFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsTrustFile {
+    pub certificate_chain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectAlternativeNames {
+    #[serde(rename = "match")]
+    pub names: SanMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SanMatch {
+    pub exact: Vec<String>,
+}
+
+/// TLS on a node's listener: STRICT (TLS only), PERMISSIVE (TLS or plain) or DISABLED;
+/// with `validation`, callers must show a certificate it trusts (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    pub mode: String,
+    pub certificate: TlsCertificate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<TlsValidation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +281,8 @@ pub struct Listener {
     pub timeout: Option<ListenerTimeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +364,8 @@ pub struct Backend {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceBackend {
     pub virtual_service_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_policy: Option<ClientPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::appmesh::{
-    HealthCheckPolicy, HttpRetryPolicy, HttpRoute, Listener, MeshInput, PortMapping, RouteInput,
-    VirtualNodeInput, VirtualRouterInput, VirtualServiceInput, WeightedTarget,
+    ClientPolicy, HealthCheckPolicy, HttpRetryPolicy, HttpRoute, Listener, ListenerTls, MeshInput,
+    PortMapping, RouteInput, TlsCertificate, TlsValidation, VirtualNodeInput, VirtualRouterInput,
+    VirtualServiceInput, WeightedTarget,
 };
 use crate::problem::{Problem, Problems, join};
 use crate::resource::{Key, Kind, Resource};
@@ -430,6 +431,27 @@ impl Mesh {
         );
         for (i, listener) in node.spec.listeners.iter().enumerate() {
             check_listener(p, origin, &format!("spec.listeners[{i}]"), listener);
+            if let Some(tls) = &listener.tls {
+                check_listener_tls(p, origin, &format!("spec.listeners[{i}].tls"), tls);
+            }
+        }
+        if let Some(policy) = node
+            .spec
+            .backend_defaults
+            .as_ref()
+            .and_then(|d| d.client_policy.as_ref())
+        {
+            check_client_policy(p, origin, "spec.backendDefaults.clientPolicy", policy);
+        }
+        for (i, backend) in node.spec.backends.iter().enumerate() {
+            if let Some(policy) = &backend.virtual_service.client_policy {
+                check_client_policy(
+                    p,
+                    origin,
+                    &format!("spec.backends[{i}].virtualService.clientPolicy"),
+                    policy,
+                );
+            }
         }
         if !node.spec.listeners.is_empty() && node.spec.service_discovery.is_none() {
             p.push(Problem::new(
@@ -732,7 +754,10 @@ fn check_listeners<'a>(
         p.push(Problem::new(
             origin,
             "spec.listeners",
-            format!("{} listeners given; App Mesh takes at most 1", ports.len()),
+            format!(
+                "{} listeners given; App Mesh allows several, but this control plane serves one per node and router so far",
+                ports.len()
+            ),
         ));
     }
     for (i, pm) in ports.iter().enumerate() {
@@ -743,6 +768,137 @@ fn check_listeners<'a>(
             pm.port,
             limits::PORT,
         );
+    }
+}
+
+fn check_listener_tls(p: &mut Vec<Problem>, origin: &str, at: &str, tls: &ListenerTls) {
+    if !matches!(tls.mode.as_str(), "STRICT" | "PERMISSIVE" | "DISABLED") {
+        p.push(Problem::new(
+            origin,
+            join(at, "mode"),
+            format!("`{}` is not STRICT, PERMISSIVE or DISABLED", tls.mode),
+        ));
+    }
+    check_certificate(p, origin, &join(at, "certificate"), &tls.certificate, true);
+    if let Some(v) = &tls.validation {
+        check_validation(p, origin, &join(at, "validation"), v);
+    }
+}
+
+fn check_client_policy(p: &mut Vec<Problem>, origin: &str, at: &str, policy: &ClientPolicy) {
+    let Some(tls) = &policy.tls else { return };
+    let at = join(at, "tls");
+    for (i, port) in tls.ports.iter().enumerate() {
+        range(p, origin, &format!("{at}.ports[{i}]"), *port, limits::PORT);
+    }
+    if let Some(cert) = &tls.certificate {
+        check_certificate(p, origin, &join(&at, "certificate"), cert, false);
+    }
+    check_validation(p, origin, &join(&at, "validation"), &tls.validation);
+}
+
+/// Where Envoy reads TLS material from: files on its machine. ACM and SDS sources are
+/// refused by name (this control plane serves neither).
+fn check_certificate(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    at: &str,
+    cert: &TlsCertificate,
+    acm_allowed_by_app_mesh: bool,
+) {
+    let given = [cert.file.is_some(), cert.acm.is_some(), cert.sds.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        p.push(Problem::new(
+            origin,
+            at,
+            if acm_allowed_by_app_mesh {
+                "give exactly one of file, acm and sds"
+            } else {
+                "give exactly one of file and sds"
+            },
+        ));
+    }
+    if cert.acm.is_some() {
+        p.push(Problem::new(
+            origin,
+            join(at, "acm"),
+            "ACM certificates are not supported here (App Mesh exported them to its Envoys; this control plane does not): give certificate.file",
+        ));
+    }
+    if cert.sds.is_some() {
+        p.push(Problem::new(
+            origin,
+            join(at, "sds"),
+            "SDS certificate sources are not served by this control plane: give certificate.file",
+        ));
+    }
+    if let Some(file) = &cert.file {
+        check_path(
+            p,
+            origin,
+            &join(at, "file.certificateChain"),
+            &file.certificate_chain,
+        );
+        check_path(p, origin, &join(at, "file.privateKey"), &file.private_key);
+    }
+}
+
+fn check_validation(p: &mut Vec<Problem>, origin: &str, at: &str, v: &TlsValidation) {
+    let trust = &v.trust;
+    let at_trust = join(at, "trust");
+    let given = [
+        trust.file.is_some(),
+        trust.acm.is_some(),
+        trust.sds.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        p.push(Problem::new(
+            origin,
+            &at_trust,
+            "give exactly one of file, acm and sds",
+        ));
+    }
+    if trust.acm.is_some() {
+        p.push(Problem::new(
+            origin,
+            join(&at_trust, "acm"),
+            "trust in ACM Private CA authorities is not supported here: give trust.file with their certificates",
+        ));
+    }
+    if trust.sds.is_some() {
+        p.push(Problem::new(
+            origin,
+            join(&at_trust, "sds"),
+            "SDS trust sources are not served by this control plane: give trust.file",
+        ));
+    }
+    if let Some(file) = &trust.file {
+        check_path(
+            p,
+            origin,
+            &join(&at_trust, "file.certificateChain"),
+            &file.certificate_chain,
+        );
+    }
+    if let Some(names) = &v.subject_alternative_names {
+        if names.names.exact.is_empty() || names.names.exact.iter().any(String::is_empty) {
+            p.push(Problem::new(
+                origin,
+                join(at, "subjectAlternativeNames.match.exact"),
+                "give one or more names, none empty",
+            ));
+        }
+    }
+}
+
+/// A file Envoy reads: an absolute path.
+fn check_path(p: &mut Vec<Problem>, origin: &str, at: &str, path: &str) {
+    if !path.starts_with('/') {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("`{path}` must be an absolute path (Envoy reads it where it runs)"),
+        ));
     }
 }
 

@@ -481,3 +481,99 @@ fn a_grpc_route_matches_service_method_and_metadata() {
         "{refused:?}"
     );
 }
+
+/// PERMISSIVE takes TLS and plain connections on two filter chains told apart by the TLS
+/// inspector; a client policy applies only where enforced and on its ports; certificates
+/// from ACM or SDS are refused, naming the field.
+#[test]
+fn permissive_tls_client_policy_ports_and_refused_sources() {
+    use serde_json::json;
+    let tls = |mode: &str| {
+        json!({"mode": mode, "certificate": {"file": {
+            "certificateChain": "/certs/server.pem", "privateKey": "/certs/server.key"}}})
+    };
+    let policy = |ports: Vec<i64>, enforce: bool| {
+        json!({"clientPolicy": {"tls": {"enforce": enforce, "ports": ports,
+            "validation": {"trust": {"file": {"certificateChain": "/certs/ca.pem"}}}}}})
+    };
+    let mesh = |mode: &str, defaults: serde_json::Value| {
+        mesh_of(&[
+            json!({"meshName": "m"}),
+            json!({"meshName": "m", "virtualNodeName": "server", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}, "tls": tls(mode)}],
+                "serviceDiscovery": {"dns": {"hostname": "server.local"}}}}),
+            json!({"meshName": "m", "virtualServiceName": "server.local", "spec": {
+                "provider": {"virtualNode": {"virtualNodeName": "server"}}}}),
+            json!({"meshName": "m", "virtualNodeName": "client", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                "serviceDiscovery": {"dns": {"hostname": "client.local"}},
+                "backendDefaults": defaults,
+                "backends": [{"virtualService": {"virtualServiceName": "server.local"}}]}}),
+        ])
+    };
+    let snapshot_of = |m| Snapshot {
+        mesh: m,
+        ..Snapshot::default()
+    };
+
+    let permissive = snapshot_of(mesh("PERMISSIVE", policy(vec![], true)).expect("accepted"));
+    let server = for_node(&permissive, "server").expect("resources");
+    let ingress =
+        listener::Listener::decode(server.listeners[0].1.value.as_slice()).expect("listener");
+    let chains: Vec<(String, bool)> = ingress
+        .filter_chains
+        .iter()
+        .map(|c| {
+            (
+                c.filter_chain_match
+                    .as_ref()
+                    .map(|m| m.transport_protocol.clone())
+                    .unwrap_or_default(),
+                c.transport_socket.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [("tls".to_owned(), true), ("raw_buffer".to_owned(), false)]
+    );
+    assert_eq!(
+        ingress.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+    let egress_tls = |s: &Snapshot| {
+        let client = for_node(s, "client").expect("resources");
+        let (_, c) = client
+            .clusters
+            .iter()
+            .find(|(n, _)| n == "cds_egress_m_server_http_8080")
+            .expect("the server cluster");
+        cluster::Cluster::decode(c.value.as_slice())
+            .expect("cluster")
+            .transport_socket
+            .is_some()
+    };
+    assert!(egress_tls(&permissive), "enforced on every port");
+    let other_port = snapshot_of(mesh("STRICT", policy(vec![9443], true)).expect("accepted"));
+    assert!(!egress_tls(&other_port), "the policy names another port");
+    let not_enforced = snapshot_of(mesh("STRICT", policy(vec![], false)).expect("accepted"));
+    assert!(!egress_tls(&not_enforced), "not enforced");
+
+    let mut sds = policy(vec![], true);
+    sds["clientPolicy"]["tls"]["validation"]["trust"] = json!({"sds": {"secretName": "ca"}});
+    let refused = mesh("STRICT", sds).expect_err("refused");
+    assert!(
+        refused.0.iter().any(|p| p.path
+            == "spec.backendDefaults.clientPolicy.tls.validation.trust.sds"
+            && p.reason.contains("SDS")),
+        "{refused:?}"
+    );
+    let refused = mesh("SOMETIMES", policy(vec![], true)).expect_err("refused");
+    assert!(
+        refused
+            .0
+            .iter()
+            .any(|p| p.path == "spec.listeners[0].tls.mode"),
+        "{refused:?}"
+    );
+}
