@@ -819,9 +819,42 @@ fn http_listener(
         .map(|file| {
             use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
             use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
+            use envoy_types::pb::envoy::extensions::access_loggers::file::v3::file_access_log::AccessLogFormat;
+            use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+            let log_format = file.format.as_ref().map(|f| {
+                let format = match &f.text {
+                    Some(text) => core::substitution_format_string::Format::TextFormatSource(
+                        core::DataSource {
+                            specifier: Some(core::data_source::Specifier::InlineString(
+                                // One line per request, as App Mesh writes it.
+                                if text.ends_with('\n') { text.clone() } else { format!("{text}\n") },
+                            )),
+                            ..Default::default()
+                        },
+                    ),
+                    None => core::substitution_format_string::Format::JsonFormat(Struct {
+                        fields: f
+                            .json
+                            .iter()
+                            .map(|j| {
+                                (
+                                    j.key.clone(),
+                                    Value {
+                                        kind: Some(Kind::StringValue(j.value.clone())),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    }),
+                };
+                AccessLogFormat::LogFormat(core::SubstitutionFormatString {
+                    format: Some(format),
+                    ..Default::default()
+                })
+            });
             let config = FileAccessLog {
                 path: file.path.clone(),
-                ..Default::default()
+                access_log_format: log_format,
             };
             vec![accesslog::AccessLog {
                 name: "envoy.access_loggers.file".to_owned(),

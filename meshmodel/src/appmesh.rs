@@ -423,6 +423,26 @@ pub struct AccessLog {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileAccessLog {
     pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<LoggingFormat>,
+}
+
+/// How each access log line reads: Envoy's command operators in a text line, or JSON
+/// objects of keys and command operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoggingFormat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonFormatRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsonFormatRef {
+    pub key: String,
+    pub value: String,
 }
 
 // ---------------------------------------------------------------- virtual router

@@ -435,6 +435,22 @@ impl Mesh {
                 check_listener_tls(p, origin, &format!("spec.listeners[{i}].tls"), tls);
             }
         }
+        if let Some(format) = node
+            .spec
+            .logging
+            .as_ref()
+            .and_then(|l| l.access_log.as_ref())
+            .and_then(|a| a.file.as_ref())
+            .and_then(|f| f.format.as_ref())
+        {
+            if format.text.is_some() == !format.json.is_empty() {
+                p.push(Problem::new(
+                    origin,
+                    "spec.logging.accessLog.file.format",
+                    "give exactly one of text and json",
+                ));
+            }
+        }
         if let Some(policy) = node
             .spec
             .backend_defaults

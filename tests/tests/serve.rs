@@ -284,7 +284,8 @@ fn write_mesh(dir: &Path, docs: &[Value]) {
 /// Every App Mesh feature the translation takes reaches a real Envoy and is ACKed (no
 /// NACK): a grpcRoute with service, method, metadata and gRPC retry events; HTTP matches
 /// on path regex, headers of each kind, query parameters, scheme, method and port alone;
-/// connection pools, outlier detection, health checks, timeouts and retries.
+/// connection pools, outlier detection, health checks, timeouts and retries; access logs
+/// in text and JSON formats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_translated_feature_is_acked_by_a_real_envoy() {
     use serde_json::json;
@@ -306,7 +307,12 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
                 "timeout": {protocol: {"perRequest": {"value": 5, "unit": "s"}, "idle": {"value": 60, "unit": "s"}}}
             }],
             "serviceDiscovery": {"dns": {"hostname": format!("{name}.features.local")}},
-            "backends": backends
+            "backends": backends,
+            "logging": {"accessLog": {"file": {"path": "/dev/stdout", "format": if protocol == "grpc" {
+                json!({"json": [{"key": "status", "value": "%RESPONSE_CODE%"}, {"key": "path", "value": "%REQ(:PATH)%"}]})
+            } else {
+                json!({"text": "[%START_TIME%] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%"})
+            }}}}
         }})
     };
     let router = |name: &str, protocol: &str| {
