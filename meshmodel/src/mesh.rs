@@ -443,7 +443,7 @@ impl Mesh {
             .and_then(|a| a.file.as_ref())
             .and_then(|f| f.format.as_ref())
         {
-            if format.text.is_some() == !format.json.is_empty() {
+            if format.text.is_some() != format.json.is_empty() {
                 p.push(Problem::new(
                     origin,
                     "spec.logging.accessLog.file.format",
