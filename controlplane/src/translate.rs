@@ -216,22 +216,36 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         listener.map_or(0, |l| l.port_mapping.port)
     );
     let egress_name = format!("lds_egress_{}_{}", place.egress.ip(), place.egress.port());
-    out.listeners.push((
-        egress_name.clone(),
-        any(
-            LISTENER_TYPE,
-            &http_listener(
-                &egress_name,
-                place.egress,
-                "egress",
-                hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-                    config_source: Some(ads_source()),
-                    route_config_name: egress_route_name.clone(),
-                }),
-                vn,
-            ),
-        ),
-    ));
+    let mut egress = http_listener(
+        &egress_name,
+        place.egress,
+        "egress",
+        hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+            config_source: Some(ads_source()),
+            route_config_name: egress_route_name.clone(),
+        }),
+        vn,
+    );
+    let allow_all = mesh.mesh.as_ref().is_some_and(|m| {
+        m.value
+            .spec
+            .egress_filter
+            .as_ref()
+            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::AllowAll)
+    });
+    if allow_all && place.egress.ip().is_unspecified() {
+        // The address a connection was redirected from (the APPMESH rules' REDIRECT).
+        egress.listener_filters.push(listener::ListenerFilter {
+            name: "envoy.filters.listener.original_dst".to_owned(),
+            config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+                &envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst::default(),
+            ))),
+            ..Default::default()
+        });
+    }
+    out.listeners
+        .push((egress_name.clone(), any(LISTENER_TYPE, &egress)));
 
     let mut virtual_hosts = Vec::new();
     let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
@@ -301,6 +315,65 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             routes,
             ..Default::default()
         });
+    }
+    // Transparent interception (the APPMESH rules redirect every connection): the
+    // original destination is known. Not so for an app using its Envoy as an explicit
+    // proxy (the loopback mode), where it would be Envoy itself.
+    let transparent = place.egress.ip().is_unspecified();
+    if allow_all && !transparent {
+        virtual_hosts.push(route::VirtualHost {
+            name: "allow_all".to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![route::Route {
+                r#match: Some(prefix_match("/")),
+                action: Some(route::route::Action::DirectResponse(route::DirectResponseAction {
+                    status: 502,
+                    body: Some(core::DataSource {
+                        specifier: Some(core::data_source::Specifier::InlineString(
+                            "egress filter ALLOW_ALL passes traffic through where the APPMESH rules redirect it (up --netns, ECS); an app using its Envoy as an explicit proxy has no original destination to pass it to\n".to_owned(),
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    if allow_all && transparent {
+        // Egress filter ALLOW_ALL: any other destination, passed through to where the
+        // connection was going.
+        virtual_hosts.push(route::VirtualHost {
+            name: "allow_all".to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![route::Route {
+                r#match: Some(prefix_match("/")),
+                action: Some(route::route::Action::Route(route::RouteAction {
+                    cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                        PASSTHROUGH.to_owned(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        out.clusters.push((
+            PASSTHROUGH.to_owned(),
+            any(
+                CLUSTER_TYPE,
+                &cluster::Cluster {
+                    name: PASSTHROUGH.to_owned(),
+                    cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+                        cluster::cluster::DiscoveryType::OriginalDst as i32,
+                    )),
+                    lb_policy: cluster::cluster::LbPolicy::ClusterProvided as i32,
+                    connect_timeout: Some(pb_duration(EGRESS_CONNECT_TIMEOUT)),
+                    ..Default::default()
+                },
+            ),
+        ));
     }
     out.routes.push((
         egress_route_name.clone(),
@@ -639,6 +712,9 @@ enum Side<'a> {
     Ingress(Option<&'a Listener>),
     Egress(Option<&'a Listener>),
 }
+
+/// The cluster of egress filter ALLOW_ALL: each connection's original destination.
+pub const PASSTHROUGH: &str = "cds_egress_passthrough";
 
 /// Connect timeouts as App Mesh sets them: the local app, and a node elsewhere.
 const INGRESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);

@@ -577,3 +577,45 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
         "{refused:?}"
     );
 }
+
+/// ALLOW_ALL passes other destinations through to their original address where the
+/// APPMESH rules redirect connections (proxy ports on every address), and says why not
+/// where the app uses Envoy as an explicit proxy (the loopback mode) instead of looping.
+#[test]
+fn allow_all_passes_through_only_where_connections_are_redirected() {
+    let mut snapshot = shipped_snapshot();
+    let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
+    mesh.value.spec.egress_filter = Some(meshmodel::appmesh::EgressFilter {
+        kind: meshmodel::appmesh::EgressFilterType::AllowAll,
+    });
+    let vhost = |res: &NodeResources| {
+        let config =
+            route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
+        config
+            .virtual_hosts
+            .into_iter()
+            .find(|v| v.name == "allow_all")
+            .expect("an allow_all virtual host")
+    };
+    let proxied = for_node(&snapshot, "requester").expect("resources");
+    let refused = vhost(&proxied);
+    assert!(
+        matches!(&refused.routes[0].action, Some(route::route::Action::DirectResponse(d)) if d.status == 502),
+        "{refused:?}"
+    );
+    assert!(!proxied.clusters.iter().any(|(n, _)| n == PASSTHROUGH));
+
+    let redirected = Snapshot {
+        placements: BTreeMap::new(),
+        ..snapshot
+    };
+    let res = for_node(&redirected, "requester").expect("resources");
+    let passing = vhost(&res);
+    assert_eq!(passing.domains, ["*"]);
+    assert!(res.clusters.iter().any(|(n, _)| n == PASSTHROUGH));
+    let egress = listener::Listener::decode(res.listeners[1].1.value.as_slice()).expect("listener");
+    assert_eq!(
+        egress.listener_filters[0].name,
+        "envoy.filters.listener.original_dst"
+    );
+}
