@@ -93,6 +93,17 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// The resource's tags (App Mesh keeps them beside the spec).
+    pub fn tags_mut(&mut self) -> &mut Option<Vec<crate::appmesh::Tag>> {
+        match self {
+            Resource::Mesh(r) => &mut r.tags,
+            Resource::VirtualNode(r) => &mut r.tags,
+            Resource::VirtualRouter(r) => &mut r.tags,
+            Resource::Route(r) => &mut r.tags,
+            Resource::VirtualService(r) => &mut r.tags,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Resource::Mesh(_) => Kind::Mesh,

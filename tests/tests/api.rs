@@ -656,3 +656,101 @@ fn down_ok(moto: &Moto) -> bool {
             "length(Namespaces)",
         ]) == "0"
 }
+
+/// TagResource, ListTagsForResource and UntagResource by ARN, with App Mesh's limits; an
+/// update call keeps the tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_tagged_by_arn_and_keep_their_tags_through_updates() {
+    let dir = copy_of_shipped("api-tags");
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &[]);
+    let api = mesh.api.as_str();
+    let route = [
+        "--mesh-name",
+        "gophermesh",
+        "--virtual-router-name",
+        "distributor",
+        "--route-name",
+        "distributor",
+    ];
+    let mut describe = vec!["describe-route"];
+    describe.extend(route);
+    let arn = aws(api, &describe)["route"]["metadata"]["arn"]
+        .as_str()
+        .expect("an ARN")
+        .to_owned();
+    let tags = |api: &str| -> Vec<(String, String)> {
+        let listed = aws(api, &["list-tags-for-resource", "--resource-arn", &arn]);
+        listed["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap_or_default().to_owned(),
+                    t["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(tags(api).is_empty());
+    aws(
+        api,
+        &[
+            "tag-resource",
+            "--resource-arn",
+            &arn,
+            "--tags",
+            "key=team,value=gophers",
+            "key=stage,value=canary",
+        ],
+    );
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        tags(api),
+        [pair("team", "gophers"), pair("stage", "canary")]
+    );
+    aws(
+        api,
+        &[
+            "untag-resource",
+            "--resource-arn",
+            &arn,
+            "--tag-keys",
+            "stage",
+        ],
+    );
+    assert_eq!(tags(api), [pair("team", "gophers")]);
+
+    // An update (a weight shift) keeps them.
+    let mut update = vec!["update-route"];
+    update.extend(route);
+    let spec = r#"{"httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "distributor-v1", "weight": 50}, {"virtualNode": "distributor-v2", "weight": 50}]}}}"#;
+    update.extend(["--spec", spec]);
+    aws(api, &update);
+    assert_eq!(tags(api), [pair("team", "gophers")]);
+
+    // App Mesh's limits and errors.
+    let many: Vec<String> = (0..50).map(|i| format!("key=k{i},value=v")).collect();
+    let mut too_many = vec!["tag-resource", "--resource-arn", arn.as_str(), "--tags"];
+    too_many.extend(many.iter().map(String::as_str));
+    aws_fails(api, &too_many, "TooManyTagsException", "51 tags");
+    let long = format!("key={},value=v", "k".repeat(129));
+    aws_fails(
+        api,
+        &["tag-resource", "--resource-arn", &arn, "--tags", &long],
+        "BadRequestException",
+        "tags[0].key",
+    );
+    let nobody = arn.replace("/route/distributor", "/route/nobody");
+    aws_fails(
+        api,
+        &["list-tags-for-resource", "--resource-arn", &nobody],
+        "NotFoundException",
+        "no resource has the ARN",
+    );
+    assert_eq!(
+        tags(api),
+        [pair("team", "gophers")],
+        "refusals changed nothing"
+    );
+}

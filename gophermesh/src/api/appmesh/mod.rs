@@ -19,6 +19,7 @@
 
 pub mod request;
 pub mod service;
+pub mod tags;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -55,9 +56,21 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let result = match operation(&parts.method, parts.uri.path()) {
-        Ok(op) => {
-            let answer = serve(&s.store, &op, parts.uri.query().unwrap_or(""), &body);
+    let query = parts.uri.query().unwrap_or("");
+    let tagging = tags::serve(&s.store, &parts.method, parts.uri.path(), query, &body);
+    let result = match (tagging, operation(&parts.method, parts.uri.path())) {
+        (Some(answer), _) => {
+            if let Err(e) = &answer {
+                tracing::info!(
+                    kind = e.kind,
+                    message = e.message,
+                    "App Mesh tagging call refused"
+                );
+            }
+            answer
+        }
+        (None, Ok(op)) => {
+            let answer = serve(&s.store, &op, query, &body);
             match &answer {
                 Ok(_) => {
                     tracing::info!(operation = op.name(), name = ?op.name, "App Mesh API call")
@@ -71,7 +84,7 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
             }
             answer
         }
-        Err(e) => Err(e),
+        (None, Err(e)) => Err(e),
     };
     match result {
         Ok(value) => (

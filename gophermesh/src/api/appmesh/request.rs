@@ -185,9 +185,6 @@ pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
     let unserved = [
         ("/virtualGateways", "virtual gateways"),
         ("/virtualGateway/", "gateway routes"),
-        ("/tags", "tags"),
-        ("/tag", "tags"),
-        ("/untag", "tags"),
     ]
     .into_iter()
     .find(|(part, _)| path.contains(part))

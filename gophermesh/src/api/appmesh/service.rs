@@ -265,9 +265,14 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
             (Action::Update, Some(_)) if repeated => return Err(Refused::AlreadyDone),
             _ => {}
         }
+        // An update call has no tags; the resource keeps those it has (TagResource's).
+        let mut resource = resource.clone();
+        if let (Action::Update, Some((_, current))) = (op.action, &existing) {
+            *resource.tags_mut() = current.clone().tags_mut().clone();
+        }
         let origin = existing.map_or(origin.clone(), |(o, _)| o);
         let next = mesh
-            .apply(&origin, resource.clone())
+            .apply(&origin, resource)
             .map_err(|p| Refused::Error(AwsError::bad_request(as_call(&p, &origin, &op.name()))))?;
         Ok(Next {
             mesh: next,
