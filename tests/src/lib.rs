@@ -680,6 +680,36 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 }
 
 impl LocalMesh {
+    /// Envoy stat `name` of node `node`'s Envoy (its admin interface, inside the task's
+    /// namespace when it has one); 0 when Envoy does not have it.
+    pub async fn envoy_stat(&self, node: &str, name: &str) -> u64 {
+        let status = self.status().await;
+        let place = &status["placements"][node];
+        let admin = place["admin"].as_str().expect("the Envoy's admin address");
+        let url = format!("http://{admin}/stats?filter=^{}$", name.replace('.', "\\."));
+        let text = match place["netns"].as_str() {
+            Some(ns) => {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", ns, "curl", "-s", &url])
+                    .output()
+                    .expect("curl runs");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            None => client()
+                .get(&url)
+                .send()
+                .await
+                .expect("admin answers")
+                .text()
+                .await
+                .expect("text"),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `GET /v1/status` of this mesh's control API.
     pub async fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.control)).await

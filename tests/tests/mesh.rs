@@ -347,6 +347,18 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         .expect("env")
         .push(serde_json::json!({"name": "ERROR_RATE", "value": "0.5"}));
     std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
+    // Its callers eject it after two errors in a row (its only host, so Envoy's panic
+    // threshold still sends it traffic, which the retries then hide).
+    let node = dir.join("mesh/virtual-nodes/distributor-v2.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&node).expect("read")).expect("json");
+    doc["spec"]["listeners"][0]["outlierDetection"] = serde_json::json!({
+        "maxServerErrors": 2,
+        "interval": {"value": 1, "unit": "s"},
+        "baseEjectionDuration": {"value": 5, "unit": "s"},
+        "maxEjectionPercent": 100
+    });
+    std::fs::write(&node, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
     let mut mesh = LocalMesh::start_in(&dir, mode);
     let prefix = mesh.namespace_prefix();
 
@@ -368,6 +380,16 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         "retries did not hide v2's failures: {report}"
     );
     assert!(count(&report, "v2") > 100.0, "{report}");
+    let ejections = mesh
+        .envoy_stat(
+            "requester",
+            "cluster.cds_egress_gophermesh_distributor-v2_http_8080.outlier_detection.ejections_enforced_total",
+        )
+        .await;
+    assert!(
+        ejections > 0,
+        "outlier detection never ejected the failing v2"
+    );
 
     // Kill v2's app and v1's Envoy: both come back.
     let before = mesh.status().await;
@@ -455,6 +477,46 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert_eq!(etc_left, Vec::<String>::new());
+}
+
+/// A route's per-request timeout cuts a slow v2 short: its callers get 504 after the
+/// timeout, not its answer after its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_request_timeout_cuts_a_slow_v2_with_504() {
+    let dir = copy_of_shipped("timeout");
+    let v2 = dir.join("taskdefs/distributor-v2.json");
+    let mut td: Value =
+        serde_json::from_str(&std::fs::read_to_string(&v2).expect("read")).expect("json");
+    td["containerDefinitions"][0]["environment"]
+        .as_array_mut()
+        .expect("env")
+        .push(serde_json::json!({"name": "LATENCY_MS", "value": "3000"}));
+    std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
+    let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
+
+    let route = dir.join("mesh/routes/distributor.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&route).expect("read")).expect("json");
+    let http = &mut doc["spec"]["httpRoute"];
+    http["timeout"] = serde_json::json!({"perRequest": {"value": 500, "unit": "ms"}});
+    http["action"]["weightedTargets"][0]["weight"] = 0.into();
+    http["action"]["weightedTargets"][1]["weight"] = 100.into();
+    std::fs::write(&route, serde_json::to_string(&doc).expect("json")).expect("write");
+    let (code, said) = mesh.cli(&["apply", "-f", route.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
+    let started = std::time::Instant::now();
+    let report = compare(&mesh, 8, 8).await;
+    let took = started.elapsed();
+    assert_eq!(
+        report["errors"],
+        serde_json::json!({"http_504": 8}),
+        "the slow v2 was not cut short: {report}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "the answers waited for v2 ({took:?}), not for the 500 ms timeout"
+    );
 }
 
 #[test]
