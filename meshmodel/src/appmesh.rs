@@ -741,8 +741,18 @@ pub struct HttpTimeout {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     pub action: TcpRouteAction,
+    /// The router listener port it serves (routers with one listener: that one).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route_match: Option<TcpRouteMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TcpTimeout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

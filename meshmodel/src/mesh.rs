@@ -568,6 +568,53 @@ impl Mesh {
         if let Some((path, targets)) = spec.weighted_targets() {
             self.check_targets(p, origin, path, targets);
         }
+        // A match on a port picks one of the router's listeners.
+        let matched_port = [
+            (
+                "spec.httpRoute.match.port",
+                spec.http_route.as_ref().and_then(|r| r.route_match.port),
+            ),
+            (
+                "spec.http2Route.match.port",
+                spec.http2_route.as_ref().and_then(|r| r.route_match.port),
+            ),
+            (
+                "spec.grpcRoute.match.port",
+                spec.grpc_route.as_ref().and_then(|r| r.route_match.port),
+            ),
+            (
+                "spec.tcpRoute.match.port",
+                spec.tcp_route
+                    .as_ref()
+                    .and_then(|r| r.route_match.as_ref())
+                    .and_then(|m| m.port),
+            ),
+        ];
+        for (path, port) in matched_port {
+            let Some(port) = port else { continue };
+            let ports: Vec<i64> = router
+                .value
+                .spec
+                .listeners
+                .iter()
+                .map(|l| l.port_mapping.port)
+                .collect();
+            if !ports.contains(&port) {
+                p.push(Problem::new(
+                    origin,
+                    path,
+                    format!(
+                        "{port} is not a listener port of virtual router `{}` ({})",
+                        route.virtual_router_name,
+                        ports
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
         for (base, http) in [
             ("spec.httpRoute", &spec.http_route),
             ("spec.http2Route", &spec.http2_route),

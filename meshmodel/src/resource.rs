@@ -271,12 +271,12 @@ mod tests {
     fn unknown_fields_are_named_with_their_path() {
         let err = Resource::parse(
             "f.json",
-            r#"{"meshName":"m","virtualNodeName":"n","spec":{"listeners":[{"portMapping":{"port":1,"protocol":"http"},"tls":{}}]}}"#,
+            r#"{"meshName":"m","virtualNodeName":"n","spec":{"listeners":[{"portMapping":{"port":1,"protocol":"http"},"tlz":{}}]}}"#,
         )
-        .expect_err("tls is not supported");
+        .expect_err("tlz is no field of App Mesh's");
         let text = err.to_string();
         assert!(
-            text.starts_with("f.json: spec.listeners[0].tls: unknown field `tls`"),
+            text.starts_with("f.json: spec.listeners[0].tlz: unknown field `tlz`"),
             "{text}"
         );
     }
