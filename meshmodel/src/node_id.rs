@@ -8,29 +8,20 @@ pub fn node_id(mesh: &str, node: &str) -> String {
     format!("mesh/{mesh}/virtualNode/{node}")
 }
 
-/// The virtual node named by an Envoy node id (`mesh/M/virtualNode/N`, or an ARN ending so).
+/// The mesh and virtual node an Envoy's node id names (`mesh/M/virtualNode/N`, or the
+/// node's ARN).
 pub fn node_from_id(id: &str) -> Option<(&str, &str)> {
-    let at = id.find("mesh/")?;
-    let mut parts = id[at..].split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("mesh"), Some(mesh), Some("virtualNode"), Some(node), None)
-            if !mesh.is_empty() && !node.is_empty() =>
-        {
-            Some((mesh, node))
-        }
-        _ => None,
-    }
+    named(id, "virtualNode")
 }
 
 /// The mesh and virtual gateway an Envoy's node id names (`mesh/M/virtualGateway/G`, or the
 /// gateway's ARN).
 pub fn gateway_from_id(id: &str) -> Option<(&str, &str)> {
+    named(id, "virtualGateway")
+}
+
+/// The mesh and the name in `mesh/M/KIND/NAME` (anywhere in `id`, as in an ARN).
+fn named<'a>(id: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
     let at = id.find("mesh/")?;
     let mut parts = id[at..].split('/');
     match (
@@ -40,10 +31,10 @@ pub fn gateway_from_id(id: &str) -> Option<(&str, &str)> {
         parts.next(),
         parts.next(),
     ) {
-        (Some("mesh"), Some(mesh), Some("virtualGateway"), Some(gateway), None)
-            if !mesh.is_empty() && !gateway.is_empty() =>
+        (Some("mesh"), Some(mesh), Some(k), Some(name), None)
+            if k == kind && !mesh.is_empty() && !name.is_empty() =>
         {
-            Some((mesh, gateway))
+            Some((mesh, name))
         }
         _ => None,
     }

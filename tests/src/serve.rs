@@ -102,6 +102,43 @@ impl Host {
         );
     }
 
+    /// The requester's task here, without its Envoy: both distributors on their DNS
+    /// names' addresses (as other tasks would answer) and the requester on `task_ip:8080`,
+    /// calling through its Envoy's egress listener. The services, and the requester's
+    /// address.
+    pub fn gophers(&self) -> (Vec<crate::Service>, String) {
+        let ns = Some(self.name.as_str());
+        let listen = format!("{}:8080", self.task_ip);
+        let services = vec![
+            crate::Service::start_in(
+                ns,
+                "distributor",
+                &["--listen", "127.0.0.2:8080", "--version-tag", "v1"],
+                &[],
+            ),
+            crate::Service::start_in(
+                ns,
+                "distributor",
+                &["--listen", "127.0.0.3:8080", "--version-tag", "v2"],
+                &[],
+            ),
+            crate::Service::start_in(
+                ns,
+                "requester",
+                &[
+                    "--listen",
+                    &listen,
+                    "--distributor-url",
+                    "http://distributor.gophers.local:8080",
+                    "--egress-proxy",
+                    "http://127.0.0.1:15001",
+                ],
+                &[],
+            ),
+        ];
+        (services, listen)
+    }
+
     /// Starts a real Envoy in this host with `bootstrap`.
     pub fn envoy(&self, bootstrap: &Path) -> Guard {
         let envoy = Command::new("ip")
@@ -130,8 +167,10 @@ impl Drop for Host {
     }
 }
 
-/// A test CA and a server certificate for `ip`, made with openssl.
-pub fn certificates(dir: &Path, ip: &str) {
+/// A test CA (`ca.pem`, `ca.key`) and, for each (file stem, subject alternative names
+/// such as `IP:10.0.0.1` or `DNS:name`), a certificate from it: `NAME.pem` and `NAME.key`,
+/// the key readable by Envoy's user. Made with openssl.
+pub fn issue(dir: &Path, certs: &[(&str, &[&str])]) {
     let path = |f: &str| dir.join(f).display().to_string();
     run(
         "openssl",
@@ -151,42 +190,102 @@ pub fn certificates(dir: &Path, ip: &str) {
             &path("ca.pem"),
         ],
     );
-    run(
-        "openssl",
+    for (name, sans) in certs {
+        let (key, csr) = (path(&format!("{name}.key")), path(&format!("{name}.csr")));
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, format!("subjectAltName={}\n", sans.join(","))).expect("ext");
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &path("ca.pem"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext.display().to_string(),
+                "-out",
+                &path(&format!("{name}.pem")),
+            ],
+        );
+        // Envoy runs as uid 1337 and reads its key itself.
+        run("chmod", &["0644", &key]);
+    }
+}
+
+/// A test CA and a server certificate for `ip` (`server.pem`, `server.key`).
+pub fn certificates(dir: &Path, ip: &str) {
+    issue(dir, &[("server", &[&format!("IP:{ip}")])]);
+}
+
+/// `gophermesh bootstrap` for node `resource_arn` and ADS at `xds`, trusting `ca`, into
+/// `out`, as the aws-appmesh-envoy agent would write it from its variables.
+pub fn agent_bootstrap(ca: &Path, resource_arn: &str, xds: &str, out: &Path) {
+    let (code, said) = crate::run_to_end(
+        "gophermesh",
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=gophermesh serve",
-            "-keyout",
-            &path("server.key"),
-            "-out",
-            &path("server.csr"),
+            "bootstrap",
+            "--ca-file",
+            &ca.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[
+            ("APPMESH_RESOURCE_ARN", resource_arn),
+            ("APPMESH_XDS_ENDPOINT", xds),
         ],
     );
-    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).expect("ext");
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &path("server.csr"),
-            "-CA",
-            &path("ca.pem"),
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &path("san.ext"),
-            "-out",
-            &path("server.pem"),
-        ],
-    );
+    assert_eq!(code, Some(0), "{said}");
+}
+
+/// What `curl ARGS` gets inside namespace `ns` (as `uid` when given, so that the APPMESH
+/// rules apply to it as to an app): the HTTP status, 0 when no answer came.
+pub fn http_status_in(ns: &str, uid: Option<u32>, args: &[&str]) -> u16 {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns]);
+    if let Some(uid) = uid {
+        let id = uid.to_string();
+        command.args(["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"]);
+    }
+    let out = command
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs (scripts/setup.sh --tests installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// `gophermesh serve` with port 0 everywhere; the addresses its banner names.

@@ -3,34 +3,8 @@
 //! was going (the original destination of the redirected connection), switched live
 //! through the App Mesh API.
 
-use std::process::Command;
-
+use tests::serve::http_status_in;
 use tests::{LocalMesh, Mode, Service, copy_of_shipped, require_root_for_netns};
-
-/// What an app in the requester's task gets from `url` (run as the app user, so that the
-/// APPMESH rules send it through Envoy): the HTTP status, 0 for none.
-fn app_calls(netns: &str, url: &str) -> u16 {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", netns, "setpriv", "--reuid", "10001", "--regid", "10001",
-        ])
-        .args([
-            "--clear-groups",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["--max-time", "5", url])
-        .output()
-        .expect("curl runs (scripts/setup.sh --tests installs it)");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
@@ -51,7 +25,11 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         &[],
     );
     let url = "http://10.213.0.1:18080/";
-    assert_eq!(app_calls(&task, url), 404, "DROP_ALL let it out");
+    assert_eq!(
+        http_status_in(&task, Some(10001), &[url]),
+        404,
+        "DROP_ALL let it out"
+    );
 
     let (code, out, err) = tests::aws_appmesh(
         &mesh.api,
@@ -68,7 +46,7 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     assert_eq!(code, 0, "{out}{err}");
     tests::until_routes_acked(&mesh, "requester").await;
     assert_eq!(
-        app_calls(&task, url),
+        http_status_in(&task, Some(10001), &[url]),
         200,
         "ALLOW_ALL did not pass it through"
     );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tests::moto::Moto;
 use tests::serve::{Host, Serve};
-use tests::{Service, client, copy_of_shipped, get_json};
+use tests::{client, copy_of_shipped, get_json};
 
 const TABLE: &str = "gophermesh-state";
 
@@ -492,33 +492,7 @@ async fn envoys_behind_a_load_balancer_follow_changes_through_either_replica_and
 
     // Under load: the requester's task (app and distributors) in the first host, calls
     // flowing through its Envoy while the replica that Envoy is attached to is killed.
-    let ns = Some(hosts[0].name.as_str());
-    let _v1 = Service::start_in(
-        ns,
-        "distributor",
-        &["--listen", "127.0.0.2:8080", "--version-tag", "v1"],
-        &[],
-    );
-    let _v2 = Service::start_in(
-        ns,
-        "distributor",
-        &["--listen", "127.0.0.3:8080", "--version-tag", "v2"],
-        &[],
-    );
-    let listen = format!("{}:8080", hosts[0].task_ip);
-    let _requester = Service::start_in(
-        ns,
-        "requester",
-        &[
-            "--listen",
-            &listen,
-            "--distributor-url",
-            "http://distributor.gophers.local:8080",
-            "--egress-proxy",
-            "http://127.0.0.1:15001",
-        ],
-        &[],
-    );
+    let (_gophers, listen) = hosts[0].gophers();
     let url = format!("http://{listen}/compare?n=3000&concurrency=4&format=json");
     let load = tokio::spawn(async move {
         client()

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::serve::{Host, Serve, certificates};
 use tests::{
-    CHI2_BOUND, LocalMesh, Mode, Service, TempDir, bin, chi_square, client, compare,
-    copy_of_shipped, count, get_json, require_root_for_netns,
+    CHI2_BOUND, LocalMesh, Mode, TempDir, bin, chi_square, client, compare, copy_of_shipped, count,
+    get_json, require_root_for_netns,
 };
 
 const KEY_ID: &str = "AKIDSERVETEST";
@@ -49,58 +49,19 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
     certificates(&dir, &host.host_ip);
     let serve = start_serve(&dir, &host.host_ip);
 
-    // The requester's task, elsewhere: its Envoy and its app; the distributors answer on
-    // their own addresses (their DNS names), as other tasks would.
-    let ns = Some(host.name.as_str());
-    let _v1 = Service::start_in(
-        ns,
-        "distributor",
-        &["--listen", "127.0.0.2:8080", "--version-tag", "v1"],
-        &[],
-    );
-    let _v2 = Service::start_in(
-        ns,
-        "distributor",
-        &["--listen", "127.0.0.3:8080", "--version-tag", "v2"],
-        &[],
-    );
-    // Its bootstrap, from the variables the agent reads, as the sidecar would write it.
+    // The requester's task, elsewhere: its Envoy (with the bootstrap the agent would write
+    // from its variables) and its app; the distributors answer on their own addresses
+    // (their DNS names), as other tasks would.
     let work = TempDir::new("serve-envoy");
     let boot = work.join("bootstrap.json");
-    let (code, said) = tests::run_to_end(
-        "gophermesh",
-        &[
-            "bootstrap",
-            "--ca-file",
-            &dir.join("ca.pem").display().to_string(),
-            "--out",
-            &boot.display().to_string(),
-        ],
-        &[
-            (
-                "APPMESH_RESOURCE_ARN",
-                "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester",
-            ),
-            ("APPMESH_XDS_ENDPOINT", &serve.xds),
-        ],
+    tests::serve::agent_bootstrap(
+        &dir.join("ca.pem"),
+        "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester",
+        &serve.xds,
+        &boot,
     );
-    assert_eq!(code, Some(0), "{said}");
     let _envoy = host.envoy(&boot);
-    let listen = format!("{}:8080", host.task_ip);
-    let requester = Service::start_in(
-        ns,
-        "requester",
-        &[
-            "--listen",
-            &listen,
-            "--distributor-url",
-            "http://distributor.gophers.local:8080",
-            "--egress-proxy",
-            "http://127.0.0.1:15001",
-        ],
-        &[],
-    );
-    let _ = requester.addr;
+    let (_gophers, listen) = host.gophers();
 
     // serve shows the Envoy connected and in sync, with no problem.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -121,10 +82,7 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
     );
 
     // Traffic: the requester, through its Envoy, to both versions by DNS, 90/10.
-    let url = format!(
-        "http://{}:8080/compare?n=2000&concurrency=8&format=json",
-        host.task_ip
-    );
+    let url = format!("http://{listen}/compare?n=2000&concurrency=8&format=json");
     let report: Value = client()
         .get(&url)
         .send()
@@ -402,24 +360,12 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
     let mut envoys = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let boot = work.join(format!("{node}.json"));
-        let (code, said) = tests::run_to_end(
-            "gophermesh",
-            &[
-                "bootstrap",
-                "--ca-file",
-                &dir.join("ca.pem").display().to_string(),
-                "--out",
-                &boot.display().to_string(),
-            ],
-            &[
-                (
-                    "APPMESH_RESOURCE_ARN",
-                    &format!("mesh/features/virtualNode/{node}"),
-                ),
-                ("APPMESH_XDS_ENDPOINT", &serve.xds),
-            ],
+        tests::serve::agent_bootstrap(
+            &dir.join("ca.pem"),
+            &format!("mesh/features/virtualNode/{node}"),
+            &serve.xds,
+            &boot,
         );
-        assert_eq!(code, Some(0), "{said}");
         envoys.push(match i {
             0 => host.envoy(&boot),
             _ => hosts[i - 1].envoy(&boot),

@@ -4,108 +4,15 @@
 //! CA, checks the distributors' names and shows its own certificate.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
-use tests::serve::run;
+use tests::serve::{http_status_in, issue};
 use tests::{LocalMesh, Mode, compare, copy_of_shipped, count};
-
-/// A CA, and a certificate from it for each (file stem, DNS names): `NAME.pem`, `NAME.key`,
-/// readable by Envoy's user.
-fn issue(dir: &Path, certs: &[(&str, &[&str])]) {
-    let path = |f: &str| dir.join(f).display().to_string();
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=gophers test CA",
-            "-keyout",
-            &path("ca.key"),
-            "-out",
-            &path("ca.pem"),
-        ],
-    );
-    for (name, dns) in certs {
-        let key = path(&format!("{name}.key"));
-        let csr = path(&format!("{name}.csr"));
-        run(
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
-        let ext = dir.join(format!("{name}.ext"));
-        let names: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-        std::fs::write(&ext, format!("subjectAltName={}\n", names.join(","))).expect("ext");
-        run(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &path("ca.pem"),
-                "-CAkey",
-                &path("ca.key"),
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &ext.display().to_string(),
-                "-out",
-                &path(&format!("{name}.pem")),
-            ],
-        );
-        // Envoy runs as uid 1337 and reads its key itself.
-        run("chmod", &["0644", &key]);
-    }
-}
 
 fn edit(path: &Path, change: impl FnOnce(&mut Value)) {
     let mut doc: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
     change(&mut doc);
     std::fs::write(path, serde_json::to_vec_pretty(&doc).expect("json")).expect("written");
-}
-
-/// `curl ARGS` inside namespace `ns`: the HTTP status, or 0 when no answer came.
-fn curl_in(ns: &str, args: &[&str]) -> u16 {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl runs (scripts/setup.sh --tests installs it)");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,11 +27,11 @@ async fn strict_mutual_tls_carries_the_mesh_and_refuses_plaintext_and_strangers(
             (
                 "distributor",
                 &[
-                    "distributor-v1.gophers.local",
-                    "distributor-v2.gophers.local",
+                    "DNS:distributor-v1.gophers.local",
+                    "DNS:distributor-v2.gophers.local",
                 ][..],
             ),
-            ("requester", &["requester.gophers.local"][..]),
+            ("requester", &["DNS:requester.gophers.local"][..]),
         ],
     );
     let file = |f: &str| certs.join(f).display().to_string();
@@ -174,7 +81,7 @@ async fn strict_mutual_tls_carries_the_mesh_and_refuses_plaintext_and_strangers(
         .to_owned();
     let hub = format!("{}hub", mesh.namespace_prefix());
     assert_eq!(
-        curl_in(&hub, &[&format!("http://{reach}/")]),
+        http_status_in(&hub, None, &[&format!("http://{reach}/")]),
         0,
         "plaintext was answered"
     );
@@ -183,14 +90,15 @@ async fn strict_mutual_tls_carries_the_mesh_and_refuses_plaintext_and_strangers(
     let url = "https://distributor-v1.gophers.local:8080/";
     let ca = file("ca.pem");
     assert_eq!(
-        curl_in(&hub, &["--cacert", &ca, "--resolve", &resolve, url]),
+        http_status_in(&hub, None, &["--cacert", &ca, "--resolve", &resolve, url]),
         0,
         "a caller without a certificate was answered"
     );
     let (cert, key) = (file("requester.pem"), file("requester.key"));
     assert_eq!(
-        curl_in(
+        http_status_in(
             &hub,
+            None,
             &[
                 "--cacert",
                 &ca,
