@@ -336,17 +336,22 @@ fn restarts(status: &Value, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
-    let dir = copy_of_shipped("chaos");
-    // v2 fails half its requests.
+/// Adds `name=value` to the environment of distributor v2's app in `dir/taskdefs`.
+fn set_v2_env(dir: &std::path::Path, name: &str, value: &str) {
     let v2 = dir.join("taskdefs/distributor-v2.json");
     let mut td: Value =
         serde_json::from_str(&std::fs::read_to_string(&v2).expect("read")).expect("json");
     td["containerDefinitions"][0]["environment"]
         .as_array_mut()
         .expect("env")
-        .push(serde_json::json!({"name": "ERROR_RATE", "value": "0.5"}));
+        .push(serde_json::json!({"name": name, "value": value}));
     std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
+}
+
+async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
+    let dir = copy_of_shipped("chaos");
+    // v2 fails half its requests.
+    set_v2_env(&dir, "ERROR_RATE", "0.5");
     // Its callers eject it after two errors in a row (its only host, so Envoy's panic
     // threshold still sends it traffic, which the retries then hide).
     let node = dir.join("mesh/virtual-nodes/distributor-v2.json");
@@ -484,14 +489,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_request_timeout_cuts_a_slow_v2_with_504() {
     let dir = copy_of_shipped("timeout");
-    let v2 = dir.join("taskdefs/distributor-v2.json");
-    let mut td: Value =
-        serde_json::from_str(&std::fs::read_to_string(&v2).expect("read")).expect("json");
-    td["containerDefinitions"][0]["environment"]
-        .as_array_mut()
-        .expect("env")
-        .push(serde_json::json!({"name": "LATENCY_MS", "value": "3000"}));
-    std::fs::write(&v2, serde_json::to_string_pretty(&td).expect("json")).expect("write");
+    set_v2_env(&dir, "LATENCY_MS", "3000");
     let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
 
     let route = dir.join("mesh/routes/distributor.json");
