@@ -25,6 +25,12 @@ pub(crate) enum Command {
     },
     /// Run the mesh here: a control plane, and every task with a real Envoy sidecar.
     Up(UpArgs),
+    /// Carry the mesh to where App Mesh users go next, with a report, field by field, of
+    /// what the target cannot carry.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
     /// Run the control plane alone, for Envoys elsewhere (ECS tasks whose sidecar has
     /// APPMESH_XDS_ENDPOINT): ADS, the App Mesh API, the control API and the console, with
     /// durable state. No tasks run here; each Envoy gets its node's configuration from the
@@ -158,6 +164,32 @@ pub(crate) struct ImagesBuildArgs {
     /// serve` for ECS, from the gophermesh binary in --bin-dir).
     #[arg(long)]
     pub(crate) control_plane: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ExportWhat {
+    /// ECS Service Connect: per task definition, FAMILY.json (without the Envoy and its
+    /// APPMESH proxy) for register-task-definition, and FAMILY.service-connect.json, the
+    /// service's serviceConnectConfiguration for create-service / update-service.
+    ServiceConnect(ExportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+
+    /// Where the files go (created if missing).
+    #[arg(long, default_value = "export/service-connect")]
+    pub(crate) out: PathBuf,
+
+    /// Fail (exit 1, nothing written) when anything cannot be carried.
+    #[arg(long)]
+    pub(crate) strict: bool,
+
+    /// Print the table of what each target carries (markdown) and nothing else.
+    #[arg(long)]
+    pub(crate) features: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,5 +20,6 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod export;
 pub mod progress;
 pub mod runtime;

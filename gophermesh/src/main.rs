@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use common::config::TelemetryArgs;
 
-use cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
+use cli::{Cli, Command, ExportWhat, ImagesWhat, RenderWhat, RouteWhat};
 
 /// Runs a long-lived command with logging on (`RUST_LOG`, default `info`), flushed at the end.
 async fn logged(
@@ -47,6 +47,9 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Export {
+            what: ExportWhat::ServiceConnect(args),
+        } => commands::export::run(&args),
         Command::Images {
             what: ImagesWhat::Build(args),
         } => commands::images::run(&args),

@@ -918,3 +918,126 @@ fn every_botocore_field_is_implemented_or_refused_by_name() {
         misread.join("\n  ")
     );
 }
+
+/// `export service-connect` on the shipped mesh: the files pass botocore's validation as
+/// `RegisterTaskDefinition` and `CreateService` inputs, no task definition keeps an Envoy
+/// or the APPMESH proxy, the split and the canary route are reported lost by file and
+/// path, `--strict` writes nothing, and the README's table is what `--features` prints.
+#[test]
+fn service_connect_export_validates_and_names_what_it_loses() {
+    let out = tempdir("service-connect");
+    let run = |args: &[&str]| {
+        Command::new(bin("gophermesh"))
+            .current_dir(repo_root())
+            .args(["export", "service-connect", "--out"])
+            .arg(&*out)
+            .args(args)
+            .output()
+            .expect("gophermesh runs")
+    };
+    let strict = run(&["--strict"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(json_files(&out).is_empty(), "--strict wrote files");
+
+    let done = run(&[]);
+    assert!(done.status.success());
+    let lost = String::from_utf8_lossy(&done.stderr);
+    for expected in [
+        "mesh/routes/distributor.json: spec.httpRoute.action.weightedTargets: weighted targets",
+        "mesh/routes/distributor-canary.json: spec.httpRoute.match: route matches",
+        "mesh/routes/distributor.json: spec.httpRoute.retryPolicy: retry policies",
+    ] {
+        assert!(
+            lost.contains(expected),
+            "`{expected}` not reported:\n{lost}"
+        );
+    }
+    let mut args: Vec<String> = Vec::new();
+    for file in json_files(&out) {
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        if let Some(family) = name.strip_suffix(".service-connect.json") {
+            let input = serde_json::json!({
+                "serviceName": family,
+                "taskDefinition": family,
+                "serviceConnectConfiguration": doc["serviceConnectConfiguration"],
+            });
+            let path = out.join(format!("{family}.create-service.json"));
+            std::fs::write(&path, input.to_string()).expect("write");
+            args.extend([
+                "ecs".into(),
+                "CreateService".into(),
+                path.display().to_string(),
+            ]);
+        } else if !name.ends_with(".create-service.json") {
+            assert!(doc.get("proxyConfiguration").is_none(), "{name}");
+            assert!(
+                !doc["containerDefinitions"]
+                    .to_string()
+                    .contains("aws-appmesh-envoy"),
+                "{name} keeps its Envoy"
+            );
+            args.extend([
+                "ecs".into(),
+                "RegisterTaskDefinition".into(),
+                file.display().to_string(),
+            ]);
+        }
+    }
+    assert_eq!(
+        args.len(),
+        3 * 6,
+        "three task definitions and three services"
+    );
+    let checked = Command::new(tool("python"))
+        .arg(repo_root().join("tests/tools/botocore_validate.py"))
+        .args(&args)
+        .output()
+        .expect("python runs");
+    assert!(
+        checked.status.success(),
+        "botocore rejected an export:\n{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    let broken = tempdir("service-connect-broken");
+    let refused = run(&["--mesh-dir", broken.to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("does not validate, so nothing was exported"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let unwritable = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args([
+            "export",
+            "service-connect",
+            "--out",
+            "/proc/gophermesh-export",
+        ])
+        .output()
+        .expect("gophermesh runs");
+    assert!(
+        String::from_utf8_lossy(&unwritable.stderr)
+            .contains("--out /proc/gophermesh-export: cannot create it"),
+        "{}",
+        String::from_utf8_lossy(&unwritable.stderr)
+    );
+
+    let table = run(&["--features"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    assert!(
+        readme.contains(&format!(
+            "<!-- features:service-connect -->\n{table}<!-- /features -->"
+        )),
+        "the README's table is not what `export service-connect --features` prints:\n{table}"
+    );
+}
