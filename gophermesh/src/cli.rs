@@ -172,6 +172,11 @@ pub(crate) enum ExportWhat {
     /// APPMESH proxy) for register-task-definition, and FAMILY.service-connect.json, the
     /// service's serviceConnectConfiguration for create-service / update-service.
     ServiceConnect(ExportArgs),
+    /// VPC Lattice: the `aws vpc-lattice --cli-input-json` inputs in creation order (a
+    /// service network; per virtual node a target group; per virtual service a service, its
+    /// association and a listener; per conditional route a rule, weights times 9) and
+    /// apply.sh, which makes the calls in order (VPC_ID from the environment).
+    Lattice(ExportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -179,9 +184,9 @@ pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 
-    /// Where the files go (created if missing).
-    #[arg(long, default_value = "export/service-connect")]
-    pub(crate) out: PathBuf,
+    /// Where the files go (created if missing); default export/TARGET.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
 
     /// Fail (exit 1, nothing written) when anything cannot be carried.
     #[arg(long)]

@@ -57,9 +57,14 @@ pub const SERVICE_CONNECT: &[Support] = &[
         ),
     ),
     (
-        "route matches (path, headers, method, query, scheme) and priority",
+        "route matches (path prefix or exact, header exact or prefix, method) and priority",
         Some("Service Connect routes a name to one service, without looking at requests"),
     ),
+    (
+        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        Some("Service Connect routes a name to one service, without looking at requests"),
+    ),
+    ("TCP routes", None),
     (
         "retry policies",
         Some("its proxy retries by its own fixed policy, which cannot be tuned"),
@@ -93,6 +98,58 @@ pub const SERVICE_CONNECT: &[Support] = &[
     ),
 ];
 
+/// What VPC Lattice carries of App Mesh.
+pub const LATTICE: &[Support] = &[
+    ("virtual service names (client aliases)", None),
+    ("weighted targets", None),
+    ("HTTP, HTTP/2, gRPC and TCP listeners", None),
+    (
+        "route matches (path prefix or exact, header exact or prefix, method) and priority",
+        None,
+    ),
+    (
+        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        Some(
+            "a Lattice rule matches path prefix or exact, headers exact, prefix or contains, and the method",
+        ),
+    ),
+    ("listener health checks", None),
+    (
+        "per-request and idle timeouts",
+        Some("Lattice has no per-route timeouts"),
+    ),
+    ("retry policies", Some("Lattice has no retry policy")),
+    (
+        "outlier detection",
+        Some("Lattice has no outlier detection"),
+    ),
+    ("connection pools", Some("no circuit breaker settings")),
+    (
+        "TLS and mutual TLS (files)",
+        Some(
+            "no mutual TLS between services: Lattice authenticates callers with IAM (auth type AWS_IAM and an auth policy) instead",
+        ),
+    ),
+    (
+        "access logs",
+        Some("use a Lattice access log subscription; App Mesh's file and format do not carry"),
+    ),
+    (
+        "egress filter DROP_ALL",
+        Some("no filter: tasks reach whatever their security groups allow"),
+    ),
+    (
+        "backends (which services a node may call)",
+        Some(
+            "every VPC associated with the service network reaches every service in it; restrict with auth policies",
+        ),
+    ),
+    (
+        "TCP routes",
+        Some("Lattice passes TCP only as TLS (TLS_PASSTHROUGH listeners)"),
+    ),
+];
+
 /// The reason `feature` is lost in `table`.
 fn lost(table: &[Support], feature: &str) -> Option<&'static str> {
     table
@@ -101,15 +158,28 @@ fn lost(table: &[Support], feature: &str) -> Option<&'static str> {
         .and_then(|(_, why)| *why)
 }
 
-/// The markdown table of what each target carries (the README's).
+/// The markdown table of what each target carries (the README's): every feature either
+/// table names, and what each target does with it.
 pub fn features_table() -> String {
-    let mut out = String::from("| App Mesh feature | ECS Service Connect |\n|---|---|\n");
-    for (feature, why) in SERVICE_CONNECT {
-        let cell = match why {
-            None => "carried".to_owned(),
-            Some(why) => format!("lost: {why}"),
-        };
-        out.push_str(&format!("| {feature} | {cell} |\n"));
+    let mut features: Vec<&str> = Vec::new();
+    for (f, _) in SERVICE_CONNECT.iter().chain(LATTICE) {
+        if !features.contains(f) {
+            features.push(f);
+        }
+    }
+    let cell = |table: &[Support], feature: &str| match table.iter().find(|(f, _)| *f == feature) {
+        Some((_, None)) => "carried".to_owned(),
+        Some((_, Some(why))) => format!("lost: {why}"),
+        None => "?".to_owned(),
+    };
+    let mut out =
+        String::from("| App Mesh feature | ECS Service Connect | VPC Lattice |\n|---|---|---|\n");
+    for feature in features {
+        out.push_str(&format!(
+            "| {feature} | {} | {} |\n",
+            cell(SERVICE_CONNECT, feature),
+            cell(LATTICE, feature)
+        ));
     }
     out
 }
@@ -123,7 +193,11 @@ pub struct Export {
 
 impl Export {
     fn lose(&mut self, origin: &str, path: &str, feature: &'static str) {
-        let reason = lost(SERVICE_CONNECT, feature).unwrap_or("not carried");
+        self.lose_in(SERVICE_CONNECT, origin, path, feature);
+    }
+
+    fn lose_in(&mut self, table: &[Support], origin: &str, path: &str, feature: &'static str) {
+        let reason = lost(table, feature).unwrap_or("not carried");
         self.losses.push(Loss {
             origin: origin.to_owned(),
             path: path.to_owned(),
@@ -145,6 +219,21 @@ fn http_of(r: &RouteInput) -> Option<(HttpRoute, &'static str)> {
     s.grpc_route
         .as_ref()
         .map(|g| (g.as_http(), "spec.grpcRoute"))
+}
+
+/// Whether a route matches on more than path prefix or exact, headers exact or prefix, and
+/// the method.
+fn beyond_simple(h: &HttpRoute) -> bool {
+    let m = &h.route_match;
+    m.path.as_ref().is_some_and(|p| p.regex.is_some())
+        || m.scheme.is_some()
+        || !m.query_parameters.is_empty()
+        || m.headers.iter().any(|x| {
+            x.invert.unwrap_or(false)
+                || x.header_match
+                    .as_ref()
+                    .is_none_or(|hm| hm.exact.is_none() && hm.prefix.is_none())
+        })
 }
 
 /// ECS Service Connect for `mesh` and its `tasks`.
@@ -201,12 +290,21 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             .or(routes.len().checked_sub(1));
         for (i, (origin, route)) in routes.iter().enumerate() {
             if Some(i) != chosen {
-                let at = http_of(route).map_or("spec", |(_, at)| at);
-                out.lose(
-                    origin,
-                    &format!("{at}.match"),
-                    "route matches (path, headers, method, query, scheme) and priority",
-                );
+                let (feature, at) = match http_of(route) {
+                    Some((h, at)) if beyond_simple(&h) => (
+                        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+                        at,
+                    ),
+                    Some((_, at)) => (
+                        "route matches (path prefix or exact, header exact or prefix, method) and priority",
+                        at,
+                    ),
+                    None => (
+                        "route matches (path prefix or exact, header exact or prefix, method) and priority",
+                        "spec",
+                    ),
+                };
+                out.lose(origin, &format!("{at}.match"), feature);
                 continue;
             }
             let Some((path, targets)) = route.spec.weighted_targets() else {
@@ -357,9 +455,416 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
     out
 }
 
+/// A name Lattice takes (`^[a-z0-9][a-z0-9-]*$`, at most 40 characters): lower case, other
+/// characters as `-`.
+fn lattice_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.truncate(40);
+    out.trim_matches('-').to_owned()
+}
+
+/// App Mesh's relative weights (0-100) as Lattice's (0-999), times 9: the split is the same.
+fn lattice_weight(weight: i64) -> i64 {
+    weight.clamp(0, 100) * 9
+}
+
+/// The Lattice protocol version of an App Mesh listener protocol.
+fn protocol_version(protocol: meshmodel::appmesh::Protocol) -> &'static str {
+    use meshmodel::appmesh::Protocol;
+    match protocol {
+        Protocol::Http2 => "HTTP2",
+        Protocol::Grpc => "GRPC",
+        _ => "HTTP1",
+    }
+}
+
+/// VPC Lattice for `mesh`: the `aws vpc-lattice` inputs in creation order, named
+/// `NN-CALL--REF.json`, where `@{REF}` in a later input stands for the id the call named
+/// REF returned and `${VPC_ID}` comes from the environment (`apply.sh` does both).
+pub fn lattice(mesh: &Mesh) -> Export {
+    let mut out = Export::default();
+    let mut steps: Vec<(&'static str, String, Value)> = Vec::new();
+    let mesh_name = mesh.name().unwrap_or("mesh").to_owned();
+    steps.push((
+        "create-service-network",
+        "network".into(),
+        json!({"name": lattice_name(&mesh_name), "authType": "NONE"}),
+    ));
+    let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
+        out.lose_in(LATTICE, origin, path, feature);
+    };
+    if let Some(m) = &mesh.mesh {
+        if m.value
+            .spec
+            .egress_filter
+            .as_ref()
+            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
+        {
+            lose(
+                &mut out,
+                &m.origin,
+                "spec.egressFilter",
+                "egress filter DROP_ALL",
+            );
+        }
+    }
+    for (name, node) in &mesh.virtual_nodes {
+        let (origin, spec) = (&node.origin, &node.value.spec);
+        let Some(l) = spec.listeners.first() else {
+            continue;
+        };
+        let mut config = json!({
+            "port": l.port_mapping.port,
+            "protocol": if l.port_mapping.protocol == meshmodel::appmesh::Protocol::Tcp { "TCP" } else { "HTTP" },
+            "vpcIdentifier": "${VPC_ID}",
+        });
+        if l.port_mapping.protocol != meshmodel::appmesh::Protocol::Tcp {
+            config["protocolVersion"] = json!(protocol_version(l.port_mapping.protocol));
+        }
+        if let Some(hc) = &l.health_check {
+            let secs = |ms: i64| (ms / 1000).max(1);
+            let mut check = json!({
+                "enabled": true,
+                "healthCheckIntervalSeconds": secs(hc.interval_millis),
+                "healthCheckTimeoutSeconds": secs(hc.timeout_millis),
+                "healthyThresholdCount": hc.healthy_threshold,
+                "unhealthyThresholdCount": hc.unhealthy_threshold,
+            });
+            if let Some(path) = &hc.path {
+                check["path"] = json!(path);
+                check["protocol"] = json!("HTTP");
+            }
+            config["healthCheck"] = check;
+        }
+        steps.push((
+            "create-target-group",
+            format!("tg-{}", lattice_name(name)),
+            json!({"name": lattice_name(name), "type": "IP", "config": config}),
+        ));
+        for (i, l) in spec.listeners.iter().enumerate() {
+            let at = format!("spec.listeners[{i}]");
+            for (present, field, feature) in [
+                (
+                    l.outlier_detection.is_some(),
+                    "outlierDetection",
+                    "outlier detection",
+                ),
+                (
+                    l.connection_pool.is_some(),
+                    "connectionPool",
+                    "connection pools",
+                ),
+                (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
+                (
+                    l.timeout.is_some(),
+                    "timeout",
+                    "per-request and idle timeouts",
+                ),
+            ] {
+                if present {
+                    lose(&mut out, origin, &format!("{at}.{field}"), feature);
+                }
+            }
+        }
+        if spec.backend_defaults.is_some() {
+            lose(
+                &mut out,
+                origin,
+                "spec.backendDefaults",
+                "TLS and mutual TLS (files)",
+            );
+        }
+        if spec.logging.is_some() {
+            lose(&mut out, origin, "spec.logging", "access logs");
+        }
+        if !spec.backends.is_empty() {
+            lose(
+                &mut out,
+                origin,
+                "spec.backends",
+                "backends (which services a node may call)",
+            );
+        }
+    }
+    let forward = |targets: &[meshmodel::appmesh::WeightedTarget]| {
+        json!({"forward": {"targetGroups": targets.iter().map(|t| json!({
+            "targetGroupIdentifier": format!("@{{tg-{}}}", lattice_name(&t.virtual_node)),
+            "weight": lattice_weight(t.weight),
+        })).collect::<Vec<_>>()}})
+    };
+    for (vs_name, service) in &mesh.virtual_services {
+        let svc = format!("svc-{}", lattice_name(vs_name));
+        steps.push((
+            "create-service",
+            svc.clone(),
+            json!({"name": lattice_name(vs_name), "customDomainName": vs_name, "authType": "NONE"}),
+        ));
+        steps.push((
+            "create-service-network-service-association",
+            format!("assoc-{}", lattice_name(vs_name)),
+            json!({"serviceNetworkIdentifier": "@{network}", "serviceIdentifier": format!("@{{{svc}}}")}),
+        ));
+        let provider = service.value.spec.provider.as_ref();
+        let listener = format!("listener-{}", lattice_name(vs_name));
+        if let Some(node) = provider.and_then(|p| p.virtual_node.as_ref()) {
+            let port = mesh
+                .virtual_nodes
+                .get(&node.virtual_node_name)
+                .and_then(|n| n.value.spec.listeners.first())
+                .map_or(80, |l| l.port_mapping.port);
+            steps.push((
+                "create-listener",
+                listener,
+                json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": "listener", "protocol": "HTTP", "port": port,
+                    "defaultAction": forward(&[meshmodel::appmesh::WeightedTarget {
+                        virtual_node: node.virtual_node_name.clone(), weight: 100, port: None }])}),
+            ));
+            continue;
+        }
+        let Some(router_name) = provider
+            .and_then(|p| p.virtual_router.as_ref())
+            .map(|r| r.virtual_router_name.clone())
+        else {
+            continue;
+        };
+        let port = mesh
+            .virtual_routers
+            .get(&router_name)
+            .and_then(|r| r.value.spec.listeners.first())
+            .map_or(80, |l| l.port_mapping.port);
+        let mut routes: Vec<(&String, &RouteInput)> = mesh
+            .routes
+            .iter()
+            .filter(|((r, _), _)| *r == router_name)
+            .map(|(_, s)| (&s.origin, &s.value))
+            .collect();
+        routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
+        let mut default = json!({"fixedResponse": {"statusCode": 404}});
+        let mut rules = Vec::new();
+        for (origin, route) in &routes {
+            if route.spec.tcp_route.is_some() {
+                lose(&mut out, origin, "spec.tcpRoute", "TCP routes");
+                continue;
+            }
+            let Some((h, at)) = http_of(route) else {
+                continue;
+            };
+            let Some((_, targets)) = route.spec.weighted_targets() else {
+                continue;
+            };
+            if h.retry_policy.is_some() {
+                lose(
+                    &mut out,
+                    origin,
+                    &format!("{at}.retryPolicy"),
+                    "retry policies",
+                );
+            }
+            if h.timeout.is_some() {
+                lose(
+                    &mut out,
+                    origin,
+                    &format!("{at}.timeout"),
+                    "per-request and idle timeouts",
+                );
+            }
+            let m = &h.route_match;
+            let unmatched = |out: &mut Export, field: &str| {
+                out.lose_in(
+                    LATTICE,
+                    origin,
+                    &format!("{at}.match.{field}"),
+                    "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+                );
+            };
+            let mut http_match = json!({});
+            let mut conditional = false;
+            match (&m.prefix, &m.path) {
+                (_, Some(p)) if p.exact.is_some() => {
+                    http_match["pathMatch"] = json!({"match": {"exact": p.exact}});
+                    conditional = true;
+                }
+                (_, Some(_)) => unmatched(&mut out, "path.regex"),
+                (Some(prefix), _) if prefix != "/" => {
+                    http_match["pathMatch"] = json!({"match": {"prefix": prefix}});
+                    conditional = true;
+                }
+                _ => {}
+            }
+            let mut headers = Vec::new();
+            for (i, header) in m.headers.iter().enumerate() {
+                let hm = header.header_match.as_ref();
+                let exact = hm.and_then(|x| x.exact.clone());
+                let prefix = hm.and_then(|x| x.prefix.clone());
+                match (header.invert.unwrap_or(false), exact, prefix) {
+                    (false, Some(v), _) => {
+                        headers.push(json!({"name": header.name, "match": {"exact": v}}))
+                    }
+                    (false, None, Some(v)) => {
+                        headers.push(json!({"name": header.name, "match": {"prefix": v}}))
+                    }
+                    _ => unmatched(&mut out, &format!("headers[{i}]")),
+                }
+            }
+            if !headers.is_empty() {
+                http_match["headerMatches"] = json!(headers);
+                conditional = true;
+            }
+            if let Some(method) = &m.method {
+                http_match["method"] = json!(method);
+                conditional = true;
+            }
+            if !m.query_parameters.is_empty() {
+                unmatched(&mut out, "queryParameters");
+            }
+            if m.scheme.is_some() {
+                unmatched(&mut out, "scheme");
+            }
+            if conditional {
+                rules.push((route.route_name.clone(), http_match, forward(targets)));
+            } else {
+                default = forward(targets);
+            }
+        }
+        steps.push((
+            "create-listener",
+            listener.clone(),
+            json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": "listener", "protocol": "HTTP", "port": port, "defaultAction": default}),
+        ));
+        for (i, (route_name, http_match, action)) in rules.into_iter().enumerate() {
+            steps.push((
+                "create-rule",
+                format!(
+                    "rule-{}-{}",
+                    lattice_name(vs_name),
+                    lattice_name(&route_name)
+                ),
+                json!({
+                    "serviceIdentifier": format!("@{{{svc}}}"),
+                    "listenerIdentifier": format!("@{{{listener}}}"),
+                    "name": lattice_name(&route_name),
+                    "priority": i + 1,
+                    "match": {"httpMatch": http_match},
+                    "action": action,
+                }),
+            ));
+        }
+    }
+    for (i, (call, reference, input)) in steps.into_iter().enumerate() {
+        out.files
+            .insert(format!("{:03}-{call}--{reference}.json", i + 1), input);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mesh that uses every feature the tables name.
+    fn every_feature() -> Mesh {
+        let tls = json!({"mode": "STRICT", "certificate": {"file": {
+            "certificateChain": "/c.pem", "privateKey": "/c.key"}}});
+        let listener = |protocol: &str| {
+            json!([{"portMapping": {"port": 8080, "protocol": protocol},
+                "healthCheck": {"protocol": "http", "path": "/health", "healthyThreshold": 2,
+                    "unhealthyThreshold": 2, "timeoutMillis": 2000, "intervalMillis": 5000},
+                "outlierDetection": {"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
+                    "baseEjectionDuration": {"value": 30, "unit": "s"}, "maxEjectionPercent": 10},
+                "connectionPool": {"http": {"maxConnections": 10}},
+                "timeout": {"http": {"perRequest": {"value": 5, "unit": "s"}}},
+                "tls": tls}])
+        };
+        let node = |name: &str, backends: Value| {
+            json!({"meshName": "m", "virtualNodeName": name, "spec": {
+                "listeners": listener("http"),
+                "serviceDiscovery": {"dns": {"hostname": format!("{name}.m.local")}},
+                "backends": backends,
+                "backendDefaults": {"clientPolicy": {"tls": {"validation": {"trust": {"file": {"certificateChain": "/ca.pem"}}}}}},
+                "logging": {"accessLog": {"file": {"path": "/dev/stdout"}}}}})
+        };
+        let targets = json!({"weightedTargets": [
+            {"virtualNode": "a", "weight": 50}, {"virtualNode": "b", "weight": 50}]});
+        let route = |name: &str, priority: i64, m: Value| {
+            json!({"meshName": "m", "virtualRouterName": "web", "routeName": name, "spec": {
+                "priority": priority, "httpRoute": {"match": m, "action": targets,
+                    "retryPolicy": {"maxRetries": 1, "perRetryTimeout": {"value": 1, "unit": "s"},
+                        "httpRetryEvents": ["server-error"]},
+                    "timeout": {"perRequest": {"value": 1, "unit": "s"}}}}})
+        };
+        let docs = [
+            json!({"meshName": "m", "spec": {"egressFilter": {"type": "DROP_ALL"}}}),
+            node("a", json!([])),
+            node("b", json!([])),
+            json!({"meshName": "m", "virtualRouterName": "web", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}),
+            route(
+                "canary",
+                1,
+                json!({"prefix": "/", "headers": [{"name": "x", "match": {"exact": "1"}}]}),
+            ),
+            route(
+                "odd",
+                2,
+                json!({"path": {"regex": "/a.*"}, "scheme": "https",
+                "queryParameters": [{"name": "q"}], "headers": [{"name": "y", "match": {"suffix": "z"}}]}),
+            ),
+            route("all", 3, json!({"prefix": "/"})),
+            json!({"meshName": "m", "virtualRouterName": "raw", "spec": {
+                "listeners": [{"portMapping": {"port": 9000, "protocol": "tcp"}}]}}),
+            json!({"meshName": "m", "virtualRouterName": "raw", "routeName": "raw", "spec": {
+                "tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "a", "weight": 1}]}}}}),
+            json!({"meshName": "m", "virtualServiceName": "web.m.local", "spec": {
+                "provider": {"virtualRouter": {"virtualRouterName": "web"}}}}),
+            json!({"meshName": "m", "virtualServiceName": "raw.m.local", "spec": {
+                "provider": {"virtualRouter": {"virtualRouterName": "raw"}}}}),
+            node(
+                "client",
+                json!([{"virtualService": {"virtualServiceName": "web.m.local"}}]),
+            ),
+        ];
+        let mut mesh = Mesh::default();
+        for (i, doc) in docs.iter().enumerate() {
+            let origin = format!("doc{i}.json");
+            let r = meshmodel::Resource::from_value(&origin, doc.clone()).expect("a resource");
+            mesh = mesh.apply(&origin, r).expect("accepted");
+        }
+        mesh
+    }
+
+    /// Fed a mesh that uses every feature, each export names every feature its table says it
+    /// loses: nothing is dropped without a word.
+    #[test]
+    fn every_lost_feature_in_use_is_reported() {
+        let mesh = every_feature();
+        for (target, table, export) in [
+            (
+                "Service Connect",
+                SERVICE_CONNECT,
+                service_connect(&mesh, &[]),
+            ),
+            ("Lattice", LATTICE, lattice(&mesh)),
+        ] {
+            for (feature, why) in table {
+                if why.is_some() {
+                    assert!(
+                        export.losses.iter().any(|l| l.feature == *feature),
+                        "{target} loses `{feature}` without saying so: {:#?}",
+                        export.losses
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_loss_reason_comes_from_the_table() {
@@ -375,5 +880,15 @@ mod tests {
             );
         }
         assert!(features_table().contains("| weighted targets | lost: "));
+        let names = |t: &[Support]| {
+            let mut n: Vec<&str> = t.iter().map(|(f, _)| *f).collect();
+            n.sort_unstable();
+            n
+        };
+        assert_eq!(
+            names(SERVICE_CONNECT),
+            names(LATTICE),
+            "every target says what it does with every feature"
+        );
     }
 }

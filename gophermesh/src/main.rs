@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use common::config::TelemetryArgs;
 
-use cli::{Cli, Command, ExportWhat, ImagesWhat, RenderWhat, RouteWhat};
+use cli::{Cli, Command, ImagesWhat, RenderWhat, RouteWhat};
 
 /// Runs a long-lived command with logging on (`RUST_LOG`, default `info`), flushed at the end.
 async fn logged(
@@ -47,9 +47,7 @@ async fn main() -> ExitCode {
             })
             .await
         }
-        Command::Export {
-            what: ExportWhat::ServiceConnect(args),
-        } => commands::export::run(&args),
+        Command::Export { what } => commands::export::run(&what),
         Command::Images {
             what: ImagesWhat::Build(args),
         } => commands::images::run(&args),

@@ -1041,3 +1041,112 @@ fn service_connect_export_validates_and_names_what_it_loses() {
         "the README's table is not what `export service-connect --features` prints:\n{table}"
     );
 }
+
+/// `export lattice` on the shipped mesh, applied with its own apply.sh and the real AWS CLI
+/// to moto: the service network, three target groups, two services and their listeners,
+/// the 90/10 split as 810/90 on the distributor's default action and the canary header rule
+/// before it; the losses named by file and path; a refused call stops the script, which
+/// says what it created so far.
+#[test]
+fn lattice_export_applies_to_moto_with_the_split_and_the_canary_rule() {
+    let moto = Moto::start();
+    let out = tempdir("lattice");
+    let exported = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args(["export", "lattice", "--out"])
+        .arg(&*out)
+        .output()
+        .expect("gophermesh runs");
+    assert!(exported.status.success());
+    let lost = String::from_utf8_lossy(&exported.stderr);
+    for expected in [
+        "mesh/routes/distributor.json: spec.httpRoute.retryPolicy: retry policies",
+        "mesh/virtual-nodes/requester.json: spec.backends: backends",
+    ] {
+        assert!(
+            lost.contains(expected),
+            "`{expected}` not reported:\n{lost}"
+        );
+    }
+    let apply = |dir: &Path| {
+        Command::new(dir.join("apply.sh"))
+            .envs(moto.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("PATH", moto.path_env())
+            .output()
+            .expect("apply.sh runs")
+    };
+    let applied = apply(&out);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let created = std::fs::read_to_string(out.join("created.txt")).expect("created.txt");
+    let id = |reference: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{reference}=")))
+            .unwrap_or_else(|| panic!("{reference} was not created:\n{created}"))
+            .to_owned()
+    };
+    assert!(created.contains("rule-distributor-gophers-local-distributor-canary="));
+    for (args, expected) in [
+        (
+            vec!["list-service-networks", "--query", "length(items)"],
+            "1",
+        ),
+        (vec!["list-services", "--query", "length(items)"], "2"),
+        (vec!["list-target-groups", "--query", "length(items)"], "3"),
+    ] {
+        let mut all = vec!["vpc-lattice"];
+        all.extend(args.iter());
+        assert_eq!(moto.aws(&all), expected, "{args:?}");
+    }
+    let service = id("svc-distributor-gophers-local");
+    let listener = id("listener-distributor-gophers-local");
+    let weights = moto.aws(&[
+        "vpc-lattice",
+        "get-listener",
+        "--service-identifier",
+        &service,
+        "--listener-identifier",
+        &listener,
+        "--query",
+        "defaultAction.forward.targetGroups[].weight",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(weights, "810\t90", "90/10 as Lattice weights");
+    let port = moto.aws(&[
+        "vpc-lattice",
+        "get-target-group",
+        "--target-group-identifier",
+        &id("tg-distributor-v2"),
+        "--query",
+        "config.port",
+    ]);
+    assert_eq!(port, "8080");
+
+    // A refused call stops it, saying what was made.
+    let broken = tempdir("lattice-broken");
+    for file in std::fs::read_dir(&*out)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+    {
+        std::fs::copy(&file, broken.join(file.file_name().expect("name"))).expect("copy");
+    }
+    let tg = broken.join("003-create-target-group--tg-distributor-v2.json");
+    let text = std::fs::read_to_string(&tg)
+        .expect("read")
+        .replace("8080", "\"eighty\"");
+    std::fs::write(&tg, text).expect("write");
+    let refused = apply(&broken);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("003-create-target-group--tg-distributor-v2.json: aws vpc-lattice create-target-group was refused; created so far")
+            && said.contains("tg-distributor-v1="),
+        "{said}"
+    );
+}

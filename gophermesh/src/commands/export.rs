@@ -1,14 +1,28 @@
-//! `gophermesh export service-connect`: the mesh as ECS Service Connect, and what it loses.
+//! `gophermesh export service-connect|lattice`: the mesh in another service's terms, and
+//! what it loses.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use gophermesh::export;
 
-use crate::cli::ExportArgs;
+use crate::cli::ExportWhat;
+
+/// The script `export lattice` writes beside its inputs.
+const LATTICE_APPLY: &str = include_str!("../../../deploy/lattice-apply.sh");
 
 /// Writes the files (unless `--strict` and something is lost), then prints each loss.
-pub(crate) fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(what: &ExportWhat) -> anyhow::Result<ExitCode> {
+    let (args, target, name) = match what {
+        ExportWhat::ServiceConnect(a) => (a, Target::ServiceConnect, "ECS Service Connect"),
+        ExportWhat::Lattice(a) => (a, Target::Lattice, "VPC Lattice"),
+    };
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        std::path::PathBuf::from(match target {
+            Target::ServiceConnect => "export/service-connect",
+            Target::Lattice => "export/lattice",
+        })
+    });
     if args.features {
         print!("{}", export::features_table());
         return Ok(ExitCode::SUCCESS);
@@ -23,24 +37,39 @@ pub(crate) fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
                     .join("\n  ")
             )
         })?;
-    let out = export::service_connect(&mesh, &tasks);
+    let out = match target {
+        Target::ServiceConnect => export::service_connect(&mesh, &tasks),
+        Target::Lattice => export::lattice(&mesh),
+    };
     for loss in &out.losses {
         eprintln!("lost: {loss}");
     }
     if args.strict && !out.losses.is_empty() {
         eprintln!(
-            "{} App Mesh field(s) cannot be carried by ECS Service Connect (--strict); nothing was written",
+            "{} App Mesh field(s) cannot be carried by {name} (--strict); nothing was written",
             out.losses.len()
         );
         return Ok(ExitCode::FAILURE);
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("--out {}: cannot create it", args.out.display()))?;
-    for (name, doc) in &out.files {
-        let path = args.out.join(name);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("--out {}: cannot create it", out_dir.display()))?;
+    for (file, doc) in &out.files {
+        let path = out_dir.join(file);
         std::fs::write(&path, serde_json::to_string_pretty(doc)? + "\n")
             .with_context(|| format!("--out: cannot write {}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    if target == Target::Lattice {
+        use std::os::unix::fs::PermissionsExt as _;
+        let script = out_dir.join("apply.sh");
+        std::fs::write(&script, LATTICE_APPLY)
+            .with_context(|| format!("--out: cannot write {}", script.display()))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        println!(
+            "wrote {} (VPC_ID=vpc-... {} makes the calls)",
+            script.display(),
+            script.display()
+        );
     }
     println!(
         "{} file(s); {} App Mesh field(s) not carried (listed above)",
@@ -48,4 +77,10 @@ pub(crate) fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         out.losses.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    ServiceConnect,
+    Lattice,
 }
