@@ -177,6 +177,10 @@ pub(crate) enum ExportWhat {
     /// association and a listener; per conditional route a rule, weights times 9) and
     /// apply.sh, which makes the calls in order (VPC_ID from the environment).
     Lattice(ExportArgs),
+    /// The Kubernetes Gateway API, mesh profile (GAMMA): a Service per virtual node and per
+    /// virtual service, an HTTPRoute (or GRPCRoute) per router with matches, weighted
+    /// backendRefs and the per-request timeout, one YAML file each.
+    GatewayApi(ExportArgs),
 }
 
 #[derive(Debug, Clone, Args)]

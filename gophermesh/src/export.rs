@@ -150,6 +150,62 @@ pub const LATTICE: &[Support] = &[
     ),
 ];
 
+/// What the Kubernetes Gateway API (its mesh profile, GAMMA) carries of App Mesh.
+pub const GATEWAY_API: &[Support] = &[
+    ("virtual service names (client aliases)", None),
+    ("weighted targets", None),
+    ("HTTP, HTTP/2, gRPC and TCP listeners", None),
+    (
+        "route matches (path prefix or exact, header exact or prefix, method) and priority",
+        None,
+    ),
+    (
+        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        Some(
+            "header ranges and inverted matches, query parameters matched on presence only, and the scheme have no HTTPRoute match (regex paths and headers, suffixes and exact query values are carried)",
+        ),
+    ),
+    (
+        "per-request and idle timeouts",
+        Some("the per-request timeout is carried (timeouts.request); idle timeouts have no field"),
+    ),
+    (
+        "retry policies",
+        Some(
+            "HTTPRoute retries are experimental in Gateway API v1; the mesh implementation's own policy applies",
+        ),
+    ),
+    (
+        "outlier detection",
+        Some("no field: the implementation's own (e.g. Istio's DestinationRule)"),
+    ),
+    (
+        "listener health checks",
+        Some("use the pods' readiness probes"),
+    ),
+    (
+        "connection pools",
+        Some("no field: the implementation's own"),
+    ),
+    (
+        "TLS and mutual TLS (files)",
+        Some("mesh implementations encrypt between pods themselves; these files do not carry"),
+    ),
+    ("access logs", Some("the implementation's own logging")),
+    (
+        "egress filter DROP_ALL",
+        Some("no field: use NetworkPolicy"),
+    ),
+    (
+        "backends (which services a node may call)",
+        Some("no field: use NetworkPolicy or the implementation's authorization policy"),
+    ),
+    (
+        "TCP routes",
+        Some("TCPRoute is experimental in Gateway API v1"),
+    ),
+];
+
 /// The reason `feature` is lost in `table`.
 fn lost(table: &[Support], feature: &str) -> Option<&'static str> {
     table
@@ -162,7 +218,7 @@ fn lost(table: &[Support], feature: &str) -> Option<&'static str> {
 /// table names, and what each target does with it.
 pub fn features_table() -> String {
     let mut features: Vec<&str> = Vec::new();
-    for (f, _) in SERVICE_CONNECT.iter().chain(LATTICE) {
+    for (f, _) in SERVICE_CONNECT.iter().chain(LATTICE).chain(GATEWAY_API) {
         if !features.contains(f) {
             features.push(f);
         }
@@ -172,13 +228,15 @@ pub fn features_table() -> String {
         Some((_, Some(why))) => format!("lost: {why}"),
         None => "?".to_owned(),
     };
-    let mut out =
-        String::from("| App Mesh feature | ECS Service Connect | VPC Lattice |\n|---|---|---|\n");
+    let mut out = String::from(
+        "| App Mesh feature | ECS Service Connect | VPC Lattice | Gateway API |\n|---|---|---|---|\n",
+    );
     for feature in features {
         out.push_str(&format!(
-            "| {feature} | {} | {} |\n",
+            "| {feature} | {} | {} | {} |\n",
             cell(SERVICE_CONNECT, feature),
-            cell(LATTICE, feature)
+            cell(LATTICE, feature),
+            cell(GATEWAY_API, feature)
         ));
     }
     out
@@ -766,6 +824,313 @@ pub fn lattice(mesh: &Mesh) -> Export {
     out
 }
 
+/// A Kubernetes name (DNS-1035 label): lower case, other characters as `-`, at most 63.
+fn k8s_name(name: &str) -> String {
+    let mut out = lattice_name(name);
+    out.truncate(63);
+    out.trim_matches('-').to_owned()
+}
+
+/// `^` + `text` with regex characters escaped.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The Kubernetes Gateway API for `mesh`, as its mesh profile (GAMMA) has it: a `Service`
+/// per virtual node (selecting `app: NODE`) and per virtual service (the name clients use,
+/// its first label), an `HTTPRoute` per http/http2 router and a `GRPCRoute` per grpc router,
+/// attached to the virtual service's Service, with matches, weighted backendRefs and the
+/// per-request timeout. Files: `NAME.yaml`, one object each.
+pub fn gateway_api(mesh: &Mesh) -> Export {
+    let mut out = Export::default();
+    let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
+        out.lose_in(GATEWAY_API, origin, path, feature);
+    };
+    if let Some(m) = &mesh.mesh {
+        if m.value
+            .spec
+            .egress_filter
+            .as_ref()
+            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
+        {
+            lose(
+                &mut out,
+                &m.origin,
+                "spec.egressFilter",
+                "egress filter DROP_ALL",
+            );
+        }
+    }
+    let node_port = |node: &str| {
+        mesh.virtual_nodes
+            .get(node)
+            .and_then(|n| n.value.spec.listeners.first())
+            .map_or(80, |l| l.port_mapping.port)
+    };
+    let service = |name: &str, port: i64, selector: Option<&str>, protocol: &str| {
+        let mut svc = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": protocol, "port": port, "targetPort": port,
+                "appProtocol": match protocol { "grpc" => "kubernetes.io/h2c", "http2" => "kubernetes.io/h2c", "tcp" => "tcp", _ => "http" }}]}
+        });
+        if let Some(app) = selector {
+            svc["spec"]["selector"] = json!({"app": app});
+        }
+        svc
+    };
+    for (name, node) in &mesh.virtual_nodes {
+        let (origin, spec) = (&node.origin, &node.value.spec);
+        let Some(l) = spec.listeners.first() else {
+            continue;
+        };
+        out.files.insert(
+            format!("service-{}.yaml", k8s_name(name)),
+            service(
+                &k8s_name(name),
+                l.port_mapping.port,
+                Some(&k8s_name(name)),
+                l.port_mapping.protocol.as_str(),
+            ),
+        );
+        for (i, l) in spec.listeners.iter().enumerate() {
+            let at = format!("spec.listeners[{i}]");
+            for (present, field, feature) in [
+                (
+                    l.outlier_detection.is_some(),
+                    "outlierDetection",
+                    "outlier detection",
+                ),
+                (
+                    l.health_check.is_some(),
+                    "healthCheck",
+                    "listener health checks",
+                ),
+                (
+                    l.connection_pool.is_some(),
+                    "connectionPool",
+                    "connection pools",
+                ),
+                (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
+                (
+                    l.timeout.is_some(),
+                    "timeout",
+                    "per-request and idle timeouts",
+                ),
+            ] {
+                if present {
+                    lose(&mut out, origin, &format!("{at}.{field}"), feature);
+                }
+            }
+        }
+        if spec.backend_defaults.is_some() {
+            lose(
+                &mut out,
+                origin,
+                "spec.backendDefaults",
+                "TLS and mutual TLS (files)",
+            );
+        }
+        if spec.logging.is_some() {
+            lose(&mut out, origin, "spec.logging", "access logs");
+        }
+        if !spec.backends.is_empty() {
+            lose(
+                &mut out,
+                origin,
+                "spec.backends",
+                "backends (which services a node may call)",
+            );
+        }
+    }
+    for (vs_name, vs) in &mesh.virtual_services {
+        let front = k8s_name(vs_name.split('.').next().unwrap_or(vs_name));
+        let Some(router_name) = vs
+            .value
+            .spec
+            .provider
+            .as_ref()
+            .and_then(|p| p.virtual_router.as_ref())
+            .map(|r| r.virtual_router_name.clone())
+        else {
+            continue;
+        };
+        let Some(router) = mesh.virtual_routers.get(&router_name) else {
+            continue;
+        };
+        let Some(listener) = router.value.spec.listeners.first() else {
+            continue;
+        };
+        let (port, protocol) = (listener.port_mapping.port, listener.port_mapping.protocol);
+        // A name that is also a node's (the gophers' requester) is that node's Service.
+        if !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
+            out.files.insert(
+                format!("service-{front}.yaml"),
+                service(&front, port, None, protocol.as_str()),
+            );
+        }
+        let mut routes: Vec<(&String, &RouteInput)> = mesh
+            .routes
+            .iter()
+            .filter(|((r, _), _)| *r == router_name)
+            .map(|(_, s)| (&s.origin, &s.value))
+            .collect();
+        routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
+        let grpc = protocol == meshmodel::appmesh::Protocol::Grpc;
+        let mut rules = Vec::new();
+        for (origin, route) in routes {
+            if route.spec.tcp_route.is_some() {
+                lose(&mut out, origin, "spec.tcpRoute", "TCP routes");
+                continue;
+            }
+            let Some((h, at)) = http_of(route) else {
+                continue;
+            };
+            let Some((_, targets)) = route.spec.weighted_targets() else {
+                continue;
+            };
+            let backends: Vec<Value> = targets
+                .iter()
+                .map(|t| json!({"name": k8s_name(&t.virtual_node), "port": node_port(&t.virtual_node), "weight": t.weight}))
+                .collect();
+            if h.retry_policy.is_some() {
+                lose(
+                    &mut out,
+                    origin,
+                    &format!("{at}.retryPolicy"),
+                    "retry policies",
+                );
+            }
+            let m = &h.route_match;
+            let unmatched = |out: &mut Export, field: &str| {
+                out.lose_in(
+                    GATEWAY_API,
+                    origin,
+                    &format!("{at}.match.{field}"),
+                    "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+                );
+            };
+            let mut headers = Vec::new();
+            for (i, header) in m.headers.iter().enumerate() {
+                let hm = header.header_match.as_ref();
+                let value = match hm {
+                    _ if header.invert.unwrap_or(false) => None,
+                    None => Some(("RegularExpression", ".*".to_owned())),
+                    Some(x) => x
+                        .exact
+                        .clone()
+                        .map(|v| ("Exact", v))
+                        .or_else(|| {
+                            x.prefix
+                                .as_ref()
+                                .map(|v| ("RegularExpression", format!("^{}.*", regex_escape(v))))
+                        })
+                        .or_else(|| {
+                            x.suffix
+                                .as_ref()
+                                .map(|v| ("RegularExpression", format!(".*{}$", regex_escape(v))))
+                        })
+                        .or_else(|| x.regex.clone().map(|v| ("RegularExpression", v))),
+                };
+                match value {
+                    Some((kind, value)) => {
+                        headers.push(json!({"type": kind, "name": header.name, "value": value}))
+                    }
+                    None => unmatched(&mut out, &format!("headers[{i}]")),
+                }
+            }
+            let mut matched = json!({});
+            if !headers.is_empty() {
+                matched["headers"] = json!(headers);
+            }
+            if m.scheme.is_some() {
+                unmatched(&mut out, "scheme");
+            }
+            if grpc {
+                let g = route.spec.grpc_route.as_ref().map(|g| &g.route_match);
+                if let Some(service) = g.and_then(|g| g.service_name.clone()) {
+                    let mut method = json!({"type": "Exact", "service": service});
+                    if let Some(name) = g.and_then(|g| g.method_name.clone()) {
+                        method["method"] = json!(name);
+                    }
+                    matched["method"] = method;
+                }
+            } else {
+                matched["path"] = match (&m.prefix, &m.path) {
+                    (_, Some(p)) if p.exact.is_some() => json!({"type": "Exact", "value": p.exact}),
+                    (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
+                    (prefix, _) => {
+                        json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
+                    }
+                };
+                if let Some(method) = &m.method {
+                    matched["method"] = json!(method);
+                }
+                let mut params = Vec::new();
+                for (i, q) in m.query_parameters.iter().enumerate() {
+                    match &q.query_match {
+                        Some(v) => {
+                            params.push(json!({"type": "Exact", "name": q.name, "value": v.exact}))
+                        }
+                        None => unmatched(&mut out, &format!("queryParameters[{i}]")),
+                    }
+                }
+                if !params.is_empty() {
+                    matched["queryParams"] = json!(params);
+                }
+            }
+            let mut rule = json!({"matches": [matched], "backendRefs": backends});
+            if let Some(t) = &h.timeout {
+                if let Some(d) = t.per_request {
+                    if !grpc {
+                        let ms = d.to_std().as_millis();
+                        let request = match ms % 1000 {
+                            0 => format!("{}s", ms / 1000),
+                            _ => format!("{ms}ms"),
+                        };
+                        rule["timeouts"] = json!({"request": request});
+                    }
+                }
+                if t.idle.is_some() {
+                    lose(
+                        &mut out,
+                        origin,
+                        &format!("{at}.timeout.idle"),
+                        "per-request and idle timeouts",
+                    );
+                }
+            }
+            rules.push(rule);
+        }
+        let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
+        out.files.insert(
+            format!(
+                "{}-{}.yaml",
+                kind.to_ascii_lowercase(),
+                k8s_name(&router_name)
+            ),
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": k8s_name(&router_name)},
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": front, "port": port}],
+                    "rules": rules,
+                }
+            }),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,6 +1218,7 @@ mod tests {
                 service_connect(&mesh, &[]),
             ),
             ("Lattice", LATTICE, lattice(&mesh)),
+            ("Gateway API", GATEWAY_API, gateway_api(&mesh)),
         ] {
             for (feature, why) in table {
                 if why.is_some() {
@@ -890,5 +1256,6 @@ mod tests {
             names(LATTICE),
             "every target says what it does with every feature"
         );
+        assert_eq!(names(SERVICE_CONNECT), names(GATEWAY_API));
     }
 }

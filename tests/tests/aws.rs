@@ -1150,3 +1150,113 @@ fn lattice_export_applies_to_moto_with_the_split_and_the_canary_rule() {
         "{said}"
     );
 }
+
+/// `export gateway-api` on the shipped mesh, read back: one object per file, each with its
+/// apiVersion and kind; every backendRef and parentRef names a Service it wrote; each
+/// HTTPRoute rule has the weights, header matches and per-request timeout of its App Mesh
+/// route, in App Mesh's priority order.
+#[test]
+fn gateway_api_export_reads_back_as_the_mesh_routes() {
+    let out = tempdir("gateway-api");
+    let exported = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .args(["export", "gateway-api", "--out"])
+        .arg(&*out)
+        .output()
+        .expect("gophermesh runs");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let mut objects: Vec<Value> = Vec::new();
+    for entry in std::fs::read_dir(&*out).expect("dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        let doc: Value = serde_yaml::from_str(&text).expect("YAML");
+        assert!(
+            doc["apiVersion"].is_string() && doc["kind"].is_string(),
+            "{doc}"
+        );
+        objects.push(doc);
+    }
+    let services: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    let (mesh, _) = meshmodel::load(&repo_root().join("mesh"), &repo_root().join("taskdefs"))
+        .expect("the shipped mesh");
+    for route in objects.iter().filter(|o| o["kind"] == "HTTPRoute") {
+        let router = route["metadata"]["name"].as_str().expect("name");
+        let parent = route["spec"]["parentRefs"][0]["name"]
+            .as_str()
+            .expect("parent");
+        assert!(services.contains(&parent), "{router}: no Service {parent}");
+        let mut expected: Vec<&meshmodel::appmesh::RouteInput> = mesh.routes_of(router);
+        expected.sort_by_key(|r| r.spec.priority.unwrap_or(i64::MAX));
+        let rules = route["spec"]["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), expected.len(), "{router}");
+        for (rule, r) in rules.iter().zip(expected) {
+            let http = r.spec.http_route.as_ref().expect("an httpRoute");
+            let weights: Vec<i64> = http
+                .action
+                .weighted_targets
+                .iter()
+                .map(|t| t.weight)
+                .collect();
+            let exported: Vec<i64> = rule["backendRefs"]
+                .as_array()
+                .expect("backendRefs")
+                .iter()
+                .map(|b| {
+                    assert!(services.contains(&b["name"].as_str().expect("name")), "{b}");
+                    b["weight"].as_i64().expect("weight")
+                })
+                .collect();
+            assert_eq!(exported, weights, "{router}/{}", r.route_name);
+            let headers: Vec<(String, String)> = http
+                .route_match
+                .headers
+                .iter()
+                .map(|h| {
+                    let exact = h.header_match.as_ref().and_then(|m| m.exact.clone());
+                    (
+                        h.name.clone(),
+                        exact.expect("the shipped headers match exactly"),
+                    )
+                })
+                .collect();
+            let read: Vec<(String, String)> = rule["matches"][0]["headers"]
+                .as_array()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            assert_eq!(h["type"], "Exact");
+                            (
+                                h["name"].as_str().expect("name").to_owned(),
+                                h["value"].as_str().expect("value").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(read, headers, "{router}/{}", r.route_name);
+            let timeout = http
+                .timeout
+                .as_ref()
+                .and_then(|t| t.per_request)
+                .map(|d| format!("{}s", d.to_std().as_secs()));
+            assert_eq!(
+                rule["timeouts"]["request"].as_str().map(ToOwned::to_owned),
+                timeout,
+                "{router}/{}",
+                r.route_name
+            );
+        }
+    }
+    assert_eq!(
+        objects.iter().filter(|o| o["kind"] == "HTTPRoute").count(),
+        2,
+        "the distributor's and the requester's routers"
+    );
+}

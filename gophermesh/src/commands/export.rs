@@ -1,4 +1,4 @@
-//! `gophermesh export service-connect|lattice`: the mesh in another service's terms, and
+//! `gophermesh export service-connect|lattice|gateway-api`: the mesh in another service's terms, and
 //! what it loses.
 
 use std::process::ExitCode;
@@ -16,11 +16,13 @@ pub(crate) fn run(what: &ExportWhat) -> anyhow::Result<ExitCode> {
     let (args, target, name) = match what {
         ExportWhat::ServiceConnect(a) => (a, Target::ServiceConnect, "ECS Service Connect"),
         ExportWhat::Lattice(a) => (a, Target::Lattice, "VPC Lattice"),
+        ExportWhat::GatewayApi(a) => (a, Target::GatewayApi, "the Gateway API"),
     };
     let out_dir = args.out.clone().unwrap_or_else(|| {
         std::path::PathBuf::from(match target {
             Target::ServiceConnect => "export/service-connect",
             Target::Lattice => "export/lattice",
+            Target::GatewayApi => "export/gateway-api",
         })
     });
     if args.features {
@@ -40,6 +42,7 @@ pub(crate) fn run(what: &ExportWhat) -> anyhow::Result<ExitCode> {
     let out = match target {
         Target::ServiceConnect => export::service_connect(&mesh, &tasks),
         Target::Lattice => export::lattice(&mesh),
+        Target::GatewayApi => export::gateway_api(&mesh),
     };
     for loss in &out.losses {
         eprintln!("lost: {loss}");
@@ -55,7 +58,11 @@ pub(crate) fn run(what: &ExportWhat) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--out {}: cannot create it", out_dir.display()))?;
     for (file, doc) in &out.files {
         let path = out_dir.join(file);
-        std::fs::write(&path, serde_json::to_string_pretty(doc)? + "\n")
+        let text = match target {
+            Target::GatewayApi => serde_yaml::to_string(doc)?,
+            _ => serde_json::to_string_pretty(doc)? + "\n",
+        };
+        std::fs::write(&path, text)
             .with_context(|| format!("--out: cannot write {}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -83,4 +90,5 @@ pub(crate) fn run(what: &ExportWhat) -> anyhow::Result<ExitCode> {
 enum Target {
     ServiceConnect,
     Lattice,
+    GatewayApi,
 }
