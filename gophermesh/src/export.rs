@@ -250,6 +250,73 @@ pub struct Export {
 }
 
 impl Export {
+    /// The losses of settings on the mesh and the nodes that `table` cannot carry: the
+    /// egress filter DROP_ALL (ALLOW_ALL is what no filter does), and each listener's
+    /// outlier detection, health check, connection pool, TLS and timeouts, TLS client
+    /// policies, access logs and backends.
+    fn settings_losses(&mut self, table: &[Support], mesh: &Mesh) {
+        let mut lose = |origin: &str, path: &str, feature: &'static str| {
+            if lost(table, feature).is_some() {
+                self.lose_in(table, origin, path, feature);
+            }
+        };
+        if let Some(m) = &mesh.mesh {
+            if m.value
+                .spec
+                .egress_filter
+                .as_ref()
+                .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
+            {
+                lose(&m.origin, "spec.egressFilter", "egress filter DROP_ALL");
+            }
+        }
+        for node in mesh.virtual_nodes.values() {
+            let (origin, spec) = (&node.origin, &node.value.spec);
+            for (i, l) in spec.listeners.iter().enumerate() {
+                for (present, field, feature) in [
+                    (
+                        l.outlier_detection.is_some(),
+                        "outlierDetection",
+                        "outlier detection",
+                    ),
+                    (
+                        l.health_check.is_some(),
+                        "healthCheck",
+                        "listener health checks",
+                    ),
+                    (
+                        l.connection_pool.is_some(),
+                        "connectionPool",
+                        "connection pools",
+                    ),
+                    (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
+                    (
+                        l.timeout.is_some(),
+                        "timeout",
+                        "per-request and idle timeouts",
+                    ),
+                ] {
+                    if present {
+                        lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
+                    }
+                }
+            }
+            if spec.backend_defaults.is_some() {
+                lose(origin, "spec.backendDefaults", "TLS and mutual TLS (files)");
+            }
+            if spec.logging.is_some() {
+                lose(origin, "spec.logging", "access logs");
+            }
+            if !spec.backends.is_empty() {
+                lose(
+                    origin,
+                    "spec.backends",
+                    "backends (which services a node may call)",
+                );
+            }
+        }
+    }
+
     fn lose(&mut self, origin: &str, path: &str, feature: &'static str) {
         self.lose_in(SERVICE_CONNECT, origin, path, feature);
     }
@@ -297,6 +364,7 @@ fn beyond_simple(h: &HttpRoute) -> bool {
 /// ECS Service Connect for `mesh` and its `tasks`.
 pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
     let mut out = Export::default();
+    out.settings_losses(SERVICE_CONNECT, mesh);
     // Who gets each virtual service's name: the node a router's first route sends the
     // most weight to, or the node that provides it.
     let mut aliases: BTreeMap<String, Vec<(String, i64, Option<Value>)>> = BTreeMap::new();
@@ -394,58 +462,6 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
                 port,
                 timeout,
             ));
-        }
-    }
-    if let Some(m) = &mesh.mesh {
-        // ALLOW_ALL is what no filter does; DROP_ALL has no counterpart.
-        if m.value
-            .spec
-            .egress_filter
-            .as_ref()
-            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
-        {
-            out.lose(&m.origin, "spec.egressFilter", "egress filter DROP_ALL");
-        }
-    }
-    for node in mesh.virtual_nodes.values() {
-        let (origin, spec) = (&node.origin, &node.value.spec);
-        for (i, l) in spec.listeners.iter().enumerate() {
-            let at = format!("spec.listeners[{i}]");
-            for (present, field, feature) in [
-                (
-                    l.outlier_detection.is_some(),
-                    "outlierDetection",
-                    "outlier detection",
-                ),
-                (
-                    l.health_check.is_some(),
-                    "healthCheck",
-                    "listener health checks",
-                ),
-                (
-                    l.connection_pool.is_some(),
-                    "connectionPool",
-                    "connection pools",
-                ),
-                (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
-            ] {
-                if present {
-                    out.lose(origin, &format!("{at}.{field}"), feature);
-                }
-            }
-        }
-        if spec.backend_defaults.is_some() {
-            out.lose(origin, "spec.backendDefaults", "TLS and mutual TLS (files)");
-        }
-        if spec.logging.is_some() {
-            out.lose(origin, "spec.logging", "access logs");
-        }
-        if !spec.backends.is_empty() {
-            out.lose(
-                origin,
-                "spec.backends",
-                "backends (which services a node may call)",
-            );
         }
     }
     let namespace = mesh
@@ -550,6 +566,7 @@ fn protocol_version(protocol: meshmodel::appmesh::Protocol) -> &'static str {
 /// REF returned and `${VPC_ID}` comes from the environment (`apply.sh` does both).
 pub fn lattice(mesh: &Mesh) -> Export {
     let mut out = Export::default();
+    out.settings_losses(LATTICE, mesh);
     let mut steps: Vec<(&'static str, String, Value)> = Vec::new();
     let mesh_name = mesh.name().unwrap_or("mesh").to_owned();
     steps.push((
@@ -560,23 +577,8 @@ pub fn lattice(mesh: &Mesh) -> Export {
     let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
         out.lose_in(LATTICE, origin, path, feature);
     };
-    if let Some(m) = &mesh.mesh {
-        if m.value
-            .spec
-            .egress_filter
-            .as_ref()
-            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
-        {
-            lose(
-                &mut out,
-                &m.origin,
-                "spec.egressFilter",
-                "egress filter DROP_ALL",
-            );
-        }
-    }
     for (name, node) in &mesh.virtual_nodes {
-        let (origin, spec) = (&node.origin, &node.value.spec);
+        let spec = &node.value.spec;
         let Some(l) = spec.listeners.first() else {
             continue;
         };
@@ -608,50 +610,6 @@ pub fn lattice(mesh: &Mesh) -> Export {
             format!("tg-{}", lattice_name(name)),
             json!({"name": lattice_name(name), "type": "IP", "config": config}),
         ));
-        for (i, l) in spec.listeners.iter().enumerate() {
-            let at = format!("spec.listeners[{i}]");
-            for (present, field, feature) in [
-                (
-                    l.outlier_detection.is_some(),
-                    "outlierDetection",
-                    "outlier detection",
-                ),
-                (
-                    l.connection_pool.is_some(),
-                    "connectionPool",
-                    "connection pools",
-                ),
-                (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
-                (
-                    l.timeout.is_some(),
-                    "timeout",
-                    "per-request and idle timeouts",
-                ),
-            ] {
-                if present {
-                    lose(&mut out, origin, &format!("{at}.{field}"), feature);
-                }
-            }
-        }
-        if spec.backend_defaults.is_some() {
-            lose(
-                &mut out,
-                origin,
-                "spec.backendDefaults",
-                "TLS and mutual TLS (files)",
-            );
-        }
-        if spec.logging.is_some() {
-            lose(&mut out, origin, "spec.logging", "access logs");
-        }
-        if !spec.backends.is_empty() {
-            lose(
-                &mut out,
-                origin,
-                "spec.backends",
-                "backends (which services a node may call)",
-            );
-        }
     }
     let forward = |targets: &[meshmodel::appmesh::WeightedTarget]| {
         json!({"forward": {"targetGroups": targets.iter().map(|t| json!({
@@ -850,24 +808,10 @@ fn regex_escape(text: &str) -> String {
 /// per-request timeout. Files: `NAME.yaml`, one object each.
 pub fn gateway_api(mesh: &Mesh) -> Export {
     let mut out = Export::default();
+    out.settings_losses(GATEWAY_API, mesh);
     let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
         out.lose_in(GATEWAY_API, origin, path, feature);
     };
-    if let Some(m) = &mesh.mesh {
-        if m.value
-            .spec
-            .egress_filter
-            .as_ref()
-            .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::DropAll)
-        {
-            lose(
-                &mut out,
-                &m.origin,
-                "spec.egressFilter",
-                "egress filter DROP_ALL",
-            );
-        }
-    }
     let node_port = |node: &str| {
         mesh.virtual_nodes
             .get(node)
@@ -888,7 +832,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         svc
     };
     for (name, node) in &mesh.virtual_nodes {
-        let (origin, spec) = (&node.origin, &node.value.spec);
+        let spec = &node.value.spec;
         let Some(l) = spec.listeners.first() else {
             continue;
         };
@@ -901,55 +845,6 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
                 l.port_mapping.protocol.as_str(),
             ),
         );
-        for (i, l) in spec.listeners.iter().enumerate() {
-            let at = format!("spec.listeners[{i}]");
-            for (present, field, feature) in [
-                (
-                    l.outlier_detection.is_some(),
-                    "outlierDetection",
-                    "outlier detection",
-                ),
-                (
-                    l.health_check.is_some(),
-                    "healthCheck",
-                    "listener health checks",
-                ),
-                (
-                    l.connection_pool.is_some(),
-                    "connectionPool",
-                    "connection pools",
-                ),
-                (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
-                (
-                    l.timeout.is_some(),
-                    "timeout",
-                    "per-request and idle timeouts",
-                ),
-            ] {
-                if present {
-                    lose(&mut out, origin, &format!("{at}.{field}"), feature);
-                }
-            }
-        }
-        if spec.backend_defaults.is_some() {
-            lose(
-                &mut out,
-                origin,
-                "spec.backendDefaults",
-                "TLS and mutual TLS (files)",
-            );
-        }
-        if spec.logging.is_some() {
-            lose(&mut out, origin, "spec.logging", "access logs");
-        }
-        if !spec.backends.is_empty() {
-            lose(
-                &mut out,
-                origin,
-                "spec.backends",
-                "backends (which services a node may call)",
-            );
-        }
     }
     for (vs_name, vs) in &mesh.virtual_services {
         let front = k8s_name(vs_name.split('.').next().unwrap_or(vs_name));
