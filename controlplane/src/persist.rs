@@ -147,7 +147,8 @@ impl Database {
             path: path.to_path_buf(),
             source,
         })?;
-        let loaded = load_records(&path.display().to_string(), records).map_err(|problems| {
+        let listed = records.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        let loaded = load_records(&path.display().to_string(), listed).map_err(|problems| {
             PersistError::Unloadable {
                 path: path.to_path_buf(),
                 problems,
@@ -211,28 +212,24 @@ impl Database {
 
 /// The records of a store as one mesh with its metadata; every problem when they do not
 /// make one that checks out as a whole (`source` names the store in each).
-pub(crate) fn load_records(
+pub(crate) fn load_records<'a>(
     source: &str,
-    records: Vec<(String, Vec<u8>)>,
+    records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Loaded, Problems> {
     let mut loaded = Loaded {
         mesh: Mesh {
             backends_may_dangle: true,
             ..Mesh::default()
         },
-        count: records.len(),
         ..Loaded::default()
     };
     let mut problems = Vec::new();
     for (key, bytes) in records {
-        let record: Record = match serde_json::from_slice(&bytes) {
+        loaded.count += 1;
+        let record: Record = match serde_json::from_slice(bytes) {
             Ok(r) => r,
             Err(e) => {
-                problems.push(Problem::new(
-                    source,
-                    key.as_str(),
-                    format!("unreadable record: {e}"),
-                ));
+                problems.push(Problem::new(source, key, format!("unreadable record: {e}")));
                 continue;
             }
         };

@@ -376,13 +376,12 @@ impl Store {
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(Durable::Dynamo(table)) = guard.as_mut() else {
+        let Some(durable) = guard.as_mut() else {
             return Ok(());
         };
-        if table.version() == stored {
+        if !matches!(durable, Durable::Dynamo(table) if table.version() != stored) {
             return Ok(());
         }
-        let durable = guard.as_mut().expect("matched above");
         let reloaded = self.reload(durable);
         self.note_health(durable);
         if reloaded.is_ok() {

@@ -233,7 +233,11 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             .as_ref()
             .is_some_and(|f| f.kind == meshmodel::appmesh::EgressFilterType::AllowAll)
     });
-    if allow_all && place.egress.ip().is_unspecified() {
+    // Transparent interception (the APPMESH rules redirect every connection): the
+    // original destination is known. Not so for an app using its Envoy as an explicit
+    // proxy (the loopback mode), where it would be Envoy itself.
+    let transparent = place.egress.ip().is_unspecified();
+    if allow_all && transparent {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
         egress.listener_filters.push(listener::ListenerFilter {
             name: "envoy.filters.listener.original_dst".to_owned(),
@@ -316,10 +320,6 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             ..Default::default()
         });
     }
-    // Transparent interception (the APPMESH rules redirect every connection): the
-    // original destination is known. Not so for an app using its Envoy as an explicit
-    // proxy (the loopback mode), where it would be Envoy itself.
-    let transparent = place.egress.ip().is_unspecified();
     if allow_all && !transparent {
         virtual_hosts.push(route::VirtualHost {
             name: "allow_all".to_owned(),

@@ -61,7 +61,7 @@ pub const SERVICE_CONNECT: &[Support] = &[
         Some("Service Connect routes a name to one service, without looking at requests"),
     ),
     (
-        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        UNMATCHED,
         Some("Service Connect routes a name to one service, without looking at requests"),
     ),
     ("TCP routes", None),
@@ -108,7 +108,7 @@ pub const LATTICE: &[Support] = &[
         None,
     ),
     (
-        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        UNMATCHED,
         Some(
             "a Lattice rule matches path prefix or exact, headers exact, prefix or contains, and the method",
         ),
@@ -160,7 +160,7 @@ pub const GATEWAY_API: &[Support] = &[
         None,
     ),
     (
-        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
+        UNMATCHED,
         Some(
             "header ranges and inverted matches, query parameters matched on presence only, and the scheme have no HTTPRoute match (regex paths and headers, suffixes and exact query values are carried)",
         ),
@@ -206,6 +206,10 @@ pub const GATEWAY_API: &[Support] = &[
     ),
 ];
 
+/// The feature of the matches a rule of Lattice or the Gateway API cannot express.
+const UNMATCHED: &str =
+    "route matches on regex paths, header suffix, regex, range or inversion, query and scheme";
+
 /// The reason `feature` is lost in `table`.
 fn lost(table: &[Support], feature: &str) -> Option<&'static str> {
     table
@@ -242,22 +246,37 @@ pub fn features_table() -> String {
     out
 }
 
-/// What an export makes: files by name, and what it could not carry.
-#[derive(Debug, Default)]
+/// What an export makes: files by name, and what it could not carry (by the target's
+/// table).
+#[derive(Debug)]
 pub struct Export {
     pub files: BTreeMap<String, Value>,
     pub losses: Vec<Loss>,
+    table: &'static [Support],
 }
 
 impl Export {
-    /// The losses of settings on the mesh and the nodes that `table` cannot carry: the
+    /// An export to the target `table` describes, with the losses of the mesh's and the
+    /// nodes' settings it cannot carry already noted (see [`Export::settings_losses`]).
+    fn new(table: &'static [Support], mesh: &Mesh) -> Self {
+        let mut out = Self {
+            files: BTreeMap::new(),
+            losses: Vec::new(),
+            table,
+        };
+        out.settings_losses(mesh);
+        out
+    }
+
+    /// The losses of settings on the mesh and the nodes that the table cannot carry: the
     /// egress filter DROP_ALL (ALLOW_ALL is what no filter does), and each listener's
     /// outlier detection, health check, connection pool, TLS and timeouts, TLS client
     /// policies, access logs and backends.
-    fn settings_losses(&mut self, table: &[Support], mesh: &Mesh) {
+    fn settings_losses(&mut self, mesh: &Mesh) {
+        let table = self.table;
         let mut lose = |origin: &str, path: &str, feature: &'static str| {
             if lost(table, feature).is_some() {
-                self.lose_in(table, origin, path, feature);
+                self.lose(origin, path, feature);
             }
         };
         if let Some(m) = &mesh.mesh {
@@ -317,12 +336,9 @@ impl Export {
         }
     }
 
+    /// Notes that `feature`, at `path` of `origin`, does not reach the target.
     fn lose(&mut self, origin: &str, path: &str, feature: &'static str) {
-        self.lose_in(SERVICE_CONNECT, origin, path, feature);
-    }
-
-    fn lose_in(&mut self, table: &[Support], origin: &str, path: &str, feature: &'static str) {
-        let reason = lost(table, feature).unwrap_or("not carried");
+        let reason = lost(self.table, feature).unwrap_or("not carried");
         self.losses.push(Loss {
             origin: origin.to_owned(),
             path: path.to_owned(),
@@ -363,8 +379,7 @@ fn beyond_simple(h: &HttpRoute) -> bool {
 
 /// ECS Service Connect for `mesh` and its `tasks`.
 pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
-    let mut out = Export::default();
-    out.settings_losses(SERVICE_CONNECT, mesh);
+    let mut out = Export::new(SERVICE_CONNECT, mesh);
     // Who gets each virtual service's name: the node a router's first route sends the
     // most weight to, or the node that provides it.
     let mut aliases: BTreeMap<String, Vec<(String, i64, Option<Value>)>> = BTreeMap::new();
@@ -417,10 +432,7 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
         for (i, (origin, route)) in routes.iter().enumerate() {
             if Some(i) != chosen {
                 let (feature, at) = match http_of(route) {
-                    Some((h, at)) if beyond_simple(&h) => (
-                        "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
-                        at,
-                    ),
+                    Some((h, at)) if beyond_simple(&h) => (UNMATCHED, at),
                     Some((_, at)) => (
                         "route matches (path prefix or exact, header exact or prefix, method) and priority",
                         at,
@@ -565,8 +577,7 @@ fn protocol_version(protocol: meshmodel::appmesh::Protocol) -> &'static str {
 /// `NN-CALL--REF.json`, where `@{REF}` in a later input stands for the id the call named
 /// REF returned and `${VPC_ID}` comes from the environment (`apply.sh` does both).
 pub fn lattice(mesh: &Mesh) -> Export {
-    let mut out = Export::default();
-    out.settings_losses(LATTICE, mesh);
+    let mut out = Export::new(LATTICE, mesh);
     let mut steps: Vec<(&'static str, String, Value)> = Vec::new();
     let mesh_name = mesh.name().unwrap_or("mesh").to_owned();
     steps.push((
@@ -574,9 +585,6 @@ pub fn lattice(mesh: &Mesh) -> Export {
         "network".into(),
         json!({"name": lattice_name(&mesh_name), "authType": "NONE"}),
     ));
-    let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
-        out.lose_in(LATTICE, origin, path, feature);
-    };
     for (name, node) in &mesh.virtual_nodes {
         let spec = &node.value.spec;
         let Some(l) = spec.listeners.first() else {
@@ -668,7 +676,7 @@ pub fn lattice(mesh: &Mesh) -> Export {
         let mut rules = Vec::new();
         for (origin, route) in &routes {
             if route.spec.tcp_route.is_some() {
-                lose(&mut out, origin, "spec.tcpRoute", "TCP routes");
+                out.lose(origin, "spec.tcpRoute", "TCP routes");
                 continue;
             }
             let Some((h, at)) = http_of(route) else {
@@ -678,16 +686,10 @@ pub fn lattice(mesh: &Mesh) -> Export {
                 continue;
             };
             if h.retry_policy.is_some() {
-                lose(
-                    &mut out,
-                    origin,
-                    &format!("{at}.retryPolicy"),
-                    "retry policies",
-                );
+                out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
             }
             if h.timeout.is_some() {
-                lose(
-                    &mut out,
+                out.lose(
                     origin,
                     &format!("{at}.timeout"),
                     "per-request and idle timeouts",
@@ -695,12 +697,7 @@ pub fn lattice(mesh: &Mesh) -> Export {
             }
             let m = &h.route_match;
             let unmatched = |out: &mut Export, field: &str| {
-                out.lose_in(
-                    LATTICE,
-                    origin,
-                    &format!("{at}.match.{field}"),
-                    "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
-                );
+                out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
             };
             let mut http_match = json!({});
             let mut conditional = false;
@@ -807,11 +804,7 @@ fn regex_escape(text: &str) -> String {
 /// attached to the virtual service's Service, with matches, weighted backendRefs and the
 /// per-request timeout. Files: `NAME.yaml`, one object each.
 pub fn gateway_api(mesh: &Mesh) -> Export {
-    let mut out = Export::default();
-    out.settings_losses(GATEWAY_API, mesh);
-    let lose = |out: &mut Export, origin: &str, path: &str, feature: &'static str| {
-        out.lose_in(GATEWAY_API, origin, path, feature);
-    };
+    let mut out = Export::new(GATEWAY_API, mesh);
     let node_port = |node: &str| {
         mesh.virtual_nodes
             .get(node)
@@ -883,7 +876,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         let mut rules = Vec::new();
         for (origin, route) in routes {
             if route.spec.tcp_route.is_some() {
-                lose(&mut out, origin, "spec.tcpRoute", "TCP routes");
+                out.lose(origin, "spec.tcpRoute", "TCP routes");
                 continue;
             }
             let Some((h, at)) = http_of(route) else {
@@ -897,21 +890,11 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
                 .map(|t| json!({"name": k8s_name(&t.virtual_node), "port": node_port(&t.virtual_node), "weight": t.weight}))
                 .collect();
             if h.retry_policy.is_some() {
-                lose(
-                    &mut out,
-                    origin,
-                    &format!("{at}.retryPolicy"),
-                    "retry policies",
-                );
+                out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
             }
             let m = &h.route_match;
             let unmatched = |out: &mut Export, field: &str| {
-                out.lose_in(
-                    GATEWAY_API,
-                    origin,
-                    &format!("{at}.match.{field}"),
-                    "route matches on regex paths, header suffix, regex, range or inversion, query and scheme",
-                );
+                out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
             };
             let mut headers = Vec::new();
             for (i, header) in m.headers.iter().enumerate() {
@@ -995,8 +978,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
                     }
                 }
                 if t.idle.is_some() {
-                    lose(
-                        &mut out,
+                    out.lose(
                         origin,
                         &format!("{at}.timeout.idle"),
                         "per-request and idle timeouts",

@@ -94,6 +94,17 @@ pub enum Resource {
 
 impl Resource {
     /// The resource's tags (App Mesh keeps them beside the spec).
+    pub fn tags(&self) -> Option<&[crate::appmesh::Tag]> {
+        match self {
+            Resource::Mesh(r) => r.tags.as_deref(),
+            Resource::VirtualNode(r) => r.tags.as_deref(),
+            Resource::VirtualRouter(r) => r.tags.as_deref(),
+            Resource::Route(r) => r.tags.as_deref(),
+            Resource::VirtualService(r) => r.tags.as_deref(),
+        }
+    }
+
+    /// The resource's tags, to change them.
     pub fn tags_mut(&mut self) -> &mut Option<Vec<crate::appmesh::Tag>> {
         match self {
             Resource::Mesh(r) => &mut r.tags,

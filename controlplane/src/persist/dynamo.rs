@@ -380,24 +380,16 @@ impl Table {
     /// this replica's version becomes the table's.
     pub fn reload(&mut self) -> Result<Loaded, PersistError> {
         let (client, name) = (self.watch.client.clone(), self.watch.name.clone());
-        let (known, version) = (std::mem::take(&mut self.records), self.version);
-        let kept = known.clone();
-        let read = self
+        // The SDK's runtime owns what it works on; this replica's records stay as they are
+        // until the read succeeds.
+        let (known, version) = (self.records.clone(), self.version);
+        let (version, records) = self
             .watch
             .driver
-            .run(async move { catch_up(&client, &name, known, version).await });
-        let (version, records) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                self.records = kept;
-                return Err(self.watch.error(e));
-            }
-        };
+            .run(async move { catch_up(&client, &name, known, version).await })
+            .map_err(|e| self.watch.error(e))?;
         let source = format!("dynamodb://{}", self.watch.name);
-        let listed = records
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let listed = records.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
         let loaded = load_records(&source, listed).map_err(|p| {
             self.watch.error(format!(
                 "what it holds does not load:\n  {}",

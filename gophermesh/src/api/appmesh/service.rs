@@ -268,7 +268,7 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
         // An update call has no tags; the resource keeps those it has (TagResource's).
         let mut resource = resource.clone();
         if let (Action::Update, Some((_, current))) = (op.action, &existing) {
-            *resource.tags_mut() = current.clone().tags_mut().clone();
+            *resource.tags_mut() = current.tags().map(<[_]>::to_vec);
         }
         let origin = existing.map_or(origin.clone(), |(o, _)| o);
         let next = mesh

@@ -83,8 +83,8 @@ fn find(store: &Store, query: &str) -> Result<(Key, String, Resource), AwsError>
 }
 
 fn list(store: &Store, query: &str) -> Result<Value, AwsError> {
-    let (_, _, mut resource) = find(store, query)?;
-    let tags = resource.tags_mut().clone().unwrap_or_default();
+    let (_, _, resource) = find(store, query)?;
+    let tags = resource.tags().unwrap_or_default();
     let limit = match param(query, "limit")? {
         None => MAX_TAGS,
         Some(l) => l
