@@ -641,6 +641,29 @@ pub async fn shift_all(mesh: &LocalMesh, all: &str, none: &str, extra: &[&str]) 
     );
 }
 
+/// The AWS CLI arguments that name the shipped distributor route.
+pub const DISTRIBUTOR_ROUTE: [&str; 6] = [
+    "--mesh-name",
+    "gophermesh",
+    "--virtual-router-name",
+    "distributor",
+    "--route-name",
+    "distributor",
+];
+
+/// `describe-route` of the shipped distributor route, for its weights in target order.
+pub const DISTRIBUTOR_WEIGHTS: [&str; 9] = [
+    "describe-route",
+    "--mesh-name",
+    "gophermesh",
+    "--virtual-router-name",
+    "distributor",
+    "--route-name",
+    "distributor",
+    "--query",
+    "route.spec.httpRoute.action.weightedTargets[].weight",
+];
+
 /// Runs `aws appmesh ARGS` against `endpoint`, signed with (`key_id`, `secret`) for
 /// `region`; (exit code, stdout, stderr).
 pub fn aws_appmesh(

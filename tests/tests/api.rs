@@ -597,22 +597,7 @@ fn the_deploy_scripts_run_against_the_api_and_moto() {
     assert!(first.contains("create-virtual-service"), "{first}");
     let again = moto.script_routed("walkthrough.sh", &[], &mesh.api);
     assert!(again.contains("update"), "{again}");
-    let weights = |api: &str| {
-        aws(
-            api,
-            &[
-                "describe-route",
-                "--mesh-name",
-                "gophermesh",
-                "--virtual-router-name",
-                "distributor",
-                "--route-name",
-                "distributor",
-                "--query",
-                "route.spec.httpRoute.action.weightedTargets[].weight",
-            ],
-        )
-    };
+    let weights = |api: &str| aws(api, &tests::DISTRIBUTOR_WEIGHTS);
     assert_eq!(weights(&mesh.api), serde_json::json!([90, 10]));
     let services = aws(
         &mesh.api,
@@ -664,14 +649,7 @@ async fn resources_are_tagged_by_arn_and_keep_their_tags_through_updates() {
     let dir = copy_of_shipped("api-tags");
     let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &[]);
     let api = mesh.api.as_str();
-    let route = [
-        "--mesh-name",
-        "gophermesh",
-        "--virtual-router-name",
-        "distributor",
-        "--route-name",
-        "distributor",
-    ];
+    let route = tests::DISTRIBUTOR_ROUTE;
     let mut describe = vec!["describe-route"];
     describe.extend(route);
     let arn = aws(api, &describe)["route"]["metadata"]["arn"]

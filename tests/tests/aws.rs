@@ -681,17 +681,7 @@ fn the_control_plane_deploys_and_the_walkthrough_runs_through_it_against_moto() 
         &serve.appmesh,
         (key_id, secret),
         "us-east-1",
-        &[
-            "describe-route",
-            "--mesh-name",
-            "gophermesh",
-            "--virtual-router-name",
-            "distributor",
-            "--route-name",
-            "distributor",
-            "--query",
-            "route.spec.httpRoute.action.weightedTargets[].weight",
-        ],
+        &tests::DISTRIBUTOR_WEIGHTS,
     );
     assert_eq!(described.0, 0, "{described:?}");
     let weights: Value = serde_json::from_str(&described.1).expect("json");
