@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::appmesh::{
-    ClientPolicy, HealthCheckPolicy, HttpRetryPolicy, HttpRoute, Listener, ListenerTls, MeshInput,
-    PortMapping, RouteInput, TlsCertificate, TlsValidation, VirtualNodeInput, VirtualRouterInput,
-    VirtualServiceInput, WeightedTarget,
+    ClientPolicy, GatewayRouteInput, HealthCheckPolicy, HttpRetryPolicy, HttpRoute,
+    HttpRouteAction, HttpRouteMatch, Listener, ListenerTls, MeshInput, PortMapping, Protocol,
+    RouteInput, TlsCertificate, TlsValidation, VirtualGatewayInput, VirtualNodeInput,
+    VirtualRouterInput, VirtualServiceInput, WeightedTarget,
 };
 use crate::problem::{Problem, Problems, join};
 use crate::resource::{Key, Kind, Resource};
@@ -29,6 +30,9 @@ pub struct Mesh {
     /// Keyed by (virtual router, route).
     pub routes: BTreeMap<(String, String), Sourced<RouteInput>>,
     pub virtual_services: BTreeMap<String, Sourced<VirtualServiceInput>>,
+    pub virtual_gateways: BTreeMap<String, Sourced<VirtualGatewayInput>>,
+    /// Keyed by (virtual gateway, gateway route).
+    pub gateway_routes: BTreeMap<(String, String), Sourced<GatewayRouteInput>>,
     /// App Mesh's API lets a virtual node name a backend virtual service before that
     /// service exists (the walkthrough creates nodes first), and lets a service be deleted
     /// while nodes still name it. Files are checked strictly (`false`); a running mesh
@@ -172,6 +176,14 @@ impl Mesh {
                 .virtual_services
                 .get(&r.virtual_service_name)
                 .map(|s| &s.origin),
+            Resource::VirtualGateway(r) => self
+                .virtual_gateways
+                .get(&r.virtual_gateway_name)
+                .map(|s| &s.origin),
+            Resource::GatewayRoute(r) => self
+                .gateway_routes
+                .get(&(r.virtual_gateway_name.clone(), r.gateway_route_name.clone()))
+                .map(|s| &s.origin),
         };
         origin.map(String::as_str)
     }
@@ -197,6 +209,19 @@ impl Mesh {
                     value.virtual_service_name.clone(),
                     Sourced { origin, value },
                 );
+            }
+            Resource::VirtualGateway(value) => {
+                self.virtual_gateways.insert(
+                    value.virtual_gateway_name.clone(),
+                    Sourced { origin, value },
+                );
+            }
+            Resource::GatewayRoute(value) => {
+                let key = (
+                    value.virtual_gateway_name.clone(),
+                    value.gateway_route_name.clone(),
+                );
+                self.gateway_routes.insert(key, Sourced { origin, value });
             }
         }
     }
@@ -237,12 +262,21 @@ impl Mesh {
                 .virtual_services
                 .get(n)
                 .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
+            Key::VirtualGateway(n) => self
+                .virtual_gateways
+                .get(n)
+                .map(|s| (s.origin.clone(), Resource::VirtualGateway(s.value.clone()))),
+            Key::GatewayRoute(g, n) => self
+                .gateway_routes
+                .get(&(g.clone(), n.clone()))
+                .map(|s| (s.origin.clone(), Resource::GatewayRoute(s.value.clone()))),
         }
     }
 
     /// The mesh without the resource `key`, refused as App Mesh refuses it while something
     /// still needs it: a mesh that has resources, a node that a route targets or a service
-    /// is provided by, a router that has routes or provides a service.
+    /// is provided by, a router that has routes or provides a service, a gateway that has
+    /// gateway routes, a service that a gateway route targets.
     pub fn remove(&self, key: &Key) -> Result<Mesh, RemoveError> {
         if self.get(key).is_none() {
             return Err(RemoveError::NotFound(format!(
@@ -277,7 +311,19 @@ impl Mesh {
                         .is_some_and(|p| &p.virtual_router_name == n)
                 },
             ),
-            Key::Route(..) | Key::VirtualService(_) => Vec::new(),
+            Key::VirtualGateway(g) => self
+                .gateway_routes
+                .values()
+                .filter(|s| &s.value.virtual_gateway_name == g)
+                .map(|s| Resource::GatewayRoute(s.value.clone()).describe())
+                .collect(),
+            Key::VirtualService(n) => self
+                .gateway_routes
+                .values()
+                .filter(|s| gateway_target(&s.value).is_some_and(|t| t == n))
+                .map(|s| Resource::GatewayRoute(s.value.clone()).describe())
+                .collect(),
+            Key::Route(..) | Key::GatewayRoute(..) => Vec::new(),
         };
         if !users.is_empty() {
             return Err(RemoveError::InUse(format!(
@@ -300,6 +346,12 @@ impl Mesh {
             }
             Key::VirtualService(n) => {
                 next.virtual_services.remove(n);
+            }
+            Key::VirtualGateway(n) => {
+                next.virtual_gateways.remove(n);
+            }
+            Key::GatewayRoute(g, n) => {
+                next.gateway_routes.remove(&(g.clone(), n.clone()));
             }
         }
         Ok(next)
@@ -328,7 +380,7 @@ impl Mesh {
     }
 
     /// Every resource, as (origin, resource), in a stable order: mesh, nodes, routers,
-    /// routes, services.
+    /// routes, services, gateways, gateway routes.
     pub fn resources(&self) -> Vec<(String, Resource)> {
         let mut out = Vec::new();
         if let Some(m) = &self.mesh {
@@ -354,7 +406,35 @@ impl Mesh {
                 .values()
                 .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
         );
+        out.extend(
+            self.virtual_gateways
+                .values()
+                .map(|s| (s.origin.clone(), Resource::VirtualGateway(s.value.clone()))),
+        );
+        out.extend(
+            self.gateway_routes
+                .values()
+                .map(|s| (s.origin.clone(), Resource::GatewayRoute(s.value.clone()))),
+        );
         out
+    }
+
+    /// The gateway routes of `gateway`, highest precedence first, ordered as
+    /// [`Mesh::routes_of`] orders routes.
+    pub fn gateway_routes_of(&self, gateway: &str) -> Vec<&GatewayRouteInput> {
+        let mut routes: Vec<&GatewayRouteInput> = self
+            .gateway_routes
+            .values()
+            .map(|s| &s.value)
+            .filter(|r| r.virtual_gateway_name == gateway)
+            .collect();
+        routes.sort_by_key(|r| {
+            (
+                r.spec.priority.unwrap_or(i64::MAX),
+                r.gateway_route_name.clone(),
+            )
+        });
+        routes
     }
 
     /// The routes of `router`, highest precedence first (lowest `priority`; routes without
@@ -419,7 +499,318 @@ impl Mesh {
         for s in self.virtual_services.values() {
             self.check_virtual_service(&mut p, &s.origin, &s.value);
         }
+        for s in self.virtual_gateways.values() {
+            check_virtual_gateway(&mut p, &s.origin, &s.value);
+        }
+        for s in self.gateway_routes.values() {
+            self.check_gateway_route(&mut p, &s.origin, &s.value);
+        }
         p
+    }
+
+    /// The listener ports of virtual service `name`'s provider (router or node).
+    pub fn service_ports(&self, name: &str) -> Vec<i64> {
+        let Some(provider) = self
+            .virtual_services
+            .get(name)
+            .and_then(|s| s.value.spec.provider.as_ref())
+        else {
+            return Vec::new();
+        };
+        if let Some(r) = &provider.virtual_router {
+            self.virtual_routers
+                .get(&r.virtual_router_name)
+                .map(|r| {
+                    r.value
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| l.port_mapping.port)
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else if let Some(n) = &provider.virtual_node {
+            self.virtual_nodes
+                .get(&n.virtual_node_name)
+                .map(|n| {
+                    n.value
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| l.port_mapping.port)
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn check_gateway_route(&self, p: &mut Vec<Problem>, origin: &str, route: &GatewayRouteInput) {
+        check_name(p, origin, "gatewayRouteName", &route.gateway_route_name);
+        let Some(gateway) = self.virtual_gateways.get(&route.virtual_gateway_name) else {
+            p.push(Problem::new(
+                origin,
+                "virtualGatewayName",
+                format!(
+                    "virtual gateway `{}` does not exist (known: {})",
+                    route.virtual_gateway_name,
+                    known(self.virtual_gateways.keys())
+                ),
+            ));
+            return;
+        };
+        let spec = &route.spec;
+        if let Some(priority) = spec.priority {
+            range(p, origin, "spec.priority", priority, limits::PRIORITY);
+        }
+        let kinds = [
+            spec.http_route.is_some(),
+            spec.http2_route.is_some(),
+            spec.grpc_route.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            p.push(Problem::new(
+                origin,
+                "spec",
+                "give exactly one of httpRoute, http2Route and grpcRoute",
+            ));
+            return;
+        }
+        let Some((base, protocol, http)) = spec.as_http() else {
+            return;
+        };
+        // The listeners it can serve: those of its protocol (and port, when it names one).
+        let listeners = &gateway.value.spec.listeners;
+        let port = http.route_match.port;
+        let serves = listeners.iter().any(|l| {
+            l.port_mapping.protocol == protocol && port.is_none_or(|p| p == l.port_mapping.port)
+        });
+        if !serves {
+            let have: Vec<String> = listeners
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {}",
+                        l.port_mapping.protocol.as_str(),
+                        l.port_mapping.port
+                    )
+                })
+                .collect();
+            p.push(Problem::new(
+                origin,
+                if port.is_some() {
+                    format!("{base}.match.port")
+                } else {
+                    base.to_owned()
+                },
+                format!(
+                    "virtual gateway `{}` has no {} listener{} (it has: {})",
+                    route.virtual_gateway_name,
+                    protocol.as_str(),
+                    port.map(|p| format!(" on port {p}")).unwrap_or_default(),
+                    have.join(", ")
+                ),
+            ));
+        }
+        let m = &http.route_match;
+        if let Some(grpc) = &spec.grpc_route {
+            if grpc
+                .route_match
+                .service_name
+                .as_ref()
+                .is_some_and(|n| n.is_empty() || n.contains('/'))
+            {
+                p.push(Problem::new(
+                    origin,
+                    "spec.grpcRoute.match.serviceName",
+                    "must be a name without `/`",
+                ));
+            }
+        } else if m.prefix.is_none() && m.path.is_none() && m.hostname.is_none() {
+            p.push(Problem::new(
+                origin,
+                format!("{base}.match"),
+                "give a prefix (like \"/\"), a path or a hostname to match",
+            ));
+        }
+        if m.prefix.is_some() && m.path.is_some() {
+            p.push(Problem::new(
+                origin,
+                format!("{base}.match"),
+                "give a prefix or a path, not both",
+            ));
+        }
+        if let Some(h) = &m.hostname {
+            if h.exact.is_some() == h.suffix.is_some() {
+                p.push(Problem::new(
+                    origin,
+                    format!("{base}.match.hostname"),
+                    "give exactly one of exact and suffix",
+                ));
+            }
+        }
+        // The match's common parts are checked as a route's are.
+        let as_route = HttpRoute {
+            route_match: HttpRouteMatch {
+                prefix: m
+                    .prefix
+                    .clone()
+                    .or_else(|| (m.path.is_none()).then(|| "/".to_owned())),
+                path: m.path.clone(),
+                method: m.method.clone(),
+                headers: m.headers.clone(),
+                port: m.port,
+                scheme: None,
+                query_parameters: m.query_parameters.clone(),
+            },
+            action: HttpRouteAction {
+                weighted_targets: Vec::new(),
+            },
+            retry_policy: None,
+            timeout: None,
+        };
+        check_http_route(p, origin, base, &as_route);
+        let rewrite = if spec.grpc_route.is_some() {
+            None
+        } else {
+            http.action.rewrite.as_ref()
+        };
+        if let Some(rw) = rewrite {
+            let at = format!("{base}.action.rewrite");
+            if let Some(prefix) = &rw.prefix {
+                if m.prefix.is_none() {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{at}.prefix"),
+                        "a prefix rewrite needs a match on a prefix",
+                    ));
+                }
+                match (&prefix.default_prefix, &prefix.value) {
+                    (Some(_), Some(_)) | (None, None) => p.push(Problem::new(
+                        origin,
+                        format!("{at}.prefix"),
+                        "give exactly one of defaultPrefix and value",
+                    )),
+                    (Some(d), None) if d != "ENABLED" && d != "DISABLED" => {
+                        p.push(Problem::new(
+                            origin,
+                            format!("{at}.prefix.defaultPrefix"),
+                            format!("`{d}` is not ENABLED or DISABLED"),
+                        ));
+                    }
+                    (None, Some(v)) if !v.starts_with('/') => {
+                        p.push(Problem::new(
+                            origin,
+                            format!("{at}.prefix.value"),
+                            format!("`{v}` must start with /"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(path) = &rw.path {
+                if m.path.as_ref().and_then(|p| p.exact.as_ref()).is_none() {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{at}.path"),
+                        "a path rewrite needs a match on an exact path",
+                    ));
+                }
+                if !path.exact.as_ref().is_some_and(|e| e.starts_with('/')) {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{at}.path.exact"),
+                        "give the path to send, starting with /",
+                    ));
+                }
+            }
+        }
+        let host_rewrite = if let Some(g) = &spec.grpc_route {
+            g.action.rewrite.as_ref().and_then(|r| r.hostname.as_ref())
+        } else {
+            rewrite.and_then(|r| r.hostname.as_ref())
+        };
+        if let Some(d) = host_rewrite.and_then(|h| h.default_target_hostname.as_ref()) {
+            if d != "ENABLED" && d != "DISABLED" {
+                p.push(Problem::new(
+                    origin,
+                    format!("{base}.action.rewrite.hostname.defaultTargetHostname"),
+                    format!("`{d}` is not ENABLED or DISABLED"),
+                ));
+            }
+        }
+        let target = &http.action.target;
+        let service = &target.virtual_service.virtual_service_name;
+        // A router's regex on the path cannot be carried across a prefix rewrite (the
+        // gateway's Envoy matches both at once, on the path as it arrives).
+        let rewrites_prefix = m.prefix.as_ref().is_some_and(|from| {
+            let to = match rewrite.and_then(|r| r.prefix.as_ref()) {
+                Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => from.as_str(),
+                Some(p) => p.value.as_deref().unwrap_or("/"),
+                None => "/",
+            };
+            to != from
+        });
+        let router = self
+            .virtual_services
+            .get(service)
+            .and_then(|s| s.value.spec.provider.as_ref())
+            .and_then(|p| p.virtual_router.as_ref());
+        if let (true, Some(router)) = (rewrites_prefix, router) {
+            for r in self.routes_of(&router.virtual_router_name) {
+                let regex = r
+                    .spec
+                    .http_route
+                    .as_ref()
+                    .or(r.spec.http2_route.as_ref())
+                    .and_then(|h| h.route_match.path.as_ref())
+                    .is_some_and(|p| p.regex.is_some());
+                if regex {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{base}.action.rewrite.prefix"),
+                        format!(
+                            "route `{}` of virtual router `{}` matches a regex path, which is not supported here behind a gateway route that rewrites the prefix; set rewrite.prefix.defaultPrefix to DISABLED",
+                            r.route_name, r.virtual_router_name
+                        ),
+                    ));
+                }
+            }
+        }
+        let at = format!("{base}.action.target");
+        if !self.virtual_services.contains_key(service) {
+            p.push(Problem::new(
+                origin,
+                format!("{at}.virtualService.virtualServiceName"),
+                format!(
+                    "virtual service `{service}` does not exist (known: {})",
+                    known(self.virtual_services.keys())
+                ),
+            ));
+        } else {
+            let ports = self.service_ports(service);
+            if let Some(port) = target.port {
+                if !ports.contains(&port) {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{at}.port"),
+                        format!(
+                            "{port} is not a listener port of virtual service `{service}`'s provider ({})",
+                            ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            } else if ports.len() > 1 {
+                p.push(Problem::new(
+                    origin,
+                    format!("{at}.port"),
+                    format!(
+                        "virtual service `{service}`'s provider has several listeners; say which port"
+                    ),
+                ));
+            }
+        }
     }
 
     fn check_virtual_node(&self, p: &mut Vec<Problem>, origin: &str, node: &VirtualNodeInput) {
@@ -757,6 +1148,81 @@ impl Mesh {
                 "give exactly one of virtualRouter and virtualNode",
             )),
         }
+    }
+}
+
+/// The virtual service a gateway route sends to.
+fn gateway_target(route: &GatewayRouteInput) -> Option<&String> {
+    let s = &route.spec;
+    s.http_route
+        .as_ref()
+        .or(s.http2_route.as_ref())
+        .map(|r| &r.action.target)
+        .or(s.grpc_route.as_ref().map(|g| &g.action.target))
+        .map(|t| &t.virtual_service.virtual_service_name)
+}
+
+fn check_virtual_gateway(p: &mut Vec<Problem>, origin: &str, gateway: &VirtualGatewayInput) {
+    check_name(
+        p,
+        origin,
+        "virtualGatewayName",
+        &gateway.virtual_gateway_name,
+    );
+    let listeners = &gateway.spec.listeners;
+    if listeners.is_empty() {
+        p.push(Problem::new(
+            origin,
+            "spec.listeners",
+            "a virtual gateway needs a listener",
+        ));
+    }
+    let mut ports = BTreeSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let at = format!("spec.listeners[{i}]");
+        let pm = &l.port_mapping;
+        range(
+            p,
+            origin,
+            &format!("{at}.portMapping.port"),
+            pm.port,
+            limits::PORT,
+        );
+        if !ports.insert(pm.port) {
+            p.push(Problem::new(
+                origin,
+                format!("{at}.portMapping.port"),
+                format!("port {} has another listener already", pm.port),
+            ));
+        }
+        if pm.protocol == Protocol::Tcp {
+            p.push(Problem::new(
+                origin,
+                format!("{at}.portMapping.protocol"),
+                "a virtual gateway listener is http, http2 or grpc",
+            ));
+        }
+        if let Some(hc) = &l.health_check {
+            check_health_check(p, origin, &join(&at, "healthCheck"), hc);
+        }
+        if l.connection_pool.as_ref().is_some_and(|c| c.tcp.is_some()) {
+            p.push(Problem::new(
+                origin,
+                format!("{at}.connectionPool.tcp"),
+                "a virtual gateway listener has no tcp connection pool (http, http2 or grpc)",
+            ));
+        }
+        if let Some(tls) = &l.tls {
+            check_listener_tls(p, origin, &join(&at, "tls"), tls);
+        }
+    }
+    if let Some(policy) = gateway
+        .spec
+        .backend_defaults
+        .as_ref()
+        .and_then(|d| d.client_policy.as_ref())
+    {
+        check_client_policy(p, origin, "spec.backendDefaults.clientPolicy", policy);
     }
 }
 
@@ -1216,6 +1682,90 @@ mod tests {
     fn shipped() -> Mesh {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
         Mesh::load_dir(&dir).expect("the shipped mesh loads")
+    }
+
+    /// The problems of adding `doc` to the shipped mesh, as `path: reason` lines.
+    fn problems_adding(mesh: &Mesh, doc: serde_json::Value) -> Vec<String> {
+        let r = Resource::from_value("new.json", doc).expect("parses");
+        match mesh.apply("new.json", r) {
+            Ok(_) => Vec::new(),
+            Err(p) => {
+                p.0.iter()
+                    .map(|p| format!("{}: {}", p.path, p.reason))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn gateways_and_gateway_routes_are_checked_field_by_field() {
+        let mesh = shipped();
+        let gateway = |listeners: serde_json::Value| {
+            serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "in",
+                "spec": {"listeners": listeners}})
+        };
+        let bad = problems_adding(
+            &mesh,
+            gateway(serde_json::json!([
+                {"portMapping": {"port": 9080, "protocol": "tcp"}},
+                {"portMapping": {"port": 9080, "protocol": "http"},
+                 "connectionPool": {"tcp": {"maxConnections": 1}}}
+            ])),
+        );
+        assert_eq!(
+            bad,
+            [
+                "spec.listeners[0].portMapping.protocol: a virtual gateway listener is http, http2 or grpc",
+                "spec.listeners[1].portMapping.port: port 9080 has another listener already",
+                "spec.listeners[1].connectionPool.tcp: a virtual gateway listener has no tcp connection pool (http, http2 or grpc)",
+            ]
+        );
+        let r = Resource::from_value(
+            "gw.json",
+            gateway(serde_json::json!([{"portMapping": {"port": 9080, "protocol": "http"}}])),
+        )
+        .expect("parses");
+        let mesh = mesh.apply("gw.json", r).expect("a gateway");
+        let route = |spec: serde_json::Value| {
+            serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "in",
+                "gatewayRouteName": "r", "spec": spec})
+        };
+        let target = serde_json::json!({"virtualService": {
+            "virtualServiceName": "distributor.gophers.local"}});
+        assert_eq!(
+            problems_adding(
+                &mesh,
+                route(serde_json::json!({"httpRoute": {
+                    "match": {"prefix": "/a/", "path": {"exact": "/b"}, "port": 9999},
+                    "action": {"target": {"virtualService": {"virtualServiceName": "distributor.gophers.local"}, "port": 81},
+                        "rewrite": {"path": {"exact": "c"}, "hostname": {"defaultTargetHostname": "ON"}}}}}))
+            ),
+            [
+                "spec.httpRoute.match.port: virtual gateway `in` has no http listener on port 9999 (it has: http 9080)",
+                "spec.httpRoute.match: give a prefix or a path, not both",
+                "spec.httpRoute.action.rewrite.path.exact: give the path to send, starting with /",
+                "spec.httpRoute.action.rewrite.hostname.defaultTargetHostname: `ON` is not ENABLED or DISABLED",
+                "spec.httpRoute.action.target.port: 81 is not a listener port of virtual service `distributor.gophers.local`'s provider (8080)",
+            ]
+        );
+        assert_eq!(
+            problems_adding(
+                &mesh,
+                route(serde_json::json!({"http2Route": {"match": {"prefix": "/"},
+                    "action": {"target": target}}}))
+            ),
+            ["spec.http2Route: virtual gateway `in` has no http2 listener (it has: http 9080)"]
+        );
+        assert!(
+            problems_adding(
+                &mesh,
+                route(serde_json::json!({"httpRoute": {
+                    "match": {"hostname": {"suffix": ".example"}},
+                    "action": {"target": target}}}))
+            )
+            .is_empty(),
+            "a hostname alone is a match"
+        );
     }
 
     #[test]

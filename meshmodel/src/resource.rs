@@ -4,11 +4,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::appmesh::{
-    MeshInput, RouteInput, VirtualNodeInput, VirtualRouterInput, VirtualServiceInput,
+    GatewayRouteInput, MeshInput, RouteInput, VirtualGatewayInput, VirtualNodeInput,
+    VirtualRouterInput, VirtualServiceInput,
 };
 use crate::problem::{Problem, Problems};
 
-/// The five kinds of App Mesh resource the local mesh runs.
+/// The seven kinds of App Mesh resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Mesh,
@@ -16,6 +17,8 @@ pub enum Kind {
     VirtualRouter,
     Route,
     VirtualService,
+    VirtualGateway,
+    GatewayRoute,
 }
 
 /// The identity of a resource within its mesh.
@@ -27,6 +30,9 @@ pub enum Key {
     /// (virtual router, route)
     Route(String, String),
     VirtualService(String),
+    VirtualGateway(String),
+    /// (virtual gateway, gateway route)
+    GatewayRoute(String, String),
 }
 
 impl Key {
@@ -38,6 +44,8 @@ impl Key {
             Key::VirtualRouter(n) => format!("/virtualRouter/{n}"),
             Key::Route(r, n) => format!("/virtualRouter/{r}/route/{n}"),
             Key::VirtualService(n) => format!("/virtualService/{n}"),
+            Key::VirtualGateway(n) => format!("/virtualGateway/{n}"),
+            Key::GatewayRoute(g, n) => format!("/virtualGateway/{g}/gatewayRoute/{n}"),
         }
     }
 
@@ -49,6 +57,8 @@ impl Key {
             Key::VirtualRouter(n) => format!("virtualRouter/{n}"),
             Key::Route(r, n) => format!("route/{r}/{n}"),
             Key::VirtualService(n) => format!("virtualService/{n}"),
+            Key::VirtualGateway(n) => format!("virtualGateway/{n}"),
+            Key::GatewayRoute(g, n) => format!("gatewayRoute/{g}/{n}"),
         }
     }
 
@@ -60,9 +70,15 @@ impl Key {
             "virtualNode" if !rest.is_empty() => Some(Key::VirtualNode(rest.to_owned())),
             "virtualRouter" if !rest.is_empty() => Some(Key::VirtualRouter(rest.to_owned())),
             "virtualService" if !rest.is_empty() => Some(Key::VirtualService(rest.to_owned())),
+            "virtualGateway" if !rest.is_empty() => Some(Key::VirtualGateway(rest.to_owned())),
             "route" => {
                 let (r, n) = rest.split_once('/')?;
                 (!r.is_empty() && !n.is_empty()).then(|| Key::Route(r.to_owned(), n.to_owned()))
+            }
+            "gatewayRoute" => {
+                let (g, n) = rest.split_once('/')?;
+                (!g.is_empty() && !n.is_empty())
+                    .then(|| Key::GatewayRoute(g.to_owned(), n.to_owned()))
             }
             _ => None,
         }
@@ -76,6 +92,8 @@ impl Key {
             Key::VirtualRouter(n) => format!("virtual router `{n}`"),
             Key::Route(r, n) => format!("route `{n}` of virtual router `{r}`"),
             Key::VirtualService(n) => format!("virtual service `{n}`"),
+            Key::VirtualGateway(n) => format!("virtual gateway `{n}`"),
+            Key::GatewayRoute(g, n) => format!("gateway route `{n}` of virtual gateway `{g}`"),
         }
     }
 }
@@ -90,6 +108,8 @@ pub enum Resource {
     VirtualRouter(VirtualRouterInput),
     Route(RouteInput),
     VirtualService(VirtualServiceInput),
+    VirtualGateway(VirtualGatewayInput),
+    GatewayRoute(GatewayRouteInput),
 }
 
 impl Resource {
@@ -101,6 +121,8 @@ impl Resource {
             Resource::VirtualRouter(r) => r.tags.as_deref(),
             Resource::Route(r) => r.tags.as_deref(),
             Resource::VirtualService(r) => r.tags.as_deref(),
+            Resource::VirtualGateway(r) => r.tags.as_deref(),
+            Resource::GatewayRoute(r) => r.tags.as_deref(),
         }
     }
 
@@ -112,6 +134,8 @@ impl Resource {
             Resource::VirtualRouter(r) => &mut r.tags,
             Resource::Route(r) => &mut r.tags,
             Resource::VirtualService(r) => &mut r.tags,
+            Resource::VirtualGateway(r) => &mut r.tags,
+            Resource::GatewayRoute(r) => &mut r.tags,
         }
     }
 
@@ -122,6 +146,8 @@ impl Resource {
             Resource::VirtualRouter(_) => Kind::VirtualRouter,
             Resource::Route(_) => Kind::Route,
             Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::VirtualGateway(_) => Kind::VirtualGateway,
+            Resource::GatewayRoute(_) => Kind::GatewayRoute,
         }
     }
 
@@ -133,6 +159,10 @@ impl Resource {
             Resource::VirtualRouter(r) => Key::VirtualRouter(r.virtual_router_name.clone()),
             Resource::Route(r) => Key::Route(r.virtual_router_name.clone(), r.route_name.clone()),
             Resource::VirtualService(r) => Key::VirtualService(r.virtual_service_name.clone()),
+            Resource::VirtualGateway(r) => Key::VirtualGateway(r.virtual_gateway_name.clone()),
+            Resource::GatewayRoute(r) => {
+                Key::GatewayRoute(r.virtual_gateway_name.clone(), r.gateway_route_name.clone())
+            }
         }
     }
 
@@ -144,6 +174,8 @@ impl Resource {
             Resource::VirtualRouter(r) => &r.mesh_name,
             Resource::Route(r) => &r.mesh_name,
             Resource::VirtualService(r) => &r.mesh_name,
+            Resource::VirtualGateway(r) => &r.mesh_name,
+            Resource::GatewayRoute(r) => &r.mesh_name,
         }
     }
 
@@ -155,6 +187,11 @@ impl Resource {
             Resource::VirtualRouter(r) => format!("virtual router {}", r.virtual_router_name),
             Resource::Route(r) => format!("route {}/{}", r.virtual_router_name, r.route_name),
             Resource::VirtualService(r) => format!("virtual service {}", r.virtual_service_name),
+            Resource::VirtualGateway(r) => format!("virtual gateway {}", r.virtual_gateway_name),
+            Resource::GatewayRoute(r) => format!(
+                "gateway route {}/{}",
+                r.virtual_gateway_name, r.gateway_route_name
+            ),
         }
     }
 
@@ -177,7 +214,9 @@ impl Resource {
             return Err(Problems::one(Problem::new(origin, path, hint)));
         }
         let has = |k: &str| object.contains_key(k);
-        let kind = if has("routeName") {
+        let kind = if has("gatewayRouteName") {
+            Kind::GatewayRoute
+        } else if has("routeName") {
             Kind::Route
         } else if has("virtualNodeName") {
             Kind::VirtualNode
@@ -185,6 +224,8 @@ impl Resource {
             Kind::VirtualService
         } else if has("virtualRouterName") {
             Kind::VirtualRouter
+        } else if has("virtualGatewayName") {
+            Kind::VirtualGateway
         } else if has("meshName") {
             Kind::Mesh
         } else {
@@ -192,7 +233,8 @@ impl Resource {
                 origin,
                 "",
                 "cannot tell which App Mesh resource this is: expected meshName plus one of \
-                 virtualNodeName, virtualRouterName, routeName, virtualServiceName",
+                 virtualNodeName, virtualRouterName, routeName, virtualServiceName, \
+                 virtualGatewayName, gatewayRouteName",
             )));
         };
         Ok(match kind {
@@ -201,6 +243,8 @@ impl Resource {
             Kind::VirtualRouter => Resource::VirtualRouter(typed(origin, value)?),
             Kind::Route => Resource::Route(typed(origin, value)?),
             Kind::VirtualService => Resource::VirtualService(typed(origin, value)?),
+            Kind::VirtualGateway => Resource::VirtualGateway(typed(origin, value)?),
+            Kind::GatewayRoute => Resource::GatewayRoute(typed(origin, value)?),
         })
     }
 
@@ -212,6 +256,8 @@ impl Resource {
             Resource::VirtualRouter(r) => serde_json::to_value(r),
             Resource::Route(r) => serde_json::to_value(r),
             Resource::VirtualService(r) => serde_json::to_value(r),
+            Resource::VirtualGateway(r) => serde_json::to_value(r),
+            Resource::GatewayRoute(r) => serde_json::to_value(r),
         };
         let mut value = value.unwrap_or(Value::Null);
         if let Some(o) = value.as_object_mut() {
