@@ -91,8 +91,8 @@ pub struct Operation {
     pub kind: Kind,
     /// The mesh named in the path (`None` only for the mesh collection).
     pub mesh: Option<String>,
-    /// The virtual router named in the path (routes only).
-    pub router: Option<String>,
+    /// The virtual router (routes) or virtual gateway (gateway routes) named in the path.
+    pub parent: Option<String>,
     /// The resource named in the path (describe, update, delete).
     pub name: Option<String>,
 }
@@ -126,8 +126,10 @@ impl Operation {
             Kind::Mesh => Key::Mesh,
             Kind::VirtualNode => Key::VirtualNode(name),
             Kind::VirtualRouter => Key::VirtualRouter(name),
-            Kind::Route => Key::Route(self.router.clone()?, name),
+            Kind::Route => Key::Route(self.parent.clone()?, name),
             Kind::VirtualService => Key::VirtualService(name),
+            Kind::VirtualGateway => Key::VirtualGateway(name),
+            Kind::GatewayRoute => Key::GatewayRoute(self.parent.clone()?, name),
         })
     }
 }
@@ -139,6 +141,18 @@ pub(crate) fn kind_noun(kind: Kind) -> &'static str {
         Kind::VirtualRouter => "VirtualRouter",
         Kind::Route => "Route",
         Kind::VirtualService => "VirtualService",
+        Kind::VirtualGateway => "VirtualGateway",
+        Kind::GatewayRoute => "GatewayRoute",
+    }
+}
+
+/// The JSON field that names the parent of a resource of `kind` (a route's router, a
+/// gateway route's gateway).
+pub(crate) fn parent_field(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Route => Some("virtualRouterName"),
+        Kind::GatewayRoute => Some("virtualGatewayName"),
+        _ => None,
     }
 }
 
@@ -150,6 +164,8 @@ pub(crate) fn name_field(kind: Kind) -> &'static str {
         Kind::VirtualRouter => "virtualRouterName",
         Kind::Route => "routeName",
         Kind::VirtualService => "virtualServiceName",
+        Kind::VirtualGateway => "virtualGatewayName",
+        Kind::GatewayRoute => "gatewayRouteName",
     }
 }
 
@@ -161,6 +177,8 @@ pub(crate) fn list_field(kind: Kind) -> &'static str {
         Kind::VirtualRouter => "virtualRouters",
         Kind::Route => "routes",
         Kind::VirtualService => "virtualServices",
+        Kind::VirtualGateway => "virtualGateways",
+        Kind::GatewayRoute => "gatewayRoutes",
     }
 }
 
@@ -181,24 +199,11 @@ pub(crate) fn decode_segment(segment: &str) -> Result<String, AwsError> {
 
 /// Parses the method and path of an App Mesh API call.
 pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
-    // App Mesh has these; this control plane does not serve them yet, and says so.
-    let unserved = [
-        ("/virtualGateways", "virtual gateways"),
-        ("/virtualGateway/", "gateway routes"),
-    ]
-    .into_iter()
-    .find(|(part, _)| path.contains(part))
-    .map(|(_, what)| what);
     let unknown = || {
         AwsError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
-            match unserved {
-                Some(what) => format!(
-                    "{method} {path} is an App Mesh operation on {what}, which this control plane does not serve yet"
-                ),
-                None => format!("no App Mesh operation is {method} {path}"),
-            },
+            format!("no App Mesh operation is {method} {path}"),
         )
     };
     let rest = path.strip_prefix(PREFIX).ok_or_else(unknown)?;
@@ -220,7 +225,19 @@ pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
         _ => Err(unknown()),
     };
     let own = |v: &&str| Some((*v).to_owned());
-    let (action, kind, mesh, router, name) = match s.as_slice() {
+    let collection_kind = |word: &str| match word {
+        "virtualNodes" => Some(Kind::VirtualNode),
+        "virtualRouters" => Some(Kind::VirtualRouter),
+        "virtualServices" => Some(Kind::VirtualService),
+        "virtualGateways" => Some(Kind::VirtualGateway),
+        _ => None,
+    };
+    let child_kind = |parent: &str, word: &str| match (parent, word) {
+        ("virtualRouter", "routes") => Some(Kind::Route),
+        ("virtualGateway", "gatewayRoutes") => Some(Kind::GatewayRoute),
+        _ => None,
+    };
+    let (action, kind, mesh, parent, name) = match s.as_slice() {
         [] => {
             let (a, k) = collection(Kind::Mesh)?;
             (a, k, None, None, None)
@@ -230,32 +247,20 @@ pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
             (a, k, own(mesh), None, own(mesh))
         }
         [mesh, word] => {
-            let kind = match *word {
-                "virtualNodes" => Kind::VirtualNode,
-                "virtualRouters" => Kind::VirtualRouter,
-                "virtualServices" => Kind::VirtualService,
-                _ => return Err(unknown()),
-            };
-            let (a, k) = collection(kind)?;
+            let (a, k) = collection(collection_kind(word).ok_or_else(unknown)?)?;
             (a, k, own(mesh), None, None)
         }
         [mesh, word, name] => {
-            let kind = match *word {
-                "virtualNodes" => Kind::VirtualNode,
-                "virtualRouters" => Kind::VirtualRouter,
-                "virtualServices" => Kind::VirtualService,
-                _ => return Err(unknown()),
-            };
-            let (a, k) = item(kind)?;
+            let (a, k) = item(collection_kind(word).ok_or_else(unknown)?)?;
             (a, k, own(mesh), None, own(name))
         }
-        [mesh, "virtualRouter", router, "routes"] => {
-            let (a, k) = collection(Kind::Route)?;
-            (a, k, own(mesh), own(router), None)
+        [mesh, kind, parent, word] => {
+            let (a, k) = collection(child_kind(kind, word).ok_or_else(unknown)?)?;
+            (a, k, own(mesh), own(parent), None)
         }
-        [mesh, "virtualRouter", router, "routes", name] => {
-            let (a, k) = item(Kind::Route)?;
-            (a, k, own(mesh), own(router), own(name))
+        [mesh, kind, parent, word, name] => {
+            let (a, k) = item(child_kind(kind, word).ok_or_else(unknown)?)?;
+            (a, k, own(mesh), own(parent), own(name))
         }
         _ => return Err(unknown()),
     };
@@ -263,7 +268,7 @@ pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
         action,
         kind,
         mesh,
-        router,
+        parent,
         name,
     })
 }
@@ -302,8 +307,8 @@ pub fn input(op: &Operation, body: &[u8]) -> Result<Input, AwsError> {
         }
     };
     put("meshName", &op.mesh)?;
-    if op.kind == Kind::Route {
-        put("virtualRouterName", &op.router)?;
+    if let Some(field) = parent_field(op.kind) {
+        put(field, &op.parent)?;
     }
     if op.action == Action::Update {
         put(name_field(op.kind), &op.name)?;
@@ -368,9 +373,24 @@ mod tests {
             "/v20190125/meshes/m/virtualServices/a%2Eb.local",
         );
         assert_eq!(o.name, Some("a.b.local".into()));
+        let o = op(Method::GET, "/v20190125/meshes/m/virtualGateways");
+        assert_eq!(o.name(), "ListVirtualGateways");
+        let o = op(
+            Method::PUT,
+            "/v20190125/meshes/m/virtualGateway/ingress/gatewayRoutes/r",
+        );
+        assert_eq!(o.name(), "UpdateGatewayRoute");
+        assert_eq!(
+            o.key(),
+            Some(Key::GatewayRoute("ingress".into(), "r".into()))
+        );
         for (m, p) in [
             (Method::POST, "/v20190125/meshes"),
-            (Method::GET, "/v20190125/meshes/m/virtualGateways"),
+            (Method::GET, "/v20190125/meshes/m/virtualGateway/g/routes"),
+            (
+                Method::GET,
+                "/v20190125/meshes/m/virtualRouter/r/gatewayRoutes",
+            ),
             (Method::GET, "/v1/status"),
             (Method::GET, "/v20190125/meshes/m/virtualRouter/r/nope"),
         ] {
@@ -380,16 +400,6 @@ mod tests {
                 "{m} {p}"
             );
         }
-        // An App Mesh operation this server does not serve is not called nonexistent.
-        let gateway =
-            operation(&Method::PUT, "/v20190125/meshes/m/virtualGateways").expect_err("not served");
-        assert!(
-            gateway
-                .message
-                .contains("virtual gateways, which this control plane does not serve yet"),
-            "{}",
-            gateway.message
-        );
         let other = operation(&Method::POST, "/v20190125/meshes").expect_err("no such");
         assert!(
             other.message.starts_with("no App Mesh operation is"),

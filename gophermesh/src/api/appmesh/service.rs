@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use controlplane::{Meta, Next, Snapshot, Store, UpdateError};
 
 use super::request::{
-    Action, AwsError, Input, Operation, decode_segment, input, list_field, name_field,
+    Action, AwsError, Input, Operation, decode_segment, input, list_field, name_field, parent_field,
 };
 use crate::api::sigv4;
 
@@ -29,7 +29,7 @@ pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<
     }
 }
 
-/// The mesh (and router) named in the path must exist.
+/// The mesh (and router or gateway) named in the path must exist.
 fn check_parents(mesh: &Mesh, op: &Operation) -> Result<(), AwsError> {
     let Some(wanted) = &op.mesh else {
         return Ok(());
@@ -42,10 +42,17 @@ fn check_parents(mesh: &Mesh, op: &Operation) -> Result<(), AwsError> {
             )));
         }
     }
-    if let Some(router) = &op.router {
-        if !mesh.virtual_routers.contains_key(router) {
+    if let Some(parent) = &op.parent {
+        let (exists, what) = match op.kind {
+            Kind::GatewayRoute => (
+                mesh.virtual_gateways.contains_key(parent),
+                "virtual gateway",
+            ),
+            _ => (mesh.virtual_routers.contains_key(parent), "virtual router"),
+        };
+        if !exists {
             return Err(AwsError::not_found(format!(
-                "virtual router `{router}` does not exist in mesh `{wanted}`"
+                "{what} `{parent}` does not exist in mesh `{wanted}`"
             )));
         }
     }
@@ -87,7 +94,8 @@ fn account_of(arn: &str) -> String {
 fn data_of(resource: &Resource, meta: &Meta, status: &str, account: &str) -> Value {
     let full = resource.to_json();
     let mut out = Map::new();
-    for field in ["meshName", "virtualRouterName", name_field(resource.kind())] {
+    let parent = parent_field(resource.kind()).unwrap_or("meshName");
+    for field in ["meshName", parent, name_field(resource.kind())] {
         if let Some(v) = full.get(field) {
             out.insert(field.to_owned(), v.clone());
         }
@@ -157,8 +165,13 @@ fn list(snapshot: &Snapshot, op: &Operation, query: &str) -> Result<Value, AwsEr
             (Kind::Mesh, Key::Mesh) => mesh_name.to_owned(),
             (Kind::VirtualNode, Key::VirtualNode(n))
             | (Kind::VirtualRouter, Key::VirtualRouter(n))
-            | (Kind::VirtualService, Key::VirtualService(n)) => n.clone(),
-            (Kind::Route, Key::Route(r, n)) if Some(r) == op.router.as_ref() => n.clone(),
+            | (Kind::VirtualService, Key::VirtualService(n))
+            | (Kind::VirtualGateway, Key::VirtualGateway(n)) => n.clone(),
+            (Kind::Route, Key::Route(r, n)) | (Kind::GatewayRoute, Key::GatewayRoute(r, n))
+                if Some(r) == op.parent.as_ref() =>
+            {
+                n.clone()
+            }
             _ => continue,
         };
         let account = account_of(&meta.arn);
@@ -174,8 +187,8 @@ fn list(snapshot: &Snapshot, op: &Operation, query: &str) -> Result<Value, AwsEr
         if op.kind != Kind::Mesh {
             r[name_field(op.kind)] = json!(name);
         }
-        if let Some(router) = &op.router {
-            r["virtualRouterName"] = json!(router);
+        if let (Some(parent), Some(field)) = (&op.parent, parent_field(op.kind)) {
+            r[field] = json!(parent);
         }
         refs.push((name, r));
     }
@@ -312,6 +325,8 @@ fn strip_token(resource: &mut Resource) {
         Resource::VirtualRouter(r) => r.client_token = None,
         Resource::Route(r) => r.client_token = None,
         Resource::VirtualService(r) => r.client_token = None,
+        Resource::VirtualGateway(r) => r.client_token = None,
+        Resource::GatewayRoute(r) => r.client_token = None,
     }
 }
 
