@@ -509,26 +509,31 @@ impl AdsStream {
     }
 }
 
-/// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
-/// does not: another mesh, or no such virtual node (yet).
-/// How a virtual gateway's Envoy is named in the statuses.
-pub const GATEWAY_PREFIX: &str = "virtualGateway/";
+pub use crate::translate::GATEWAY_PREFIX;
 
+/// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
+/// does not: another mesh, or no such virtual node or gateway (yet).
 fn nothing_for(snapshot: &Snapshot, mesh: &str, node: &str) -> Option<String> {
-    if let Some(gateway) = node.strip_prefix(GATEWAY_PREFIX) {
-        return Some(format!(
-            "its node id names virtual gateway `{gateway}` of mesh `{mesh}`; this control plane does not serve virtual gateways yet, so it gets nothing"
-        ));
-    }
     match snapshot.mesh.name() {
         Some(served) if served != mesh => Some(format!(
             "its node id names mesh `{mesh}`; this control plane serves `{served}`, so it gets nothing"
         )),
-        _ if !snapshot.mesh.virtual_nodes.contains_key(node) => Some(format!(
-            "its node id names no virtual node `{node}` of the mesh (yet); it gets nothing until one exists"
-        )),
-        _ => None,
+        _ => match node.strip_prefix(GATEWAY_PREFIX) {
+            Some(gateway) if !snapshot.mesh.virtual_gateways.contains_key(gateway) => {
+                Some(format!(
+                    "its node id names no virtual gateway `{gateway}` of the mesh (yet); it gets nothing until one exists"
+                ))
+            }
+            Some(_) => None,
+            None => nothing_for_node(snapshot, node),
+        },
     }
+}
+
+fn nothing_for_node(snapshot: &Snapshot, node: &str) -> Option<String> {
+    (!snapshot.mesh.virtual_nodes.contains_key(node)).then(|| format!(
+        "its node id names no virtual node `{node}` of the mesh (yet); it gets nothing until one exists"
+    ))
 }
 
 /// Which Envoy of a virtual node `node` is: the ECS task ARN in the App Mesh sidecar's

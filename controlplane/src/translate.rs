@@ -30,7 +30,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
-use meshmodel::appmesh::{HttpRoute, Listener, Protocol, RouteInput, VirtualNodeInput};
+use meshmodel::appmesh::{
+    ConnectionPool, HttpRoute, Listener, Logging, Protocol, RouteInput, VirtualNodeInput,
+};
 use prost::Message;
 
 use crate::placement::Placement;
@@ -39,6 +41,10 @@ use crate::store::Snapshot;
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// How a virtual gateway's Envoy is named where virtual nodes' Envoys are named by their
+/// node: `virtualGateway/NAME` (no virtual node name has a `/`).
+pub const GATEWAY_PREFIX: &str = "virtualGateway/";
 
 /// App Mesh's per-request timeout when a route gives none.
 pub const DEFAULT_PER_REQUEST: Duration = Duration::from_secs(15);
@@ -118,10 +124,13 @@ fn cluster_name(direction: &str, mesh: &str, node: &str, listener: Option<&Liste
     format!("cds_{direction}_{mesh}_{node}_{proto}_{port}")
 }
 
-/// The Envoy resources for virtual node `node`, or `None` when the node is not in the
-/// snapshot. A node no task of this control plane runs (an ECS task elsewhere) is placed
+/// The Envoy resources for virtual node `node` (or virtual gateway `virtualGateway/G`), or
+/// `None` when it is not in the snapshot. A node no task of this control plane runs (an ECS task elsewhere) is placed
 /// as App Mesh places it ([`Placement::as_app_mesh`]).
 pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
+    if let Some(gateway) = node.strip_prefix(GATEWAY_PREFIX) {
+        return gateway::for_gateway(snapshot, gateway);
+    }
     let mesh = &snapshot.mesh;
     let mesh_name = mesh.name()?;
     let vn = &mesh.virtual_nodes.get(node)?.value;
@@ -201,7 +210,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         place.ingress,
         "ingress",
         hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
-        vn,
+        vn.spec.logging.as_ref(),
     );
     if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
         listener_tls(&mut ingress, tls_config);
@@ -224,7 +233,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             config_source: Some(ads_source()),
             route_config_name: egress_route_name.clone(),
         }),
-        vn,
+        vn.spec.logging.as_ref(),
     );
     let allow_all = mesh.mesh.as_ref().is_some_and(|m| {
         m.value
@@ -266,6 +275,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                 .as_ref()
                 .and_then(|d| d.client_policy.as_ref()))
             .and_then(|p| p.tls.as_ref());
+        let caller = Caller { policy, pool: None };
         let Some(service) = mesh.virtual_services.get(service_name) else {
             continue;
         };
@@ -288,7 +298,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             }
             for r in mesh.routes_of(router_name) {
                 if let Some(envoy_route) =
-                    translate_route(snapshot, mesh_name, r, policy, &mut egress_clusters)
+                    translate_route(snapshot, mesh_name, r, caller, &mut egress_clusters)
                 {
                     routes.push(envoy_route);
                 }
@@ -300,7 +310,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             if let Some(t) = mesh.virtual_nodes.get(target) {
                 ports.extend(t.value.spec.listeners.iter().map(|l| l.port_mapping.port));
                 let name =
-                    egress_cluster(snapshot, mesh_name, target, policy, &mut egress_clusters);
+                    egress_cluster(snapshot, mesh_name, target, caller, &mut egress_clusters);
                 routes.push(route::Route {
                     r#match: Some(prefix_match("/")),
                     action: Some(route::route::Action::Route(route_action(
@@ -409,12 +419,20 @@ fn prefix_match(prefix: &str) -> route::RouteMatch {
     }
 }
 
+/// How an Envoy calls out: TLS to its backends (a client policy), and the connection
+/// limits a virtual gateway's listener sets on every cluster it sends to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Caller<'a> {
+    policy: Option<&'a meshmodel::appmesh::ClientPolicyTls>,
+    pool: Option<&'a ConnectionPool>,
+}
+
 /// Adds (once) the egress cluster for target node `target`; returns its name.
 fn egress_cluster(
     snapshot: &Snapshot,
     mesh: &str,
     target: &str,
-    policy: Option<&meshmodel::appmesh::ClientPolicyTls>,
+    caller: Caller<'_>,
     clusters: &mut BTreeMap<String, Any>,
 ) -> String {
     let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
@@ -425,9 +443,12 @@ fn egress_cluster(
             &name,
             Upstream::of(snapshot, target),
             listener.map(|l| l.port_mapping.protocol),
-            Side::Egress(listener),
+            Side::Egress {
+                target: listener,
+                pool: caller.pool,
+            },
         );
-        if let Some(policy) = policy {
+        if let Some(policy) = caller.policy {
             cluster_tls(&mut c, policy, listener.map(|l| l.port_mapping.port));
         }
         clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
@@ -439,7 +460,7 @@ fn translate_route(
     snapshot: &Snapshot,
     mesh: &str,
     r: &RouteInput,
-    policy: Option<&meshmodel::appmesh::ClientPolicyTls>,
+    caller: Caller<'_>,
     clusters: &mut BTreeMap<String, Any>,
 ) -> Option<route::Route> {
     let from_grpc = r
@@ -457,7 +478,7 @@ fn translate_route(
     // changes the route configuration, never the clusters under requests in flight.
     let mut weighted = Vec::new();
     for t in &http.action.weighted_targets {
-        let name = egress_cluster(snapshot, mesh, &t.virtual_node, policy, clusters);
+        let name = egress_cluster(snapshot, mesh, &t.virtual_node, caller, clusters);
         if t.weight > 0 {
             weighted.push(route::weighted_cluster::ClusterWeight {
                 name,
@@ -706,11 +727,14 @@ impl Upstream {
 /// Which side of a node a cluster is on, with the node's listener: App Mesh puts the
 /// listener's `connectionPool` on the node's own local ingress cluster (so the limits hold
 /// whoever calls), and its health check and outlier detection on the callers' egress
-/// clusters.
+/// clusters (with the caller's own limits when the caller is a virtual gateway).
 #[derive(Debug, Clone, Copy)]
 enum Side<'a> {
     Ingress(Option<&'a Listener>),
-    Egress(Option<&'a Listener>),
+    Egress {
+        target: Option<&'a Listener>,
+        pool: Option<&'a ConnectionPool>,
+    },
 }
 
 /// The cluster of egress filter ALLOW_ALL: each connection's original destination.
@@ -732,7 +756,7 @@ fn static_cluster(
             None,
             INGRESS_CONNECT_TIMEOUT,
         ),
-        Side::Egress(l) => (None, l, EGRESS_CONNECT_TIMEOUT),
+        Side::Egress { target, pool } => (pool, target, EGRESS_CONNECT_TIMEOUT),
     };
     let (discovery, address) = match upstream {
         Upstream::Addr(addr) => (
@@ -884,12 +908,9 @@ fn http_listener(
     addr: SocketAddr,
     stat_prefix: &str,
     routes: hcm::http_connection_manager::RouteSpecifier,
-    node: &VirtualNodeInput,
+    logging: Option<&Logging>,
 ) -> listener::Listener {
-    let access_log = node
-        .spec
-        .logging
-        .as_ref()
+    let access_log = logging
         .and_then(|l| l.access_log.as_ref())
         .and_then(|a| a.file.as_ref())
         .map(|file| {
@@ -1117,5 +1138,6 @@ fn cluster_tls(
     });
 }
 
+mod gateway;
 #[cfg(test)]
 mod tests;

@@ -367,7 +367,7 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
         (
             "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualGateway/ingress",
             "virtualGateway/ingress",
-            "does not serve virtual gateways yet",
+            "names no virtual gateway `ingress`",
         ),
     ] {
         let mut stray = open_on(&ads, "10.0.1.6:40000");

@@ -12,7 +12,7 @@ pub(crate) fn run(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
         .resource_arn
         .clone()
         .or_else(|| args.virtual_node_name.clone())
-        .context("set APPMESH_RESOURCE_ARN (or --resource-arn) to the virtual node's ARN")?;
+        .context("set APPMESH_RESOURCE_ARN (or --resource-arn) to the virtual node's or virtual gateway's ARN")?;
     let settings = AgentSettings {
         cluster: args
             .resource_cluster

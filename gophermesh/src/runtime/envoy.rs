@@ -147,10 +147,10 @@ pub struct AgentSettings {
 /// 127.0.0.1 rather than 0.0.0.0 (it can stop Envoy; the container health check runs
 /// inside the task). Keepalive as the agent sets it: a ping every 10 s, 20 s to answer.
 pub fn agent_bootstrap(settings: &AgentSettings) -> anyhow::Result<serde_json::Value> {
-    if meshmodel::node_from_id(&settings.node_id).is_none() {
+    let id = &settings.node_id;
+    if meshmodel::node_from_id(id).is_none() && meshmodel::gateway_from_id(id).is_none() {
         bail!(
-            "APPMESH_RESOURCE_ARN `{}` is not a virtual node's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE) or name (mesh/MESH/virtualNode/NODE)",
-            settings.node_id
+            "APPMESH_RESOURCE_ARN `{id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
         );
     }
     let endpoint = &settings.xds_endpoint;
