@@ -96,6 +96,10 @@ pub const SERVICE_CONNECT: &[Support] = &[
         "backends (which services a node may call)",
         Some("every client reaches every name in the namespace"),
     ),
+    (
+        GATEWAYS,
+        Some("Service Connect has no ingress: put a load balancer in front of the services"),
+    ),
 ];
 
 /// What VPC Lattice carries of App Mesh.
@@ -147,6 +151,12 @@ pub const LATTICE: &[Support] = &[
     (
         "TCP routes",
         Some("Lattice passes TCP only as TLS (TLS_PASSTHROUGH listeners)"),
+    ),
+    (
+        GATEWAYS,
+        Some(
+            "not written by this export yet; clients outside reach the Lattice services through the service network's VPC associations",
+        ),
     ),
 ];
 
@@ -204,7 +214,16 @@ pub const GATEWAY_API: &[Support] = &[
         "TCP routes",
         Some("TCPRoute is experimental in Gateway API v1"),
     ),
+    (
+        GATEWAYS,
+        Some(
+            "not written by this export yet (a Gateway with HTTPRoutes and URLRewrite filters would carry them)",
+        ),
+    ),
 ];
+
+/// Virtual gateways and their gateway routes, as one feature.
+const GATEWAYS: &str = "virtual gateways and gateway routes (ingress)";
 
 /// The feature of the matches a rule of Lattice or the Gateway API cannot express.
 const UNMATCHED: &str =
@@ -271,7 +290,7 @@ impl Export {
     /// The losses of settings on the mesh and the nodes that the table cannot carry: the
     /// egress filter DROP_ALL (ALLOW_ALL is what no filter does), and each listener's
     /// outlier detection, health check, connection pool, TLS and timeouts, TLS client
-    /// policies, access logs and backends.
+    /// policies, access logs and backends; virtual gateways and gateway routes.
     fn settings_losses(&mut self, mesh: &Mesh) {
         let table = self.table;
         let mut lose = |origin: &str, path: &str, feature: &'static str| {
@@ -333,6 +352,12 @@ impl Export {
                     "backends (which services a node may call)",
                 );
             }
+        }
+        for gateway in mesh.virtual_gateways.values() {
+            lose(&gateway.origin, "spec", GATEWAYS);
+        }
+        for route in mesh.gateway_routes.values() {
+            lose(&route.origin, "spec", GATEWAYS);
         }
     }
 
@@ -1073,6 +1098,12 @@ mod tests {
                 "client",
                 json!([{"virtualService": {"virtualServiceName": "web.m.local"}}]),
             ),
+            json!({"meshName": "m", "virtualGatewayName": "in", "spec": {
+                "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]}}),
+            json!({"meshName": "m", "virtualGatewayName": "in", "gatewayRouteName": "web",
+                "spec": {"httpRoute": {"match": {"prefix": "/web/"}, "action": {
+                    "target": {"virtualService": {"virtualServiceName": "web.m.local"}},
+                    "rewrite": {"prefix": {"defaultPrefix": "DISABLED"}}}}}}),
         ];
         let mut mesh = Mesh::default();
         for (i, doc) in docs.iter().enumerate() {

@@ -732,3 +732,206 @@ async fn resources_are_tagged_by_arn_and_keep_their_tags_through_updates() {
         "refusals changed nothing"
     );
 }
+
+/// Virtual gateways and gateway routes through the AWS CLI: the ten operations, with App
+/// Mesh's metadata, paging and errors; a gateway or a service in use is not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
+    let dir = copy_of_shipped("api-gateways");
+    let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &[]);
+    let api = mesh.api.clone();
+    let write = |name: &str, doc: Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, doc.to_string()).expect("write");
+        format!("file://{}", path.display())
+    };
+    let gateway = write(
+        "gateway.json",
+        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "ingress", "spec": {
+            "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]
+        }}),
+    );
+    let route = |name: &str, prefix: &str, service: &str| {
+        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "ingress",
+        "gatewayRouteName": name, "spec": {"httpRoute": {
+            "match": {"prefix": prefix},
+            "action": {"target": {"virtualService": {"virtualServiceName": service}}}
+        }}})
+    };
+    let created = aws(
+        &api,
+        &["create-virtual-gateway", "--cli-input-json", &gateway],
+    );
+    let data = &created["virtualGateway"];
+    assert_eq!(data["status"]["status"], "ACTIVE", "{created}");
+    assert_eq!(data["metadata"]["version"], 1);
+    assert!(
+        data["metadata"]["arn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":mesh/gophermesh/virtualGateway/ingress")),
+        "{created}"
+    );
+    for i in 0..3 {
+        let file = write(
+            &format!("gr{i}.json"),
+            route(
+                &format!("r{i}"),
+                &format!("/p{i}/"),
+                "distributor.gophers.local",
+            ),
+        );
+        let out = aws(&api, &["create-gateway-route", "--cli-input-json", &file]);
+        assert_eq!(
+            out["gatewayRoute"]["virtualGatewayName"], "ingress",
+            "{out}"
+        );
+        assert_eq!(
+            out["gatewayRoute"]["spec"]["httpRoute"]["match"]["prefix"],
+            format!("/p{i}/")
+        );
+    }
+    // The CLI pages through them (one per page here) and sees all three.
+    let listed = aws(
+        &api,
+        &[
+            "list-gateway-routes",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+            "--page-size",
+            "1",
+        ],
+    );
+    let names: Vec<&str> = listed["gatewayRoutes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["gatewayRouteName"].as_str())
+        .collect();
+    assert_eq!(names, ["r0", "r1", "r2"], "{listed}");
+    let gateways = aws(
+        &api,
+        &["list-virtual-gateways", "--mesh-name", "gophermesh"],
+    );
+    assert_eq!(
+        gateways["virtualGateways"][0]["virtualGatewayName"],
+        "ingress"
+    );
+
+    // Update bumps the version; describe shows the change.
+    let changed = write(
+        "gr0b.json",
+        route("r0", "/moved/", "distributor.gophers.local"),
+    );
+    aws(
+        &api,
+        &["update-gateway-route", "--cli-input-json", &changed],
+    );
+    let described = aws(
+        &api,
+        &[
+            "describe-gateway-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+            "--gateway-route-name",
+            "r0",
+        ],
+    );
+    assert_eq!(described["gatewayRoute"]["metadata"]["version"], 2);
+    assert_eq!(
+        described["gatewayRoute"]["spec"]["httpRoute"]["match"]["prefix"],
+        "/moved/"
+    );
+
+    // Errors name the field and the reason.
+    let nowhere = write("gr-bad.json", route("bad", "/x/", "nowhere.gophers.local"));
+    aws_fails(
+        &api,
+        &["create-gateway-route", "--cli-input-json", &nowhere],
+        "BadRequestException",
+        "spec.httpRoute.action.target.virtualService.virtualServiceName: virtual service `nowhere.gophers.local` does not exist",
+    );
+    let mut grpc = route("bad", "/x/", "distributor.gophers.local");
+    grpc["spec"] = serde_json::json!({"grpcRoute": {"match": {"serviceName": "Gopher"},
+        "action": {"target": {"virtualService": {"virtualServiceName": "distributor.gophers.local"}}}}});
+    let grpc = write("gr-grpc.json", grpc);
+    aws_fails(
+        &api,
+        &["create-gateway-route", "--cli-input-json", &grpc],
+        "BadRequestException",
+        "virtual gateway `ingress` has no grpc listener (it has: http 9080)",
+    );
+    aws_fails(
+        &api,
+        &[
+            "describe-gateway-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "nope",
+            "--gateway-route-name",
+            "r0",
+        ],
+        "NotFoundException",
+        "virtual gateway `nope` does not exist",
+    );
+    // In use: the gateway has routes; the service is a gateway route's target.
+    aws_fails(
+        &api,
+        &[
+            "delete-virtual-gateway",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+        ],
+        "ResourceInUseException",
+        "gateway route ingress/r0",
+    );
+    aws_fails(
+        &api,
+        &[
+            "delete-virtual-service",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-service-name",
+            "distributor.gophers.local",
+        ],
+        "ResourceInUseException",
+        "gateway route ingress/r1",
+    );
+    for i in 0..3 {
+        let out = aws(
+            &api,
+            &[
+                "delete-gateway-route",
+                "--mesh-name",
+                "gophermesh",
+                "--virtual-gateway-name",
+                "ingress",
+                "--gateway-route-name",
+                &format!("r{i}"),
+            ],
+        );
+        assert_eq!(out["gatewayRoute"]["status"]["status"], "DELETED");
+    }
+    let out = aws(
+        &api,
+        &[
+            "delete-virtual-gateway",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+        ],
+    );
+    assert_eq!(out["virtualGateway"]["status"]["status"], "DELETED");
+    let gateways = aws(
+        &api,
+        &["list-virtual-gateways", "--mesh-name", "gophermesh"],
+    );
+    assert_eq!(gateways["virtualGateways"], serde_json::json!([]));
+}

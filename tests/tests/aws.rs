@@ -847,6 +847,8 @@ fn every_botocore_field_is_implemented_or_refused_by_name() {
         "CreateVirtualRouter",
         "CreateRoute",
         "CreateVirtualService",
+        "CreateVirtualGateway",
+        "CreateGatewayRoute",
     ];
     let out = Command::new(tool("python"))
         .arg(repo_root().join("tests/tools/appmesh_maximal.py"))
