@@ -310,10 +310,16 @@ pub fn require_root_for_netns() {
         uid, "0",
         "the --netns tests need root (network namespaces and iptables); run scripts/test.sh as root"
     );
-    for name in ["ip", "iptables", "setpriv"] {
+    // curl reads Envoy's admin interface inside a task's namespace.
+    for (name, package) in [
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("setpriv", "util-linux"),
+        ("curl", "curl"),
+    ] {
         assert!(
             Command::new(name).arg("-V").output().is_ok(),
-            "`{name}` is missing: apt-get install -y iproute2 iptables util-linux (scripts/setup.sh does this as root)"
+            "`{name}` is missing: apt-get install -y {package} (scripts/setup.sh does this as root)"
         );
     }
 }
