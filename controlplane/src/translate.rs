@@ -145,78 +145,8 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     };
     let mut out = NodeResources::default();
 
-    // Inbound: the ingress listener to the local app.
-    let ingress_cluster = cluster_name("ingress", mesh_name, node, listener);
-    out.clusters.push((
-        ingress_cluster.clone(),
-        any(
-            CLUSTER_TYPE,
-            &static_cluster(
-                &ingress_cluster,
-                Upstream::Addr(place.app),
-                listener.map(|l| l.port_mapping.protocol),
-                Side::Ingress(listener),
-            ),
-        ),
-    ));
-    let ingress_timeout = listener
-        .and_then(|l| l.timeout.as_ref())
-        .and_then(|t| t.http.as_ref().or(t.http2.as_ref()))
-        .and_then(|t| t.per_request)
-        .map_or(DEFAULT_PER_REQUEST, meshmodel::appmesh::Duration::to_std);
-    let ingress_routes = route::RouteConfiguration {
-        name: "rds_ingress".to_owned(),
-        virtual_hosts: vec![route::VirtualHost {
-            name: format!("ingress_{node}"),
-            domains: vec!["*".to_owned()],
-            routes: vec![route::Route {
-                r#match: Some(prefix_match("/")),
-                action: Some(match &place.direct_response {
-                    Some(body) => direct_response(body),
-                    None => route::route::Action::Route(route::RouteAction {
-                        cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
-                            ingress_cluster,
-                        )),
-                        timeout: Some(pb_duration(ingress_timeout)),
-                        ..Default::default()
-                    }),
-                }),
-                response_headers_to_add: if place.direct_response.is_some() {
-                    vec![core::HeaderValueOption {
-                        header: Some(core::HeaderValue {
-                            key: "content-type".to_owned(),
-                            value: "application/json".to_owned(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]
-                } else {
-                    Vec::new()
-                },
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    // Named as App Mesh names them: `lds_ingress_<ip>_<port>`.
-    let ingress_name = format!(
-        "lds_ingress_{}_{}",
-        place.ingress.ip(),
-        place.ingress.port()
-    );
-    let mut ingress = http_listener(
-        &ingress_name,
-        place.ingress,
-        "ingress",
-        hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
-        vn.spec.logging.as_ref(),
-    );
-    if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
-        listener_tls(&mut ingress, tls_config);
-    }
-    out.listeners
-        .push((ingress_name.clone(), any(LISTENER_TYPE, &ingress)));
+    // Inbound: the ingress listener(s) to the local app.
+    ingress(&mut out, mesh_name, node, vn, place);
 
     // Outbound: the egress listener, routed by RDS.
     let egress_route_name = format!(
@@ -245,17 +175,10 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // Transparent interception (the APPMESH rules redirect every connection): the
     // original destination is known. Not so for an app using its Envoy as an explicit
     // proxy (the loopback mode), where it would be Envoy itself.
-    let transparent = place.egress.ip().is_unspecified();
+    let transparent = transparent(place);
     if allow_all && transparent {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
-        egress.listener_filters.push(listener::ListenerFilter {
-            name: "envoy.filters.listener.original_dst".to_owned(),
-            config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-                &envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst::default(),
-            ))),
-            ..Default::default()
-        });
+        egress.listener_filters.push(original_dst_filter());
     }
     out.listeners
         .push((egress_name.clone(), any(LISTENER_TYPE, &egress)));
@@ -280,55 +203,99 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             continue;
         };
         let provider = service.value.spec.provider.as_ref();
-        let mut ports = Vec::new();
-        let mut routes = Vec::new();
+        // (port, routes) per listener of the provider; one entry with no port when it has
+        // no listener.
+        let mut by_port: Vec<(Option<i64>, Vec<route::Route>)> = Vec::new();
         if let Some(router_name) = provider
             .and_then(|p| p.virtual_router.as_ref())
             .map(|r| &r.virtual_router_name)
         {
-            if let Some(router) = mesh.virtual_routers.get(router_name) {
-                ports.extend(
-                    router
-                        .value
+            let ports: Vec<i64> = mesh
+                .virtual_routers
+                .get(router_name)
+                .map(|r| {
+                    r.value
                         .spec
                         .listeners
                         .iter()
-                        .map(|l| l.port_mapping.port),
-                );
-            }
-            for r in mesh.routes_of(router_name) {
-                if let Some(envoy_route) =
-                    translate_route(snapshot, mesh_name, r, caller, &mut egress_clusters)
-                {
-                    routes.push(envoy_route);
+                        .map(|l| l.port_mapping.port)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ports: Vec<Option<i64>> = if ports.is_empty() {
+                vec![None]
+            } else {
+                ports.into_iter().map(Some).collect()
+            };
+            for port in ports {
+                let mut routes = Vec::new();
+                for r in mesh.routes_of(router_name) {
+                    // With several listeners, each route serves the one its match names.
+                    if port.is_some() && route_port(r).is_some_and(|p| Some(p) != port) {
+                        continue;
+                    }
+                    if let Some(envoy_route) =
+                        translate_route(snapshot, mesh_name, r, caller, &mut egress_clusters)
+                    {
+                        routes.push(envoy_route);
+                    }
                 }
+                by_port.push((port, routes));
             }
         } else if let Some(target) = provider
             .and_then(|p| p.virtual_node.as_ref())
             .map(|n| &n.virtual_node_name)
         {
             if let Some(t) = mesh.virtual_nodes.get(target) {
-                ports.extend(t.value.spec.listeners.iter().map(|l| l.port_mapping.port));
-                let name =
-                    egress_cluster(snapshot, mesh_name, target, caller, &mut egress_clusters);
-                routes.push(route::Route {
-                    r#match: Some(prefix_match("/")),
-                    action: Some(route::route::Action::Route(route_action(
-                        route::route_action::ClusterSpecifier::Cluster(name),
-                        None,
-                    ))),
-                    ..Default::default()
-                });
+                let ports: Vec<Option<i64>> = if t.value.spec.listeners.is_empty() {
+                    vec![None]
+                } else {
+                    t.value
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| Some(l.port_mapping.port))
+                        .collect()
+                };
+                for port in ports {
+                    let name = egress_cluster(
+                        snapshot,
+                        mesh_name,
+                        target,
+                        port,
+                        caller,
+                        &mut egress_clusters,
+                    );
+                    let routes = vec![route::Route {
+                        r#match: Some(prefix_match("/")),
+                        action: Some(route::route::Action::Route(route_action(
+                            route::route_action::ClusterSpecifier::Cluster(name),
+                            None,
+                        ))),
+                        ..Default::default()
+                    }];
+                    by_port.push((port, routes));
+                }
             }
         }
-        let mut domains = vec![service_name.clone()];
-        domains.extend(ports.iter().map(|p| format!("{service_name}:{p}")));
-        virtual_hosts.push(route::VirtualHost {
-            name: service_name.clone(),
-            domains,
-            routes,
-            ..Default::default()
-        });
+        // One virtual host per port (`NAME:PORT`); the first also takes the bare name.
+        let several = by_port.len() > 1;
+        for (k, (port, routes)) in by_port.into_iter().enumerate() {
+            let mut domains = Vec::new();
+            if k == 0 {
+                domains.push(service_name.clone());
+            }
+            domains.extend(port.map(|p| format!("{service_name}:{p}")));
+            virtual_hosts.push(route::VirtualHost {
+                name: match port {
+                    Some(p) if several => format!("{service_name}:{p}"),
+                    _ => service_name.clone(),
+                },
+                domains,
+                routes,
+                ..Default::default()
+            });
+        }
     }
     if allow_all && !transparent {
         virtual_hosts.push(route::VirtualHost {
@@ -400,6 +367,208 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     Some(out)
 }
 
+/// The router listener port a route's match names, if it names one.
+fn route_port(r: &RouteInput) -> Option<i64> {
+    let s = &r.spec;
+    s.http_route
+        .as_ref()
+        .or(s.http2_route.as_ref())
+        .and_then(|h| h.route_match.port)
+        .or(s.grpc_route.as_ref().and_then(|g| g.route_match.port))
+        .or(s
+            .tcp_route
+            .as_ref()
+            .and_then(|t| t.route_match.as_ref())
+            .and_then(|m| m.port))
+}
+
+/// The listener of `node` on `port`, or its first when no port is given.
+fn listener_on(node: &VirtualNodeInput, port: Option<i64>) -> Option<(usize, &Listener)> {
+    match port {
+        Some(p) => node
+            .spec
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.port_mapping.port == p),
+        None => node.spec.listeners.first().map(|l| (0, l)),
+    }
+}
+
+/// Whether connections reach this placement redirected by the APPMESH rules (ECS,
+/// `--netns`, `--containers`), so that each keeps its original destination, rather than
+/// sent to its Envoy's addresses directly (the loopback mode).
+fn transparent(place: &Placement) -> bool {
+    place.ingress.ip().is_unspecified()
+}
+
+/// Where the ingress listener for the node's listener number `k` accepts connections
+/// when connections are not redirected: the placement's ingress for the first, the next
+/// ports after the egress listener's for the others (15002, 15003, ...).
+fn ingress_at(place: &Placement, k: usize) -> SocketAddr {
+    if k == 0 {
+        return place.ingress;
+    }
+    let port = place
+        .ingress
+        .port()
+        .max(place.egress.port())
+        .saturating_add(u16::try_from(k).unwrap_or(u16::MAX));
+    SocketAddr::new(place.ingress.ip(), port)
+}
+
+/// The inbound side of node `node` at `place`: per listener, a cluster to the app on the
+/// listener's port (`cds_ingress_M_N_PROTO_PORT`, with the listener's connection pool) and
+/// an HTTP connection manager to it, with the listener's TLS and timeout. One listener on
+/// the placement's ingress; with several, one Envoy listener whose filter chains are told
+/// apart by the original destination port where connections are redirected, else an
+/// Envoy listener per node listener ([`ingress_at`]).
+fn ingress(
+    out: &mut NodeResources,
+    mesh_name: &str,
+    node: &str,
+    vn: &VirtualNodeInput,
+    place: &Placement,
+) {
+    let listeners: Vec<Option<&Listener>> = if vn.spec.listeners.is_empty() {
+        vec![None]
+    } else {
+        vn.spec.listeners.iter().map(Some).collect()
+    };
+    let several = listeners.len() > 1;
+    let mut merged: Option<listener::Listener> = None;
+    for (k, listener) in listeners.into_iter().enumerate() {
+        let ingress_cluster = cluster_name("ingress", mesh_name, node, listener);
+        let app = match listener {
+            Some(l) if k > 0 => SocketAddr::new(
+                place.app.ip(),
+                u16::try_from(l.port_mapping.port).unwrap_or(0),
+            ),
+            _ => place.app,
+        };
+        out.clusters.push((
+            ingress_cluster.clone(),
+            any(
+                CLUSTER_TYPE,
+                &static_cluster(
+                    &ingress_cluster,
+                    Upstream::Addr(app),
+                    listener.map(|l| l.port_mapping.protocol),
+                    Side::Ingress(listener),
+                ),
+            ),
+        ));
+        let ingress_timeout = listener
+            .and_then(|l| l.timeout.as_ref())
+            .and_then(|t| t.http.as_ref().or(t.http2.as_ref()).or(t.grpc.as_ref()))
+            .and_then(|t| t.per_request)
+            .map_or(DEFAULT_PER_REQUEST, meshmodel::appmesh::Duration::to_std);
+        let route_name = match listener {
+            Some(l) if several => format!(
+                "rds_ingress_{}_{}",
+                l.port_mapping.protocol.as_str(),
+                l.port_mapping.port
+            ),
+            _ => "rds_ingress".to_owned(),
+        };
+        let ingress_routes = route::RouteConfiguration {
+            name: route_name,
+            virtual_hosts: vec![route::VirtualHost {
+                name: format!("ingress_{node}"),
+                domains: vec!["*".to_owned()],
+                routes: vec![route::Route {
+                    r#match: Some(prefix_match("/")),
+                    action: Some(match &place.direct_response {
+                        Some(body) => direct_response(body),
+                        None => route::route::Action::Route(route::RouteAction {
+                            cluster_specifier: Some(
+                                route::route_action::ClusterSpecifier::Cluster(ingress_cluster),
+                            ),
+                            timeout: Some(pb_duration(ingress_timeout)),
+                            ..Default::default()
+                        }),
+                    }),
+                    response_headers_to_add: if place.direct_response.is_some() {
+                        vec![core::HeaderValueOption {
+                            header: Some(core::HeaderValue {
+                                key: "content-type".to_owned(),
+                                value: "application/json".to_owned(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let at = if transparent(place) {
+            place.ingress
+        } else {
+            ingress_at(place, k)
+        };
+        // Named as App Mesh names them: `lds_ingress_<ip>_<port>`.
+        let name = format!("lds_ingress_{}_{}", at.ip(), at.port());
+        let mut ingress = http_listener(
+            &name,
+            at,
+            "ingress",
+            hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
+            vn.spec.logging.as_ref(),
+        );
+        if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
+            listener_tls(&mut ingress, tls_config);
+        }
+        match (several && transparent(place), listener, merged.as_mut()) {
+            // One listener for every port: each chain answers its original port.
+            (true, Some(l), into) => {
+                let port = u32::try_from(l.port_mapping.port).unwrap_or(0);
+                for chain in &mut ingress.filter_chains {
+                    chain
+                        .filter_chain_match
+                        .get_or_insert_with(Default::default)
+                        .destination_port = Some(u32v(port));
+                }
+                match into {
+                    Some(all) => {
+                        all.filter_chains.append(&mut ingress.filter_chains);
+                        for f in ingress.listener_filters {
+                            if !all.listener_filters.iter().any(|g| g.name == f.name) {
+                                all.listener_filters.push(f);
+                            }
+                        }
+                    }
+                    None => {
+                        ingress.listener_filters.insert(0, original_dst_filter());
+                        merged = Some(ingress);
+                    }
+                }
+            }
+            _ => out.listeners.push((name, any(LISTENER_TYPE, &ingress))),
+        }
+    }
+    if let Some(all) = merged {
+        out.listeners
+            .push((all.name.clone(), any(LISTENER_TYPE, &all)));
+    }
+}
+
+/// The listener filter that gives a redirected connection its original destination back.
+fn original_dst_filter() -> listener::ListenerFilter {
+    listener::ListenerFilter {
+        name: "envoy.filters.listener.original_dst".to_owned(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+            &envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// The ingress route's action when the placement asks Envoy to answer by itself.
 fn direct_response(body: &str) -> route::route::Action {
     route::route::Action::DirectResponse(route::DirectResponseAction {
@@ -427,21 +596,23 @@ struct Caller<'a> {
     pool: Option<&'a ConnectionPool>,
 }
 
-/// Adds (once) the egress cluster for target node `target`; returns its name.
+/// Adds (once) the egress cluster for target node `target` on its listener `port` (its
+/// first when `None`); returns its name.
 fn egress_cluster(
     snapshot: &Snapshot,
     mesh: &str,
     target: &str,
+    port: Option<i64>,
     caller: Caller<'_>,
     clusters: &mut BTreeMap<String, Any>,
 ) -> String {
     let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
-    let listener = node.and_then(listener_of);
+    let listener = node.and_then(|n| listener_on(n, port)).map(|(_, l)| l);
     let name = cluster_name("egress", mesh, target, listener);
     if !clusters.contains_key(&name) {
         let mut c = static_cluster(
             &name,
-            Upstream::of(snapshot, target),
+            Upstream::of(snapshot, target, port),
             listener.map(|l| l.port_mapping.protocol),
             Side::Egress {
                 target: listener,
@@ -478,7 +649,7 @@ fn translate_route(
     // changes the route configuration, never the clusters under requests in flight.
     let mut weighted = Vec::new();
     for t in &http.action.weighted_targets {
-        let name = egress_cluster(snapshot, mesh, &t.virtual_node, caller, clusters);
+        let name = egress_cluster(snapshot, mesh, &t.virtual_node, t.port, caller, clusters);
         if t.weight > 0 {
             weighted.push(route::weighted_cluster::ClusterWeight {
                 name,
@@ -699,21 +870,33 @@ enum Upstream {
 }
 
 impl Upstream {
-    /// Where other Envoys reach virtual node `node` (of `snapshot`): its placement when a
-    /// task runs it here, else its service discovery.
-    fn of(snapshot: &Snapshot, node: &str) -> Self {
-        if let Some(p) = snapshot.placements.get(node) {
-            return Upstream::Addr(p.reach);
-        }
+    /// Where other Envoys reach virtual node `node` (of `snapshot`) on its listener `port`
+    /// (its first when `None`): its placement when a task runs it here, else its service
+    /// discovery.
+    fn of(snapshot: &Snapshot, node: &str, port: Option<i64>) -> Self {
         let Some(vn) = snapshot.mesh.virtual_nodes.get(node).map(|n| &n.value) else {
             return Upstream::Nowhere;
         };
+        let listener = listener_on(vn, port);
+        if let Some(p) = snapshot.placements.get(node) {
+            return Upstream::Addr(match listener {
+                Some((k, l)) if k > 0 => {
+                    if transparent(p) {
+                        let port = u16::try_from(l.port_mapping.port).unwrap_or(0);
+                        SocketAddr::new(p.reach.ip(), port)
+                    } else {
+                        ingress_at(p, k)
+                    }
+                }
+                _ => p.reach,
+            });
+        }
         let dns = vn
             .spec
             .service_discovery
             .as_ref()
             .and_then(|sd| sd.dns.as_ref());
-        match (dns, listener_of(vn)) {
+        match (dns, listener.map(|(_, l)| l)) {
             (Some(dns), Some(l)) => Upstream::Dns {
                 host: dns.hostname.clone(),
                 port: u16::try_from(l.port_mapping.port).unwrap_or(0),

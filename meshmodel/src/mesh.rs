@@ -744,20 +744,21 @@ impl Mesh {
         let service = &target.virtual_service.virtual_service_name;
         // A router's regex on the path cannot be carried across a prefix rewrite (the
         // gateway's Envoy matches both at once, on the path as it arrives).
-        let rewrites_prefix = m.prefix.as_ref().is_some_and(|from| {
+        // The prefix the target's routes see in place of the matched one, when it changes.
+        let rewritten_to = m.prefix.as_ref().and_then(|from| {
             let to = match rewrite.and_then(|r| r.prefix.as_ref()) {
                 Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => from.as_str(),
                 Some(p) => p.value.as_deref().unwrap_or("/"),
                 None => "/",
             };
-            to != from
+            (to != from).then_some(to)
         });
         let router = self
             .virtual_services
             .get(service)
             .and_then(|s| s.value.spec.provider.as_ref())
             .and_then(|p| p.virtual_router.as_ref());
-        if let (true, Some(router)) = (rewrites_prefix, router) {
+        if let (Some(to), Some(router)) = (rewritten_to, router) {
             for r in self.routes_of(&router.virtual_router_name) {
                 let regex = r
                     .spec
@@ -765,13 +766,13 @@ impl Mesh {
                     .as_ref()
                     .or(r.spec.http2_route.as_ref())
                     .and_then(|h| h.route_match.path.as_ref())
-                    .is_some_and(|p| p.regex.is_some());
-                if regex {
+                    .and_then(|p| p.regex.as_ref());
+                if regex.is_some_and(|re| strip_literal_prefix(re, to).is_none()) {
                     p.push(Problem::new(
                         origin,
                         format!("{base}.action.rewrite.prefix"),
                         format!(
-                            "route `{}` of virtual router `{}` matches a regex path, which is not supported here behind a gateway route that rewrites the prefix; set rewrite.prefix.defaultPrefix to DISABLED",
+                            "route `{}` of virtual router `{}` matches a regex path that does not begin with `{to}` as plain text, so it cannot be matched on the path before this gateway route rewrites it (not supported here); set rewrite.prefix.defaultPrefix to DISABLED, or begin the regex with `{to}`",
                             r.route_name, r.virtual_router_name
                         ),
                     ));
@@ -938,7 +939,32 @@ impl Mesh {
         } else {
             "http route"
         };
-        for listener in &router.value.spec.listeners {
+        let route_port = spec
+            .http_route
+            .as_ref()
+            .or(spec.http2_route.as_ref())
+            .and_then(|r| r.route_match.port)
+            .or(spec.grpc_route.as_ref().and_then(|r| r.route_match.port))
+            .or(spec
+                .tcp_route
+                .as_ref()
+                .and_then(|r| r.route_match.as_ref())
+                .and_then(|m| m.port));
+        let listeners = &router.value.spec.listeners;
+        if listeners.len() > 1 && route_port.is_none() {
+            p.push(Problem::new(
+                origin,
+                "spec",
+                format!(
+                    "virtual router `{}` has several listeners; give the route a match.port",
+                    route.virtual_router_name
+                ),
+            ));
+        }
+        for listener in listeners
+            .iter()
+            .filter(|l| route_port.is_none_or(|port| port == l.port_mapping.port))
+        {
             let proto = listener.port_mapping.protocol.as_str();
             let compatible = match kind {
                 "tcpRoute" => proto == "tcp",
@@ -1076,13 +1102,45 @@ impl Mesh {
             if let Some(port) = t.port {
                 range(p, origin, &join(&at, "port"), port, limits::PORT);
             }
-            if !seen.insert(&t.virtual_node) {
+            if !seen.insert((&t.virtual_node, t.port)) {
                 p.push(Problem::new(
                     origin,
                     join(&at, "virtualNode"),
                     format!("virtual node `{}` is a target twice", t.virtual_node),
                 ));
-            } else if !self.virtual_nodes.contains_key(&t.virtual_node) {
+            } else if let Some(node) = self.virtual_nodes.get(&t.virtual_node) {
+                let ports: Vec<i64> = node
+                    .value
+                    .spec
+                    .listeners
+                    .iter()
+                    .map(|l| l.port_mapping.port)
+                    .collect();
+                match t.port {
+                    Some(port) if !ports.contains(&port) => p.push(Problem::new(
+                        origin,
+                        join(&at, "port"),
+                        format!(
+                            "{port} is not a listener port of virtual node `{}` ({})",
+                            t.virtual_node,
+                            ports
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                    None if ports.len() > 1 => p.push(Problem::new(
+                        origin,
+                        join(&at, "port"),
+                        format!(
+                            "virtual node `{}` has several listeners; say which port",
+                            t.virtual_node
+                        ),
+                    )),
+                    _ => {}
+                }
+            } else {
                 p.push(Problem::new(
                     origin,
                     join(&at, "virtualNode"),
@@ -1149,6 +1207,36 @@ impl Mesh {
             )),
         }
     }
+}
+
+/// `re` without its leading plain text `prefix`: the regex `rest` such that `prefix + s`
+/// matches `re` exactly when `s` matches `rest` (the original text of the rest of `re`).
+/// `None` when `re` does not begin with `prefix` as literal characters at its top level
+/// (an alternation, a group, a class or flags first).
+pub fn strip_literal_prefix(re: &str, prefix: &str) -> Option<String> {
+    use regex_syntax::ast::Ast;
+    let ast = regex_syntax::ast::parse::Parser::new().parse(re).ok()?;
+    let items: Vec<&Ast> = match &ast {
+        Ast::Concat(c) => c.asts.iter().collect(),
+        other => vec![other],
+    };
+    let mut wanted = prefix.chars();
+    let mut end = 0;
+    let mut next = wanted.next();
+    for item in items {
+        let Some(c) = next else { break };
+        match item {
+            Ast::Literal(l) if l.c == c => {
+                end = l.span.end.offset;
+                next = wanted.next();
+            }
+            _ => return None,
+        }
+    }
+    if next.is_some() {
+        return None;
+    }
+    re.get(end..).map(str::to_owned)
 }
 
 /// The virtual service a gateway route sends to.
@@ -1279,24 +1367,17 @@ fn check_listeners<'a>(
     ports: impl Iterator<Item = &'a PortMapping>,
 ) {
     let ports: Vec<&PortMapping> = ports.collect();
-    if ports.len() > 1 {
-        p.push(Problem::new(
-            origin,
-            "spec.listeners",
-            format!(
-                "{} listeners given; App Mesh allows several, but this control plane serves one per node and router so far",
-                ports.len()
-            ),
-        ));
-    }
+    let mut seen = BTreeSet::new();
     for (i, pm) in ports.iter().enumerate() {
-        range(
-            p,
-            origin,
-            &format!("spec.listeners[{i}].portMapping.port"),
-            pm.port,
-            limits::PORT,
-        );
+        let at = format!("spec.listeners[{i}].portMapping.port");
+        range(p, origin, &at, pm.port, limits::PORT);
+        if !seen.insert(pm.port) {
+            p.push(Problem::new(
+                origin,
+                at,
+                format!("port {} has another listener already", pm.port),
+            ));
+        }
     }
 }
 

@@ -50,15 +50,12 @@ fn add_gateway(mesh: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
-    require_root_for_netns();
-    let host = Host::create();
-    let dir = copy_of_shipped("gateway");
-    add_gateway(&dir.join("mesh"));
-    certificates(&dir, &host.host_ip);
+/// `serve` on the mesh in `dir`, and the gateway `ingress`'s Envoy in `host`, connected and
+/// in sync.
+async fn serve_with_gateway(dir: &Path, host: &Host) -> (Serve, tests::Guard, TempDir) {
+    certificates(dir, &host.host_ip);
     let serve = Serve::start(
-        &dir,
+        dir,
         &[
             "--xds-listen",
             &format!("{}:0", host.host_ip),
@@ -81,9 +78,7 @@ async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
         &serve.xds,
         &boot,
     );
-    let _envoy = host.envoy(&boot);
-    let (_gophers, _requester) = host.gophers();
-
+    let envoy = host.envoy(&boot);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut status = Value::Null;
     while Instant::now() < deadline {
@@ -100,6 +95,17 @@ async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
         "the gateway's Envoy did not get its configuration: {status}\n{}",
         serve.said()
     );
+    (serve, envoy, work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
+    require_root_for_netns();
+    let host = Host::create();
+    let dir = copy_of_shipped("gateway");
+    add_gateway(&dir.join("mesh"));
+    let _serve = serve_with_gateway(&dir, &host).await;
+    let (_gophers, _requester) = host.gophers();
 
     let http = client();
     let gateway = format!("http://{}:9080", host.task_ip);
@@ -156,4 +162,114 @@ async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
         .await
         .expect("answers");
     assert_eq!(r.status(), 404);
+}
+
+fn edit(mesh: &Path, file: &str, change: impl FnOnce(&mut Value)) {
+    let path = mesh.join(file);
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    change(&mut doc);
+    std::fs::write(&path, doc.to_string()).expect("write");
+}
+
+/// Several listeners: both distributor nodes also listen on 8081, a router `alt` listens
+/// on 8080 and 8081, and each of its routes serves the port its match names and sends to
+/// distributor-v1 on the listener its target's `port` names. Through the gateway (whose
+/// routes name the service's port), each port reaches its own app; the shipped routes,
+/// naming their targets' port, still split 90/10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_route_each_port_to_its_own_targets() {
+    require_root_for_netns();
+    let host = Host::create();
+    let dir = copy_of_shipped("gateway-ports");
+    let mesh = dir.join("mesh");
+    add_gateway(&mesh);
+    for node in ["distributor-v1", "distributor-v2"] {
+        edit(&mesh, &format!("virtual-nodes/{node}.json"), |d| {
+            let second = json!({"portMapping": {"port": 8081, "protocol": "http"}});
+            d["spec"]["listeners"]
+                .as_array_mut()
+                .expect("listeners")
+                .push(second);
+        });
+    }
+    for route in ["distributor", "distributor-canary"] {
+        edit(&mesh, &format!("routes/{route}.json"), |d| {
+            for t in d["spec"]["httpRoute"]["action"]["weightedTargets"]
+                .as_array_mut()
+                .expect("targets")
+            {
+                t["port"] = json!(8080);
+            }
+        });
+    }
+    write(
+        &mesh,
+        "virtual-routers/alt.json",
+        &json!({"meshName": "gophermesh", "virtualRouterName": "alt", "spec": {"listeners": [
+            {"portMapping": {"port": 8080, "protocol": "http"}},
+            {"portMapping": {"port": 8081, "protocol": "http"}}]}}),
+    );
+    for (name, port) in [("alt-80", 8080), ("alt-81", 8081)] {
+        write(
+            &mesh,
+            &format!("routes/{name}.json"),
+            &json!({"meshName": "gophermesh", "virtualRouterName": "alt", "routeName": name,
+                "spec": {"httpRoute": {"match": {"prefix": "/", "port": port},
+                    "action": {"weightedTargets": [{"virtualNode": "distributor-v1", "weight": 1, "port": port}]}}}}),
+        );
+        write(
+            &mesh,
+            &format!("gateway-routes/{name}.json"),
+            &json!({"meshName": "gophermesh", "virtualGatewayName": "ingress",
+                "gatewayRouteName": name, "spec": {"httpRoute": {
+                    "match": {"prefix": format!("/{name}/")},
+                    "action": {"target": {"virtualService": {
+                        "virtualServiceName": "alt.gophers.local"}, "port": port}}}}}),
+        );
+    }
+    write(
+        &mesh,
+        "virtual-services/alt.gophers.local.json",
+        &json!({"meshName": "gophermesh", "virtualServiceName": "alt.gophers.local",
+            "spec": {"provider": {"virtualRouter": {"virtualRouterName": "alt"}}}}),
+    );
+    let _serve = serve_with_gateway(&dir, &host).await;
+    let (_gophers, _requester) = host.gophers();
+    // On distributor-v1's address, port 8081 answers as "v2", so an answer tells which
+    // port of the node the request reached: both of `alt`'s routes go to distributor-v1,
+    // one on each port.
+    let _on_8081 = tests::Service::start_in(
+        Some(&host.name),
+        "distributor",
+        &["--listen", "127.0.0.2:8081", "--version-tag", "v2"],
+        &[],
+    );
+    let http = client();
+    let gateway = format!("http://{}:9080", host.task_ip);
+    for (path, version) in [("/alt-80/", "v1"), ("/alt-81/", "v2")] {
+        for _ in 0..50 {
+            let r = http
+                .get(format!("{gateway}{path}"))
+                .send()
+                .await
+                .expect("the gateway answers");
+            assert_eq!(r.status(), 200, "{path}: {:?}", r.text().await);
+            assert_eq!(r.headers()["x-gopher-version"], version, "{path}");
+        }
+    }
+    let (mut v1, mut v2) = (0u32, 0u32);
+    for _ in 0..400 {
+        let r = http
+            .get(format!("{gateway}/distributor/"))
+            .send()
+            .await
+            .expect("answers");
+        match r.headers()["x-gopher-version"].to_str() {
+            Ok("v1") => v1 += 1,
+            _ => v2 += 1,
+        }
+    }
+    let chi = (f64::from(v1) - 360.0).powi(2) / 360.0 + (f64::from(v2) - 40.0).powi(2) / 40.0;
+    assert!(chi < tests::CHI2_BOUND, "v1 {v1}, v2 {v2}");
 }

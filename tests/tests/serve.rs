@@ -333,12 +333,57 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
                 "timeout": {"perRequest": {"value": 2, "unit": "s"}}}}}),
         service("web.features.local", "web"),
         service("rpc.features.local", "rpc"),
+        // Several listeners: a node and a router on an http and a grpc port, each route
+        // and target naming its port.
+        json!({"meshName": "features", "virtualNodeName": "multi", "spec": {
+            "listeners": [
+                {"portMapping": {"port": 8080, "protocol": "http"},
+                 "connectionPool": {"http": {"maxConnections": 16}}},
+                {"portMapping": {"port": 9090, "protocol": "grpc"},
+                 "healthCheck": {"protocol": "grpc", "healthyThreshold": 2, "unhealthyThreshold": 2,
+                     "timeoutMillis": 2000, "intervalMillis": 5000}}
+            ],
+            "serviceDiscovery": {"dns": {"hostname": "multi.features.local"}}}}),
+        json!({"meshName": "features", "virtualRouterName": "both", "spec": {"listeners": [
+            {"portMapping": {"port": 8080, "protocol": "http"}},
+            {"portMapping": {"port": 9090, "protocol": "grpc"}}]}}),
+        json!({"meshName": "features", "virtualRouterName": "both", "routeName": "web", "spec": {
+            "httpRoute": {"match": {"prefix": "/", "port": 8080}, "action": {"weightedTargets": [
+                {"virtualNode": "multi", "weight": 1, "port": 8080}]}}}}),
+        json!({"meshName": "features", "virtualRouterName": "both", "routeName": "rpc", "spec": {
+            "grpcRoute": {"match": {"port": 9090}, "action": {"weightedTargets": [
+                {"virtualNode": "multi", "weight": 1, "port": 9090}]}}}}),
+        service("both.features.local", "both"),
         node(
             "client",
             "http",
             json!([{"virtualService": {"virtualServiceName": "web.features.local"}},
-                   {"virtualService": {"virtualServiceName": "rpc.features.local"}}]),
+                   {"virtualService": {"virtualServiceName": "rpc.features.local"}},
+                   {"virtualService": {"virtualServiceName": "both.features.local"}}]),
         ),
+        // A virtual gateway with an http and a grpc listener.
+        json!({"meshName": "features", "virtualGatewayName": "edge", "spec": {
+            "listeners": [
+                {"portMapping": {"port": 8000, "protocol": "http"},
+                 "connectionPool": {"http": {"maxConnections": 64}}},
+                {"portMapping": {"port": 8001, "protocol": "grpc"}}],
+            "logging": {"accessLog": {"file": {"path": "/dev/stdout"}}}}}),
+        json!({"meshName": "features", "virtualGatewayName": "edge", "gatewayRouteName": "web",
+            "spec": {"priority": 1, "httpRoute": {
+                "match": {"prefix": "/web/", "method": "GET",
+                    "headers": [{"name": "x-canary", "match": {"exact": "1"}}],
+                    "queryParameters": [{"name": "q", "match": {"exact": "1"}}]},
+                "action": {"target": {"virtualService": {"virtualServiceName": "web.features.local"}},
+                    "rewrite": {"prefix": {"value": "/api/"}, "hostname": {"defaultTargetHostname": "DISABLED"}}}}}}),
+        json!({"meshName": "features", "virtualGatewayName": "edge", "gatewayRouteName": "both",
+            "spec": {"httpRoute": {
+                "match": {"hostname": {"suffix": ".example"}, "path": {"exact": "/old"}},
+                "action": {"target": {"virtualService": {"virtualServiceName": "both.features.local"}, "port": 8080},
+                    "rewrite": {"path": {"exact": "/new"}}}}}}),
+        json!({"meshName": "features", "virtualGatewayName": "edge", "gatewayRouteName": "rpc",
+            "spec": {"grpcRoute": {
+                "match": {"serviceName": "gopher.Gopher", "metadata": [{"name": "x-canary", "match": {"prefix": "y"}}]},
+                "action": {"target": {"virtualService": {"virtualServiceName": "rpc.features.local"}}}}}}),
     ];
     let host = Host::create();
     let dir = copy_of_shipped("features");
@@ -346,8 +391,9 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
     certificates(&dir, &host.host_ip);
     let serve = start_serve(&dir, &host.host_ip);
 
-    // The client's Envoy and one server's of each protocol, each in a namespace of its own.
-    let nodes = ["client", "web-v1", "rpc-v1"];
+    // The client's Envoy, one server's of each protocol, the node of several listeners and
+    // the gateway, each in a namespace of its own.
+    let nodes = ["client", "web-v1", "rpc-v1", "multi", "virtualGateway/edge"];
     let hosts: Vec<Host> = nodes[1..]
         .iter()
         .map(|_| {
@@ -359,10 +405,13 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
     let work = TempDir::new("features-envoys");
     let mut envoys = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let boot = work.join(format!("{node}.json"));
+        let boot = work.join(format!("{}.json", node.replace('/', "-")));
         tests::serve::agent_bootstrap(
             &dir.join("ca.pem"),
-            &format!("mesh/features/virtualNode/{node}"),
+            &match node.strip_prefix("virtualGateway/") {
+                Some(gateway) => format!("mesh/features/virtualGateway/{gateway}"),
+                None => format!("mesh/features/virtualNode/{node}"),
+            },
             &serve.xds,
             &boot,
         );

@@ -186,7 +186,15 @@ fn both(
                 let rest = exact.strip_prefix(to.as_str())?;
                 out.path_specifier = Some(P::Path(format!("{from}{rest}")));
             }
-            // Refused by the mesh's checks: a regex cannot be moved across a rewrite.
+            // `to` + rest matches the regex when rest matches what follows `to` in it (the
+            // mesh's checks refuse a regex that does not begin with `to`).
+            P::SafeRegex(re) => {
+                let rest = meshmodel::mesh::strip_literal_prefix(&re.regex, to)?;
+                out.headers.push(path_regex(format!(
+                    "{}(?:{rest})",
+                    regex_lite::escape(from)
+                )));
+            }
             _ => return None,
         },
         PathRewrite::Exact { to, .. } => {
@@ -307,6 +315,7 @@ fn gateway_routes(
             snapshot,
             mesh_name,
             &node.virtual_node_name,
+            target.port,
             caller,
             clusters,
         );
@@ -461,6 +470,29 @@ mod tests {
             )
             .is_none()
         );
+        // A regex that begins with the rewritten prefix moves across as the rest of it.
+        let m = both(
+            &gateway,
+            at(P::SafeRegex(matcher::RegexMatcher {
+                regex: "/api/v[0-9]+/.*".into(),
+                ..Default::default()
+            })),
+            &prefix("/shop/", "/"),
+        )
+        .expect("satisfiable");
+        assert_eq!(m.path_specifier, Some(P::Prefix("/shop/".into())));
+        let Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(s)) =
+            &m.headers[0].header_match_specifier
+        else {
+            panic!("no :path condition: {m:?}")
+        };
+        let Some(matcher::string_matcher::MatchPattern::SafeRegex(re)) = &s.match_pattern else {
+            panic!("not a regex: {s:?}")
+        };
+        assert_eq!(re.regex, "(?:/shop/(?:api/v[0-9]+/.*))(?:\\?.*)?");
+        let full = regex_lite::Regex::new(&format!("^{}$", re.regex)).expect("compiles");
+        assert!(full.is_match("/shop/api/v2/x?q=1"));
+        assert!(!full.is_match("/shop/api/vx/x"));
     }
 
     #[test]
