@@ -13,7 +13,7 @@ require_tools
 use_self_hosted optional
 
 families() { for f in "$TASKDEFS_DIR"/*.json; do field "$f" family; done; }
-mesh_files() { find "$MESH_DIR/$1" -name '*.json' | sort -r; }
+mesh_files() { [ ! -d "$MESH_DIR/$1" ] || find "$MESH_DIR/$1" -name '*.json' | sort -r; }
 
 services() {
 if ! skipped services; then
@@ -70,6 +70,16 @@ delete_appmesh() { # kind, file, describe args...
     fi
 }
 mesh() {
+if ! skipped gateway-routes; then
+    for f in $(mesh_files gateway-routes); do
+        delete_appmesh gateway-route "$f" --mesh-name "$MESH_NAME" --virtual-gateway-name "$(field "$f" virtualGatewayName)" --gateway-route-name "$(field "$f" gatewayRouteName)"
+    done
+fi
+if ! skipped virtual-gateways; then
+    for f in $(mesh_files virtual-gateways); do
+        delete_appmesh virtual-gateway "$f" --mesh-name "$MESH_NAME" --virtual-gateway-name "$(field "$f" virtualGatewayName)"
+    done
+fi
 if ! skipped virtual-services; then
     for f in $(mesh_files virtual-services); do
         delete_appmesh virtual-service "$f" --mesh-name "$MESH_NAME" --virtual-service-name "$(field "$f" virtualServiceName)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Replays "AWS App Mesh - Step by Step" against an AWS account (or any endpoint that
-# speaks the same APIs): the mesh, virtual nodes, routers, routes and virtual services
-# from mesh/, the task definitions from taskdefs/ (rendered), a Cloud Map namespace with
-# a service per virtual node, and an ECS cluster with a Fargate service per task.
+# speaks the same APIs): the mesh, virtual nodes, routers, routes, virtual services, the
+# ingress gateway and its gateway routes from mesh/, the task definitions from taskdefs/
+# (rendered), a Cloud Map namespace with a service per virtual node and gateway, and an
+# ECS cluster with a Fargate service per task.
 #
 # With --self-hosted (App Mesh itself is gone since 2026-09-30), the App Mesh calls go to
 # the control plane deploy/control-plane.sh runs, and each task definition's Envoy gets
@@ -13,7 +14,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-STEPS=(mesh virtual-nodes virtual-routers routes virtual-services task-definitions cloud-map cluster services)
+STEPS=(mesh virtual-nodes virtual-routers routes virtual-services virtual-gateways gateway-routes task-definitions cloud-map cluster services)
 
 usage() {
     cat <<USAGE
@@ -59,9 +60,9 @@ apply_appmesh() {
         say "  created $kind $(basename "$file" .json)"
     fi
 }
-query() { case $1 in mesh) echo mesh.metadata.version ;; virtual-node) echo virtualNode.metadata.version ;; virtual-router) echo virtualRouter.metadata.version ;; route) echo route.metadata.version ;; virtual-service) echo virtualService.metadata.version ;; esac; }
+query() { case $1 in mesh) echo mesh.metadata.version ;; virtual-node) echo virtualNode.metadata.version ;; virtual-router) echo virtualRouter.metadata.version ;; route) echo route.metadata.version ;; virtual-service) echo virtualService.metadata.version ;; virtual-gateway) echo virtualGateway.metadata.version ;; gateway-route) echo gatewayRoute.metadata.version ;; esac; }
 
-mesh_files() { find "$MESH_DIR/$1" -name '*.json' | sort; }
+mesh_files() { [ ! -d "$MESH_DIR/$1" ] || find "$MESH_DIR/$1" -name '*.json' | sort; }
 
 if ! skipped mesh; then
     step mesh "create-mesh $MESH_NAME"
@@ -98,6 +99,18 @@ if ! skipped virtual-services; then
         apply_appmesh virtual-service "$f" --mesh-name "$(field "$f" meshName)" --virtual-service-name "$(field "$f" virtualServiceName)"
     done
 fi
+if ! skipped virtual-gateways; then
+    step virtual-gateways "create-virtual-gateway, one per file in mesh/virtual-gateways"
+    for f in $(mesh_files virtual-gateways); do
+        apply_appmesh virtual-gateway "$f" --mesh-name "$(field "$f" meshName)" --virtual-gateway-name "$(field "$f" virtualGatewayName)"
+    done
+fi
+if ! skipped gateway-routes; then
+    step gateway-routes "create-gateway-route, one per file in mesh/gateway-routes"
+    for f in $(mesh_files gateway-routes); do
+        apply_appmesh gateway-route "$f" --mesh-name "$(field "$f" meshName)" --virtual-gateway-name "$(field "$f" virtualGatewayName)" --gateway-route-name "$(field "$f" gatewayRouteName)"
+    done
+fi
 
 RENDERED=$(mktemp -d)
 trap 'rm -rf "$RENDERED"' EXIT
@@ -114,11 +127,13 @@ if ! skipped task-definitions; then
     done
 fi
 
-# Cloud Map service names: one per virtual node (its DNS hostname's first label), plus
-# one per virtual service, so that the virtual service's name resolves in the VPC.
+# Cloud Map service names: one per virtual node (its DNS hostname's first label), one per
+# virtual service, so that the virtual service's name resolves in the VPC, and one per
+# virtual gateway (`ingress.NAMESPACE`, where its task is found).
 cloudmap_names() {
     for f in $(mesh_files virtual-nodes); do field "$f" spec.serviceDiscovery.dns.hostname; done | sed "s/\.$NAMESPACE\$//"
     for f in $(mesh_files virtual-services); do field "$f" virtualServiceName; done | sed "s/\.$NAMESPACE\$//"
+    for f in $(mesh_files virtual-gateways); do field "$f" virtualGatewayName; done
 }
 
 if ! skipped cloud-map; then
@@ -162,18 +177,25 @@ if ! skipped services; then
     : "${SECURITY_GROUPS:?set SECURITY_GROUPS (comma-separated) for the Fargate services (or --skip services)}"
     for f in "$RENDERED"/*.json; do
         family=$(field "$f" family)
-        node=$(python3 - "$f" <<'PY'
+        # "virtualNode NAME" or "virtualGateway NAME": what the Envoy container serves (a
+        # gateway's task has no proxy configuration; its only container is Envoy).
+        read -r kind node < <(python3 - "$f" <<'PY'
 import json, sys
 td = json.load(open(sys.argv[1]))
-envoy = td["proxyConfiguration"]["containerName"]
+envoy = td.get("proxyConfiguration", {}).get("containerName")
 for c in td["containerDefinitions"]:
-    if c["name"] == envoy:
+    if envoy is None or c["name"] == envoy:
         for kv in c.get("environment", []):
             if kv["name"] in ("APPMESH_RESOURCE_ARN", "APPMESH_VIRTUAL_NODE_NAME"):
-                print(kv["value"].rsplit("/", 1)[-1])
+                kind, name = kv["value"].split("/")[-2:]
+                print(kind, name)
 PY
 )
-        hostname=$(field "$MESH_DIR/virtual-nodes/$node.json" spec.serviceDiscovery.dns.hostname)
+        if [ "$kind" = virtualGateway ]; then
+            hostname=$node.$NAMESPACE
+        else
+            hostname=$(field "$MESH_DIR/virtual-nodes/$node.json" spec.serviceDiscovery.dns.hostname)
+        fi
         registry=$(cloudmap_service_arn "${hostname%."$NAMESPACE"}")
         status=$(awscli ecs describe-services --cluster "$CLUSTER" --services "$family" --query 'services[0].status' --output text 2>/dev/null || true)
         if [ "$status" = ACTIVE ]; then
@@ -188,4 +210,4 @@ PY
         fi
     done
 fi
-say "done. From an instance in the VPC: curl http://requester.$NAMESPACE:8080/ and curl 'http://requester.$NAMESPACE:8080/compare?n=200'"
+say "done. From an instance in the VPC: curl http://requester.$NAMESPACE:8080/ and curl 'http://requester.$NAMESPACE:8080/compare?n=200'; through the ingress gateway: curl http://ingress.$NAMESPACE:9080/distributor/"

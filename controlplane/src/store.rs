@@ -17,7 +17,7 @@ use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHea
 use crate::placement::Placement;
 
 /// How long a change is made again while other replicas keep storing theirs first.
-pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// One consistent state of the mesh, as served to Envoy.
 #[derive(Debug, Clone, Default)]
@@ -201,8 +201,9 @@ impl Store {
     /// new metadata versions, are written to the durable store (if any) in one transaction,
     /// and then the snapshot is published. Changes are serialized; when another replica
     /// stored a change first, its state is loaded and published and `change` is made again
-    /// on top of it, for up to [`CONFLICT_BUDGET`] (a replica whose peer writes without
-    /// pause can lose several rounds in a row).
+    /// on top of it, after a random pause that grows with each round lost (up to 32 ms),
+    /// for up to [`CONFLICT_BUDGET`] (a replica whose peer writes without pause can lose
+    /// several rounds in a row).
     pub fn update_with<E>(
         &self,
         mut change: impl FnMut(&Snapshot) -> Result<Next, E>,
@@ -212,6 +213,7 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let started = std::time::Instant::now();
+        let mut lost = 0u32;
         loop {
             let current = self.current();
             let next = change(&current).map_err(UpdateError::Refused)?;
@@ -228,6 +230,13 @@ impl Store {
                     return Ok(next);
                 }
                 Err(PersistError::Conflict) if started.elapsed() < CONFLICT_BUDGET => {
+                    // A random pause, longer after each round lost, so that two replicas
+                    // writing without pause take turns instead of one winning every race.
+                    lost += 1;
+                    let ceiling = 1u64 << lost.min(5);
+                    std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(
+                        0..=ceiling,
+                    )));
                     self.reload(durable).map_err(UpdateError::Storage)?;
                 }
                 Err(e) => return Err(UpdateError::Storage(e)),

@@ -42,9 +42,7 @@ pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Li
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
-/// How a virtual gateway's Envoy is named where virtual nodes' Envoys are named by their
-/// node: `virtualGateway/NAME` (no virtual node name has a `/`).
-pub const GATEWAY_PREFIX: &str = "virtualGateway/";
+pub use meshmodel::GATEWAY_PREFIX;
 
 /// App Mesh's per-request timeout when a route gives none.
 pub const DEFAULT_PER_REQUEST: Duration = Duration::from_secs(15);

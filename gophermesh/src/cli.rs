@@ -253,6 +253,11 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "REQUESTER_PORT", default_value_t = 8080)]
     pub(crate) requester_port: u16,
 
+    /// Where a virtual gateway's task (the first, when there are several) is published on
+    /// 127.0.0.1, on its first listener; 0 picks a free one.
+    #[arg(long, env = "GATEWAY_PORT", default_value_t = 9080)]
+    pub(crate) gateway_port: u16,
+
     /// Loopback port of the control API (`status`, `route set`, `apply` talk to it); 0 picks
     /// a free one.
     #[arg(long, env = "GOPHERMESH_CONTROL_PORT", default_value_t = 9990)]

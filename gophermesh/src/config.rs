@@ -45,6 +45,8 @@ pub struct UpConfig {
     pub source: Source,
     /// Where the requester is published on 127.0.0.1 (0: any free port).
     pub requester_port: u16,
+    /// Where the first virtual gateway's task is published on 127.0.0.1 (0: any free port).
+    pub gateway_port: u16,
     /// Loopback port of the control API (0: any free port).
     pub control_port: u16,
     /// Port of the ADS server (0: any free port).

@@ -507,6 +507,11 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
         .find_map(|n| n.split_once('.').map(|(_, rest)| rest.to_owned()))
         .unwrap_or_else(|| "local".to_owned());
     for task in tasks {
+        // A gateway's task is Envoy alone: nothing of it runs under Service Connect (its
+        // loss is reported with the gateway's).
+        if task.gateway().is_some() {
+            continue;
+        }
         let node = mesh.virtual_nodes.get(&task.virtual_node);
         let discovery = node
             .and_then(|n| n.value.spec.service_discovery.as_ref())

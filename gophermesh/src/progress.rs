@@ -28,6 +28,8 @@ pub const CONTROL_API: &str = "control API on ";
 pub const APPMESH_API: &str = "App Mesh API on ";
 /// How `up`'s banner says where the requester answers.
 pub const REQUESTER_AT: &str = "The requester answers at ";
+/// What the banner says before the published ingress gateway's URL.
+pub const GATEWAY_AT: &str = "The ingress gateway answers at ";
 
 /// The addresses a `gophermesh up` printed in its banner, for programs that start one
 /// with port 0 (the benchmark, the tests).
@@ -37,6 +39,8 @@ pub struct UpAddresses {
     pub xds: Option<String>,
     /// `http://127.0.0.1:PORT` of the published requester.
     pub requester: Option<String>,
+    /// `http://127.0.0.1:PORT` of the published ingress gateway, when there is one.
+    pub gateway: Option<String>,
     /// `http://ADDR` of the control API.
     pub control: Option<String>,
     /// `http://ADDR` of the App Mesh API.
@@ -60,6 +64,9 @@ impl UpAddresses {
         }
         if let Some(url) = url_after(REQUESTER_AT) {
             self.requester = Some(url);
+        }
+        if let Some(url) = url_after(GATEWAY_AT) {
+            self.gateway = Some(url);
         }
         if let Some(url) = url_after(CONTROL_API) {
             self.control = Some(url);

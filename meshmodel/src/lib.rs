@@ -25,7 +25,7 @@ pub mod resource;
 pub mod taskdef;
 
 pub use mesh::Mesh;
-pub use node_id::{gateway_from_id, node_from_id, node_id};
+pub use node_id::{GATEWAY_PREFIX, gateway_from_id, node_from_id, node_id};
 pub use problem::{Problem, Problems};
 pub use resource::{Key, Kind, Resource};
 

@@ -1880,7 +1880,24 @@ mod tests {
                 "distributor-canary".into(),
             ))
             .expect("the canary route can be deleted");
+        // The gateway route that targets the service holds it until it goes.
+        assert!(
+            matches!(
+                without_route.remove(&Key::VirtualService("distributor.gophers.local".into())),
+                Err(RemoveError::InUse(m)) if m.contains("gateway route ingress/distributor")
+            ),
+            "a service a gateway route targets is in use"
+        );
+        assert!(
+            matches!(
+                mesh.remove(&Key::VirtualGateway("ingress".into())),
+                Err(RemoveError::InUse(m)) if m.contains("gateway route ingress/requester")
+            ),
+            "a gateway with routes is in use"
+        );
         let without_service = without_route
+            .remove(&Key::GatewayRoute("ingress".into(), "distributor".into()))
+            .expect("a gateway route can be deleted")
             .remove(&Key::VirtualService("distributor.gophers.local".into()))
             .expect("a service can be deleted");
         assert!(

@@ -3,9 +3,18 @@
 //! App Mesh's Envoy sends `mesh/M/virtualNode/N`, or the node's ARN
 //! (`arn:aws:appmesh:R:A:mesh/M/virtualNode/N`), as its node id.
 
-/// The Envoy node id for virtual node `node` of `mesh`, as App Mesh names it.
+/// How a virtual gateway's Envoy is named where virtual nodes' Envoys are named by their
+/// node (tasks, placements, statuses): `virtualGateway/NAME` (no virtual node name has a
+/// `/`).
+pub const GATEWAY_PREFIX: &str = "virtualGateway/";
+
+/// The Envoy node id for virtual node `node` of `mesh` (or for `virtualGateway/G`), as App
+/// Mesh names it.
 pub fn node_id(mesh: &str, node: &str) -> String {
-    format!("mesh/{mesh}/virtualNode/{node}")
+    match node.strip_prefix(GATEWAY_PREFIX) {
+        Some(gateway) => format!("mesh/{mesh}/virtualGateway/{gateway}"),
+        None => format!("mesh/{mesh}/virtualNode/{node}"),
+    }
 }
 
 /// The mesh and virtual node an Envoy's node id names (`mesh/M/virtualNode/N`, or the
@@ -60,5 +69,9 @@ mod tests {
             Some(("m", "ingress"))
         );
         assert_eq!(gateway_from_id("mesh/m/virtualNode/n"), None);
+        assert_eq!(
+            gateway_from_id(&node_id("m", "virtualGateway/in")),
+            Some(("m", "in"))
+        );
     }
 }

@@ -13,14 +13,27 @@ use crate::problem::{Problem, Problems};
 pub struct Task {
     pub origin: String,
     pub definition: TaskDefinition,
-    /// The mesh and virtual node its Envoy serves.
+    /// The mesh and virtual node its Envoy serves, or `virtualGateway/G` for a virtual
+    /// gateway's task ([`crate::GATEWAY_PREFIX`]).
     pub mesh_name: String,
     pub virtual_node: String,
-    /// The APPMESH proxy configuration.
+    /// The APPMESH proxy configuration. A virtual gateway's task has none (its Envoy listens
+    /// on the gateway's ports itself): it is described here by its Envoy container, the
+    /// gateway's first listener port as its ingress and no app ports.
     pub proxy: AppMeshProxy,
 }
 
 impl Task {
+    /// The virtual gateway this task runs (Envoy alone), if it is a gateway's.
+    pub fn gateway(&self) -> Option<&str> {
+        self.virtual_node.strip_prefix(crate::GATEWAY_PREFIX)
+    }
+
+    /// The node's name as files and logs take it (`virtualGateway-G` for a gateway).
+    pub fn file_stem(&self) -> String {
+        self.virtual_node.replace('/', "-")
+    }
+
     /// The containers other than Envoy, in the order the task definition lists them.
     pub fn app_containers(&self) -> impl Iterator<Item = &crate::ecs::ContainerDefinition> {
         self.definition
@@ -162,6 +175,13 @@ fn check_tasks(
                 ),
             ));
         }
+        // A virtual gateway's task: Envoy alone, no proxy configuration.
+        if td.proxy_configuration.is_none() {
+            if let Some(task) = gateway_task(&mut p, mesh, origin, td, require_nodes) {
+                out.push(task);
+                continue;
+            }
+        }
         let proxy = match td.appmesh_proxy(origin) {
             Ok(proxy) => proxy,
             Err(Problems(mut more)) => {
@@ -289,6 +309,114 @@ fn check_tasks(
     } else {
         Err(Problems(p))
     }
+}
+
+/// The task of a virtual gateway, when `td` is one: a single container whose
+/// `APPMESH_RESOURCE_ARN` names a virtual gateway (as App Mesh's ingress gateways ran on
+/// ECS: the Envoy image alone, its port mappings the gateway's listener ports). `None`
+/// when it is not a gateway's (it is then checked as a node's); problems go to `p`.
+fn gateway_task(
+    p: &mut Vec<Problem>,
+    mesh: &Mesh,
+    origin: &str,
+    td: &TaskDefinition,
+    require_nodes: bool,
+) -> Option<Task> {
+    let (index, envoy, value) =
+        td.container_definitions
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| {
+                c.env("APPMESH_RESOURCE_ARN")
+                    .or_else(|| c.env("APPMESH_VIRTUAL_NODE_NAME"))
+                    .filter(|(_, v)| crate::gateway_from_id(v).is_some())
+                    .map(|(_, v)| (i, c, v))
+            })?;
+    let (gateway_mesh, gateway) = crate::gateway_from_id(value)?;
+    if td.container_definitions.len() > 1 {
+        p.push(Problem::new(
+            origin,
+            "containerDefinitions",
+            format!(
+                "a virtual gateway's task runs Envoy alone; `{}` is not the only container",
+                envoy.name
+            ),
+        ));
+    }
+    if let Some(name) = mesh.name() {
+        if gateway_mesh != name {
+            p.push(Problem::new(
+                origin,
+                format!("containerDefinitions[{index}].environment"),
+                format!("names mesh `{gateway_mesh}`, but the mesh is `{name}`"),
+            ));
+        }
+    }
+    if envoy.health_check.is_none() {
+        p.push(Problem::new(
+            origin,
+            format!("containerDefinitions[{index}].healthCheck"),
+            "missing: without a health check Envoy never becomes HEALTHY",
+        ));
+    }
+    let ports: Vec<i64> = match mesh.virtual_gateways.get(gateway) {
+        Some(g) => g
+            .value
+            .spec
+            .listeners
+            .iter()
+            .map(|l| l.port_mapping.port)
+            .collect(),
+        None if require_nodes => {
+            p.push(Problem::new(
+                origin,
+                format!("containerDefinitions[{index}].environment"),
+                format!(
+                    "virtual gateway `{gateway}` does not exist (known: {})",
+                    mesh.virtual_gateways
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            return None;
+        }
+        None => Vec::new(),
+    };
+    for (i, pm) in envoy.port_mappings.iter().enumerate() {
+        if let Some(port) = pm.container_port {
+            if !ports.is_empty() && !ports.contains(&port) {
+                p.push(Problem::new(
+                    origin,
+                    format!("containerDefinitions[{index}].portMappings[{i}].containerPort"),
+                    format!(
+                        "port {port} is not a listener port of virtual gateway `{gateway}` ({ports:?})"
+                    ),
+                ));
+            }
+        }
+    }
+    let first = ports
+        .first()
+        .and_then(|p| u16::try_from(*p).ok())
+        .unwrap_or(0);
+    Some(Task {
+        origin: origin.to_owned(),
+        definition: td.clone(),
+        mesh_name: gateway_mesh.to_owned(),
+        virtual_node: format!("{}{gateway}", crate::GATEWAY_PREFIX),
+        proxy: AppMeshProxy {
+            container_name: envoy.name.clone(),
+            ignored_uid: None,
+            ignored_gid: None,
+            proxy_ingress_port: first,
+            proxy_egress_port: 15001,
+            app_ports: Vec::new(),
+            egress_ignored_ips: Vec::new(),
+            egress_ignored_ports: Vec::new(),
+        },
+    })
 }
 
 /// AppPorts must be the node's listener ports.

@@ -278,6 +278,8 @@ pub struct LocalMesh {
     pub dir: PathBuf,
     child: Option<Child>,
     pub requester: String,
+    /// The published ingress gateway, when a virtual gateway's task runs.
+    pub gateway: Option<String>,
     pub control: String,
     /// The App Mesh API (`--endpoint-url`).
     pub api: String,
@@ -386,6 +388,8 @@ impl LocalMesh {
                 "up",
                 "--requester-port",
                 "0",
+                "--gateway-port",
+                "0",
                 "--control-port",
                 "0",
                 "--api-port",
@@ -437,6 +441,7 @@ impl LocalMesh {
             dir: dir.to_path_buf(),
             child: Some(child),
             requester: String::new(),
+            gateway: None,
             control: String::new(),
             api: String::new(),
             output,
@@ -463,6 +468,7 @@ impl LocalMesh {
             }
         }
         let seen = addresses.lock().expect("lock").clone();
+        mesh.gateway = seen.gateway.clone();
         // With --control-plane, no control plane (nor its APIs) runs in `up`.
         let elsewhere = mesh.output().contains("control plane: elsewhere");
         match (seen.requester, seen.control, seen.appmesh) {

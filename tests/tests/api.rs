@@ -526,7 +526,8 @@ async fn acknowledged_writes_survive_kill_9() {
             .filter_map(|p| p["pid"].as_u64())
             .collect()
     };
-    assert_eq!(pids.len(), 6);
+    // Three tasks of an Envoy and an app, and the ingress gateway's Envoy.
+    assert_eq!(pids.len(), 7);
     // kill -9 of the control plane: its children follow it (parent-death signal).
     assert!(
         Command::new("kill")
@@ -747,12 +748,12 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
     };
     let gateway = write(
         "gateway.json",
-        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "ingress", "spec": {
+        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "edge", "spec": {
             "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]
         }}),
     );
     let route = |name: &str, prefix: &str, service: &str| {
-        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "ingress",
+        serde_json::json!({"meshName": "gophermesh", "virtualGatewayName": "edge",
         "gatewayRouteName": name, "spec": {"httpRoute": {
             "match": {"prefix": prefix},
             "action": {"target": {"virtualService": {"virtualServiceName": service}}}
@@ -768,7 +769,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
     assert!(
         data["metadata"]["arn"]
             .as_str()
-            .is_some_and(|a| a.ends_with(":mesh/gophermesh/virtualGateway/ingress")),
+            .is_some_and(|a| a.ends_with(":mesh/gophermesh/virtualGateway/edge")),
         "{created}"
     );
     for i in 0..3 {
@@ -781,10 +782,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             ),
         );
         let out = aws(&api, &["create-gateway-route", "--cli-input-json", &file]);
-        assert_eq!(
-            out["gatewayRoute"]["virtualGatewayName"], "ingress",
-            "{out}"
-        );
+        assert_eq!(out["gatewayRoute"]["virtualGatewayName"], "edge", "{out}");
         assert_eq!(
             out["gatewayRoute"]["spec"]["httpRoute"]["match"]["prefix"],
             format!("/p{i}/")
@@ -798,7 +796,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             "--mesh-name",
             "gophermesh",
             "--virtual-gateway-name",
-            "ingress",
+            "edge",
             "--page-size",
             "1",
         ],
@@ -810,13 +808,22 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
         .filter_map(|r| r["gatewayRouteName"].as_str())
         .collect();
     assert_eq!(names, ["r0", "r1", "r2"], "{listed}");
+    let gateway_names = |gateways: &Value| -> Vec<String> {
+        gateways["virtualGateways"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|g| g["virtualGatewayName"].as_str().map(str::to_owned))
+            .collect()
+    };
     let gateways = aws(
         &api,
         &["list-virtual-gateways", "--mesh-name", "gophermesh"],
     );
     assert_eq!(
-        gateways["virtualGateways"][0]["virtualGatewayName"],
-        "ingress"
+        gateway_names(&gateways),
+        ["edge", "ingress"],
+        "the new gateway and the shipped one"
     );
 
     // Update bumps the version; describe shows the change.
@@ -835,7 +842,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             "--mesh-name",
             "gophermesh",
             "--virtual-gateway-name",
-            "ingress",
+            "edge",
             "--gateway-route-name",
             "r0",
         ],
@@ -862,7 +869,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
         &api,
         &["create-gateway-route", "--cli-input-json", &grpc],
         "BadRequestException",
-        "virtual gateway `ingress` has no grpc listener (it has: http 9080)",
+        "virtual gateway `edge` has no grpc listener (it has: http 9080)",
     );
     aws_fails(
         &api,
@@ -886,10 +893,10 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             "--mesh-name",
             "gophermesh",
             "--virtual-gateway-name",
-            "ingress",
+            "edge",
         ],
         "ResourceInUseException",
-        "gateway route ingress/r0",
+        "gateway route edge/r0",
     );
     aws_fails(
         &api,
@@ -901,7 +908,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             "distributor.gophers.local",
         ],
         "ResourceInUseException",
-        "gateway route ingress/r1",
+        "gateway route edge/r1",
     );
     for i in 0..3 {
         let out = aws(
@@ -911,7 +918,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
                 "--mesh-name",
                 "gophermesh",
                 "--virtual-gateway-name",
-                "ingress",
+                "edge",
                 "--gateway-route-name",
                 &format!("r{i}"),
             ],
@@ -925,7 +932,7 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
             "--mesh-name",
             "gophermesh",
             "--virtual-gateway-name",
-            "ingress",
+            "edge",
         ],
     );
     assert_eq!(out["virtualGateway"]["status"]["status"], "DELETED");
@@ -933,5 +940,5 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
         &api,
         &["list-virtual-gateways", "--mesh-name", "gophermesh"],
     );
-    assert_eq!(gateways["virtualGateways"], serde_json::json!([]));
+    assert_eq!(gateway_names(&gateways), ["ingress"]);
 }

@@ -54,6 +54,8 @@ fn every_shipped_file_passes_botocore_validation() {
             "virtual-routers" => "CreateVirtualRouter",
             "routes" => "CreateRoute",
             "virtual-services" => "CreateVirtualService",
+            "virtual-gateways" => "CreateVirtualGateway",
+            "gateway-routes" => "CreateGatewayRoute",
             other => panic!("unexpected folder mesh/{other}"),
         };
         args.extend(["appmesh".into(), op.into(), file.display().to_string()]);
@@ -67,7 +69,7 @@ fn every_shipped_file_passes_botocore_validation() {
         ]);
         count += 1;
     }
-    assert_eq!(count, 14, "11 mesh files and 3 task definitions");
+    assert_eq!(count, 18, "14 mesh files and 4 task definitions");
     let out = Command::new(tool("python"))
         .arg(root.join("tests/tools/botocore_validate.py"))
         .args(&args)
@@ -491,14 +493,18 @@ fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
     render_with(&plain, &taskdefs, None, &[]);
     render_with(&pointed, &taskdefs, Some("xds.gophers.local:15010"), &[]);
     let files = json_files(&plain);
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     for file in files {
         let name = file.file_name().expect("name");
         let read = |p: &Path| -> Value {
             serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
         };
         let (before, mut after) = (read(&file), read(&pointed.join(name)));
-        let envoy = after["proxyConfiguration"]["containerName"].clone();
+        // The container the proxy configuration names; a gateway's task has only Envoy.
+        let envoy = match &after["proxyConfiguration"]["containerName"] {
+            Value::Null => after["containerDefinitions"][0]["name"].clone(),
+            name => name.clone(),
+        };
         let container = after["containerDefinitions"]
             .as_array_mut()
             .expect("containers")

@@ -16,10 +16,12 @@ fn write(dir: &Path, file: &str, doc: &Value) {
     std::fs::write(&path, serde_json::to_vec_pretty(doc).expect("json")).expect("write");
 }
 
-/// The ingress gateway the tests add to the shipped mesh: http on 9080, `/distributor/`
-/// to the distributor's virtual service (prefix rewritten to `/`), and `/gophers/` only
-/// for the host `gophers.example`.
+/// The ingress gateway of the shipped mesh with the tests' gateway routes instead of its
+/// own: http on 9080, `/distributor/` to the distributor's virtual service (prefix
+/// rewritten to `/`), and `/gophers/` only for the host `gophers.example`.
 fn add_gateway(mesh: &Path) {
+    // In place of the shipped gateway routes.
+    let _ = std::fs::remove_dir_all(mesh.join("gateway-routes"));
     write(
         mesh,
         "virtual-gateways/ingress.json",

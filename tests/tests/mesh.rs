@@ -98,6 +98,51 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         "a 50/50 hypothesis must be rejected, chi-square {chi_50:.2}"
     );
 
+    // Into the mesh through the ingress gateway's task: `/distributor/` gets the
+    // distributor's routes (90/10, the prefix rewritten to `/`), the rest the requester.
+    if mode == Mode::Containers {
+        assert!(
+            out.contains("is not started: --containers runs the nodes' tasks only"),
+            "{out}"
+        );
+    } else {
+        let gateway = mesh
+            .gateway
+            .clone()
+            .unwrap_or_else(|| panic!("the ingress gateway was not published:\n{out}"));
+        let (mut v1, mut v2) = (0.0f64, 0.0f64);
+        for _ in 0..400 {
+            let r = client()
+                .get(format!("{gateway}/distributor/"))
+                .send()
+                .await
+                .expect("the gateway answers");
+            assert_eq!(r.status(), 200);
+            match r.headers().get("x-gopher-version").map(|v| v.as_bytes()) {
+                Some(b"v1") => v1 += 1.0,
+                Some(b"v2") => v2 += 1.0,
+                other => panic!("an answer from no version: {other:?}"),
+            }
+        }
+        let chi = (v1 - 360.0).powi(2) / 360.0 + (v2 - 40.0).powi(2) / 40.0;
+        assert!(
+            chi < CHI2_BOUND,
+            "not 90/10 through the gateway: v1 {v1}, v2 {v2}"
+        );
+        let text = client()
+            .get(format!("{gateway}/"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.starts_with("distributor v"),
+            "the requester behind the gateway: {text}"
+        );
+    }
+
     // Shift everything to v2, then to v1.
     shift_all(&mesh, "v2", "v1", &[]).await;
     shift_all(&mesh, "v1", "v2", &["--save"]).await;
@@ -172,9 +217,12 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     let (code, status) = mesh.cli(&["status", "--json"]);
     assert_eq!(code, 0, "{status}");
     let status: Value = serde_json::from_str(&status).expect("status json");
+    // An Envoy and an app per node's task, and the gateway's Envoy (not run by
+    // --containers yet).
+    let processes = if mode == Mode::Containers { 6 } else { 7 };
     assert_eq!(
         status["processes"].as_array().map(Vec::len),
-        Some(6),
+        Some(processes),
         "{status}"
     );
     for node in ["requester", "distributor-v1", "distributor-v2"] {
@@ -452,7 +500,11 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         .iter()
         .filter_map(|p| p["pid"].as_u64())
         .collect();
-    assert_eq!(pids.len(), 6);
+    assert_eq!(
+        pids.len(),
+        7,
+        "three tasks of two processes, the gateway's Envoy"
+    );
     assert_eq!(
         mesh.stop(Duration::from_secs(30)),
         Some(0),
@@ -469,7 +521,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
     if mode == Mode::Netns {
         assert!(
             mesh.output()
-                .contains("removed the APPMESH rules and 4 network namespaces"),
+                .contains("removed the APPMESH rules and 5 network namespaces"),
             "{}",
             mesh.output()
         );

@@ -99,7 +99,7 @@ async fn two_replicas_seed_one_table_once_and_lose_none_of_200_concurrent_writes
         .count();
     let restored = [&said_a, &said_b]
         .iter()
-        .filter(|s| s.contains("11 resources restored from dynamodb://"))
+        .filter(|s| s.contains("14 resources restored from dynamodb://"))
         .count();
     assert_eq!(
         (seeded, restored),

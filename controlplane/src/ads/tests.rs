@@ -352,6 +352,19 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     let listeners = ecs.next().await.expect("listeners");
     assert_eq!(listeners.resources.len(), 2);
     assert_eq!(ads.statuses.snapshot()["requester"].problem, None);
+    // The shipped ingress gateway's Envoy gets its listener.
+    let mut gateway = open_on(&ads, "10.0.1.7:40000");
+    gateway
+        .send(ask(
+            "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualGateway/ingress",
+        ))
+        .await;
+    let listeners = gateway.next().await.expect("listeners");
+    assert_eq!(listeners.resources.len(), 1);
+    assert_eq!(
+        ads.statuses.snapshot()["virtualGateway/ingress"].problem,
+        None
+    );
 
     for (id, node, words) in [
         (
@@ -365,9 +378,9 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
             "names no virtual node",
         ),
         (
-            "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualGateway/ingress",
-            "virtualGateway/ingress",
-            "names no virtual gateway `ingress`",
+            "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualGateway/nowhere",
+            "virtualGateway/nowhere",
+            "names no virtual gateway `nowhere`",
         ),
     ] {
         let mut stray = open_on(&ads, "10.0.1.6:40000");

@@ -1,7 +1,8 @@
 //! A virtual gateway's Envoy: Envoy alone, no app, for traffic entering the mesh.
 //!
 //! For virtual gateway `G` of mesh `M`, per gateway listener (port `P`, protocol `proto`):
-//! - listener `lds_ingress_0.0.0.0_P` (TLS from the listener's `tls`), routed by RDS;
+//! - listener `lds_ingress_0.0.0.0_P` (TLS from the listener's `tls`), routed by RDS (on
+//!   the task's own address instead of 0.0.0.0 where `up` runs it on loopback);
 //! - route configuration `rds_ingress_proto_P` with one virtual host for every host, whose
 //!   routes are the gateway routes (priority order) of that protocol and port.
 //!
@@ -357,6 +358,9 @@ pub(super) fn for_gateway(snapshot: &Snapshot, gateway: &str) -> Option<NodeReso
         .as_ref()
         .and_then(|d| d.client_policy.as_ref())
         .and_then(|p| p.tls.as_ref());
+    let place = snapshot
+        .placements
+        .get(&format!("{}{gateway}", super::GATEWAY_PREFIX));
     let mut out = NodeResources::default();
     let mut clusters = BTreeMap::new();
     for l in &gw.spec.listeners {
@@ -367,7 +371,9 @@ pub(super) fn for_gateway(snapshot: &Snapshot, gateway: &str) -> Option<NodeReso
             pool: l.connection_pool.as_ref(),
         };
         let route_name = format!("rds_ingress_{}_{port}", protocol.as_str());
-        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        // On every address (as on ECS), or on the address of the task `up` placed it in.
+        let ip = place.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.ingress.ip());
+        let addr = SocketAddr::new(ip, port);
         let listener_name = format!("lds_ingress_{}_{}", addr.ip(), port);
         let mut listener = http_listener(
             &listener_name,

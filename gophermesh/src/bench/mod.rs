@@ -254,6 +254,8 @@ impl Bench {
             .args([
                 "--requester-port",
                 "0",
+                "--gateway-port",
+                "0",
                 "--control-port",
                 "0",
                 "--api-port",

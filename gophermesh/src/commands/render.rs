@@ -48,19 +48,26 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Sets `APPMESH_XDS_ENDPOINT` on the Envoy container of task definition `doc` (the one
-/// its `proxyConfiguration` names); whether it has one.
+/// its `proxyConfiguration` names, or, in a virtual gateway's task, which has none, the
+/// container that names its resource); whether it has one.
 fn point_envoy_at(doc: &mut serde_json::Value, endpoint: &str) -> bool {
     use serde_json::{Value, json};
-    let Some(envoy) = doc["proxyConfiguration"]["containerName"]
+    let envoy = doc["proxyConfiguration"]["containerName"]
         .as_str()
-        .map(ToOwned::to_owned)
-    else {
-        return false;
+        .map(ToOwned::to_owned);
+    let names_resource = |c: &Value| {
+        c["environment"].as_array().is_some_and(|env| {
+            env.iter().any(|v| {
+                v["name"] == "APPMESH_RESOURCE_ARN" || v["name"] == "APPMESH_VIRTUAL_NODE_NAME"
+            })
+        })
     };
-    let Some(container) = doc["containerDefinitions"]
-        .as_array_mut()
-        .and_then(|cs| cs.iter_mut().find(|c| c["name"] == envoy.as_str()))
-    else {
+    let Some(container) = doc["containerDefinitions"].as_array_mut().and_then(|cs| {
+        cs.iter_mut().find(|c| match &envoy {
+            Some(name) => c["name"] == name.as_str(),
+            None => names_resource(c),
+        })
+    }) else {
         return false;
     };
     let variable = json!({"name": "APPMESH_XDS_ENDPOINT", "value": endpoint});

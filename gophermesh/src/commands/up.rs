@@ -19,7 +19,7 @@ use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
 use gophermesh::api::control;
 use gophermesh::config::{NetworkMode, Source, UpConfig};
-use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, REQUESTER_AT, say};
+use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, GATEWAY_AT, REQUESTER_AT, say};
 use gophermesh::runtime::envoy::{self, EnvoyAdmin, EnvoyOptions};
 use gophermesh::runtime::images::Podman;
 use gophermesh::runtime::loopback::Loopback;
@@ -47,6 +47,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
             taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
         },
         requester_port: args.requester_port,
+        gateway_port: args.gateway_port,
         control_port: args.control_port,
         xds_port: args.xds_port,
         api_port: args.api_port,
@@ -124,12 +125,25 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
         processes: ProcessTable::default(),
         grace: Duration::from_secs(5),
     };
-    let up = Up {
+    let mut up = Up {
         config: &config,
         store,
         ordered,
         started,
     };
+    if config.network == NetworkMode::Containers {
+        up.ordered.retain(|t| {
+            let runs = t.gateway().is_none();
+            if !runs {
+                say(format!(
+                    "task {} (virtual gateway {}) is not started: --containers runs the nodes' tasks only so far (the loopback and --netns modes run it)",
+                    t.definition.family,
+                    t.gateway().unwrap_or_default()
+                ));
+            }
+            runs
+        });
+    }
     match config.network {
         NetworkMode::Loopback => up.run(Loopback::default(), launch).await,
         NetworkMode::Netns if config.control_plane.is_some() => {
@@ -261,13 +275,20 @@ impl Up<'_> {
             background.push(follow_hosts(store, files, self.ordered.clone()));
         }
         let requester = self.publish_requester(plan, background).await?;
+        let gateway = self.publish_gateway(plan, background).await?;
 
         for task in &self.ordered {
             backend
                 .start_task(&launch, task, &plan.sites[&task.virtual_node])
                 .await?;
         }
-        self.banner(&requester, &apis.control, &apis.appmesh, plan);
+        self.banner(
+            &requester,
+            gateway.as_ref(),
+            &apis.control,
+            &apis.appmesh,
+            plan,
+        );
         Ok(())
     }
 
@@ -358,12 +379,59 @@ impl Up<'_> {
         Ok(url)
     }
 
-    fn banner(&self, requester: &str, control: &str, appmesh: &str, plan: &Plan) {
+    /// Publishes the first virtual gateway's task, on its first listener, on
+    /// 127.0.0.1:`--gateway-port`; its URL and the gateway's name, when a gateway's task
+    /// runs.
+    async fn publish_gateway(
+        &self,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let Some((task, site)) = self
+            .ordered
+            .iter()
+            .find(|t| t.gateway().is_some())
+            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)))
+        else {
+            return Ok(None);
+        };
+        let listener = loopback_listener(
+            self.config.gateway_port,
+            "the ingress gateway",
+            "--gateway-port",
+        )
+        .await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        say(format!(
+            "publishing {} ({}) on {url}",
+            task.virtual_node, site.place.reach
+        ));
+        background.push(tokio::spawn(runtime::publish::publish(
+            listener,
+            site.place.reach,
+            plan.entry_netns.clone(),
+        )));
+        Ok(Some((url, task.gateway().unwrap_or_default().to_owned())))
+    }
+
+    fn banner(
+        &self,
+        requester: &str,
+        gateway: Option<&(String, String)>,
+        control: &str,
+        appmesh: &str,
+        plan: &Plan,
+    ) {
         println!();
         println!(
             "gophermesh is up in {:.1} s. {REQUESTER_AT}{requester}/",
             self.started.elapsed().as_secs_f64()
         );
+        if let Some((url, name)) = gateway {
+            println!(
+                "{GATEWAY_AT}{url}/ (virtual gateway {name}: its gateway routes decide what enters)"
+            );
+        }
         println!();
         println!("Try:");
         println!(
@@ -374,6 +442,11 @@ impl Up<'_> {
         );
         println!("  curl {requester}/");
         println!("  curl '{requester}/compare?n=1000'");
+        if let Some((url, _)) = gateway {
+            println!(
+                "  curl {url}/distributor/      (into the mesh through the gateway: the distributor's routes, 90/10)"
+            );
+        }
         println!(
             "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url {control}"
         );

@@ -53,12 +53,47 @@ pub(crate) fn summary(mesh: &Mesh, tasks: &[Task]) -> String {
             ));
         }
     }
+    for Sourced { value: g, .. } in mesh.virtual_gateways.values() {
+        let ports: Vec<String> = g
+            .spec
+            .listeners
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l.port_mapping.protocol.as_str(),
+                    l.port_mapping.port
+                )
+            })
+            .collect();
+        let routes: Vec<&str> = mesh
+            .gateway_routes_of(&g.virtual_gateway_name)
+            .iter()
+            .map(|r| r.gateway_route_name.as_str())
+            .collect();
+        out.push_str(&format!(
+            "  virtual gateway {} on {}: gateway routes {}\n",
+            g.virtual_gateway_name,
+            ports.join(", "),
+            if routes.is_empty() {
+                "(none)".to_owned()
+            } else {
+                routes.join(", ")
+            }
+        ));
+    }
     out.push_str(&format!("task definitions: {}\n", tasks.len()));
     for t in tasks {
-        out.push_str(&format!(
-            "  {} -> virtual node {} (AppPorts {:?}, Envoy container `{}`)\n",
-            t.definition.family, t.virtual_node, t.proxy.app_ports, t.proxy.container_name
-        ));
+        match t.gateway() {
+            Some(gateway) => out.push_str(&format!(
+                "  {} -> virtual gateway {gateway} (Envoy alone, container `{}`)\n",
+                t.definition.family, t.proxy.container_name
+            )),
+            None => out.push_str(&format!(
+                "  {} -> virtual node {} (AppPorts {:?}, Envoy container `{}`)\n",
+                t.definition.family, t.virtual_node, t.proxy.app_ports, t.proxy.container_name
+            )),
+        }
     }
     out
 }

@@ -92,7 +92,12 @@ impl Backend for Loopback {
         for (index, t) in tasks.iter().enumerate() {
             let ip = subnet.task_ip(index)?;
             let at = |port: u16| SocketAddr::from((ip, port));
-            let app = at(app_port(t));
+            // A gateway's Envoy listens on the gateway's ports itself; it has no app.
+            let app = if t.gateway().is_some() {
+                at(t.proxy.proxy_ingress_port)
+            } else {
+                at(app_port(t))
+            };
             let place = Placement {
                 ingress: at(t.proxy.proxy_ingress_port),
                 egress: at(t.proxy.proxy_egress_port),

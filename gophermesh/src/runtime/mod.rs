@@ -123,7 +123,9 @@ impl Launch {
     /// Writes node `node`'s Envoy bootstrap into the run directory; its path.
     pub fn write_bootstrap(&self, task: &Task, site: &Site) -> anyhow::Result<PathBuf> {
         let node = &task.virtual_node;
-        let path = self.run_dir.join(format!("{node}-envoy.json"));
+        let path = self
+            .run_dir
+            .join(format!("{}-envoy.json", task.file_stem()));
         let doc = match &self.xds {
             Xds::Local(xds) => envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds),
             Xds::Remote { endpoint, ca_file } => {
@@ -182,12 +184,15 @@ pub trait Backend {
     async fn stop(&mut self);
 }
 
-/// Tasks in start order: those whose virtual node others call come first.
+/// Tasks in start order: those whose virtual node others call come first (a virtual
+/// gateway's, which only calls others, last).
 pub fn start_order(tasks: &[Task], mesh: &meshmodel::Mesh) -> Vec<Task> {
     let calls_others = |t: &Task| {
-        mesh.virtual_nodes
-            .get(&t.virtual_node)
-            .is_some_and(|n| !n.value.spec.backends.is_empty())
+        t.gateway().is_some()
+            || mesh
+                .virtual_nodes
+                .get(&t.virtual_node)
+                .is_some_and(|n| !n.value.spec.backends.is_empty())
     };
     let mut ordered: Vec<Task> = tasks.iter().filter(|t| !calls_others(t)).cloned().collect();
     ordered.extend(tasks.iter().filter(|t| calls_others(t)).cloned());

@@ -89,7 +89,11 @@ pub fn plan_network(
     }
     say("creating a network namespace per task (hub bridge, veth pairs, APPMESH iptables rules)");
     let hosts = hosts_for(tasks, mesh)?;
-    let proxies: Vec<&meshmodel::ecs::AppMeshProxy> = tasks.iter().map(|t| &t.proxy).collect();
+    // A gateway's task has no proxy configuration, so no APPMESH rules.
+    let proxies: Vec<Option<&meshmodel::ecs::AppMeshProxy>> = tasks
+        .iter()
+        .map(|t| t.gateway().is_none().then_some(&t.proxy))
+        .collect();
     let network = Network::create_for(&proxies, &hosts, pod_pids)?;
     let mut sites = BTreeMap::new();
     for (t, ns) in tasks.iter().zip(&network.tasks) {
@@ -97,7 +101,11 @@ pub fn plan_network(
             "  task {}: netns {} at {}",
             t.definition.family, ns.name, ns.ip
         ));
-        let port = app_port(t);
+        let port = if t.gateway().is_some() {
+            t.proxy.proxy_ingress_port
+        } else {
+            app_port(t)
+        };
         let place = Placement {
             ingress: (Ipv4Addr::UNSPECIFIED, t.proxy.proxy_ingress_port).into(),
             egress: (Ipv4Addr::UNSPECIFIED, t.proxy.proxy_egress_port).into(),

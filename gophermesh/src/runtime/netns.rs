@@ -175,6 +175,8 @@ fn join_ports(ports: &[u16]) -> String {
 pub struct TaskNs {
     pub name: String,
     pub ip: Ipv4Addr,
+    /// Whether the APPMESH rules were made in it (a virtual gateway's task has none).
+    pub rules: bool,
 }
 
 /// The namespaces of one run. Dropping it tears everything down.
@@ -247,15 +249,19 @@ impl Network {
     }
 
     /// Creates the hub and one namespace per task (in `proxies` order), with addresses,
-    /// `/etc/netns/NS/hosts` from `hosts` and the APPMESH iptables rules.
-    pub fn create(proxies: &[&AppMeshProxy], hosts: &[(String, Ipv4Addr)]) -> anyhow::Result<Self> {
+    /// `/etc/netns/NS/hosts` from `hosts` and the APPMESH iptables rules of each task that
+    /// has a proxy configuration.
+    pub fn create(
+        proxies: &[Option<&AppMeshProxy>],
+        hosts: &[(String, Ipv4Addr)],
+    ) -> anyhow::Result<Self> {
         Self::create_for(proxies, hosts, None)
     }
 
     /// [`Network::create`], where task `i`'s namespace is that of process `pids[i]` (a
     /// pod's infra container), named with `ip netns attach`, rather than a new one.
     pub fn create_for(
-        proxies: &[&AppMeshProxy],
+        proxies: &[Option<&AppMeshProxy>],
         hosts: &[(String, Ipv4Addr)],
         pids: Option<&[u32]>,
     ) -> anyhow::Result<Self> {
@@ -278,6 +284,7 @@ impl Network {
             let task = TaskNs {
                 name: task_name(index),
                 ip: task_ip(index)?,
+                rules: proxy.is_some(),
             };
             match pids.and_then(|p| p.get(index)) {
                 Some(pid) => ip(&["netns", "attach", &task.name, &pid.to_string()])?,
@@ -299,7 +306,7 @@ impl Network {
                 .with_context(|| format!("cannot create {}", etc.display()))?;
             std::fs::write(etc.join("hosts"), &hosts_file)
                 .with_context(|| format!("cannot write {}/hosts", etc.display()))?;
-            for rule in appmesh_rules(proxy) {
+            for rule in proxy.map(appmesh_rules).unwrap_or_default() {
                 let mut args: Vec<&str> = vec!["netns", "exec", &task.name, "iptables"];
                 args.extend(rule.iter().map(String::as_str));
                 ip(&args)?;
@@ -410,7 +417,7 @@ impl Network {
             return failures;
         }
         self.torn_down = true;
-        for task in &self.tasks {
+        for task in self.tasks.iter().filter(|t| t.rules) {
             for rule in appmesh_teardown() {
                 let mut args: Vec<&str> = vec!["netns", "exec", &task.name, "iptables"];
                 args.extend(rule.iter().map(String::as_str));

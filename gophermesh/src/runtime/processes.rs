@@ -74,9 +74,11 @@ impl Processes {
                     program,
                     args,
                     env,
-                    log: launch
-                        .run_dir
-                        .join(format!("{node}-{}.log", container.name)),
+                    log: launch.run_dir.join(format!(
+                        "{}-{}.log",
+                        task.file_stem(),
+                        container.name
+                    )),
                 },
                 &launch.processes,
                 launch.grace,
@@ -114,7 +116,9 @@ impl Processes {
     ) -> anyhow::Result<()> {
         let node = &task.virtual_node;
         let bootstrap = launch.write_bootstrap(task, site)?;
-        let log = launch.run_dir.join(format!("{node}-envoy.log"));
+        let log = launch
+            .run_dir
+            .join(format!("{}-envoy.log", task.file_stem()));
         if let Some((uid, gid)) = site.envoy_user {
             // Envoy runs as its own user; it reopens its log (/dev/stdout) by path.
             std::fs::OpenOptions::new()
@@ -129,8 +133,12 @@ impl Processes {
             )
             .with_context(|| format!("cannot hand {} to uid {uid}", log.display()))?;
         }
+        let what = match task.gateway() {
+            Some(gateway) => format!("virtual gateway {gateway}"),
+            None => format!("virtual node {node}"),
+        };
         say(format!(
-            "task {} (virtual node {node}): starting Envoy{}",
+            "task {} ({what}): starting Envoy{}",
             task.definition.family,
             site.envoy_user
                 .map(|(uid, _)| format!(" as uid {uid}"))
@@ -156,7 +164,14 @@ impl Processes {
                 log.display()
             );
         }
-        say(format!("  Envoy is LIVE (admin {admin}); starting the app"));
+        if task.gateway().is_some() {
+            say(format!(
+                "  Envoy is LIVE (admin {admin}); a gateway runs Envoy alone, listening on {}",
+                site.place.ingress
+            ));
+        } else {
+            say(format!("  Envoy is LIVE (admin {admin}); starting the app"));
+        }
         Ok(())
     }
 
