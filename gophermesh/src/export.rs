@@ -214,12 +214,7 @@ pub const GATEWAY_API: &[Support] = &[
         "TCP routes",
         Some("TCPRoute is experimental in Gateway API v1"),
     ),
-    (
-        GATEWAYS,
-        Some(
-            "not written by this export yet (a Gateway with HTTPRoutes and URLRewrite filters would carry them)",
-        ),
-    ),
+    (GATEWAYS, None),
 ];
 
 /// Virtual gateways and their gateway routes, as one feature.
@@ -355,6 +350,32 @@ impl Export {
         }
         for gateway in mesh.virtual_gateways.values() {
             lose(&gateway.origin, "spec", GATEWAYS);
+            let (origin, spec) = (&gateway.origin, &gateway.value.spec);
+            for (i, l) in spec.listeners.iter().enumerate() {
+                for (present, field, feature) in [
+                    (
+                        l.health_check.is_some(),
+                        "healthCheck",
+                        "listener health checks",
+                    ),
+                    (
+                        l.connection_pool.is_some(),
+                        "connectionPool",
+                        "connection pools",
+                    ),
+                    (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
+                ] {
+                    if present {
+                        lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
+                    }
+                }
+            }
+            if spec.backend_defaults.is_some() {
+                lose(origin, "spec.backendDefaults", "TLS and mutual TLS (files)");
+            }
+            if spec.logging.is_some() {
+                lose(origin, "spec.logging", "access logs");
+            }
         }
         for route in mesh.gateway_routes.values() {
             lose(&route.origin, "spec", GATEWAYS);
@@ -926,35 +947,9 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             let unmatched = |out: &mut Export, field: &str| {
                 out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
             };
-            let mut headers = Vec::new();
-            for (i, header) in m.headers.iter().enumerate() {
-                let hm = header.header_match.as_ref();
-                let value = match hm {
-                    _ if header.invert.unwrap_or(false) => None,
-                    None => Some(("RegularExpression", ".*".to_owned())),
-                    Some(x) => x
-                        .exact
-                        .clone()
-                        .map(|v| ("Exact", v))
-                        .or_else(|| {
-                            x.prefix
-                                .as_ref()
-                                .map(|v| ("RegularExpression", format!("^{}.*", regex_escape(v))))
-                        })
-                        .or_else(|| {
-                            x.suffix
-                                .as_ref()
-                                .map(|v| ("RegularExpression", format!(".*{}$", regex_escape(v))))
-                        })
-                        .or_else(|| x.regex.clone().map(|v| ("RegularExpression", v))),
-                };
-                match value {
-                    Some((kind, value)) => {
-                        headers.push(json!({"type": kind, "name": header.name, "value": value}))
-                    }
-                    None => unmatched(&mut out, &format!("headers[{i}]")),
-                }
-            }
+            let headers = k8s_headers(&m.headers, |i| {
+                unmatched(&mut out, &format!("headers[{i}]"))
+            });
             let mut matched = json!({});
             if !headers.is_empty() {
                 matched["headers"] = json!(headers);
@@ -1035,7 +1030,210 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             }),
         );
     }
+    gateway_api_gateways(mesh, &mut out);
     out
+}
+
+/// Gateway API header matches for App Mesh's: exact as `Exact`; prefix, suffix, regex and
+/// presence as `RegularExpression`; `unmatched(i)` for the rest (ranges, inversions).
+fn k8s_headers(
+    headers: &[meshmodel::appmesh::HttpRouteHeader],
+    mut unmatched: impl FnMut(usize),
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, header) in headers.iter().enumerate() {
+        let value = match header.header_match.as_ref() {
+            _ if header.invert.unwrap_or(false) => None,
+            None => Some(("RegularExpression", ".*".to_owned())),
+            Some(x) => x
+                .exact
+                .clone()
+                .map(|v| ("Exact", v))
+                .or_else(|| {
+                    x.prefix
+                        .as_ref()
+                        .map(|v| ("RegularExpression", format!("^{}.*", regex_escape(v))))
+                })
+                .or_else(|| {
+                    x.suffix
+                        .as_ref()
+                        .map(|v| ("RegularExpression", format!(".*{}$", regex_escape(v))))
+                })
+                .or_else(|| x.regex.clone().map(|v| ("RegularExpression", v))),
+        };
+        match value {
+            Some((kind, value)) => {
+                out.push(json!({"type": kind, "name": header.name, "value": value}))
+            }
+            None => unmatched(i),
+        }
+    }
+    out
+}
+
+/// Each virtual gateway as a `Gateway` (a listener per gateway listener; its class is for
+/// the cluster's implementation to name, `gophermesh-ingress` here), and each gateway route
+/// as an `HTTPRoute` or `GRPCRoute` on it: the match (hostname as `hostnames`), App Mesh's
+/// default rewrites as a `URLRewrite` filter (the prefix to `/`, the host to the target
+/// service's name), and the target service's `Service` and port as the backend.
+fn gateway_api_gateways(mesh: &Mesh, out: &mut Export) {
+    for (name, gateway) in &mesh.virtual_gateways {
+        let listeners: Vec<Value> = gateway
+            .value
+            .spec
+            .listeners
+            .iter()
+            .map(|l| {
+                let (port, protocol) = (l.port_mapping.port, l.port_mapping.protocol.as_str());
+                json!({"name": format!("{protocol}-{port}"), "port": port, "protocol": "HTTP"})
+            })
+            .collect();
+        out.files.insert(
+            format!("gateway-{}.yaml", k8s_name(name)),
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": {"name": k8s_name(name)},
+                "spec": {"gatewayClassName": "gophermesh-ingress", "listeners": listeners}
+            }),
+        );
+    }
+    for route in mesh.gateway_routes.values() {
+        let (origin, r) = (&route.origin, &route.value);
+        let Some((at, _, http)) = r.spec.as_http() else {
+            continue;
+        };
+        let grpc = r.spec.grpc_route.is_some();
+        let m = &http.route_match;
+        let target = &http.action.target;
+        let service = &target.virtual_service.virtual_service_name;
+        let front = k8s_name(service.split('.').next().unwrap_or(service));
+        let port = target
+            .port
+            .or_else(|| mesh.service_ports(service).first().copied())
+            .unwrap_or(80);
+        let mut parent = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+            "name": k8s_name(&r.virtual_gateway_name)});
+        if let Some(p) = m.port {
+            parent["port"] = json!(p);
+        }
+        let mut spec = json!({"parentRefs": [parent]});
+        match m.hostname.as_ref().map(|h| (&h.exact, &h.suffix)) {
+            Some((Some(exact), _)) => spec["hostnames"] = json!([exact]),
+            Some((None, Some(suffix))) if suffix.starts_with('.') => {
+                spec["hostnames"] = json!([format!("*{suffix}")]);
+            }
+            Some((None, Some(_))) => {
+                out.lose(origin, &format!("{at}.match.hostname.suffix"), UNMATCHED)
+            }
+            _ => {}
+        }
+        let mut matched = json!({});
+        let headers = k8s_headers(&m.headers, |i| {
+            out.lose(origin, &format!("{at}.match.headers[{i}]"), UNMATCHED);
+        });
+        if !headers.is_empty() {
+            matched["headers"] = json!(headers);
+        }
+        let mut filters = Vec::new();
+        if grpc {
+            if let Some(service) = r
+                .spec
+                .grpc_route
+                .as_ref()
+                .and_then(|g| g.route_match.service_name.clone())
+            {
+                matched["method"] = json!({"type": "Exact", "service": service});
+            }
+        } else {
+            matched["path"] = match (&m.prefix, &m.path) {
+                (_, Some(p)) if p.exact.is_some() => json!({"type": "Exact", "value": p.exact}),
+                (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
+                (prefix, _) => {
+                    json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
+                }
+            };
+            if let Some(method) = &m.method {
+                matched["method"] = json!(method);
+            }
+            let params: Vec<Value> = m
+                .query_parameters
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| match &q.query_match {
+                    Some(v) => Some(json!({"type": "Exact", "name": q.name, "value": v.exact})),
+                    None => {
+                        out.lose(
+                            origin,
+                            &format!("{at}.match.queryParameters[{i}]"),
+                            UNMATCHED,
+                        );
+                        None
+                    }
+                })
+                .collect();
+            if !params.is_empty() {
+                matched["queryParams"] = json!(params);
+            }
+        }
+        let rewrite = http.action.rewrite.as_ref();
+        let mut url = json!({});
+        if !grpc {
+            if let Some(prefix) = &m.prefix {
+                let to = match rewrite.and_then(|w| w.prefix.as_ref()) {
+                    Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => None,
+                    Some(p) => Some(p.value.clone().unwrap_or_else(|| "/".into())),
+                    None => Some("/".to_owned()),
+                };
+                if let Some(to) = to.filter(|to| to != prefix) {
+                    url["path"] = json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": to});
+                }
+            }
+            if let Some(to) = rewrite
+                .and_then(|w| w.path.as_ref())
+                .and_then(|p| p.exact.clone())
+            {
+                url["path"] = json!({"type": "ReplaceFullPath", "replaceFullPath": to});
+            }
+        }
+        let host_rewrite = rewrite
+            .and_then(|w| w.hostname.as_ref())
+            .and_then(|h| h.default_target_hostname.as_deref())
+            != Some("DISABLED");
+        if host_rewrite {
+            url["hostname"] = json!(service);
+        }
+        if url.as_object().is_some_and(|o| !o.is_empty()) {
+            if grpc {
+                // GRPCRoute has no URLRewrite filter: the host is set as a header instead.
+                filters.push(json!({"type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"set": [{"name": "host", "value": service}]}}));
+            } else {
+                filters.push(json!({"type": "URLRewrite", "urlRewrite": url}));
+            }
+        }
+        let mut rule =
+            json!({"matches": [matched], "backendRefs": [{"name": front, "port": port}]});
+        if !filters.is_empty() {
+            rule["filters"] = json!(filters);
+        }
+        spec["rules"] = json!([rule]);
+        let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
+        out.files.insert(
+            format!(
+                "{}-{}-{}.yaml",
+                kind.to_ascii_lowercase(),
+                k8s_name(&r.virtual_gateway_name),
+                k8s_name(&r.gateway_route_name)
+            ),
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": format!("{}-{}", k8s_name(&r.virtual_gateway_name), k8s_name(&r.gateway_route_name))},
+                "spec": spec,
+            }),
+        );
+    }
 }
 
 #[cfg(test)]

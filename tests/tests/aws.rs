@@ -1184,7 +1184,11 @@ fn gateway_api_export_reads_back_as_the_mesh_routes() {
         .collect();
     let (mesh, _) = meshmodel::load(&repo_root().join("mesh"), &repo_root().join("taskdefs"))
         .expect("the shipped mesh");
-    for route in objects.iter().filter(|o| o["kind"] == "HTTPRoute") {
+    let on_gateway = |o: &Value| o["spec"]["parentRefs"][0]["kind"] == "Gateway";
+    for route in objects
+        .iter()
+        .filter(|o| o["kind"] == "HTTPRoute" && !on_gateway(o))
+    {
         let router = route["metadata"]["name"].as_str().expect("name");
         let parent = route["spec"]["parentRefs"][0]["name"]
             .as_str()
@@ -1253,8 +1257,47 @@ fn gateway_api_export_reads_back_as_the_mesh_routes() {
         }
     }
     assert_eq!(
-        objects.iter().filter(|o| o["kind"] == "HTTPRoute").count(),
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "HTTPRoute" && !on_gateway(o))
+            .count(),
         2,
         "the distributor's and the requester's routers"
     );
+    // The ingress gateway: a Gateway with its listener, and an HTTPRoute on it per gateway
+    // route, sending to the target service's Service with App Mesh's default rewrites.
+    let gateway = objects
+        .iter()
+        .find(|o| o["kind"] == "Gateway")
+        .expect("a Gateway");
+    assert_eq!(gateway["metadata"]["name"], "ingress");
+    assert_eq!(gateway["spec"]["listeners"][0]["port"], 9080);
+    for (key, gr) in &mesh.gateway_routes {
+        let name = format!("{}-{}", key.0, key.1);
+        let route = objects
+            .iter()
+            .find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no HTTPRoute {name}"));
+        assert_eq!(route["spec"]["parentRefs"][0]["name"], "ingress");
+        let http = gr.value.spec.http_route.as_ref().expect("an httpRoute");
+        let rule = &route["spec"]["rules"][0];
+        let service = &http.action.target.virtual_service.virtual_service_name;
+        let front = service.split('.').next().expect("a name");
+        assert!(services.contains(&front), "{name}: no Service {front}");
+        assert_eq!(rule["backendRefs"][0]["name"], front, "{name}");
+        let prefix = http.route_match.prefix.clone().expect("a prefix");
+        assert_eq!(
+            rule["matches"][0]["path"]["value"],
+            prefix.as_str(),
+            "{name}"
+        );
+        let rewrite = &rule["filters"][0]["urlRewrite"];
+        assert_eq!(rewrite["hostname"], service.as_str(), "{name}");
+        // The matched prefix becomes `/`, unless it is `/` already.
+        if prefix == "/" {
+            assert!(rewrite["path"].is_null(), "{name}: {rewrite}");
+        } else {
+            assert_eq!(rewrite["path"]["replacePrefixMatch"], "/", "{name}");
+        }
+    }
 }
