@@ -16,7 +16,7 @@
 //! reads (a node's listeners, then its clusters, then its routes); about a fifth of it is
 //! the unit tests of that mapping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -178,10 +178,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
         egress.listener_filters.push(original_dst_filter());
     }
-    out.listeners
-        .push((egress_name.clone(), any(LISTENER_TYPE, &egress)));
 
     let mut virtual_hosts = Vec::new();
+    // TCP backends: a filter chain per port, told apart by the original destination port
+    // (so not on a port that an HTTP backend of this node has too: HTTP keeps it).
+    let mut tcp_chains: Vec<(i64, listener::FilterChain)> = Vec::new();
+    let mut http_ports: BTreeSet<i64> = BTreeSet::new();
     let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
     for backend in &vn.spec.backends {
         let service_name = &backend.virtual_service.virtual_service_name;
@@ -208,7 +210,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             .and_then(|p| p.virtual_router.as_ref())
             .map(|r| &r.virtual_router_name)
         {
-            let ports: Vec<i64> = mesh
+            let listeners: Vec<(i64, Protocol)> = mesh
                 .virtual_routers
                 .get(router_name)
                 .map(|r| {
@@ -216,14 +218,57 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                         .spec
                         .listeners
                         .iter()
-                        .map(|l| l.port_mapping.port)
+                        .map(|l| (l.port_mapping.port, l.port_mapping.protocol))
                         .collect()
                 })
                 .unwrap_or_default();
-            let ports: Vec<Option<i64>> = if ports.is_empty() {
+            // A tcp listener is served by the first tcpRoute for its port, as a TCP proxy.
+            for (port, _) in listeners.iter().filter(|(_, p)| *p == Protocol::Tcp) {
+                let route = mesh.routes_of(router_name).into_iter().find(|r| {
+                    r.spec.tcp_route.is_some() && route_port(r).is_none_or(|p| p == *port)
+                });
+                if let Some(tcp) = route.and_then(|r| r.spec.tcp_route.as_ref()) {
+                    let weighted = tcp
+                        .action
+                        .weighted_targets
+                        .iter()
+                        .map(|t| {
+                            let name = egress_cluster(
+                                snapshot,
+                                mesh_name,
+                                &t.virtual_node,
+                                t.port,
+                                caller,
+                                &mut egress_clusters,
+                            );
+                            (name, u32::try_from(t.weight).unwrap_or(0))
+                        })
+                        .filter(|(_, w)| *w > 0)
+                        .collect();
+                    let idle = tcp
+                        .timeout
+                        .as_ref()
+                        .and_then(|t| t.idle)
+                        .map(|d| d.to_std());
+                    tcp_chains.push((
+                        *port,
+                        tcp_chain(
+                            &format!("egress_tcp_{port}"),
+                            Some(*port),
+                            TcpTo::Weighted(weighted),
+                            idle,
+                        ),
+                    ));
+                }
+            }
+            let ports: Vec<Option<i64>> = if listeners.is_empty() {
                 vec![None]
             } else {
-                ports.into_iter().map(Some).collect()
+                listeners
+                    .iter()
+                    .filter(|(_, p)| *p != Protocol::Tcp)
+                    .map(|(port, _)| Some(*port))
+                    .collect()
             };
             for port in ports {
                 let mut routes = Vec::new();
@@ -245,6 +290,34 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             .map(|n| &n.virtual_node_name)
         {
             if let Some(t) = mesh.virtual_nodes.get(target) {
+                for l in &t.value.spec.listeners {
+                    if l.port_mapping.protocol == Protocol::Tcp {
+                        let port = l.port_mapping.port;
+                        let name = egress_cluster(
+                            snapshot,
+                            mesh_name,
+                            target,
+                            Some(port),
+                            caller,
+                            &mut egress_clusters,
+                        );
+                        let idle = l
+                            .timeout
+                            .as_ref()
+                            .and_then(|t| t.tcp.as_ref())
+                            .and_then(|t| t.idle)
+                            .map(|d| d.to_std());
+                        tcp_chains.push((
+                            port,
+                            tcp_chain(
+                                &format!("egress_tcp_{port}"),
+                                Some(port),
+                                TcpTo::Cluster(name),
+                                idle,
+                            ),
+                        ));
+                    }
+                }
                 let ports: Vec<Option<i64>> = if t.value.spec.listeners.is_empty() {
                     vec![None]
                 } else {
@@ -252,6 +325,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                         .spec
                         .listeners
                         .iter()
+                        .filter(|l| l.port_mapping.protocol != Protocol::Tcp)
                         .map(|l| Some(l.port_mapping.port))
                         .collect()
                 };
@@ -276,6 +350,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                 }
             }
         }
+        http_ports.extend(by_port.iter().filter_map(|(p, _)| *p));
         // One virtual host per port (`NAME:PORT`); the first also takes the bare name.
         let several = by_port.len() > 1;
         for (k, (port, routes)) in by_port.into_iter().enumerate() {
@@ -295,6 +370,26 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             });
         }
     }
+    // TCP backends need the original destination port, which only redirected connections
+    // have: the loopback mode's explicit proxy carries HTTP alone. One chain per port.
+    if transparent && !tcp_chains.is_empty() {
+        if !egress
+            .listener_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.listener.original_dst")
+        {
+            egress.listener_filters.push(original_dst_filter());
+        }
+        let mut seen = BTreeSet::new();
+        egress.filter_chains.extend(
+            tcp_chains
+                .into_iter()
+                .filter(|(port, _)| !http_ports.contains(port) && seen.insert(*port))
+                .map(|(_, chain)| chain),
+        );
+    }
+    out.listeners
+        .push((egress_name.clone(), any(LISTENER_TYPE, &egress)));
     if allow_all && !transparent {
         virtual_hosts.push(route::VirtualHost {
             name: "allow_all".to_owned(),
@@ -511,13 +606,31 @@ fn ingress(
         };
         // Named as App Mesh names them: `lds_ingress_<ip>_<port>`.
         let name = format!("lds_ingress_{}_{}", at.ip(), at.port());
-        let mut ingress = http_listener(
-            &name,
-            at,
-            "ingress",
-            hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
-            vn.spec.logging.as_ref(),
-        );
+        let mut ingress = match listener {
+            // A tcp listener passes connections to the app as they are.
+            Some(l) if l.port_mapping.protocol == Protocol::Tcp => listener::Listener {
+                name: name.clone(),
+                address: Some(socket_address(at)),
+                filter_chains: vec![tcp_chain(
+                    "ingress",
+                    None,
+                    TcpTo::Cluster(cluster_name("ingress", mesh_name, node, listener)),
+                    l.timeout
+                        .as_ref()
+                        .and_then(|t| t.tcp.as_ref())
+                        .and_then(|t| t.idle)
+                        .map(|d| d.to_std()),
+                )],
+                ..Default::default()
+            },
+            _ => http_listener(
+                &name,
+                at,
+                "ingress",
+                hcm::http_connection_manager::RouteSpecifier::RouteConfig(ingress_routes),
+                vn.spec.logging.as_ref(),
+            ),
+        };
         if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
             listener_tls(&mut ingress, tls_config);
         }
@@ -552,6 +665,62 @@ fn ingress(
     if let Some(all) = merged {
         out.listeners
             .push((all.name.clone(), any(LISTENER_TYPE, &all)));
+    }
+}
+
+/// Where a TCP proxy sends a connection.
+enum TcpTo {
+    Cluster(String),
+    /// (cluster, weight), weights above 0.
+    Weighted(Vec<(String, u32)>),
+}
+
+/// A filter chain that passes each TCP connection (on original destination `port`, when
+/// given) to its cluster, closing it after `idle` without bytes (Envoy's default, 1 hour,
+/// when `None`).
+fn tcp_chain(
+    stat_prefix: &str,
+    port: Option<i64>,
+    to: TcpTo,
+    idle: Option<Duration>,
+) -> listener::FilterChain {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+    let cluster_specifier = match to {
+        TcpTo::Cluster(name) => tcp::tcp_proxy::ClusterSpecifier::Cluster(name),
+        TcpTo::Weighted(clusters) => {
+            tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(tcp::tcp_proxy::WeightedCluster {
+                clusters: clusters
+                    .into_iter()
+                    .map(
+                        |(name, weight)| tcp::tcp_proxy::weighted_cluster::ClusterWeight {
+                            name,
+                            weight,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+            })
+        }
+    };
+    let proxy = tcp::TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(cluster_specifier),
+        idle_timeout: idle.map(pb_duration),
+        ..Default::default()
+    };
+    listener::FilterChain {
+        filter_chain_match: port.map(|p| listener::FilterChainMatch {
+            destination_port: Some(u32v(u32::try_from(p).unwrap_or(0))),
+            ..Default::default()
+        }),
+        filters: vec![listener::Filter {
+            name: "envoy.filters.network.tcp_proxy".to_owned(),
+            config_type: Some(listener::filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                &proxy,
+            ))),
+        }],
+        ..Default::default()
     }
 }
 

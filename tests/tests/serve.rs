@@ -354,12 +354,26 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
             "grpcRoute": {"match": {"port": 9090}, "action": {"weightedTargets": [
                 {"virtualNode": "multi", "weight": 1, "port": 9090}]}}}}),
         service("both.features.local", "both"),
+        // TCP: a node whose listener is tcp, a router with a weighted tcpRoute.
+        json!({"meshName": "features", "virtualNodeName": "db", "spec": {
+            "listeners": [{"portMapping": {"port": 5432, "protocol": "tcp"},
+                "timeout": {"tcp": {"idle": {"value": 600, "unit": "s"}}},
+                "healthCheck": {"protocol": "tcp", "healthyThreshold": 2, "unhealthyThreshold": 2,
+                    "timeoutMillis": 2000, "intervalMillis": 5000}}],
+            "serviceDiscovery": {"dns": {"hostname": "db.features.local"}}}}),
+        json!({"meshName": "features", "virtualRouterName": "data", "spec": {
+            "listeners": [{"portMapping": {"port": 5432, "protocol": "tcp"}}]}}),
+        json!({"meshName": "features", "virtualRouterName": "data", "routeName": "data", "spec": {
+            "tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "db", "weight": 1}]},
+                "timeout": {"idle": {"value": 30, "unit": "s"}}}}}),
+        service("data.features.local", "data"),
         node(
             "client",
             "http",
             json!([{"virtualService": {"virtualServiceName": "web.features.local"}},
                    {"virtualService": {"virtualServiceName": "rpc.features.local"}},
-                   {"virtualService": {"virtualServiceName": "both.features.local"}}]),
+                   {"virtualService": {"virtualServiceName": "both.features.local"}},
+                   {"virtualService": {"virtualServiceName": "data.features.local"}}]),
         ),
         // A virtual gateway with an http and a grpc listener.
         json!({"meshName": "features", "virtualGatewayName": "edge", "spec": {
@@ -393,7 +407,14 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
 
     // The client's Envoy, one server's of each protocol, the node of several listeners and
     // the gateway, each in a namespace of its own.
-    let nodes = ["client", "web-v1", "rpc-v1", "multi", "virtualGateway/edge"];
+    let nodes = [
+        "client",
+        "web-v1",
+        "rpc-v1",
+        "multi",
+        "db",
+        "virtualGateway/edge",
+    ];
     let hosts: Vec<Host> = nodes[1..]
         .iter()
         .map(|_| {
