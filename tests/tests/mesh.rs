@@ -100,12 +100,7 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
 
     // Into the mesh through the ingress gateway's task: `/distributor/` gets the
     // distributor's routes (90/10, the prefix rewritten to `/`), the rest the requester.
-    if mode == Mode::Containers {
-        assert!(
-            out.contains("is not started: --containers runs the nodes' tasks only"),
-            "{out}"
-        );
-    } else {
+    {
         let gateway = mesh
             .gateway
             .clone()
@@ -217,12 +212,10 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
     let (code, status) = mesh.cli(&["status", "--json"]);
     assert_eq!(code, 0, "{status}");
     let status: Value = serde_json::from_str(&status).expect("status json");
-    // An Envoy and an app per node's task, and the gateway's Envoy (not run by
-    // --containers yet).
-    let processes = if mode == Mode::Containers { 6 } else { 7 };
+    // An Envoy and an app per node's task, and the gateway's Envoy.
     assert_eq!(
         status["processes"].as_array().map(Vec::len),
-        Some(processes),
+        Some(7),
         "{status}"
     );
     for node in ["requester", "distributor-v1", "distributor-v2"] {

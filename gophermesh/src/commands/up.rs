@@ -125,25 +125,12 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
         processes: ProcessTable::default(),
         grace: Duration::from_secs(5),
     };
-    let mut up = Up {
+    let up = Up {
         config: &config,
         store,
         ordered,
         started,
     };
-    if config.network == NetworkMode::Containers {
-        up.ordered.retain(|t| {
-            let runs = t.gateway().is_none();
-            if !runs {
-                say(format!(
-                    "task {} (virtual gateway {}) is not started: --containers runs the nodes' tasks only so far (the loopback and --netns modes run it)",
-                    t.definition.family,
-                    t.gateway().unwrap_or_default()
-                ));
-            }
-            runs
-        });
-    }
     match config.network {
         NetworkMode::Loopback => up.run(Loopback::default(), launch).await,
         NetworkMode::Netns if config.control_plane.is_some() => {

@@ -189,8 +189,12 @@ impl Pods {
         }
         args.push(images::ENVOY.name.into());
         args.extend(envoy_args.iter().cloned());
+        let what = match task.gateway() {
+            Some(gateway) => format!("virtual gateway {gateway}"),
+            None => format!("virtual node {node}"),
+        };
         say(format!(
-            "task {} (virtual node {node}): starting container {envoy_name} as uid {}",
+            "task {} ({what}): starting container {envoy_name} as uid {}",
             task.definition.family, envoy_user.0
         ));
         let envoy_row = format!("{node}/{}", task.proxy.container_name);
