@@ -1031,6 +1031,9 @@ enum Upstream {
         host: String,
         port: u16,
         strict: bool,
+        /// App Mesh's `ipPreference` (the node's, else the mesh's), as Envoy's DNS lookup
+        /// family.
+        family: Option<cluster::cluster::DnsLookupFamily>,
     },
     /// Nowhere known (a Cloud Map node, or no listener): no endpoints, so Envoy answers 503.
     Nowhere,
@@ -1063,11 +1066,29 @@ impl Upstream {
             .service_discovery
             .as_ref()
             .and_then(|sd| sd.dns.as_ref());
+        let preference = dns.and_then(|d| d.ip_preference.as_deref()).or_else(|| {
+            snapshot
+                .mesh
+                .mesh
+                .as_ref()
+                .and_then(|m| m.value.spec.service_discovery.as_ref())
+                .and_then(|sd| sd.ip_preference.as_deref())
+        });
         match (dns, listener.map(|(_, l)| l)) {
             (Some(dns), Some(l)) => Upstream::Dns {
                 host: dns.hostname.clone(),
                 port: u16::try_from(l.port_mapping.port).unwrap_or(0),
                 strict: dns.response_type.as_deref() == Some("ENDPOINTS"),
+                family: preference.map(|p| {
+                    use cluster::cluster::DnsLookupFamily as F;
+                    match p {
+                        "IPv4_ONLY" => F::V4Only,
+                        "IPv6_ONLY" => F::V6Only,
+                        "IPv4_PREFERRED" => F::V4Preferred,
+                        // IPv6_PREFERRED: AAAA first, then A.
+                        _ => F::Auto,
+                    }
+                }),
             },
             _ => Upstream::Nowhere,
         }
@@ -1108,12 +1129,18 @@ fn static_cluster(
         ),
         Side::Egress { target, pool } => (pool, target, EGRESS_CONNECT_TIMEOUT),
     };
+    let family = match &upstream {
+        Upstream::Dns { family, .. } => *family,
+        _ => None,
+    };
     let (discovery, address) = match upstream {
         Upstream::Addr(addr) => (
             cluster::cluster::DiscoveryType::Static,
             Some(socket_address(addr)),
         ),
-        Upstream::Dns { host, port, strict } => (
+        Upstream::Dns {
+            host, port, strict, ..
+        } => (
             if strict {
                 cluster::cluster::DiscoveryType::StrictDns
             } else {
@@ -1159,6 +1186,9 @@ fn static_cluster(
         }),
         ..Default::default()
     };
+    if let Some(family) = family {
+        c.dns_lookup_family = family as i32;
+    }
     let limit = |v: Option<i64>| {
         Some(u32v(
             v.and_then(|v| u32::try_from(v).ok()).unwrap_or(UNLIMITED),

@@ -465,6 +465,16 @@ impl Mesh {
         };
         let mesh_name = &mesh.value.mesh_name;
         check_name(&mut p, &mesh.origin, "meshName", mesh_name);
+        check_ip_preference(
+            &mut p,
+            &mesh.origin,
+            "spec.serviceDiscovery.ipPreference",
+            mesh.value
+                .spec
+                .service_discovery
+                .as_ref()
+                .and_then(|sd| sd.ip_preference.as_ref()),
+        );
         for (origin, r) in self.resources() {
             if r.mesh_name() != mesh_name {
                 p.push(Problem::new(
@@ -869,6 +879,21 @@ impl Mesh {
             ));
         }
         if let Some(sd) = &node.spec.service_discovery {
+            let preferences = [
+                (
+                    "spec.serviceDiscovery.dns.ipPreference",
+                    sd.dns.as_ref().and_then(|d| d.ip_preference.as_ref()),
+                ),
+                (
+                    "spec.serviceDiscovery.awsCloudMap.ipPreference",
+                    sd.aws_cloud_map
+                        .as_ref()
+                        .and_then(|d| d.ip_preference.as_ref()),
+                ),
+            ];
+            for (path, preference) in preferences {
+                check_ip_preference(p, origin, path, preference);
+            }
             if sd.dns.is_some() == sd.aws_cloud_map.is_some() {
                 p.push(Problem::new(
                     origin,
@@ -1352,6 +1377,20 @@ fn range(p: &mut Vec<Problem>, origin: &str, path: &str, value: i64, (lo, hi): (
             path,
             format!("{value} is out of range; allowed: {lo} to {hi}"),
         ));
+    }
+}
+
+/// App Mesh's IP preferences (the address family Envoy resolves hostnames to).
+fn check_ip_preference(p: &mut Vec<Problem>, origin: &str, path: &str, value: Option<&String>) {
+    const PREFERENCES: &[&str] = &["IPv6_PREFERRED", "IPv4_PREFERRED", "IPv4_ONLY", "IPv6_ONLY"];
+    if let Some(v) = value {
+        if !PREFERENCES.contains(&v.as_str()) {
+            p.push(Problem::new(
+                origin,
+                path,
+                format!("`{v}` is not one of {}", PREFERENCES.join(", ")),
+            ));
+        }
     }
 }
 

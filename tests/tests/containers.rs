@@ -125,7 +125,11 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     let prefix = mesh.namespace_prefix();
     let pods = podman(&state, &["pod", "ls", "--format", "{{.Name}}"]);
     let ours: Vec<&str> = pods.lines().filter(|p| p.starts_with(&prefix)).collect();
-    assert_eq!(ours.len(), 4, "three tasks and the ingress gateway's: {pods}");
+    assert_eq!(
+        ours.len(),
+        4,
+        "three tasks and the ingress gateway's: {pods}"
+    );
     let text = client()
         .get(&mesh.requester)
         .send()

@@ -231,6 +231,56 @@ fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
             Some(core::socket_address::PortSpecifier::PortValue(8080))
         )
     );
+    // No ipPreference: Envoy's default lookup family.
+    assert_eq!(v1.dns_lookup_family, 0);
+}
+
+/// `ipPreference` (the node's, else the mesh's) is the DNS lookup family of the clusters
+/// that resolve the node's hostname.
+#[test]
+fn ip_preference_is_the_dns_lookup_family() {
+    let mut snapshot = Snapshot {
+        placements: BTreeMap::new(),
+        ..shipped_snapshot()
+    };
+    let family = |snapshot: &Snapshot| {
+        let res = for_node(snapshot, "requester").expect("resources");
+        let (_, any) = res
+            .clusters
+            .iter()
+            .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
+            .expect("the cluster");
+        cluster::Cluster::decode(any.value.as_slice())
+            .expect("decodes")
+            .dns_lookup_family
+    };
+    let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
+    mesh.value.spec.service_discovery = Some(meshmodel::appmesh::MeshServiceDiscovery {
+        ip_preference: Some("IPv6_ONLY".into()),
+    });
+    assert_eq!(
+        family(&snapshot),
+        cluster::cluster::DnsLookupFamily::V6Only as i32
+    );
+    let node = snapshot
+        .mesh
+        .virtual_nodes
+        .get_mut("distributor-v1")
+        .expect("v1");
+    if let Some(dns) = node
+        .value
+        .spec
+        .service_discovery
+        .as_mut()
+        .and_then(|d| d.dns.as_mut())
+    {
+        dns.ip_preference = Some("IPv4_ONLY".into());
+    }
+    assert_eq!(
+        family(&snapshot),
+        cluster::cluster::DnsLookupFamily::V4Only as i32,
+        "the node's preference over the mesh's"
+    );
 }
 
 /// A listener's `connectionPool` limits the node's own local ingress cluster (whoever
