@@ -1158,12 +1158,22 @@ fn static_cluster(
         ),
         Upstream::Nowhere => (cluster::cluster::DiscoveryType::Static, None),
     };
+    // A health check on another port than the listener's checks each endpoint there.
+    let health_check_config = target
+        .and_then(|l| l.health_check.as_ref())
+        .and_then(|hc| hc.port)
+        .and_then(|p| u32::try_from(p).ok())
+        .map(|port_value| endpoint::endpoint::HealthCheckConfig {
+            port_value,
+            ..Default::default()
+        });
     let lb_endpoints: Vec<endpoint::LbEndpoint> = address
         .into_iter()
         .map(|address| endpoint::LbEndpoint {
             host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
                 endpoint::Endpoint {
                     address: Some(address),
+                    health_check_config: health_check_config.clone(),
                     ..Default::default()
                 },
             )),

@@ -340,7 +340,7 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
                 {"portMapping": {"port": 8080, "protocol": "http"},
                  "connectionPool": {"http": {"maxConnections": 16}}},
                 {"portMapping": {"port": 9090, "protocol": "grpc"},
-                 "healthCheck": {"protocol": "grpc", "healthyThreshold": 2, "unhealthyThreshold": 2,
+                 "healthCheck": {"protocol": "grpc", "port": 9091, "healthyThreshold": 2, "unhealthyThreshold": 2,
                      "timeoutMillis": 2000, "intervalMillis": 5000}}
             ],
             "serviceDiscovery": {"dns": {"hostname": "multi.features.local"}}}}),

@@ -669,3 +669,34 @@ fn allow_all_passes_through_only_where_connections_are_redirected() {
         "envoy.filters.listener.original_dst"
     );
 }
+
+/// A health check on its own `port` checks each endpoint of the callers' cluster there.
+#[test]
+fn a_health_check_port_is_each_endpoints_health_check_port() {
+    let mut snapshot = shipped_snapshot();
+    let listener = &mut snapshot
+        .mesh
+        .virtual_nodes
+        .get_mut("distributor-v1")
+        .expect("v1")
+        .value
+        .spec
+        .listeners[0];
+    listener.health_check.as_mut().expect("a health check").port = Some(8081);
+    let res = for_node(&snapshot, "requester").expect("resources");
+    let (_, any) = res
+        .clusters
+        .iter()
+        .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
+        .expect("the cluster");
+    let c = cluster::Cluster::decode(any.value.as_slice()).expect("decodes");
+    let lb = &c.load_assignment.as_ref().expect("endpoints").endpoints[0].lb_endpoints[0];
+    let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+        panic!("no endpoint");
+    };
+    assert_eq!(
+        e.health_check_config.as_ref().map(|h| h.port_value),
+        Some(8081)
+    );
+    assert_eq!(c.health_checks.len(), 1);
+}
