@@ -551,11 +551,15 @@ fn ingress(
                 ),
             ),
         ));
-        let ingress_timeout = listener
+        let http_timeout = listener
             .and_then(|l| l.timeout.as_ref())
-            .and_then(|t| t.http.as_ref().or(t.http2.as_ref()).or(t.grpc.as_ref()))
+            .and_then(|t| t.http.as_ref().or(t.http2.as_ref()).or(t.grpc.as_ref()));
+        let ingress_timeout = http_timeout
             .and_then(|t| t.per_request)
             .map_or(DEFAULT_PER_REQUEST, meshmodel::appmesh::Duration::to_std);
+        let ingress_idle = http_timeout
+            .and_then(|t| t.idle)
+            .map(|d| pb_duration(d.to_std()));
         let route_name = match listener {
             Some(l) if several => format!(
                 "rds_ingress_{}_{}",
@@ -578,6 +582,7 @@ fn ingress(
                                 route::route_action::ClusterSpecifier::Cluster(ingress_cluster),
                             ),
                             timeout: Some(pb_duration(ingress_timeout)),
+                            idle_timeout: ingress_idle,
                             ..Default::default()
                         }),
                     }),

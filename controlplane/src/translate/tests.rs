@@ -700,3 +700,49 @@ fn a_health_check_port_is_each_endpoints_health_check_port() {
     );
     assert_eq!(c.health_checks.len(), 1);
 }
+
+/// A listener's http timeout holds on the node's own ingress route: per request and idle.
+#[test]
+fn a_listener_timeout_bounds_the_ingress_route() {
+    let mut snapshot = shipped_snapshot();
+    snapshot
+        .mesh
+        .virtual_nodes
+        .get_mut("requester")
+        .expect("requester")
+        .value
+        .spec
+        .listeners[0]
+        .timeout = Some(meshmodel::appmesh::ListenerTimeout {
+        http: Some(meshmodel::appmesh::HttpTimeout {
+            per_request: Some(meshmodel::appmesh::Duration::millis(2500)),
+            idle: Some(meshmodel::appmesh::Duration::millis(60_000)),
+        }),
+        http2: None,
+        grpc: None,
+        tcp: None,
+    });
+    let res = for_node(&snapshot, "requester").expect("resources");
+    let l = listener::Listener::decode(res.listeners[0].1.value.as_slice()).expect("decodes");
+    let Some(listener::filter::ConfigType::TypedConfig(config)) =
+        &l.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no typed config");
+    };
+    let manager = hcm::HttpConnectionManager::decode(config.value.as_slice()).expect("hcm");
+    let Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(routes)) =
+        manager.route_specifier
+    else {
+        panic!("no inline routes");
+    };
+    let Some(route::route::Action::Route(action)) = &routes.virtual_hosts[0].routes[0].action
+    else {
+        panic!("no route action");
+    };
+    let ms = |d: &Option<envoy_types::pb::google::protobuf::Duration>| {
+        d.as_ref()
+            .map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+    };
+    assert_eq!(ms(&action.timeout), Some(2500));
+    assert_eq!(ms(&action.idle_timeout), Some(60_000));
+}
