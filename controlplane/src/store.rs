@@ -179,6 +179,11 @@ impl Store {
         }));
     }
 
+    /// The account and region the resources' ARNs name.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// The current snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()

@@ -941,4 +941,35 @@ async fn virtual_gateways_and_gateway_routes_through_the_aws_cli() {
         &["list-virtual-gateways", "--mesh-name", "gophermesh"],
     );
     assert_eq!(gateway_names(&gateways), ["ingress"]);
+    // --mesh-owner: this account's is taken, another's is not found.
+    let owned = aws(
+        &api,
+        &[
+            "describe-virtual-gateway",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+            "--mesh-owner",
+            "000000000000",
+        ],
+    );
+    assert_eq!(
+        owned["virtualGateway"]["metadata"]["meshOwner"],
+        "000000000000"
+    );
+    aws_fails(
+        &api,
+        &[
+            "describe-virtual-gateway",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-gateway-name",
+            "ingress",
+            "--mesh-owner",
+            "111122223333",
+        ],
+        "NotFoundException",
+        "meshOwner 111122223333: mesh `gophermesh` of account 111122223333 does not exist here",
+    );
 }

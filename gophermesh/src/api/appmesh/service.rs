@@ -14,6 +14,7 @@ use crate::api::sigv4;
 
 /// Serves one parsed call against the store.
 pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<Value, AwsError> {
+    check_owner(store, op, query)?;
     match op.action {
         Action::List => list(&store.current(), op, query),
         Action::Describe => {
@@ -26,6 +27,25 @@ pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<
         }
         Action::Create | Action::Update => write(store, op, body),
         Action::Delete => delete(store, op),
+    }
+}
+
+/// `meshOwner` (the AWS CLI's `--mesh-owner`, a query parameter) names an account: with one
+/// account here, its own is the only one whose meshes exist.
+fn check_owner(store: &Store, op: &Operation, query: &str) -> Result<(), AwsError> {
+    let owner = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "meshOwner")
+        .map(|(_, v)| decode_segment(v))
+        .transpose()?;
+    let account = &store.identity().account;
+    match owner {
+        Some(owner) if &owner != account => Err(AwsError::not_found(format!(
+            "meshOwner {owner}: mesh `{}` of account {owner} does not exist here; this control plane's account is {account}",
+            op.mesh.as_deref().unwrap_or_default()
+        ))),
+        _ => Ok(()),
     }
 }
 
