@@ -100,6 +100,7 @@ pub const SERVICE_CONNECT: &[Support] = &[
         GATEWAYS,
         Some("Service Connect has no ingress: put a load balancer in front of the services"),
     ),
+    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
 ];
 
 /// What VPC Lattice carries of App Mesh.
@@ -158,6 +159,7 @@ pub const LATTICE: &[Support] = &[
             "not written by this export yet; clients outside reach the Lattice services through the service network's VPC associations",
         ),
     ),
+    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
 ];
 
 /// What the Kubernetes Gateway API (its mesh profile, GAMMA) carries of App Mesh.
@@ -215,10 +217,16 @@ pub const GATEWAY_API: &[Support] = &[
         Some("TCPRoute is experimental in Gateway API v1"),
     ),
     (GATEWAYS, None),
+    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
 ];
 
 /// Virtual gateways and their gateway routes, as one feature.
 const GATEWAYS: &str = "virtual gateways and gateway routes (ingress)";
+
+/// Nodes and routers with more than one listener.
+const SEVERAL_LISTENERS: &str = "several listeners per virtual node or router";
+const FIRST_LISTENER_ONLY: &str =
+    "not written by this export yet: only the first listener of each node and router is";
 
 /// The feature of the matches a rule of Lattice or the Gateway API cannot express.
 const UNMATCHED: &str =
@@ -345,6 +353,18 @@ impl Export {
                     origin,
                     "spec.backends",
                     "backends (which services a node may call)",
+                );
+            }
+            for i in 1..spec.listeners.len() {
+                lose(origin, &format!("spec.listeners[{i}]"), SEVERAL_LISTENERS);
+            }
+        }
+        for router in mesh.virtual_routers.values() {
+            for i in 1..router.value.spec.listeners.len() {
+                lose(
+                    &router.origin,
+                    &format!("spec.listeners[{i}]"),
+                    SEVERAL_LISTENERS,
                 );
             }
         }
@@ -1303,6 +1323,11 @@ mod tests {
             ),
             json!({"meshName": "m", "virtualGatewayName": "in", "spec": {
                 "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]}}),
+            // A node of two listeners.
+            json!({"meshName": "m", "virtualNodeName": "two", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}},
+                    {"portMapping": {"port": 9090, "protocol": "grpc"}}],
+                "serviceDiscovery": {"dns": {"hostname": "two.m.local"}}}}),
             json!({"meshName": "m", "virtualGatewayName": "in", "gatewayRouteName": "web",
                 "spec": {"httpRoute": {"match": {"prefix": "/web/"}, "action": {
                     "target": {"virtualService": {"virtualServiceName": "web.m.local"}},
