@@ -314,32 +314,15 @@ impl Export {
         for node in mesh.virtual_nodes.values() {
             let (origin, spec) = (&node.origin, &node.value.spec);
             for (i, l) in spec.listeners.iter().enumerate() {
-                for (present, field, feature) in [
-                    (
-                        l.outlier_detection.is_some(),
-                        "outlierDetection",
-                        "outlier detection",
-                    ),
-                    (
-                        l.health_check.is_some(),
-                        "healthCheck",
-                        "listener health checks",
-                    ),
-                    (
-                        l.connection_pool.is_some(),
-                        "connectionPool",
-                        "connection pools",
-                    ),
-                    (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
-                    (
-                        l.timeout.is_some(),
-                        "timeout",
-                        "per-request and idle timeouts",
-                    ),
-                ] {
-                    if present {
-                        lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
-                    }
+                let given = ListenerSettings {
+                    outlier_detection: l.outlier_detection.is_some(),
+                    health_check: l.health_check.is_some(),
+                    connection_pool: l.connection_pool.is_some(),
+                    tls: l.tls.is_some(),
+                    timeout: l.timeout.is_some(),
+                };
+                for (field, feature) in given.features() {
+                    lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
                 }
             }
             if spec.backend_defaults.is_some() {
@@ -372,22 +355,14 @@ impl Export {
             lose(&gateway.origin, "spec", GATEWAYS);
             let (origin, spec) = (&gateway.origin, &gateway.value.spec);
             for (i, l) in spec.listeners.iter().enumerate() {
-                for (present, field, feature) in [
-                    (
-                        l.health_check.is_some(),
-                        "healthCheck",
-                        "listener health checks",
-                    ),
-                    (
-                        l.connection_pool.is_some(),
-                        "connectionPool",
-                        "connection pools",
-                    ),
-                    (l.tls.is_some(), "tls", "TLS and mutual TLS (files)"),
-                ] {
-                    if present {
-                        lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
-                    }
+                let given = ListenerSettings {
+                    health_check: l.health_check.is_some(),
+                    connection_pool: l.connection_pool.is_some(),
+                    tls: l.tls.is_some(),
+                    ..ListenerSettings::default()
+                };
+                for (field, feature) in given.features() {
+                    lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
                 }
             }
             if spec.backend_defaults.is_some() {
@@ -411,6 +386,37 @@ impl Export {
             feature,
             reason: reason.to_owned(),
         });
+    }
+}
+
+/// Which of a listener's settings are given.
+#[derive(Debug, Default)]
+struct ListenerSettings {
+    outlier_detection: bool,
+    health_check: bool,
+    connection_pool: bool,
+    tls: bool,
+    timeout: bool,
+}
+
+impl ListenerSettings {
+    /// (field, feature) of each setting given.
+    fn features(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            (
+                self.outlier_detection,
+                "outlierDetection",
+                "outlier detection",
+            ),
+            (self.health_check, "healthCheck", "listener health checks"),
+            (self.connection_pool, "connectionPool", "connection pools"),
+            (self.tls, "tls", "TLS and mutual TLS (files)"),
+            (self.timeout, "timeout", "per-request and idle timeouts"),
+        ]
+        .into_iter()
+        .filter(|(given, _, _)| *given)
+        .map(|(_, field, feature)| (field, feature))
+        .collect()
     }
 }
 

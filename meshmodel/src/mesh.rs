@@ -558,33 +558,22 @@ impl Mesh {
 
     fn check_gateway_route(&self, p: &mut Vec<Problem>, origin: &str, route: &GatewayRouteInput) {
         check_name(p, origin, "gatewayRouteName", &route.gateway_route_name);
-        let Some(gateway) = self.virtual_gateways.get(&route.virtual_gateway_name) else {
-            p.push(Problem::new(
-                origin,
-                "virtualGatewayName",
-                format!(
-                    "virtual gateway `{}` does not exist (known: {})",
-                    route.virtual_gateway_name,
-                    known(self.virtual_gateways.keys())
-                ),
-            ));
+        let Some(gateway) = parent(
+            p,
+            origin,
+            ("virtualGatewayName", "virtual gateway"),
+            &route.virtual_gateway_name,
+            &self.virtual_gateways,
+        ) else {
             return;
         };
         let spec = &route.spec;
-        if let Some(priority) = spec.priority {
-            range(p, origin, "spec.priority", priority, limits::PRIORITY);
-        }
         let kinds = [
-            spec.http_route.is_some(),
-            spec.http2_route.is_some(),
-            spec.grpc_route.is_some(),
+            ("httpRoute", spec.http_route.is_some()),
+            ("http2Route", spec.http2_route.is_some()),
+            ("grpcRoute", spec.grpc_route.is_some()),
         ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            p.push(Problem::new(
-                origin,
-                "spec",
-                "give exactly one of httpRoute, http2Route and grpcRoute",
-            ));
+        if !one_kind(p, origin, spec.priority, &kinds) {
             return;
         }
         let Some((base, protocol, http)) = spec.as_http() else {
@@ -927,34 +916,23 @@ impl Mesh {
 
     fn check_route(&self, p: &mut Vec<Problem>, origin: &str, route: &RouteInput) {
         check_name(p, origin, "routeName", &route.route_name);
-        let Some(router) = self.virtual_routers.get(&route.virtual_router_name) else {
-            p.push(Problem::new(
-                origin,
-                "virtualRouterName",
-                format!(
-                    "virtual router `{}` does not exist (known: {})",
-                    route.virtual_router_name,
-                    known(self.virtual_routers.keys())
-                ),
-            ));
+        let Some(router) = parent(
+            p,
+            origin,
+            ("virtualRouterName", "virtual router"),
+            &route.virtual_router_name,
+            &self.virtual_routers,
+        ) else {
             return;
         };
         let spec = &route.spec;
-        if let Some(priority) = spec.priority {
-            range(p, origin, "spec.priority", priority, limits::PRIORITY);
-        }
         let kinds = [
-            spec.http_route.is_some(),
-            spec.http2_route.is_some(),
-            spec.grpc_route.is_some(),
-            spec.tcp_route.is_some(),
+            ("httpRoute", spec.http_route.is_some()),
+            ("http2Route", spec.http2_route.is_some()),
+            ("grpcRoute", spec.grpc_route.is_some()),
+            ("tcpRoute", spec.tcp_route.is_some()),
         ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            p.push(Problem::new(
-                origin,
-                "spec",
-                "give exactly one of httpRoute, http2Route, grpcRoute and tcpRoute",
-            ));
+        if !one_kind(p, origin, spec.priority, &kinds) {
             return;
         }
         let kind = if spec.tcp_route.is_some() {
@@ -1378,6 +1356,53 @@ fn range(p: &mut Vec<Problem>, origin: &str, path: &str, value: i64, (lo, hi): (
             format!("{value} is out of range; allowed: {lo} to {hi}"),
         ));
     }
+}
+
+/// The router or gateway (`what`, named at `field`) a route names, or a problem saying it
+/// does not exist.
+fn parent<'a, T>(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    (field, what): (&str, &str),
+    name: &str,
+    all: &'a BTreeMap<String, T>,
+) -> Option<&'a T> {
+    let found = all.get(name);
+    if found.is_none() {
+        p.push(Problem::new(
+            origin,
+            field,
+            format!(
+                "{what} `{name}` does not exist (known: {})",
+                known(all.keys())
+            ),
+        ));
+    }
+    found
+}
+
+/// A route's priority is in range and it is exactly one of `kinds` (name, given); whether
+/// its kind is clear.
+fn one_kind(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    priority: Option<i64>,
+    kinds: &[(&str, bool)],
+) -> bool {
+    if let Some(priority) = priority {
+        range(p, origin, "spec.priority", priority, limits::PRIORITY);
+    }
+    if kinds.iter().filter(|(_, given)| *given).count() == 1 {
+        return true;
+    }
+    let names: Vec<&str> = kinds.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+    p.push(Problem::new(
+        origin,
+        "spec",
+        format!("give exactly one of {} and {last}", rest.join(", ")),
+    ));
+    false
 }
 
 /// App Mesh's IP preferences (the address family Envoy resolves hostnames to).
