@@ -386,36 +386,12 @@ impl Mesh {
         if let Some(m) = &self.mesh {
             out.push((m.origin.clone(), Resource::Mesh(m.value.clone())));
         }
-        out.extend(
-            self.virtual_nodes
-                .values()
-                .map(|s| (s.origin.clone(), Resource::VirtualNode(s.value.clone()))),
-        );
-        out.extend(
-            self.virtual_routers
-                .values()
-                .map(|s| (s.origin.clone(), Resource::VirtualRouter(s.value.clone()))),
-        );
-        out.extend(
-            self.routes
-                .values()
-                .map(|s| (s.origin.clone(), Resource::Route(s.value.clone()))),
-        );
-        out.extend(
-            self.virtual_services
-                .values()
-                .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
-        );
-        out.extend(
-            self.virtual_gateways
-                .values()
-                .map(|s| (s.origin.clone(), Resource::VirtualGateway(s.value.clone()))),
-        );
-        out.extend(
-            self.gateway_routes
-                .values()
-                .map(|s| (s.origin.clone(), Resource::GatewayRoute(s.value.clone()))),
-        );
+        out.extend(each(&self.virtual_nodes, Resource::VirtualNode));
+        out.extend(each(&self.virtual_routers, Resource::VirtualRouter));
+        out.extend(each(&self.routes, Resource::Route));
+        out.extend(each(&self.virtual_services, Resource::VirtualService));
+        out.extend(each(&self.virtual_gateways, Resource::VirtualGateway));
+        out.extend(each(&self.gateway_routes, Resource::GatewayRoute));
         out
     }
 
@@ -1356,6 +1332,15 @@ fn range(p: &mut Vec<Problem>, origin: &str, path: &str, value: i64, (lo, hi): (
             format!("{value} is out of range; allowed: {lo} to {hi}"),
         ));
     }
+}
+
+/// Every resource of one kind's map, as (origin, resource).
+fn each<'a, K, T: Clone>(
+    map: &'a BTreeMap<K, Sourced<T>>,
+    wrap: fn(T) -> Resource,
+) -> impl Iterator<Item = (String, Resource)> + 'a {
+    map.values()
+        .map(move |s| (s.origin.clone(), wrap(s.value.clone())))
 }
 
 /// The router or gateway (`what`, named at `field`) a route names, or a problem saying it
