@@ -244,6 +244,11 @@ impl Bench {
         extra: &[&str],
     ) -> anyhow::Result<Up> {
         let state = self.work.join(label);
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("cannot create {}", state.display()))?;
+        let errors = state.join("up.stderr");
+        let stderr = std::fs::File::create(&errors)
+            .with_context(|| format!("cannot create {}", errors.display()))?;
         let mut command = Command::new(&self.me);
         command
             .arg("up")
@@ -271,7 +276,7 @@ impl Bench {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true);
         let mut child = command.spawn().context("cannot start gophermesh up")?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -288,9 +293,15 @@ impl Bench {
         })
         .await
         .unwrap_or(false);
+        let said = || {
+            let text = std::fs::read_to_string(&errors).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n")
+        };
         let (Some(requester), Some(control)) = (addresses.requester, addresses.control) else {
             bail!(
-                "gophermesh up ({label}) did not say where it listens; its logs are in {}",
+                "gophermesh up ({label}) did not say where it listens; it said:\n{}\n(logs in {})",
+                said(),
                 state.display()
             );
         };
