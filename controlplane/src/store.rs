@@ -266,38 +266,37 @@ impl Store {
             .or(current.mesh.name())
             .unwrap_or_default()
             .to_owned();
-        let keyed = |m: &Mesh| -> BTreeMap<Key, (String, Resource)> {
-            m.resources()
-                .into_iter()
-                .map(|(o, r)| (r.key(), (o, r)))
-                .collect()
-        };
-        let before = keyed(&current.mesh);
-        let after = keyed(&mesh);
+        // Only what the change touched is compared, written and given new metadata (the
+        // rest is shared with the current mesh).
+        let (mut changed, removed) = current.mesh.diff(&mesh);
+        if let Some(key) = &bump {
+            if !changed.iter().any(|(k, _, _)| k == key) {
+                if let Some((origin, resource)) = mesh.get(key) {
+                    changed.push((key.clone(), origin, resource));
+                }
+            }
+        }
         let mut meta = current.meta.clone();
         let mut puts = Vec::new();
-        for (key, (origin, resource)) in &after {
-            let m = match (before.get(key), meta.get(key)) {
-                (Some((_, old)), Some(_)) if old == resource && bump.as_ref() != Some(key) => {
-                    continue;
-                }
-                (Some(_), Some(m)) => m.next_version(client_token.clone()),
-                _ => self
+        for (key, origin, resource) in changed {
+            let m = match meta.get(&key) {
+                Some(m) => m.next_version(client_token.clone()),
+                None => self
                     .identity
-                    .new_meta(&mesh_name, key, client_token.clone()),
+                    .new_meta(&mesh_name, &key, client_token.clone()),
             };
             let record = Record {
-                origin: origin.clone(),
+                origin,
                 resource: resource.to_json(),
                 meta: m.clone(),
             };
             puts.push((key.to_text(), record));
-            meta.insert(key.clone(), m);
+            meta.insert(key, m);
         }
         let mut deletes = Vec::new();
-        for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        for key in removed {
             deletes.push(key.to_text());
-            meta.remove(key);
+            meta.remove(&key);
         }
         let next = Arc::new(Snapshot {
             version: current.version + 1,

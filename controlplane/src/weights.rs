@@ -52,7 +52,7 @@ pub fn set_weights(
             )));
         }
     };
-    let mut next = entry.value.clone();
+    let mut next = (*entry.value).clone();
     let Some(targets) = next.spec.weighted_targets_mut() else {
         return Err(Problems::one(Problem::new(
             &entry.origin,

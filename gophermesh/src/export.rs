@@ -482,7 +482,7 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             .routes
             .iter()
             .filter(|((r, _), _)| r == router_name)
-            .map(|(_, s)| (&s.origin, &s.value))
+            .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
         // The route that takes every request (no condition), else the last one.
@@ -746,7 +746,7 @@ pub fn lattice(mesh: &Mesh) -> Export {
             .routes
             .iter()
             .filter(|((r, _), _)| *r == router_name)
-            .map(|(_, s)| (&s.origin, &s.value))
+            .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
         let mut default = json!({"fixedResponse": {"statusCode": 404}});
@@ -946,7 +946,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             .routes
             .iter()
             .filter(|((r, _), _)| *r == router_name)
-            .map(|(_, s)| (&s.origin, &s.value))
+            .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
         let grpc = protocol == meshmodel::appmesh::Protocol::Grpc;

@@ -13,11 +13,21 @@ use crate::appmesh::{
 use crate::problem::{Problem, Problems, join};
 use crate::resource::{Key, Kind, Resource};
 
-/// A value and the origin (file path, `<api>`, ...) it was read from.
+/// A value and the origin (file path, `<api>`, ...) it was read from. The value is shared:
+/// every change makes a new mesh, and the resources it does not touch are not copied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sourced<T> {
     pub origin: String,
-    pub value: T,
+    pub value: std::sync::Arc<T>,
+}
+
+impl<T> Sourced<T> {
+    pub fn new(origin: String, value: T) -> Self {
+        Self {
+            origin,
+            value: std::sync::Arc::new(value),
+        }
+    }
 }
 
 /// Every resource of one mesh. Build it with [`Mesh::load_dir`] or [`Mesh::apply`]; both
@@ -191,29 +201,31 @@ impl Mesh {
     /// Puts `resource` in, replacing one with the same identity. Does not check.
     pub fn insert(&mut self, origin: String, resource: Resource) {
         match resource {
-            Resource::Mesh(value) => self.mesh = Some(Sourced { origin, value }),
+            Resource::Mesh(value) => self.mesh = Some(Sourced::new(origin, value)),
             Resource::VirtualNode(value) => {
                 self.virtual_nodes
-                    .insert(value.virtual_node_name.clone(), Sourced { origin, value });
+                    .insert(value.virtual_node_name.clone(), Sourced::new(origin, value));
             }
             Resource::VirtualRouter(value) => {
-                self.virtual_routers
-                    .insert(value.virtual_router_name.clone(), Sourced { origin, value });
+                self.virtual_routers.insert(
+                    value.virtual_router_name.clone(),
+                    Sourced::new(origin, value),
+                );
             }
             Resource::Route(value) => {
                 let key = (value.virtual_router_name.clone(), value.route_name.clone());
-                self.routes.insert(key, Sourced { origin, value });
+                self.routes.insert(key, Sourced::new(origin, value));
             }
             Resource::VirtualService(value) => {
                 self.virtual_services.insert(
                     value.virtual_service_name.clone(),
-                    Sourced { origin, value },
+                    Sourced::new(origin, value),
                 );
             }
             Resource::VirtualGateway(value) => {
                 self.virtual_gateways.insert(
                     value.virtual_gateway_name.clone(),
-                    Sourced { origin, value },
+                    Sourced::new(origin, value),
                 );
             }
             Resource::GatewayRoute(value) => {
@@ -221,7 +233,7 @@ impl Mesh {
                     value.virtual_gateway_name.clone(),
                     value.gateway_route_name.clone(),
                 );
-                self.gateway_routes.insert(key, Sourced { origin, value });
+                self.gateway_routes.insert(key, Sourced::new(origin, value));
             }
         }
     }
@@ -245,31 +257,37 @@ impl Mesh {
             Key::Mesh => self
                 .mesh
                 .as_ref()
-                .map(|s| (s.origin.clone(), Resource::Mesh(s.value.clone()))),
+                .map(|s| (s.origin.clone(), Resource::Mesh((*s.value).clone()))),
             Key::VirtualNode(n) => self
                 .virtual_nodes
                 .get(n)
-                .map(|s| (s.origin.clone(), Resource::VirtualNode(s.value.clone()))),
-            Key::VirtualRouter(n) => self
-                .virtual_routers
-                .get(n)
-                .map(|s| (s.origin.clone(), Resource::VirtualRouter(s.value.clone()))),
+                .map(|s| (s.origin.clone(), Resource::VirtualNode((*s.value).clone()))),
+            Key::VirtualRouter(n) => self.virtual_routers.get(n).map(|s| {
+                (
+                    s.origin.clone(),
+                    Resource::VirtualRouter((*s.value).clone()),
+                )
+            }),
             Key::Route(r, n) => self
                 .routes
                 .get(&(r.clone(), n.clone()))
-                .map(|s| (s.origin.clone(), Resource::Route(s.value.clone()))),
-            Key::VirtualService(n) => self
-                .virtual_services
-                .get(n)
-                .map(|s| (s.origin.clone(), Resource::VirtualService(s.value.clone()))),
-            Key::VirtualGateway(n) => self
-                .virtual_gateways
-                .get(n)
-                .map(|s| (s.origin.clone(), Resource::VirtualGateway(s.value.clone()))),
+                .map(|s| (s.origin.clone(), Resource::Route((*s.value).clone()))),
+            Key::VirtualService(n) => self.virtual_services.get(n).map(|s| {
+                (
+                    s.origin.clone(),
+                    Resource::VirtualService((*s.value).clone()),
+                )
+            }),
+            Key::VirtualGateway(n) => self.virtual_gateways.get(n).map(|s| {
+                (
+                    s.origin.clone(),
+                    Resource::VirtualGateway((*s.value).clone()),
+                )
+            }),
             Key::GatewayRoute(g, n) => self
                 .gateway_routes
                 .get(&(g.clone(), n.clone()))
-                .map(|s| (s.origin.clone(), Resource::GatewayRoute(s.value.clone()))),
+                .map(|s| (s.origin.clone(), Resource::GatewayRoute((*s.value).clone()))),
         }
     }
 
@@ -315,13 +333,13 @@ impl Mesh {
                 .gateway_routes
                 .values()
                 .filter(|s| &s.value.virtual_gateway_name == g)
-                .map(|s| Resource::GatewayRoute(s.value.clone()).describe())
+                .map(|s| Resource::GatewayRoute((*s.value).clone()).describe())
                 .collect(),
             Key::VirtualService(n) => self
                 .gateway_routes
                 .values()
                 .filter(|s| gateway_target(&s.value).is_some_and(|t| t == n))
-                .map(|s| Resource::GatewayRoute(s.value.clone()).describe())
+                .map(|s| Resource::GatewayRoute((*s.value).clone()).describe())
                 .collect(),
             Key::Route(..) | Key::GatewayRoute(..) => Vec::new(),
         };
@@ -368,13 +386,13 @@ impl Mesh {
             .routes
             .values()
             .filter(|s| route(&s.value))
-            .map(|s| Resource::Route(s.value.clone()).describe())
+            .map(|s| Resource::Route((*s.value).clone()).describe())
             .collect();
         users.extend(
             self.virtual_services
                 .values()
                 .filter(|s| s.value.spec.provider.as_ref().is_some_and(&provider))
-                .map(|s| Resource::VirtualService(s.value.clone()).describe()),
+                .map(|s| Resource::VirtualService((*s.value).clone()).describe()),
         );
         users
     }
@@ -384,7 +402,7 @@ impl Mesh {
     pub fn resources(&self) -> Vec<(String, Resource)> {
         let mut out = Vec::new();
         if let Some(m) = &self.mesh {
-            out.push((m.origin.clone(), Resource::Mesh(m.value.clone())));
+            out.push((m.origin.clone(), Resource::Mesh((*m.value).clone())));
         }
         out.extend(each(&self.virtual_nodes, Resource::VirtualNode));
         out.extend(each(&self.virtual_routers, Resource::VirtualRouter));
@@ -395,13 +413,100 @@ impl Mesh {
         out
     }
 
+    /// What `next` changes relative to this mesh: the resources it adds or changes (with
+    /// their origin), and the identities of those it removes. Resources a change did not
+    /// touch share their value with this mesh and are passed over without a comparison.
+    pub fn diff(&self, next: &Mesh) -> (Vec<(Key, String, Resource)>, Vec<Key>) {
+        let mut changed = Vec::new();
+        let mut removed = Vec::new();
+        match (&self.mesh, &next.mesh) {
+            (Some(a), Some(b))
+                if std::sync::Arc::ptr_eq(&a.value, &b.value) || a.value == b.value => {}
+            (_, Some(b)) => changed.push((
+                Key::Mesh,
+                b.origin.clone(),
+                Resource::Mesh((*b.value).clone()),
+            )),
+            (Some(_), None) => removed.push(Key::Mesh),
+            (None, None) => {}
+        }
+        fn kind<K: Ord, T: Clone + PartialEq>(
+            before: &BTreeMap<K, Sourced<T>>,
+            after: &BTreeMap<K, Sourced<T>>,
+            key: impl Fn(&K) -> Key,
+            wrap: fn(T) -> Resource,
+            changed: &mut Vec<(Key, String, Resource)>,
+            removed: &mut Vec<Key>,
+        ) {
+            for (k, b) in after {
+                let same = before.get(k).is_some_and(|a| {
+                    std::sync::Arc::ptr_eq(&a.value, &b.value) || a.value == b.value
+                });
+                if !same {
+                    changed.push((key(k), b.origin.clone(), wrap((*b.value).clone())));
+                }
+            }
+            removed.extend(before.keys().filter(|k| !after.contains_key(*k)).map(key));
+        }
+        let (c, r) = (&mut changed, &mut removed);
+        kind(
+            &self.virtual_nodes,
+            &next.virtual_nodes,
+            |k| Key::VirtualNode(k.clone()),
+            Resource::VirtualNode,
+            c,
+            r,
+        );
+        kind(
+            &self.virtual_routers,
+            &next.virtual_routers,
+            |k| Key::VirtualRouter(k.clone()),
+            Resource::VirtualRouter,
+            c,
+            r,
+        );
+        kind(
+            &self.routes,
+            &next.routes,
+            |(a, b)| Key::Route(a.clone(), b.clone()),
+            Resource::Route,
+            c,
+            r,
+        );
+        kind(
+            &self.virtual_services,
+            &next.virtual_services,
+            |k| Key::VirtualService(k.clone()),
+            Resource::VirtualService,
+            c,
+            r,
+        );
+        kind(
+            &self.virtual_gateways,
+            &next.virtual_gateways,
+            |k| Key::VirtualGateway(k.clone()),
+            Resource::VirtualGateway,
+            c,
+            r,
+        );
+        kind(
+            &self.gateway_routes,
+            &next.gateway_routes,
+            |(a, b)| Key::GatewayRoute(a.clone(), b.clone()),
+            Resource::GatewayRoute,
+            c,
+            r,
+        );
+        (changed, removed)
+    }
+
     /// The gateway routes of `gateway`, highest precedence first, ordered as
     /// [`Mesh::routes_of`] orders routes.
     pub fn gateway_routes_of(&self, gateway: &str) -> Vec<&GatewayRouteInput> {
         let mut routes: Vec<&GatewayRouteInput> = self
             .gateway_routes
             .values()
-            .map(|s| &s.value)
+            .map(|s| &*s.value)
             .filter(|r| r.virtual_gateway_name == gateway)
             .collect();
         routes.sort_by_key(|r| {
@@ -419,22 +524,40 @@ impl Mesh {
         let mut routes: Vec<&RouteInput> = self
             .routes
             .values()
-            .map(|s| &s.value)
+            .map(|s| &*s.value)
             .filter(|r| r.virtual_router_name == router)
             .collect();
         routes.sort_by_key(|r| (r.spec.priority.unwrap_or(i64::MAX), r.route_name.clone()));
         routes
     }
 
+    /// (origin, mesh name) of every resource but the mesh, in the order of
+    /// [`Mesh::resources`], without copying them.
+    fn mesh_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        fn names<K, T>(
+            map: &BTreeMap<K, Sourced<T>>,
+            name: fn(&T) -> &str,
+        ) -> impl Iterator<Item = (&str, &str)> {
+            map.values()
+                .map(move |s| (s.origin.as_str(), name(&s.value)))
+        }
+        names(&self.virtual_nodes, |r| &r.mesh_name)
+            .chain(names(&self.virtual_routers, |r| &r.mesh_name))
+            .chain(names(&self.routes, |r| &r.mesh_name))
+            .chain(names(&self.virtual_services, |r| &r.mesh_name))
+            .chain(names(&self.virtual_gateways, |r| &r.mesh_name))
+            .chain(names(&self.gateway_routes, |r| &r.mesh_name))
+    }
+
     /// Everything that is inconsistent; empty when the mesh is fine.
     pub fn check(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         let Some(mesh) = &self.mesh else {
-            if let Some((origin, r)) = self.resources().first() {
+            if let Some((origin, name)) = self.mesh_names().next() {
                 p.push(Problem::new(
-                    origin.as_str(),
+                    origin,
                     "meshName",
-                    format!("mesh `{}` does not exist: create it first", r.mesh_name()),
+                    format!("mesh `{name}` does not exist: create it first"),
                 ));
             }
             return p;
@@ -451,15 +574,13 @@ impl Mesh {
                 .as_ref()
                 .and_then(|sd| sd.ip_preference.as_ref()),
         );
-        for (origin, r) in self.resources() {
-            if r.mesh_name() != mesh_name {
+        // Every change is checked against the whole mesh: read the names in place.
+        for (origin, name) in self.mesh_names() {
+            if name != mesh_name {
                 p.push(Problem::new(
-                    &origin,
+                    origin,
                     "meshName",
-                    format!(
-                        "`{}` is not this mesh; the mesh is `{mesh_name}`",
-                        r.mesh_name()
-                    ),
+                    format!("`{name}` is not this mesh; the mesh is `{mesh_name}`"),
                 ));
             }
         }
@@ -1340,7 +1461,7 @@ fn each<'a, K, T: Clone>(
     wrap: fn(T) -> Resource,
 ) -> impl Iterator<Item = (String, Resource)> + 'a {
     map.values()
-        .map(move |s| (s.origin.clone(), wrap(s.value.clone())))
+        .map(move |s| (s.origin.clone(), wrap((*s.value).clone())))
 }
 
 /// The router or gateway (`what`, named at `field`) a route names, or a problem saying it
@@ -1825,6 +1946,45 @@ mod tests {
                     .collect()
             }
         }
+    }
+
+    #[test]
+    fn a_diff_names_what_a_change_touched_and_nothing_else() {
+        let mesh = shipped();
+        assert_eq!(mesh.diff(&mesh.clone()), (Vec::new(), Vec::new()));
+        let (_, Resource::Route(mut route)) = mesh
+            .get(&Key::Route("distributor".into(), "distributor".into()))
+            .expect("the route")
+        else {
+            panic!("not a route")
+        };
+        route.spec.priority = Some(7);
+        let next = mesh
+            .apply("changed.json", Resource::Route(route.clone()))
+            .expect("applies");
+        let (changed, removed) = mesh.diff(&next);
+        assert_eq!(removed, Vec::<Key>::new());
+        assert_eq!(
+            changed
+                .iter()
+                .map(|(k, o, r)| (k.clone(), o.as_str(), r.clone()))
+                .collect::<Vec<_>>(),
+            [(
+                Key::Route("distributor".into(), "distributor".into()),
+                "changed.json",
+                Resource::Route(route)
+            )]
+        );
+        let smaller = mesh
+            .remove(&Key::GatewayRoute("ingress".into(), "requester".into()))
+            .expect("removable");
+        assert_eq!(
+            mesh.diff(&smaller),
+            (
+                Vec::new(),
+                vec![Key::GatewayRoute("ingress".into(), "requester".into())]
+            )
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Sourced<TaskDefinition>>, Problems> {
             .map_err(|e| Problems::one(Problem::new(&origin, "", format!("cannot read: {e}"))))
             .and_then(|text| TaskDefinition::parse(&origin, &text));
         match parsed {
-            Ok(value) => out.push(Sourced { origin, value }),
+            Ok(value) => out.push(Sourced::new(origin, value)),
             Err(Problems(mut p)) => problems.append(&mut p),
         }
     }
@@ -298,7 +298,7 @@ fn check_tasks(
         }
         out.push(Task {
             origin: origin.clone(),
-            definition: td.clone(),
+            definition: (**td).clone(),
             mesh_name: node_mesh,
             virtual_node: node,
             proxy,

@@ -255,7 +255,9 @@ fn ip_preference_is_the_dns_lookup_family() {
             .dns_lookup_family
     };
     let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
-    mesh.value.spec.service_discovery = Some(meshmodel::appmesh::MeshServiceDiscovery {
+    std::sync::Arc::make_mut(&mut mesh.value)
+        .spec
+        .service_discovery = Some(meshmodel::appmesh::MeshServiceDiscovery {
         ip_preference: Some("IPv6_ONLY".into()),
     });
     assert_eq!(
@@ -267,8 +269,7 @@ fn ip_preference_is_the_dns_lookup_family() {
         .virtual_nodes
         .get_mut("distributor-v1")
         .expect("v1");
-    if let Some(dns) = node
-        .value
+    if let Some(dns) = std::sync::Arc::make_mut(&mut node.value)
         .spec
         .service_discovery
         .as_mut()
@@ -293,7 +294,7 @@ fn a_connection_pool_limits_the_nodes_own_ingress_cluster() {
         .virtual_nodes
         .get_mut("distributor-v1")
         .expect("distributor-v1");
-    v1.value.spec.listeners[0].connection_pool = Some(
+    std::sync::Arc::make_mut(&mut v1.value).spec.listeners[0].connection_pool = Some(
         serde_json::from_value(serde_json::json!({
             "http": {"maxConnections": 7, "maxPendingRequests": 3}
         }))
@@ -635,9 +636,10 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
 fn allow_all_passes_through_only_where_connections_are_redirected() {
     let mut snapshot = shipped_snapshot();
     let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
-    mesh.value.spec.egress_filter = Some(meshmodel::appmesh::EgressFilter {
-        kind: meshmodel::appmesh::EgressFilterType::AllowAll,
-    });
+    std::sync::Arc::make_mut(&mut mesh.value).spec.egress_filter =
+        Some(meshmodel::appmesh::EgressFilter {
+            kind: meshmodel::appmesh::EgressFilterType::AllowAll,
+        });
     let vhost = |res: &NodeResources| {
         let config =
             route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
@@ -674,14 +676,12 @@ fn allow_all_passes_through_only_where_connections_are_redirected() {
 #[test]
 fn a_health_check_port_is_each_endpoints_health_check_port() {
     let mut snapshot = shipped_snapshot();
-    let listener = &mut snapshot
+    let v1 = snapshot
         .mesh
         .virtual_nodes
         .get_mut("distributor-v1")
-        .expect("v1")
-        .value
-        .spec
-        .listeners[0];
+        .expect("v1");
+    let listener = &mut std::sync::Arc::make_mut(&mut v1.value).spec.listeners[0];
     listener.health_check.as_mut().expect("a health check").port = Some(8081);
     let res = for_node(&snapshot, "requester").expect("resources");
     let (_, any) = res
@@ -705,12 +705,12 @@ fn a_health_check_port_is_each_endpoints_health_check_port() {
 #[test]
 fn a_listener_timeout_bounds_the_ingress_route() {
     let mut snapshot = shipped_snapshot();
-    snapshot
+    let requester = snapshot
         .mesh
         .virtual_nodes
         .get_mut("requester")
-        .expect("requester")
-        .value
+        .expect("requester");
+    std::sync::Arc::make_mut(&mut requester.value)
         .spec
         .listeners[0]
         .timeout = Some(meshmodel::appmesh::ListenerTimeout {

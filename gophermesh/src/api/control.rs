@@ -138,7 +138,7 @@ async fn set_weights(
                         .as_deref()
                         .is_none_or(|x| x == r.value.virtual_router_name)
             });
-            let resource = changed.map(|r| Resource::Route(r.value.clone()).to_json());
+            let resource = changed.map(|r| Resource::Route((*r.value).clone()).to_json());
             tracing::info!(route, weights = ?body.weights, version = snapshot.version, "route weights changed");
             accepted(&snapshot, resource)
         }
