@@ -225,7 +225,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             // A tcp listener is served by the first tcpRoute for its port, as a TCP proxy.
             for (port, _) in listeners.iter().filter(|(_, p)| *p == Protocol::Tcp) {
                 let route = mesh.routes_of(router_name).into_iter().find(|r| {
-                    r.spec.tcp_route.is_some() && route_port(r).is_none_or(|p| p == *port)
+                    r.spec.tcp_route.is_some() && r.spec.match_port().is_none_or(|p| p == *port)
                 });
                 if let Some(tcp) = route.and_then(|r| r.spec.tcp_route.as_ref()) {
                     let weighted = tcp
@@ -274,7 +274,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                 let mut routes = Vec::new();
                 for r in mesh.routes_of(router_name) {
                     // With several listeners, each route serves the one its match names.
-                    if port.is_some() && route_port(r).is_some_and(|p| Some(p) != port) {
+                    if port.is_some() && r.spec.match_port().is_some_and(|p| Some(p) != port) {
                         continue;
                     }
                     if let Some(envoy_route) =
@@ -301,12 +301,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                             caller,
                             &mut egress_clusters,
                         );
-                        let idle = l
-                            .timeout
-                            .as_ref()
-                            .and_then(|t| t.tcp.as_ref())
-                            .and_then(|t| t.idle)
-                            .map(|d| d.to_std());
+                        let idle = tcp_idle(l);
                         tcp_chains.push((
                             port,
                             tcp_chain(
@@ -460,21 +455,6 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     Some(out)
 }
 
-/// The router listener port a route's match names, if it names one.
-fn route_port(r: &RouteInput) -> Option<i64> {
-    let s = &r.spec;
-    s.http_route
-        .as_ref()
-        .or(s.http2_route.as_ref())
-        .and_then(|h| h.route_match.port)
-        .or(s.grpc_route.as_ref().and_then(|g| g.route_match.port))
-        .or(s
-            .tcp_route
-            .as_ref()
-            .and_then(|t| t.route_match.as_ref())
-            .and_then(|m| m.port))
-}
-
 /// The listener of `node` on `port`, or its first when no port is given.
 fn listener_on(node: &VirtualNodeInput, port: Option<i64>) -> Option<(usize, &Listener)> {
     match port {
@@ -620,11 +600,7 @@ fn ingress(
                     "ingress",
                     None,
                     TcpTo::Cluster(cluster_name("ingress", mesh_name, node, listener)),
-                    l.timeout
-                        .as_ref()
-                        .and_then(|t| t.tcp.as_ref())
-                        .and_then(|t| t.idle)
-                        .map(|d| d.to_std()),
+                    tcp_idle(l),
                 )],
                 ..Default::default()
             },
@@ -671,6 +647,15 @@ fn ingress(
         out.listeners
             .push((all.name.clone(), any(LISTENER_TYPE, &all)));
     }
+}
+
+/// A tcp listener's idle timeout.
+fn tcp_idle(l: &Listener) -> Option<Duration> {
+    l.timeout
+        .as_ref()
+        .and_then(|t| t.tcp.as_ref())
+        .and_then(|t| t.idle)
+        .map(meshmodel::appmesh::Duration::to_std)
 }
 
 /// Where a TCP proxy sends a connection.

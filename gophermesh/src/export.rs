@@ -1202,31 +1202,21 @@ fn gateway_api_gateways(mesh: &Mesh, out: &mut Export) {
                 matched["queryParams"] = json!(params);
             }
         }
-        let rewrite = http.action.rewrite.as_ref();
         let mut url = json!({});
-        if !grpc {
-            if let Some(prefix) = &m.prefix {
-                let to = match rewrite.and_then(|w| w.prefix.as_ref()) {
-                    Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => None,
-                    Some(p) => Some(p.value.clone().unwrap_or_else(|| "/".into())),
-                    None => Some("/".to_owned()),
-                };
-                if let Some(to) = to.filter(|to| to != prefix) {
-                    url["path"] = json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": to});
-                }
-            }
-            if let Some(to) = rewrite
-                .and_then(|w| w.path.as_ref())
-                .and_then(|p| p.exact.clone())
-            {
-                url["path"] = json!({"type": "ReplaceFullPath", "replaceFullPath": to});
-            }
+        // A gRPC gateway route, as HTTP, keeps its path.
+        if let Some((_, to)) = http.prefix_rewrite() {
+            url["path"] = json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": to});
         }
-        let host_rewrite = rewrite
-            .and_then(|w| w.hostname.as_ref())
-            .and_then(|h| h.default_target_hostname.as_deref())
-            != Some("DISABLED");
-        if host_rewrite {
+        if let Some(to) = http
+            .action
+            .rewrite
+            .as_ref()
+            .and_then(|w| w.path.as_ref())
+            .and_then(|p| p.exact.clone())
+        {
+            url["path"] = json!({"type": "ReplaceFullPath", "replaceFullPath": to});
+        }
+        if http.rewrites_host() {
             url["hostname"] = json!(service);
         }
         if url.as_object().is_some_and(|o| !o.is_empty()) {

@@ -94,6 +94,13 @@ pub struct PortMapping {
     pub protocol: Protocol,
 }
 
+impl std::fmt::Display for PortMapping {
+    /// `http 8080`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.protocol.as_str(), self.port)
+    }
+}
+
 /// `s` or `ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -510,6 +517,20 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
+    /// The router listener port the route's match names, whichever kind of route it is.
+    pub fn match_port(&self) -> Option<i64> {
+        self.http_route
+            .as_ref()
+            .or(self.http2_route.as_ref())
+            .and_then(|r| r.route_match.port)
+            .or(self.grpc_route.as_ref().and_then(|r| r.route_match.port))
+            .or(self
+                .tcp_route
+                .as_ref()
+                .and_then(|r| r.route_match.as_ref())
+                .and_then(|m| m.port))
+    }
+
     /// The weighted targets of whichever kind of route this is, with the JSON path to them.
     pub fn weighted_targets(&self) -> Option<(&'static str, &[WeightedTarget])> {
         if let Some(r) = &self.http_route {
@@ -910,6 +931,55 @@ pub struct HttpGatewayRoute {
     #[serde(rename = "match")]
     pub route_match: HttpGatewayRouteMatch,
     pub action: HttpGatewayRouteAction,
+}
+
+impl HttpGatewayRoute {
+    /// The matched prefix and what the target's routes see in its place, when the route
+    /// matches a prefix and rewrites it to something else (App Mesh's default: `/`).
+    pub fn prefix_rewrite(&self) -> Option<(&str, &str)> {
+        let from = self.route_match.prefix.as_deref()?;
+        let to = match self.action.rewrite.as_ref().and_then(|r| r.prefix.as_ref()) {
+            Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => from,
+            Some(p) => p.value.as_deref().unwrap_or("/"),
+            None => "/",
+        };
+        (to != from).then_some((from, to))
+    }
+
+    /// The match as a route's (every path when it names none; no targets, no retries), for
+    /// what gateway routes and routes share: their checks and their Envoy match.
+    pub fn as_route(&self) -> HttpRoute {
+        let m = &self.route_match;
+        HttpRoute {
+            route_match: HttpRouteMatch {
+                prefix: m
+                    .prefix
+                    .clone()
+                    .or_else(|| m.path.is_none().then(|| "/".to_owned())),
+                path: m.path.clone(),
+                method: m.method.clone(),
+                headers: m.headers.clone(),
+                port: m.port,
+                scheme: None,
+                query_parameters: m.query_parameters.clone(),
+            },
+            action: HttpRouteAction {
+                weighted_targets: Vec::new(),
+            },
+            retry_policy: None,
+            timeout: None,
+        }
+    }
+
+    /// Whether the host becomes the target virtual service's name (App Mesh's default).
+    pub fn rewrites_host(&self) -> bool {
+        self.action
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.hostname.as_ref())
+            .and_then(|h| h.default_target_hostname.as_deref())
+            != Some("DISABLED")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

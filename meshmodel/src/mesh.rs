@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::appmesh::{
-    ClientPolicy, GatewayRouteInput, HealthCheckPolicy, HttpRetryPolicy, HttpRoute,
-    HttpRouteAction, HttpRouteMatch, Listener, ListenerTls, MeshInput, PortMapping, Protocol,
-    RouteInput, TlsCertificate, TlsValidation, VirtualGatewayInput, VirtualNodeInput,
-    VirtualRouterInput, VirtualServiceInput, WeightedTarget,
+    ClientPolicy, GatewayRouteInput, HealthCheckPolicy, HttpRetryPolicy, HttpRoute, Listener,
+    ListenerTls, MeshInput, PortMapping, Protocol, RouteInput, TlsCertificate, TlsValidation,
+    VirtualGatewayInput, VirtualNodeInput, VirtualRouterInput, VirtualServiceInput, WeightedTarget,
 };
 use crate::problem::{Problem, Problems, join};
 use crate::resource::{Key, Kind, Resource};
@@ -685,13 +684,7 @@ impl Mesh {
         if !serves {
             let have: Vec<String> = listeners
                 .iter()
-                .map(|l| {
-                    format!(
-                        "{} {}",
-                        l.port_mapping.protocol.as_str(),
-                        l.port_mapping.port
-                    )
-                })
+                .map(|l| l.port_mapping.to_string())
                 .collect();
             p.push(Problem::new(
                 origin,
@@ -747,26 +740,7 @@ impl Mesh {
             }
         }
         // The match's common parts are checked as a route's are.
-        let as_route = HttpRoute {
-            route_match: HttpRouteMatch {
-                prefix: m
-                    .prefix
-                    .clone()
-                    .or_else(|| (m.path.is_none()).then(|| "/".to_owned())),
-                path: m.path.clone(),
-                method: m.method.clone(),
-                headers: m.headers.clone(),
-                port: m.port,
-                scheme: None,
-                query_parameters: m.query_parameters.clone(),
-            },
-            action: HttpRouteAction {
-                weighted_targets: Vec::new(),
-            },
-            retry_policy: None,
-            timeout: None,
-        };
-        check_http_route(p, origin, base, &as_route);
+        check_http_route(p, origin, base, &http.as_route());
         let rewrite = if spec.grpc_route.is_some() {
             None
         } else {
@@ -841,14 +815,7 @@ impl Mesh {
         // A router's regex on the path cannot be carried across a prefix rewrite (the
         // gateway's Envoy matches both at once, on the path as it arrives).
         // The prefix the target's routes see in place of the matched one, when it changes.
-        let rewritten_to = m.prefix.as_ref().and_then(|from| {
-            let to = match rewrite.and_then(|r| r.prefix.as_ref()) {
-                Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => from.as_str(),
-                Some(p) => p.value.as_deref().unwrap_or("/"),
-                None => "/",
-            };
-            (to != from).then_some(to)
-        });
+        let rewritten_to = http.prefix_rewrite().map(|(_, to)| to);
         let router = self
             .virtual_services
             .get(service)
@@ -1039,17 +1006,7 @@ impl Mesh {
         } else {
             "http route"
         };
-        let route_port = spec
-            .http_route
-            .as_ref()
-            .or(spec.http2_route.as_ref())
-            .and_then(|r| r.route_match.port)
-            .or(spec.grpc_route.as_ref().and_then(|r| r.route_match.port))
-            .or(spec
-                .tcp_route
-                .as_ref()
-                .and_then(|r| r.route_match.as_ref())
-                .and_then(|m| m.port));
+        let route_port = spec.match_port();
         let listeners = &router.value.spec.listeners;
         if listeners.len() > 1 && route_port.is_none() {
             p.push(Problem::new(

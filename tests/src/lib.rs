@@ -553,6 +553,16 @@ impl Drop for LocalMesh {
     }
 }
 
+/// Changes the JSON file `dir/file` in place with `change`.
+pub fn edit_json(dir: &std::path::Path, file: &str, change: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    change(&mut doc);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+}
+
 /// A copy of the shipped mesh/ and taskdefs/ in a fresh temp dir, removed when dropped.
 pub fn copy_of_shipped(label: &str) -> TempDir {
     let root = repo_root();

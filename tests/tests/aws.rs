@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use tests::edit_json as edit;
 use tests::moto::{Moto, RENDER_ENV};
 use tests::{TempDir, bin, repo_root, tool};
 
@@ -121,14 +122,6 @@ fn copy_of_shipped() -> TempDir {
         }
     }
     dir
-}
-
-fn edit(dir: &Path, file: &str, change: impl FnOnce(&mut Value)) {
-    let path = dir.join(file);
-    let mut doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    change(&mut doc);
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
 }
 
 fn validate(dir: &Path) -> (i32, String) {

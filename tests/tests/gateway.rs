@@ -166,14 +166,6 @@ async fn a_gateway_envoy_lets_traffic_in_by_its_gateway_routes_only() {
     assert_eq!(r.status(), 404);
 }
 
-fn edit(mesh: &Path, file: &str, change: impl FnOnce(&mut Value)) {
-    let path = mesh.join(file);
-    let mut doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    change(&mut doc);
-    std::fs::write(&path, doc.to_string()).expect("write");
-}
-
 /// Several listeners: both distributor nodes also listen on 8081, a router `alt` listens
 /// on 8080 and 8081, and each of its routes serves the port its match names and sends to
 /// distributor-v1 on the listener its target's `port` names. Through the gateway (whose
@@ -187,7 +179,7 @@ async fn several_listeners_route_each_port_to_its_own_targets() {
     let mesh = dir.join("mesh");
     add_gateway(&mesh);
     for node in ["distributor-v1", "distributor-v2"] {
-        edit(&mesh, &format!("virtual-nodes/{node}.json"), |d| {
+        tests::edit_json(&mesh, &format!("virtual-nodes/{node}.json"), |d| {
             let second = json!({"portMapping": {"port": 8081, "protocol": "http"}});
             d["spec"]["listeners"]
                 .as_array_mut()
@@ -196,7 +188,7 @@ async fn several_listeners_route_each_port_to_its_own_targets() {
         });
     }
     for route in ["distributor", "distributor-canary"] {
-        edit(&mesh, &format!("routes/{route}.json"), |d| {
+        tests::edit_json(&mesh, &format!("routes/{route}.json"), |d| {
             for t in d["spec"]["httpRoute"]["action"]["weightedTargets"]
                 .as_array_mut()
                 .expect("targets")

@@ -27,9 +27,7 @@ use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::Any;
-use meshmodel::appmesh::{
-    GatewayRouteInput, HttpGatewayRoute, HttpRoute, HttpRouteAction, HttpRouteMatch,
-};
+use meshmodel::appmesh::{GatewayRouteInput, HttpGatewayRoute};
 
 use super::{
     Caller, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any, egress_cluster,
@@ -54,29 +52,26 @@ enum PathRewrite {
 }
 
 impl PathRewrite {
-    fn of(route: &GatewayRouteInput, http: &HttpGatewayRoute) -> Self {
-        if route.spec.grpc_route.is_some() {
+    /// The rewrite of `http` (a gRPC gateway route, as HTTP, keeps its path).
+    fn of(http: &HttpGatewayRoute) -> Self {
+        if let Some((from, to)) = http.prefix_rewrite() {
+            return PathRewrite::Prefix {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            };
+        }
+        if http.route_match.prefix.is_some() {
             return PathRewrite::Unchanged;
         }
-        let m = &http.route_match;
-        let rewrite = http.action.rewrite.as_ref();
-        if let Some(from) = &m.prefix {
-            let to = match rewrite.and_then(|r| r.prefix.as_ref()) {
-                Some(p) if p.default_prefix.as_deref() == Some("DISABLED") => from.clone(),
-                Some(p) => p.value.clone().unwrap_or_else(|| "/".to_owned()),
-                None => "/".to_owned(),
-            };
-            return if &to == from {
-                PathRewrite::Unchanged
-            } else {
-                PathRewrite::Prefix {
-                    from: from.clone(),
-                    to,
-                }
-            };
-        }
-        let exact = m.path.as_ref().and_then(|p| p.exact.as_ref());
-        let to = rewrite
+        let exact = http
+            .route_match
+            .path
+            .as_ref()
+            .and_then(|p| p.exact.as_ref());
+        let to = http
+            .action
+            .rewrite
+            .as_ref()
             .and_then(|r| r.path.as_ref())
             .and_then(|p| p.exact.as_ref());
         match (exact, to) {
@@ -219,21 +214,7 @@ fn gateway_routes(
 ) -> Vec<route::Route> {
     let mesh = &snapshot.mesh;
     let m = &http.route_match;
-    let mut matched = route_match(&HttpRoute {
-        route_match: HttpRouteMatch {
-            prefix: m.prefix.clone(),
-            path: m.path.clone(),
-            method: m.method.clone(),
-            headers: m.headers.clone(),
-            query_parameters: m.query_parameters.clone(),
-            ..HttpRouteMatch::default()
-        },
-        action: HttpRouteAction {
-            weighted_targets: Vec::new(),
-        },
-        retry_policy: None,
-        timeout: None,
-    });
+    let mut matched = route_match(&http.as_route());
     if let Some(host) = &m.hostname {
         // The host, with or without a port, in any case.
         let name = match (&host.exact, &host.suffix) {
@@ -257,16 +238,10 @@ fn gateway_routes(
             ..Default::default()
         });
     }
-    let rewrite = PathRewrite::of(gr, http);
+    let rewrite = PathRewrite::of(http);
     let target = &http.action.target;
     let service = &target.virtual_service.virtual_service_name;
-    let host_rewrite = http
-        .action
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.hostname.as_ref())
-        .and_then(|h| h.default_target_hostname.as_deref())
-        != Some("DISABLED");
+    let host_rewrite = http.rewrites_host();
     let finish = |mut r: route::Route, name: String| {
         if let Some(route::route::Action::Route(action)) = &mut r.action {
             action.regex_rewrite = rewrite.action();
@@ -287,13 +262,7 @@ fn gateway_routes(
         .and_then(|s| s.value.spec.provider.as_ref());
     if let Some(router) = provider.and_then(|p| p.virtual_router.as_ref()) {
         for r in mesh.routes_of(&router.virtual_router_name) {
-            let port = r
-                .spec
-                .http_route
-                .as_ref()
-                .or(r.spec.http2_route.as_ref())
-                .and_then(|h| h.route_match.port)
-                .or(r.spec.grpc_route.as_ref().and_then(|g| g.route_match.port));
+            let port = r.spec.match_port();
             if port.is_some() && target.port.is_some() && port != target.port {
                 continue;
             }
@@ -552,8 +521,8 @@ mod tests {
         }))
         .expect("a gateway route");
         let http = route.spec.as_http().expect("http").2;
-        assert_eq!(PathRewrite::of(&route, &http), prefix("/shop/", "/"));
-        let action = PathRewrite::of(&route, &http).action().expect("a rewrite");
+        assert_eq!(PathRewrite::of(&http), prefix("/shop/", "/"));
+        let action = PathRewrite::of(&http).action().expect("a rewrite");
         assert_eq!(action.pattern.expect("pattern").regex, "^/shop/");
         assert_eq!(action.substitution, "/");
         let mut disabled = http.clone();
@@ -564,6 +533,6 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(PathRewrite::of(&route, &disabled), PathRewrite::Unchanged);
+        assert_eq!(PathRewrite::of(&disabled), PathRewrite::Unchanged);
     }
 }

@@ -345,25 +345,15 @@ impl Up<'_> {
     ) -> anyhow::Result<String> {
         let port = self.config.requester_port;
         let listener = loopback_listener(port, "the requester", "--requester-port").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let site = self
             .ordered
             .iter()
             .find(|t| runtime::runs_requester(t))
-            .and_then(|t| {
-                plan.sites
-                    .get(&t.virtual_node)
-                    .map(|s| (&t.virtual_node, s))
-            });
-        if let Some((node, site)) = site {
-            say(format!("publishing {node} ({}) on {url}", site.place.reach));
-            background.push(tokio::spawn(runtime::publish::publish(
-                listener,
-                site.place.reach,
-                plan.entry_netns.clone(),
-            )));
+            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)));
+        match site {
+            Some((task, site)) => Ok(publish(plan, task, site, listener, background)?),
+            None => Ok(format!("http://{}", listener.local_addr()?)),
         }
-        Ok(url)
     }
 
     /// Publishes the first virtual gateway's task, on its first listener, on
@@ -388,16 +378,7 @@ impl Up<'_> {
             "--gateway-port",
         )
         .await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        say(format!(
-            "publishing {} ({}) on {url}",
-            task.virtual_node, site.place.reach
-        ));
-        background.push(tokio::spawn(runtime::publish::publish(
-            listener,
-            site.place.reach,
-            plan.entry_netns.clone(),
-        )));
+        let url = publish(plan, task, site, listener, background)?;
         Ok(Some((url, task.gateway().unwrap_or_default().to_owned())))
     }
 
@@ -474,6 +455,28 @@ fn control_plane_ip(endpoint: &str) -> anyhow::Result<Ipv4Addr> {
                 "--control-plane {endpoint}: no IPv4 address other than loopback (the tasks have their own loopback; give an address of this machine's network)"
             )
         })
+}
+
+/// Forwards what `listener` accepts to `task` at `site` (from the namespace the host reaches
+/// the tasks from); the URL it answers on.
+fn publish(
+    plan: &Plan,
+    task: &Task,
+    site: &runtime::Site,
+    listener: TcpListener,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<String> {
+    let url = format!("http://{}", listener.local_addr()?);
+    say(format!(
+        "publishing {} ({}) on {url}",
+        task.virtual_node, site.place.reach
+    ));
+    background.push(tokio::spawn(runtime::publish::publish(
+        listener,
+        site.place.reach,
+        plan.entry_netns.clone(),
+    )));
+    Ok(url)
 }
 
 /// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.

@@ -58,13 +58,7 @@ pub(crate) fn summary(mesh: &Mesh, tasks: &[Task]) -> String {
             .spec
             .listeners
             .iter()
-            .map(|l| {
-                format!(
-                    "{} {}",
-                    l.port_mapping.protocol.as_str(),
-                    l.port_mapping.port
-                )
-            })
+            .map(|l| l.port_mapping.to_string())
             .collect();
         let routes: Vec<&str> = mesh
             .gateway_routes_of(&g.virtual_gateway_name)

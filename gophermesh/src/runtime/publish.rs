@@ -1,11 +1,11 @@
-//! The requester's port, published on the host's loopback as a container runtime
-//! publishes a port: each connection accepted on the host is copied both ways to the
-//! requester task's address, dialled from the namespace the host reaches the tasks from
-//! (the hub) when they have namespaces of their own. Only the entry from
-//! the host goes this way; traffic between tasks goes through the Envoys.
+//! A task's port (the requester's, the ingress gateway's), published on the host's loopback
+//! as a container runtime publishes a port: each connection accepted on the host is copied
+//! both ways to the task's address, dialled from the namespace the host reaches the tasks
+//! from (the hub) when they have namespaces of their own. Only the entry from the host
+//! goes this way; traffic between tasks goes through the Envoys.
 //!
-//! A forwarded connection lasts as long as the requester's Envoy keeps it: its listener's
-//! idle timeout (300 s by App Mesh's default) ends idle ones.
+//! A forwarded connection lasts as long as the task's Envoy keeps it: its listener's idle
+//! timeout (300 s by App Mesh's default) ends idle ones.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<St
                 Ok(mut outbound) => {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
-                Err(e) => tracing::warn!("cannot reach the requester at {target}: {e}"),
+                Err(e) => tracing::warn!("cannot reach the published task at {target}: {e}"),
             }
         });
     }

@@ -197,6 +197,16 @@ pub(crate) fn decode_segment(segment: &str) -> Result<String, AwsError> {
     Ok(text)
 }
 
+/// The value of query parameter `name`, percent-decoded.
+pub(crate) fn param(query: &str, name: &str) -> Result<Option<String>, AwsError> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| decode_segment(v))
+        .transpose()
+}
+
 /// Parses the method and path of an App Mesh API call.
 pub fn operation(method: &Method, path: &str) -> Result<Operation, AwsError> {
     let unknown = || {

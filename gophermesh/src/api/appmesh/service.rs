@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 use controlplane::{Meta, Next, Snapshot, Store, UpdateError};
 
 use super::request::{
-    Action, AwsError, Input, Operation, decode_segment, input, list_field, name_field, parent_field,
+    Action, AwsError, Input, Operation, decode_segment, input, list_field, name_field, param,
+    parent_field,
 };
 use crate::api::sigv4;
 
@@ -33,12 +34,7 @@ pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<
 /// `meshOwner` (the AWS CLI's `--mesh-owner`, a query parameter) names an account: with one
 /// account here, its own is the only one whose meshes exist.
 fn check_owner(store: &Store, op: &Operation, query: &str) -> Result<(), AwsError> {
-    let owner = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "meshOwner")
-        .map(|(_, v)| decode_segment(v))
-        .transpose()?;
+    let owner = param(query, "meshOwner")?;
     let account = &store.identity().account;
     match owner {
         Some(owner) if &owner != account => Err(AwsError::not_found(format!(

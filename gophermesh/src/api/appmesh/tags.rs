@@ -11,7 +11,7 @@ use meshmodel::{Key, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::request::AwsError;
+use super::request::{AwsError, param};
 
 const MAX_TAGS: usize = 50;
 const KEY_MAX: usize = 128;
@@ -51,16 +51,6 @@ struct TagBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UntagBody {
     tag_keys: Vec<String>,
-}
-
-/// The value of query parameter `name`, percent-decoded.
-fn param(query: &str, name: &str) -> Result<Option<String>, AwsError> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| super::request::decode_segment(v))
-        .transpose()
 }
 
 /// The resource whose ARN is `?resourceArn=`.
