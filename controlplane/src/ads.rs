@@ -12,24 +12,16 @@
 //! who the Envoy is); its unit tests are in `ads/tests.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Prepared};
 use crate::store::Snapshot;
 use crate::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
@@ -143,18 +135,14 @@ impl Ads {
         }
     }
 
-    /// The tonic service, ready for `Server::add_service`.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+    /// The gRPC service, ready for tonic's `Server::add_service`.
+    pub fn into_service(self) -> AdsServer {
+        AdsServer(self)
     }
 
     /// Serves one ADS stream of `inbound` requests from `peer`; the responses arrive on
     /// the receiver.
-    fn open<S>(
-        &self,
-        inbound: S,
-        peer: Option<String>,
-    ) -> mpsc::Receiver<Result<DiscoveryResponse, Status>>
+    fn open<S>(&self, inbound: S, peer: Option<String>) -> mpsc::Receiver<Result<Outgoing, Status>>
     where
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
     {
@@ -190,33 +178,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string());
-        let rx = self.open(request.into_inner(), peer);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented(
-            "this control plane serves state-of-the-world ADS; set ads_config.api_type to GRPC",
-        ))
-    }
-}
-
 #[derive(Debug, Default)]
 struct Subscription {
     names: Vec<String>,
@@ -232,7 +193,7 @@ struct AdsStream {
     closers: Closers,
     id: u64,
     peer: Option<String>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Outgoing, Status>>,
     node: Option<String>,
     /// The mesh the node id names.
     mesh: String,
@@ -460,8 +421,8 @@ impl AdsStream {
                 .update(&node, |s| s.problem.clone_from(&problem));
             self.problem = problem;
         }
-        let resources = found.unwrap_or_default();
-        let Some(all) = resources.of_type(type_url) else {
+        let found = found.unwrap_or_else(Prepared::nothing);
+        let Some(all) = found.of_type(type_url) else {
             tracing::debug!(
                 node,
                 type_url,
@@ -472,18 +433,21 @@ impl AdsStream {
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return true;
         };
-        let chosen: Vec<_> = all
-            .iter()
-            .filter(|(name, _)| {
-                sub.names.is_empty() || type_url != ROUTE_TYPE || sub.names.contains(name)
-            })
-            .map(|(_, any)| any.clone())
-            .collect();
-        let mut hasher = DefaultHasher::new();
-        for any in &chosen {
-            any.value.hash(&mut hasher);
-        }
-        let hash = hasher.finish();
+        // Route configurations are sent by name when the Envoy names some; all of them
+        // (the shared encoding) when it names none or every one.
+        let wanted = |name: &String| sub.names.is_empty() || sub.names.contains(name);
+        let encoded = if type_url == ROUTE_TYPE && !all.iter().all(|(name, _)| wanted(name)) {
+            Arc::new(Encoded::new(
+                all.iter()
+                    .filter(|(name, _)| wanted(name))
+                    .map(|(_, any)| any),
+            ))
+        } else {
+            found
+                .encoded(type_url)
+                .unwrap_or_else(|| Arc::new(Encoded::new([])))
+        };
+        let hash = encoded.hash();
         if !always && sub.sent_hash == Some(hash) {
             return true;
         }
@@ -492,13 +456,12 @@ impl AdsStream {
         sub.sent_hash = Some(hash);
         self.pending.insert(type_url.to_owned());
         self.version = self.version.max(snapshot.version);
-        let response = DiscoveryResponse {
-            version_info: snapshot.version.to_string(),
-            resources: chosen,
-            type_url: type_url.to_owned(),
-            nonce: sub.nonce.clone(),
-            ..Default::default()
-        };
+        let response = Outgoing::new(
+            &snapshot.version.to_string(),
+            &encoded,
+            type_url,
+            &sub.nonce,
+        );
         tracing::debug!(
             node,
             resource = short_type(type_url),
@@ -567,6 +530,9 @@ fn instance_of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
+
+mod wire;
+pub use wire::{AdsServer, Encoded, Outgoing};
 
 #[cfg(test)]
 mod tests;

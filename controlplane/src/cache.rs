@@ -2,25 +2,74 @@
 //! every stream of that Envoy (and every push of every type), as go-control-plane's
 //! `pkg/cache/v3` sits beside its server. The ADS server only ever asks the cache; what
 //! builds the resources (the App Mesh translation, or a stand-in in tests) is the cache's
-//! business.
+//! business. Each type's resources are also encoded once, on first use, and the encoding
+//! shared by every stream that sends them ([`crate::ads::Encoded`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
+use crate::ads::Encoded;
 use crate::store::{Snapshot, Store};
-use crate::translate::{self, NodeResources};
+use crate::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE};
 
 /// Builds one virtual node's resources from a snapshot; `None` when the snapshot has no
 /// such node (or no placement for it).
 pub type Build = dyn Fn(&Snapshot, &str) -> Option<NodeResources> + Send + Sync;
 
+/// One node's resources of one mesh version, and each type's encoding once made.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    resources: NodeResources,
+    encoded: [OnceLock<Arc<Encoded>>; 3],
+}
+
+impl Prepared {
+    pub fn new(resources: NodeResources) -> Self {
+        Self {
+            resources,
+            encoded: Default::default(),
+        }
+    }
+
+    /// What a node the mesh does not have gets: nothing.
+    pub fn nothing() -> Arc<Self> {
+        static NOTHING: OnceLock<Arc<Prepared>> = OnceLock::new();
+        NOTHING.get_or_init(Arc::default).clone()
+    }
+
+    /// The encoding of every resource of `type_url`, made on the first call and then
+    /// shared; `None` for a type this control plane does not serve.
+    pub fn encoded(&self, type_url: &str) -> Option<Arc<Encoded>> {
+        let slot = match type_url {
+            CLUSTER_TYPE => 0,
+            LISTENER_TYPE => 1,
+            ROUTE_TYPE => 2,
+            _ => return None,
+        };
+        let resources = self.resources.of_type(type_url)?;
+        Some(
+            self.encoded[slot]
+                .get_or_init(|| Arc::new(Encoded::new(resources.iter().map(|(_, any)| any))))
+                .clone(),
+        )
+    }
+}
+
+impl std::ops::Deref for Prepared {
+    type Target = NodeResources;
+
+    fn deref(&self) -> &NodeResources {
+        &self.resources
+    }
+}
+
 #[derive(Default)]
 struct Built {
     version: u64,
-    nodes: HashMap<String, Option<Arc<NodeResources>>>,
+    nodes: HashMap<String, Option<Arc<Prepared>>>,
 }
 
 /// Per-node resources of the store's snapshots. Cheap to clone.
@@ -68,7 +117,7 @@ impl Cache {
 
     /// Node `node`'s resources in `snapshot`: built on the first call for this version,
     /// then shared. A snapshot older than the newest one built is built but not kept.
-    pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<NodeResources>> {
+    pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<Prepared>> {
         let mut built = self
             .built
             .lock()
@@ -85,7 +134,7 @@ impl Cache {
             }
         }
         self.builds.fetch_add(1, Ordering::Relaxed);
-        let made = (self.build)(snapshot, node).map(Arc::new);
+        let made = (self.build)(snapshot, node).map(|r| Arc::new(Prepared::new(r)));
         if snapshot.version == built.version {
             built.nodes.insert(node.to_owned(), made.clone());
         }

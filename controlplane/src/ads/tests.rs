@@ -2,8 +2,11 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 use crate::meta::Identity;
@@ -33,7 +36,7 @@ fn fake_cache() -> (Store, Cache) {
 
 struct Envoy {
     tx: mpsc::Sender<Result<DiscoveryRequest, Status>>,
-    rx: mpsc::Receiver<Result<DiscoveryResponse, Status>>,
+    rx: mpsc::Receiver<Result<Outgoing, Status>>,
     statuses: EnvoyStatuses,
 }
 
@@ -68,6 +71,7 @@ impl Envoy {
             .await
             .expect("a response within 5 s")
             .expect("stream open")
+            .map(|out| out.decode().expect("a response that decodes"))
     }
 
     fn status(&self) -> EnvoyStatus {
@@ -470,4 +474,112 @@ async fn a_stalled_envoy_delays_no_other_and_then_gets_the_latest_only() {
         "{waiting} responses were queued for the stalled Envoy over {changes} changes"
     );
     assert_eq!(last.resources.len(), 1);
+}
+
+/// Two streams of one node send the very same bytes for a type (one encoding per node,
+/// type and version, shared), and what they send decodes to the node's resources.
+#[tokio::test]
+async fn streams_of_one_node_share_one_encoding() {
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache.clone(), EnvoyStatuses::default());
+    let mut outs = Vec::new();
+    for peer in ["10.0.0.1:1", "10.0.0.2:1"] {
+        let mut envoy = open_on(&ads, peer);
+        envoy.send(from_task(peer)).await;
+        let out = tokio::time::timeout(Duration::from_secs(5), envoy.rx.recv())
+            .await
+            .expect("a response within 5 s")
+            .expect("stream open")
+            .expect("clusters");
+        outs.push(out);
+    }
+    let snapshot = cache.current();
+    let encoded = cache
+        .resources(&snapshot, "a")
+        .and_then(|p| p.encoded(CLUSTER_TYPE))
+        .expect("a's clusters");
+    for out in &outs {
+        assert!(out.shares(&encoded), "a stream copied the clusters");
+        let response = out.decode().expect("decodes");
+        assert_eq!(response.type_url, CLUSTER_TYPE);
+        assert_eq!(response.version_info, snapshot.version.to_string());
+        assert_eq!(
+            response.resources,
+            vec![Any {
+                type_url: CLUSTER_TYPE.to_owned(),
+                value: format!("v{}", snapshot.version).into_bytes(),
+            }]
+        );
+    }
+    assert_eq!(cache.builds(), 1);
+}
+
+/// Over a real socket, tonic's generated client (as Envoy's gRPC client would) reads the
+/// hand-framed responses, and the delta protocol is refused with a reason.
+#[tokio::test]
+async fn a_grpc_client_reads_the_stream_over_a_socket() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+
+    let (store, cache) = fake_cache();
+    let statuses = EnvoyStatuses::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tonic::transport::Server::builder()
+        .add_service(Ads::new(cache, statuses.clone()).into_service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let server = tokio::spawn(server);
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let (tx, requests) = mpsc::channel(4);
+    tx.send(request(CLUSTER_TYPE, "", "")).await.expect("open");
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("not ended");
+    let version = store.current().version.to_string();
+    assert_eq!(first.version_info, version);
+    assert_eq!(first.type_url, CLUSTER_TYPE);
+    assert_eq!(first.resources.len(), 1);
+    assert_eq!(first.resources[0].value, format!("v{version}").into_bytes());
+    tx.send(request(CLUSTER_TYPE, &first.nonce, &first.version_info))
+        .await
+        .expect("ACK");
+    store.set_placements(Default::default());
+    let pushed = responses
+        .message()
+        .await
+        .expect("a push")
+        .expect("not ended");
+    assert_eq!(pushed.version_info, store.current().version.to_string());
+    assert_ne!(pushed.nonce, first.nonce);
+    let peer = statuses.snapshot()["a"].open_streams[0].peer.clone();
+    assert!(
+        peer.is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "the peer address reaches the status"
+    );
+
+    let refused = client
+        .delta_aggregated_resources(futures::stream::iter([DeltaDiscoveryRequest::default()]))
+        .await
+        .expect_err("delta is refused");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    assert!(
+        refused.message().contains("state-of-the-world"),
+        "{refused:?}"
+    );
+
+    // When the Envoy closes its side, the stream ends with status OK in the trailers.
+    drop(tx);
+    assert!(responses.message().await.expect("a clean end").is_none());
+    server.abort();
 }

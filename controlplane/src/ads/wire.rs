@@ -1,0 +1,241 @@
+//! The ADS wire, written here rather than by tonic's generated server, so that a
+//! response's resources are encoded once and shared: every stream that sends a node's
+//! clusters, listeners or route configurations of one mesh version sends the same bytes
+//! (reference-counted, down to the HTTP/2 frames), instead of copying and encoding them
+//! once per stream. A fleet of sidecars of one virtual node holds one copy of their
+//! configuration in the control plane, not one per sidecar.
+//!
+//! A `DiscoveryResponse` goes out as three pieces of one gRPC message: a head (the gRPC
+//! message prefix and `version_info`), the shared `resources` (field 2, repeated) and a
+//! tail (`type_url` and `nonce`). Protocol buffers read fields in any order, and so do
+//! Envoy, prost and every conforming parser.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use http_body::Frame;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::codec::{DecodeBuf, Decoder, Streaming};
+use tonic::metadata::MetadataMap;
+
+use super::Ads;
+
+/// The gRPC service name Envoy's `ads_config` calls.
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const STREAM_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+/// The largest request read (tonic's default): a request names resources, it carries none.
+const MAX_REQUEST: usize = 4 << 20;
+
+/// One resource type's resources of one node, encoded once as the `resources` field of a
+/// `DiscoveryResponse`, with a hash of them (to skip pushes that would change nothing).
+pub struct Encoded {
+    bytes: Bytes,
+    hash: u64,
+    count: usize,
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("bytes", &self.bytes.len())
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoded {
+    pub fn new<'a>(resources: impl IntoIterator<Item = &'a Any>) -> Self {
+        let mut buf = BytesMut::new();
+        let mut count = 0;
+        for any in resources {
+            prost::encoding::message::encode(2, any, &mut buf);
+            count += 1;
+        }
+        let bytes = buf.freeze();
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        Self {
+            bytes,
+            hash: hasher.finish(),
+            count,
+        }
+    }
+
+    /// A hash of the resources (equal resources, equal hash).
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// How many resources.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// One `DiscoveryResponse` on its way to an Envoy, already in gRPC framing.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    head: Bytes,
+    resources: Bytes,
+    tail: Bytes,
+}
+
+impl Outgoing {
+    pub fn new(version: &str, resources: &Encoded, type_url: &str, nonce: &str) -> Self {
+        let mut fields = BytesMut::new();
+        prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
+        let mut tail = BytesMut::new();
+        prost::encoding::string::encode(4, &type_url.to_owned(), &mut tail);
+        prost::encoding::string::encode(5, &nonce.to_owned(), &mut tail);
+        let length = fields.len() + resources.bytes.len() + tail.len();
+        let mut head = BytesMut::with_capacity(5 + fields.len());
+        head.put_u8(0); // not compressed
+        // A message over 4 GiB cannot be framed; the translation's output is far smaller.
+        head.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+        head.extend_from_slice(&fields);
+        Self {
+            head: head.freeze(),
+            resources: resources.bytes.clone(),
+            tail: tail.freeze(),
+        }
+    }
+
+    /// The response as a message again (what an Envoy reads).
+    pub fn decode(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
+        let mut message =
+            Vec::with_capacity(self.head.len() + self.resources.len() + self.tail.len());
+        message.extend_from_slice(&self.head[5..]);
+        message.extend_from_slice(&self.resources);
+        message.extend_from_slice(&self.tail);
+        DiscoveryResponse::decode(message.as_slice())
+    }
+
+    /// Whether its resources are the very bytes of `encoded` (shared, not copied).
+    pub fn shares(&self, encoded: &Encoded) -> bool {
+        self.resources.as_ptr() == encoded.bytes.as_ptr()
+            && self.resources.len() == encoded.bytes.len()
+    }
+}
+
+/// Reads the `DiscoveryRequest`s of a stream.
+#[derive(Debug)]
+struct RequestDecoder;
+
+impl Decoder for RequestDecoder {
+    type Item = DiscoveryRequest;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<DiscoveryRequest>, Status> {
+        DiscoveryRequest::decode(buf).map(Some).map_err(|e| {
+            Status::invalid_argument(format!("a DiscoveryRequest that does not decode: {e}"))
+        })
+    }
+}
+
+/// The body of one ADS stream's response: each [`Outgoing`] as its three pieces, then the
+/// gRPC status as trailers.
+struct ResponseBody {
+    rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    queued: VecDeque<Bytes>,
+    finished: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(chunk) = this.queued.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let status = match std::task::ready!(this.rx.poll_recv(cx)) {
+            Some(Ok(out)) => {
+                this.queued.extend(
+                    [out.resources, out.tail]
+                        .into_iter()
+                        .filter(|b| !b.is_empty()),
+                );
+                return Poll::Ready(Some(Ok(Frame::data(out.head))));
+            }
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        this.finished = true;
+        let mut trailers = http::HeaderMap::new();
+        // A status whose message cannot be a header keeps its code.
+        if let Err(plain) = status.add_header(&mut trailers) {
+            let _ = Status::new(plain.code(), "").add_header(&mut trailers);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+}
+
+/// The ADS gRPC service, ready for tonic's `Server::add_service`.
+#[derive(Debug, Clone)]
+pub struct AdsServer(pub(super) Ads);
+
+impl tonic::server::NamedService for AdsServer {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AdsServer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = match request.uri().path() {
+            STREAM_PATH => {
+                let (parts, body) = request.into_parts();
+                // tonic's transport puts the peer's address in the extensions.
+                let peer = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ())
+                    .remote_addr()
+                    .map(|a| a.to_string());
+                let inbound = Streaming::new_request(RequestDecoder, body, None, Some(MAX_REQUEST));
+                let rx = self.0.open(inbound, peer);
+                let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+                    rx,
+                    queued: VecDeque::new(),
+                    finished: false,
+                }));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                response
+            }
+            DELTA_PATH => Status::unimplemented(
+                "this control plane serves state-of-the-world ADS; set ads_config.api_type to GRPC",
+            )
+            .into_http(),
+            other => Status::unimplemented(format!("{SERVICE} has no method {other}")).into_http(),
+        };
+        std::future::ready(Ok(response))
+    }
+}
