@@ -3,7 +3,6 @@
 //! ([`Placement::as_app_mesh`]). The translation reads it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// Where a virtual node's Envoy and app are on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +17,6 @@ pub struct Placement {
     pub reach: SocketAddr,
     /// Envoy's admin interface (on the task's own loopback).
     pub admin: SocketAddr,
-    /// When set, the node's Envoy answers every inbound request itself with this JSON body
-    /// (status 200) and never forwards to the app. A measuring aid: `gophermesh bench`
-    /// uses it to see what the Envoys alone cost.
-    pub direct_response: Option<Arc<str>>,
 }
 
 impl Placement {
@@ -37,7 +32,6 @@ impl Placement {
             app: SocketAddr::from(([127, 0, 0, 1], port)),
             reach: SocketAddr::from(([0, 0, 0, 0], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            direct_response: None,
         }
     }
 }

@@ -555,29 +555,14 @@ fn ingress(
                 domains: vec!["*".to_owned()],
                 routes: vec![route::Route {
                     r#match: Some(prefix_match("/")),
-                    action: Some(match &place.direct_response {
-                        Some(body) => direct_response(body),
-                        None => route::route::Action::Route(route::RouteAction {
-                            cluster_specifier: Some(
-                                route::route_action::ClusterSpecifier::Cluster(ingress_cluster),
-                            ),
-                            timeout: Some(pb_duration(ingress_timeout)),
-                            idle_timeout: ingress_idle,
-                            ..Default::default()
-                        }),
-                    }),
-                    response_headers_to_add: if place.direct_response.is_some() {
-                        vec![core::HeaderValueOption {
-                            header: Some(core::HeaderValue {
-                                key: "content-type".to_owned(),
-                                value: "application/json".to_owned(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }]
-                    } else {
-                        Vec::new()
-                    },
+                    action: Some(route::route::Action::Route(route::RouteAction {
+                        cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                            ingress_cluster,
+                        )),
+                        timeout: Some(pb_duration(ingress_timeout)),
+                        idle_timeout: ingress_idle,
+                        ..Default::default()
+                    })),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -724,18 +709,6 @@ fn original_dst_filter() -> listener::ListenerFilter {
         ))),
         ..Default::default()
     }
-}
-
-/// The ingress route's action when the placement asks Envoy to answer by itself.
-fn direct_response(body: &str) -> route::route::Action {
-    route::route::Action::DirectResponse(route::DirectResponseAction {
-        status: 200,
-        body: Some(core::DataSource {
-            specifier: Some(core::data_source::Specifier::InlineString(body.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
 }
 
 fn prefix_match(prefix: &str) -> route::RouteMatch {

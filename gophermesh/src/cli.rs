@@ -48,12 +48,25 @@ pub(crate) enum Command {
     /// per request of five paths, service RSS and start time, route-shift propagation, and
     /// how the control plane scales. Needs `wrk` (apt-get install wrk).
     Bench(BenchArgs),
-    /// The floor `bench` compares against: a minimal hyper HTTP/1 server that answers
-    /// every request with `hello`.
+    /// The floors `bench` compares against: a minimal hyper HTTP/1 server that answers
+    /// every request with `hello` (or, with --distributor or --forward, the minimal
+    /// stand-ins for the gophers that the mesh floor runs in their place).
     BenchHello {
         /// Address and port to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
+        /// Answer with a fixed answer shaped as the requester's (its distributor part
+        /// from host `hyper-floor`) instead of `hello`.
+        #[arg(long, conflicts_with = "forward")]
+        distributor: bool,
+        /// Send every request on to this http:// URL, one upstream connection per
+        /// inbound connection, and answer with its answer.
+        #[arg(long, value_name = "URL")]
+        forward: Option<String>,
+        /// With --forward: connect to this HTTP proxy (HOST:PORT or http://HOST:PORT)
+        /// instead of the URL's host, as the requester uses its Envoy's egress listener.
+        #[arg(long, value_name = "HOST:PORT", requires = "forward")]
+        proxy: Option<String>,
     },
     /// Container images of the services and of the Envoy sidecar.
     Images {
@@ -289,12 +302,6 @@ pub(crate) struct UpArgs {
     /// container's user (1337), and apps call their backends with no proxy setting.
     #[arg(long)]
     pub(crate) netns: bool,
-
-    /// Benchmark aid, repeatable: NODE's Envoy answers inbound requests itself with a fixed
-    /// distributor answer (host `envoy-direct-response`) instead of forwarding to the app.
-    /// `gophermesh bench` uses it to measure what the Envoys alone cost.
-    #[arg(long, value_name = "NODE")]
-    pub(crate) answer_at_envoy: Vec<String>,
 
     /// Run each task definition as a podman pod of containers from the gophermesh images
     /// (built first when missing), on the --netns network (needs root, podman and runc).

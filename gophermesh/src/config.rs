@@ -57,8 +57,6 @@ pub struct UpConfig {
     pub envoy: EnvoyOptions,
     pub bin_dir: Option<PathBuf>,
     pub network: NetworkMode,
-    /// Virtual nodes whose Envoy answers inbound requests itself (a measuring aid).
-    pub answer_at_envoy: Vec<String>,
     /// Bootstrap files, logs, podman's configuration and image build contexts.
     pub state_dir: PathBuf,
     /// Durable state in `DIR/state.redb`; in memory when `None`.

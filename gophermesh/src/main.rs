@@ -52,7 +52,21 @@ async fn main() -> ExitCode {
             what: ImagesWhat::Build(args),
         } => commands::images::run(&args),
         Command::Bench(args) => commands::bench::run(args).await,
-        Command::BenchHello { listen } => gophermesh::bench::hello::run(listen).await,
+        Command::BenchHello {
+            listen,
+            distributor,
+            forward,
+            proxy,
+        } => {
+            match gophermesh::bench::hello::Answer::from_flags(
+                distributor,
+                forward.as_deref(),
+                proxy.as_deref(),
+            ) {
+                Ok(answer) => gophermesh::bench::hello::run(listen, answer).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Status { control, json } => commands::status::run(&control, json).await,
         Command::Route {
             what:

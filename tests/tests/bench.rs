@@ -57,7 +57,7 @@ fn a_quick_bench_produces_every_figure() {
         "distributor_direct",
         "requester_direct",
         "mesh",
-        "envoy_floor",
+        "mesh_floor",
     ] {
         let s = &report["scenarios"][key];
         for figure in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req"] {
@@ -112,7 +112,7 @@ fn a_quick_bench_produces_every_figure() {
     let budgets = report["budgets"].as_array().expect("budgets");
     for name in [
         "distributor_direct rps / hello_floor rps",
-        "mesh rps / envoy_floor rps",
+        "mesh rps / mesh_floor rps",
     ] {
         assert!(
             budgets.iter().any(|b| b["name"] == name),
@@ -133,7 +133,7 @@ fn a_quick_bench_produces_every_figure() {
     }
     let svg = std::fs::read_to_string(out_dir.join("bench.svg")).expect("bench.svg written");
     assert!(
-        svg.starts_with("<svg") && svg.contains("envoy_floor"),
+        svg.starts_with("<svg") && svg.contains("mesh_floor"),
         "{svg}"
     );
     let _ = std::fs::remove_dir_all(&out_dir);

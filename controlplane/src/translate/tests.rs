@@ -33,7 +33,6 @@ fn shipped_snapshot() -> Snapshot {
                     app: port(2),
                     reach: port(0),
                     admin: port(3),
-                    direct_response: None,
                 },
             )
         })

@@ -3,8 +3,10 @@
 //! Five load scenarios at the same concurrency, each with wrk after a warm-up:
 //! `hello_floor` (a minimal hyper server), `distributor_direct`, `requester_direct`
 //! (requester -> distributor, no Envoy), `mesh` (`gophermesh up`: requester -> its Envoy
-//! -> distributor's Envoy -> distributor) and `envoy_floor` (the same, with the
-//! distributors' Envoys answering by themselves). CPU per request is the CPU time the
+//! -> distributor's Envoy -> distributor) and `mesh_floor` (the same mesh, three Envoys
+//! with the same configuration, where minimal hyper stand-ins run in place of the
+//! requester and the distributors, so the two differ by what the gophers themselves cost).
+//! CPU per request is the CPU time the
 //! serving processes used during the measured run divided by the requests served.
 //! Also: RSS idle and at peak, time from exec to the first answer, route-shift propagation
 //! and the control plane's push time and RSS for generated meshes of growing size.
@@ -35,6 +37,32 @@ use facts::{image_sizes, machine};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
 use mesh::{Up, answered_by, envoy_pids, shift_propagation};
 use report::{Memory, Report, ScalePoint};
+
+/// Writes `dir/requester` and `dir/distributor`: the minimal hyper stand-ins the mesh
+/// floor runs in place of the gophers (`gophermesh bench-hello`, forwarding to the
+/// distributor through the task's Envoy, and answering). Returns `dir`, for `up --bin-dir`.
+fn stand_ins(dir: &Path, me: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let me = me.display().to_string().replace('\'', r"'\''");
+    let scripts = [
+        (
+            "requester",
+            r#"--forward "$DISTRIBUTOR_URL" ${EGRESS_PROXY:+--proxy "$EGRESS_PROXY"}"#,
+        ),
+        ("distributor", "--distributor"),
+    ];
+    for (name, args) in scripts {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\nexec '{me}' bench-hello --listen \"$LISTEN_ADDR\" {args}\n"),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dir.to_owned())
+}
 
 /// A process the benchmark started; killed when dropped.
 #[derive(Debug)]
@@ -241,7 +269,7 @@ impl Bench {
         label: &str,
         mesh: &Path,
         taskdefs: &Path,
-        extra: &[&str],
+        bin_dir: &Path,
     ) -> anyhow::Result<Up> {
         let state = self.work.join(label);
         std::fs::create_dir_all(&state)
@@ -267,12 +295,11 @@ impl Bench {
                 "0",
             ])
             .arg("--bin-dir")
-            .arg(&self.bin_dir)
+            .arg(bin_dir)
             .arg("--envoy-bin")
             .arg(&self.envoy)
             .arg("--state-dir")
             .arg(&state)
-            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -454,38 +481,29 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
     drop(requester);
     drop(distributor);
 
-    // 4. Through the mesh and 5. the same path with the distributors' Envoys answering by
-    // themselves: two local meshes at once, side by side.
+    // 4. Through the mesh and 5. the same mesh with minimal hyper stand-ins for the
+    // gophers (the fair floor): two local meshes at once, side by side.
     say(
-        "starting the local mesh (gophermesh up), and a second one whose distributor Envoys answer themselves",
+        "starting the local mesh (gophermesh up), and a second one whose apps are minimal hyper stand-ins",
     );
     let up = bench
-        .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &[])
+        .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &bench.bin_dir)
         .await?;
+    let floor_bin = stand_ins(&work.join("floor-bin"), &bench.me)?;
     let floor = bench
         .up(
-            "envoy-floor",
+            "mesh-floor",
             &bench.mesh_dir,
             &bench.taskdefs_dir,
-            &[
-                "--answer-at-envoy",
-                "distributor-v1",
-                "--answer-at-envoy",
-                "distributor-v2",
-            ],
+            &floor_bin,
         )
         .await?;
     let (_, host) = answered_by(&bench.http, &floor.requester).await?;
-    if host != "envoy-direct-response" {
-        bail!("the envoy_floor mesh was answered by {host}, not by Envoy itself");
+    if host != "hyper-floor" {
+        bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
     }
     let procs = up.processes(&bench.http).await?;
-    let floor_procs: Vec<(String, u32)> = floor
-        .processes(&bench.http)
-        .await?
-        .into_iter()
-        .filter(|(n, _)| !n.ends_with("/distributor"))
-        .collect();
+    let floor_procs = floor.processes(&bench.http).await?;
     // Before any load: the Envoys' idle memory.
     let mut idle_envoy = 0.0_f64;
     for pid in &envoy_pids(&procs) {
@@ -499,13 +517,13 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
                 pids: procs.clone(),
             },
             Target {
-                key: "envoy_floor",
+                key: "mesh_floor",
                 url: format!("{}/", floor.requester),
                 pids: floor_procs,
             },
         ])
         .await?;
-    for (key, s) in ["mesh", "envoy_floor"].into_iter().zip(measured) {
+    for (key, s) in ["mesh", "mesh_floor"].into_iter().zip(measured) {
         scenarios.insert(key.to_owned(), s);
     }
     floor.stop().await;
@@ -541,7 +559,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
                 &format!("scale-{n}"),
                 &dir.join("mesh"),
                 &dir.join("taskdefs"),
-                &[],
+                &bench.bin_dir,
             )
             .await?;
         let status = up.status(&bench.http).await?;

@@ -34,10 +34,6 @@ use tokio::net::TcpListener;
 use super::plane;
 use crate::cli::UpArgs;
 
-/// What `--answer-at-envoy` nodes answer: a well-formed distributor answer, so the
-/// requester accepts it, from host `envoy-direct-response`.
-const DIRECT_ANSWER: &str = r#"{"service":"distributor","version":"v1","gopher":{"name":"Gordon","color":"blue","image":"/gopher.svg"},"host":"envoy-direct-response","served_at":"1970-01-01T00:00:00Z"}"#;
-
 /// The typed configuration of `up`'s flags.
 pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
     Ok(UpConfig {
@@ -58,7 +54,6 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         },
         bin_dir: args.bin_dir,
         network: NetworkMode::from_flags(args.netns, args.containers),
-        answer_at_envoy: args.answer_at_envoy,
         state_dir: args.state_dir,
         data_dir: args.store.data_dir,
         empty: args.store.empty,
@@ -110,11 +105,6 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
         tasks.len(),
         envoy_bin.display()
     ));
-    for node in &config.answer_at_envoy {
-        if !tasks.iter().any(|t| &t.virtual_node == node) {
-            bail!("--answer-at-envoy {node}: no task runs virtual node `{node}`");
-        }
-    }
     let ordered = runtime::start_order(&tasks, &mesh);
     let launch = |xds: runtime::Xds| Launch {
         envoy: envoy_bin.clone(),
@@ -163,18 +153,13 @@ impl Up<'_> {
         launch: impl FnOnce(runtime::Xds) -> Launch,
     ) -> anyhow::Result<ExitCode> {
         let mesh = self.store.current().mesh.clone();
-        let mut plan = match backend.plan(&self.ordered, &mesh) {
+        let plan = match backend.plan(&self.ordered, &mesh) {
             Ok(plan) => plan,
             Err(e) => {
                 backend.stop().await;
                 return Err(e);
             }
         };
-        for node in &self.config.answer_at_envoy {
-            if let Some(site) = plan.sites.get_mut(node) {
-                site.place.direct_response = Some(Arc::from(DIRECT_ANSWER));
-            }
-        }
         let mut background = Vec::new();
         let result = self
             .serve(&mut backend, &plan, &mut background, launch)

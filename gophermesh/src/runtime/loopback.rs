@@ -104,7 +104,6 @@ impl Backend for Loopback {
                 app,
                 reach: at(t.proxy.proxy_ingress_port),
                 admin: at(envoy::ADMIN_PORT),
-                direct_response: None,
             };
             let site = Site {
                 egress_proxy: Some(format!("http://{}", place.egress)),

@@ -112,7 +112,6 @@ pub fn plan_network(
             app: (Ipv4Addr::LOCALHOST, port).into(),
             reach: (ns.ip, port).into(),
             admin: (Ipv4Addr::LOCALHOST, envoy::ADMIN_PORT).into(),
-            direct_response: None,
         };
         sites.insert(
             t.virtual_node.clone(),
