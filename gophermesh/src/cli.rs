@@ -609,6 +609,16 @@ pub(crate) struct BenchFleetArgs {
     /// Directory of the shipped task definitions (the requester's is copied).
     #[arg(long, env = "GOPHERMESH_TASKDEFS_DIR", default_value = "taskdefs")]
     pub(crate) taskdefs_dir: PathBuf,
+
+    /// Real Envoys connected beside the simulated sidecars as tasks of the same node;
+    /// after the changes, what each holds (its config dump) must equal what a simulated
+    /// sidecar received, or the run fails.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) envoys: u32,
+
+    /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
+    #[arg(long, env = "ENVOY_BIN")]
+    pub(crate) envoy_bin: Option<PathBuf>,
 }
 
 /// The table of `--state dynamodb://TABLE`.

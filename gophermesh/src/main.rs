@@ -93,6 +93,8 @@ async fn main() -> ExitCode {
                 changes: args.changes,
                 out: args.out,
                 taskdefs_dir: args.taskdefs_dir,
+                envoys: args.envoys,
+                envoy_bin: args.envoy_bin,
             })
             .await
         }

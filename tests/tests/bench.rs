@@ -140,7 +140,8 @@ fn a_quick_bench_produces_every_figure() {
 }
 
 /// `gophermesh bench-fleet` on a small fleet: every figure is made, and each is a figure
-/// that can only come from the sidecars having received and ACKed what they were sent.
+/// that can only come from the sidecars having received and ACKed what they were sent;
+/// real Envoys beside them end up holding the same resources.
 #[test]
 fn a_small_fleet_bench_produces_every_figure() {
     let out_dir = tests::TempDir::new("bench-fleet");
@@ -177,6 +178,8 @@ fn a_small_fleet_bench_produces_every_figure() {
         assert!(p50 <= max, "{run}");
         positive(&run["kib_sent_per_change"], "kib_sent_per_change");
         positive(&run["rss_mib"]["with_fleet"], "rss");
+        // Two real Envoys of the same node held what the simulated sidecars received.
+        assert_eq!(run["real_envoys_identical"], 2, "{run}");
     }
     // Six times the sidecars, about six times the bytes per change (each gets the route).
     let per = |i: usize| runs[i]["kib_sent_per_change"].as_f64().unwrap_or(0.0);

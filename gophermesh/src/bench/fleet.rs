@@ -20,8 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
@@ -50,7 +54,16 @@ pub struct FleetConfig {
     pub out: PathBuf,
     /// The shipped task definitions (the generator copies the requester's).
     pub taskdefs_dir: PathBuf,
+    /// Real Envoys connected beside the simulated sidecars, as tasks of the same node;
+    /// what they hold is compared with what a simulated sidecar received.
+    pub envoys: u32,
+    /// The Envoy binary (`None`: found as `up` finds it).
+    pub envoy_bin: Option<PathBuf>,
 }
+
+/// What a simulated sidecar last received, by type: the version, and what the resources
+/// say in the terms a real Envoy's config dump can be read in ([`Digest`]).
+type Received = Arc<std::sync::Mutex<BTreeMap<&'static str, (u64, Vec<String>)>>>;
 
 /// One ACK a sidecar sent.
 #[derive(Debug)]
@@ -101,6 +114,248 @@ fn rds_names(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a response's resources say, as lines that a real Envoy's config dump gives too:
+/// each cluster's and listener's name, and each route configuration's name with every
+/// route's target clusters and weights, by virtual host. Sorted.
+fn digest_of(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for any in &response.resources {
+        match response.type_url.as_str() {
+            CLUSTER_TYPE => lines.push(format!(
+                "cluster {}",
+                Cluster::decode(any.value.as_slice())?.name
+            )),
+            LISTENER_TYPE => lines.push(format!(
+                "listener {}",
+                Listener::decode(any.value.as_slice())?.name
+            )),
+            _ => {
+                let config = RouteConfiguration::decode(any.value.as_slice())?;
+                lines.push(format!("routes {}", config.name));
+                for host in &config.virtual_hosts {
+                    for route in &host.routes {
+                        let Some(Action::Route(action)) = &route.action else {
+                            continue;
+                        };
+                        match &action.cluster_specifier {
+                            Some(ClusterSpecifier::Cluster(c)) => {
+                                lines.push(format!("{} {} -> {c}", config.name, host.name));
+                            }
+                            Some(ClusterSpecifier::WeightedClusters(w)) => {
+                                for c in &w.clusters {
+                                    lines.push(format!(
+                                        "{} {} -> {} x{}",
+                                        config.name,
+                                        host.name,
+                                        c.name,
+                                        c.weight.map_or(0, |w| w.value)
+                                    ));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    lines.sort();
+    Ok(lines)
+}
+
+/// The same lines from a real Envoy's `/config_dump`, with each type's version.
+fn digest_of_dump(dump: &serde_json::Value) -> BTreeMap<&'static str, (u64, Vec<String>)> {
+    let version = |v: &serde_json::Value| v.as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = BTreeMap::new();
+    for config in dump["configs"].as_array().into_iter().flatten() {
+        let kind = config["@type"].as_str().unwrap_or_default();
+        let (type_url, items) = if kind.ends_with("ClustersConfigDump") {
+            (CLUSTER_TYPE, &config["dynamic_active_clusters"])
+        } else if kind.ends_with("ListenersConfigDump") {
+            (LISTENER_TYPE, &config["dynamic_listeners"])
+        } else if kind.ends_with("RoutesConfigDump") {
+            (ROUTE_TYPE, &config["dynamic_route_configs"])
+        } else {
+            continue;
+        };
+        let mut lines = Vec::new();
+        let mut newest = 0;
+        for item in items.as_array().into_iter().flatten() {
+            match type_url {
+                CLUSTER_TYPE => {
+                    newest = newest.max(version(&item["version_info"]));
+                    lines.push(format!("cluster {}", text(&item["cluster"]["name"])));
+                }
+                LISTENER_TYPE => {
+                    let active = &item["active_state"];
+                    newest = newest.max(version(&active["version_info"]));
+                    lines.push(format!("listener {}", text(&active["listener"]["name"])));
+                }
+                _ => {
+                    newest = newest.max(version(&item["version_info"]));
+                    let config = &item["route_config"];
+                    let name = text(&config["name"]);
+                    lines.push(format!("routes {name}"));
+                    for host in config["virtual_hosts"].as_array().into_iter().flatten() {
+                        let host_name = text(&host["name"]);
+                        for route in host["routes"].as_array().into_iter().flatten() {
+                            let action = &route["route"];
+                            if let Some(c) = action["cluster"].as_str() {
+                                lines.push(format!("{name} {host_name} -> {c}"));
+                            }
+                            for c in action["weighted_clusters"]["clusters"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                            {
+                                lines.push(format!(
+                                    "{name} {host_name} -> {} x{}",
+                                    text(&c["name"]),
+                                    c["weight"].as_u64().unwrap_or(0)
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        lines.sort();
+        out.insert(type_url, (newest, lines));
+    }
+    out
+}
+
+/// A real Envoy of the `requester` node, as task `index` of the fleet.
+struct RealEnvoy {
+    _child: tokio::process::Child,
+    admin: crate::runtime::envoy::EnvoyAdmin,
+}
+
+impl RealEnvoy {
+    async fn start(envoy: &Path, xds: &str, dir: &Path, index: u32) -> anyhow::Result<Self> {
+        let xds: std::net::SocketAddr = xds
+            .parse()
+            .with_context(|| format!("serve's xDS address `{xds}`"))?;
+        let mut boot = crate::runtime::envoy::bootstrap(
+            "gophermesh",
+            "requester",
+            ([127, 0, 0, 1], 0).into(),
+            xds,
+        );
+        boot["node"]["metadata"] = json!({"aws.appmesh.platformInfo": {
+            "ecsTaskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/fleet/envoy-{index}")
+        }});
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("envoy-{index}.json"));
+        std::fs::write(&path, serde_json::to_vec(&boot)?)?;
+        let address_file = dir.join(format!("envoy-{index}.admin"));
+        let _ = std::fs::remove_file(&address_file);
+        let log = std::fs::File::create(dir.join(format!("envoy-{index}.log")))?;
+        let child = tokio::process::Command::new(envoy)
+            .args(["-c"])
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--admin-address-path")
+            .arg(&address_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", envoy.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Some(addr) = std::fs::read_to_string(&address_file)
+                .ok()
+                .and_then(|a| a.trim().parse().ok())
+            {
+                break addr;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Envoy {index} wrote no admin address within 20 s; see {}",
+                    dir.join(format!("envoy-{index}.log")).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Ok(Self {
+            _child: child,
+            admin: crate::runtime::envoy::EnvoyAdmin { addr, netns: None },
+        })
+    }
+
+    /// What it holds, once its route configurations are at `version` (within 30 s).
+    async fn holding(
+        &self,
+        version: u64,
+    ) -> anyhow::Result<BTreeMap<&'static str, (u64, Vec<String>)>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self
+                .admin
+                .get("/config_dump", Duration::from_secs(10))
+                .await?;
+            if status == 200 {
+                let held = digest_of_dump(&serde_json::from_str(&body)?);
+                if held.get(ROUTE_TYPE).is_some_and(|(v, _)| *v >= version) {
+                    return Ok(held);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the real Envoy at {} did not hold routes of version {version} within 30 s",
+                    self.admin
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Compares what a real Envoy holds with what the simulated sidecar received.
+fn compare(
+    real: &BTreeMap<&'static str, (u64, Vec<String>)>,
+    simulated: &BTreeMap<&'static str, (u64, Vec<String>)>,
+) -> anyhow::Result<()> {
+    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+        let (Some((rv, real)), Some((sv, simulated))) =
+            (real.get(type_url), simulated.get(type_url))
+        else {
+            bail!("{type_url}: the real Envoy or the simulated sidecar holds none");
+        };
+        if rv != sv || real != simulated {
+            let only_real: Vec<_> = real
+                .iter()
+                .filter(|l| !simulated.contains(l))
+                .take(3)
+                .collect();
+            let only_sim: Vec<_> = simulated
+                .iter()
+                .filter(|l| !real.contains(l))
+                .take(3)
+                .collect();
+            bail!(
+                "{type_url}: the real Envoy holds version {rv} ({} lines), the simulated sidecar {sv} ({} lines); only the real one: {only_real:?}; only the simulated one: {only_sim:?}",
+                real.len(),
+                simulated.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
 /// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
 async fn sidecar(
@@ -109,10 +364,11 @@ async fn sidecar(
     acks: mpsc::UnboundedSender<Acked>,
     bytes: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
+    received: Option<Received>,
 ) -> anyhow::Result<()> {
     let mut attempt: u64 = 0;
     loop {
-        match one_stream(&xds, index, &acks, &bytes).await {
+        match one_stream(&xds, index, &acks, &bytes, received.as_ref()).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 30 => {
                 attempt += 1;
@@ -131,6 +387,7 @@ async fn one_stream(
     index: usize,
     acks: &mpsc::UnboundedSender<Acked>,
     bytes: &AtomicU64,
+    received: Option<&Received>,
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
         .connect()
@@ -208,6 +465,10 @@ async fn one_stream(
         })
         .await?;
         let version = response.version_info.parse().unwrap_or(0);
+        if let Some(received) = received {
+            let digest = digest_of(&response)?;
+            lock(received).insert(type_url, (version, digest));
+        }
         let _ = acks.send(Acked {
             client: index,
             type_url,
@@ -328,6 +589,16 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         status["version"].as_u64().unwrap_or(1)
     };
     let (before_cpu, idle_rss) = usage(pid)?;
+    let envoy_bin = match config.envoys {
+        0 => None,
+        _ => Some(crate::runtime::envoy::find(config.envoy_bin.as_deref())?),
+    };
+    let mut real = Vec::new();
+    for i in 0..config.envoys {
+        let envoy = envoy_bin.as_deref().context("found above")?;
+        real.push(RealEnvoy::start(envoy, &served.xds, &dir.join("envoys"), i).await?);
+    }
+    let received = Received::default();
     let (tx, mut acks) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicU64::new(0));
     let mut latest = vec![BTreeMap::new(); n as usize];
@@ -337,8 +608,9 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     for i in 0..n as usize {
         let (xds, tx, bytes) = (served.xds.clone(), tx.clone(), bytes.clone());
         let reconnects = reconnects.clone();
+        let received = (i == 0).then(|| received.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = sidecar(xds, i, tx, bytes, reconnects).await {
+            if let Err(e) = sidecar(xds, i, tx, bytes, reconnects, received).await {
                 eprintln!("gophermesh: sidecar {i}: {e:#}");
             }
         }));
@@ -395,6 +667,26 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let (cpu1, rss) = usage(pid)?;
+    // The real Envoys hold what the simulated sidecars were sent.
+    let last = lock(&received).get(ROUTE_TYPE).map_or(0, |(v, _)| *v);
+    for (i, envoy) in real.iter().enumerate() {
+        let held = envoy.holding(last).await?;
+        compare(&held, &lock(&received))
+            .with_context(|| format!("real Envoy {i} and simulated sidecar 0 differ"))?;
+    }
+    if !real.is_empty() {
+        let lines: Vec<String> = lock(&received)
+            .values()
+            .flat_map(|(_, l)| l.iter().cloned())
+            .collect();
+        let targets = lines.iter().filter(|l| l.contains(" -> ")).count();
+        say(format!(
+            "  {} real Envoys of the same node hold what the simulated sidecars received: {} clusters, {} listeners, {targets} route targets with their weights",
+            real.len(),
+            lines.iter().filter(|l| l.starts_with("cluster ")).count(),
+            lines.iter().filter(|l| l.starts_with("listener ")).count(),
+        ));
+    }
     let per_change_bytes =
         (bytes.load(Ordering::Relaxed) - bytes0) as f64 / f64::from(config.changes.max(1));
     for t in tasks {
@@ -418,6 +710,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         "cpu_s_per_change": round((cpu1 - cpu0) / f64::from(config.changes.max(1))),
         "kib_sent_per_change": round(per_change_bytes / 1024.0),
         "rss_mib": {"idle": round(idle_rss), "with_fleet": round(rss)},
+        "real_envoys_identical": real.len(),
     });
     say(format!(
         "  {n} sidecars: a route change ACKed by all in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.3} CPU s and {:.0} KiB per change; serve {:.0} MiB",
@@ -464,4 +757,113 @@ pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("cannot write {}", path.display()))?;
     say(format!("wrote {}", path.display()));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::route::v3::{
+        Route, RouteAction, VirtualHost, WeightedCluster, weighted_cluster::ClusterWeight,
+    };
+    use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+
+    fn response(type_url: &str, version: &str, resources: Vec<Vec<u8>>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.to_owned(),
+            type_url: type_url.to_owned(),
+            resources: resources
+                .into_iter()
+                .map(|value| Any {
+                    type_url: type_url.to_owned(),
+                    value,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A config dump as Envoy's admin writes it, for one cluster, one listener and one
+    /// route configuration whose route splits `v1`/`v2` by `weights`.
+    fn dump(version: &str, weights: (u64, u64)) -> serde_json::Value {
+        json!({"configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+             "static_clusters": [{"cluster": {"name": "xds_cluster"}}],
+             "dynamic_active_clusters": [{"version_info": "3", "cluster": {"name": "c"}}]},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+             "dynamic_listeners": [{"name": "l", "active_state": {"version_info": "3", "listener": {"name": "l"}}}]},
+            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+             "dynamic_route_configs": [{"version_info": version, "route_config": {
+                "name": "rds", "virtual_hosts": [{"name": "d", "routes": [{"route": {
+                    "weighted_clusters": {"clusters": [
+                        {"name": "v1", "weight": weights.0}, {"name": "v2", "weight": weights.1}
+                    ]}}}]}]}}]}
+        ]})
+    }
+
+    fn received(version: u64, weights: (u32, u32)) -> BTreeMap<&'static str, (u64, Vec<String>)> {
+        let cluster = Cluster {
+            name: "c".into(),
+            ..Default::default()
+        };
+        let listener = Listener {
+            name: "l".into(),
+            ..Default::default()
+        };
+        let weighted = |name: &str, weight: u32| ClusterWeight {
+            name: name.into(),
+            weight: Some(UInt32Value { value: weight }),
+            ..Default::default()
+        };
+        let routes = RouteConfiguration {
+            name: "rds".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "d".into(),
+                routes: vec![Route {
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(ClusterSpecifier::WeightedClusters(
+                            WeightedCluster {
+                                clusters: vec![
+                                    weighted("v1", weights.0),
+                                    weighted("v2", weights.1),
+                                ],
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut out = BTreeMap::new();
+        for (type_url, v, bytes) in [
+            (CLUSTER_TYPE, 3, cluster.encode_to_vec()),
+            (LISTENER_TYPE, 3, listener.encode_to_vec()),
+            (ROUTE_TYPE, version, routes.encode_to_vec()),
+        ] {
+            let r = response(type_url, &v.to_string(), vec![bytes]);
+            out.insert(
+                short(type_url).expect("known"),
+                (v, digest_of(&r).expect("decodes")),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_real_envoys_dump_and_a_simulated_sidecar_agree_only_when_they_hold_the_same() {
+        let simulated = received(7, (90, 10));
+        compare(&digest_of_dump(&dump("7", (90, 10))), &simulated).expect("the same");
+        let e =
+            compare(&digest_of_dump(&dump("7", (50, 50))), &simulated).expect_err("other weights");
+        assert!(e.to_string().contains("rds d -> v1 x50"), "{e}");
+        let e = compare(&digest_of_dump(&dump("6", (90, 10))), &simulated)
+            .expect_err("an older version");
+        assert!(e.to_string().contains("version 6"), "{e}");
+        let mut no_routes = digest_of_dump(&dump("7", (90, 10)));
+        no_routes.remove(ROUTE_TYPE);
+        assert!(compare(&no_routes, &simulated).is_err());
+    }
 }
