@@ -379,6 +379,20 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     pub(crate) scale: Vec<u32>,
 
+    /// Fleets of simulated sidecars to run against `gophermesh serve`, as SIDECARSxNODES
+    /// (comma-separated; as `bench-fleet` measures them, two real Envoys beside each).
+    /// Default 100x1000,1000x1000,5000x100, or 20x50 with --quick.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fleet, conflicts_with = "no_fleet")]
+    pub(crate) fleet: Option<Vec<(u32, u32)>>,
+
+    /// Measure no fleet.
+    #[arg(long)]
+    pub(crate) no_fleet: bool,
+
+    /// Route changes timed per fleet. Default 20, or 5 with --quick.
+    #[arg(long)]
+    pub(crate) fleet_changes: Option<u32>,
+
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
     pub(crate) envoy_bin: Option<PathBuf>,
@@ -619,6 +633,19 @@ pub(crate) struct BenchFleetArgs {
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
     pub(crate) envoy_bin: Option<PathBuf>,
+}
+
+/// A fleet of `--fleet`: SIDECARSxNODES.
+fn parse_fleet(value: &str) -> Result<(u32, u32), String> {
+    let parsed = value.split_once('x').and_then(|(clients, nodes)| {
+        Some((clients.trim().parse().ok()?, nodes.trim().parse().ok()?))
+    });
+    match parsed {
+        Some((clients, nodes)) if clients > 0 && nodes > 1 => Ok((clients, nodes)),
+        _ => Err(format!(
+            "`{value}` is not SIDECARSxNODES (for example 1000x1000: 1,000 sidecars, 1,000 virtual nodes; at least 1 sidecar and 2 nodes)"
+        )),
+    }
 }
 
 /// The table of `--state dynamodb://TABLE`.

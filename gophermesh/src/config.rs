@@ -91,6 +91,10 @@ pub struct BenchConfig {
     pub shifts: u32,
     /// Mesh sizes (virtual nodes) for the control-plane scaling run.
     pub scale: Vec<u32>,
+    /// Fleets (sidecars, virtual nodes) to run against `serve`.
+    pub fleet: Vec<(u32, u32)>,
+    /// Route changes timed per fleet.
+    pub fleet_changes: u32,
     pub envoy_bin: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
 }

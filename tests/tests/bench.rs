@@ -33,6 +33,10 @@ fn a_quick_bench_produces_every_figure() {
             "5",
             "--scale",
             "10,100",
+            "--fleet",
+            "20x30,1000x1000",
+            "--fleet-changes",
+            "3",
         ])
         .arg("--out")
         .arg(&out_dir)
@@ -108,11 +112,33 @@ fn a_quick_bench_produces_every_figure() {
         positive(&point["push_ms"], "push_ms");
         positive(&point["control_plane_rss_mib"], "control plane RSS");
     }
+    // The fleets: every figure, and the real Envoys held what the sidecars received.
+    let fleet = report["fleet"].as_array().expect("fleet runs");
+    assert_eq!(fleet.len(), 2, "{fleet:?}");
+    for (run, (clients, nodes)) in fleet.iter().zip([(20, 30), (1000, 1000)]) {
+        assert_eq!(
+            (run["clients"].as_u64(), run["virtual_nodes"].as_u64()),
+            (Some(clients), Some(nodes)),
+            "{run}"
+        );
+        assert_eq!(run["real_envoys_identical"], 2, "{run}");
+        positive(&run["connect_storm_ms"], "connect_storm_ms");
+        positive(&run["change_acked_by_all_ms"]["p99"], "fleet p99");
+        positive(&run["kib_sent_per_change"], "kib_sent_per_change");
+        positive(&run["rss_mib"]["with_fleet"], "serve RSS");
+    }
+    assert!(
+        printed.contains("fleet,  1000 sidecars x  1000 virtual nodes"),
+        "{printed}"
+    );
     // Every budget the bench checks is there, and its verdict follows from its value.
     let budgets = report["budgets"].as_array().expect("budgets");
     for name in [
         "distributor_direct rps / hello_floor rps",
         "mesh rps / mesh_floor rps",
+        "fleet 1000x1000: change ACKed by all p99 ms",
+        "fleet 1000x1000: connect storm ms",
+        "fleet 1000x1000: serve RSS MiB",
     ] {
         assert!(
             budgets.iter().any(|b| b["name"] == name),
@@ -133,7 +159,7 @@ fn a_quick_bench_produces_every_figure() {
     }
     let svg = std::fs::read_to_string(out_dir.join("bench.svg")).expect("bench.svg written");
     assert!(
-        svg.starts_with("<svg") && svg.contains("mesh_floor"),
+        svg.starts_with("<svg") && svg.contains("mesh_floor") && svg.contains("1000 x 1000 nodes"),
         "{svg}"
     );
     let _ = std::fs::remove_dir_all(&out_dir);

@@ -725,8 +725,8 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     Ok(figures)
 }
 
-/// `gophermesh bench-fleet`: every fleet size in turn; writes `OUT/fleet.json`.
-pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
+/// Every fleet size of `config` in turn, in `work`; their figures.
+pub async fn runs(config: &FleetConfig, work: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let files = crate::runtime::raise_open_files();
     if let Some(&most) = config.clients.iter().max() {
         if u64::from(most) + 64 > files {
@@ -735,17 +735,23 @@ pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    std::fs::create_dir_all(&config.out)
-        .with_context(|| format!("cannot create {}", config.out.display()))?;
-    let work = std::path::absolute(config.out.join("work"))?;
     let mut runs = Vec::new();
     for &n in &config.clients {
         say(format!(
             "fleet of {n} sidecars against gophermesh serve with {} virtual nodes",
             config.nodes
         ));
-        runs.push(one_fleet(config, n, &work).await?);
+        runs.push(one_fleet(config, n, work).await?);
     }
+    Ok(runs)
+}
+
+/// `gophermesh bench-fleet`: every fleet size in turn; writes `OUT/fleet.json`.
+pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("cannot create {}", config.out.display()))?;
+    let work = std::path::absolute(config.out.join("work"))?;
+    let runs = runs(config, &work).await?;
     let path = config.out.join("fleet.json");
     std::fs::write(
         &path,

@@ -580,6 +580,24 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         up.stop().await;
     }
 
+    // The control plane at fleet scale.
+    let mut fleet = Vec::new();
+    for &(clients, nodes) in &args.fleet {
+        let config = fleet::FleetConfig {
+            clients: vec![clients],
+            nodes,
+            changes: args.fleet_changes,
+            out: args.out.clone(),
+            taskdefs_dir: bench.taskdefs_dir.clone(),
+            envoys: 2,
+            envoy_bin: Some(bench.envoy.clone()),
+        };
+        say(format!(
+            "fleet of {clients} simulated sidecars (and 2 real Envoys) against gophermesh serve with {nodes} virtual nodes"
+        ));
+        fleet.extend(fleet::runs(&config, &work).await?);
+    }
+
     let mut settings = BTreeMap::new();
     settings.insert("concurrency".to_owned(), bench.wrk.connections.to_string());
     settings.insert("load_threads".to_owned(), bench.wrk.threads.to_string());
@@ -596,6 +614,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         image_mb: image_sizes(),
         shift_propagation_ms: shift,
         control_plane_scale: scale_points,
+        fleet,
         budgets: Vec::new(),
     };
     report.budgets = report::budgets(&report);

@@ -60,6 +60,8 @@ pub struct Report {
     pub image_mb: serde_json::Value,
     pub shift_propagation_ms: Shifts,
     pub control_plane_scale: Vec<ScalePoint>,
+    /// Each fleet run's figures, as `bench-fleet` writes them.
+    pub fleet: Vec<serde_json::Value>,
     pub budgets: Vec<Budget>,
 }
 
@@ -128,6 +130,39 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
             ok: p.control_plane_rss_mib <= 100.0,
         });
     }
+    for run in &r.fleet {
+        let clients = run["clients"].as_u64().unwrap_or(0);
+        let nodes = run["virtual_nodes"].as_u64().unwrap_or(0);
+        let limits: &[(&str, &str, f64)] = match (clients, nodes) {
+            (1000, 1000..) => &[
+                (
+                    "change ACKed by all p99 ms",
+                    "/change_acked_by_all_ms/p99",
+                    500.0,
+                ),
+                ("connect storm ms", "/connect_storm_ms", 5000.0),
+                ("serve RSS MiB", "/rss_mib/with_fleet", 150.0),
+            ],
+            (5000, _) => &[
+                (
+                    "change ACKed by all p99 ms",
+                    "/change_acked_by_all_ms/p99",
+                    2000.0,
+                ),
+                ("serve RSS MiB", "/rss_mib/with_fleet", 400.0),
+            ],
+            _ => &[],
+        };
+        for (what, pointer, limit) in limits {
+            let value = run.pointer(pointer).and_then(serde_json::Value::as_f64);
+            out.push(Budget {
+                name: format!("fleet {clients}x{nodes}: {what}"),
+                value: value.unwrap_or(f64::NAN),
+                limit: format!("<= {limit}"),
+                ok: value.is_some_and(|v| v <= *limit),
+            });
+        }
+    }
     out
 }
 
@@ -191,6 +226,24 @@ pub fn table(r: &Report) -> String {
             p.virtual_nodes, p.resources, p.push_ms, p.control_plane_rss_mib
         );
     }
+    for run in &r.fleet {
+        let _ = writeln!(
+            t,
+            "fleet, {:>5} sidecars x {:>5} virtual nodes: storm {:>7.0} ms, change ACKed by all p50 {:>6.1} / p99 {:>6.1} ms, {:.3} CPU s and {:.0} KiB per change, serve {:.0} MiB",
+            run["clients"].as_u64().unwrap_or(0),
+            run["virtual_nodes"].as_u64().unwrap_or(0),
+            run["connect_storm_ms"].as_f64().unwrap_or(f64::NAN),
+            run["change_acked_by_all_ms"]["p50"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            run["change_acked_by_all_ms"]["p99"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            run["cpu_s_per_change"].as_f64().unwrap_or(f64::NAN),
+            run["kib_sent_per_change"].as_f64().unwrap_or(f64::NAN),
+            run["rss_mib"]["with_fleet"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     t.push('\n');
     for b in &r.budgets {
         let _ = writeln!(
@@ -218,7 +271,27 @@ pub fn svg(r: &Report) -> String {
         .filter_map(|(k, _)| r.scenarios.get(*k).map(|s| (*k, s)))
         .collect();
     let (width, bar_h, gap, top, label_w, chart_w) = (960.0, 22.0, 10.0, 60.0, 170.0, 260.0);
-    let height = top + rows.len() as f64 * (bar_h + gap) + 40.0;
+    // Below the scenarios: each fleet's change-to-all-ACKed p99.
+    let fleet_top = top + rows.len() as f64 * (bar_h + gap) + 40.0;
+    let fleet_rows: Vec<(String, f64)> = r
+        .fleet
+        .iter()
+        .map(|run| {
+            (
+                format!(
+                    "{} x {} nodes",
+                    run["clients"].as_u64().unwrap_or(0),
+                    run["virtual_nodes"].as_u64().unwrap_or(0)
+                ),
+                run["change_acked_by_all_ms"]["p99"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let height = if fleet_rows.is_empty() {
+        fleet_top
+    } else {
+        fleet_top + fleet_rows.len() as f64 * (bar_h + gap) + 40.0
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -272,6 +345,31 @@ pub fn svg(r: &Report) -> String {
                 } else {
                     format!("{v:.2}")
                 }
+            );
+        }
+    }
+    if !fleet_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            r#"<text x="{label_w}" y="{}" font-weight="bold">fleet: a route change ACKed by every sidecar, p99 ms (lower is better)</text>"#,
+            fleet_top - 12.0
+        );
+        let max = fleet_rows
+            .iter()
+            .map(|(_, v)| *v)
+            .fold(0.0_f64, f64::max)
+            .max(f64::MIN_POSITIVE);
+        for (i, (label, v)) in fleet_rows.iter().enumerate() {
+            let y = fleet_top + i as f64 * (bar_h + gap);
+            let w = (v / max * chart_w).max(1.0);
+            let _ = writeln!(
+                out,
+                r##"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{label_w}" y="{y}" width="{w:.1}" height="{bar_h}" fill="#5a9e4b"/><text x="{:.1}" y="{}">{v:.0}</text>"##,
+                label_w - 8.0,
+                y + bar_h * 0.7,
+                escape(label),
+                label_w + w + 6.0,
+                y + bar_h * 0.7,
             );
         }
     }
@@ -339,6 +437,17 @@ mod tests {
                 push_ms: 400.0,
                 control_plane_rss_mib: 30.0,
             }],
+            fleet: vec![
+                serde_json::json!({"clients": 1000, "virtual_nodes": 1000,
+                    "connect_storm_ms": 900.0, "change_acked_by_all_ms": {"p50": 200.0, "p99": 250.0},
+                    "rss_mib": {"with_fleet": 180.0}}),
+                serde_json::json!({"clients": 5000, "virtual_nodes": 100,
+                    "connect_storm_ms": 2000.0, "change_acked_by_all_ms": {"p50": 500.0, "p99": 600.0},
+                    "rss_mib": {"with_fleet": 210.0}}),
+                serde_json::json!({"clients": 100, "virtual_nodes": 1000,
+                    "connect_storm_ms": 100.0, "change_acked_by_all_ms": {"p50": 50.0, "p99": 60.0},
+                    "rss_mib": {"with_fleet": 40.0}}),
+            ],
             budgets: Vec::new(),
         };
         r.budgets = budgets(&r);
@@ -356,13 +465,27 @@ mod tests {
         assert!(!by_name("distributor ready ms").ok);
         assert!(by_name("distributor idle RSS MiB").ok);
         assert!(by_name("1000 virtual nodes pushed, ms").ok);
+        assert!(by_name("fleet 1000x1000: change ACKed by all p99 ms").ok);
+        assert!(by_name("fleet 1000x1000: connect storm ms").ok);
+        let rss = by_name("fleet 1000x1000: serve RSS MiB");
+        assert!(!rss.ok && (rss.value - 180.0).abs() < 1e-9);
+        assert!(by_name("fleet 5000x100: serve RSS MiB").ok);
+        assert!(
+            !r.budgets.iter().any(|b| b.name.starts_with("fleet 100x")),
+            "the issue sets no budget for 100 sidecars"
+        );
     }
 
     #[test]
     fn the_chart_has_a_bar_per_scenario_and_panel() {
         let svg = svg(&report());
         assert!(svg.starts_with("<svg"));
-        assert_eq!(svg.matches("<rect x=").count(), 10);
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            10 + 3,
+            "a bar per fleet too"
+        );
+        assert!(svg.contains(">5000 x 100 nodes<") && svg.contains(">600<"));
         assert!(svg.contains(">40000<") && svg.contains(">6.00<"));
         let table = table(&report());
         assert!(table.contains("MISS distributor_direct rps / hello_floor rps"));

@@ -19,6 +19,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         load_threads: args.load_threads,
         shifts: args.shifts.unwrap_or(if args.quick { 10 } else { 50 }),
         scale: args.scale,
+        fleet: match (args.no_fleet, args.fleet) {
+            (true, _) => Vec::new(),
+            (false, Some(fleet)) => fleet,
+            (false, None) if args.quick => vec![(20, 50)],
+            (false, None) => vec![(100, 1000), (1000, 1000), (5000, 100)],
+        },
+        fleet_changes: args
+            .fleet_changes
+            .unwrap_or(if args.quick { 5 } else { 20 }),
         envoy_bin: args.envoy_bin,
         bin_dir: args.bin_dir,
     };
