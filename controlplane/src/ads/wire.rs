@@ -5,12 +5,12 @@
 //! once per stream. A fleet of sidecars of one virtual node holds one copy of their
 //! configuration in the control plane, not one per sidecar.
 //!
-//! A `DiscoveryResponse` goes out as three pieces of one gRPC message: a head (the gRPC
-//! message prefix and `version_info`), the shared `resources` (field 2, repeated) and a
-//! tail (`type_url` and `nonce`). Protocol buffers read fields in any order, and so do
-//! Envoy, prost and every conforming parser.
+//! A `DiscoveryResponse` goes out as two pieces of one gRPC message: a head (the gRPC
+//! message prefix, `version_info`, `type_url` and `nonce`) and the shared `resources`
+//! (field 2, repeated). Protocol buffers read fields in any order, and so do Envoy, prost
+//! and every conforming parser. (The pieces are written one after the other, so the
+//! server's sockets need TCP_NODELAY, or the second waits for the Envoy's delayed ACK.)
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
@@ -88,17 +88,15 @@ impl Encoded {
 pub struct Outgoing {
     head: Bytes,
     resources: Bytes,
-    tail: Bytes,
 }
 
 impl Outgoing {
     pub fn new(version: &str, resources: &Encoded, type_url: &str, nonce: &str) -> Self {
         let mut fields = BytesMut::new();
         prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
-        let mut tail = BytesMut::new();
-        prost::encoding::string::encode(4, &type_url.to_owned(), &mut tail);
-        prost::encoding::string::encode(5, &nonce.to_owned(), &mut tail);
-        let length = fields.len() + resources.bytes.len() + tail.len();
+        prost::encoding::string::encode(4, &type_url.to_owned(), &mut fields);
+        prost::encoding::string::encode(5, &nonce.to_owned(), &mut fields);
+        let length = fields.len() + resources.bytes.len();
         let mut head = BytesMut::with_capacity(5 + fields.len());
         head.put_u8(0); // not compressed
         // A message over 4 GiB cannot be framed; the translation's output is far smaller.
@@ -107,17 +105,14 @@ impl Outgoing {
         Self {
             head: head.freeze(),
             resources: resources.bytes.clone(),
-            tail: tail.freeze(),
         }
     }
 
     /// The response as a message again (what an Envoy reads).
     pub fn decode(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
-        let mut message =
-            Vec::with_capacity(self.head.len() + self.resources.len() + self.tail.len());
+        let mut message = Vec::with_capacity(self.head.len() + self.resources.len());
         message.extend_from_slice(&self.head[5..]);
         message.extend_from_slice(&self.resources);
-        message.extend_from_slice(&self.tail);
         DiscoveryResponse::decode(message.as_slice())
     }
 
@@ -143,11 +138,11 @@ impl Decoder for RequestDecoder {
     }
 }
 
-/// The body of one ADS stream's response: each [`Outgoing`] as its three pieces, then the
+/// The body of one ADS stream's response: each [`Outgoing`] as its two pieces, then the
 /// gRPC status as trailers.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Outgoing, Status>>,
-    queued: VecDeque<Bytes>,
+    queued: Option<Bytes>,
     finished: bool,
 }
 
@@ -160,7 +155,7 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        if let Some(chunk) = this.queued.pop_front() {
+        if let Some(chunk) = this.queued.take() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if this.finished {
@@ -168,11 +163,7 @@ impl http_body::Body for ResponseBody {
         }
         let status = match std::task::ready!(this.rx.poll_recv(cx)) {
             Some(Ok(out)) => {
-                this.queued.extend(
-                    [out.resources, out.tail]
-                        .into_iter()
-                        .filter(|b| !b.is_empty()),
-                );
+                this.queued = Some(out.resources).filter(|b| !b.is_empty());
                 return Poll::Ready(Some(Ok(Frame::data(out.head))));
             }
             Some(Err(status)) => status,
@@ -221,7 +212,7 @@ where
                 let rx = self.0.open(inbound, peer);
                 let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
                     rx,
-                    queued: VecDeque::new(),
+                    queued: None,
                     finished: false,
                 }));
                 response.headers_mut().insert(

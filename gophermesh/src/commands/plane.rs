@@ -15,6 +15,7 @@ use gophermesh::api::sigv4::Credentials;
 use gophermesh::api::token::ControlToken;
 use gophermesh::api::{appmesh, control};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio::task::JoinHandle;
 
 /// The store a run serves, and a few words on where it came from.
@@ -119,7 +120,16 @@ pub(crate) fn spawn_ads(
     }
     let router = server.add_service(ads);
     let task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Each response leaves in pieces (its own fields, then the shared resources):
+        // without TCP_NODELAY, Nagle's algorithm holds the second piece until the Envoy
+        // ACKs the first, which it delays (40 ms here). tonic sets it only on listeners
+        // it binds itself.
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!("the ADS server stopped: {e}");
         }
