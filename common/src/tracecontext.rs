@@ -53,6 +53,8 @@ fn random_span_id() -> SpanId {
     SpanId::from(fastrand::u64(1..))
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The request id header, propagated end to end and echoed in responses.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,7 +64,14 @@ pub struct RequestId(pub String);
 
 /// A fresh request id: 32 random hex digits.
 pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    digits.iter().map(|&d| char::from(d)).collect()
 }
 
 /// Keeps a caller's request id when it is reasonable (1-128 visible ASCII characters).
@@ -108,8 +117,13 @@ pub fn trace_id(span: &Span) -> String {
 /// Axum middleware: one server span per request, continuing the caller's trace.
 pub async fn inbound(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let parent =
-        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+    // Without a `traceparent` there is no trace to continue (and the propagator, behind
+    // a global lock, would find none).
+    let parent = if request.headers().contains_key(TRACEPARENT) {
+        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())))
+    } else {
+        opentelemetry::Context::current()
+    };
     let request_id = accept_request_id(request.headers()).unwrap_or_else(new_request_id);
     let span = tracing::info_span!(
         "request",

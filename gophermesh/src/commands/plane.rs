@@ -15,8 +15,8 @@ use gophermesh::api::sigv4::Credentials;
 use gophermesh::api::token::ControlToken;
 use gophermesh::api::{appmesh, control};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 
 /// The store a run serves, and a few words on where it came from.
 pub(crate) struct Opened {
