@@ -183,6 +183,8 @@ struct Subscription {
     names: Vec<String>,
     /// Nonce of the last response sent for this type.
     nonce: String,
+    /// The snapshot version of that response (what a NACK of it refused).
+    sent_version: u64,
     /// Hash of the last resources sent, to skip pushes that change nothing.
     sent_hash: Option<u64>,
 }
@@ -346,7 +348,8 @@ impl AdsStream {
                 return Ok(());
             }
             if let Some(error) = &request.error_detail {
-                let version = self.cache.current().version.to_string();
+                // The version of the response refused: a newer snapshot may exist by now.
+                let version = sub.sent_version.to_string();
                 tracing::warn!(node, resource = short, message = %error.message, "Envoy refused the configuration (NACK); it keeps serving its last good one");
                 self.statuses.update(&node, |s| {
                     s.last_nack = Some(Nack {
@@ -453,6 +456,7 @@ impl AdsStream {
         }
         self.nonce += 1;
         sub.nonce = self.nonce.to_string();
+        sub.sent_version = snapshot.version;
         sub.sent_hash = Some(hash);
         self.pending.insert(type_url.to_owned());
         self.version = self.version.max(snapshot.version);

@@ -583,3 +583,123 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
     assert!(responses.message().await.expect("a clean end").is_none());
     server.abort();
 }
+
+/// An Envoy that refuses a change keeps its last good version (its status says which, and
+/// why), while another Envoy of the mesh takes the change and the next one; the refusal
+/// stops nothing.
+#[tokio::test]
+async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
+    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let cache = Cache::with_builder(
+        store.clone(),
+        Arc::new(|s: &Snapshot, _node: &str| {
+            Some(NodeResources {
+                clusters: vec![(
+                    "c".into(),
+                    Any {
+                        type_url: CLUSTER_TYPE.to_owned(),
+                        value: format!("v{}", s.version).into_bytes(),
+                    },
+                )],
+                ..NodeResources::default()
+            })
+        }),
+    );
+    let statuses = EnvoyStatuses::default();
+    let ads = Ads::new(cache, statuses.clone());
+    let ask = |node: &str, nonce: &str, version: &str, nack: bool| DiscoveryRequest {
+        node: Some(Node {
+            id: format!("mesh/m/virtualNode/{node}"),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        response_nonce: nonce.to_owned(),
+        version_info: version.to_owned(),
+        error_detail: nack.then(|| RpcStatus {
+            code: 3,
+            message: "cluster refused".to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut envoys = Vec::new();
+    for (node, peer) in [("live", "10.0.0.1:1"), ("nacker", "10.0.0.2:1")] {
+        let mut envoy = open_on(&ads, peer);
+        envoy.send(ask(node, "", "", false)).await;
+        let first = envoy.next().await.expect("clusters");
+        envoy
+            .send(ask(node, &first.nonce, &first.version_info, false))
+            .await;
+        envoys.push((node, envoy, first.version_info));
+    }
+    let good = envoys[1].2.clone();
+    let acked = |node: &str, version: &str| {
+        let statuses = statuses.clone();
+        let (node, version) = (node.to_owned(), version.to_owned());
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while statuses
+                .snapshot()
+                .get(&node)
+                .and_then(|s| s.acked.get("clusters").cloned())
+                != Some(version.clone())
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{node} ACKed {version}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    // An ACK that crosses a newer push is stale, as for Envoy: wait until both count.
+    acked("live", &good).await;
+    acked("nacker", &good).await;
+
+    // A change: the live Envoy takes it, the other refuses it.
+    store.set_placements(Default::default());
+    let v2 = store.current().version.to_string();
+    for (node, envoy, _) in &mut envoys {
+        let pushed = envoy.next().await.expect("a push");
+        assert_eq!(pushed.version_info, v2);
+        envoy
+            .send(ask(
+                node,
+                &pushed.nonce,
+                &pushed.version_info,
+                *node == "nacker",
+            ))
+            .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while statuses.snapshot()["nacker"].last_nack.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the NACK is recorded");
+        tokio::task::yield_now().await;
+    }
+    // The next change reaches both: the refusal held nothing up.
+    store.set_placements(Default::default());
+    let v3 = store.current().version.to_string();
+    for (node, envoy, _) in &mut envoys {
+        let pushed = envoy.next().await.expect("the next push");
+        assert_eq!(pushed.version_info, v3, "{node}");
+        if *node == "live" {
+            envoy
+                .send(ask(node, &pushed.nonce, &pushed.version_info, false))
+                .await;
+        }
+    }
+    acked("live", &v3).await;
+    let all = statuses.snapshot();
+    let nacker = &all["nacker"];
+    assert_eq!(
+        nacker.acked.get("clusters"),
+        Some(&good),
+        "its last good version"
+    );
+    let nack = nacker.last_nack.as_ref().expect("the refusal is kept");
+    assert_eq!(
+        (nack.message.as_str(), nack.version.as_str()),
+        ("cluster refused", v2.as_str())
+    );
+    assert_eq!(all["live"].last_nack, None);
+}
