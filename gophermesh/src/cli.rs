@@ -375,9 +375,10 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) shifts: Option<u32>,
 
-    /// Mesh sizes (virtual nodes) for the control-plane scaling run.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
-    pub(crate) scale: Vec<u32>,
+    /// Mesh sizes (virtual nodes) for the control-plane scaling run. Default
+    /// 10,100,1000,10000, or 10,100,1000 with --quick.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) scale: Option<Vec<u32>>,
 
     /// Fleets of simulated sidecars to run against `gophermesh serve`, as SIDECARSxNODES
     /// (comma-separated; as `bench-fleet` measures them, two real Envoys beside each).

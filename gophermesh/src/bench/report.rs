@@ -130,6 +130,24 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
             ok: p.control_plane_rss_mib <= 100.0,
         });
     }
+    if let Some(p) = r
+        .control_plane_scale
+        .iter()
+        .find(|p| p.virtual_nodes == 10_000)
+    {
+        out.push(Budget {
+            name: "10000 virtual nodes pushed, ms".into(),
+            value: p.push_ms,
+            limit: "<= 3000".into(),
+            ok: p.push_ms <= 3000.0,
+        });
+        out.push(Budget {
+            name: "10000 virtual nodes, control plane RSS MiB".into(),
+            value: p.control_plane_rss_mib,
+            limit: "<= 300".into(),
+            ok: p.control_plane_rss_mib <= 300.0,
+        });
+    }
     for run in &r.fleet {
         let clients = run["clients"].as_u64().unwrap_or(0);
         let nodes = run["virtual_nodes"].as_u64().unwrap_or(0);
@@ -431,12 +449,20 @@ mod tests {
                 p99: 20.0,
                 max: 20.0,
             },
-            control_plane_scale: vec![ScalePoint {
-                virtual_nodes: 1000,
-                resources: 3998,
-                push_ms: 400.0,
-                control_plane_rss_mib: 30.0,
-            }],
+            control_plane_scale: vec![
+                ScalePoint {
+                    virtual_nodes: 1000,
+                    resources: 3998,
+                    push_ms: 400.0,
+                    control_plane_rss_mib: 30.0,
+                },
+                ScalePoint {
+                    virtual_nodes: 10_000,
+                    resources: 39_998,
+                    push_ms: 3100.0,
+                    control_plane_rss_mib: 200.0,
+                },
+            ],
             fleet: vec![
                 serde_json::json!({"clients": 1000, "virtual_nodes": 1000,
                     "connect_storm_ms": 900.0, "change_acked_by_all_ms": {"p50": 200.0, "p99": 250.0},
@@ -465,6 +491,8 @@ mod tests {
         assert!(!by_name("distributor ready ms").ok);
         assert!(by_name("distributor idle RSS MiB").ok);
         assert!(by_name("1000 virtual nodes pushed, ms").ok);
+        assert!(!by_name("10000 virtual nodes pushed, ms").ok);
+        assert!(by_name("10000 virtual nodes, control plane RSS MiB").ok);
         assert!(by_name("fleet 1000x1000: change ACKed by all p99 ms").ok);
         assert!(by_name("fleet 1000x1000: connect storm ms").ok);
         let rss = by_name("fleet 1000x1000: serve RSS MiB");

@@ -18,7 +18,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         load_threads: args.load_threads,
         shifts: args.shifts.unwrap_or(if args.quick { 10 } else { 50 }),
-        scale: args.scale,
+        scale: args.scale.unwrap_or_else(|| {
+            if args.quick {
+                vec![10, 100, 1000]
+            } else {
+                vec![10, 100, 1000, 10_000]
+            }
+        }),
         fleet: match (args.no_fleet, args.fleet) {
             (true, _) => Vec::new(),
             (false, Some(fleet)) => fleet,

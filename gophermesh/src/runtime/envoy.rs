@@ -93,12 +93,17 @@ pub fn find(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// The bootstrap of virtual node `node`'s Envoy: admin on `admin`, everything else over
-/// ADS from the control plane at `xds`.
+/// ADS from the control plane at `xds`. A cluster's traffic statistics are created when it
+/// first carries traffic (`enable_deferred_creation_stats`): most of what Envoy spends on
+/// a new cluster is its statistics, and most clusters of a large mesh carry nothing to a
+/// given Envoy (10,000 clusters: 3.8 s of Envoy's CPU with them created up front, 1.7 to
+/// 2.5 s deferred). `/stats` shows each one once it is used, as a zero does no harm unseen.
 pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> serde_json::Value {
     let addr = |a: SocketAddr| json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}});
     json!({
         "node": {"id": node_id(mesh, node), "cluster": node},
         "admin": {"address": addr(admin)},
+        "deferred_stat_options": {"enable_deferred_creation_stats": true},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
