@@ -62,6 +62,18 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
                  && w('distributor-v1')?.textContent === '90' && w('distributor-v2')?.textContent === '10';"#,
         )
         .await;
+    // The ingress gateway is drawn, running, with an edge to each service its gateway
+    // routes lead to.
+    browser
+        .until(
+            "the ingress gateway and its two gateway routes",
+            Duration::from_secs(10),
+            r#"const box = document.querySelector('#graph [data-key="g:ingress"]');
+               const edge = (s) => document.querySelector(`#graph path[data-edge="g:ingress->s:${s}"]`);
+               return box?.querySelector('rect')?.classList.contains('running')
+                 && edge('distributor.gophers.local') !== null && edge('requester.gophers.local') !== null;"#,
+        )
+        .await;
     // The token left the address bar; nothing was fetched from elsewhere; every weight
     // control has a label; no console error.
     assert_eq!(browser.eval("return location.hash;").await, "");

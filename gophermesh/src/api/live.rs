@@ -1,7 +1,8 @@
 //! The live view of the mesh, for the web console and for any tool: `GET /v1/live` (one
 //! frame, JSON) and `GET /v1/live/stream` (a frame every second, Server-Sent Events).
 //!
-//! A frame holds the mesh as a graph (virtual services, routers, routes with their
+//! A frame holds the mesh as a graph (virtual gateways with their task's state and the
+//! services their gateway routes lead to, virtual services, routers, routes with their
 //! weights, virtual nodes with their task's state and their Envoy's sync state), the
 //! traffic per target node (requests per second, success rate, p50/p99 latency, and a
 //! series over the last five minutes), the split observed since the last change, and the
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
-use controlplane::ads::EnvoyStatuses;
+use controlplane::ads::{EnvoyStatuses, GATEWAY_PREFIX};
 use controlplane::{Snapshot, Store, TargetTraffic};
 use futures::Stream;
 use serde_json::{Value, json};
@@ -320,34 +321,61 @@ fn frame(
             json!({"name": name, "routes": routes})
         })
         .collect();
+    // The processes of the task that runs `name` (a node, or `virtualGateway/G`), what
+    // state that task is in, and how often its processes restarted.
+    let task_of = |name: &str| {
+        let prefix = format!("{name}/");
+        let mine: Vec<&Value> = processes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"].as_str().is_some_and(|x| x.starts_with(&prefix)))
+            .collect();
+        let restarted_lately = mine.iter().any(|p| {
+            state
+                .restarts
+                .get(p["name"].as_str().unwrap_or_default())
+                .is_some_and(|(_, at)| now.duration_since(*at) < LINGER)
+        });
+        let task = if mine.is_empty() {
+            "none"
+        } else if mine.iter().all(|p| p["running"] == true) && !restarted_lately {
+            "running"
+        } else if mine.iter().any(|p| p["running"] == true) || restarted_lately {
+            "restarting"
+        } else {
+            "stopped"
+        };
+        let restarts: u64 = mine.iter().filter_map(|p| p["restarts"].as_u64()).sum();
+        (task, restarts)
+    };
+    let gateways: Vec<Value> = mesh
+        .virtual_gateways
+        .values()
+        .map(|g| {
+            let name = &g.value.virtual_gateway_name;
+            let routes: Vec<Value> = mesh
+                .gateway_routes_of(name)
+                .into_iter()
+                .filter_map(|r| {
+                    let (_, _, http) = r.spec.as_http()?;
+                    Some(json!({
+                        "name": r.gateway_route_name,
+                        "service": http.action.target.virtual_service.virtual_service_name,
+                        "prefix": http.route_match.prefix,
+                    }))
+                })
+                .collect();
+            let (task, _) = task_of(&format!("{GATEWAY_PREFIX}{name}"));
+            json!({"name": name, "task": task, "routes": routes})
+        })
+        .collect();
     let nodes: Vec<Value> = mesh
         .virtual_nodes
         .values()
         .map(|n| {
             let name = &n.value.virtual_node_name;
-            let prefix = format!("{name}/");
-            let mine: Vec<&Value> = processes
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["name"].as_str().is_some_and(|x| x.starts_with(&prefix)))
-                .collect();
-            let restarted_lately = mine.iter().any(|p| {
-                state
-                    .restarts
-                    .get(p["name"].as_str().unwrap_or_default())
-                    .is_some_and(|(_, at)| now.duration_since(*at) < LINGER)
-            });
-            let task = if mine.is_empty() {
-                "none"
-            } else if mine.iter().all(|p| p["running"] == true) && !restarted_lately {
-                "running"
-            } else if mine.iter().any(|p| p["running"] == true) || restarted_lately {
-                "restarting"
-            } else {
-                "stopped"
-            };
-            let restarts: u64 = mine.iter().filter_map(|p| p["restarts"].as_u64()).sum();
+            let (task, restarts) = task_of(name);
             let envoy = envoys.get(name);
             json!({
                 "name": name,
@@ -369,6 +397,7 @@ fn frame(
         "mesh": mesh.name(),
         "version": snapshot.version,
         "observed_since_version": state.baseline_version,
+        "gateways": gateways,
         "services": services,
         "routers": routers,
         "nodes": nodes,

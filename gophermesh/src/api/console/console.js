@@ -53,26 +53,31 @@ function along(p0, p1, p2, p3, t) {
 function drawGraph(frame) {
   const g = $("graph");
   g.replaceChildren();
-  const cols = [[], [], [], []];
+  const gateways = frame.gateways || [];
+  // Virtual gateways (when the mesh has any), services, routers, routes, nodes.
+  const cols = gateways.length ? [[], [], [], [], []] : [[], [], [], []];
+  const [gw, sv, rt, ro, no] = gateways.length ? cols : [[], ...cols];
   const pos = new Map();
-  for (const s of frame.services) cols[0].push({ key: "s:" + s.name, kind: "virtual service", name: s.name });
+  for (const gate of gateways) gw.push({ key: "g:" + gate.name, kind: "virtual gateway", name: gate.name, state: gate.task });
+  for (const s of frame.services) sv.push({ key: "s:" + s.name, kind: "virtual service", name: s.name });
   for (const r of frame.routers) {
-    cols[1].push({ key: "r:" + r.name, kind: "virtual router", name: r.name });
-    for (const route of r.routes) cols[2].push({ key: "t:" + r.name + "/" + route.name, kind: "route", name: route.name });
+    rt.push({ key: "r:" + r.name, kind: "virtual router", name: r.name });
+    for (const route of r.routes) ro.push({ key: "t:" + r.name + "/" + route.name, kind: "route", name: route.name });
   }
-  for (const n of frame.nodes) cols[3].push({ key: "n:" + n.name, kind: "virtual node", name: n.name, state: n.task });
-  // Four columns left to right; on a narrow screen four rows top to bottom instead.
+  for (const n of frame.nodes) no.push({ key: "n:" + n.name, kind: "virtual node", name: n.name, state: n.task });
+  // Columns left to right; on a narrow screen rows top to bottom instead.
   const vertical = g.getBoundingClientRect().width < 640;
-  const boxW = vertical ? 150 : 190, boxH = 44, gap = 16;
+  const boxW = vertical ? 150 : (cols.length > 4 ? 170 : 190), boxH = 44, gap = 16;
   const most = Math.max(1, ...cols.map((c) => c.length));
   const W = vertical ? Math.max(400, most * (boxW + gap) + 20) : 1000;
-  const H = vertical ? 4 * (boxH + 60) : most * (boxH + gap) + 30;
+  const H = vertical ? cols.length * (boxH + 60) : most * (boxH + gap) + 30;
+  const step = (W - 20 - boxW) / (cols.length - 1);
   g.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const maxChars = vertical ? 19 : 26;
   cols.forEach((col, ci) => {
     const start = vertical ? (W - col.length * (boxW + gap)) / 2 : (H - col.length * (boxH + gap)) / 2;
     col.forEach((item, i) => {
-      const x = vertical ? start + i * (boxW + gap) : [10, 270, 530, 800][ci];
+      const x = vertical ? start + i * (boxW + gap) : 10 + ci * step;
       const y = vertical ? 10 + ci * (boxH + 60) : start + i * (boxH + gap);
       pos.set(item.key, { x, y });
       const box = svg("g", { "data-key": item.key });
@@ -98,11 +103,14 @@ function drawGraph(frame) {
       [lx, ly] = along([x1, y1], [mx, y1], [mx, y2], [x2, y2], 0.3);
       ly -= 4;
     }
-    g.prepend(svg("path", { d }));
+    g.prepend(svg("path", { d, "data-edge": from + "->" + to }));
     if (label !== undefined) {
       g.append(svg("text", { x: lx, y: ly, "text-anchor": "middle", class: "weight", "data-route": label.route, "data-weight": label.node, "data-value": label.weight }, String(label.weight)));
     }
   };
+  for (const gate of gateways) {
+    for (const route of gate.routes) edge("g:" + gate.name, "s:" + route.service);
+  }
   for (const s of frame.services) {
     if (s.router) edge("s:" + s.name, "r:" + s.router);
     if (s.node) edge("s:" + s.name, "n:" + s.node);
