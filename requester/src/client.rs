@@ -14,8 +14,9 @@ use crate::Config;
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub version: Version,
-    /// The distributor's JSON as it came, unknown fields included.
-    pub body: serde_json::Value,
+    /// The distributor's JSON as it came, unknown fields included (kept as text: only a
+    /// JSON answer embeds it, and it need not be parsed into a tree for that).
+    pub body: Box<serde_json::value::RawValue>,
     pub parsed: DistributorAnswer,
     pub latency: Duration,
 }
@@ -184,10 +185,10 @@ impl DistributorClient {
             url: self.url.clone(),
             detail,
         };
-        let body: serde_json::Value = serde_json::from_slice(&bytes)
+        let body: Box<serde_json::value::RawValue> = serde_json::from_slice(&bytes)
             .map_err(|e| bad_body(format!("{e} (body starts {:?})", snippet(&bytes))))?;
         let parsed: DistributorAnswer =
-            serde_json::from_value(body.clone()).map_err(|e| bad_body(e.to_string()))?;
+            serde_json::from_str(body.get()).map_err(|e| bad_body(e.to_string()))?;
         Ok(Answer {
             version: parsed.version,
             body,
