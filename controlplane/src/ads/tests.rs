@@ -581,6 +581,24 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
     // When the Envoy closes its side, the stream ends with status OK in the trailers.
     drop(tx);
     assert!(responses.message().await.expect("a clean end").is_none());
+
+    // A node id that names nothing ends its stream with the reason, as a gRPC status.
+    let bad = DiscoveryRequest {
+        node: Some(Node {
+            id: "not-a-node".to_owned(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        ..Default::default()
+    };
+    let mut refused = client
+        .stream_aggregated_resources(futures::stream::iter([bad]))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let status = refused.message().await.expect_err("the stream is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("`not-a-node`"), "{status:?}");
     server.abort();
 }
 
