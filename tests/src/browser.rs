@@ -136,6 +136,18 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {path}: {error}"))
+    }
+
+    /// A WebDriver call; its error object when it fails.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, url);
         if !body.is_null() {
@@ -149,9 +161,9 @@ impl Browser {
             .await
             .expect("json");
         if response["value"].get("error").is_some() {
-            panic!("WebDriver {path}: {}", response["value"]);
+            return Err(response["value"].clone());
         }
-        response["value"].clone()
+        Ok(response["value"].clone())
     }
 
     /// Opens `url`.
@@ -198,32 +210,46 @@ impl Browser {
 
     /// Clicks the element `css` selects, and types `text` into it as keystrokes (after
     /// clearing it); `\u{E007}` is Enter.
+    ///
+    /// A live page may draw the element anew between finding it and typing (the console
+    /// redraws a form nobody is typing in with every frame): then it is found again.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let found = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        let id = found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {found}"))
-            .to_owned();
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            json!({}),
-        )
-        .await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({ "text": text }),
-        )
-        .await;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let found = self
+                .call(
+                    reqwest::Method::POST,
+                    "/element",
+                    json!({"using": "css selector", "value": css}),
+                )
+                .await;
+            let id = found
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("no element {css}: {found}"))
+                .to_owned();
+            let typed = async {
+                self.try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/clear"),
+                    json!({}),
+                )
+                .await?;
+                self.try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/value"),
+                    json!({ "text": text }),
+                )
+                .await
+            };
+            match typed.await {
+                Ok(_) => return,
+                Err(e) if e["error"] == "stale element reference" && attempts < 5 => continue,
+                Err(e) => panic!("WebDriver typing into {css}: {e}"),
+            }
+        }
     }
 
     /// The page as a PNG.
