@@ -65,6 +65,28 @@ pub struct Report {
     pub budgets: Vec<Budget>,
 }
 
+impl Budget {
+    /// A budget that `value` must not exceed.
+    fn at_most(name: impl Into<String>, value: f64, limit: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            limit: format!("<= {limit}"),
+            ok: value <= limit,
+        }
+    }
+
+    /// A budget that `value` must reach.
+    fn at_least(name: impl Into<String>, value: f64, limit: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            limit: format!(">= {limit:.2}"),
+            ok: value >= limit,
+        }
+    }
+}
+
 /// The budgets of the benchmark, as ratios and limits.
 pub fn budgets(r: &Report) -> Vec<Budget> {
     let mut out = Vec::new();
@@ -73,80 +95,51 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
         let d = rps(b);
         if d > 0.0 { rps(a) / d } else { 0.0 }
     };
-    let v = ratio("distributor_direct", "hello_floor");
-    out.push(Budget {
-        name: "distributor_direct rps / hello_floor rps".into(),
-        value: v,
-        limit: ">= 0.80".into(),
-        ok: v >= 0.8,
-    });
-    let v = ratio("mesh", "mesh_floor");
-    out.push(Budget {
-        name: "mesh rps / mesh_floor rps".into(),
-        value: v,
-        limit: ">= 0.85".into(),
-        ok: v >= 0.85,
-    });
+    out.push(Budget::at_least(
+        "distributor_direct rps / hello_floor rps",
+        ratio("distributor_direct", "hello_floor"),
+        0.80,
+    ));
+    out.push(Budget::at_least(
+        "mesh rps / mesh_floor rps",
+        ratio("mesh", "mesh_floor"),
+        0.85,
+    ));
     for (service, mem) in &r.rss_mib {
-        if service == "envoy" {
-            continue;
+        if service != "envoy" {
+            out.push(Budget::at_most(
+                format!("{service} idle RSS MiB"),
+                mem.idle,
+                10.0,
+            ));
         }
-        out.push(Budget {
-            name: format!("{service} idle RSS MiB"),
-            value: mem.idle,
-            limit: "<= 10".into(),
-            ok: mem.idle <= 10.0,
-        });
     }
     for (service, ms) in &r.ready_ms {
-        out.push(Budget {
-            name: format!("{service} ready ms"),
-            value: *ms,
-            limit: "<= 50".into(),
-            ok: *ms <= 50.0,
-        });
+        out.push(Budget::at_most(format!("{service} ready ms"), *ms, 50.0));
     }
-    out.push(Budget {
-        name: "shift propagation p99 ms".into(),
-        value: r.shift_propagation_ms.p99,
-        limit: "<= 500".into(),
-        ok: r.shift_propagation_ms.p99 <= 500.0,
-    });
-    if let Some(p) = r
-        .control_plane_scale
-        .iter()
-        .find(|p| p.virtual_nodes == 1000)
-    {
-        out.push(Budget {
-            name: "1000 virtual nodes pushed, ms".into(),
-            value: p.push_ms,
-            limit: "<= 1000".into(),
-            ok: p.push_ms <= 1000.0,
-        });
-        out.push(Budget {
-            name: "1000 virtual nodes, control plane RSS MiB".into(),
-            value: p.control_plane_rss_mib,
-            limit: "<= 100".into(),
-            ok: p.control_plane_rss_mib <= 100.0,
-        });
-    }
-    if let Some(p) = r
-        .control_plane_scale
-        .iter()
-        .find(|p| p.virtual_nodes == 10_000)
-    {
-        out.push(Budget {
-            name: "10000 virtual nodes pushed, ms".into(),
-            value: p.push_ms,
-            limit: "<= 3000".into(),
-            ok: p.push_ms <= 3000.0,
-        });
-        out.push(Budget {
-            name: "10000 virtual nodes, control plane RSS MiB".into(),
-            value: p.control_plane_rss_mib,
-            limit: "<= 300".into(),
-            ok: p.control_plane_rss_mib <= 300.0,
-        });
+    out.push(Budget::at_most(
+        "shift propagation p99 ms",
+        r.shift_propagation_ms.p99,
+        500.0,
+    ));
+    // Mesh size, push limit (ms), control plane RSS limit (MiB).
+    for (nodes, push, rss) in [(1000, 1000.0, 100.0), (10_000, 3000.0, 300.0)] {
+        if let Some(p) = r
+            .control_plane_scale
+            .iter()
+            .find(|p| p.virtual_nodes == nodes)
+        {
+            out.push(Budget::at_most(
+                format!("{nodes} virtual nodes pushed, ms"),
+                p.push_ms,
+                push,
+            ));
+            out.push(Budget::at_most(
+                format!("{nodes} virtual nodes, control plane RSS MiB"),
+                p.control_plane_rss_mib,
+                rss,
+            ));
+        }
     }
     for run in &r.fleet {
         let clients = run["clients"].as_u64().unwrap_or(0);
@@ -172,13 +165,13 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
             _ => &[],
         };
         for (what, pointer, limit) in limits {
+            // A figure the run did not make counts as missed (NaN meets no limit).
             let value = run.pointer(pointer).and_then(serde_json::Value::as_f64);
-            out.push(Budget {
-                name: format!("fleet {clients}x{nodes}: {what}"),
-                value: value.unwrap_or(f64::NAN),
-                limit: format!("<= {limit}"),
-                ok: value.is_some_and(|v| v <= *limit),
-            });
+            out.push(Budget::at_most(
+                format!("fleet {clients}x{nodes}: {what}"),
+                value.unwrap_or(f64::NAN),
+                *limit,
+            ));
         }
     }
     out
