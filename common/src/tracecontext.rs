@@ -197,7 +197,7 @@ pub fn inject(span: &Span, request_id: &str, headers: &mut HeaderMap) {
             local.flags.to_u8()
         );
         if let Ok(value) = HeaderValue::try_from(traceparent) {
-            headers.insert(HeaderName::from_static("traceparent"), value);
+            headers.insert(TRACEPARENT, value);
         }
     }
     if let Ok(value) = HeaderValue::try_from(request_id) {

@@ -118,6 +118,15 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A digest line of a route target: route configuration, virtual host, cluster and, for
+/// weighted clusters, the weight. Both digests write them here, so that they compare.
+fn target_line(config: &str, host: &str, cluster: &str, weight: Option<u64>) -> String {
+    match weight {
+        Some(w) => format!("{config} {host} -> {cluster} x{w}"),
+        None => format!("{config} {host} -> {cluster}"),
+    }
+}
+
 /// What a response's resources say, as lines that a real Envoy's config dump gives too:
 /// each cluster's and listener's name, and each route configuration's name with every
 /// route's target clusters and weights, by virtual host. Sorted.
@@ -143,16 +152,16 @@ fn digest_of(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
                         };
                         match &action.cluster_specifier {
                             Some(ClusterSpecifier::Cluster(c)) => {
-                                lines.push(format!("{} {} -> {c}", config.name, host.name));
+                                lines.push(target_line(&config.name, &host.name, c, None));
                             }
                             Some(ClusterSpecifier::WeightedClusters(w)) => {
                                 for c in &w.clusters {
-                                    lines.push(format!(
-                                        "{} {} -> {} x{}",
-                                        config.name,
-                                        host.name,
-                                        c.name,
-                                        c.weight.map_or(0, |w| w.value)
+                                    let weight = c.weight.map_or(0, |w| u64::from(w.value));
+                                    lines.push(target_line(
+                                        &config.name,
+                                        &host.name,
+                                        &c.name,
+                                        Some(weight),
                                     ));
                                 }
                             }
@@ -206,17 +215,18 @@ fn digest_of_dump(dump: &serde_json::Value) -> BTreeMap<&'static str, (u64, Vec<
                         for route in host["routes"].as_array().into_iter().flatten() {
                             let action = &route["route"];
                             if let Some(c) = action["cluster"].as_str() {
-                                lines.push(format!("{name} {host_name} -> {c}"));
+                                lines.push(target_line(&name, &host_name, c, None));
                             }
                             for c in action["weighted_clusters"]["clusters"]
                                 .as_array()
                                 .into_iter()
                                 .flatten()
                             {
-                                lines.push(format!(
-                                    "{name} {host_name} -> {} x{}",
-                                    text(&c["name"]),
-                                    c["weight"].as_u64().unwrap_or(0)
+                                lines.push(target_line(
+                                    &name,
+                                    &host_name,
+                                    &text(&c["name"]),
+                                    Some(c["weight"].as_u64().unwrap_or(0)),
                                 ));
                             }
                         }
@@ -256,16 +266,12 @@ impl RealEnvoy {
         let address_file = dir.join(format!("envoy-{index}.admin"));
         let _ = std::fs::remove_file(&address_file);
         let log = std::fs::File::create(dir.join(format!("envoy-{index}.log")))?;
+        let options = crate::runtime::envoy::EnvoyOptions {
+            concurrency: 1,
+            log_level: "warn".to_owned(),
+        };
         let child = tokio::process::Command::new(envoy)
-            .args(["-c"])
-            .arg(&path)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ])
+            .args(options.args(&path.display().to_string()))
             .arg("--admin-address-path")
             .arg(&address_file)
             .stdin(Stdio::null())
