@@ -226,6 +226,55 @@ fn open_on(ads: &Ads, peer: &str) -> Envoy {
     }
 }
 
+/// A cache that serves any node one cluster whose content is the snapshot version (so
+/// every change is a push), with its store and the statuses to give its ADS.
+fn any_node_cache() -> (EnvoyStatuses, Store, Cache) {
+    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let cache = Cache::with_builder(
+        store.clone(),
+        Arc::new(|s: &Snapshot, _node: &str| {
+            Some(NodeResources {
+                clusters: vec![(
+                    "c".into(),
+                    Any {
+                        type_url: CLUSTER_TYPE.to_owned(),
+                        value: format!("v{}", s.version).into_bytes(),
+                    },
+                )],
+                ..NodeResources::default()
+            })
+        }),
+    );
+    (EnvoyStatuses::default(), store, cache)
+}
+
+/// Node `node`'s request for clusters, answering `nonce` at `version`.
+fn clusters_of(node: &str, nonce: &str, version: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: format!("mesh/m/virtualNode/{node}"),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        response_nonce: nonce.to_owned(),
+        version_info: version.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Waits (5 s at most) until the statuses say `what`.
+async fn until_status(
+    statuses: &EnvoyStatuses,
+    what: String,
+    holds: impl Fn(&std::collections::BTreeMap<String, EnvoyStatus>) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !holds(&statuses.snapshot()) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
 fn from_task(task_arn: &str) -> DiscoveryRequest {
     use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
     let text = |v: &str| Value {
@@ -404,34 +453,9 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
 /// skips the versions it could not take instead of queueing them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_envoy_delays_no_other_and_then_gets_the_latest_only() {
-    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
-    let cache = Cache::with_builder(
-        store.clone(),
-        Arc::new(|s: &Snapshot, _node: &str| {
-            Some(NodeResources {
-                clusters: vec![(
-                    "c".into(),
-                    Any {
-                        type_url: CLUSTER_TYPE.to_owned(),
-                        value: format!("v{}", s.version).into_bytes(),
-                    },
-                )],
-                listeners: Vec::new(),
-                routes: Vec::new(),
-            })
-        }),
-    );
+    let (_, store, cache) = any_node_cache();
     let ads = Ads::new(cache, EnvoyStatuses::default());
-    let ask = |node: &str, nonce: &str, version: &str| DiscoveryRequest {
-        node: Some(Node {
-            id: format!("mesh/m/virtualNode/{node}"),
-            ..Default::default()
-        }),
-        type_url: CLUSTER_TYPE.to_owned(),
-        response_nonce: nonce.to_owned(),
-        version_info: version.to_owned(),
-        ..Default::default()
-    };
+    let ask = clusters_of;
     let mut stalled = open_on(&ads, "10.0.0.1:1");
     stalled.send(ask("stalled", "", "")).await;
     stalled.next().await.expect("its first clusters");
@@ -607,38 +631,15 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
 /// stops nothing.
 #[tokio::test]
 async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
-    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
-    let cache = Cache::with_builder(
-        store.clone(),
-        Arc::new(|s: &Snapshot, _node: &str| {
-            Some(NodeResources {
-                clusters: vec![(
-                    "c".into(),
-                    Any {
-                        type_url: CLUSTER_TYPE.to_owned(),
-                        value: format!("v{}", s.version).into_bytes(),
-                    },
-                )],
-                ..NodeResources::default()
-            })
-        }),
-    );
-    let statuses = EnvoyStatuses::default();
+    let (statuses, store, cache) = any_node_cache();
     let ads = Ads::new(cache, statuses.clone());
     let ask = |node: &str, nonce: &str, version: &str, nack: bool| DiscoveryRequest {
-        node: Some(Node {
-            id: format!("mesh/m/virtualNode/{node}"),
-            ..Default::default()
-        }),
-        type_url: CLUSTER_TYPE.to_owned(),
-        response_nonce: nonce.to_owned(),
-        version_info: version.to_owned(),
         error_detail: nack.then(|| RpcStatus {
             code: 3,
             message: "cluster refused".to_owned(),
             ..Default::default()
         }),
-        ..Default::default()
+        ..clusters_of(node, nonce, version)
     };
     let mut envoys = Vec::new();
     for (node, peer) in [("live", "10.0.0.1:1"), ("nacker", "10.0.0.2:1")] {
@@ -652,23 +653,11 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
     }
     let good = envoys[1].2.clone();
     let acked = |node: &str, version: &str| {
-        let statuses = statuses.clone();
         let (node, version) = (node.to_owned(), version.to_owned());
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while statuses
-                .snapshot()
-                .get(&node)
-                .and_then(|s| s.acked.get("clusters").cloned())
-                != Some(version.clone())
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{node} ACKed {version}"
-                );
-                tokio::task::yield_now().await;
-            }
-        }
+        until_status(&statuses, format!("{node} ACKed {version}"), move |all| {
+            all.get(&node)
+                .is_some_and(|s| s.acked.get("clusters") == Some(&version))
+        })
     };
     // An ACK that crosses a newer push is stale, as for Envoy: wait until both count.
     acked("live", &good).await;
@@ -689,11 +678,10 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
             ))
             .await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while statuses.snapshot()["nacker"].last_nack.is_none() {
-        assert!(std::time::Instant::now() < deadline, "the NACK is recorded");
-        tokio::task::yield_now().await;
-    }
+    until_status(&statuses, "the NACK is recorded".to_owned(), |all| {
+        all.get("nacker").is_some_and(|s| s.last_nack.is_some())
+    })
+    .await;
     // The next change reaches both: the refusal held nothing up.
     store.set_placements(Default::default());
     let v3 = store.current().version.to_string();
