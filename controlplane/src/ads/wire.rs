@@ -42,14 +42,12 @@ const MAX_REQUEST: usize = 4 << 20;
 pub struct Encoded {
     bytes: Bytes,
     hash: u64,
-    count: usize,
 }
 
 impl std::fmt::Debug for Encoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encoded")
             .field("bytes", &self.bytes.len())
-            .field("count", &self.count)
             .finish_non_exhaustive()
     }
 }
@@ -57,10 +55,8 @@ impl std::fmt::Debug for Encoded {
 impl Encoded {
     pub fn new<'a>(resources: impl IntoIterator<Item = &'a Any>) -> Self {
         let mut buf = BytesMut::new();
-        let mut count = 0;
         for any in resources {
             prost::encoding::message::encode(2, any, &mut buf);
-            count += 1;
         }
         let bytes = buf.freeze();
         let mut hasher = DefaultHasher::new();
@@ -68,18 +64,12 @@ impl Encoded {
         Self {
             bytes,
             hash: hasher.finish(),
-            count,
         }
     }
 
     /// A hash of the resources (equal resources, equal hash).
     pub fn hash(&self) -> u64 {
         self.hash
-    }
-
-    /// How many resources.
-    pub fn count(&self) -> usize {
-        self.count
     }
 }
 
@@ -117,7 +107,8 @@ impl Outgoing {
     }
 
     /// Whether its resources are the very bytes of `encoded` (shared, not copied).
-    pub fn shares(&self, encoded: &Encoded) -> bool {
+    #[cfg(test)]
+    pub(crate) fn shares(&self, encoded: &Encoded) -> bool {
         self.resources.as_ptr() == encoded.bytes.as_ptr()
             && self.resources.len() == encoded.bytes.len()
     }
