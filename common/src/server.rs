@@ -32,12 +32,16 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 pub struct Limits {
     /// See [`HEADER_READ_TIMEOUT`].
     pub header_read: Duration,
+    /// Whether handlers get the peer's address (`ConnectInfo<SocketAddr>`); a server that
+    /// never reads it saves an allocation per request.
+    pub peer_address: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read: HEADER_READ_TIMEOUT,
+            peer_address: true,
         }
     }
 }
@@ -45,7 +49,8 @@ impl Default for Limits {
 /// Serves `app` on `listener` until `stop` resolves; then stops accepting and gives the
 /// connections with requests in flight up to `drain` to finish.
 ///
-/// Handlers can read the peer's address with `ConnectInfo<SocketAddr>`.
+/// Handlers can read the peer's address with `ConnectInfo<SocketAddr>` when
+/// [`Limits::peer_address`] is set.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -103,6 +108,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
     builder.http2().timer(TokioTimer::new());
+    let peer_address = limits.peer_address;
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -121,7 +127,9 @@ where
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
+                if peer_address {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                }
                 let app = app.clone();
                 async move {
                     Ok::<_, Infallible>(

@@ -88,6 +88,8 @@ pub async fn serve(
     let drain = args.drain_timeout;
     let limits = crate::server::Limits {
         header_read: args.header_read_timeout,
+        // The services' handlers do not ask who called.
+        peer_address: false,
     };
     let stop = async move {
         stop.await;

@@ -1,9 +1,9 @@
 //! Tracing and OpenTelemetry, set up once per process.
 //!
-//! Log lines go to stdout through an `EnvFilter`-filtered fmt layer. Spans always go
-//! through an OpenTelemetry tracer as well, whatever the log filter says, so that every
-//! request has a trace id to log and to propagate. Spans leave the process only when an
-//! OTLP endpoint is configured: that is a runtime setting, not a build feature.
+//! Log lines go to stdout through an `EnvFilter`-filtered fmt layer. When an OTLP endpoint
+//! is configured (a runtime setting, not a build feature), spans also go through an
+//! OpenTelemetry tracer and leave the process, whatever the log filter says; without one,
+//! `tracecontext` carries each request's trace id to log and to propagate.
 
 use std::io::IsTerminal;
 
@@ -13,9 +13,10 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
+use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -83,32 +84,45 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
     let tracer = provider.tracer(service);
     global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let fmt_layer = match args.log_format {
+    // Without an exporter the log filter is the only one, and it filters for the whole
+    // subscriber: a span no log line would show is then never built (its callsite is
+    // disabled), and the trace context is propagated by `tracecontext` alone. With an
+    // exporter, every INFO span goes to OpenTelemetry and the filter only picks log lines.
+    let exporting = args.otlp_endpoint.is_some();
+    if exporting {
+        let otel_layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_default(Level::INFO));
+        tracing_subscriber::registry()
+            .with(fmt_layer(args.log_format).with_filter(filter))
+            .with(otel_layer)
+            .try_init()?;
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt_layer(args.log_format))
+            .try_init()?;
+    }
+    crate::tracecontext::set_exporting(exporting);
+    Ok(Telemetry { provider })
+}
+
+/// Log lines on stdout, human or JSON.
+fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    match format {
         LogFormat::Human => fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
-            .with_filter(filter)
             .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_filter(filter)
             .boxed(),
-    };
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(Targets::new().with_default(Level::INFO));
-
-    // Without an exporter the OpenTelemetry spans would be built and dropped for every
-    // request; the trace context is then propagated by `tracecontext` alone.
-    let exporting = args.otlp_endpoint.is_some();
-    tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(exporting.then_some(otel_layer))
-        .try_init()?;
-    crate::tracecontext::set_exporting(exporting);
-    Ok(Telemetry { provider })
+    }
 }
 
 /// The OTLP/HTTP traces URL for a collector base URL, as the OpenTelemetry spec derives it

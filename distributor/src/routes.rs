@@ -84,7 +84,7 @@ pub fn router(state: State) -> Router {
         .route("/", get(answer))
         .route("/gopher.svg", get(picture))
         .route("/health", get(health))
-        .layer(axum::middleware::from_fn(common::tracecontext::inbound))
+        .layer(common::tracecontext::InboundLayer)
         .with_state(state)
 }
 
@@ -114,8 +114,11 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         )
             .into_response();
     }
-    let served_at = humantime::format_rfc3339_millis(SystemTime::now());
-    let mut body = format!("{},\"served_at\":\"{served_at}\"", s.head);
+    let mut body = String::with_capacity(s.head.len() + 48);
+    body.push_str(&s.head);
+    body.push_str(",\"served_at\":\"");
+    push_rfc3339_millis(&mut body, SystemTime::now());
+    body.push('"');
     if let Some(task) = s.task.get() {
         body.push_str(",\"task\":");
         body.push_str(&serde_json::to_string(task).unwrap_or_else(|_| "null".to_owned()));
@@ -130,6 +133,42 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         body,
     )
         .into_response()
+}
+
+/// Appends `at` as RFC 3339 UTC with milliseconds (`2026-11-26T13:10:24.123Z`), as
+/// `humantime::format_rfc3339_millis` writes it, without the formatting machinery: this
+/// runs once per answer.
+fn push_rfc3339_millis(out: &mut String, at: SystemTime) {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut digits = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3_600);
+    put(14, 2, of_day % 3_600 / 60);
+    put(17, 2, of_day % 60);
+    put(20, 3, u64::from(since.subsec_millis()));
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 async fn picture(axum::extract::State(s): axum::extract::State<State>) -> Response {
@@ -212,6 +251,18 @@ mod tests {
         let answer: common::wire::DistributorAnswer =
             serde_json::from_slice(&body).expect("a DistributorAnswer");
         assert_eq!(answer.task, Some(info));
+    }
+
+    #[test]
+    fn timestamps_read_as_humantime_writes_them() {
+        let mut at = SystemTime::UNIX_EPOCH;
+        // Every day of 1970-2100 at a different hour and millisecond, leap years included.
+        for step in 0..(131 * 366) {
+            at += Duration::from_millis(86_400_000 + 3_600_007 * (step % 24) / 24 + 13);
+            let mut ours = String::new();
+            push_rfc3339_millis(&mut ours, at);
+            assert_eq!(ours, humantime::format_rfc3339_millis(at).to_string());
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, Query};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -39,7 +39,7 @@ pub fn router(state: State) -> Router {
         .route("/compare", get(compare))
         .route("/gopher/{picture}", get(gopher_picture))
         .route("/health", get(health))
-        .layer(axum::middleware::from_fn(tracecontext::inbound))
+        .layer(tracecontext::InboundLayer)
         .with_state(state)
 }
 
@@ -222,7 +222,7 @@ async fn gopher_picture(
 
 async fn call_once(
     axum::extract::State(s): AppState,
-    Extension(RequestId(request_id)): Extension<RequestId>,
+    RequestId(request_id): RequestId,
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
@@ -281,7 +281,7 @@ async fn call_once(
 
 async fn compare(
     axum::extract::State(s): AppState,
-    Extension(RequestId(request_id)): Extension<RequestId>,
+    RequestId(request_id): RequestId,
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
