@@ -100,7 +100,8 @@ pub const SERVICE_CONNECT: &[Support] = &[
         GATEWAYS,
         Some("Service Connect has no ingress: put a load balancer in front of the services"),
     ),
-    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_NODE_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_ROUTER_LISTENERS, Some(FIRST_LISTENER_ONLY)),
 ];
 
 /// What VPC Lattice carries of App Mesh.
@@ -159,7 +160,8 @@ pub const LATTICE: &[Support] = &[
             "not written by this export yet; clients outside reach the Lattice services through the service network's VPC associations",
         ),
     ),
-    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_NODE_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_ROUTER_LISTENERS, Some(FIRST_LISTENER_ONLY)),
 ];
 
 /// What the Kubernetes Gateway API (its mesh profile, GAMMA) carries of App Mesh.
@@ -217,14 +219,20 @@ pub const GATEWAY_API: &[Support] = &[
         Some("TCPRoute is experimental in Gateway API v1"),
     ),
     (GATEWAYS, None),
-    (SEVERAL_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    // A node's Service has a port per listener.
+    (SEVERAL_NODE_LISTENERS, None),
+    (
+        SEVERAL_ROUTER_LISTENERS,
+        Some("not written by this export yet: a route is attached to its router's first port"),
+    ),
 ];
 
 /// Virtual gateways and their gateway routes, as one feature.
 const GATEWAYS: &str = "virtual gateways and gateway routes (ingress)";
 
 /// Nodes and routers with more than one listener.
-const SEVERAL_LISTENERS: &str = "several listeners per virtual node or router";
+const SEVERAL_NODE_LISTENERS: &str = "several listeners per virtual node";
+const SEVERAL_ROUTER_LISTENERS: &str = "several listeners per virtual router";
 const FIRST_LISTENER_ONLY: &str =
     "not written by this export yet: only the first listener of each node and router is";
 
@@ -339,7 +347,11 @@ impl Export {
                 );
             }
             for i in 1..spec.listeners.len() {
-                lose(origin, &format!("spec.listeners[{i}]"), SEVERAL_LISTENERS);
+                lose(
+                    origin,
+                    &format!("spec.listeners[{i}]"),
+                    SEVERAL_NODE_LISTENERS,
+                );
             }
         }
         for router in mesh.virtual_routers.values() {
@@ -347,7 +359,7 @@ impl Export {
                 lose(
                     &router.origin,
                     &format!("spec.listeners[{i}]"),
-                    SEVERAL_LISTENERS,
+                    SEVERAL_ROUTER_LISTENERS,
                 );
             }
         }
@@ -888,13 +900,25 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             .and_then(|n| n.value.spec.listeners.first())
             .map_or(80, |l| l.port_mapping.port)
     };
-    let service = |name: &str, port: i64, selector: Option<&str>, protocol: &str| {
+    // A Service with a port per listener (named by its protocol, and by its port as well
+    // when there are several: port names are unique).
+    let service = |name: &str, listeners: &[(i64, &str)], selector: Option<&str>| {
+        let ports: Vec<Value> = listeners
+            .iter()
+            .map(|&(port, protocol)| {
+                let name = match listeners.len() {
+                    1 => protocol.to_owned(),
+                    _ => format!("{protocol}-{port}"),
+                };
+                json!({"name": name, "port": port, "targetPort": port,
+                    "appProtocol": match protocol { "grpc" | "http2" => "kubernetes.io/h2c", "tcp" => "tcp", _ => "http" }})
+            })
+            .collect();
         let mut svc = json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name},
-            "spec": {"ports": [{"name": protocol, "port": port, "targetPort": port,
-                "appProtocol": match protocol { "grpc" => "kubernetes.io/h2c", "http2" => "kubernetes.io/h2c", "tcp" => "tcp", _ => "http" }}]}
+            "spec": {"ports": ports}
         });
         if let Some(app) = selector {
             svc["spec"]["selector"] = json!({"app": app});
@@ -902,18 +926,19 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         svc
     };
     for (name, node) in &mesh.virtual_nodes {
-        let spec = &node.value.spec;
-        let Some(l) = spec.listeners.first() else {
+        let listeners: Vec<(i64, &str)> = node
+            .value
+            .spec
+            .listeners
+            .iter()
+            .map(|l| (l.port_mapping.port, l.port_mapping.protocol.as_str()))
+            .collect();
+        if listeners.is_empty() {
             continue;
-        };
+        }
         out.files.insert(
             format!("service-{}.yaml", k8s_name(name)),
-            service(
-                &k8s_name(name),
-                l.port_mapping.port,
-                Some(&k8s_name(name)),
-                l.port_mapping.protocol.as_str(),
-            ),
+            service(&k8s_name(name), &listeners, Some(&k8s_name(name))),
         );
     }
     for (vs_name, vs) in &mesh.virtual_services {
@@ -939,7 +964,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         if !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
             out.files.insert(
                 format!("service-{front}.yaml"),
-                service(&front, port, None, protocol.as_str()),
+                service(&front, &[(port, protocol.as_str())], None),
             );
         }
         let mut routes: Vec<(&String, &RouteInput)> = mesh
@@ -964,7 +989,8 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             };
             let backends: Vec<Value> = targets
                 .iter()
-                .map(|t| json!({"name": k8s_name(&t.virtual_node), "port": node_port(&t.virtual_node), "weight": t.weight}))
+                .map(|t| json!({"name": k8s_name(&t.virtual_node),
+                    "port": t.port.unwrap_or_else(|| node_port(&t.virtual_node)), "weight": t.weight}))
                 .collect();
             if h.retry_policy.is_some() {
                 out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
@@ -1324,6 +1350,22 @@ mod tests {
                 "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}},
                     {"portMapping": {"port": 9090, "protocol": "grpc"}}],
                 "serviceDiscovery": {"dns": {"hostname": "two.m.local"}}}}),
+            // gRPC: a router of two listeners with a route on a service and method, and a gateway
+            // route to it.
+            json!({"meshName": "m", "virtualRouterName": "rpc", "spec": {
+                "listeners": [{"portMapping": {"port": 9090, "protocol": "grpc"}},
+                    {"portMapping": {"port": 9095, "protocol": "http"}}]}}),
+            json!({"meshName": "m", "virtualRouterName": "rpc", "routeName": "rpc", "spec": {
+                "grpcRoute": {"match": {"serviceName": "gopher.Gopher", "methodName": "Answer",
+                    "port": 9090},
+                    "action": {"weightedTargets": [{"virtualNode": "two", "weight": 1, "port": 9090}]}}}}),
+            json!({"meshName": "m", "virtualServiceName": "rpc.m.local", "spec": {
+                "provider": {"virtualRouter": {"virtualRouterName": "rpc"}}}}),
+            json!({"meshName": "m", "virtualGatewayName": "rpcin", "spec": {
+                "listeners": [{"portMapping": {"port": 9091, "protocol": "grpc"}}]}}),
+            json!({"meshName": "m", "virtualGatewayName": "rpcin", "gatewayRouteName": "rpc",
+                "spec": {"grpcRoute": {"match": {"serviceName": "gopher.Gopher"}, "action": {
+                    "target": {"virtualService": {"virtualServiceName": "rpc.m.local"}, "port": 9090}}}}}),
             json!({"meshName": "m", "virtualGatewayName": "in", "gatewayRouteName": "web",
                 "spec": {"httpRoute": {"match": {"prefix": "/web/"}, "action": {
                     "target": {"virtualService": {"virtualServiceName": "web.m.local"}},
@@ -1364,11 +1406,151 @@ mod tests {
         }
     }
 
+    fn shipped_mesh() -> (Mesh, Vec<Task>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        meshmodel::load(&dir.join("mesh"), &dir.join("taskdefs")).expect("the shipped mesh")
+    }
+
+    /// The schema of what the Gateway API export writes, kept as test data
+    /// (`tests/data/gateway-api/v1.schema.json`, see its `$comment`).
+    fn gateway_api_schema() -> jsonschema::Validator {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/gateway-api/v1.schema.json");
+        let text = std::fs::read_to_string(&path).expect("the schema file");
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema compiles")
+    }
+
+    /// Each error as `JSON path: reason`.
+    fn schema_errors(schema: &jsonschema::Validator, doc: &Value) -> Vec<String> {
+        schema
+            .iter_errors(doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    /// Everything the Gateway API export writes, for the shipped mesh and for a mesh that
+    /// uses every feature, validates against the Gateway API v1 and core v1 schemas; every
+    /// kind it writes is among them.
+    #[test]
+    fn gateway_api_output_validates_against_the_schemas() {
+        let schema = gateway_api_schema();
+        let mut kinds = std::collections::BTreeSet::new();
+        for mesh in [shipped_mesh().0, every_feature()] {
+            let export = gateway_api(&mesh);
+            assert!(!export.files.is_empty());
+            let mut ports: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+            for (file, doc) in &export.files {
+                let errors = schema_errors(&schema, doc);
+                assert!(
+                    errors.is_empty(),
+                    "{file} does not validate: {errors:#?}\n{doc:#}"
+                );
+                kinds.insert(doc["kind"].as_str().unwrap_or_default().to_owned());
+                if doc["kind"] == "Service" {
+                    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                    let listed = doc["spec"]["ports"].as_array().into_iter().flatten();
+                    ports.insert(name, listed.map(|p| &p["port"]).collect());
+                }
+            }
+            // Every backend is a port of a Service the export wrote.
+            for doc in export.files.values() {
+                let rules = doc["spec"]["rules"].as_array().into_iter().flatten();
+                for backend in rules.flat_map(|r| r["backendRefs"].as_array().into_iter().flatten())
+                {
+                    let name = backend["name"].as_str().unwrap_or_default();
+                    assert!(
+                        ports
+                            .get(name)
+                            .is_some_and(|p| p.contains(&&backend["port"])),
+                        "{backend} is no port of a Service written: {ports:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["GRPCRoute", "Gateway", "HTTPRoute", "Service"]
+        );
+    }
+
+    /// The schema refuses what the API server would: each of these changes to a valid
+    /// HTTPRoute is an error at the path it names.
+    #[test]
+    fn the_gateway_api_schema_refuses_what_the_api_server_would() {
+        let schema = gateway_api_schema();
+        let export = gateway_api(&shipped_mesh().0);
+        // The weighted rule of the distributor's routes, made the first.
+        let mut route = export
+            .files
+            .values()
+            .find(|d| d["kind"] == "HTTPRoute" && d["metadata"]["name"] == "distributor")
+            .expect("the distributor's HTTPRoute")
+            .clone();
+        if let Some(rules) = route["spec"]["rules"].as_array_mut() {
+            rules.retain(|r| r["backendRefs"][1].is_object());
+        }
+        assert_eq!(route["spec"]["rules"].as_array().map(Vec::len), Some(1));
+        assert_eq!(schema_errors(&schema, &route), Vec::<String>::new());
+        // Where the error must be, and the change.
+        type Breakage = (&'static str, fn(&mut Value));
+        let broken: [Breakage; 9] = [
+            ("/spec/rules/0/backendRefs/0/weight", |d| {
+                d["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(1_000_001)
+            }),
+            ("/spec/rules/0/backendRefs/0", |d| {
+                if let Some(r) = d["spec"]["rules"][0]["backendRefs"][0].as_object_mut() {
+                    r.remove("port");
+                }
+            }),
+            ("/spec/rules/0/matches/0/path/value", |d| {
+                d["spec"]["rules"][0]["matches"][0]["path"] =
+                    json!({"type": "PathPrefix", "value": "api"})
+            }),
+            ("/spec/rules/0/matches/0/path/value", |d| {
+                d["spec"]["rules"][0]["matches"][0]["path"] =
+                    json!({"type": "Exact", "value": "/a//b"})
+            }),
+            ("/spec/rules/0/matches/0/method", |d| {
+                d["spec"]["rules"][0]["matches"][0]["method"] = json!("FETCH")
+            }),
+            ("/spec/rules/0/matches/0/headers/0/name", |d| {
+                d["spec"]["rules"][0]["matches"][0]["headers"] =
+                    json!([{"name": "x gopher", "value": "v2"}])
+            }),
+            ("/spec/rules/0/timeouts/request", |d| {
+                d["spec"]["rules"][0]["timeouts"] = json!({"request": "1.5s"})
+            }),
+            ("/spec/rules/0", |d| {
+                d["spec"]["rules"][0]["retries"] = json!({"attempts": 2})
+            }),
+            ("/spec/rules/0/filters/0", |d| {
+                d["spec"]["rules"][0]["filters"] = json!([{"type": "URLRewrite"}])
+            }),
+        ];
+        for (at, change) in broken {
+            let mut doc = route.clone();
+            change(&mut doc);
+            let errors = schema_errors(&schema, &doc);
+            assert!(
+                errors.iter().any(|e| e.starts_with(&format!("{at}: "))),
+                "no error at {at}: {errors:#?}"
+            );
+        }
+        // A prefix rewrite needs exactly one match, on a path prefix.
+        let mut doc = route.clone();
+        doc["spec"]["rules"][0]["filters"] = json!([{"type": "URLRewrite", "urlRewrite":
+            {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]);
+        doc["spec"]["rules"][0]["matches"] = json!([{"path": {"type": "Exact", "value": "/a"}}]);
+        assert!(!schema_errors(&schema, &doc).is_empty());
+        doc["spec"]["rules"][0]["matches"] =
+            json!([{"path": {"type": "PathPrefix", "value": "/a"}}]);
+        assert_eq!(schema_errors(&schema, &doc), Vec::<String>::new());
+    }
+
     #[test]
     fn every_loss_reason_comes_from_the_table() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let (mesh, tasks) =
-            meshmodel::load(&dir.join("mesh"), &dir.join("taskdefs")).expect("the shipped mesh");
+        let (mesh, tasks) = shipped_mesh();
         let export = service_connect(&mesh, &tasks);
         for loss in &export.losses {
             assert_eq!(
