@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use meshmodel::Mesh;
-use meshmodel::appmesh::{HttpRoute, RouteInput};
+use meshmodel::appmesh::{HttpRoute, Protocol, RouteInput};
 use meshmodel::taskdef::Task;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -221,10 +221,8 @@ pub const GATEWAY_API: &[Support] = &[
     (GATEWAYS, None),
     // A node's Service has a port per listener.
     (SEVERAL_NODE_LISTENERS, None),
-    (
-        SEVERAL_ROUTER_LISTENERS,
-        Some("not written by this export yet: a route is attached to its router's first port"),
-    ),
+    // A route object per router listener, on that port of the virtual service's Service.
+    (SEVERAL_ROUTER_LISTENERS, None),
 ];
 
 /// Virtual gateways and their gateway routes, as one feature.
@@ -889,9 +887,9 @@ fn regex_escape(text: &str) -> String {
 
 /// The Kubernetes Gateway API for `mesh`, as its mesh profile (GAMMA) has it: a `Service`
 /// per virtual node (selecting `app: NODE`) and per virtual service (the name clients use,
-/// its first label), an `HTTPRoute` per http/http2 router and a `GRPCRoute` per grpc router,
-/// attached to the virtual service's Service, with matches, weighted backendRefs and the
-/// per-request timeout. Files: `NAME.yaml`, one object each.
+/// its first label), an `HTTPRoute` per http/http2 router listener and a `GRPCRoute` per grpc
+/// one, attached to that port of the virtual service's Service, with matches, weighted
+/// backendRefs and the per-request timeout. Files: `NAME.yaml`, one object each.
 pub fn gateway_api(mesh: &Mesh) -> Export {
     let mut out = Export::new(GATEWAY_API, mesh);
     let node_port = |node: &str| {
@@ -956,15 +954,19 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         let Some(router) = mesh.virtual_routers.get(&router_name) else {
             continue;
         };
-        let Some(listener) = router.value.spec.listeners.first() else {
-            continue;
-        };
-        let (port, protocol) = (listener.port_mapping.port, listener.port_mapping.protocol);
+        let listeners: Vec<(i64, Protocol)> = router
+            .value
+            .spec
+            .listeners
+            .iter()
+            .map(|l| (l.port_mapping.port, l.port_mapping.protocol))
+            .collect();
         // A name that is also a node's (the gophers' requester) is that node's Service.
-        if !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
+        if !listeners.is_empty() && !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
+            let ports: Vec<(i64, &str)> = listeners.iter().map(|(p, x)| (*p, x.as_str())).collect();
             out.files.insert(
                 format!("service-{front}.yaml"),
-                service(&front, &[(port, protocol.as_str())], None),
+                service(&front, &ports, None),
             );
         }
         let mut routes: Vec<(&String, &RouteInput)> = mesh
@@ -974,113 +976,127 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
             .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        let grpc = protocol == meshmodel::appmesh::Protocol::Grpc;
-        let mut rules = Vec::new();
-        for (origin, route) in routes {
-            if route.spec.tcp_route.is_some() {
-                out.lose(origin, "spec.tcpRoute", "TCP routes");
-                continue;
-            }
-            let Some((h, at)) = http_of(route) else {
-                continue;
-            };
-            let Some((_, targets)) = route.spec.weighted_targets() else {
-                continue;
-            };
-            let backends: Vec<Value> = targets
+        // A route object per listener, attached to that port of the Service: the routes
+        // whose match names the port (all of them when the router has one listener).
+        for (i, &(port, protocol)) in listeners.iter().enumerate() {
+            let grpc = protocol == Protocol::Grpc;
+            let mut rules = Vec::new();
+            let on_port = routes
+                .iter()
+                .copied()
+                .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port));
+            for (origin, route) in on_port {
+                if route.spec.tcp_route.is_some() {
+                    out.lose(origin, "spec.tcpRoute", "TCP routes");
+                    continue;
+                }
+                let Some((h, at)) = http_of(route) else {
+                    continue;
+                };
+                let Some((_, targets)) = route.spec.weighted_targets() else {
+                    continue;
+                };
+                let backends: Vec<Value> = targets
                 .iter()
                 .map(|t| json!({"name": k8s_name(&t.virtual_node),
                     "port": t.port.unwrap_or_else(|| node_port(&t.virtual_node)), "weight": t.weight}))
                 .collect();
-            if h.retry_policy.is_some() {
-                out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
-            }
-            let m = &h.route_match;
-            let unmatched = |out: &mut Export, field: &str| {
-                out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
-            };
-            let headers = k8s_headers(&m.headers, |i| {
-                unmatched(&mut out, &format!("headers[{i}]"))
-            });
-            let mut matched = json!({});
-            if !headers.is_empty() {
-                matched["headers"] = json!(headers);
-            }
-            if m.scheme.is_some() {
-                unmatched(&mut out, "scheme");
-            }
-            if grpc {
-                let g = route.spec.grpc_route.as_ref().map(|g| &g.route_match);
-                if let Some(service) = g.and_then(|g| g.service_name.clone()) {
-                    let mut method = json!({"type": "Exact", "service": service});
-                    if let Some(name) = g.and_then(|g| g.method_name.clone()) {
-                        method["method"] = json!(name);
-                    }
-                    matched["method"] = method;
+                if h.retry_policy.is_some() {
+                    out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
                 }
-            } else {
-                matched["path"] = match (&m.prefix, &m.path) {
-                    (_, Some(p)) if p.exact.is_some() => json!({"type": "Exact", "value": p.exact}),
-                    (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
-                    (prefix, _) => {
-                        json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
-                    }
+                let m = &h.route_match;
+                let unmatched = |out: &mut Export, field: &str| {
+                    out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
                 };
-                if let Some(method) = &m.method {
-                    matched["method"] = json!(method);
+                let headers = k8s_headers(&m.headers, |i| {
+                    unmatched(&mut out, &format!("headers[{i}]"))
+                });
+                let mut matched = json!({});
+                if !headers.is_empty() {
+                    matched["headers"] = json!(headers);
                 }
-                let mut params = Vec::new();
-                for (i, q) in m.query_parameters.iter().enumerate() {
-                    match &q.query_match {
-                        Some(v) => {
-                            params.push(json!({"type": "Exact", "name": q.name, "value": v.exact}))
+                if m.scheme.is_some() {
+                    unmatched(&mut out, "scheme");
+                }
+                if grpc {
+                    let g = route.spec.grpc_route.as_ref().map(|g| &g.route_match);
+                    if let Some(service) = g.and_then(|g| g.service_name.clone()) {
+                        let mut method = json!({"type": "Exact", "service": service});
+                        if let Some(name) = g.and_then(|g| g.method_name.clone()) {
+                            method["method"] = json!(name);
                         }
-                        None => unmatched(&mut out, &format!("queryParameters[{i}]")),
+                        matched["method"] = method;
+                    }
+                } else {
+                    matched["path"] = match (&m.prefix, &m.path) {
+                        (_, Some(p)) if p.exact.is_some() => {
+                            json!({"type": "Exact", "value": p.exact})
+                        }
+                        (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
+                        (prefix, _) => {
+                            json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
+                        }
+                    };
+                    if let Some(method) = &m.method {
+                        matched["method"] = json!(method);
+                    }
+                    let mut params = Vec::new();
+                    for (i, q) in m.query_parameters.iter().enumerate() {
+                        match &q.query_match {
+                            Some(v) => params
+                                .push(json!({"type": "Exact", "name": q.name, "value": v.exact})),
+                            None => unmatched(&mut out, &format!("queryParameters[{i}]")),
+                        }
+                    }
+                    if !params.is_empty() {
+                        matched["queryParams"] = json!(params);
                     }
                 }
-                if !params.is_empty() {
-                    matched["queryParams"] = json!(params);
-                }
-            }
-            let mut rule = json!({"matches": [matched], "backendRefs": backends});
-            if let Some(t) = &h.timeout {
-                if let Some(d) = t.per_request {
-                    if !grpc {
-                        let ms = d.to_std().as_millis();
-                        let request = match ms % 1000 {
-                            0 => format!("{}s", ms / 1000),
-                            _ => format!("{ms}ms"),
-                        };
-                        rule["timeouts"] = json!({"request": request});
+                let mut rule = json!({"matches": [matched], "backendRefs": backends});
+                if let Some(t) = &h.timeout {
+                    if let Some(d) = t.per_request {
+                        if !grpc {
+                            let ms = d.to_std().as_millis();
+                            let request = match ms % 1000 {
+                                0 => format!("{}s", ms / 1000),
+                                _ => format!("{ms}ms"),
+                            };
+                            rule["timeouts"] = json!({"request": request});
+                        }
+                    }
+                    if t.idle.is_some() {
+                        out.lose(
+                            origin,
+                            &format!("{at}.timeout.idle"),
+                            "per-request and idle timeouts",
+                        );
                     }
                 }
-                if t.idle.is_some() {
-                    out.lose(
-                        origin,
-                        &format!("{at}.timeout.idle"),
-                        "per-request and idle timeouts",
-                    );
-                }
+                rules.push(rule);
             }
-            rules.push(rule);
-        }
-        let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
-        out.files.insert(
-            format!(
-                "{}-{}.yaml",
-                kind.to_ascii_lowercase(),
-                k8s_name(&router_name)
-            ),
+            if protocol == Protocol::Tcp || rules.is_empty() {
+                // No route to write (Gateway API v1 has no TCPRoute; TCP routes are reported
+                // as lost above).
+                continue;
+            }
+            let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
+            let name = match i {
+                0 => k8s_name(&router_name),
+                _ => format!("{}-{port}", k8s_name(&router_name)),
+            };
+            out.files.insert(
+            format!("{}-{name}.yaml", kind.to_ascii_lowercase()),
             json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": kind,
-                "metadata": {"name": k8s_name(&router_name)},
+                "metadata": {"name": name},
                 "spec": {
                     "parentRefs": [{"group": "", "kind": "Service", "name": front, "port": port}],
                     "rules": rules,
                 }
             }),
         );
+        }
     }
     gateway_api_gateways(mesh, &mut out);
     out
@@ -1471,6 +1487,29 @@ mod tests {
         assert_eq!(
             kinds.into_iter().collect::<Vec<_>>(),
             ["GRPCRoute", "Gateway", "HTTPRoute", "Service"]
+        );
+    }
+
+    /// A router of two listeners: its virtual service's Service has both ports, and each
+    /// port has the route object of its protocol with the routes whose match names it (the
+    /// http port has none here, so it has no object).
+    #[test]
+    fn each_router_listener_is_a_route_object_on_its_port() {
+        let files = gateway_api(&every_feature()).files;
+        let ports = &files["service-rpc.yaml"]["spec"]["ports"];
+        assert_eq!(ports[0]["port"], 9090);
+        assert_eq!(
+            (ports[1]["port"].clone(), ports[1]["name"].clone()),
+            (json!(9095), json!("http-9095"))
+        );
+        let grpc = &files["grpcroute-rpc.yaml"]["spec"];
+        assert_eq!(grpc["parentRefs"][0]["port"], 9090);
+        assert_eq!(grpc["rules"][0]["matches"][0]["method"]["method"], "Answer");
+        assert_eq!(grpc["rules"][0]["backendRefs"][0]["port"], 9090);
+        assert!(
+            !files.keys().any(|f| f.contains("rpc-9095")),
+            "{:?}",
+            files.keys()
         );
     }
 
