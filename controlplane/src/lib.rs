@@ -6,6 +6,7 @@
 //!   persist    the durable copy (redb), one transaction per accepted change
 //!   weights    the rule of `route set`
 //! placement  where each node's Envoy and app are (told by whoever runs the tasks)
+//! cloudmap   the instances of Cloud Map nodes, looked up (for `serve`)
 //! observed   the traffic each target node received (told by whoever reads the Envoys)
 //! translate  App Mesh resources -> one node's Envoy listeners, clusters and routes
 //! cache      each node's resources, built once per snapshot version
@@ -18,6 +19,7 @@
 
 pub mod ads;
 pub mod cache;
+pub mod cloudmap;
 pub mod meta;
 pub mod observed;
 pub mod persist;

@@ -212,6 +212,27 @@ impl Database {
 
 /// The records of a store as one mesh with its metadata; every problem when they do not
 /// make one that checks out as a whole (`source` names the store in each).
+/// How every AWS SDK client here is configured: from the environment (region,
+/// credentials from the environment, a profile or the task role; `AWS_ENDPOINT_URL`), over
+/// rustls, with short timeouts (a control plane waits for no one long).
+pub(crate) async fn aws_sdk_config() -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(3))
+        .operation_timeout(std::time::Duration::from_secs(8))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
 pub(crate) fn load_records<'a>(
     source: &str,
     records: impl IntoIterator<Item = (&'a str, &'a [u8])>,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
+use crate::cloudmap::Instance;
 use crate::meta::{Identity, Meta};
 use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth};
 use crate::placement::Placement;
@@ -26,6 +27,9 @@ pub struct Snapshot {
     pub version: u64,
     pub mesh: Mesh,
     pub placements: BTreeMap<String, Placement>,
+    /// The instances of each virtual node Cloud Map discovers, as last looked up
+    /// ([`crate::cloudmap`]); a node not here has not been looked up.
+    pub discovered: BTreeMap<String, Vec<Instance>>,
     /// Metadata of every resource in `mesh`.
     pub meta: BTreeMap<Key, Meta>,
 }
@@ -98,6 +102,7 @@ impl Store {
             version: 1,
             mesh,
             placements: BTreeMap::new(),
+            discovered: BTreeMap::new(),
             meta,
         };
         let (tx, _) = watch::channel(Arc::new(snapshot));
@@ -167,16 +172,25 @@ impl Store {
 
     /// Sets where each virtual node's Envoy and app are.
     pub fn set_placements(&self, placements: BTreeMap<String, Placement>) {
+        self.republish(|s| s.placements = placements);
+    }
+
+    /// Sets the instances Cloud Map gave for each virtual node it discovers.
+    pub fn set_discovered(&self, discovered: BTreeMap<String, Vec<Instance>>) {
+        self.republish(|s| s.discovered = discovered);
+    }
+
+    /// Publishes the current snapshot with `change` made to what the mesh does not hold
+    /// (nothing is stored), at the next version.
+    fn republish(&self, change: impl FnOnce(&mut Snapshot)) {
         let _guard = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = self.current();
-        self.tx.send_replace(Arc::new(Snapshot {
-            version: current.version + 1,
-            placements,
-            ..(*current).clone()
-        }));
+        let mut next = (*self.current()).clone();
+        next.version += 1;
+        change(&mut next);
+        self.tx.send_replace(Arc::new(next));
     }
 
     /// The account and region the resources' ARNs name.
@@ -302,6 +316,7 @@ impl Store {
             version: current.version + 1,
             mesh,
             placements: current.placements.clone(),
+            discovered: current.discovered.clone(),
             meta,
         });
         (puts, deletes, next)
@@ -325,6 +340,7 @@ impl Store {
             version: current.version + 1,
             mesh: loaded.mesh,
             placements: current.placements.clone(),
+            discovered: current.discovered.clone(),
             meta: loaded.meta,
         }));
         Ok(())

@@ -998,7 +998,10 @@ enum Upstream {
         /// family.
         family: Option<cluster::cluster::DnsLookupFamily>,
     },
-    /// Nowhere known (a Cloud Map node, or no listener): no endpoints, so Envoy answers 503.
+    /// The instances Cloud Map gave for the target node: a STATIC cluster of them.
+    Endpoints(Vec<SocketAddr>),
+    /// Nowhere known (a Cloud Map node not looked up or without instances, or no
+    /// listener): no endpoints, so Envoy answers 503.
     Nowhere,
 }
 
@@ -1023,6 +1026,12 @@ impl Upstream {
                 }
                 _ => p.reach,
             });
+        }
+        if let (Some(instances), Some((_, l))) = (snapshot.discovered.get(node), listener) {
+            let port = u16::try_from(l.port_mapping.port).unwrap_or(0);
+            if !instances.is_empty() {
+                return Upstream::Endpoints(instances.iter().map(|i| i.at(port)).collect());
+            }
         }
         let dns = vn
             .spec
@@ -1096,10 +1105,14 @@ fn static_cluster(
         Upstream::Dns { family, .. } => *family,
         _ => None,
     };
-    let (discovery, address) = match upstream {
+    let (discovery, addresses) = match upstream {
         Upstream::Addr(addr) => (
             cluster::cluster::DiscoveryType::Static,
-            Some(socket_address(addr)),
+            vec![socket_address(addr)],
+        ),
+        Upstream::Endpoints(addrs) => (
+            cluster::cluster::DiscoveryType::Static,
+            addrs.into_iter().map(socket_address).collect(),
         ),
         Upstream::Dns {
             host, port, strict, ..
@@ -1109,7 +1122,7 @@ fn static_cluster(
             } else {
                 cluster::cluster::DiscoveryType::LogicalDns
             },
-            Some(core::Address {
+            vec![core::Address {
                 address: Some(core::address::Address::SocketAddress(core::SocketAddress {
                     address: host,
                     port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
@@ -1117,9 +1130,9 @@ fn static_cluster(
                     )),
                     ..Default::default()
                 })),
-            }),
+            }],
         ),
-        Upstream::Nowhere => (cluster::cluster::DiscoveryType::Static, None),
+        Upstream::Nowhere => (cluster::cluster::DiscoveryType::Static, vec![]),
     };
     // A health check on another port than the listener's checks each endpoint there.
     let health_check_config = target
@@ -1130,7 +1143,7 @@ fn static_cluster(
             port_value,
             ..Default::default()
         });
-    let lb_endpoints: Vec<endpoint::LbEndpoint> = address
+    let lb_endpoints: Vec<endpoint::LbEndpoint> = addresses
         .into_iter()
         .map(|address| endpoint::LbEndpoint {
             host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(

@@ -531,6 +531,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "GOPHERMESH_FOLLOW_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration, requires = "state")]
     pub(crate) follow_interval: std::time::Duration,
 
+    /// Whether the instances of Cloud Map nodes (`awsCloudMap` service discovery) are
+    /// looked up with Cloud Map's DiscoverInstances and become their callers' endpoints:
+    /// `auto` when AWS_REGION or AWS_DEFAULT_REGION is set or the mesh has Cloud Map nodes
+    /// at start (and a region is found), `on` (refuses to start without a region), or `off`
+    /// (their callers answer 503). Credentials, region and
+    /// AWS_ENDPOINT_URL_SERVICEDISCOVERY or AWS_ENDPOINT_URL come from the environment as
+    /// for the AWS CLI.
+    #[arg(long, env = "GOPHERMESH_CLOUD_MAP", value_enum, default_value = "auto")]
+    pub(crate) cloud_map: CloudMapMode,
+
+    /// How often Cloud Map nodes are looked up again.
+    #[arg(long, env = "GOPHERMESH_CLOUD_MAP_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub(crate) cloud_map_interval: std::time::Duration,
+
     #[command(flatten)]
     pub(crate) api: ApiArgs,
 
@@ -650,6 +664,23 @@ fn parse_fleet(value: &str) -> Result<(u32, u32), String> {
 }
 
 /// The table of `--state dynamodb://TABLE`.
+/// When `serve` looks up Cloud Map nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CloudMapMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// A duration of at least 10 ms (`500ms`, `10s`, `1m`).
+fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| format!("`{value}`: {e}"))?;
+    if d < std::time::Duration::from_millis(10) {
+        return Err(format!("`{value}`: give at least 10ms"));
+    }
+    Ok(d)
+}
+
 fn parse_state(value: &str) -> Result<String, String> {
     let Some(table) = value.strip_prefix("dynamodb://") else {
         return Err(format!(

@@ -19,39 +19,35 @@ const SECRET: &str = "serve/test/secret";
 
 /// `serve` on `host_ip` with TLS and SigV4, the control API on loopback.
 fn start_serve(dir: &Path, host_ip: &str) -> Serve {
-    Serve::start(
-        dir,
-        &[
-            "--xds-listen",
-            &format!("{host_ip}:0"),
-            "--api-listen",
-            &format!("{host_ip}:0"),
-            "--control-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            "server.pem",
-            "--tls-key",
-            "server.key",
-            "--api-access-key-id",
-            KEY_ID,
-            "--api-secret-access-key",
-            SECRET,
-        ],
-        &[],
-    )
+    start_serve_with(dir, host_ip, &[], &[])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10() {
-    require_root_for_netns();
-    let host = Host::create();
-    let dir = copy_of_shipped("serve");
-    certificates(&dir, &host.host_ip);
-    let serve = start_serve(&dir, &host.host_ip);
+/// [`start_serve`] with more flags and an environment.
+fn start_serve_with(dir: &Path, host_ip: &str, more: &[&str], env: &[(String, String)]) -> Serve {
+    let (xds, api) = (format!("{host_ip}:0"), format!("{host_ip}:0"));
+    let mut args = vec![
+        "--xds-listen",
+        &xds,
+        "--api-listen",
+        &api,
+        "--control-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "server.pem",
+        "--tls-key",
+        "server.key",
+        "--api-access-key-id",
+        KEY_ID,
+        "--api-secret-access-key",
+        SECRET,
+    ];
+    args.extend_from_slice(more);
+    Serve::start(dir, &args, env)
+}
 
-    // The requester's task, elsewhere: its Envoy (with the bootstrap the agent would write
-    // from its variables) and its app; the distributors answer on their own addresses
-    // (their DNS names), as other tasks would.
+/// The requester's Envoy elsewhere, with the agent's bootstrap for `serve`, connected and
+/// in sync (or the test fails with what serve said).
+async fn requester_envoy(host: &Host, dir: &Path, serve: &Serve) -> (TempDir, tests::Guard) {
     let work = TempDir::new("serve-envoy");
     let boot = work.join("bootstrap.json");
     tests::serve::agent_bootstrap(
@@ -60,10 +56,7 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
         &serve.xds,
         &boot,
     );
-    let _envoy = host.envoy(&boot);
-    let (_gophers, listen) = host.gophers();
-
-    // serve shows the Envoy connected and in sync, with no problem.
+    let envoy = host.envoy(&boot);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut status = Value::Null;
     while Instant::now() < deadline {
@@ -80,6 +73,22 @@ async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10()
         "the Envoy did not get its configuration: {status}\n{}",
         serve.said()
     );
+    (work, envoy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_elsewhere_gets_its_node_from_serve_over_tls_and_splits_90_10() {
+    require_root_for_netns();
+    let host = Host::create();
+    let dir = copy_of_shipped("serve");
+    certificates(&dir, &host.host_ip);
+    let serve = start_serve(&dir, &host.host_ip);
+
+    // The requester's task, elsewhere: its Envoy (with the bootstrap the agent would write
+    // from its variables), connected and in sync with no problem, and its app; the
+    // distributors answer on their own addresses (their DNS names), as other tasks would.
+    let (_work, _envoy) = requester_envoy(&host, &dir, &serve).await;
+    let (_gophers, listen) = host.gophers();
 
     // Traffic: the requester, through its Envoy, to both versions by DNS, 90/10.
     let url = format!("http://{listen}/compare?n=2000&concurrency=8&format=json");
@@ -452,4 +461,129 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
             );
         }
     }
+}
+
+/// Cloud Map discovery under `serve`: the distributors' nodes are found in Cloud Map
+/// (moto's, set up with the AWS CLI: one service, an instance per version with a `version`
+/// attribute) instead of by DNS. serve looks them up, and a real Envoy elsewhere sends the
+/// requester's traffic to those instances 90/10; once v2's instance is deregistered, the
+/// next lookup empties v2's endpoints and no answer comes from v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
+    require_root_for_netns();
+    let moto = tests::moto::Moto::bare(&[]);
+    moto.aws(&[
+        "servicediscovery",
+        "create-http-namespace",
+        "--name",
+        "gophers.local",
+    ]);
+    let namespace = moto.aws(&[
+        "servicediscovery",
+        "list-namespaces",
+        "--query",
+        "Namespaces[?Name=='gophers.local'].Id",
+        "--output",
+        "text",
+    ]);
+    let service = moto.aws(&[
+        "servicediscovery",
+        "create-service",
+        "--name",
+        "distributor",
+        "--namespace-id",
+        &namespace,
+        "--query",
+        "Service.Id",
+        "--output",
+        "text",
+    ]);
+    for (version, ip) in [("v1", "127.0.0.2"), ("v2", "127.0.0.3")] {
+        moto.aws(&[
+            "servicediscovery",
+            "register-instance",
+            "--service-id",
+            &service,
+            "--instance-id",
+            &format!("distributor-{version}"),
+            "--attributes",
+            &format!("AWS_INSTANCE_IPV4={ip},AWS_INSTANCE_PORT=8080,version={version}"),
+        ]);
+    }
+
+    let host = Host::create();
+    let dir = copy_of_shipped("serve-cloud-map");
+    for version in ["v1", "v2"] {
+        let file = dir.join(format!("mesh/virtual-nodes/distributor-{version}.json"));
+        let mut node: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("node")).expect("JSON");
+        node["spec"]["serviceDiscovery"] = serde_json::json!({"awsCloudMap": {
+            "namespaceName": "gophers.local", "serviceName": "distributor",
+            "attributes": [{"key": "version", "value": version}]}});
+        std::fs::write(&file, node.to_string()).expect("write");
+    }
+    certificates(&dir, &host.host_ip);
+    let mut env = moto.env.clone();
+    env.push(("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()));
+    let serve = start_serve_with(
+        &dir,
+        &host.host_ip,
+        &["--cloud-map", "on", "--cloud-map-interval", "200ms"],
+        &env,
+    );
+    assert!(
+        serve
+            .said()
+            .contains("Cloud Map: looking up its nodes (2 now)"),
+        "{}",
+        serve.said()
+    );
+    let (_work, _envoy) = requester_envoy(&host, &dir, &serve).await;
+    let (_gophers, listen) = host.gophers();
+
+    let url = format!("http://{listen}/compare?n=1000&concurrency=8&format=json");
+    let compare = || async {
+        client()
+            .get(&url)
+            .send()
+            .await
+            .expect("the requester answers across the veth")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    // The first lookup may land after the Envoy's first configuration: until then, the
+    // distributors have no endpoints and the requester reports failures.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut report = compare().await;
+    while report["ok"] != 1000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        report = compare().await;
+    }
+    assert_eq!(report["ok"], 1000, "{report}\n{}", serve.said());
+    let chi = chi_square(&report, 0.9);
+    assert!(
+        chi < CHI2_BOUND,
+        "not 90/10: chi-square {chi:.2} for {report}"
+    );
+    assert!(count(&report, "v2") > 0.0, "{report}");
+
+    moto.aws(&[
+        "servicediscovery",
+        "deregister-instance",
+        "--service-id",
+        &service,
+        "--instance-id",
+        "distributor-v2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut report = compare().await;
+    while count(&report, "v2") > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        report = compare().await;
+    }
+    assert_eq!(count(&report, "v2"), 0.0, "{report}\n{}", serve.said());
+    // v2's share has nowhere to go: the route still sends it there, and Envoy answers 503.
+    assert!(count(&report, "v1") > 800.0, "{report}");
+    assert!(report["ok"].as_f64().unwrap_or(0.0) < 1000.0, "{report}");
 }

@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -321,21 +320,7 @@ impl Table {
         };
         let driver = Driver::start().map_err(|e| error(e.to_string()))?;
         let client = driver.run(async {
-            let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https();
-            let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(8))
-                .build();
-            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(http)
-                .timeout_config(timeouts)
-                .load()
-                .await;
+            let config = super::aws_sdk_config().await;
             config.region().is_some().then(|| Client::new(&config))
         });
         let client = client.ok_or_else(|| {

@@ -745,3 +745,84 @@ fn a_listener_timeout_bounds_the_ingress_route() {
     assert_eq!(ms(&action.timeout), Some(2500));
     assert_eq!(ms(&action.idle_timeout), Some(60_000));
 }
+
+/// A node Cloud Map discovers (here distributor-v1, as if its task ran elsewhere) is
+/// reached at the instances looked up, each at its own port or the listener's; before a
+/// lookup, or when it found none, its callers' cluster has no endpoint (503).
+#[test]
+fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
+    use crate::cloudmap::Instance;
+    let mut snapshot = shipped_snapshot();
+    snapshot.placements.remove("distributor-v1");
+    let node = snapshot
+        .mesh
+        .virtual_nodes
+        .get_mut("distributor-v1")
+        .expect("v1");
+    std::sync::Arc::make_mut(&mut node.value)
+        .spec
+        .service_discovery = Some(meshmodel::appmesh::ServiceDiscovery {
+        dns: None,
+        aws_cloud_map: Some(meshmodel::appmesh::AwsCloudMapServiceDiscovery {
+            namespace_name: "gophers.local".into(),
+            service_name: "distributor".into(),
+            attributes: vec![],
+            ip_preference: None,
+        }),
+    });
+    let endpoints = |snapshot: &Snapshot| {
+        let res = for_node(snapshot, "requester").expect("resources");
+        let (_, any) = res
+            .clusters
+            .iter()
+            .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
+            .expect("the cluster");
+        let c = cluster::Cluster::decode(any.value.as_slice()).expect("decodes");
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(cluster::cluster::ClusterDiscoveryType::Type(
+                cluster::cluster::DiscoveryType::Static as i32
+            ))
+        );
+        let lbs = &c.load_assignment.expect("endpoints").endpoints[0].lb_endpoints;
+        lbs.iter()
+            .map(|lb| {
+                let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier
+                else {
+                    panic!("no endpoint");
+                };
+                let Some(core::address::Address::SocketAddress(a)) =
+                    &e.address.as_ref().expect("address").address
+                else {
+                    panic!("not a socket address");
+                };
+                let Some(core::socket_address::PortSpecifier::PortValue(port)) = a.port_specifier
+                else {
+                    panic!("no port");
+                };
+                format!("{}:{port}", a.address)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        endpoints(&snapshot),
+        Vec::<String>::new(),
+        "not looked up yet"
+    );
+    snapshot.discovered.insert(
+        "distributor-v1".into(),
+        vec![
+            Instance {
+                ip: [10, 0, 1, 7].into(),
+                port: None,
+            },
+            Instance {
+                ip: [10, 0, 1, 8].into(),
+                port: Some(9080),
+            },
+        ],
+    );
+    assert_eq!(endpoints(&snapshot), ["10.0.1.7:8080", "10.0.1.8:9080"]);
+    snapshot.discovered.insert("distributor-v1".into(), vec![]);
+    assert_eq!(endpoints(&snapshot), Vec::<String>::new(), "none found");
+}

@@ -1,0 +1,248 @@
+//! Cloud Map discovery: the instances of each virtual node whose service discovery is
+//! `awsCloudMap`, read with Cloud Map's `DiscoverInstances` and published in the store, so
+//! that the callers' clusters hold them as their endpoints (App Mesh does the same through
+//! EDS).
+//!
+//! A node's instances are those of its namespace and service whose attributes equal all of
+//! the node's `attributes`, healthy ones first (`HEALTHY_OR_ELSE_ALL`: every instance when
+//! none is healthy). Each is reached at its `AWS_INSTANCE_IPV4` (or `AWS_INSTANCE_IPV6`)
+//! and `AWS_INSTANCE_PORT` ([`Instance`]). A node whose lookup fails keeps the instances
+//! it had, and the failure is logged with the node's name; a lookup that succeeds and finds
+//! none empties it (its callers answer 503, as App Mesh's Envoy does).
+//!
+//! The client is the AWS SDK's, configured from the environment as the DynamoDB store's is
+//! (region, credentials from the environment, a profile or the task role). With an endpoint
+//! of one's own (`AWS_ENDPOINT_URL_SERVICEDISCOVERY` or `AWS_ENDPOINT_URL`, e.g. moto), the
+//! calls go to that endpoint as it is: the SDK would put `DiscoverInstances`'s `data-` host
+//! prefix in front of it (`data-127.0.0.1`), which only AWS's own endpoints have.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_servicediscovery::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_servicediscovery::types::HealthStatusFilter;
+use meshmodel::appmesh::AwsCloudMapServiceDiscovery;
+
+use crate::Store;
+
+/// One instance of a Cloud Map service, where a caller's Envoy reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    pub ip: IpAddr,
+    /// `AWS_INSTANCE_PORT`, when the instance has it; otherwise the node's listener port.
+    pub port: Option<u16>,
+}
+
+impl Instance {
+    /// The instance of Cloud Map's attributes, if they give an address.
+    fn from_attributes(attributes: &std::collections::HashMap<String, String>) -> Option<Self> {
+        let ip = attributes
+            .get("AWS_INSTANCE_IPV4")
+            .or_else(|| attributes.get("AWS_INSTANCE_IPV6"))?
+            .parse()
+            .ok()?;
+        let port = attributes
+            .get("AWS_INSTANCE_PORT")
+            .and_then(|p| p.parse().ok());
+        Some(Self { ip, port })
+    }
+
+    /// Where to reach it for a listener on `listener_port`.
+    pub fn at(&self, listener_port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(listener_port))
+    }
+}
+
+/// The Cloud Map client.
+#[derive(Debug, Clone)]
+pub struct CloudMap {
+    client: Client,
+}
+
+/// Strips the `data-` host prefix the SDK puts in front of an endpoint of one's own
+/// (before the request is signed, so the signature is for the host it goes to).
+#[derive(Debug)]
+struct NoHostPrefix;
+
+impl Intercept for NoHostPrefix {
+    fn name(&self) -> &'static str {
+        "NoHostPrefix"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        let uri = request.uri().to_owned();
+        if let Some((scheme, host)) = uri.split_once("://") {
+            if let Some(own) = host.strip_prefix("data-") {
+                request.set_uri(format!("{scheme}://{own}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a lookup failed on, in one line: Cloud Map's code and message, or the cause.
+fn said<E>(e: &SdkError<E, aws_sdk_servicediscovery::config::http::HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(s) => {
+            let meta = s.err().meta();
+            format!(
+                "{}: {}",
+                meta.code().unwrap_or("error"),
+                meta.message().unwrap_or("no message")
+            )
+        }
+        other => {
+            let mut cause: &dyn std::error::Error = other;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("cannot reach Cloud Map: {cause}")
+        }
+    }
+}
+
+impl CloudMap {
+    /// A client configured from the environment; `None` when no region is configured.
+    pub async fn from_env() -> Option<Self> {
+        let config = crate::persist::aws_sdk_config().await;
+        config.region()?;
+        let own_endpoint = ["AWS_ENDPOINT_URL_SERVICEDISCOVERY", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+        let mut builder = aws_sdk_servicediscovery::config::Builder::from(&config);
+        if own_endpoint {
+            builder = builder.interceptor(NoHostPrefix);
+        }
+        Some(Self {
+            client: Client::from_conf(builder.build()),
+        })
+    }
+
+    /// The instances `discovery` names, sorted.
+    pub async fn discover(
+        &self,
+        discovery: &AwsCloudMapServiceDiscovery,
+    ) -> Result<Vec<Instance>, String> {
+        let mut call = self
+            .client
+            .discover_instances()
+            .namespace_name(&discovery.namespace_name)
+            .service_name(&discovery.service_name)
+            .health_status(HealthStatusFilter::HealthyOrElseAll)
+            .max_results(1000);
+        for a in &discovery.attributes {
+            call = call.query_parameters(&a.key, &a.value);
+        }
+        let answer = call.send().await.map_err(|e| said(&e))?;
+        let mut instances: Vec<Instance> = answer
+            .instances()
+            .iter()
+            .filter_map(|i| i.attributes().and_then(Instance::from_attributes))
+            .collect();
+        instances.sort();
+        instances.dedup();
+        Ok(instances)
+    }
+}
+
+/// The virtual nodes of the store's mesh that Cloud Map discovers, by name.
+fn discovered_nodes(store: &Store) -> Vec<(String, AwsCloudMapServiceDiscovery)> {
+    store
+        .current()
+        .mesh
+        .virtual_nodes
+        .iter()
+        .filter_map(|(name, node)| {
+            let sd = node.value.spec.service_discovery.as_ref()?;
+            Some((name.clone(), sd.aws_cloud_map.clone()?))
+        })
+        .collect()
+}
+
+/// Looks up every Cloud Map node of the store's mesh every `every`, and publishes what
+/// changed. Runs until the task is dropped.
+pub async fn follow(store: Store, cloud_map: CloudMap, every: Duration) {
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let mut found = store.current().discovered.clone();
+        let nodes = discovered_nodes(&store);
+        found.retain(|name, _| nodes.iter().any(|(n, _)| n == name));
+        for (name, discovery) in &nodes {
+            match cloud_map.discover(discovery).await {
+                Ok(instances) => {
+                    if failing.remove(name).is_some() {
+                        tracing::info!(node = %name, "Cloud Map answers again");
+                    }
+                    found.insert(name.clone(), instances);
+                }
+                Err(reason) => {
+                    // Said once per node until it recovers; the node keeps what it had.
+                    if failing.get(name) != Some(&reason) {
+                        tracing::warn!(
+                            node = %name,
+                            namespace = %discovery.namespace_name,
+                            service = %discovery.service_name,
+                            "Cloud Map lookup failed, keeping the last instances found: {reason}"
+                        );
+                        failing.insert(name.clone(), reason);
+                    }
+                }
+            }
+        }
+        if found != store.current().discovered {
+            tracing::info!(
+                nodes = found.len(),
+                instances = found.values().map(Vec::len).sum::<usize>(),
+                "Cloud Map instances changed"
+            );
+            store.set_discovered(found);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_read_from_their_attributes() {
+        let attrs = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let i = Instance::from_attributes(&attrs(&[
+            ("AWS_INSTANCE_IPV4", "10.0.0.7"),
+            ("AWS_INSTANCE_PORT", "9080"),
+            ("version", "v2"),
+        ]))
+        .expect("an instance");
+        assert_eq!(i.at(8080), "10.0.0.7:9080".parse().expect("addr"));
+        let v6 = Instance::from_attributes(&attrs(&[("AWS_INSTANCE_IPV6", "fd00::7")]))
+            .expect("an instance");
+        assert_eq!(v6.at(8080), "[fd00::7]:8080".parse().expect("addr"));
+        assert_eq!(
+            Instance::from_attributes(&attrs(&[("AWS_INSTANCE_IPV4", "not-an-ip")])),
+            None
+        );
+        assert_eq!(
+            Instance::from_attributes(&attrs(&[("version", "v1")])),
+            None
+        );
+    }
+}
