@@ -285,7 +285,9 @@ impl AdsStream {
                     )));
                 }
             };
-            let problem = nothing_for(&self.cache.current(), mesh, &node);
+            let snapshot = self.cache.current();
+            let problem = nothing_for(&snapshot, mesh, &node);
+            let node = node_key(&snapshot, mesh, &node);
             match &problem {
                 Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
                 None => tracing::info!(node, peer = ?self.peer, "Envoy connected"),
@@ -411,13 +413,10 @@ impl AdsStream {
         let node = self.node.clone().unwrap_or_default();
         // An Envoy of another mesh, or of no node, gets nothing; status says why, and is
         // told only when that changes (this runs for every push).
-        let found = match snapshot.mesh.name() {
-            Some(served) if served != self.mesh => None,
-            _ => self.cache.resources(snapshot, &node),
-        };
+        let found = self.cache.resources(snapshot, &node);
         let problem = match found {
             Some(_) => None,
-            None => nothing_for(snapshot, &self.mesh, &node),
+            None => nothing_for(snapshot, &self.mesh, unkeyed(&node)),
         };
         if problem != self.problem {
             self.statuses
@@ -480,20 +479,50 @@ pub use crate::translate::GATEWAY_PREFIX;
 
 /// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
 /// does not: another mesh, or no such virtual node or gateway (yet).
+/// The key an Envoy of `node` (a virtual node's name or `virtualGateway/NAME`) of mesh
+/// `mesh` is known by, to the cache, the statuses and the console: the node itself in the
+/// first mesh (or a mesh not made yet, which will be the first when the control plane has
+/// none), `@MESH/NODE` in another.
+pub fn node_key(snapshot: &Snapshot, mesh: &str, node: &str) -> String {
+    let first = match snapshot.mesh.name() {
+        Some(first) => first == mesh,
+        None => !snapshot.others.contains_key(mesh),
+    };
+    match first {
+        true => node.to_owned(),
+        false => format!("@{mesh}/{node}"),
+    }
+}
+
+/// The node of a [`node_key`].
+fn unkeyed(key: &str) -> &str {
+    key.strip_prefix('@')
+        .and_then(|k| k.split_once('/'))
+        .map_or(key, |(_, node)| node)
+}
+
 fn nothing_for(snapshot: &Snapshot, mesh: &str, node: &str) -> Option<String> {
-    match snapshot.mesh.name() {
-        Some(served) if served != mesh => Some(format!(
-            "its node id names mesh `{mesh}`; this control plane serves `{served}`, so it gets nothing"
+    let Some(view) = snapshot.view(mesh) else {
+        let served: Vec<String> = snapshot
+            .meshes()
+            .filter_map(|(m, ..)| m.name().map(|n| format!("`{n}`")))
+            .collect();
+        return Some(match served.is_empty() {
+            true => format!(
+                "its node id names mesh `{mesh}`; this control plane has no mesh yet, so it gets nothing until that one exists"
+            ),
+            false => format!(
+                "its node id names mesh `{mesh}`; this control plane serves {}, so it gets nothing",
+                served.join(", ")
+            ),
+        });
+    };
+    match node.strip_prefix(GATEWAY_PREFIX) {
+        Some(gateway) if !view.mesh.virtual_gateways.contains_key(gateway) => Some(format!(
+            "its node id names no virtual gateway `{gateway}` of the mesh (yet); it gets nothing until one exists"
         )),
-        _ => match node.strip_prefix(GATEWAY_PREFIX) {
-            Some(gateway) if !snapshot.mesh.virtual_gateways.contains_key(gateway) => {
-                Some(format!(
-                    "its node id names no virtual gateway `{gateway}` of the mesh (yet); it gets nothing until one exists"
-                ))
-            }
-            Some(_) => None,
-            None => nothing_for_node(snapshot, node),
-        },
+        Some(_) => None,
+        None => nothing_for_node(&view, node),
     }
 }
 

@@ -125,6 +125,8 @@ impl StorageHealth {
 pub struct Loaded {
     pub mesh: Mesh,
     pub meta: std::collections::BTreeMap<Key, Meta>,
+    /// The other meshes, by name (their records' keys begin with `@NAME/`).
+    pub others: std::collections::BTreeMap<String, crate::store::OtherMesh>,
     /// How many resources it held.
     pub count: usize,
 }
@@ -233,6 +235,23 @@ pub(crate) async fn aws_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The record key of `key` in the mesh `other` (`None`: the first mesh, whose keys are
+/// the resources' own, as they always were).
+pub(crate) fn record_key(other: Option<&str>, key: &Key) -> String {
+    match other {
+        None => key.to_text(),
+        Some(mesh) => format!("@{mesh}/{}", key.to_text()),
+    }
+}
+
+/// The other mesh a record key belongs to, if it is one's.
+fn other_mesh_of(record_key: &str) -> Option<&str> {
+    record_key
+        .strip_prefix('@')?
+        .split_once('/')
+        .map(|(mesh, _)| mesh)
+}
+
 pub(crate) fn load_records<'a>(
     source: &str,
     records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -254,15 +273,26 @@ pub(crate) fn load_records<'a>(
                 continue;
             }
         };
+        let (mesh, meta) = match other_mesh_of(key) {
+            Some(name) => {
+                let other = loaded.others.entry(name.to_owned()).or_default();
+                other.mesh.backends_may_dangle = true;
+                (&mut other.mesh, &mut other.meta)
+            }
+            None => (&mut loaded.mesh, &mut loaded.meta),
+        };
         match Resource::from_value(&record.origin, record.resource) {
             Ok(resource) => {
-                loaded.meta.insert(resource.key(), record.meta);
-                loaded.mesh.insert(record.origin, resource);
+                meta.insert(resource.key(), record.meta);
+                mesh.insert(record.origin, resource);
             }
             Err(Problems(mut more)) => problems.append(&mut more),
         }
     }
     problems.extend(loaded.mesh.check());
+    for other in loaded.others.values() {
+        problems.extend(other.mesh.check());
+    }
     match problems.is_empty() {
         true => Ok(loaded),
         false => Err(Problems(problems)),

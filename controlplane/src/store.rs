@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::cloudmap::Instance;
 use crate::meta::{Identity, Meta};
-use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth};
+use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
 use crate::placement::Placement;
 
 /// How long a change is made again while other replicas keep storing theirs first.
@@ -32,6 +32,60 @@ pub struct Snapshot {
     pub discovered: BTreeMap<String, Vec<Instance>>,
     /// Metadata of every resource in `mesh`.
     pub meta: BTreeMap<Key, Meta>,
+    /// The meshes after the first, by name: made and changed through the App Mesh API,
+    /// and served to the Envoys whose node ids name them. The local runtime, the control
+    /// API and the console work on the first (`mesh`).
+    pub others: BTreeMap<String, Arc<OtherMesh>>,
+}
+
+/// A mesh other than the first, and the metadata of its resources.
+#[derive(Debug, Clone, Default)]
+pub struct OtherMesh {
+    pub mesh: Mesh,
+    pub meta: BTreeMap<Key, Meta>,
+}
+
+impl Snapshot {
+    /// The mesh named `name` (the first or another) and its resources' metadata, with which
+    /// it is: `None` for the first, else its name.
+    pub fn mesh_named(&self, name: &str) -> Option<(&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
+        if self.mesh.name() == Some(name) {
+            return Some((&self.mesh, &self.meta, None));
+        }
+        self.others
+            .get_key_value(name)
+            .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str())))
+    }
+
+    /// Every mesh there is, the first (when it exists) and then the others by name.
+    pub fn meshes(&self) -> impl Iterator<Item = (&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
+        let first = self
+            .mesh
+            .name()
+            .is_some()
+            .then_some((&self.mesh, &self.meta, None));
+        first.into_iter().chain(
+            self.others
+                .iter()
+                .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str()))),
+        )
+    }
+
+    /// This snapshot as seen by the Envoys of mesh `name`: the snapshot itself for the
+    /// first mesh, or one holding the other mesh in its place (with nothing placed or
+    /// discovered: no task of another mesh runs here).
+    pub fn view(&self, name: &str) -> Option<std::borrow::Cow<'_, Snapshot>> {
+        if self.mesh.name() == Some(name) {
+            return Some(std::borrow::Cow::Borrowed(self));
+        }
+        let other = self.others.get(name)?;
+        Some(std::borrow::Cow::Owned(Snapshot {
+            version: self.version,
+            mesh: other.mesh.clone(),
+            meta: other.meta.clone(),
+            ..Snapshot::default()
+        }))
+    }
 }
 
 /// A change the store could not make.
@@ -51,15 +105,19 @@ pub struct Next {
     /// A resource whose version goes up even if its content did not change (an update
     /// call that repeats the current spec, as App Mesh counts it).
     pub bump: Option<Key>,
+    /// Which mesh `mesh` is: `None` for the first, else the name of another (made when it
+    /// does not exist yet, gone when `mesh` holds nothing).
+    pub other: Option<String>,
 }
 
 impl Next {
-    /// The next mesh, with no client token and nothing bumped.
+    /// The next first mesh, with no client token and nothing bumped.
     pub fn mesh(mesh: Mesh) -> Self {
         Self {
             mesh,
             client_token: None,
             bump: None,
+            other: None,
         }
     }
 }
@@ -89,21 +147,22 @@ impl Store {
                 (key, m)
             })
             .collect();
-        Self::from_parts(mesh, meta, None, identity)
+        Self::from_parts(mesh, meta, BTreeMap::new(), None, identity)
     }
 
     fn from_parts(
         mesh: Mesh,
         meta: BTreeMap<Key, Meta>,
+        others: BTreeMap<String, OtherMesh>,
         db: Option<Durable>,
         identity: Identity,
     ) -> Self {
         let snapshot = Snapshot {
             version: 1,
             mesh,
-            placements: BTreeMap::new(),
-            discovered: BTreeMap::new(),
             meta,
+            others: others.into_iter().map(|(n, o)| (n, Arc::new(o))).collect(),
+            ..Snapshot::default()
         };
         let (tx, _) = watch::channel(Arc::new(snapshot));
         let health = db.as_ref().map(|d| d.health().clone());
@@ -151,12 +210,24 @@ impl Store {
         identity: Identity,
     ) -> Result<(Self, usize), OpenError<E>> {
         if loaded.count > 0 {
-            let store = Self::from_parts(loaded.mesh, loaded.meta, Some(durable), identity);
+            let store = Self::from_parts(
+                loaded.mesh,
+                loaded.meta,
+                loaded.others,
+                Some(durable),
+                identity,
+            );
             return Ok((store, loaded.count));
         }
         let mut mesh = seed().map_err(OpenError::Seed)?;
         mesh.backends_may_dangle = true;
-        let store = Self::from_parts(loaded.mesh, BTreeMap::new(), Some(durable), identity);
+        let store = Self::from_parts(
+            loaded.mesh,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some(durable),
+            identity,
+        );
         // Another replica may seed the same table first: then its mesh stands.
         let seeded = store.update_with(|s| match s.mesh.resources().is_empty() {
             true => Ok(Next::mesh(mesh.clone())),
@@ -274,15 +345,25 @@ impl Store {
             mesh,
             client_token,
             bump,
+            other,
         } = next;
+        let empty = OtherMesh::default();
+        let (current_mesh, current_meta) = match &other {
+            None => (&current.mesh, &current.meta),
+            Some(name) => current
+                .others
+                .get(name)
+                .map_or((&empty.mesh, &empty.meta), |o| (&o.mesh, &o.meta)),
+        };
         let mesh_name = mesh
             .name()
-            .or(current.mesh.name())
+            .or(current_mesh.name())
+            .or(other.as_deref())
             .unwrap_or_default()
             .to_owned();
         // Only what the change touched is compared, written and given new metadata (the
         // rest is shared with the current mesh).
-        let (mut changed, removed) = current.mesh.diff(&mesh);
+        let (mut changed, removed) = current_mesh.diff(&mesh);
         if let Some(key) = &bump {
             if !changed.iter().any(|(k, _, _)| k == key) {
                 if let Some((origin, resource)) = mesh.get(key) {
@@ -290,7 +371,7 @@ impl Store {
                 }
             }
         }
-        let mut meta = current.meta.clone();
+        let mut meta = current_meta.clone();
         let mut puts = Vec::new();
         for (key, origin, resource) in changed {
             let m = match meta.get(&key) {
@@ -304,22 +385,32 @@ impl Store {
                 resource: resource.to_json(),
                 meta: m.clone(),
             };
-            puts.push((key.to_text(), record));
+            puts.push((record_key(other.as_deref(), &key), record));
             meta.insert(key, m);
         }
         let mut deletes = Vec::new();
         for key in removed {
-            deletes.push(key.to_text());
+            deletes.push(record_key(other.as_deref(), &key));
             meta.remove(&key);
         }
-        let next = Arc::new(Snapshot {
+        let mut next = Snapshot {
             version: current.version + 1,
-            mesh,
-            placements: current.placements.clone(),
-            discovered: current.discovered.clone(),
-            meta,
-        });
-        (puts, deletes, next)
+            ..current.clone()
+        };
+        match other {
+            None => {
+                next.mesh = mesh;
+                next.meta = meta;
+            }
+            // A mesh with nothing left in it (deleted) is gone.
+            Some(name) if mesh.resources().is_empty() => {
+                next.others.remove(&name);
+            }
+            Some(name) => {
+                next.others.insert(name, Arc::new(OtherMesh { mesh, meta }));
+            }
+        }
+        (puts, deletes, Arc::new(next))
     }
 
     fn note_health(&self, durable: &Durable) {
@@ -339,9 +430,13 @@ impl Store {
         self.tx.send_replace(Arc::new(Snapshot {
             version: current.version + 1,
             mesh: loaded.mesh,
-            placements: current.placements.clone(),
-            discovered: current.discovered.clone(),
             meta: loaded.meta,
+            others: loaded
+                .others
+                .into_iter()
+                .map(|(n, o)| (n, Arc::new(o)))
+                .collect(),
+            ..(*current).clone()
         }));
         Ok(())
     }

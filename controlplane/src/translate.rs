@@ -126,6 +126,10 @@ fn cluster_name(direction: &str, mesh: &str, node: &str, listener: Option<&Liste
 /// `None` when it is not in the snapshot. A node no task of this control plane runs (an ECS task elsewhere) is placed
 /// as App Mesh places it ([`Placement::as_app_mesh`]).
 pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
+    // A node (or gateway) of a mesh other than the first: `@MESH/NODE`.
+    if let Some((mesh, inner)) = node.strip_prefix('@').and_then(|k| k.split_once('/')) {
+        return for_node(&*snapshot.view(mesh)?, inner);
+    }
     if let Some(gateway) = node.strip_prefix(GATEWAY_PREFIX) {
         return gateway::for_gateway(snapshot, gateway);
     }

@@ -353,12 +353,12 @@ async fn errors_are_aws_errors_that_name_the_field() {
         "ResourceInUseException",
         "in use",
     );
-    // A second mesh.
+    // A call on a mesh that does not exist.
     aws_fails(
         &api,
-        &["create-mesh", "--mesh-name", "other"],
-        "LimitExceededException",
-        "runs one mesh",
+        &["list-virtual-nodes", "--mesh-name", "nowhere"],
+        "NotFoundException",
+        "mesh `nowhere` does not exist",
     );
 
     // Malformed JSON and unknown fields, sent as raw HTTP (the CLI would refuse them first).
@@ -488,6 +488,130 @@ async fn requests_must_be_signed_when_credentials_are_set() {
     assert_eq!(meshes, serde_json::json!(["gophermesh"]));
 }
 
+/// A virtual node of mesh `mesh`, named `node`, on `port`.
+fn node_json(mesh: &str, node: &str, port: u16) -> String {
+    serde_json::json!({"meshName": mesh, "virtualNodeName": node, "spec": {
+        "listeners": [{"portMapping": {"port": port, "protocol": "http"}}],
+        "serviceDiscovery": {"dns": {"hostname": format!("{node}.{mesh}.local")}}}})
+    .to_string()
+}
+
+/// Meshes beside the first, through the AWS CLI: each has its own resources (a node of
+/// the same name in two meshes is two nodes, with their own ARNs), lists are per mesh,
+/// `list-meshes` lists them all, a mesh is deleted once empty, and the first mesh (the
+/// local one) is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_meshes_through_the_aws_cli() {
+    let dir = copy_of_shipped("api-meshes");
+    let mesh = LocalMesh::start(&dir);
+    let api = mesh.api.clone();
+    let made = aws(&api, &["create-mesh", "--mesh-name", "shop"]);
+    assert_eq!(made["mesh"]["status"]["status"], "ACTIVE", "{made}");
+    aws_fails(
+        &api,
+        &["create-mesh", "--mesh-name", "shop"],
+        "ConflictException",
+        "already exists",
+    );
+    let node = aws(
+        &api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &node_json("shop", "distributor-v1", 9000),
+        ],
+    );
+    let arn = node["virtualNode"]["metadata"]["arn"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        arn.ends_with(":mesh/shop/virtualNode/distributor-v1"),
+        "{node}"
+    );
+    let describe = |mesh_name: &str| {
+        aws(
+            &api,
+            &[
+                "describe-virtual-node",
+                "--mesh-name",
+                mesh_name,
+                "--virtual-node-name",
+                "distributor-v1",
+                "--query",
+                "virtualNode.spec.listeners[0].portMapping.port",
+            ],
+        )
+    };
+    assert_eq!(
+        (describe("shop"), describe("gophermesh")),
+        (9000.into(), 8080.into())
+    );
+    let meshes = aws(&api, &["list-meshes", "--query", "meshes[].meshName"]);
+    assert_eq!(meshes, serde_json::json!(["gophermesh", "shop"]));
+    let nodes = |mesh_name: &str| {
+        aws(
+            &api,
+            &[
+                "list-virtual-nodes",
+                "--mesh-name",
+                mesh_name,
+                "--query",
+                "virtualNodes[].virtualNodeName",
+            ],
+        )
+    };
+    assert_eq!(nodes("shop"), serde_json::json!(["distributor-v1"]));
+    assert_eq!(
+        nodes("gophermesh"),
+        serde_json::json!(["distributor-v1", "distributor-v2", "requester"])
+    );
+    // Tags by ARN reach a resource of the second mesh.
+    aws(
+        &api,
+        &[
+            "tag-resource",
+            "--resource-arn",
+            arn,
+            "--tags",
+            "key=team,value=shop",
+        ],
+    );
+    let tags = aws(
+        &api,
+        &[
+            "list-tags-for-resource",
+            "--resource-arn",
+            arn,
+            "--query",
+            "tags[].key",
+        ],
+    );
+    assert_eq!(tags, serde_json::json!(["team"]));
+    // A mesh with something in it is not deleted; empty, it is.
+    aws_fails(
+        &api,
+        &["delete-mesh", "--mesh-name", "shop"],
+        "ResourceInUseException",
+        "in use",
+    );
+    aws(
+        &api,
+        &[
+            "delete-virtual-node",
+            "--mesh-name",
+            "shop",
+            "--virtual-node-name",
+            "distributor-v1",
+        ],
+    );
+    let gone = aws(&api, &["delete-mesh", "--mesh-name", "shop"]);
+    assert_eq!(gone["mesh"]["status"]["status"], "DELETED", "{gone}");
+    let meshes = aws(&api, &["list-meshes", "--query", "meshes[].meshName"]);
+    assert_eq!(meshes, serde_json::json!(["gophermesh"]));
+    // The local mesh carried traffic all along.
+    until_answering(&mesh).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = copy_of_shipped("api-durable");
@@ -514,6 +638,16 @@ async fn acknowledged_writes_survive_kill_9() {
             "distributor",
             "--route-name",
             "distributor",
+        ],
+    );
+    // A second mesh, kept beside the first.
+    aws(&mesh.api, &["create-mesh", "--mesh-name", "shop"]);
+    let shop_node = aws(
+        &mesh.api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &node_json("shop", "web", 9000),
         ],
     );
     let pids: Vec<u64> = {
@@ -552,9 +686,23 @@ async fn acknowledged_writes_survive_kill_9() {
     // Restart on the same data dir, without --empty: the store has the mesh.
     let mesh = LocalMesh::start_with(&dir, Mode::Loopback, &["--data-dir", &data_arg]);
     assert!(
-        mesh.output().contains("11 resources restored from"),
+        mesh.output().contains("13 resources restored from"),
         "{}",
         mesh.output()
+    );
+    let shop_after = aws(
+        &mesh.api,
+        &[
+            "describe-virtual-node",
+            "--mesh-name",
+            "shop",
+            "--virtual-node-name",
+            "web",
+        ],
+    );
+    assert_eq!(
+        shop_node, shop_after,
+        "the second mesh changed across the restart"
     );
     let after = aws(
         &mesh.api,

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 use crate::meta::Identity;
-use crate::store::Store;
+use crate::store::{Next, Store};
 use crate::translate::NodeResources;
 
 /// A cache whose clusters change with every snapshot version while the listeners
@@ -422,8 +422,8 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     for (id, node, words) in [
         (
             "mesh/elsewhere/virtualNode/requester",
-            "requester",
-            "names mesh `elsewhere`",
+            "@elsewhere/requester",
+            "names mesh `elsewhere`; this control plane serves `gophermesh`",
         ),
         (
             "mesh/gophermesh/virtualNode/nobody",
@@ -446,6 +446,92 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
             .unwrap_or_default();
         assert!(problem.contains(words), "{id}: {problem}");
     }
+}
+
+/// A second mesh made beside the first is served to the Envoys whose node ids name it
+/// (known as `@MESH/NODE`), with its own resources; the first mesh's Envoys are unchanged,
+/// and once the second mesh is emptied its Envoys are told it is gone.
+#[tokio::test]
+async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+    let first = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
+    let store = Store::in_memory(first, Identity::default());
+    let mut second = meshmodel::Mesh::default();
+    for doc in [
+        serde_json::json!({"meshName": "shop", "spec": {}}),
+        serde_json::json!({"meshName": "shop", "virtualNodeName": "web", "spec": {
+            "listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}],
+            "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}}}}),
+    ] {
+        let r = meshmodel::Resource::from_value("doc.json", doc).expect("a resource");
+        second = second.apply("doc.json", r).expect("accepted");
+    }
+    store
+        .update_with(|_| {
+            Ok::<_, ()>(Next {
+                other: Some("shop".into()),
+                ..Next::mesh(second.clone())
+            })
+        })
+        .expect("stored");
+    let ads = Ads::new(Cache::new(store.clone()), EnvoyStatuses::default());
+    let ask = |id: &str| DiscoveryRequest {
+        node: Some(Node {
+            id: id.to_owned(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        ..Default::default()
+    };
+    let names = |r: &DiscoveryResponse| -> Vec<String> {
+        r.resources
+            .iter()
+            .map(|a| {
+                <envoy_types::pb::envoy::config::cluster::v3::Cluster as prost::Message>::decode(
+                    a.value.as_slice(),
+                )
+                .expect("a cluster")
+                .name
+            })
+            .collect()
+    };
+    let mut web = open_on(&ads, "10.0.2.5:40000");
+    web.send(ask("mesh/shop/virtualNode/web")).await;
+    let got = web.next().await.expect("clusters");
+    assert_eq!(names(&got), ["cds_ingress_shop_web_http_9000"]);
+    assert_eq!(ads.statuses.snapshot()["@shop/web"].problem, None);
+    let mut requester = open_on(&ads, "10.0.2.6:40000");
+    requester
+        .send(ask("mesh/gophermesh/virtualNode/requester"))
+        .await;
+    let got = requester.next().await.expect("clusters");
+    assert!(
+        names(&got).iter().any(|n| n.contains("distributor-v1")),
+        "{:?}",
+        names(&got)
+    );
+
+    // The second mesh emptied (as deleting its node and then itself does): gone.
+    store
+        .update_with(|_| {
+            Ok::<_, ()>(Next {
+                other: Some("shop".into()),
+                ..Next::mesh(meshmodel::Mesh::default())
+            })
+        })
+        .expect("stored");
+    assert!(store.current().others.is_empty());
+    until_status(
+        &ads.statuses,
+        "the second mesh's Envoy is told it is gone".into(),
+        |all| {
+            all["@shop/web"]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("names mesh `shop`"))
+        },
+    )
+    .await;
 }
 
 /// An Envoy that stops reading holds up no other: each stream pushes from its own task

@@ -7,8 +7,9 @@
 //! [`input`] (the body), so they can be tested and fuzzed without a server. Errors are
 //! AWS's: status, `x-amzn-ErrorType` header and `{"message": ...}` body.
 //!
-//! This control plane runs one mesh; creating a second one is refused with
-//! `LimitExceededException`.
+//! Several meshes: the first one made (or loaded) is the one the local runtime, the
+//! control API and the console work on; every mesh is served to the Envoys whose node ids
+//! name it.
 
 //!
 //! ```text

@@ -39,9 +39,6 @@ impl AwsError {
     pub(crate) fn in_use(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "ResourceInUseException", message)
     }
-    pub(crate) fn limit(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "LimitExceededException", message)
-    }
     /// A change the store could not write: 503, so that callers retry.
     pub(crate) fn unavailable(e: impl std::fmt::Display) -> Self {
         Self::new(

@@ -7,6 +7,9 @@ use serde_json::{Map, Value, json};
 
 use controlplane::{Meta, Next, Snapshot, Store, UpdateError};
 
+/// The metadata of a mesh's resources.
+type Metas = std::collections::BTreeMap<Key, Meta>;
+
 use super::request::{
     Action, AwsError, Input, Operation, decode_segment, input, list_field, name_field, param,
     parent_field,
@@ -20,11 +23,12 @@ pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<
         Action::List => list(&store.current(), op, query),
         Action::Describe => {
             let snapshot = store.current();
-            check_parents(&snapshot.mesh, op)?;
+            let (mesh, meta, _) = named_mesh(&snapshot, op)?;
+            check_parents(mesh, op)?;
             let key = op
                 .key()
                 .ok_or_else(|| AwsError::bad_request("no name in the path"))?;
-            data(&snapshot, &key, "ACTIVE")
+            data(mesh, meta, &key, "ACTIVE")
         }
         Action::Create | Action::Update => write(store, op, body),
         Action::Delete => delete(store, op),
@@ -43,6 +47,18 @@ fn check_owner(store: &Store, op: &Operation, query: &str) -> Result<(), AwsErro
         ))),
         _ => Ok(()),
     }
+}
+
+/// The mesh the call's path names, with its resources' metadata and which it is (see
+/// [`Snapshot::mesh_named`]); NotFound when there is none of that name.
+fn named_mesh<'a>(
+    snapshot: &'a Snapshot,
+    op: &Operation,
+) -> Result<(&'a Mesh, &'a Metas, Option<&'a str>), AwsError> {
+    let name = op.mesh.as_deref().unwrap_or_default();
+    snapshot
+        .mesh_named(name)
+        .ok_or_else(|| AwsError::not_found(format!("mesh `{name}` does not exist")))
 }
 
 /// The mesh (and router or gateway) named in the path must exist.
@@ -87,17 +103,16 @@ fn metadata(meta: &Meta, identity_account: &str) -> Value {
     })
 }
 
-/// The `XData` shape of the resource `key`, with status `status`.
-fn data(snapshot: &Snapshot, key: &Key, status: &str) -> Result<Value, AwsError> {
-    let mesh_name = snapshot.mesh.name().unwrap_or_default();
-    let (_, resource) = snapshot.mesh.get(key).ok_or_else(|| {
+/// The `XData` shape of the resource `key` of `mesh`, with status `status`.
+fn data(mesh: &Mesh, metas: &Metas, key: &Key, status: &str) -> Result<Value, AwsError> {
+    let mesh_name = mesh.name().unwrap_or_default();
+    let (_, resource) = mesh.get(key).ok_or_else(|| {
         AwsError::not_found(format!(
             "{} does not exist in mesh `{mesh_name}`",
             key.describe()
         ))
     })?;
-    let meta = snapshot
-        .meta
+    let meta = metas
         .get(key)
         .ok_or_else(|| AwsError::internal(format!("{} has no metadata", key.describe())))?;
     Ok(data_of(&resource, meta, status, &account_of(&meta.arn)))
@@ -173,10 +188,23 @@ fn decode_token(token: &str) -> Option<String> {
 
 fn list(snapshot: &Snapshot, op: &Operation, query: &str) -> Result<Value, AwsError> {
     let (limit, after) = paging(query)?;
-    check_parents(&snapshot.mesh, op)?;
-    let mesh_name = snapshot.mesh.name().unwrap_or_default();
+    // Meshes are listed from every mesh; anything else from the mesh the path names.
+    let listed: Vec<(&str, &Key, &Meta)> = if op.kind == Kind::Mesh {
+        snapshot
+            .meshes()
+            .filter_map(|(mesh, metas, _)| {
+                let (key, meta) = metas.get_key_value(&Key::Mesh)?;
+                Some((mesh.name()?, key, meta))
+            })
+            .collect()
+    } else {
+        let (mesh, metas, _) = named_mesh(snapshot, op)?;
+        check_parents(mesh, op)?;
+        let name = mesh.name().unwrap_or_default();
+        metas.iter().map(|(k, m)| (name, k, m)).collect()
+    };
     let mut refs: Vec<(String, Value)> = Vec::new();
-    for (key, meta) in &snapshot.meta {
+    for (mesh_name, key, meta) in listed {
         let name = match (op.kind, key) {
             (Kind::Mesh, Key::Mesh) => mesh_name.to_owned(),
             (Kind::VirtualNode, Key::VirtualNode(n))
@@ -245,26 +273,31 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
     strip_token(&mut resource);
     let key = resource.key();
     let origin = format!("<api {}>", op.name());
+    let wanted = resource.mesh_name().to_owned();
     let result = store.update_with(|snapshot| {
-        let mesh = &snapshot.mesh;
-        if op.kind == Kind::Mesh {
-            if let Some(existing) = mesh.name() {
-                if existing != resource.mesh_name() {
-                    return Err(Refused::Error(match op.action {
-                        Action::Create => AwsError::limit(format!(
-                            "this control plane runs one mesh and `{existing}` exists; delete it first"
-                        )),
-                        _ => AwsError::not_found(format!("mesh `{}` does not exist", resource.mesh_name())),
-                    }));
+        let none = (Mesh::default(), Metas::new());
+        let (mesh, metas, other) = match snapshot.mesh_named(&wanted) {
+            Some(found) => found,
+            // A new mesh: the first when there is none yet, else one more.
+            None if op.kind == Kind::Mesh && op.action == Action::Create => {
+                match snapshot.mesh.name().is_none() && snapshot.mesh.resources().is_empty() {
+                    true => (&snapshot.mesh, &snapshot.meta, None),
+                    false => (&none.0, &none.1, Some(wanted.as_str())),
                 }
             }
-        } else {
+            None => {
+                return Err(Refused::Error(AwsError::not_found(format!(
+                    "mesh `{wanted}` does not exist"
+                ))));
+            }
+        };
+        if op.kind != Kind::Mesh {
             check_parents(mesh, op).map_err(Refused::Error)?;
         }
         let existing = mesh.get(&key);
         // A repeat of the write that made the current version: same token, same resource.
         let same_token = client_token.is_some()
-            && snapshot.meta.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref();
+            && metas.get(&key).and_then(|m| m.client_token.as_ref()) == client_token.as_ref();
         let repeated = same_token && existing.as_ref().is_some_and(|(_, current)| current == &resource);
         if same_token && !repeated {
             return Err(Refused::Error(AwsError::conflict(format!(
@@ -307,11 +340,18 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
             mesh: next,
             client_token: client_token.clone(),
             bump: (op.action == Action::Update).then(|| key.clone()),
+            other: other.map(str::to_owned),
         })
     });
+    let written = |snapshot: &Snapshot| {
+        let (mesh, metas, _) = snapshot.mesh_named(&wanted).ok_or_else(|| {
+            AwsError::internal(format!("mesh `{wanted}` is not there after the write"))
+        })?;
+        data(mesh, metas, &key, "ACTIVE")
+    };
     match result {
-        Ok(snapshot) => data(&snapshot, &key, "ACTIVE"),
-        Err(UpdateError::Refused(Refused::AlreadyDone)) => data(&store.current(), &key, "ACTIVE"),
+        Ok(snapshot) => written(&snapshot),
+        Err(UpdateError::Refused(Refused::AlreadyDone)) => written(&store.current()),
         Err(UpdateError::Refused(Refused::Error(e))) => Err(e),
         Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
     }
@@ -352,25 +392,23 @@ fn delete(store: &Store, op: &Operation) -> Result<Value, AwsError> {
         .ok_or_else(|| AwsError::bad_request("no name in the path"))?;
     let mut gone = None;
     let result = store.update_with(|snapshot| {
-        check_parents(&snapshot.mesh, op)?;
-        let (_, resource) = snapshot
-            .mesh
+        let (mesh, metas, other) = named_mesh(snapshot, op)?;
+        check_parents(mesh, op)?;
+        let (_, resource) = mesh
             .get(&key)
             .ok_or_else(|| AwsError::not_found(format!("{} does not exist", key.describe())))?;
-        let meta = snapshot
-            .meta
+        let meta = metas
             .get(&key)
             .cloned()
             .ok_or_else(|| AwsError::internal("no metadata"))?;
-        let next = snapshot.mesh.remove(&key).map_err(|e| match e {
+        let next = mesh.remove(&key).map_err(|e| match e {
             RemoveError::NotFound(m) => AwsError::not_found(m),
             RemoveError::InUse(m) => AwsError::in_use(m),
         })?;
         gone = Some((resource, meta));
         Ok(Next {
-            mesh: next,
-            client_token: None,
-            bump: None,
+            other: other.map(str::to_owned),
+            ..Next::mesh(next)
         })
     });
     match result {

@@ -53,23 +53,21 @@ struct UntagBody {
     tag_keys: Vec<String>,
 }
 
-/// The resource whose ARN is `?resourceArn=`.
+/// The resource whose ARN is `?resourceArn=`, in whichever mesh: its key, its mesh's name
+/// and the resource.
 fn find(store: &Store, query: &str) -> Result<(Key, String, Resource), AwsError> {
     let arn = param(query, "resourceArn")?
         .filter(|a| !a.is_empty())
         .ok_or_else(|| AwsError::bad_request("resourceArn: missing"))?;
     let snapshot = store.current();
-    let key = snapshot
-        .meta
-        .iter()
-        .find(|(_, m)| m.arn == arn)
-        .map(|(k, _)| k.clone())
-        .ok_or_else(|| AwsError::not_found(format!("no resource has the ARN `{arn}`")))?;
-    let (origin, resource) = snapshot
-        .mesh
-        .get(&key)
-        .ok_or_else(|| AwsError::not_found(format!("no resource has the ARN `{arn}`")))?;
-    Ok((key, origin, resource))
+    snapshot
+        .meshes()
+        .find_map(|(mesh, meta, _)| {
+            let key = meta.iter().find(|(_, m)| m.arn == arn)?.0.clone();
+            let (_, resource) = mesh.get(&key)?;
+            Some((key, mesh.name()?.to_owned(), resource))
+        })
+        .ok_or_else(|| AwsError::not_found(format!("no resource has the ARN `{arn}`")))
 }
 
 fn list(store: &Store, query: &str) -> Result<Value, AwsError> {
@@ -126,7 +124,7 @@ fn check_tags(tags: &[Tag]) -> Result<(), AwsError> {
 }
 
 fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value, AwsError> {
-    let (key, _, _) = find(store, query)?;
+    let (key, mesh_name, _) = find(store, query)?;
     let (added, removed) = match what {
         Change::Tag => {
             let body: TagBody = serde_json::from_slice(body)
@@ -141,10 +139,9 @@ fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value
         }
     };
     let result = store.update_with(|snapshot| {
-        let (origin, mut resource) = snapshot
-            .mesh
-            .get(&key)
-            .ok_or_else(|| AwsError::not_found(format!("{} no longer exists", key.describe())))?;
+        let gone = || AwsError::not_found(format!("{} no longer exists", key.describe()));
+        let (mesh, _, other) = snapshot.mesh_named(&mesh_name).ok_or_else(gone)?;
+        let (origin, mut resource) = mesh.get(&key).ok_or_else(gone)?;
         let tags = resource.tags_mut().get_or_insert_with(Vec::new);
         tags.retain(|t| !removed.contains(&t.key));
         for tag in &added {
@@ -167,11 +164,13 @@ fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value
         if tags.is_empty() {
             *resource.tags_mut() = None;
         }
-        let mesh = snapshot
-            .mesh
+        let mesh = mesh
             .apply(&origin, resource)
             .map_err(|p| AwsError::bad_request(p.to_string()))?;
-        Ok(Next::mesh(mesh))
+        Ok(Next {
+            other: other.map(str::to_owned),
+            ..Next::mesh(mesh)
+        })
     });
     match result {
         Ok(_) => Ok(json!({})),
