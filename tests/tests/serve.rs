@@ -630,3 +630,74 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     assert!(count(&report, "v1") > 800.0, "{report}");
     assert!(report["ok"].as_f64().unwrap_or(0.0) < 1000.0, "{report}");
 }
+
+/// A second mesh made through `serve`'s App Mesh API (the AWS CLI, signed) beside the
+/// shipped one: a real Envoy elsewhere whose node id names a node of that mesh gets the
+/// node's configuration and ACKs it, shown as `@shop/web`, while the shipped mesh's
+/// requester is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_of_a_second_mesh_gets_it_from_serve() {
+    require_root_for_netns();
+    let host = Host::create();
+    let dir = copy_of_shipped("serve-second-mesh");
+    certificates(&dir, &host.host_ip);
+    let xds = format!("{}:0", host.host_ip);
+    let serve = Serve::start(
+        &dir,
+        &[
+            "--xds-listen",
+            &xds,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--api-access-key-id",
+            KEY_ID,
+            "--api-secret-access-key",
+            SECRET,
+        ],
+        &[],
+    );
+    let api = |args: &[&str]| {
+        let (code, out, err) =
+            tests::aws_appmesh(&serve.appmesh, (KEY_ID, SECRET), "us-east-1", args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    api(&["create-mesh", "--mesh-name", "shop"]);
+    let web = serde_json::json!({"meshName": "shop", "virtualNodeName": "web", "spec": {
+        "listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}],
+        "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}}}});
+    api(&["create-virtual-node", "--cli-input-json", &web.to_string()]);
+
+    let work = TempDir::new("serve-second-mesh-envoy");
+    let boot = work.join("bootstrap.json");
+    tests::serve::agent_bootstrap(
+        &dir.join("ca.pem"),
+        "arn:aws:appmesh:us-east-1:000000000000:mesh/shop/virtualNode/web",
+        &serve.xds,
+        &boot,
+    );
+    let _envoy = host.envoy(&boot);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = Value::Null;
+    while Instant::now() < deadline {
+        status = get_json(&format!("{}/v1/status", serve.control)).await;
+        let e = &status["envoys"]["@shop/web"];
+        if e["connected"] == true && e["acked"]["listeners"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = &status["envoys"]["@shop/web"];
+    assert!(
+        e["connected"] == true && e["acked"]["listeners"].is_string() && e["problem"].is_null(),
+        "the second mesh's Envoy did not get its configuration: {status}\n{}",
+        serve.said()
+    );
+    assert_eq!(status["mesh"], "gophermesh", "{status}");
+}
