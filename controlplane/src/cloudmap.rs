@@ -23,7 +23,7 @@ use std::time::Duration;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_servicediscovery::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_servicediscovery::error::BoxError;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 use meshmodel::appmesh::AwsCloudMapServiceDiscovery;
 
@@ -90,30 +90,6 @@ impl Intercept for NoHostPrefix {
     }
 }
 
-/// What a lookup failed on, in one line: Cloud Map's code and message, or the cause.
-fn said<E>(e: &SdkError<E, aws_sdk_servicediscovery::config::http::HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e {
-        SdkError::ServiceError(s) => {
-            let meta = s.err().meta();
-            format!(
-                "{}: {}",
-                meta.code().unwrap_or("error"),
-                meta.message().unwrap_or("no message")
-            )
-        }
-        other => {
-            let mut cause: &dyn std::error::Error = other;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            format!("cannot reach Cloud Map: {cause}")
-        }
-    }
-}
-
 impl CloudMap {
     /// A client configured from the environment; `None` when no region is configured.
     pub async fn from_env() -> Option<Self> {
@@ -146,7 +122,10 @@ impl CloudMap {
         for a in &discovery.attributes {
             call = call.query_parameters(&a.key, &a.value);
         }
-        let answer = call.send().await.map_err(|e| said(&e))?;
+        let answer = call
+            .send()
+            .await
+            .map_err(|e| crate::persist::sdk_said(&e, "Cloud Map"))?;
         let mut instances: Vec<Instance> = answer
             .instances()
             .iter()

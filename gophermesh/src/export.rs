@@ -444,6 +444,26 @@ fn http_of(r: &RouteInput) -> Option<(HttpRoute, &'static str)> {
         .map(|g| (g.as_http(), "spec.grpcRoute"))
 }
 
+/// An HTTP-like route's match and action, where they are, and its weighted targets;
+/// `None` for a TCP route, which is reported lost (the exports write HTTP rules only).
+fn http_targets<'r>(
+    out: &mut Export,
+    origin: &str,
+    route: &'r RouteInput,
+) -> Option<(
+    HttpRoute,
+    &'static str,
+    &'r [meshmodel::appmesh::WeightedTarget],
+)> {
+    if route.spec.tcp_route.is_some() {
+        out.lose(origin, "spec.tcpRoute", "TCP routes");
+        return None;
+    }
+    let (h, at) = http_of(route)?;
+    let (_, targets) = route.spec.weighted_targets()?;
+    Some((h, at, targets))
+}
+
 /// Whether a route matches on more than path prefix or exact, headers exact or prefix, and
 /// the method.
 fn beyond_simple(h: &HttpRoute) -> bool {
@@ -762,14 +782,7 @@ pub fn lattice(mesh: &Mesh) -> Export {
         let mut default = json!({"fixedResponse": {"statusCode": 404}});
         let mut rules = Vec::new();
         for (origin, route) in &routes {
-            if route.spec.tcp_route.is_some() {
-                out.lose(origin, "spec.tcpRoute", "TCP routes");
-                continue;
-            }
-            let Some((h, at)) = http_of(route) else {
-                continue;
-            };
-            let Some((_, targets)) = route.spec.weighted_targets() else {
+            let Some((h, at, targets)) = http_targets(&mut out, origin, route) else {
                 continue;
             };
             if h.retry_policy.is_some() {
@@ -986,14 +999,7 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
                 .copied()
                 .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port));
             for (origin, route) in on_port {
-                if route.spec.tcp_route.is_some() {
-                    out.lose(origin, "spec.tcpRoute", "TCP routes");
-                    continue;
-                }
-                let Some((h, at)) = http_of(route) else {
-                    continue;
-                };
-                let Some((_, targets)) = route.spec.weighted_targets() else {
+                let Some((h, at, targets)) = http_targets(&mut out, origin, route) else {
                     continue;
                 };
                 let backends: Vec<Value> = targets

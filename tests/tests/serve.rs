@@ -19,12 +19,18 @@ const SECRET: &str = "serve/test/secret";
 
 /// `serve` on `host_ip` with TLS and SigV4, the control API on loopback.
 fn start_serve(dir: &Path, host_ip: &str) -> Serve {
-    start_serve_with(dir, host_ip, &[], &[])
+    start_serve_with(dir, host_ip, host_ip, &[], &[])
 }
 
-/// [`start_serve`] with more flags and an environment.
-fn start_serve_with(dir: &Path, host_ip: &str, more: &[&str], env: &[(String, String)]) -> Serve {
-    let (xds, api) = (format!("{host_ip}:0"), format!("{host_ip}:0"));
+/// [`start_serve`] with the App Mesh API on `api_ip`, more flags and an environment.
+fn start_serve_with(
+    dir: &Path,
+    host_ip: &str,
+    api_ip: &str,
+    more: &[&str],
+    env: &[(String, String)],
+) -> Serve {
+    let (xds, api) = (format!("{host_ip}:0"), format!("{api_ip}:0"));
     let mut args = vec![
         "--xds-listen",
         &xds,
@@ -48,11 +54,33 @@ fn start_serve_with(dir: &Path, host_ip: &str, more: &[&str], env: &[(String, St
 /// The requester's Envoy elsewhere, with the agent's bootstrap for `serve`, connected and
 /// in sync (or the test fails with what serve said).
 async fn requester_envoy(host: &Host, dir: &Path, serve: &Serve) -> (TempDir, tests::Guard) {
+    envoy_in_sync(
+        host,
+        dir,
+        serve,
+        "gophermesh/virtualNode/requester",
+        "requester",
+        "routes",
+    )
+    .await
+}
+
+/// A real Envoy elsewhere for `MESH/virtualNode/NODE` (`node`), with the agent's bootstrap,
+/// until `status` shows it as `key` connected, with `acked` ACKed and no problem (or the
+/// test fails with what serve said).
+async fn envoy_in_sync(
+    host: &Host,
+    dir: &Path,
+    serve: &Serve,
+    node: &str,
+    key: &str,
+    acked: &str,
+) -> (TempDir, tests::Guard) {
     let work = TempDir::new("serve-envoy");
     let boot = work.join("bootstrap.json");
     tests::serve::agent_bootstrap(
         &dir.join("ca.pem"),
-        "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester",
+        &format!("arn:aws:appmesh:us-east-1:000000000000:mesh/{node}"),
         &serve.xds,
         &boot,
     );
@@ -61,16 +89,16 @@ async fn requester_envoy(host: &Host, dir: &Path, serve: &Serve) -> (TempDir, te
     let mut status = Value::Null;
     while Instant::now() < deadline {
         status = get_json(&format!("{}/v1/status", serve.control)).await;
-        let e = &status["envoys"]["requester"];
-        if e["connected"] == true && e["acked"]["routes"].is_string() {
+        let e = &status["envoys"][key];
+        if e["connected"] == true && e["acked"][acked].is_string() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let e = &status["envoys"]["requester"];
+    let e = &status["envoys"][key];
     assert!(
-        e["connected"] == true && e["acked"]["routes"].is_string() && e["problem"].is_null(),
-        "the Envoy did not get its configuration: {status}\n{}",
+        e["connected"] == true && e["acked"][acked].is_string() && e["problem"].is_null(),
+        "the Envoy of {node} did not get its configuration: {status}\n{}",
         serve.said()
     );
     (work, envoy)
@@ -571,6 +599,7 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     let serve = start_serve_with(
         &dir,
         &host.host_ip,
+        &host.host_ip,
         &["--cloud-map", "on", "--cloud-map-interval", "200ms"],
         &env,
     );
@@ -641,27 +670,8 @@ async fn an_envoy_of_a_second_mesh_gets_it_from_serve() {
     let host = Host::create();
     let dir = copy_of_shipped("serve-second-mesh");
     certificates(&dir, &host.host_ip);
-    let xds = format!("{}:0", host.host_ip);
-    let serve = Serve::start(
-        &dir,
-        &[
-            "--xds-listen",
-            &xds,
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            "server.pem",
-            "--tls-key",
-            "server.key",
-            "--api-access-key-id",
-            KEY_ID,
-            "--api-secret-access-key",
-            SECRET,
-        ],
-        &[],
-    );
+    // The App Mesh API on loopback (plain there), for the AWS CLI on this machine.
+    let serve = start_serve_with(&dir, &host.host_ip, "127.0.0.1", &[], &[]);
     let api = |args: &[&str]| {
         let (code, out, err) =
             tests::aws_appmesh(&serve.appmesh, (KEY_ID, SECRET), "us-east-1", args);
@@ -674,30 +684,15 @@ async fn an_envoy_of_a_second_mesh_gets_it_from_serve() {
         "serviceDiscovery": {"dns": {"hostname": "web.shop.local"}}}});
     api(&["create-virtual-node", "--cli-input-json", &web.to_string()]);
 
-    let work = TempDir::new("serve-second-mesh-envoy");
-    let boot = work.join("bootstrap.json");
-    tests::serve::agent_bootstrap(
-        &dir.join("ca.pem"),
-        "arn:aws:appmesh:us-east-1:000000000000:mesh/shop/virtualNode/web",
-        &serve.xds,
-        &boot,
-    );
-    let _envoy = host.envoy(&boot);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut status = Value::Null;
-    while Instant::now() < deadline {
-        status = get_json(&format!("{}/v1/status", serve.control)).await;
-        let e = &status["envoys"]["@shop/web"];
-        if e["connected"] == true && e["acked"]["listeners"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let e = &status["envoys"]["@shop/web"];
-    assert!(
-        e["connected"] == true && e["acked"]["listeners"].is_string() && e["problem"].is_null(),
-        "the second mesh's Envoy did not get its configuration: {status}\n{}",
-        serve.said()
-    );
+    let (_work, _envoy) = envoy_in_sync(
+        &host,
+        &dir,
+        &serve,
+        "shop/virtualNode/web",
+        "@shop/web",
+        "listeners",
+    )
+    .await;
+    let status = get_json(&format!("{}/v1/status", serve.control)).await;
     assert_eq!(status["mesh"], "gophermesh", "{status}");
 }

@@ -67,38 +67,12 @@ pub fn create_table_hint(name: &str) -> String {
     )
 }
 
-/// What DynamoDB (or the way to it) said, in one line: the service's code and message, or
-/// the innermost cause when it could not be reached.
+/// What DynamoDB (or the way to it) said, in one line.
 fn said<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    match e {
-        SdkError::ServiceError(s) => {
-            let meta = s.err().meta();
-            match (meta.code(), meta.message()) {
-                (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
-                // An answer the SDK could not read as an error: its status and body.
-                (None, _) => {
-                    let body = s.raw().body().bytes().unwrap_or_default();
-                    let text = String::from_utf8_lossy(body);
-                    format!(
-                        "HTTP {}: {}",
-                        s.raw().status().as_u16(),
-                        text.chars().take(300).collect::<String>()
-                    )
-                }
-            }
-        }
-        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".to_owned(),
-        _ => {
-            let mut cause: &dyn std::error::Error = e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            format!("cannot reach DynamoDB: {cause}")
-        }
-    }
+    super::sdk_said(e, "DynamoDB")
 }
 
 /// A runtime of its own for the SDK, on a thread that lives as long as the process.

@@ -12,6 +12,40 @@ fn retry_events_map_to_envoy_retry_on() {
     assert_eq!(codes, [409]);
 }
 
+/// The socket addresses of a cluster's endpoints, as (address, port).
+fn socket_addresses(
+    c: &cluster::Cluster,
+) -> Vec<(String, Option<core::socket_address::PortSpecifier>)> {
+    let assignment = c.load_assignment.as_ref().expect("endpoints");
+    assignment.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|lb| {
+            let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier
+            else {
+                panic!("no endpoint");
+            };
+            let Some(core::address::Address::SocketAddress(a)) =
+                &e.address.as_ref().expect("address").address
+            else {
+                panic!("not a socket address");
+            };
+            (a.address.clone(), a.port_specifier.clone())
+        })
+        .collect()
+}
+
+/// The requester's egress cluster to distributor-v1 in `snapshot`.
+fn requesters_v1_cluster(snapshot: &Snapshot) -> cluster::Cluster {
+    let res = for_node(snapshot, "requester").expect("resources");
+    let (_, any) = res
+        .clusters
+        .iter()
+        .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
+        .expect("the cluster");
+    cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
+}
+
 fn shipped_snapshot() -> Snapshot {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
     let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
@@ -196,18 +230,7 @@ fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
             .unwrap_or_else(|| panic!("no cluster {name}"));
         cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
     };
-    let endpoint = |c: &cluster::Cluster| {
-        let lb = &c.load_assignment.as_ref().expect("endpoints").endpoints[0].lb_endpoints[0];
-        let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
-            panic!("no endpoint");
-        };
-        let Some(core::address::Address::SocketAddress(a)) =
-            &e.address.as_ref().expect("address").address
-        else {
-            panic!("not a socket address");
-        };
-        (a.address.clone(), a.port_specifier.clone())
-    };
+    let endpoint = |c: &cluster::Cluster| socket_addresses(c).remove(0);
     let ingress = cluster("cds_ingress_gophermesh_requester_http_8080");
     assert_eq!(
         endpoint(&ingress),
@@ -242,17 +265,7 @@ fn ip_preference_is_the_dns_lookup_family() {
         placements: BTreeMap::new(),
         ..shipped_snapshot()
     };
-    let family = |snapshot: &Snapshot| {
-        let res = for_node(snapshot, "requester").expect("resources");
-        let (_, any) = res
-            .clusters
-            .iter()
-            .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
-            .expect("the cluster");
-        cluster::Cluster::decode(any.value.as_slice())
-            .expect("decodes")
-            .dns_lookup_family
-    };
+    let family = |snapshot: &Snapshot| requesters_v1_cluster(snapshot).dns_lookup_family;
     let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
     std::sync::Arc::make_mut(&mut mesh.value)
         .spec
@@ -771,36 +784,20 @@ fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
         }),
     });
     let endpoints = |snapshot: &Snapshot| {
-        let res = for_node(snapshot, "requester").expect("resources");
-        let (_, any) = res
-            .clusters
-            .iter()
-            .find(|(n, _)| n == "cds_egress_gophermesh_distributor-v1_http_8080")
-            .expect("the cluster");
-        let c = cluster::Cluster::decode(any.value.as_slice()).expect("decodes");
+        let c = requesters_v1_cluster(snapshot);
         assert_eq!(
             c.cluster_discovery_type,
             Some(cluster::cluster::ClusterDiscoveryType::Type(
                 cluster::cluster::DiscoveryType::Static as i32
             ))
         );
-        let lbs = &c.load_assignment.expect("endpoints").endpoints[0].lb_endpoints;
-        lbs.iter()
-            .map(|lb| {
-                let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier
-                else {
-                    panic!("no endpoint");
-                };
-                let Some(core::address::Address::SocketAddress(a)) =
-                    &e.address.as_ref().expect("address").address
-                else {
-                    panic!("not a socket address");
-                };
-                let Some(core::socket_address::PortSpecifier::PortValue(port)) = a.port_specifier
-                else {
-                    panic!("no port");
-                };
-                format!("{}:{port}", a.address)
+        socket_addresses(&c)
+            .into_iter()
+            .map(|(address, port)| match port {
+                Some(core::socket_address::PortSpecifier::PortValue(port)) => {
+                    format!("{address}:{port}")
+                }
+                other => panic!("{address}: no port value: {other:?}"),
             })
             .collect::<Vec<_>>()
     };
