@@ -71,9 +71,10 @@ impl Snapshot {
         )
     }
 
-    /// This snapshot as seen by the Envoys of mesh `name`: the snapshot itself for the
-    /// first mesh, or one holding the other mesh in its place (with nothing placed or
-    /// discovered: no task of another mesh runs here).
+    /// This snapshot as the translation sees it for the Envoys of mesh `name`: the
+    /// snapshot itself for the first mesh, or one holding the other mesh in its place (with
+    /// nothing placed or discovered, as no task of another mesh runs here, and without the
+    /// metadata, which the translation does not read).
     pub fn view(&self, name: &str) -> Option<std::borrow::Cow<'_, Snapshot>> {
         if self.mesh.name() == Some(name) {
             return Some(std::borrow::Cow::Borrowed(self));
@@ -82,7 +83,6 @@ impl Snapshot {
         Some(std::borrow::Cow::Owned(Snapshot {
             version: self.version,
             mesh: other.mesh.clone(),
-            meta: other.meta.clone(),
             ..Snapshot::default()
         }))
     }
