@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: the [`app::Service`] trait, binding and serving, and the binaries' `main`.
 //! - [`config`]: the flags both binaries take (logging, tracing export, draining).
+//! - [`grpc`]: the distributor's gRPC service, `gophers.Gopher`, on the wire.
 //! - [`telemetry`]: tracing and OpenTelemetry, set up once per process.
 //! - [`tracecontext`]: W3C `traceparent` and `x-request-id` on the way in and out.
 //! - [`server`]: the HTTP server loop (header-read timeout, peer address, drain).
@@ -11,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod grpc;
 pub mod healthcheck;
 pub mod server;
 pub mod shutdown;

@@ -4,9 +4,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use common::grpc;
 use common::shutdown::Health;
 use common::wire::{Gopher, TaskInfo, Version, X_GOPHER_VERSION};
 use serde_json::json;
@@ -82,6 +83,7 @@ impl State {
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/", get(answer))
+        .route(grpc::ANSWER_PATH, post(grpc_answer))
         .route("/gopher.svg", get(picture))
         .route("/health", get(health))
         .layer(common::tracecontext::InboundLayer)
@@ -92,7 +94,8 @@ fn version_header(version: Version) -> [(&'static str, HeaderValue); 1] {
     [(X_GOPHER_VERSION, HeaderValue::from_static(version.as_str()))]
 }
 
-async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
+/// Holds the answer for `--latency-ms`; then whether to fail it (`--error-rate`).
+async fn delay_or_fail(s: &State) -> bool {
     if !s.latency.is_zero() {
         tracing::info!(
             latency_ms = s.latency.as_millis(),
@@ -100,8 +103,15 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         );
         tokio::time::sleep(s.latency).await;
     }
-    if s.error_rate > 0.0 && fastrand::f64() < s.error_rate {
+    let fail = s.error_rate > 0.0 && fastrand::f64() < s.error_rate;
+    if fail {
         tracing::info!(error_rate = s.error_rate, "injecting a failure");
+    }
+    fail
+}
+
+async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    if delay_or_fail(&s).await {
         let body = Json(json!({
             "error": "injected failure",
             "reason": format!("--error-rate {} is set on this distributor", s.error_rate),
@@ -114,6 +124,63 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         )
             .into_response();
     }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        version_header(s.version),
+        answer_json(&s),
+    )
+        .into_response()
+}
+
+/// `gophers.Gopher/Answer`: the same answer as `GET /`, as a gRPC reply (with
+/// `x-gopher-version` too). An injected failure is gRPC's UNAVAILABLE, trailers-only.
+async fn grpc_answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    let grpc_headers = |status: u32| {
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(grpc::CONTENT_TYPE),
+            ),
+            (
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from(status),
+            ),
+        ]
+    };
+    if delay_or_fail(&s).await {
+        let mut failed =
+            (grpc_headers(grpc::UNAVAILABLE), version_header(s.version)).into_response();
+        let reason = format!("--error-rate {} is set on this distributor", s.error_rate);
+        if let Ok(value) = HeaderValue::try_from(reason) {
+            failed.headers_mut().insert("grpc-message", value);
+        }
+        return failed;
+    }
+    let reply = grpc::frame(&grpc::AnswerReply {
+        json: answer_json(&s),
+    });
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(grpc::OK));
+    let frames = futures::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(axum::body::Bytes::from(reply))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(grpc::CONTENT_TYPE),
+        )],
+        version_header(s.version),
+        axum::body::Body::new(http_body_util::StreamBody::new(frames)),
+    )
+        .into_response()
+}
+
+/// The answer's JSON: the fixed fields, when it is served, and the task when known.
+fn answer_json(s: &State) -> String {
     let mut body = String::with_capacity(s.head.len() + 48);
     body.push_str(&s.head);
     body.push_str(",\"served_at\":\"");
@@ -124,15 +191,7 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         body.push_str(&serde_json::to_string(task).unwrap_or_else(|_| "null".to_owned()));
     }
     body.push('}');
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        version_header(s.version),
-        body,
-    )
-        .into_response()
+    body
 }
 
 /// Appends `at` as RFC 3339 UTC with milliseconds (`2026-11-26T13:10:24.123Z`), as
@@ -281,6 +340,42 @@ mod tests {
         assert_eq!(v2["version"], "v2");
         assert!(v2["greeting"].is_string());
         assert_ne!(v1["gopher"]["name"], v2["gopher"]["name"]);
+    }
+
+    /// `gophers.Gopher/Answer` answers the same JSON as `GET /` as a gRPC reply with
+    /// status OK in the trailers; an injected failure is UNAVAILABLE, trailers-only.
+    #[tokio::test]
+    async fn grpc_answers_the_same_answer_and_fails_as_grpc() {
+        let call = |app: Router| async move {
+            let request = axum::http::Request::post(grpc::ANSWER_PATH)
+                .header(header::CONTENT_TYPE, grpc::CONTENT_TYPE)
+                .body(Body::from(grpc::frame(&grpc::AnswerRequest {})))
+                .expect("a request");
+            let Ok(response) = app.oneshot(request).await;
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.expect("a body");
+            let trailers = collected.trailers().cloned();
+            (parts, trailers, collected.to_bytes())
+        };
+        let (parts, trailers, body) = call(app(Version::V2, 0.0).0).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(parts.headers[header::CONTENT_TYPE], grpc::CONTENT_TYPE);
+        assert_eq!(parts.headers[X_GOPHER_VERSION], "v2");
+        assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+        let reply: grpc::AnswerReply = grpc::unframe(&body).expect("a reply");
+        let answer: common::wire::DistributorAnswer =
+            serde_json::from_str(&reply.json).expect("a DistributorAnswer");
+        assert_eq!(answer.version, Version::V2);
+
+        let (parts, trailers, body) = call(app(Version::V1, 1.0).0).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(parts.headers["grpc-status"], "14");
+        assert!(
+            parts.headers["grpc-message"]
+                .to_str()
+                .is_ok_and(|m| m.contains("--error-rate"))
+        );
+        assert!(trailers.is_none() && body.is_empty());
     }
 
     #[tokio::test]

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use common::tracecontext;
 use common::wire::{DistributorAnswer, Version};
+use common::{grpc, tracecontext};
 use reqwest::{Client, Url};
 use tracing::Instrument;
 
 use crate::Config;
+use crate::config::DistributorProtocol;
 
 /// A successful call: who answered, what they said, how long it took.
 #[derive(Debug, Clone)]
@@ -42,6 +43,12 @@ pub enum UpstreamError {
         "the distributor at {url} answered with a body that is not a distributor answer: {detail}"
     )]
     BadBody { url: Url, detail: String },
+    #[error("the distributor at {url} answered gRPC status {code}: {message}")]
+    Grpc {
+        url: Url,
+        code: u32,
+        message: String,
+    },
     #[error("the call to the distributor at {url} failed: {detail}")]
     Other { url: Url, detail: String },
 }
@@ -56,6 +63,7 @@ impl UpstreamError {
             Self::Timeout { .. } => "timeout".to_owned(),
             Self::Status { status, .. } => format!("http_{status}"),
             Self::BadBody { .. } => "bad_body".to_owned(),
+            Self::Grpc { code, .. } => format!("grpc_{code}"),
             Self::Other { .. } => "other".to_owned(),
         }
     }
@@ -75,6 +83,7 @@ pub struct DistributorClient {
     http: Client,
     url: Url,
     timeout: Duration,
+    grpc: bool,
 }
 
 impl DistributorClient {
@@ -90,10 +99,15 @@ impl DistributorClient {
         if let Some(proxy) = &config.egress_proxy {
             builder = builder.proxy(reqwest::Proxy::http(proxy.as_str())?);
         }
+        let grpc = config.distributor_protocol == DistributorProtocol::Grpc;
+        if grpc {
+            builder = builder.http2_prior_knowledge();
+        }
         Ok(Self {
             http: builder.build()?,
             url: config.distributor_url.clone(),
             timeout: config.request_timeout,
+            grpc,
         })
     }
 
@@ -164,14 +178,41 @@ impl DistributorClient {
 
     async fn send(&self, headers: reqwest::header::HeaderMap) -> Result<Answer, UpstreamError> {
         let started = Instant::now();
-        let response = self
-            .http
-            .get(self.url.clone())
+        let request = match self.grpc {
+            false => self.http.get(self.url.clone()),
+            true => self
+                .http
+                .post(
+                    self.url
+                        .join(grpc::ANSWER_PATH)
+                        .unwrap_or_else(|_| self.url.clone()),
+                )
+                .header(reqwest::header::CONTENT_TYPE, grpc::CONTENT_TYPE)
+                .header(reqwest::header::TE, "trailers")
+                .body(grpc::frame(&grpc::AnswerRequest {})),
+        };
+        let response = request
             .headers(headers)
             .send()
             .await
             .map_err(|e| self.classify(&e))?;
         let status = response.status();
+        // A gRPC failure comes trailers-only: its status in the headers.
+        let grpc_failure = response
+            .headers()
+            .get("grpc-status")
+            .filter(|code| *code != "0")
+            .map(|code| UpstreamError::Grpc {
+                url: self.url.clone(),
+                // 2 is gRPC's UNKNOWN: a status that is not a number.
+                code: code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
+                message: response
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .unwrap_or("(no message)")
+                    .to_owned(),
+            });
         let bytes = response.bytes().await.map_err(|e| self.classify(&e))?;
         let latency = started.elapsed();
         if !status.is_success() {
@@ -181,12 +222,22 @@ impl DistributorClient {
                 snippet: snippet(&bytes),
             });
         }
+        if let Some(failure) = grpc_failure {
+            return Err(failure);
+        }
         let bad_body = |detail: String| UpstreamError::BadBody {
             url: self.url.clone(),
             detail,
         };
-        let body: Box<serde_json::value::RawValue> = serde_json::from_slice(&bytes)
-            .map_err(|e| bad_body(format!("{e} (body starts {:?})", snippet(&bytes))))?;
+        let json = match self.grpc {
+            false => bytes.to_vec(),
+            true => grpc::unframe::<grpc::AnswerReply>(&bytes)
+                .map_err(bad_body)?
+                .json
+                .into_bytes(),
+        };
+        let body: Box<serde_json::value::RawValue> = serde_json::from_slice(&json)
+            .map_err(|e| bad_body(format!("{e} (body starts {:?})", snippet(&json))))?;
         let parsed: DistributorAnswer =
             serde_json::from_str(body.get()).map_err(|e| bad_body(e.to_string()))?;
         Ok(Answer {

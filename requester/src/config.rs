@@ -24,6 +24,12 @@ pub struct Config {
     )]
     pub distributor_url: Url,
 
+    /// How to ask the distributor: `http` (`GET /`) or `grpc` (`gophers.Gopher/Answer`
+    /// over HTTP/2 without TLS). The answer is the same; a mesh routes the two with an
+    /// httpRoute or a grpcRoute.
+    #[arg(long, env = "DISTRIBUTOR_PROTOCOL", value_enum, default_value = "http")]
+    pub distributor_protocol: DistributorProtocol,
+
     /// Send distributor calls through this HTTP proxy (e.g. the sidecar's egress listener,
     /// `http://127.0.0.1:15001`) instead of connecting directly. For running beside a
     /// sidecar without iptables interception. Unset: connect directly; the usual
@@ -56,12 +62,20 @@ pub struct Config {
     pub server: ServerArgs,
 }
 
+/// How the requester asks the distributor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistributorProtocol {
+    Http,
+    Grpc,
+}
+
 impl Config {
     /// A configuration that calls `distributor_url` directly, with default timeouts.
     pub fn new(listen: SocketAddr, distributor_url: Url) -> Self {
         Self {
             listen,
             distributor_url,
+            distributor_protocol: DistributorProtocol::Http,
             egress_proxy: None,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),

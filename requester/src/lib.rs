@@ -31,7 +31,7 @@ use common::config::TelemetryArgs;
 use common::shutdown::Health;
 use tokio::net::TcpListener;
 
-pub use config::Config;
+pub use config::{Config, DistributorProtocol};
 pub use routes::router;
 
 /// A bound, not yet serving requester: [`App::bind`], [`App::local_addr`], [`App::run`].

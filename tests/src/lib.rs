@@ -573,6 +573,17 @@ pub fn copy_of_shipped(label: &str) -> TempDir {
     dir
 }
 
+/// A fresh copy of `examples/NAME/mesh` and `examples/NAME/taskdefs`, as a directory `up`
+/// runs in.
+pub fn copy_of_example(name: &str, label: &str) -> TempDir {
+    let root = repo_root().join("examples").join(name);
+    let dir = TempDir::new(label);
+    for sub in ["mesh", "taskdefs"] {
+        copy_dir(&root.join(sub), &dir.join(sub));
+    }
+    dir
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {

@@ -43,7 +43,11 @@ fn every_shipped_file_passes_botocore_validation() {
     render_taskdefs(&rendered);
     let mut args: Vec<String> = Vec::new();
     let mut count = 0;
-    for file in json_files(&root.join("mesh")) {
+    let example = root.join("examples/grpc/mesh");
+    for file in json_files(&root.join("mesh"))
+        .into_iter()
+        .chain(json_files(&example))
+    {
         let dir = file
             .parent()
             .and_then(Path::file_name)
@@ -70,7 +74,10 @@ fn every_shipped_file_passes_botocore_validation() {
         ]);
         count += 1;
     }
-    assert_eq!(count, 18, "14 mesh files and 4 task definitions");
+    assert_eq!(
+        count, 31,
+        "14 mesh files, 13 of the gRPC example and 4 task definitions"
+    );
     let out = Command::new(tool("python"))
         .arg(root.join("tests/tools/botocore_validate.py"))
         .args(&args)

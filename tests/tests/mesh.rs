@@ -562,6 +562,55 @@ async fn a_per_request_timeout_cuts_a_slow_v2_with_504() {
     );
 }
 
+/// `examples/grpc`: the same walkthrough where the requester asks the distributors over
+/// gRPC (`gophers.Gopher/Answer`) and a grpcRoute splits the calls 90/10 (the route
+/// matches the gRPC service only, so every answer counted came over gRPC); its canary
+/// route matches `x-gopher-version: v2` as gRPC metadata; `route set` shifts it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_example_splits_grpc_calls_and_shifts_live() {
+    let dir = tests::copy_of_example("grpc", "grpc-example");
+    let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
+    let report = compare(&mesh, 2000, 16).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    let chi = chi_square(&report, 0.9);
+    assert!(
+        chi < CHI2_BOUND,
+        "the gRPC split is not 90/10: chi-square {chi:.2} for {report}"
+    );
+    let canary: Value = client()
+        .get(format!(
+            "{}/compare?n=100&concurrency=8&format=json",
+            mesh.requester
+        ))
+        .header("x-gopher-version", "v2")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (count(&canary, "v2"), count(&canary, "v1")),
+        (100.0, 0.0),
+        "the metadata route did not override the weights: {canary}"
+    );
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=0",
+        "distributor-v2=100",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    until_routes_acked(&mesh, "requester").await;
+    let report = compare(&mesh, 200, 8).await;
+    assert_eq!(
+        (count(&report, "v2"), count(&report, "v1")),
+        (200.0, 0.0),
+        "the shift did not reach the gRPC route: {report}"
+    );
+}
+
 #[test]
 fn up_refuses_a_broken_mesh_and_starts_nothing() {
     let dir = copy_of_shipped("broken");

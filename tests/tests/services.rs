@@ -68,6 +68,29 @@ async fn the_requester_says_who_answered_in_text_and_json() {
     assert_eq!(body["distributor"]["version"], "v1");
 }
 
+/// With `--distributor-protocol grpc` the requester asks over gRPC (HTTP/2 without TLS)
+/// and says the same; a distributor that fails answers gRPC UNAVAILABLE, which the
+/// requester reports as a 502 naming the gRPC status and its message.
+#[tokio::test]
+async fn the_requester_asks_over_grpc_when_told() {
+    let v2 = distributor("v2", &[]);
+    let r = requester(&v2.url(), &["--distributor-protocol", "grpc"]);
+    let (status, body) = get_json(&format!("{}/?format=json", r.url())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["distributor"]["version"], "v2");
+    assert_eq!(body["distributor"]["gopher"]["name"], "Goldie");
+
+    let failing = distributor("v1", &["--error-rate", "1"]);
+    let r = requester(&failing.url(), &["--distributor-protocol", "grpc"]);
+    let (status, body) = get_json(&format!("{}/?format=json", r.url())).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let said = body.to_string();
+    assert!(
+        said.contains("gRPC status 14") && said.contains("--error-rate"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn the_distributor_serves_its_answer_picture_and_health() {
     let v2 = distributor("v2", &[]);
