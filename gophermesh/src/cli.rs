@@ -344,6 +344,9 @@ pub(crate) struct UpArgs {
 
     #[command(flatten)]
     pub(crate) api: ApiArgs,
+
+    #[command(flatten)]
+    pub(crate) cloud_map: CloudMapArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -531,19 +534,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "GOPHERMESH_FOLLOW_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration, requires = "state")]
     pub(crate) follow_interval: std::time::Duration,
 
-    /// Whether the instances of Cloud Map nodes (`awsCloudMap` service discovery) are
-    /// looked up with Cloud Map's DiscoverInstances and become their callers' endpoints:
-    /// `auto` when AWS_REGION or AWS_DEFAULT_REGION is set or the mesh has Cloud Map nodes
-    /// at start (and a region is found), `on` (refuses to start without a region), or `off`
-    /// (their callers answer 503). Credentials, region and
-    /// AWS_ENDPOINT_URL_SERVICEDISCOVERY or AWS_ENDPOINT_URL come from the environment as
-    /// for the AWS CLI.
-    #[arg(long, env = "GOPHERMESH_CLOUD_MAP", value_enum, default_value = "auto")]
-    pub(crate) cloud_map: CloudMapMode,
-
-    /// How often Cloud Map nodes are looked up again.
-    #[arg(long, env = "GOPHERMESH_CLOUD_MAP_INTERVAL", default_value = "10s", value_parser = parse_interval)]
-    pub(crate) cloud_map_interval: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) cloud_map: CloudMapArgs,
 
     #[command(flatten)]
     pub(crate) api: ApiArgs,
@@ -663,13 +655,31 @@ fn parse_fleet(value: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// The table of `--state dynamodb://TABLE`.
-/// When `serve` looks up Cloud Map nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum CloudMapMode {
-    Auto,
-    On,
-    Off,
+/// Cloud Map lookups (`up` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CloudMapArgs {
+    /// Whether the instances of Cloud Map nodes (`awsCloudMap` service discovery) that no
+    /// task here runs are looked up with Cloud Map's DiscoverInstances and become their
+    /// callers' endpoints: `auto` when AWS_REGION or AWS_DEFAULT_REGION is set or the mesh
+    /// has Cloud Map nodes at start (and a region is found), `on` (refuses to start without
+    /// a region), or `off` (their callers answer 503). Credentials, region and
+    /// AWS_ENDPOINT_URL_SERVICEDISCOVERY or AWS_ENDPOINT_URL come from the environment as
+    /// for the AWS CLI.
+    #[arg(long, env = "GOPHERMESH_CLOUD_MAP", value_enum, default_value = "auto")]
+    pub(crate) cloud_map: gophermesh::config::CloudMapMode,
+
+    /// How often Cloud Map nodes are looked up again.
+    #[arg(long, env = "GOPHERMESH_CLOUD_MAP_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub(crate) cloud_map_interval: std::time::Duration,
+}
+
+impl CloudMapArgs {
+    pub(crate) fn config(&self) -> gophermesh::config::CloudMapConfig {
+        gophermesh::config::CloudMapConfig {
+            mode: self.cloud_map,
+            interval: self.cloud_map_interval,
+        }
+    }
 }
 
 /// A duration of at least 10 ms (`500ms`, `10s`, `1m`).
@@ -681,6 +691,7 @@ fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// The table of `--state dynamodb://TABLE`.
 fn parse_state(value: &str) -> Result<String, String> {
     let Some(table) = value.strip_prefix("dynamodb://") else {
         return Err(format!(

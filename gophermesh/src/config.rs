@@ -39,6 +39,21 @@ impl NetworkMode {
     }
 }
 
+/// When Cloud Map nodes are looked up (`--cloud-map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloudMapMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// `--cloud-map` and `--cloud-map-interval` (`up` and `serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct CloudMapConfig {
+    pub mode: CloudMapMode,
+    pub interval: std::time::Duration,
+}
+
 /// `gophermesh up`.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
@@ -71,6 +86,8 @@ pub struct UpConfig {
     pub allow_hosts: Vec<String>,
     /// A control plane elsewhere (`--control-plane`): `HOST:PORT` and the CA to trust.
     pub control_plane: Option<(String, PathBuf)>,
+    /// Cloud Map lookups for the nodes no task here runs.
+    pub cloud_map: CloudMapConfig,
 }
 
 /// `gophermesh bench`.

@@ -188,47 +188,67 @@ fn bootstrap_names_the_variable_that_is_wrong() {
     }
 }
 
-/// Cloud Map flags that cannot work stop `serve` at once, naming the flag or the variable.
+/// Cloud Map flags that cannot work stop `serve` and `up` at once, naming the flag or the
+/// variable.
 #[test]
 fn bad_cloud_map_flags_are_refused_at_start() {
     let dir = copy_of_shipped("serve-cloud-map-flags");
-    let serve = |args: &[&str], env: &[(&str, &str)]| {
+    let run = |command: &[&str], args: &[&str]| {
         let out = Command::new(bin("gophermesh"))
             .current_dir(&dir)
-            .arg("serve")
-            .args(["--xds-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
-            .args(["--control-listen", "127.0.0.1:0"])
+            .args(command)
             .args(args)
             .env_remove("AWS_REGION")
             .env_remove("AWS_DEFAULT_REGION")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/nonexistent")
-            .envs(env.iter().copied())
             .output()
-            .expect("serve runs");
+            .expect("gophermesh runs");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, said) = serve(&["--cloud-map-interval", "0s"], &[]);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("--cloud-map-interval") && said.contains("at least 10ms"),
-        "{said}"
-    );
-    let (code, said) = serve(&["--cloud-map", "sometimes"], &[]);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("--cloud-map") && said.contains("auto, on, off"),
-        "{said}"
-    );
-    let (code, said) = serve(&["--cloud-map", "on"], &[]);
-    assert_eq!(code, Some(1), "{said}");
-    assert!(
-        said.contains("--cloud-map on") && said.contains("AWS_REGION"),
-        "{said}"
-    );
+    let serve: &[&str] = &[
+        "serve",
+        "--xds-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--control-listen",
+        "127.0.0.1:0",
+    ];
+    let up: &[&str] = &[
+        "up",
+        "--requester-port",
+        "0",
+        "--gateway-port",
+        "0",
+        "--control-port",
+        "0",
+        "--api-port",
+        "0",
+    ];
+    for command in [serve, up] {
+        let (code, said) = run(command, &["--cloud-map-interval", "0s"]);
+        assert_eq!(code, Some(2), "{command:?}: {said}");
+        assert!(
+            said.contains("--cloud-map-interval") && said.contains("at least 10ms"),
+            "{command:?}: {said}"
+        );
+        let (code, said) = run(command, &["--cloud-map", "sometimes"]);
+        assert_eq!(code, Some(2), "{command:?}: {said}");
+        assert!(
+            said.contains("--cloud-map") && said.contains("auto, on, off"),
+            "{command:?}: {said}"
+        );
+        let (code, said) = run(command, &["--cloud-map", "on"]);
+        assert_eq!(code, Some(1), "{command:?}: {said}");
+        assert!(
+            said.contains("--cloud-map on") && said.contains("AWS_REGION"),
+            "{command:?}: {said}"
+        );
+    }
 }
 
 /// Until every one of `nodes` is connected to `serve` and has ACKed its current version.

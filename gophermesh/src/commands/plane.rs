@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use controlplane::ads::{Ads, EnvoyStatuses};
 use controlplane::{Cache, Identity, Store};
 use gophermesh::api::guard::{self, Auth, Guard};
@@ -14,6 +14,8 @@ use gophermesh::api::live::Live;
 use gophermesh::api::sigv4::Credentials;
 use gophermesh::api::token::ControlToken;
 use gophermesh::api::{appmesh, control};
+use gophermesh::config::{CloudMapConfig, CloudMapMode};
+use gophermesh::progress::say;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
@@ -322,4 +324,61 @@ fn spawn_api(
             tracing::error!("{what} stopped: {e}");
         }
     })
+}
+
+/// Starts looking up the Cloud Map nodes as `--cloud-map` says (and says so).
+pub(crate) async fn follow_cloud_map(
+    config: CloudMapConfig,
+    store: &controlplane::Store,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let nodes = store
+        .current()
+        .mesh
+        .virtual_nodes
+        .values()
+        .filter(|n| {
+            n.value
+                .spec
+                .service_discovery
+                .as_ref()
+                .is_some_and(|sd| sd.aws_cloud_map.is_some())
+        })
+        .count();
+    let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if config.mode == CloudMapMode::Auto && nodes == 0 && !region_set {
+        // Nothing to look up, and no sign of AWS: not even the instance metadata is asked.
+        return Ok(None);
+    }
+    if config.mode == CloudMapMode::Off {
+        if nodes > 0 {
+            say(format!(
+                "Cloud Map: not looked up (--cloud-map off); the callers of its {nodes} node(s) answer 503"
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(cloud_map) = controlplane::cloudmap::CloudMap::from_env().await else {
+        if config.mode == CloudMapMode::On {
+            bail!(
+                "--cloud-map on: no AWS region is configured; set AWS_REGION (or AWS_DEFAULT_REGION)"
+            );
+        }
+        if nodes > 0 {
+            say(format!(
+                "Cloud Map: not looked up (no AWS region is configured: set AWS_REGION, or --cloud-map off to silence this); the callers of its {nodes} node(s) answer 503"
+            ));
+        }
+        return Ok(None);
+    };
+    say(format!(
+        "Cloud Map: looking up its nodes ({nodes} now) every {}",
+        humantime::format_duration(config.interval)
+    ));
+    Ok(Some(tokio::spawn(controlplane::cloudmap::follow(
+        store.clone(),
+        cloud_map,
+        config.interval,
+    ))))
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::plane;
-use crate::cli::{CloudMapMode, ServeArgs};
+use crate::cli::ServeArgs;
 
 /// What the control API shows of the tasks when none run here.
 #[derive(Debug)]
@@ -86,63 +86,6 @@ fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{flag} {addr}: cannot listen there"))
 }
 
-/// Starts looking up the Cloud Map nodes as `--cloud-map` says (and says so).
-async fn follow_cloud_map(
-    args: &ServeArgs,
-    store: &controlplane::Store,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let nodes = store
-        .current()
-        .mesh
-        .virtual_nodes
-        .values()
-        .filter(|n| {
-            n.value
-                .spec
-                .service_discovery
-                .as_ref()
-                .is_some_and(|sd| sd.aws_cloud_map.is_some())
-        })
-        .count();
-    let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
-    if args.cloud_map == CloudMapMode::Auto && nodes == 0 && !region_set {
-        // Nothing to look up, and no sign of AWS: not even the instance metadata is asked.
-        return Ok(None);
-    }
-    if args.cloud_map == CloudMapMode::Off {
-        if nodes > 0 {
-            say(format!(
-                "Cloud Map: not looked up (--cloud-map off); the callers of its {nodes} node(s) answer 503"
-            ));
-        }
-        return Ok(None);
-    }
-    let Some(cloud_map) = controlplane::cloudmap::CloudMap::from_env().await else {
-        if args.cloud_map == CloudMapMode::On {
-            bail!(
-                "--cloud-map on: no AWS region is configured; set AWS_REGION (or AWS_DEFAULT_REGION)"
-            );
-        }
-        if nodes > 0 {
-            say(format!(
-                "Cloud Map: not looked up (no AWS region is configured: set AWS_REGION, or --cloud-map off to silence this); the callers of its {nodes} node(s) answer 503"
-            ));
-        }
-        return Ok(None);
-    };
-    say(format!(
-        "Cloud Map: looking up its nodes ({nodes} now) every {}",
-        humantime::format_duration(args.cloud_map_interval)
-    ));
-    Ok(Some(tokio::spawn(controlplane::cloudmap::follow(
-        store.clone(),
-        cloud_map,
-        args.cloud_map_interval,
-    ))))
-}
-
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     check_exposure(&args)?;
     let files = gophermesh::runtime::raise_open_files();
@@ -184,7 +127,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let envoys = EnvoyStatuses::default();
     let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?;
     let mut background = vec![ads];
-    if let Some(follow) = follow_cloud_map(&args, &store).await? {
+    if let Some(follow) = plane::follow_cloud_map(args.cloud_map.config(), &store).await? {
         background.push(follow);
     }
     let apis = plane::start_apis(

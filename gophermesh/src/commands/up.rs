@@ -60,6 +60,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         api_credentials: args.api.credentials(),
         identity: args.api.identity(),
         allow_hosts: args.api.allow_host,
+        cloud_map: args.cloud_map.config(),
         control_plane: match (args.control_plane, args.control_plane_ca) {
             (Some(endpoint), Some(ca)) => {
                 anyhow::ensure!(
@@ -207,6 +208,9 @@ impl Up<'_> {
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
         background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?.0);
+        if let Some(follow) = plane::follow_cloud_map(config.cloud_map, store).await? {
+            background.push(follow);
+        }
         let launch = launch(runtime::Xds::Local(xds_addr));
 
         let control_listener =
