@@ -40,8 +40,14 @@ pub fn set_exporting(on: bool) {
     EXPORTING.store(on, Ordering::Relaxed);
 }
 
-fn exporting() -> bool {
+/// Whether spans leave the process (an OTLP endpoint is set). Without, a span that no log
+/// line shows need not be built at all.
+pub fn spans_exported() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+fn exporting() -> bool {
+    spans_exported()
 }
 
 /// The trace context of the request being served when spans are not exported.

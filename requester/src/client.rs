@@ -95,7 +95,9 @@ impl DistributorClient {
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // The distributor answers; it never redirects, and a redirect is no answer.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(proxy) = &config.egress_proxy {
             builder = builder.proxy(reqwest::Proxy::http(proxy.as_str())?);
         }
@@ -130,13 +132,17 @@ impl DistributorClient {
         request_id: &str,
         version: Option<&reqwest::header::HeaderValue>,
     ) -> Result<Answer, UpstreamError> {
-        let span = tracing::info_span!(
-            "distributor call",
-            otel.name = "GET distributor",
-            otel.kind = "client",
-            url.full = %self.url,
-            request_id,
-        );
+        // The client span is for the exported trace; no log line is written inside it.
+        let span = match tracecontext::spans_exported() {
+            true => tracing::info_span!(
+                "distributor call",
+                otel.name = "GET distributor",
+                otel.kind = "client",
+                url.full = %self.url,
+                request_id,
+            ),
+            false => tracing::Span::none(),
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         tracecontext::inject(&span, request_id, &mut headers);
         if let Some(v) = version {
