@@ -66,32 +66,7 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         .expect("text");
     assert!(text.starts_with("distributor v"), "{text}");
 
-    // 90/10, as the route says.
-    let report = compare(&mesh, 2000, 16).await;
-    assert_eq!(report["ok"], 2000, "{report}");
-    let chi = chi_square(&report, 0.9);
-    assert!(
-        chi < CHI2_BOUND,
-        "the split is not 90/10: chi-square {chi:.2} for {report}"
-    );
-    // The canary route: asking for v2 by header reaches v2, whatever the weights say.
-    let canary: Value = client()
-        .get(format!(
-            "{}/compare?n=200&concurrency=8&format=json",
-            mesh.requester
-        ))
-        .header("x-gopher-version", "v2")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        (count(&canary, "v2"), count(&canary, "v1")),
-        (200.0, 0.0),
-        "the header route did not override the weights: {canary}"
-    );
+    let report = split_90_10_with_a_v2_canary(&mesh, 200).await;
     let chi_50 = chi_square(&report, 0.5);
     assert!(
         chi_50 > CHI2_BOUND,
@@ -562,24 +537,20 @@ async fn a_per_request_timeout_cuts_a_slow_v2_with_504() {
     );
 }
 
-/// `examples/grpc`: the same walkthrough where the requester asks the distributors over
-/// gRPC (`gophers.Gopher/Answer`) and a grpcRoute splits the calls 90/10 (the route
-/// matches the gRPC service only, so every answer counted came over gRPC); its canary
-/// route matches `x-gopher-version: v2` as gRPC metadata; `route set` shifts it live.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grpc_example_splits_grpc_calls_and_shifts_live() {
-    let dir = tests::copy_of_example("grpc", "grpc-example");
-    let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
-    let report = compare(&mesh, 2000, 16).await;
+/// 2,000 calls split 90/10, as the route says (chi-square), and `canary` calls asking for v2
+/// by header (the canary route; gRPC metadata in the gRPC example) all reach v2, whatever
+/// the weights say. The 2,000 calls' report.
+async fn split_90_10_with_a_v2_canary(mesh: &LocalMesh, canary: u32) -> Value {
+    let report = compare(mesh, 2000, 16).await;
     assert_eq!(report["ok"], 2000, "{report}");
     let chi = chi_square(&report, 0.9);
     assert!(
         chi < CHI2_BOUND,
-        "the gRPC split is not 90/10: chi-square {chi:.2} for {report}"
+        "the split is not 90/10: chi-square {chi:.2} for {report}"
     );
-    let canary: Value = client()
+    let asked: Value = client()
         .get(format!(
-            "{}/compare?n=100&concurrency=8&format=json",
+            "{}/compare?n={canary}&concurrency=8&format=json",
             mesh.requester
         ))
         .header("x-gopher-version", "v2")
@@ -590,10 +561,22 @@ async fn the_grpc_example_splits_grpc_calls_and_shifts_live() {
         .await
         .expect("json");
     assert_eq!(
-        (count(&canary, "v2"), count(&canary, "v1")),
-        (100.0, 0.0),
-        "the metadata route did not override the weights: {canary}"
+        (count(&asked, "v2"), count(&asked, "v1")),
+        (f64::from(canary), 0.0),
+        "the canary route did not override the weights: {asked}"
     );
+    report
+}
+
+/// `examples/grpc`: the same walkthrough where the requester asks the distributors over
+/// gRPC (`gophers.Gopher/Answer`) and a grpcRoute splits the calls 90/10 (the route
+/// matches the gRPC service only, so every answer counted came over gRPC); its canary
+/// route matches `x-gopher-version: v2` as gRPC metadata; `route set` shifts it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_example_splits_grpc_calls_and_shifts_live() {
+    let dir = tests::copy_of_example("grpc", "grpc-example");
+    let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
+    split_90_10_with_a_v2_canary(&mesh, 100).await;
     let (code, said) = mesh.cli(&[
         "route",
         "set",
