@@ -46,10 +46,6 @@ pub fn spans_exported() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-fn exporting() -> bool {
-    spans_exported()
-}
-
 /// The trace context of the request being served when spans are not exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Local {
@@ -142,7 +138,7 @@ impl Injector for HeaderInjector<'_> {
 /// The trace id of `span` (or, when spans are not exported, of the request being served)
 /// as 32 hex digits; all zeros when there is none.
 pub fn trace_id(span: &Span) -> String {
-    if exporting() {
+    if spans_exported() {
         return span.context().span().span_context().trace_id().to_string();
     }
     CURRENT
@@ -211,7 +207,7 @@ where
             trace_id = Empty,
             request_id = %request_id,
         );
-        let local = if exporting() {
+        let local = if spans_exported() {
             // Setting a parent can only fail when the span is disabled, in which case there
             // is nothing to continue.
             let _ = span.set_parent(parent);
@@ -294,7 +290,7 @@ where
 /// When spans are not exported, the outbound call is a new span id in the trace of the
 /// request being served.
 pub fn inject(span: &Span, request_id: &str, headers: &mut HeaderMap) {
-    if exporting() {
+    if spans_exported() {
         let cx = span.context();
         global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
     } else if let Some(local) = CURRENT.try_with(|served| served.local).ok().flatten() {

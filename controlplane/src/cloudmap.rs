@@ -137,12 +137,9 @@ impl CloudMap {
     }
 }
 
-/// The virtual nodes of the store's mesh that Cloud Map discovers, by name.
-fn discovered_nodes(store: &Store) -> Vec<(String, AwsCloudMapServiceDiscovery)> {
-    store
-        .current()
-        .mesh
-        .virtual_nodes
+/// The virtual nodes of `mesh` that Cloud Map discovers, by name.
+pub fn discovered_nodes(mesh: &meshmodel::Mesh) -> Vec<(String, AwsCloudMapServiceDiscovery)> {
+    mesh.virtual_nodes
         .iter()
         .filter_map(|(name, node)| {
             let sd = node.value.spec.service_discovery.as_ref()?;
@@ -157,7 +154,7 @@ pub async fn follow(store: Store, cloud_map: CloudMap, every: Duration) {
     let mut failing: BTreeMap<String, String> = BTreeMap::new();
     loop {
         let mut found = store.current().discovered.clone();
-        let nodes = discovered_nodes(&store);
+        let nodes = discovered_nodes(&store.current().mesh);
         found.retain(|name, _| nodes.iter().any(|(n, _)| n == name));
         for (name, discovery) in &nodes {
             match cloud_map.discover(discovery).await {

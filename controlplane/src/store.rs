@@ -38,6 +38,11 @@ pub struct Snapshot {
     pub others: BTreeMap<String, Arc<OtherMesh>>,
 }
 
+/// Other meshes as loaded, as a snapshot holds them.
+fn shared(others: BTreeMap<String, OtherMesh>) -> BTreeMap<String, Arc<OtherMesh>> {
+    others.into_iter().map(|(n, o)| (n, Arc::new(o))).collect()
+}
+
 /// A mesh other than the first, and the metadata of its resources.
 #[derive(Debug, Clone, Default)]
 pub struct OtherMesh {
@@ -161,7 +166,7 @@ impl Store {
             version: 1,
             mesh,
             meta,
-            others: others.into_iter().map(|(n, o)| (n, Arc::new(o))).collect(),
+            others: shared(others),
             ..Snapshot::default()
         };
         let (tx, _) = watch::channel(Arc::new(snapshot));
@@ -393,23 +398,27 @@ impl Store {
             deletes.push(record_key(other.as_deref(), &key));
             meta.remove(&key);
         }
-        let mut next = Snapshot {
-            version: current.version + 1,
-            ..current.clone()
-        };
-        match other {
-            None => {
-                next.mesh = mesh;
-                next.meta = meta;
-            }
-            // A mesh with nothing left in it (deleted) is gone.
-            Some(name) if mesh.resources().is_empty() => {
-                next.others.remove(&name);
-            }
+        // Only the mesh the change is about is replaced; the rest is carried over.
+        let (mesh, meta, others) = match other {
+            None => (mesh, meta, current.others.clone()),
             Some(name) => {
-                next.others.insert(name, Arc::new(OtherMesh { mesh, meta }));
+                let mut others = current.others.clone();
+                // A mesh with nothing left in it (deleted) is gone.
+                match mesh.resources().is_empty() {
+                    true => others.remove(&name),
+                    false => others.insert(name, Arc::new(OtherMesh { mesh, meta })),
+                };
+                (current.mesh.clone(), current.meta.clone(), others)
             }
-        }
+        };
+        let next = Snapshot {
+            version: current.version + 1,
+            mesh,
+            meta,
+            others,
+            placements: current.placements.clone(),
+            discovered: current.discovered.clone(),
+        };
         (puts, deletes, Arc::new(next))
     }
 
@@ -431,12 +440,9 @@ impl Store {
             version: current.version + 1,
             mesh: loaded.mesh,
             meta: loaded.meta,
-            others: loaded
-                .others
-                .into_iter()
-                .map(|(n, o)| (n, Arc::new(o)))
-                .collect(),
-            ..(*current).clone()
+            others: shared(loaded.others),
+            placements: current.placements.clone(),
+            discovered: current.discovered.clone(),
         }));
         Ok(())
     }

@@ -356,6 +356,18 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// `up`'s flags that put every listener it publishes on a free port.
+pub const UP_ON_FREE_PORTS: &[&str] = &[
+    "--requester-port",
+    "0",
+    "--gateway-port",
+    "0",
+    "--control-port",
+    "0",
+    "--api-port",
+    "0",
+];
+
 impl LocalMesh {
     /// Starts `gophermesh up` in `dir` (which has mesh/ and taskdefs/) and waits up to 90 s
     /// for it to print `ready`.
@@ -384,18 +396,9 @@ impl LocalMesh {
         );
         let mut child = Command::new(bin("gophermesh"))
             .current_dir(dir)
-            .args([
-                "up",
-                "--requester-port",
-                "0",
-                "--gateway-port",
-                "0",
-                "--control-port",
-                "0",
-                "--api-port",
-                "0",
-                "--bin-dir",
-            ])
+            .arg("up")
+            .args(UP_ON_FREE_PORTS)
+            .arg("--bin-dir")
             // Pods run images, and images are made from the release binaries (as the
             // README says), so that every test agrees on which build an image holds.
             .arg(if mode == Mode::Containers {

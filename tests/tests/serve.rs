@@ -218,18 +218,8 @@ fn bad_cloud_map_flags_are_refused_at_start() {
         "--control-listen",
         "127.0.0.1:0",
     ];
-    let up: &[&str] = &[
-        "up",
-        "--requester-port",
-        "0",
-        "--gateway-port",
-        "0",
-        "--control-port",
-        "0",
-        "--api-port",
-        "0",
-    ];
-    for command in [serve, up] {
+    let up = [&["up"], tests::UP_ON_FREE_PORTS].concat();
+    for command in [serve, &up] {
         let (code, said) = run(command, &["--cloud-map-interval", "0s"]);
         assert_eq!(code, Some(2), "{command:?}: {said}");
         assert!(
@@ -634,16 +624,7 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     let (_gophers, listen) = host.gophers();
 
     let url = format!("http://{listen}/compare?n=1000&concurrency=8&format=json");
-    let compare = || async {
-        client()
-            .get(&url)
-            .send()
-            .await
-            .expect("the requester answers across the veth")
-            .json::<Value>()
-            .await
-            .expect("json")
-    };
+    let compare = || get_json(&url);
     // The first lookup may land after the Envoy's first configuration: until then, the
     // distributors have no endpoints and the requester reports failures.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -331,19 +331,7 @@ pub(crate) async fn follow_cloud_map(
     config: CloudMapConfig,
     store: &controlplane::Store,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let nodes = store
-        .current()
-        .mesh
-        .virtual_nodes
-        .values()
-        .filter(|n| {
-            n.value
-                .spec
-                .service_discovery
-                .as_ref()
-                .is_some_and(|sd| sd.aws_cloud_map.is_some())
-        })
-        .count();
+    let nodes = controlplane::cloudmap::discovered_nodes(&store.current().mesh).len();
     let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
