@@ -4,7 +4,8 @@
 # by the id an earlier call returned and `${VPC_ID}` by the environment's. Stops at the
 # first refused call and prints what it created so far; what it created is kept in
 # created.txt (REF=id). AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_VPC_LATTICE are honoured by
-# the AWS CLI.
+# the AWS CLI. It only creates (run twice, it makes everything twice): `gophermesh export
+# lattice --apply` compares with what is there, and `--teardown` deletes it.
 set -euo pipefail
 cd "$(dirname "$0")"
 : "${VPC_ID:?set VPC_ID to the VPC of the target groups}"

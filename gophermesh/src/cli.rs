@@ -187,13 +187,37 @@ pub(crate) enum ExportWhat {
     ServiceConnect(ExportArgs),
     /// VPC Lattice: the `aws vpc-lattice --cli-input-json` inputs in creation order (a
     /// service network; per virtual node a target group; per virtual service a service, its
-    /// association and a listener; per conditional route a rule, weights times 9) and
-    /// apply.sh, which makes the calls in order (VPC_ID from the environment).
-    Lattice(ExportArgs),
+    /// association and a listener; per conditional route a rule, weights times 9; each
+    /// tagged gophermesh:mesh=MESH) and apply.sh, which makes the calls in order (VPC_ID from
+    /// the environment). With --apply or --teardown, the calls are made here.
+    Lattice(LatticeArgs),
     /// The Kubernetes Gateway API, mesh profile (GAMMA): a Service per virtual node and per
     /// virtual service, an HTTPRoute (or GRPCRoute) per router with matches, weighted
     /// backendRefs and the per-request timeout, one YAML file each.
     GatewayApi(ExportArgs),
+}
+
+/// `export lattice`: the export's flags and the Lattice calls.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LatticeArgs {
+    #[command(flatten)]
+    pub(crate) export: ExportArgs,
+
+    /// Make the calls through the AWS CLI (so AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL
+    /// apply): create what is missing, update what differs, delete what an earlier apply of
+    /// this mesh made that the mesh no longer has; run again, it changes nothing. Files
+    /// are written only with --out.
+    #[arg(long, conflicts_with = "teardown")]
+    pub(crate) apply: bool,
+
+    /// Delete every Lattice resource tagged gophermesh:mesh=MESH (what --apply or apply.sh
+    /// made for this mesh), in the order Lattice allows.
+    #[arg(long)]
+    pub(crate) teardown: bool,
+
+    /// The VPC the target groups are in (--apply).
+    #[arg(long, env = "VPC_ID", value_name = "VPC")]
+    pub(crate) vpc_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

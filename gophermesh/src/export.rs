@@ -5,10 +5,16 @@
 //! ```text
 //! service_connect   ECS Service Connect: per task, the task definition without the Envoy
 //!                   and its APPMESH proxy, and the service's serviceConnectConfiguration
+//! lattice           VPC Lattice: the `aws vpc-lattice` calls in creation order
+//! gateway_api       the Kubernetes Gateway API: Services and HTTPRoutes / GRPCRoutes
 //! ```
 //!
-//! What each target carries is one table ([`SERVICE_CONNECT`]), which the report, the
-//! README's table and the tests all read.
+//! What each target carries is one table per target ([`SERVICE_CONNECT`], [`LATTICE`],
+//! [`GATEWAY_API`]), which the report, the
+//! README's table and the tests all read. [`lattice_apply`] makes the Lattice export's calls
+//! itself (`export lattice --apply` and `--teardown`).
+
+pub mod lattice_apply;
 
 use std::collections::BTreeMap;
 
@@ -684,6 +690,32 @@ fn protocol_version(protocol: meshmodel::appmesh::Protocol) -> &'static str {
 /// `NN-CALL--REF.json`, where `@{REF}` in a later input stands for the id the call named
 /// REF returned and `${VPC_ID}` comes from the environment (`apply.sh` does both).
 pub fn lattice(mesh: &Mesh) -> Export {
+    let (steps, mut out) = lattice_steps(mesh);
+    for (i, step) in steps.into_iter().enumerate() {
+        out.files.insert(
+            format!("{:03}-{}--{}.json", i + 1, step.call, step.reference),
+            step.input,
+        );
+    }
+    out
+}
+
+/// The tag on every Lattice resource the export creates, whose value is the mesh's name:
+/// what `export lattice --apply` may change and `--teardown` deletes.
+pub const LATTICE_MESH_TAG: &str = "gophermesh:mesh";
+
+/// One `aws vpc-lattice CALL --cli-input-json INPUT` of the Lattice export; later inputs
+/// name its result's id `@{REFERENCE}`.
+#[derive(Debug, Clone)]
+pub struct LatticeStep {
+    pub call: &'static str,
+    pub reference: String,
+    pub input: Value,
+}
+
+/// The Lattice calls for `mesh` in creation order (each input tagged
+/// [`LATTICE_MESH_TAG`] with the mesh's name), and what they lose.
+pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
     let mut out = Export::new(LATTICE, mesh);
     let mut steps: Vec<(&'static str, String, Value)> = Vec::new();
     let mesh_name = mesh.name().unwrap_or("mesh").to_owned();
@@ -872,11 +904,18 @@ pub fn lattice(mesh: &Mesh) -> Export {
             ));
         }
     }
-    for (i, (call, reference, input)) in steps.into_iter().enumerate() {
-        out.files
-            .insert(format!("{:03}-{call}--{reference}.json", i + 1), input);
-    }
-    out
+    let steps = steps
+        .into_iter()
+        .map(|(call, reference, mut input)| {
+            input["tags"] = json!({ LATTICE_MESH_TAG: mesh_name });
+            LatticeStep {
+                call,
+                reference,
+                input,
+            }
+        })
+        .collect();
+    (steps, out)
 }
 
 /// A Kubernetes name (DNS-1035 label): lower case, other characters as `-`, at most 63.

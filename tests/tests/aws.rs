@@ -1149,6 +1149,273 @@ fn lattice_export_applies_to_moto_with_the_split_and_the_canary_rule() {
     );
 }
 
+/// `gophermesh export lattice` with `args`, run in `dir` against `moto`: (exit code,
+/// stdout, stderr).
+fn export_lattice(moto: &Moto, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(dir)
+        .args(["export", "lattice"])
+        .args(args)
+        .envs(moto.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("PATH", moto.path_env())
+        .output()
+        .expect("gophermesh runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Lattice's target group ids by name, and the weights a forward action gives each name.
+fn lattice_forward(moto: &Moto, action: &Value) -> Vec<(String, i64)> {
+    let groups: Value =
+        serde_json::from_str(&moto.aws(&["vpc-lattice", "list-target-groups", "--output", "json"]))
+            .expect("json");
+    let name_of = |id: &str| {
+        groups["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|g| g["id"] == id)
+            .map(|g| g["name"].as_str().expect("name").to_owned())
+            .unwrap_or_else(|| panic!("no target group {id}"))
+    };
+    action["forward"]["targetGroups"]
+        .as_array()
+        .expect("a forward action")
+        .iter()
+        .map(|t| {
+            (
+                name_of(t["targetGroupIdentifier"].as_str().expect("id")),
+                t["weight"].as_i64().expect("weight"),
+            )
+        })
+        .collect()
+}
+
+/// `export lattice --apply` against moto (its Lattice completed by
+/// tests/tools/moto_lattice.py), read back with the AWS CLI: the 90/10 split on the
+/// distributor's listener and the canary header rule before it, to the right target
+/// groups. A second apply changes nothing; a mesh without the canary and at 50/50 updates
+/// the listener and deletes the rule; `--teardown` deletes everything, and again finds
+/// nothing. A resource of the same name that is not the mesh's stops the apply, which says
+/// what it had done.
+#[test]
+fn lattice_apply_reconciles_and_tears_down() {
+    let moto = Moto::start();
+    let dir = tests::copy_of_shipped("lattice-apply");
+    let apply = || export_lattice(&moto, &dir, &["--apply"]);
+    let (code, said, err) = apply();
+    assert_eq!(code, Some(0), "{said}{err}");
+    assert!(
+        said.contains("done: 11 created, 0 updated, 0 unchanged, 0 deleted"),
+        "{said}"
+    );
+    assert!(
+        err.contains("lost: mesh/routes/distributor.json: spec.httpRoute.retryPolicy"),
+        "the losses are printed with --apply too:\n{err}"
+    );
+    let service = moto.aws(&[
+        "vpc-lattice",
+        "list-services",
+        "--query",
+        "items[?name=='distributor-gophers-local'].id | [0]",
+        "--output",
+        "text",
+    ]);
+    let listener = moto.aws(&[
+        "vpc-lattice",
+        "list-listeners",
+        "--service-identifier",
+        &service,
+        "--query",
+        "items[0].id",
+        "--output",
+        "text",
+    ]);
+    let get = |call: &str, more: &[&str]| -> Value {
+        let mut args = vec![
+            "vpc-lattice",
+            call,
+            "--service-identifier",
+            &service,
+            "--listener-identifier",
+            &listener,
+            "--output",
+            "json",
+        ];
+        args.extend(more);
+        serde_json::from_str(&moto.aws(&args)).expect("json")
+    };
+    let weights = |v1: i64, v2: i64| {
+        vec![
+            ("distributor-v1".to_owned(), v1),
+            ("distributor-v2".to_owned(), v2),
+        ]
+    };
+    let listener_doc = get("get-listener", &[]);
+    assert_eq!(
+        lattice_forward(&moto, &listener_doc["defaultAction"]),
+        weights(810, 90)
+    );
+    let rules = get("list-rules", &[]);
+    let rules: Vec<&Value> = rules["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["isDefault"] != true)
+        .collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["name"], "distributor-canary");
+    assert_eq!(rules[0]["priority"], 1);
+    let rule = get(
+        "get-rule",
+        &["--rule-identifier", rules[0]["id"].as_str().expect("id")],
+    );
+    assert_eq!(
+        rule["match"]["httpMatch"]["headerMatches"][0],
+        serde_json::json!({"name": "x-gopher-version", "match": {"exact": "v2"}})
+    );
+    assert_eq!(
+        lattice_forward(&moto, &rule["action"]),
+        vec![("distributor-v2".to_owned(), 900)]
+    );
+    let tags = moto.aws(&[
+        "vpc-lattice",
+        "list-tags-for-resource",
+        "--resource-arn",
+        rule["arn"].as_str().expect("arn"),
+        "--query",
+        "tags",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        tags.contains("\"gophermesh:mesh\": \"gophermesh\""),
+        "{tags}"
+    );
+
+    // Again: nothing changes.
+    let (code, said, err) = apply();
+    assert_eq!(code, Some(0), "{said}{err}");
+    assert!(
+        said.contains("done: 0 created, 0 updated, 11 unchanged, 0 deleted"),
+        "{said}"
+    );
+    assert_eq!(
+        moto.aws(&[
+            "vpc-lattice",
+            "list-target-groups",
+            "--query",
+            "length(items)"
+        ]),
+        "3"
+    );
+
+    // The mesh changes: no canary, 50/50.
+    std::fs::remove_file(dir.join("mesh/routes/distributor-canary.json")).expect("rm");
+    edit(&dir, "mesh/routes/distributor.json", |r| {
+        for t in r["spec"]["httpRoute"]["action"]["weightedTargets"]
+            .as_array_mut()
+            .expect("targets")
+        {
+            t["weight"] = 50.into();
+        }
+    });
+    let (code, said, err) = apply();
+    assert_eq!(code, Some(0), "{said}{err}");
+    assert!(
+        said.contains("done: 0 created, 1 updated, 9 unchanged, 1 deleted"),
+        "{said}"
+    );
+    assert!(
+        said.contains("deleted   rule distributor-canary of service distributor-gophers-local"),
+        "{said}"
+    );
+    assert_eq!(
+        lattice_forward(&moto, &get("get-listener", &[])["defaultAction"]),
+        weights(450, 450)
+    );
+    assert_eq!(
+        get("list-rules", &["--query", "length(items[?!isDefault])"]),
+        Value::from(0)
+    );
+
+    // Teardown: everything goes, in an order Lattice accepts; then there is nothing.
+    let (code, said, err) = export_lattice(&moto, &dir, &["--teardown"]);
+    assert_eq!(code, Some(0), "{said}{err}");
+    assert!(said.contains("done: 8 deleted"), "{said}");
+    for list in [
+        "list-services",
+        "list-target-groups",
+        "list-service-networks",
+    ] {
+        assert_eq!(
+            moto.aws(&["vpc-lattice", list, "--query", "length(items)"]),
+            "0",
+            "{list}"
+        );
+    }
+    let (code, said, _) = export_lattice(&moto, &dir, &["--teardown"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        said.contains("nothing of mesh gophermesh was there"),
+        "{said}"
+    );
+
+    // A target group of that name that is not the mesh's: left alone, and the apply stops.
+    moto.aws(&[
+        "vpc-lattice",
+        "create-target-group",
+        "--name",
+        "requester",
+        "--type",
+        "IP",
+        "--config",
+        "port=80,protocol=HTTP,vpcIdentifier=vpc-12345678",
+    ]);
+    let (code, said, err) = apply();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        err.contains("target group requester: a Lattice resource of that name exists")
+            && err.contains("without the tag gophermesh:mesh=gophermesh")
+            && err.contains("created   target group distributor-v2"),
+        "{err}"
+    );
+}
+
+/// `export lattice --apply` stops at the first call AWS refuses (here moto, told to check
+/// credentials after five calls), naming it and what it created before; `--apply` without
+/// a VPC is refused before any call.
+#[test]
+fn lattice_apply_stops_at_a_refused_call() {
+    let moto = Moto::bare(&[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
+    let dir = tests::copy_of_shipped("lattice-refused");
+    let (code, _, err) = export_lattice(&moto, &dir, &["--apply"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--apply needs --vpc-id"), "{err}");
+    let (code, said, err) = export_lattice(&moto, &dir, &["--apply", "--vpc-id", "vpc-12345678"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        err.contains("target group requester: aws vpc-lattice create-target-group was refused")
+            && err.contains("InvalidClientTokenId"),
+        "{err}"
+    );
+    let before = err
+        .split_once("changed before it:")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    for made in [
+        "created   service network gophermesh",
+        "created   target group distributor-v1",
+        "created   target group distributor-v2",
+    ] {
+        assert!(before.contains(made), "`{made}` not reported:\n{err}");
+    }
+}
+
 /// `export gateway-api` on the shipped mesh, read back: one object per file, each with its
 /// apiVersion and kind; every backendRef and parentRef names a Service it wrote; each
 /// HTTPRoute rule has the weights, header matches and per-request timeout of its App Mesh
