@@ -186,8 +186,9 @@ pub(crate) enum ExportWhat {
     /// service's serviceConnectConfiguration for create-service / update-service.
     ServiceConnect(ExportArgs),
     /// VPC Lattice: the `aws vpc-lattice --cli-input-json` inputs in creation order (a
-    /// service network; per virtual node a target group; per virtual service a service, its
-    /// association and a listener; per conditional route a rule, weights times 9; each
+    /// service network; per node listener a target group; per virtual service a service,
+    /// its association and a listener per App Mesh listener; per conditional route a rule,
+    /// weights times 9; each
     /// tagged gophermesh:mesh=MESH) and apply.sh, which makes the calls in order (VPC_ID from
     /// the environment). With --apply or --teardown, the calls are made here.
     Lattice(LatticeArgs),

@@ -166,8 +166,8 @@ pub const LATTICE: &[Support] = &[
             "not written by this export yet; clients outside reach the Lattice services through the service network's VPC associations",
         ),
     ),
-    (SEVERAL_NODE_LISTENERS, Some(FIRST_LISTENER_ONLY)),
-    (SEVERAL_ROUTER_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_NODE_LISTENERS, None),
+    (SEVERAL_ROUTER_LISTENERS, None),
 ];
 
 /// What the Kubernetes Gateway API (its mesh profile, GAMMA) carries of App Mesh.
@@ -394,14 +394,18 @@ impl Export {
     }
 
     /// Notes that `feature`, at `path` of `origin`, does not reach the target.
+    /// Notes a loss, once (a route on several listeners is read once per listener).
     fn lose(&mut self, origin: &str, path: &str, feature: &'static str) {
         let reason = lost(self.table, feature).unwrap_or("not carried");
-        self.losses.push(Loss {
+        let loss = Loss {
             origin: origin.to_owned(),
             path: path.to_owned(),
             feature,
             reason: reason.to_owned(),
-        });
+        };
+        if !self.losses.contains(&loss) {
+            self.losses.push(loss);
+        }
     }
 }
 
@@ -724,45 +728,74 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
         "network".into(),
         json!({"name": lattice_name(&mesh_name), "authType": "NONE"}),
     ));
-    for (name, node) in &mesh.virtual_nodes {
-        let spec = &node.value.spec;
-        let Some(l) = spec.listeners.first() else {
-            continue;
-        };
-        let mut config = json!({
-            "port": l.port_mapping.port,
-            "protocol": if l.port_mapping.protocol == meshmodel::appmesh::Protocol::Tcp { "TCP" } else { "HTTP" },
-            "vpcIdentifier": "${VPC_ID}",
-        });
-        if l.port_mapping.protocol != meshmodel::appmesh::Protocol::Tcp {
-            config["protocolVersion"] = json!(protocol_version(l.port_mapping.protocol));
-        }
-        if let Some(hc) = &l.health_check {
-            let secs = |ms: i64| (ms / 1000).max(1);
-            let mut check = json!({
-                "enabled": true,
-                "healthCheckIntervalSeconds": secs(hc.interval_millis),
-                "healthCheckTimeoutSeconds": secs(hc.timeout_millis),
-                "healthyThresholdCount": hc.healthy_threshold,
-                "unhealthyThresholdCount": hc.unhealthy_threshold,
-            });
-            if let Some(path) = &hc.path {
-                check["path"] = json!(path);
-                check["protocol"] = json!("HTTP");
+    // A target group per node listener: the first named as the node, the others with their
+    // port after it (Lattice names are unique per account).
+    let group_name = |node: &str, port: Option<i64>| {
+        let listeners = mesh
+            .virtual_nodes
+            .get(node)
+            .map(|n| n.value.spec.listeners.as_slice())
+            .unwrap_or_default();
+        match listeners
+            .iter()
+            .position(|l| Some(l.port_mapping.port) == port)
+        {
+            Some(i) if i > 0 => {
+                format!("{}-{}", lattice_name(node), listeners[i].port_mapping.port)
             }
-            config["healthCheck"] = check;
+            _ => lattice_name(node),
         }
-        steps.push((
-            "create-target-group",
-            format!("tg-{}", lattice_name(name)),
-            json!({"name": lattice_name(name), "type": "IP", "config": config}),
-        ));
+    };
+    for (name, node) in &mesh.virtual_nodes {
+        for l in &node.value.spec.listeners {
+            let mut config = json!({
+                "port": l.port_mapping.port,
+                "protocol": if l.port_mapping.protocol == Protocol::Tcp { "TCP" } else { "HTTP" },
+                "vpcIdentifier": "${VPC_ID}",
+            });
+            if l.port_mapping.protocol != Protocol::Tcp {
+                config["protocolVersion"] = json!(protocol_version(l.port_mapping.protocol));
+            }
+            if let Some(hc) = &l.health_check {
+                let secs = |ms: i64| (ms / 1000).max(1);
+                let mut check = json!({
+                    "enabled": true,
+                    "healthCheckIntervalSeconds": secs(hc.interval_millis),
+                    "healthCheckTimeoutSeconds": secs(hc.timeout_millis),
+                    "healthyThresholdCount": hc.healthy_threshold,
+                    "unhealthyThresholdCount": hc.unhealthy_threshold,
+                });
+                if let Some(path) = &hc.path {
+                    check["path"] = json!(path);
+                    check["protocol"] = json!("HTTP");
+                }
+                config["healthCheck"] = check;
+            }
+            let group = group_name(name, Some(l.port_mapping.port));
+            steps.push((
+                "create-target-group",
+                format!("tg-{group}"),
+                json!({"name": group, "type": "IP", "config": config}),
+            ));
+        }
     }
     let forward = |targets: &[meshmodel::appmesh::WeightedTarget]| {
         json!({"forward": {"targetGroups": targets.iter().map(|t| json!({
-            "targetGroupIdentifier": format!("@{{tg-{}}}", lattice_name(&t.virtual_node)),
+            "targetGroupIdentifier": format!("@{{tg-{}}}", group_name(&t.virtual_node, t.port)),
             "weight": lattice_weight(t.weight),
         })).collect::<Vec<_>>()}})
+    };
+    // A Lattice listener per App Mesh listener: the first named `listener`, the others with
+    // their port after it; references likewise.
+    let listener_names = |vs: &str, i: usize, port: i64| match i {
+        0 => (
+            "listener".to_owned(),
+            format!("listener-{}", lattice_name(vs)),
+        ),
+        _ => (
+            format!("listener-{port}"),
+            format!("listener-{}-{port}", lattice_name(vs)),
+        ),
     };
     for (vs_name, service) in &mesh.virtual_services {
         let svc = format!("svc-{}", lattice_name(vs_name));
@@ -777,20 +810,24 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
             json!({"serviceNetworkIdentifier": "@{network}", "serviceIdentifier": format!("@{{{svc}}}")}),
         ));
         let provider = service.value.spec.provider.as_ref();
-        let listener = format!("listener-{}", lattice_name(vs_name));
         if let Some(node) = provider.and_then(|p| p.virtual_node.as_ref()) {
-            let port = mesh
+            let node = &node.virtual_node_name;
+            let listeners = mesh
                 .virtual_nodes
-                .get(&node.virtual_node_name)
-                .and_then(|n| n.value.spec.listeners.first())
-                .map_or(80, |l| l.port_mapping.port);
-            steps.push((
-                "create-listener",
-                listener,
-                json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": "listener", "protocol": "HTTP", "port": port,
-                    "defaultAction": forward(&[meshmodel::appmesh::WeightedTarget {
-                        virtual_node: node.virtual_node_name.clone(), weight: 100, port: None }])}),
-            ));
+                .get(node)
+                .map(|n| n.value.spec.listeners.as_slice())
+                .unwrap_or_default();
+            for (i, l) in listeners.iter().enumerate() {
+                let port = l.port_mapping.port;
+                let (name, reference) = listener_names(vs_name, i, port);
+                steps.push((
+                    "create-listener",
+                    reference,
+                    json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port,
+                        "defaultAction": forward(&[meshmodel::appmesh::WeightedTarget {
+                            virtual_node: node.clone(), weight: 100, port: Some(port) }])}),
+                ));
+            }
             continue;
         }
         let Some(router_name) = provider
@@ -799,11 +836,11 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
         else {
             continue;
         };
-        let port = mesh
+        let router_listeners = mesh
             .virtual_routers
             .get(&router_name)
-            .and_then(|r| r.value.spec.listeners.first())
-            .map_or(80, |l| l.port_mapping.port);
+            .map(|r| r.value.spec.listeners.clone())
+            .unwrap_or_default();
         let mut routes: Vec<(&String, &RouteInput)> = mesh
             .routes
             .iter()
@@ -811,97 +848,40 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
             .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        let mut default = json!({"fixedResponse": {"statusCode": 404}});
-        let mut rules = Vec::new();
-        for (origin, route) in &routes {
-            let Some((h, at, targets)) = http_targets(&mut out, origin, route) else {
-                continue;
-            };
-            if h.retry_policy.is_some() {
-                out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
-            }
-            if h.timeout.is_some() {
-                out.lose(
-                    origin,
-                    &format!("{at}.timeout"),
-                    "per-request and idle timeouts",
-                );
-            }
-            let m = &h.route_match;
-            let unmatched = |out: &mut Export, field: &str| {
-                out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
-            };
-            let mut http_match = json!({});
-            let mut conditional = false;
-            match (&m.prefix, &m.path) {
-                (_, Some(p)) if p.exact.is_some() => {
-                    http_match["pathMatch"] = json!({"match": {"exact": p.exact}});
-                    conditional = true;
-                }
-                (_, Some(_)) => unmatched(&mut out, "path.regex"),
-                (Some(prefix), _) if prefix != "/" => {
-                    http_match["pathMatch"] = json!({"match": {"prefix": prefix}});
-                    conditional = true;
-                }
-                _ => {}
-            }
-            let mut headers = Vec::new();
-            for (i, header) in m.headers.iter().enumerate() {
-                let hm = header.header_match.as_ref();
-                let exact = hm.and_then(|x| x.exact.clone());
-                let prefix = hm.and_then(|x| x.prefix.clone());
-                match (header.invert.unwrap_or(false), exact, prefix) {
-                    (false, Some(v), _) => {
-                        headers.push(json!({"name": header.name, "match": {"exact": v}}))
-                    }
-                    (false, None, Some(v)) => {
-                        headers.push(json!({"name": header.name, "match": {"prefix": v}}))
-                    }
-                    _ => unmatched(&mut out, &format!("headers[{i}]")),
-                }
-            }
-            if !headers.is_empty() {
-                http_match["headerMatches"] = json!(headers);
-                conditional = true;
-            }
-            if let Some(method) = &m.method {
-                http_match["method"] = json!(method);
-                conditional = true;
-            }
-            if !m.query_parameters.is_empty() {
-                unmatched(&mut out, "queryParameters");
-            }
-            if m.scheme.is_some() {
-                unmatched(&mut out, "scheme");
-            }
-            if conditional {
-                rules.push((route.route_name.clone(), http_match, forward(targets)));
-            } else {
-                default = forward(targets);
-            }
-        }
-        steps.push((
-            "create-listener",
-            listener.clone(),
-            json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": "listener", "protocol": "HTTP", "port": port, "defaultAction": default}),
-        ));
-        for (i, (route_name, http_match, action)) in rules.into_iter().enumerate() {
+        for (i, l) in router_listeners.iter().enumerate() {
+            let port = l.port_mapping.port;
+            let (name, listener) = listener_names(vs_name, i, port);
+            // The routes whose match names this port (all of them with one listener); a
+            // route on several listeners is lost only once.
+            let on_port: Vec<_> = routes
+                .iter()
+                .copied()
+                .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
+                .collect();
+            let (default, rules) = lattice_rules(&mut out, &on_port, &forward);
             steps.push((
-                "create-rule",
-                format!(
-                    "rule-{}-{}",
-                    lattice_name(vs_name),
-                    lattice_name(&route_name)
-                ),
-                json!({
-                    "serviceIdentifier": format!("@{{{svc}}}"),
-                    "listenerIdentifier": format!("@{{{listener}}}"),
-                    "name": lattice_name(&route_name),
-                    "priority": i + 1,
-                    "match": {"httpMatch": http_match},
-                    "action": action,
-                }),
+                "create-listener",
+                listener.clone(),
+                json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port, "defaultAction": default}),
             ));
+            let rule_prefix = match i {
+                0 => lattice_name(vs_name),
+                _ => format!("{}-{port}", lattice_name(vs_name)),
+            };
+            for (priority, (route_name, http_match, action)) in rules.into_iter().enumerate() {
+                steps.push((
+                    "create-rule",
+                    format!("rule-{rule_prefix}-{}", lattice_name(&route_name)),
+                    json!({
+                        "serviceIdentifier": format!("@{{{svc}}}"),
+                        "listenerIdentifier": format!("@{{{listener}}}"),
+                        "name": lattice_name(&route_name),
+                        "priority": priority + 1,
+                        "match": {"httpMatch": http_match},
+                        "action": action,
+                    }),
+                ));
+            }
         }
     }
     let steps = steps
@@ -916,6 +896,85 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
         })
         .collect();
     (steps, out)
+}
+
+/// The Lattice listener's default action (the unconditional route's forward, else 404) and
+/// a rule per conditional route, in `routes`' order: (route name, HTTP match, action).
+fn lattice_rules(
+    out: &mut Export,
+    routes: &[(&String, &RouteInput)],
+    forward: &dyn Fn(&[meshmodel::appmesh::WeightedTarget]) -> Value,
+) -> (Value, Vec<(String, Value, Value)>) {
+    let mut default = json!({"fixedResponse": {"statusCode": 404}});
+    let mut rules = Vec::new();
+    for &(origin, route) in routes {
+        let Some((h, at, targets)) = http_targets(out, origin, route) else {
+            continue;
+        };
+        if h.retry_policy.is_some() {
+            out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
+        }
+        if h.timeout.is_some() {
+            out.lose(
+                origin,
+                &format!("{at}.timeout"),
+                "per-request and idle timeouts",
+            );
+        }
+        let m = &h.route_match;
+        let unmatched = |out: &mut Export, field: &str| {
+            out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
+        };
+        let mut http_match = json!({});
+        let mut conditional = false;
+        match (&m.prefix, &m.path) {
+            (_, Some(p)) if p.exact.is_some() => {
+                http_match["pathMatch"] = json!({"match": {"exact": p.exact}});
+                conditional = true;
+            }
+            (_, Some(_)) => unmatched(out, "path.regex"),
+            (Some(prefix), _) if prefix != "/" => {
+                http_match["pathMatch"] = json!({"match": {"prefix": prefix}});
+                conditional = true;
+            }
+            _ => {}
+        }
+        let mut headers = Vec::new();
+        for (i, header) in m.headers.iter().enumerate() {
+            let hm = header.header_match.as_ref();
+            let exact = hm.and_then(|x| x.exact.clone());
+            let prefix = hm.and_then(|x| x.prefix.clone());
+            match (header.invert.unwrap_or(false), exact, prefix) {
+                (false, Some(v), _) => {
+                    headers.push(json!({"name": header.name, "match": {"exact": v}}))
+                }
+                (false, None, Some(v)) => {
+                    headers.push(json!({"name": header.name, "match": {"prefix": v}}))
+                }
+                _ => unmatched(out, &format!("headers[{i}]")),
+            }
+        }
+        if !headers.is_empty() {
+            http_match["headerMatches"] = json!(headers);
+            conditional = true;
+        }
+        if let Some(method) = &m.method {
+            http_match["method"] = json!(method);
+            conditional = true;
+        }
+        if !m.query_parameters.is_empty() {
+            unmatched(out, "queryParameters");
+        }
+        if m.scheme.is_some() {
+            unmatched(out, "scheme");
+        }
+        if conditional {
+            rules.push((route.route_name.clone(), http_match, forward(targets)));
+        } else {
+            default = forward(targets);
+        }
+    }
+    (default, rules)
 }
 
 /// A Kubernetes name (DNS-1035 label): lower case, other characters as `-`, at most 63.
@@ -1555,6 +1614,61 @@ mod tests {
             !files.keys().any(|f| f.contains("rpc-9095")),
             "{:?}",
             files.keys()
+        );
+    }
+
+    /// Every listener reaches Lattice: a target group per node listener (the first named as
+    /// the node, the others with their port), a Lattice listener per router listener with
+    /// the routes whose match names its port, forwarding to the target group of the port
+    /// the weighted target names.
+    #[test]
+    fn each_listener_is_a_lattice_listener_and_target_group() {
+        let (steps, out) = lattice_steps(&every_feature());
+        let step = |reference: &str| {
+            steps
+                .iter()
+                .find(|s| s.reference == reference)
+                .unwrap_or_else(|| panic!("no step {reference}"))
+                .input
+                .clone()
+        };
+        assert_eq!(step("tg-two")["config"]["port"], 8080);
+        assert_eq!(step("tg-two-9090")["name"], "two-9090");
+        assert_eq!(step("tg-two-9090")["config"]["protocolVersion"], "GRPC");
+        let first = step("listener-rpc-m-local");
+        assert_eq!(
+            (&first["name"], &first["port"]),
+            (&json!("listener"), &json!(9090))
+        );
+        let second = step("listener-rpc-m-local-9095");
+        assert_eq!(
+            (&second["name"], &second["port"]),
+            (&json!("listener-9095"), &json!(9095))
+        );
+        // The gRPC route names port 9090: its rule is on the first listener only.
+        let rule = step("rule-rpc-m-local-rpc");
+        assert_eq!(rule["listenerIdentifier"], "@{listener-rpc-m-local}");
+        assert_eq!(
+            rule["action"]["forward"]["targetGroups"][0]["targetGroupIdentifier"],
+            "@{tg-two-9090}"
+        );
+        assert_eq!(
+            second["defaultAction"],
+            json!({"fixedResponse": {"statusCode": 404}})
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.reference.starts_with("rule-rpc-m-local-9095")),
+            "{:?}",
+            steps.iter().map(|s| &s.reference).collect::<Vec<_>>()
+        );
+        assert!(
+            !out.losses
+                .iter()
+                .any(|l| l.feature.starts_with("several listeners")),
+            "{:?}",
+            out.losses
         );
     }
 
