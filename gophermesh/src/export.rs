@@ -63,7 +63,7 @@ pub const SERVICE_CONNECT: &[Support] = &[
         ),
     ),
     (
-        "route matches (path prefix or exact, header exact or prefix, method) and priority",
+        SIMPLE_MATCHES,
         Some("Service Connect routes a name to one service, without looking at requests"),
     ),
     (
@@ -106,8 +106,8 @@ pub const SERVICE_CONNECT: &[Support] = &[
         GATEWAYS,
         Some("Service Connect has no ingress: put a load balancer in front of the services"),
     ),
-    (SEVERAL_NODE_LISTENERS, Some(FIRST_LISTENER_ONLY)),
-    (SEVERAL_ROUTER_LISTENERS, Some(FIRST_LISTENER_ONLY)),
+    (SEVERAL_NODE_LISTENERS, None),
+    (SEVERAL_ROUTER_LISTENERS, None),
 ];
 
 /// What VPC Lattice carries of App Mesh.
@@ -115,10 +115,7 @@ pub const LATTICE: &[Support] = &[
     ("virtual service names (client aliases)", None),
     ("weighted targets", None),
     ("HTTP, HTTP/2, gRPC and TCP listeners", None),
-    (
-        "route matches (path prefix or exact, header exact or prefix, method) and priority",
-        None,
-    ),
+    (SIMPLE_MATCHES, None),
     (
         UNMATCHED,
         Some(
@@ -175,10 +172,7 @@ pub const GATEWAY_API: &[Support] = &[
     ("virtual service names (client aliases)", None),
     ("weighted targets", None),
     ("HTTP, HTTP/2, gRPC and TCP listeners", None),
-    (
-        "route matches (path prefix or exact, header exact or prefix, method) and priority",
-        None,
-    ),
+    (SIMPLE_MATCHES, None),
     (
         UNMATCHED,
         Some(
@@ -236,9 +230,9 @@ const GATEWAYS: &str = "virtual gateways and gateway routes (ingress)";
 
 /// Nodes and routers with more than one listener.
 const SEVERAL_NODE_LISTENERS: &str = "several listeners per virtual node";
+const SIMPLE_MATCHES: &str =
+    "route matches (path prefix or exact, header exact or prefix, method) and priority";
 const SEVERAL_ROUTER_LISTENERS: &str = "several listeners per virtual router";
-const FIRST_LISTENER_ONLY: &str =
-    "not written by this export yet: only the first listener of each node and router is";
 
 /// The feature of the matches a rule of Lattice or the Gateway API cannot express.
 const UNMATCHED: &str =
@@ -489,35 +483,117 @@ fn beyond_simple(h: &HttpRoute) -> bool {
         })
 }
 
+/// A virtual service's name as a Service Connect client alias: the port clients call and
+/// the node's listener port it reaches.
+#[derive(Debug, Clone)]
+struct Alias {
+    dns: String,
+    port: i64,
+    target_port: i64,
+    timeout: Option<Value>,
+}
+
+/// Of one router listener's routes (in priority order), the one Service Connect carries
+/// (the unconditional one, else the last) and where it goes: the node it sends the most
+/// weight to, that node's port, and its timeouts. The others are reported lost, as are
+/// its other targets, its retries.
+fn service_connect_choice(
+    out: &mut Export,
+    routes: &[(&String, &RouteInput)],
+    first_port: &dyn Fn(&str) -> i64,
+) -> Option<(String, i64, Option<Value>)> {
+    let unconditional = |r: &RouteInput| {
+        http_of(r).is_none_or(|(h, _)| {
+            let m = &h.route_match;
+            m.headers.is_empty()
+                && m.method.is_none()
+                && m.path.is_none()
+                && m.query_parameters.is_empty()
+                && m.scheme.is_none()
+                && m.prefix.as_deref().is_none_or(|p| p == "/")
+        })
+    };
+    let chosen = routes
+        .iter()
+        .position(|(_, r)| unconditional(r))
+        .or(routes.len().checked_sub(1));
+    let mut choice = None;
+    for (i, &(origin, route)) in routes.iter().enumerate() {
+        if Some(i) != chosen {
+            let (feature, at) = match http_of(route) {
+                Some((h, at)) if beyond_simple(&h) => (UNMATCHED, at),
+                Some((_, at)) => (SIMPLE_MATCHES, at),
+                None => (SIMPLE_MATCHES, "spec"),
+            };
+            out.lose(origin, &format!("{at}.match"), feature);
+            continue;
+        }
+        let Some((path, targets)) = route.spec.weighted_targets() else {
+            continue;
+        };
+        let Some(best) = targets.iter().max_by_key(|t| t.weight) else {
+            continue;
+        };
+        if targets.iter().filter(|t| t.weight > 0).count() > 1 {
+            out.lose(origin, path, "weighted targets");
+        }
+        if let Some((h, at)) = http_of(route) {
+            if h.retry_policy.is_some() {
+                out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
+            }
+        }
+        let timeout = http_of(route).and_then(|(h, _)| h.timeout).map(|t| {
+            let mut v = json!({});
+            if let Some(d) = t.per_request {
+                v["perRequestTimeoutSeconds"] = json!(d.to_std().as_secs().max(1));
+            }
+            if let Some(d) = t.idle {
+                v["idleTimeoutSeconds"] = json!(d.to_std().as_secs());
+            }
+            v
+        });
+        let port = best.port.unwrap_or_else(|| first_port(&best.virtual_node));
+        choice = Some((best.virtual_node.clone(), port, timeout));
+    }
+    choice
+}
+
 /// ECS Service Connect for `mesh` and its `tasks`.
 pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
     let mut out = Export::new(SERVICE_CONNECT, mesh);
-    // Who gets each virtual service's name: the node a router's first route sends the
-    // most weight to, or the node that provides it.
-    let mut aliases: BTreeMap<String, Vec<(String, i64, Option<Value>)>> = BTreeMap::new();
+    // Who gets each virtual service's name, per listener of its router or node: the node
+    // the listener's unconditional route sends the most weight to (at the port its target
+    // names), or the node that provides it.
+    let mut aliases: BTreeMap<String, Vec<Alias>> = BTreeMap::new();
+    let first_port = |node: &str| {
+        mesh.virtual_nodes
+            .get(node)
+            .and_then(|n| n.value.spec.listeners.first())
+            .map_or(80, |l| l.port_mapping.port)
+    };
     for (name, service) in &mesh.virtual_services {
         let provider = service.value.spec.provider.as_ref();
         if let Some(node) = provider.and_then(|p| p.virtual_node.as_ref()) {
-            let port = mesh
+            let node = &node.virtual_node_name;
+            for l in mesh
                 .virtual_nodes
-                .get(&node.virtual_node_name)
-                .and_then(|n| n.value.spec.listeners.first())
-                .map_or(80, |l| l.port_mapping.port);
-            aliases
-                .entry(node.virtual_node_name.clone())
-                .or_default()
-                .push((name.clone(), port, None));
+                .get(node)
+                .map(|n| n.value.spec.listeners.as_slice())
+                .unwrap_or_default()
+            {
+                aliases.entry(node.clone()).or_default().push(Alias {
+                    dns: name.clone(),
+                    port: l.port_mapping.port,
+                    target_port: l.port_mapping.port,
+                    timeout: None,
+                });
+            }
             continue;
         }
         let Some(router) = provider.and_then(|p| p.virtual_router.as_ref()) else {
             continue;
         };
         let router_name = &router.virtual_router_name;
-        let port = mesh
-            .virtual_routers
-            .get(router_name)
-            .and_then(|r| r.value.spec.listeners.first())
-            .map_or(80, |l| l.port_mapping.port);
         let mut routes: Vec<(&String, &RouteInput)> = mesh
             .routes
             .iter()
@@ -525,67 +601,34 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        // The route that takes every request (no condition), else the last one.
-        let unconditional = |r: &RouteInput| {
-            http_of(r).is_none_or(|(h, _)| {
-                let m = &h.route_match;
-                m.headers.is_empty()
-                    && m.method.is_none()
-                    && m.path.is_none()
-                    && m.query_parameters.is_empty()
-                    && m.scheme.is_none()
-                    && m.prefix.as_deref().is_none_or(|p| p == "/")
+        let ports: Vec<i64> = mesh
+            .virtual_routers
+            .get(router_name)
+            .map(|r| {
+                r.value
+                    .spec
+                    .listeners
+                    .iter()
+                    .map(|l| l.port_mapping.port)
+                    .collect()
             })
-        };
-        let chosen = routes
-            .iter()
-            .position(|(_, r)| unconditional(r))
-            .or(routes.len().checked_sub(1));
-        for (i, (origin, route)) in routes.iter().enumerate() {
-            if Some(i) != chosen {
-                let (feature, at) = match http_of(route) {
-                    Some((h, at)) if beyond_simple(&h) => (UNMATCHED, at),
-                    Some((_, at)) => (
-                        "route matches (path prefix or exact, header exact or prefix, method) and priority",
-                        at,
-                    ),
-                    None => (
-                        "route matches (path prefix or exact, header exact or prefix, method) and priority",
-                        "spec",
-                    ),
-                };
-                out.lose(origin, &format!("{at}.match"), feature);
-                continue;
+            .unwrap_or_default();
+        for port in ports {
+            let on_port: Vec<(&String, &RouteInput)> = routes
+                .iter()
+                .copied()
+                .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
+                .collect();
+            if let Some((node, target_port, timeout)) =
+                service_connect_choice(&mut out, &on_port, &first_port)
+            {
+                aliases.entry(node).or_default().push(Alias {
+                    dns: name.clone(),
+                    port,
+                    target_port,
+                    timeout,
+                });
             }
-            let Some((path, targets)) = route.spec.weighted_targets() else {
-                continue;
-            };
-            let Some(best) = targets.iter().max_by_key(|t| t.weight) else {
-                continue;
-            };
-            if targets.iter().filter(|t| t.weight > 0).count() > 1 {
-                out.lose(origin, path, "weighted targets");
-            }
-            if let Some((h, at)) = http_of(route) {
-                if h.retry_policy.is_some() {
-                    out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
-                }
-            }
-            let timeout = http_of(route).and_then(|(h, _)| h.timeout).map(|t| {
-                let mut v = json!({});
-                if let Some(d) = t.per_request {
-                    v["perRequestTimeoutSeconds"] = json!(d.to_std().as_secs().max(1));
-                }
-                if let Some(d) = t.idle {
-                    v["idleTimeoutSeconds"] = json!(d.to_std().as_secs());
-                }
-                v
-            });
-            aliases.entry(best.virtual_node.clone()).or_default().push((
-                name.clone(),
-                port,
-                timeout,
-            ));
         }
     }
     let namespace = mesh
@@ -605,33 +648,52 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             .and_then(|d| d.dns.as_ref())
             .and_then(|d| d.hostname.split('.').next().map(ToOwned::to_owned))
             .unwrap_or_else(|| task.virtual_node.clone());
-        let port_name = task
-            .app_containers()
-            .flat_map(|c| c.port_mappings.iter())
-            .find_map(|p| {
-                p.other
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(ToOwned::to_owned)
-            })
-            .unwrap_or_else(|| format!("{discovery}-port"));
-        let mut service = json!({"portName": port_name, "discoveryName": discovery});
+        // A Service Connect service per node listener, on the app's port mapping of that
+        // port (named here where the task definition does not name it).
+        let listeners = node
+            .map(|n| n.value.spec.listeners.as_slice())
+            .unwrap_or_default();
         let names = aliases.get(&task.virtual_node).cloned().unwrap_or_default();
-        if !names.is_empty() {
-            service["clientAliases"] = names
-                .iter()
-                .map(|(dns, port, _)| json!({"port": port, "dnsName": dns}))
-                .collect();
-            if let Some(timeout) = names.iter().find_map(|(_, _, t)| t.clone()) {
-                service["timeout"] = timeout;
+        let mut port_names = BTreeMap::new();
+        let mut services = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let port = l.port_mapping.port;
+            let port_name = task
+                .app_containers()
+                .flat_map(|c| c.port_mappings.iter())
+                .filter(|p| p.container_port == Some(port))
+                .find_map(|p| p.other.get("name").and_then(Value::as_str))
+                .map_or_else(
+                    || {
+                        let name = format!("{discovery}-{port}");
+                        port_names.insert(port, name.clone());
+                        name
+                    },
+                    ToOwned::to_owned,
+                );
+            let discovery_name = match i {
+                0 => discovery.clone(),
+                _ => format!("{discovery}-{port}"),
+            };
+            let mut service = json!({"portName": port_name, "discoveryName": discovery_name});
+            let here: Vec<&Alias> = names.iter().filter(|a| a.target_port == port).collect();
+            if !here.is_empty() {
+                service["clientAliases"] = here
+                    .iter()
+                    .map(|a| json!({"port": a.port, "dnsName": a.dns}))
+                    .collect();
+                if let Some(timeout) = here.iter().find_map(|a| a.timeout.clone()) {
+                    service["timeout"] = timeout;
+                }
             }
+            services.push(service);
         }
         out.files.insert(
             format!("{}.service-connect.json", task.definition.family),
             json!({"serviceConnectConfiguration": {
                 "enabled": true,
                 "namespace": namespace,
-                "services": [service]
+                "services": services
             }}),
         );
         // The task definition without the Envoy and its APPMESH proxy: Service Connect adds
@@ -644,6 +706,12 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
         if let Some(containers) = td["containerDefinitions"].as_array_mut() {
             containers.retain(|c| c["name"] != envoy.as_str());
             for c in containers.iter_mut() {
+                for mapping in c["portMappings"].as_array_mut().into_iter().flatten() {
+                    let port = mapping["containerPort"].as_i64().unwrap_or_default();
+                    if let Some(name) = port_names.get(&port) {
+                        mapping["name"] = json!(name);
+                    }
+                }
                 if let Some(deps) = c["dependsOn"].as_array_mut() {
                     deps.retain(|d| d["containerName"] != envoy.as_str());
                     if deps.is_empty() {
@@ -1744,6 +1812,88 @@ mod tests {
         doc["spec"]["rules"][0]["matches"] =
             json!([{"path": {"type": "PathPrefix", "value": "/a"}}]);
         assert_eq!(schema_errors(&schema, &doc), Vec::<String>::new());
+    }
+
+    /// Service Connect carries every listener: a node of two listeners is two services of
+    /// its ECS service (the second on a port mapping the export names, where the task
+    /// definition does not), and a router's second listener is a client alias of the node
+    /// its route reaches, on the service of the port its target names.
+    #[test]
+    fn each_listener_is_a_service_connect_service() {
+        let docs = [
+            json!({"meshName": "m", "spec": {}}),
+            json!({"meshName": "m", "virtualNodeName": "two", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}},
+                    {"portMapping": {"port": 9090, "protocol": "grpc"}}],
+                "serviceDiscovery": {"dns": {"hostname": "two.m.local"}}}}),
+            json!({"meshName": "m", "virtualRouterName": "rpc", "spec": {
+                "listeners": [{"portMapping": {"port": 80, "protocol": "http"}},
+                    {"portMapping": {"port": 9090, "protocol": "grpc"}}]}}),
+            json!({"meshName": "m", "virtualRouterName": "rpc", "routeName": "web", "spec": {
+                "httpRoute": {"match": {"prefix": "/", "port": 80}, "action": {"weightedTargets": [
+                    {"virtualNode": "two", "weight": 1, "port": 8080}]}}}}),
+            json!({"meshName": "m", "virtualRouterName": "rpc", "routeName": "rpc", "spec": {
+                "grpcRoute": {"match": {"serviceName": "gophers.Gopher", "port": 9090},
+                    "action": {"weightedTargets": [{"virtualNode": "two", "weight": 1, "port": 9090}]}}}}),
+            json!({"meshName": "m", "virtualServiceName": "rpc.m.local", "spec": {
+                "provider": {"virtualRouter": {"virtualRouterName": "rpc"}}}}),
+        ];
+        let mut mesh = Mesh::default();
+        for (i, doc) in docs.iter().enumerate() {
+            let origin = format!("doc{i}.json");
+            let r = meshmodel::Resource::from_value(&origin, doc.clone()).expect("a resource");
+            mesh = mesh.apply(&origin, r).expect("accepted");
+        }
+        // The shipped distributor's task definition, made the task of `two`, its app port
+        // 9090 added without a name.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../taskdefs");
+        let text = std::fs::read_to_string(dir.join("distributor-v1.json")).expect("read");
+        let text = text
+            .replace(
+                "mesh/gophermesh/virtualNode/distributor-v1",
+                "mesh/m/virtualNode/two",
+            )
+            .replace("\"value\": \"8080\"", "\"value\": \"8080,9090\"");
+        let mut definition: meshmodel::ecs::TaskDefinition =
+            serde_json::from_str(&text).expect("a task definition");
+        definition.container_definitions[0].port_mappings.push(
+            serde_json::from_value(json!({"containerPort": 9090, "protocol": "tcp"}))
+                .expect("a port mapping"),
+        );
+        let tasks = meshmodel::taskdef::check(
+            &mesh,
+            &[meshmodel::mesh::Sourced::new(
+                "two.json".to_owned(),
+                definition,
+            )],
+        )
+        .expect("a task of two");
+        let files = service_connect(&mesh, &tasks).files;
+        let family = tasks[0].definition.family.clone();
+        let services = &files[&format!("{family}.service-connect.json")]["serviceConnectConfiguration"]
+            ["services"];
+        assert_eq!(services.as_array().map(Vec::len), Some(2), "{services}");
+        assert_eq!(services[0]["portName"], "distributor-http");
+        assert_eq!(
+            services[0]["clientAliases"],
+            json!([{"port": 80, "dnsName": "rpc.m.local"}])
+        );
+        let second = &services[1];
+        assert_eq!(
+            second["clientAliases"],
+            json!([{"port": 9090, "dnsName": "rpc.m.local"}])
+        );
+        let port_name = second["portName"].as_str().expect("a port name");
+        assert_ne!(second["discoveryName"], services[0]["discoveryName"]);
+        let mappings = &files[&format!("{family}.json")]["containerDefinitions"][0]["portMappings"];
+        assert!(
+            mappings
+                .as_array()
+                .expect("mappings")
+                .iter()
+                .any(|m| m["containerPort"] == 9090 && m["name"] == port_name),
+            "{mappings}"
+        );
     }
 
     #[test]
