@@ -1,6 +1,6 @@
 //! The aggregated discovery service (ADS, state of the world, xDS v3): one gRPC stream per
-//! Envoy, over which it receives its clusters, listeners and route configurations, and
-//! answers each with an ACK or a NACK.
+//! Envoy, over which it receives its clusters, listeners and route configurations (and the
+//! endpoints of its EDS clusters), and answers each with an ACK or a NACK.
 //!
 //! Each stream follows the snapshot cache ([`crate::cache`]): a new snapshot is pushed to
 //! every Envoy that subscribed, for each resource type whose content changed for that
@@ -23,7 +23,7 @@ use tonic::Status;
 
 use crate::cache::{Cache, Prepared};
 use crate::store::Snapshot;
-use crate::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// A configuration an Envoy refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,7 +57,8 @@ pub struct EnvoyStatus {
     pub connected: bool,
     /// Every open stream of this node.
     pub open_streams: Vec<StreamInfo>,
-    /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`).
+    /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`, and
+    /// `endpoints` for an Envoy with EDS clusters).
     pub acked: BTreeMap<String, String>,
     pub last_nack: Option<Nack>,
     /// Streams opened since start.
@@ -112,6 +113,7 @@ pub fn short_type(type_url: &str) -> &str {
         LISTENER_TYPE => "listeners",
         CLUSTER_TYPE => "clusters",
         ROUTE_TYPE => "routes",
+        ENDPOINT_TYPE => "endpoints",
         other => other.rsplit('.').next().unwrap_or(other),
     }
 }
@@ -244,7 +246,9 @@ impl AdsStream {
                     }
                     let snapshot = snapshots.borrow_and_update().clone();
                     let types: Vec<String> = self.subscriptions.keys().cloned().collect();
-                    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+                    // xDS order: a cluster before its endpoints, a listener before its
+                    // routes.
+                    for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
                         if types.iter().any(|t| t == type_url) && !self.send(&snapshot, type_url, false).await {
                             return self.disconnected();
                         }
@@ -368,13 +372,15 @@ impl AdsStream {
                     version = request.version_info,
                     "ACK"
                 );
-                let complete = if self.first_acks.len() < 3 && !self.first_acks.contains(&short) {
-                    self.first_acks.push(short.clone());
-                    (self.first_acks.len() == 3)
-                        .then(|| self.opened.elapsed().as_secs_f64() * 1000.0)
-                } else {
-                    None
-                };
+                let first = type_url != ENDPOINT_TYPE;
+                let complete =
+                    if first && self.first_acks.len() < 3 && !self.first_acks.contains(&short) {
+                        self.first_acks.push(short.clone());
+                        (self.first_acks.len() == 3)
+                            .then(|| self.opened.elapsed().as_secs_f64() * 1000.0)
+                    } else {
+                        None
+                    };
                 self.statuses.update(&node, |s| {
                     s.acked.insert(short.clone(), request.version_info.clone());
                     if complete.is_some() {
@@ -435,10 +441,11 @@ impl AdsStream {
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return true;
         };
-        // Route configurations are sent by name when the Envoy names some; all of them
-        // (the shared encoding) when it names none or every one.
+        // Route configurations and endpoints are sent by name when the Envoy names some;
+        // all of them (the shared encoding) when it names none or every one.
         let wanted = |name: &String| sub.names.is_empty() || sub.names.contains(name);
-        let encoded = if type_url == ROUTE_TYPE && !all.iter().all(|(name, _)| wanted(name)) {
+        let by_name = type_url == ROUTE_TYPE || type_url == ENDPOINT_TYPE;
+        let encoded = if by_name && !all.iter().all(|(name, _)| wanted(name)) {
             Arc::new(Encoded::new(
                 all.iter()
                     .filter(|(name, _)| wanted(name))

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::ads::Encoded;
 use crate::store::{Snapshot, Store};
-use crate::translate::{self, CLUSTER_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE};
+use crate::translate::{
+    self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE,
+};
 
 /// Builds one virtual node's resources from a snapshot; `None` when the snapshot has no
 /// such node (or no placement for it).
@@ -23,7 +25,7 @@ pub type Build = dyn Fn(&Snapshot, &str) -> Option<NodeResources> + Send + Sync;
 #[derive(Debug, Default)]
 pub struct Prepared {
     resources: NodeResources,
-    encoded: [OnceLock<Arc<Encoded>>; 3],
+    encoded: [OnceLock<Arc<Encoded>>; 4],
 }
 
 impl Prepared {
@@ -47,6 +49,7 @@ impl Prepared {
             CLUSTER_TYPE => 0,
             LISTENER_TYPE => 1,
             ROUTE_TYPE => 2,
+            ENDPOINT_TYPE => 3,
             _ => return None,
         };
         let resources = self.resources.of_type(type_url)?;

@@ -41,6 +41,8 @@ use crate::store::Snapshot;
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 pub use meshmodel::GATEWAY_PREFIX;
 
@@ -57,6 +59,8 @@ pub struct NodeResources {
     pub listeners: Vec<(String, Any)>,
     pub clusters: Vec<(String, Any)>,
     pub routes: Vec<(String, Any)>,
+    /// The endpoints of the EDS clusters (those of Cloud Map nodes), by cluster name.
+    pub endpoints: Vec<(String, Any)>,
 }
 
 impl NodeResources {
@@ -66,10 +70,26 @@ impl NodeResources {
             LISTENER_TYPE => Some(&self.listeners),
             CLUSTER_TYPE => Some(&self.clusters),
             ROUTE_TYPE => Some(&self.routes),
+            ENDPOINT_TYPE => Some(&self.endpoints),
             _ => None,
         }
     }
+
+    /// Adds the egress clusters `egress_cluster` made: the clusters, and the endpoints of
+    /// the EDS ones (kept beside them under [`EDS_KEY`]).
+    fn add_egress(&mut self, egress: BTreeMap<String, Any>) {
+        for (key, any) in egress {
+            match key.strip_prefix(EDS_KEY) {
+                Some(name) => self.endpoints.push((name.to_owned(), any)),
+                None => self.clusters.push((key, any)),
+            }
+        }
+    }
 }
+
+/// Where an EDS cluster's load assignment waits among the egress clusters until the
+/// node's resources are put together (cluster names begin with `cds_`).
+const EDS_KEY: &str = "eds:";
 
 fn any<M: Message>(type_url: &str, message: &M) -> Any {
     Any {
@@ -455,7 +475,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             },
         ),
     ));
-    out.clusters.extend(egress_clusters);
+    out.add_egress(egress_clusters);
     Some(out)
 }
 
@@ -756,6 +776,13 @@ fn egress_cluster(
         if let Some(policy) = caller.policy {
             cluster_tls(&mut c, policy, listener.map(|l| l.port_mapping.port));
         }
+        // A Cloud Map node's endpoints go by EDS, as App Mesh sends them: a change of
+        // instances replaces the load assignment, never the cluster.
+        if c.eds_cluster_config.is_some() {
+            if let Some(assignment) = c.load_assignment.take() {
+                clusters.insert(format!("{EDS_KEY}{name}"), any(ENDPOINT_TYPE, &assignment));
+            }
+        }
         clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
     }
     name
@@ -1002,10 +1029,10 @@ enum Upstream {
         /// family.
         family: Option<cluster::cluster::DnsLookupFamily>,
     },
-    /// The instances Cloud Map gave for the target node: a STATIC cluster of them.
+    /// The instances Cloud Map gave for the target node (none before a lookup, or when it
+    /// found none: Envoy answers 503): an EDS cluster, its endpoints sent by EDS.
     Endpoints(Vec<SocketAddr>),
-    /// Nowhere known (a Cloud Map node not looked up or without instances, or no
-    /// listener): no endpoints, so Envoy answers 503.
+    /// Nowhere known (no such node, or no listener): no endpoints, so Envoy answers 503.
     Nowhere,
 }
 
@@ -1031,11 +1058,15 @@ impl Upstream {
                 _ => p.reach,
             });
         }
-        if let (Some(instances), Some((_, l))) = (snapshot.discovered.get(node), listener) {
+        let cloud_map = vn
+            .spec
+            .service_discovery
+            .as_ref()
+            .is_some_and(|sd| sd.aws_cloud_map.is_some());
+        if let (true, Some((_, l))) = (cloud_map, listener) {
             let port = u16::try_from(l.port_mapping.port).unwrap_or(0);
-            if !instances.is_empty() {
-                return Upstream::Endpoints(instances.iter().map(|i| i.at(port)).collect());
-            }
+            let instances = snapshot.discovered.get(node).map_or(&[][..], Vec::as_slice);
+            return Upstream::Endpoints(instances.iter().map(|i| i.at(port)).collect());
         }
         let dns = vn
             .spec
@@ -1115,7 +1146,7 @@ fn static_cluster(
             vec![socket_address(addr)],
         ),
         Upstream::Endpoints(addrs) => (
-            cluster::cluster::DiscoveryType::Static,
+            cluster::cluster::DiscoveryType::Eds,
             addrs.into_iter().map(socket_address).collect(),
         ),
         Upstream::Dns {
@@ -1178,6 +1209,12 @@ fn static_cluster(
     };
     if let Some(family) = family {
         c.dns_lookup_family = family as i32;
+    }
+    if discovery == cluster::cluster::DiscoveryType::Eds {
+        c.eds_cluster_config = Some(cluster::cluster::EdsClusterConfig {
+            eds_config: Some(ads_source()),
+            service_name: name.to_owned(),
+        });
     }
     let limit = |v: Option<i64>| {
         Some(u32v(

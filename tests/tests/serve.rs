@@ -547,8 +547,9 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
 /// Cloud Map discovery under `serve`: the distributors' nodes are found in Cloud Map
 /// (moto's, set up with the AWS CLI: one service, an instance per version with a `version`
 /// attribute) instead of by DNS. serve looks them up, and a real Envoy elsewhere sends the
-/// requester's traffic to those instances 90/10; once v2's instance is deregistered, the
-/// next lookup empties v2's endpoints and no answer comes from v2.
+/// requester's traffic to those instances 90/10, its endpoints sent by EDS; once v2's
+/// instance is deregistered, the next lookup empties v2's endpoints (by EDS alone, the
+/// clusters unchanged) and no answer comes from v2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     require_root_for_netns();
@@ -640,6 +641,10 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
         "not 90/10: chi-square {chi:.2} for {report}"
     );
     assert!(count(&report, "v2") > 0.0, "{report}");
+    // The instances came by EDS (the requester's Envoy ACKed endpoints).
+    let acked = |status: &Value, kind: &str| status["envoys"]["requester"]["acked"][kind].clone();
+    let before = get_json(&format!("{}/v1/status", serve.control)).await;
+    assert!(acked(&before, "endpoints").is_string(), "{before}");
 
     moto.aws(&[
         "servicediscovery",
@@ -659,6 +664,19 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     // v2's share has nowhere to go: the route still sends it there, and Envoy answers 503.
     assert!(count(&report, "v1") > 800.0, "{report}");
     assert!(report["ok"].as_f64().unwrap_or(0.0) < 1000.0, "{report}");
+    // The change of instances was a change of endpoints only: the clusters the Envoy
+    // ACKed are those it had.
+    let after = get_json(&format!("{}/v1/status", serve.control)).await;
+    assert_eq!(
+        acked(&after, "clusters"),
+        acked(&before, "clusters"),
+        "{after}"
+    );
+    assert_ne!(
+        acked(&after, "endpoints"),
+        acked(&before, "endpoints"),
+        "{after}"
+    );
 }
 
 /// A second mesh made through `serve`'s App Mesh API (the AWS CLI, signed) beside the

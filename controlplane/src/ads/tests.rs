@@ -11,10 +11,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::*;
 use crate::meta::Identity;
 use crate::store::{Next, Store};
-use crate::translate::NodeResources;
+use crate::translate::{ENDPOINT_TYPE, NodeResources};
 
-/// A cache whose clusters change with every snapshot version while the listeners
-/// stay the same, so the protocol is tested without the translation.
+/// A cache whose clusters (and endpoints `e1`) change with every snapshot version while
+/// the listeners (and endpoints `e2`) stay the same, so the protocol is tested without the
+/// translation.
 fn fake_cache() -> (Store, Cache) {
     let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
     let cache = Cache::with_builder(
@@ -28,6 +29,13 @@ fn fake_cache() -> (Store, Cache) {
                 clusters: vec![("c".into(), any(CLUSTER_TYPE, format!("v{}", s.version)))],
                 listeners: vec![("l".into(), any(LISTENER_TYPE, "same".into()))],
                 routes: Vec::new(),
+                endpoints: vec![
+                    (
+                        "e1".into(),
+                        any(ENDPOINT_TYPE, format!("e1 v{}", s.version)),
+                    ),
+                    ("e2".into(), any(ENDPOINT_TYPE, "e2".into())),
+                ],
             })
         }),
     );
@@ -172,6 +180,71 @@ async fn a_nack_is_kept_and_the_next_change_is_pushed_only_where_it_differs() {
     assert_eq!(nack.type_url, CLUSTER_TYPE);
     assert_eq!(status.acked.get("clusters"), Some(&pushed.version_info));
     assert_eq!(status.acked.get("listeners"), Some(&listeners.version_info));
+}
+
+/// Endpoints (EDS) go by the names the Envoy asks for, and a change pushes a cluster before
+/// its endpoints; their ACK shows in the status as `endpoints`.
+#[tokio::test]
+async fn endpoints_go_by_name_after_their_clusters() {
+    let (store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    let clusters = envoy.next().await.expect("clusters");
+    envoy
+        .send(request(
+            CLUSTER_TYPE,
+            &clusters.nonce,
+            &clusters.version_info,
+        ))
+        .await;
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: vec!["e1".to_owned()],
+            ..request(ENDPOINT_TYPE, "", "")
+        })
+        .await;
+    let eds = envoy.next().await.expect("endpoints");
+    assert_eq!(eds.type_url, ENDPOINT_TYPE);
+    assert_eq!(eds.resources.len(), 1, "only e1 was asked for");
+    assert_eq!(
+        eds.resources[0].value,
+        format!("e1 v{}", clusters.version_info).into_bytes()
+    );
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: vec!["e1".to_owned()],
+            ..request(ENDPOINT_TYPE, &eds.nonce, &eds.version_info)
+        })
+        .await;
+
+    store.set_placements(Default::default());
+    let first = envoy.next().await.expect("a push");
+    let second = envoy.next().await.expect("a push");
+    assert_eq!(
+        (first.type_url.as_str(), second.type_url.as_str()),
+        (CLUSTER_TYPE, ENDPOINT_TYPE)
+    );
+    assert_eq!(
+        second
+            .resources
+            .iter()
+            .map(|r| r.value.clone())
+            .collect::<Vec<_>>(),
+        vec![format!("e1 v{}", second.version_info).into_bytes()]
+    );
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: vec!["e1".to_owned()],
+            ..request(ENDPOINT_TYPE, &second.nonce, &second.version_info)
+        })
+        .await;
+    // Requests are handled in order: the listeners' answer comes after the ACK is kept.
+    envoy.send(request(LISTENER_TYPE, "", "")).await;
+    envoy.next().await.expect("listeners");
+    assert_eq!(
+        envoy.status().acked.get("endpoints"),
+        Some(&second.version_info)
+    );
 }
 
 #[tokio::test]

@@ -391,7 +391,7 @@ pub(super) fn for_gateway(snapshot: &Snapshot, gateway: &str) -> Option<NodeReso
         };
         out.routes.push((route_name, any(ROUTE_TYPE, &config)));
     }
-    out.clusters.extend(clusters);
+    out.add_egress(clusters);
     Some(out)
 }
 

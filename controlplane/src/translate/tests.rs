@@ -16,7 +16,12 @@ fn retry_events_map_to_envoy_retry_on() {
 fn socket_addresses(
     c: &cluster::Cluster,
 ) -> Vec<(String, Option<core::socket_address::PortSpecifier>)> {
-    let assignment = c.load_assignment.as_ref().expect("endpoints");
+    assigned_addresses(c.load_assignment.as_ref().expect("endpoints"))
+}
+
+fn assigned_addresses(
+    assignment: &endpoint::ClusterLoadAssignment,
+) -> Vec<(String, Option<core::socket_address::PortSpecifier>)> {
     assignment.endpoints[0]
         .lb_endpoints
         .iter()
@@ -760,8 +765,9 @@ fn a_listener_timeout_bounds_the_ingress_route() {
 }
 
 /// A node Cloud Map discovers (here distributor-v1, as if its task ran elsewhere) is
-/// reached at the instances looked up, each at its own port or the listener's; before a
-/// lookup, or when it found none, its callers' cluster has no endpoint (503).
+/// reached at the instances looked up, each at its own port or the listener's, sent by EDS
+/// as App Mesh sends them; before a lookup, or when it found none, its callers' cluster has
+/// no endpoint (503).
 #[test]
 fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
     use crate::cloudmap::Instance;
@@ -783,15 +789,34 @@ fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
             ip_preference: None,
         }),
     });
+    let name = "cds_egress_gophermesh_distributor-v1_http_8080";
     let endpoints = |snapshot: &Snapshot| {
+        // An EDS cluster over ADS, without endpoints of its own: they come by EDS.
         let c = requesters_v1_cluster(snapshot);
         assert_eq!(
             c.cluster_discovery_type,
             Some(cluster::cluster::ClusterDiscoveryType::Type(
-                cluster::cluster::DiscoveryType::Static as i32
+                cluster::cluster::DiscoveryType::Eds as i32
             ))
         );
-        socket_addresses(&c)
+        let eds = c.eds_cluster_config.expect("an EDS config");
+        assert_eq!(eds.service_name, name);
+        assert!(matches!(
+            eds.eds_config.and_then(|s| s.config_source_specifier),
+            Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+        ));
+        assert_eq!(c.load_assignment, None);
+        let res = for_node(snapshot, "requester").expect("resources");
+        let (_, any) = res
+            .endpoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("the cluster's load assignment");
+        assert_eq!(any.type_url, ENDPOINT_TYPE);
+        let assignment =
+            endpoint::ClusterLoadAssignment::decode(any.value.as_slice()).expect("decodes");
+        assert_eq!(assignment.cluster_name, name);
+        assigned_addresses(&assignment)
             .into_iter()
             .map(|(address, port)| match port {
                 Some(core::socket_address::PortSpecifier::PortValue(port)) => {
