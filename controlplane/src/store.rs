@@ -520,31 +520,64 @@ impl Store {
         reloaded
     }
 
-    /// Applies `change` to a copy of the mesh; publishes it if the result checks out.
-    fn update(
-        &self,
-        change: impl Fn(&Mesh) -> Result<Mesh, Problems>,
-    ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
-        self.update_with(|s| change(&s.mesh).map(Next::mesh))
-    }
-
     /// Creates or replaces one resource.
+    /// In the mesh its `meshName` names when that is another mesh held here, else in the
+    /// first (whose check refuses a `meshName` that is not its own).
     pub fn apply(
         &self,
         origin: &str,
         resource: Resource,
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
-        self.update(|mesh| mesh.apply(origin, resource.clone()))
+        let named = resource.mesh_name().to_owned();
+        self.update_with(|s| {
+            let mesh = s.others.contains_key(&named).then_some(named.as_str());
+            in_mesh(s, mesh, |m| m.apply(origin, resource.clone()))
+        })
     }
 
-    /// Sets the weights of route `route` ([`crate::weights::set_weights`]).
+    /// Sets the weights of route `route` ([`crate::weights::set_weights`]) of the mesh
+    /// named `mesh` (the first when `None`).
     pub fn set_weights(
         &self,
+        mesh: Option<&str>,
         router: Option<&str>,
         route: &str,
         weights: &BTreeMap<String, i64>,
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
-        self.update(|mesh| crate::weights::set_weights(mesh, router, route, weights))
+        self.update_with(|s| {
+            in_mesh(s, mesh, |m| {
+                crate::weights::set_weights(m, router, route, weights)
+            })
+        })
+    }
+}
+
+/// `change` made to the mesh named `mesh` of `snapshot` (the first when `None` or its
+/// name); a name of no mesh here is refused, naming those there are.
+fn in_mesh(
+    snapshot: &Snapshot,
+    mesh: Option<&str>,
+    change: impl Fn(&Mesh) -> Result<Mesh, Problems>,
+) -> Result<Next, Problems> {
+    match mesh.filter(|m| Some(*m) != snapshot.mesh.name()) {
+        None => change(&snapshot.mesh).map(Next::mesh),
+        Some(name) => match snapshot.others.get(name) {
+            Some(other) => change(&other.mesh).map(|m| Next {
+                other: Some(name.to_owned()),
+                ..Next::mesh(m)
+            }),
+            None => {
+                let here: Vec<String> = snapshot
+                    .meshes()
+                    .filter_map(|(m, ..)| m.name().map(|n| format!("`{n}`")))
+                    .collect();
+                Err(Problems::one(meshmodel::Problem::new(
+                    "<request>",
+                    "mesh",
+                    format!("no mesh `{name}` here (there is {})", here.join(", ")),
+                )))
+            }
+        },
     }
 }
 
@@ -610,6 +643,7 @@ mod tests {
         let after = store
             .set_weights(
                 None,
+                None,
                 "distributor",
                 &weights(&[("distributor-v1", 30), ("distributor-v2", 70)]),
             )
@@ -640,7 +674,7 @@ mod tests {
             ]),
         ] {
             let refused = store
-                .set_weights(None, "distributor", &bad)
+                .set_weights(None, None, "distributor", &bad)
                 .expect_err("refused");
             assert!(
                 matches!(&refused, UpdateError::Refused(Problems(p)) if !p.is_empty()),
@@ -649,7 +683,7 @@ mod tests {
         }
         assert!(
             store
-                .set_weights(None, "nope", &weights(&[("distributor-v1", 1)]))
+                .set_weights(None, None, "nope", &weights(&[("distributor-v1", 1)]))
                 .is_err()
         );
         assert!(
@@ -674,6 +708,7 @@ mod tests {
         let changed = store
             .set_weights(
                 None,
+                None,
                 "distributor",
                 &weights(&[("distributor-v1", 0), ("distributor-v2", 100)]),
             )
@@ -690,5 +725,98 @@ mod tests {
         let snapshot = again.current();
         assert_eq!(route_weights(&snapshot), route_weights(&changed));
         assert_eq!(snapshot.meta, changed.meta, "metadata survives as written");
+    }
+
+    /// With a second mesh, a route's weights are set in the mesh named, a resource goes to
+    /// the mesh its `meshName` names, and a mesh that is not here is refused by name.
+    #[test]
+    fn changes_go_to_the_mesh_they_name() {
+        let store = Store::in_memory(shipped(), Identity::default());
+        // A copy of the shipped mesh named `shop`.
+        let text = |dir: &Path| {
+            let mut out = Vec::new();
+            for sub in [
+                "",
+                "virtual-nodes",
+                "virtual-routers",
+                "routes",
+                "virtual-services",
+            ] {
+                let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if path.extension().is_some_and(|x| x == "json") {
+                        let t = std::fs::read_to_string(&path).expect("read");
+                        out.push((
+                            path.display().to_string(),
+                            t.replace("\"gophermesh\"", "\"shop\""),
+                        ));
+                    }
+                }
+            }
+            out
+        };
+        let mut shop = Mesh::default();
+        for (origin, t) in text(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh")) {
+            let value: serde_json::Value = serde_json::from_str(&t).expect("json");
+            let r = Resource::from_value(&origin, value).expect("a resource");
+            shop.insert(origin, r);
+        }
+        store
+            .update_with(|_| {
+                Ok::<_, Problems>(Next {
+                    other: Some("shop".into()),
+                    ..Next::mesh(shop.clone())
+                })
+            })
+            .expect("shop made");
+        let shop_weights = |s: &Snapshot| {
+            let (mesh, ..) = s.mesh_named("shop").expect("shop");
+            let route = &mesh.routes[&("distributor".to_owned(), "distributor".to_owned())];
+            let (_, targets) = route.value.spec.weighted_targets().expect("weighted");
+            targets.iter().map(|t| t.weight).collect::<Vec<_>>()
+        };
+        let after = store
+            .set_weights(
+                Some("shop"),
+                None,
+                "distributor",
+                &weights(&[("distributor-v1", 20), ("distributor-v2", 80)]),
+            )
+            .expect("accepted");
+        assert_eq!(shop_weights(&after), [20, 80]);
+        assert_eq!(
+            route_weights(&after),
+            [
+                ("distributor-v1".to_owned(), 90),
+                ("distributor-v2".to_owned(), 10)
+            ],
+            "the first mesh is untouched"
+        );
+        let route = serde_json::json!({"meshName": "shop", "virtualRouterName": "distributor",
+            "routeName": "distributor", "spec": {"httpRoute": {"match": {"prefix": "/"},
+            "action": {"weightedTargets": [{"virtualNode": "distributor-v2", "weight": 1}]}}}});
+        let resource = Resource::from_value("shop.json", route).expect("a route");
+        let after = store.apply("shop.json", resource).expect("applied");
+        assert_eq!(shop_weights(&after), [1]);
+        assert_eq!(route_weights(&after)[0].1, 90);
+        let refused = store
+            .set_weights(
+                Some("nope"),
+                None,
+                "distributor",
+                &weights(&[("distributor-v1", 1)]),
+            )
+            .expect_err("no such mesh");
+        let said = match refused {
+            UpdateError::Refused(p) => p.to_string(),
+            UpdateError::Storage(e) => panic!("{e}"),
+        };
+        assert!(
+            said.contains("no mesh `nope` here (there is `gophermesh`, `shop`)"),
+            "{said}"
+        );
     }
 }

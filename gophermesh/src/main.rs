@@ -74,13 +74,19 @@ async fn main() -> ExitCode {
                     route,
                     weights,
                     router,
+                    mesh,
                     save,
                     mesh_dir,
                     control,
                 },
         } => {
             let save = save.then_some(mesh_dir.as_path());
-            commands::route::run(&control, router.as_deref(), &route, &weights, save).await
+            let route = commands::route::Target {
+                mesh: mesh.as_deref(),
+                router: router.as_deref(),
+                route: &route,
+            };
+            commands::route::run(&control, &route, &weights, save).await
         }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
         Command::Console { control } => commands::console::run(&control),

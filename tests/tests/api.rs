@@ -498,8 +498,8 @@ fn node_json(mesh: &str, node: &str, port: u16) -> String {
 
 /// Meshes beside the first, through the AWS CLI: each has its own resources (a node of
 /// the same name in two meshes is two nodes, with their own ARNs), lists are per mesh,
-/// `list-meshes` lists them all, a mesh is deleted once empty, and the first mesh (the
-/// local one) is untouched.
+/// `list-meshes` lists them all, `route set --mesh`, `apply` and `status` reach the second
+/// mesh, a mesh is deleted once empty, and the first mesh (the local one) is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_meshes_through_the_aws_cli() {
     let dir = copy_of_shipped("api-meshes");
@@ -565,6 +565,113 @@ async fn several_meshes_through_the_aws_cli() {
         nodes("gophermesh"),
         serde_json::json!(["distributor-v1", "distributor-v2", "requester"])
     );
+    // The control surfaces reach the second mesh: `route set --mesh` and `apply` (by the
+    // file's meshName), and `status` lists its routes; the first mesh keeps its own.
+    aws(
+        &api,
+        &[
+            "create-virtual-node",
+            "--cli-input-json",
+            &node_json("shop", "distributor-v2", 9000),
+        ],
+    );
+    let router = serde_json::json!({"meshName": "shop", "virtualRouterName": "distributor",
+        "spec": {"listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}]}});
+    aws(
+        &api,
+        &[
+            "create-virtual-router",
+            "--cli-input-json",
+            &router.to_string(),
+        ],
+    );
+    let route = |v1: i64, v2: i64| {
+        serde_json::json!({"meshName": "shop", "virtualRouterName": "distributor",
+            "routeName": "distributor", "spec": {"httpRoute": {"match": {"prefix": "/"},
+            "action": {"weightedTargets": [{"virtualNode": "distributor-v1", "weight": v1},
+                {"virtualNode": "distributor-v2", "weight": v2}]}}}})
+    };
+    aws(
+        &api,
+        &[
+            "create-route",
+            "--cli-input-json",
+            &route(90, 10).to_string(),
+        ],
+    );
+    let weights = |mesh_name: &str| {
+        aws(
+            &api,
+            &[
+                "describe-route",
+                "--mesh-name",
+                mesh_name,
+                "--virtual-router-name",
+                "distributor",
+                "--route-name",
+                "distributor",
+                "--query",
+                "route.spec.httpRoute.action.weightedTargets[].weight",
+            ],
+        )
+    };
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=30",
+        "distributor-v2=70",
+        "--mesh",
+        "shop",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("route distributor of mesh shop:"), "{said}");
+    assert_eq!(weights("shop"), serde_json::json!([30, 70]));
+    assert_eq!(weights("gophermesh"), serde_json::json!([90, 10]));
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=1",
+        "--mesh",
+        "nope",
+    ]);
+    assert_ne!(code, 0, "{said}");
+    assert!(said.contains("no mesh `nope` here"), "{said}");
+    let file = dir.join("shop-route.json");
+    std::fs::write(&file, route(0, 100).to_string()).expect("write");
+    let (code, said) = mesh.cli(&["apply", "-f", &file.display().to_string()]);
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(weights("shop"), serde_json::json!([0, 100]));
+    let (_, said) = mesh.cli(&["status"]);
+    assert!(
+        said.contains("routes of mesh shop")
+            && said.contains("distributor/distributor   distributor-v1=0 distributor-v2=100"),
+        "{said}"
+    );
+    for (call, args) in [
+        (
+            "delete-route",
+            vec![
+                "--virtual-router-name",
+                "distributor",
+                "--route-name",
+                "distributor",
+            ],
+        ),
+        (
+            "delete-virtual-router",
+            vec!["--virtual-router-name", "distributor"],
+        ),
+        (
+            "delete-virtual-node",
+            vec!["--virtual-node-name", "distributor-v2"],
+        ),
+    ] {
+        let mut all = vec![call, "--mesh-name", "shop"];
+        all.extend(args);
+        aws(&api, &all);
+    }
     // Tags by ARN reach a resource of the second mesh.
     aws(
         &api,

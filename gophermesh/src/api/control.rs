@@ -112,6 +112,8 @@ struct WeightsBody {
 #[derive(Debug, Deserialize)]
 struct RouterQuery {
     router: Option<String>,
+    /// The mesh of the route (the first when absent).
+    mesh: Option<String>,
 }
 
 async fn set_weights(
@@ -127,19 +129,26 @@ async fn set_weights(
         )
             .into_response();
     };
-    match s
-        .store
-        .set_weights(q.router.as_deref(), &route, &body.weights)
-    {
+    match s.store.set_weights(
+        q.mesh.as_deref(),
+        q.router.as_deref(),
+        &route,
+        &body.weights,
+    ) {
         Ok(snapshot) => {
-            let changed = snapshot.mesh.routes.values().find(|r| {
+            let mesh = q
+                .mesh
+                .as_deref()
+                .and_then(|m| snapshot.mesh_named(m))
+                .map_or(&snapshot.mesh, |(m, ..)| m);
+            let changed = mesh.routes.values().find(|r| {
                 r.value.route_name == route
                     && q.router
                         .as_deref()
                         .is_none_or(|x| x == r.value.virtual_router_name)
             });
             let resource = changed.map(|r| Resource::Route((*r.value).clone()).to_json());
-            tracing::info!(route, weights = ?body.weights, version = snapshot.version, "route weights changed");
+            tracing::info!(route, mesh = ?q.mesh, weights = ?body.weights, version = snapshot.version, "route weights changed");
             accepted(&snapshot, resource)
         }
         Err(e) => not_made(e),
@@ -203,26 +212,37 @@ async fn apply(
     }
 }
 
+/// Each route of `mesh` with its weighted targets.
+fn routes_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
+    mesh.routes
+        .values()
+        .map(|r| {
+            let targets: Vec<Value> = r
+                .value
+                .spec
+                .weighted_targets()
+                .map(|(_, ts)| {
+                    ts.iter()
+                        .map(|t| json!({"virtualNode": t.virtual_node, "weight": t.weight}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "virtualRouter": r.value.virtual_router_name,
+                "route": r.value.route_name,
+                "targets": targets,
+            })
+        })
+        .collect()
+}
+
 async fn status(State(s): State<ControlState>) -> Response {
     let snapshot = s.store.current();
-    let mut routes = Vec::new();
-    for r in snapshot.mesh.routes.values() {
-        let targets: Vec<Value> = r
-            .value
-            .spec
-            .weighted_targets()
-            .map(|(_, ts)| {
-                ts.iter()
-                    .map(|t| json!({"virtualNode": t.virtual_node, "weight": t.weight}))
-                    .collect()
-            })
-            .unwrap_or_default();
-        routes.push(json!({
-            "virtualRouter": r.value.virtual_router_name,
-            "route": r.value.route_name,
-            "targets": targets,
-        }));
-    }
+    let routes = routes_of(&snapshot.mesh);
+    let meshes: Vec<Value> = snapshot
+        .meshes()
+        .map(|(m, ..)| json!({"name": m.name(), "routes": routes_of(m)}))
+        .collect();
     let tasks = s.tasks.status(&snapshot).await;
     Json(json!({
         "mesh": snapshot.mesh.name(),
@@ -239,6 +259,7 @@ async fn status(State(s): State<ControlState>) -> Response {
             }),
         },
         "routes": routes,
+        "meshes": meshes,
         "observed": tasks.observed,
         "envoys": s.envoys.snapshot(),
         "placements": tasks.placements,

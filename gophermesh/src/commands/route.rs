@@ -1,8 +1,9 @@
 //! `gophermesh route set`: new weights for a running route, optionally saved to its file.
 //!
 //! `--save` writes only inside `--mesh-dir`, and only the file that already holds this
-//! route (found by reading the directory, never by anything the control plane says), or
-//! `MESH_DIR/routes/ROUTE.json` when no file holds it. It never writes through a link.
+//! route of this mesh (found by reading the directory, never by anything the control plane
+//! says), or `MESH_DIR/routes/ROUTE.json` when no file holds it and that file is not there.
+//! It never writes through a link.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,21 +16,33 @@ use serde_json::json;
 use super::control::{call, refused, request};
 use crate::cli::ControlArgs;
 
+/// Which route: its name, its router when several have one of that name, and its mesh
+/// when the control plane holds several.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) mesh: Option<&'a str>,
+    pub(crate) router: Option<&'a str>,
+    pub(crate) route: &'a str,
+}
+
 pub(crate) async fn run(
     control: &ControlArgs,
-    router: Option<&str>,
-    route: &str,
+    target: &Target<'_>,
     weights: &[(String, i64)],
     save: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    let route = target.route;
     let weights: BTreeMap<&str, i64> = weights.iter().map(|(n, w)| (n.as_str(), *w)).collect();
     let mut url = reqwest::Url::parse(control.control_url.trim_end_matches('/'))
         .with_context(|| format!("--control-url `{}` is not a URL", control.control_url))?;
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("--control-url cannot take a path"))?
         .extend(["v1", "routes", route, "weights"]);
-    if let Some(r) = router {
+    if let Some(r) = target.router {
         url.query_pairs_mut().append_pair("router", r);
+    }
+    if let Some(m) = target.mesh {
+        url.query_pairs_mut().append_pair("mesh", m);
     }
     let (status, body) = call(
         control,
@@ -40,8 +53,12 @@ pub(crate) async fn run(
         return Ok(refused(&body));
     }
     let split: Vec<String> = weights.iter().map(|(n, w)| format!("{n}={w}")).collect();
+    let of_mesh = target
+        .mesh
+        .map(|m| format!(" of mesh {}", gophermesh::progress::escape(m)))
+        .unwrap_or_default();
     println!(
-        "route {}: {} (mesh version {})",
+        "route {}{of_mesh}: {} (mesh version {})",
         gophermesh::progress::escape(route),
         gophermesh::progress::escape(&split.join(" ")),
         body["version"]
@@ -68,7 +85,7 @@ fn save_path(mesh_dir: &Path, resource: &Resource) -> anyhow::Result<PathBuf> {
             continue;
         };
         if let Ok(found) = Resource::parse(&file.display().to_string(), &text) {
-            if found.key() == key {
+            if found.key() == key && found.mesh_name() == resource.mesh_name() {
                 return Ok(file);
             }
         }
@@ -83,7 +100,14 @@ fn save_path(mesh_dir: &Path, resource: &Resource) -> anyhow::Result<PathBuf> {
             name.escape_debug()
         );
     }
-    Ok(mesh_dir.join("routes").join(format!("{name}.json")))
+    let path = mesh_dir.join("routes").join(format!("{name}.json"));
+    if path.exists() {
+        bail!(
+            "--save: {} holds another resource (another mesh's route of that name?); nothing written",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 fn file_safe(name: &str) -> bool {

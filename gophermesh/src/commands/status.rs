@@ -147,6 +147,30 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
             );
         }
     }
+    // The other meshes' routes (traffic is observed for the first mesh's tasks only).
+    for m in s["meshes"].as_array().into_iter().flatten().skip(1) {
+        out_line!(
+            out,
+            "\nroutes of mesh {} (`route set --mesh {}` changes them):",
+            text(&m["name"]),
+            text(&m["name"])
+        );
+        for r in m["routes"].as_array().into_iter().flatten() {
+            let split: Vec<String> = r["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| format!("{}={}", text(&t["virtualNode"]), t["weight"]))
+                .collect();
+            out_line!(
+                out,
+                "  {}/{}   {}",
+                text(&r["virtualRouter"]),
+                text(&r["route"]),
+                split.join(" ")
+            );
+        }
+    }
     // All at once, and quietly when the reader has gone (`status | head`).
     let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(ExitCode::SUCCESS)
