@@ -243,6 +243,88 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
     );
 }
 
+/// A second mesh made through the App Mesh API shows in the console under "Other meshes",
+/// with its route's weights, which the page shifts in that mesh alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_other_meshes_and_shifts_their_routes() {
+    let dir = copy_of_shipped("console-meshes");
+    let mesh = LocalMesh::start(&dir);
+    let api = |args: &[&str]| {
+        let (code, out, err) = tests::aws_appmesh(
+            &mesh.api,
+            ("AKIDGOPHERMESHTEST", "gophermesh/test/secret+key"),
+            "us-east-1",
+            args,
+        );
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    api(&["create-mesh", "--mesh-name", "shop"]);
+    for node in ["web-v1", "web-v2"] {
+        let doc = serde_json::json!({"meshName": "shop", "virtualNodeName": node, "spec": {
+            "listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}],
+            "serviceDiscovery": {"dns": {"hostname": format!("{node}.shop.local")}}}});
+        api(&["create-virtual-node", "--cli-input-json", &doc.to_string()]);
+    }
+    let router = serde_json::json!({"meshName": "shop", "virtualRouterName": "web",
+        "spec": {"listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}]}});
+    api(&[
+        "create-virtual-router",
+        "--cli-input-json",
+        &router.to_string(),
+    ]);
+    let route = serde_json::json!({"meshName": "shop", "virtualRouterName": "web",
+        "routeName": "web", "spec": {"httpRoute": {"match": {"prefix": "/"},
+        "action": {"weightedTargets": [{"virtualNode": "web-v1", "weight": 80},
+            {"virtualNode": "web-v2", "weight": 20}]}}}});
+    api(&["create-route", "--cli-input-json", &route.to_string()]);
+
+    let browser = Browser::start(1280, 800).await;
+    let (code, link) = mesh.cli(&["console"]);
+    assert_eq!(code, 0, "{link}");
+    browser.goto(link.trim()).await;
+    const SHOP: &str = r#"[data-route="shop:web/web"]"#;
+    let input = |node: &str| format!(r#"{SHOP} input[data-node="{node}"]"#);
+    browser
+        .until(
+            "the shop mesh's route at 80/20, its Envoys not connected",
+            Duration::from_secs(10),
+            &format!(
+                r#"const v = (n) => document.querySelector(`{SHOP} input[data-node="${{n}}"]`)?.value;
+                   const section = document.getElementById('others-section');
+                   return !section.hidden && v('web-v1') === '80' && v('web-v2') === '20'
+                     && document.querySelector('{SHOP} li[data-node="web-v1"]')?.textContent.includes('no Envoy');"#
+            ),
+        )
+        .await;
+    browser.type_into(&input("web-v1"), "25").await;
+    browser.type_into(&input("web-v2"), "75\u{E007}").await;
+    browser
+        .until(
+            "the page to say the change was applied",
+            Duration::from_secs(5),
+            &format!(r#"return document.querySelector('{SHOP} [data-refusal]')?.textContent.startsWith('applied');"#),
+        )
+        .await;
+    let shop = api(&[
+        "describe-route",
+        "--mesh-name",
+        "shop",
+        "--virtual-router-name",
+        "web",
+        "--route-name",
+        "web",
+        "--query",
+        "route.spec.httpRoute.action.weightedTargets[].weight",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&shop).expect("json"),
+        serde_json::json!([25, 75])
+    );
+    assert_eq!(route_weights(&mesh.status().await, "distributor"), [90, 10]);
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+}
+
 /// Ten open consoles cost the Envoys nothing more: their stats are still read once a second
 /// per Envoy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //!
 //! A frame holds the mesh as a graph (virtual gateways with their task's state and the
 //! services their gateway routes lead to, virtual services, routers, routes with their
-//! weights, virtual nodes with their task's state and their Envoy's sync state), the
+//! weights, virtual nodes with their task's state and their Envoy's sync state), the other
+//! meshes held (`others`: their routes and their Envoys' sync state), the
 //! traffic per target node (requests per second, success rate, p50/p99 latency, and a
 //! series over the last five minutes), the split observed since the last change, and the
 //! history of changes with how long each took to be ACKed by every Envoy.
@@ -297,28 +298,28 @@ fn frame(
             })
         })
         .collect();
-    let routers: Vec<Value> = mesh
-        .virtual_routers
-        .values()
-        .map(|r| {
-            let name = &r.value.virtual_router_name;
-            let routes: Vec<Value> = mesh
-                .routes_of(name)
-                .into_iter()
-                .map(|route| {
-                    let targets: Vec<Value> = route
-                        .spec
-                        .weighted_targets()
-                        .map(|(_, ts)| {
-                            ts.iter()
-                                .map(|t| json!({"node": t.virtual_node, "weight": t.weight}))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    json!({"name": route.route_name, "targets": targets})
+    let routers = routers_of(mesh);
+    // The other meshes: their routes and their Envoys (their traffic is not sampled).
+    let others: Vec<Value> = snapshot
+        .meshes()
+        .filter_map(|(m, _, other)| other.map(|name| (m, name)))
+        .map(|(m, name)| {
+            let nodes: Vec<Value> = m
+                .virtual_nodes
+                .keys()
+                .map(|node| {
+                    let envoy = envoys.get(&format!("@{name}/{node}"));
+                    json!({
+                        "name": node,
+                        "envoy": envoy.map(|e| json!({
+                            "connected": e.connected,
+                            "synced_version": e.synced_version,
+                            "last_nack": e.last_nack,
+                        })),
+                    })
                 })
                 .collect();
-            json!({"name": name, "routes": routes})
+            json!({"name": name, "routers": routers_of(m), "nodes": nodes})
         })
         .collect();
     // The processes of the task that runs `name` (a node, or `virtualGateway/G`), what
@@ -401,9 +402,37 @@ fn frame(
         "services": services,
         "routers": routers,
         "nodes": nodes,
+        "others": others,
         "history": state.history,
         "samples": samples,
     })
+}
+
+/// Each router of `mesh` with its routes and their weighted targets.
+fn routers_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
+    mesh.virtual_routers
+        .values()
+        .map(|r| {
+            let name = &r.value.virtual_router_name;
+            let routes: Vec<Value> = mesh
+                .routes_of(name)
+                .into_iter()
+                .map(|route| {
+                    let targets: Vec<Value> = route
+                        .spec
+                        .weighted_targets()
+                        .map(|(_, ts)| {
+                            ts.iter()
+                                .map(|t| json!({"node": t.virtual_node, "weight": t.weight}))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    json!({"name": route.route_name, "targets": targets})
+                })
+                .collect();
+            json!({"name": name, "routes": routes})
+        })
+        .collect()
 }
 
 /// Which resources a change touched, as `kind name` words.

@@ -148,8 +148,10 @@ function chart(frame, targets) {
   return c;
 }
 
-function routeCard(frame, router, route) {
-  const key = router.name + "/" + route.name;
+// A route's card: its weights form and, for the local mesh, its traffic. `mesh` names
+// another mesh the control plane holds (its routes are keyed `MESH:ROUTER/ROUTE`).
+function routeCard(frame, router, route, mesh) {
+  const key = (mesh ? mesh + ":" : "") + router.name + "/" + route.name;
   const card = el("div", { class: "route", "data-route": key });
   const left = el("div");
   left.append(el("h3", {}, `${router.name} · route ${route.name}`));
@@ -197,11 +199,27 @@ function routeCard(frame, router, route) {
   form.append(actions, message);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    shift(router.name, route.name, key, form, message);
+    shift(router.name, route.name, key, form, message, mesh);
   });
   left.append(form);
 
   const right = el("div");
+  if (mesh) {
+    // Another mesh's tasks run elsewhere: their traffic is not sampled here.
+    right.append(el("p", { class: "muted" }, `traffic is sampled for mesh ${frame.mesh}'s tasks only`));
+    const envoys = el("ul", { class: "envoys" });
+    for (const t of route.targets) {
+      const n = nodeOf(frame, t.node);
+      const e = n.envoy;
+      envoys.append(el("li", { "data-node": t.node },
+        `${t.node}: ` + (!e ? "no Envoy has connected" : (e.connected ? "Envoy connected" : "Envoy disconnected") +
+          (e.synced_version != null ? `, in sync at version ${e.synced_version}` : "") +
+          (e.last_nack ? `, last NACK at version ${e.last_nack.version}: ${e.last_nack.message}` : ""))));
+    }
+    right.append(envoys);
+    card.append(left, right);
+    return card;
+  }
   const observed = el("p", { "data-observed": key });
   observed.append(el("strong", {}, `observed since version ${frame.observed_since_version}: `));
   route.targets.forEach((t, i) => {
@@ -225,7 +243,7 @@ function routeCard(frame, router, route) {
   return card;
 }
 
-async function shift(router, route, key, form, message) {
+async function shift(router, route, key, form, message, mesh) {
   const weights = {};
   for (const input of form.querySelectorAll("input[data-node]")) {
     const v = Number(input.value);
@@ -234,7 +252,8 @@ async function shift(router, route, key, form, message) {
   message.className = "refusal";
   message.textContent = "";
   try {
-    const r = await fetch(`/v1/routes/${encodeURIComponent(route)}/weights?router=${encodeURIComponent(router)}`, {
+    const of = mesh ? `&mesh=${encodeURIComponent(mesh)}` : "";
+    const r = await fetch(`/v1/routes/${encodeURIComponent(route)}/weights?router=${encodeURIComponent(router)}${of}`, {
       method: "PUT",
       headers: { "content-type": "application/json", authorization: "Bearer " + token },
       body: JSON.stringify({ weights }),
@@ -281,14 +300,42 @@ function render(frame) {
   drawGraph(frame);
   const focused = document.activeElement && document.activeElement.id;
   const routes = $("routes");
-  // Built before the old cards go, so that each keeps its message. A card someone is
-  // typing in keeps its form as it is (only its figures are new).
+  const cards = routeCards(routes, frame, frame.routers);
+  routes.replaceChildren(...cards);
+  if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
+  const others = $("others");
+  const blocks = [];
+  for (const m of frame.others || []) {
+    const block = el("div", { class: "mesh", "data-mesh": m.name });
+    block.append(el("h3", {}, "mesh " + m.name));
+    const held = [...others.children].find((b) => b.dataset.mesh === m.name);
+    const mine = routeCards(held || block, { ...frame, nodes: m.nodes }, m.routers, m.name);
+    block.append(...mine);
+    if (!mine.length) block.append(el("p", { class: "muted" }, "no routes"));
+    blocks.push(block);
+  }
+  others.replaceChildren(...blocks);
+  $("others-section").hidden = !blocks.length;
+  if (focused) {
+    const again = document.getElementById(focused);
+    if (again) again.focus();
+  }
+  $("nodes").replaceChildren(...frame.nodes.map(nodeCard));
+  $("history").replaceChildren(...frame.history.map((h) => el("li", {},
+    `version ${h.version} at ${h.at.replace("T", " ").replace("Z", "")}: ${h.what}; ` +
+    (h.acked_ms != null ? `ACKed by every Envoy in ${h.acked_ms.toFixed(1)} ms` : "waiting for every Envoy's ACK"))));
+}
+
+// The route cards of `routers` (of another mesh when `mesh` is given), built before the
+// old cards in `container` go, so that each keeps its message. A card someone is typing
+// in keeps its form as it is (only its figures are new).
+function routeCards(container, frame, routers, mesh) {
   const cards = [];
-  for (const r of frame.routers) {
+  for (const r of routers) {
     for (const route of r.routes) {
-      const fresh = routeCard(frame, r, route);
+      const fresh = routeCard(frame, r, route, mesh);
       const key = fresh.dataset.route;
-      const old = [...routes.children].find((c) => c.dataset.route === key);
+      const old = [...container.children].find((c) => c.dataset.route === key);
       const busy = old && (old.contains(document.activeElement) || edits.has(key));
       if (busy && old.children.length === 2 && fresh.children.length === 2) {
         old.replaceChild(fresh.children[1], old.children[1]);
@@ -298,16 +345,7 @@ function render(frame) {
       }
     }
   }
-  routes.replaceChildren(...cards);
-  if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
-  if (focused) {
-    const again = document.getElementById(focused);
-    if (again) again.focus();
-  }
-  $("nodes").replaceChildren(...frame.nodes.map(nodeCard));
-  $("history").replaceChildren(...frame.history.map((h) => el("li", {},
-    `version ${h.version} at ${h.at.replace("T", " ").replace("Z", "")}: ${h.what}; ` +
-    (h.acked_ms != null ? `ACKed by every Envoy in ${h.acked_ms.toFixed(1)} ms` : "waiting for every Envoy's ACK"))));
+  return cards;
 }
 
 function connect() {
