@@ -207,6 +207,9 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // TCP backends: a filter chain per port, told apart by the original destination port
     // (so not on a port that an HTTP backend of this node has too: HTTP keeps it).
     let mut tcp_chains: Vec<(i64, listener::FilterChain)> = Vec::new();
+    // The same TCP backends as (virtual service, port, where, idle timeout), for the
+    // loopback mode, which carries them as HTTP CONNECT tunnels.
+    let mut tunnels: Vec<(String, i64, TcpTo, Option<Duration>)> = Vec::new();
     let mut http_ports: BTreeSet<i64> = BTreeSet::new();
     let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
     for backend in &vn.spec.backends {
@@ -252,7 +255,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                     r.spec.tcp_route.is_some() && r.spec.match_port().is_none_or(|p| p == *port)
                 });
                 if let Some(tcp) = route.and_then(|r| r.spec.tcp_route.as_ref()) {
-                    let weighted = tcp
+                    let weighted: Vec<(String, u32)> = tcp
                         .action
                         .weighted_targets
                         .iter()
@@ -274,6 +277,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                         .as_ref()
                         .and_then(|t| t.idle)
                         .map(|d| d.to_std());
+                    tunnels.push((
+                        service_name.clone(),
+                        *port,
+                        TcpTo::Weighted(weighted.clone()),
+                        idle,
+                    ));
                     tcp_chains.push((
                         *port,
                         tcp_chain(
@@ -326,6 +335,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                             &mut egress_clusters,
                         );
                         let idle = tcp_idle(l);
+                        tunnels.push((
+                            service_name.clone(),
+                            port,
+                            TcpTo::Cluster(name.clone()),
+                            idle,
+                        ));
                         tcp_chains.push((
                             port,
                             tcp_chain(
@@ -389,8 +404,8 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             });
         }
     }
-    // TCP backends need the original destination port, which only redirected connections
-    // have: the loopback mode's explicit proxy carries HTTP alone. One chain per port.
+    // TCP backends by the original destination port, which only redirected connections
+    // have (the loopback mode tunnels them instead, below). One chain per port.
     if transparent && !tcp_chains.is_empty() {
         if !egress
             .listener_filters
@@ -405,6 +420,16 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                 .into_iter()
                 .filter(|(port, _)| !http_ports.contains(port) && seen.insert(*port))
                 .map(|(_, chain)| chain),
+        );
+    }
+    // Without redirection, an app reaches a TCP backend by asking its Envoy (its HTTP
+    // proxy) to `CONNECT SERVICE:PORT`; Envoy opens the tunnel to the backend's clusters.
+    if !transparent {
+        allow_connect(&mut egress);
+        virtual_hosts.extend(
+            tunnels
+                .into_iter()
+                .map(|(service, port, to, idle)| connect_host(&service, port, to, idle)),
         );
     }
     out.listeners
@@ -668,6 +693,7 @@ fn tcp_idle(l: &Listener) -> Option<Duration> {
 }
 
 /// Where a TCP proxy sends a connection.
+#[derive(Debug, Clone)]
 enum TcpTo {
     Cluster(String),
     /// (cluster, weight), weights above 0.
@@ -718,6 +744,80 @@ fn tcp_chain(
                 "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                 &proxy,
             ))),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Lets an HTTP listener's connection manager take `CONNECT` requests (its routes say
+/// which are tunnelled where).
+fn allow_connect(l: &mut listener::Listener) {
+    for chain in &mut l.filter_chains {
+        for filter in &mut chain.filters {
+            let Some(listener::filter::ConfigType::TypedConfig(config)) = &mut filter.config_type
+            else {
+                continue;
+            };
+            let Ok(mut manager) = hcm::HttpConnectionManager::decode(config.value.as_slice())
+            else {
+                continue;
+            };
+            manager
+                .upgrade_configs
+                .push(hcm::http_connection_manager::UpgradeConfig {
+                    upgrade_type: "CONNECT".to_owned(),
+                    ..Default::default()
+                });
+            config.value = manager.encode_to_vec();
+        }
+    }
+}
+
+/// The virtual host `SERVICE:PORT` that tunnels a `CONNECT` for it to `to` (a TCP
+/// backend in the loopback mode), closed after `idle` without bytes.
+fn connect_host(service: &str, port: i64, to: TcpTo, idle: Option<Duration>) -> route::VirtualHost {
+    let cluster_specifier = match to {
+        TcpTo::Cluster(name) => route::route_action::ClusterSpecifier::Cluster(name),
+        TcpTo::Weighted(clusters) => {
+            route::route_action::ClusterSpecifier::WeightedClusters(route::WeightedCluster {
+                clusters: clusters
+                    .into_iter()
+                    .map(|(name, weight)| route::weighted_cluster::ClusterWeight {
+                        name,
+                        weight: Some(u32v(weight)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        }
+    };
+    let name = format!("{service}:{port}");
+    route::VirtualHost {
+        name: format!("{name} (tcp)"),
+        domains: vec![name],
+        routes: vec![route::Route {
+            r#match: Some(route::RouteMatch {
+                path_specifier: Some(route::route_match::PathSpecifier::ConnectMatcher(
+                    route::route_match::ConnectMatcher {},
+                )),
+                ..Default::default()
+            }),
+            action: Some(route::route::Action::Route(route::RouteAction {
+                cluster_specifier: Some(cluster_specifier),
+                upgrade_configs: vec![route::route_action::UpgradeConfig {
+                    upgrade_type: "CONNECT".to_owned(),
+                    connect_config: Some(
+                        route::route_action::upgrade_config::ConnectConfig::default(),
+                    ),
+                    ..Default::default()
+                }],
+                // A tunnel lasts as long as its bytes flow, as a TCP proxy's connection.
+                timeout: Some(pb_duration(Duration::ZERO)),
+                idle_timeout: idle.map(pb_duration),
+                ..Default::default()
+            })),
+            ..Default::default()
         }],
         ..Default::default()
     }

@@ -1,7 +1,8 @@
-//! The mesh's egress filter on real Envoys in `up --netns`: DROP_ALL keeps an app's traffic
-//! to destinations outside the mesh from leaving, ALLOW_ALL passes it through to where it
-//! was going (the original destination of the redirected connection), switched live
-//! through the App Mesh API.
+//! The mesh's egress on real Envoys: in `up --netns`, DROP_ALL keeps an app's traffic to
+//! destinations outside the mesh from leaving, ALLOW_ALL passes it through to where it was
+//! going (the original destination of the redirected connection), switched live through
+//! the App Mesh API; a tcp route carries connections as a TCP proxy there, and as CONNECT
+//! tunnels in the loopback mode.
 
 use tests::serve::http_status_in;
 use tests::{LocalMesh, Mode, Service, copy_of_shipped, require_root_for_netns};
@@ -55,14 +56,9 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     assert_eq!(report["ok"], 100, "{report}");
 }
 
-/// A virtual router whose listener is tcp: the requester's connections to the
-/// distributor's name go through its Envoy as a TCP proxy (a filter chain on the original
-/// destination port, weighted clusters per connection), here all to v2; the HTTP the
-/// requester speaks passes through it unchanged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tcp_route_proxies_connections_to_its_targets() {
-    require_root_for_netns();
-    let dir = copy_of_shipped("tcp-route");
+/// The shipped mesh in `dir` with the distributor's router as tcp, and one tcpRoute
+/// sending every connection to v2.
+fn distributor_as_tcp(dir: &std::path::Path) {
     let mesh_dir = dir.join("mesh");
     // The distributor's router as tcp, with one tcpRoute sending every connection to v2.
     for file in [
@@ -86,6 +82,17 @@ async fn a_tcp_route_proxies_connections_to_its_targets() {
                 {"virtualNode": "distributor-v1", "weight": 0},
                 {"virtualNode": "distributor-v2", "weight": 1}]}}}}),
     );
+}
+
+/// A virtual router whose listener is tcp: the requester's connections to the
+/// distributor's name go through its Envoy as a TCP proxy (a filter chain on the original
+/// destination port, weighted clusters per connection), here all to v2; the HTTP the
+/// requester speaks passes through it unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_route_proxies_connections_to_its_targets() {
+    require_root_for_netns();
+    let dir = copy_of_shipped("tcp-route");
+    distributor_as_tcp(&dir);
     let mesh = LocalMesh::start_in(&dir, Mode::Netns);
     let report = tests::compare(&mesh, 200, 8).await;
     assert_eq!(report["ok"], 200, "{report}");
@@ -99,4 +106,73 @@ async fn a_tcp_route_proxies_connections_to_its_targets() {
         .envoy_stat("requester", "tcp.egress_tcp_8080.downstream_cx_total")
         .await;
     assert!(tcp > 0, "no connection went through the tcp proxy");
+}
+
+/// The same tcp route in the loopback mode, where nothing redirects connections: an app
+/// asks its Envoy (its HTTP proxy) to `CONNECT distributor.gophers.local:8080`, and the
+/// tunnel's bytes reach v2 (the route's only target), as many tunnels as are opened; a
+/// name with no TCP backend gets no tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_route_is_a_connect_tunnel_in_the_loopback_mode() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let dir = copy_of_shipped("tcp-connect");
+    distributor_as_tcp(&dir);
+    let mesh = LocalMesh::start(&dir);
+    tests::until_routes_acked(&mesh, "requester").await;
+    let status = mesh.status().await;
+    let egress = status["placements"]["requester"]["egress"]
+        .as_str()
+        .expect("the requester's egress address")
+        .to_owned();
+    // (the CONNECT answer's status line, and what came back through the tunnel)
+    let tunnel = |to: &str| {
+        let mut conn = std::net::TcpStream::connect(&egress).expect("the egress listener");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        write!(conn, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("write");
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).expect("status line");
+        let mut line = String::new();
+        while reader.read_line(&mut line).expect("header") > 2 {
+            line.clear();
+        }
+        if !status_line.contains(" 200") {
+            return (status_line, String::new());
+        }
+        // HTTP to the distributor itself, through the tunnel.
+        write!(
+            conn,
+            "GET / HTTP/1.1\r\nHost: distributor.gophers.local\r\n\r\n"
+        )
+        .expect("write");
+        // The answer's head, then its body by its length (the tunnel stays open).
+        let mut answer = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("answer header");
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().expect("a length");
+            }
+            answer.push_str(&line);
+            if line.len() <= 2 {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the body");
+        answer.push_str(&String::from_utf8_lossy(&body));
+        (status_line, answer)
+    };
+    for _ in 0..20 {
+        let (status_line, answer) = tunnel("distributor.gophers.local:8080");
+        assert!(status_line.contains(" 200"), "{status_line}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("\"v2\""),
+            "not v2 through the tunnel: {answer}"
+        );
+    }
+    let (status_line, _) = tunnel("requester.gophers.local:9999");
+    assert!(!status_line.contains(" 200"), "{status_line}");
 }
