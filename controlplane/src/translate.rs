@@ -425,7 +425,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // Without redirection, an app reaches a TCP backend by asking its Envoy (its HTTP
     // proxy) to `CONNECT SERVICE:PORT`; Envoy opens the tunnel to the backend's clusters.
     if !transparent {
-        allow_connect(&mut egress);
+        allow_connect(&mut egress, allow_all);
         virtual_hosts.extend(
             tunnels
                 .into_iter()
@@ -435,25 +435,14 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     out.listeners
         .push((egress_name.clone(), any(LISTENER_TYPE, &egress)));
     if allow_all && !transparent {
-        virtual_hosts.push(route::VirtualHost {
-            name: "allow_all".to_owned(),
-            domains: vec!["*".to_owned()],
-            routes: vec![route::Route {
-                r#match: Some(prefix_match("/")),
-                action: Some(route::route::Action::DirectResponse(route::DirectResponseAction {
-                    status: 502,
-                    body: Some(core::DataSource {
-                        specifier: Some(core::data_source::Specifier::InlineString(
-                            "egress filter ALLOW_ALL passes traffic through where the APPMESH rules redirect it (up --netns, ECS); an app using its Envoy as an explicit proxy has no original destination to pass it to\n".to_owned(),
-                        )),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        // Egress filter ALLOW_ALL without redirection: the destination is the one the app
+        // asked its proxy for (the request's host, or a CONNECT's), looked up by Envoy's
+        // dynamic forward proxy.
+        virtual_hosts.push(forward_proxy_host());
+        out.clusters.push((
+            FORWARD_PROXY.to_owned(),
+            any(CLUSTER_TYPE, &forward_proxy_cluster()),
+        ));
     }
     if allow_all && transparent {
         // Egress filter ALLOW_ALL: any other destination, passed through to where the
@@ -750,8 +739,9 @@ fn tcp_chain(
 }
 
 /// Lets an HTTP listener's connection manager take `CONNECT` requests (its routes say
-/// which are tunnelled where).
-fn allow_connect(l: &mut listener::Listener) {
+/// which are tunnelled where), and with `forward`, send requests to the hosts they name
+/// (the dynamic forward proxy's filter, before the router).
+fn allow_connect(l: &mut listener::Listener, forward: bool) {
     for chain in &mut l.filter_chains {
         for filter in &mut chain.filters {
             let Some(listener::filter::ConfigType::TypedConfig(config)) = &mut filter.config_type
@@ -768,9 +758,88 @@ fn allow_connect(l: &mut listener::Listener) {
                     upgrade_type: "CONNECT".to_owned(),
                     ..Default::default()
                 });
+            if forward {
+                use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3 as dfp;
+                let filter = dfp::FilterConfig {
+                    implementation_specifier: Some(
+                        dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(dns_cache()),
+                    ),
+                    ..Default::default()
+                };
+                manager.http_filters.insert(
+                    0,
+                    hcm::HttpFilter {
+                        name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
+                        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                            "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+                            &filter,
+                        ))),
+                        ..Default::default()
+                    },
+                );
+            }
             config.value = manager.encode_to_vec();
         }
     }
+}
+
+/// The cluster of egress filter ALLOW_ALL in the loopback mode: the host each request (or
+/// CONNECT) names, looked up in DNS.
+pub const FORWARD_PROXY: &str = "cds_egress_forward_proxy";
+
+/// The DNS cache the dynamic forward proxy's filter and cluster share.
+fn dns_cache()
+-> envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+    envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+        name: "egress_dns".to_owned(),
+        dns_lookup_family: cluster::cluster::DnsLookupFamily::V4Preferred as i32,
+        ..Default::default()
+    }
+}
+
+fn forward_proxy_cluster() -> cluster::Cluster {
+    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3 as dfp;
+    let config = dfp::ClusterConfig {
+        cluster_implementation_specifier: Some(
+            dfp::cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(dns_cache()),
+        ),
+        ..Default::default()
+    };
+    cluster::Cluster {
+        name: FORWARD_PROXY.to_owned(),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::ClusterType(
+            cluster::cluster::CustomClusterType {
+                name: "envoy.clusters.dynamic_forward_proxy".to_owned(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                    &config,
+                )),
+            },
+        )),
+        lb_policy: cluster::cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(pb_duration(EGRESS_CONNECT_TIMEOUT)),
+        ..Default::default()
+    }
+}
+
+/// ALLOW_ALL's virtual host in the loopback mode: a CONNECT is tunnelled, any other request
+/// forwarded, to the host it names.
+fn forward_proxy_host() -> route::VirtualHost {
+    let mut host = connect_host("*", 0, TcpTo::Cluster(FORWARD_PROXY.to_owned()), None);
+    host.name = "allow_all".to_owned();
+    host.domains = vec!["*".to_owned()];
+    host.routes.push(route::Route {
+        r#match: Some(prefix_match("/")),
+        action: Some(route::route::Action::Route(route::RouteAction {
+            cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                FORWARD_PROXY.to_owned(),
+            )),
+            timeout: Some(pb_duration(DEFAULT_PER_REQUEST)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    host
 }
 
 /// The virtual host `SERVICE:PORT` that tunnels a `CONNECT` for it to `to` (a TCP

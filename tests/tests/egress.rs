@@ -1,8 +1,11 @@
 //! The mesh's egress on real Envoys: in `up --netns`, DROP_ALL keeps an app's traffic to
 //! destinations outside the mesh from leaving, ALLOW_ALL passes it through to where it was
 //! going (the original destination of the redirected connection), switched live through
-//! the App Mesh API; a tcp route carries connections as a TCP proxy there, and as CONNECT
-//! tunnels in the loopback mode.
+//! the App Mesh API; a tcp route carries connections as a TCP proxy there. In the loopback
+//! mode, where the app's Envoy is its HTTP proxy, TCP backends are CONNECT tunnels and
+//! ALLOW_ALL forwards to the host a request names.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
 use tests::serve::http_status_in;
 use tests::{LocalMesh, Mode, Service, copy_of_shipped, require_root_for_netns};
@@ -108,71 +111,148 @@ async fn a_tcp_route_proxies_connections_to_its_targets() {
     assert!(tcp > 0, "no connection went through the tcp proxy");
 }
 
+/// Through the proxy at `egress` (a loopback-mode Envoy's egress listener): `CONNECT to`,
+/// then, when the tunnel opened, `GET /` with `host` through it; (the CONNECT answer's
+/// status line, the GET's answer).
+fn through_tunnel(egress: &str, to: &str, host: &str) -> (String, String) {
+    let mut conn = std::net::TcpStream::connect(egress).expect("the egress listener");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(conn, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("write");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("header") > 2 {
+        line.clear();
+    }
+    if !status_line.contains(" 200") {
+        return (status_line, String::new());
+    }
+    write!(conn, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+    (status_line, answer(&mut reader))
+}
+
+/// An HTTP answer read from `reader`: its head, then its body by its length (the
+/// connection may stay open).
+fn answer(reader: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut answer = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("answer header");
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().expect("a length");
+        }
+        answer.push_str(&line);
+        if line.len() <= 2 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    answer.push_str(&String::from_utf8_lossy(&body));
+    answer
+}
+
+/// `GET url` sent to the proxy at `egress`, as an app that uses it as its HTTP proxy does;
+/// the answer.
+fn through_proxy(egress: &str, url: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(egress).expect("the egress listener");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    write!(conn, "GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+    answer(&mut BufReader::new(conn))
+}
+
+/// The requester's egress listener in a loopback-mode `up`.
+async fn requester_egress(mesh: &LocalMesh) -> String {
+    tests::until_routes_acked(mesh, "requester").await;
+    mesh.status().await["placements"]["requester"]["egress"]
+        .as_str()
+        .expect("the requester's egress address")
+        .to_owned()
+}
+
 /// The same tcp route in the loopback mode, where nothing redirects connections: an app
 /// asks its Envoy (its HTTP proxy) to `CONNECT distributor.gophers.local:8080`, and the
 /// tunnel's bytes reach v2 (the route's only target), as many tunnels as are opened; a
 /// name with no TCP backend gets no tunnel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_route_is_a_connect_tunnel_in_the_loopback_mode() {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     let dir = copy_of_shipped("tcp-connect");
     distributor_as_tcp(&dir);
     let mesh = LocalMesh::start(&dir);
-    tests::until_routes_acked(&mesh, "requester").await;
-    let status = mesh.status().await;
-    let egress = status["placements"]["requester"]["egress"]
-        .as_str()
-        .expect("the requester's egress address")
-        .to_owned();
-    // (the CONNECT answer's status line, and what came back through the tunnel)
-    let tunnel = |to: &str| {
-        let mut conn = std::net::TcpStream::connect(&egress).expect("the egress listener");
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("timeout");
-        write!(conn, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("write");
-        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).expect("status line");
-        let mut line = String::new();
-        while reader.read_line(&mut line).expect("header") > 2 {
-            line.clear();
-        }
-        if !status_line.contains(" 200") {
-            return (status_line, String::new());
-        }
-        // HTTP to the distributor itself, through the tunnel.
-        write!(
-            conn,
-            "GET / HTTP/1.1\r\nHost: distributor.gophers.local\r\n\r\n"
-        )
-        .expect("write");
-        // The answer's head, then its body by its length (the tunnel stays open).
-        let mut answer = String::new();
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("answer header");
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().expect("a length");
-            }
-            answer.push_str(&line);
-            if line.len() <= 2 {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("the body");
-        answer.push_str(&String::from_utf8_lossy(&body));
-        (status_line, answer)
-    };
+    let egress = requester_egress(&mesh).await;
     for _ in 0..20 {
-        let (status_line, answer) = tunnel("distributor.gophers.local:8080");
+        let (status_line, answer) = through_tunnel(
+            &egress,
+            "distributor.gophers.local:8080",
+            "distributor.gophers.local",
+        );
         assert!(status_line.contains(" 200"), "{status_line}");
         assert!(
             answer.starts_with("HTTP/1.1 200") && answer.contains("\"v2\""),
             "not v2 through the tunnel: {answer}"
         );
     }
-    let (status_line, _) = tunnel("requester.gophers.local:9999");
+    let (status_line, _) = through_tunnel(&egress, "requester.gophers.local:9999", "x");
     assert!(!status_line.contains(" 200"), "{status_line}");
+}
+
+/// The egress filter in the loopback mode, where the app's Envoy is its HTTP proxy: under
+/// DROP_ALL a request for a server outside the mesh gets 404 and no tunnel; under
+/// ALLOW_ALL (set live with `update-mesh`) the request reaches that server, and so does a
+/// CONNECT tunnel to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_all_forwards_to_the_named_host_in_the_loopback_mode() {
+    let dir = copy_of_shipped("egress-loopback");
+    let mesh = LocalMesh::start(&dir);
+    let outside = Service::start(
+        "distributor",
+        &["--listen", "127.0.0.1:0", "--version-tag", "v1"],
+        &[],
+    );
+    let url = format!("{}/", outside.url());
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let egress = requester_egress(&mesh).await;
+    let refused = through_proxy(&egress, &url);
+    assert!(
+        refused.starts_with("HTTP/1.1 404"),
+        "DROP_ALL let it out: {refused}"
+    );
+    let (status_line, _) = through_tunnel(&egress, &host, &host);
+    assert!(
+        !status_line.contains(" 200"),
+        "DROP_ALL tunnelled: {status_line}"
+    );
+
+    let (code, out, err) = tests::aws_appmesh(
+        &mesh.api,
+        ("AKIDLOCAL", "local/secret"),
+        "us-east-1",
+        &[
+            "update-mesh",
+            "--mesh-name",
+            "gophermesh",
+            "--spec",
+            r#"{"egressFilter": {"type": "ALLOW_ALL"}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let passed = through_proxy(&requester_egress(&mesh).await, &url);
+    assert!(
+        passed.starts_with("HTTP/1.1 200") && passed.contains("\"v1\""),
+        "ALLOW_ALL did not forward it: {passed}"
+    );
+    let (status_line, answer) = through_tunnel(&egress, &host, &host);
+    assert!(status_line.contains(" 200"), "{status_line}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The mesh's own names still go by the routes.
+    let report = tests::compare(&mesh, 100, 4).await;
+    assert_eq!(report["ok"], 100, "{report}");
 }

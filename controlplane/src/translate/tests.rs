@@ -647,10 +647,11 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
 }
 
 /// ALLOW_ALL passes other destinations through to their original address where the
-/// APPMESH rules redirect connections (proxy ports on every address), and says why not
-/// where the app uses Envoy as an explicit proxy (the loopback mode) instead of looping.
+/// APPMESH rules redirect connections (proxy ports on every address), and where the app
+/// uses Envoy as an explicit proxy (the loopback mode), to the host the request (or a
+/// CONNECT) names, through the dynamic forward proxy.
 #[test]
-fn allow_all_passes_through_only_where_connections_are_redirected() {
+fn allow_all_passes_through_to_the_original_or_the_named_destination() {
     let mut snapshot = shipped_snapshot();
     let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
     std::sync::Arc::make_mut(&mut mesh.value).spec.egress_filter =
@@ -667,12 +668,55 @@ fn allow_all_passes_through_only_where_connections_are_redirected() {
             .expect("an allow_all virtual host")
     };
     let proxied = for_node(&snapshot, "requester").expect("resources");
-    let refused = vhost(&proxied);
-    assert!(
-        matches!(&refused.routes[0].action, Some(route::route::Action::DirectResponse(d)) if d.status == 502),
-        "{refused:?}"
+    let forwarding = vhost(&proxied);
+    let to = |r: &route::Route| match &r.action {
+        Some(route::route::Action::Route(a)) => a.cluster_specifier.clone(),
+        other => panic!("{other:?}"),
+    };
+    let forward = Some(route::route_action::ClusterSpecifier::Cluster(
+        FORWARD_PROXY.to_owned(),
+    ));
+    assert!(matches!(
+        forwarding.routes[0]
+            .r#match
+            .as_ref()
+            .and_then(|m| m.path_specifier.clone()),
+        Some(route::route_match::PathSpecifier::ConnectMatcher(_))
+    ));
+    assert_eq!(
+        (to(&forwarding.routes[0]), to(&forwarding.routes[1])),
+        (forward.clone(), forward)
     );
     assert!(!proxied.clusters.iter().any(|(n, _)| n == PASSTHROUGH));
+    let (_, any) = proxied
+        .clusters
+        .iter()
+        .find(|(n, _)| n == FORWARD_PROXY)
+        .expect("the forward proxy's cluster");
+    let c = cluster::Cluster::decode(any.value.as_slice()).expect("decodes");
+    assert!(matches!(
+        c.cluster_discovery_type,
+        Some(cluster::cluster::ClusterDiscoveryType::ClusterType(t)) if t.name == "envoy.clusters.dynamic_forward_proxy"
+    ));
+    // Its egress listener takes CONNECT and has the forward proxy's filter first.
+    let egress =
+        listener::Listener::decode(proxied.listeners[1].1.value.as_slice()).expect("listener");
+    let Some(listener::filter::ConfigType::TypedConfig(config)) =
+        &egress.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no typed config");
+    };
+    let manager = hcm::HttpConnectionManager::decode(config.value.as_slice()).expect("hcm");
+    assert!(
+        manager
+            .upgrade_configs
+            .iter()
+            .any(|u| u.upgrade_type == "CONNECT")
+    );
+    assert_eq!(
+        manager.http_filters[0].name,
+        "envoy.filters.http.dynamic_forward_proxy"
+    );
 
     let redirected = Snapshot {
         placements: BTreeMap::new(),
