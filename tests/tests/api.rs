@@ -599,21 +599,11 @@ async fn several_meshes_through_the_aws_cli() {
             &route(90, 10).to_string(),
         ],
     );
+    // The shipped route's query, in mesh `mesh_name`.
     let weights = |mesh_name: &str| {
-        aws(
-            &api,
-            &[
-                "describe-route",
-                "--mesh-name",
-                mesh_name,
-                "--virtual-router-name",
-                "distributor",
-                "--route-name",
-                "distributor",
-                "--query",
-                "route.spec.httpRoute.action.weightedTargets[].weight",
-            ],
-        )
+        let mut args = tests::DISTRIBUTOR_WEIGHTS;
+        args[2] = mesh_name;
+        aws(&api, &args)
     };
     let (code, said) = mesh.cli(&[
         "route",

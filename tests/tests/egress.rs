@@ -10,6 +10,23 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use tests::serve::http_status_in;
 use tests::{LocalMesh, Mode, Service, copy_of_shipped, require_root_for_netns};
 
+/// Sets the mesh's egress filter to ALLOW_ALL through the App Mesh API.
+fn allow_all(mesh: &LocalMesh) {
+    let (code, out, err) = tests::aws_appmesh(
+        &mesh.api,
+        ("AKIDLOCAL", "local/secret"),
+        "us-east-1",
+        &[
+            "update-mesh",
+            "--mesh-name",
+            "gophermesh",
+            "--spec",
+            r#"{"egressFilter": {"type": "ALLOW_ALL"}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     require_root_for_netns();
@@ -35,19 +52,7 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         "DROP_ALL let it out"
     );
 
-    let (code, out, err) = tests::aws_appmesh(
-        &mesh.api,
-        ("AKIDLOCAL", "local/secret"),
-        "us-east-1",
-        &[
-            "update-mesh",
-            "--mesh-name",
-            "gophermesh",
-            "--spec",
-            r#"{"egressFilter": {"type": "ALLOW_ALL"}}"#,
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    allow_all(&mesh);
     tests::until_routes_acked(&mesh, "requester").await;
     assert_eq!(
         http_status_in(&task, Some(10001), &[url]),
@@ -231,19 +236,7 @@ async fn allow_all_forwards_to_the_named_host_in_the_loopback_mode() {
         "DROP_ALL tunnelled: {status_line}"
     );
 
-    let (code, out, err) = tests::aws_appmesh(
-        &mesh.api,
-        ("AKIDLOCAL", "local/secret"),
-        "us-east-1",
-        &[
-            "update-mesh",
-            "--mesh-name",
-            "gophermesh",
-            "--spec",
-            r#"{"egressFilter": {"type": "ALLOW_ALL"}}"#,
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    allow_all(&mesh);
     let passed = through_proxy(&requester_egress(&mesh).await, &url);
     assert!(
         passed.starts_with("HTTP/1.1 200") && passed.contains("\"v1\""),
