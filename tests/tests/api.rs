@@ -628,6 +628,23 @@ async fn several_meshes_through_the_aws_cli() {
     ]);
     assert_ne!(code, 0, "{said}");
     assert!(said.contains("no mesh `nope` here"), "{said}");
+    // --save writes beside --mesh-dir's own mesh only.
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=50",
+        "distributor-v2=50",
+        "--mesh",
+        "shop",
+        "--save",
+    ]);
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("holds mesh `gophermesh`, not `shop`; nothing was changed"),
+        "{said}"
+    );
+    assert_eq!(weights("shop"), serde_json::json!([30, 70]));
     let file = dir.join("shop-route.json");
     std::fs::write(&file, route(0, 100).to_string()).expect("write");
     let (code, said) = mesh.cli(&["apply", "-f", &file.display().to_string()]);

@@ -32,6 +32,19 @@ pub(crate) async fn run(
     save: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let route = target.route;
+    if let (Some(dir), Some(mesh)) = (save, target.mesh) {
+        // --save writes the route beside the files of --mesh-dir's own mesh.
+        if let Ok(loaded) = meshmodel::Mesh::load_dir(dir) {
+            if let Some(held) = loaded.name().filter(|held| *held != mesh) {
+                bail!(
+                    "--save: --mesh-dir {} holds mesh `{}`, not `{}`; nothing was changed",
+                    dir.display(),
+                    gophermesh::progress::escape(held),
+                    gophermesh::progress::escape(mesh)
+                );
+            }
+        }
+    }
     let weights: BTreeMap<&str, i64> = weights.iter().map(|(n, w)| (n.as_str(), *w)).collect();
     let mut url = reqwest::Url::parse(control.control_url.trim_end_matches('/'))
         .with_context(|| format!("--control-url `{}` is not a URL", control.control_url))?;
