@@ -10,8 +10,10 @@
 //! message AnswerReply { string json = 1; }
 //! ```
 //!
-//! A gRPC message on the wire is one byte (compressed or not; never here), its length in
-//! four bytes big-endian, and the protobuf bytes; the call's status is the `grpc-status`
+//! The distributor serves it with tonic (these messages, prost's codec); the requester
+//! asks with reqwest, so that its calls go through the same egress proxy as its HTTP ones,
+//! framing the message itself: one byte (compressed or not; never here), its length in four
+//! bytes big-endian, and the protobuf bytes; the call's status is the `grpc-status`
 //! trailer (or header, in a trailers-only answer).
 
 use prost::Message;

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use common::grpc;
@@ -135,48 +135,45 @@ async fn answer(axum::extract::State(s): axum::extract::State<State>) -> Respons
         .into_response()
 }
 
-/// `gophers.Gopher/Answer`: the same answer as `GET /`, as a gRPC reply (with
-/// `x-gopher-version` too). An injected failure is gRPC's UNAVAILABLE, trailers-only.
-async fn grpc_answer(axum::extract::State(s): axum::extract::State<State>) -> Response {
-    let grpc_headers = |status: u32| {
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(grpc::CONTENT_TYPE),
-            ),
-            (
-                HeaderName::from_static("grpc-status"),
-                HeaderValue::from(status),
-            ),
-        ]
-    };
-    if delay_or_fail(&s).await {
-        let mut failed =
-            (grpc_headers(grpc::UNAVAILABLE), version_header(s.version)).into_response();
-        let reason = format!("--error-rate {} is set on this distributor", s.error_rate);
-        if let Ok(value) = HeaderValue::try_from(reason) {
-            failed.headers_mut().insert("grpc-message", value);
-        }
-        return failed;
+/// `gophers.Gopher/Answer`, served by tonic: the same answer as `GET /`, in the reply's
+/// `json` (with `x-gopher-version` too). An injected failure is gRPC's UNAVAILABLE,
+/// trailers-only, with the reason.
+async fn grpc_answer(
+    axum::extract::State(s): axum::extract::State<State>,
+    request: axum::extract::Request,
+) -> Response {
+    let mut server = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+    let answered = server.unary(Answer(s.clone()), request).await;
+    let (mut parts, body) = answered.into_parts();
+    let [(name, value)] = version_header(s.version);
+    parts.headers.insert(name, value);
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// The `Answer` method.
+#[derive(Debug, Clone)]
+struct Answer(State);
+
+impl tonic::server::UnaryService<grpc::AnswerRequest> for Answer {
+    type Response = grpc::AnswerReply;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<tonic::Response<grpc::AnswerReply>, tonic::Status>> + Send>,
+    >;
+
+    fn call(&mut self, _: tonic::Request<grpc::AnswerRequest>) -> Self::Future {
+        let s = self.0.clone();
+        Box::pin(async move {
+            if delay_or_fail(&s).await {
+                return Err(tonic::Status::unavailable(format!(
+                    "--error-rate {} is set on this distributor",
+                    s.error_rate
+                )));
+            }
+            Ok(tonic::Response::new(grpc::AnswerReply {
+                json: answer_json(&s),
+            }))
+        })
     }
-    let reply = grpc::frame(&grpc::AnswerReply {
-        json: answer_json(&s),
-    });
-    let mut trailers = axum::http::HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(grpc::OK));
-    let frames = futures::stream::iter([
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(axum::body::Bytes::from(reply))),
-        Ok(http_body::Frame::trailers(trailers)),
-    ]);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(grpc::CONTENT_TYPE),
-        )],
-        version_header(s.version),
-        axum::body::Body::new(http_body_util::StreamBody::new(frames)),
-    )
-        .into_response()
 }
 
 /// The answer's JSON: the fixed fields, when it is served, and the task when known.
