@@ -1201,7 +1201,7 @@ fn lattice_forward(moto: &Moto, action: &Value) -> Vec<(String, i64)> {
 /// groups. A second apply changes nothing; a mesh without the canary and at 50/50 updates
 /// the listener and deletes the rule; `--teardown` deletes everything, and again finds
 /// nothing. A resource of the same name that is not the mesh's stops the apply, which says
-/// what it had done.
+/// what it had done, and so does one of the mesh's whose port Lattice cannot change.
 #[test]
 fn lattice_apply_reconciles_and_tears_down() {
     let moto = Moto::start();
@@ -1366,7 +1366,7 @@ fn lattice_apply_reconciles_and_tears_down() {
     );
 
     // A target group of that name that is not the mesh's: left alone, and the apply stops.
-    moto.aws(&[
+    let arn = moto.aws(&[
         "vpc-lattice",
         "create-target-group",
         "--name",
@@ -1375,6 +1375,10 @@ fn lattice_apply_reconciles_and_tears_down() {
         "IP",
         "--config",
         "port=80,protocol=HTTP,vpcIdentifier=vpc-12345678",
+        "--query",
+        "arn",
+        "--output",
+        "text",
     ]);
     let (code, said, err) = apply();
     assert_eq!(code, Some(1), "{said}");
@@ -1382,6 +1386,21 @@ fn lattice_apply_reconciles_and_tears_down() {
         err.contains("target group requester: a Lattice resource of that name exists")
             && err.contains("without the tag gophermesh:mesh=gophermesh")
             && err.contains("created   target group distributor-v2"),
+        "{err}"
+    );
+    // The mesh's, but on another port, which Lattice cannot change: named, and a stop.
+    moto.aws(&[
+        "vpc-lattice",
+        "tag-resource",
+        "--resource-arn",
+        &arn,
+        "--tags",
+        "gophermesh:mesh=gophermesh",
+    ]);
+    let (code, said, err) = apply();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        err.contains("target group requester: its config.port differs from the mesh's and Lattice cannot change it"),
         "{err}"
     );
 }
