@@ -201,6 +201,9 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     if allow_all && transparent {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
         egress.listener_filters.push(original_dst_filter());
+        // What is not HTTP (HTTPS, a database's protocol) is passed through as TCP: the
+        // HTTP connection manager takes only what the HTTP inspector finds HTTP in.
+        pass_other_tcp_through(&mut egress);
     }
 
     let mut virtual_hosts = Vec::new();
@@ -890,6 +893,40 @@ fn connect_host(service: &str, port: i64, to: TcpTo, idle: Option<Duration>) -> 
         }],
         ..Default::default()
     }
+}
+
+/// How long the egress listener waits for a connection's first bytes to tell HTTP from
+/// other TCP under ALLOW_ALL; a protocol whose server speaks first is passed through after
+/// it.
+const PROTOCOL_SNIFF: Duration = Duration::from_secs(1);
+
+/// Egress filter ALLOW_ALL where connections are redirected: the HTTP inspector reads each
+/// connection's first bytes, the HTTP connection manager's chain takes HTTP only, and any
+/// other TCP goes to its original destination through a TCP proxy (the default chain).
+/// Chains for TCP backends match by port first, as before.
+fn pass_other_tcp_through(egress: &mut listener::Listener) {
+    egress.listener_filters.push(listener::ListenerFilter {
+        name: "envoy.filters.listener.http_inspector".to_owned(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+            &envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector::default(),
+        ))),
+        ..Default::default()
+    });
+    egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
+    egress.continue_on_listener_filters_timeout = true;
+    for chain in &mut egress.filter_chains {
+        chain.filter_chain_match = Some(listener::FilterChainMatch {
+            application_protocols: ["http/1.0", "http/1.1", "h2c"].map(str::to_owned).to_vec(),
+            ..Default::default()
+        });
+    }
+    egress.default_filter_chain = Some(tcp_chain(
+        "egress_passthrough",
+        None,
+        TcpTo::Cluster(PASSTHROUGH.to_owned()),
+        None,
+    ));
 }
 
 /// The listener filter that gives a redirected connection its original destination back.

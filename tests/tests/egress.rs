@@ -27,6 +27,51 @@ fn allow_all(mesh: &LocalMesh) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A TCP echo server (no HTTP) on `ip:port` in namespace `ns`, ready when returned.
+fn echo_server(ns: &str, ip: &str, port: u16) -> tests::Guard {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{ip}', {port})); s.listen(16); print('ready', flush=True)\n\
+         while True:\n    c, _ = s.accept(); c.sendall(c.recv(1024)); c.close()\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("the echo server says it is ready");
+    assert_eq!(ready.trim(), "ready");
+    tests::Guard(child)
+}
+
+/// What a TCP client (as `uid`, so that the APPMESH rules redirect it as an app's) in
+/// namespace `ns` gets back after sending `text` to `ip:port`; empty when nothing came.
+fn tcp_exchange_in(ns: &str, uid: u32, ip: &str, port: u16, text: &str) -> String {
+    let script = format!(
+        "import socket\n\
+         c = socket.create_connection(('{ip}', {port}), timeout=5)\n\
+         c.sendall(b'{text}')\n\
+         try:\n    print(c.recv(1024).decode(errors='replace'), end='')\n\
+         except OSError:\n    pass\n"
+    );
+    let id = uid.to_string();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "setpriv", "--reuid", &id, "--regid", &id,
+        ])
+        .args(["--clear-groups", "python3", "-c", &script])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// DROP_ALL keeps an app's HTTP and other TCP to a server outside the mesh in; ALLOW_ALL
+/// (set live) lets both out, to where they were going, while the mesh's own traffic still
+/// goes by the routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     require_root_for_netns();
@@ -51,6 +96,10 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         404,
         "DROP_ALL let it out"
     );
+    // And one that speaks no HTTP: an echo server.
+    let _echo = echo_server(&hub, "10.213.0.1", 18081);
+    let echoed = || tcp_exchange_in(&task, 10001, "10.213.0.1", 18081, "ping");
+    assert_ne!(echoed(), "ping", "DROP_ALL let TCP out");
 
     allow_all(&mesh);
     tests::until_routes_acked(&mesh, "requester").await;
@@ -59,6 +108,7 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         200,
         "ALLOW_ALL did not pass it through"
     );
+    assert_eq!(echoed(), "ping", "ALLOW_ALL did not pass TCP through");
     // The mesh's own traffic still goes by the routes.
     let report = tests::compare(&mesh, 100, 4).await;
     assert_eq!(report["ok"], 100, "{report}");

@@ -731,6 +731,38 @@ fn allow_all_passes_through_to_the_original_or_the_named_destination() {
         egress.listener_filters[0].name,
         "envoy.filters.listener.original_dst"
     );
+    // Other TCP (HTTPS, a database) passes through too: HTTP is told apart by its first
+    // bytes, and what is not HTTP takes the default chain, a TCP proxy to the original
+    // destination.
+    assert_eq!(
+        egress.listener_filters[1].name,
+        "envoy.filters.listener.http_inspector"
+    );
+    assert!(egress.continue_on_listener_filters_timeout);
+    let http = egress.filter_chains[0]
+        .filter_chain_match
+        .as_ref()
+        .expect("the HTTP chain matches HTTP");
+    assert_eq!(http.application_protocols, ["http/1.0", "http/1.1", "h2c"]);
+    let other = egress.default_filter_chain.expect("a default chain");
+    assert_eq!(other.filters[0].name, "envoy.filters.network.tcp_proxy");
+    let Some(listener::filter::ConfigType::TypedConfig(config)) = &other.filters[0].config_type
+    else {
+        panic!("no typed config");
+    };
+    let proxy =
+        envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy::decode(
+            config.value.as_slice(),
+        )
+        .expect("a tcp proxy");
+    assert_eq!(
+        proxy.cluster_specifier,
+        Some(
+            envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier::Cluster(
+                PASSTHROUGH.to_owned()
+            )
+        )
+    );
 }
 
 /// A health check on its own `port` checks each endpoint of the callers' cluster there.
