@@ -198,12 +198,9 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // original destination is known. Not so for an app using its Envoy as an explicit
     // proxy (the loopback mode), where it would be Envoy itself.
     let transparent = transparent(place);
-    if allow_all && transparent {
+    if transparent {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
         egress.listener_filters.push(original_dst_filter());
-        // What is not HTTP (HTTPS, a database's protocol) is passed through as TCP: the
-        // HTTP connection manager takes only what the HTTP inspector finds HTTP in.
-        pass_other_tcp_through(&mut egress);
     }
 
     let mut virtual_hosts = Vec::new();
@@ -409,21 +406,22 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     }
     // TCP backends by the original destination port, which only redirected connections
     // have (the loopback mode tunnels them instead, below). One chain per port.
-    if transparent && !tcp_chains.is_empty() {
-        if !egress
-            .listener_filters
-            .iter()
-            .any(|f| f.name == "envoy.filters.listener.original_dst")
-        {
-            egress.listener_filters.push(original_dst_filter());
+    if transparent {
+        let mut tcp_ports = BTreeSet::new();
+        let chains: Vec<listener::FilterChain> = tcp_chains
+            .into_iter()
+            .filter(|(port, _)| !http_ports.contains(port) && tcp_ports.insert(*port))
+            .map(|(_, chain)| chain)
+            .collect();
+        if allow_all {
+            // What is not HTTP (HTTPS, a database's protocol) is passed through as TCP:
+            // the HTTP connection manager takes only what the HTTP inspector finds HTTP in.
+            pass_other_tcp_through(&mut egress, &tcp_ports);
+        } else {
+            // DROP_ALL, as App Mesh's: AWS's own APIs stay reachable.
+            let_aws_apis_out(&mut egress, &tcp_ports);
         }
-        let mut seen = BTreeSet::new();
-        egress.filter_chains.extend(
-            tcp_chains
-                .into_iter()
-                .filter(|(port, _)| !http_ports.contains(port) && seen.insert(*port))
-                .map(|(_, chain)| chain),
-        );
+        egress.filter_chains.extend(chains);
     }
     // Without redirection, an app reaches a TCP backend by asking its Envoy (its HTTP
     // proxy) to `CONNECT SERVICE:PORT`; Envoy opens the tunnel to the backend's clusters.
@@ -465,6 +463,9 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             }],
             ..Default::default()
         });
+    }
+    if transparent {
+        // Where passed-through connections go (ALLOW_ALL's, and DROP_ALL's to AWS's APIs).
         out.clusters.push((
             PASSTHROUGH.to_owned(),
             any(
@@ -900,19 +901,80 @@ fn connect_host(service: &str, port: i64, to: TcpTo, idle: Option<Duration>) -> 
 /// it.
 const PROTOCOL_SNIFF: Duration = Duration::from_secs(1);
 
-/// Egress filter ALLOW_ALL where connections are redirected: the HTTP inspector reads each
-/// connection's first bytes, the HTTP connection manager's chain takes HTTP only, and any
-/// other TCP goes to its original destination through a TCP proxy (the default chain).
-/// Chains for TCP backends match by port first, as before.
-fn pass_other_tcp_through(egress: &mut listener::Listener) {
-    egress.listener_filters.push(listener::ListenerFilter {
-        name: "envoy.filters.listener.http_inspector".to_owned(),
+/// A listener filter that reads a connection's first bytes (`name`, `config`), not run on
+/// the TCP backends' `ports` (a protocol whose server speaks first would wait for it).
+fn inspector(
+    name: &str,
+    type_url: &str,
+    config: &impl Message,
+    ports: &BTreeSet<i64>,
+) -> listener::ListenerFilter {
+    use envoy_types::pb::envoy::r#type::v3::Int32Range;
+    use listener::listener_filter_chain_match_predicate::{MatchSet, Rule};
+    let mut rules: Vec<listener::ListenerFilterChainMatchPredicate> = ports
+        .iter()
+        .filter_map(|p| i32::try_from(*p).ok())
+        .map(|p| listener::ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range {
+                start: p,
+                end: p + 1,
+            })),
+        })
+        .collect();
+    listener::ListenerFilter {
+        name: name.to_owned(),
         config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
-            "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
-            &envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector::default(),
+            type_url, config,
         ))),
+        // An OR takes two rules at least.
+        filter_disabled: match rules.len() {
+            0 => None,
+            1 => rules.pop(),
+            _ => Some(listener::ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::OrMatch(MatchSet { rules })),
+            }),
+        },
+    }
+}
+
+/// Egress filter DROP_ALL where connections are redirected, as App Mesh has it: TLS whose
+/// server name is `*.amazonaws.com` (AWS's own APIs) passes through to its original
+/// destination; the rest stays in the mesh. The TLS inspector reads the server name (not
+/// on the TCP backends' `ports`).
+fn let_aws_apis_out(egress: &mut listener::Listener, ports: &BTreeSet<i64>) {
+    egress.listener_filters.push(inspector(
+        "envoy.filters.listener.tls_inspector",
+        "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+        ports,
+    ));
+    egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
+    egress.continue_on_listener_filters_timeout = true;
+    let mut aws = tcp_chain(
+        "egress_aws",
+        None,
+        TcpTo::Cluster(PASSTHROUGH.to_owned()),
+        None,
+    );
+    aws.filter_chain_match = Some(listener::FilterChainMatch {
+        server_names: vec!["*.amazonaws.com".to_owned()],
+        transport_protocol: "tls".to_owned(),
         ..Default::default()
     });
+    egress.filter_chains.push(aws);
+}
+
+/// Egress filter ALLOW_ALL where connections are redirected: the HTTP inspector reads each
+/// connection's first bytes (not on the TCP backends' `ports`), the HTTP connection
+/// manager's chain takes HTTP only, and any other TCP goes to its original destination
+/// through a TCP proxy (the default chain). Chains for TCP backends match by port first.
+fn pass_other_tcp_through(egress: &mut listener::Listener, ports: &BTreeSet<i64>) {
+    egress.listener_filters.push(inspector(
+        "envoy.filters.listener.http_inspector",
+        "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        &envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector::default(),
+        ports,
+    ));
     egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
     egress.continue_on_listener_filters_timeout = true;
     for chain in &mut egress.filter_chains {

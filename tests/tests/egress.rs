@@ -27,13 +27,22 @@ fn allow_all(mesh: &LocalMesh) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// A TCP echo server (no HTTP) on `ip:port` in namespace `ns`, ready when returned.
-fn echo_server(ns: &str, ip: &str, port: u16) -> tests::Guard {
+/// A TCP echo server (no HTTP) on `ip:port` in namespace `ns`, over TLS with the
+/// certificate and key files `tls` when given; ready when returned.
+fn echo_server(ns: &str, ip: &str, port: u16, tls: Option<(&str, &str)>) -> tests::Guard {
+    let wrap = match tls {
+        Some((cert, key)) => format!(
+            "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain('{cert}', '{key}')\n\
+             wrap = lambda c: ctx.wrap_socket(c, server_side=True)\n"
+        ),
+        None => "wrap = lambda c: c\n".to_owned(),
+    };
     let script = format!(
-        "import socket\n\
+        "import socket, ssl\n{wrap}\
          s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
          s.bind(('{ip}', {port})); s.listen(16); print('ready', flush=True)\n\
-         while True:\n    c, _ = s.accept(); c.sendall(c.recv(1024)); c.close()\n"
+         while True:\n    c, _ = s.accept()\n    try:\n        t = wrap(c); t.sendall(t.recv(1024)); t.close()\n\
+         \x20   except Exception:\n        c.close()\n"
     );
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "python3", "-c", &script])
@@ -49,14 +58,28 @@ fn echo_server(ns: &str, ip: &str, port: u16) -> tests::Guard {
 }
 
 /// What a TCP client (as `uid`, so that the APPMESH rules redirect it as an app's) in
-/// namespace `ns` gets back after sending `text` to `ip:port`; empty when nothing came.
-fn tcp_exchange_in(ns: &str, uid: u32, ip: &str, port: u16, text: &str) -> String {
+/// namespace `ns` gets back after sending `text` to `ip:port`, over TLS naming server
+/// `sni` when given (not verifying the server); empty when nothing came.
+fn tcp_exchange_in(ns: &str, uid: u32, to: (&str, u16), text: &str, sni: Option<&str>) -> String {
+    let (ip, port) = to;
+    let wrap = match sni {
+        Some(name) => format!(
+            "ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+             c = ctx.wrap_socket(c, server_hostname='{name}')\n"
+        ),
+        None => String::new(),
+    };
     let script = format!(
-        "import socket\n\
-         c = socket.create_connection(('{ip}', {port}), timeout=5)\n\
-         c.sendall(b'{text}')\n\
-         try:\n    print(c.recv(1024).decode(errors='replace'), end='')\n\
-         except OSError:\n    pass\n"
+        "import socket, ssl\n\
+         try:\n\
+         \x20   c = socket.create_connection(('{ip}', {port}), timeout=5)\n\
+         {}\
+         \x20   c.sendall(b'{text}')\n\
+         \x20   print(c.recv(1024).decode(errors='replace'), end='')\n\
+         except (OSError, ssl.SSLError):\n    pass\n",
+        wrap.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
     );
     let id = uid.to_string();
     let out = std::process::Command::new("ip")
@@ -69,9 +92,10 @@ fn tcp_exchange_in(ns: &str, uid: u32, ip: &str, port: u16, text: &str) -> Strin
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// DROP_ALL keeps an app's HTTP and other TCP to a server outside the mesh in; ALLOW_ALL
-/// (set live) lets both out, to where they were going, while the mesh's own traffic still
-/// goes by the routes.
+/// DROP_ALL keeps an app's HTTP, other TCP and TLS to a server outside the mesh in, but
+/// lets TLS to AWS's APIs (`*.amazonaws.com`) out, as App Mesh does; ALLOW_ALL (set live)
+/// lets all of them out, to where they were going, while the mesh's own traffic still goes
+/// by the routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     require_root_for_netns();
@@ -96,10 +120,26 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         404,
         "DROP_ALL let it out"
     );
-    // And one that speaks no HTTP: an echo server.
-    let _echo = echo_server(&hub, "10.213.0.1", 18081);
-    let echoed = || tcp_exchange_in(&task, 10001, "10.213.0.1", 18081, "ping");
+    // One that speaks no HTTP (an echo server), and one over TLS that App Mesh lets out
+    // under DROP_ALL when it is AWS's (its server name ends in .amazonaws.com).
+    let _echo = echo_server(&hub, "10.213.0.1", 18081, None);
+    let echoed = || tcp_exchange_in(&task, 10001, ("10.213.0.1", 18081), "ping", None);
     assert_ne!(echoed(), "ping", "DROP_ALL let TCP out");
+    tests::serve::issue(&dir, &[("aws", &["DNS:s3.us-east-1.amazonaws.com"])]);
+    let (cert, key) = (dir.join("aws.pem"), dir.join("aws.key"));
+    let _tls = echo_server(
+        &hub,
+        "10.213.0.1",
+        18443,
+        Some((&cert.display().to_string(), &key.display().to_string())),
+    );
+    let tls = |name: &str| tcp_exchange_in(&task, 10001, ("10.213.0.1", 18443), "ping", Some(name));
+    assert_eq!(
+        tls("s3.us-east-1.amazonaws.com"),
+        "ping",
+        "DROP_ALL kept AWS's API in"
+    );
+    assert_ne!(tls("example.com"), "ping", "DROP_ALL let TLS out");
 
     allow_all(&mesh);
     tests::until_routes_acked(&mesh, "requester").await;
@@ -109,6 +149,11 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
         "ALLOW_ALL did not pass it through"
     );
     assert_eq!(echoed(), "ping", "ALLOW_ALL did not pass TCP through");
+    assert_eq!(
+        tls("example.com"),
+        "ping",
+        "ALLOW_ALL did not pass TLS through"
+    );
     // The mesh's own traffic still goes by the routes.
     let report = tests::compare(&mesh, 100, 4).await;
     assert_eq!(report["ok"], 100, "{report}");

@@ -571,7 +571,11 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
     let mut web = open_on(&ads, "10.0.2.5:40000");
     web.send(ask("mesh/shop/virtualNode/web")).await;
     let got = web.next().await.expect("clusters");
-    assert_eq!(names(&got), ["cds_ingress_shop_web_http_9000"]);
+    // Its own ingress, and the passthrough to AWS's APIs (DROP_ALL lets them out).
+    assert_eq!(
+        names(&got),
+        ["cds_ingress_shop_web_http_9000", "cds_egress_passthrough"]
+    );
     assert_eq!(ads.statuses.snapshot()["@shop/web"].problem, None);
     let mut requester = open_on(&ads, "10.0.2.6:40000");
     requester

@@ -765,6 +765,54 @@ fn allow_all_passes_through_to_the_original_or_the_named_destination() {
     );
 }
 
+/// DROP_ALL where connections are redirected keeps other destinations in, but lets TLS to
+/// AWS's APIs (server name `*.amazonaws.com`) through to its original destination, as App
+/// Mesh does; the loopback mode has no such chain (its apps call AWS directly).
+#[test]
+fn drop_all_lets_tls_to_aws_apis_out_where_connections_are_redirected() {
+    let snapshot = shipped_snapshot();
+    let redirected = Snapshot {
+        placements: BTreeMap::new(),
+        ..snapshot.clone()
+    };
+    let res = for_node(&redirected, "requester").expect("resources");
+    let egress = listener::Listener::decode(res.listeners[1].1.value.as_slice()).expect("listener");
+    let names: Vec<&str> = egress
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.tls_inspector"
+        ]
+    );
+    assert_eq!(
+        egress.listener_filters[1].filter_disabled, None,
+        "no TCP backend here"
+    );
+    let aws = egress
+        .filter_chains
+        .iter()
+        .find(|c| {
+            c.filter_chain_match.as_ref().is_some_and(|m| {
+                m.server_names == ["*.amazonaws.com"] && m.transport_protocol == "tls"
+            })
+        })
+        .expect("a chain for AWS's APIs");
+    assert_eq!(aws.filters[0].name, "envoy.filters.network.tcp_proxy");
+    assert!(res.clusters.iter().any(|(n, _)| n == PASSTHROUGH));
+    assert_eq!(egress.default_filter_chain, None, "nothing else passes");
+
+    let proxied = for_node(&snapshot, "requester").expect("resources");
+    let egress =
+        listener::Listener::decode(proxied.listeners[1].1.value.as_slice()).expect("listener");
+    assert!(egress.listener_filters.is_empty());
+    assert_eq!(egress.filter_chains.len(), 1);
+}
+
 /// A health check on its own `port` checks each endpoint of the callers' cluster there.
 #[test]
 fn a_health_check_port_is_each_endpoints_health_check_port() {
