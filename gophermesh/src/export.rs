@@ -601,19 +601,7 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             .map(|(_, s)| (&s.origin, &*s.value))
             .collect();
         routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        let ports: Vec<i64> = mesh
-            .virtual_routers
-            .get(router_name)
-            .map(|r| {
-                r.value
-                    .spec
-                    .listeners
-                    .iter()
-                    .map(|l| l.port_mapping.port)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for port in ports {
+        for port in mesh.service_ports(name) {
             let on_port: Vec<(&String, &RouteInput)> = routes
                 .iter()
                 .copied()
