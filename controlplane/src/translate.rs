@@ -75,21 +75,20 @@ impl NodeResources {
         }
     }
 
-    /// Adds the egress clusters `egress_cluster` made: the clusters, and the endpoints of
-    /// the EDS ones (kept beside them under [`EDS_KEY`]).
-    fn add_egress(&mut self, egress: BTreeMap<String, Any>) {
-        for (key, any) in egress {
-            match key.strip_prefix(EDS_KEY) {
-                Some(name) => self.endpoints.push((name.to_owned(), any)),
-                None => self.clusters.push((key, any)),
-            }
-        }
+    /// Adds the egress clusters `egress_cluster` made, and the endpoints of the EDS ones.
+    fn add_egress(&mut self, egress: EgressClusters) {
+        self.clusters.extend(egress.clusters);
+        self.endpoints.extend(egress.endpoints);
     }
 }
 
-/// Where an EDS cluster's load assignment waits among the egress clusters until the
-/// node's resources are put together (cluster names begin with `cds_`).
-const EDS_KEY: &str = "eds:";
+/// The egress clusters a node's routes send to, each made once, by name, and the load
+/// assignments of the EDS ones (by cluster name).
+#[derive(Debug, Default)]
+struct EgressClusters {
+    clusters: BTreeMap<String, Any>,
+    endpoints: BTreeMap<String, Any>,
+}
 
 fn any<M: Message>(type_url: &str, message: &M) -> Any {
     Any {
@@ -211,7 +210,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // loopback mode, which carries them as HTTP CONNECT tunnels.
     let mut tunnels: Vec<(String, i64, TcpTo, Option<Duration>)> = Vec::new();
     let mut http_ports: BTreeSet<i64> = BTreeSet::new();
-    let mut egress_clusters: BTreeMap<String, Any> = BTreeMap::new();
+    let mut egress_clusters = EgressClusters::default();
     for backend in &vn.spec.backends {
         let service_name = &backend.virtual_service.virtual_service_name;
         // TLS to this backend: its own client policy, else the node's backend defaults.
@@ -1026,12 +1025,12 @@ fn egress_cluster(
     target: &str,
     port: Option<i64>,
     caller: Caller<'_>,
-    clusters: &mut BTreeMap<String, Any>,
+    clusters: &mut EgressClusters,
 ) -> String {
     let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
     let listener = node.and_then(|n| listener_on(n, port)).map(|(_, l)| l);
     let name = cluster_name("egress", mesh, target, listener);
-    if !clusters.contains_key(&name) {
+    if !clusters.clusters.contains_key(&name) {
         let mut c = static_cluster(
             &name,
             Upstream::of(snapshot, target, port),
@@ -1048,10 +1047,14 @@ fn egress_cluster(
         // instances replaces the load assignment, never the cluster.
         if c.eds_cluster_config.is_some() {
             if let Some(assignment) = c.load_assignment.take() {
-                clusters.insert(format!("{EDS_KEY}{name}"), any(ENDPOINT_TYPE, &assignment));
+                clusters
+                    .endpoints
+                    .insert(name.clone(), any(ENDPOINT_TYPE, &assignment));
             }
         }
-        clusters.insert(name.clone(), any(CLUSTER_TYPE, &c));
+        clusters
+            .clusters
+            .insert(name.clone(), any(CLUSTER_TYPE, &c));
     }
     name
 }
@@ -1061,7 +1064,7 @@ fn translate_route(
     mesh: &str,
     r: &RouteInput,
     caller: Caller<'_>,
-    clusters: &mut BTreeMap<String, Any>,
+    clusters: &mut EgressClusters,
 ) -> Option<route::Route> {
     let from_grpc = r
         .spec

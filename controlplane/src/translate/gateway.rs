@@ -20,18 +20,16 @@
 //! `rewrite.path.exact`, and the host becomes the virtual service's name (unless
 //! `defaultTargetHostname: DISABLED`). gRPC gateway routes keep the path.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
-use envoy_types::pb::google::protobuf::Any;
 use meshmodel::appmesh::{GatewayRouteInput, HttpGatewayRoute};
 
 use super::{
-    Caller, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any, egress_cluster,
-    http_listener, listener_tls, route_action, route_match, translate_route,
+    Caller, EgressClusters, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any,
+    egress_cluster, http_listener, listener_tls, route_action, route_match, translate_route,
 };
 use crate::store::Snapshot;
 
@@ -210,7 +208,7 @@ fn gateway_routes(
     gr: &GatewayRouteInput,
     http: &HttpGatewayRoute,
     caller: Caller<'_>,
-    clusters: &mut BTreeMap<String, Any>,
+    clusters: &mut EgressClusters,
 ) -> Vec<route::Route> {
     let mesh = &snapshot.mesh;
     let m = &http.route_match;
@@ -331,7 +329,7 @@ pub(super) fn for_gateway(snapshot: &Snapshot, gateway: &str) -> Option<NodeReso
         .placements
         .get(&format!("{}{gateway}", super::GATEWAY_PREFIX));
     let mut out = NodeResources::default();
-    let mut clusters = BTreeMap::new();
+    let mut clusters = EgressClusters::default();
     for l in &gw.spec.listeners {
         let port = u16::try_from(l.port_mapping.port).unwrap_or(0);
         let protocol = l.port_mapping.protocol;
