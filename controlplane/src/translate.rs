@@ -176,16 +176,6 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
         listener.map_or(0, |l| l.port_mapping.port)
     );
     let egress_name = format!("lds_egress_{}_{}", place.egress.ip(), place.egress.port());
-    let mut egress = http_listener(
-        &egress_name,
-        place.egress,
-        "egress",
-        hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-            config_source: Some(ads_source()),
-            route_config_name: egress_route_name.clone(),
-        }),
-        vn.spec.logging.as_ref(),
-    );
     let allow_all = mesh.mesh.as_ref().is_some_and(|m| {
         m.value
             .spec
@@ -197,18 +187,29 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // original destination is known. Not so for an app using its Envoy as an explicit
     // proxy (the loopback mode), where it would be Envoy itself.
     let transparent = transparent(place);
+    let mut manager = http_manager(
+        "egress",
+        hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+            config_source: Some(ads_source()),
+            route_config_name: egress_route_name.clone(),
+        }),
+        vn.spec.logging.as_ref(),
+    );
+    if !transparent {
+        explicit_proxy(&mut manager, allow_all);
+    }
+    let mut egress = manager_listener(&egress_name, place.egress, &manager);
     if transparent {
         // The address a connection was redirected from (the APPMESH rules' REDIRECT).
         egress.listener_filters.push(original_dst_filter());
     }
 
     let mut virtual_hosts = Vec::new();
-    // TCP backends: a filter chain per port, told apart by the original destination port
-    // (so not on a port that an HTTP backend of this node has too: HTTP keeps it).
-    let mut tcp_chains: Vec<(i64, listener::FilterChain)> = Vec::new();
-    // The same TCP backends as (virtual service, port, where, idle timeout), for the
-    // loopback mode, which carries them as HTTP CONNECT tunnels.
-    let mut tunnels: Vec<(String, i64, TcpTo, Option<Duration>)> = Vec::new();
+    // TCP backends as (virtual service, port, where, idle timeout): where connections are
+    // redirected, a filter chain per port, told apart by the original destination port (so
+    // not on a port that an HTTP backend of this node has too: HTTP keeps it); in the
+    // loopback mode, HTTP CONNECT tunnels.
+    let mut tcp_backends: Vec<(String, i64, TcpTo, Option<Duration>)> = Vec::new();
     let mut http_ports: BTreeSet<i64> = BTreeSet::new();
     let mut egress_clusters = EgressClusters::default();
     for backend in &vn.spec.backends {
@@ -276,20 +277,11 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                         .as_ref()
                         .and_then(|t| t.idle)
                         .map(|d| d.to_std());
-                    tunnels.push((
+                    tcp_backends.push((
                         service_name.clone(),
                         *port,
-                        TcpTo::Weighted(weighted.clone()),
+                        TcpTo::Weighted(weighted),
                         idle,
-                    ));
-                    tcp_chains.push((
-                        *port,
-                        tcp_chain(
-                            &format!("egress_tcp_{port}"),
-                            Some(*port),
-                            TcpTo::Weighted(weighted),
-                            idle,
-                        ),
                     ));
                 }
             }
@@ -334,21 +326,7 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
                             &mut egress_clusters,
                         );
                         let idle = tcp_idle(l);
-                        tunnels.push((
-                            service_name.clone(),
-                            port,
-                            TcpTo::Cluster(name.clone()),
-                            idle,
-                        ));
-                        tcp_chains.push((
-                            port,
-                            tcp_chain(
-                                &format!("egress_tcp_{port}"),
-                                Some(port),
-                                TcpTo::Cluster(name),
-                                idle,
-                            ),
-                        ));
+                        tcp_backends.push((service_name.clone(), port, TcpTo::Cluster(name), idle));
                     }
                 }
                 let ports: Vec<Option<i64>> = if t.value.spec.listeners.is_empty() {
@@ -407,10 +385,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
     // have (the loopback mode tunnels them instead, below). One chain per port.
     if transparent {
         let mut tcp_ports = BTreeSet::new();
-        let chains: Vec<listener::FilterChain> = tcp_chains
+        let chains: Vec<listener::FilterChain> = tcp_backends
             .into_iter()
-            .filter(|(port, _)| !http_ports.contains(port) && tcp_ports.insert(*port))
-            .map(|(_, chain)| chain)
+            .filter(|(_, port, ..)| !http_ports.contains(port) && tcp_ports.insert(*port))
+            .map(|(_, port, to, idle)| {
+                tcp_chain(&format!("egress_tcp_{port}"), Some(port), to, idle)
+            })
             .collect();
         if allow_all {
             // What is not HTTP (HTTPS, a database's protocol) is passed through as TCP:
@@ -421,13 +401,12 @@ pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
             let_aws_apis_out(&mut egress, &tcp_ports);
         }
         egress.filter_chains.extend(chains);
-    }
-    // Without redirection, an app reaches a TCP backend by asking its Envoy (its HTTP
-    // proxy) to `CONNECT SERVICE:PORT`; Envoy opens the tunnel to the backend's clusters.
-    if !transparent {
-        allow_connect(&mut egress, allow_all);
+    } else {
+        // Without redirection, an app reaches a TCP backend by asking its Envoy (its HTTP
+        // proxy) to `CONNECT SERVICE:PORT`; Envoy opens the tunnel to the backend's
+        // clusters.
         virtual_hosts.extend(
-            tunnels
+            tcp_backends
                 .into_iter()
                 .map(|(service, port, to, idle)| connect_host(&service, port, to, idle)),
         );
@@ -741,48 +720,36 @@ fn tcp_chain(
     }
 }
 
-/// Lets an HTTP listener's connection manager take `CONNECT` requests (its routes say
-/// which are tunnelled where), and with `forward`, send requests to the hosts they name
-/// (the dynamic forward proxy's filter, before the router).
-fn allow_connect(l: &mut listener::Listener, forward: bool) {
-    for chain in &mut l.filter_chains {
-        for filter in &mut chain.filters {
-            let Some(listener::filter::ConfigType::TypedConfig(config)) = &mut filter.config_type
-            else {
-                continue;
-            };
-            let Ok(mut manager) = hcm::HttpConnectionManager::decode(config.value.as_slice())
-            else {
-                continue;
-            };
-            manager
-                .upgrade_configs
-                .push(hcm::http_connection_manager::UpgradeConfig {
-                    upgrade_type: "CONNECT".to_owned(),
-                    ..Default::default()
-                });
-            if forward {
-                use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3 as dfp;
-                let filter = dfp::FilterConfig {
-                    implementation_specifier: Some(
-                        dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(dns_cache()),
-                    ),
-                    ..Default::default()
-                };
-                manager.http_filters.insert(
-                    0,
-                    hcm::HttpFilter {
-                        name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
-                        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
-                            "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
-                            &filter,
-                        ))),
-                        ..Default::default()
-                    },
-                );
-            }
-            config.value = manager.encode_to_vec();
-        }
+/// The egress connection manager of an app that uses its Envoy as an explicit HTTP proxy:
+/// it takes `CONNECT` requests (its routes say which are tunnelled where), and with
+/// `forward`, sends requests to the hosts they name (the dynamic forward proxy's filter,
+/// before the router).
+fn explicit_proxy(manager: &mut hcm::HttpConnectionManager, forward: bool) {
+    manager
+        .upgrade_configs
+        .push(hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "CONNECT".to_owned(),
+            ..Default::default()
+        });
+    if forward {
+        use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3 as dfp;
+        let filter = dfp::FilterConfig {
+            implementation_specifier: Some(
+                dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(dns_cache()),
+            ),
+            ..Default::default()
+        };
+        manager.http_filters.insert(
+            0,
+            hcm::HttpFilter {
+                name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+                    &filter,
+                ))),
+                ..Default::default()
+            },
+        );
     }
 }
 
@@ -1588,6 +1555,15 @@ fn http_listener(
     routes: hcm::http_connection_manager::RouteSpecifier,
     logging: Option<&Logging>,
 ) -> listener::Listener {
+    manager_listener(name, addr, &http_manager(stat_prefix, routes, logging))
+}
+
+/// An HTTP connection manager as App Mesh sets one up, with the node's access log.
+fn http_manager(
+    stat_prefix: &str,
+    routes: hcm::http_connection_manager::RouteSpecifier,
+    logging: Option<&Logging>,
+) -> hcm::HttpConnectionManager {
     let access_log = logging
         .and_then(|l| l.access_log.as_ref())
         .and_then(|a| a.file.as_ref())
@@ -1641,7 +1617,7 @@ fn http_listener(
             }]
         })
         .unwrap_or_default();
-    let manager = hcm::HttpConnectionManager {
+    hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(routes),
@@ -1662,7 +1638,15 @@ fn http_listener(
             ..Default::default()
         }],
         ..Default::default()
-    };
+    }
+}
+
+/// A listener on `addr` whose one filter chain is `manager`.
+fn manager_listener(
+    name: &str,
+    addr: SocketAddr,
+    manager: &hcm::HttpConnectionManager,
+) -> listener::Listener {
     listener::Listener {
         name: name.to_owned(),
         address: Some(socket_address(addr)),
@@ -1671,7 +1655,7 @@ fn http_listener(
                 name: "envoy.filters.network.http_connection_manager".to_owned(),
                 config_type: Some(listener::filter::ConfigType::TypedConfig(any(
                     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    &manager,
+                    manager,
                 ))),
             }],
             ..Default::default()
