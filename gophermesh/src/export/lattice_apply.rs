@@ -338,10 +338,7 @@ impl<'a> Reconciler<'a> {
                 self.tally.updated += 1;
                 self.note("updated  ", what, id, &format!("{field} differed"));
             }
-            None => {
-                self.tally.unchanged += 1;
-                self.note("unchanged", what, id, "");
-            }
+            None => self.unchanged(what, id),
         }
         Ok(())
     }
@@ -445,8 +442,7 @@ impl<'a> Reconciler<'a> {
         {
             Some(found) => {
                 let id = str_of(&found["id"]);
-                self.tally.unchanged += 1;
-                self.note("unchanged", what, &id, "");
+                self.unchanged(what, &id);
                 Ok(id)
             }
             None => self.create(what, step, input),
@@ -562,9 +558,7 @@ impl<'a> Reconciler<'a> {
                 str_of(&rule["name"]),
                 what.split_once(" of ").map_or(what, |(_, service)| service)
             );
-            self.call(&rule_what, "delete-rule", &input)?;
-            self.tally.deleted += 1;
-            self.note("deleted  ", &rule_what, &id, why);
+            self.delete(&rule_what, "delete-rule", &input, &id, why)?;
         }
         Ok(kept)
     }
@@ -591,13 +585,8 @@ impl<'a> Reconciler<'a> {
                     str_of(&listener["name"]),
                     str_of(&service["name"])
                 );
-                self.call(
-                    &what,
-                    "delete-listener",
-                    &json!({ "serviceIdentifier": service_id, "listenerIdentifier": id }),
-                )?;
-                self.tally.deleted += 1;
-                self.note("deleted  ", &what, &id, "not in the mesh now");
+                let key = json!({ "serviceIdentifier": service_id, "listenerIdentifier": id });
+                self.delete(&what, "delete-listener", &key, &id, "not in the mesh now")?;
             }
         }
         let mut associations = Vec::new();
@@ -636,9 +625,13 @@ impl<'a> Reconciler<'a> {
                 name(&association["serviceNetworkId"]),
             );
             let key = json!({ "serviceNetworkServiceAssociationIdentifier": id });
-            self.call(&what, "delete-service-network-service-association", &key)?;
-            self.tally.deleted += 1;
-            self.note("deleted  ", &what, &id, "");
+            self.delete(
+                &what,
+                "delete-service-network-service-association",
+                &key,
+                &id,
+                "",
+            )?;
         }
         for id in &gone {
             self.wait_gone(id)?;
@@ -647,8 +640,9 @@ impl<'a> Reconciler<'a> {
             self.delete(
                 &format!("service {}", str_of(&service["name"])),
                 "delete-service",
-                json!({ "serviceIdentifier": service["id"] }),
-                service,
+                &json!({ "serviceIdentifier": service["id"] }),
+                &str_of(&service["id"]),
+                "",
             )?;
         }
         for group in self.owned(what, "list-target-groups", &json!({}))? {
@@ -656,8 +650,9 @@ impl<'a> Reconciler<'a> {
                 self.delete(
                     &format!("target group {}", str_of(&group["name"])),
                     "delete-target-group",
-                    json!({ "targetGroupIdentifier": group["id"] }),
-                    &group,
+                    &json!({ "targetGroupIdentifier": group["id"] }),
+                    &str_of(&group["id"]),
+                    "",
                 )?;
             }
         }
@@ -665,24 +660,32 @@ impl<'a> Reconciler<'a> {
             self.delete(
                 &format!("service network {}", str_of(&network["name"])),
                 "delete-service-network",
-                json!({ "serviceNetworkIdentifier": network["id"] }),
-                network,
+                &json!({ "serviceNetworkIdentifier": network["id"] }),
+                &str_of(&network["id"]),
+                "",
             )?;
         }
         Ok(())
     }
 
+    /// Deletes `what` (its `id`) with `call`, saying `why` when there is a reason to give.
     fn delete(
         &mut self,
         what: &str,
         call: &str,
-        input: Value,
-        item: &Value,
+        input: &Value,
+        id: &str,
+        why: &str,
     ) -> Result<(), Stopped> {
-        self.call(what, call, &input)?;
+        self.call(what, call, input)?;
         self.tally.deleted += 1;
-        self.note("deleted  ", what, &str_of(&item["id"]), "");
+        self.note("deleted  ", what, id, why);
         Ok(())
+    }
+
+    fn unchanged(&mut self, what: &str, id: &str) {
+        self.tally.unchanged += 1;
+        self.note("unchanged", what, id, "");
     }
 
     /// Waits until Lattice no longer has the association `id` (AWS deletes them a little
