@@ -356,16 +356,17 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// `up`'s flags that put every listener it publishes on a free port.
-pub const UP_ON_FREE_PORTS: &[&str] = &[
-    "--requester-port",
-    "0",
-    "--gateway-port",
-    "0",
-    "--control-port",
-    "0",
-    "--api-port",
-    "0",
+/// `up`'s flags that put every listener it publishes on a free port (as the bench's `up`).
+pub use gophermesh::bench::UP_ON_FREE_PORTS;
+
+/// `serve`'s flags that put its three listeners on free loopback ports.
+pub const SERVE_ON_LOOPBACK: &[&str] = &[
+    "--xds-listen",
+    "127.0.0.1:0",
+    "--api-listen",
+    "127.0.0.1:0",
+    "--control-listen",
+    "127.0.0.1:0",
 ];
 
 impl LocalMesh {

@@ -651,20 +651,16 @@ fn the_control_plane_deploys_and_the_walkthrough_runs_through_it_against_moto() 
     let serve = tests::serve::Serve::start(
         &dir,
         &[
-            "--state",
-            "dynamodb://gophermesh-state",
-            "--empty",
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--api-access-key-id",
-            key_id,
-            "--api-secret-access-key",
-            secret,
-        ],
+            &["--state", "dynamodb://gophermesh-state", "--empty"],
+            tests::SERVE_ON_LOOPBACK,
+            &[
+                "--api-access-key-id",
+                key_id,
+                "--api-secret-access-key",
+                secret,
+            ],
+        ]
+        .concat(),
         &env,
     );
     let again = moto.script_routed("control-plane.sh", &[], &serve.appmesh);

@@ -642,20 +642,17 @@ fn a_replica_names_a_missing_table_a_wrongly_keyed_one_and_refused_credentials()
         let (code, said) = tests::run_to_end(
             "gophermesh",
             &[
-                "serve",
-                "--mesh-dir",
-                &format!("{dir_text}/mesh"),
-                "--state",
-                &state,
-                "--xds-listen",
-                "127.0.0.1:0",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--control-listen",
-                "127.0.0.1:0",
-                "--state-dir",
-                &format!("{dir_text}/state"),
-            ],
+                &[
+                    "serve",
+                    "--mesh-dir",
+                    &format!("{dir_text}/mesh"),
+                    "--state",
+                    &state,
+                ],
+                tests::SERVE_ON_LOOPBACK,
+                &["--state-dir", &format!("{dir_text}/state")],
+            ]
+            .concat(),
             &env,
         );
         assert_ne!(code, Some(0), "{table}: {said}");

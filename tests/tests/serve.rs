@@ -209,17 +209,9 @@ fn bad_cloud_map_flags_are_refused_at_start() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let serve: &[&str] = &[
-        "serve",
-        "--xds-listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--control-listen",
-        "127.0.0.1:0",
-    ];
+    let serve = [&["serve"], tests::SERVE_ON_LOOPBACK].concat();
     let up = [&["up"], tests::UP_ON_FREE_PORTS].concat();
-    for command in [serve, &up] {
+    for command in [&serve, &up] {
         let (code, said) = run(command, &["--cloud-map-interval", "0s"]);
         assert_eq!(code, Some(2), "{command:?}: {said}");
         assert!(

@@ -38,6 +38,19 @@ use load::{Scenario, Wrk, cpu_each, memory_mib};
 use mesh::{Up, answered_by, envoy_pids, shift_propagation};
 use report::{Memory, Report, ScalePoint};
 
+/// `up`'s flags that put every listener it publishes on a free port (the bench's `up`, and
+/// the end-to-end tests').
+pub const UP_ON_FREE_PORTS: &[&str] = &[
+    "--requester-port",
+    "0",
+    "--gateway-port",
+    "0",
+    "--control-port",
+    "0",
+    "--api-port",
+    "0",
+];
+
 /// Writes `dir/requester` and `dir/distributor`: the minimal hyper stand-ins the mesh
 /// floor runs in place of the gophers (`gophermesh bench-hello`, forwarding to the
 /// distributor through the task's Envoy, and answering). Returns `dir`, for `up --bin-dir`.
@@ -284,16 +297,7 @@ impl Bench {
             .arg(mesh)
             .arg("--taskdefs-dir")
             .arg(taskdefs)
-            .args([
-                "--requester-port",
-                "0",
-                "--gateway-port",
-                "0",
-                "--control-port",
-                "0",
-                "--api-port",
-                "0",
-            ])
+            .args(UP_ON_FREE_PORTS)
             .arg("--bin-dir")
             .arg(bin_dir)
             .arg("--envoy-bin")
