@@ -867,14 +867,16 @@ fn connect_host(service: &str, port: i64, to: TcpTo, idle: Option<Duration>) -> 
 /// it.
 const PROTOCOL_SNIFF: Duration = Duration::from_secs(1);
 
-/// A listener filter that reads a connection's first bytes (`name`, `config`), not run on
-/// the TCP backends' `ports` (a protocol whose server speaks first would wait for it).
-fn inspector(
+/// Adds to `egress` a listener filter that reads a connection's first bytes (`name`,
+/// `config`) for at most [`PROTOCOL_SNIFF`], not run on the TCP backends' `ports` (a
+/// protocol whose server speaks first would wait for it).
+fn sniff(
+    egress: &mut listener::Listener,
     name: &str,
     type_url: &str,
     config: &impl Message,
     ports: &BTreeSet<i64>,
-) -> listener::ListenerFilter {
+) {
     use envoy_types::pb::envoy::r#type::v3::Int32Range;
     use listener::listener_filter_chain_match_predicate::{MatchSet, Rule};
     let mut rules: Vec<listener::ListenerFilterChainMatchPredicate> = ports
@@ -887,7 +889,7 @@ fn inspector(
             })),
         })
         .collect();
-    listener::ListenerFilter {
+    egress.listener_filters.push(listener::ListenerFilter {
         name: name.to_owned(),
         config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
             type_url, config,
@@ -900,7 +902,9 @@ fn inspector(
                 rule: Some(Rule::OrMatch(MatchSet { rules })),
             }),
         },
-    }
+    });
+    egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
+    egress.continue_on_listener_filters_timeout = true;
 }
 
 /// Egress filter DROP_ALL where connections are redirected, as App Mesh has it: TLS whose
@@ -908,14 +912,13 @@ fn inspector(
 /// destination; the rest stays in the mesh. The TLS inspector reads the server name (not
 /// on the TCP backends' `ports`).
 fn let_aws_apis_out(egress: &mut listener::Listener, ports: &BTreeSet<i64>) {
-    egress.listener_filters.push(inspector(
+    sniff(
+        egress,
         "envoy.filters.listener.tls_inspector",
         "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
         &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
         ports,
-    ));
-    egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
-    egress.continue_on_listener_filters_timeout = true;
+    );
     let mut aws = tcp_chain(
         "egress_aws",
         None,
@@ -935,14 +938,13 @@ fn let_aws_apis_out(egress: &mut listener::Listener, ports: &BTreeSet<i64>) {
 /// manager's chain takes HTTP only, and any other TCP goes to its original destination
 /// through a TCP proxy (the default chain). Chains for TCP backends match by port first.
 fn pass_other_tcp_through(egress: &mut listener::Listener, ports: &BTreeSet<i64>) {
-    egress.listener_filters.push(inspector(
+    sniff(
+        egress,
         "envoy.filters.listener.http_inspector",
         "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         &envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector::default(),
         ports,
-    ));
-    egress.listener_filters_timeout = Some(pb_duration(PROTOCOL_SNIFF));
-    egress.continue_on_listener_filters_timeout = true;
+    );
     for chain in &mut egress.filter_chains {
         chain.filter_chain_match = Some(listener::FilterChainMatch {
             application_protocols: ["http/1.0", "http/1.1", "h2c"].map(str::to_owned).to_vec(),
