@@ -1,35 +1,38 @@
-//! The gophermesh control plane: the state of the mesh and how it reaches Envoy.
+//! The gophermesh control plane: the state of the meshes and how it reaches Envoy, in
+//! three layers that import only downward, as Istio keeps `pilot/pkg/model`,
+//! `networking/core` and `xds` apart:
 //!
 //! ```text
-//! store      the one store of mesh state: snapshots, checked changes, a watch channel
-//!   meta       App Mesh metadata of each resource (ARN, uid, version, times, token)
-//!   persist    the durable copy (redb), one transaction per accepted change
-//!   weights    the rule of `route set`
-//! placement  where each node's Envoy and app are (told by whoever runs the tasks)
-//! cloudmap   the instances of Cloud Map nodes, looked up (for `serve`)
-//! observed   the traffic each target node received (told by whoever reads the Envoys)
-//! translate  App Mesh resources -> one node's Envoy listeners, clusters and routes
-//! cache      each node's resources, built once per snapshot version
-//! ads        the ADS server (state of the world, xDS v3) streaming from the cache
+//! state/      the model of the world and its durable copies
+//!   snapshot    one consistent state, as published
+//!   store       checked changes, written durably, then published to watchers
+//!   meta        App Mesh metadata of each resource
+//!   persist     redb, and DynamoDB for replicas (persist/dynamo)
+//!   aws         what the AWS SDK clients share
+//!   weights     the rule of `route set`
+//!   placement   where each node's Envoy and app are, Cloud Map instances
+//!   cloudmap    Cloud Map lookups (for `serve`)
+//!   observed    the traffic each target node received
+//! translate/  App Mesh resources -> one node's Envoy listeners, clusters and routes
+//!   gateway     a virtual gateway's
+//! xds/        serving it
+//!   encoded     a type's resources encoded once
+//!   cache       each node's resources, built once per snapshot version
+//!   ads         the ADS server (state of the world, xDS v3)
 //! ```
 //!
-//! The rule: this crate depends on the mesh model alone. It imports no API and no
-//! runtime; those depend on it (`gophermesh`'s `api` and `runtime`).
+//! The rule: `state <- translate <- xds` (an arrow points at what is imported), checked by
+//! the `layers` test. This crate depends on the mesh model alone. It imports no API and
+//! no runtime; those depend on it (`gophermesh`'s `api` and `runtime`).
 #![forbid(unsafe_code)]
 
-pub mod ads;
-pub mod cache;
-pub mod cloudmap;
-pub mod meta;
-pub mod observed;
-pub mod persist;
-pub mod placement;
-pub mod store;
+pub mod state;
 pub mod translate;
-pub mod weights;
+pub mod xds;
 
-pub use cache::Cache;
-pub use meta::{Identity, Meta};
-pub use observed::TargetTraffic;
-pub use placement::Placement;
-pub use store::{Next, Snapshot, Store, UpdateError};
+pub use state::meta::{Identity, Meta};
+pub use state::observed::TargetTraffic;
+pub use state::placement::Placement;
+pub use state::snapshot::Snapshot;
+pub use state::store::{Next, Store, UpdateError};
+pub use xds::cache::Cache;

@@ -35,8 +35,8 @@ use meshmodel::appmesh::{
 };
 use prost::Message;
 
-use crate::placement::Placement;
-use crate::store::Snapshot;
+use crate::state::placement::Placement;
+use crate::state::snapshot::Snapshot;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";

@@ -3,7 +3,8 @@
 //!
 //! Unknown fields are rejected, so a typo or a feature the local mesh does not implement
 //! is an error that names the field rather than something silently ignored. Numbers are
-//! parsed wide and range-checked by [`crate::check`], so the message can give the range.
+//! parsed wide and range-checked by the mesh's checks (`Mesh::check`), so the message can
+//! give the range.
 
 use serde::{Deserialize, Serialize};
 
@@ -864,7 +865,7 @@ pub struct VirtualGatewaySpec {
 }
 
 /// A gateway listener: the shapes are a virtual node listener's, less outlier detection,
-/// timeouts and TCP (checked by [`crate::mesh`]).
+/// timeouts and TCP (checked by `Mesh::check`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualGatewayListener {

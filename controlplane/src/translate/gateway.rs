@@ -31,7 +31,7 @@ use super::{
     Caller, EgressClusters, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any,
     egress_cluster, http_listener, listener_tls, route_action, route_match, translate_route,
 };
-use crate::store::Snapshot;
+use crate::state::snapshot::Snapshot;
 
 /// How a gateway route changes the path before the target's routes see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

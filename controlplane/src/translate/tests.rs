@@ -1,6 +1,6 @@
 //! Unit tests of [crate::translate].
 use super::*;
-use crate::placement::Placement;
+use crate::state::placement::Placement;
 
 #[test]
 fn retry_events_map_to_envoy_retry_on() {
@@ -894,7 +894,7 @@ fn a_listener_timeout_bounds_the_ingress_route() {
 /// no endpoint (503).
 #[test]
 fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
-    use crate::cloudmap::Instance;
+    use crate::state::placement::Instance;
     let mut snapshot = shipped_snapshot();
     snapshot.placements.remove("distributor-v1");
     let node = snapshot

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
-use controlplane::ads::{EnvoyStatuses, GATEWAY_PREFIX};
+use controlplane::xds::ads::{EnvoyStatuses, GATEWAY_PREFIX};
 use controlplane::{Snapshot, Store, TargetTraffic};
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::control::Tasks;
+use super::tasks::Tasks;
 
 /// How often the sampler reads the Envoys while someone is looking.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);

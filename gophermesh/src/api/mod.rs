@@ -8,10 +8,11 @@
 //! live      the console's live view: /v1/live and its event stream
 //! guard     what stands before both: Host, body limits, authentication, concurrency
 //! token     the control API's bearer token
+//! tasks     what the APIs show of the tasks, told by whoever runs them
 //! ```
 //!
 //! The APIs import the control plane and nothing of the runtime: what the control API
-//! shows of the tasks comes through the [`control::Tasks`] trait.
+//! shows of the tasks comes through the [`tasks::Tasks`] trait.
 
 pub mod appmesh;
 pub mod console;
@@ -19,4 +20,5 @@ pub mod control;
 pub mod guard;
 pub mod live;
 pub mod sigv4;
+pub mod tasks;
 pub mod token;

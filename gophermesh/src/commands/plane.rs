@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use controlplane::ads::{Ads, EnvoyStatuses};
+use controlplane::xds::ads::{Ads, EnvoyStatuses};
 use controlplane::{Cache, Identity, Store};
 use gophermesh::api::guard::{self, Auth, Guard};
 use gophermesh::api::live::Live;
 use gophermesh::api::sigv4::Credentials;
 use gophermesh::api::token::ControlToken;
-use gophermesh::api::{appmesh, control};
+use gophermesh::api::{appmesh, control, tasks};
 use gophermesh::config::{CloudMapConfig, CloudMapMode};
 use gophermesh::progress::say;
 use tokio::net::TcpListener;
@@ -83,8 +83,8 @@ pub(crate) fn open_store(
         ),
     };
     let (store, restored) = opened.map_err(|e| match e {
-        controlplane::store::OpenError::Seed(e) => e,
-        e @ controlplane::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
+        controlplane::state::store::OpenError::Seed(e) => e,
+        e @ controlplane::state::store::OpenError::Storage(_) => anyhow::anyhow!("{e}"),
     })?;
     let (provenance, seeded_from_files) = if restored > 0 {
         (
@@ -212,7 +212,7 @@ pub(crate) struct Apis {
 pub(crate) fn start_apis(
     store: &Store,
     envoys: EnvoyStatuses,
-    tasks: Arc<dyn control::Tasks>,
+    tasks: Arc<dyn tasks::Tasks>,
     config: &ApiConfig<'_>,
     (control_listener, appmesh_listener): (TcpListener, TcpListener),
     background: &mut Vec<JoinHandle<()>>,
@@ -331,7 +331,7 @@ pub(crate) async fn follow_cloud_map(
     config: CloudMapConfig,
     store: &controlplane::Store,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let nodes = controlplane::cloudmap::discovered_nodes(&store.current().mesh).len();
+    let nodes = controlplane::state::cloudmap::discovered_nodes(&store.current().mesh).len();
     let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
@@ -347,7 +347,7 @@ pub(crate) async fn follow_cloud_map(
         }
         return Ok(None);
     }
-    let Some(cloud_map) = controlplane::cloudmap::CloudMap::from_env().await else {
+    let Some(cloud_map) = controlplane::state::cloudmap::CloudMap::from_env().await else {
         if config.mode == CloudMapMode::On {
             bail!(
                 "--cloud-map on: no AWS region is configured; set AWS_REGION (or AWS_DEFAULT_REGION)"
@@ -364,7 +364,7 @@ pub(crate) async fn follow_cloud_map(
         "Cloud Map: looking up its nodes ({nodes} now) every {}",
         humantime::format_duration(config.interval)
     ));
-    Ok(Some(tokio::spawn(controlplane::cloudmap::follow(
+    Ok(Some(tokio::spawn(controlplane::state::cloudmap::follow(
         store.clone(),
         cloud_map,
         config.interval,

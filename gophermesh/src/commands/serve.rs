@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use controlplane::ads::EnvoyStatuses;
+use controlplane::xds::ads::EnvoyStatuses;
 use controlplane::{Snapshot, TargetTraffic};
 use futures::future::BoxFuture;
-use gophermesh::api::control;
+use gophermesh::api::tasks;
 use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -27,10 +27,10 @@ use crate::cli::ServeArgs;
 #[derive(Debug)]
 struct NoTasks;
 
-impl control::Tasks for NoTasks {
-    fn status<'a>(&'a self, _snapshot: &'a Snapshot) -> BoxFuture<'a, control::TaskStatus> {
+impl tasks::Tasks for NoTasks {
+    fn status<'a>(&'a self, _snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
         Box::pin(async {
-            control::TaskStatus {
+            tasks::TaskStatus {
                 processes: json!([]),
                 placements: json!({}),
                 observed: BTreeMap::new(),

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use controlplane::ads::EnvoyStatuses;
+use controlplane::xds::ads::EnvoyStatuses;
 use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
-use gophermesh::api::control;
+use gophermesh::api::tasks;
 use gophermesh::config::{NetworkMode, Source, UpConfig};
 use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, GATEWAY_AT, REQUESTER_AT, say};
 use gophermesh::runtime::envoy::{self, EnvoyAdmin, EnvoyOptions};
@@ -217,7 +217,7 @@ impl Up<'_> {
             loopback_listener(config.control_port, "the control API", "--control-port").await?;
         let appmesh_listener =
             loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
-        let tasks: Arc<dyn control::Tasks> = Arc::new(UpTasks {
+        let tasks: Arc<dyn tasks::Tasks> = Arc::new(UpTasks {
             processes: launch.processes.clone(),
             sites: plan.sites.clone(),
         });
@@ -503,8 +503,8 @@ struct UpTasks {
     sites: BTreeMap<String, Site>,
 }
 
-impl control::Tasks for UpTasks {
-    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, control::TaskStatus> {
+impl tasks::Tasks for UpTasks {
+    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
         Box::pin(async move {
             let placements: BTreeMap<&String, Value> = self
                 .sites
@@ -529,7 +529,7 @@ impl control::Tasks for UpTasks {
                 Some(mesh) => envoy::observed_split(&admins, mesh).await,
                 None => BTreeMap::new(),
             };
-            control::TaskStatus {
+            tasks::TaskStatus {
                 processes: self.processes(),
                 placements: json!(placements),
                 observed,

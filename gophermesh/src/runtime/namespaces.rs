@@ -3,7 +3,7 @@
 //! listens on the proxy configuration's ingress and egress ports as uid 1337, the app on
 //! its AppPort with no proxy setting, and other Envoys reach the task at `TASK_IP:AppPort`,
 //! which the rules redirect to Envoy's ingress, exactly as on ECS. The pod backend
-//! ([`super::pods`]) puts its pods on the same network.
+//! (`pods`) puts its pods on the same network.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,7 +2,7 @@
 //! runtime); for a node no task here runs, App Mesh's own placement in an ECS task
 //! ([`Placement::as_app_mesh`]). The translation reads it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Where a virtual node's Envoy and app are on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,5 +33,20 @@ impl Placement {
             reach: SocketAddr::from(([0, 0, 0, 0], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
         }
+    }
+}
+
+/// One instance of a Cloud Map service, where a caller's Envoy reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    pub ip: IpAddr,
+    /// `AWS_INSTANCE_PORT`, when the instance has it; otherwise the node's listener port.
+    pub port: Option<u16>,
+}
+
+impl Instance {
+    /// Where to reach it for a listener on `listener_port`.
+    pub fn at(&self, listener_port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(listener_port))
     }
 }

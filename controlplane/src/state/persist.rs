@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use meshmodel::{Key, Mesh, Problem, Problems, Resource};
 use serde::{Deserialize, Serialize};
 
-use crate::meta::Meta;
+use super::meta::Meta;
+use super::snapshot::OtherMesh;
 
 const RESOURCES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("resources");
 
@@ -126,7 +127,7 @@ pub struct Loaded {
     pub mesh: Mesh,
     pub meta: std::collections::BTreeMap<Key, Meta>,
     /// The other meshes, by name (their records' keys begin with `@NAME/`).
-    pub others: std::collections::BTreeMap<String, crate::store::OtherMesh>,
+    pub others: std::collections::BTreeMap<String, OtherMesh>,
     /// How many resources it held.
     pub count: usize,
 }
@@ -212,68 +213,6 @@ impl Database {
     }
 }
 
-/// The records of a store as one mesh with its metadata; every problem when they do not
-/// make one that checks out as a whole (`source` names the store in each).
-/// What an AWS service (`service`, or the way to it) said, in one line: the service's
-/// code and message, or the innermost cause when it could not be reached.
-pub(crate) fn sdk_said<E>(
-    // The SDK's crates share these types (DynamoDB's re-exports name them).
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-    service: &str,
-) -> String
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    use aws_sdk_dynamodb::error::SdkError;
-    match e {
-        SdkError::ServiceError(s) => {
-            let meta = s.err().meta();
-            match (meta.code(), meta.message()) {
-                (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
-                // An answer the SDK could not read as an error: its status and body.
-                (None, _) => {
-                    let body = s.raw().body().bytes().unwrap_or_default();
-                    let text = String::from_utf8_lossy(body);
-                    format!(
-                        "HTTP {}: {}",
-                        s.raw().status().as_u16(),
-                        text.chars().take(300).collect::<String>()
-                    )
-                }
-            }
-        }
-        SdkError::TimeoutError(_) => format!("{service} did not answer in time"),
-        _ => {
-            let mut cause: &dyn std::error::Error = e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            format!("cannot reach {service}: {cause}")
-        }
-    }
-}
-
-/// How every AWS SDK client here is configured: from the environment (region,
-/// credentials from the environment, a profile or the task role; `AWS_ENDPOINT_URL`), over
-/// rustls, with short timeouts (a control plane waits for no one long).
-pub(crate) async fn aws_sdk_config() -> aws_config::SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .operation_attempt_timeout(std::time::Duration::from_secs(3))
-        .operation_timeout(std::time::Duration::from_secs(8))
-        .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .timeout_config(timeouts)
-        .load()
-        .await
-}
-
 /// The record key of `key` in the mesh `other` (`None`: the first mesh, whose keys are
 /// the resources' own, as they always were).
 pub(crate) fn record_key(other: Option<&str>, key: &Key) -> String {
@@ -291,6 +230,8 @@ fn other_mesh_of(record_key: &str) -> Option<&str> {
         .map(|(mesh, _)| mesh)
 }
 
+/// The records of a store as one mesh with its metadata; every problem when they do not
+/// make one that checks out as a whole (`source` names the store in each).
 pub(crate) fn load_records<'a>(
     source: &str,
     records: impl IntoIterator<Item = (&'a str, &'a [u8])>,

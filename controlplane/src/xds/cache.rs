@@ -3,7 +3,7 @@
 //! `pkg/cache/v3` sits beside its server. The ADS server only ever asks the cache; what
 //! builds the resources (the App Mesh translation, or a stand-in in tests) is the cache's
 //! business. Each type's resources are also encoded once, on first use, and the encoding
-//! shared by every stream that sends them ([`crate::ads::Encoded`]).
+//! shared by every stream that sends them ([`Encoded`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::ads::Encoded;
-use crate::store::{Snapshot, Store};
+use super::encoded::Encoded;
+use crate::state::snapshot::Snapshot;
+use crate::state::store::Store;
 use crate::translate::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE,
 };
@@ -153,7 +154,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::Identity;
+    use crate::state::meta::Identity;
 
     fn counting_cache() -> Cache {
         let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());

@@ -17,7 +17,6 @@
 //! prefix in front of it (`data-127.0.0.1`), which only AWS's own endpoints have.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use aws_sdk_servicediscovery::Client;
@@ -27,34 +26,20 @@ use aws_sdk_servicediscovery::error::BoxError;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 use meshmodel::appmesh::AwsCloudMapServiceDiscovery;
 
-use crate::Store;
+use crate::state::placement::Instance;
+use crate::state::store::Store;
 
-/// One instance of a Cloud Map service, where a caller's Envoy reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Instance {
-    pub ip: IpAddr,
-    /// `AWS_INSTANCE_PORT`, when the instance has it; otherwise the node's listener port.
-    pub port: Option<u16>,
-}
-
-impl Instance {
-    /// The instance of Cloud Map's attributes, if they give an address.
-    fn from_attributes(attributes: &std::collections::HashMap<String, String>) -> Option<Self> {
-        let ip = attributes
-            .get("AWS_INSTANCE_IPV4")
-            .or_else(|| attributes.get("AWS_INSTANCE_IPV6"))?
-            .parse()
-            .ok()?;
-        let port = attributes
-            .get("AWS_INSTANCE_PORT")
-            .and_then(|p| p.parse().ok());
-        Some(Self { ip, port })
-    }
-
-    /// Where to reach it for a listener on `listener_port`.
-    pub fn at(&self, listener_port: u16) -> SocketAddr {
-        SocketAddr::new(self.ip, self.port.unwrap_or(listener_port))
-    }
+/// The instance of Cloud Map's attributes, if they give an address.
+fn instance_of(attributes: &std::collections::HashMap<String, String>) -> Option<Instance> {
+    let ip = attributes
+        .get("AWS_INSTANCE_IPV4")
+        .or_else(|| attributes.get("AWS_INSTANCE_IPV6"))?
+        .parse()
+        .ok()?;
+    let port = attributes
+        .get("AWS_INSTANCE_PORT")
+        .and_then(|p| p.parse().ok());
+    Some(Instance { ip, port })
 }
 
 /// The Cloud Map client.
@@ -93,7 +78,7 @@ impl Intercept for NoHostPrefix {
 impl CloudMap {
     /// A client configured from the environment; `None` when no region is configured.
     pub async fn from_env() -> Option<Self> {
-        let config = crate::persist::aws_sdk_config().await;
+        let config = crate::state::aws::sdk_config().await;
         config.region()?;
         let own_endpoint = ["AWS_ENDPOINT_URL_SERVICEDISCOVERY", "AWS_ENDPOINT_URL"]
             .iter()
@@ -125,11 +110,11 @@ impl CloudMap {
         let answer = call
             .send()
             .await
-            .map_err(|e| crate::persist::sdk_said(&e, "Cloud Map"))?;
+            .map_err(|e| crate::state::aws::said(&e, "Cloud Map"))?;
         let mut instances: Vec<Instance> = answer
             .instances()
             .iter()
-            .filter_map(|i| i.attributes().and_then(Instance::from_attributes))
+            .filter_map(|i| i.attributes().and_then(instance_of))
             .collect();
         instances.sort();
         instances.dedup();
@@ -202,23 +187,19 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<std::collections::HashMap<_, _>>()
         };
-        let i = Instance::from_attributes(&attrs(&[
+        let i = instance_of(&attrs(&[
             ("AWS_INSTANCE_IPV4", "10.0.0.7"),
             ("AWS_INSTANCE_PORT", "9080"),
             ("version", "v2"),
         ]))
         .expect("an instance");
         assert_eq!(i.at(8080), "10.0.0.7:9080".parse().expect("addr"));
-        let v6 = Instance::from_attributes(&attrs(&[("AWS_INSTANCE_IPV6", "fd00::7")]))
-            .expect("an instance");
+        let v6 = instance_of(&attrs(&[("AWS_INSTANCE_IPV6", "fd00::7")])).expect("an instance");
         assert_eq!(v6.at(8080), "[fd00::7]:8080".parse().expect("addr"));
         assert_eq!(
-            Instance::from_attributes(&attrs(&[("AWS_INSTANCE_IPV4", "not-an-ip")])),
+            instance_of(&attrs(&[("AWS_INSTANCE_IPV4", "not-an-ip")])),
             None
         );
-        assert_eq!(
-            Instance::from_attributes(&attrs(&[("version", "v1")])),
-            None
-        );
+        assert_eq!(instance_of(&attrs(&[("version", "v1")])), None);
     }
 }

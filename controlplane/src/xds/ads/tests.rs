@@ -9,8 +9,8 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
-use crate::meta::Identity;
-use crate::store::{Next, Store};
+use crate::state::meta::Identity;
+use crate::state::store::{Next, Store};
 use crate::translate::{ENDPOINT_TYPE, NodeResources};
 
 /// A cache whose clusters (and endpoints `e1`) change with every snapshot version while

@@ -2,7 +2,7 @@
 //! Envoy, over which it receives its clusters, listeners and route configurations (and the
 //! endpoints of its EDS clusters), and answers each with an ACK or a NACK.
 //!
-//! Each stream follows the snapshot cache ([`crate::cache`]): a new snapshot is pushed to
+//! Each stream follows the snapshot cache ([`super::cache`]): a new snapshot is pushed to
 //! every Envoy that subscribed, for each resource type whose content changed for that
 //! Envoy. The server never translates; it asks the cache for the node's resources. A NACK is logged and kept
 //! for `gophermesh status`; the Envoy keeps its last good configuration, and the store is
@@ -21,8 +21,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::cache::{Cache, Prepared};
-use crate::store::Snapshot;
+use super::cache::{Cache, Prepared};
+use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// A configuration an Envoy refused.
@@ -572,7 +572,9 @@ fn humantime_now() -> String {
 }
 
 mod wire;
-pub use wire::{AdsServer, Encoded, Outgoing};
+pub use wire::{AdsServer, Outgoing};
+
+pub use super::encoded::Encoded;
 
 #[cfg(test)]
 mod tests;

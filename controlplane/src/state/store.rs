@@ -1,6 +1,6 @@
 //! The one store of mesh state. Every change (a `route set`, an `apply`, a call to the App
 //! Mesh API) goes through [`Store`], is checked against the whole mesh, is written to the
-//! durable database when there is one ([`crate::persist`]), and only then becomes a new
+//! durable database when there is one ([`super::persist`]), and only then becomes a new
 //! [`Snapshot`] that every watcher (the snapshot cache, hence every ADS stream) is woken
 //! with. A refused change, or one that cannot be written, leaves the current snapshot,
 //! and so every Envoy, as it was.
@@ -12,86 +12,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
-use crate::cloudmap::Instance;
-use crate::meta::{Identity, Meta};
-use crate::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
-use crate::placement::Placement;
+use super::meta::{Identity, Meta};
+use super::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
+use super::placement::{Instance, Placement};
+use super::snapshot::{OtherMesh, Snapshot, shared};
 
 /// How long a change is made again while other replicas keep storing theirs first.
 pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// One consistent state of the mesh, as served to Envoy.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Increases by one with every accepted change.
-    pub version: u64,
-    pub mesh: Mesh,
-    pub placements: BTreeMap<String, Placement>,
-    /// The instances of each virtual node Cloud Map discovers, as last looked up
-    /// ([`crate::cloudmap`]); a node not here has not been looked up.
-    pub discovered: BTreeMap<String, Vec<Instance>>,
-    /// Metadata of every resource in `mesh`.
-    pub meta: BTreeMap<Key, Meta>,
-    /// The meshes after the first, by name: made and changed through the App Mesh API,
-    /// and served to the Envoys whose node ids name them. The local runtime, the control
-    /// API and the console work on the first (`mesh`).
-    pub others: BTreeMap<String, Arc<OtherMesh>>,
-}
-
-/// Other meshes as loaded, as a snapshot holds them.
-fn shared(others: BTreeMap<String, OtherMesh>) -> BTreeMap<String, Arc<OtherMesh>> {
-    others.into_iter().map(|(n, o)| (n, Arc::new(o))).collect()
-}
-
-/// A mesh other than the first, and the metadata of its resources.
-#[derive(Debug, Clone, Default)]
-pub struct OtherMesh {
-    pub mesh: Mesh,
-    pub meta: BTreeMap<Key, Meta>,
-}
-
-impl Snapshot {
-    /// The mesh named `name` (the first or another) and its resources' metadata, with which
-    /// it is: `None` for the first, else its name.
-    pub fn mesh_named(&self, name: &str) -> Option<(&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
-        if self.mesh.name() == Some(name) {
-            return Some((&self.mesh, &self.meta, None));
-        }
-        self.others
-            .get_key_value(name)
-            .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str())))
-    }
-
-    /// Every mesh there is, the first (when it exists) and then the others by name.
-    pub fn meshes(&self) -> impl Iterator<Item = (&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
-        let first = self
-            .mesh
-            .name()
-            .is_some()
-            .then_some((&self.mesh, &self.meta, None));
-        first.into_iter().chain(
-            self.others
-                .iter()
-                .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str()))),
-        )
-    }
-
-    /// This snapshot as the translation sees it for the Envoys of mesh `name`: the
-    /// snapshot itself for the first mesh, or one holding the other mesh in its place (with
-    /// nothing placed or discovered, as no task of another mesh runs here, and without the
-    /// metadata, which the translation does not read).
-    pub fn view(&self, name: &str) -> Option<std::borrow::Cow<'_, Snapshot>> {
-        if self.mesh.name() == Some(name) {
-            return Some(std::borrow::Cow::Borrowed(self));
-        }
-        let other = self.others.get(name)?;
-        Some(std::borrow::Cow::Owned(Snapshot {
-            version: self.version,
-            mesh: other.mesh.clone(),
-            ..Snapshot::default()
-        }))
-    }
-}
 
 /// A change the store could not make.
 #[derive(Debug)]
@@ -201,7 +128,7 @@ impl Store {
         every: std::time::Duration,
     ) -> Result<(Self, usize), OpenError<E>> {
         let (table, loaded) =
-            crate::persist::dynamo::Table::open(table).map_err(OpenError::Storage)?;
+            super::persist::dynamo::Table::open(table).map_err(OpenError::Storage)?;
         let watch = table.watch();
         let opened = Self::open_durable(Durable::Dynamo(table), loaded, seed, identity)?;
         opened.0.follow(watch, every);
@@ -451,7 +378,7 @@ impl Store {
     /// its version is read, and when it moved past this replica's, everything is loaded and
     /// published (so this replica's Envoys get it). Runs on a thread of its own until the
     /// store is dropped; a failed read is logged once per failure streak and tried again.
-    fn follow(&self, watch: crate::persist::dynamo::Watch, every: std::time::Duration) {
+    fn follow(&self, watch: super::persist::dynamo::Watch, every: std::time::Duration) {
         let weak = Arc::downgrade(&self.tx);
         let (write, health, identity) = (
             Arc::downgrade(&self.write),
@@ -500,7 +427,7 @@ impl Store {
     }
 
     /// Loads and publishes the table's state when another replica moved it on.
-    fn catch_up(&self, watch: &crate::persist::dynamo::Watch) -> Result<(), PersistError> {
+    fn catch_up(&self, watch: &super::persist::dynamo::Watch) -> Result<(), PersistError> {
         let stored = watch.version()?;
         let mut guard = self
             .write
@@ -535,7 +462,7 @@ impl Store {
         })
     }
 
-    /// Sets the weights of route `route` ([`crate::weights::set_weights`]) of the mesh
+    /// Sets the weights of route `route` ([`super::weights::set_weights`]) of the mesh
     /// named `mesh` (the first when `None`).
     pub fn set_weights(
         &self,
@@ -546,7 +473,7 @@ impl Store {
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         self.update_with(|s| {
             in_mesh(s, mesh, |m| {
-                crate::weights::set_weights(m, router, route, weights)
+                super::weights::set_weights(m, router, route, weights)
             })
         })
     }

@@ -12,13 +12,11 @@
 //! server's sockets need TCP_NODELAY, or the second waits for the Envoy's delayed ACK.)
 
 use std::convert::Infallible;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
 use http_body::Frame;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -27,6 +25,7 @@ use tonic::codec::{DecodeBuf, Decoder, Streaming};
 use tonic::metadata::MetadataMap;
 
 use super::Ads;
+use crate::xds::encoded::Encoded;
 
 /// The gRPC service name Envoy's `ads_config` calls.
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -36,42 +35,6 @@ const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// The largest request read (tonic's default): a request names resources, it carries none.
 const MAX_REQUEST: usize = 4 << 20;
-
-/// One resource type's resources of one node, encoded once as the `resources` field of a
-/// `DiscoveryResponse`, with a hash of them (to skip pushes that would change nothing).
-pub struct Encoded {
-    bytes: Bytes,
-    hash: u64,
-}
-
-impl std::fmt::Debug for Encoded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoded")
-            .field("bytes", &self.bytes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Encoded {
-    pub fn new<'a>(resources: impl IntoIterator<Item = &'a Any>) -> Self {
-        let mut buf = BytesMut::new();
-        for any in resources {
-            prost::encoding::message::encode(2, any, &mut buf);
-        }
-        let bytes = buf.freeze();
-        let mut hasher = DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        Self {
-            bytes,
-            hash: hasher.finish(),
-        }
-    }
-
-    /// A hash of the resources (equal resources, equal hash).
-    pub fn hash(&self) -> u64 {
-        self.hash
-    }
-}
 
 /// One `DiscoveryResponse` on its way to an Envoy, already in gRPC framing.
 #[derive(Debug, Clone)]

@@ -72,7 +72,7 @@ fn said<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> Str
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    super::sdk_said(e, "DynamoDB")
+    crate::state::aws::said(e, "DynamoDB")
 }
 
 /// A runtime of its own for the SDK, on a thread that lives as long as the process.
@@ -294,7 +294,7 @@ impl Table {
         };
         let driver = Driver::start().map_err(|e| error(e.to_string()))?;
         let client = driver.run(async {
-            let config = super::aws_sdk_config().await;
+            let config = crate::state::aws::sdk_config().await;
             config.region().is_some().then(|| Client::new(&config))
         });
         let client = client.ok_or_else(|| {

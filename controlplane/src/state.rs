@@ -1,0 +1,25 @@
+//! The state of the meshes and its durable copies: what every other part reads.
+//!
+//! ```text
+//! snapshot   one consistent state of the meshes, as published
+//! store      the one writer of snapshots: checked changes, a watch channel
+//! meta       App Mesh metadata of each resource (ARN, uid, version, times, token)
+//! persist    the durable copy: redb on one machine, DynamoDB (persist/dynamo) for replicas
+//! aws        what the AWS SDK clients share (configuration, errors in one line)
+//! weights    the rule of `route set`
+//! placement  where each node's Envoy and app are, and Cloud Map instances
+//! cloudmap   the instances of Cloud Map nodes, looked up (for `serve`)
+//! observed   the traffic each target node received (told by whoever reads the Envoys)
+//! ```
+//!
+//! Nothing here imports the translation or the xDS serving.
+
+pub(crate) mod aws;
+pub mod cloudmap;
+pub mod meta;
+pub mod observed;
+pub mod persist;
+pub mod placement;
+pub mod snapshot;
+pub mod store;
+pub mod weights;
