@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use meshmodel::{Key, Mesh, Problems, Resource};
@@ -63,6 +64,8 @@ pub struct Store {
     /// The database's health as of the last write (`None` in memory).
     health: Arc<RwLock<Option<StorageHealth>>>,
     identity: Arc<Identity>,
+    /// Milliseconds every write waits before it is stored ([`Store::delay_writes`]).
+    write_delay: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -103,6 +106,7 @@ impl Store {
             health: Arc::new(RwLock::new(health)),
             write: Arc::new(Mutex::new(db)),
             identity: Arc::new(identity),
+            write_delay: Arc::default(),
         }
     }
 
@@ -184,16 +188,55 @@ impl Store {
     }
 
     /// Publishes the current snapshot with `change` made to what the mesh does not hold
-    /// (nothing is stored), at the next version.
+    /// (nothing is stored), at the next version. It does not wait for a write in progress:
+    /// the write publishes its mesh over what is current then ([`Store::publish`]).
     fn republish(&self, change: impl FnOnce(&mut Snapshot)) {
-        let _guard = self
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = (*self.current()).clone();
-        next.version += 1;
-        change(&mut next);
-        self.tx.send_replace(Arc::new(next));
+        self.tx.send_modify(|current| {
+            let mut next = (**current).clone();
+            next.version += 1;
+            change(&mut next);
+            *current = Arc::new(next);
+        });
+    }
+
+    /// Publishes the meshes of `next` (a change made from an earlier snapshot) with what
+    /// the current snapshot holds beside them (placements and discovered instances, which
+    /// may have changed while the change was stored), at the next version.
+    fn publish(&self, next: Snapshot) -> Arc<Snapshot> {
+        let mut published = None;
+        self.tx.send_modify(|current| {
+            let made = Arc::new(Snapshot {
+                version: current.version + 1,
+                placements: current.placements.clone(),
+                discovered: current.discovered.clone(),
+                ..next
+            });
+            published = Some(made.clone());
+            *current = made;
+        });
+        published.expect("send_modify runs its closure")
+    }
+
+    /// Makes every later write wait `delay` before it is stored: a drill of a slow disk or
+    /// a slow DynamoDB, for the tests that show what such a store does and does not delay.
+    pub fn delay_writes(&self, delay: std::time::Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.write_delay.store(millis, Ordering::Relaxed);
+    }
+
+    /// Runs `write` (a change through this store, which blocks while it is stored: an
+    /// fsync, DynamoDB calls, retries while other replicas win) on tokio's blocking pool,
+    /// so that a slow store holds up no async worker: the APIs' reads and the ADS streams
+    /// go on while writes wait. Async code makes every change through this.
+    pub async fn writing<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> T {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || write(&store)).await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// The account and region the resources' ARNs name.
@@ -226,6 +269,9 @@ impl Store {
     /// on top of it, after a random pause that grows with each round lost (up to 32 ms),
     /// for up to [`CONFLICT_BUDGET`] (a replica whose peer writes without pause can lose
     /// several rounds in a row).
+    ///
+    /// This blocks until the change is stored: from async code, call it through
+    /// [`Store::writing`].
     pub fn update_with<E>(
         &self,
         mut change: impl FnMut(&Snapshot) -> Result<Next, E>,
@@ -240,17 +286,17 @@ impl Store {
             let current = self.current();
             let next = change(&current).map_err(UpdateError::Refused)?;
             let (puts, deletes, next) = self.changes(&current, next);
+            let delay = self.write_delay.load(Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
             let Some(durable) = guard.as_mut() else {
-                self.tx.send_replace(next.clone());
-                return Ok(next);
+                return Ok(self.publish(next));
             };
             let written = durable.write(&puts, &deletes);
             self.note_health(durable);
             match written {
-                Ok(()) => {
-                    self.tx.send_replace(next.clone());
-                    return Ok(next);
-                }
+                Ok(()) => return Ok(self.publish(next)),
                 Err(PersistError::Conflict) if started.elapsed() < CONFLICT_BUDGET => {
                     // A random pause, longer after each round lost, so that two replicas
                     // writing without pause take turns instead of one winning every race.
@@ -272,7 +318,7 @@ impl Store {
         &self,
         current: &Snapshot,
         next: Next,
-    ) -> (Vec<(String, Record)>, Vec<String>, Arc<Snapshot>) {
+    ) -> (Vec<(String, Record)>, Vec<String>, Snapshot) {
         let Next {
             mesh,
             client_token,
@@ -339,14 +385,12 @@ impl Store {
             }
         };
         let next = Snapshot {
-            version: current.version + 1,
             mesh,
             meta,
             others,
-            placements: current.placements.clone(),
-            discovered: current.discovered.clone(),
+            ..Snapshot::default()
         };
-        (puts, deletes, Arc::new(next))
+        (puts, deletes, next)
     }
 
     fn note_health(&self, durable: &Durable) {
@@ -362,15 +406,12 @@ impl Store {
             return Ok(());
         };
         let loaded = loaded?;
-        let current = self.current();
-        self.tx.send_replace(Arc::new(Snapshot {
-            version: current.version + 1,
+        self.publish(Snapshot {
             mesh: loaded.mesh,
             meta: loaded.meta,
             others: shared(loaded.others),
-            placements: current.placements.clone(),
-            discovered: current.discovered.clone(),
-        }));
+            ..Snapshot::default()
+        });
         Ok(())
     }
 
@@ -404,6 +445,7 @@ impl Store {
                         write,
                         health,
                         identity,
+                        write_delay: Arc::default(),
                     };
                     match store.catch_up(&watch) {
                         Ok(()) => {

@@ -106,12 +106,19 @@ async fn set_weights(
         )
             .into_response();
     };
-    match s.store.set_weights(
-        q.mesh.as_deref(),
-        q.router.as_deref(),
-        &route,
-        &body.weights,
-    ) {
+    let (mesh, router, name, weights) = (
+        q.mesh.clone(),
+        q.router.clone(),
+        route.clone(),
+        body.weights.clone(),
+    );
+    let made = s
+        .store
+        .writing(move |store| {
+            store.set_weights(mesh.as_deref(), router.as_deref(), &name, &weights)
+        })
+        .await;
+    match made {
         Ok(snapshot) => {
             let mesh = q
                 .mesh
@@ -180,7 +187,11 @@ async fn apply(
         Err(problems) => return refused(&problems),
     };
     let described = resource.describe();
-    match s.store.apply(&origin, resource) {
+    let made = s
+        .store
+        .writing(move |store| store.apply(&origin, resource))
+        .await;
+    match made {
         Ok(snapshot) => {
             tracing::info!(resource = described, version = snapshot.version, "applied");
             accepted(&snapshot, None)

@@ -872,3 +872,61 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
     );
     assert_eq!(all["live"].last_nack, None);
 }
+
+/// A write the store holds (a slow disk, a hung DynamoDB) delays neither a new Envoy's
+/// first configuration nor the push of what changes beside it (placements, Cloud Map
+/// instances), nor that push's ACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_delays_no_stream_and_no_other_change() {
+    const HELD: Duration = Duration::from_secs(2);
+    let (store, cache) = fake_cache();
+    store.delay_writes(HELD);
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .writing(|s| s.update_with(|_| Ok::<_, ()>(Next::mesh(meshmodel::Mesh::default()))))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = std::time::Instant::now();
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    let first = envoy.next().await.expect("clusters");
+    let first_config = started.elapsed();
+    envoy
+        .send(request(CLUSTER_TYPE, &first.nonce, &first.version_info))
+        .await;
+
+    let started = std::time::Instant::now();
+    store.set_placements(Default::default());
+    let placed = store.current().version;
+    let pushed = envoy.next().await.expect("a push");
+    envoy
+        .send(request(CLUSTER_TYPE, &pushed.nonce, &pushed.version_info))
+        .await;
+    until_status(&envoy.statuses, "the push is ACKed".into(), |m| {
+        m.get("a")
+            .is_some_and(|s| s.acked.get("clusters") == Some(&pushed.version_info))
+    })
+    .await;
+    let push_acked = started.elapsed();
+    assert!(!write.is_finished(), "the write is still held");
+    println!(
+        "with a write held {HELD:?}: first configuration in {first_config:?}, a placement change pushed and ACKed in {push_acked:?}"
+    );
+    assert!(first_config < HELD / 4, "{first_config:?}");
+    assert!(push_acked < HELD / 4, "{push_acked:?}");
+    assert_ne!(pushed.version_info, first.version_info);
+
+    // The held write lands after it, at a later version.
+    let written = write.await.expect("the write task").expect("stored");
+    assert!(
+        written.version > placed,
+        "{} after {placed}",
+        written.version
+    );
+    assert_eq!(store.current().version, written.version);
+}

@@ -57,9 +57,37 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let query = parts.uri.query().unwrap_or("");
-    let tagging = tags::serve(&s.store, &parts.method, parts.uri.path(), query, &body);
-    let result = match (tagging, operation(&parts.method, parts.uri.path())) {
+    // Reads answer from the current snapshot at once; a write waits for the store, on the
+    // blocking pool, so that a slow store delays only writes.
+    let result = match parts.method {
+        axum::http::Method::GET => answer(&s.store, &parts.method, &parts.uri, &body),
+        _ => {
+            s.store
+                .writing(move |store| answer(store, &parts.method, &parts.uri, &body))
+                .await
+        }
+    };
+    match result {
+        Ok(value) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The answer to one call (`uri` and `body` already read and within the guard's limits).
+fn answer(
+    store: &Store,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    body: &[u8],
+) -> Result<serde_json::Value, AwsError> {
+    let query = uri.query().unwrap_or("");
+    let tagging = tags::serve(store, method, uri.path(), query, body);
+    match (tagging, operation(method, uri.path())) {
         (Some(answer), _) => {
             if let Err(e) = &answer {
                 tracing::info!(
@@ -71,7 +99,7 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
             answer
         }
         (None, Ok(op)) => {
-            let answer = serve(&s.store, &op, query, &body);
+            let answer = serve(store, &op, query, body);
             match &answer {
                 Ok(_) => {
                     tracing::info!(operation = op.name(), name = ?op.name, "App Mesh API call")
@@ -86,14 +114,5 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
             answer
         }
         (None, Err(e)) => Err(e),
-    };
-    match result {
-        Ok(value) => (
-            StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            value.to_string(),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
     }
 }
