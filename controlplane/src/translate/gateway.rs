@@ -27,10 +27,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use meshmodel::appmesh::{GatewayRouteInput, HttpGatewayRoute};
 
-use super::{
-    Caller, EgressClusters, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any,
-    egress_cluster, http_listener, listener_tls, route_action, route_match, translate_route,
-};
+use super::http::http_listener;
+use super::routes::{Caller, egress_cluster, route_action, route_match, translate_route};
+use super::tls_context::listener_tls;
+use super::{EgressClusters, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any};
 use crate::state::snapshot::Snapshot;
 
 /// How a gateway route changes the path before the target's routes see it.

@@ -1,6 +1,12 @@
 //! Unit tests of [crate::translate].
 use super::*;
 use crate::state::placement::Placement;
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use prost::Message;
 
 #[test]
 fn retry_events_map_to_envoy_retry_on() {
