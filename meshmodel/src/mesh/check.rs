@@ -1,0 +1,254 @@
+//! The checks of a whole mesh: names and references, then each resource by kind, with the
+//! helpers they share (ranges, known values, parents, regexes).
+//!
+//! ```text
+//! node     virtual nodes and virtual services: listeners, health checks, backends
+//! route    routes: matches, weighted targets, retries, timeouts
+//! gateway  virtual gateways and gateway routes
+//! tls      listener TLS, client policies, certificates and validation
+//! ```
+
+use crate::appmesh::PortMapping;
+use crate::problem::Problem;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::mesh::check::gateway::check_virtual_gateway;
+use crate::mesh::{Mesh, Sourced, limits};
+
+mod gateway;
+mod node;
+mod route;
+mod tls;
+
+impl Mesh {
+    /// Everything that is inconsistent; empty when the mesh is fine.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let Some(mesh) = &self.mesh else {
+            if let Some((origin, name)) = self.mesh_names().next() {
+                p.push(Problem::new(
+                    origin,
+                    "meshName",
+                    format!("mesh `{name}` does not exist: create it first"),
+                ));
+            }
+            return p;
+        };
+        let mesh_name = &mesh.value.mesh_name;
+        check_name(&mut p, &mesh.origin, "meshName", mesh_name);
+        check_ip_preference(
+            &mut p,
+            &mesh.origin,
+            "spec.serviceDiscovery.ipPreference",
+            mesh.value
+                .spec
+                .service_discovery
+                .as_ref()
+                .and_then(|sd| sd.ip_preference.as_ref()),
+        );
+        // Every change is checked against the whole mesh: read the names in place.
+        for (origin, name) in self.mesh_names() {
+            if name != mesh_name {
+                p.push(Problem::new(
+                    origin,
+                    "meshName",
+                    format!("`{name}` is not this mesh; the mesh is `{mesh_name}`"),
+                ));
+            }
+        }
+        for s in self.virtual_nodes.values() {
+            self.check_virtual_node(&mut p, &s.origin, &s.value);
+        }
+        for s in self.virtual_routers.values() {
+            check_name(
+                &mut p,
+                &s.origin,
+                "virtualRouterName",
+                &s.value.virtual_router_name,
+            );
+            check_listeners(
+                &mut p,
+                &s.origin,
+                s.value.spec.listeners.iter().map(|l| &l.port_mapping),
+            );
+        }
+        for s in self.routes.values() {
+            self.check_route(&mut p, &s.origin, &s.value);
+        }
+        for s in self.virtual_services.values() {
+            self.check_virtual_service(&mut p, &s.origin, &s.value);
+        }
+        for s in self.virtual_gateways.values() {
+            check_virtual_gateway(&mut p, &s.origin, &s.value);
+        }
+        for s in self.gateway_routes.values() {
+            self.check_gateway_route(&mut p, &s.origin, &s.value);
+        }
+        p
+    }
+
+    /// (origin, mesh name) of every resource but the mesh, in the order of
+    /// [`Mesh::resources`], without copying them.
+    pub(crate) fn mesh_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        fn names<K, T>(
+            map: &BTreeMap<K, Sourced<T>>,
+            name: fn(&T) -> &str,
+        ) -> impl Iterator<Item = (&str, &str)> {
+            map.values()
+                .map(move |s| (s.origin.as_str(), name(&s.value)))
+        }
+        names(&self.virtual_nodes, |r| &r.mesh_name)
+            .chain(names(&self.virtual_routers, |r| &r.mesh_name))
+            .chain(names(&self.routes, |r| &r.mesh_name))
+            .chain(names(&self.virtual_services, |r| &r.mesh_name))
+            .chain(names(&self.virtual_gateways, |r| &r.mesh_name))
+            .chain(names(&self.gateway_routes, |r| &r.mesh_name))
+    }
+}
+
+pub(crate) fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+pub(crate) fn range(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    path: &str,
+    value: i64,
+    (lo, hi): (i64, i64),
+) {
+    if value < lo || value > hi {
+        p.push(Problem::new(
+            origin,
+            path,
+            format!("{value} is out of range; allowed: {lo} to {hi}"),
+        ));
+    }
+}
+
+/// The router or gateway (`what`, named at `field`) a route names, or a problem saying it
+/// does not exist.
+pub(crate) fn parent<'a, T>(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    (field, what): (&str, &str),
+    name: &str,
+    all: &'a BTreeMap<String, T>,
+) -> Option<&'a T> {
+    let found = all.get(name);
+    if found.is_none() {
+        p.push(Problem::new(
+            origin,
+            field,
+            format!(
+                "{what} `{name}` does not exist (known: {})",
+                known(all.keys())
+            ),
+        ));
+    }
+    found
+}
+
+/// A route's priority is in range and it is exactly one of `kinds` (name, given); whether
+/// its kind is clear.
+pub(crate) fn one_kind(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    priority: Option<i64>,
+    kinds: &[(&str, bool)],
+) -> bool {
+    if let Some(priority) = priority {
+        range(p, origin, "spec.priority", priority, limits::PRIORITY);
+    }
+    if kinds.iter().filter(|(_, given)| *given).count() == 1 {
+        return true;
+    }
+    let names: Vec<&str> = kinds.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+    p.push(Problem::new(
+        origin,
+        "spec",
+        format!("give exactly one of {} and {last}", rest.join(", ")),
+    ));
+    false
+}
+
+pub(crate) fn check_name(p: &mut Vec<Problem>, origin: &str, path: &str, name: &str) {
+    if name.is_empty() || name.len() > limits::NAME_MAX {
+        p.push(Problem::new(origin, path, "must be 1 to 255 characters"));
+    }
+}
+
+/// App Mesh's IP preferences (the address family Envoy resolves hostnames to).
+pub(crate) fn check_ip_preference(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    path: &str,
+    value: Option<&String>,
+) {
+    const PREFERENCES: &[&str] = &["IPv6_PREFERRED", "IPv4_PREFERRED", "IPv4_ONLY", "IPv6_ONLY"];
+    if let Some(v) = value {
+        if !PREFERENCES.contains(&v.as_str()) {
+            p.push(Problem::new(
+                origin,
+                path,
+                format!("`{v}` is not one of {}", PREFERENCES.join(", ")),
+            ));
+        }
+    }
+}
+
+pub(crate) fn check_listeners<'a>(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    ports: impl Iterator<Item = &'a PortMapping>,
+) {
+    let ports: Vec<&PortMapping> = ports.collect();
+    let mut seen = BTreeSet::new();
+    for (i, pm) in ports.iter().enumerate() {
+        let at = format!("spec.listeners[{i}].portMapping.port");
+        range(p, origin, &at, pm.port, limits::PORT);
+        if !seen.insert(pm.port) {
+            p.push(Problem::new(
+                origin,
+                at,
+                format!("port {} has another listener already", pm.port),
+            ));
+        }
+    }
+}
+
+/// A file Envoy reads: an absolute path.
+pub(crate) fn check_path(p: &mut Vec<Problem>, origin: &str, at: &str, path: &str) {
+    if !path.starts_with('/') {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("`{path}` must be an absolute path (Envoy reads it where it runs)"),
+        ));
+    }
+}
+
+/// Envoy compiles route regexes with RE2; refuse what does not compile, so Envoy never
+/// has to refuse (NACK) a route configuration.
+pub(crate) fn check_regex(p: &mut Vec<Problem>, origin: &str, at: &str, re: &str) {
+    if let Err(e) = regex_syntax::Parser::new().parse(re) {
+        let reason = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("`{re}` is not a valid regular expression: {reason}"),
+        ));
+    }
+}

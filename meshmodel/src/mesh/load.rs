@@ -1,0 +1,100 @@
+//! Reading a mesh directory: every `*.json` file below it, one resource each, checked as a
+//! whole.
+
+use crate::problem::{Problem, Problems};
+use crate::resource::Resource;
+use std::path::Path;
+
+use crate::mesh::Mesh;
+
+impl Mesh {
+    /// Reads every `*.json` file below `dir` (sorted, recursively) as one resource each,
+    /// and checks the result. All problems found are returned together.
+    pub fn load_dir(dir: &Path) -> Result<Self, Problems> {
+        let mut files = Vec::new();
+        collect_json(dir, &mut files).map_err(|e| {
+            Problems::one(Problem::new(
+                dir.display().to_string(),
+                "",
+                format!("cannot read: {e}"),
+            ))
+        })?;
+        if files.is_empty() {
+            return Err(Problems::one(Problem::new(
+                dir.display().to_string(),
+                "",
+                "no *.json resource files here",
+            )));
+        }
+        let mut problems = Vec::new();
+        let mut resources = Vec::new();
+        for file in files {
+            let origin = file.display().to_string();
+            match crate::input::read_text(&file, crate::input::MAX_FILE) {
+                Err(e) => problems.push(Problem::new(&origin, "", format!("cannot read: {e}"))),
+                Ok(text) => match Resource::parse(&origin, &text) {
+                    Ok(r) => resources.push((origin, r)),
+                    Err(Problems(mut p)) => problems.append(&mut p),
+                },
+            }
+        }
+        // A file that does not parse would make every reference to what it defines look
+        // dangling; those references are checked once every file parses.
+        let unparsed = !problems.is_empty();
+        let mut mesh = Mesh::default();
+        for (origin, resource) in resources {
+            if let Some(previous) = mesh.origin_of(&resource) {
+                problems.push(Problem::new(
+                    &origin,
+                    "",
+                    format!("{} is already defined in {previous}", resource.describe()),
+                ));
+                continue;
+            }
+            mesh.insert(origin, resource);
+        }
+        if mesh.mesh.is_none() && problems.is_empty() {
+            problems.push(Problem::new(
+                dir.display().to_string(),
+                "",
+                "no mesh resource: add a mesh.json with {\"meshName\": \"...\"}",
+            ));
+        }
+        if unparsed {
+            problems.push(Problem::new(
+                dir.display().to_string(),
+                "",
+                "references between resources are checked once every file above reads and parses",
+            ));
+        } else {
+            problems.extend(mesh.check());
+        }
+        if problems.is_empty() {
+            Ok(mesh)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+}
+
+/// Every `*.json` file below `dir`, sorted, recursively (links to directories are not
+/// followed).
+pub fn json_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    collect_json(dir, &mut files)?;
+    Ok(files)
+}
+
+pub(crate) fn collect_json(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_json(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
