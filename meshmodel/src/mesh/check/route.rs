@@ -1,6 +1,6 @@
 //! Routes: their matches, weighted targets, retry policies and timeouts, by protocol.
 
-use crate::appmesh::{HttpRetryPolicy, HttpRoute, RouteInput, WeightedTarget};
+use crate::appmesh::{HttpRetryPolicy, HttpRoute, RouteInput, VirtualRouterInput, WeightedTarget};
 use crate::problem::{Problem, join};
 use std::collections::BTreeSet;
 
@@ -29,139 +29,12 @@ impl Mesh {
         if !one_kind(p, origin, spec.priority, &kinds) {
             return;
         }
-        let kind = if spec.tcp_route.is_some() {
-            "tcpRoute"
-        } else if spec.grpc_route.is_some() {
-            "grpcRoute"
-        } else {
-            "http route"
-        };
-        let route_port = spec.match_port();
-        let listeners = &router.value.spec.listeners;
-        if listeners.len() > 1 && route_port.is_none() {
-            p.push(Problem::new(
-                origin,
-                "spec",
-                format!(
-                    "virtual router `{}` has several listeners; give the route a match.port",
-                    route.virtual_router_name
-                ),
-            ));
-        }
-        for listener in listeners
-            .iter()
-            .filter(|l| route_port.is_none_or(|port| port == l.port_mapping.port))
-        {
-            let proto = listener.port_mapping.protocol.as_str();
-            let compatible = match kind {
-                "tcpRoute" => proto == "tcp",
-                "grpcRoute" => proto == "grpc",
-                _ => proto != "tcp",
-            };
-            if !compatible {
-                p.push(Problem::new(
-                    origin,
-                    "spec",
-                    format!(
-                        "a {kind} cannot serve virtual router `{}`, whose listener is {proto}",
-                        route.virtual_router_name
-                    ),
-                ));
-            }
-        }
+        check_route_listeners(p, origin, route, &router.value);
         if let Some((path, targets)) = spec.weighted_targets() {
             self.check_targets(p, origin, path, targets);
         }
-        // A match on a port picks one of the router's listeners.
-        let matched_port = [
-            (
-                "spec.httpRoute.match.port",
-                spec.http_route.as_ref().and_then(|r| r.route_match.port),
-            ),
-            (
-                "spec.http2Route.match.port",
-                spec.http2_route.as_ref().and_then(|r| r.route_match.port),
-            ),
-            (
-                "spec.grpcRoute.match.port",
-                spec.grpc_route.as_ref().and_then(|r| r.route_match.port),
-            ),
-            (
-                "spec.tcpRoute.match.port",
-                spec.tcp_route
-                    .as_ref()
-                    .and_then(|r| r.route_match.as_ref())
-                    .and_then(|m| m.port),
-            ),
-        ];
-        for (path, port) in matched_port {
-            let Some(port) = port else { continue };
-            let ports: Vec<i64> = router
-                .value
-                .spec
-                .listeners
-                .iter()
-                .map(|l| l.port_mapping.port)
-                .collect();
-            if !ports.contains(&port) {
-                p.push(Problem::new(
-                    origin,
-                    path,
-                    format!(
-                        "{port} is not a listener port of virtual router `{}` ({})",
-                        route.virtual_router_name,
-                        ports
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-        }
-        for (base, http) in [
-            ("spec.httpRoute", &spec.http_route),
-            ("spec.http2Route", &spec.http2_route),
-        ] {
-            if let Some(http) = http {
-                check_http_route(p, origin, base, http);
-                if let Some(retry) = &http.retry_policy {
-                    if !retry.grpc_retry_events.is_empty() {
-                        p.push(Problem::new(
-                            origin,
-                            format!("{base}.retryPolicy.grpcRetryEvents"),
-                            "only a grpcRoute retries on gRPC events",
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(grpc) = &spec.grpc_route {
-            let m = &grpc.route_match;
-            if m.method_name.is_some() && m.service_name.is_none() {
-                p.push(Problem::new(
-                    origin,
-                    "spec.grpcRoute.match.methodName",
-                    "a methodName needs a serviceName",
-                ));
-            }
-            for (field, name) in [
-                ("serviceName", &m.service_name),
-                ("methodName", &m.method_name),
-            ] {
-                if name
-                    .as_ref()
-                    .is_some_and(|n| n.is_empty() || n.contains('/'))
-                {
-                    p.push(Problem::new(
-                        origin,
-                        format!("spec.grpcRoute.match.{field}"),
-                        "must be a name without `/`",
-                    ));
-                }
-            }
-            check_http_route(p, origin, "spec.grpcRoute", &grpc.as_http());
-        }
+        check_matched_port(p, origin, route, &router.value);
+        check_route_kinds(p, origin, route);
     }
 
     pub(crate) fn check_targets(
@@ -401,5 +274,161 @@ pub(crate) fn check_retry(p: &mut Vec<Problem>, origin: &str, at: &str, retry: &
                 ));
             }
         }
+    }
+}
+
+/// The router's listeners (the one the route's port names) speak what the route serves;
+/// a router of several listeners needs the route to name a port.
+fn check_route_listeners(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    route: &RouteInput,
+    router: &VirtualRouterInput,
+) {
+    let spec = &route.spec;
+    let kind = if spec.tcp_route.is_some() {
+        "tcpRoute"
+    } else if spec.grpc_route.is_some() {
+        "grpcRoute"
+    } else {
+        "http route"
+    };
+    let route_port = spec.match_port();
+    let listeners = &router.spec.listeners;
+    if listeners.len() > 1 && route_port.is_none() {
+        p.push(Problem::new(
+            origin,
+            "spec",
+            format!(
+                "virtual router `{}` has several listeners; give the route a match.port",
+                route.virtual_router_name
+            ),
+        ));
+    }
+    for listener in listeners
+        .iter()
+        .filter(|l| route_port.is_none_or(|port| port == l.port_mapping.port))
+    {
+        let proto = listener.port_mapping.protocol.as_str();
+        let compatible = match kind {
+            "tcpRoute" => proto == "tcp",
+            "grpcRoute" => proto == "grpc",
+            _ => proto != "tcp",
+        };
+        if !compatible {
+            p.push(Problem::new(
+                origin,
+                "spec",
+                format!(
+                    "a {kind} cannot serve virtual router `{}`, whose listener is {proto}",
+                    route.virtual_router_name
+                ),
+            ));
+        }
+    }
+}
+
+/// A match on a port picks one of the router's listeners.
+fn check_matched_port(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    route: &RouteInput,
+    router: &VirtualRouterInput,
+) {
+    let spec = &route.spec;
+    // A match on a port picks one of the router's listeners.
+    let matched_port = [
+        (
+            "spec.httpRoute.match.port",
+            spec.http_route.as_ref().and_then(|r| r.route_match.port),
+        ),
+        (
+            "spec.http2Route.match.port",
+            spec.http2_route.as_ref().and_then(|r| r.route_match.port),
+        ),
+        (
+            "spec.grpcRoute.match.port",
+            spec.grpc_route.as_ref().and_then(|r| r.route_match.port),
+        ),
+        (
+            "spec.tcpRoute.match.port",
+            spec.tcp_route
+                .as_ref()
+                .and_then(|r| r.route_match.as_ref())
+                .and_then(|m| m.port),
+        ),
+    ];
+    for (path, port) in matched_port {
+        let Some(port) = port else { continue };
+        let ports: Vec<i64> = router
+            .spec
+            .listeners
+            .iter()
+            .map(|l| l.port_mapping.port)
+            .collect();
+        if !ports.contains(&port) {
+            p.push(Problem::new(
+                origin,
+                path,
+                format!(
+                    "{port} is not a listener port of virtual router `{}` ({})",
+                    route.virtual_router_name,
+                    ports
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+/// Each protocol's route: HTTP and HTTP/2 as HTTP routes (no gRPC retry events), gRPC
+/// with its service and method names.
+fn check_route_kinds(p: &mut Vec<Problem>, origin: &str, route: &RouteInput) {
+    let spec = &route.spec;
+    for (base, http) in [
+        ("spec.httpRoute", &spec.http_route),
+        ("spec.http2Route", &spec.http2_route),
+    ] {
+        if let Some(http) = http {
+            check_http_route(p, origin, base, http);
+            if let Some(retry) = &http.retry_policy {
+                if !retry.grpc_retry_events.is_empty() {
+                    p.push(Problem::new(
+                        origin,
+                        format!("{base}.retryPolicy.grpcRetryEvents"),
+                        "only a grpcRoute retries on gRPC events",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(grpc) = &spec.grpc_route {
+        let m = &grpc.route_match;
+        if m.method_name.is_some() && m.service_name.is_none() {
+            p.push(Problem::new(
+                origin,
+                "spec.grpcRoute.match.methodName",
+                "a methodName needs a serviceName",
+            ));
+        }
+        for (field, name) in [
+            ("serviceName", &m.service_name),
+            ("methodName", &m.method_name),
+        ] {
+            if name
+                .as_ref()
+                .is_some_and(|n| n.is_empty() || n.contains('/'))
+            {
+                p.push(Problem::new(
+                    origin,
+                    format!("spec.grpcRoute.match.{field}"),
+                    "must be a name without `/`",
+                ));
+            }
+        }
+        check_http_route(p, origin, "spec.grpcRoute", &grpc.as_http());
     }
 }
