@@ -4,6 +4,7 @@
 //! ```text
 //! mesh.rs  the Mesh (one map per resource kind), App Mesh's limits, queries
 //! load     a mesh directory, read and checked
+//! kinds    each resource kind's map behind one trait (what the edits share)
 //! edit     insert, get, remove, list and diff resources
 //! check    the checks of the whole mesh, by resource kind (check/)
 //! ```
@@ -19,6 +20,7 @@ use crate::resource::Resource;
 
 mod check;
 mod edit;
+mod kinds;
 mod load;
 
 pub use load::json_files;
@@ -427,6 +429,34 @@ mod tests {
             shipped(),
             "remove never changes the mesh it is called on"
         );
+    }
+
+    /// Every resource put in lands in its own kind's map and comes back out of it as it
+    /// went in; a key of one kind finds nothing in another's.
+    #[test]
+    fn every_kind_goes_through_its_own_table() {
+        let mesh = shipped();
+        let mut copy = Mesh::default();
+        for (origin, resource) in mesh.resources() {
+            copy.insert(origin, resource);
+        }
+        assert_eq!(copy, mesh);
+        for (origin, resource) in mesh.resources() {
+            let key = resource.key();
+            assert_eq!(copy.origin_of(&resource), Some(origin.as_str()), "{key:?}");
+            assert_eq!(copy.get(&key), Some((origin, resource)), "{key:?}");
+            let owners = kinds::TABLES
+                .iter()
+                .filter(|t| t.get(&copy, &key).is_some());
+            assert_eq!(owners.count(), usize::from(key != Key::Mesh), "{key:?}");
+        }
+        let (changed, removed) = Mesh::default().diff(&mesh);
+        assert_eq!((changed.len(), removed.len()), (mesh.resources().len(), 0));
+        let node = Key::VirtualNode("distributor-v2".into());
+        let mut less = copy.clone();
+        assert!(kinds::TABLES.iter().any(|t| t.remove(&mut less, &node)));
+        assert_eq!(less.get(&node), None);
+        assert_eq!(copy.diff(&less), (Vec::new(), vec![node]));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use crate::problem::Problem;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::mesh::check::gateway::check_virtual_gateway;
-use crate::mesh::{Mesh, Sourced, limits};
+use crate::mesh::kinds::TABLES;
+use crate::mesh::{Mesh, limits};
 
 mod gateway;
 mod node;
@@ -90,19 +91,7 @@ impl Mesh {
     /// (origin, mesh name) of every resource but the mesh, in the order of
     /// [`Mesh::resources`], without copying them.
     pub(crate) fn mesh_names(&self) -> impl Iterator<Item = (&str, &str)> {
-        fn names<K, T>(
-            map: &BTreeMap<K, Sourced<T>>,
-            name: fn(&T) -> &str,
-        ) -> impl Iterator<Item = (&str, &str)> {
-            map.values()
-                .map(move |s| (s.origin.as_str(), name(&s.value)))
-        }
-        names(&self.virtual_nodes, |r| &r.mesh_name)
-            .chain(names(&self.virtual_routers, |r| &r.mesh_name))
-            .chain(names(&self.routes, |r| &r.mesh_name))
-            .chain(names(&self.virtual_services, |r| &r.mesh_name))
-            .chain(names(&self.virtual_gateways, |r| &r.mesh_name))
-            .chain(names(&self.gateway_routes, |r| &r.mesh_name))
+        TABLES.iter().flat_map(|t| t.mesh_names(self))
     }
 }
 

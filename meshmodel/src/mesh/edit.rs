@@ -3,79 +3,32 @@
 
 use crate::appmesh::RouteInput;
 use crate::resource::{Key, Kind, Resource};
-use std::collections::BTreeMap;
 
+use crate::mesh::kinds::{Changes, TABLES};
 use crate::mesh::{Mesh, RemoveError, Sourced, gateway_target};
 
 impl Mesh {
     /// Where the resource with the same identity as `resource` came from, if it exists.
     pub fn origin_of(&self, resource: &Resource) -> Option<&str> {
-        let origin = match resource {
-            Resource::Mesh(_) => self.mesh.as_ref().map(|s| &s.origin),
-            Resource::VirtualNode(r) => self
-                .virtual_nodes
-                .get(&r.virtual_node_name)
-                .map(|s| &s.origin),
-            Resource::VirtualRouter(r) => self
-                .virtual_routers
-                .get(&r.virtual_router_name)
-                .map(|s| &s.origin),
-            Resource::Route(r) => self
-                .routes
-                .get(&(r.virtual_router_name.clone(), r.route_name.clone()))
-                .map(|s| &s.origin),
-            Resource::VirtualService(r) => self
-                .virtual_services
-                .get(&r.virtual_service_name)
-                .map(|s| &s.origin),
-            Resource::VirtualGateway(r) => self
-                .virtual_gateways
-                .get(&r.virtual_gateway_name)
-                .map(|s| &s.origin),
-            Resource::GatewayRoute(r) => self
-                .gateway_routes
-                .get(&(r.virtual_gateway_name.clone(), r.gateway_route_name.clone()))
-                .map(|s| &s.origin),
-        };
-        origin.map(String::as_str)
+        match resource.key() {
+            Key::Mesh => self.mesh.as_ref().map(|s| s.origin.as_str()),
+            key => TABLES.iter().find_map(|t| t.origin(self, &key)),
+        }
     }
 
     /// Puts `resource` in, replacing one with the same identity. Does not check.
     pub fn insert(&mut self, origin: String, resource: Resource) {
-        match resource {
-            Resource::Mesh(value) => self.mesh = Some(Sourced::new(origin, value)),
-            Resource::VirtualNode(value) => {
-                self.virtual_nodes
-                    .insert(value.virtual_node_name.clone(), Sourced::new(origin, value));
+        let mut left = match resource {
+            Resource::Mesh(value) => {
+                self.mesh = Some(Sourced::new(origin, value));
+                return;
             }
-            Resource::VirtualRouter(value) => {
-                self.virtual_routers.insert(
-                    value.virtual_router_name.clone(),
-                    Sourced::new(origin, value),
-                );
-            }
-            Resource::Route(value) => {
-                let key = (value.virtual_router_name.clone(), value.route_name.clone());
-                self.routes.insert(key, Sourced::new(origin, value));
-            }
-            Resource::VirtualService(value) => {
-                self.virtual_services.insert(
-                    value.virtual_service_name.clone(),
-                    Sourced::new(origin, value),
-                );
-            }
-            Resource::VirtualGateway(value) => {
-                self.virtual_gateways.insert(
-                    value.virtual_gateway_name.clone(),
-                    Sourced::new(origin, value),
-                );
-            }
-            Resource::GatewayRoute(value) => {
-                let key = (
-                    value.virtual_gateway_name.clone(),
-                    value.gateway_route_name.clone(),
-                );
-                self.gateway_routes.insert(key, Sourced::new(origin, value));
+            other => Some((origin, other)),
+        };
+        for table in TABLES {
+            match left {
+                Some((origin, resource)) => left = table.insert(self, origin, resource),
+                None => return,
             }
         }
     }
@@ -87,36 +40,7 @@ impl Mesh {
                 .mesh
                 .as_ref()
                 .map(|s| (s.origin.clone(), Resource::Mesh((*s.value).clone()))),
-            Key::VirtualNode(n) => self
-                .virtual_nodes
-                .get(n)
-                .map(|s| (s.origin.clone(), Resource::VirtualNode((*s.value).clone()))),
-            Key::VirtualRouter(n) => self.virtual_routers.get(n).map(|s| {
-                (
-                    s.origin.clone(),
-                    Resource::VirtualRouter((*s.value).clone()),
-                )
-            }),
-            Key::Route(r, n) => self
-                .routes
-                .get(&(r.clone(), n.clone()))
-                .map(|s| (s.origin.clone(), Resource::Route((*s.value).clone()))),
-            Key::VirtualService(n) => self.virtual_services.get(n).map(|s| {
-                (
-                    s.origin.clone(),
-                    Resource::VirtualService((*s.value).clone()),
-                )
-            }),
-            Key::VirtualGateway(n) => self.virtual_gateways.get(n).map(|s| {
-                (
-                    s.origin.clone(),
-                    Resource::VirtualGateway((*s.value).clone()),
-                )
-            }),
-            Key::GatewayRoute(g, n) => self
-                .gateway_routes
-                .get(&(g.clone(), n.clone()))
-                .map(|s| (s.origin.clone(), Resource::GatewayRoute((*s.value).clone()))),
+            key => TABLES.iter().find_map(|t| t.get(self, key)),
         }
     }
 
@@ -182,23 +106,8 @@ impl Mesh {
         let mut next = self.clone();
         match key {
             Key::Mesh => next.mesh = None,
-            Key::VirtualNode(n) => {
-                next.virtual_nodes.remove(n);
-            }
-            Key::VirtualRouter(n) => {
-                next.virtual_routers.remove(n);
-            }
-            Key::Route(r, n) => {
-                next.routes.remove(&(r.clone(), n.clone()));
-            }
-            Key::VirtualService(n) => {
-                next.virtual_services.remove(n);
-            }
-            Key::VirtualGateway(n) => {
-                next.virtual_gateways.remove(n);
-            }
-            Key::GatewayRoute(g, n) => {
-                next.gateway_routes.remove(&(g.clone(), n.clone()));
+            key => {
+                TABLES.iter().any(|t| t.remove(&mut next, key));
             }
         }
         Ok(next)
@@ -233,108 +142,31 @@ impl Mesh {
         if let Some(m) = &self.mesh {
             out.push((m.origin.clone(), Resource::Mesh((*m.value).clone())));
         }
-        out.extend(each(&self.virtual_nodes, Resource::VirtualNode));
-        out.extend(each(&self.virtual_routers, Resource::VirtualRouter));
-        out.extend(each(&self.routes, Resource::Route));
-        out.extend(each(&self.virtual_services, Resource::VirtualService));
-        out.extend(each(&self.virtual_gateways, Resource::VirtualGateway));
-        out.extend(each(&self.gateway_routes, Resource::GatewayRoute));
+        for table in TABLES {
+            table.list(self, &mut out);
+        }
         out
     }
 
     /// What `next` changes relative to this mesh: the resources it adds or changes (with
     /// their origin), and the identities of those it removes. Resources a change did not
     /// touch share their value with this mesh and are passed over without a comparison.
-    pub fn diff(&self, next: &Mesh) -> (Vec<(Key, String, Resource)>, Vec<Key>) {
-        let mut changed = Vec::new();
-        let mut removed = Vec::new();
+    pub fn diff(&self, next: &Mesh) -> Changes {
+        let mut changes: Changes = (Vec::new(), Vec::new());
         match (&self.mesh, &next.mesh) {
             (Some(a), Some(b))
                 if std::sync::Arc::ptr_eq(&a.value, &b.value) || a.value == b.value => {}
-            (_, Some(b)) => changed.push((
+            (_, Some(b)) => changes.0.push((
                 Key::Mesh,
                 b.origin.clone(),
                 Resource::Mesh((*b.value).clone()),
             )),
-            (Some(_), None) => removed.push(Key::Mesh),
+            (Some(_), None) => changes.1.push(Key::Mesh),
             (None, None) => {}
         }
-        fn kind<K: Ord, T: Clone + PartialEq>(
-            before: &BTreeMap<K, Sourced<T>>,
-            after: &BTreeMap<K, Sourced<T>>,
-            key: impl Fn(&K) -> Key,
-            wrap: fn(T) -> Resource,
-            changed: &mut Vec<(Key, String, Resource)>,
-            removed: &mut Vec<Key>,
-        ) {
-            for (k, b) in after {
-                let same = before.get(k).is_some_and(|a| {
-                    std::sync::Arc::ptr_eq(&a.value, &b.value) || a.value == b.value
-                });
-                if !same {
-                    changed.push((key(k), b.origin.clone(), wrap((*b.value).clone())));
-                }
-            }
-            removed.extend(before.keys().filter(|k| !after.contains_key(*k)).map(key));
+        for table in TABLES {
+            table.diff(self, next, &mut changes);
         }
-        let (c, r) = (&mut changed, &mut removed);
-        kind(
-            &self.virtual_nodes,
-            &next.virtual_nodes,
-            |k| Key::VirtualNode(k.clone()),
-            Resource::VirtualNode,
-            c,
-            r,
-        );
-        kind(
-            &self.virtual_routers,
-            &next.virtual_routers,
-            |k| Key::VirtualRouter(k.clone()),
-            Resource::VirtualRouter,
-            c,
-            r,
-        );
-        kind(
-            &self.routes,
-            &next.routes,
-            |(a, b)| Key::Route(a.clone(), b.clone()),
-            Resource::Route,
-            c,
-            r,
-        );
-        kind(
-            &self.virtual_services,
-            &next.virtual_services,
-            |k| Key::VirtualService(k.clone()),
-            Resource::VirtualService,
-            c,
-            r,
-        );
-        kind(
-            &self.virtual_gateways,
-            &next.virtual_gateways,
-            |k| Key::VirtualGateway(k.clone()),
-            Resource::VirtualGateway,
-            c,
-            r,
-        );
-        kind(
-            &self.gateway_routes,
-            &next.gateway_routes,
-            |(a, b)| Key::GatewayRoute(a.clone(), b.clone()),
-            Resource::GatewayRoute,
-            c,
-            r,
-        );
-        (changed, removed)
+        changes
     }
-}
-
-/// Every resource of one kind's map, as (origin, resource).
-pub(crate) fn each<'a, K, T: Clone>(
-    map: &'a BTreeMap<K, Sourced<T>>,
-    wrap: fn(T) -> Resource,
-) -> impl Iterator<Item = (String, Resource)> + 'a {
-    map.values()
-        .map(move |s| (s.origin.clone(), wrap((*s.value).clone())))
 }
