@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{LATTICE_MESH_TAG, LatticeStep};
+use super::lattice::{LATTICE_MESH_TAG, LatticeStep};
 use serde_json::{Value, json};
 
 /// How long `--teardown` waits for Lattice to finish deleting an association before it
