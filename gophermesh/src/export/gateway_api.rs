@@ -2,7 +2,7 @@
 //! GRPCRoutes for the routers' routes, and Gateways with their routes for virtual gateways.
 
 use meshmodel::Mesh;
-use meshmodel::appmesh::{Protocol, RouteInput};
+use meshmodel::appmesh::{HttpRoute, Protocol, RouteInput};
 use serde_json::{Value, json};
 
 use super::lattice::lattice_name;
@@ -95,37 +95,6 @@ fn regex_escape(text: &str) -> String {
 /// backendRefs and the per-request timeout. Files: `NAME.yaml`, one object each.
 pub fn gateway_api(mesh: &Mesh) -> Export {
     let mut out = Export::new(GATEWAY_API, mesh);
-    let node_port = |node: &str| {
-        mesh.virtual_nodes
-            .get(node)
-            .and_then(|n| n.value.spec.listeners.first())
-            .map_or(80, |l| l.port_mapping.port)
-    };
-    // A Service with a port per listener (named by its protocol, and by its port as well
-    // when there are several: port names are unique).
-    let service = |name: &str, listeners: &[(i64, &str)], selector: Option<&str>| {
-        let ports: Vec<Value> = listeners
-            .iter()
-            .map(|&(port, protocol)| {
-                let name = match listeners.len() {
-                    1 => protocol.to_owned(),
-                    _ => format!("{protocol}-{port}"),
-                };
-                json!({"name": name, "port": port, "targetPort": port,
-                    "appProtocol": match protocol { "grpc" | "http2" => "kubernetes.io/h2c", "tcp" => "tcp", _ => "http" }})
-            })
-            .collect();
-        let mut svc = json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name},
-            "spec": {"ports": ports}
-        });
-        if let Some(app) = selector {
-            svc["spec"]["selector"] = json!({"app": app});
-        }
-        svc
-    };
     for (name, node) in &mesh.virtual_nodes {
         let listeners: Vec<(i64, &str)> = node
             .value
@@ -139,148 +108,100 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
         }
         out.files.insert(
             format!("service-{}.yaml", k8s_name(name)),
-            service(&k8s_name(name), &listeners, Some(&k8s_name(name))),
+            k8s_service(&k8s_name(name), &listeners, Some(&k8s_name(name))),
         );
     }
     for (vs_name, vs) in &mesh.virtual_services {
-        let front = k8s_name(vs_name.split('.').next().unwrap_or(vs_name));
-        let Some(router_name) = vs
+        let router = vs
             .value
             .spec
             .provider
             .as_ref()
             .and_then(|p| p.virtual_router.as_ref())
-            .map(|r| r.virtual_router_name.clone())
-        else {
-            continue;
-        };
-        let Some(router) = mesh.virtual_routers.get(&router_name) else {
-            continue;
-        };
-        let listeners: Vec<(i64, Protocol)> = router
-            .value
-            .spec
-            .listeners
-            .iter()
-            .map(|l| (l.port_mapping.port, l.port_mapping.protocol))
-            .collect();
-        // A name that is also a node's (the gophers' requester) is that node's Service.
-        if !listeners.is_empty() && !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
-            let ports: Vec<(i64, &str)> = listeners.iter().map(|(p, x)| (*p, x.as_str())).collect();
-            out.files.insert(
-                format!("service-{front}.yaml"),
-                service(&front, &ports, None),
-            );
+            .map(|r| r.virtual_router_name.as_str());
+        if let Some(router) = router {
+            router_routes(&mut out, mesh, vs_name, router);
         }
-        let mut routes: Vec<(&String, &RouteInput)> = mesh
-            .routes
-            .iter()
-            .filter(|((r, _), _)| *r == router_name)
-            .map(|(_, s)| (&s.origin, &*s.value))
-            .collect();
-        routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        // A route object per listener, attached to that port of the Service: the routes
-        // whose match names the port (all of them when the router has one listener).
-        for (i, &(port, protocol)) in listeners.iter().enumerate() {
-            let grpc = protocol == Protocol::Grpc;
-            let mut rules = Vec::new();
-            let on_port = routes
-                .iter()
-                .copied()
-                .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port));
-            for (origin, route) in on_port {
-                let Some((h, at, targets)) = http_targets(&mut out, origin, route) else {
-                    continue;
-                };
-                let backends: Vec<Value> = targets
-                .iter()
-                .map(|t| json!({"name": k8s_name(&t.virtual_node),
-                    "port": t.port.unwrap_or_else(|| node_port(&t.virtual_node)), "weight": t.weight}))
-                .collect();
-                if h.retry_policy.is_some() {
-                    out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
-                }
-                let m = &h.route_match;
-                let unmatched = |out: &mut Export, field: &str| {
-                    out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
-                };
-                let headers = k8s_headers(&m.headers, |i| {
-                    unmatched(&mut out, &format!("headers[{i}]"))
-                });
-                let mut matched = json!({});
-                if !headers.is_empty() {
-                    matched["headers"] = json!(headers);
-                }
-                if m.scheme.is_some() {
-                    unmatched(&mut out, "scheme");
-                }
-                if grpc {
-                    let g = route.spec.grpc_route.as_ref().map(|g| &g.route_match);
-                    if let Some(service) = g.and_then(|g| g.service_name.clone()) {
-                        let mut method = json!({"type": "Exact", "service": service});
-                        if let Some(name) = g.and_then(|g| g.method_name.clone()) {
-                            method["method"] = json!(name);
-                        }
-                        matched["method"] = method;
-                    }
-                } else {
-                    matched["path"] = match (&m.prefix, &m.path) {
-                        (_, Some(p)) if p.exact.is_some() => {
-                            json!({"type": "Exact", "value": p.exact})
-                        }
-                        (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
-                        (prefix, _) => {
-                            json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
-                        }
-                    };
-                    if let Some(method) = &m.method {
-                        matched["method"] = json!(method);
-                    }
-                    let mut params = Vec::new();
-                    for (i, q) in m.query_parameters.iter().enumerate() {
-                        match &q.query_match {
-                            Some(v) => params
-                                .push(json!({"type": "Exact", "name": q.name, "value": v.exact})),
-                            None => unmatched(&mut out, &format!("queryParameters[{i}]")),
-                        }
-                    }
-                    if !params.is_empty() {
-                        matched["queryParams"] = json!(params);
-                    }
-                }
-                let mut rule = json!({"matches": [matched], "backendRefs": backends});
-                if let Some(t) = &h.timeout {
-                    if let Some(d) = t.per_request {
-                        if !grpc {
-                            let ms = d.to_std().as_millis();
-                            let request = match ms % 1000 {
-                                0 => format!("{}s", ms / 1000),
-                                _ => format!("{ms}ms"),
-                            };
-                            rule["timeouts"] = json!({"request": request});
-                        }
-                    }
-                    if t.idle.is_some() {
-                        out.lose(
-                            origin,
-                            &format!("{at}.timeout.idle"),
-                            "per-request and idle timeouts",
-                        );
-                    }
-                }
-                rules.push(rule);
-            }
-            if protocol == Protocol::Tcp || rules.is_empty() {
-                // No route to write (Gateway API v1 has no TCPRoute; TCP routes are reported
-                // as lost above).
-                continue;
-            }
-            let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
-            let name = match i {
-                0 => k8s_name(&router_name),
-                _ => format!("{}-{port}", k8s_name(&router_name)),
+    }
+    gateway_api_gateways(mesh, &mut out);
+    out
+}
+
+/// A Service with a port per listener (named by its protocol, and by its port as well
+/// when there are several: port names are unique), selecting pods `app: SELECTOR`.
+fn k8s_service(name: &str, listeners: &[(i64, &str)], selector: Option<&str>) -> Value {
+    let ports: Vec<Value> = listeners
+        .iter()
+        .map(|&(port, protocol)| {
+            let name = match listeners.len() {
+                1 => protocol.to_owned(),
+                _ => format!("{protocol}-{port}"),
             };
-            out.files.insert(
+            json!({"name": name, "port": port, "targetPort": port,
+                "appProtocol": match protocol { "grpc" | "http2" => "kubernetes.io/h2c", "tcp" => "tcp", _ => "http" }})
+        })
+        .collect();
+    let mut svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": ports}
+    });
+    if let Some(app) = selector {
+        svc["spec"]["selector"] = json!({"app": app});
+    }
+    svc
+}
+
+/// Virtual service `vs_name`, provided by router `router_name`: its Service (unless a
+/// node's Service has the name) and a route object per listener, attached to that port of
+/// the Service, with the routes whose match names the port (all of them when the router
+/// has one listener).
+fn router_routes(out: &mut Export, mesh: &Mesh, vs_name: &str, router_name: &str) {
+    let front = k8s_name(vs_name.split('.').next().unwrap_or(vs_name));
+    let Some(router) = mesh.virtual_routers.get(router_name) else {
+        return;
+    };
+    let listeners: Vec<(i64, Protocol)> = router
+        .value
+        .spec
+        .listeners
+        .iter()
+        .map(|l| (l.port_mapping.port, l.port_mapping.protocol))
+        .collect();
+    // A name that is also a node's (the gophers' requester) is that node's Service.
+    if !listeners.is_empty() && !mesh.virtual_nodes.keys().any(|n| k8s_name(n) == front) {
+        let ports: Vec<(i64, &str)> = listeners.iter().map(|(p, x)| (*p, x.as_str())).collect();
+        out.files.insert(
+            format!("service-{front}.yaml"),
+            k8s_service(&front, &ports, None),
+        );
+    }
+    let mut routes: Vec<(&String, &RouteInput)> = mesh
+        .routes
+        .iter()
+        .filter(|((r, _), _)| r == router_name)
+        .map(|(_, s)| (&s.origin, &*s.value))
+        .collect();
+    routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
+    for (i, &(port, protocol)) in listeners.iter().enumerate() {
+        let grpc = protocol == Protocol::Grpc;
+        let rules: Vec<Value> = routes
+            .iter()
+            .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
+            .filter_map(|(origin, route)| route_rule(out, mesh, origin, route, grpc))
+            .collect();
+        if protocol == Protocol::Tcp || rules.is_empty() {
+            // No route to write (Gateway API v1 has no TCPRoute; TCP routes are reported
+            // as lost above).
+            continue;
+        }
+        let kind = if grpc { "GRPCRoute" } else { "HTTPRoute" };
+        let name = match i {
+            0 => k8s_name(router_name),
+            _ => format!("{}-{port}", k8s_name(router_name)),
+        };
+        out.files.insert(
             format!("{}-{name}.yaml", kind.to_ascii_lowercase()),
             json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
@@ -292,10 +213,113 @@ pub fn gateway_api(mesh: &Mesh) -> Export {
                 }
             }),
         );
+    }
+}
+
+/// The rule of one route: its match, weighted backendRefs and per-request timeout (an
+/// HTTPRoute's; a GRPCRoute has none); what it cannot carry is noted in `out`.
+fn route_rule(
+    out: &mut Export,
+    mesh: &Mesh,
+    origin: &str,
+    route: &RouteInput,
+    grpc: bool,
+) -> Option<Value> {
+    let (h, at, targets) = http_targets(out, origin, route)?;
+    let node_port = |node: &str| {
+        mesh.virtual_nodes
+            .get(node)
+            .and_then(|n| n.value.spec.listeners.first())
+            .map_or(80, |l| l.port_mapping.port)
+    };
+    let backends: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            json!({"name": k8s_name(&t.virtual_node),
+            "port": t.port.unwrap_or_else(|| node_port(&t.virtual_node)), "weight": t.weight})
+        })
+        .collect();
+    if h.retry_policy.is_some() {
+        out.lose(origin, &format!("{at}.retryPolicy"), "retry policies");
+    }
+    let matched = route_match(out, origin, at, route, &h, grpc);
+    let mut rule = json!({"matches": [matched], "backendRefs": backends});
+    if let Some(t) = &h.timeout {
+        if let Some(d) = t.per_request {
+            if !grpc {
+                let ms = d.to_std().as_millis();
+                let request = match ms % 1000 {
+                    0 => format!("{}s", ms / 1000),
+                    _ => format!("{ms}ms"),
+                };
+                rule["timeouts"] = json!({"request": request});
+            }
+        }
+        if t.idle.is_some() {
+            out.lose(
+                origin,
+                &format!("{at}.timeout.idle"),
+                "per-request and idle timeouts",
+            );
         }
     }
-    gateway_api_gateways(mesh, &mut out);
-    out
+    Some(rule)
+}
+
+/// A route's match as the Gateway API's: headers, then a gRPC method or an HTTP path,
+/// method and query parameters; what it cannot match on is noted in `out`.
+fn route_match(
+    out: &mut Export,
+    origin: &str,
+    at: &str,
+    route: &RouteInput,
+    h: &HttpRoute,
+    grpc: bool,
+) -> Value {
+    let m = &h.route_match;
+    let unmatched = |out: &mut Export, field: &str| {
+        out.lose(origin, &format!("{at}.match.{field}"), UNMATCHED);
+    };
+    let headers = k8s_headers(&m.headers, |i| unmatched(out, &format!("headers[{i}]")));
+    let mut matched = json!({});
+    if !headers.is_empty() {
+        matched["headers"] = json!(headers);
+    }
+    if m.scheme.is_some() {
+        unmatched(out, "scheme");
+    }
+    if grpc {
+        let g = route.spec.grpc_route.as_ref().map(|g| &g.route_match);
+        if let Some(service) = g.and_then(|g| g.service_name.clone()) {
+            let mut method = json!({"type": "Exact", "service": service});
+            if let Some(name) = g.and_then(|g| g.method_name.clone()) {
+                method["method"] = json!(name);
+            }
+            matched["method"] = method;
+        }
+        return matched;
+    }
+    matched["path"] = match (&m.prefix, &m.path) {
+        (_, Some(p)) if p.exact.is_some() => json!({"type": "Exact", "value": p.exact}),
+        (_, Some(p)) => json!({"type": "RegularExpression", "value": p.regex}),
+        (prefix, _) => {
+            json!({"type": "PathPrefix", "value": prefix.clone().unwrap_or_else(|| "/".into())})
+        }
+    };
+    if let Some(method) = &m.method {
+        matched["method"] = json!(method);
+    }
+    let mut params = Vec::new();
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        match &q.query_match {
+            Some(v) => params.push(json!({"type": "Exact", "name": q.name, "value": v.exact})),
+            None => unmatched(out, &format!("queryParameters[{i}]")),
+        }
+    }
+    if !params.is_empty() {
+        matched["queryParams"] = json!(params);
+    }
+    matched
 }
 
 /// Gateway API header matches for App Mesh's: exact as `Exact`; prefix, suffix, regex and
