@@ -131,168 +131,25 @@ pub struct LatticeStep {
 /// [`LATTICE_MESH_TAG`] with the mesh's name), and what they lose.
 pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
     let mut out = Export::new(LATTICE, mesh);
-    let mut steps: Vec<(&'static str, String, Value)> = Vec::new();
+    let mut steps: Steps = Vec::new();
     let mesh_name = mesh.name().unwrap_or("mesh").to_owned();
     steps.push((
         "create-service-network",
         "network".into(),
         json!({"name": lattice_name(&mesh_name), "authType": "NONE"}),
     ));
-    // A target group per node listener: the first named as the node, the others with their
-    // port after it (Lattice names are unique per account).
-    let group_name = |node: &str, port: Option<i64>| {
-        let listeners = mesh
-            .virtual_nodes
-            .get(node)
-            .map(|n| n.value.spec.listeners.as_slice())
-            .unwrap_or_default();
-        match listeners
-            .iter()
-            .position(|l| Some(l.port_mapping.port) == port)
-        {
-            Some(i) if i > 0 => {
-                format!("{}-{}", lattice_name(node), listeners[i].port_mapping.port)
-            }
-            _ => lattice_name(node),
-        }
-    };
     for (name, node) in &mesh.virtual_nodes {
         for l in &node.value.spec.listeners {
-            let mut config = json!({
-                "port": l.port_mapping.port,
-                "protocol": if l.port_mapping.protocol == Protocol::Tcp { "TCP" } else { "HTTP" },
-                "vpcIdentifier": "${VPC_ID}",
-            });
-            if l.port_mapping.protocol != Protocol::Tcp {
-                config["protocolVersion"] = json!(protocol_version(l.port_mapping.protocol));
-            }
-            if let Some(hc) = &l.health_check {
-                let secs = |ms: i64| (ms / 1000).max(1);
-                let mut check = json!({
-                    "enabled": true,
-                    "healthCheckIntervalSeconds": secs(hc.interval_millis),
-                    "healthCheckTimeoutSeconds": secs(hc.timeout_millis),
-                    "healthyThresholdCount": hc.healthy_threshold,
-                    "unhealthyThresholdCount": hc.unhealthy_threshold,
-                });
-                if let Some(path) = &hc.path {
-                    check["path"] = json!(path);
-                    check["protocol"] = json!("HTTP");
-                }
-                config["healthCheck"] = check;
-            }
-            let group = group_name(name, Some(l.port_mapping.port));
+            let group = group_name(mesh, name, Some(l.port_mapping.port));
             steps.push((
                 "create-target-group",
                 format!("tg-{group}"),
-                json!({"name": group, "type": "IP", "config": config}),
+                json!({"name": group, "type": "IP", "config": target_group_config(l)}),
             ));
         }
     }
-    let forward = |targets: &[meshmodel::appmesh::WeightedTarget]| {
-        json!({"forward": {"targetGroups": targets.iter().map(|t| json!({
-            "targetGroupIdentifier": format!("@{{tg-{}}}", group_name(&t.virtual_node, t.port)),
-            "weight": lattice_weight(t.weight),
-        })).collect::<Vec<_>>()}})
-    };
-    // A Lattice listener per App Mesh listener: the first named `listener`, the others with
-    // their port after it; references likewise.
-    let listener_names = |vs: &str, i: usize, port: i64| match i {
-        0 => (
-            "listener".to_owned(),
-            format!("listener-{}", lattice_name(vs)),
-        ),
-        _ => (
-            format!("listener-{port}"),
-            format!("listener-{}-{port}", lattice_name(vs)),
-        ),
-    };
     for (vs_name, service) in &mesh.virtual_services {
-        let svc = format!("svc-{}", lattice_name(vs_name));
-        steps.push((
-            "create-service",
-            svc.clone(),
-            json!({"name": lattice_name(vs_name), "customDomainName": vs_name, "authType": "NONE"}),
-        ));
-        steps.push((
-            "create-service-network-service-association",
-            format!("assoc-{}", lattice_name(vs_name)),
-            json!({"serviceNetworkIdentifier": "@{network}", "serviceIdentifier": format!("@{{{svc}}}")}),
-        ));
-        let provider = service.value.spec.provider.as_ref();
-        if let Some(node) = provider.and_then(|p| p.virtual_node.as_ref()) {
-            let node = &node.virtual_node_name;
-            let listeners = mesh
-                .virtual_nodes
-                .get(node)
-                .map(|n| n.value.spec.listeners.as_slice())
-                .unwrap_or_default();
-            for (i, l) in listeners.iter().enumerate() {
-                let port = l.port_mapping.port;
-                let (name, reference) = listener_names(vs_name, i, port);
-                steps.push((
-                    "create-listener",
-                    reference,
-                    json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port,
-                        "defaultAction": forward(&[meshmodel::appmesh::WeightedTarget {
-                            virtual_node: node.clone(), weight: 100, port: Some(port) }])}),
-                ));
-            }
-            continue;
-        }
-        let Some(router_name) = provider
-            .and_then(|p| p.virtual_router.as_ref())
-            .map(|r| r.virtual_router_name.clone())
-        else {
-            continue;
-        };
-        let router_listeners = mesh
-            .virtual_routers
-            .get(&router_name)
-            .map(|r| r.value.spec.listeners.clone())
-            .unwrap_or_default();
-        let mut routes: Vec<(&String, &RouteInput)> = mesh
-            .routes
-            .iter()
-            .filter(|((r, _), _)| *r == router_name)
-            .map(|(_, s)| (&s.origin, &*s.value))
-            .collect();
-        routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
-        for (i, l) in router_listeners.iter().enumerate() {
-            let port = l.port_mapping.port;
-            let (name, listener) = listener_names(vs_name, i, port);
-            // The routes whose match names this port (all of them with one listener); a
-            // route on several listeners is lost only once.
-            let on_port: Vec<_> = routes
-                .iter()
-                .copied()
-                .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
-                .collect();
-            let (default, rules) = lattice_rules(&mut out, &on_port, &forward);
-            steps.push((
-                "create-listener",
-                listener.clone(),
-                json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port, "defaultAction": default}),
-            ));
-            let rule_prefix = match i {
-                0 => lattice_name(vs_name),
-                _ => format!("{}-{port}", lattice_name(vs_name)),
-            };
-            for (priority, (route_name, http_match, action)) in rules.into_iter().enumerate() {
-                steps.push((
-                    "create-rule",
-                    format!("rule-{rule_prefix}-{}", lattice_name(&route_name)),
-                    json!({
-                        "serviceIdentifier": format!("@{{{svc}}}"),
-                        "listenerIdentifier": format!("@{{{listener}}}"),
-                        "name": lattice_name(&route_name),
-                        "priority": priority + 1,
-                        "match": {"httpMatch": http_match},
-                        "action": action,
-                    }),
-                ));
-            }
-        }
+        service_steps(&mut out, &mut steps, mesh, vs_name, service);
     }
     let steps = steps
         .into_iter()
@@ -306,6 +163,185 @@ pub fn lattice_steps(mesh: &Mesh) -> (Vec<LatticeStep>, Export) {
         })
         .collect();
     (steps, out)
+}
+
+/// Calls before they are tagged: (call, reference, input).
+type Steps = Vec<(&'static str, String, Value)>;
+
+/// The target group of `node`'s listener on `port`: the first named as the node, the
+/// others with their port after it (Lattice names are unique per account).
+fn group_name(mesh: &Mesh, node: &str, port: Option<i64>) -> String {
+    let listeners = mesh
+        .virtual_nodes
+        .get(node)
+        .map(|n| n.value.spec.listeners.as_slice())
+        .unwrap_or_default();
+    match listeners
+        .iter()
+        .position(|l| Some(l.port_mapping.port) == port)
+    {
+        Some(i) if i > 0 => format!("{}-{}", lattice_name(node), listeners[i].port_mapping.port),
+        _ => lattice_name(node),
+    }
+}
+
+/// A node listener's target group `config`: port, protocol (and its version), VPC, and the
+/// listener's health check.
+fn target_group_config(l: &meshmodel::appmesh::Listener) -> Value {
+    let mut config = json!({
+        "port": l.port_mapping.port,
+        "protocol": if l.port_mapping.protocol == Protocol::Tcp { "TCP" } else { "HTTP" },
+        "vpcIdentifier": "${VPC_ID}",
+    });
+    if l.port_mapping.protocol != Protocol::Tcp {
+        config["protocolVersion"] = json!(protocol_version(l.port_mapping.protocol));
+    }
+    if let Some(hc) = &l.health_check {
+        let secs = |ms: i64| (ms / 1000).max(1);
+        let mut check = json!({
+            "enabled": true,
+            "healthCheckIntervalSeconds": secs(hc.interval_millis),
+            "healthCheckTimeoutSeconds": secs(hc.timeout_millis),
+            "healthyThresholdCount": hc.healthy_threshold,
+            "unhealthyThresholdCount": hc.unhealthy_threshold,
+        });
+        if let Some(path) = &hc.path {
+            check["path"] = json!(path);
+            check["protocol"] = json!("HTTP");
+        }
+        config["healthCheck"] = check;
+    }
+    config
+}
+
+/// The action that forwards to `targets`' target groups by weight.
+fn forward(mesh: &Mesh, targets: &[meshmodel::appmesh::WeightedTarget]) -> Value {
+    json!({"forward": {"targetGroups": targets.iter().map(|t| json!({
+        "targetGroupIdentifier": format!("@{{tg-{}}}", group_name(mesh, &t.virtual_node, t.port)),
+        "weight": lattice_weight(t.weight),
+    })).collect::<Vec<_>>()}})
+}
+
+/// (name, reference) of the Lattice listener for App Mesh listener `i` of virtual service
+/// `vs`: the first named `listener`, the others with their port after it.
+fn listener_names(vs: &str, i: usize, port: i64) -> (String, String) {
+    match i {
+        0 => (
+            "listener".to_owned(),
+            format!("listener-{}", lattice_name(vs)),
+        ),
+        _ => (
+            format!("listener-{port}"),
+            format!("listener-{}-{port}", lattice_name(vs)),
+        ),
+    }
+}
+
+/// Virtual service `vs_name`: its Lattice service, the service's association with the
+/// network, and a listener per listener of its provider (a node's forwarding to its
+/// target group; a router's with a rule per route).
+fn service_steps(
+    out: &mut Export,
+    steps: &mut Steps,
+    mesh: &Mesh,
+    vs_name: &str,
+    service: &meshmodel::mesh::Sourced<meshmodel::appmesh::VirtualServiceInput>,
+) {
+    let svc = format!("svc-{}", lattice_name(vs_name));
+    steps.push((
+        "create-service",
+        svc.clone(),
+        json!({"name": lattice_name(vs_name), "customDomainName": vs_name, "authType": "NONE"}),
+    ));
+    steps.push((
+        "create-service-network-service-association",
+        format!("assoc-{}", lattice_name(vs_name)),
+        json!({"serviceNetworkIdentifier": "@{network}", "serviceIdentifier": format!("@{{{svc}}}")}),
+    ));
+    let provider = service.value.spec.provider.as_ref();
+    if let Some(node) = provider.and_then(|p| p.virtual_node.as_ref()) {
+        let node = &node.virtual_node_name;
+        let listeners = mesh
+            .virtual_nodes
+            .get(node)
+            .map(|n| n.value.spec.listeners.as_slice())
+            .unwrap_or_default();
+        for (i, l) in listeners.iter().enumerate() {
+            let port = l.port_mapping.port;
+            let (name, reference) = listener_names(vs_name, i, port);
+            let target = meshmodel::appmesh::WeightedTarget {
+                virtual_node: node.clone(),
+                weight: 100,
+                port: Some(port),
+            };
+            steps.push((
+                "create-listener",
+                reference,
+                json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port,
+                    "defaultAction": forward(mesh, &[target])}),
+            ));
+        }
+    } else if let Some(router) = provider.and_then(|p| p.virtual_router.as_ref()) {
+        router_listeners(out, steps, mesh, vs_name, &router.virtual_router_name);
+    }
+}
+
+/// The Lattice listeners of virtual service `vs_name` provided by router `router_name`:
+/// one per router listener, with the routes whose match names its port (all of them with
+/// one listener; a route on several listeners is lost only once) as its rules.
+fn router_listeners(
+    out: &mut Export,
+    steps: &mut Steps,
+    mesh: &Mesh,
+    vs_name: &str,
+    router_name: &str,
+) {
+    let svc = format!("svc-{}", lattice_name(vs_name));
+    let router_listeners = mesh
+        .virtual_routers
+        .get(router_name)
+        .map(|r| r.value.spec.listeners.clone())
+        .unwrap_or_default();
+    let mut routes: Vec<(&String, &RouteInput)> = mesh
+        .routes
+        .iter()
+        .filter(|((r, _), _)| r == router_name)
+        .map(|(_, s)| (&s.origin, &*s.value))
+        .collect();
+    routes.sort_by_key(|(_, r)| r.spec.priority.unwrap_or(i64::MAX));
+    for (i, l) in router_listeners.iter().enumerate() {
+        let port = l.port_mapping.port;
+        let (name, listener) = listener_names(vs_name, i, port);
+        let on_port: Vec<_> = routes
+            .iter()
+            .copied()
+            .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
+            .collect();
+        let (default, rules) = lattice_rules(out, &on_port, &|t| forward(mesh, t));
+        steps.push((
+            "create-listener",
+            listener.clone(),
+            json!({"serviceIdentifier": format!("@{{{svc}}}"), "name": name, "protocol": "HTTP", "port": port, "defaultAction": default}),
+        ));
+        let rule_prefix = match i {
+            0 => lattice_name(vs_name),
+            _ => format!("{}-{port}", lattice_name(vs_name)),
+        };
+        for (priority, (route_name, http_match, action)) in rules.into_iter().enumerate() {
+            steps.push((
+                "create-rule",
+                format!("rule-{rule_prefix}-{}", lattice_name(&route_name)),
+                json!({
+                    "serviceIdentifier": format!("@{{{svc}}}"),
+                    "listenerIdentifier": format!("@{{{listener}}}"),
+                    "name": lattice_name(&route_name),
+                    "priority": priority + 1,
+                    "match": {"httpMatch": http_match},
+                    "action": action,
+                }),
+            ));
+        }
+    }
 }
 
 /// The Lattice listener's default action (the unconditional route's forward, else 404) and
