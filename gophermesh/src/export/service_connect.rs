@@ -149,9 +149,40 @@ fn service_connect_choice(
 /// ECS Service Connect for `mesh` and its `tasks`.
 pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
     let mut out = Export::new(SERVICE_CONNECT, mesh);
-    // Who gets each virtual service's name, per listener of its router or node: the node
-    // the listener's unconditional route sends the most weight to (at the port its target
-    // names), or the node that provides it.
+    let aliases = client_aliases(&mut out, mesh);
+    let namespace = mesh
+        .virtual_services
+        .keys()
+        .find_map(|n| n.split_once('.').map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| "local".to_owned());
+    for task in tasks {
+        // A gateway's task is Envoy alone: nothing of it runs under Service Connect (its
+        // loss is reported with the gateway's).
+        if task.gateway().is_some() {
+            continue;
+        }
+        let names = aliases.get(&task.virtual_node).cloned().unwrap_or_default();
+        let (services, port_names) = task_services(mesh, task, &names);
+        out.files.insert(
+            format!("{}.service-connect.json", task.definition.family),
+            json!({"serviceConnectConfiguration": {
+                "enabled": true,
+                "namespace": namespace,
+                "services": services
+            }}),
+        );
+        out.files.insert(
+            format!("{}.json", task.definition.family),
+            without_envoy(task, &port_names),
+        );
+    }
+    out
+}
+
+/// Who gets each virtual service's name, per listener of its router or node, by node: the
+/// node the listener's unconditional route sends the most weight to (at the port its
+/// target names), or the node that provides it.
+fn client_aliases(out: &mut Export, mesh: &Mesh) -> BTreeMap<String, Vec<Alias>> {
     let mut aliases: BTreeMap<String, Vec<Alias>> = BTreeMap::new();
     let first_port = |node: &str| {
         mesh.virtual_nodes
@@ -196,7 +227,7 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
                 .filter(|(_, r)| r.spec.match_port().is_none_or(|p| p == port))
                 .collect();
             if let Some((node, target_port, timeout)) =
-                service_connect_choice(&mut out, &on_port, &first_port)
+                service_connect_choice(out, &on_port, &first_port)
             {
                 aliases.entry(node).or_default().push(Alias {
                     dns: name.clone(),
@@ -207,97 +238,85 @@ pub fn service_connect(mesh: &Mesh, tasks: &[Task]) -> Export {
             }
         }
     }
-    let namespace = mesh
-        .virtual_services
-        .keys()
-        .find_map(|n| n.split_once('.').map(|(_, rest)| rest.to_owned()))
-        .unwrap_or_else(|| "local".to_owned());
-    for task in tasks {
-        // A gateway's task is Envoy alone: nothing of it runs under Service Connect (its
-        // loss is reported with the gateway's).
-        if task.gateway().is_some() {
-            continue;
-        }
-        let node = mesh.virtual_nodes.get(&task.virtual_node);
-        let discovery = node
-            .and_then(|n| n.value.spec.service_discovery.as_ref())
-            .and_then(|d| d.dns.as_ref())
-            .and_then(|d| d.hostname.split('.').next().map(ToOwned::to_owned))
-            .unwrap_or_else(|| task.virtual_node.clone());
-        // A Service Connect service per node listener, on the app's port mapping of that
-        // port (named here where the task definition does not name it).
-        let listeners = node
-            .map(|n| n.value.spec.listeners.as_slice())
-            .unwrap_or_default();
-        let names = aliases.get(&task.virtual_node).cloned().unwrap_or_default();
-        let mut port_names = BTreeMap::new();
-        let mut services = Vec::new();
-        for (i, l) in listeners.iter().enumerate() {
-            let port = l.port_mapping.port;
-            let port_name = task
-                .app_containers()
-                .flat_map(|c| c.port_mappings.iter())
-                .filter(|p| p.container_port == Some(port))
-                .find_map(|p| p.other.get("name").and_then(Value::as_str))
-                .map_or_else(
-                    || {
-                        let name = format!("{discovery}-{port}");
-                        port_names.insert(port, name.clone());
-                        name
-                    },
-                    ToOwned::to_owned,
-                );
-            let discovery_name = match i {
-                0 => discovery.clone(),
-                _ => format!("{discovery}-{port}"),
-            };
-            let mut service = json!({"portName": port_name, "discoveryName": discovery_name});
-            let here: Vec<&Alias> = names.iter().filter(|a| a.target_port == port).collect();
-            if !here.is_empty() {
-                service["clientAliases"] = here
-                    .iter()
-                    .map(|a| json!({"port": a.port, "dnsName": a.dns}))
-                    .collect();
-                if let Some(timeout) = here.iter().find_map(|a| a.timeout.clone()) {
-                    service["timeout"] = timeout;
-                }
-            }
-            services.push(service);
-        }
-        out.files.insert(
-            format!("{}.service-connect.json", task.definition.family),
-            json!({"serviceConnectConfiguration": {
-                "enabled": true,
-                "namespace": namespace,
-                "services": services
-            }}),
-        );
-        // The task definition without the Envoy and its APPMESH proxy: Service Connect adds
-        // a proxy of its own.
-        let mut td = serde_json::to_value(&task.definition).unwrap_or(Value::Null);
-        if let Some(o) = td.as_object_mut() {
-            o.remove("proxyConfiguration");
-        }
-        let envoy = task.proxy.container_name.clone();
-        if let Some(containers) = td["containerDefinitions"].as_array_mut() {
-            containers.retain(|c| c["name"] != envoy.as_str());
-            for c in containers.iter_mut() {
-                for mapping in c["portMappings"].as_array_mut().into_iter().flatten() {
-                    let port = mapping["containerPort"].as_i64().unwrap_or_default();
-                    if let Some(name) = port_names.get(&port) {
-                        mapping["name"] = json!(name);
-                    }
-                }
-                if let Some(deps) = c["dependsOn"].as_array_mut() {
-                    deps.retain(|d| d["containerName"] != envoy.as_str());
-                    if deps.is_empty() {
-                        c.as_object_mut().map(|o| o.remove("dependsOn"));
-                    }
-                }
+    aliases
+}
+
+/// A Service Connect service per listener of `task`'s node, on the app's port mapping of
+/// that port, with the client aliases `names` that reach it; and the port names made here
+/// where the task definition does not name the port.
+fn task_services(mesh: &Mesh, task: &Task, names: &[Alias]) -> (Vec<Value>, BTreeMap<i64, String>) {
+    let node = mesh.virtual_nodes.get(&task.virtual_node);
+    let discovery = node
+        .and_then(|n| n.value.spec.service_discovery.as_ref())
+        .and_then(|d| d.dns.as_ref())
+        .and_then(|d| d.hostname.split('.').next().map(ToOwned::to_owned))
+        .unwrap_or_else(|| task.virtual_node.clone());
+    // A Service Connect service per node listener, on the app's port mapping of that
+    // port (named here where the task definition does not name it).
+    let listeners = node
+        .map(|n| n.value.spec.listeners.as_slice())
+        .unwrap_or_default();
+    let mut port_names = BTreeMap::new();
+    let mut services = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let port = l.port_mapping.port;
+        let port_name = task
+            .app_containers()
+            .flat_map(|c| c.port_mappings.iter())
+            .filter(|p| p.container_port == Some(port))
+            .find_map(|p| p.other.get("name").and_then(Value::as_str))
+            .map_or_else(
+                || {
+                    let name = format!("{discovery}-{port}");
+                    port_names.insert(port, name.clone());
+                    name
+                },
+                ToOwned::to_owned,
+            );
+        let discovery_name = match i {
+            0 => discovery.clone(),
+            _ => format!("{discovery}-{port}"),
+        };
+        let mut service = json!({"portName": port_name, "discoveryName": discovery_name});
+        let here: Vec<&Alias> = names.iter().filter(|a| a.target_port == port).collect();
+        if !here.is_empty() {
+            service["clientAliases"] = here
+                .iter()
+                .map(|a| json!({"port": a.port, "dnsName": a.dns}))
+                .collect();
+            if let Some(timeout) = here.iter().find_map(|a| a.timeout.clone()) {
+                service["timeout"] = timeout;
             }
         }
-        out.files
-            .insert(format!("{}.json", task.definition.family), td);
+        services.push(service);
     }
-    out
+    (services, port_names)
+}
+
+/// `task`'s definition without the Envoy and its APPMESH proxy (Service Connect adds a
+/// proxy of its own), its port mappings named as `port_names` says.
+fn without_envoy(task: &Task, port_names: &BTreeMap<i64, String>) -> Value {
+    let mut td = serde_json::to_value(&task.definition).unwrap_or(Value::Null);
+    if let Some(o) = td.as_object_mut() {
+        o.remove("proxyConfiguration");
+    }
+    let envoy = task.proxy.container_name.clone();
+    if let Some(containers) = td["containerDefinitions"].as_array_mut() {
+        containers.retain(|c| c["name"] != envoy.as_str());
+        for c in containers.iter_mut() {
+            for mapping in c["portMappings"].as_array_mut().into_iter().flatten() {
+                let port = mapping["containerPort"].as_i64().unwrap_or_default();
+                if let Some(name) = port_names.get(&port) {
+                    mapping["name"] = json!(name);
+                }
+            }
+            if let Some(deps) = c["dependsOn"].as_array_mut() {
+                deps.retain(|d| d["containerName"] != envoy.as_str());
+                if deps.is_empty() {
+                    c.as_object_mut().map(|o| o.remove("dependsOn"));
+                }
+            }
+        }
+    }
+    td
 }
