@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! config     typed configuration of the long-running commands (up, bench)
+//! plane/     the application assembled: store, ADS, APIs, TLS, Cloud Map; `up` (plane/up)
 //! api/       the App Mesh REST API (appmesh/, sigv4) and the control API (control)
 //! runtime/   running tasks here: the Backend trait with loopback, namespaces and pods
 //!            backends; Envoy (bootstrap, arguments, admin), supervision, images, publish
@@ -12,8 +13,8 @@
 //!
 //! The control plane (store, persistence, cache, translation, ADS) is the `controlplane`
 //! crate; the mesh model is `meshmodel`. The command layer (`cli`, `commands/`) lives in
-//! the binary, so nothing here can import it. The rule: `commands -> {api, runtime,
-//! controlplane} -> meshmodel`; `api -> controlplane`; the runtime reads only the control
+//! the binary, so nothing here can import it. The rule: `commands -> plane -> {api,
+//! runtime, controlplane} -> meshmodel`; `api -> controlplane`; the runtime reads only the control
 //! plane's placement types.
 #![forbid(unsafe_code)]
 
@@ -21,5 +22,6 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod export;
+pub mod plane;
 pub mod progress;
 pub mod runtime;

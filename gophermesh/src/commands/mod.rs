@@ -8,7 +8,6 @@ pub(crate) mod console;
 pub(crate) mod control;
 pub(crate) mod export;
 pub(crate) mod images;
-pub(crate) mod plane;
 pub(crate) mod render;
 pub(crate) mod route;
 pub(crate) mod serve;

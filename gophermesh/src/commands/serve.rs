@@ -20,8 +20,8 @@ use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::plane;
 use crate::cli::ServeArgs;
+use gophermesh::plane;
 
 /// What the control API shows of the tasks when none run here.
 #[derive(Debug)]

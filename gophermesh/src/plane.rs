@@ -1,36 +1,46 @@
-//! What `up` and `serve` share: the store opened from `--data-dir`/`mesh/`, the ADS server,
-//! and both HTTP APIs behind their guards (with the control token), over TLS when given.
+//! The application assembled: what `up` and `serve` share (the store opened from
+//! `--data-dir`/`mesh/` or a DynamoDB table, the ADS server, both HTTP APIs behind their
+//! guards with the control token, over TLS when given, Cloud Map lookups), and `up`
+//! itself ([`up`]), which adds the runtime's tasks.
+//!
+//! ```text
+//! plane.rs  the store, ADS, the APIs, TLS, Cloud Map
+//! up        `gophermesh up`: the control plane and the tasks on this machine
+//! ```
+
+pub mod up;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::guard::{self, Auth, Guard};
+use crate::api::live::Live;
+use crate::api::sigv4::Credentials;
+use crate::api::token::ControlToken;
+use crate::api::{appmesh, control, tasks};
+use crate::config::{CloudMapConfig, CloudMapMode};
+use crate::progress::say;
 use anyhow::{Context, bail};
 use controlplane::xds::ads::{Ads, EnvoyStatuses};
 use controlplane::{Cache, Identity, Store};
-use gophermesh::api::guard::{self, Auth, Guard};
-use gophermesh::api::live::Live;
-use gophermesh::api::sigv4::Credentials;
-use gophermesh::api::token::ControlToken;
-use gophermesh::api::{appmesh, control, tasks};
-use gophermesh::config::{CloudMapConfig, CloudMapMode};
-use gophermesh::progress::say;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 
 /// The store a run serves, and a few words on where it came from.
-pub(crate) struct Opened {
-    pub(crate) store: Store,
-    pub(crate) provenance: String,
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Store,
+    pub provenance: String,
     /// Whether the mesh came from `mesh/` just now (so every task must fit it exactly).
-    pub(crate) seeded_from_files: bool,
+    pub seeded_from_files: bool,
 }
 
 /// Where the durable state lives.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum StateAt<'a> {
+pub enum StateAt<'a> {
     /// In memory only.
     Memory,
     /// `DIR/state.redb`.
@@ -41,7 +51,7 @@ pub(crate) enum StateAt<'a> {
 
 /// Opens the store: in `state` (seeded from `mesh_dir` when empty, unless `empty`), or in
 /// memory from `mesh_dir` (or nothing).
-pub(crate) fn open_store(
+pub fn open_store(
     mesh_dir: &Path,
     state: StateAt<'_>,
     empty: bool,
@@ -105,7 +115,7 @@ pub(crate) fn open_store(
 
 /// Serves ADS on `listener` (over TLS when `tls` is given and the listener is not on
 /// loopback) until the process ends; whether it speaks TLS.
-pub(crate) fn spawn_ads(
+pub fn spawn_ads(
     store: &Store,
     envoys: EnvoyStatuses,
     listener: TcpListener,
@@ -141,9 +151,9 @@ pub(crate) fn spawn_ads(
 
 /// A server certificate and key, ready for the APIs and for ADS.
 #[derive(Clone)]
-pub(crate) struct Tls {
-    pub(crate) https: tokio_rustls::TlsAcceptor,
-    pub(crate) grpc: tonic::transport::ServerTlsConfig,
+pub struct Tls {
+    pub https: tokio_rustls::TlsAcceptor,
+    pub grpc: tonic::transport::ServerTlsConfig,
 }
 
 impl std::fmt::Debug for Tls {
@@ -154,7 +164,7 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Reads a PEM certificate chain and its private key.
-    pub(crate) fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
         use tokio_rustls::rustls;
         use tokio_rustls::rustls::pki_types::pem::PemObject as _;
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -192,24 +202,26 @@ impl Tls {
 }
 
 /// How the APIs are guarded.
-pub(crate) struct ApiConfig<'a> {
-    pub(crate) credentials: Option<Credentials>,
-    pub(crate) allow_hosts: &'a [String],
+#[derive(Debug)]
+pub struct ApiConfig<'a> {
+    pub credentials: Option<Credentials>,
+    pub allow_hosts: &'a [String],
     /// Where the control token is written.
-    pub(crate) state_dir: &'a Path,
-    pub(crate) tls: Option<&'a Tls>,
+    pub state_dir: &'a Path,
+    pub tls: Option<&'a Tls>,
 }
 
 /// Where the APIs ended up: their URLs (`https://` where they speak TLS).
-pub(crate) struct Apis {
-    pub(crate) control: String,
-    pub(crate) appmesh: String,
-    pub(crate) token_file: PathBuf,
+#[derive(Debug)]
+pub struct Apis {
+    pub control: String,
+    pub appmesh: String,
+    pub token_file: PathBuf,
 }
 
 /// Starts the control API on `control_listener` and the App Mesh API on
 /// `appmesh_listener`, each behind its guard; writes a new control token.
-pub(crate) fn start_apis(
+pub fn start_apis(
     store: &Store,
     envoys: EnvoyStatuses,
     tasks: Arc<dyn tasks::Tasks>,
@@ -327,7 +339,7 @@ fn spawn_api(
 }
 
 /// Starts looking up the Cloud Map nodes as `--cloud-map` says (and says so).
-pub(crate) async fn follow_cloud_map(
+pub async fn follow_cloud_map(
     config: CloudMapConfig,
     store: &controlplane::Store,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {

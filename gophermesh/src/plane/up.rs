@@ -1,0 +1,549 @@
+//! `gophermesh up`: the walkthrough on one machine.
+//!
+//! Loads mesh/ and taskdefs/ (or the durable store), plans where each task runs with the
+//! backend the flags ask for (loopback addresses, network namespaces or pods), starts the
+//! control plane (ADS for the Envoys, the control API and the App Mesh API), publishes the
+//! requester on the host's loopback, then starts each task: its Envoy first, until it is
+//! LIVE, then its apps, as the task definition's `dependsOn ... HEALTHY` asks. Tasks that
+//! others call start first. Ctrl-C or SIGTERM stops everything in reverse order.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::tasks;
+use crate::config::{NetworkMode, UpConfig};
+use crate::progress::{ADS_ON, APPMESH_API, CONTROL_API, GATEWAY_AT, REQUESTER_AT, say};
+use crate::runtime::envoy::{self, EnvoyAdmin};
+use crate::runtime::images::Podman;
+use crate::runtime::loopback::Loopback;
+use crate::runtime::namespaces::{Namespaces, hosts_for};
+use crate::runtime::pods::PodBackend;
+use crate::runtime::supervise::ProcessTable;
+use crate::runtime::{self, Backend, Launch, Plan, Site, bin_dir, netns};
+use anyhow::{Context, bail};
+use controlplane::xds::ads::EnvoyStatuses;
+use controlplane::{Snapshot, Store};
+use futures::future::BoxFuture;
+use meshmodel::taskdef::Task;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::plane;
+
+/// Runs `up` as `config` says until Ctrl-C or SIGTERM, then stops everything it started.
+pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let (store, tasks, provenance) = load_state(&config)?;
+    let mesh = store.current().mesh.clone();
+    let envoy_bin = std::path::absolute(envoy::find(config.envoy_bin.as_deref())?)?;
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "`setpriv` is missing (it starts every child so that it stops with up): apt-get install util-linux"
+        );
+    }
+    let bin_dir = bin_dir(config.bin_dir.as_deref())?;
+    let run_dir = std::path::absolute(config.state_dir.join("run"))?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    say(format!(
+        "mesh {} ({provenance}): {} virtual nodes, {} routes, {} tasks (Envoy: {})",
+        mesh.name().unwrap_or("(none yet)"),
+        mesh.virtual_nodes.len(),
+        mesh.routes.len(),
+        tasks.len(),
+        envoy_bin.display()
+    ));
+    let ordered = runtime::start_order(&tasks, &mesh);
+    let launch = |xds: runtime::Xds| Launch {
+        envoy: envoy_bin.clone(),
+        envoy_options: config.envoy.clone(),
+        bin_dir: bin_dir.clone(),
+        run_dir: run_dir.clone(),
+        xds,
+        processes: ProcessTable::default(),
+        grace: Duration::from_secs(5),
+    };
+    let up = Up {
+        config: &config,
+        store,
+        ordered,
+        started,
+    };
+    match config.network {
+        NetworkMode::Loopback => up.run(Loopback::default(), launch).await,
+        NetworkMode::Netns if config.control_plane.is_some() => {
+            let (endpoint, _) = config.control_plane.as_ref().expect("matched");
+            up.run(Namespaces::with_uplink(control_plane_ip(endpoint)?), launch)
+                .await
+        }
+        NetworkMode::Netns => up.run(Namespaces::default(), launch).await,
+        NetworkMode::Containers => {
+            let podman = Podman::new(&config.state_dir)?;
+            let work = std::path::absolute(config.state_dir.join("images"))?;
+            let backend = PodBackend::new(podman, &bin_dir, &envoy_bin, &work)?;
+            up.run(backend, launch).await
+        }
+    }
+}
+
+/// One run of `up`, whatever the backend.
+struct Up<'a> {
+    config: &'a UpConfig,
+    store: Store,
+    ordered: Vec<Task>,
+    started: Instant,
+}
+
+impl Up<'_> {
+    async fn run<B: Backend>(
+        self,
+        mut backend: B,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
+    ) -> anyhow::Result<ExitCode> {
+        let mesh = self.store.current().mesh.clone();
+        let plan = match backend.plan(&self.ordered, &mesh) {
+            Ok(plan) => plan,
+            Err(e) => {
+                backend.stop().await;
+                return Err(e);
+            }
+        };
+        let mut background = Vec::new();
+        let result = self
+            .serve(&mut backend, &plan, &mut background, launch)
+            .await;
+        if let Err(e) = &result {
+            eprintln!("gophermesh: {e:#}");
+            say("stopping what was started");
+        } else {
+            common::shutdown::signal().await;
+            say("stopping: apps first, then their Envoys, then the control plane");
+        }
+        backend.stop().await;
+        background.iter().for_each(tokio::task::JoinHandle::abort);
+        Ok(match result {
+            Ok(()) => {
+                say("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::FAILURE,
+        })
+    }
+
+    /// Starts the control plane and the tasks, and prints the banner.
+    async fn serve<B: Backend>(
+        &self,
+        backend: &mut B,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        if let Some((endpoint, ca)) = &config.control_plane {
+            return self
+                .serve_remote(backend, plan, background, launch, endpoint, ca)
+                .await;
+        }
+        let store = &self.store;
+        store.set_placements(
+            plan.sites
+                .iter()
+                .map(|(n, s)| (n.clone(), s.place.clone()))
+                .collect(),
+        );
+        let envoys = EnvoyStatuses::default();
+        let xds_listener = backend.xds_listener(config.xds_port).await?;
+        let xds_addr = xds_listener.local_addr()?;
+        background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?.0);
+        if let Some(follow) = plane::follow_cloud_map(config.cloud_map, store).await? {
+            background.push(follow);
+        }
+        let launch = launch(runtime::Xds::Local(xds_addr));
+
+        let control_listener =
+            loopback_listener(config.control_port, "the control API", "--control-port").await?;
+        let appmesh_listener =
+            loopback_listener(config.api_port, "the App Mesh API", "--api-port").await?;
+        let tasks: Arc<dyn tasks::Tasks> = Arc::new(UpTasks {
+            processes: launch.processes.clone(),
+            sites: plan.sites.clone(),
+        });
+        let apis = plane::start_apis(
+            store,
+            envoys,
+            tasks,
+            &plane::ApiConfig {
+                credentials: config.api_credentials.clone(),
+                allow_hosts: &config.allow_hosts,
+                state_dir: &config.state_dir,
+                tls: None,
+            },
+            (control_listener, appmesh_listener),
+            background,
+        )?;
+        let (control_url, appmesh_url) = (&apis.control, &apis.appmesh);
+        say(format!(
+            "control plane: {ADS_ON}{xds_addr}, {CONTROL_API}{control_url}, {APPMESH_API}{appmesh_url}{}",
+            if config.api_credentials.is_some() {
+                " (SigV4 required)"
+            } else {
+                ""
+            }
+        ));
+        say(format!(
+            "control token in {} (the CLI reads it; changes through the control API need it)",
+            apis.token_file.display()
+        ));
+        if let Some(files) = plan.hosts.clone() {
+            background.push(follow_hosts(store, files, self.ordered.clone()));
+        }
+        let requester = self.publish_requester(plan, background).await?;
+        let gateway = self.publish_gateway(plan, background).await?;
+
+        for task in &self.ordered {
+            backend
+                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .await?;
+        }
+        self.banner(
+            &requester,
+            gateway.as_ref(),
+            &apis.control,
+            &apis.appmesh,
+            plan,
+        );
+        Ok(())
+    }
+
+    /// Starts the tasks against the control plane at `endpoint` (no local one), and prints
+    /// the banner.
+    async fn serve_remote<B: Backend>(
+        &self,
+        backend: &mut B,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+        launch: impl FnOnce(runtime::Xds) -> Launch,
+        endpoint: &str,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        // Envoy runs as its own user: it reads a copy of the CA that it may read.
+        let run_dir = self.config.state_dir.join("run");
+        let ca_file = std::path::absolute(run_dir.join("control-plane-ca.pem"))?;
+        let pem = meshmodel::input::read_text(ca, meshmodel::input::MAX_FILE)
+            .with_context(|| format!("--control-plane-ca {}: cannot read", ca.display()))?;
+        anyhow::ensure!(
+            pem.contains("-----BEGIN CERTIFICATE-----"),
+            "--control-plane-ca {}: no PEM certificate in it",
+            ca.display()
+        );
+        std::fs::write(&ca_file, pem)
+            .with_context(|| format!("cannot write {}", ca_file.display()))?;
+        let launch = launch(runtime::Xds::Remote {
+            endpoint: endpoint.to_owned(),
+            ca_file,
+        });
+        say(format!(
+            "control plane: elsewhere, at {endpoint} (TLS, trusting {}); none runs here",
+            ca.display()
+        ));
+        if let Some(files) = plan.hosts.clone() {
+            background.push(follow_hosts(&self.store, files, self.ordered.clone()));
+        }
+        let requester = self.publish_requester(plan, background).await?;
+        for task in &self.ordered {
+            backend
+                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .await?;
+        }
+        println!();
+        println!(
+            "gophermesh is up in {:.1} s, its Envoys configured by {endpoint}. {REQUESTER_AT}{requester}/",
+            self.started.elapsed().as_secs_f64()
+        );
+        println!();
+        println!("Try:");
+        println!("  curl '{requester}/compare?n=1000'");
+        println!("  gophermesh status --control-url URL   (the control plane's control API)");
+        println!();
+        println!(
+            "Logs are in {}. Ctrl-C stops everything.",
+            self.config.state_dir.join("run").display()
+        );
+        println!("ready");
+        Ok(())
+    }
+
+    /// Publishes the requester task on 127.0.0.1:`--requester-port`; its URL.
+    async fn publish_requester(
+        &self,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<String> {
+        let port = self.config.requester_port;
+        let listener = loopback_listener(port, "the requester", "--requester-port").await?;
+        let site = self
+            .ordered
+            .iter()
+            .find(|t| runtime::runs_requester(t))
+            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)));
+        match site {
+            Some((task, site)) => Ok(publish(plan, task, site, listener, background)?),
+            None => Ok(format!("http://{}", listener.local_addr()?)),
+        }
+    }
+
+    /// Publishes the first virtual gateway's task, on its first listener, on
+    /// 127.0.0.1:`--gateway-port`; its URL and the gateway's name, when a gateway's task
+    /// runs.
+    async fn publish_gateway(
+        &self,
+        plan: &Plan,
+        background: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let Some((task, site)) = self
+            .ordered
+            .iter()
+            .find(|t| t.gateway().is_some())
+            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)))
+        else {
+            return Ok(None);
+        };
+        let listener = loopback_listener(
+            self.config.gateway_port,
+            "the ingress gateway",
+            "--gateway-port",
+        )
+        .await?;
+        let url = publish(plan, task, site, listener, background)?;
+        Ok(Some((url, task.gateway().unwrap_or_default().to_owned())))
+    }
+
+    fn banner(
+        &self,
+        requester: &str,
+        gateway: Option<&(String, String)>,
+        control: &str,
+        appmesh: &str,
+        plan: &Plan,
+    ) {
+        println!();
+        println!(
+            "gophermesh is up in {:.1} s. {REQUESTER_AT}{requester}/",
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Some((url, name)) = gateway {
+            println!(
+                "{GATEWAY_AT}{url}/ (virtual gateway {name}: its gateway routes decide what enters)"
+            );
+        }
+        println!();
+        println!("Try:");
+        println!(
+            "  open {requester}/ in a browser (the gophers as they answer), or the console at {control}/"
+        );
+        println!(
+            "  gophermesh console --control-url {control}      (a sign-in link: shift weights from the page)"
+        );
+        println!("  curl {requester}/");
+        println!("  curl '{requester}/compare?n=1000'");
+        if let Some((url, _)) = gateway {
+            println!(
+                "  curl {url}/distributor/      (into the mesh through the gateway: the distributor's routes, 90/10)"
+            );
+        }
+        println!(
+            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url {control}"
+        );
+        println!("  gophermesh status --control-url {control}");
+        println!(
+            "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url {appmesh}",
+            self.store.current().mesh.name().unwrap_or("gophermesh")
+        );
+        if let Some(ns) = self
+            .ordered
+            .first()
+            .and_then(|t| plan.sites.get(&t.virtual_node))
+            .and_then(|s| s.netns.as_ref())
+        {
+            println!("  ip netns exec {ns} iptables -t nat -S      (the APPMESH rules of a task)");
+        }
+        println!();
+        println!(
+            "Logs are in {}. Ctrl-C stops everything.",
+            self.config.state_dir.join("run").display()
+        );
+        println!("ready");
+    }
+}
+
+/// The IPv4 address `--control-plane HOST:PORT` names (resolved once, at start).
+fn control_plane_ip(endpoint: &str) -> anyhow::Result<Ipv4Addr> {
+    use std::net::ToSocketAddrs as _;
+    endpoint
+        .to_socket_addrs()
+        .with_context(|| format!("--control-plane {endpoint}: cannot resolve it"))?
+        .find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .with_context(|| {
+            format!(
+                "--control-plane {endpoint}: no IPv4 address other than loopback (the tasks have their own loopback; give an address of this machine's network)"
+            )
+        })
+}
+
+/// Forwards what `listener` accepts to `task` at `site` (from the namespace the host reaches
+/// the tasks from); the URL it answers on.
+fn publish(
+    plan: &Plan,
+    task: &Task,
+    site: &runtime::Site,
+    listener: TcpListener,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<String> {
+    let url = format!("http://{}", listener.local_addr()?);
+    say(format!(
+        "publishing {} ({}) on {url}",
+        task.virtual_node, site.place.reach
+    ));
+    background.push(tokio::spawn(runtime::publish::publish(
+        listener,
+        site.place.reach,
+        plan.entry_netns.clone(),
+    )));
+    Ok(url)
+}
+
+/// A listener on 127.0.0.1:`port` for `what`, or an error naming `flag`.
+async fn loopback_listener(port: u16, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| {
+            format!("cannot listen for {what} on 127.0.0.1:{port} (is another gophermesh up running? use {flag}, or 0 for any free port)")
+        })
+}
+
+/// Keeps the tasks' hosts files in step with the mesh as the API or `apply` change it.
+fn follow_hosts(
+    store: &Store,
+    files: netns::HostsFiles,
+    ordered: Vec<Task>,
+) -> tokio::task::JoinHandle<()> {
+    let mut snapshots = store.subscribe();
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let mesh = snapshots.borrow_and_update().mesh.clone();
+            match hosts_for(&ordered, &mesh).and_then(|h| files.update_hosts(&h)) {
+                Ok(true) => tracing::info!("the tasks' hosts files now name what the mesh has"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot update the tasks' hosts files: {e:#}"),
+            }
+        }
+    })
+}
+
+/// What the control API shows of `up`'s tasks.
+#[derive(Debug)]
+struct UpTasks {
+    processes: ProcessTable,
+    sites: BTreeMap<String, Site>,
+}
+
+impl tasks::Tasks for UpTasks {
+    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
+        Box::pin(async move {
+            let placements: BTreeMap<&String, Value> = self
+                .sites
+                .iter()
+                .map(|(node, s)| {
+                    let p = &s.place;
+                    (
+                        node,
+                        json!({
+                            "ingress": p.ingress.to_string(),
+                            "egress": p.egress.to_string(),
+                            "app": p.app.to_string(),
+                            "reach": p.reach.to_string(),
+                            "admin": p.admin.to_string(),
+                            "netns": s.netns,
+                        }),
+                    )
+                })
+                .collect();
+            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
+            let observed = match snapshot.mesh.name() {
+                Some(mesh) => envoy::observed_split(&admins, mesh).await,
+                None => BTreeMap::new(),
+            };
+            tasks::TaskStatus {
+                processes: self.processes(),
+                placements: json!(placements),
+                observed,
+            }
+        })
+    }
+
+    fn processes(&self) -> Value {
+        json!(self.processes.snapshot())
+    }
+
+    fn traffic<'a>(
+        &'a self,
+        mesh: &'a str,
+    ) -> BoxFuture<'a, BTreeMap<String, controlplane::TargetTraffic>> {
+        Box::pin(async move {
+            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
+            envoy::traffic(&admins, mesh).await
+        })
+    }
+}
+
+/// Prints every problem, one per line; the error that ends `up`.
+fn refuse_problems(problems: &meshmodel::Problems, what: &str) -> anyhow::Error {
+    for p in &problems.0 {
+        eprintln!("{p}");
+    }
+    anyhow::anyhow!(
+        "{} problem(s) in {what}; nothing was started",
+        problems.0.len()
+    )
+}
+
+/// The store (from --data-dir, mesh/, or empty) and the checked task definitions, with a
+/// few words on where the mesh came from.
+fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
+    let source = &config.source;
+    let taskdefs = source.taskdefs_dir.display().to_string();
+    let defs = meshmodel::taskdef::load_dir(&source.taskdefs_dir)
+        .map_err(|p| refuse_problems(&p, &taskdefs))?;
+    let plane::Opened {
+        store,
+        provenance,
+        seeded_from_files: strict,
+    } = plane::open_store(
+        &source.mesh_dir,
+        config
+            .data_dir
+            .as_deref()
+            .map_or(plane::StateAt::Memory, plane::StateAt::Dir),
+        config.empty,
+        config.identity.clone(),
+        refuse_problems,
+    )?;
+    let mesh = store.current().mesh.clone();
+    let tasks = if strict {
+        meshmodel::taskdef::check(&mesh, &defs)
+    } else {
+        meshmodel::taskdef::check_allowing_missing_nodes(&mesh, &defs)
+    }
+    .map_err(|p| refuse_problems(&p, &taskdefs))?;
+    Ok((store, tasks, provenance))
+}
