@@ -778,17 +778,11 @@ impl LocalMesh {
 
 /// The configured weights of route `route` in a `/v1/status` answer, in target order.
 pub fn route_weights(status: &serde_json::Value, route: &str) -> Vec<i64> {
-    status["routes"]
-        .as_array()
-        .expect("routes")
-        .iter()
-        .find(|r| r["route"] == route)
-        .unwrap_or_else(|| panic!("no route {route} in {status}"))["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter_map(|t| t["weight"].as_i64())
-        .collect()
+    let typed: gophermesh::api::status::Status = serde_json::from_value(status.clone())
+        .unwrap_or_else(|e| panic!("the status does not read ({e}): {status}"));
+    typed
+        .route_weights(route)
+        .unwrap_or_else(|| panic!("no route {route} in {status}"))
 }
 
 /// The release binaries the images are built from (scripts/test.sh builds them).

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -26,7 +26,7 @@ use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 /// A configuration an Envoy refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     pub type_url: String,
     /// The snapshot version the Envoy refused.
@@ -37,7 +37,7 @@ pub struct Nack {
 }
 
 /// One open ADS stream of a virtual node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
     /// Numbered from 1 in the order streams opened.
     pub id: u64,
@@ -51,7 +51,7 @@ pub struct StreamInfo {
 }
 
 /// What the control plane knows of one virtual node's Envoys.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnvoyStatus {
     /// Whether any stream of this node is open.
     pub connected: bool,

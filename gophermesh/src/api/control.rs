@@ -30,6 +30,7 @@ use super::live::{self, Live};
 use controlplane::xds::ads::EnvoyStatuses;
 use controlplane::{Snapshot, Store, UpdateError};
 
+use super::status::{MeshRoutes, RouteWeights, Status, StoreStatus};
 use super::tasks::Tasks;
 
 /// What the control API reads and writes.
@@ -200,58 +201,25 @@ async fn apply(
     }
 }
 
-/// Each route of `mesh` with its weighted targets.
-fn routes_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
-    mesh.routes
-        .values()
-        .map(|r| {
-            let targets: Vec<Value> = r
-                .value
-                .spec
-                .weighted_targets()
-                .map(|(_, ts)| {
-                    ts.iter()
-                        .map(|t| json!({"virtualNode": t.virtual_node, "weight": t.weight}))
-                        .collect()
-                })
-                .unwrap_or_default();
-            json!({
-                "virtualRouter": r.value.virtual_router_name,
-                "route": r.value.route_name,
-                "targets": targets,
-            })
-        })
-        .collect()
-}
-
 async fn status(State(s): State<ControlState>) -> Response {
     let snapshot = s.store.current();
-    let routes = routes_of(&snapshot.mesh);
-    let meshes: Vec<Value> = snapshot
-        .meshes()
-        .map(|(m, ..)| json!({"name": m.name(), "routes": routes_of(m)}))
-        .collect();
     let tasks = s.tasks.status(&snapshot).await;
-    Json(json!({
-        "mesh": snapshot.mesh.name(),
-        "version": snapshot.version,
-        "store": match s.store.health() {
-            None => json!({"durable": false, "writable": true}),
-            Some(h) => json!({
-                "durable": true,
-                "location": h.location,
-                "writable": h.writable,
-                "last_error": h.last_error,
-                "failed_writes": h.failed_writes,
-                "reopened": h.reopened,
-            }),
-        },
-        "routes": routes,
-        "meshes": meshes,
-        "observed": tasks.observed,
-        "envoys": s.envoys.snapshot(),
-        "placements": tasks.placements,
-        "processes": tasks.processes,
-    }))
+    Json(Status {
+        mesh: snapshot.mesh.name().map(str::to_owned),
+        version: snapshot.version,
+        store: StoreStatus::of(s.store.health()),
+        routes: RouteWeights::of_mesh(&snapshot.mesh),
+        meshes: snapshot
+            .meshes()
+            .map(|(m, ..)| MeshRoutes {
+                name: m.name().map(str::to_owned),
+                routes: RouteWeights::of_mesh(m),
+            })
+            .collect(),
+        observed: tasks.observed,
+        envoys: s.envoys.snapshot(),
+        placements: tasks.placements,
+        processes: tasks.processes,
+    })
     .into_response()
 }

@@ -9,6 +9,7 @@
 //! guard     what stands before both: Host, body limits, authentication, concurrency
 //! token     the control API's bearer token
 //! tasks     what the APIs show of the tasks, told by whoever runs them
+//! status    the control API's status, one type for the API and its readers
 //! ```
 //!
 //! The APIs import the control plane and nothing of the runtime: what the control API
@@ -20,5 +21,6 @@ pub mod control;
 pub mod guard;
 pub mod live;
 pub mod sigv4;
+pub mod status;
 pub mod tasks;
 pub mod token;

@@ -4,6 +4,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
+use controlplane::xds::ads::EnvoyStatus;
+use gophermesh::api::status::{Status, StoreStatus};
 use gophermesh::progress::escape;
 
 use super::control::{call, request, url};
@@ -17,39 +21,58 @@ macro_rules! out_line {
 }
 
 pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<ExitCode> {
-    let mut out = String::new();
     let url = url(control, "/v1/status")?;
-    let (_, s) = call(control, request(control, reqwest::Method::GET, url)?).await?;
-    if raw {
-        out_line!(out, "{}", serde_json::to_string_pretty(&s)?);
-        let _ = std::io::stdout().write_all(out.as_bytes());
-        return Ok(ExitCode::SUCCESS);
-    }
+    let (_, answer) = call(control, request(control, reqwest::Method::GET, url)?).await?;
+    let out = if raw {
+        format!("{}\n", serde_json::to_string_pretty(&answer)?)
+    } else {
+        let status: Status = serde_json::from_value(answer)
+            .map_err(|e| anyhow::anyhow!("the control API's status does not read: {e}"))?;
+        render(&status)
+    };
+    // All at once, and quietly when the reader has gone (`status | head`).
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status as `gophermesh status` prints it.
+fn render(s: &Status) -> String {
+    let mut out = String::new();
     out_line!(
         out,
         "mesh {} at version {}",
-        escape(s["mesh"].as_str().unwrap_or("?")),
-        s["version"]
+        escape(s.mesh.as_deref().unwrap_or("?")),
+        s.version
     );
-    let store = &s["store"];
-    match (store["durable"].as_bool(), store["writable"].as_bool()) {
-        (Some(false), _) => out_line!(out, "store: in memory"),
-        (_, Some(true)) => out_line!(
+    store(&mut out, &s.store);
+    processes(&mut out, &s.processes);
+    envoys(&mut out, &s.envoys);
+    routes(&mut out, s);
+    out
+}
+
+fn store(out: &mut String, store: &StoreStatus) {
+    match (store.durable, store.writable) {
+        (false, _) => out_line!(out, "store: in memory"),
+        (true, true) => out_line!(
             out,
             "store: {}, writing ({} failed writes, reopened {} times since start)",
-            text(&store["location"]),
-            store["failed_writes"],
-            store["reopened"]
+            escape(store.location.as_deref().unwrap_or_default()),
+            store.failed_writes,
+            store.reopened
         ),
-        _ => out_line!(
+        (true, false) => out_line!(
             out,
             "store: NOT WRITING; changes are refused until it can ({} failed writes): {}",
-            store["failed_writes"],
-            text(&store["last_error"])
+            store.failed_writes,
+            escape(store.last_error.as_deref().unwrap_or_default())
         ),
     }
+}
+
+fn processes(out: &mut String, processes: &serde_json::Value) {
     out_line!(out, "\nprocesses:");
-    for p in s["processes"].as_array().into_iter().flatten() {
+    for p in processes.as_array().into_iter().flatten() {
         out_line!(
             out,
             "  {:<28} {:<8} pid {:<8} restarts {}{}",
@@ -67,113 +90,102 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
                 .unwrap_or_default()
         );
     }
+}
+
+fn envoys(out: &mut String, envoys: &BTreeMap<String, EnvoyStatus>) {
     out_line!(out, "\nEnvoys:");
-    for (node, e) in s["envoys"].as_object().into_iter().flatten() {
-        let acked: Vec<String> = e["acked"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k} v{}", text(v)))
+    for (node, e) in envoys {
+        let acked: Vec<String> = e
+            .acked
+            .iter()
+            .map(|(k, v)| format!("{k} v{}", escape(v)))
             .collect();
         out_line!(
             out,
             "  {:<20} {:<12} acked: {}",
             escape(node),
-            if e["connected"].as_bool() == Some(true) {
+            if e.connected {
                 "connected"
             } else {
                 "disconnected"
             },
             acked.join(", ")
         );
-        if let Some(problem) = e["problem"].as_str() {
+        if let Some(problem) = &e.problem {
             out_line!(out, "    gets nothing: {}", escape(problem));
         }
-        for o in e["open_streams"].as_array().into_iter().flatten() {
+        for o in &e.open_streams {
             out_line!(
                 out,
                 "    stream {} from {} since {}{}",
-                o["id"],
-                text(&o["peer"]),
-                text(&o["since"]),
-                o["instance"]
-                    .as_str()
+                o.id,
+                escape(o.peer.as_deref().unwrap_or_default()),
+                escape(&o.since),
+                o.instance
+                    .as_deref()
                     .map(|i| format!(" (task {})", escape(i)))
                     .unwrap_or_default()
             );
         }
-        if let Some(n) = e["last_nack"].as_object() {
+        if let Some(n) = &e.last_nack {
             out_line!(
                 out,
                 "    last NACK ({} at version {}, {}): {}",
-                escape(
-                    n["type_url"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or_default()
-                ),
-                text(&n["version"]),
-                text(&n["at"]),
-                text(&n["message"])
+                escape(n.type_url.rsplit('.').next().unwrap_or_default()),
+                escape(&n.version),
+                escape(&n.at),
+                escape(&n.message)
             );
         }
     }
+}
+
+/// The routes of the mesh worked on, with the split observed; then the other meshes'.
+fn routes(out: &mut String, s: &Status) {
     out_line!(
         out,
         "\nroutes (configured weights, and requests Envoy has completed per target):"
     );
-    let observed = &s["observed"];
-    for r in s["routes"].as_array().into_iter().flatten() {
-        let targets = r["targets"].as_array().cloned().unwrap_or_default();
-        let total_w: i64 = targets.iter().filter_map(|t| t["weight"].as_i64()).sum();
-        let total_seen: u64 = targets
-            .iter()
-            .filter_map(|t| observed[t["virtualNode"].as_str().unwrap_or_default()].as_u64())
-            .sum();
-        out_line!(out, "  {}/{}", text(&r["virtualRouter"]), text(&r["route"]));
-        for t in &targets {
-            let node = t["virtualNode"].as_str().unwrap_or_default();
-            let w = t["weight"].as_i64().unwrap_or(0);
-            let seen = observed[node].as_u64().unwrap_or(0);
+    for r in &s.routes {
+        let total_w: i64 = r.targets.iter().map(|t| t.weight).sum();
+        let seen = |node: &str| s.observed.get(node).copied().unwrap_or(0);
+        let total_seen: u64 = r.targets.iter().map(|t| seen(&t.virtual_node)).sum();
+        out_line!(out, "  {}/{}", escape(&r.virtual_router), escape(&r.route));
+        for t in &r.targets {
             let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
+            let observed = seen(&t.virtual_node);
             out_line!(
                 out,
-                "    {:<20} weight {w:>3} ({:>5.1}%)   observed {seen:>7} ({:>5.1}%)",
-                escape(node),
-                share(w as f64, total_w as f64),
-                share(seen as f64, total_seen as f64)
+                "    {:<20} weight {:>3} ({:>5.1}%)   observed {observed:>7} ({:>5.1}%)",
+                escape(&t.virtual_node),
+                t.weight,
+                share(t.weight as f64, total_w as f64),
+                share(observed as f64, total_seen as f64)
             );
         }
     }
     // The other meshes' routes (traffic is observed for the first mesh's tasks only).
-    for m in s["meshes"].as_array().into_iter().flatten().skip(1) {
+    for m in s.meshes.iter().skip(1) {
+        let name = escape(m.name.as_deref().unwrap_or_default());
         out_line!(
             out,
-            "\nroutes of mesh {} (`route set --mesh {}` changes them):",
-            text(&m["name"]),
-            text(&m["name"])
+            "\nroutes of mesh {name} (`route set --mesh {name}` changes them):"
         );
-        for r in m["routes"].as_array().into_iter().flatten() {
-            let split: Vec<String> = r["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| format!("{}={}", text(&t["virtualNode"]), t["weight"]))
+        for r in &m.routes {
+            let split: Vec<String> = r
+                .targets
+                .iter()
+                .map(|t| format!("{}={}", escape(&t.virtual_node), t.weight))
                 .collect();
             out_line!(
                 out,
                 "  {}/{}   {}",
-                text(&r["virtualRouter"]),
-                text(&r["route"]),
+                escape(&r.virtual_router),
+                escape(&r.route),
                 split.join(" ")
             );
         }
     }
-    // All at once, and quietly when the reader has gone (`status | head`).
-    let _ = std::io::stdout().write_all(out.as_bytes());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A JSON string as printable text (control characters escaped); empty when not a string.

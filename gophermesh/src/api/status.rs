@@ -1,0 +1,171 @@
+//! The control API's status (`GET /v1/status`) as one type, which the API serializes and
+//! `gophermesh status`, the console's tests and the end-to-end tests read: the mesh
+//! version, the store's health, every mesh's route weights, the Envoys' sync state, the
+//! traffic observed per target node, and the tasks (whoever runs them describes those).
+
+use std::collections::BTreeMap;
+
+use controlplane::state::persist::StorageHealth;
+use controlplane::xds::ads::EnvoyStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The mesh the local runtime and the console work on, when there is one.
+    pub mesh: Option<String>,
+    /// The snapshot version: one more with every accepted change.
+    pub version: u64,
+    pub store: StoreStatus,
+    /// The routes of `mesh`, with their weights.
+    pub routes: Vec<RouteWeights>,
+    /// Every mesh held, `mesh` first, each with its routes.
+    pub meshes: Vec<MeshRoutes>,
+    /// Requests completed per target virtual node, summed over every Envoy.
+    pub observed: BTreeMap<String, u64>,
+    /// Each Envoy's sync state, by the node it is known by.
+    pub envoys: BTreeMap<String, EnvoyStatus>,
+    /// Where each virtual node's Envoy and app are, as whoever runs the tasks says.
+    pub placements: Value,
+    /// Every supervised process or container, as whoever runs the tasks says.
+    pub processes: Value,
+}
+
+/// The store's health: in memory, or a durable store and how its writes go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub durable: bool,
+    pub writable: bool,
+    /// A file path or `dynamodb://TABLE` (durable stores only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The last write failure, while the store has not written since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub failed_writes: u64,
+    #[serde(default)]
+    pub reopened: u64,
+}
+
+impl StoreStatus {
+    /// The status of a store whose health is `health` (`None`: in memory).
+    pub fn of(health: Option<StorageHealth>) -> Self {
+        match health {
+            None => Self {
+                durable: false,
+                writable: true,
+                location: None,
+                last_error: None,
+                failed_writes: 0,
+                reopened: 0,
+            },
+            Some(h) => Self {
+                durable: true,
+                writable: h.writable,
+                location: Some(h.location),
+                last_error: h.last_error,
+                failed_writes: h.failed_writes,
+                reopened: h.reopened,
+            },
+        }
+    }
+}
+
+/// One route's weighted targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteWeights {
+    pub virtual_router: String,
+    pub route: String,
+    pub targets: Vec<TargetWeight>,
+}
+
+/// One weighted target of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetWeight {
+    pub virtual_node: String,
+    pub weight: i64,
+}
+
+/// A mesh and its routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshRoutes {
+    pub name: Option<String>,
+    pub routes: Vec<RouteWeights>,
+}
+
+impl RouteWeights {
+    /// Every route of `mesh` with its weighted targets (none for a route without).
+    pub fn of_mesh(mesh: &meshmodel::Mesh) -> Vec<Self> {
+        mesh.routes
+            .values()
+            .map(|r| Self {
+                virtual_router: r.value.virtual_router_name.clone(),
+                route: r.value.route_name.clone(),
+                targets: r
+                    .value
+                    .spec
+                    .weighted_targets()
+                    .map(|(_, ts)| {
+                        ts.iter()
+                            .map(|t| TargetWeight {
+                                virtual_node: t.virtual_node.clone(),
+                                weight: t.weight,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+impl Status {
+    /// The weights of route `route` (of any router) of the first mesh listed, in target
+    /// order; `None` when it has no such route.
+    pub fn route_weights(&self, route: &str) -> Option<Vec<i64>> {
+        self.routes
+            .iter()
+            .find(|r| r.route == route)
+            .map(|r| r.targets.iter().map(|t| t.weight).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire shape is the one `gophermesh status`, the console and the tests read, and
+    /// it reads back as it was written.
+    #[test]
+    fn a_status_keeps_its_wire_shape_and_reads_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
+        let status = Status {
+            mesh: mesh.name().map(str::to_owned),
+            version: 7,
+            store: StoreStatus::of(None),
+            routes: RouteWeights::of_mesh(&mesh),
+            meshes: Vec::new(),
+            observed: BTreeMap::new(),
+            envoys: BTreeMap::new(),
+            placements: Value::Null,
+            processes: Value::Null,
+        };
+        let wire = serde_json::to_value(&status).expect("serializes");
+        let distributor = wire["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["route"] == "distributor"))
+            .expect("the distributor route");
+        assert_eq!(distributor["virtualRouter"], "distributor");
+        assert_eq!(distributor["targets"][0]["virtualNode"], "distributor-v1");
+        assert_eq!(wire["store"]["durable"], false);
+        let back: Status = serde_json::from_value(wire).expect("reads back");
+        assert_eq!(back, status);
+        assert_eq!(back.route_weights("distributor"), Some(vec![90, 10]));
+        assert_eq!(back.route_weights("nope"), None);
+    }
+}
