@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::ecs::{AppMeshProxy, TaskDefinition};
+use crate::ecs::{AppMeshProxy, ContainerDefinition, TaskDefinition};
 use crate::mesh::{Mesh, Sourced};
 use crate::problem::{Problem, Problems};
 
@@ -229,73 +229,11 @@ fn check_tasks(
             ));
             continue;
         }
-        let user_path = format!("containerDefinitions[{envoy_index}].user");
-        match (proxy.ignored_uid, envoy.user.as_deref()) {
-            (Some(uid), Some(user)) if user.split(':').next() != Some(uid.to_string().as_str()) => p.push(Problem::new(
-                origin,
-                &user_path,
-                format!("Envoy runs as user `{user}` but IgnoredUID is {uid}: Envoy's own traffic would be redirected back into Envoy"),
-            )),
-            (Some(uid), None) => p.push(Problem::new(
-                origin,
-                &user_path,
-                format!("missing: Envoy must run as the IgnoredUID user ({uid}), or its own traffic loops back into it"),
-            )),
-            _ => {}
-        }
-        if envoy.health_check.is_none() {
-            p.push(Problem::new(
-                origin,
-                format!("containerDefinitions[{envoy_index}].healthCheck"),
-                "missing: without a health check Envoy never becomes HEALTHY, so containers waiting on it never start",
-            ));
-        }
+        check_envoy_container(&mut p, origin, envoy_index, envoy, &proxy);
         if let Some(vn) = vn {
             check_app_ports(&mut p, origin, td, &proxy, &node, vn);
         }
-        for (ci, c) in td.container_definitions.iter().enumerate() {
-            if ci == envoy_index {
-                continue;
-            }
-            for (pi, pm) in c.port_mappings.iter().enumerate() {
-                if let Some(port) = pm.container_port {
-                    if u16::try_from(port).map_or(true, |port| !proxy.app_ports.contains(&port)) {
-                        p.push(Problem::new(
-                            origin,
-                            format!("containerDefinitions[{ci}].portMappings[{pi}].containerPort"),
-                            format!("port {port} is not in AppPorts {:?}, so inbound traffic to it would bypass Envoy", proxy.app_ports),
-                        ));
-                    }
-                }
-            }
-            let waits = c
-                .depends_on
-                .iter()
-                .any(|d| d.container_name == proxy.container_name && d.condition == "HEALTHY");
-            if !waits {
-                p.push(Problem::new(
-                    origin,
-                    format!("containerDefinitions[{ci}].dependsOn"),
-                    format!(
-                        "container `{}` must depend on `{}` with condition HEALTHY, or it starts before Envoy can carry its traffic",
-                        c.name, proxy.container_name
-                    ),
-                ));
-            }
-            if let Some(want) = node_version(&node) {
-                for var in ["GOPHER_VERSION", "Tag"] {
-                    if let Some((i, got)) = c.env(var) {
-                        if got != want {
-                            p.push(Problem::new(
-                                origin,
-                                format!("containerDefinitions[{ci}].environment[{i}].value"),
-                                format!("{var}={got}, but this task is virtual node `{node}`: it would answer as {got}"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
+        check_app_containers(&mut p, origin, td, envoy_index, &proxy, &node);
         out.push(Task {
             origin: origin.clone(),
             definition: (**td).clone(),
@@ -308,6 +246,93 @@ fn check_tasks(
         Ok(out)
     } else {
         Err(Problems(p))
+    }
+}
+
+/// The Envoy container runs as the IgnoredUID user (or its own traffic loops back into
+/// it) and has a health check (or nothing waiting on it ever starts).
+fn check_envoy_container(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    envoy_index: usize,
+    envoy: &ContainerDefinition,
+    proxy: &AppMeshProxy,
+) {
+    let user_path = format!("containerDefinitions[{envoy_index}].user");
+    match (proxy.ignored_uid, envoy.user.as_deref()) {
+        (Some(uid), Some(user)) if user.split(':').next() != Some(uid.to_string().as_str()) => p.push(Problem::new(
+            origin,
+            &user_path,
+            format!("Envoy runs as user `{user}` but IgnoredUID is {uid}: Envoy's own traffic would be redirected back into Envoy"),
+        )),
+        (Some(uid), None) => p.push(Problem::new(
+            origin,
+            &user_path,
+            format!("missing: Envoy must run as the IgnoredUID user ({uid}), or its own traffic loops back into it"),
+        )),
+        _ => {}
+    }
+    if envoy.health_check.is_none() {
+        p.push(Problem::new(
+            origin,
+            format!("containerDefinitions[{envoy_index}].healthCheck"),
+            "missing: without a health check Envoy never becomes HEALTHY, so containers waiting on it never start",
+        ));
+    }
+}
+
+/// Each app container: its ports are AppPorts (or inbound traffic bypasses Envoy), it
+/// waits for Envoy to be HEALTHY, and its version variables say what its node is.
+fn check_app_containers(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    td: &TaskDefinition,
+    envoy_index: usize,
+    proxy: &AppMeshProxy,
+    node: &str,
+) {
+    for (ci, c) in td.container_definitions.iter().enumerate() {
+        if ci == envoy_index {
+            continue;
+        }
+        for (pi, pm) in c.port_mappings.iter().enumerate() {
+            if let Some(port) = pm.container_port {
+                if u16::try_from(port).map_or(true, |port| !proxy.app_ports.contains(&port)) {
+                    p.push(Problem::new(
+                        origin,
+                        format!("containerDefinitions[{ci}].portMappings[{pi}].containerPort"),
+                        format!("port {port} is not in AppPorts {:?}, so inbound traffic to it would bypass Envoy", proxy.app_ports),
+                    ));
+                }
+            }
+        }
+        let waits = c
+            .depends_on
+            .iter()
+            .any(|d| d.container_name == proxy.container_name && d.condition == "HEALTHY");
+        if !waits {
+            p.push(Problem::new(
+                origin,
+                format!("containerDefinitions[{ci}].dependsOn"),
+                format!(
+                    "container `{}` must depend on `{}` with condition HEALTHY, or it starts before Envoy can carry its traffic",
+                    c.name, proxy.container_name
+                ),
+            ));
+        }
+        if let Some(want) = node_version(node) {
+            for var in ["GOPHER_VERSION", "Tag"] {
+                if let Some((i, got)) = c.env(var) {
+                    if got != want {
+                        p.push(Problem::new(
+                            origin,
+                            format!("containerDefinitions[{ci}].environment[{i}].value"),
+                            format!("{var}={got}, but this task is virtual node `{node}`: it would answer as {got}"),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 
