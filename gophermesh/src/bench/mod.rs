@@ -406,202 +406,17 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         args.out.display()
     ));
 
-    let mut scenarios = BTreeMap::new();
-    let mut rss: BTreeMap<String, Memory> = BTreeMap::new();
-    let mut ready = BTreeMap::new();
-
-    // Start-up time and idle memory of each service on its own.
-    for (name, extra) in [
-        ("distributor", vec![]),
-        (
-            "requester",
-            vec![
-                "--distributor-url".to_owned(),
-                "http://127.0.0.1:9/".to_owned(),
-            ],
-        ),
-    ] {
-        let (ms, idle) = bench.start_up(name, &extra).await?;
-        say(format!(
-            "{name}: ready {ms:.1} ms after exec (median of 5), idle RSS {idle:.1} MiB"
-        ));
-        ready.insert(name.to_owned(), ms);
-        rss.insert(name.to_owned(), Memory { idle, load: 0.0 });
-    }
-
-    // 1. The floor (a minimal hyper server) and 2. the distributor directly, side by side.
-    let (hello, hello_url) = bench.service("hello", &[]).await?;
-    let hello_url = format!("{hello_url}/");
-    until_ok(&bench.http, &hello_url, Duration::from_secs(10)).await?;
-    let (distributor, durl) = bench.service("distributor", &[]).await?;
-    let durl = format!("{durl}/");
-    until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
-    let dpid = distributor.pid()?;
-    let measured = bench
-        .measure(&[
-            Target {
-                key: "hello_floor",
-                url: hello_url,
-                pids: vec![("hello".into(), hello.pid()?)],
-            },
-            Target {
-                key: "distributor_direct",
-                url: durl.clone(),
-                pids: vec![("distributor".into(), dpid)],
-            },
-        ])
-        .await?;
-    for (key, s) in ["hello_floor", "distributor_direct"]
-        .into_iter()
-        .zip(measured)
-    {
-        scenarios.insert(key.to_owned(), s);
-    }
-    drop(hello);
-
-    // 3. The requester calling the distributor directly.
-    let (requester, rurl) = bench
-        .service("requester", &["--distributor-url".to_owned(), durl.clone()])
-        .await?;
-    let rurl = format!("{rurl}/");
-    until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
-    let rpid = requester.pid()?;
-    let measured = bench
-        .measure(&[Target {
-            key: "requester_direct",
-            url: rurl,
-            pids: vec![("requester".into(), rpid), ("distributor".into(), dpid)],
-        }])
-        .await?;
-    for s in measured {
-        scenarios.insert("requester_direct".to_owned(), s);
-    }
-    if let Some(m) = rss.get_mut("distributor") {
-        m.load = memory_mib(dpid, "VmHWM")?;
-    }
-    if let Some(m) = rss.get_mut("requester") {
-        m.load = memory_mib(rpid, "VmHWM")?;
-    }
-    drop(requester);
-    drop(distributor);
-
-    // 4. Through the mesh and 5. the same mesh with minimal hyper stand-ins for the
-    // gophers (the fair floor): two local meshes at once, side by side.
-    say(
-        "starting the local mesh (gophermesh up), and a second one whose apps are minimal hyper stand-ins",
-    );
-    let up = bench
-        .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &bench.bin_dir)
-        .await?;
-    let floor_bin = stand_ins(&work.join("floor-bin"), &bench.me)?;
-    let floor = bench
-        .up(
-            "mesh-floor",
-            &bench.mesh_dir,
-            &bench.taskdefs_dir,
-            &floor_bin,
-        )
-        .await?;
-    let (_, host) = answered_by(&bench.http, &floor.requester).await?;
-    if host != "hyper-floor" {
-        bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
-    }
-    let procs = up.processes(&bench.http).await?;
-    let floor_procs = floor.processes(&bench.http).await?;
-    // Before any load: the Envoys' idle memory.
-    let mut idle_envoy = 0.0_f64;
-    for pid in &envoy_pids(&procs) {
-        idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
-    }
-    let measured = bench
-        .measure(&[
-            Target {
-                key: "mesh",
-                url: format!("{}/", up.requester),
-                pids: procs.clone(),
-            },
-            Target {
-                key: "mesh_floor",
-                url: format!("{}/", floor.requester),
-                pids: floor_procs,
-            },
-        ])
-        .await?;
-    for (key, s) in ["mesh", "mesh_floor"].into_iter().zip(measured) {
-        scenarios.insert(key.to_owned(), s);
-    }
-    floor.stop().await;
-    let mut envoy_peak = 0.0_f64;
-    for pid in &envoy_pids(&procs) {
-        envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
-    }
-    rss.insert(
-        "envoy".to_owned(),
-        Memory {
-            idle: idle_envoy,
-            load: envoy_peak,
-        },
-    );
-    say(format!("timing {shifts} route shifts"));
-    let shift = shift_propagation(&bench.http, &up, shifts).await?;
-    say(format!(
-        "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
-        shift.p50, shift.p99
-    ));
-    up.stop().await;
-
-    // Control plane scaling.
-    let mut scale_points = Vec::new();
-    for &n in &args.scale {
-        let dir = work.join(format!("scale-{n}"));
-        let resources = scale::generate(&dir, n, &bench.taskdefs_dir)?;
-        say(format!(
-            "control plane with {n} virtual nodes ({resources} resources)"
-        ));
-        let up = bench
-            .up(
-                &format!("scale-{n}"),
-                &dir.join("mesh"),
-                &dir.join("taskdefs"),
-                &bench.bin_dir,
-            )
-            .await?;
-        let status = up.status(&bench.http).await?;
-        let push_ms = status["envoys"]["requester"]["first_config_ms"]
-            .as_f64()
-            .context("the requester's Envoy never ACKed its whole configuration")?;
-        let up_pid = up.child.id().context("up exited")?;
-        let rss_mib = memory_mib(up_pid, "VmRSS")?;
-        say(format!(
-            "  pushed in {push_ms:.1} ms; control plane RSS {rss_mib:.1} MiB"
-        ));
-        scale_points.push(ScalePoint {
-            virtual_nodes: n,
-            resources,
-            push_ms,
-            control_plane_rss_mib: rss_mib,
-        });
-        up.stop().await;
-    }
-
-    // The control plane at fleet scale.
-    let mut fleet = Vec::new();
-    for &(clients, nodes) in &args.fleet {
-        let config = fleet::FleetConfig {
-            clients: vec![clients],
-            nodes,
-            changes: args.fleet_changes,
-            out: args.out.clone(),
-            taskdefs_dir: bench.taskdefs_dir.clone(),
-            envoys: 2,
-            envoy_bin: Some(bench.envoy.clone()),
-        };
-        say(format!(
-            "fleet of {clients} simulated sidecars (and 2 real Envoys) against gophermesh serve with {nodes} virtual nodes"
-        ));
-        fleet.extend(fleet::runs(&config, &work).await?);
-    }
-
+    let mut gathered = Gathered::default();
+    bench.services_alone(&mut gathered).await?;
+    bench.direct(&mut gathered).await?;
+    let shift = bench.meshes(&mut gathered, shifts).await?;
+    let scale_points = bench.scale(&args.scale).await?;
+    let fleet = bench.fleets(args).await?;
+    let Gathered {
+        scenarios,
+        rss,
+        ready,
+    } = gathered;
     let mut settings = BTreeMap::new();
     settings.insert("concurrency".to_owned(), bench.wrk.connections.to_string());
     settings.insert("load_threads".to_owned(), bench.wrk.threads.to_string());
@@ -639,4 +454,236 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         svg_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the scenarios measured, as they go.
+#[derive(Default)]
+struct Gathered {
+    scenarios: BTreeMap<String, Scenario>,
+    rss: BTreeMap<String, Memory>,
+    ready: BTreeMap<String, f64>,
+}
+
+impl Bench {
+    /// Start-up time and idle memory of each service on its own.
+    async fn services_alone(&self, g: &mut Gathered) -> anyhow::Result<()> {
+        let bench = self;
+        let (ready, rss) = (&mut g.ready, &mut g.rss);
+        for (name, extra) in [
+            ("distributor", vec![]),
+            (
+                "requester",
+                vec![
+                    "--distributor-url".to_owned(),
+                    "http://127.0.0.1:9/".to_owned(),
+                ],
+            ),
+        ] {
+            let (ms, idle) = bench.start_up(name, &extra).await?;
+            say(format!(
+                "{name}: ready {ms:.1} ms after exec (median of 5), idle RSS {idle:.1} MiB"
+            ));
+            ready.insert(name.to_owned(), ms);
+            rss.insert(name.to_owned(), Memory { idle, load: 0.0 });
+        }
+
+        Ok(())
+    }
+
+    /// The floor (a minimal hyper server) and the distributor directly, side by side;
+    /// then the requester calling the distributor directly.
+    async fn direct(&self, g: &mut Gathered) -> anyhow::Result<()> {
+        let bench = self;
+        let (scenarios, rss) = (&mut g.scenarios, &mut g.rss);
+        let (hello, hello_url) = bench.service("hello", &[]).await?;
+        let hello_url = format!("{hello_url}/");
+        until_ok(&bench.http, &hello_url, Duration::from_secs(10)).await?;
+        let (distributor, durl) = bench.service("distributor", &[]).await?;
+        let durl = format!("{durl}/");
+        until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
+        let dpid = distributor.pid()?;
+        let measured = bench
+            .measure(&[
+                Target {
+                    key: "hello_floor",
+                    url: hello_url,
+                    pids: vec![("hello".into(), hello.pid()?)],
+                },
+                Target {
+                    key: "distributor_direct",
+                    url: durl.clone(),
+                    pids: vec![("distributor".into(), dpid)],
+                },
+            ])
+            .await?;
+        for (key, s) in ["hello_floor", "distributor_direct"]
+            .into_iter()
+            .zip(measured)
+        {
+            scenarios.insert(key.to_owned(), s);
+        }
+        drop(hello);
+
+        // 3. The requester calling the distributor directly.
+        let (requester, rurl) = bench
+            .service("requester", &["--distributor-url".to_owned(), durl.clone()])
+            .await?;
+        let rurl = format!("{rurl}/");
+        until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
+        let rpid = requester.pid()?;
+        let measured = bench
+            .measure(&[Target {
+                key: "requester_direct",
+                url: rurl,
+                pids: vec![("requester".into(), rpid), ("distributor".into(), dpid)],
+            }])
+            .await?;
+        for s in measured {
+            scenarios.insert("requester_direct".to_owned(), s);
+        }
+        if let Some(m) = rss.get_mut("distributor") {
+            m.load = memory_mib(dpid, "VmHWM")?;
+        }
+        if let Some(m) = rss.get_mut("requester") {
+            m.load = memory_mib(rpid, "VmHWM")?;
+        }
+        drop(requester);
+        drop(distributor);
+
+        Ok(())
+    }
+
+    /// Through the mesh, and the same mesh with minimal hyper stand-ins for the gophers
+    /// (the fair floor): two local meshes at once, side by side; then the time a route
+    /// shift takes to reach the requests, `shifts` times.
+    async fn meshes(&self, g: &mut Gathered, shifts: u32) -> anyhow::Result<report::Shifts> {
+        let (bench, work) = (self, &self.work);
+        let (scenarios, rss) = (&mut g.scenarios, &mut g.rss);
+        say(
+            "starting the local mesh (gophermesh up), and a second one whose apps are minimal hyper stand-ins",
+        );
+        let up = bench
+            .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &bench.bin_dir)
+            .await?;
+        let floor_bin = stand_ins(&work.join("floor-bin"), &bench.me)?;
+        let floor = bench
+            .up(
+                "mesh-floor",
+                &bench.mesh_dir,
+                &bench.taskdefs_dir,
+                &floor_bin,
+            )
+            .await?;
+        let (_, host) = answered_by(&bench.http, &floor.requester).await?;
+        if host != "hyper-floor" {
+            bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
+        }
+        let procs = up.processes(&bench.http).await?;
+        let floor_procs = floor.processes(&bench.http).await?;
+        // Before any load: the Envoys' idle memory.
+        let mut idle_envoy = 0.0_f64;
+        for pid in &envoy_pids(&procs) {
+            idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
+        }
+        let measured = bench
+            .measure(&[
+                Target {
+                    key: "mesh",
+                    url: format!("{}/", up.requester),
+                    pids: procs.clone(),
+                },
+                Target {
+                    key: "mesh_floor",
+                    url: format!("{}/", floor.requester),
+                    pids: floor_procs,
+                },
+            ])
+            .await?;
+        for (key, s) in ["mesh", "mesh_floor"].into_iter().zip(measured) {
+            scenarios.insert(key.to_owned(), s);
+        }
+        floor.stop().await;
+        let mut envoy_peak = 0.0_f64;
+        for pid in &envoy_pids(&procs) {
+            envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
+        }
+        rss.insert(
+            "envoy".to_owned(),
+            Memory {
+                idle: idle_envoy,
+                load: envoy_peak,
+            },
+        );
+        say(format!("timing {shifts} route shifts"));
+        let shift = shift_propagation(&bench.http, &up, shifts).await?;
+        say(format!(
+            "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
+            shift.p50, shift.p99
+        ));
+        up.stop().await;
+
+        Ok(shift)
+    }
+
+    /// The control plane with `sizes` virtual nodes: its push time and memory.
+    async fn scale(&self, sizes: &[u32]) -> anyhow::Result<Vec<ScalePoint>> {
+        let (bench, work) = (self, &self.work);
+        let mut scale_points = Vec::new();
+        for &n in sizes {
+            let dir = work.join(format!("scale-{n}"));
+            let resources = scale::generate(&dir, n, &bench.taskdefs_dir)?;
+            say(format!(
+                "control plane with {n} virtual nodes ({resources} resources)"
+            ));
+            let up = bench
+                .up(
+                    &format!("scale-{n}"),
+                    &dir.join("mesh"),
+                    &dir.join("taskdefs"),
+                    &bench.bin_dir,
+                )
+                .await?;
+            let status = up.status(&bench.http).await?;
+            let push_ms = status["envoys"]["requester"]["first_config_ms"]
+                .as_f64()
+                .context("the requester's Envoy never ACKed its whole configuration")?;
+            let up_pid = up.child.id().context("up exited")?;
+            let rss_mib = memory_mib(up_pid, "VmRSS")?;
+            say(format!(
+                "  pushed in {push_ms:.1} ms; control plane RSS {rss_mib:.1} MiB"
+            ));
+            scale_points.push(ScalePoint {
+                virtual_nodes: n,
+                resources,
+                push_ms,
+                control_plane_rss_mib: rss_mib,
+            });
+            up.stop().await;
+        }
+
+        Ok(scale_points)
+    }
+
+    /// The control plane at fleet scale, as `args.fleet` asks.
+    async fn fleets(&self, args: &BenchConfig) -> anyhow::Result<Vec<serde_json::Value>> {
+        let (bench, work) = (self, &self.work);
+        let mut fleet = Vec::new();
+        for &(clients, nodes) in &args.fleet {
+            let config = fleet::FleetConfig {
+                clients: vec![clients],
+                nodes,
+                changes: args.fleet_changes,
+                out: args.out.clone(),
+                taskdefs_dir: bench.taskdefs_dir.clone(),
+                envoys: 2,
+                envoy_bin: Some(bench.envoy.clone()),
+            };
+            say(format!(
+                "fleet of {clients} simulated sidecars (and 2 real Envoys) against gophermesh serve with {nodes} virtual nodes"
+            ));
+            fleet.extend(fleet::runs(&config, work).await?);
+        }
+
+        Ok(fleet)
+    }
 }
