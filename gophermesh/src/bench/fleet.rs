@@ -20,19 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use envoy_types::pb::envoy::config::route::v3::route::Action;
-use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager::RouteSpecifier,
-};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-use prost::Message as _;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::mpsc;
@@ -40,6 +27,13 @@ use tokio::sync::mpsc;
 use crate::progress::{UpAddresses, say};
 
 use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+
+mod digest;
+mod real;
+mod sidecar;
+
+use real::{RealEnvoy, compare};
+use sidecar::{Acked, Received, lock, sidecar};
 
 /// What `bench-fleet` is asked to do.
 #[derive(Debug, Clone)]
@@ -59,432 +53,6 @@ pub struct FleetConfig {
     pub envoys: u32,
     /// The Envoy binary (`None`: found as `up` finds it).
     pub envoy_bin: Option<PathBuf>,
-}
-
-/// What a simulated sidecar last received, by type: the version, and what the resources
-/// say in the terms a real Envoy's config dump can be read in ([`Digest`]).
-type Received = Arc<std::sync::Mutex<BTreeMap<&'static str, (u64, Vec<String>)>>>;
-
-/// One ACK a sidecar sent.
-#[derive(Debug)]
-struct Acked {
-    client: usize,
-    type_url: &'static str,
-    version: u64,
-}
-
-fn short(type_url: &str) -> Option<&'static str> {
-    match type_url {
-        CLUSTER_TYPE => Some(CLUSTER_TYPE),
-        LISTENER_TYPE => Some(LISTENER_TYPE),
-        ROUTE_TYPE => Some(ROUTE_TYPE),
-        _ => None,
-    }
-}
-
-/// The route configuration names the listeners of `response` ask for (as Envoy reads them
-/// from each HTTP connection manager's `rds`).
-fn rds_names(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for any in &response.resources {
-        let listener =
-            Listener::decode(any.value.as_slice()).context("a listener that does not decode")?;
-        for chain in &listener.filter_chains {
-            for filter in &chain.filters {
-                let Some(
-                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
-                        typed,
-                    ),
-                ) = &filter.config_type
-                else {
-                    continue;
-                };
-                if typed.type_url.ends_with("HttpConnectionManager") {
-                    let hcm = HttpConnectionManager::decode(typed.value.as_slice())
-                        .context("an HTTP connection manager that does not decode")?;
-                    if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
-                        names.push(rds.route_config_name);
-                    }
-                }
-            }
-        }
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A digest line of a route target: route configuration, virtual host, cluster and, for
-/// weighted clusters, the weight. Both digests write them here, so that they compare.
-fn target_line(config: &str, host: &str, cluster: &str, weight: Option<u64>) -> String {
-    match weight {
-        Some(w) => format!("{config} {host} -> {cluster} x{w}"),
-        None => format!("{config} {host} -> {cluster}"),
-    }
-}
-
-/// What a response's resources say, as lines that a real Envoy's config dump gives too:
-/// each cluster's and listener's name, and each route configuration's name with every
-/// route's target clusters and weights, by virtual host. Sorted.
-fn digest_of(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for any in &response.resources {
-        match response.type_url.as_str() {
-            CLUSTER_TYPE => lines.push(format!(
-                "cluster {}",
-                Cluster::decode(any.value.as_slice())?.name
-            )),
-            LISTENER_TYPE => lines.push(format!(
-                "listener {}",
-                Listener::decode(any.value.as_slice())?.name
-            )),
-            _ => {
-                let config = RouteConfiguration::decode(any.value.as_slice())?;
-                lines.push(format!("routes {}", config.name));
-                for host in &config.virtual_hosts {
-                    for route in &host.routes {
-                        let Some(Action::Route(action)) = &route.action else {
-                            continue;
-                        };
-                        match &action.cluster_specifier {
-                            Some(ClusterSpecifier::Cluster(c)) => {
-                                lines.push(target_line(&config.name, &host.name, c, None));
-                            }
-                            Some(ClusterSpecifier::WeightedClusters(w)) => {
-                                for c in &w.clusters {
-                                    let weight = c.weight.map_or(0, |w| u64::from(w.value));
-                                    lines.push(target_line(
-                                        &config.name,
-                                        &host.name,
-                                        &c.name,
-                                        Some(weight),
-                                    ));
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-    }
-    lines.sort();
-    Ok(lines)
-}
-
-/// The same lines from a real Envoy's `/config_dump`, with each type's version.
-fn digest_of_dump(dump: &serde_json::Value) -> BTreeMap<&'static str, (u64, Vec<String>)> {
-    let version = |v: &serde_json::Value| v.as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    let mut out = BTreeMap::new();
-    for config in dump["configs"].as_array().into_iter().flatten() {
-        let kind = config["@type"].as_str().unwrap_or_default();
-        let (type_url, items) = if kind.ends_with("ClustersConfigDump") {
-            (CLUSTER_TYPE, &config["dynamic_active_clusters"])
-        } else if kind.ends_with("ListenersConfigDump") {
-            (LISTENER_TYPE, &config["dynamic_listeners"])
-        } else if kind.ends_with("RoutesConfigDump") {
-            (ROUTE_TYPE, &config["dynamic_route_configs"])
-        } else {
-            continue;
-        };
-        let mut lines = Vec::new();
-        let mut newest = 0;
-        for item in items.as_array().into_iter().flatten() {
-            match type_url {
-                CLUSTER_TYPE => {
-                    newest = newest.max(version(&item["version_info"]));
-                    lines.push(format!("cluster {}", text(&item["cluster"]["name"])));
-                }
-                LISTENER_TYPE => {
-                    let active = &item["active_state"];
-                    newest = newest.max(version(&active["version_info"]));
-                    lines.push(format!("listener {}", text(&active["listener"]["name"])));
-                }
-                _ => {
-                    newest = newest.max(version(&item["version_info"]));
-                    let config = &item["route_config"];
-                    let name = text(&config["name"]);
-                    lines.push(format!("routes {name}"));
-                    for host in config["virtual_hosts"].as_array().into_iter().flatten() {
-                        let host_name = text(&host["name"]);
-                        for route in host["routes"].as_array().into_iter().flatten() {
-                            let action = &route["route"];
-                            if let Some(c) = action["cluster"].as_str() {
-                                lines.push(target_line(&name, &host_name, c, None));
-                            }
-                            for c in action["weighted_clusters"]["clusters"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                            {
-                                lines.push(target_line(
-                                    &name,
-                                    &host_name,
-                                    &text(&c["name"]),
-                                    Some(c["weight"].as_u64().unwrap_or(0)),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        lines.sort();
-        out.insert(type_url, (newest, lines));
-    }
-    out
-}
-
-/// A real Envoy of the `requester` node, as task `index` of the fleet.
-struct RealEnvoy {
-    _child: tokio::process::Child,
-    admin: crate::runtime::envoy::EnvoyAdmin,
-}
-
-impl RealEnvoy {
-    async fn start(envoy: &Path, xds: &str, dir: &Path, index: u32) -> anyhow::Result<Self> {
-        let xds: std::net::SocketAddr = xds
-            .parse()
-            .with_context(|| format!("serve's xDS address `{xds}`"))?;
-        let mut boot = crate::runtime::envoy::bootstrap(
-            "gophermesh",
-            "requester",
-            ([127, 0, 0, 1], 0).into(),
-            xds,
-        );
-        boot["node"]["metadata"] = json!({"aws.appmesh.platformInfo": {
-            "ecsTaskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/fleet/envoy-{index}")
-        }});
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("envoy-{index}.json"));
-        std::fs::write(&path, serde_json::to_vec(&boot)?)?;
-        let address_file = dir.join(format!("envoy-{index}.admin"));
-        let _ = std::fs::remove_file(&address_file);
-        let log = std::fs::File::create(dir.join(format!("envoy-{index}.log")))?;
-        let options = crate::runtime::envoy::EnvoyOptions {
-            concurrency: 1,
-            log_level: "warn".to_owned(),
-        };
-        let child = tokio::process::Command::new(envoy)
-            .args(options.args(&path.display().to_string()))
-            .arg("--admin-address-path")
-            .arg(&address_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", envoy.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            if let Some(addr) = std::fs::read_to_string(&address_file)
-                .ok()
-                .and_then(|a| a.trim().parse().ok())
-            {
-                break addr;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "Envoy {index} wrote no admin address within 20 s; see {}",
-                    dir.join(format!("envoy-{index}.log")).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Ok(Self {
-            _child: child,
-            admin: crate::runtime::envoy::EnvoyAdmin { addr, netns: None },
-        })
-    }
-
-    /// What it holds, once its route configurations are at `version` (within 30 s).
-    async fn holding(
-        &self,
-        version: u64,
-    ) -> anyhow::Result<BTreeMap<&'static str, (u64, Vec<String>)>> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self
-                .admin
-                .get("/config_dump", Duration::from_secs(10))
-                .await?;
-            if status == 200 {
-                let held = digest_of_dump(&serde_json::from_str(&body)?);
-                if held.get(ROUTE_TYPE).is_some_and(|(v, _)| *v >= version) {
-                    return Ok(held);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the real Envoy at {} did not hold routes of version {version} within 30 s",
-                    self.admin
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Compares what a real Envoy holds with what the simulated sidecar received.
-fn compare(
-    real: &BTreeMap<&'static str, (u64, Vec<String>)>,
-    simulated: &BTreeMap<&'static str, (u64, Vec<String>)>,
-) -> anyhow::Result<()> {
-    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
-        let (Some((rv, real)), Some((sv, simulated))) =
-            (real.get(type_url), simulated.get(type_url))
-        else {
-            bail!("{type_url}: the real Envoy or the simulated sidecar holds none");
-        };
-        // Content always; the version only for the route configurations that changed
-        // last: a type that did not change may be sent again, unchanged, under a newer
-        // version (when an Envoy asks again), and Envoy keeps the version it was sent.
-        if (type_url == ROUTE_TYPE && rv != sv) || real != simulated {
-            let only_real: Vec<_> = real
-                .iter()
-                .filter(|l| !simulated.contains(l))
-                .take(3)
-                .collect();
-            let only_sim: Vec<_> = simulated
-                .iter()
-                .filter(|l| !real.contains(l))
-                .take(3)
-                .collect();
-            bail!(
-                "{type_url}: the real Envoy holds version {rv} ({} lines), the simulated sidecar {sv} ({} lines); only the real one: {only_real:?}; only the simulated one: {only_sim:?}",
-                real.len(),
-                simulated.len()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
-/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
-async fn sidecar(
-    xds: String,
-    index: usize,
-    acks: mpsc::UnboundedSender<Acked>,
-    bytes: Arc<AtomicU64>,
-    reconnects: Arc<AtomicU64>,
-    received: Option<Received>,
-) -> anyhow::Result<()> {
-    let mut attempt: u64 = 0;
-    loop {
-        match one_stream(&xds, index, &acks, &bytes, received.as_ref()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 30 => {
-                attempt += 1;
-                reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("sidecar {index}: stream {attempt} ended: {e:#}");
-                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// One ADS stream of sidecar `index`, until it ends.
-async fn one_stream(
-    xds: &str,
-    index: usize,
-    acks: &mpsc::UnboundedSender<Acked>,
-    bytes: &AtomicU64,
-    received: Option<&Received>,
-) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
-        .connect()
-        .await
-        .context("cannot connect to ADS")?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
-    let text = |v: String| PbValue {
-        kind: Some(Kind::StringValue(v)),
-    };
-    let info = Struct {
-        fields: [(
-            "ecsTaskArn".to_owned(),
-            text(format!(
-                "arn:aws:ecs:us-east-1:000000000000:task/fleet/{index}"
-            )),
-        )]
-        .into(),
-    };
-    let node = Node {
-        id: "mesh/gophermesh/virtualNode/requester".to_owned(),
-        cluster: "requester".to_owned(),
-        metadata: Some(Struct {
-            fields: [(
-                "aws.appmesh.platformInfo".to_owned(),
-                PbValue {
-                    kind: Some(Kind::StructValue(info)),
-                },
-            )]
-            .into(),
-        }),
-        ..Default::default()
-    };
-    let ask = |type_url: &str, names: Vec<String>| DiscoveryRequest {
-        type_url: type_url.to_owned(),
-        resource_names: names,
-        ..Default::default()
-    };
-    tx.send(DiscoveryRequest {
-        node: Some(node),
-        ..ask(CLUSTER_TYPE, Vec::new())
-    })
-    .await?;
-    tx.send(ask(LISTENER_TYPE, Vec::new())).await?;
-    let mut inbound = client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .context("the ADS stream was refused")?
-        .into_inner();
-    let mut routes_asked: Option<Vec<String>> = None;
-    while let Some(response) = inbound.message().await.context("the ADS stream broke")? {
-        bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
-        let Some(type_url) = short(&response.type_url) else {
-            bail!(
-                "a response of a type never asked for: {}",
-                response.type_url
-            );
-        };
-        let mut names = Vec::new();
-        if type_url == LISTENER_TYPE {
-            let wanted = rds_names(&response)?;
-            if routes_asked.as_ref() != Some(&wanted) {
-                tx.send(ask(ROUTE_TYPE, wanted.clone())).await?;
-                routes_asked = Some(wanted);
-            }
-        }
-        if type_url == ROUTE_TYPE {
-            names = routes_asked.clone().unwrap_or_default();
-        }
-        tx.send(DiscoveryRequest {
-            version_info: response.version_info.clone(),
-            response_nonce: response.nonce.clone(),
-            ..ask(type_url, names)
-        })
-        .await?;
-        let version = response.version_info.parse().unwrap_or(0);
-        if let Some(received) = received {
-            let digest = digest_of(&response)?;
-            lock(received).insert(type_url, (version, digest));
-        }
-        let _ = acks.send(Acked {
-            client: index,
-            type_url,
-            version,
-        });
-    }
-    Ok(())
 }
 
 /// `gophermesh serve` on a generated mesh, on loopback with port 0.
@@ -644,58 +212,11 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         reconnects.load(Ordering::Relaxed)
     ));
 
-    let mut times = Vec::new();
     let (cpu0, _) = usage(pid)?;
     let bytes0 = bytes.load(Ordering::Relaxed);
-    for i in 0..config.changes {
-        let weight = if i % 2 == 0 { 2 } else { 1 };
-        let t0 = Instant::now();
-        let answer: serde_json::Value = http
-            .put(format!(
-                "{}/v1/routes/svc-0/weights?router=svc-0",
-                served.control
-            ))
-            .bearer_auth(served.token.text())
-            .json(&json!({"weights": {"svc-0": weight}}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let v = answer["version"]
-            .as_u64()
-            .with_context(|| format!("the route change was refused: {answer}"))?;
-        until_all(
-            &mut acks,
-            &mut latest,
-            &[ROUTE_TYPE],
-            v,
-            Duration::from_secs(120),
-        )
-        .await
-        .with_context(|| format!("change {i}"))?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
+    let mut times = timed_changes(&http, &served, &mut acks, &mut latest, config.changes).await?;
     let (cpu1, rss) = usage(pid)?;
-    // The real Envoys hold what the simulated sidecars were sent.
-    let last = lock(&received).get(ROUTE_TYPE).map_or(0, |(v, _)| *v);
-    for (i, envoy) in real.iter().enumerate() {
-        let held = envoy.holding(last).await?;
-        compare(&held, &lock(&received))
-            .with_context(|| format!("real Envoy {i} and simulated sidecar 0 differ"))?;
-    }
-    if !real.is_empty() {
-        let lines: Vec<String> = lock(&received)
-            .values()
-            .flat_map(|(_, l)| l.iter().cloned())
-            .collect();
-        let targets = lines.iter().filter(|l| l.contains(" -> ")).count();
-        say(format!(
-            "  {} real Envoys of the same node hold what the simulated sidecars received: {} clusters, {} listeners, {targets} route targets with their weights",
-            real.len(),
-            lines.iter().filter(|l| l.starts_with("cluster ")).count(),
-            lines.iter().filter(|l| l.starts_with("listener ")).count(),
-        ));
-    }
+    real_envoys_agree(&real, &received).await?;
     let per_change_bytes =
         (bytes.load(Ordering::Relaxed) - bytes0) as f64 / f64::from(config.changes.max(1));
     for t in tasks {
@@ -732,6 +253,66 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
+}
+
+/// Makes `changes` route changes through the control API, each waiting until every sidecar
+/// has ACKed it; how long each took, in ms.
+async fn timed_changes(
+    http: &reqwest::Client,
+    served: &Served,
+    acks: &mut mpsc::UnboundedReceiver<Acked>,
+    latest: &mut [BTreeMap<&'static str, u64>],
+    changes: u32,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for i in 0..changes {
+        let weight = if i % 2 == 0 { 2 } else { 1 };
+        let t0 = Instant::now();
+        let answer: serde_json::Value = http
+            .put(format!(
+                "{}/v1/routes/svc-0/weights?router=svc-0",
+                served.control
+            ))
+            .bearer_auth(served.token.text())
+            .json(&json!({"weights": {"svc-0": weight}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let v = answer["version"]
+            .as_u64()
+            .with_context(|| format!("the route change was refused: {answer}"))?;
+        until_all(acks, latest, &[ROUTE_TYPE], v, Duration::from_secs(120))
+            .await
+            .with_context(|| format!("change {i}"))?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
+}
+
+/// The real Envoys hold what the simulated sidecars were sent.
+async fn real_envoys_agree(real: &[RealEnvoy], received: &Received) -> anyhow::Result<()> {
+    // The real Envoys hold what the simulated sidecars were sent.
+    let last = lock(received).get(ROUTE_TYPE).map_or(0, |(v, _)| *v);
+    for (i, envoy) in real.iter().enumerate() {
+        let held = envoy.holding(last).await?;
+        compare(&held, &lock(received))
+            .with_context(|| format!("real Envoy {i} and simulated sidecar 0 differ"))?;
+    }
+    if !real.is_empty() {
+        let lines: Vec<String> = lock(received)
+            .values()
+            .flat_map(|(_, l)| l.iter().cloned())
+            .collect();
+        let targets = lines.iter().filter(|l| l.contains(" -> ")).count();
+        say(format!(
+            "  {} real Envoys of the same node hold what the simulated sidecars received: {} clusters, {} listeners, {targets} route targets with their weights",
+            real.len(),
+            lines.iter().filter(|l| l.starts_with("cluster ")).count(),
+            lines.iter().filter(|l| l.starts_with("listener ")).count(),
+        ));
+    }
+    Ok(())
 }
 
 /// Every fleet size of `config` in turn, in `work`; their figures.
@@ -777,10 +358,23 @@ pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::config::route::v3::route::Action;
+    use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
+    use super::digest::{digest_of, digest_of_dump};
+    use super::sidecar::short;
+    use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
     use envoy_types::pb::envoy::config::route::v3::{
         Route, RouteAction, VirtualHost, WeightedCluster, weighted_cluster::ClusterWeight,
     };
     use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+    use prost::Message as _;
 
     fn response(type_url: &str, version: &str, resources: Vec<Vec<u8>>) -> DiscoveryResponse {
         DiscoveryResponse {

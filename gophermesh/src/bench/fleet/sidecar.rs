@@ -1,0 +1,200 @@
+//! The simulated sidecars: one ADS stream each, as an Envoy opens it, that ACKs what it
+//! receives and records when each version arrived.
+
+use anyhow::{Context, bail};
+use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager::RouteSpecifier,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use super::digest::digest_of;
+
+/// What a simulated sidecar last received, by type: the version, and what the resources
+/// say in the terms a real Envoy's config dump can be read in ([`Digest`]).
+pub(super) type Received = Arc<std::sync::Mutex<BTreeMap<&'static str, (u64, Vec<String>)>>>;
+
+/// One ACK a sidecar sent.
+#[derive(Debug)]
+pub(super) struct Acked {
+    pub(super) client: usize,
+    pub(super) type_url: &'static str,
+    pub(super) version: u64,
+}
+
+pub(super) fn short(type_url: &str) -> Option<&'static str> {
+    match type_url {
+        CLUSTER_TYPE => Some(CLUSTER_TYPE),
+        LISTENER_TYPE => Some(LISTENER_TYPE),
+        ROUTE_TYPE => Some(ROUTE_TYPE),
+        _ => None,
+    }
+}
+
+/// The route configuration names the listeners of `response` ask for (as Envoy reads them
+/// from each HTTP connection manager's `rds`).
+fn rds_names(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for any in &response.resources {
+        let listener =
+            Listener::decode(any.value.as_slice()).context("a listener that does not decode")?;
+        for chain in &listener.filter_chains {
+            for filter in &chain.filters {
+                let Some(
+                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                        typed,
+                    ),
+                ) = &filter.config_type
+                else {
+                    continue;
+                };
+                if typed.type_url.ends_with("HttpConnectionManager") {
+                    let hcm = HttpConnectionManager::decode(typed.value.as_slice())
+                        .context("an HTTP connection manager that does not decode")?;
+                    if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+                        names.push(rds.route_config_name);
+                    }
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
+/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
+pub(super) async fn sidecar(
+    xds: String,
+    index: usize,
+    acks: mpsc::UnboundedSender<Acked>,
+    bytes: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+    received: Option<Received>,
+) -> anyhow::Result<()> {
+    let mut attempt: u64 = 0;
+    loop {
+        match one_stream(&xds, index, &acks, &bytes, received.as_ref()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("sidecar {index}: stream {attempt} ended: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One ADS stream of sidecar `index`, until it ends.
+async fn one_stream(
+    xds: &str,
+    index: usize,
+    acks: &mpsc::UnboundedSender<Acked>,
+    bytes: &AtomicU64,
+    received: Option<&Received>,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
+        .connect()
+        .await
+        .context("cannot connect to ADS")?;
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
+    let text = |v: String| PbValue {
+        kind: Some(Kind::StringValue(v)),
+    };
+    let info = Struct {
+        fields: [(
+            "ecsTaskArn".to_owned(),
+            text(format!(
+                "arn:aws:ecs:us-east-1:000000000000:task/fleet/{index}"
+            )),
+        )]
+        .into(),
+    };
+    let node = Node {
+        id: "mesh/gophermesh/virtualNode/requester".to_owned(),
+        cluster: "requester".to_owned(),
+        metadata: Some(Struct {
+            fields: [(
+                "aws.appmesh.platformInfo".to_owned(),
+                PbValue {
+                    kind: Some(Kind::StructValue(info)),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let ask = |type_url: &str, names: Vec<String>| DiscoveryRequest {
+        type_url: type_url.to_owned(),
+        resource_names: names,
+        ..Default::default()
+    };
+    tx.send(DiscoveryRequest {
+        node: Some(node),
+        ..ask(CLUSTER_TYPE, Vec::new())
+    })
+    .await?;
+    tx.send(ask(LISTENER_TYPE, Vec::new())).await?;
+    let mut inbound = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("the ADS stream was refused")?
+        .into_inner();
+    let mut routes_asked: Option<Vec<String>> = None;
+    while let Some(response) = inbound.message().await.context("the ADS stream broke")? {
+        bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+        let Some(type_url) = short(&response.type_url) else {
+            bail!(
+                "a response of a type never asked for: {}",
+                response.type_url
+            );
+        };
+        let mut names = Vec::new();
+        if type_url == LISTENER_TYPE {
+            let wanted = rds_names(&response)?;
+            if routes_asked.as_ref() != Some(&wanted) {
+                tx.send(ask(ROUTE_TYPE, wanted.clone())).await?;
+                routes_asked = Some(wanted);
+            }
+        }
+        if type_url == ROUTE_TYPE {
+            names = routes_asked.clone().unwrap_or_default();
+        }
+        tx.send(DiscoveryRequest {
+            version_info: response.version_info.clone(),
+            response_nonce: response.nonce.clone(),
+            ..ask(type_url, names)
+        })
+        .await?;
+        let version = response.version_info.parse().unwrap_or(0);
+        if let Some(received) = received {
+            let digest = digest_of(&response)?;
+            lock(received).insert(type_url, (version, digest));
+        }
+        let _ = acks.send(Acked {
+            client: index,
+            type_url,
+            version,
+        });
+    }
+    Ok(())
+}
