@@ -121,9 +121,12 @@ mod tests {
         )))
         .expect_err("503");
         assert!(err.contains("503"), "{err}");
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port");
+        // A port held by a socket that never listens: connections to it are refused, and
+        // nothing else can take it while the test runs.
+        let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+        held.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bound");
+        let closed = held.local_addr().expect("port");
         let err = check(&args(closed)).expect_err("nothing listens");
         assert!(err.contains("cannot connect"), "{err}");
     }

@@ -776,6 +776,17 @@ impl LocalMesh {
     }
 }
 
+/// A loopback port where connections are refused, held for as long as the socket lives:
+/// bound by a socket that never listens, so no other process can take it meanwhile.
+pub fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bound");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr)
+}
+
 /// The configured weights of route `route` in a `/v1/status` answer, in target order.
 pub fn route_weights(status: &serde_json::Value, route: &str) -> Vec<i64> {
     let typed: gophermesh::api::status::Status = serde_json::from_value(status.clone())

@@ -289,9 +289,8 @@ async fn spans_are_exported_over_otlp_with_the_propagated_trace_id() {
 #[tokio::test]
 async fn upstream_failures_are_502_or_504_naming_the_cause() {
     // Nothing listens: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
-    drop(closed);
+    let (_held, closed) = tests::refusing_port();
+    let closed_url = format!("http://{closed}");
     let r = requester(&closed_url, &[]);
     let (status, body) = get_json(&format!("{}/?format=json", r.url())).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
