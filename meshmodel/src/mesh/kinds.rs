@@ -130,113 +130,85 @@ impl<K: Ord + Clone + Sync, T: Clone + PartialEq + Sync> Table for Of<K, T> {
     }
 }
 
-static VIRTUAL_NODES: Of<String, VirtualNodeInput> = Of {
-    map: |m| &m.virtual_nodes,
-    map_mut: |m| &mut m.virtual_nodes,
-    of_key: |k| match k {
-        Key::VirtualNode(n) => Some(n.clone()),
-        _ => None,
-    },
-    key: |k| Key::VirtualNode(k.clone()),
-    ident: |r| r.virtual_node_name.clone(),
-    wrap: Resource::VirtualNode,
-    kind: Kind::VirtualNode,
-    unwrap: |r| match r {
-        Resource::VirtualNode(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
+/// The table of one kind: its map field `$map`, its `Key` and `Resource` variant `$kind`,
+/// its map key made from `$key` (the key's names, bound as `$k` when matched) and its
+/// value's identity fields `$ident`.
+macro_rules! table {
+    ($name:ident, $t:ty, $map:ident, $kind:ident, ($($k:ident),+), ($($ident:ident),+)) => {
+        static $name: Of<table!(@key $($k),+), $t> = Of {
+            map: |m| &m.$map,
+            map_mut: |m| &mut m.$map,
+            of_key: |k| match k {
+                Key::$kind($($k),+) => Some(table!(@tuple $($k.clone()),+)),
+                _ => None,
+            },
+            key: |table!(@pattern $($k),+)| Key::$kind($($k.clone()),+),
+            ident: |r| table!(@tuple $(r.$ident.clone()),+),
+            wrap: Resource::$kind,
+            kind: Kind::$kind,
+            unwrap: |r| match r {
+                Resource::$kind(v) => Some(v),
+                _ => None,
+            },
+            mesh_name: |r| &r.mesh_name,
+        };
+    };
+    (@key $a:ident) => { String };
+    (@key $a:ident, $b:ident) => { (String, String) };
+    (@tuple $a:expr) => { $a };
+    (@tuple $a:expr, $b:expr) => { ($a, $b) };
+    (@pattern $a:ident) => { $a };
+    (@pattern $a:ident, $b:ident) => { ($a, $b) };
+}
 
-static VIRTUAL_ROUTERS: Of<String, VirtualRouterInput> = Of {
-    map: |m| &m.virtual_routers,
-    map_mut: |m| &mut m.virtual_routers,
-    of_key: |k| match k {
-        Key::VirtualRouter(n) => Some(n.clone()),
-        _ => None,
-    },
-    key: |k| Key::VirtualRouter(k.clone()),
-    ident: |r| r.virtual_router_name.clone(),
-    wrap: Resource::VirtualRouter,
-    kind: Kind::VirtualRouter,
-    unwrap: |r| match r {
-        Resource::VirtualRouter(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
-
-static ROUTES: Of<(String, String), RouteInput> = Of {
-    map: |m| &m.routes,
-    map_mut: |m| &mut m.routes,
-    of_key: |k| match k {
-        Key::Route(r, n) => Some((r.clone(), n.clone())),
-        _ => None,
-    },
-    key: |(r, n)| Key::Route(r.clone(), n.clone()),
-    ident: |r| (r.virtual_router_name.clone(), r.route_name.clone()),
-    wrap: Resource::Route,
-    kind: Kind::Route,
-    unwrap: |r| match r {
-        Resource::Route(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
-
-static VIRTUAL_SERVICES: Of<String, VirtualServiceInput> = Of {
-    map: |m| &m.virtual_services,
-    map_mut: |m| &mut m.virtual_services,
-    of_key: |k| match k {
-        Key::VirtualService(n) => Some(n.clone()),
-        _ => None,
-    },
-    key: |k| Key::VirtualService(k.clone()),
-    ident: |r| r.virtual_service_name.clone(),
-    wrap: Resource::VirtualService,
-    kind: Kind::VirtualService,
-    unwrap: |r| match r {
-        Resource::VirtualService(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
-
-static VIRTUAL_GATEWAYS: Of<String, VirtualGatewayInput> = Of {
-    map: |m| &m.virtual_gateways,
-    map_mut: |m| &mut m.virtual_gateways,
-    of_key: |k| match k {
-        Key::VirtualGateway(n) => Some(n.clone()),
-        _ => None,
-    },
-    key: |k| Key::VirtualGateway(k.clone()),
-    ident: |r| r.virtual_gateway_name.clone(),
-    wrap: Resource::VirtualGateway,
-    kind: Kind::VirtualGateway,
-    unwrap: |r| match r {
-        Resource::VirtualGateway(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
-
-static GATEWAY_ROUTES: Of<(String, String), GatewayRouteInput> = Of {
-    map: |m| &m.gateway_routes,
-    map_mut: |m| &mut m.gateway_routes,
-    of_key: |k| match k {
-        Key::GatewayRoute(g, n) => Some((g.clone(), n.clone())),
-        _ => None,
-    },
-    key: |(g, n)| Key::GatewayRoute(g.clone(), n.clone()),
-    ident: |r| (r.virtual_gateway_name.clone(), r.gateway_route_name.clone()),
-    wrap: Resource::GatewayRoute,
-    kind: Kind::GatewayRoute,
-    unwrap: |r| match r {
-        Resource::GatewayRoute(v) => Some(v),
-        _ => None,
-    },
-    mesh_name: |r| &r.mesh_name,
-};
+table!(
+    VIRTUAL_NODES,
+    VirtualNodeInput,
+    virtual_nodes,
+    VirtualNode,
+    (n),
+    (virtual_node_name)
+);
+table!(
+    VIRTUAL_ROUTERS,
+    VirtualRouterInput,
+    virtual_routers,
+    VirtualRouter,
+    (n),
+    (virtual_router_name)
+);
+table!(
+    ROUTES,
+    RouteInput,
+    routes,
+    Route,
+    (r, n),
+    (virtual_router_name, route_name)
+);
+table!(
+    VIRTUAL_SERVICES,
+    VirtualServiceInput,
+    virtual_services,
+    VirtualService,
+    (n),
+    (virtual_service_name)
+);
+table!(
+    VIRTUAL_GATEWAYS,
+    VirtualGatewayInput,
+    virtual_gateways,
+    VirtualGateway,
+    (n),
+    (virtual_gateway_name)
+);
+table!(
+    GATEWAY_ROUTES,
+    GatewayRouteInput,
+    gateway_routes,
+    GatewayRoute,
+    (g, n),
+    (virtual_gateway_name, gateway_route_name)
+);
 
 /// Every kind's table, in the order resources are listed: nodes, routers, routes,
 /// services, gateways, gateway routes.
