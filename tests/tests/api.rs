@@ -29,6 +29,26 @@ fn aws(endpoint: &str, args: &[&str]) -> Value {
 }
 
 /// `aws appmesh ARGS` must fail with AWS error `kind` and a message containing `words`.
+/// `update-route` of the distributor route with `spec` fails with `kind`, saying `words`.
+fn distributor_route_update_fails(endpoint: &str, spec: &str, kind: &str, words: &str) {
+    aws_fails(
+        endpoint,
+        &[
+            "update-route",
+            "--mesh-name",
+            "gophermesh",
+            "--virtual-router-name",
+            "distributor",
+            "--route-name",
+            "distributor",
+            "--spec",
+            spec,
+        ],
+        kind,
+        words,
+    );
+}
+
 fn aws_fails(endpoint: &str, args: &[&str], kind: &str, words: &str) {
     let (code, out, err) = aws_with(endpoint, SECRET, args);
     assert_ne!(code, 0, "{args:?} succeeded: {out}");
@@ -289,36 +309,16 @@ async fn errors_are_aws_errors_that_name_the_field() {
         "virtual router `nope` does not exist",
     );
     // An out-of-range weight names the field.
-    aws_fails(
+    distributor_route_update_fails(
         &api,
-        &[
-            "update-route",
-            "--mesh-name",
-            "gophermesh",
-            "--virtual-router-name",
-            "distributor",
-            "--route-name",
-            "distributor",
-            "--spec",
-            r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v1","weight":0},{"virtualNode":"distributor-v2","weight":101}]}}}"#,
-        ],
+        r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v1","weight":0},{"virtualNode":"distributor-v2","weight":101}]}}}"#,
         "BadRequestException",
         "UpdateRoute: spec.httpRoute.action.weightedTargets[1].weight: 101 is out of range",
     );
     // A target that does not exist.
-    aws_fails(
+    distributor_route_update_fails(
         &api,
-        &[
-            "update-route",
-            "--mesh-name",
-            "gophermesh",
-            "--virtual-router-name",
-            "distributor",
-            "--route-name",
-            "distributor",
-            "--spec",
-            r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v9","weight":1}]}}}"#,
-        ],
+        r#"{"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[{"virtualNode":"distributor-v9","weight":1}]}}}"#,
         "BadRequestException",
         "virtual node `distributor-v9` does not exist",
     );
