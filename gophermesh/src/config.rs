@@ -1,4 +1,4 @@
-//! Typed configuration of `gophermesh up` and `gophermesh bench`. The command layer turns
+//! Typed configuration of `gophermesh up`, `serve` and `bench`. The command layer turns
 //! flags into these; the library takes nothing else, so tests can build them directly.
 
 use std::path::PathBuf;
@@ -88,6 +88,42 @@ pub struct UpConfig {
     pub control_plane: Option<(String, PathBuf)>,
     /// Cloud Map lookups for the nodes no task here runs.
     pub cloud_map: CloudMapConfig,
+}
+
+/// Where `serve` keeps the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// In memory only.
+    Memory,
+    /// `DIR/state.redb` (`--data-dir`).
+    Dir(PathBuf),
+    /// A DynamoDB table shared by replicas (`--state dynamodb://TABLE`), read for the
+    /// others' changes this often (`--follow-interval`).
+    Table(String, std::time::Duration),
+}
+
+/// `gophermesh serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The mesh the state is seeded from when it holds nothing.
+    pub mesh_dir: PathBuf,
+    pub state: StateStore,
+    /// Start with no mesh resources.
+    pub empty: bool,
+    /// Region and account of the ARNs.
+    pub identity: Identity,
+    /// When set, App Mesh API calls must be signed with these.
+    pub api_credentials: Option<Credentials>,
+    /// Host names the APIs answer to besides their own addresses.
+    pub allow_hosts: Vec<String>,
+    pub cloud_map: CloudMapConfig,
+    pub xds_listen: std::net::SocketAddr,
+    pub api_listen: std::net::SocketAddr,
+    pub control_listen: std::net::SocketAddr,
+    /// A certificate chain and its key (PEM files), for what listens beyond loopback.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where the control token is written.
+    pub state_dir: PathBuf,
 }
 
 /// `gophermesh bench`.

@@ -1,13 +1,15 @@
 //! The application assembled: what `up` and `serve` share (the store opened from
 //! `--data-dir`/`mesh/` or a DynamoDB table, the ADS server, both HTTP APIs behind their
-//! guards with the control token, over TLS when given, Cloud Map lookups), and `up`
-//! itself ([`up`]), which adds the runtime's tasks.
+//! guards with the control token, over TLS when given, Cloud Map lookups); `up` ([`up`]),
+//! which adds the runtime's tasks; and `serve` ([`serve`]), which adds none.
 //!
 //! ```text
 //! plane.rs  the store, ADS, the APIs, TLS, Cloud Map
 //! up        `gophermesh up`: the control plane and the tasks on this machine
+//! serve     `gophermesh serve`: the control plane alone, for Envoys elsewhere
 //! ```
 
+pub mod serve;
 pub mod up;
 
 use std::net::SocketAddr;

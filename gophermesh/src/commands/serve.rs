@@ -1,173 +1,35 @@
-//! `gophermesh serve`: the control plane alone, for Envoys that run elsewhere.
-//!
-//! No tasks run here, so no node has a placement: each Envoy that connects gets its node's
-//! whole configuration from the mesh, as App Mesh gave it (its proxy ports on every
-//! address, its app on loopback, its targets by their service discovery). The APIs and the
-//! console are those of `up`, with the same guards; the state lives in memory, in
-//! `--data-dir`, or in a DynamoDB table shared with other replicas (`--state`).
+//! `gophermesh serve`: its flags as the typed configuration the library's `serve` runs
+//! ([`gophermesh::plane::serve`]).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use controlplane::xds::ads::EnvoyStatuses;
-use controlplane::{Snapshot, TargetTraffic};
-use futures::future::BoxFuture;
-use gophermesh::api::tasks;
-use gophermesh::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use gophermesh::config::{ServeConfig, StateStore};
 
 use crate::cli::ServeArgs;
-use gophermesh::plane;
 
-/// What the control API shows of the tasks when none run here.
-#[derive(Debug)]
-struct NoTasks;
-
-impl tasks::Tasks for NoTasks {
-    fn status<'a>(&'a self, _snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
-        Box::pin(async {
-            tasks::TaskStatus {
-                processes: json!([]),
-                placements: json!({}),
-                observed: BTreeMap::new(),
-            }
-        })
-    }
-
-    fn processes(&self) -> Value {
-        json!([])
-    }
-
-    fn traffic<'a>(&'a self, _mesh: &'a str) -> BoxFuture<'a, BTreeMap<String, TargetTraffic>> {
-        Box::pin(async { BTreeMap::new() })
+/// The typed configuration of `serve`'s flags.
+fn config(args: ServeArgs) -> ServeConfig {
+    ServeConfig {
+        state: match (args.state, args.store.data_dir) {
+            (Some(table), _) => StateStore::Table(table, args.follow_interval),
+            (None, Some(dir)) => StateStore::Dir(dir),
+            (None, None) => StateStore::Memory,
+        },
+        empty: args.store.empty,
+        identity: args.api.identity(),
+        api_credentials: args.api.credentials(),
+        allow_hosts: args.api.allow_host,
+        cloud_map: args.cloud_map.config(),
+        xds_listen: args.xds_listen,
+        api_listen: args.api_listen,
+        control_listen: args.control_listen,
+        tls: args.tls_cert.zip(args.tls_key),
+        state_dir: args.state_dir,
+        mesh_dir: args.mesh_dir,
     }
 }
 
-/// Refuses to expose what should not be exposed, before anything listens.
-fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
-    if !args.api_listen.ip().is_loopback() && args.api.credentials().is_none() {
-        bail!(
-            "--api-listen {} is beyond loopback, where an open App Mesh API would let anyone change the mesh: set --api-access-key-id and --api-secret-access-key (SigV4), or listen on 127.0.0.1",
-            args.api_listen
-        );
-    }
-    let tls = args.tls_cert.is_some();
-    for (flag, addr) in [
-        ("--xds-listen", args.xds_listen),
-        ("--api-listen", args.api_listen),
-        ("--control-listen", args.control_listen),
-    ] {
-        if !addr.ip().is_loopback() && !tls {
-            tracing::warn!(
-                "{flag} {addr} is beyond loopback without TLS: what crosses the network (configuration, signatures, the control token) can be read on the way; give --tls-cert and --tls-key"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A listener on `addr` with a deep accept queue: a fleet's sidecars reconnect at once when
-/// the control plane restarts.
-fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .with_context(|| format!("{flag} {addr}: cannot make a socket"))?;
-    socket.set_reuseaddr(true)?;
-    socket
-        .bind(addr)
-        .and_then(|()| socket.listen(4096))
-        .with_context(|| format!("{flag} {addr}: cannot listen there"))
-}
-
+/// Runs `serve`.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    check_exposure(&args)?;
-    let files = gophermesh::runtime::raise_open_files();
-    tracing::info!(files, "open-file limit (one per Envoy stream)");
-    let refuse = |problems: &meshmodel::Problems, what: &str| {
-        for p in &problems.0 {
-            eprintln!("{p}");
-        }
-        anyhow::anyhow!("{} problem(s) in {what}; not serving", problems.0.len())
-    };
-    let opened = plane::open_store(
-        &args.mesh_dir,
-        match (&args.state, &args.store.data_dir) {
-            (Some(table), _) => plane::StateAt::Table(table, args.follow_interval),
-            (None, Some(dir)) => plane::StateAt::Dir(dir),
-            (None, None) => plane::StateAt::Memory,
-        },
-        args.store.empty,
-        args.api.identity(),
-        refuse,
-    )?;
-    let store = opened.store;
-    let snapshot = store.current();
-    say(format!(
-        "mesh {} ({}): {} virtual nodes, {} routes",
-        snapshot.mesh.name().unwrap_or("(none yet)"),
-        opened.provenance,
-        snapshot.mesh.virtual_nodes.len(),
-        snapshot.mesh.routes.len()
-    ));
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(plane::Tls::from_pem_files(cert, key)?),
-        _ => None,
-    };
-    let xds = bind(args.xds_listen, "--xds-listen")?;
-    let control_listener = bind(args.control_listen, "--control-listen")?;
-    let appmesh_listener = bind(args.api_listen, "--api-listen")?;
-    let xds_addr = xds.local_addr()?;
-    let envoys = EnvoyStatuses::default();
-    let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?;
-    let mut background = vec![ads];
-    if let Some(follow) = plane::follow_cloud_map(args.cloud_map.config(), &store).await? {
-        background.push(follow);
-    }
-    let apis = plane::start_apis(
-        &store,
-        envoys,
-        Arc::new(NoTasks),
-        &plane::ApiConfig {
-            credentials: args.api.credentials(),
-            allow_hosts: &args.api.allow_host,
-            state_dir: &args.state_dir,
-            tls: tls.as_ref(),
-        },
-        (control_listener, appmesh_listener),
-        &mut background,
-    )?;
-    say(format!(
-        "control plane: {ADS_ON}{xds_addr} ({}), {CONTROL_API}{}, {APPMESH_API}{}{}",
-        if ads_tls { "TLS" } else { "plaintext" },
-        apis.control,
-        apis.appmesh,
-        if args.api.credentials().is_some() {
-            " (SigV4 required)"
-        } else {
-            ""
-        }
-    ));
-    say(format!(
-        "control token in {} (the CLI reads it; changes through the control API need it)",
-        apis.token_file.display()
-    ));
-    println!();
-    println!(
-        "Point each sidecar at it: APPMESH_XDS_ENDPOINT={xds_addr} (node ids mesh/M/virtualNode/N or their ARNs)."
-    );
-    println!("Ctrl-C or SIGTERM stops it.");
-    println!("ready");
-    common::shutdown::signal().await;
-    for task in background {
-        task.abort();
-    }
-    say("stopped");
-    Ok(ExitCode::SUCCESS)
+    gophermesh::plane::serve::run(config(args)).await
 }
