@@ -431,6 +431,52 @@ mod tests {
         );
     }
 
+    /// A header Envoy would refuse (a newline in its name, a line feed in its value, a
+    /// character that is not a token's) is refused by the model, naming the field: a
+    /// route the API accepts never makes its callers' Envoys NACK.
+    #[test]
+    fn header_matches_envoy_would_refuse_are_refused() {
+        let mesh = shipped();
+        let route = |name: &str, exact: &str| {
+            serde_json::json!({"meshName": "gophermesh", "virtualRouterName": "distributor",
+                "routeName": "distributor", "spec": {"httpRoute": {
+                    "match": {"prefix": "/", "headers": [{"name": name, "match": {"exact": exact}}]},
+                    "action": {"weightedTargets": [{"virtualNode": "distributor-v1", "weight": 1}]}}}})
+        };
+        for (name, exact, path, says) in [
+            (
+                "x-bad\nname",
+                "v",
+                "headers[0].name",
+                "'\\n' is not allowed in a header name",
+            ),
+            ("x bad", "v", "headers[0].name", "' ' is not allowed"),
+            (
+                "x-ok",
+                "a\r\nb",
+                "headers[0].match.exact",
+                "'\\r' is not allowed in a header value",
+            ),
+            (
+                &"x".repeat(51),
+                "v",
+                "headers[0].name",
+                "1 to 50 characters",
+            ),
+            ("", "v", "headers[0].name", "1 to 50 characters"),
+        ] {
+            let said = problems_adding(&mesh, route(name, exact)).join("\n");
+            assert!(
+                said.contains(&format!("spec.httpRoute.match.{path}")) && said.contains(says),
+                "{name:?} {exact:?}: {said}"
+            );
+        }
+        assert_eq!(
+            problems_adding(&mesh, route("x-canary_1.A", "yes")),
+            Vec::<String>::new()
+        );
+    }
+
     /// Every resource put in lands in its own kind's map and comes back out of it as it
     /// went in; a key of one kind finds nothing in another's.
     #[test]

@@ -184,7 +184,17 @@ pub(crate) fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, r
         }
     }
     for (i, h) in m.headers.iter().enumerate() {
+        check_header_name(p, origin, &format!("{at}.headers[{i}].name"), &h.name);
         if let Some(hm) = &h.header_match {
+            for (field, value) in [
+                ("exact", &hm.exact),
+                ("prefix", &hm.prefix),
+                ("suffix", &hm.suffix),
+            ] {
+                if let Some(v) = value {
+                    check_header_value(p, origin, &format!("{at}.headers[{i}].match.{field}"), v);
+                }
+            }
             let given = [
                 hm.exact.is_some(),
                 hm.prefix.is_some(),
@@ -217,6 +227,42 @@ pub(crate) fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, r
                 ));
             }
         }
+    }
+}
+
+/// App Mesh's longest header name.
+const HEADER_NAME_MAX: usize = 50;
+
+/// A header name as App Mesh takes it (1 to 50 characters) and as Envoy takes it (an HTTP
+/// token: letters, digits and ``!#$%&'*+-.^_`|~``, lower or upper case), so that no
+/// route the API accepts is refused by the Envoys it reaches.
+pub(crate) fn check_header_name(p: &mut Vec<Problem>, origin: &str, at: &str, name: &str) {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || name.chars().count() > HEADER_NAME_MAX {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("a header name is 1 to {HEADER_NAME_MAX} characters"),
+        ));
+    } else if let Some(bad) = name.chars().find(|c| !token(*c)) {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!(
+                "{bad:?} is not allowed in a header name (letters, digits and !#$%&'*+-.^_`|~ are)"
+            ),
+        ));
+    }
+}
+
+/// A header value to match: no NUL, carriage return or line feed (Envoy refuses them).
+pub(crate) fn check_header_value(p: &mut Vec<Problem>, origin: &str, at: &str, value: &str) {
+    if let Some(bad) = value.chars().find(|c| matches!(c, '\0' | '\r' | '\n')) {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("{bad:?} is not allowed in a header value"),
+        ));
     }
 }
 
