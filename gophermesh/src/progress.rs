@@ -5,12 +5,14 @@ pub fn say(message: impl std::fmt::Display) {
     println!("==> {message}");
 }
 
-/// `text` with control characters (escape sequences, newlines) written as `\u{..}`, so
-/// that names from a mesh or a caller cannot move the cursor or rewrite a terminal line.
+/// `text` with control characters (escape sequences, newlines) and Unicode format
+/// characters (bidirectional overrides and isolates, zero-width characters) written as
+/// `\u{..}`, so that names from a mesh or a caller can neither move the cursor, rewrite a
+/// terminal line, nor show themselves in another order than they are.
 pub fn escape(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            let escaped: Vec<char> = if c.is_control() || is_format(c) {
                 c.escape_unicode().collect()
             } else {
                 vec![c]
@@ -18,6 +20,35 @@ pub fn escape(text: &str) -> String {
             escaped
         })
         .collect()
+}
+
+/// Whether `c` is a Unicode format character (general category Cf): invisible, and some
+/// reorder the text around them.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// How the banners of `up` and `serve` name the ADS address in their control-plane line.
@@ -85,6 +116,17 @@ mod tests {
     fn escape_sequences_do_not_reach_the_terminal() {
         assert_eq!(escape("v1\x1b[2J\r\n"), "v1\\u{1b}[2J\\u{d}\\u{a}");
         assert_eq!(escape("gopher-é"), "gopher-é");
+    }
+
+    #[test]
+    fn format_characters_cannot_reorder_or_hide_text() {
+        // A right-to-left override would show `evil-txt.exe` as `evil-exe.txt`.
+        assert_eq!(escape("evil-\u{202E}txt.exe"), "evil-\\u{202e}txt.exe");
+        assert_eq!(
+            escape("x\u{200B}y\u{2066}z\u{FEFF}"),
+            "x\\u{200b}y\\u{2066}z\\u{feff}"
+        );
+        assert_eq!(escape("v2 → ümlaut 🐹"), "v2 → ümlaut 🐹");
     }
 
     #[test]
