@@ -158,6 +158,9 @@ fn check_tasks(
     let mut out = Vec::new();
     let mut families: BTreeMap<&str, &str> = BTreeMap::new();
     for Sourced { origin, value: td } in tasks {
+        if let Some(why) = bad_family(&td.family) {
+            p.push(Problem::new(origin, "family", why));
+        }
         if let Some(previous) = families.insert(&td.family, origin) {
             p.push(Problem::new(
                 origin,
@@ -482,9 +485,41 @@ fn check_app_ports(
     }
 }
 
+/// Why ECS would refuse `family` as a task definition family, if it would: up to 255
+/// letters, digits, hyphens and underscores (so a family is also a safe file name).
+fn bad_family(family: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if family.is_empty() || family.len() > 255 {
+        return Some("a family is 1 to 255 letters, digits, hyphens and underscores".into());
+    }
+    family.chars().find(|c| !allowed(*c)).map(|c| {
+        format!(
+            "{c:?} is not allowed in family {family:?} (letters, digits, hyphens and underscores are, as ECS allows)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A family ECS would refuse (a path, a space, nothing) is refused by name: exports
+    /// write files named after families, which then cannot leave their directory.
+    #[test]
+    fn families_are_what_ecs_allows() {
+        for good in ["gophers-requester", "Distributor_v2", "a"] {
+            assert_eq!(bad_family(good), None, "{good}");
+        }
+        for (bad, says) in [
+            ("../../outside/x", "'.' is not allowed"),
+            ("with space", "' ' is not allowed"),
+            ("", "1 to 255"),
+            (&"x".repeat(256), "1 to 255"),
+        ] {
+            let why = bad_family(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(why.contains(says), "{bad}: {why}");
+        }
+    }
 
     #[test]
     fn node_versions_come_from_the_name_suffix() {

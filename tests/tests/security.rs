@@ -361,6 +361,50 @@ fn devices_are_refused_as_input() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A task definition whose family is a path is refused by `validate`, and `export
+/// service-connect` (which names its files after families) writes nothing, inside `--out`
+/// or outside it.
+#[test]
+fn a_family_cannot_lead_an_export_out_of_its_directory() {
+    let dir = copy_of_shipped("sec-family");
+    let def = dir.join("taskdefs/distributor-v1.json");
+    let text = std::fs::read_to_string(&def).expect("the task definition");
+    let mut td: serde_json::Value = serde_json::from_str(&text).expect("json");
+    td["family"] = serde_json::json!("../../outside/x");
+    std::fs::write(&def, td.to_string()).expect("written");
+    let (code, said) = validate(&dir);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains("family") && said.contains("'.' is not allowed"),
+        "{said}"
+    );
+    let out = dir.join("out/export");
+    // Where `../../outside/x.json` from --out lands, made ready to be written to.
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    let (code, said) = run_to_end(
+        "gophermesh",
+        &[
+            "export",
+            "service-connect",
+            "--mesh-dir",
+            &dir.join("mesh").display().to_string(),
+            "--taskdefs-dir",
+            &dir.join("taskdefs").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0), "{said}");
+    let written: Vec<_> = std::fs::read_dir(&outside)
+        .expect("outside")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(written.is_empty(), "written outside --out: {written:?}");
+}
+
 /// Item 6: one file that does not parse is reported once, not also as a "does not exist"
 /// for everything that names what it defines; a byte order mark is accepted.
 #[test]
