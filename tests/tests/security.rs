@@ -405,6 +405,128 @@ fn a_family_cannot_lead_an_export_out_of_its_directory() {
     assert!(written.is_empty(), "written outside --out: {written:?}");
 }
 
+/// The Lattice export's apply.sh substitutes whole values only: a mesh whose names hold
+/// `${VPC_ID}` and `@{REF}` reaches the AWS CLI with those names as they are, and names
+/// with adjacent symbols still make every call (a stand-in `aws` records the inputs).
+#[test]
+fn apply_sh_substitutes_nothing_inside_names_from_the_mesh() {
+    let dir = copy_of_shipped("sec-lattice");
+    let odd = "m.${VPC_ID}.@{network}";
+    for entry in walk(&dir.join("mesh")) {
+        let text = std::fs::read_to_string(&entry).expect("a mesh file");
+        let text = text
+            .replace("\"gophermesh\"", &serde_json::to_string(odd).expect("json"))
+            .replace(
+                "\"routeName\": \"distributor\"",
+                "\"routeName\": \"dist..x\"",
+            );
+        std::fs::write(&entry, text).expect("written");
+    }
+    for entry in walk(&dir.join("taskdefs")) {
+        let text = std::fs::read_to_string(&entry).expect("a task definition");
+        std::fs::write(
+            &entry,
+            text.replace("mesh/gophermesh/", &format!("mesh/{odd}/")),
+        )
+        .expect("written");
+    }
+    let out = dir.join("lattice");
+    let (code, said) = run_to_end(
+        "gophermesh",
+        &[
+            "export",
+            "lattice",
+            "--mesh-dir",
+            &dir.join("mesh").display().to_string(),
+            "--taskdefs-dir",
+            &dir.join("taskdefs").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    let calls = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    // A stand-in for the AWS CLI: keeps each input and answers an id.
+    let bin = dir.join("bin");
+    let log = dir.join("calls");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::create_dir_all(&log).expect("log");
+    let aws = bin.join("aws");
+    std::fs::write(
+        &aws,
+        format!(
+            "#!/bin/sh\nn=$(ls {log} | wc -l)\ncp \"${{4#file://}}\" {log}/$((n+1))-$2.json\necho id-$((n+1))\n",
+            log = log.display()
+        ),
+    )
+    .expect("aws");
+    std::fs::set_permissions(&aws, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = std::process::Command::new("bash")
+        .arg(out.join("apply.sh"))
+        .env("PATH", path)
+        .env("VPC_ID", "vpc-123")
+        .output()
+        .expect("apply.sh runs");
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stderr}");
+    let inputs: Vec<(String, serde_json::Value)> = {
+        let mut files: Vec<_> = std::fs::read_dir(&log).expect("log").flatten().collect();
+        files.sort_by_key(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.split('-').next().and_then(|n| n.parse::<u32>().ok())
+        });
+        files
+            .iter()
+            .map(|e| {
+                let text = std::fs::read_to_string(e.path()).expect("an input");
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    serde_json::from_str(&text).expect("json"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(inputs.len(), calls, "every call was made: {stderr}");
+    for (name, input) in &inputs {
+        assert_eq!(input["tags"]["gophermesh:mesh"], odd, "{name}: {input}");
+    }
+    let (_, group) = inputs
+        .iter()
+        .find(|(n, _)| n.ends_with("-create-target-group.json"))
+        .expect("a target group");
+    assert_eq!(group["config"]["vpcIdentifier"], "vpc-123");
+    let (_, association) = inputs
+        .iter()
+        .find(|(n, _)| n.ends_with("-create-service-network-service-association.json"))
+        .expect("an association");
+    assert_eq!(association["serviceNetworkIdentifier"], "id-1");
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a directory").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Item 6: one file that does not parse is reported once, not also as a "does not exist"
 /// for everything that names what it defines; a byte order mark is accepted.
 #[test]

@@ -68,19 +68,17 @@ pub const LATTICE: &[Support] = &[
     (SEVERAL_ROUTER_LISTENERS, None),
 ];
 
-/// A name Lattice takes (`^[a-z0-9][a-z0-9-]*$`, at most 40 characters): lower case, other
-/// characters as `-`.
+/// A name Lattice takes (`^[a-z0-9][a-z0-9-]*$`, at most 40 characters, no hyphen after
+/// another): lower case, each run of other characters as one `-`.
 pub(super) fn lattice_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
     out.truncate(40);
     out.trim_matches('-').to_owned()
 }

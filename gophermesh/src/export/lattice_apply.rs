@@ -382,28 +382,20 @@ fn differs(wanted: &Value, actual: &Value, at: &str) -> Option<String> {
     }
 }
 
-/// `input` with each `@{REF}` replaced by the id of the call named REF and `${VPC_ID}` by
-/// `vpc`.
+/// `input` with each value that is `@{REF}` replaced by the id of the call named REF and
+/// each that is `${VPC_ID}` by `vpc`. Whole values only: a name taken from the mesh that
+/// holds such text is left as it is.
 fn resolve(input: &Value, ids: &BTreeMap<String, String>, vpc: &str) -> Result<Value, String> {
     Ok(match input {
-        Value::String(s) => {
-            let mut out = String::new();
-            let mut rest = s.as_str();
-            while let Some(at) = rest.find("@{") {
-                out.push_str(&rest[..at]);
-                let Some(end) = rest[at..].find('}') else {
-                    break;
-                };
-                let reference = &rest[at + 2..at + end];
-                let id = ids
-                    .get(reference)
-                    .ok_or_else(|| format!("@{{{reference}}} names no resource made before it"))?;
-                out.push_str(id);
-                rest = &rest[at + end + 1..];
-            }
-            out.push_str(rest);
-            Value::String(out.replace("${VPC_ID}", vpc))
-        }
+        Value::String(s) if s == "${VPC_ID}" => Value::String(vpc.to_owned()),
+        Value::String(s) => match s.strip_prefix("@{").and_then(|r| r.strip_suffix('}')) {
+            Some(reference) if !reference.contains(['{', '}']) => Value::String(
+                ids.get(reference)
+                    .cloned()
+                    .ok_or_else(|| format!("@{{{reference}}} names no resource made before it"))?,
+            ),
+            _ => input.clone(),
+        },
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -470,5 +462,8 @@ mod tests {
         );
         let err = resolve(&json!(["@{tg-x}"]), &ids, "vpc-9").expect_err("unknown");
         assert!(err.contains("@{tg-x}"), "{err}");
+        // Names from the mesh are not substituted into, whatever they hold.
+        let named = json!({"customDomainName": "a.${VPC_ID}.@{svc-a}", "tags": {"m": "@{svc-a}x"}});
+        assert_eq!(resolve(&named, &ids, "vpc-9").expect("resolves"), named);
     }
 }
