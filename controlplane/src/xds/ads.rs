@@ -98,6 +98,11 @@ impl EnvoyStatuses {
             .all(|e| !e.connected || e.synced_version.is_some_and(|v| v >= version))
     }
 
+    /// The status of `node`'s Envoys, when any connected since start.
+    pub fn snapshot_of(&self, node: &str) -> Option<EnvoyStatus> {
+        lock(&self.0).get(node).cloned()
+    }
+
     fn update(&self, node: &str, f: impl FnOnce(&mut EnvoyStatus)) {
         let mut map = self
             .0
@@ -118,12 +123,22 @@ pub fn short_type(type_url: &str) -> &str {
     }
 }
 
+/// How often a new stream may take an Envoy (a node id and instance) over from the stream
+/// that speaks for it: two Envoys under one node id would otherwise evict each other
+/// several times a second for as long as both run.
+pub const TAKEOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// When each Envoy (node key and instance) was last taken over, and how many takeovers of
+/// it were refused since (logged once per burst).
+type Takeovers = Arc<Mutex<HashMap<(String, Option<String>), (tokio::time::Instant, u64)>>>;
+
 /// The ADS service over the snapshot cache.
 #[derive(Debug, Clone)]
 pub struct Ads {
     cache: Cache,
     statuses: EnvoyStatuses,
     closers: Closers,
+    takeovers: Takeovers,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -133,6 +148,7 @@ impl Ads {
             cache,
             statuses,
             closers: Closers::default(),
+            takeovers: Takeovers::default(),
             next_stream: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
     }
@@ -158,6 +174,7 @@ impl Ads {
             cache: self.cache.clone(),
             statuses: self.statuses.clone(),
             closers: self.closers.clone(),
+            takeovers: self.takeovers.clone(),
             id,
             peer,
             tx,
@@ -195,6 +212,7 @@ struct AdsStream {
     cache: Cache,
     statuses: EnvoyStatuses,
     closers: Closers,
+    takeovers: Takeovers,
     id: u64,
     peer: Option<String>,
     tx: mpsc::Sender<Result<Outgoing, Status>>,
@@ -299,6 +317,7 @@ impl AdsStream {
             self.mesh = mesh.to_owned();
             self.problem = problem.clone();
             let instance = request.node.as_ref().and_then(instance_of);
+            self.may_take_over(&node, &instance)?;
             let mut replaced = Vec::new();
             self.statuses.update(&node, |s| {
                 // The same Envoy again (same instance, or none told): its older stream
@@ -399,6 +418,57 @@ impl AdsStream {
             return Err(Status::unavailable("the stream is closed"));
         }
         Ok(())
+    }
+
+    /// Whether this stream may speak for Envoy `instance` of `node`: always when no other
+    /// stream does; when one does, at most once per [`TAKEOVER_EVERY`] (a refused stream is
+    /// ended with `RESOURCE_EXHAUSTED`; Envoy retries). A burst of refusals is logged once.
+    fn may_take_over(&self, node: &str, instance: &Option<String>) -> Result<(), Status> {
+        let held = self
+            .statuses
+            .snapshot_of(node)
+            .is_some_and(|s| s.open_streams.iter().any(|o| &o.instance == instance));
+        if !held {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        let mut takeovers = lock(&self.takeovers);
+        let key = (node.to_owned(), instance.clone());
+        match takeovers.get_mut(&key) {
+            Some((last, refused)) if now.duration_since(*last) < TAKEOVER_EVERY => {
+                *refused += 1;
+                if *refused == 1 {
+                    tracing::warn!(
+                        node,
+                        peer = ?self.peer,
+                        "another stream claims this Envoy again within {TAKEOVER_EVERY:?} of the last takeover (two Envoys with one node id?); refusing such streams until then"
+                    );
+                }
+                let wait = TAKEOVER_EVERY.saturating_sub(now.duration_since(*last));
+                Err(Status::resource_exhausted(format!(
+                    "node {node} was taken over by another stream less than {TAKEOVER_EVERY:?} ago; try again in {:.1} s",
+                    wait.as_secs_f64()
+                )))
+            }
+            Some((last, refused)) => {
+                if *refused > 0 {
+                    tracing::warn!(
+                        node,
+                        refused = *refused,
+                        "streams refused in the last takeover burst"
+                    );
+                }
+                *last = now;
+                *refused = 0;
+                Ok(())
+            }
+            None => {
+                // Entries of Envoys not taken over lately are of no use any more.
+                takeovers.retain(|_, (last, _)| now.duration_since(*last) < TAKEOVER_EVERY);
+                takeovers.insert(key, (now, 0));
+                Ok(())
+            }
+        }
     }
 
     /// Once nothing sent waits for an ACK, this Envoy has every change up to `version`.

@@ -399,20 +399,66 @@ async fn a_second_stream_for_the_same_envoy_closes_the_first() {
         Some("10.0.0.66:6666")
     );
 
-    // The real Envoy reconnects; the impostor is closed in turn.
+    // The real Envoy reconnects at once: a second takeover within TAKEOVER_EVERY is
+    // refused, and the stream that speaks for the node keeps it.
     let mut again = open_on(&ads, "10.0.0.1:5001");
     again.send(request(CLUSTER_TYPE, "", "")).await;
-    again.next().await.expect("clusters");
+    let refused = again.next().await.expect_err("refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let status = impostor.status();
+    assert_eq!(status.open_streams.len(), 1, "{status:?}");
+    assert_eq!(
+        status.open_streams[0].peer.as_deref(),
+        Some("10.0.0.66:6666")
+    );
+
+    // Once it has passed, the real Envoy takes the node back; the impostor is closed.
+    tokio::time::pause();
+    tokio::time::advance(TAKEOVER_EVERY).await;
+    let mut later = open_on(&ads, "10.0.0.1:5002");
+    later.send(request(CLUSTER_TYPE, "", "")).await;
+    later.next().await.expect("clusters");
     assert!(impostor.next().await.is_err());
     // The closed stream's end does not mark the node disconnected.
     tokio::time::timeout(Duration::from_secs(5), async {
-        while again.status().open_streams.len() != 1 {
+        while later.status().open_streams.len() != 1 {
             tokio::task::yield_now().await;
         }
     })
     .await
     .expect("one open stream");
-    assert!(again.status().connected);
+    assert!(later.status().connected);
+}
+
+/// Two Envoys under one node id, reconnecting as fast as they can: one takeover per
+/// TAKEOVER_EVERY at most, not one per reconnection.
+#[tokio::test]
+async fn two_envoys_with_one_node_id_do_not_evict_each_other_in_a_loop() {
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let mut first = open_on(&ads, "10.0.0.1:5000");
+    first.send(request(CLUSTER_TYPE, "", "")).await;
+    first.next().await.expect("clusters");
+    let mut served = 0;
+    // Every stream is kept open, as its Envoy would keep it.
+    let mut open = vec![first];
+    for round in 0..20 {
+        let mut next = open_on(&ads, &format!("10.0.0.{}:6000", 2 + round % 2));
+        next.send(request(CLUSTER_TYPE, "", "")).await;
+        match next.next().await {
+            Ok(_) => served += 1,
+            Err(e) => assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}"),
+        }
+        open.push(next);
+    }
+    assert_eq!(
+        served, 1,
+        "one takeover, then refusals until {TAKEOVER_EVERY:?} pass"
+    );
 }
 
 /// Several ECS tasks of one virtual node share its node id; each is its own Envoy.
