@@ -124,38 +124,80 @@ pub fn spawn_ads(
     tls: Option<&Tls>,
 ) -> anyhow::Result<(JoinHandle<()>, bool)> {
     let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
-    let mut server = tonic::transport::Server::builder();
+    let router = tonic::transport::Server::builder().add_service(ads);
     let tls = tls.filter(|_| !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     let secure = tls.is_some();
-    if let Some(tls) = tls {
-        server = server
-            .tls_config(tls.grpc.clone())
-            .context("the TLS certificate and key do not make a server configuration")?;
-    }
-    let router = server.add_service(ads);
-    let task = tokio::spawn(async move {
-        // Each response leaves in pieces (its own fields, then the shared resources):
-        // without TCP_NODELAY, Nagle's algorithm holds the second piece until the Envoy
-        // ACKs the first, which it delays (40 ms here). tonic sets it only on listeners
-        // it binds itself.
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
+    // Each response leaves in pieces (its own fields, then the shared resources): without
+    // TCP_NODELAY, Nagle's algorithm holds the second piece until the Envoy ACKs the first,
+    // which it delays (40 ms here). tonic sets it only on listeners it binds itself.
+    let task = match tls {
+        None => tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                tracing::error!("the ADS server stopped: {e}");
             }
-            s
-        });
-        if let Err(e) = router.serve_with_incoming(incoming).await {
-            tracing::error!("the ADS server stopped: {e}");
+        }),
+        Some(tls) => {
+            let incoming = tls_incoming(listener, tls.https.clone());
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::error!("the ADS server stopped: {e}");
+                }
+            })
         }
-    });
+    };
     Ok((task, secure))
 }
 
-/// A server certificate and key, ready for the APIs and for ADS.
+/// How long a client may take to complete its TLS handshake with the ADS server.
+pub const ADS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS connections `listener` accepts: each handshake in a task of its own, so that a
+/// slow one holds up no other, and closed after [`ADS_HANDSHAKE_TIMEOUT`] unfinished.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<
+    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ADS accept failed; pausing before the next");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let peer = stream.peer_addr().ok();
+                match tokio::time::timeout(ADS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(?peer, error = %e, "ADS TLS handshake failed"),
+                    Err(_) => tracing::debug!(?peer, "ADS TLS handshake timed out; closed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A server certificate and key, ready for the APIs and for ADS (ALPN `h2` and
+/// `http/1.1`).
 #[derive(Clone)]
 pub struct Tls {
     pub https: tokio_rustls::TlsAcceptor,
-    pub grpc: tonic::transport::ServerTlsConfig,
 }
 
 impl std::fmt::Debug for Tls {
@@ -194,11 +236,8 @@ impl Tls {
             .with_single_cert(chain, private)
             .context("--tls-cert and --tls-key do not go together")?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let grpc = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&cert_pem, &key_pem));
         Ok(Self {
             https: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            grpc,
         })
     }
 }

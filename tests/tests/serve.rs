@@ -160,6 +160,46 @@ fn serve_refuses_an_open_api_beyond_loopback() {
     );
 }
 
+/// A connection to ADS over TLS that never completes its handshake (it sends nothing) is
+/// closed after the handshake timeout, and one that does is served meanwhile.
+#[test]
+fn a_silent_connection_to_ads_over_tls_is_closed() {
+    use std::io::Read as _;
+    let dir = copy_of_shipped("serve-silent");
+    certificates(&dir, "127.0.0.1");
+    let serve = start_serve_with(&dir, "0.0.0.0", "127.0.0.1", &[], &[]);
+    let port = serve.xds.rsplit_once(':').expect("HOST:PORT").1;
+    let xds = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut silent = std::net::TcpStream::connect(&xds).expect("connects");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    // A client that does complete its handshake is not held up by the silent one.
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &xds, "-alpn", "h2", "-CAfile"])
+        .arg(dir.join("ca.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("ALPN protocol: h2"), "{said}");
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?} after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "closed only after {waited:?}"
+    );
+}
+
 /// The bootstrap refuses what the agent would choke on, naming the variable.
 #[test]
 fn bootstrap_names_the_variable_that_is_wrong() {
