@@ -123,6 +123,11 @@ pub fn short_type(type_url: &str) -> &str {
     }
 }
 
+/// The most resource names one request may name: far more than a node of the largest
+/// mesh subscribes to (its routes and its clusters' endpoints), far fewer than would let a
+/// stream hold the control plane's memory.
+pub const MAX_RESOURCE_NAMES: usize = 20_000;
+
 /// How often a new stream may take an Envoy (a node id and instance) over from the stream
 /// that speaks for it: two Envoys under one node id would otherwise evict each other
 /// several times a second for as long as both run.
@@ -291,6 +296,12 @@ impl AdsStream {
     }
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        if request.resource_names.len() > MAX_RESOURCE_NAMES {
+            return Err(Status::invalid_argument(format!(
+                "a request names {} resources; at most {MAX_RESOURCE_NAMES} are served to one stream",
+                request.resource_names.len()
+            )));
+        }
         if self.node.is_none() {
             let id = request
                 .node

@@ -976,3 +976,70 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
     );
     assert_eq!(store.current().version, written.version);
 }
+
+/// A request naming more resources than any node subscribes to ends its stream, naming
+/// the cap; the names are not kept.
+#[tokio::test]
+async fn a_request_naming_too_many_resources_ends_its_stream() {
+    let (_store, cache) = fake_cache();
+    let mut envoy = connect(&cache);
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: (0..=MAX_RESOURCE_NAMES).map(|i| format!("r{i}")).collect(),
+            ..request(ROUTE_TYPE, "", "")
+        })
+        .await;
+    let refused = envoy.next().await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("20000"), "{}", refused.message());
+    // Within the cap, the same request is served.
+    let mut envoy = connect(&cache);
+    envoy.send(request(CLUSTER_TYPE, "", "")).await;
+    envoy.next().await.expect("clusters");
+    envoy
+        .send(DiscoveryRequest {
+            resource_names: (0..MAX_RESOURCE_NAMES).map(|i| format!("r{i}")).collect(),
+            ..request(ROUTE_TYPE, "", "")
+        })
+        .await;
+    assert_eq!(envoy.next().await.expect("routes").type_url, ROUTE_TYPE);
+}
+
+/// Over a socket, a request larger than the wire's cap ends its stream before it is read
+/// whole (a request names resources; it carries none).
+#[tokio::test]
+async fn a_request_over_the_size_cap_ends_its_stream() {
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+
+    let (_store, cache) = fake_cache();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tonic::transport::Server::builder()
+        .add_service(Ads::new(cache, EnvoyStatuses::default()).into_service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let server = tokio::spawn(server);
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let big = DiscoveryRequest {
+        resource_names: vec!["x".repeat(super::wire::MAX_REQUEST)],
+        ..request(CLUSTER_TYPE, "", "")
+    };
+    let (tx, requests) = mpsc::channel(4);
+    tx.send(big).await.expect("sent");
+    let answer = match client
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+    {
+        Ok(stream) => stream.into_inner().message().await,
+        Err(e) => Err(e),
+    };
+    // The stream ends (with an error, or with none) and serves nothing.
+    assert!(
+        matches!(answer, Ok(None) | Err(_)),
+        "the request over the cap was served: {answer:?}"
+    );
+    server.abort();
+}

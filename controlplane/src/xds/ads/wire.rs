@@ -33,8 +33,9 @@ const STREAM_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-/// The largest request read (tonic's default): a request names resources, it carries none.
-const MAX_REQUEST: usize = 4 << 20;
+/// The largest request read: a request names resources, it carries none (20,000 names of
+/// 50 bytes fit; a larger one ends the stream before it is read whole).
+pub const MAX_REQUEST: usize = 1 << 20;
 
 /// One `DiscoveryResponse` on its way to an Envoy, already in gRPC framing.
 #[derive(Debug, Clone)]
