@@ -35,7 +35,7 @@ const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// The largest request read: a request names resources, it carries none (20,000 names of
 /// 50 bytes fit; a larger one ends the stream before it is read whole).
-pub const MAX_REQUEST: usize = 1 << 20;
+pub(super) const MAX_REQUEST: usize = 1 << 20;
 
 /// One `DiscoveryResponse` on its way to an Envoy, already in gRPC framing.
 #[derive(Debug, Clone)]
