@@ -152,3 +152,74 @@ async fn reads_of_the_app_mesh_api_do_not_wait_for_slow_writes() {
         Some(2)
     );
 }
+
+/// Writes queued behind a store that does not answer are refused within the turn wait,
+/// with 503 and nothing changed, instead of waiting for every write before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_are_refused_within_a_bound() {
+    const TURN: Duration = Duration::from_millis(800);
+    let store = Store::in_memory(shipped(), Identity::default());
+    store.delay_writes(DELAY);
+    store.bound_write_turns(TURN);
+    let addr = serve_appmesh(store.clone()).await;
+    let answers = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a client runtime")
+            .block_on(async move {
+                let route = format!(
+                    "http://{addr}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes/distributor"
+                );
+                let client = reqwest::Client::new();
+                let mut writes = Vec::new();
+                for n in 0..4u32 {
+                    let (client, route) = (client.clone(), route.clone());
+                    writes.push(tokio::spawn(async move {
+                        let started = Instant::now();
+                        let answer = client
+                            .put(&route)
+                            .json(&update_route(10 + 10 * n))
+                            .send()
+                            .await
+                            .expect("answered");
+                        let status = answer.status().as_u16();
+                        (status, answer.text().await.unwrap_or_default(), started.elapsed())
+                    }));
+                }
+                let mut answers = Vec::new();
+                for w in writes {
+                    answers.push(w.await.expect("a write task"));
+                }
+                answers
+            })
+    })
+    .await
+    .expect("the clients ran");
+    let made = answers.iter().filter(|(status, ..)| *status == 200).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == 503)
+        .collect();
+    println!(
+        "4 writes with each write held {DELAY:?} and a turn wait of {TURN:?}: {made} made, {} refused in {:?}",
+        refused.len(),
+        refused.iter().map(|(_, _, took)| *took).collect::<Vec<_>>()
+    );
+    assert_eq!(made, 1, "{answers:?}");
+    assert_eq!(refused.len(), 3, "{answers:?}");
+    for (_, body, took) in &refused {
+        assert!(body.contains("still busy"), "{body}");
+        assert!(*took < DELAY, "a refusal took {took:?}");
+    }
+    // Only the write that was made changed the route: one version more.
+    let route = store
+        .current()
+        .meta
+        .get(&meshmodel::Key::Route(
+            "distributor".into(),
+            "distributor".into(),
+        ))
+        .map(|m| m.version);
+    assert_eq!(route, Some(2));
+}

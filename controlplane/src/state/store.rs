@@ -66,7 +66,22 @@ pub struct Store {
     identity: Arc<Identity>,
     /// Milliseconds every write waits before it is stored ([`Store::delay_writes`]).
     write_delay: Arc<AtomicU64>,
+    /// One write at a time through [`Store::writing`]; a write waits for its turn at most
+    /// `turn_wait` milliseconds.
+    turn: Arc<tokio::sync::Semaphore>,
+    turn_wait: Arc<AtomicU64>,
 }
+
+/// How long a write waits for the writes before it, by default, before it is refused as
+/// [`Busy`]: with a store that does not answer, writes fail within a bound instead of
+/// queueing without end.
+pub const WRITE_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A write that was not made: the writes before it held the store for longer than the
+/// store's turn wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store is still busy with earlier changes after {0:?}; this change was not made")]
+pub struct Busy(pub std::time::Duration);
 
 impl Store {
     /// A store in memory holding `mesh` (already checked), at version 1, with ARNs made for
@@ -107,6 +122,8 @@ impl Store {
             write: Arc::new(Mutex::new(db)),
             identity: Arc::new(identity),
             write_delay: Arc::default(),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            turn_wait: Arc::new(AtomicU64::new(millis(WRITE_TURN_WAIT))),
         }
     }
 
@@ -220,21 +237,39 @@ impl Store {
     /// Makes every later write wait `delay` before it is stored: a drill of a slow disk or
     /// a slow DynamoDB, for the tests that show what such a store does and does not delay.
     pub fn delay_writes(&self, delay: std::time::Duration) {
-        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.write_delay.store(millis, Ordering::Relaxed);
+        self.write_delay.store(millis(delay), Ordering::Relaxed);
+    }
+
+    /// Sets how long a write through [`Store::writing`] waits for the writes before it
+    /// ([`WRITE_TURN_WAIT`] unless set).
+    pub fn bound_write_turns(&self, wait: std::time::Duration) {
+        self.turn_wait.store(millis(wait), Ordering::Relaxed);
     }
 
     /// Runs `write` (a change through this store, which blocks while it is stored: an
     /// fsync, DynamoDB calls, retries while other replicas win) on tokio's blocking pool,
     /// so that a slow store holds up no async worker: the APIs' reads and the ADS streams
-    /// go on while writes wait. Async code makes every change through this.
+    /// go on while writes wait. Writes take turns; one that has waited longer than the
+    /// turn wait for the writes before it is not made ([`Busy`]). Async code makes every
+    /// change through this.
     pub async fn writing<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> T {
+    ) -> Result<T, Busy> {
+        let wait = std::time::Duration::from_millis(self.turn_wait.load(Ordering::Relaxed));
+        let turn = match tokio::time::timeout(wait, self.turn.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => turn,
+            // The semaphore is never closed; a closed one would mean no write can be made.
+            Ok(Err(_)) | Err(_) => return Err(Busy(wait)),
+        };
         let store = self.clone();
-        match tokio::task::spawn_blocking(move || write(&store)).await {
-            Ok(done) => done,
+        let done = tokio::task::spawn_blocking(move || {
+            let done = write(&store);
+            drop(turn);
+            done
+        });
+        match done.await {
+            Ok(done) => Ok(done),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
@@ -446,6 +481,8 @@ impl Store {
                         health,
                         identity,
                         write_delay: Arc::default(),
+                        turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                        turn_wait: Arc::default(),
                     };
                     match store.catch_up(&watch) {
                         Ok(()) => {
@@ -548,6 +585,11 @@ fn in_mesh(
             }
         },
     }
+}
+
+/// `d` in whole milliseconds.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why [`Store::open`] failed.

@@ -119,6 +119,10 @@ async fn set_weights(
             store.set_weights(mesh.as_deref(), router.as_deref(), &name, &weights)
         })
         .await;
+    let made = match made {
+        Ok(made) => made,
+        Err(busy) => return store_busy(busy),
+    };
     match made {
         Ok(snapshot) => {
             let mesh = q
@@ -151,6 +155,16 @@ fn not_made(e: UpdateError<Problems>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// A change not made because the store was still busy with earlier ones: 503, to retry.
+fn store_busy(busy: controlplane::state::store::Busy) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "5")],
+        Json(json!({"problems": [busy.to_string()]})),
+    )
+        .into_response()
 }
 
 /// The longest `origin` label accepted.
@@ -192,6 +206,10 @@ async fn apply(
         .store
         .writing(move |store| store.apply(&origin, resource))
         .await;
+    let made = match made {
+        Ok(made) => made,
+        Err(busy) => return store_busy(busy),
+    };
     match made {
         Ok(snapshot) => {
             tracing::info!(resource = described, version = snapshot.version, "applied");

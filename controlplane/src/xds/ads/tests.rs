@@ -968,7 +968,11 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
     assert_ne!(pushed.version_info, first.version_info);
 
     // The held write lands after it, at a later version.
-    let written = write.await.expect("the write task").expect("stored");
+    let written = write
+        .await
+        .expect("the write task")
+        .expect("its turn")
+        .expect("stored");
     assert!(
         written.version > placed,
         "{} after {placed}",

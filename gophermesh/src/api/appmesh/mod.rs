@@ -61,11 +61,11 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
     // blocking pool, so that a slow store delays only writes.
     let result = match parts.method {
         axum::http::Method::GET => answer(&s.store, &parts.method, &parts.uri, &body),
-        _ => {
-            s.store
-                .writing(move |store| answer(store, &parts.method, &parts.uri, &body))
-                .await
-        }
+        _ => s
+            .store
+            .writing(move |store| answer(store, &parts.method, &parts.uri, &body))
+            .await
+            .unwrap_or_else(|busy| Err(AwsError::unavailable(busy))),
     };
     match result {
         Ok(value) => (
