@@ -142,6 +142,11 @@ pub(crate) enum RouteWhat {
         /// The mesh directory --save writes into.
         #[arg(long, env = "GOPHERMESH_MESH_DIR", default_value = "mesh")]
         mesh_dir: PathBuf,
+        /// How long to wait for every connected Envoy to ACK the change (0s: do not wait).
+        /// An Envoy that refuses it (NACK), or one that has not ACKed it by then, makes
+        /// `route set` exit non-zero, naming it.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ack_timeout: std::time::Duration,
         #[command(flatten)]
         control: ControlArgs,
     },

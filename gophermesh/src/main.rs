@@ -77,6 +77,7 @@ async fn main() -> ExitCode {
                     mesh,
                     save,
                     mesh_dir,
+                    ack_timeout,
                     control,
                 },
         } => {
@@ -86,7 +87,7 @@ async fn main() -> ExitCode {
                 router: router.as_deref(),
                 route: &route,
             };
-            commands::route::run(&control, &route, &weights, save).await
+            commands::route::run(&control, &route, &weights, save, ack_timeout).await
         }
         Command::Apply { file, control } => commands::apply::run(&control, &file).await,
         Command::Console { control } => commands::console::run(&control),

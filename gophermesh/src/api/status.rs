@@ -123,7 +123,49 @@ impl RouteWeights {
     }
 }
 
+/// How far a change (a mesh version) has reached the Envoys, as a status tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reached {
+    /// Every connected Envoy that gets configuration has ACKed it (or a later one).
+    All,
+    /// These Envoys refused it (or a later version): node and the NACK.
+    Refused(Vec<(String, controlplane::xds::ads::Nack)>),
+    /// These connected Envoys have not ACKed it yet.
+    Waiting(Vec<String>),
+}
+
 impl Status {
+    /// How far mesh version `version` has reached the Envoys: a NACK of it (or of a later
+    /// version) by any Envoy, else the connected Envoys that have not ACKed it yet (those
+    /// that get nothing from this control plane are not waited for).
+    pub fn reached(&self, version: u64) -> Reached {
+        let refused: Vec<_> = self
+            .envoys
+            .iter()
+            .filter_map(|(node, e)| {
+                e.last_nack
+                    .as_ref()
+                    .filter(|n| n.version.parse::<u64>().is_ok_and(|v| v >= version))
+                    .map(|n| (node.clone(), n.clone()))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Reached::Refused(refused);
+        }
+        let waiting: Vec<String> = self
+            .envoys
+            .iter()
+            .filter(|(_, e)| {
+                e.connected && e.problem.is_none() && e.synced_version.is_none_or(|v| v < version)
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        match waiting.is_empty() {
+            true => Reached::All,
+            false => Reached::Waiting(waiting),
+        }
+    }
+
     /// The weights of route `route` (of any router) of the first mesh listed, in target
     /// order; `None` when it has no such route.
     pub fn route_weights(&self, route: &str) -> Option<Vec<i64>> {
@@ -167,5 +209,64 @@ mod tests {
         assert_eq!(back, status);
         assert_eq!(back.route_weights("distributor"), Some(vec![90, 10]));
         assert_eq!(back.route_weights("nope"), None);
+    }
+
+    fn envoy(synced: Option<u64>, nack: Option<&str>) -> EnvoyStatus {
+        EnvoyStatus {
+            connected: true,
+            synced_version: synced,
+            last_nack: nack.map(|v| controlplane::xds::ads::Nack {
+                type_url: "type.googleapis.com/envoy.config.route.v3.RouteConfiguration".into(),
+                version: v.into(),
+                message: "bad header".into(),
+                at: "now".into(),
+            }),
+            ..EnvoyStatus::default()
+        }
+    }
+
+    /// A change has reached the Envoys when every connected one that gets configuration
+    /// has ACKed it; a NACK of it, or of a later version, is a refusal; an older NACK is
+    /// history.
+    #[test]
+    fn how_far_a_change_reached() {
+        let status = |envoys: Vec<(&str, EnvoyStatus)>| Status {
+            mesh: None,
+            version: 9,
+            store: StoreStatus::of(None),
+            routes: Vec::new(),
+            meshes: Vec::new(),
+            observed: BTreeMap::new(),
+            envoys: envoys.into_iter().map(|(n, e)| (n.to_owned(), e)).collect(),
+            placements: Value::Null,
+            processes: Value::Null,
+        };
+        let gone = EnvoyStatus {
+            connected: false,
+            ..EnvoyStatus::default()
+        };
+        let stranger = EnvoyStatus {
+            problem: Some("its node id names mesh `other`".into()),
+            ..envoy(None, None)
+        };
+        let all = status(vec![
+            ("a", envoy(Some(9), Some("3"))),
+            ("b", gone),
+            ("c", stranger),
+        ]);
+        assert_eq!(all.reached(9), Reached::All);
+        let waiting = status(vec![
+            ("a", envoy(Some(9), None)),
+            ("b", envoy(Some(8), None)),
+        ]);
+        assert_eq!(waiting.reached(9), Reached::Waiting(vec!["b".into()]));
+        let refused = status(vec![
+            ("a", envoy(Some(9), None)),
+            ("b", envoy(Some(8), Some("9"))),
+        ]);
+        match refused.reached(9) {
+            Reached::Refused(r) => assert_eq!(r[0].0, "b"),
+            other => panic!("{other:?}"),
+        }
     }
 }

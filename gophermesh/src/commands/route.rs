@@ -13,7 +13,11 @@ use anyhow::{Context, bail};
 use meshmodel::Resource;
 use serde_json::json;
 
-use super::control::{call, refused, request};
+use controlplane::xds::ads::short_type;
+use gophermesh::api::status::{Reached, Status};
+use gophermesh::progress::escape;
+
+use super::control::{call, refused, request, url};
 use crate::cli::ControlArgs;
 
 /// Which route: its name, its router when several have one of that name, and its mesh
@@ -30,6 +34,7 @@ pub(crate) async fn run(
     target: &Target<'_>,
     weights: &[(String, i64)],
     save: Option<&Path>,
+    ack_timeout: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     let route = target.route;
     if let (Some(dir), Some(mesh)) = (save, target.mesh) {
@@ -85,7 +90,66 @@ pub(crate) async fn run(
             .with_context(|| format!("--save: cannot write {}", path.display()))?;
         println!("saved to {}", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    match body["version"].as_u64() {
+        Some(version) if !ack_timeout.is_zero() => {
+            until_reached(control, version, ack_timeout).await
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Waits up to `limit` for mesh version `version` to reach every connected Envoy, and
+/// says how it went: success when all ACKed it, failure naming each Envoy that refused it
+/// (with Envoy's reason) or that had not ACKed it in time.
+async fn until_reached(
+    control: &ControlArgs,
+    version: u64,
+    limit: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    loop {
+        let url = url(control, "/v1/status")?;
+        let (_, answer) = call(control, request(control, reqwest::Method::GET, url)?).await?;
+        let status: Status = serde_json::from_value(answer)
+            .map_err(|e| anyhow::anyhow!("the control API's status does not read: {e}"))?;
+        match status.reached(version) {
+            Reached::All => {
+                println!(
+                    "every connected Envoy has it ({:.0} ms)",
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Reached::Refused(refused) => {
+                for (node, nack) in refused {
+                    eprintln!(
+                        "gophermesh: Envoy {} refused mesh version {} ({}): {}",
+                        escape(&node),
+                        escape(&nack.version),
+                        escape(short_type(&nack.type_url)),
+                        escape(&nack.message)
+                    );
+                }
+                eprintln!(
+                    "gophermesh: the change is stored, but those Envoys keep their last configuration; `gophermesh status` shows them"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Reached::Waiting(waiting) if started.elapsed() >= limit => {
+                eprintln!(
+                    "gophermesh: the change is stored, but not every Envoy has ACKed it after {}: {}",
+                    humantime::format_duration(limit),
+                    waiting
+                        .iter()
+                        .map(|n| escape(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Reached::Waiting(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    }
 }
 
 /// The file under `mesh_dir` that holds `resource`, or the one it would get.
