@@ -8,6 +8,7 @@
 //! runtime/   running tasks here: the Backend trait with loopback, namespaces and pods
 //!            backends; Envoy (bootstrap, arguments, admin), supervision, images, publish
 //! bench/     what the mesh costs: load, report, scale, the hello floor
+//! mesh_files the mesh directory as files: a resource's file, written safely
 //! progress   the `==>` progress lines
 //! ```
 //!
@@ -22,6 +23,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod export;
+pub mod mesh_files;
 pub mod plane;
 pub mod progress;
 pub mod runtime;
