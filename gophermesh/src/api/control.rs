@@ -121,7 +121,7 @@ async fn set_weights(
         .await;
     let made = match made {
         Ok(made) => made,
-        Err(busy) => return store_busy(busy),
+        Err(busy) => return unavailable(busy.to_string()),
     };
     match made {
         Ok(snapshot) => {
@@ -148,21 +148,19 @@ async fn set_weights(
 fn not_made(e: UpdateError<Problems>) -> Response {
     match e {
         UpdateError::Refused(problems) => refused(&problems),
-        UpdateError::Storage(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            Json(json!({"problems": [format!("the change could not be stored, so it was not made: {e}")]})),
-        )
-            .into_response(),
+        UpdateError::Storage(e) => unavailable(format!(
+            "the change could not be stored, so it was not made: {e}"
+        )),
     }
 }
 
-/// A change not made because the store was still busy with earlier ones: 503, to retry.
-fn store_busy(busy: controlplane::state::store::Busy) -> Response {
+/// 503 with `said` as the one problem, to retry in a few seconds: the store could not
+/// take the change (it failed to write, or was still busy with earlier changes).
+fn unavailable(said: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(axum::http::header::RETRY_AFTER, "5")],
-        Json(json!({"problems": [busy.to_string()]})),
+        Json(json!({ "problems": [said] })),
     )
         .into_response()
 }
@@ -208,7 +206,7 @@ async fn apply(
         .await;
     let made = match made {
         Ok(made) => made,
-        Err(busy) => return store_busy(busy),
+        Err(busy) => return unavailable(busy.to_string()),
     };
     match made {
         Ok(snapshot) => {
