@@ -131,27 +131,35 @@ pub fn spawn_ads(
     // TCP_NODELAY, Nagle's algorithm holds the second piece until the Envoy ACKs the first,
     // which it delays (40 ms here). tonic sets it only on listeners it binds itself.
     let task = match tls {
-        None => tokio::spawn(async move {
+        None => {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
                 if let Ok(s) = &s {
                     let _ = s.set_nodelay(true);
                 }
                 s
             });
-            if let Err(e) = router.serve_with_incoming(incoming).await {
-                tracing::error!("the ADS server stopped: {e}");
-            }
-        }),
-        Some(tls) => {
-            let incoming = tls_incoming(listener, tls.https.clone());
-            tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming(incoming).await {
-                    tracing::error!("the ADS server stopped: {e}");
-                }
-            })
+            tokio::spawn(serve_ads(router, incoming))
         }
+        Some(tls) => tokio::spawn(serve_ads(router, tls_incoming(listener, tls.https.clone()))),
     };
     Ok((task, secure))
+}
+
+/// Serves `router` on the connections `incoming` yields until it ends.
+async fn serve_ads<IO>(
+    router: tonic::transport::server::Router,
+    incoming: impl futures::Stream<Item = std::io::Result<IO>>,
+) where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    if let Err(e) = router.serve_with_incoming(incoming).await {
+        tracing::error!("the ADS server stopped: {e}");
+    }
 }
 
 /// How long a client may take to complete its TLS handshake with the ADS server.
