@@ -467,7 +467,6 @@ struct Gathered {
 impl Bench {
     /// Start-up time and idle memory of each service on its own.
     async fn services_alone(&self, g: &mut Gathered) -> anyhow::Result<()> {
-        let bench = self;
         let (ready, rss) = (&mut g.ready, &mut g.rss);
         for (name, extra) in [
             ("distributor", vec![]),
@@ -479,7 +478,7 @@ impl Bench {
                 ],
             ),
         ] {
-            let (ms, idle) = bench.start_up(name, &extra).await?;
+            let (ms, idle) = self.start_up(name, &extra).await?;
             say(format!(
                 "{name}: ready {ms:.1} ms after exec (median of 5), idle RSS {idle:.1} MiB"
             ));
@@ -493,16 +492,15 @@ impl Bench {
     /// The floor (a minimal hyper server) and the distributor directly, side by side;
     /// then the requester calling the distributor directly.
     async fn direct(&self, g: &mut Gathered) -> anyhow::Result<()> {
-        let bench = self;
         let (scenarios, rss) = (&mut g.scenarios, &mut g.rss);
-        let (hello, hello_url) = bench.service("hello", &[]).await?;
+        let (hello, hello_url) = self.service("hello", &[]).await?;
         let hello_url = format!("{hello_url}/");
-        until_ok(&bench.http, &hello_url, Duration::from_secs(10)).await?;
-        let (distributor, durl) = bench.service("distributor", &[]).await?;
+        until_ok(&self.http, &hello_url, Duration::from_secs(10)).await?;
+        let (distributor, durl) = self.service("distributor", &[]).await?;
         let durl = format!("{durl}/");
-        until_ok(&bench.http, &durl, Duration::from_secs(10)).await?;
+        until_ok(&self.http, &durl, Duration::from_secs(10)).await?;
         let dpid = distributor.pid()?;
-        let measured = bench
+        let measured = self
             .measure(&[
                 Target {
                     key: "hello_floor",
@@ -525,13 +523,13 @@ impl Bench {
         drop(hello);
 
         // 3. The requester calling the distributor directly.
-        let (requester, rurl) = bench
+        let (requester, rurl) = self
             .service("requester", &["--distributor-url".to_owned(), durl.clone()])
             .await?;
         let rurl = format!("{rurl}/");
-        until_ok(&bench.http, &rurl, Duration::from_secs(10)).await?;
+        until_ok(&self.http, &rurl, Duration::from_secs(10)).await?;
         let rpid = requester.pid()?;
-        let measured = bench
+        let measured = self
             .measure(&[Target {
                 key: "requester_direct",
                 url: rurl,
@@ -557,35 +555,30 @@ impl Bench {
     /// (the fair floor): two local meshes at once, side by side; then the time a route
     /// shift takes to reach the requests, `shifts` times.
     async fn meshes(&self, g: &mut Gathered, shifts: u32) -> anyhow::Result<report::Shifts> {
-        let (bench, work) = (self, &self.work);
+        let work = &self.work;
         let (scenarios, rss) = (&mut g.scenarios, &mut g.rss);
         say(
             "starting the local mesh (gophermesh up), and a second one whose apps are minimal hyper stand-ins",
         );
-        let up = bench
-            .up("mesh", &bench.mesh_dir, &bench.taskdefs_dir, &bench.bin_dir)
+        let up = self
+            .up("mesh", &self.mesh_dir, &self.taskdefs_dir, &self.bin_dir)
             .await?;
-        let floor_bin = stand_ins(&work.join("floor-bin"), &bench.me)?;
-        let floor = bench
-            .up(
-                "mesh-floor",
-                &bench.mesh_dir,
-                &bench.taskdefs_dir,
-                &floor_bin,
-            )
+        let floor_bin = stand_ins(&work.join("floor-bin"), &self.me)?;
+        let floor = self
+            .up("mesh-floor", &self.mesh_dir, &self.taskdefs_dir, &floor_bin)
             .await?;
-        let (_, host) = answered_by(&bench.http, &floor.requester).await?;
+        let (_, host) = answered_by(&self.http, &floor.requester).await?;
         if host != "hyper-floor" {
             bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
         }
-        let procs = up.processes(&bench.http).await?;
-        let floor_procs = floor.processes(&bench.http).await?;
+        let procs = up.processes(&self.http).await?;
+        let floor_procs = floor.processes(&self.http).await?;
         // Before any load: the Envoys' idle memory.
         let mut idle_envoy = 0.0_f64;
         for pid in &envoy_pids(&procs) {
             idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
         }
-        let measured = bench
+        let measured = self
             .measure(&[
                 Target {
                     key: "mesh",
@@ -615,7 +608,7 @@ impl Bench {
             },
         );
         say(format!("timing {shifts} route shifts"));
-        let shift = shift_propagation(&bench.http, &up, shifts).await?;
+        let shift = shift_propagation(&self.http, &up, shifts).await?;
         say(format!(
             "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
             shift.p50, shift.p99
@@ -627,23 +620,23 @@ impl Bench {
 
     /// The control plane with `sizes` virtual nodes: its push time and memory.
     async fn scale(&self, sizes: &[u32]) -> anyhow::Result<Vec<ScalePoint>> {
-        let (bench, work) = (self, &self.work);
+        let work = &self.work;
         let mut scale_points = Vec::new();
         for &n in sizes {
             let dir = work.join(format!("scale-{n}"));
-            let resources = scale::generate(&dir, n, &bench.taskdefs_dir)?;
+            let resources = scale::generate(&dir, n, &self.taskdefs_dir)?;
             say(format!(
                 "control plane with {n} virtual nodes ({resources} resources)"
             ));
-            let up = bench
+            let up = self
                 .up(
                     &format!("scale-{n}"),
                     &dir.join("mesh"),
                     &dir.join("taskdefs"),
-                    &bench.bin_dir,
+                    &self.bin_dir,
                 )
                 .await?;
-            let status = up.status(&bench.http).await?;
+            let status = up.status(&self.http).await?;
             let push_ms = status["envoys"]["requester"]["first_config_ms"]
                 .as_f64()
                 .context("the requester's Envoy never ACKed its whole configuration")?;
@@ -666,7 +659,7 @@ impl Bench {
 
     /// The control plane at fleet scale, as `args.fleet` asks.
     async fn fleets(&self, args: &BenchConfig) -> anyhow::Result<Vec<serde_json::Value>> {
-        let (bench, work) = (self, &self.work);
+        let work = &self.work;
         let mut fleet = Vec::new();
         for &(clients, nodes) in &args.fleet {
             let config = fleet::FleetConfig {
@@ -674,9 +667,9 @@ impl Bench {
                 nodes,
                 changes: args.fleet_changes,
                 out: args.out.clone(),
-                taskdefs_dir: bench.taskdefs_dir.clone(),
+                taskdefs_dir: self.taskdefs_dir.clone(),
                 envoys: 2,
-                envoy_bin: Some(bench.envoy.clone()),
+                envoy_bin: Some(self.envoy.clone()),
             };
             say(format!(
                 "fleet of {clients} simulated sidecars (and 2 real Envoys) against gophermesh serve with {nodes} virtual nodes"
