@@ -56,60 +56,90 @@ struct Seen {
     slowest_write: Duration,
 }
 
+/// `clients` run on a runtime of their own, as a client in another process would, so that
+/// what they measure is the server's delay alone.
+async fn as_another_process<T: Send + 'static>(
+    clients: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a client runtime")
+            .block_on(clients)
+    })
+    .await
+    .expect("the clients ran")
+}
+
+/// The distributor route's URL on the App Mesh API at `addr`.
+fn route_url(addr: SocketAddr) -> String {
+    format!(
+        "http://{addr}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes/distributor"
+    )
+}
+
+/// An update of the route at `route` to `weight_v1`/rest, sent now: its status, body and
+/// how long it took.
+fn spawn_update(
+    client: &reqwest::Client,
+    route: &str,
+    weight_v1: u32,
+) -> tokio::task::JoinHandle<(u16, String, Duration)> {
+    let (client, route) = (client.clone(), route.to_owned());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = client
+            .put(&route)
+            .json(&update_route(weight_v1))
+            .send()
+            .await
+            .expect("the update is answered");
+        let status = answer.status().as_u16();
+        (
+            status,
+            answer.text().await.unwrap_or_default(),
+            started.elapsed(),
+        )
+    })
+}
+
 /// The clients, on a runtime of their own (as a client in another process would be), so
 /// that what they measure is the server's delay alone: `WRITES` updates of the route at
 /// once, then, while they are pending, 10 pairs of describe-route and list-meshes.
-fn clients(addr: SocketAddr) -> Seen {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a client runtime");
-    runtime.block_on(async move {
-        let route = format!(
-            "http://{addr}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes/distributor"
-        );
-        let client = reqwest::Client::new();
-        let mut writes = Vec::new();
-        for n in 0..WRITES {
-            let (client, route) = (client.clone(), route.clone());
-            writes.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let answer = client
-                    .put(&route)
-                    .json(&update_route(10 + 10 * n as u32))
-                    .send()
-                    .await
-                    .expect("the update is answered");
-                assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
-                started.elapsed()
-            }));
-        }
-        // Every write is queued or being stored now; the reads go on beside them.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut slowest_read = Duration::ZERO;
-        for _ in 0..10 {
-            let started = Instant::now();
-            let answer = client.get(&route).send().await.expect("describe-route");
-            assert_eq!(answer.status(), 200);
-            let listed = client
-                .get(format!("http://{addr}/v20190125/meshes"))
-                .send()
-                .await
-                .expect("list-meshes");
-            assert_eq!(listed.status(), 200);
-            slowest_read = slowest_read.max(started.elapsed());
-        }
-        let pending_after_reads = writes.iter().filter(|w| !w.is_finished()).count();
-        let mut slowest_write = Duration::ZERO;
-        for w in writes {
-            slowest_write = slowest_write.max(w.await.expect("a write task"));
-        }
-        Seen {
-            slowest_read,
-            pending_after_reads,
-            slowest_write,
-        }
-    })
+async fn clients(addr: SocketAddr) -> Seen {
+    let route = route_url(addr);
+    let client = reqwest::Client::new();
+    let writes: Vec<_> = (0..WRITES as u32)
+        .map(|n| spawn_update(&client, &route, 10 + 10 * n))
+        .collect();
+    // Every write is queued or being stored now; the reads go on beside them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut slowest_read = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let answer = client.get(&route).send().await.expect("describe-route");
+        assert_eq!(answer.status(), 200);
+        let listed = client
+            .get(format!("http://{addr}/v20190125/meshes"))
+            .send()
+            .await
+            .expect("list-meshes");
+        assert_eq!(listed.status(), 200);
+        slowest_read = slowest_read.max(started.elapsed());
+    }
+    let pending_after_reads = writes.iter().filter(|w| !w.is_finished()).count();
+    let mut slowest_write = Duration::ZERO;
+    for w in writes {
+        let (status, body, took) = w.await.expect("a write task");
+        assert_eq!(status, 200, "{body}");
+        slowest_write = slowest_write.max(took);
+    }
+    Seen {
+        slowest_read,
+        pending_after_reads,
+        slowest_write,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,9 +147,7 @@ async fn reads_of_the_app_mesh_api_do_not_wait_for_slow_writes() {
     let store = Store::in_memory(shipped(), Identity::default());
     store.delay_writes(DELAY);
     let addr = serve_appmesh(store.clone()).await;
-    let seen = tokio::task::spawn_blocking(move || clients(addr))
-        .await
-        .expect("the clients ran");
+    let seen = as_another_process(clients(addr)).await;
     let Seen {
         slowest_read,
         pending_after_reads,
@@ -162,40 +190,18 @@ async fn queued_writes_are_refused_within_a_bound() {
     store.delay_writes(DELAY);
     store.bound_write_turns(TURN);
     let addr = serve_appmesh(store.clone()).await;
-    let answers = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a client runtime")
-            .block_on(async move {
-                let route = format!(
-                    "http://{addr}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes/distributor"
-                );
-                let client = reqwest::Client::new();
-                let mut writes = Vec::new();
-                for n in 0..4u32 {
-                    let (client, route) = (client.clone(), route.clone());
-                    writes.push(tokio::spawn(async move {
-                        let started = Instant::now();
-                        let answer = client
-                            .put(&route)
-                            .json(&update_route(10 + 10 * n))
-                            .send()
-                            .await
-                            .expect("answered");
-                        let status = answer.status().as_u16();
-                        (status, answer.text().await.unwrap_or_default(), started.elapsed())
-                    }));
-                }
-                let mut answers = Vec::new();
-                for w in writes {
-                    answers.push(w.await.expect("a write task"));
-                }
-                answers
-            })
+    let answers = as_another_process(async move {
+        let (client, route) = (reqwest::Client::new(), route_url(addr));
+        let writes: Vec<_> = (0..4u32)
+            .map(|n| spawn_update(&client, &route, 10 + 10 * n))
+            .collect();
+        let mut answers = Vec::new();
+        for w in writes {
+            answers.push(w.await.expect("a write task"));
+        }
+        answers
     })
-    .await
-    .expect("the clients ran");
+    .await;
     let made = answers.iter().filter(|(status, ..)| *status == 200).count();
     let refused: Vec<_> = answers
         .iter()
