@@ -98,9 +98,11 @@ impl EnvoyStatuses {
             .all(|e| !e.connected || e.synced_version.is_some_and(|v| v >= version))
     }
 
-    /// The status of `node`'s Envoys, when any connected since start.
-    pub fn snapshot_of(&self, node: &str) -> Option<EnvoyStatus> {
-        lock(&self.0).get(node).cloned()
+    /// Whether an open stream speaks for Envoy `instance` of `node` (read in place).
+    fn held(&self, node: &str, instance: &Option<String>) -> bool {
+        lock(&self.0)
+            .get(node)
+            .is_some_and(|s| s.open_streams.iter().any(|o| &o.instance == instance))
     }
 
     fn update(&self, node: &str, f: impl FnOnce(&mut EnvoyStatus)) {
@@ -435,11 +437,7 @@ impl AdsStream {
     /// stream does; when one does, at most once per [`TAKEOVER_EVERY`] (a refused stream is
     /// ended with `RESOURCE_EXHAUSTED`; Envoy retries). A burst of refusals is logged once.
     fn may_take_over(&self, node: &str, instance: &Option<String>) -> Result<(), Status> {
-        let held = self
-            .statuses
-            .snapshot_of(node)
-            .is_some_and(|s| s.open_streams.iter().any(|o| &o.instance == instance));
-        if !held {
+        if !self.statuses.held(node, instance) {
             return Ok(());
         }
         let now = tokio::time::Instant::now();
