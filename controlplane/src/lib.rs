@@ -33,6 +33,6 @@ pub mod xds;
 pub use state::meta::{Identity, Meta};
 pub use state::observed::TargetTraffic;
 pub use state::placement::Placement;
-pub use state::snapshot::Snapshot;
+pub use state::snapshot::{MeshState, PickError, Snapshot};
 pub use state::store::{Next, Store, UpdateError};
 pub use xds::cache::Cache;

@@ -38,7 +38,7 @@ use meshmodel::appmesh::{Listener, VirtualNodeInput};
 use prost::Message;
 
 use crate::state::placement::Placement;
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::MeshState;
 use ingress::ingress;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -147,14 +147,11 @@ fn cluster_name(direction: &str, mesh: &str, node: &str, listener: Option<&Liste
     format!("cds_{direction}_{mesh}_{node}_{proto}_{port}")
 }
 
-/// The Envoy resources for virtual node `node` (or virtual gateway `virtualGateway/G`), or
-/// `None` when it is not in the snapshot. A node no task of this control plane runs (an ECS task elsewhere) is placed
-/// as App Mesh places it ([`Placement::as_app_mesh`]).
-pub fn for_node(snapshot: &Snapshot, node: &str) -> Option<NodeResources> {
-    // A node (or gateway) of a mesh other than the first: `@MESH/NODE`.
-    if let Some((mesh, inner)) = node.strip_prefix('@').and_then(|k| k.split_once('/')) {
-        return for_node(&*snapshot.view(mesh)?, inner);
-    }
+/// The Envoy resources for virtual node `node` (or virtual gateway `virtualGateway/G`) of
+/// the mesh `snapshot` holds, or `None` when it has no such node. A node no task of this
+/// control plane runs (an ECS task elsewhere) is placed as App Mesh places it
+/// ([`Placement::as_app_mesh`]).
+pub fn for_node(snapshot: &MeshState, node: &str) -> Option<NodeResources> {
     if let Some(gateway) = node.strip_prefix(GATEWAY_PREFIX) {
         return gateway::for_gateway(snapshot, gateway);
     }

@@ -105,6 +105,16 @@ pub mod limits {
 }
 
 impl Mesh {
+    /// A mesh named `name` that holds only its mesh resource (with an empty spec).
+    pub fn named(name: &str) -> Result<Mesh, Problems> {
+        let origin = format!("<mesh {name}>");
+        let resource = Resource::from_value(
+            &origin,
+            serde_json::json!({"meshName": name, "spec": {}}),
+        )?;
+        Mesh::default().apply(&origin, resource)
+    }
+
     /// The mesh's name, when the mesh resource exists.
     pub fn name(&self) -> Option<&str> {
         self.mesh.as_ref().map(|m| m.value.mesh_name.as_str())

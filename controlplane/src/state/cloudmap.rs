@@ -133,43 +133,51 @@ pub fn discovered_nodes(mesh: &meshmodel::Mesh) -> Vec<(String, AwsCloudMapServi
         .collect()
 }
 
-/// Looks up every Cloud Map node of the store's mesh every `every`, and publishes what
-/// changed. Runs until the task is dropped.
+/// Looks up every Cloud Map node of every mesh of the store every `every`, and publishes
+/// what changed, mesh by mesh. Runs until the task is dropped.
 pub async fn follow(store: Store, cloud_map: CloudMap, every: Duration) {
-    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    // Per mesh and node, the reason its last lookup failed (said once per streak).
+    let mut failing: BTreeMap<(String, String), String> = BTreeMap::new();
     loop {
-        let mut found = store.current().discovered.clone();
-        let nodes = discovered_nodes(&store.current().mesh);
-        found.retain(|name, _| nodes.iter().any(|(n, _)| n == name));
-        for (name, discovery) in &nodes {
-            match cloud_map.discover(discovery).await {
-                Ok(instances) => {
-                    if failing.remove(name).is_some() {
-                        tracing::info!(node = %name, "Cloud Map answers again");
+        let snapshot = store.current();
+        for (mesh, state) in &snapshot.meshes {
+            let mut found = state.discovered.clone();
+            let nodes = discovered_nodes(&state.mesh);
+            found.retain(|name, _| nodes.iter().any(|(n, _)| n == name));
+            for (name, discovery) in &nodes {
+                let which = (mesh.clone(), name.clone());
+                match cloud_map.discover(discovery).await {
+                    Ok(instances) => {
+                        if failing.remove(&which).is_some() {
+                            tracing::info!(%mesh, node = %name, "Cloud Map answers again");
+                        }
+                        found.insert(name.clone(), instances);
                     }
-                    found.insert(name.clone(), instances);
-                }
-                Err(reason) => {
-                    // Said once per node until it recovers; the node keeps what it had.
-                    if failing.get(name) != Some(&reason) {
-                        tracing::warn!(
-                            node = %name,
-                            namespace = %discovery.namespace_name,
-                            service = %discovery.service_name,
-                            "Cloud Map lookup failed, keeping the last instances found: {reason}"
-                        );
-                        failing.insert(name.clone(), reason);
+                    Err(reason) => {
+                        // The node keeps what it had.
+                        if failing.get(&which) != Some(&reason) {
+                            tracing::warn!(
+                                %mesh,
+                                node = %name,
+                                namespace = %discovery.namespace_name,
+                                service = %discovery.service_name,
+                                "Cloud Map lookup failed, keeping the last instances found: {reason}"
+                            );
+                            failing.insert(which, reason);
+                        }
                     }
                 }
             }
-        }
-        if found != store.current().discovered {
-            tracing::info!(
-                nodes = found.len(),
-                instances = found.values().map(Vec::len).sum::<usize>(),
-                "Cloud Map instances changed"
-            );
-            store.set_discovered(found);
+            let now = store.current();
+            if now.mesh(mesh).is_some_and(|m| m.discovered != found) {
+                tracing::info!(
+                    %mesh,
+                    nodes = found.len(),
+                    instances = found.values().map(Vec::len).sum::<usize>(),
+                    "Cloud Map instances changed"
+                );
+                store.set_discovered(mesh, found);
+            }
         }
         tokio::time::sleep(every).await;
     }

@@ -8,11 +8,11 @@ pub mod dynamo;
 
 use std::path::{Path, PathBuf};
 
-use meshmodel::{Key, Mesh, Problem, Problems, Resource};
+use meshmodel::{Key, Problem, Problems, Resource};
 use serde::{Deserialize, Serialize};
 
 use super::meta::Meta;
-use super::snapshot::OtherMesh;
+use super::snapshot::MeshState;
 
 const RESOURCES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("resources");
 
@@ -124,10 +124,8 @@ impl StorageHealth {
 /// What a database held when it was opened.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub mesh: Mesh,
-    pub meta: std::collections::BTreeMap<Key, Meta>,
-    /// The other meshes, by name (their records' keys begin with `@NAME/`).
-    pub others: std::collections::BTreeMap<String, OtherMesh>,
+    /// Every mesh it held, by name.
+    pub meshes: std::collections::BTreeMap<String, MeshState>,
     /// How many resources it held.
     pub count: usize,
 }
@@ -213,36 +211,33 @@ impl Database {
     }
 }
 
-/// The record key of `key` in the mesh `other` (`None`: the first mesh, whose keys are
-/// the resources' own, as they always were).
-pub(crate) fn record_key(other: Option<&str>, key: &Key) -> String {
-    match other {
-        None => key.to_text(),
-        Some(mesh) => format!("@{mesh}/{}", key.to_text()),
+/// The record key of `key` of mesh `mesh`: `@MESH/KEY`, or the resource's own key for a
+/// mesh stored that way ([`MeshState::bare_keys`], as stores written before meshes were
+/// named in record keys hold theirs).
+pub(crate) fn record_key(mesh: &str, bare: bool, key: &Key) -> String {
+    match bare {
+        true => key.to_text(),
+        false => format!("@{mesh}/{}", key.to_text()),
     }
 }
 
-/// The other mesh a record key belongs to, if it is one's.
-fn other_mesh_of(record_key: &str) -> Option<&str> {
+/// The mesh a record key names (`@MESH/KEY`), if it names one.
+fn mesh_of_key(record_key: &str) -> Option<&str> {
     record_key
         .strip_prefix('@')?
         .split_once('/')
         .map(|(mesh, _)| mesh)
 }
 
-/// The records of a store as one mesh with its metadata; every problem when they do not
-/// make one that checks out as a whole (`source` names the store in each).
+/// The records of a store as meshes with their metadata; every problem when they do not
+/// make meshes that each check out as a whole (`source` names the store in each). A record
+/// under a resource's own key belongs to the mesh its `meshName` names, which is then
+/// marked as stored that way.
 pub(crate) fn load_records<'a>(
     source: &str,
     records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Loaded, Problems> {
-    let mut loaded = Loaded {
-        mesh: Mesh {
-            backends_may_dangle: true,
-            ..Mesh::default()
-        },
-        ..Loaded::default()
-    };
+    let mut loaded = Loaded::default();
     let mut problems = Vec::new();
     for (key, bytes) in records {
         loaded.count += 1;
@@ -253,25 +248,31 @@ pub(crate) fn load_records<'a>(
                 continue;
             }
         };
-        let (mesh, meta) = match other_mesh_of(key) {
-            Some(name) => {
-                let other = loaded.others.entry(name.to_owned()).or_default();
-                other.mesh.backends_may_dangle = true;
-                (&mut other.mesh, &mut other.meta)
+        let resource = match Resource::from_value(&record.origin, record.resource) {
+            Ok(resource) => resource,
+            Err(Problems(mut more)) => {
+                problems.append(&mut more);
+                continue;
             }
-            None => (&mut loaded.mesh, &mut loaded.meta),
         };
-        match Resource::from_value(&record.origin, record.resource) {
-            Ok(resource) => {
-                meta.insert(resource.key(), record.meta);
-                mesh.insert(record.origin, resource);
-            }
-            Err(Problems(mut more)) => problems.append(&mut more),
+        let named = resource.mesh_name().to_owned();
+        let keyed = mesh_of_key(key);
+        if keyed.is_some_and(|m| m != named) {
+            problems.push(Problem::new(
+                source,
+                key,
+                format!("the record is kept under another mesh than its meshName `{named}`"),
+            ));
+            continue;
         }
+        let mesh = loaded.meshes.entry(named).or_default();
+        mesh.mesh.backends_may_dangle = true;
+        mesh.bare_keys |= keyed.is_none();
+        mesh.meta.insert(resource.key(), record.meta);
+        mesh.mesh.insert(record.origin, resource);
     }
-    problems.extend(loaded.mesh.check());
-    for other in loaded.others.values() {
-        problems.extend(other.mesh.check());
+    for mesh in loaded.meshes.values() {
+        problems.extend(mesh.mesh.check());
     }
     match problems.is_empty() {
         true => Ok(loaded),

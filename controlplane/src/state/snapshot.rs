@@ -1,5 +1,8 @@
-//! One consistent state of the mesh as served to Envoy ([`Snapshot`]): what the store
-//! publishes, what the durable copies load into, and what the translation reads.
+//! One consistent state of every mesh as served to Envoy ([`Snapshot`]): what the store
+//! publishes, what the durable copies load into, and what the translation reads. There is
+//! no first mesh: a snapshot is a map from mesh name to that mesh's state ([`MeshState`]),
+//! and every surface names the mesh it works on ([`Snapshot::pick`] when one may be left
+//! out).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,75 +12,123 @@ use meshmodel::{Key, Mesh};
 use super::meta::Meta;
 use super::placement::{Instance, Placement};
 
-/// One consistent state of the mesh, as served to Envoy.
+/// One consistent state of every mesh, as served to Envoy.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Increases by one with every accepted change.
     pub version: u64,
+    /// Every mesh held, by name.
+    pub meshes: BTreeMap<String, Arc<MeshState>>,
+}
+
+/// One mesh: its resources, their metadata, and where its nodes run.
+#[derive(Debug, Clone, Default)]
+pub struct MeshState {
     pub mesh: Mesh,
+    /// Metadata of every resource in `mesh`.
+    pub meta: BTreeMap<Key, Meta>,
+    /// Where each virtual node's Envoy and app run, for the nodes whose tasks run here
+    /// (`up`); a node not here is placed as App Mesh places it.
     pub placements: BTreeMap<String, Placement>,
     /// The instances of each virtual node Cloud Map discovers, as last looked up
     /// (by `cloudmap`); a node not here has not been looked up.
     pub discovered: BTreeMap<String, Vec<Instance>>,
-    /// Metadata of every resource in `mesh`.
-    pub meta: BTreeMap<Key, Meta>,
-    /// The meshes after the first, by name: made and changed through the App Mesh API,
-    /// and served to the Envoys whose node ids name them. The local runtime, the control
-    /// API and the console work on the first (`mesh`).
-    pub others: BTreeMap<String, Arc<OtherMesh>>,
+    /// Whether this mesh's records are stored under the resources' own keys, as stores
+    /// written before meshes were named in record keys hold their (one) mesh; every other
+    /// mesh's records are keyed `@MESH/KEY`.
+    pub bare_keys: bool,
 }
 
-/// Other meshes as loaded, as a snapshot holds them.
-pub(crate) fn shared(others: BTreeMap<String, OtherMesh>) -> BTreeMap<String, Arc<OtherMesh>> {
-    others.into_iter().map(|(n, o)| (n, Arc::new(o))).collect()
+impl MeshState {
+    /// A mesh as loaded or made, with nothing placed or discovered yet.
+    pub fn new(mesh: Mesh, meta: BTreeMap<Key, Meta>) -> Self {
+        Self {
+            mesh,
+            meta,
+            ..Self::default()
+        }
+    }
 }
 
-/// A mesh other than the first, and the metadata of its resources.
-#[derive(Debug, Clone, Default)]
-pub struct OtherMesh {
-    pub mesh: Mesh,
-    pub meta: BTreeMap<Key, Meta>,
+/// Why [`Snapshot::pick`] could not choose a mesh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    #[error("no mesh `{asked}` here ({})", list_held(.held))]
+    Unknown { asked: String, held: Vec<String> },
+    #[error("there are {} meshes here ({}); name one with `mesh`", .held.len(), list_held(.held))]
+    Several { held: Vec<String> },
+    #[error("there is no mesh here yet")]
+    None,
+}
+
+fn list_held(names: &[String]) -> String {
+    match names.is_empty() {
+        true => "there is none".to_owned(),
+        false => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            format!("there is {}", quoted.join(", "))
+        }
+    }
 }
 
 impl Snapshot {
-    /// The mesh named `name` (the first or another) and its resources' metadata, with which
-    /// it is: `None` for the first, else its name.
-    pub fn mesh_named(&self, name: &str) -> Option<(&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
-        if self.mesh.name() == Some(name) {
-            return Some((&self.mesh, &self.meta, None));
-        }
-        self.others
-            .get_key_value(name)
-            .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str())))
+    /// The mesh named `name`.
+    pub fn mesh(&self, name: &str) -> Option<&Arc<MeshState>> {
+        self.meshes.get(name)
     }
 
-    /// Every mesh there is, the first (when it exists) and then the others by name.
-    pub fn meshes(&self) -> impl Iterator<Item = (&Mesh, &BTreeMap<Key, Meta>, Option<&str>)> {
-        let first = self
-            .mesh
-            .name()
-            .is_some()
-            .then_some((&self.mesh, &self.meta, None));
-        first.into_iter().chain(
-            self.others
+    /// The names of every mesh held, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.meshes.keys().cloned().collect()
+    }
+
+    /// The mesh `asked` names, or the only one held when `asked` is `None`; refuses to
+    /// guess when there are several, and names those there are when `asked` is unknown.
+    pub fn pick(&self, asked: Option<&str>) -> Result<(&str, &Arc<MeshState>), PickError> {
+        match asked {
+            Some(name) => self
+                .meshes
+                .get_key_value(name)
+                .map(|(n, m)| (n.as_str(), m))
+                .ok_or_else(|| PickError::Unknown {
+                    asked: name.to_owned(),
+                    held: self.names(),
+                }),
+            None => {
+                let mut all = self.meshes.iter();
+                match (all.next(), all.next()) {
+                    (Some((n, m)), None) => Ok((n.as_str(), m)),
+                    (None, _) => Err(PickError::None),
+                    (Some(_), Some(_)) => Err(PickError::Several { held: self.names() }),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(names: &[&str]) -> Snapshot {
+        Snapshot {
+            version: 1,
+            meshes: names
                 .iter()
-                .map(|(n, o)| (&o.mesh, &o.meta, Some(n.as_str()))),
-        )
+                .map(|n| ((*n).to_owned(), Arc::new(MeshState::default())))
+                .collect(),
+        }
     }
 
-    /// This snapshot as the translation sees it for the Envoys of mesh `name`: the
-    /// snapshot itself for the first mesh, or one holding the other mesh in its place (with
-    /// nothing placed or discovered, as no task of another mesh runs here, and without the
-    /// metadata, which the translation does not read).
-    pub fn view(&self, name: &str) -> Option<std::borrow::Cow<'_, Snapshot>> {
-        if self.mesh.name() == Some(name) {
-            return Some(std::borrow::Cow::Borrowed(self));
-        }
-        let other = self.others.get(name)?;
-        Some(std::borrow::Cow::Owned(Snapshot {
-            version: self.version,
-            mesh: other.mesh.clone(),
-            ..Snapshot::default()
-        }))
+    #[test]
+    fn pick_takes_the_only_mesh_and_refuses_to_guess_among_several() {
+        assert_eq!(snapshot(&["a"]).pick(None).expect("only").0, "a");
+        assert_eq!(snapshot(&[]).pick(None).expect_err("none"), PickError::None);
+        let two = snapshot(&["a", "b"]);
+        let several = two.pick(None).expect_err("several").to_string();
+        assert!(several.contains("2 meshes") && several.contains("`a`, `b`"), "{several}");
+        assert_eq!(two.pick(Some("b")).expect("named").0, "b");
+        let unknown = two.pick(Some("c")).expect_err("unknown").to_string();
+        assert_eq!(unknown, "no mesh `c` here (there is `a`, `b`)");
     }
 }

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
-use super::meta::{Identity, Meta};
+use super::meta::Identity;
 use super::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
 use super::placement::{Instance, Placement};
-use super::snapshot::{OtherMesh, Snapshot, shared};
+use super::snapshot::{MeshState, Snapshot};
 
 /// How long a change is made again while other replicas keep storing theirs first.
 pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
@@ -30,27 +30,26 @@ pub enum UpdateError<E> {
     Storage(PersistError),
 }
 
-/// What a change produces: the next mesh, and the client token of the write, if any.
+/// What a change produces: the next state of the meshes it changes, and the client token
+/// of the write, if any.
 #[derive(Debug)]
 pub struct Next {
-    pub mesh: Mesh,
+    /// Each mesh the change makes, replaces or (when it holds nothing) removes, by name.
+    pub meshes: Vec<(String, Mesh)>,
     pub client_token: Option<String>,
     /// A resource whose version goes up even if its content did not change (an update
     /// call that repeats the current spec, as App Mesh counts it).
     pub bump: Option<Key>,
-    /// Which mesh `mesh` is: `None` for the first, else the name of another (made when it
-    /// does not exist yet, gone when `mesh` holds nothing).
-    pub other: Option<String>,
 }
 
 impl Next {
-    /// The next first mesh, with no client token and nothing bumped.
-    pub fn mesh(mesh: Mesh) -> Self {
+    /// Mesh `name` becomes `mesh` (made when it does not exist yet, gone when `mesh` holds
+    /// nothing), with no client token and nothing bumped.
+    pub fn mesh(name: impl Into<String>, mesh: Mesh) -> Self {
         Self {
-            mesh,
+            meshes: vec![(name.into(), mesh)],
             client_token: None,
             bump: None,
-            other: None,
         }
     }
 }
@@ -84,35 +83,36 @@ pub const WRITE_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Busy(pub std::time::Duration);
 
 impl Store {
-    /// A store in memory holding `mesh` (already checked), at version 1, with ARNs made for
-    /// `identity`.
-    pub fn in_memory(mesh: Mesh, identity: Identity) -> Self {
-        let name = mesh.name().unwrap_or_default().to_owned();
-        let meta = mesh
-            .resources()
+    /// A store in memory holding `meshes` (each already checked), at version 1, with ARNs
+    /// made for `identity`.
+    pub fn in_memory(meshes: impl IntoIterator<Item = Mesh>, identity: Identity) -> Self {
+        let meshes = meshes
             .into_iter()
-            .map(|(_, r)| {
-                let key = r.key();
-                let m = identity.new_meta(&name, &key, None);
-                (key, m)
+            .filter_map(|mesh| {
+                let name = mesh.name()?.to_owned();
+                let meta = mesh
+                    .resources()
+                    .into_iter()
+                    .map(|(_, r)| {
+                        let key = r.key();
+                        let m = identity.new_meta(&name, &key, None);
+                        (key, m)
+                    })
+                    .collect();
+                Some((name, MeshState::new(mesh, meta)))
             })
             .collect();
-        Self::from_parts(mesh, meta, BTreeMap::new(), None, identity)
+        Self::from_parts(meshes, None, identity)
     }
 
     fn from_parts(
-        mesh: Mesh,
-        meta: BTreeMap<Key, Meta>,
-        others: BTreeMap<String, OtherMesh>,
+        meshes: BTreeMap<String, MeshState>,
         db: Option<Durable>,
         identity: Identity,
     ) -> Self {
         let snapshot = Snapshot {
             version: 1,
-            mesh,
-            meta,
-            others: shared(others),
-            ..Snapshot::default()
+            meshes: meshes.into_iter().map(|(n, m)| (n, Arc::new(m))).collect(),
         };
         let (tx, _) = watch::channel(Arc::new(snapshot));
         let health = db.as_ref().map(|d| d.health().clone());
@@ -127,12 +127,12 @@ impl Store {
         }
     }
 
-    /// A durable store in `path`. When the database holds resources they are the mesh
-    /// (`seed` is not called) and the second value is how many; otherwise `seed()` is
-    /// written to it, as one ordinary change from nothing, and used.
+    /// A durable store in `path`. When the database holds resources they are the meshes
+    /// (`seed` is not called) and the second value is how many; otherwise the meshes
+    /// `seed()` gives are written to it, as one ordinary change from nothing, and used.
     pub fn open<E>(
         path: &Path,
-        seed: impl FnOnce() -> Result<Mesh, E>,
+        seed: impl FnOnce() -> Result<Vec<Mesh>, E>,
         identity: Identity,
     ) -> Result<(Self, usize), OpenError<E>> {
         let (db, loaded) = Database::open(path).map_err(OpenError::Storage)?;
@@ -144,7 +144,7 @@ impl Store {
     /// other replicas store (read every `every`; see [`Store::follow`]).
     pub fn open_dynamo<E>(
         table: &str,
-        seed: impl FnOnce() -> Result<Mesh, E>,
+        seed: impl FnOnce() -> Result<Vec<Mesh>, E>,
         identity: Identity,
         every: std::time::Duration,
     ) -> Result<(Self, usize), OpenError<E>> {
@@ -159,75 +159,101 @@ impl Store {
     fn open_durable<E>(
         durable: Durable,
         loaded: Loaded,
-        seed: impl FnOnce() -> Result<Mesh, E>,
+        seed: impl FnOnce() -> Result<Vec<Mesh>, E>,
         identity: Identity,
     ) -> Result<(Self, usize), OpenError<E>> {
         if loaded.count > 0 {
-            let store = Self::from_parts(
-                loaded.mesh,
-                loaded.meta,
-                loaded.others,
-                Some(durable),
-                identity,
-            );
+            let store = Self::from_parts(loaded.meshes, Some(durable), identity);
             return Ok((store, loaded.count));
         }
-        let mut mesh = seed().map_err(OpenError::Seed)?;
-        mesh.backends_may_dangle = true;
-        let store = Self::from_parts(
-            loaded.mesh,
-            BTreeMap::new(),
-            BTreeMap::new(),
-            Some(durable),
-            identity,
-        );
-        // Another replica may seed the same table first: then its mesh stands.
-        let seeded = store.update_with(|s| match s.mesh.resources().is_empty() {
-            true => Ok(Next::mesh(mesh.clone())),
+        let seeds: Vec<(String, Mesh)> = seed()
+            .map_err(OpenError::Seed)?
+            .into_iter()
+            .filter_map(|mut mesh| {
+                mesh.backends_may_dangle = true;
+                Some((mesh.name()?.to_owned(), mesh))
+            })
+            .collect();
+        let store = Self::from_parts(BTreeMap::new(), Some(durable), identity);
+        // Another replica may seed the same table first: then its meshes stand.
+        let seeded = store.update_with(|s| match s.meshes.is_empty() {
+            true => Ok(Next {
+                meshes: seeds.clone(),
+                client_token: None,
+                bump: None,
+            }),
             false => Err(()),
         });
         let count = match seeded {
             Ok(_) => 0,
-            Err(UpdateError::Refused(())) => store.current().mesh.resources().len(),
+            Err(UpdateError::Refused(())) => store
+                .current()
+                .meshes
+                .values()
+                .map(|m| m.mesh.resources().len())
+                .sum(),
             Err(UpdateError::Storage(e)) => return Err(OpenError::Storage(e)),
         };
         Ok((store, count))
     }
 
-    /// Sets where each virtual node's Envoy and app are.
-    pub fn set_placements(&self, placements: BTreeMap<String, Placement>) {
-        self.republish(|s| s.placements = placements);
+    /// Sets where each virtual node of mesh `mesh` runs (its Envoy and app). A mesh not
+    /// held is left alone.
+    pub fn set_placements(&self, mesh: &str, placements: BTreeMap<String, Placement>) {
+        self.republish(mesh, |m| m.placements = placements);
     }
 
-    /// Sets the instances Cloud Map gave for each virtual node it discovers.
-    pub fn set_discovered(&self, discovered: BTreeMap<String, Vec<Instance>>) {
-        self.republish(|s| s.discovered = discovered);
+    /// Sets the instances Cloud Map gave for each virtual node of mesh `mesh` it discovers.
+    pub fn set_discovered(&self, mesh: &str, discovered: BTreeMap<String, Vec<Instance>>) {
+        self.republish(mesh, |m| m.discovered = discovered);
     }
 
-    /// Publishes the current snapshot with `change` made to what the mesh does not hold
-    /// (nothing is stored), at the next version. It does not wait for a write in progress:
-    /// the write publishes its mesh over what is current then ([`Store::publish`]).
-    fn republish(&self, change: impl FnOnce(&mut Snapshot)) {
-        self.tx.send_modify(|current| {
+    /// Publishes the current snapshot with `change` made to what mesh `mesh` holds beside
+    /// its resources (nothing is stored), at the next version. It does not wait for a write
+    /// in progress: the write publishes its meshes over what is current then
+    /// ([`Store::publish`]).
+    fn republish(&self, mesh: &str, change: impl FnOnce(&mut MeshState)) {
+        self.tx.send_if_modified(|current| {
+            let Some(held) = current.meshes.get(mesh) else {
+                return false;
+            };
+            let mut changed = (**held).clone();
+            change(&mut changed);
             let mut next = (**current).clone();
             next.version += 1;
-            change(&mut next);
+            next.meshes.insert(mesh.to_owned(), Arc::new(changed));
             *current = Arc::new(next);
+            true
         });
     }
 
-    /// Publishes the meshes of `next` (a change made from an earlier snapshot) with what
-    /// the current snapshot holds beside them (placements and discovered instances, which
-    /// may have changed while the change was stored), at the next version.
-    fn publish(&self, next: Snapshot) -> Arc<Snapshot> {
+    /// Publishes `meshes` (each mesh's resources and metadata as a change made from an
+    /// earlier snapshot left them; `None`: the mesh is gone) over the current snapshot,
+    /// keeping what it holds beside them (placements and discovered instances, which may
+    /// have changed while the change was stored), at the next version. With `all`, the
+    /// meshes not named are gone too (a reload of everything stored).
+    fn publish(&self, meshes: Vec<(String, Option<MeshState>)>, all: bool) -> Arc<Snapshot> {
         let mut published = None;
         self.tx.send_modify(|current| {
-            let made = Arc::new(Snapshot {
+            let mut next = Snapshot {
                 version: current.version + 1,
-                placements: current.placements.clone(),
-                discovered: current.discovered.clone(),
-                ..next
-            });
+                meshes: match all {
+                    true => BTreeMap::new(),
+                    false => current.meshes.clone(),
+                },
+            };
+            for (name, state) in meshes {
+                let Some(mut state) = state else {
+                    next.meshes.remove(&name);
+                    continue;
+                };
+                if let Some(held) = current.meshes.get(&name) {
+                    state.placements = held.placements.clone();
+                    state.discovered = held.discovered.clone();
+                }
+                next.meshes.insert(name, Arc::new(state));
+            }
+            let made = Arc::new(next);
             published = Some(made.clone());
             *current = made;
         });
@@ -326,12 +352,12 @@ impl Store {
                 std::thread::sleep(std::time::Duration::from_millis(delay));
             }
             let Some(durable) = guard.as_mut() else {
-                return Ok(self.publish(next));
+                return Ok(self.publish(next, false));
             };
             let written = durable.write(&puts, &deletes);
             self.note_health(durable);
             match written {
-                Ok(()) => return Ok(self.publish(next)),
+                Ok(()) => return Ok(self.publish(next, false)),
                 Err(PersistError::Conflict) if started.elapsed() < CONFLICT_BUDGET => {
                     // A random pause, longer after each round lost, so that two replicas
                     // writing without pause take turns instead of one winning every race.
@@ -348,84 +374,64 @@ impl Store {
     }
 
     /// What `next` changes relative to `current`: records to write, keys to remove, and the
-    /// snapshot to publish once they are stored.
+    /// meshes to publish once they are stored.
+    #[allow(clippy::type_complexity)]
     fn changes(
         &self,
         current: &Snapshot,
         next: Next,
-    ) -> (Vec<(String, Record)>, Vec<String>, Snapshot) {
+    ) -> (
+        Vec<(String, Record)>,
+        Vec<String>,
+        Vec<(String, Option<MeshState>)>,
+    ) {
         let Next {
-            mesh,
+            meshes,
             client_token,
             bump,
-            other,
         } = next;
-        let empty = OtherMesh::default();
-        let (current_mesh, current_meta) = match &other {
-            None => (&current.mesh, &current.meta),
-            Some(name) => current
-                .others
-                .get(name)
-                .map_or((&empty.mesh, &empty.meta), |o| (&o.mesh, &o.meta)),
-        };
-        let mesh_name = mesh
-            .name()
-            .or(current_mesh.name())
-            .or(other.as_deref())
-            .unwrap_or_default()
-            .to_owned();
-        // Only what the change touched is compared, written and given new metadata (the
-        // rest is shared with the current mesh).
-        let (mut changed, removed) = current_mesh.diff(&mesh);
-        if let Some(key) = &bump {
-            if !changed.iter().any(|(k, _, _)| k == key) {
-                if let Some((origin, resource)) = mesh.get(key) {
-                    changed.push((key.clone(), origin, resource));
+        let (mut puts, mut deletes, mut published) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, mesh) in meshes {
+            let held = current.meshes.get(&name).map(|m| &**m);
+            let empty = MeshState::default();
+            let before = held.unwrap_or(&empty);
+            let bare = before.bare_keys;
+            // Only what the change touched is compared, written and given new metadata
+            // (the rest is shared with the current mesh).
+            let (mut changed, removed) = before.mesh.diff(&mesh);
+            if let Some(key) = &bump {
+                if !changed.iter().any(|(k, _, _)| k == key) {
+                    if let Some((origin, resource)) = mesh.get(key) {
+                        changed.push((key.clone(), origin, resource));
+                    }
                 }
             }
-        }
-        let mut meta = current_meta.clone();
-        let mut puts = Vec::new();
-        for (key, origin, resource) in changed {
-            let m = match meta.get(&key) {
-                Some(m) => m.next_version(client_token.clone()),
-                None => self
-                    .identity
-                    .new_meta(&mesh_name, &key, client_token.clone()),
-            };
-            let record = Record {
-                origin,
-                resource: resource.to_json(),
-                meta: m.clone(),
-            };
-            puts.push((record_key(other.as_deref(), &key), record));
-            meta.insert(key, m);
-        }
-        let mut deletes = Vec::new();
-        for key in removed {
-            deletes.push(record_key(other.as_deref(), &key));
-            meta.remove(&key);
-        }
-        // Only the mesh the change is about is replaced; the rest is carried over.
-        let (mesh, meta, others) = match other {
-            None => (mesh, meta, current.others.clone()),
-            Some(name) => {
-                let mut others = current.others.clone();
-                // A mesh with nothing left in it (deleted) is gone.
-                match mesh.resources().is_empty() {
-                    true => others.remove(&name),
-                    false => others.insert(name, Arc::new(OtherMesh { mesh, meta })),
+            let mut meta = before.meta.clone();
+            for (key, origin, resource) in changed {
+                let m = match meta.get(&key) {
+                    Some(m) => m.next_version(client_token.clone()),
+                    None => self.identity.new_meta(&name, &key, client_token.clone()),
                 };
-                (current.mesh.clone(), current.meta.clone(), others)
+                let record = Record {
+                    origin,
+                    resource: resource.to_json(),
+                    meta: m.clone(),
+                };
+                puts.push((record_key(&name, bare, &key), record));
+                meta.insert(key, m);
             }
-        };
-        let next = Snapshot {
-            mesh,
-            meta,
-            others,
-            ..Snapshot::default()
-        };
-        (puts, deletes, next)
+            for key in removed {
+                deletes.push(record_key(&name, bare, &key));
+                meta.remove(&key);
+            }
+            // A mesh with nothing left in it (deleted) is gone.
+            let state = (!mesh.resources().is_empty()).then(|| MeshState {
+                bare_keys: bare,
+                ..MeshState::new(mesh, meta)
+            });
+            published.push((name, state));
+        }
+        (puts, deletes, published)
     }
 
     fn note_health(&self, durable: &Durable) {
@@ -441,12 +447,12 @@ impl Store {
             return Ok(());
         };
         let loaded = loaded?;
-        self.publish(Snapshot {
-            mesh: loaded.mesh,
-            meta: loaded.meta,
-            others: shared(loaded.others),
-            ..Snapshot::default()
-        });
+        let meshes = loaded
+            .meshes
+            .into_iter()
+            .map(|(name, state)| (name, Some(state)))
+            .collect();
+        self.publish(meshes, true);
         Ok(())
     }
 
@@ -526,23 +532,25 @@ impl Store {
         reloaded
     }
 
-    /// Creates or replaces one resource.
-    /// In the mesh its `meshName` names when that is another mesh held here, else in the
-    /// first (whose check refuses a `meshName` that is not its own).
+    /// Creates or replaces one resource, in the mesh its `meshName` names (a mesh
+    /// resource makes its mesh; any other resource needs its mesh to be held).
     pub fn apply(
         &self,
         origin: &str,
         resource: Resource,
     ) -> Result<Arc<Snapshot>, UpdateError<Problems>> {
         let named = resource.mesh_name().to_owned();
-        self.update_with(|s| {
-            let mesh = s.others.contains_key(&named).then_some(named.as_str());
-            in_mesh(s, mesh, |m| m.apply(origin, resource.clone()))
+        let makes_mesh = matches!(resource, Resource::Mesh(_));
+        self.update_with(|s| match (s.mesh(&named), makes_mesh) {
+            (None, true) => Mesh::default()
+                .apply(origin, resource.clone())
+                .map(|m| Next::mesh(named.clone(), m)),
+            _ => in_mesh(s, Some(&named), |m| m.apply(origin, resource.clone())),
         })
     }
 
     /// Sets the weights of route `route` ([`super::weights::set_weights`]) of the mesh
-    /// named `mesh` (the first when `None`).
+    /// named `mesh` (the only one when `None`).
     pub fn set_weights(
         &self,
         mesh: Option<&str>,
@@ -558,33 +566,18 @@ impl Store {
     }
 }
 
-/// `change` made to the mesh named `mesh` of `snapshot` (the first when `None` or its
-/// name); a name of no mesh here is refused, naming those there are.
+/// `change` made to the mesh named `mesh` of `snapshot` (the only one when `None`); a
+/// name of no mesh here is refused, naming those there are, as is leaving the name out
+/// when there are several.
 fn in_mesh(
     snapshot: &Snapshot,
     mesh: Option<&str>,
     change: impl Fn(&Mesh) -> Result<Mesh, Problems>,
 ) -> Result<Next, Problems> {
-    match mesh.filter(|m| Some(*m) != snapshot.mesh.name()) {
-        None => change(&snapshot.mesh).map(Next::mesh),
-        Some(name) => match snapshot.others.get(name) {
-            Some(other) => change(&other.mesh).map(|m| Next {
-                other: Some(name.to_owned()),
-                ..Next::mesh(m)
-            }),
-            None => {
-                let here: Vec<String> = snapshot
-                    .meshes()
-                    .filter_map(|(m, ..)| m.name().map(|n| format!("`{n}`")))
-                    .collect();
-                Err(Problems::one(meshmodel::Problem::new(
-                    "<request>",
-                    "mesh",
-                    format!("no mesh `{name}` here (there is {})", here.join(", ")),
-                )))
-            }
-        },
-    }
+    let (name, state) = snapshot.pick(mesh).map_err(|e| {
+        Problems::one(meshmodel::Problem::new("<request>", "mesh", e.to_string()))
+    })?;
+    change(&state.mesh).map(|m| Next::mesh(name, m))
 }
 
 /// `d` in whole milliseconds.
@@ -615,7 +608,8 @@ mod tests {
     }
 
     fn route_weights(s: &Snapshot) -> Vec<(String, i64)> {
-        let route = s.mesh.routes.values().next().expect("a route");
+        let mesh = &s.mesh("gophermesh").expect("the shipped mesh").mesh;
+        let route = mesh.routes.values().next().expect("a route");
         let (_, targets) = route.value.spec.weighted_targets().expect("weighted");
         targets
             .iter()
@@ -646,7 +640,7 @@ mod tests {
 
     #[test]
     fn a_change_bumps_the_version_and_wakes_watchers_a_refusal_changes_nothing() {
-        let store = Store::in_memory(shipped(), Identity::default());
+        let store = Store::in_memory([shipped()], Identity::default());
         let mut watcher = store.subscribe();
         let before = store.current();
         let key = Key::Route("distributor".into(), "distributor".into());
@@ -668,10 +662,12 @@ mod tests {
                 ("distributor-v2".to_owned(), 70)
             ]
         );
-        assert_eq!(after.meta[&key].version, before.meta[&key].version + 1);
+        let meta = |s: &Snapshot| s.mesh("gophermesh").expect("mesh").meta.clone();
+        assert_eq!(meta(&after)[&key].version, meta(&before)[&key].version + 1);
         let node = Key::VirtualNode("requester".into());
         assert_eq!(
-            after.meta[&node], before.meta[&node],
+            meta(&after)[&node],
+            meta(&before)[&node],
             "untouched resources keep their metadata"
         );
 
@@ -711,7 +707,7 @@ mod tests {
         let count = shipped().resources().len();
         let (store, restored) = Store::open(
             &path,
-            || Ok::<_, std::convert::Infallible>(shipped()),
+            || Ok::<_, std::convert::Infallible>(vec![shipped()]),
             Identity::default(),
         )
         .expect("opens");
@@ -728,21 +724,22 @@ mod tests {
 
         let (again, restored) = Store::open(
             &path,
-            || -> Result<Mesh, &str> { Err("a store with resources is not seeded") },
+            || -> Result<Vec<Mesh>, &str> { Err("a store with resources is not seeded") },
             Identity::default(),
         )
         .expect("reopens");
         assert_eq!(restored, count);
         let snapshot = again.current();
         assert_eq!(route_weights(&snapshot), route_weights(&changed));
-        assert_eq!(snapshot.meta, changed.meta, "metadata survives as written");
+        let meta = |s: &Snapshot| s.mesh("gophermesh").expect("mesh").meta.clone();
+        assert_eq!(meta(&snapshot), meta(&changed), "metadata survives as written");
     }
 
     /// With a second mesh, a route's weights are set in the mesh named, a resource goes to
     /// the mesh its `meshName` names, and a mesh that is not here is refused by name.
     #[test]
     fn changes_go_to_the_mesh_they_name() {
-        let store = Store::in_memory(shipped(), Identity::default());
+        let store = Store::in_memory([shipped()], Identity::default());
         // A copy of the shipped mesh named `shop`.
         let text = |dir: &Path| {
             let mut out = Vec::new();
@@ -777,14 +774,11 @@ mod tests {
         }
         store
             .update_with(|_| {
-                Ok::<_, Problems>(Next {
-                    other: Some("shop".into()),
-                    ..Next::mesh(shop.clone())
-                })
+                Ok::<_, Problems>(Next::mesh("shop", shop.clone()))
             })
             .expect("shop made");
         let shop_weights = |s: &Snapshot| {
-            let (mesh, ..) = s.mesh_named("shop").expect("shop");
+            let mesh = &s.mesh("shop").expect("shop").mesh;
             let route = &mesh.routes[&("distributor".to_owned(), "distributor".to_owned())];
             let (_, targets) = route.value.spec.weighted_targets().expect("weighted");
             targets.iter().map(|t| t.weight).collect::<Vec<_>>()
@@ -804,7 +798,7 @@ mod tests {
                 ("distributor-v1".to_owned(), 90),
                 ("distributor-v2".to_owned(), 10)
             ],
-            "the first mesh is untouched"
+            "the other mesh is untouched"
         );
         let route = serde_json::json!({"meshName": "shop", "virtualRouterName": "distributor",
             "routeName": "distributor", "spec": {"httpRoute": {"match": {"prefix": "/"},

@@ -1,7 +1,7 @@
 //! Clusters: the static (or EDS) cluster of a node's listener, as an egress target or as the
 //! ingress side's local app.
 
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::MeshState;
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
@@ -41,7 +41,7 @@ impl Upstream {
     /// Where other Envoys reach virtual node `node` (of `snapshot`) on its listener `port`
     /// (its first when `None`): its placement when a task runs it here, else its service
     /// discovery.
-    pub(super) fn of(snapshot: &Snapshot, node: &str, port: Option<i64>) -> Self {
+    pub(super) fn of(snapshot: &MeshState, node: &str, port: Option<i64>) -> Self {
         let Some(vn) = snapshot.mesh.virtual_nodes.get(node).map(|n| &n.value) else {
             return Upstream::Nowhere;
         };

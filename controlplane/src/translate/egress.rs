@@ -21,7 +21,7 @@ use super::{
     ads_source, any, listener_of, original_dst_filter, pb_duration, prefix_match, transparent,
 };
 use crate::state::placement::Placement;
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::MeshState;
 
 /// The egress connection manager of an app that uses its Envoy as an explicit HTTP proxy:
 /// it takes `CONNECT` requests (its routes say which are tunnelled where), and with
@@ -216,7 +216,7 @@ pub(super) fn pass_other_tcp_through(egress: &mut listener::Listener, ports: &BT
 /// listener, the route configuration of its backends (by RDS), and their clusters.
 pub(super) fn egress(
     out: &mut NodeResources,
-    snapshot: &Snapshot,
+    snapshot: &MeshState,
     mesh_name: &str,
     vn: &VirtualNodeInput,
     place: &Placement,
@@ -344,7 +344,7 @@ impl Backends {
     /// its TCP listeners.
     fn add(
         &mut self,
-        snapshot: &Snapshot,
+        snapshot: &MeshState,
         mesh_name: &str,
         vn: &VirtualNodeInput,
         backend: &VirtualServiceBackend,
@@ -401,7 +401,7 @@ impl Backends {
     /// and for each tcp listener the first tcpRoute for its port, as a TCP proxy.
     fn provided_by_router(
         &mut self,
-        snapshot: &Snapshot,
+        snapshot: &MeshState,
         mesh_name: &str,
         service_name: &str,
         router_name: &str,
@@ -487,7 +487,7 @@ impl Backends {
     /// its cluster, and each tcp listener as a TCP proxy.
     fn provided_by_node(
         &mut self,
-        snapshot: &Snapshot,
+        snapshot: &MeshState,
         mesh_name: &str,
         service_name: &str,
         target: &str,

@@ -31,7 +31,7 @@ use super::http::http_listener;
 use super::routes::{Caller, egress_cluster, route_action, route_match, translate_route};
 use super::tls_context::listener_tls;
 use super::{EgressClusters, LISTENER_TYPE, NodeResources, ROUTE_TYPE, ads_source, any};
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::MeshState;
 
 /// How a gateway route changes the path before the target's routes see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +203,7 @@ fn both(
 /// The Envoy routes of gateway route `gr`: the target service's routes under the gateway
 /// route's match, then a 404 for the rest of what it matched.
 fn gateway_routes(
-    snapshot: &Snapshot,
+    snapshot: &MeshState,
     mesh_name: &str,
     gr: &GatewayRouteInput,
     http: &HttpGatewayRoute,
@@ -315,7 +315,7 @@ fn gateway_routes(
 }
 
 /// The Envoy resources of virtual gateway `gateway`, or `None` when the snapshot has none.
-pub(super) fn for_gateway(snapshot: &Snapshot, gateway: &str) -> Option<NodeResources> {
+pub(super) fn for_gateway(snapshot: &MeshState, gateway: &str) -> Option<NodeResources> {
     let mesh = &snapshot.mesh;
     let mesh_name = mesh.name()?;
     let gw = &mesh.virtual_gateways.get(gateway)?.value;

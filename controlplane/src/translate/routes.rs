@@ -1,7 +1,7 @@
 //! Routes: an App Mesh route's match, retry policy, timeouts and weighted targets as an Envoy
 //! route, and the egress cluster of each target.
 
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::MeshState;
 use envoy_types::pb::envoy::config::route::v3 as route;
 use meshmodel::appmesh::{ConnectionPool, HttpRoute, RouteInput};
 
@@ -23,7 +23,7 @@ pub(super) struct Caller<'a> {
 /// Adds (once) the egress cluster for target node `target` on its listener `port` (its
 /// first when `None`); returns its name.
 pub(super) fn egress_cluster(
-    snapshot: &Snapshot,
+    snapshot: &MeshState,
     mesh: &str,
     target: &str,
     port: Option<i64>,
@@ -63,7 +63,7 @@ pub(super) fn egress_cluster(
 }
 
 pub(super) fn translate_route(
-    snapshot: &Snapshot,
+    snapshot: &MeshState,
     mesh: &str,
     r: &RouteInput,
     caller: Caller<'_>,

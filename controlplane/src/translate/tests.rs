@@ -47,7 +47,7 @@ fn assigned_addresses(
 }
 
 /// The requester's egress cluster to distributor-v1 in `snapshot`.
-fn requesters_v1_cluster(snapshot: &Snapshot) -> cluster::Cluster {
+fn requesters_v1_cluster(snapshot: &MeshState) -> cluster::Cluster {
     let res = for_node(snapshot, "requester").expect("resources");
     let (_, any) = res
         .clusters
@@ -57,7 +57,7 @@ fn requesters_v1_cluster(snapshot: &Snapshot) -> cluster::Cluster {
     cluster::Cluster::decode(any.value.as_slice()).expect("decodes")
 }
 
-fn shipped_snapshot() -> Snapshot {
+fn shipped_snapshot() -> MeshState {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
     let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
     let placements = ["distributor-v1", "distributor-v2", "requester"]
@@ -82,11 +82,10 @@ fn shipped_snapshot() -> Snapshot {
             )
         })
         .collect();
-    Snapshot {
-        version: 7,
+    MeshState {
         mesh,
         placements,
-        ..Snapshot::default()
+        ..MeshState::default()
     }
 }
 
@@ -223,7 +222,7 @@ fn distributors_have_no_backends_and_unknown_nodes_get_nothing() {
 /// its proxy ports on every address, its app on loopback, its targets by DNS.
 #[test]
 fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
-    let snapshot = Snapshot {
+    let snapshot = MeshState {
         placements: BTreeMap::new(),
         ..shipped_snapshot()
     };
@@ -272,11 +271,11 @@ fn a_node_without_a_task_is_placed_as_app_mesh_places_it() {
 /// that resolve the node's hostname.
 #[test]
 fn ip_preference_is_the_dns_lookup_family() {
-    let mut snapshot = Snapshot {
+    let mut snapshot = MeshState {
         placements: BTreeMap::new(),
         ..shipped_snapshot()
     };
-    let family = |snapshot: &Snapshot| requesters_v1_cluster(snapshot).dns_lookup_family;
+    let family = |snapshot: &MeshState| requesters_v1_cluster(snapshot).dns_lookup_family;
     let mesh = snapshot.mesh.mesh.as_mut().expect("the mesh");
     std::sync::Arc::make_mut(&mut mesh.value)
         .spec
@@ -395,7 +394,7 @@ fn port_scheme_and_query_parameter_matches_reach_envoy() {
             })),
         )
         .expect("accepted");
-    let snapshot = Snapshot { mesh, ..snapshot };
+    let snapshot = MeshState { mesh, ..snapshot };
     let res = for_node(&snapshot, "requester").expect("resources");
     let config = route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
     let canary = config.virtual_hosts[0].routes[0]
@@ -500,9 +499,9 @@ fn a_grpc_route_matches_service_method_and_metadata() {
             "tcpRetryEvents": ["connection-error"]}
     });
     let mesh = grpc_mesh("grpc", route.clone()).expect("accepted");
-    let snapshot = Snapshot {
+    let snapshot = MeshState {
         mesh,
-        ..Snapshot::default()
+        ..MeshState::default()
     };
     let res = for_node(&snapshot, "client").expect("resources");
     let config = route::RouteConfiguration::decode(res.routes[0].1.value.as_slice()).expect("rds");
@@ -585,9 +584,9 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
                 "backends": [{"virtualService": {"virtualServiceName": "server.local"}}]}}),
         ])
     };
-    let snapshot_of = |m| Snapshot {
+    let snapshot_of = |m| MeshState {
         mesh: m,
-        ..Snapshot::default()
+        ..MeshState::default()
     };
 
     let permissive = snapshot_of(mesh("PERMISSIVE", policy(vec![], true)).expect("accepted"));
@@ -615,7 +614,7 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
         ingress.listener_filters[0].name,
         "envoy.filters.listener.tls_inspector"
     );
-    let egress_tls = |s: &Snapshot| {
+    let egress_tls = |s: &MeshState| {
         let client = for_node(s, "client").expect("resources");
         let (_, c) = client
             .clusters
@@ -724,7 +723,7 @@ fn allow_all_passes_through_to_the_original_or_the_named_destination() {
         "envoy.filters.http.dynamic_forward_proxy"
     );
 
-    let redirected = Snapshot {
+    let redirected = MeshState {
         placements: BTreeMap::new(),
         ..snapshot
     };
@@ -777,7 +776,7 @@ fn allow_all_passes_through_to_the_original_or_the_named_destination() {
 #[test]
 fn drop_all_lets_tls_to_aws_apis_out_where_connections_are_redirected() {
     let snapshot = shipped_snapshot();
-    let redirected = Snapshot {
+    let redirected = MeshState {
         placements: BTreeMap::new(),
         ..snapshot.clone()
     };
@@ -920,7 +919,7 @@ fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
         }),
     });
     let name = "cds_egress_gophermesh_distributor-v1_http_8080";
-    let endpoints = |snapshot: &Snapshot| {
+    let endpoints = |snapshot: &MeshState| {
         // An EDS cluster over ADS, without endpoints of its own: they come by EDS.
         let c = requesters_v1_cluster(snapshot);
         assert_eq!(

@@ -322,7 +322,7 @@ impl AdsStream {
             };
             let snapshot = self.cache.current();
             let problem = nothing_for(&snapshot, mesh, &node);
-            let node = node_key(&snapshot, mesh, &node);
+            let node = node_key(mesh, &node);
             match &problem {
                 Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
                 None => tracing::info!(node, peer = ?self.peer, "Envoy connected"),
@@ -501,7 +501,7 @@ impl AdsStream {
         let found = self.cache.resources(snapshot, &node);
         let problem = match found {
             Some(_) => None,
-            None => nothing_for(snapshot, &self.mesh, unkeyed(&node)),
+            None => nothing_for(snapshot, &self.mesh, split_key(&node).map_or("", |(_, n)| n)),
         };
         if problem != self.problem {
             self.statuses
@@ -563,59 +563,41 @@ impl AdsStream {
 
 pub use crate::translate::GATEWAY_PREFIX;
 
-/// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
-/// does not: another mesh, or no such virtual node or gateway (yet).
 /// The key an Envoy of `node` (a virtual node's name or `virtualGateway/NAME`) of mesh
-/// `mesh` is known by, to the cache, the statuses and the console: the node itself in the
-/// first mesh (or a mesh not made yet, which will be the first when the control plane has
-/// none), `@MESH/NODE` in another.
-pub fn node_key(snapshot: &Snapshot, mesh: &str, node: &str) -> String {
-    let first = match snapshot.mesh.name() {
-        Some(first) => first == mesh,
-        None => !snapshot.others.contains_key(mesh),
-    };
-    match first {
-        true => node.to_owned(),
-        false => format!("@{mesh}/{node}"),
-    }
+/// `mesh` is known by, to the cache, the statuses and the console: `MESH/NODE`.
+pub fn node_key(mesh: &str, node: &str) -> String {
+    format!("{mesh}/{node}")
 }
 
-/// The node of a [`node_key`].
-fn unkeyed(key: &str) -> &str {
-    key.strip_prefix('@')
-        .and_then(|k| k.split_once('/'))
-        .map_or(key, |(_, node)| node)
+/// The mesh and node of a [`node_key`] (a mesh name holds no `/`).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
 }
 
+/// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
+/// does not: a mesh not held, or no such virtual node or gateway (yet).
 fn nothing_for(snapshot: &Snapshot, mesh: &str, node: &str) -> Option<String> {
-    let Some(view) = snapshot.view(mesh) else {
-        let served: Vec<String> = snapshot
-            .meshes()
-            .filter_map(|(m, ..)| m.name().map(|n| format!("`{n}`")))
-            .collect();
+    let Some(state) = snapshot.mesh(mesh) else {
+        let served: Vec<String> = snapshot.meshes.keys().map(|n| format!("`{n}`")).collect();
         return Some(match served.is_empty() {
             true => format!(
                 "its node id names mesh `{mesh}`; this control plane has no mesh yet, so it gets nothing until that one exists"
             ),
             false => format!(
-                "its node id names mesh `{mesh}`; this control plane serves {}, so it gets nothing",
+                "its node id names mesh `{mesh}`; this control plane serves {}, so it gets nothing until that one exists",
                 served.join(", ")
             ),
         });
     };
     match node.strip_prefix(GATEWAY_PREFIX) {
-        Some(gateway) if !view.mesh.virtual_gateways.contains_key(gateway) => Some(format!(
-            "its node id names no virtual gateway `{gateway}` of the mesh (yet); it gets nothing until one exists"
+        Some(gateway) if !state.mesh.virtual_gateways.contains_key(gateway) => Some(format!(
+            "its node id names no virtual gateway `{gateway}` of mesh `{mesh}` (yet); it gets nothing until one exists"
         )),
         Some(_) => None,
-        None => nothing_for_node(&view, node),
+        None => (!state.mesh.virtual_nodes.contains_key(node)).then(|| format!(
+            "its node id names no virtual node `{node}` of mesh `{mesh}` (yet); it gets nothing until one exists"
+        )),
     }
-}
-
-fn nothing_for_node(snapshot: &Snapshot, node: &str) -> Option<String> {
-    (!snapshot.mesh.virtual_nodes.contains_key(node)).then(|| format!(
-        "its node id names no virtual node `{node}` of the mesh (yet); it gets nothing until one exists"
-    ))
 }
 
 /// Which Envoy of a virtual node `node` is: the ECS task ARN in the App Mesh sidecar's

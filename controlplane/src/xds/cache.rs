@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 use super::encoded::Encoded;
-use crate::state::snapshot::Snapshot;
+use super::ads::split_key;
+use crate::state::snapshot::{MeshState, Snapshot};
 use crate::state::store::Store;
 use crate::translate::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE,
 };
 
-/// Builds one virtual node's resources from a snapshot; `None` when the snapshot has no
-/// such node (or no placement for it).
-pub type Build = dyn Fn(&Snapshot, &str) -> Option<NodeResources> + Send + Sync;
+/// Builds one virtual node's resources from its mesh's state; `None` when the mesh has no
+/// such node.
+pub type Build = dyn Fn(&MeshState, &str) -> Option<NodeResources> + Send + Sync;
 
 /// One node's resources of one mesh version, and each type's encoding once made.
 #[derive(Debug, Default)]
@@ -119,9 +120,13 @@ impl Cache {
         self.store.subscribe()
     }
 
-    /// Node `node`'s resources in `snapshot`: built on the first call for this version,
-    /// then shared. A snapshot older than the newest one built is built but not kept.
+    /// The resources of the node whose key is `node` (`MESH/NODE`, [`super::ads::node_key`])
+    /// in `snapshot`: built on the first call for this version, then shared. A snapshot
+    /// older than the newest one built is built but not kept. `None` for a mesh not held
+    /// or a node it does not have.
     pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<Prepared>> {
+        let (mesh, inner) = split_key(node)?;
+        let state = snapshot.mesh(mesh)?;
         let mut built = self
             .built
             .lock()
@@ -138,7 +143,7 @@ impl Cache {
             }
         }
         self.builds.fetch_add(1, Ordering::Relaxed);
-        let made = (self.build)(snapshot, node).map(|r| Arc::new(Prepared::new(r)));
+        let made = (self.build)(state, inner).map(|r| Arc::new(Prepared::new(r)));
         if snapshot.version == built.version {
             built.nodes.insert(node.to_owned(), made.clone());
         }
@@ -156,13 +161,18 @@ mod tests {
     use super::*;
     use crate::state::meta::Identity;
 
+    /// A cache of mesh `m` whose builder names each build's one listener `NODE#N` (N the
+    /// build's number), and knows every node but `unknown`.
     fn counting_cache() -> Cache {
-        let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+        let mesh = meshmodel::Mesh::named("m").expect("a mesh");
+        let store = Store::in_memory([mesh], Identity::default());
+        let made = AtomicU64::new(0);
         Cache::with_builder(
             store,
-            Arc::new(|s: &Snapshot, node: &str| {
+            Arc::new(move |_: &MeshState, node: &str| {
+                let n = made.fetch_add(1, Ordering::Relaxed) + 1;
                 (node != "unknown").then(|| NodeResources {
-                    listeners: vec![(format!("{node}@{}", s.version), Default::default())],
+                    listeners: vec![(format!("{node}#{n}"), Default::default())],
                     ..NodeResources::default()
                 })
             }),
@@ -174,24 +184,26 @@ mod tests {
         let cache = counting_cache();
         let v1 = cache.current();
         for _ in 0..5 {
-            let r = cache.resources(&v1, "a").expect("a is known");
-            assert_eq!(r.listeners[0].0, format!("a@{}", v1.version));
+            let r = cache.resources(&v1, "m/a").expect("a is known");
+            assert_eq!(r.listeners[0].0, "a#1");
         }
         assert_eq!(cache.builds(), 1);
-        assert!(cache.resources(&v1, "unknown").is_none());
-        assert!(cache.resources(&v1, "unknown").is_none());
+        assert!(cache.resources(&v1, "m/unknown").is_none());
+        assert!(cache.resources(&v1, "m/unknown").is_none());
         assert_eq!(cache.builds(), 2, "an unknown node is remembered too");
+        assert!(cache.resources(&v1, "elsewhere/a").is_none(), "no such mesh");
+        assert_eq!(cache.builds(), 2, "a mesh not held builds nothing");
 
-        cache.store.set_placements(Default::default());
+        cache.store.set_placements("m", Default::default());
         let v2 = cache.current();
         assert!(v2.version > v1.version);
-        let r = cache.resources(&v2, "a").expect("a is known");
-        assert_eq!(r.listeners[0].0, format!("a@{}", v2.version));
-        assert_eq!(cache.builds(), 3, "a new version builds again");
+        let r = cache.resources(&v2, "m/a").expect("a is known");
+        assert_eq!(r.listeners[0].0, "a#3", "a new version builds again");
         // A stream still on the old snapshot gets the old resources, built for it alone.
-        let old = cache.resources(&v1, "a").expect("a is known");
-        assert_eq!(old.listeners[0].0, format!("a@{}", v1.version));
-        cache.resources(&v2, "a");
-        assert_eq!(cache.builds(), 4, "the newer version's entry was kept");
+        let old = cache.resources(&v1, "m/a").expect("a is known");
+        assert_eq!(old.listeners[0].0, "a#4");
+        let again = cache.resources(&v2, "m/a").expect("a is known");
+        assert_eq!(again.listeners[0].0, "a#3", "the newer version's entry was kept");
+        assert_eq!(cache.builds(), 4);
     }
 }

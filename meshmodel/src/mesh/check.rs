@@ -37,6 +37,13 @@ impl Mesh {
         };
         let mesh_name = &mesh.value.mesh_name;
         check_name(&mut p, &mesh.origin, "meshName", mesh_name);
+        if mesh_name.contains('/') {
+            p.push(Problem::new(
+                &mesh.origin,
+                "meshName",
+                "must not contain `/`: an Envoy's node id (`mesh/MESH/virtualNode/NODE`) names its mesh between slashes",
+            ));
+        }
         check_ip_preference(
             &mut p,
             &mesh.origin,

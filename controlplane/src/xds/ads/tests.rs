@@ -10,17 +10,26 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 use crate::state::meta::Identity;
+use crate::state::snapshot::MeshState;
 use crate::state::store::{Next, Store};
 use crate::translate::{ENDPOINT_TYPE, NodeResources};
+
+/// A store holding mesh `m` alone (the fake Envoys' node ids name `m`).
+fn mesh_m() -> Store {
+    let mesh = meshmodel::Mesh::named("m").expect("a mesh");
+    Store::in_memory([mesh], Identity::default())
+}
 
 /// A cache whose clusters (and endpoints `e1`) change with every snapshot version while
 /// the listeners (and endpoints `e2`) stay the same, so the protocol is tested without the
 /// translation.
 fn fake_cache() -> (Store, Cache) {
-    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let store = mesh_m();
+    let current = store.clone();
     let cache = Cache::with_builder(
         store.clone(),
-        Arc::new(|s: &Snapshot, node: &str| {
+        Arc::new(move |_: &MeshState, node: &str| {
+            let s = current.current();
             let any = |t: &str, v: String| Any {
                 type_url: t.to_owned(),
                 value: v.into_bytes(),
@@ -85,7 +94,7 @@ impl Envoy {
     fn status(&self) -> EnvoyStatus {
         self.statuses
             .snapshot()
-            .remove("a")
+            .remove("m/a")
             .expect("a has a status")
     }
 }
@@ -152,7 +161,7 @@ async fn a_nack_is_kept_and_the_next_change_is_pushed_only_where_it_differs() {
     );
 
     // A new snapshot changes the clusters only: exactly one push, of clusters.
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let pushed = envoy.next().await.expect("a push");
     assert_eq!(pushed.type_url, CLUSTER_TYPE);
     assert_ne!(pushed.version_info, first.version_info);
@@ -217,7 +226,7 @@ async fn endpoints_go_by_name_after_their_clusters() {
         })
         .await;
 
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let first = envoy.next().await.expect("a push");
     let second = envoy.next().await.expect("a push");
     assert_eq!(
@@ -285,8 +294,8 @@ async fn a_closed_stream_marks_the_envoy_disconnected() {
             .expect("the stream ends within 5 s")
             .is_none()
     );
-    assert!(!statuses.snapshot()["a"].connected);
-    assert_eq!(statuses.snapshot()["a"].streams, 1);
+    assert!(!statuses.snapshot()["m/a"].connected);
+    assert_eq!(statuses.snapshot()["m/a"].streams, 1);
 }
 
 fn open_on(ads: &Ads, peer: &str) -> Envoy {
@@ -302,10 +311,12 @@ fn open_on(ads: &Ads, peer: &str) -> Envoy {
 /// A cache that serves any node one cluster whose content is the snapshot version (so
 /// every change is a push), with its store and the statuses to give its ADS.
 fn any_node_cache() -> (EnvoyStatuses, Store, Cache) {
-    let store = Store::in_memory(meshmodel::Mesh::default(), Identity::default());
+    let store = mesh_m();
+    let current = store.clone();
     let cache = Cache::with_builder(
         store.clone(),
-        Arc::new(|s: &Snapshot, _node: &str| {
+        Arc::new(move |_: &MeshState, _node: &str| {
+            let s = current.current();
             Some(NodeResources {
                 clusters: vec![(
                     "c".into(),
@@ -506,7 +517,7 @@ async fn tasks_of_one_node_each_keep_their_stream() {
 async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
     let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
-    let store = Store::in_memory(mesh, Identity::default());
+    let store = Store::in_memory([mesh], Identity::default());
     let ads = Ads::new(Cache::new(store), EnvoyStatuses::default());
     let ask = |id: &str| DiscoveryRequest {
         node: Some(Node {
@@ -523,7 +534,7 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     .await;
     let listeners = ecs.next().await.expect("listeners");
     assert_eq!(listeners.resources.len(), 2);
-    assert_eq!(ads.statuses.snapshot()["requester"].problem, None);
+    assert_eq!(ads.statuses.snapshot()["gophermesh/requester"].problem, None);
     // The shipped ingress gateway's Envoy gets its listener.
     let mut gateway = open_on(&ads, "10.0.1.7:40000");
     gateway
@@ -534,24 +545,24 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     let listeners = gateway.next().await.expect("listeners");
     assert_eq!(listeners.resources.len(), 1);
     assert_eq!(
-        ads.statuses.snapshot()["virtualGateway/ingress"].problem,
+        ads.statuses.snapshot()["gophermesh/virtualGateway/ingress"].problem,
         None
     );
 
     for (id, node, words) in [
         (
             "mesh/elsewhere/virtualNode/requester",
-            "@elsewhere/requester",
+            "elsewhere/requester",
             "names mesh `elsewhere`; this control plane serves `gophermesh`",
         ),
         (
             "mesh/gophermesh/virtualNode/nobody",
-            "nobody",
-            "names no virtual node",
+            "gophermesh/nobody",
+            "names no virtual node `nobody` of mesh `gophermesh`",
         ),
         (
             "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualGateway/nowhere",
-            "virtualGateway/nowhere",
+            "gophermesh/virtualGateway/nowhere",
             "names no virtual gateway `nowhere`",
         ),
     ] {
@@ -568,13 +579,13 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
 }
 
 /// A second mesh made beside the first is served to the Envoys whose node ids name it
-/// (known as `@MESH/NODE`), with its own resources; the first mesh's Envoys are unchanged,
+/// (known as `MESH/NODE`), with its own resources; the first mesh's Envoys are unchanged,
 /// and once the second mesh is emptied its Envoys are told it is gone.
 #[tokio::test]
 async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
     let first = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
-    let store = Store::in_memory(first, Identity::default());
+    let store = Store::in_memory([first], Identity::default());
     let mut second = meshmodel::Mesh::default();
     for doc in [
         serde_json::json!({"meshName": "shop", "spec": {}}),
@@ -587,10 +598,7 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
     }
     store
         .update_with(|_| {
-            Ok::<_, ()>(Next {
-                other: Some("shop".into()),
-                ..Next::mesh(second.clone())
-            })
+            Ok::<_, ()>(Next::mesh("shop", second.clone()))
         })
         .expect("stored");
     let ads = Ads::new(Cache::new(store.clone()), EnvoyStatuses::default());
@@ -622,7 +630,7 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
         names(&got),
         ["cds_ingress_shop_web_http_9000", "cds_egress_passthrough"]
     );
-    assert_eq!(ads.statuses.snapshot()["@shop/web"].problem, None);
+    assert_eq!(ads.statuses.snapshot()["shop/web"].problem, None);
     let mut requester = open_on(&ads, "10.0.2.6:40000");
     requester
         .send(ask("mesh/gophermesh/virtualNode/requester"))
@@ -637,18 +645,15 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
     // The second mesh emptied (as deleting its node and then itself does): gone.
     store
         .update_with(|_| {
-            Ok::<_, ()>(Next {
-                other: Some("shop".into()),
-                ..Next::mesh(meshmodel::Mesh::default())
-            })
+            Ok::<_, ()>(Next::mesh("shop", meshmodel::Mesh::default()))
         })
         .expect("stored");
-    assert!(store.current().others.is_empty());
+    assert_eq!(store.current().names(), ["gophermesh"]);
     until_status(
         &ads.statuses,
         "the second mesh's Envoy is told it is gone".into(),
         |all| {
-            all["@shop/web"]
+            all["shop/web"]
                 .problem
                 .as_deref()
                 .is_some_and(|p| p.contains("names mesh `shop`"))
@@ -679,7 +684,7 @@ async fn a_stalled_envoy_delays_no_other_and_then_gets_the_latest_only() {
     let mut slowest = Duration::ZERO;
     for _ in 0..changes {
         let started = std::time::Instant::now();
-        store.set_placements(Default::default());
+        store.set_placements("m", Default::default());
         let version = store.current().version.to_string();
         let pushed = live.next().await.expect("a push");
         slowest = slowest.max(started.elapsed());
@@ -728,7 +733,7 @@ async fn streams_of_one_node_share_one_encoding() {
     }
     let snapshot = cache.current();
     let encoded = cache
-        .resources(&snapshot, "a")
+        .resources(&snapshot, "m/a")
         .and_then(|p| p.encoded(CLUSTER_TYPE))
         .expect("a's clusters");
     for out in &outs {
@@ -787,7 +792,7 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
     tx.send(request(CLUSTER_TYPE, &first.nonce, &first.version_info))
         .await
         .expect("ACK");
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let pushed = responses
         .message()
         .await
@@ -795,7 +800,7 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
         .expect("not ended");
     assert_eq!(pushed.version_info, store.current().version.to_string());
     assert_ne!(pushed.nonce, first.nonce);
-    let peer = statuses.snapshot()["a"].open_streams[0].peer.clone();
+    let peer = statuses.snapshot()["m/a"].open_streams[0].peer.clone();
     assert!(
         peer.is_some_and(|p| p.starts_with("127.0.0.1:")),
         "the peer address reaches the status"
@@ -864,7 +869,7 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
     let acked = |node: &str, version: &str| {
         let (node, version) = (node.to_owned(), version.to_owned());
         until_status(&statuses, format!("{node} ACKed {version}"), move |all| {
-            all.get(&node)
+            all.get(&format!("m/{node}"))
                 .is_some_and(|s| s.acked.get("clusters") == Some(&version))
         })
     };
@@ -873,7 +878,7 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
     acked("nacker", &good).await;
 
     // A change: the live Envoy takes it, the other refuses it.
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let v2 = store.current().version.to_string();
     for (node, envoy, _) in &mut envoys {
         let pushed = envoy.next().await.expect("a push");
@@ -888,11 +893,11 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
             .await;
     }
     until_status(&statuses, "the NACK is recorded".to_owned(), |all| {
-        all.get("nacker").is_some_and(|s| s.last_nack.is_some())
+        all.get("m/nacker").is_some_and(|s| s.last_nack.is_some())
     })
     .await;
     // The next change reaches both: the refusal held nothing up.
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let v3 = store.current().version.to_string();
     for (node, envoy, _) in &mut envoys {
         let pushed = envoy.next().await.expect("the next push");
@@ -905,7 +910,7 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
     }
     acked("live", &v3).await;
     let all = statuses.snapshot();
-    let nacker = &all["nacker"];
+    let nacker = &all["m/nacker"];
     assert_eq!(
         nacker.acked.get("clusters"),
         Some(&good),
@@ -916,7 +921,7 @@ async fn a_nacking_envoy_keeps_its_last_good_version_while_others_move_on() {
         (nack.message.as_str(), nack.version.as_str()),
         ("cluster refused", v2.as_str())
     );
-    assert_eq!(all["live"].last_nack, None);
+    assert_eq!(all["m/live"].last_nack, None);
 }
 
 /// A write the store holds (a slow disk, a hung DynamoDB) delays neither a new Envoy's
@@ -931,7 +936,7 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
         let store = store.clone();
         async move {
             store
-                .writing(|s| s.update_with(|_| Ok::<_, ()>(Next::mesh(meshmodel::Mesh::default()))))
+                .writing(|s| s.update_with(|_| Ok::<_, ()>(Next::mesh("m", meshmodel::Mesh::named("m").expect("a mesh")))))
                 .await
         }
     });
@@ -947,14 +952,14 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
         .await;
 
     let started = std::time::Instant::now();
-    store.set_placements(Default::default());
+    store.set_placements("m", Default::default());
     let placed = store.current().version;
     let pushed = envoy.next().await.expect("a push");
     envoy
         .send(request(CLUSTER_TYPE, &pushed.nonce, &pushed.version_info))
         .await;
     until_status(&envoy.statuses, "the push is ACKed".into(), |m| {
-        m.get("a")
+        m.get("m/a")
             .is_some_and(|s| s.acked.get("clusters") == Some(&pushed.version_info))
     })
     .await;
