@@ -61,23 +61,25 @@ pub fn open_store(
     refuse: impl Fn(&meshmodel::Problems, &str) -> anyhow::Error,
 ) -> anyhow::Result<Opened> {
     let shown = mesh_dir.display().to_string();
-    let seed = || -> anyhow::Result<meshmodel::Mesh> {
+    let seed = || -> anyhow::Result<Vec<meshmodel::Mesh>> {
         if empty {
-            return Ok(meshmodel::Mesh::default());
+            return Ok(Vec::new());
         }
-        meshmodel::Mesh::load_dir(mesh_dir).map_err(|p| refuse(&p, &shown))
+        meshmodel::Mesh::load_meshes(mesh_dir).map_err(|p| refuse(&p, &shown))
     };
     let (opened, stored) = match state {
         StateAt::Memory => {
-            let mut mesh = seed()?;
-            mesh.backends_may_dangle = true;
+            let mut meshes = seed()?;
+            for mesh in &mut meshes {
+                mesh.backends_may_dangle = true;
+            }
             let provenance = if empty {
                 "empty, in memory".to_owned()
             } else {
                 format!("from {shown}, in memory")
             };
             return Ok(Opened {
-                store: Store::in_memory(mesh, identity),
+                store: Store::in_memory(meshes, identity),
                 provenance,
                 seeded_from_files: !empty,
             });
@@ -113,6 +115,26 @@ pub fn open_store(
         provenance,
         seeded_from_files,
     })
+}
+
+/// The meshes of `snapshot` in a few words: `mesh NAME: N virtual nodes, M routes` each,
+/// or that there is none yet.
+pub fn describe_meshes(snapshot: &controlplane::Snapshot) -> String {
+    if snapshot.meshes.is_empty() {
+        return "no mesh yet".to_owned();
+    }
+    let each: Vec<String> = snapshot
+        .meshes
+        .iter()
+        .map(|(name, m)| {
+            format!(
+                "mesh {name}: {} virtual nodes, {} routes",
+                m.mesh.virtual_nodes.len(),
+                m.mesh.routes.len()
+            )
+        })
+        .collect();
+    each.join("; ")
 }
 
 /// Serves ADS on `listener` (over TLS when `tls` is given and the listener is not on
@@ -392,7 +414,12 @@ pub async fn follow_cloud_map(
     config: CloudMapConfig,
     store: &controlplane::Store,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let nodes = controlplane::state::cloudmap::discovered_nodes(&store.current().mesh).len();
+    let nodes: usize = store
+        .current()
+        .meshes
+        .values()
+        .map(|m| controlplane::state::cloudmap::discovered_nodes(&m.mesh).len())
+        .sum();
     let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));

@@ -108,10 +108,8 @@ impl Mesh {
     /// A mesh named `name` that holds only its mesh resource (with an empty spec).
     pub fn named(name: &str) -> Result<Mesh, Problems> {
         let origin = format!("<mesh {name}>");
-        let resource = Resource::from_value(
-            &origin,
-            serde_json::json!({"meshName": name, "spec": {}}),
-        )?;
+        let resource =
+            Resource::from_value(&origin, serde_json::json!({"meshName": name, "spec": {}}))?;
         Mesh::default().apply(&origin, resource)
     }
 

@@ -29,6 +29,11 @@ impl Task {
         self.virtual_node.strip_prefix(crate::GATEWAY_PREFIX)
     }
 
+    /// The key of its node across meshes: `MESH/NODE` (as the control plane keys Envoys).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.mesh_name, self.virtual_node)
+    }
+
     /// The node's name as files and logs take it (`virtualGateway-G` for a gateway).
     pub fn file_stem(&self) -> String {
         self.virtual_node.replace('/', "-")
@@ -147,6 +152,73 @@ pub fn check_allowing_missing_nodes(
     tasks: &[Sourced<TaskDefinition>],
 ) -> Result<Vec<Task>, Problems> {
     check_tasks(mesh, tasks, false)
+}
+
+/// Checks `tasks` against the meshes they name (`meshes` by name), as [`check`] (or, when
+/// not `require_nodes`, [`check_allowing_missing_nodes`]) checks them against one: each
+/// task definition goes with the mesh its Envoy's `APPMESH_RESOURCE_ARN` (or
+/// `APPMESH_VIRTUAL_NODE_NAME`) names, or with the only mesh when it names none that is
+/// held. Families are unique across all of them.
+pub fn check_in_meshes(
+    meshes: &BTreeMap<String, Mesh>,
+    tasks: &[Sourced<TaskDefinition>],
+    require_nodes: bool,
+) -> Result<Vec<Task>, Problems> {
+    let none = Mesh::default();
+    let only = match meshes.len() {
+        1 => meshes.values().next(),
+        _ => None,
+    };
+    let mut groups: BTreeMap<Option<&String>, Vec<Sourced<TaskDefinition>>> = BTreeMap::new();
+    for task in tasks {
+        let named = named_mesh(&task.value).and_then(|m| meshes.get_key_value(&m).map(|(k, _)| k));
+        groups.entry(named).or_default().push(task.clone());
+    }
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut families: BTreeMap<&str, &str> = BTreeMap::new();
+    for Sourced { origin, value } in tasks {
+        if let Some(previous) = families.insert(&value.family, origin) {
+            problems.push(Problem::new(
+                origin,
+                "family",
+                format!("family `{}` is also used by {previous}", value.family),
+            ));
+        }
+    }
+    for (named, group) in groups {
+        let mesh = named.and_then(|n| meshes.get(n)).or(only).unwrap_or(&none);
+        match check_tasks(mesh, &group, require_nodes) {
+            Ok(mut checked) => out.append(&mut checked),
+            Err(Problems(mut more)) => problems.append(&mut more),
+        }
+    }
+    // A family used twice in one mesh's tasks is said by both checks: once is enough.
+    let mut said = std::collections::BTreeSet::new();
+    problems.retain(|p| said.insert(p.to_string()));
+    match problems.is_empty() {
+        true => Ok(out),
+        false => Err(Problems(problems)),
+    }
+}
+
+/// The mesh a task definition's containers name in `APPMESH_RESOURCE_ARN` or
+/// `APPMESH_VIRTUAL_NODE_NAME` (a virtual node's or gateway's), if any does.
+fn named_mesh(td: &TaskDefinition) -> Option<String> {
+    td.container_definitions.iter().find_map(|c| {
+        ["APPMESH_RESOURCE_ARN", "APPMESH_VIRTUAL_NODE_NAME"]
+            .iter()
+            .find_map(|var| {
+                let (_, value) = c.env(var)?;
+                let resource = value.find("mesh/").map_or(value, |at| &value[at..]);
+                let mut parts = resource.split('/');
+                (parts.next() == Some("mesh"))
+                    .then(|| parts.next())
+                    .flatten()
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+            })
+    })
 }
 
 fn check_tasks(

@@ -631,10 +631,24 @@ pub fn count(report: &serde_json::Value, version: &str) -> f64 {
     report["versions"][version]["count"].as_f64().unwrap_or(0.0)
 }
 
-/// Waits (up to 5 s) until `node`'s Envoy has ACKed the route configuration of the mesh's
-/// current version, so that what follows sees the last change. `route set` and the API
-/// answer once the change is stored, a moment before it reaches the Envoys.
+/// The shipped mesh's name.
+pub const SHIPPED_MESH: &str = "gophermesh";
+
+/// The key `/v1/status` knows node `node` of the shipped mesh by (`MESH/NODE`).
+pub fn shipped_key(node: &str) -> String {
+    format!("{SHIPPED_MESH}/{node}")
+}
+
+/// Waits (up to 5 s) until the Envoy of `node` of the shipped mesh has ACKed the route
+/// configuration of the current version, so that what follows sees the last change.
+/// `route set` and the API answer once the change is stored, a moment before it reaches
+/// the Envoys.
 pub async fn until_routes_acked(mesh: &LocalMesh, node: &str) {
+    until_routes_acked_by(mesh, &shipped_key(node)).await;
+}
+
+/// [`until_routes_acked`] for the Envoy `/v1/status` knows by `key` (`MESH/NODE`).
+pub async fn until_routes_acked_by(mesh: &LocalMesh, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut status = serde_json::Value::Null;
     while Instant::now() < deadline {
@@ -740,11 +754,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 }
 
 impl LocalMesh {
-    /// Envoy stat `name` of node `node`'s Envoy (its admin interface, inside the task's
-    /// namespace when it has one); 0 when Envoy does not have it.
+    /// Envoy stat `name` of the Envoy of node `node` of the shipped mesh (its admin
+    /// interface, inside the task's namespace when it has one); 0 when Envoy does not have
+    /// it.
     pub async fn envoy_stat(&self, node: &str, name: &str) -> u64 {
         let status = self.status().await;
-        let place = &status["placements"][node];
+        let place = &status["placements"][shipped_key(node)];
         let admin = place["admin"].as_str().expect("the Envoy's admin address");
         let url = format!("http://{admin}/stats?filter=^{}$", name.replace('.', "\\."));
         let text = match place["netns"].as_str() {
@@ -787,12 +802,13 @@ pub fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
     (socket, addr)
 }
 
-/// The configured weights of route `route` in a `/v1/status` answer, in target order.
+/// The configured weights of route `route` of the shipped mesh in a `/v1/status` answer,
+/// in target order.
 pub fn route_weights(status: &serde_json::Value, route: &str) -> Vec<i64> {
     let typed: gophermesh::api::status::Status = serde_json::from_value(status.clone())
         .unwrap_or_else(|e| panic!("the status does not read ({e}): {status}"));
     typed
-        .route_weights(route)
+        .route_weights_in(SHIPPED_MESH, route)
         .unwrap_or_else(|| panic!("no route {route} in {status}"))
 }
 

@@ -226,7 +226,10 @@ async fn walkthrough_through_the_api(mode: Mode) {
     let (code, status) = mesh.cli(&["status", "--json"]);
     assert_eq!(code, 0, "{status}");
     let status: Value = serde_json::from_str(&status).expect("json");
-    assert_eq!(status["routes"][0]["targets"][1]["weight"], 100, "{status}");
+    assert_eq!(
+        status["meshes"][0]["routes"][0]["targets"][1]["weight"], 100,
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
-const ROUTE: &str = r#"[data-route="distributor/distributor"]"#;
+const ROUTE: &str = r#"[data-route="gophermesh:distributor/distributor"]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
@@ -56,8 +56,8 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
         .until(
             "the three nodes and the 90/10 weights",
             Duration::from_secs(10),
-            r#"const nodes = [...document.querySelectorAll('#nodes [data-node]')].map(e => e.dataset.node).sort().join(',');
-               const w = (n) => [...document.querySelectorAll('#graph [data-weight]')].find(e => e.dataset.weight === n && e.dataset.route === 'distributor/distributor');
+            r#"const nodes = [...document.querySelectorAll('[data-mesh="gophermesh"] .nodes [data-node]')].map(e => e.dataset.node).sort().join(',');
+               const w = (n) => [...document.querySelectorAll('[data-mesh="gophermesh"] .graph [data-weight]')].find(e => e.dataset.weight === n && e.dataset.route === 'distributor/distributor');
                return nodes === 'distributor-v1,distributor-v2,requester'
                  && w('distributor-v1')?.textContent === '90' && w('distributor-v2')?.textContent === '10';"#,
         )
@@ -68,8 +68,8 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
         .until(
             "the ingress gateway and its two gateway routes",
             Duration::from_secs(10),
-            r#"const box = document.querySelector('#graph [data-key="g:ingress"]');
-               const edge = (s) => document.querySelector(`#graph path[data-edge="g:ingress->s:${s}"]`);
+            r#"const box = document.querySelector('[data-mesh="gophermesh"] .graph [data-key="g:ingress"]');
+               const edge = (s) => document.querySelector(`[data-mesh="gophermesh"] .graph path[data-edge="g:ingress->s:${s}"]`);
                return box?.querySelector('rect')?.classList.contains('running')
                  && edge('distributor.gophers.local') !== null && edge('requester.gophers.local') !== null;"#,
         )
@@ -189,7 +189,7 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let state = r#"return document.querySelector('#nodes [data-node="distributor-v1"] [data-state]')?.dataset.state;"#;
+    let state = r#"return document.querySelector('[data-mesh="gophermesh"] .nodes [data-node="distributor-v1"] [data-state]')?.dataset.state;"#;
     browser
         .until(
             "distributor-v1 shown as restarting",
@@ -243,8 +243,8 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
     );
 }
 
-/// A second mesh made through the App Mesh API shows in the console under "Other meshes",
-/// with its route's weights, which the page shifts in that mesh alone.
+/// A second mesh made through the App Mesh API shows in the console in a section of its
+/// own, with its route's weights, which the page shifts in that mesh alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_other_meshes_and_shifts_their_routes() {
     let dir = copy_of_shipped("console-meshes");
@@ -291,9 +291,9 @@ async fn the_console_shows_other_meshes_and_shifts_their_routes() {
             Duration::from_secs(10),
             &format!(
                 r#"const v = (n) => document.querySelector(`{SHOP} input[data-node="${{n}}"]`)?.value;
-                   const section = document.getElementById('others-section');
-                   return !section.hidden && v('web-v1') === '80' && v('web-v2') === '20'
-                     && document.querySelector('{SHOP} li[data-node="web-v1"]')?.textContent.includes('no Envoy');"#
+                   const section = document.querySelector('section[data-mesh="shop"]');
+                   return section !== null && v('web-v1') === '80' && v('web-v2') === '20'
+                     && section.querySelector('.nodes [data-node="web-v1"]')?.textContent.includes('never connected');"#
             ),
         )
         .await;

@@ -102,7 +102,7 @@ async fn drop_all_keeps_traffic_in_the_mesh_and_allow_all_passes_it_through() {
     let dir = copy_of_shipped("egress");
     let mesh = LocalMesh::start_in(&dir, Mode::Netns);
     let status = mesh.status().await;
-    let task = status["placements"]["requester"]["netns"]
+    let task = status["placements"]["gophermesh/requester"]["netns"]
         .as_str()
         .expect("the requester's namespace")
         .to_owned();
@@ -269,7 +269,7 @@ fn through_proxy(egress: &str, url: &str) -> String {
 /// The requester's egress listener in a loopback-mode `up`.
 async fn requester_egress(mesh: &LocalMesh) -> String {
     tests::until_routes_acked(mesh, "requester").await;
-    mesh.status().await["placements"]["requester"]["egress"]
+    mesh.status().await["placements"]["gophermesh/requester"]["egress"]
         .as_str()
         .expect("the requester's egress address")
         .to_owned()

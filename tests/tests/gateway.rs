@@ -85,13 +85,13 @@ async fn serve_with_gateway(dir: &Path, host: &Host) -> (Serve, tests::Guard, Te
     let mut status = Value::Null;
     while Instant::now() < deadline {
         status = get_json(&format!("{}/v1/status", serve.control)).await;
-        let e = &status["envoys"]["virtualGateway/ingress"];
+        let e = &status["envoys"]["gophermesh/virtualGateway/ingress"];
         if e["connected"] == true && e["acked"]["routes"].is_string() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let e = &status["envoys"]["virtualGateway/ingress"];
+    let e = &status["envoys"]["gophermesh/virtualGateway/ingress"];
     assert!(
         e["connected"] == true && e["acked"]["routes"].is_string() && e["problem"].is_null(),
         "the gateway's Envoy did not get its configuration: {status}\n{}",

@@ -194,11 +194,15 @@ async fn the_walkthrough_runs_locally_and_shifts_live(mode: Mode) {
         "{status}"
     );
     for node in ["requester", "distributor-v1", "distributor-v2"] {
-        assert_eq!(status["envoys"][node]["connected"], true, "{status}");
-        assert!(status["envoys"][node]["last_nack"].is_null(), "{status}");
+        let envoy = &status["envoys"][tests::shipped_key(node)];
+        assert_eq!(envoy["connected"], true, "{status}");
+        assert!(envoy["last_nack"].is_null(), "{status}");
     }
     assert!(
-        status["observed"]["distributor-v1"].as_u64().unwrap_or(0) >= 2000,
+        status["observed"]["gophermesh/distributor-v1"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2000,
         "{status}"
     );
     if mode != Mode::Loopback {
@@ -296,7 +300,7 @@ fn assert_intercepted(status: &Value) {
         !environ.contains("EGRESS_PROXY") && !environ.to_lowercase().contains("http_proxy"),
         "the requester was given a proxy: {environ}"
     );
-    let ns = status["placements"]["requester"]["netns"]
+    let ns = status["placements"]["gophermesh/requester"]["netns"]
         .as_str()
         .expect("requester netns");
     let out = std::process::Command::new("ip")
@@ -434,7 +438,7 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
                         ps.iter().any(|p| p["name"] == *n && p["running"] == true)
                     })
             });
-        if back && after["envoys"]["distributor-v1"]["connected"] == true {
+        if back && after["envoys"]["gophermesh/distributor-v1"]["connected"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

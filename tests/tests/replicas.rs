@@ -322,9 +322,9 @@ fn attached(status: &Value, nodes: &[&str]) -> Vec<(String, bool)> {
     let version = status["version"].as_u64().unwrap_or(u64::MAX);
     nodes
         .iter()
-        .filter(|n| status["envoys"][**n]["connected"] == true)
+        .filter(|n| status["envoys"][tests::shipped_key(n)]["connected"] == true)
         .map(|n| {
-            let synced = status["envoys"][*n]["synced_version"]
+            let synced = status["envoys"][tests::shipped_key(n)]["synced_version"]
                 .as_u64()
                 .is_some_and(|v| v >= version);
             ((*n).to_owned(), synced)

@@ -59,7 +59,7 @@ async fn requester_envoy(host: &Host, dir: &Path, serve: &Serve) -> (TempDir, te
         dir,
         serve,
         "gophermesh/virtualNode/requester",
-        "requester",
+        "gophermesh/requester",
         "routes",
     )
     .await
@@ -273,7 +273,8 @@ fn bad_cloud_map_flags_are_refused_at_start() {
     }
 }
 
-/// Until every one of `nodes` is connected to `serve` and has ACKed its current version.
+/// Until every one of `nodes` (keyed `MESH/NODE`) is connected to `serve` and has ACKed
+/// its current version.
 async fn until_synced(serve: &Serve, nodes: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -318,7 +319,11 @@ async fn up_runs_its_tasks_against_a_control_plane_elsewhere() {
         "{}",
         mesh.output()
     );
-    let nodes = ["requester", "distributor-v1", "distributor-v2"];
+    let nodes = [
+        "gophermesh/requester",
+        "gophermesh/distributor-v1",
+        "gophermesh/distributor-v2",
+    ];
     until_synced(&serve, &nodes).await;
     let report = compare(&mesh, 2000, 8).await;
     assert_eq!(report["ok"], 2000, "{report}");
@@ -563,8 +568,10 @@ async fn every_translated_feature_is_acked_by_a_real_envoy() {
             _ => hosts[i - 1].envoy(&boot),
         });
     }
-    let status = until_synced(&serve, &nodes).await;
-    for node in nodes {
+    let keys: Vec<String> = nodes.iter().map(|n| format!("features/{n}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let status = until_synced(&serve, &keys).await;
+    for node in keys {
         let e = &status["envoys"][node];
         assert!(e["last_nack"].is_null(), "{node} NACKed: {e}");
         for kind in ["clusters", "listeners", "routes"] {
@@ -674,7 +681,9 @@ async fn cloud_map_nodes_are_reached_at_the_instances_serve_looks_up() {
     );
     assert!(count(&report, "v2") > 0.0, "{report}");
     // The instances came by EDS (the requester's Envoy ACKed endpoints).
-    let acked = |status: &Value, kind: &str| status["envoys"]["requester"]["acked"][kind].clone();
+    let acked = |status: &Value, kind: &str| {
+        status["envoys"]["gophermesh/requester"]["acked"][kind].clone()
+    };
     let before = get_json(&format!("{}/v1/status", serve.control)).await;
     assert!(acked(&before, "endpoints").is_string(), "{before}");
 
@@ -740,10 +749,16 @@ async fn an_envoy_of_a_second_mesh_gets_it_from_serve() {
         &dir,
         &serve,
         "shop/virtualNode/web",
-        "@shop/web",
+        "shop/web",
         "listeners",
     )
     .await;
     let status = get_json(&format!("{}/v1/status", serve.control)).await;
-    assert_eq!(status["mesh"], "gophermesh", "{status}");
+    let held: Vec<&Value> = status["meshes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| &m["name"])
+        .collect();
+    assert_eq!(held, ["gophermesh", "shop"], "{status}");
 }

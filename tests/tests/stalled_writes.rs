@@ -144,7 +144,7 @@ async fn clients(addr: SocketAddr) -> Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_the_app_mesh_api_do_not_wait_for_slow_writes() {
-    let store = Store::in_memory(shipped(), Identity::default());
+    let store = Store::in_memory([shipped()], Identity::default());
     store.delay_writes(DELAY);
     let addr = serve_appmesh(store.clone()).await;
     let seen = as_another_process(clients(addr)).await;
@@ -170,6 +170,8 @@ async fn reads_of_the_app_mesh_api_do_not_wait_for_slow_writes() {
     assert!(slowest_write >= DELAY * WRITES as u32 - Duration::from_millis(300));
     let snapshot = store.current();
     let route = snapshot
+        .mesh("gophermesh")
+        .expect("the shipped mesh")
         .mesh
         .routes
         .values()
@@ -186,7 +188,7 @@ async fn reads_of_the_app_mesh_api_do_not_wait_for_slow_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_writes_are_refused_within_a_bound() {
     const TURN: Duration = Duration::from_millis(800);
-    let store = Store::in_memory(shipped(), Identity::default());
+    let store = Store::in_memory([shipped()], Identity::default());
     store.delay_writes(DELAY);
     store.bound_write_turns(TURN);
     let addr = serve_appmesh(store.clone()).await;
@@ -221,6 +223,8 @@ async fn queued_writes_are_refused_within_a_bound() {
     // Only the write that was made changed the route: one version more.
     let route = store
         .current()
+        .mesh("gophermesh")
+        .expect("the shipped mesh")
         .meta
         .get(&meshmodel::Key::Route(
             "distributor".into(),

@@ -75,7 +75,7 @@ async fn strict_mutual_tls_carries_the_mesh_and_refuses_plaintext_and_strangers(
     // its rules send to its Envoy: plaintext gets nothing, TLS without a certificate gets
     // nothing, TLS with the requester's certificate gets the answer.
     let status = mesh.status().await;
-    let reach = status["placements"]["distributor-v1"]["reach"]
+    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
         .as_str()
         .expect("distributor-v1's address")
         .to_owned();

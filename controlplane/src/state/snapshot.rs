@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(snapshot(&[]).pick(None).expect_err("none"), PickError::None);
         let two = snapshot(&["a", "b"]);
         let several = two.pick(None).expect_err("several").to_string();
-        assert!(several.contains("2 meshes") && several.contains("`a`, `b`"), "{several}");
+        assert!(
+            several.contains("2 meshes") && several.contains("`a`, `b`"),
+            "{several}"
+        );
         assert_eq!(two.pick(Some("b")).expect("named").0, "b");
         let unknown = two.pick(Some("c")).expect_err("unknown").to_string();
         assert_eq!(unknown, "no mesh `c` here (there is `a`, `b`)");

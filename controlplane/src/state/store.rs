@@ -18,6 +18,9 @@ use super::persist::{Database, Durable, Loaded, PersistError, Record, StorageHea
 use super::placement::{Instance, Placement};
 use super::snapshot::{MeshState, Snapshot};
 
+/// Meshes to publish, by name, as a change left them (`None`: gone).
+type Meshes = Vec<(String, Option<MeshState>)>;
+
 /// How long a change is made again while other replicas keep storing theirs first.
 pub const CONFLICT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -232,7 +235,7 @@ impl Store {
     /// keeping what it holds beside them (placements and discovered instances, which may
     /// have changed while the change was stored), at the next version. With `all`, the
     /// meshes not named are gone too (a reload of everything stored).
-    fn publish(&self, meshes: Vec<(String, Option<MeshState>)>, all: bool) -> Arc<Snapshot> {
+    fn publish(&self, meshes: Meshes, all: bool) -> Arc<Snapshot> {
         let mut published = None;
         self.tx.send_modify(|current| {
             let mut next = Snapshot {
@@ -375,16 +378,11 @@ impl Store {
 
     /// What `next` changes relative to `current`: records to write, keys to remove, and the
     /// meshes to publish once they are stored.
-    #[allow(clippy::type_complexity)]
     fn changes(
         &self,
         current: &Snapshot,
         next: Next,
-    ) -> (
-        Vec<(String, Record)>,
-        Vec<String>,
-        Vec<(String, Option<MeshState>)>,
-    ) {
+    ) -> (Vec<(String, Record)>, Vec<String>, Meshes) {
         let Next {
             meshes,
             client_token,
@@ -574,9 +572,9 @@ fn in_mesh(
     mesh: Option<&str>,
     change: impl Fn(&Mesh) -> Result<Mesh, Problems>,
 ) -> Result<Next, Problems> {
-    let (name, state) = snapshot.pick(mesh).map_err(|e| {
-        Problems::one(meshmodel::Problem::new("<request>", "mesh", e.to_string()))
-    })?;
+    let (name, state) = snapshot
+        .pick(mesh)
+        .map_err(|e| Problems::one(meshmodel::Problem::new("<request>", "mesh", e.to_string())))?;
     change(&state.mesh).map(|m| Next::mesh(name, m))
 }
 
@@ -732,7 +730,11 @@ mod tests {
         let snapshot = again.current();
         assert_eq!(route_weights(&snapshot), route_weights(&changed));
         let meta = |s: &Snapshot| s.mesh("gophermesh").expect("mesh").meta.clone();
-        assert_eq!(meta(&snapshot), meta(&changed), "metadata survives as written");
+        assert_eq!(
+            meta(&snapshot),
+            meta(&changed),
+            "metadata survives as written"
+        );
     }
 
     /// With a second mesh, a route's weights are set in the mesh named, a resource goes to
@@ -773,9 +775,7 @@ mod tests {
             shop.insert(origin, r);
         }
         store
-            .update_with(|_| {
-                Ok::<_, Problems>(Next::mesh("shop", shop.clone()))
-            })
+            .update_with(|_| Ok::<_, Problems>(Next::mesh("shop", shop.clone())))
             .expect("shop made");
         let shop_weights = |s: &Snapshot| {
             let mesh = &s.mesh("shop").expect("shop").mesh;
@@ -822,6 +822,78 @@ mod tests {
         assert!(
             said.contains("no mesh `nope` here (there is `gophermesh`, `shop`)"),
             "{said}"
+        );
+    }
+
+    /// A database written before meshes were named in record keys holds its one mesh
+    /// under the resources' own keys: it loads, its changes keep that form, and a mesh made
+    /// beside it is stored under `@MESH/` keys; both load again as they were.
+    #[test]
+    fn records_under_bare_keys_still_load_and_keep_their_form() {
+        let dir = TempDir::new("bare");
+        let path = dir.0.join("state.redb");
+        let identity = Identity::default();
+        let (mut db, _) = Database::open(&path).expect("opens");
+        let mesh = shipped();
+        let puts: Vec<(String, Record)> = mesh
+            .resources()
+            .into_iter()
+            .map(|(origin, r)| {
+                let key = r.key();
+                let record = Record {
+                    origin: origin.to_owned(),
+                    resource: r.to_json(),
+                    meta: identity.new_meta("gophermesh", &key, None),
+                };
+                (key.to_text(), record)
+            })
+            .collect();
+        db.write(&puts, &[]).expect("written as before");
+        drop(db);
+
+        let refuse = || -> Result<Vec<Mesh>, &str> { Err("not seeded") };
+        let (store, restored) = Store::open(&path, refuse, identity.clone()).expect("loads");
+        assert_eq!(restored, puts.len());
+        assert!(
+            store
+                .current()
+                .mesh("gophermesh")
+                .expect("loaded")
+                .bare_keys
+        );
+        store
+            .set_weights(
+                None,
+                None,
+                "distributor",
+                &weights(&[("distributor-v1", 40), ("distributor-v2", 60)]),
+            )
+            .expect("accepted");
+        let shop = Mesh::named("shop").expect("a mesh");
+        store
+            .update_with(|_| Ok::<_, Problems>(Next::mesh("shop", shop.clone())))
+            .expect("shop made");
+        // With two meshes, a change that names none is refused, naming both.
+        let said = match store.set_weights(None, None, "distributor", &weights(&[])) {
+            Err(UpdateError::Refused(p)) => p.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(said.contains("`gophermesh`, `shop`"), "{said}");
+        drop(store);
+
+        let (_, loaded) = Database::open(&path).expect("reopens");
+        let keys: Vec<String> = loaded.meshes.keys().cloned().collect();
+        assert_eq!(keys, ["gophermesh", "shop"]);
+        assert!(loaded.meshes["gophermesh"].bare_keys);
+        assert!(!loaded.meshes["shop"].bare_keys);
+        assert_eq!(loaded.count, puts.len() + 1, "no record was written twice");
+        let again = Store::from_parts(loaded.meshes, None, identity);
+        assert_eq!(
+            route_weights(&again.current()),
+            [
+                ("distributor-v1".to_owned(), 40),
+                ("distributor-v2".to_owned(), 60)
+            ]
         );
     }
 }

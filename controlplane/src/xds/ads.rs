@@ -501,7 +501,11 @@ impl AdsStream {
         let found = self.cache.resources(snapshot, &node);
         let problem = match found {
             Some(_) => None,
-            None => nothing_for(snapshot, &self.mesh, split_key(&node).map_or("", |(_, n)| n)),
+            None => nothing_for(
+                snapshot,
+                &self.mesh,
+                split_key(&node).map_or("", |(_, n)| n),
+            ),
         };
         if problem != self.problem {
             self.statuses

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use super::encoded::Encoded;
 use super::ads::split_key;
+use super::encoded::Encoded;
 use crate::state::snapshot::{MeshState, Snapshot};
 use crate::state::store::Store;
 use crate::translate::{
@@ -191,7 +191,10 @@ mod tests {
         assert!(cache.resources(&v1, "m/unknown").is_none());
         assert!(cache.resources(&v1, "m/unknown").is_none());
         assert_eq!(cache.builds(), 2, "an unknown node is remembered too");
-        assert!(cache.resources(&v1, "elsewhere/a").is_none(), "no such mesh");
+        assert!(
+            cache.resources(&v1, "elsewhere/a").is_none(),
+            "no such mesh"
+        );
         assert_eq!(cache.builds(), 2, "a mesh not held builds nothing");
 
         cache.store.set_placements("m", Default::default());
@@ -203,7 +206,10 @@ mod tests {
         let old = cache.resources(&v1, "m/a").expect("a is known");
         assert_eq!(old.listeners[0].0, "a#4");
         let again = cache.resources(&v2, "m/a").expect("a is known");
-        assert_eq!(again.listeners[0].0, "a#3", "the newer version's entry was kept");
+        assert_eq!(
+            again.listeners[0].0, "a#3",
+            "the newer version's entry was kept"
+        );
         assert_eq!(cache.builds(), 4);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - `GET /v1/status`: tasks, processes, Envoys (connected, ACKed versions, last NACK),
 //!   route weights, and the split Envoy actually observed.
-//! - `PUT /v1/routes/{route}/weights[?router=R]` with `{"weights": {"node": w, ...}}`.
+//! - `PUT /v1/routes/{route}/weights[?router=R][&mesh=M]` with `{"weights": {"node": w,
+//!   ...}}`; `mesh` may be left out while one mesh is held.
 //! - `POST /v1/resources` with `{"origin": "...", "resource": <--cli-input-json>}`; the
 //!   origin is a label for messages (the file the CLI read), never a path anything writes.
 //!
@@ -90,7 +91,7 @@ struct WeightsBody {
 #[derive(Debug, Deserialize)]
 struct RouterQuery {
     router: Option<String>,
-    /// The mesh of the route (the first when absent).
+    /// The mesh of the route (the only one when absent; refused when there are several).
     mesh: Option<String>,
 }
 
@@ -125,12 +126,10 @@ async fn set_weights(
     };
     match made {
         Ok(snapshot) => {
-            let mesh = q
-                .mesh
-                .as_deref()
-                .and_then(|m| snapshot.mesh_named(m))
-                .map_or(&snapshot.mesh, |(m, ..)| m);
-            let changed = mesh.routes.values().find(|r| {
+            let Ok((_, changed_mesh)) = snapshot.pick(q.mesh.as_deref()) else {
+                return accepted(&snapshot, None);
+            };
+            let changed = changed_mesh.mesh.routes.values().find(|r| {
                 r.value.route_name == route
                     && q.router
                         .as_deref()
@@ -219,17 +218,16 @@ async fn apply(
 
 async fn status(State(s): State<ControlState>) -> Response {
     let snapshot = s.store.current();
-    let tasks = s.tasks.status(&snapshot).await;
+    let tasks = s.tasks.status().await;
     Json(Status {
-        mesh: snapshot.mesh.name().map(str::to_owned),
         version: snapshot.version,
         store: StoreStatus::of(s.store.health()),
-        routes: RouteWeights::of_mesh(&snapshot.mesh),
         meshes: snapshot
-            .meshes()
-            .map(|(m, ..)| MeshRoutes {
-                name: m.name().map(str::to_owned),
-                routes: RouteWeights::of_mesh(m),
+            .meshes
+            .iter()
+            .map(|(name, m)| MeshRoutes {
+                name: name.clone(),
+                routes: RouteWeights::of_mesh(&m.mesh),
             })
             .collect(),
         observed: tasks.observed,

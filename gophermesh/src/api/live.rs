@@ -1,13 +1,13 @@
 //! The live view of the mesh, for the web console and for any tool: `GET /v1/live` (one
 //! frame, JSON) and `GET /v1/live/stream` (a frame every second, Server-Sent Events).
 //!
-//! A frame holds the mesh as a graph (virtual gateways with their task's state and the
-//! services their gateway routes lead to, virtual services, routers, routes with their
-//! weights, virtual nodes with their task's state and their Envoy's sync state), the other
-//! meshes held (`others`: their routes and their Envoys' sync state), the
-//! traffic per target node (requests per second, success rate, p50/p99 latency, and a
-//! series over the last five minutes), the split observed since the last change, and the
-//! history of changes with how long each took to be ACKed by every Envoy.
+//! A frame holds every mesh held (`meshes`, by name), each as a graph (virtual gateways
+//! with their task's state and the services their gateway routes lead to, virtual
+//! services, routers, routes with their weights, virtual nodes with their task's state,
+//! their Envoy's sync state and the traffic to them: requests per second, success rate,
+//! p50/p99 latency, a series over the last five minutes, and the requests completed since
+//! the last change), and the history of changes with how long each took to be ACKed by
+//! every Envoy. Traffic is sampled for every mesh whose tasks run here.
 //!
 //! One sampler reads each Envoy's stats once a second, and only while someone is looking
 //! (a stream is open, or a frame was asked for in the last few seconds): the number of
@@ -130,10 +130,7 @@ impl Live {
     /// Reads every Envoy once and makes a frame.
     async fn sample(&self) -> Value {
         let snapshot = self.inner.store.current();
-        let traffic = match snapshot.mesh.name() {
-            Some(mesh) => self.inner.tasks.traffic(mesh).await,
-            None => BTreeMap::new(),
-        };
+        let traffic = self.inner.tasks.traffic().await;
         self.inner.samples.fetch_add(1, Ordering::Relaxed);
         let processes = self.inner.tasks.processes();
         let now = Instant::now();
@@ -230,8 +227,8 @@ impl Live {
             let at = SystemTime::now();
             // The counts the observed split starts from are read as the change is stored
             // (one read per Envoy per change, whether anyone is looking or not).
-            if let Some(mesh) = current.mesh.name() {
-                let counts = completed(&self.inner.tasks.traffic(mesh).await);
+            let counts = completed(&self.inner.tasks.traffic().await);
+            {
                 let mut state = self.state();
                 state.baseline = Some(counts);
                 state.baseline_version = version;
@@ -283,60 +280,124 @@ fn frame(
     observed: &BTreeMap<String, u64>,
     samples: u64,
 ) -> Value {
-    let mesh = &snapshot.mesh;
     let envoys = envoys.snapshot();
-    let now = Instant::now();
-    let services: Vec<Value> = mesh
-        .virtual_services
-        .values()
-        .map(|s| {
-            let provider = s.value.spec.provider.as_ref();
-            json!({
-                "name": s.value.virtual_service_name,
-                "router": provider.and_then(|p| p.virtual_router.as_ref()).map(|r| &r.virtual_router_name),
-                "node": provider.and_then(|p| p.virtual_node.as_ref()).map(|n| &n.virtual_node_name),
-            })
-        })
+    let seen = Seen {
+        envoys: &envoys,
+        processes,
+        state,
+        observed,
+        now: Instant::now(),
+    };
+    let meshes: Vec<Value> = snapshot
+        .meshes
+        .iter()
+        .map(|(name, m)| seen.mesh(name, &m.mesh))
         .collect();
-    let routers = routers_of(mesh);
-    // The other meshes: their routes and their Envoys (their traffic is not sampled).
-    let others: Vec<Value> = snapshot
-        .meshes()
-        .filter_map(|(m, _, other)| other.map(|name| (m, name)))
-        .map(|(m, name)| {
-            let nodes: Vec<Value> = m
-                .virtual_nodes
-                .keys()
-                .map(|node| {
-                    let envoy = envoys.get(&format!("@{name}/{node}"));
-                    json!({
-                        "name": node,
-                        "envoy": envoy.map(|e| json!({
-                            "connected": e.connected,
-                            "synced_version": e.synced_version,
-                            "last_nack": e.last_nack,
-                        })),
-                    })
+    json!({
+        "at": unix_seconds(),
+        "version": snapshot.version,
+        "observed_since_version": state.baseline_version,
+        "meshes": meshes,
+        "history": state.history,
+        "samples": samples,
+    })
+}
+
+/// What a frame shows beside the meshes' resources: the Envoys, the tasks' processes and
+/// the traffic sampled (all keyed `MESH/NODE`).
+struct Seen<'a> {
+    envoys: &'a BTreeMap<String, controlplane::xds::ads::EnvoyStatus>,
+    processes: &'a Value,
+    state: &'a Sampled,
+    observed: &'a BTreeMap<String, u64>,
+    now: Instant,
+}
+
+impl Seen<'_> {
+    /// Mesh `name` as a graph, with its tasks' and Envoys' state and its traffic.
+    fn mesh(&self, name: &str, mesh: &meshmodel::Mesh) -> Value {
+        let services: Vec<Value> = mesh
+            .virtual_services
+            .values()
+            .map(|s| {
+                let provider = s.value.spec.provider.as_ref();
+                json!({
+                    "name": s.value.virtual_service_name,
+                    "router": provider.and_then(|p| p.virtual_router.as_ref()).map(|r| &r.virtual_router_name),
+                    "node": provider.and_then(|p| p.virtual_node.as_ref()).map(|n| &n.virtual_node_name),
                 })
-                .collect();
-            json!({"name": name, "routers": routers_of(m), "nodes": nodes})
+            })
+            .collect();
+        let gateways: Vec<Value> = mesh
+            .virtual_gateways
+            .values()
+            .map(|g| {
+                let gateway = &g.value.virtual_gateway_name;
+                let routes: Vec<Value> = mesh
+                    .gateway_routes_of(gateway)
+                    .into_iter()
+                    .filter_map(|r| {
+                        let (_, _, http) = r.spec.as_http()?;
+                        Some(json!({
+                            "name": r.gateway_route_name,
+                            "service": http.action.target.virtual_service.virtual_service_name,
+                            "prefix": http.route_match.prefix,
+                        }))
+                    })
+                    .collect();
+                let (task, _) = self.task_of(name, &format!("{GATEWAY_PREFIX}{gateway}"));
+                json!({"name": gateway, "task": task, "routes": routes})
+            })
+            .collect();
+        let nodes: Vec<Value> = mesh
+            .virtual_nodes
+            .keys()
+            .map(|node| {
+                let key = format!("{name}/{node}");
+                let (task, restarts) = self.task_of(name, node);
+                let state = self.state;
+                json!({
+                    "name": node,
+                    "task": task,
+                    "restarts": restarts,
+                    "envoy": self.envoys.get(&key).map(|e| json!({
+                        "connected": e.connected,
+                        "synced_version": e.synced_version,
+                        "last_nack": e.last_nack,
+                    })),
+                    "traffic": state.rates.get(&key),
+                    "observed": self.observed.get(&key),
+                    "series": state.series.get(&key).map(|s| s.iter().map(|(t, r)| json!([t, r])).collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        json!({
+            "name": name,
+            "gateways": gateways,
+            "services": services,
+            "routers": routers_of(mesh),
+            "nodes": nodes,
         })
-        .collect();
-    // The processes of the task that runs `name` (a node, or `virtualGateway/G`), what
-    // state that task is in, and how often its processes restarted.
-    let task_of = |name: &str| {
-        let prefix = format!("{name}/");
-        let mine: Vec<&Value> = processes
+    }
+
+    /// What state the task that runs `node` (a node, or `virtualGateway/G`) of `mesh` is
+    /// in, and how often its processes restarted.
+    fn task_of(&self, mesh: &str, node: &str) -> (&'static str, u64) {
+        let prefix = format!("{node}/");
+        let mine: Vec<&Value> = self
+            .processes
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["name"].as_str().is_some_and(|x| x.starts_with(&prefix)))
+            .filter(|p| {
+                p["mesh"] == mesh && p["name"].as_str().is_some_and(|x| x.starts_with(&prefix))
+            })
             .collect();
         let restarted_lately = mine.iter().any(|p| {
-            state
+            self.state
                 .restarts
                 .get(p["name"].as_str().unwrap_or_default())
-                .is_some_and(|(_, at)| now.duration_since(*at) < LINGER)
+                .is_some_and(|(_, at)| self.now.duration_since(*at) < LINGER)
         });
         let task = if mine.is_empty() {
             "none"
@@ -349,63 +410,7 @@ fn frame(
         };
         let restarts: u64 = mine.iter().filter_map(|p| p["restarts"].as_u64()).sum();
         (task, restarts)
-    };
-    let gateways: Vec<Value> = mesh
-        .virtual_gateways
-        .values()
-        .map(|g| {
-            let name = &g.value.virtual_gateway_name;
-            let routes: Vec<Value> = mesh
-                .gateway_routes_of(name)
-                .into_iter()
-                .filter_map(|r| {
-                    let (_, _, http) = r.spec.as_http()?;
-                    Some(json!({
-                        "name": r.gateway_route_name,
-                        "service": http.action.target.virtual_service.virtual_service_name,
-                        "prefix": http.route_match.prefix,
-                    }))
-                })
-                .collect();
-            let (task, _) = task_of(&format!("{GATEWAY_PREFIX}{name}"));
-            json!({"name": name, "task": task, "routes": routes})
-        })
-        .collect();
-    let nodes: Vec<Value> = mesh
-        .virtual_nodes
-        .values()
-        .map(|n| {
-            let name = &n.value.virtual_node_name;
-            let (task, restarts) = task_of(name);
-            let envoy = envoys.get(name);
-            json!({
-                "name": name,
-                "task": task,
-                "restarts": restarts,
-                "envoy": envoy.map(|e| json!({
-                    "connected": e.connected,
-                    "synced_version": e.synced_version,
-                    "last_nack": e.last_nack,
-                })),
-                "traffic": state.rates.get(name),
-                "observed": observed.get(name),
-                "series": state.series.get(name).map(|s| s.iter().map(|(t, r)| json!([t, r])).collect::<Vec<_>>()),
-            })
-        })
-        .collect();
-    json!({
-        "at": unix_seconds(),
-        "mesh": mesh.name(),
-        "version": snapshot.version,
-        "observed_since_version": state.baseline_version,
-        "gateways": gateways,
-        "services": services,
-        "routers": routers,
-        "nodes": nodes,
-        "others": others,
-        "history": state.history,
-        "samples": samples,
-    })
+    }
 }
 
 /// Each router of `mesh` with its routes and their weighted targets.
@@ -435,21 +440,34 @@ fn routers_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
         .collect()
 }
 
-/// Which resources a change touched, as `kind name` words.
+/// Which resources a change touched, as `kind name` words (with their mesh when
+/// several are held).
 fn describe_change(before: &Snapshot, after: &Snapshot) -> String {
+    let several = before.meshes.len().max(after.meshes.len()) > 1;
+    let empty = controlplane::MeshState::default();
     let mut changed = Vec::new();
-    for (key, meta) in &after.meta {
-        if before.meta.get(key).map(|m| m.version) != Some(meta.version) {
-            let word = if before.meta.contains_key(key) {
-                "updated"
-            } else {
-                "created"
-            };
-            changed.push(format!("{word} {}", key.describe()));
+    let names: std::collections::BTreeSet<&String> =
+        before.meshes.keys().chain(after.meshes.keys()).collect();
+    for name in names {
+        let was = &before.mesh(name).map_or(&empty, |m| m).meta;
+        let is = &after.mesh(name).map_or(&empty, |m| m).meta;
+        let of = |key: &meshmodel::Key| match several {
+            true => format!("{} of mesh {name}", key.describe()),
+            false => key.describe(),
+        };
+        for (key, meta) in is {
+            if was.get(key).map(|m| m.version) != Some(meta.version) {
+                let word = if was.contains_key(key) {
+                    "updated"
+                } else {
+                    "created"
+                };
+                changed.push(format!("{word} {}", of(key)));
+            }
         }
-    }
-    for key in before.meta.keys().filter(|k| !after.meta.contains_key(*k)) {
-        changed.push(format!("deleted {}", key.describe()));
+        for key in was.keys().filter(|k| !is.contains_key(*k)) {
+            changed.push(format!("deleted {}", of(key)));
+        }
     }
     if changed.is_empty() {
         "no resource changed".to_owned()

@@ -10,21 +10,18 @@ use controlplane::xds::ads::EnvoyStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// `GET /v1/status`.
+/// `GET /v1/status`. Whatever is per virtual node is keyed `MESH/NODE` (a virtual
+/// gateway's `MESH/virtualGateway/NAME`), whichever mesh it is of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
-    /// The mesh the local runtime and the console work on, when there is one.
-    pub mesh: Option<String>,
     /// The snapshot version: one more with every accepted change.
     pub version: u64,
     pub store: StoreStatus,
-    /// The routes of `mesh`, with their weights.
-    pub routes: Vec<RouteWeights>,
-    /// Every mesh held, `mesh` first, each with its routes.
+    /// Every mesh held, by name, each with its routes.
     pub meshes: Vec<MeshRoutes>,
-    /// Requests completed per target virtual node, summed over every Envoy.
+    /// Requests completed per target virtual node, summed over every Envoy that runs here.
     pub observed: BTreeMap<String, u64>,
-    /// Each Envoy's sync state, by the node it is known by.
+    /// Each Envoy's sync state.
     pub envoys: BTreeMap<String, EnvoyStatus>,
     /// Where each virtual node's Envoy and app are, as whoever runs the tasks says.
     pub placements: Value,
@@ -93,7 +90,7 @@ pub struct TargetWeight {
 /// A mesh and its routes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshRoutes {
-    pub name: Option<String>,
+    pub name: String,
     pub routes: Vec<RouteWeights>,
 }
 
@@ -166,13 +163,24 @@ impl Status {
         }
     }
 
-    /// The weights of route `route` (of any router) of the first mesh listed, in target
-    /// order; `None` when it has no such route.
-    pub fn route_weights(&self, route: &str) -> Option<Vec<i64>> {
-        self.routes
+    /// The weights of route `route` (of any router) of mesh `mesh`, in target order;
+    /// `None` when there is no such route.
+    pub fn route_weights_in(&self, mesh: &str, route: &str) -> Option<Vec<i64>> {
+        self.meshes
             .iter()
+            .filter(|m| m.name == mesh)
+            .flat_map(|m| &m.routes)
             .find(|r| r.route == route)
             .map(|r| r.targets.iter().map(|t| t.weight).collect())
+    }
+
+    /// The weights of route `route` of the only mesh held; `None` when there is no such
+    /// route, or several meshes.
+    pub fn route_weights(&self, route: &str) -> Option<Vec<i64>> {
+        match self.meshes.as_slice() {
+            [only] => self.route_weights_in(&only.name, route),
+            _ => None,
+        }
     }
 }
 
@@ -187,18 +195,19 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
         let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
         let status = Status {
-            mesh: mesh.name().map(str::to_owned),
             version: 7,
             store: StoreStatus::of(None),
-            routes: RouteWeights::of_mesh(&mesh),
-            meshes: Vec::new(),
+            meshes: vec![MeshRoutes {
+                name: "gophermesh".into(),
+                routes: RouteWeights::of_mesh(&mesh),
+            }],
             observed: BTreeMap::new(),
             envoys: BTreeMap::new(),
             placements: Value::Null,
             processes: Value::Null,
         };
         let wire = serde_json::to_value(&status).expect("serializes");
-        let distributor = wire["routes"]
+        let distributor = wire["meshes"][0]["routes"]
             .as_array()
             .and_then(|r| r.iter().find(|r| r["route"] == "distributor"))
             .expect("the distributor route");
@@ -231,10 +240,8 @@ mod tests {
     #[test]
     fn how_far_a_change_reached() {
         let status = |envoys: Vec<(&str, EnvoyStatus)>| Status {
-            mesh: None,
             version: 9,
             store: StoreStatus::of(None),
-            routes: Vec::new(),
             meshes: Vec::new(),
             observed: BTreeMap::new(),
             envoys: envoys.into_iter().map(|(n, e)| (n.to_owned(), e)).collect(),

@@ -3,21 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use controlplane::{Snapshot, TargetTraffic};
+use controlplane::TargetTraffic;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 /// What the control API shows of the tasks, told by whatever runs them.
 pub trait Tasks: Send + Sync + std::fmt::Debug {
-    /// The tasks' part of the status, for the mesh as `snapshot` has it.
-    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, TaskStatus>;
+    /// The tasks' part of the status.
+    fn status(&self) -> BoxFuture<'_, TaskStatus>;
 
-    /// Every supervised process or container (`name` is `NODE/CONTAINER`), without
-    /// asking any Envoy.
+    /// Every supervised process or container (`name` is `NODE/CONTAINER`, `mesh` its
+    /// task's mesh), without asking any Envoy.
     fn processes(&self) -> Value;
 
-    /// The traffic to each target virtual node of `mesh`, from one stats read per Envoy.
-    fn traffic<'a>(&'a self, mesh: &'a str) -> BoxFuture<'a, BTreeMap<String, TargetTraffic>>;
+    /// The traffic to each target virtual node (keyed `MESH/NODE`) of every mesh whose
+    /// tasks run here, from one stats read per Envoy.
+    fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, TargetTraffic>>;
 }
 
 /// The tasks' part of `GET /v1/status`.
@@ -25,8 +26,9 @@ pub trait Tasks: Send + Sync + std::fmt::Debug {
 pub struct TaskStatus {
     /// Every supervised process or container.
     pub processes: Value,
-    /// Where each virtual node's Envoy and app are.
+    /// Where each virtual node's Envoy and app are (keyed `MESH/NODE`).
     pub placements: Value,
-    /// Requests completed per target virtual node, summed over every Envoy.
+    /// Requests completed per target virtual node (keyed `MESH/NODE`), summed over every
+    /// Envoy.
     pub observed: BTreeMap<String, u64>,
 }

@@ -359,7 +359,7 @@ impl Bench {
         // Load goes to the requester task's Envoy itself, as on ECS, not through the port
         // `up` publishes for people.
         let status = up.status(&self.http).await?;
-        let ingress = status["placements"]["requester"]["ingress"]
+        let ingress = status["placements"]["gophermesh/requester"]["ingress"]
             .as_str()
             .context("status names no ingress for the requester")?;
         up.requester = format!("http://{ingress}");
@@ -637,7 +637,7 @@ impl Bench {
                 )
                 .await?;
             let status = up.status(&self.http).await?;
-            let push_ms = status["envoys"]["requester"]["first_config_ms"]
+            let push_ms = status["envoys"]["gophermesh/requester"]["first_config_ms"]
                 .as_f64()
                 .context("the requester's Envoy never ACKed its whole configuration")?;
             let up_pid = up.child.id().context("up exited")?;

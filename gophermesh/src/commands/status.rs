@@ -38,10 +38,14 @@ pub(crate) async fn run(control: &ControlArgs, raw: bool) -> anyhow::Result<Exit
 /// The status as `gophermesh status` prints it.
 fn render(s: &Status) -> String {
     let mut out = String::new();
+    let names: Vec<String> = s.meshes.iter().map(|m| escape(&m.name)).collect();
     out_line!(
         out,
-        "mesh {} at version {}",
-        escape(s.mesh.as_deref().unwrap_or("?")),
+        "{} at version {}",
+        match names.is_empty() {
+            true => "no mesh yet".to_owned(),
+            false => format!("mesh {}", names.join(", ")),
+        },
         s.version
     );
     store(&mut out, &s.store);
@@ -102,7 +106,7 @@ fn envoys(out: &mut String, envoys: &BTreeMap<String, EnvoyStatus>) {
             .collect();
         out_line!(
             out,
-            "  {:<20} {:<12} acked: {}",
+            "  {:<32} {:<12} acked: {}",
             escape(node),
             if e.connected {
                 "connected"
@@ -140,50 +144,34 @@ fn envoys(out: &mut String, envoys: &BTreeMap<String, EnvoyStatus>) {
     }
 }
 
-/// The routes of the mesh worked on, with the split observed; then the other meshes'.
+/// Every mesh's routes, with the split observed (by the Envoys that run here).
 fn routes(out: &mut String, s: &Status) {
-    out_line!(
-        out,
-        "\nroutes (configured weights, and requests Envoy has completed per target):"
-    );
-    for r in &s.routes {
-        let total_w: i64 = r.targets.iter().map(|t| t.weight).sum();
-        let seen = |node: &str| s.observed.get(node).copied().unwrap_or(0);
-        let total_seen: u64 = r.targets.iter().map(|t| seen(&t.virtual_node)).sum();
-        out_line!(out, "  {}/{}", escape(&r.virtual_router), escape(&r.route));
-        for t in &r.targets {
-            let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
-            let observed = seen(&t.virtual_node);
-            out_line!(
-                out,
-                "    {:<20} weight {:>3} ({:>5.1}%)   observed {observed:>7} ({:>5.1}%)",
-                escape(&t.virtual_node),
-                t.weight,
-                share(t.weight as f64, total_w as f64),
-                share(observed as f64, total_seen as f64)
-            );
-        }
-    }
-    // The other meshes' routes (traffic is observed for the first mesh's tasks only).
-    for m in s.meshes.iter().skip(1) {
-        let name = escape(m.name.as_deref().unwrap_or_default());
+    for m in &s.meshes {
+        let name = escape(&m.name);
         out_line!(
             out,
-            "\nroutes of mesh {name} (`route set --mesh {name}` changes them):"
+            "\nroutes of mesh {name} (configured weights, and requests Envoy has completed per target; `route set --mesh {name}` changes them):"
         );
         for r in &m.routes {
-            let split: Vec<String> = r
-                .targets
-                .iter()
-                .map(|t| format!("{}={}", escape(&t.virtual_node), t.weight))
-                .collect();
-            out_line!(
-                out,
-                "  {}/{}   {}",
-                escape(&r.virtual_router),
-                escape(&r.route),
-                split.join(" ")
-            );
+            let total_w: i64 = r.targets.iter().map(|t| t.weight).sum();
+            let seen = |node: &str| {
+                let key = format!("{}/{node}", m.name);
+                s.observed.get(&key).copied().unwrap_or(0)
+            };
+            let total_seen: u64 = r.targets.iter().map(|t| seen(&t.virtual_node)).sum();
+            out_line!(out, "  {}/{}", escape(&r.virtual_router), escape(&r.route));
+            for t in &r.targets {
+                let share = |x: f64, total: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
+                let observed = seen(&t.virtual_node);
+                out_line!(
+                    out,
+                    "    {:<20} weight {:>3} ({:>5.1}%)   observed {observed:>7} ({:>5.1}%)",
+                    escape(&t.virtual_node),
+                    t.weight,
+                    share(t.weight as f64, total_w as f64),
+                    share(observed as f64, total_seen as f64)
+                );
+            }
         }
     }
 }

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use controlplane::TargetTraffic;
 use controlplane::xds::ads::EnvoyStatuses;
-use controlplane::{Snapshot, TargetTraffic};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -28,7 +28,7 @@ use crate::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
 struct NoTasks;
 
 impl tasks::Tasks for NoTasks {
-    fn status<'a>(&'a self, _snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
+    fn status(&self) -> BoxFuture<'_, tasks::TaskStatus> {
         Box::pin(async {
             tasks::TaskStatus {
                 processes: json!([]),
@@ -42,7 +42,7 @@ impl tasks::Tasks for NoTasks {
         json!([])
     }
 
-    fn traffic<'a>(&'a self, _mesh: &'a str) -> BoxFuture<'a, BTreeMap<String, TargetTraffic>> {
+    fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, TargetTraffic>> {
         Box::pin(async { BTreeMap::new() })
     }
 }
@@ -109,13 +109,10 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
         refuse,
     )?;
     let store = opened.store;
-    let snapshot = store.current();
     say(format!(
-        "mesh {} ({}): {} virtual nodes, {} routes",
-        snapshot.mesh.name().unwrap_or("(none yet)"),
-        opened.provenance,
-        snapshot.mesh.virtual_nodes.len(),
-        snapshot.mesh.routes.len()
+        "{} ({})",
+        plane::describe_meshes(&store.current()),
+        opened.provenance
     ));
     let tls = match &args.tls {
         Some((cert, key)) => Some(plane::Tls::from_pem_files(cert, key)?),

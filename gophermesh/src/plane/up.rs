@@ -37,7 +37,7 @@ use crate::plane;
 pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (store, tasks, provenance) = load_state(&config)?;
-    let mesh = store.current().mesh.clone();
+    let meshes = meshes_of(&store.current());
     let envoy_bin = std::path::absolute(envoy::find(config.envoy_bin.as_deref())?)?;
     if std::process::Command::new("setpriv")
         .arg("--version")
@@ -53,14 +53,12 @@ pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     say(format!(
-        "mesh {} ({provenance}): {} virtual nodes, {} routes, {} tasks (Envoy: {})",
-        mesh.name().unwrap_or("(none yet)"),
-        mesh.virtual_nodes.len(),
-        mesh.routes.len(),
+        "{} ({provenance}); {} tasks (Envoy: {})",
+        plane::describe_meshes(&store.current()),
         tasks.len(),
         envoy_bin.display()
     ));
-    let ordered = runtime::start_order(&tasks, &mesh);
+    let ordered = runtime::start_order(&tasks, &meshes);
     let launch = |xds: runtime::Xds| Launch {
         envoy: envoy_bin.clone(),
         envoy_options: config.envoy.clone(),
@@ -107,8 +105,8 @@ impl Up<'_> {
         mut backend: B,
         launch: impl FnOnce(runtime::Xds) -> Launch,
     ) -> anyhow::Result<ExitCode> {
-        let mesh = self.store.current().mesh.clone();
-        let plan = match backend.plan(&self.ordered, &mesh) {
+        let meshes = meshes_of(&self.store.current());
+        let plan = match backend.plan(&self.ordered, &meshes) {
             Ok(plan) => plan,
             Err(e) => {
                 backend.stop().await;
@@ -152,12 +150,9 @@ impl Up<'_> {
                 .await;
         }
         let store = &self.store;
-        store.set_placements(
-            plan.sites
-                .iter()
-                .map(|(n, s)| (n.clone(), s.place.clone()))
-                .collect(),
-        );
+        for (mesh, placements) in placements_by_mesh(plan) {
+            store.set_placements(&mesh, placements);
+        }
         let envoys = EnvoyStatuses::default();
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
@@ -174,6 +169,11 @@ impl Up<'_> {
         let tasks: Arc<dyn tasks::Tasks> = Arc::new(UpTasks {
             processes: launch.processes.clone(),
             sites: plan.sites.clone(),
+            mesh_of: self
+                .ordered
+                .iter()
+                .map(|t| (t.file_stem(), t.mesh_name.clone()))
+                .collect(),
         });
         let apis = plane::start_apis(
             store,
@@ -209,7 +209,7 @@ impl Up<'_> {
 
         for task in &self.ordered {
             backend
-                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .start_task(&launch, task, &plan.sites[&task.key()])
                 .await?;
         }
         self.banner(
@@ -259,7 +259,7 @@ impl Up<'_> {
         let requester = self.publish_requester(plan, background).await?;
         for task in &self.ordered {
             backend
-                .start_task(&launch, task, &plan.sites[&task.virtual_node])
+                .start_task(&launch, task, &plan.sites[&task.key()])
                 .await?;
         }
         println!();
@@ -292,7 +292,7 @@ impl Up<'_> {
             .ordered
             .iter()
             .find(|t| runtime::runs_requester(t))
-            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)));
+            .and_then(|t| plan.sites.get(&t.key()).map(|s| (t, s)));
         match site {
             Some((task, site)) => Ok(publish(plan, task, site, listener, background)?),
             None => Ok(format!("http://{}", listener.local_addr()?)),
@@ -311,7 +311,7 @@ impl Up<'_> {
             .ordered
             .iter()
             .find(|t| t.gateway().is_some())
-            .and_then(|t| plan.sites.get(&t.virtual_node).map(|s| (t, s)))
+            .and_then(|t| plan.sites.get(&t.key()).map(|s| (t, s)))
         else {
             return Ok(None);
         };
@@ -358,18 +358,22 @@ impl Up<'_> {
                 "  curl {url}/distributor/      (into the mesh through the gateway: the distributor's routes, 90/10)"
             );
         }
+        let names = self.store.current().names();
+        let mesh = names.first().map_or("gophermesh", String::as_str);
+        // With several meshes, a route is named with its mesh.
+        let which = match names.len() {
+            1 => String::new(),
+            _ => format!(" --mesh {mesh}"),
+        };
         println!(
-            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50 --control-url {control}"
+            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50{which} --control-url {control}"
         );
         println!("  gophermesh status --control-url {control}");
-        println!(
-            "  aws appmesh list-virtual-nodes --mesh-name {} --endpoint-url {appmesh}",
-            self.store.current().mesh.name().unwrap_or("gophermesh")
-        );
+        println!("  aws appmesh list-virtual-nodes --mesh-name {mesh} --endpoint-url {appmesh}");
         if let Some(ns) = self
             .ordered
             .first()
-            .and_then(|t| plan.sites.get(&t.virtual_node))
+            .and_then(|t| plan.sites.get(&t.key()))
             .and_then(|s| s.netns.as_ref())
         {
             println!("  ip netns exec {ns} iptables -t nat -S      (the APPMESH rules of a task)");
@@ -440,8 +444,8 @@ fn follow_hosts(
     let mut snapshots = store.subscribe();
     tokio::spawn(async move {
         while snapshots.changed().await.is_ok() {
-            let mesh = snapshots.borrow_and_update().mesh.clone();
-            match hosts_for(&ordered, &mesh).and_then(|h| files.update_hosts(&h)) {
+            let meshes = meshes_of(&snapshots.borrow_and_update());
+            match hosts_for(&ordered, &meshes).and_then(|h| files.update_hosts(&h)) {
                 Ok(true) => tracing::info!("the tasks' hosts files now name what the mesh has"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("cannot update the tasks' hosts files: {e:#}"),
@@ -450,23 +454,51 @@ fn follow_hosts(
     })
 }
 
+/// Every mesh of `snapshot`, by name, as the runtime reads them.
+fn meshes_of(snapshot: &Snapshot) -> runtime::Meshes {
+    snapshot
+        .meshes
+        .iter()
+        .map(|(name, m)| (name.clone(), m.mesh.clone()))
+        .collect()
+}
+
+/// The placements of `plan`'s sites, mesh by mesh (a site's key is `MESH/NODE`).
+fn placements_by_mesh(
+    plan: &Plan,
+) -> BTreeMap<String, BTreeMap<String, controlplane::state::placement::Placement>> {
+    let mut by_mesh: BTreeMap<String, BTreeMap<_, _>> = BTreeMap::new();
+    for (key, site) in &plan.sites {
+        if let Some((mesh, node)) = key.split_once('/') {
+            by_mesh
+                .entry(mesh.to_owned())
+                .or_default()
+                .insert(node.to_owned(), site.place.clone());
+        }
+    }
+    by_mesh
+}
+
 /// What the control API shows of `up`'s tasks.
 #[derive(Debug)]
 struct UpTasks {
     processes: ProcessTable,
+    /// Each task's site, by `MESH/NODE`.
     sites: BTreeMap<String, Site>,
+    /// The mesh of each task, by the node's name as processes are named.
+    mesh_of: BTreeMap<String, String>,
 }
 
 impl tasks::Tasks for UpTasks {
-    fn status<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, tasks::TaskStatus> {
+    fn status(&self) -> BoxFuture<'_, tasks::TaskStatus> {
         Box::pin(async move {
             let placements: BTreeMap<&String, Value> = self
                 .sites
                 .iter()
-                .map(|(node, s)| {
+                .map(|(key, s)| {
                     let p = &s.place;
                     (
-                        node,
+                        key,
                         json!({
                             "ingress": p.ingress.to_string(),
                             "egress": p.egress.to_string(),
@@ -478,11 +510,12 @@ impl tasks::Tasks for UpTasks {
                     )
                 })
                 .collect();
-            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
-            let observed = match snapshot.mesh.name() {
-                Some(mesh) => envoy::observed_split(&admins, mesh).await,
-                None => BTreeMap::new(),
-            };
+            let mut observed = BTreeMap::new();
+            for (mesh, admins) in self.admins_by_mesh() {
+                for (node, n) in envoy::observed_split(&admins, &mesh).await {
+                    observed.insert(format!("{mesh}/{node}"), n);
+                }
+            }
             tasks::TaskStatus {
                 processes: self.processes(),
                 placements: json!(placements),
@@ -492,17 +525,45 @@ impl tasks::Tasks for UpTasks {
     }
 
     fn processes(&self) -> Value {
-        json!(self.processes.snapshot())
+        let mut all = json!(self.processes.snapshot());
+        for p in all.as_array_mut().into_iter().flatten() {
+            let node = p["name"]
+                .as_str()
+                .and_then(|n| n.rsplit_once('/'))
+                .map(|(node, _)| node.replace('/', "-"));
+            if let Some(mesh) = node.and_then(|n| self.mesh_of.get(&n)) {
+                p["mesh"] = json!(mesh);
+            }
+        }
+        all
     }
 
-    fn traffic<'a>(
-        &'a self,
-        mesh: &'a str,
-    ) -> BoxFuture<'a, BTreeMap<String, controlplane::TargetTraffic>> {
+    fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, controlplane::TargetTraffic>> {
         Box::pin(async move {
-            let admins: Vec<EnvoyAdmin> = self.sites.values().map(Site::admin).collect();
-            envoy::traffic(&admins, mesh).await
+            let mut traffic = BTreeMap::new();
+            for (mesh, admins) in self.admins_by_mesh() {
+                for (node, t) in envoy::traffic(&admins, &mesh).await {
+                    traffic.insert(format!("{mesh}/{node}"), t);
+                }
+            }
+            traffic
         })
+    }
+}
+
+impl UpTasks {
+    /// The Envoys' admin interfaces of each mesh's tasks.
+    fn admins_by_mesh(&self) -> BTreeMap<String, Vec<EnvoyAdmin>> {
+        let mut by_mesh: BTreeMap<String, Vec<EnvoyAdmin>> = BTreeMap::new();
+        for (key, site) in &self.sites {
+            if let Some((mesh, _)) = key.split_once('/') {
+                by_mesh
+                    .entry(mesh.to_owned())
+                    .or_default()
+                    .push(site.admin());
+            }
+        }
+        by_mesh
     }
 }
 
@@ -538,12 +599,23 @@ fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
         config.identity.clone(),
         refuse_problems,
     )?;
-    let mesh = store.current().mesh.clone();
-    let tasks = if strict {
-        meshmodel::taskdef::check(&mesh, &defs)
-    } else {
-        meshmodel::taskdef::check_allowing_missing_nodes(&mesh, &defs)
+    let meshes = meshes_of(&store.current());
+    let tasks = meshmodel::taskdef::check_in_meshes(&meshes, &defs, strict)
+        .map_err(|p| refuse_problems(&p, &taskdefs))?;
+    // Processes, log files and namespaces are named by node: two meshes' tasks run side
+    // by side when their nodes' names differ.
+    let mut seen: BTreeMap<String, &Task> = BTreeMap::new();
+    for t in &tasks {
+        if let Some(other) = seen.insert(t.file_stem(), t) {
+            bail!(
+                "{}: virtual node `{}` of mesh `{}` has the name of one of mesh `{}` ({}); up names processes, logs and namespaces by node, so the tasks of two meshes need nodes of different names",
+                t.origin,
+                t.virtual_node,
+                t.mesh_name,
+                other.mesh_name,
+                other.origin
+            );
+        }
     }
-    .map_err(|p| refuse_problems(&p, &taskdefs))?;
     Ok((store, tasks, provenance))
 }

@@ -86,7 +86,7 @@ pub struct Loopback {
 }
 
 impl Backend for Loopback {
-    fn plan(&mut self, tasks: &[Task], _mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
+    fn plan(&mut self, tasks: &[Task], _meshes: &super::Meshes) -> anyhow::Result<Plan> {
         let subnet = Subnet::reserve()?;
         let mut sites = std::collections::BTreeMap::new();
         for (index, t) in tasks.iter().enumerate() {
@@ -113,7 +113,7 @@ impl Backend for Loopback {
                 envoy_user: None,
                 app_user: None,
             };
-            sites.insert(t.virtual_node.clone(), site);
+            sites.insert(t.key(), site);
         }
         self.subnet = Some(subnet);
         Ok(Plan {

@@ -148,7 +148,7 @@ impl Launch {
 /// Where the tasks run, as a backend planned it.
 #[derive(Debug)]
 pub struct Plan {
-    /// Each virtual node's site.
+    /// Each task's site, by its node's key (`MESH/NODE`, [`Task::key`]).
     pub sites: BTreeMap<String, Site>,
     /// The tasks' hosts files, when they have their own (kept in step with the mesh).
     pub hosts: Option<netns::HostsFiles>,
@@ -157,12 +157,15 @@ pub struct Plan {
     pub entry_netns: Option<String>,
 }
 
+/// The meshes the tasks run in, by name.
+pub type Meshes = BTreeMap<String, meshmodel::Mesh>;
+
 /// A way of running tasks: plan where each runs, start them, stop them all.
 // Used generically inside this crate only, so the futures' auto traits need no bounds.
 #[allow(async_fn_in_trait)]
 pub trait Backend {
     /// Decides (and sets up) where each task of `tasks`, in start order, runs.
-    fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan>;
+    fn plan(&mut self, tasks: &[Task], meshes: &Meshes) -> anyhow::Result<Plan>;
 
     /// The network of namespaces the tasks run on, for backends that make one.
     fn network(&self) -> Option<&netns::Network> {
@@ -186,12 +189,12 @@ pub trait Backend {
 
 /// Tasks in start order: those whose virtual node others call come first (a virtual
 /// gateway's, which only calls others, last).
-pub fn start_order(tasks: &[Task], mesh: &meshmodel::Mesh) -> Vec<Task> {
+pub fn start_order(tasks: &[Task], meshes: &Meshes) -> Vec<Task> {
     let calls_others = |t: &Task| {
         t.gateway().is_some()
-            || mesh
-                .virtual_nodes
-                .get(&t.virtual_node)
+            || meshes
+                .get(&t.mesh_name)
+                .and_then(|m| m.virtual_nodes.get(&t.virtual_node))
                 .is_some_and(|n| !n.value.spec.backends.is_empty())
     };
     let mut ordered: Vec<Task> = tasks.iter().filter(|t| !calls_others(t)).cloned().collect();

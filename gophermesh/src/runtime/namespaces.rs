@@ -39,9 +39,9 @@ impl Namespaces {
 }
 
 impl Backend for Namespaces {
-    fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
+    fn plan(&mut self, tasks: &[Task], meshes: &super::Meshes) -> anyhow::Result<Plan> {
         Network::preflight()?;
-        let (mut network, plan) = plan_network(tasks, mesh, None)?;
+        let (mut network, plan) = plan_network(tasks, meshes, None)?;
         if let Some(to) = self.uplink {
             let host = network.add_uplink(to)?;
             say(format!(
@@ -77,7 +77,7 @@ impl Backend for Namespaces {
 /// each task's site on it.
 pub fn plan_network(
     tasks: &[Task],
-    mesh: &meshmodel::Mesh,
+    meshes: &super::Meshes,
     pod_pids: Option<&[u32]>,
 ) -> anyhow::Result<(Network, Plan)> {
     let leftovers = Network::remove_leftovers();
@@ -88,7 +88,7 @@ pub fn plan_network(
         ));
     }
     say("creating a network namespace per task (hub bridge, veth pairs, APPMESH iptables rules)");
-    let hosts = hosts_for(tasks, mesh)?;
+    let hosts = hosts_for(tasks, meshes)?;
     // A gateway's task has no proxy configuration, so no APPMESH rules.
     let proxies: Vec<Option<&meshmodel::ecs::AppMeshProxy>> = tasks
         .iter()
@@ -114,7 +114,7 @@ pub fn plan_network(
             admin: (Ipv4Addr::LOCALHOST, envoy::ADMIN_PORT).into(),
         };
         sites.insert(
-            t.virtual_node.clone(),
+            t.key(),
             Site {
                 place,
                 app_listen: (Ipv4Addr::UNSPECIFIED, port).into(),
@@ -172,13 +172,13 @@ fn envoy_user(task: &Task) -> anyhow::Result<(u32, u32)> {
 /// virtual service names to a placeholder that the sidecar intercepts.
 pub fn hosts_for(
     tasks: &[Task],
-    mesh: &meshmodel::Mesh,
+    meshes: &super::Meshes,
 ) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
     let mut hosts: Vec<(String, Ipv4Addr)> = Vec::new();
     for (index, t) in tasks.iter().enumerate() {
-        if let Some(hostname) = mesh
-            .virtual_nodes
-            .get(&t.virtual_node)
+        if let Some(hostname) = meshes
+            .get(&t.mesh_name)
+            .and_then(|m| m.virtual_nodes.get(&t.virtual_node))
             .and_then(|n| n.value.spec.service_discovery.as_ref())
             .and_then(|d| d.dns.as_ref())
             .map(|d| d.hostname.clone())
@@ -186,7 +186,7 @@ pub fn hosts_for(
             hosts.push((hostname, netns::task_ip(index)?));
         }
     }
-    for name in mesh.virtual_services.keys() {
+    for name in meshes.values().flat_map(|m| m.virtual_services.keys()) {
         if !hosts.iter().any(|(h, _)| h == name) {
             hosts.push((name.clone(), netns::PLACEHOLDER_IP));
         }

@@ -53,12 +53,12 @@ impl PodBackend {
 }
 
 impl Backend for PodBackend {
-    fn plan(&mut self, tasks: &[Task], mesh: &meshmodel::Mesh) -> anyhow::Result<Plan> {
+    fn plan(&mut self, tasks: &[Task], meshes: &super::Meshes) -> anyhow::Result<Plan> {
         let names: Vec<String> = (0..tasks.len()).map(netns::task_name).collect();
         say(format!("creating a pod per task: {}", names.join(", ")));
         let (pods, pids) = Pods::create(&self.podman, &names)?;
         self.pods = Some(pods);
-        let (network, plan) = plan_network(tasks, mesh, Some(&pids))?;
+        let (network, plan) = plan_network(tasks, meshes, Some(&pids))?;
         self.network = Some(network);
         Ok(plan)
     }

@@ -534,7 +534,10 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
     .await;
     let listeners = ecs.next().await.expect("listeners");
     assert_eq!(listeners.resources.len(), 2);
-    assert_eq!(ads.statuses.snapshot()["gophermesh/requester"].problem, None);
+    assert_eq!(
+        ads.statuses.snapshot()["gophermesh/requester"].problem,
+        None
+    );
     // The shipped ingress gateway's Envoy gets its listener.
     let mut gateway = open_on(&ads, "10.0.1.7:40000");
     gateway
@@ -597,9 +600,7 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
         second = second.apply("doc.json", r).expect("accepted");
     }
     store
-        .update_with(|_| {
-            Ok::<_, ()>(Next::mesh("shop", second.clone()))
-        })
+        .update_with(|_| Ok::<_, ()>(Next::mesh("shop", second.clone())))
         .expect("stored");
     let ads = Ads::new(Cache::new(store.clone()), EnvoyStatuses::default());
     let ask = |id: &str| DiscoveryRequest {
@@ -644,9 +645,7 @@ async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
 
     // The second mesh emptied (as deleting its node and then itself does): gone.
     store
-        .update_with(|_| {
-            Ok::<_, ()>(Next::mesh("shop", meshmodel::Mesh::default()))
-        })
+        .update_with(|_| Ok::<_, ()>(Next::mesh("shop", meshmodel::Mesh::default())))
         .expect("stored");
     assert_eq!(store.current().names(), ["gophermesh"]);
     until_status(
@@ -936,7 +935,14 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
         let store = store.clone();
         async move {
             store
-                .writing(|s| s.update_with(|_| Ok::<_, ()>(Next::mesh("m", meshmodel::Mesh::named("m").expect("a mesh")))))
+                .writing(|s| {
+                    s.update_with(|_| {
+                        Ok::<_, ()>(Next::mesh(
+                            "m",
+                            meshmodel::Mesh::named("m").expect("a mesh"),
+                        ))
+                    })
+                })
                 .await
         }
     });

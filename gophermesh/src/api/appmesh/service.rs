@@ -23,7 +23,7 @@ pub fn serve(store: &Store, op: &Operation, query: &str, body: &[u8]) -> Result<
         Action::List => list(&store.current(), op, query),
         Action::Describe => {
             let snapshot = store.current();
-            let (mesh, meta, _) = named_mesh(&snapshot, op)?;
+            let (mesh, meta) = named_mesh(&snapshot, op)?;
             check_parents(mesh, op)?;
             let key = op
                 .key()
@@ -49,15 +49,16 @@ fn check_owner(store: &Store, op: &Operation, query: &str) -> Result<(), AwsErro
     }
 }
 
-/// The mesh the call's path names, with its resources' metadata and which it is (see
-/// [`Snapshot::mesh_named`]); NotFound when there is none of that name.
+/// The mesh the call's path names, with its resources' metadata; NotFound when there is
+/// none of that name.
 fn named_mesh<'a>(
     snapshot: &'a Snapshot,
     op: &Operation,
-) -> Result<(&'a Mesh, &'a Metas, Option<&'a str>), AwsError> {
+) -> Result<(&'a Mesh, &'a Metas), AwsError> {
     let name = op.mesh.as_deref().unwrap_or_default();
     snapshot
-        .mesh_named(name)
+        .mesh(name)
+        .map(|m| (&m.mesh, &m.meta))
         .ok_or_else(|| AwsError::not_found(format!("mesh `{name}` does not exist")))
 }
 
@@ -191,14 +192,15 @@ fn list(snapshot: &Snapshot, op: &Operation, query: &str) -> Result<Value, AwsEr
     // Meshes are listed from every mesh; anything else from the mesh the path names.
     let listed: Vec<(&str, &Key, &Meta)> = if op.kind == Kind::Mesh {
         snapshot
-            .meshes()
-            .filter_map(|(mesh, metas, _)| {
-                let (key, meta) = metas.get_key_value(&Key::Mesh)?;
-                Some((mesh.name()?, key, meta))
+            .meshes
+            .iter()
+            .filter_map(|(name, state)| {
+                let (key, meta) = state.meta.get_key_value(&Key::Mesh)?;
+                Some((name.as_str(), key, meta))
             })
             .collect()
     } else {
-        let (mesh, metas, _) = named_mesh(snapshot, op)?;
+        let (mesh, metas) = named_mesh(snapshot, op)?;
         check_parents(mesh, op)?;
         let name = mesh.name().unwrap_or_default();
         metas.iter().map(|(k, m)| (name, k, m)).collect()
@@ -276,15 +278,10 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
     let wanted = resource.mesh_name().to_owned();
     let result = store.update_with(|snapshot| {
         let none = (Mesh::default(), Metas::new());
-        let (mesh, metas, other) = match snapshot.mesh_named(&wanted) {
-            Some(found) => found,
-            // A new mesh: the first when there is none yet, else one more.
-            None if op.kind == Kind::Mesh && op.action == Action::Create => {
-                match snapshot.mesh.name().is_none() && snapshot.mesh.resources().is_empty() {
-                    true => (&snapshot.mesh, &snapshot.meta, None),
-                    false => (&none.0, &none.1, Some(wanted.as_str())),
-                }
-            }
+        let (mesh, metas) = match snapshot.mesh(&wanted) {
+            Some(found) => (&found.mesh, &found.meta),
+            // A new mesh.
+            None if op.kind == Kind::Mesh && op.action == Action::Create => (&none.0, &none.1),
             None => {
                 return Err(Refused::Error(AwsError::not_found(format!(
                     "mesh `{wanted}` does not exist"
@@ -337,17 +334,16 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
             .apply(&origin, resource)
             .map_err(|p| Refused::Error(AwsError::bad_request(as_call(&p, &origin, &op.name()))))?;
         Ok(Next {
-            mesh: next,
             client_token: client_token.clone(),
             bump: (op.action == Action::Update).then(|| key.clone()),
-            other: other.map(str::to_owned),
+            ..Next::mesh(wanted.clone(), next)
         })
     });
     let written = |snapshot: &Snapshot| {
-        let (mesh, metas, _) = snapshot.mesh_named(&wanted).ok_or_else(|| {
+        let state = snapshot.mesh(&wanted).ok_or_else(|| {
             AwsError::internal(format!("mesh `{wanted}` is not there after the write"))
         })?;
-        data(mesh, metas, &key, "ACTIVE")
+        data(&state.mesh, &state.meta, &key, "ACTIVE")
     };
     match result {
         Ok(snapshot) => written(&snapshot),
@@ -392,7 +388,7 @@ fn delete(store: &Store, op: &Operation) -> Result<Value, AwsError> {
         .ok_or_else(|| AwsError::bad_request("no name in the path"))?;
     let mut gone = None;
     let result = store.update_with(|snapshot| {
-        let (mesh, metas, other) = named_mesh(snapshot, op)?;
+        let (mesh, metas) = named_mesh(snapshot, op)?;
         check_parents(mesh, op)?;
         let (_, resource) = mesh
             .get(&key)
@@ -406,10 +402,7 @@ fn delete(store: &Store, op: &Operation) -> Result<Value, AwsError> {
             RemoveError::InUse(m) => AwsError::in_use(m),
         })?;
         gone = Some((resource, meta));
-        Ok(Next {
-            other: other.map(str::to_owned),
-            ..Next::mesh(next)
-        })
+        Ok(Next::mesh(op.mesh.clone().unwrap_or_default(), next))
     });
     match result {
         Ok(_) => {

@@ -61,11 +61,12 @@ fn find(store: &Store, query: &str) -> Result<(Key, String, Resource), AwsError>
         .ok_or_else(|| AwsError::bad_request("resourceArn: missing"))?;
     let snapshot = store.current();
     snapshot
-        .meshes()
-        .find_map(|(mesh, meta, _)| {
-            let key = meta.iter().find(|(_, m)| m.arn == arn)?.0.clone();
-            let (_, resource) = mesh.get(&key)?;
-            Some((key, mesh.name()?.to_owned(), resource))
+        .meshes
+        .iter()
+        .find_map(|(name, state)| {
+            let key = state.meta.iter().find(|(_, m)| m.arn == arn)?.0.clone();
+            let (_, resource) = state.mesh.get(&key)?;
+            Some((key, name.clone(), resource))
         })
         .ok_or_else(|| AwsError::not_found(format!("no resource has the ARN `{arn}`")))
 }
@@ -140,7 +141,7 @@ fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value
     };
     let result = store.update_with(|snapshot| {
         let gone = || AwsError::not_found(format!("{} no longer exists", key.describe()));
-        let (mesh, _, other) = snapshot.mesh_named(&mesh_name).ok_or_else(gone)?;
+        let mesh = &snapshot.mesh(&mesh_name).ok_or_else(gone)?.mesh;
         let (origin, mut resource) = mesh.get(&key).ok_or_else(gone)?;
         let tags = resource.tags_mut().get_or_insert_with(Vec::new);
         tags.retain(|t| !removed.contains(&t.key));
@@ -167,10 +168,7 @@ fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value
         let mesh = mesh
             .apply(&origin, resource)
             .map_err(|p| AwsError::bad_request(p.to_string()))?;
-        Ok(Next {
-            other: other.map(str::to_owned),
-            ..Next::mesh(mesh)
-        })
+        Ok(Next::mesh(mesh_name.clone(), mesh))
     });
     match result {
         Ok(_) => Ok(json!({})),

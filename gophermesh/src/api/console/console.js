@@ -1,5 +1,6 @@
-// The gophermesh console: draws each frame of /v1/live/stream, and shifts weights with
-// the control API. Every text from the mesh goes in through textContent, never as markup.
+// The gophermesh console: draws each frame of /v1/live/stream (every mesh held, each in
+// its own section), and shifts weights with the control API, always naming the route's
+// mesh. Every text from the mesh goes in through textContent, never as markup.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -30,7 +31,8 @@ const svg = (tag, attrs = {}, text) => {
 };
 const pct = (x) => (Math.round(x * 10) / 10).toFixed(1) + "%";
 
-// Each node keeps its colour: the nodes in name order take the palette in order.
+// Each node keeps its colour: the nodes of a mesh in name order take the palette in order
+// (set per mesh as it is drawn).
 let nodeColors = new Map();
 const colorOf = (name) => nodeColors.get(name) || "#7f8c8d";
 
@@ -50,8 +52,8 @@ function along(p0, p1, p2, p3, t) {
   return [0, 1].map((k) => w[0] * p0[k] + w[1] * p1[k] + w[2] * p2[k] + w[3] * p3[k]);
 }
 
-function drawGraph(frame) {
-  const g = $("graph");
+// Draws mesh `frame` (one mesh of a frame) in the svg `g`.
+function drawGraph(g, frame) {
   g.replaceChildren();
   const gateways = frame.gateways || [];
   // Virtual gateways (when the mesh has any), services, routers, routes, nodes.
@@ -148,10 +150,10 @@ function chart(frame, targets) {
   return c;
 }
 
-// A route's card: its weights form and, for the local mesh, its traffic. `mesh` names
-// another mesh the control plane holds (its routes are keyed `MESH:ROUTER/ROUTE`).
-function routeCard(frame, router, route, mesh) {
-  const key = (mesh ? mesh + ":" : "") + router.name + "/" + route.name;
+// A route's card: its weights form and its traffic. Its key is `MESH:ROUTER/ROUTE`.
+function routeCard(frame, router, route) {
+  const mesh = frame.name;
+  const key = mesh + ":" + router.name + "/" + route.name;
   const card = el("div", { class: "route", "data-route": key });
   const left = el("div");
   left.append(el("h3", {}, `${router.name} · route ${route.name}`));
@@ -204,22 +206,6 @@ function routeCard(frame, router, route, mesh) {
   left.append(form);
 
   const right = el("div");
-  if (mesh) {
-    // Another mesh's tasks run elsewhere: their traffic is not sampled here.
-    right.append(el("p", { class: "muted" }, `traffic is sampled for mesh ${frame.mesh}'s tasks only`));
-    const envoys = el("ul", { class: "envoys" });
-    for (const t of route.targets) {
-      const n = nodeOf(frame, t.node);
-      const e = n.envoy;
-      envoys.append(el("li", { "data-node": t.node },
-        `${t.node}: ` + (!e ? "no Envoy has connected" : (e.connected ? "Envoy connected" : "Envoy disconnected") +
-          (e.synced_version != null ? `, in sync at version ${e.synced_version}` : "") +
-          (e.last_nack ? `, last NACK at version ${e.last_nack.version}: ${e.last_nack.message}` : ""))));
-    }
-    right.append(envoys);
-    card.append(left, right);
-    return card;
-  }
   const observed = el("p", { "data-observed": key });
   observed.append(el("strong", {}, `observed since version ${frame.observed_since_version}: `));
   route.targets.forEach((t, i) => {
@@ -252,7 +238,7 @@ async function shift(router, route, key, form, message, mesh) {
   message.className = "refusal";
   message.textContent = "";
   try {
-    const of = mesh ? `&mesh=${encodeURIComponent(mesh)}` : "";
+    const of = `&mesh=${encodeURIComponent(mesh)}`;
     const r = await fetch(`/v1/routes/${encodeURIComponent(route)}/weights?router=${encodeURIComponent(router)}${of}`, {
       method: "PUT",
       headers: { "content-type": "application/json", authorization: "Bearer " + token },
@@ -293,47 +279,58 @@ function nodeCard(n) {
 
 function render(frame) {
   lastFrame = frame;
-  nodeColors = new Map(frame.nodes.map((n, i) => [n.name, COLORS[i % COLORS.length]]));
+  const meshes = frame.meshes || [];
   document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
-  $("mesh").textContent = frame.mesh ? "mesh " + frame.mesh : "no mesh yet";
+  $("mesh").textContent = meshes.length ? (meshes.length === 1 ? "mesh " : "meshes ") + meshes.map((m) => m.name).join(", ") : "no mesh yet";
   $("version").textContent = "version " + frame.version;
-  drawGraph(frame);
   const focused = document.activeElement && document.activeElement.id;
-  const routes = $("routes");
-  const cards = routeCards(routes, frame, frame.routers);
-  routes.replaceChildren(...cards);
-  if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
-  const others = $("others");
-  const blocks = [];
-  for (const m of frame.others || []) {
-    const block = el("div", { class: "mesh", "data-mesh": m.name });
-    block.append(el("h3", {}, "mesh " + m.name));
-    const held = [...others.children].find((b) => b.dataset.mesh === m.name);
-    const mine = routeCards(held || block, { ...frame, nodes: m.nodes }, m.routers, m.name);
-    block.append(...mine);
-    if (!mine.length) block.append(el("p", { class: "muted" }, "no routes"));
-    blocks.push(block);
-  }
-  others.replaceChildren(...blocks);
-  $("others-section").hidden = !blocks.length;
+  const container = $("meshes");
+  const sections = meshes.map((m) => {
+    const held = [...container.children].find((s) => s.dataset.mesh === m.name);
+    const section = held || meshSection(m.name);
+    drawMesh(section, { ...m, at: frame.at, observed_since_version: frame.observed_since_version });
+    return section;
+  });
+  container.replaceChildren(...sections);
+  if (!sections.length) container.append(el("p", { class: "muted" }, "no mesh yet: make one with `gophermesh apply` or the App Mesh API"));
   if (focused) {
     const again = document.getElementById(focused);
     if (again) again.focus();
   }
-  $("nodes").replaceChildren(...frame.nodes.map(nodeCard));
   $("history").replaceChildren(...frame.history.map((h) => el("li", {},
     `version ${h.version} at ${h.at.replace("T", " ").replace("Z", "")}: ${h.what}; ` +
     (h.acked_ms != null ? `ACKed by every Envoy in ${h.acked_ms.toFixed(1)} ms` : "waiting for every Envoy's ACK"))));
 }
 
-// The route cards of `routers` (of another mesh when `mesh` is given), built before the
-// old cards in `container` go, so that each keeps its message. A card someone is typing
-// in keeps its form as it is (only its figures are new).
-function routeCards(container, frame, routers, mesh) {
+// The (empty) section of mesh `name`: its graph, its routes and its virtual nodes.
+function meshSection(name) {
+  const section = el("section", { class: "wide mesh", "data-mesh": name, "aria-label": "mesh " + name });
+  section.append(el("h2", {}, "mesh " + name));
+  section.append(svg("svg", { class: "graph", role: "img", "aria-label": `mesh ${name}: virtual services, routers, routes and virtual nodes, edges labelled with weights` }));
+  section.append(el("h3", {}, "Routes"), el("div", { class: "routes" }));
+  section.append(el("h3", {}, "Virtual nodes"), el("div", { class: "cards nodes" }));
+  return section;
+}
+
+// Draws mesh `frame` into its `section`.
+function drawMesh(section, frame) {
+  nodeColors = new Map(frame.nodes.map((n, i) => [n.name, COLORS[i % COLORS.length]]));
+  drawGraph(section.querySelector(".graph"), frame);
+  const routes = section.querySelector(".routes");
+  const cards = routeCards(routes, frame, frame.routers);
+  routes.replaceChildren(...cards);
+  if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
+  section.querySelector(".nodes").replaceChildren(...frame.nodes.map(nodeCard));
+}
+
+// The route cards of `routers` of mesh `frame`, built before the old cards in `container`
+// go, so that each keeps its message. A card someone is typing in keeps its form as it is
+// (only its figures are new).
+function routeCards(container, frame, routers) {
   const cards = [];
   for (const r of routers) {
     for (const route of r.routes) {
-      const fresh = routeCard(frame, r, route, mesh);
+      const fresh = routeCard(frame, r, route);
       const key = fresh.dataset.route;
       const old = [...container.children].find((c) => c.dataset.route === key);
       const busy = old && (old.contains(document.activeElement) || edits.has(key));
