@@ -48,25 +48,19 @@ impl Task {
     }
 }
 
-/// Reads every `*.json` directly in `dir` as a task definition.
+/// Reads every `*.json` file below `dir` (sorted, recursively, as a mesh directory is read)
+/// as a task definition.
 pub fn load_dir(dir: &Path) -> Result<Vec<Sourced<TaskDefinition>>, Problems> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            Problems::one(Problem::new(
-                dir.display().to_string(),
-                "",
-                format!("cannot read: {e}"),
-            ))
-        })?;
-    entries.sort_by_key(std::fs::DirEntry::file_name);
+    let files = crate::mesh::json_files(dir).map_err(|e| {
+        Problems::one(Problem::new(
+            dir.display().to_string(),
+            "",
+            format!("cannot read: {e}"),
+        ))
+    })?;
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    for entry in entries {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
+    for path in files {
         let origin = path.display().to_string();
         let parsed = crate::input::read_text(&path, crate::input::MAX_FILE)
             .map_err(|e| Problems::one(Problem::new(&origin, "", format!("cannot read: {e}"))))
