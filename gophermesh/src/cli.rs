@@ -131,8 +131,8 @@ pub(crate) enum RouteWhat {
         /// The virtual router, when more than one has a route of that name.
         #[arg(long)]
         router: Option<String>,
-        /// The mesh of the route, when the control plane holds several (`status` lists
-        /// them); the first by default.
+        /// The mesh of the route: needed when the control plane holds several (`status`
+        /// lists them); the only one by default.
         #[arg(long)]
         mesh: Option<String>,
         /// Also write the new weights to the route's file under --mesh-dir (the file that

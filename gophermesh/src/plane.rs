@@ -137,13 +137,42 @@ pub fn describe_meshes(snapshot: &controlplane::Snapshot) -> String {
     each.join("; ")
 }
 
+/// What tells a plane's servers to stop: each waits on a clone of it.
+#[derive(Debug, Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+/// What stops the servers that wait on its [`Stop`]s, when told to (or dropped).
+#[derive(Debug)]
+pub struct Stopper(tokio::sync::watch::Sender<bool>);
+
+impl Stop {
+    /// A stop signal and what gives it.
+    pub fn new() -> (Stopper, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Stopper(tx), Self(rx))
+    }
+
+    /// Resolves once the servers are told to stop (or whatever tells them is gone).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Stopper {
+    /// Tells every server waiting on a [`Stop`] of this to stop.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// Serves ADS on `listener` (over TLS when `tls` is given and the listener is not on
-/// loopback) until the process ends; whether it speaks TLS.
+/// loopback) until `stop`; whether it speaks TLS.
 pub fn spawn_ads(
     store: &Store,
     envoys: EnvoyStatuses,
     listener: TcpListener,
     tls: Option<&Tls>,
+    stop: Stop,
 ) -> anyhow::Result<(JoinHandle<()>, bool)> {
     let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
     let router = tonic::transport::Server::builder().add_service(ads);
@@ -160,17 +189,22 @@ pub fn spawn_ads(
                 }
                 s
             });
-            tokio::spawn(serve_ads(router, incoming))
+            tokio::spawn(serve_ads(router, incoming, stop))
         }
-        Some(tls) => tokio::spawn(serve_ads(router, tls_incoming(listener, tls.https.clone()))),
+        Some(tls) => tokio::spawn(serve_ads(
+            router,
+            tls_incoming(listener, tls.https.clone()),
+            stop,
+        )),
     };
     Ok((task, secure))
 }
 
-/// Serves `router` on the connections `incoming` yields until it ends.
+/// Serves `router` on the connections `incoming` yields until it ends or `stop`.
 async fn serve_ads<IO>(
     router: tonic::transport::server::Router,
     incoming: impl futures::Stream<Item = std::io::Result<IO>>,
+    stop: Stop,
 ) where
     IO: tokio::io::AsyncRead
         + tokio::io::AsyncWrite
@@ -179,7 +213,10 @@ async fn serve_ads<IO>(
         + Send
         + 'static,
 {
-    if let Err(e) = router.serve_with_incoming(incoming).await {
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, stop.wait())
+        .await
+    {
         tracing::error!("the ADS server stopped: {e}");
     }
 }
@@ -291,7 +328,7 @@ pub struct Apis {
 }
 
 /// Starts the control API on `control_listener` and the App Mesh API on
-/// `appmesh_listener`, each behind its guard; writes a new control token.
+/// `appmesh_listener`, each behind its guard, until `stop`; writes a new control token.
 pub fn start_apis(
     store: &Store,
     envoys: EnvoyStatuses,
@@ -299,6 +336,7 @@ pub fn start_apis(
     config: &ApiConfig<'_>,
     (control_listener, appmesh_listener): (TcpListener, TcpListener),
     background: &mut Vec<JoinHandle<()>>,
+    stop: &Stop,
 ) -> anyhow::Result<Apis> {
     let token = ControlToken::generate().context("cannot make the control token")?;
     let token_file = token.write(config.state_dir).with_context(|| {
@@ -348,6 +386,7 @@ pub fn start_apis(
         control_listener,
         control_api,
         control_tls,
+        stop.clone(),
     ));
     let appmesh_addr = appmesh_listener.local_addr()?;
     let appmesh_guard = Guard::new(
@@ -378,6 +417,7 @@ pub fn start_apis(
         appmesh_listener,
         appmesh_api,
         appmesh_tls,
+        stop.clone(),
     ));
     Ok(Apis {
         control: format!("{control_scheme}://{control_addr}"),
@@ -386,22 +426,23 @@ pub fn start_apis(
     })
 }
 
-/// Serves `api` on `listener` (over TLS when given) until the process ends.
+/// Serves `api` on `listener` (over TLS when given) until `stop`.
 fn spawn_api(
     what: &'static str,
     listener: TcpListener,
     api: axum::Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: Stop,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let forever = std::future::pending::<()>();
         let limits = common::server::Limits::default();
+        let stop = stop.wait();
         let served = match tls {
             Some(acceptor) => {
-                common::server::serve_tls(listener, api, limits, forever, Duration::ZERO, acceptor)
+                common::server::serve_tls(listener, api, limits, stop, Duration::ZERO, acceptor)
                     .await
             }
-            None => common::server::serve(listener, api, limits, forever, Duration::ZERO).await,
+            None => common::server::serve(listener, api, limits, stop, Duration::ZERO).await,
         };
         if let Err(e) = served {
             tracing::error!("{what} stopped: {e}");

@@ -50,6 +50,17 @@ impl MeshState {
     }
 }
 
+/// The key an Envoy of `node` (a virtual node's name or `virtualGateway/NAME`) of mesh
+/// `mesh` is known by, to the cache, the statuses and the console: `MESH/NODE`.
+pub fn node_key(mesh: &str, node: &str) -> String {
+    format!("{mesh}/{node}")
+}
+
+/// The mesh and node of a [`node_key`] (a mesh name holds no `/`).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
 /// Why [`Snapshot::pick`] could not choose a mesh.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PickError {

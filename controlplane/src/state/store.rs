@@ -72,7 +72,13 @@ pub struct Store {
     /// `turn_wait` milliseconds.
     turn: Arc<tokio::sync::Semaphore>,
     turn_wait: Arc<AtomicU64>,
+    /// Where each mesh's nodes run here, as last set, whether or not the mesh is held
+    /// yet: a mesh made later (through the API) gets its placements when it appears.
+    placed: Arc<Mutex<Placed>>,
 }
+
+/// Placements by mesh, then node.
+type Placed = BTreeMap<String, BTreeMap<String, Placement>>;
 
 /// How long a write waits for the writes before it, by default, before it is refused as
 /// [`Busy`]: with a store that does not answer, writes fail within a bound instead of
@@ -127,6 +133,7 @@ impl Store {
             write_delay: Arc::default(),
             turn: Arc::new(tokio::sync::Semaphore::new(1)),
             turn_wait: Arc::new(AtomicU64::new(millis(WRITE_TURN_WAIT))),
+            placed: Arc::default(),
         }
     }
 
@@ -200,9 +207,10 @@ impl Store {
         Ok((store, count))
     }
 
-    /// Sets where each virtual node of mesh `mesh` runs (its Envoy and app). A mesh not
-    /// held is left alone.
+    /// Sets where each virtual node of mesh `mesh` runs (its Envoy and app); a mesh not
+    /// held yet gets them when it is made.
     pub fn set_placements(&self, mesh: &str, placements: BTreeMap<String, Placement>) {
+        lock(&self.placed).insert(mesh.to_owned(), placements.clone());
         self.republish(mesh, |m| m.placements = placements);
     }
 
@@ -250,9 +258,15 @@ impl Store {
                     next.meshes.remove(&name);
                     continue;
                 };
-                if let Some(held) = current.meshes.get(&name) {
-                    state.placements = held.placements.clone();
-                    state.discovered = held.discovered.clone();
+                match current.meshes.get(&name) {
+                    Some(held) => {
+                        state.placements = held.placements.clone();
+                        state.discovered = held.discovered.clone();
+                    }
+                    None => {
+                        state.placements =
+                            lock(&self.placed).get(&name).cloned().unwrap_or_default();
+                    }
                 }
                 next.meshes.insert(name, Arc::new(state));
             }
@@ -460,10 +474,11 @@ impl Store {
     /// store is dropped; a failed read is logged once per failure streak and tried again.
     fn follow(&self, watch: super::persist::dynamo::Watch, every: std::time::Duration) {
         let weak = Arc::downgrade(&self.tx);
-        let (write, health, identity) = (
+        let (write, health, identity, placed) = (
             Arc::downgrade(&self.write),
             Arc::downgrade(&self.health),
             Arc::downgrade(&self.identity),
+            Arc::downgrade(&self.placed),
         );
         let spawned = std::thread::Builder::new()
             .name("follow-table".into())
@@ -471,11 +486,12 @@ impl Store {
                 let mut failing = false;
                 loop {
                     std::thread::sleep(every);
-                    let (Some(tx), Some(write), Some(health), Some(identity)) = (
+                    let (Some(tx), Some(write), Some(health), Some(identity), Some(placed)) = (
                         weak.upgrade(),
                         write.upgrade(),
                         health.upgrade(),
                         identity.upgrade(),
+                        placed.upgrade(),
                     ) else {
                         return;
                     };
@@ -487,6 +503,7 @@ impl Store {
                         write_delay: Arc::default(),
                         turn: Arc::new(tokio::sync::Semaphore::new(1)),
                         turn_wait: Arc::default(),
+                        placed,
                     };
                     match store.catch_up(&watch) {
                         Ok(()) => {
@@ -540,9 +557,12 @@ impl Store {
         let named = resource.mesh_name().to_owned();
         let makes_mesh = matches!(resource, Resource::Mesh(_));
         self.update_with(|s| match (s.mesh(&named), makes_mesh) {
-            (None, true) => Mesh::default()
-                .apply(origin, resource.clone())
-                .map(|m| Next::mesh(named.clone(), m)),
+            (None, true) => Mesh {
+                backends_may_dangle: true,
+                ..Mesh::default()
+            }
+            .apply(origin, resource.clone())
+            .map(|m| Next::mesh(named.clone(), m)),
             _ => in_mesh(s, Some(&named), |m| m.apply(origin, resource.clone())),
         })
     }
@@ -576,6 +596,13 @@ fn in_mesh(
         .pick(mesh)
         .map_err(|e| Problems::one(meshmodel::Problem::new("<request>", "mesh", e.to_string())))?;
     change(&state.mesh).map(|m| Next::mesh(name, m))
+}
+
+/// `mutex` locked, whether or not a holder panicked (what it guards stays consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `d` in whole milliseconds.

@@ -567,16 +567,7 @@ impl AdsStream {
 
 pub use crate::translate::GATEWAY_PREFIX;
 
-/// The key an Envoy of `node` (a virtual node's name or `virtualGateway/NAME`) of mesh
-/// `mesh` is known by, to the cache, the statuses and the console: `MESH/NODE`.
-pub fn node_key(mesh: &str, node: &str) -> String {
-    format!("{mesh}/{node}")
-}
-
-/// The mesh and node of a [`node_key`] (a mesh name holds no `/`).
-pub fn split_key(key: &str) -> Option<(&str, &str)> {
-    key.split_once('/')
-}
+pub use crate::state::snapshot::{node_key, split_key};
 
 /// Why an Envoy whose node id names `node` of `mesh` gets nothing from `snapshot`, when it
 /// does not: a mesh not held, or no such virtual node or gateway (yet).

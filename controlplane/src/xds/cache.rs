@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use super::ads::split_key;
 use super::encoded::Encoded;
-use crate::state::snapshot::{MeshState, Snapshot};
+use crate::state::snapshot::{MeshState, Snapshot, split_key};
 use crate::state::store::Store;
 use crate::translate::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE,
@@ -120,7 +119,7 @@ impl Cache {
         self.store.subscribe()
     }
 
-    /// The resources of the node whose key is `node` (`MESH/NODE`, [`super::ads::node_key`])
+    /// The resources of the node whose key is `node` (`MESH/NODE`, [`crate::state::snapshot::node_key`])
     /// in `snapshot`: built on the first call for this version, then shared. A snapshot
     /// older than the newest one built is built but not kept. `None` for a mesh not held
     /// or a node it does not have.

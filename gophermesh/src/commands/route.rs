@@ -38,13 +38,18 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     let route = target.route;
     if let (Some(dir), Some(mesh)) = (save, target.mesh) {
-        // --save writes the route beside the files of --mesh-dir's own mesh.
-        if let Ok(loaded) = meshmodel::Mesh::load_dir(dir) {
-            if let Some(held) = loaded.name().filter(|held| *held != mesh) {
+        // --save writes the route beside the files of a mesh --mesh-dir holds.
+        if let Ok(loaded) = meshmodel::Mesh::load_meshes(dir) {
+            let held: Vec<String> = loaded
+                .iter()
+                .filter_map(|m| m.name())
+                .map(|n| format!("`{}`", gophermesh::progress::escape(n)))
+                .collect();
+            if !held.is_empty() && !loaded.iter().any(|m| m.name() == Some(mesh)) {
                 bail!(
-                    "--save: --mesh-dir {} holds mesh `{}`, not `{}`; nothing was changed",
+                    "--save: --mesh-dir {} holds mesh {}, not `{}`; nothing was changed",
                     dir.display(),
-                    gophermesh::progress::escape(held),
+                    held.join(", "),
                     gophermesh::progress::escape(mesh)
                 );
             }

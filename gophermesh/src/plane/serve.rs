@@ -86,8 +86,23 @@ fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{flag} {addr}: cannot listen there"))
 }
 
-/// Runs `serve` as `args` says until Ctrl-C or SIGTERM.
-pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
+/// A running `serve`: where each listener ended up (a port 0 in the configuration is the
+/// port the system chose), its store, and its servers until [`Serving::run_until`].
+#[derive(Debug)]
+pub struct Serving {
+    /// Where ADS listens, and whether it speaks TLS.
+    pub xds: SocketAddr,
+    pub ads_tls: bool,
+    /// The APIs' URLs and the control token's file.
+    pub apis: plane::Apis,
+    pub store: controlplane::Store,
+    stopper: plane::Stopper,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the store and binds and starts every listener of `serve` as `args` says; returns
+/// once all of them answer.
+pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     check_exposure(&args)?;
     let files = crate::runtime::raise_open_files();
     tracing::info!(files, "open-file limit (one per Envoy stream)");
@@ -122,8 +137,9 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
     let control_listener = bind(args.control_listen, "--control-listen")?;
     let appmesh_listener = bind(args.api_listen, "--api-listen")?;
     let xds_addr = xds.local_addr()?;
+    let (stopper, stop) = plane::Stop::new();
     let envoys = EnvoyStatuses::default();
-    let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref())?;
+    let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref(), stop.clone())?;
     let mut background = vec![ads];
     if let Some(follow) = plane::follow_cloud_map(args.cloud_map, &store).await? {
         background.push(follow);
@@ -140,13 +156,47 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
         },
         (control_listener, appmesh_listener),
         &mut background,
+        &stop,
     )?;
+    Ok(Serving {
+        xds: xds_addr,
+        ads_tls,
+        apis,
+        store,
+        stopper,
+        background,
+    })
+}
+
+/// How long the servers get to stop once told to, before they are ended.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Serving {
+    /// Serves until `shutdown` resolves, then stops every server (ADS, both APIs) and
+    /// whatever else runs in the background; returns once they are gone.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        self.stopper.stop();
+        for task in self.background {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Runs `serve` as `args` says until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
+    let api_credentials = args.api_credentials.is_some();
+    let serving = start(args).await?;
+    let xds_addr = serving.xds;
     say(format!(
         "control plane: {ADS_ON}{xds_addr} ({}), {CONTROL_API}{}, {APPMESH_API}{}{}",
-        if ads_tls { "TLS" } else { "plaintext" },
-        apis.control,
-        apis.appmesh,
-        if args.api_credentials.is_some() {
+        if serving.ads_tls { "TLS" } else { "plaintext" },
+        serving.apis.control,
+        serving.apis.appmesh,
+        if api_credentials {
             " (SigV4 required)"
         } else {
             ""
@@ -154,7 +204,7 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
     ));
     say(format!(
         "control token in {} (the CLI reads it; changes through the control API need it)",
-        apis.token_file.display()
+        serving.apis.token_file.display()
     ));
     println!();
     println!(
@@ -162,10 +212,95 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
     );
     println!("Ctrl-C or SIGTERM stops it.");
     println!("ready");
-    common::shutdown::signal().await;
-    for task in background {
-        task.abort();
-    }
+    serving.run_until(common::shutdown::signal()).await;
     say("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CloudMapConfig, CloudMapMode};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// `GET path` on `addr`, HTTP/1.1; the whole answer.
+    async fn get(addr: &str, path: &str) -> std::io::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+
+    /// `serve` started in-process on ports the system picks: it says where each listener
+    /// is, answers there, and once its shutdown resolves every listener is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_runs_in_process_until_its_shutdown() {
+        let state_dir = std::env::temp_dir().join(format!(
+            "gophermesh-serve-in-process-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        let serving = start(ServeConfig {
+            mesh_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh"),
+            state: StateStore::Memory,
+            empty: false,
+            identity: controlplane::Identity::default(),
+            api_credentials: None,
+            allow_hosts: Vec::new(),
+            cloud_map: CloudMapConfig {
+                mode: CloudMapMode::Off,
+                interval: std::time::Duration::from_secs(30),
+            },
+            xds_listen: any,
+            api_listen: any,
+            control_listen: any,
+            tls: None,
+            state_dir: state_dir.clone(),
+        })
+        .await
+        .expect("serve starts");
+        assert_ne!(serving.xds.port(), 0, "the port the system chose");
+        let control = serving
+            .apis
+            .control
+            .trim_start_matches("http://")
+            .to_owned();
+        let appmesh = serving
+            .apis
+            .appmesh
+            .trim_start_matches("http://")
+            .to_owned();
+        let status = get(&control, "/v1/status").await.expect("status answers");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(
+            status.contains(r#""meshes":[{"name":"gophermesh""#),
+            "{status}"
+        );
+        let meshes = get(&appmesh, "/v20190125/meshes")
+            .await
+            .expect("the API answers");
+        assert!(meshes.contains(r#""meshName":"gophermesh""#), "{meshes}");
+        tokio::net::TcpStream::connect(serving.xds)
+            .await
+            .expect("ADS listens");
+
+        let (tell, told) = tokio::sync::oneshot::channel::<()>();
+        let xds = serving.xds;
+        let running = tokio::spawn(serving.run_until(async {
+            let _ = told.await;
+        }));
+        tell.send(()).expect("running");
+        tokio::time::timeout(STOP_GRACE * 2, running)
+            .await
+            .expect("stopped within the grace")
+            .expect("joined");
+        for addr in [control.as_str(), appmesh.as_str(), &xds.to_string()] {
+            let refused = tokio::net::TcpStream::connect(addr).await;
+            assert!(refused.is_err(), "{addr} still listens after the shutdown");
+        }
+        let _ = std::fs::remove_dir_all(state_dir);
+    }
 }

@@ -114,8 +114,9 @@ impl Up<'_> {
             }
         };
         let mut background = Vec::new();
+        let (stopper, stop) = plane::Stop::new();
         let result = self
-            .serve(&mut backend, &plan, &mut background, launch)
+            .serve(&mut backend, &plan, &mut background, launch, &stop)
             .await;
         if let Err(e) = &result {
             eprintln!("gophermesh: {e:#}");
@@ -125,6 +126,7 @@ impl Up<'_> {
             say("stopping: apps first, then their Envoys, then the control plane");
         }
         backend.stop().await;
+        stopper.stop();
         background.iter().for_each(tokio::task::JoinHandle::abort);
         Ok(match result {
             Ok(()) => {
@@ -142,6 +144,7 @@ impl Up<'_> {
         plan: &Plan,
         background: &mut Vec<tokio::task::JoinHandle<()>>,
         launch: impl FnOnce(runtime::Xds) -> Launch,
+        stop: &plane::Stop,
     ) -> anyhow::Result<()> {
         let config = self.config;
         if let Some((endpoint, ca)) = &config.control_plane {
@@ -156,7 +159,8 @@ impl Up<'_> {
         let envoys = EnvoyStatuses::default();
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
-        background.push(plane::spawn_ads(store, envoys.clone(), xds_listener, None)?.0);
+        background
+            .push(plane::spawn_ads(store, envoys.clone(), xds_listener, None, stop.clone())?.0);
         if let Some(follow) = plane::follow_cloud_map(config.cloud_map, store).await? {
             background.push(follow);
         }
@@ -187,6 +191,7 @@ impl Up<'_> {
             },
             (control_listener, appmesh_listener),
             background,
+            stop,
         )?;
         let (control_url, appmesh_url) = (&apis.control, &apis.appmesh);
         say(format!(

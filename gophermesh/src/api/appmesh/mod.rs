@@ -7,9 +7,8 @@
 //! [`input`] (the body), so they can be tested and fuzzed without a server. Errors are
 //! AWS's: status, `x-amzn-ErrorType` header and `{"message": ...}` body.
 //!
-//! Several meshes: the first one made (or loaded) is the one the local runtime, the
-//! control API and the console work on; every mesh is served to the Envoys whose node ids
-//! name it.
+//! Several meshes: every mesh is held alike (the store's map of meshes, by name), and
+//! served to the Envoys whose node ids name it.
 
 //!
 //! ```text

@@ -277,7 +277,15 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
     let origin = format!("<api {}>", op.name());
     let wanted = resource.mesh_name().to_owned();
     let result = store.update_with(|snapshot| {
-        let none = (Mesh::default(), Metas::new());
+        // A mesh made through the API follows the API: a backend may name a service not
+        // made yet.
+        let none = (
+            Mesh {
+                backends_may_dangle: true,
+                ..Mesh::default()
+            },
+            Metas::new(),
+        );
         let (mesh, metas) = match snapshot.mesh(&wanted) {
             Some(found) => (&found.mesh, &found.meta),
             // A new mesh.
