@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! state/      the model of the world and its durable copies
-//!   snapshot    one consistent state, as published
+//!   snapshot    one consistent state: a map of meshes by name (no first mesh)
 //!   store       checked changes, written durably, then published to watchers
 //!   meta        App Mesh metadata of each resource
 //!   persist     redb, and DynamoDB for replicas (persist/dynamo)

@@ -1,7 +1,7 @@
 //! The state of the meshes and its durable copies: what every other part reads.
 //!
 //! ```text
-//! snapshot   one consistent state of the meshes, as published
+//! snapshot   one consistent state: every mesh by name, each with its placements; node keys
 //! store      the one writer of snapshots: checked changes, a watch channel
 //! meta       App Mesh metadata of each resource (ARN, uid, version, times, token)
 //! persist    the durable copy: redb on one machine, DynamoDB (persist/dynamo) for replicas

@@ -485,6 +485,83 @@ mod tests {
         );
     }
 
+    /// What the property test with a real Envoy found the model took and Envoy refused: a
+    /// duration past protobuf's range, an empty suffix or regex to match a header, an empty
+    /// query parameter name. Each is refused, naming the field; the same values in range
+    /// are taken.
+    #[test]
+    fn values_envoy_refuses_are_refused() {
+        let mesh = shipped();
+        let route = |matching: serde_json::Value, extra: serde_json::Value| {
+            let mut http = serde_json::json!({"match": matching,
+                "action": {"weightedTargets": [{"virtualNode": "distributor-v1", "weight": 1}]}});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                http[k] = v.clone();
+            }
+            serde_json::json!({"meshName": "gophermesh", "virtualRouterName": "distributor",
+                "routeName": "distributor", "spec": {"httpRoute": http}})
+        };
+        let prefix = serde_json::json!({"prefix": "/"});
+        let refused = |doc: serde_json::Value| match Resource::from_value("new.json", doc) {
+            Err(p) => p.to_string(),
+            Ok(r) => match mesh.apply("new.json", r) {
+                Err(p) => p.to_string(),
+                Ok(_) => String::new(),
+            },
+        };
+        let too_long = serde_json::json!({"unit": "s", "value": 9_223_372_036_854_775_807_i64});
+        for (doc, says) in [
+            (
+                route(
+                    prefix.clone(),
+                    serde_json::json!({"timeout": {"idle": too_long}}),
+                ),
+                "spec.httpRoute.timeout.idle: value 9223372036854775807: at most 315576000000 s",
+            ),
+            (
+                route(
+                    prefix.clone(),
+                    serde_json::json!({"retryPolicy": {"maxRetries": 1, "httpRetryEvents": ["server-error"],
+                        "perRetryTimeout": {"unit": "ms", "value": -5}}}),
+                ),
+                "a duration must not be negative",
+            ),
+            (
+                route(
+                    serde_json::json!({"prefix": "/", "headers": [{"name": "x-a", "match": {"suffix": ""}}]}),
+                    serde_json::json!({}),
+                ),
+                "headers[0].match.suffix: a header match is 1 to 255 characters",
+            ),
+            (
+                route(
+                    serde_json::json!({"prefix": "/", "headers": [{"name": "x-a", "match": {"regex": ""}}]}),
+                    serde_json::json!({}),
+                ),
+                "headers[0].match.regex: a regular expression must not be empty",
+            ),
+            (
+                route(
+                    serde_json::json!({"prefix": "/", "queryParameters": [{"name": ""}]}),
+                    serde_json::json!({}),
+                ),
+                "queryParameters[0].name: must not be empty",
+            ),
+        ] {
+            let said = refused(doc.clone());
+            assert!(said.contains(says), "{doc}: {said}");
+        }
+        let longest =
+            serde_json::json!({"unit": "s", "value": crate::appmesh::Duration::MAX_SECONDS});
+        assert_eq!(
+            refused(route(
+                prefix,
+                serde_json::json!({"timeout": {"idle": longest}})
+            )),
+            ""
+        );
+    }
+
     /// Every resource put in lands in its own kind's map and comes back out of it as it
     /// went in; a key of one kind finds nothing in another's.
     #[test]

@@ -55,15 +55,50 @@ pub enum DurationUnit {
     Ms,
 }
 
-/// An App Mesh duration: `{"value": 15, "unit": "s"}`.
+/// An App Mesh duration: `{"value": 15, "unit": "s"}`. Read only when it is one Envoy
+/// takes: not negative, and at most [`Duration::MAX_SECONDS`] (protobuf's longest
+/// `Duration`, which Envoy refuses to go past), so that no duration the API accepts makes
+/// an Envoy refuse its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RawDuration")]
 pub struct Duration {
     pub value: i64,
     pub unit: DurationUnit,
 }
 
+/// A duration as written, before its range is checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuration {
+    value: i64,
+    unit: DurationUnit,
+}
+
+impl TryFrom<RawDuration> for Duration {
+    type Error = String;
+
+    fn try_from(raw: RawDuration) -> Result<Self, String> {
+        let (max, unit) = match raw.unit {
+            DurationUnit::S => (Duration::MAX_SECONDS, "s"),
+            DurationUnit::Ms => (Duration::MAX_SECONDS * 1000, "ms"),
+        };
+        match raw.value {
+            v if v < 0 => Err(format!("value {v}: a duration must not be negative")),
+            v if v > max => Err(format!(
+                "value {v}: at most {max} {unit} (10,000 years, the longest duration Envoy takes)"
+            )),
+            value => Ok(Duration {
+                value,
+                unit: raw.unit,
+            }),
+        }
+    }
+}
+
 impl Duration {
+    /// The longest duration, in seconds: protobuf's (and so Envoy's), 10,000 years.
+    pub const MAX_SECONDS: i64 = 315_576_000_000;
+
     /// The duration as a `std::time::Duration`; negative values become zero (the checks
     /// refuse them before this is used).
     pub fn to_std(self) -> std::time::Duration {

@@ -233,7 +233,13 @@ pub(crate) fn check_path(p: &mut Vec<Problem>, origin: &str, at: &str, path: &st
 /// Envoy compiles route regexes with RE2; refuse what does not compile, so Envoy never
 /// has to refuse (NACK) a route configuration.
 pub(crate) fn check_regex(p: &mut Vec<Problem>, origin: &str, at: &str, re: &str) {
-    if let Err(e) = regex_syntax::Parser::new().parse(re) {
+    if re.is_empty() {
+        p.push(Problem::new(
+            origin,
+            at,
+            "a regular expression must not be empty (Envoy refuses one)",
+        ));
+    } else if let Err(e) = regex_syntax::Parser::new().parse(re) {
         let reason = e
             .to_string()
             .lines()

@@ -183,6 +183,15 @@ pub(crate) fn check_http_route(p: &mut Vec<Problem>, origin: &str, base: &str, r
             ));
         }
     }
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        if q.name.is_empty() {
+            p.push(Problem::new(
+                origin,
+                format!("{at}.queryParameters[{i}].name"),
+                "must not be empty (Envoy matches a parameter by its name)",
+            ));
+        }
+    }
     for (i, h) in m.headers.iter().enumerate() {
         check_header_name(p, origin, &format!("{at}.headers[{i}].name"), &h.name);
         if let Some(hm) = &h.header_match {
@@ -255,8 +264,19 @@ pub(crate) fn check_header_name(p: &mut Vec<Problem>, origin: &str, at: &str, na
     }
 }
 
-/// A header value to match: no NUL, carriage return or line feed (Envoy refuses them).
+/// App Mesh's longest string to match a header with.
+const HEADER_MATCH_MAX: usize = 255;
+
+/// A header value to match: 1 to 255 characters as App Mesh takes it (Envoy refuses an
+/// empty prefix or suffix), with no NUL, carriage return or line feed (Envoy refuses them).
 pub(crate) fn check_header_value(p: &mut Vec<Problem>, origin: &str, at: &str, value: &str) {
+    if value.is_empty() || value.chars().count() > HEADER_MATCH_MAX {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("a header match is 1 to {HEADER_MATCH_MAX} characters"),
+        ));
+    }
     if let Some(bad) = value.chars().find(|c| matches!(c, '\0' | '\r' | '\n')) {
         p.push(Problem::new(
             origin,
