@@ -19,6 +19,9 @@ use crate::problem::Problems;
 use crate::resource::Resource;
 
 mod check;
+pub use check::logging::{
+    LOG_OPERATORS, LOG_OPERATORS_WITH_LENGTH, LOG_OPERATORS_WITH_PARAMETER, parse_format,
+};
 mod edit;
 mod kinds;
 mod load;
@@ -539,6 +542,27 @@ mod tests {
                     serde_json::json!({}),
                 ),
                 "headers[0].match.regex: a regular expression must not be empty",
+            ),
+            (
+                route(
+                    serde_json::json!({"path": {"regex": "/a?+"}}),
+                    serde_json::json!({}),
+                ),
+                "a repetition of a repetition",
+            ),
+            (
+                route(
+                    serde_json::json!({"path": {"regex": "/a{1001}"}}),
+                    serde_json::json!({}),
+                ),
+                "a count over 1000",
+            ),
+            (
+                route(
+                    serde_json::json!({"path": {"regex": "/a{99}"}}),
+                    serde_json::json!({}),
+                ),
+                "over the 100 Envoy takes",
             ),
             (
                 route(

@@ -6,6 +6,7 @@
 //! route    routes: matches, weighted targets, retries, timeouts
 //! gateway  virtual gateways and gateway routes
 //! tls      listener TLS, client policies, certificates and validation
+//! logging  access log paths and formats (Envoy's command operators)
 //! ```
 
 use crate::appmesh::PortMapping;
@@ -17,6 +18,7 @@ use crate::mesh::kinds::TABLES;
 use crate::mesh::{Mesh, limits};
 
 mod gateway;
+pub(super) mod logging;
 mod node;
 mod route;
 mod tls;
@@ -252,5 +254,86 @@ pub(crate) fn check_regex(p: &mut Vec<Problem>, origin: &str, at: &str, re: &str
             at,
             format!("`{re}` is not a valid regular expression: {reason}"),
         ));
+    } else if let Some(why) = regex_syntax::ast::parse::Parser::new()
+        .parse(re)
+        .ok()
+        .and_then(|ast| {
+            re2_refuses(&ast).or_else(|| {
+                let size = RE2_BASE + re2_size(&ast);
+                (size > RE2_PROGRAM_MAX).then(|| {
+                    format!("its compiled size is about {size}, over the {RE2_PROGRAM_MAX} Envoy takes by default (a shorter pattern, or fewer repetitions)")
+                })
+            })
+        })
+    {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("`{re}` is not a regular expression Envoy (RE2) takes: {why}"),
+        ));
+    }
+}
+
+/// The largest compiled regex Envoy takes by default (RE2's program size; Envoy refuses
+/// a larger one at its error threshold, 100).
+const RE2_PROGRAM_MAX: u32 = 100;
+/// What every RE2 program holds beside its pattern (measured: `a{99}` compiles to 103).
+const RE2_BASE: u32 = 4;
+
+/// An estimate, from above, of what `ast` adds to RE2's program size: a literal 1, a class
+/// or `.` 2, a repetition its pattern as many times as it may repeat, plus 1; a group 2.
+fn re2_size(ast: &regex_syntax::ast::Ast) -> u32 {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    match ast {
+        Ast::Empty(_) | Ast::Flags(_) => 0,
+        Ast::Literal(_) | Ast::Assertion(_) => 1,
+        Ast::Dot(_) | Ast::ClassUnicode(_) | Ast::ClassPerl(_) | Ast::ClassBracketed(_) => 2,
+        Ast::Repetition(r) => {
+            let inner = re2_size(&r.ast);
+            let times = match &r.op.kind {
+                RepetitionKind::ZeroOrOne | RepetitionKind::ZeroOrMore => 1,
+                RepetitionKind::OneOrMore => 2,
+                RepetitionKind::Range(RepetitionRange::Exactly(n)) => *n,
+                RepetitionKind::Range(RepetitionRange::AtLeast(n)) => n.saturating_add(1),
+                RepetitionKind::Range(RepetitionRange::Bounded(a, b)) => (*a).max(*b),
+            };
+            inner.saturating_mul(times).saturating_add(1)
+        }
+        Ast::Group(g) => re2_size(&g.ast).saturating_add(2),
+        Ast::Alternation(a) => a.asts.iter().map(re2_size).fold(
+            u32::try_from(a.asts.len()).unwrap_or(u32::MAX),
+            u32::saturating_add,
+        ),
+        Ast::Concat(c) => c.asts.iter().map(re2_size).fold(0, u32::saturating_add),
+    }
+}
+
+/// The most times RE2 repeats anything (`x{1000}`).
+const RE2_REPEAT_MAX: u32 = 1000;
+
+/// What RE2 refuses that Rust's regex syntax takes: a repetition of a repetition
+/// (`a**`, `a?+`), and counted repetitions past 1000.
+fn re2_refuses(ast: &regex_syntax::ast::Ast) -> Option<String> {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    match ast {
+        Ast::Repetition(r) => {
+            if matches!(*r.ast, Ast::Repetition(_)) {
+                return Some("a repetition of a repetition (as `a**` or `a?+`)".to_owned());
+            }
+            let most = match &r.op.kind {
+                RepetitionKind::Range(RepetitionRange::Exactly(n))
+                | RepetitionKind::Range(RepetitionRange::AtLeast(n)) => *n,
+                RepetitionKind::Range(RepetitionRange::Bounded(a, b)) => (*a).max(*b),
+                _ => 0,
+            };
+            if most > RE2_REPEAT_MAX {
+                return Some(format!("a count over {RE2_REPEAT_MAX} (`{{{most}}}`)"));
+            }
+            re2_refuses(&r.ast)
+        }
+        Ast::Group(g) => re2_refuses(&g.ast),
+        Ast::Alternation(a) => a.asts.iter().find_map(re2_refuses),
+        Ast::Concat(c) => c.asts.iter().find_map(re2_refuses),
+        _ => None,
     }
 }

@@ -4,7 +4,8 @@ use crate::appmesh::{GatewayRouteInput, HttpGatewayRoute, Protocol, VirtualGatew
 use crate::problem::{Problem, join};
 use std::collections::BTreeSet;
 
-use crate::mesh::check::node::check_health_check;
+use crate::mesh::check::logging::check_logging;
+use crate::mesh::check::node::{check_grpc_health, check_health_check};
 use crate::mesh::check::route::check_http_route;
 use crate::mesh::check::tls::{check_client_policy, check_listener_tls};
 use crate::mesh::check::{check_name, known, one_kind, parent, range};
@@ -316,6 +317,9 @@ pub(crate) fn check_virtual_gateway(
         "virtualGatewayName",
         &gateway.virtual_gateway_name,
     );
+    if let Some(logging) = &gateway.spec.logging {
+        check_logging(p, origin, "spec.logging", logging);
+    }
     let listeners = &gateway.spec.listeners;
     if listeners.is_empty() {
         p.push(Problem::new(
@@ -351,6 +355,7 @@ pub(crate) fn check_virtual_gateway(
         }
         if let Some(hc) = &l.health_check {
             check_health_check(p, origin, &join(&at, "healthCheck"), hc);
+            check_grpc_health(p, origin, &at, hc, pm.protocol);
         }
         if l.connection_pool.as_ref().is_some_and(|c| c.tcp.is_some()) {
             p.push(Problem::new(

@@ -1,10 +1,13 @@
 //! Virtual nodes (listeners, health checks, backends, service discovery) and virtual
 //! services (their provider).
 
-use crate::appmesh::{HealthCheckPolicy, Listener, VirtualNodeInput, VirtualServiceInput};
+use crate::appmesh::{
+    HealthCheckPolicy, Listener, Protocol, VirtualNodeInput, VirtualServiceInput,
+};
 use crate::problem::{Problem, join};
 use std::collections::BTreeSet;
 
+use crate::mesh::check::logging::check_logging;
 use crate::mesh::check::tls::{check_client_policy, check_listener_tls};
 use crate::mesh::check::{check_ip_preference, check_listeners, check_name, known, range};
 use crate::mesh::{Mesh, limits};
@@ -28,21 +31,8 @@ impl Mesh {
                 check_listener_tls(p, origin, &format!("spec.listeners[{i}].tls"), tls);
             }
         }
-        if let Some(format) = node
-            .spec
-            .logging
-            .as_ref()
-            .and_then(|l| l.access_log.as_ref())
-            .and_then(|a| a.file.as_ref())
-            .and_then(|f| f.format.as_ref())
-        {
-            if format.text.is_some() != format.json.is_empty() {
-                p.push(Problem::new(
-                    origin,
-                    "spec.logging.accessLog.file.format",
-                    "give exactly one of text and json",
-                ));
-            }
+        if let Some(logging) = &node.spec.logging {
+            check_logging(p, origin, "spec.logging", logging);
         }
         if let Some(policy) = node
             .spec
@@ -84,6 +74,14 @@ impl Mesh {
             ];
             for (path, preference) in preferences {
                 check_ip_preference(p, origin, path, preference);
+            }
+            if let Some(dns) = &sd.dns {
+                check_hostname(
+                    p,
+                    origin,
+                    "spec.serviceDiscovery.dns.hostname",
+                    &dns.hostname,
+                );
             }
             if sd.dns.is_some() == sd.aws_cloud_map.is_some() {
                 p.push(Problem::new(
@@ -172,6 +170,7 @@ impl Mesh {
 pub(crate) fn check_listener(p: &mut Vec<Problem>, origin: &str, base: &str, listener: &Listener) {
     if let Some(hc) = &listener.health_check {
         check_health_check(p, origin, &join(base, "healthCheck"), hc);
+        check_grpc_health(p, origin, base, hc, listener.port_mapping.protocol);
     }
     if let Some(od) = &listener.outlier_detection {
         let at = join(base, "outlierDetection");
@@ -201,6 +200,46 @@ pub(crate) fn check_listener(p: &mut Vec<Problem>, origin: &str, base: &str, lis
                 ));
             }
         }
+    }
+}
+
+/// A gRPC health check goes over HTTP/2: only a grpc or http2 listener's cluster speaks it
+/// (Envoy refuses a gRPC health check on any other).
+pub(crate) fn check_grpc_health(
+    p: &mut Vec<Problem>,
+    origin: &str,
+    listener: &str,
+    hc: &HealthCheckPolicy,
+    protocol: Protocol,
+) {
+    if hc.protocol == Protocol::Grpc && !matches!(protocol, Protocol::Grpc | Protocol::Http2) {
+        p.push(Problem::new(
+            origin,
+            join(listener, "healthCheck.protocol"),
+            format!(
+                "a grpc health check needs a grpc or http2 listener (this one is {}): Envoy checks gRPC health over HTTP/2",
+                protocol.as_str()
+            ),
+        ));
+    }
+}
+
+/// A DNS hostname Envoy can resolve: 1 to 253 characters of letters, digits, `-`, `_` and
+/// `.` (or an IPv6 address's hex digits and `:`).
+fn check_hostname(p: &mut Vec<Problem>, origin: &str, at: &str, hostname: &str) {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if hostname.is_empty() || hostname.len() > 253 {
+        p.push(Problem::new(
+            origin,
+            at,
+            "a hostname is 1 to 253 characters",
+        ));
+    } else if let Some(bad) = hostname.chars().find(|c| !ok(*c)) {
+        p.push(Problem::new(
+            origin,
+            at,
+            format!("{bad:?} is not allowed in a hostname (letters, digits, `-`, `_`, `.`)"),
+        ));
     }
 }
 
@@ -238,6 +277,13 @@ pub(crate) fn check_health_check(
                 origin,
                 join(at, "path"),
                 format!("`{path}` must start with /"),
+            ));
+        }
+        (Some(path), true) if path.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') => {
+            p.push(Problem::new(
+                origin,
+                join(at, "path"),
+                "a path holds no control character but tab (Envoy sends it as a header)",
             ));
         }
         _ => {}
