@@ -346,3 +346,51 @@ impl Serve {
         self.output.lock().expect("lock").clone()
     }
 }
+
+/// The state table's name in the tests of replicas.
+pub const TABLE: &str = "gophermesh-state";
+
+/// moto with state table `table` made as the deploy script makes it; the environment that
+/// points the AWS SDK at it.
+pub fn moto_with_table(table: &str) -> (crate::moto::Moto, Vec<(String, String)>) {
+    let moto = crate::moto::Moto::start();
+    moto.aws(&[
+        "dynamodb",
+        "create-table",
+        "--table-name",
+        table,
+        "--attribute-definitions",
+        "AttributeName=pk,AttributeType=S",
+        "--key-schema",
+        "AttributeName=pk,KeyType=HASH",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+    ]);
+    let mut env = moto.env.clone();
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_owned(), moto.endpoint.clone()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+    ]);
+    (moto, env)
+}
+
+/// A replica of table [`TABLE`] on loopback (ADS on `xds_ip`) with its own state
+/// directory `dir/name` (its own control token), its AWS calls as `env` says.
+pub fn replica(dir: &Path, name: &str, xds_ip: &str, env: &[(String, String)]) -> Serve {
+    Serve::start(
+        dir,
+        &[
+            "--state",
+            &format!("dynamodb://{TABLE}"),
+            "--xds-listen",
+            &format!("{xds_ip}:0"),
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            name,
+        ],
+        env,
+    )
+}

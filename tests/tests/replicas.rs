@@ -12,50 +12,14 @@ use tests::moto::Moto;
 use tests::serve::{Host, Serve};
 use tests::{client, copy_of_shipped, get_json};
 
-const TABLE: &str = "gophermesh-state";
+const TABLE: &str = tests::serve::TABLE;
 
-/// moto with the state table made as the deploy script makes it; the environment that
-/// points the AWS SDK at it.
 fn moto_with_table() -> (Moto, Vec<(String, String)>) {
-    let moto = Moto::start();
-    moto.aws(&[
-        "dynamodb",
-        "create-table",
-        "--table-name",
-        TABLE,
-        "--attribute-definitions",
-        "AttributeName=pk,AttributeType=S",
-        "--key-schema",
-        "AttributeName=pk,KeyType=HASH",
-        "--billing-mode",
-        "PAY_PER_REQUEST",
-    ]);
-    let mut env = moto.env.clone();
-    env.extend([
-        ("AWS_ENDPOINT_URL".to_owned(), moto.endpoint.clone()),
-        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
-    ]);
-    (moto, env)
+    tests::serve::moto_with_table(TABLE)
 }
 
-/// A replica on loopback with its own state directory (its own control token).
 fn replica(dir: &Path, name: &str, xds_ip: &str, env: &[(String, String)]) -> Serve {
-    Serve::start(
-        dir,
-        &[
-            "--state",
-            &format!("dynamodb://{TABLE}"),
-            "--xds-listen",
-            &format!("{xds_ip}:0"),
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            name,
-        ],
-        env,
-    )
+    tests::serve::replica(dir, name, xds_ip, env)
 }
 
 /// Both replicas, started at the same moment on the same empty table.

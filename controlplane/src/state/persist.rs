@@ -47,10 +47,26 @@ pub enum PersistError {
     Conflict,
     #[error("DynamoDB table {table}: {reason}")]
     Dynamo { table: String, reason: String },
+    /// The store did not say whether it took the change, however often it was asked.
+    #[error(
+        "DynamoDB table {table} did not say whether it took the change ({reason}); it may have: look (describe, status) before making it again"
+    )]
+    FateUnknown { table: String, reason: String },
     #[error(
         "a change of {items} resources is more than one DynamoDB transaction holds (97); make it in parts"
     )]
     TooLarge { items: usize },
+}
+
+impl PersistError {
+    /// What a caller is told of a change that met this error: that it was not made, or
+    /// (the store did not say) that it may have been.
+    pub fn outcome(&self) -> String {
+        match self {
+            Self::FateUnknown { .. } => self.to_string(),
+            e => format!("the change could not be stored, so it was not made: {e}"),
+        }
+    }
 }
 
 /// One stored resource.
@@ -112,7 +128,7 @@ impl StorageHealth {
             }
             Err(PersistError::Conflict) => {}
             Err(e) => {
-                tracing::error!(%place, "a change could not be stored, so it was not made: {e}");
+                tracing::error!(%place, "{}", e.outcome());
                 self.writable = false;
                 self.failed_writes += 1;
                 self.last_error = Some(e.to_string());

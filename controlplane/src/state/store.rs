@@ -364,6 +364,11 @@ impl Store {
             let current = self.current();
             let next = change(&current).map_err(UpdateError::Refused)?;
             let (puts, deletes, next) = self.changes(&current, next);
+            // A change that changes nothing (a repeat, as when a write whose answer was
+            // lost is made again over what it stored) writes nothing.
+            if puts.is_empty() && deletes.is_empty() {
+                return Ok(self.publish(next, false));
+            }
             let delay = self.write_delay.load(Ordering::Relaxed);
             if delay > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(delay));

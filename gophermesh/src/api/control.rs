@@ -147,9 +147,7 @@ async fn set_weights(
 fn not_made(e: UpdateError<Problems>) -> Response {
     match e {
         UpdateError::Refused(problems) => refused(&problems),
-        UpdateError::Storage(e) => unavailable(format!(
-            "the change could not be stored, so it was not made: {e}"
-        )),
+        UpdateError::Storage(e) => unavailable(e.outcome()),
     }
 }
 

@@ -453,17 +453,42 @@ impl Table {
                 .map_err(built)?;
             actions.push(TransactWriteItem::builder().delete(prune).build());
         }
-        let client = self.watch.client.clone();
-        // The same token on the SDK's own retries makes a retried transaction idempotent.
+        // The same token on every attempt (the SDK's own retries and ours below) makes the
+        // transaction idempotent: DynamoDB applies it once and answers every repeat as it
+        // answered the first.
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let sent = self.watch.driver.run(async move {
-            client
-                .transact_write_items()
-                .set_transact_items(Some(actions))
-                .client_request_token(token)
-                .send()
-                .await
-        });
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(100);
+        let sent = loop {
+            let (client, actions, token) =
+                (self.watch.client.clone(), actions.clone(), token.clone());
+            let sent = self.watch.driver.run(async move {
+                client
+                    .transact_write_items()
+                    .set_transact_items(Some(actions))
+                    .client_request_token(token)
+                    .send()
+                    .await
+            });
+            // When the store did not say whether it took the change (the answer was lost,
+            // or it failed inside), it is asked again, the same transaction with the same
+            // token, until it says, for up to FATE_BUDGET: what is answered is then what
+            // happened.
+            match &sent {
+                Err(e) if fate_unknown(e) && started.elapsed() < FATE_BUDGET => {
+                    tracing::warn!(table = %self.watch.name, "the store did not say whether it took a change ({}); asking again", said(e));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) if fate_unknown(e) => {
+                    return Err(PersistError::FateUnknown {
+                        table: self.watch.name.clone(),
+                        reason: said(e),
+                    });
+                }
+                _ => break sent,
+            }
+        };
         match sent {
             Ok(_) => {
                 self.version = next;
@@ -497,6 +522,48 @@ impl Table {
             },
         }
     }
+}
+
+/// How long a change whose fate the store did not tell is asked about again.
+pub const FATE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Whether `e` leaves it open whether DynamoDB took the transaction: the request may have
+/// reached it (a timeout, a connection lost, an answer that did not read, a failure inside
+/// the service). A request that was never sent, or that DynamoDB refused, is no such error.
+fn fate_unknown<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    match e {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(s) => {
+            s.raw().status().as_u16() >= 500
+                || matches!(e.code(), Some("InternalServerError" | "InternalFailure"))
+        }
+        // A connection that was never made sent nothing.
+        _ => !never_connected(e),
+    }
+}
+
+/// Whether `e` comes of a connection that could not be made (refused, no route, no such
+/// host), so that no request was sent.
+fn never_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = at {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        at = error.source();
+    }
+    false
 }
 
 /// Refuses a table that is missing or keyed otherwise, saying how to make one.

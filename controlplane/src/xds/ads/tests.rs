@@ -936,10 +936,11 @@ async fn a_held_write_delays_no_stream_and_no_other_change() {
         async move {
             store
                 .writing(|s| {
+                    // A real change (a mesh made): one that changes nothing writes nothing.
                     s.update_with(|_| {
                         Ok::<_, ()>(Next::mesh(
-                            "m",
-                            meshmodel::Mesh::named("m").expect("a mesh"),
+                            "n",
+                            meshmodel::Mesh::named("n").expect("a mesh"),
                         ))
                     })
                 })

@@ -40,11 +40,13 @@ impl AwsError {
         Self::new(StatusCode::CONFLICT, "ResourceInUseException", message)
     }
     /// A change the store could not write: 503, so that callers retry.
-    pub(crate) fn unavailable(e: impl std::fmt::Display) -> Self {
+    /// 503: the store could not take the change just now; `said` tells whether it was
+    /// made (not, or perhaps).
+    pub(crate) fn unavailable(said: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailableException",
-            format!("the change could not be stored, so it was not made: {e:#}"),
+            said.to_string(),
         )
     }
     pub(crate) fn internal(message: impl Into<String>) -> Self {

@@ -357,7 +357,7 @@ fn write(store: &Store, op: &Operation, body: &[u8]) -> Result<Value, AwsError> 
         Ok(snapshot) => written(&snapshot),
         Err(UpdateError::Refused(Refused::AlreadyDone)) => written(&store.current()),
         Err(UpdateError::Refused(Refused::Error(e))) => Err(e),
-        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
+        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e.outcome())),
     }
 }
 
@@ -418,7 +418,7 @@ fn delete(store: &Store, op: &Operation) -> Result<Value, AwsError> {
             Ok(data_of(&resource, &meta, "DELETED", &account_of(&meta.arn)))
         }
         Err(UpdateError::Refused(e)) => Err(e),
-        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
+        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e.outcome())),
     }
 }
 

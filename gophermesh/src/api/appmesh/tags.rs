@@ -173,6 +173,6 @@ fn change(store: &Store, query: &str, body: &[u8], what: Change) -> Result<Value
     match result {
         Ok(_) => Ok(json!({})),
         Err(UpdateError::Refused(e)) => Err(e),
-        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e)),
+        Err(UpdateError::Storage(e)) => Err(AwsError::unavailable(e.outcome())),
     }
 }
