@@ -6,7 +6,15 @@
 //! [`Limits::header_read`]; the same timer closes a keep-alive connection that stays idle
 //! that long (callers reconnect; Envoy retries a reset by default). A connection that
 //! sends nothing at all (not even the bytes that tell HTTP/1 from HTTP/2) is closed after
-//! that time too (`FirstByte`).
+//! that time too (`Watched`).
+//!
+//! Budgets: a connection that moves no byte for [`Limits::idle`] is closed (an idle HTTP/2
+//! connection included, which hyper would keep); HTTP/2 connections are pinged, and one
+//! that does not answer is closed; and each listener holds at most
+//! [`Limits::max_connections`] connections, [`Limits::max_per_peer`] from one address:
+//! beyond that, the connection idle longest is closed to make room (`conns`).
+
+mod conns;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +37,14 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait after a failed accept (out of file descriptors, usually) before the next.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a connection may move no byte before it is closed, by default.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How many connections a listener holds at most, by default: the listeners of one
+/// process together stay well under its descriptor limit (raised to 65,536 where it can
+/// be), so that the others keep answering when one is full.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// The per-connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -37,6 +53,13 @@ pub struct Limits {
     /// Whether handlers get the peer's address (`ConnectInfo<SocketAddr>`); a server that
     /// never reads it saves an allocation per request.
     pub peer_address: bool,
+    /// How long a connection may move no byte (see [`IDLE_TIMEOUT`]).
+    pub idle: Duration,
+    /// The most connections the listener holds (see [`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// The most connections from one peer address (by default as many as the listener
+    /// holds: a service's one caller is its Envoy).
+    pub max_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +67,9 @@ impl Default for Limits {
         Self {
             header_read: HEADER_READ_TIMEOUT,
             peer_address: true,
+            idle: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_per_peer: MAX_CONNECTIONS,
         }
     }
 }
@@ -109,7 +135,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_PING_EVERY))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+    let conns = conns::Conns::default();
     let peer_address = limits.peer_address;
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
@@ -144,22 +175,32 @@ where
         let wrapped = wrap(stream);
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let first_byte = limits.header_read;
+        let admitted = conns.admit(peer.ip(), limits.max_connections, limits.max_per_peer);
+        let conns = conns.clone();
         tokio::spawn(async move {
-            let io = match wrapped.await {
-                Ok(io) => io,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "connection refused before HTTP");
-                    return;
+            let id = admitted.id;
+            let close = admitted.close.clone();
+            let served = async move {
+                let io = match wrapped.await {
+                    Ok(io) => io,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection refused before HTTP");
+                        return;
+                    }
+                };
+                let io = Watched::new(io, limits.header_read, limits.idle, admitted.active);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             };
-            let io = FirstByte::new(io, first_byte);
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                () = served => {}
+                () = close.notified() => tracing::debug!(%peer, "closed to make room"),
             }
+            conns.remove(id);
         });
     }
     drop(listener);
@@ -175,26 +216,68 @@ where
 /// The peer address type handlers extract.
 pub type Peer = ConnectInfo<SocketAddr>;
 
-/// A connection whose first byte must arrive within a deadline: a read that has seen
-/// nothing by then fails with `TimedOut`, and the connection is closed. (hyper reads a
-/// connection's first bytes to tell HTTP/1 from HTTP/2 with no timer of its own.)
-struct FirstByte<IO> {
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection watched for its deadlines: its first byte must arrive within the first
+/// deadline (hyper reads a connection's first bytes to tell HTTP/1 from HTTP/2 with no
+/// timer of its own), and it may then move no byte for at most the idle time; past
+/// either, a read fails with `TimedOut` and the connection is closed. Every byte moved is
+/// stamped on `active` (what the connection budget closes the idlest by).
+struct Watched<IO> {
     inner: IO,
     /// Until the first byte arrives.
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    first: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    idle: Duration,
+    /// When the connection is next checked for idleness.
+    idle_check: std::pin::Pin<Box<tokio::time::Sleep>>,
+    active: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<IO> FirstByte<IO> {
-    /// `inner`, whose first byte must arrive within `within`.
-    fn new(inner: IO, within: Duration) -> Self {
+impl<IO> Watched<IO> {
+    /// `inner`, whose first byte must arrive within `first`, and which may then stay
+    /// `idle` at most; `active` is stamped with each byte moved.
+    fn new(
+        inner: IO,
+        first: Duration,
+        idle: Duration,
+        active: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         Self {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            first: Some(Box::pin(tokio::time::sleep(first))),
+            idle,
+            idle_check: Box::pin(tokio::time::sleep(idle)),
+            active,
         }
+    }
+
+    fn moved(&self) {
+        self.active
+            .store(conns::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the connection has now been idle past its time (the idle check re-arms
+    /// itself for the rest of the time when it moved a byte meanwhile).
+    fn idle_expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+        while self.idle_check.as_mut().poll(cx).is_ready() {
+            let last = self.active.load(std::sync::atomic::Ordering::Relaxed);
+            let quiet = conns::now_ms().saturating_sub(last);
+            if quiet >= idle_ms {
+                return true;
+            }
+            let rest = Duration::from_millis(idle_ms - quiet);
+            self.idle_check
+                .as_mut()
+                .reset(tokio::time::Instant::now() + rest);
+        }
+        false
     }
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByte<IO> {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -206,19 +289,26 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByte<IO> {
         match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    this.deadline = None;
+                    this.first = None;
+                    this.moved();
                 }
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                let expired = this
-                    .deadline
+                let silent = this
+                    .first
                     .as_mut()
                     .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                match expired {
-                    true => Poll::Ready(Err(io::Error::new(
+                if silent {
+                    return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no byte within the first-byte deadline",
+                    )));
+                }
+                match this.idle_expired(cx) {
+                    true => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "idle past the idle timeout",
                     ))),
                     false => Poll::Pending,
                 }
@@ -227,13 +317,17 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByte<IO> {
     }
 }
 
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByte<IO> {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(written, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        written
     }
 
     fn poll_flush(
@@ -255,7 +349,11 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByte<IO> 
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -289,6 +387,7 @@ mod tests {
         let limits = Limits {
             header_read: Duration::from_millis(300),
             peer_address: false,
+            ..Limits::default()
         };
         let addr = served(limits).await;
         let mut silent = tokio::net::TcpStream::connect(addr)
@@ -316,5 +415,87 @@ mod tests {
             answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"),
             "{answer}"
         );
+    }
+
+    /// A keep-alive request on `stream`; the answer's status line.
+    async fn request(stream: &mut tokio::net::TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("sent");
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.expect("an answer");
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Whether the server closes `stream` within `limit`.
+    async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(limit, stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    /// A connection that moves no byte for the idle time is closed, though it finished a
+    /// request and its header-read time is far off.
+    #[tokio::test]
+    async fn an_idle_connection_is_closed() {
+        let addr = served(Limits {
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_millis(400),
+            ..Limits::default()
+        })
+        .await;
+        let mut idle = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        assert_eq!(request(&mut idle).await, "HTTP/1.1 200 OK");
+        let started = std::time::Instant::now();
+        assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+    }
+
+    /// At the listener's cap (here 3, all from one address), a new connection is served,
+    /// and the one idle longest is closed to make room for it.
+    #[tokio::test]
+    async fn at_the_cap_the_idlest_connection_makes_room() {
+        let addr = served(Limits {
+            header_read: Duration::from_secs(30),
+            max_connections: 3,
+            max_per_peer: 3,
+            ..Limits::default()
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects");
+            assert_eq!(request(&mut c).await, "HTTP/1.1 200 OK");
+            held.push(c);
+            // Each one moves its last byte in turn: the first is the idlest.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut newcomer = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        assert_eq!(request(&mut newcomer).await, "HTTP/1.1 200 OK");
+        assert!(
+            closed_within(&mut held[0], Duration::from_secs(5)).await,
+            "the idlest stays"
+        );
+        for c in &mut held[1..] {
+            assert_eq!(
+                request(c).await,
+                "HTTP/1.1 200 OK",
+                "the others are still served"
+            );
+        }
     }
 }

@@ -90,6 +90,7 @@ pub async fn serve(
         header_read: args.header_read_timeout,
         // The services' handlers do not ask who called.
         peer_address: false,
+        ..crate::server::Limits::default()
     };
     let stop = async move {
         stop.await;

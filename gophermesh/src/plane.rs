@@ -426,6 +426,11 @@ pub fn start_apis(
     })
 }
 
+/// The most connections an API listener holds from one address: one client holding idle
+/// connections cannot take the listener's whole budget (its idlest connection is closed to
+/// make room for its next).
+pub const API_CONNECTIONS_PER_PEER: usize = 1024;
+
 /// Serves `api` on `listener` (over TLS when given) until `stop`.
 fn spawn_api(
     what: &'static str,
@@ -435,7 +440,10 @@ fn spawn_api(
     stop: Stop,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let limits = common::server::Limits::default();
+        let limits = common::server::Limits {
+            max_per_peer: API_CONNECTIONS_PER_PEER,
+            ..common::server::Limits::default()
+        };
         let stop = stop.wait();
         let served = match tls {
             Some(acceptor) => {
