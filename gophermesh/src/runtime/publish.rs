@@ -14,9 +14,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::netns;
 
+/// The most connections forwarded at once (each holds two descriptors): beyond it, a new
+/// connection is closed at once, so that held connections cannot take the descriptors
+/// the APIs need.
+pub const MAX_FORWARDED: usize = 2048;
+
 /// Serves `listener` until the task is dropped, forwarding to `target`, dialled inside
 /// namespace `entry` when given.
 pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<String>) {
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED));
     loop {
         let mut inbound = match listener.accept().await {
             Ok((inbound, _)) => inbound,
@@ -27,8 +33,15 @@ pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<St
                 continue;
             }
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "{MAX_FORWARDED} connections are forwarded to {target} already; closed a new one"
+            );
+            continue;
+        };
         let ns = entry.clone();
         tokio::spawn(async move {
+            let _place = place;
             match dial(ns.as_deref(), target).await {
                 Ok(mut outbound) => {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
