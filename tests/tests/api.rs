@@ -502,7 +502,7 @@ fn node_json(mesh: &str, node: &str, port: u16) -> String {
 /// Meshes beside the first, through the AWS CLI: each has its own resources (a node of
 /// the same name in two meshes is two nodes, with their own ARNs), lists are per mesh,
 /// `list-meshes` lists them all, `route set --mesh`, `apply` and `status` reach the second
-/// mesh, a mesh is deleted once empty, and the first mesh (the local one) is untouched.
+/// mesh, a mesh is deleted once empty, and the mesh `up` loaded is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_meshes_through_the_aws_cli() {
     let dir = copy_of_shipped("api-meshes");
@@ -569,7 +569,7 @@ async fn several_meshes_through_the_aws_cli() {
         serde_json::json!(["distributor-v1", "distributor-v2", "requester"])
     );
     // The control surfaces reach the second mesh: `route set --mesh` and `apply` (by the
-    // file's meshName), and `status` lists its routes; the first mesh keeps its own.
+    // file's meshName), and `status` lists its routes; the mesh `up` loaded keeps its own.
     aws(
         &api,
         &[

@@ -582,7 +582,7 @@ async fn node_ids_are_served_from_the_mesh_alone_or_told_why_not() {
 }
 
 /// A second mesh made beside the first is served to the Envoys whose node ids name it
-/// (known as `MESH/NODE`), with its own resources; the first mesh's Envoys are unchanged,
+/// (known as `MESH/NODE`), with its own resources; the other mesh's Envoys are unchanged,
 /// and once the second mesh is emptied its Envoys are told it is gone.
 #[tokio::test]
 async fn an_envoy_of_a_second_mesh_gets_that_mesh() {
