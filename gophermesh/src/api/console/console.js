@@ -263,12 +263,20 @@ function nodeCard(n) {
   h.append(el("span", { class: "state " + n.task, "data-state": n.task }, n.task));
   card.append(h);
   const dl = el("dl");
-  const add = (k, v) => dl.append(el("dt", {}, k), el("dd", {}, v));
+  const add = (k, v, attrs = {}) => dl.append(el("dt", {}, k), el("dd", attrs, v));
   add("restarts", String(n.restarts));
   if (n.envoy) {
     add("Envoy", n.envoy.connected ? "connected" : "disconnected");
     add("in sync at", n.envoy.synced_version != null ? "version " + n.envoy.synced_version : "–");
-    if (n.envoy.last_nack) add("last NACK", `version ${n.envoy.last_nack.version}: ${n.envoy.last_nack.message}`);
+    const nack = n.envoy.last_nack;
+    if (nack) {
+      // A NACK of a version later than the one the Envoy is in sync at: it refuses the
+      // configuration now (it keeps serving its last good one), in red.
+      const refusing = n.envoy.synced_version == null || Number(nack.version) > n.envoy.synced_version;
+      if (refusing) card.classList.add("refusing");
+      add(refusing ? "refuses" : "last NACK", `version ${nack.version}: ${nack.message}`,
+        refusing ? { class: "refusal", "data-refused": nack.version } : {});
+    }
   } else {
     add("Envoy", "never connected");
   }
