@@ -143,21 +143,37 @@ async fn up_runs_two_meshes_from_one_directory_each_on_its_own_routes() {
     };
     assert_eq!(weights("gophermesh"), [90, 10]);
     assert_eq!(weights("shop"), [0, 100]);
-    // The console shifts shop's route back, through the control API as its page does.
+    // The console shifts shop's route back, through the control API as its page does,
+    // waiting for every Envoy's ACK (a `wait` that is no duration is refused first, and
+    // changes nothing).
     let token = std::fs::read_to_string(dir.join(".gophermesh/control-token")).expect("token");
-    let response = client()
-        .put(format!(
-            "{}/v1/routes/distributor/weights?router=distributor&mesh=shop",
-            mesh.control
-        ))
-        .bearer_auth(token.trim())
-        .json(
-            &serde_json::json!({"weights": {"shop-distributor-v1": 100, "shop-distributor-v2": 0}}),
-        )
-        .send()
-        .await
-        .expect("sent");
+    let shift = |wait: &str| {
+        client()
+            .put(format!(
+                "{}/v1/routes/distributor/weights?router=distributor&mesh=shop&wait={wait}",
+                mesh.control
+            ))
+            .bearer_auth(token.trim())
+            .json(
+                &serde_json::json!({"weights": {"shop-distributor-v1": 100, "shop-distributor-v2": 0}}),
+            )
+            .send()
+    };
+    let refused = shift("soon").await.expect("sent");
+    assert_eq!(refused.status(), 400);
+    let said = refused.text().await.unwrap_or_default();
+    assert!(said.contains("wait: `soon` is not a duration"), "{said}");
+    let typed: gophermesh::api::status::Status =
+        serde_json::from_value(mesh.status().await).expect("a status");
+    assert_eq!(
+        typed.route_weights_in("shop", "distributor"),
+        Some(vec![0, 100]),
+        "the refused change changed nothing"
+    );
+    let response = shift("10s").await.expect("sent");
     assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["reached"], "all", "{answer}");
     tests::until_routes_acked_by(&mesh, "shop/shop-requester").await;
     let shop = compare_in(&mesh, "shop/shop-requester", 300).await;
     assert_eq!(

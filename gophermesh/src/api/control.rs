@@ -3,8 +3,11 @@
 //!
 //! - `GET /v1/status`: tasks, processes, Envoys (connected, ACKed versions, last NACK),
 //!   route weights, and the split Envoy actually observed.
-//! - `PUT /v1/routes/{route}/weights[?router=R][&mesh=M]` with `{"weights": {"node": w,
-//!   ...}}`; `mesh` may be left out while one mesh is held.
+//! - `PUT /v1/routes/{route}/weights[?router=R][&mesh=M][&wait=DURATION]` with
+//!   `{"weights": {"node": w, ...}}`; `mesh` may be left out while one mesh is held. With
+//!   `wait` (at most 60s), the answer waits until every connected Envoy has ACKed the
+//!   change, one refused it, or the time is up, and says which (`reached`: `"all"`,
+//!   `{"refused": [...]}` or `{"waiting": [...]}`); the change is stored either way.
 //! - `POST /v1/resources` with `{"origin": "...", "resource": <--cli-input-json>}`; the
 //!   origin is a label for messages (the file the CLI read), never a path anything writes.
 //!
@@ -31,7 +34,7 @@ use super::live::{self, Live};
 use controlplane::xds::ads::EnvoyStatuses;
 use controlplane::{Snapshot, Store, UpdateError};
 
-use super::status::{MeshRoutes, RouteWeights, Status, StoreStatus};
+use super::status::{MeshRoutes, Reached, RouteWeights, Status, StoreStatus};
 use super::tasks::Tasks;
 
 /// What the control API reads and writes.
@@ -75,12 +78,12 @@ fn refused(problems: &Problems) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "problems": list }))).into_response()
 }
 
-fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Response {
+fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Value {
     let mut body = json!({ "version": snapshot.version });
     if let Some(value) = resource {
         body["resource"] = value;
     }
-    Json(body).into_response()
+    body
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,38 @@ struct RouterQuery {
     router: Option<String>,
     /// The mesh of the route (the only one when absent; refused when there are several).
     mesh: Option<String>,
+    /// How long to wait for the Envoys' ACKs (`10s`, `500ms`), if at all.
+    wait: Option<String>,
+}
+
+/// The longest `wait` a change may ask for.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `wait` as a duration of at most [`MAX_WAIT`], or the problem with it.
+fn wait_of(q: &RouterQuery) -> Result<Option<std::time::Duration>, String> {
+    let Some(text) = q.wait.as_deref() else {
+        return Ok(None);
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= MAX_WAIT => Ok(Some(d)),
+        Ok(_) => Err(format!("wait: `{text}` is longer than {MAX_WAIT:?}")),
+        Err(e) => Err(format!(
+            "wait: `{text}` is not a duration such as 10s or 500ms: {e}"
+        )),
+    }
+}
+
+/// Until mesh version `version` has reached every connected Envoy, one refused it, or
+/// `wait` is up: how far it got.
+async fn until_reached(envoys: &EnvoyStatuses, version: u64, wait: std::time::Duration) -> Reached {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let reached = Reached::of(&envoys.snapshot(), version);
+        if !matches!(reached, Reached::Waiting(_)) || tokio::time::Instant::now() >= deadline {
+            return reached;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn set_weights(
@@ -107,6 +142,16 @@ async fn set_weights(
             Json(json!({"problems": ["body: expected {\"weights\": {\"NODE\": WEIGHT, ...}}"]})),
         )
             .into_response();
+    };
+    let wait = match wait_of(&q) {
+        Ok(wait) => wait,
+        Err(problem) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "problems": [problem] })),
+            )
+                .into_response();
+        }
     };
     let (mesh, router, name, weights) = (
         q.mesh.clone(),
@@ -127,7 +172,7 @@ async fn set_weights(
     match made {
         Ok(snapshot) => {
             let Ok((_, changed_mesh)) = snapshot.pick(q.mesh.as_deref()) else {
-                return accepted(&snapshot, None);
+                return Json(accepted(&snapshot, None)).into_response();
             };
             let changed = changed_mesh.mesh.routes.values().find(|r| {
                 r.value.route_name == route
@@ -137,7 +182,12 @@ async fn set_weights(
             });
             let resource = changed.map(|r| Resource::Route((*r.value).clone()).to_json());
             tracing::info!(route, mesh = ?q.mesh, weights = ?body.weights, version = snapshot.version, "route weights changed");
-            accepted(&snapshot, resource)
+            let mut answer = accepted(&snapshot, resource);
+            if let Some(wait) = wait {
+                let reached = until_reached(&s.envoys, snapshot.version, wait).await;
+                answer["reached"] = reached.to_json();
+            }
+            Json(answer).into_response()
         }
         Err(e) => not_made(e),
     }
@@ -208,7 +258,7 @@ async fn apply(
     match made {
         Ok(snapshot) => {
             tracing::info!(resource = described, version = snapshot.version, "applied");
-            accepted(&snapshot, None)
+            Json(accepted(&snapshot, None)).into_response()
         }
         Err(e) => not_made(e),
     }

@@ -136,31 +136,7 @@ impl Status {
     /// version) by any Envoy, else the connected Envoys that have not ACKed it yet (those
     /// that get nothing from this control plane are not waited for).
     pub fn reached(&self, version: u64) -> Reached {
-        let refused: Vec<_> = self
-            .envoys
-            .iter()
-            .filter_map(|(node, e)| {
-                e.last_nack
-                    .as_ref()
-                    .filter(|n| n.version.parse::<u64>().is_ok_and(|v| v >= version))
-                    .map(|n| (node.clone(), n.clone()))
-            })
-            .collect();
-        if !refused.is_empty() {
-            return Reached::Refused(refused);
-        }
-        let waiting: Vec<String> = self
-            .envoys
-            .iter()
-            .filter(|(_, e)| {
-                e.connected && e.problem.is_none() && e.synced_version.is_none_or(|v| v < version)
-            })
-            .map(|(node, _)| node.clone())
-            .collect();
-        match waiting.is_empty() {
-            true => Reached::All,
-            false => Reached::Waiting(waiting),
-        }
+        Reached::of(&self.envoys, version)
     }
 
     /// The weights of route `route` (of any router) of mesh `mesh`, in target order;
@@ -180,6 +156,48 @@ impl Status {
         match self.meshes.as_slice() {
             [only] => self.route_weights_in(&only.name, route),
             _ => None,
+        }
+    }
+}
+
+impl Reached {
+    /// How far mesh version `version` has reached `envoys` (see [`Status::reached`]).
+    pub fn of(envoys: &BTreeMap<String, EnvoyStatus>, version: u64) -> Self {
+        let refused: Vec<_> = envoys
+            .iter()
+            .filter_map(|(node, e)| {
+                e.last_nack
+                    .as_ref()
+                    .filter(|n| n.version.parse::<u64>().is_ok_and(|v| v >= version))
+                    .map(|n| (node.clone(), n.clone()))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Reached::Refused(refused);
+        }
+        let waiting: Vec<String> = envoys
+            .iter()
+            .filter(|(_, e)| {
+                e.connected && e.problem.is_none() && e.synced_version.is_none_or(|v| v < version)
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        match waiting.is_empty() {
+            true => Reached::All,
+            false => Reached::Waiting(waiting),
+        }
+    }
+
+    /// As the control API answers it: `"all"`, `{"refused": [{"envoy", "nack"}]}` or
+    /// `{"waiting": [ENVOY, ...]}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Reached::All => Value::from("all"),
+            Reached::Refused(r) => serde_json::json!({"refused": r
+                .iter()
+                .map(|(envoy, nack)| serde_json::json!({"envoy": envoy, "nack": nack}))
+                .collect::<Vec<_>>()}),
+            Reached::Waiting(w) => serde_json::json!({ "waiting": w }),
         }
     }
 }
