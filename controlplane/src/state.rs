@@ -23,3 +23,10 @@ pub mod placement;
 pub mod snapshot;
 pub mod store;
 pub mod weights;
+
+/// `mutex` locked, whether or not a holder panicked (what it guards stays consistent).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

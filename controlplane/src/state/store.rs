@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use meshmodel::{Key, Mesh, Problems, Resource};
 use tokio::sync::watch;
 
+use super::lock;
 use super::meta::Identity;
 use super::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
 use super::placement::{Instance, Placement};
@@ -601,13 +602,6 @@ fn in_mesh(
         .pick(mesh)
         .map_err(|e| Problems::one(meshmodel::Problem::new("<request>", "mesh", e.to_string())))?;
     change(&state.mesh).map(|m| Next::mesh(name, m))
-}
-
-/// `mutex` locked, whether or not a holder panicked (what it guards stays consistent).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `d` in whole milliseconds.

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::cache::{Cache, Prepared};
+use crate::state::lock;
 use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
@@ -198,10 +199,6 @@ impl Ads {
         tokio::spawn(stream.run(inbound, close_rx));
         rx
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Default)]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
-use controlplane::xds::ads::{EnvoyStatuses, GATEWAY_PREFIX};
+use controlplane::xds::ads::{EnvoyStatuses, GATEWAY_PREFIX, node_key};
 use controlplane::{Snapshot, Store, TargetTraffic};
 use futures::Stream;
 use serde_json::{Value, json};
@@ -353,7 +353,7 @@ impl Seen<'_> {
             .virtual_nodes
             .keys()
             .map(|node| {
-                let key = format!("{name}/{node}");
+                let key = node_key(name, node);
                 let (task, restarts) = self.task_of(name, node);
                 let state = self.state;
                 json!({

@@ -24,7 +24,7 @@ use crate::runtime::pods::PodBackend;
 use crate::runtime::supervise::ProcessTable;
 use crate::runtime::{self, Backend, Launch, Plan, Site, bin_dir, netns};
 use anyhow::{Context, bail};
-use controlplane::xds::ads::EnvoyStatuses;
+use controlplane::xds::ads::{EnvoyStatuses, node_key, split_key};
 use controlplane::{Snapshot, Store};
 use futures::future::BoxFuture;
 use meshmodel::taskdef::Task;
@@ -474,7 +474,7 @@ fn placements_by_mesh(
 ) -> BTreeMap<String, BTreeMap<String, controlplane::state::placement::Placement>> {
     let mut by_mesh: BTreeMap<String, BTreeMap<_, _>> = BTreeMap::new();
     for (key, site) in &plan.sites {
-        if let Some((mesh, node)) = key.split_once('/') {
+        if let Some((mesh, node)) = split_key(key) {
             by_mesh
                 .entry(mesh.to_owned())
                 .or_default()
@@ -518,7 +518,7 @@ impl tasks::Tasks for UpTasks {
             let mut observed = BTreeMap::new();
             for (mesh, admins) in self.admins_by_mesh() {
                 for (node, n) in envoy::observed_split(&admins, &mesh).await {
-                    observed.insert(format!("{mesh}/{node}"), n);
+                    observed.insert(node_key(&mesh, &node), n);
                 }
             }
             tasks::TaskStatus {
@@ -548,7 +548,7 @@ impl tasks::Tasks for UpTasks {
             let mut traffic = BTreeMap::new();
             for (mesh, admins) in self.admins_by_mesh() {
                 for (node, t) in envoy::traffic(&admins, &mesh).await {
-                    traffic.insert(format!("{mesh}/{node}"), t);
+                    traffic.insert(node_key(&mesh, &node), t);
                 }
             }
             traffic
@@ -561,7 +561,7 @@ impl UpTasks {
     fn admins_by_mesh(&self) -> BTreeMap<String, Vec<EnvoyAdmin>> {
         let mut by_mesh: BTreeMap<String, Vec<EnvoyAdmin>> = BTreeMap::new();
         for (key, site) in &self.sites {
-            if let Some((mesh, _)) = key.split_once('/') {
+            if let Some((mesh, _)) = split_key(key) {
                 by_mesh
                     .entry(mesh.to_owned())
                     .or_default()
