@@ -6,7 +6,8 @@
 //! - [`telemetry`]: tracing and OpenTelemetry, set up once per process.
 //! - [`tracecontext`]: W3C `traceparent` and `x-request-id` on the way in and out.
 //! - [`server`]: the HTTP server loop (header-read and idle timeouts, connection budgets
-//!   (server/conns), peer address, drain).
+//!   (server/conns) and the descriptor budget among listeners (server/budget), peer address,
+//!   drain).
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling, the health flag and draining.
 //! - [`wire`]: the JSON the distributor answers with and the requester reads.
 #![forbid(unsafe_code)]

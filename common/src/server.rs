@@ -12,9 +12,13 @@
 //! connection included, which hyper would keep); HTTP/2 connections are pinged, and one
 //! that does not answer is closed; and each listener holds at most
 //! [`Limits::max_connections`] connections, [`Limits::max_per_peer`] from one address:
-//! beyond that, the connection idle longest is closed to make room (`conns`).
+//! beyond that, the connection idle longest is closed to make room (`conns`). A process's
+//! listeners share its descriptor limit by a [`Budget`].
 
+mod budget;
 mod conns;
+
+pub use budget::{Budget, RESERVED_DESCRIPTORS};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,9 +44,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a connection may move no byte before it is closed, by default.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How many connections a listener holds at most, by default: the listeners of one
-/// process together stay well under its descriptor limit (raised to 65,536 where it can
-/// be), so that the others keep answering when one is full.
+/// How many connections a listener holds at most, by default; a process with several
+/// listeners shares its descriptor limit among them with a [`Budget`], so that the others
+/// keep answering when one is full.
 pub const MAX_CONNECTIONS: usize = 4096;
 
 /// The per-connection limits of [`serve`].

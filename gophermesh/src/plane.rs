@@ -4,13 +4,17 @@
 //! which adds the runtime's tasks; and `serve` ([`serve`]), which adds none.
 //!
 //! ```text
-//! plane.rs  the store, ADS, the APIs, TLS, Cloud Map
+//! plane.rs  the store, the APIs, TLS, Cloud Map, the descriptor budget
+//! ads       the ADS listener: plain or TLS, its connections within the budget
 //! up        `gophermesh up`: the control plane and the tasks on this machine
 //! serve     `gophermesh serve`: the control plane alone, for Envoys elsewhere
 //! ```
 
+mod ads;
 pub mod serve;
 pub mod up;
+
+pub use ads::{ADS_HANDSHAKE_TIMEOUT, spawn_ads};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,11 +29,10 @@ use crate::api::{appmesh, control, tasks};
 use crate::config::{CloudMapConfig, CloudMapMode};
 use crate::progress::say;
 use anyhow::{Context, bail};
-use controlplane::xds::ads::{Ads, EnvoyStatuses};
-use controlplane::{Cache, Identity, Store};
+use controlplane::xds::ads::EnvoyStatuses;
+use controlplane::{Identity, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt as _;
 
 /// The store a run serves, and a few words on where it came from.
 #[derive(Debug)]
@@ -163,101 +166,6 @@ impl Stopper {
     pub fn stop(&self) {
         self.0.send_replace(true);
     }
-}
-
-/// Serves ADS on `listener` (over TLS when `tls` is given and the listener is not on
-/// loopback) until `stop`; whether it speaks TLS.
-pub fn spawn_ads(
-    store: &Store,
-    envoys: EnvoyStatuses,
-    listener: TcpListener,
-    tls: Option<&Tls>,
-    stop: Stop,
-) -> anyhow::Result<(JoinHandle<()>, bool)> {
-    let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
-    let router = tonic::transport::Server::builder().add_service(ads);
-    let tls = tls.filter(|_| !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()));
-    let secure = tls.is_some();
-    // Each response leaves in pieces (its own fields, then the shared resources): without
-    // TCP_NODELAY, Nagle's algorithm holds the second piece until the Envoy ACKs the first,
-    // which it delays (40 ms here). tonic sets it only on listeners it binds itself.
-    let task = match tls {
-        None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-                if let Ok(s) = &s {
-                    let _ = s.set_nodelay(true);
-                }
-                s
-            });
-            tokio::spawn(serve_ads(router, incoming, stop))
-        }
-        Some(tls) => tokio::spawn(serve_ads(
-            router,
-            tls_incoming(listener, tls.https.clone()),
-            stop,
-        )),
-    };
-    Ok((task, secure))
-}
-
-/// Serves `router` on the connections `incoming` yields until it ends or `stop`.
-async fn serve_ads<IO>(
-    router: tonic::transport::server::Router,
-    incoming: impl futures::Stream<Item = std::io::Result<IO>>,
-    stop: Stop,
-) where
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-{
-    if let Err(e) = router
-        .serve_with_incoming_shutdown(incoming, stop.wait())
-        .await
-    {
-        tracing::error!("the ADS server stopped: {e}");
-    }
-}
-
-/// How long a client may take to complete its TLS handshake with the ADS server.
-pub const ADS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TLS connections `listener` accepts: each handshake in a task of its own, so that a
-/// slow one holds up no other, and closed after [`ADS_HANDSHAKE_TIMEOUT`] unfinished.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<
-    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ADS accept failed; pausing before the next");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let peer = stream.peer_addr().ok();
-                match tokio::time::timeout(ADS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(?peer, error = %e, "ADS TLS handshake failed"),
-                    Err(_) => tracing::debug!(?peer, "ADS TLS handshake timed out; closed"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// A server certificate and key, ready for the APIs and for ADS (ALPN `h2` and
@@ -440,8 +348,10 @@ fn spawn_api(
     stop: Stop,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let cap = crate::runtime::budget().per_api;
         let limits = common::server::Limits {
-            max_per_peer: API_CONNECTIONS_PER_PEER,
+            max_connections: cap,
+            max_per_peer: API_CONNECTIONS_PER_PEER.min(cap),
             ..common::server::Limits::default()
         };
         let stop = stop.wait();

@@ -301,7 +301,32 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve ARGS` in `dir` with `env`; waits for `ready`.
     pub fn start(dir: &Path, args: &[&str], env: &[(String, String)]) -> Self {
-        let mut child: Child = Command::new(bin("gophermesh"))
+        Self::start_from(Command::new(bin("gophermesh")), dir, args, env)
+    }
+
+    /// [`Serve::start`] with at most `files` open descriptors (soft and hard: it cannot
+    /// raise them), set by util-linux's `prlimit`.
+    pub fn start_with_files(
+        files: u64,
+        dir: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(bin("gophermesh"));
+        Self::start_from(command, dir, args, env)
+    }
+
+    fn start_from(
+        mut command: Command,
+        dir: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
+        let mut child: Child = command
             .current_dir(dir)
             .arg("serve")
             .args(args)

@@ -200,6 +200,66 @@ fn a_silent_connection_to_ads_over_tls_is_closed() {
     );
 }
 
+/// Idle connections to ADS beyond its share of the descriptor budget are closed at once,
+/// so that the APIs and the console still have descriptors to answer with: `serve` with
+/// 400 descriptors and 600 idle connections held to ADS (before the budget, ADS took
+/// every descriptor and the APIs stopped accepting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_to_ads_leave_the_apis_descriptors() {
+    let dir = copy_of_shipped("serve-files");
+    let serve = Serve::start_with_files(
+        400,
+        &dir,
+        &[
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        match std::net::TcpStream::connect(&serve.xds) {
+            Ok(c) => held.push(c),
+            Err(e) => panic!("connect {}: {e}", held.len()),
+        }
+    }
+    // ADS closes what is beyond its share: some of the held connections read their end.
+    let closed = held
+        .iter_mut()
+        .map(|c| {
+            use std::io::Read as _;
+            c.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("a read timeout");
+            match c.read(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        })
+        .filter(|&closed| closed)
+        .count();
+    let client = client();
+    for url in [
+        format!("{}/v20190125/meshes", serve.appmesh),
+        format!("{}/", serve.control),
+        format!("{}/console.js", serve.control),
+    ] {
+        let answer = tokio::time::timeout(Duration::from_secs(10), client.get(&url).send())
+            .await
+            .unwrap_or_else(|_| panic!("{url} did not answer with ADS held\n{}", serve.said()));
+        let status = answer.unwrap_or_else(|e| panic!("{url}: {e}")).status();
+        assert_eq!(status, 200, "{url}");
+    }
+    assert!(
+        closed >= 600 - 200,
+        "ADS closed only {closed} of 600 held connections"
+    );
+}
+
 /// The bootstrap refuses what the agent would choke on, naming the variable.
 #[test]
 fn bootstrap_names_the_variable_that_is_wrong() {

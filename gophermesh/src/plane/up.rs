@@ -36,6 +36,9 @@ use crate::plane;
 /// Runs `up` as `config` says until Ctrl-C or SIGTERM, then stops everything it started.
 pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    // Its listeners share the limit (`runtime::budget`); its Envoys inherit it.
+    let files = crate::runtime::raise_open_files();
+    tracing::debug!(files, "open-file limit");
     let (store, tasks, provenance) = load_state(&config)?;
     let meshes = meshes_of(&store.current());
     let envoy_bin = std::path::absolute(envoy::find(config.envoy_bin.as_deref())?)?;

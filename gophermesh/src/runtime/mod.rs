@@ -238,6 +238,23 @@ pub fn app_port(task: &Task) -> u16 {
     task.proxy.app_ports.first().copied().unwrap_or(8080)
 }
 
+/// This process's open-file limit now (its soft limit; 1,024, Linux's usual default, when
+/// it cannot be read).
+pub fn open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// The listeners of a control plane that answer requests: the control API, the App Mesh
+/// API and `up`'s published port.
+const API_LISTENERS: usize = 3;
+
+/// How this process's descriptor limit is shared by its listeners (read as each starts,
+/// after `serve` raised the limit): each API listener's cap, and ADS's.
+pub fn budget() -> common::server::Budget {
+    common::server::Budget::of(open_files_limit(), API_LISTENERS)
+}
+
 /// Raises this process's open-file limit to its hard limit (each Envoy stream is a
 /// connection: a control plane for a fleet needs thousands); the limit now in force.
 pub fn raise_open_files() -> u64 {

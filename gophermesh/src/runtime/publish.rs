@@ -14,15 +14,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::netns;
 
-/// The most connections forwarded at once (each holds two descriptors): beyond it, a new
-/// connection is closed at once, so that held connections cannot take the descriptors
-/// the APIs need.
+/// The most connections forwarded at once (each holds two descriptors; fewer when the
+/// descriptor budget's share of an API listener is smaller): beyond it, a new connection
+/// is closed at once, so that held connections cannot take the descriptors the APIs need.
 pub const MAX_FORWARDED: usize = 2048;
 
 /// Serves `listener` until the task is dropped, forwarding to `target`, dialled inside
 /// namespace `entry` when given.
 pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<String>) {
-    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED));
+    let cap = MAX_FORWARDED.min(super::budget().per_api / 2).max(1);
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
     loop {
         let mut inbound = match listener.accept().await {
             Ok((inbound, _)) => inbound,
@@ -34,9 +35,7 @@ pub async fn publish(listener: TcpListener, target: SocketAddr, entry: Option<St
             }
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "{MAX_FORWARDED} connections are forwarded to {target} already; closed a new one"
-            );
+            tracing::warn!("{cap} connections are forwarded to {target} already; closed a new one");
             continue;
         };
         let ns = entry.clone();
