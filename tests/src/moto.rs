@@ -35,6 +35,25 @@ impl Moto {
         moto
     }
 
+    /// Stops moto's server (SIGSTOP): it accepts connections and answers nothing, as a
+    /// hung DynamoDB; [`Moto::resume`] lets it go on.
+    pub fn hang(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a hung server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let sent = Command::new("kill")
+            .args([which, &self._server.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {which} moto");
+    }
+
     /// moto alone, its server started with `server_env` (e.g.
     /// `INITIAL_NO_AUTH_ACTION_COUNT`, which makes it check credentials after that many
     /// calls).

@@ -130,3 +130,116 @@ async fn a_change_whose_answer_is_lost_is_answered_as_it_happened() {
     let stored = tests::get_json(&format!("{}/v1/status", replica.control)).await;
     assert_eq!(tests::route_weights(&stored, "distributor"), [10, 90]);
 }
+
+/// The first answer of a new ADS stream for the requester's Envoy, and how long it took.
+async fn first_ads_answer(xds: &str) -> Duration {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let started = std::time::Instant::now();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
+        .await
+        .expect("ADS connects");
+    let request = DiscoveryRequest {
+        node: Some(Node {
+            id: "mesh/gophermesh/virtualNode/requester".into(),
+            cluster: "requester".into(),
+            ..Node::default()
+        }),
+        type_url: controlplane::translate::CLUSTER_TYPE.into(),
+        ..DiscoveryRequest::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.expect("queued");
+    let mut answers = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let first = answers.message().await.expect("an answer").expect("one");
+    assert!(!first.resources.is_empty(), "no clusters: {first:?}");
+    started.elapsed()
+}
+
+/// DynamoDB hung (moto stopped: it takes connections and answers nothing) with six
+/// changes queued on a replica: its reads, its status and a new ADS stream answer at once
+/// from what it holds; when DynamoDB answers again, each change is answered as it happened
+/// (as many versions stored as changes answered 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_dynamodb_holds_up_only_writes() {
+    let (moto, env) = tests::serve::moto_with_table(tests::serve::TABLE);
+    let dir = tests::copy_of_shipped("hung-dynamodb");
+    let replica = tests::serve::replica(&dir, "a", "127.0.0.1", &env);
+    let before = stored_version(&moto);
+    let token = std::fs::read_to_string(dir.join("a/control-token")).expect("control token");
+
+    moto.hang();
+    let mut writes = Vec::new();
+    for weight in 1..=6u64 {
+        let (url, token) = (
+            format!("{}/v1/routes/distributor/weights", replica.control),
+            token.trim().to_owned(),
+        );
+        writes.push(tokio::spawn(async move {
+            tests::client()
+                .put(url)
+                .bearer_auth(token)
+                .json(
+                    &json!({"weights": {"distributor-v1": 100 - weight, "distributor-v2": weight}}),
+                )
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // The writes reach the replica and wait there (checked below: none had answered).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = tests::client();
+    let mut slowest = Duration::ZERO;
+    for url in [
+        format!("{}/v1/status", replica.control),
+        format!("{}/v20190125/meshes", replica.appmesh),
+        format!(
+            "{}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes/distributor",
+            replica.appmesh
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let answer = client
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url} with DynamoDB hung: {e}"));
+        assert_eq!(answer.status(), 200, "{url}");
+        slowest = slowest.max(started.elapsed());
+    }
+    let ads = tokio::time::timeout(Duration::from_secs(5), first_ads_answer(&replica.xds))
+        .await
+        .expect("a new ADS stream is answered with DynamoDB hung");
+    let pending = writes.iter().filter(|w| !w.is_finished()).count();
+    println!(
+        "DynamoDB hung, {pending} writes pending: slowest read {slowest:?}, new ADS stream answered in {ads:?}"
+    );
+    assert_eq!(
+        pending, 6,
+        "the writes had answered: the reads waited on nothing"
+    );
+    assert!(slowest < Duration::from_secs(1), "a read took {slowest:?}");
+    assert!(ads < Duration::from_secs(1), "ADS took {ads:?}");
+
+    moto.resume();
+    let mut made = 0;
+    for w in writes {
+        let status = w.await.expect("joined").expect("answered");
+        assert!(matches!(status, 200 | 503), "{status}");
+        made += u64::from(status == 200);
+    }
+    println!("after DynamoDB answered again: {made} of 6 changes made");
+    assert_eq!(
+        stored_version(&moto),
+        before + made,
+        "as many versions as changes answered 200"
+    );
+}
