@@ -5,6 +5,7 @@
 //! executable; the README's test command builds them first.
 #![forbid(unsafe_code)]
 
+pub mod ads;
 pub mod browser;
 pub mod fakes;
 pub mod moto;

@@ -131,32 +131,17 @@ async fn a_change_whose_answer_is_lost_is_answered_as_it_happened() {
     assert_eq!(tests::route_weights(&stored, "distributor"), [10, 90]);
 }
 
-/// The first answer of a new ADS stream for the requester's Envoy, and how long it took.
+/// How long a new ADS stream for the requester's Envoy takes to get its clusters.
 async fn first_ads_answer(xds: &str) -> Duration {
-    use envoy_types::pb::envoy::config::core::v3::Node;
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
     let started = std::time::Instant::now();
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
+    let request = tests::ads::request(
+        "mesh/gophermesh/virtualNode/requester",
+        controlplane::translate::CLUSTER_TYPE,
+        Vec::new(),
+    );
+    let first = tests::ads::first_answer(xds, request)
         .await
-        .expect("ADS connects");
-    let request = DiscoveryRequest {
-        node: Some(Node {
-            id: "mesh/gophermesh/virtualNode/requester".into(),
-            cluster: "requester".into(),
-            ..Node::default()
-        }),
-        type_url: controlplane::translate::CLUSTER_TYPE.into(),
-        ..DiscoveryRequest::default()
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(request).await.expect("queued");
-    let mut answers = client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("the stream opens")
-        .into_inner();
-    let first = answers.message().await.expect("an answer").expect("one");
+        .expect("an answer");
     assert!(!first.resources.is_empty(), "no clusters: {first:?}");
     started.elapsed()
 }
