@@ -623,3 +623,118 @@ fn up_refuses_a_broken_mesh_and_starts_nothing() {
     );
     assert!(err.contains("nothing was started"), "{err}");
 }
+
+/// Kills `name` (a process of `up`, TASK/CONTAINER) and waits until it runs again and its
+/// Envoy is connected, with two compares of load after it (`reports` counts them); the
+/// compares done when it was killed.
+async fn kill_and_wait_back(
+    mesh: &LocalMesh,
+    name: &str,
+    reports: &std::sync::atomic::AtomicUsize,
+) -> usize {
+    use std::sync::atomic::Ordering;
+    let before = mesh.status().await;
+    let pid = process_pid(&before, name).unwrap_or_else(|| panic!("no pid for {name}: {before}"));
+    let seen = reports.load(Ordering::Relaxed);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = mesh.status().await;
+        let back = restarts(&now, name) > restarts(&before, name)
+            && process_pid(&now, name).is_some_and(|p| p != pid)
+            && now["envoys"]["gophermesh/distributor-v2"]["connected"] == true;
+        if back && reports.load(Ordering::Relaxed) >= seen + 2 {
+            return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is not back: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The requests of `reports` that failed, and all of them.
+fn failed_of(reports: &[Value]) -> (u64, u64) {
+    let mut failed = 0;
+    let mut all = 0;
+    for report in reports {
+        let errors: u64 = report["errors"]
+            .as_object()
+            .expect("errors")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        failed += errors;
+        all += errors + report["ok"].as_u64().expect("ok");
+    }
+    (failed, all)
+}
+
+/// Distributor v2's app killed, then its Envoy, under 64 connections at 50/50. Each is
+/// restarted at once (not after a backoff): App Mesh's default retries (three tries, 25 ms
+/// jittered backoff, all to the one v2 host: weighted targets never fail over) then hide
+/// the app's restart, and the Envoy's costs what its own start takes beyond them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_v2_under_load_fails_few_requests() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = copy_of_shipped("kill-v2");
+    let mesh = LocalMesh::start_in(&dir, Mode::Loopback);
+    let (code, said) = mesh.cli(&[
+        "route",
+        "set",
+        "distributor",
+        "distributor-v1=50",
+        "distributor-v2=50",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let url = format!(
+        "{}/compare?n=2000&concurrency=64&format=json",
+        mesh.requester
+    );
+    let running = std::sync::Arc::new(AtomicBool::new(true));
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn({
+        let (running, done) = (running.clone(), done.clone());
+        async move {
+            let mut reports = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                reports.push(tests::get_json(&url).await);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            reports
+        }
+    });
+    while done.load(Ordering::Relaxed) < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = kill_and_wait_back(&mesh, "distributor-v2/distributor", &done).await;
+    let envoy = kill_and_wait_back(&mesh, "distributor-v2/envoy", &done).await;
+    running.store(false, Ordering::Relaxed);
+    let reports = load.await.expect("joined");
+    let (app_failed, _) = failed_of(&reports[app..envoy]);
+    let (envoy_failed, _) = failed_of(&reports[envoy..]);
+    let (failed, all) = failed_of(&reports);
+    println!(
+        "v2's app then its Envoy killed under 64 connections at 50/50: {failed} of {all} requests failed; {app_failed} while the app came back, {envoy_failed} while the Envoy did"
+    );
+    for name in ["distributor-v2/distributor", "distributor-v2/envoy"] {
+        assert!(
+            mesh.output()
+                .lines()
+                .any(|l| l.contains(name) && l.contains("restarting in 0ns")),
+            "{name} was not restarted at once:\n{}",
+            mesh.output()
+        );
+    }
+    assert!(count(&reports[envoy..][0], "v2") > 0.0, "{reports:?}");
+    // Before the restart at once: about 290 (a 250 ms backoff beyond the retries' reach).
+    assert!(
+        app_failed < 64,
+        "{app_failed} requests failed while v2's app came back"
+    );
+}

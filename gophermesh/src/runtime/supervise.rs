@@ -243,22 +243,31 @@ async fn supervise(
     }
 }
 
-/// How long to wait before a restart: 250 ms, doubling with every quick exit up to 8 s,
-/// and back to 250 ms after a run that lasted 30 s.
+/// How long to wait before a restart: none for a first crash, or a crash after runs of
+/// a second or more (a process that was serving: every moment it is down, its callers'
+/// requests fail); after a quick exit, 250 ms, doubling with every exit up to 8 s; back to
+/// the start after a run that lasted 30 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Backoff {
     next: Duration,
+    /// Whether the next restart may be at once.
+    at_once: bool,
 }
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(250);
     const MAX: Duration = Duration::from_secs(8);
+    const STEADY_RUN: Duration = Duration::from_secs(1);
     const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
     /// The wait before the next start, after a run that lasted `ran`.
     fn next_wait(&mut self, ran: Duration) -> Duration {
         if ran > Self::HEALTHY_RUN {
-            self.next = Self::FIRST;
+            *self = Self::default();
+        }
+        if self.at_once {
+            self.at_once = ran >= Self::STEADY_RUN;
+            return Duration::ZERO;
         }
         let wait = self.next;
         self.next = (self.next * 2).min(Self::MAX);
@@ -268,7 +277,10 @@ impl Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next: Self::FIRST }
+        Self {
+            next: Self::FIRST,
+            at_once: true,
+        }
     }
 }
 
@@ -292,12 +304,27 @@ mod tests {
         let waits: Vec<u64> = (0..8)
             .map(|_| b.next_wait(quick).as_millis() as u64)
             .collect();
-        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(waits, [0, 250, 500, 1000, 2000, 4000, 8000, 8000]);
+        // A crash after a healthy run restarts at once; quick exits after it back off again.
+        assert_eq!(b.next_wait(Duration::from_secs(31)), Duration::ZERO);
+        assert_eq!(b.next_wait(quick), Duration::ZERO);
+        assert_eq!(b.next_wait(quick), Duration::from_millis(250));
+        assert_eq!(b.next_wait(quick), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_process_that_was_serving_is_restarted_at_once_unless_it_crashed_quickly_before() {
+        let mut b = Backoff::default();
+        let steady = Duration::from_secs(2);
+        assert_eq!(b.next_wait(steady), Duration::ZERO);
+        assert_eq!(b.next_wait(steady), Duration::ZERO, "one crash every 2 s");
+        assert_eq!(b.next_wait(Duration::from_millis(10)), Duration::ZERO);
         assert_eq!(
-            b.next_wait(Duration::from_secs(31)),
+            b.next_wait(Duration::from_millis(10)),
             Duration::from_millis(250)
         );
-        assert_eq!(b.next_wait(quick), Duration::from_millis(500));
+        // A steady run after quick exits: still backing off until a healthy run.
+        assert_eq!(b.next_wait(steady), Duration::from_millis(500));
     }
 
     fn spec(name: &str, script: &str, log: &std::path::Path) -> Spec {
