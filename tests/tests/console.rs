@@ -114,9 +114,12 @@ async fn the_console_shows_the_mesh_and_shifts_it_from_the_page() {
         .await;
     browser
         .until(
-            "the page to say the change was applied",
-            Duration::from_secs(5),
-            &format!(r#"return document.querySelector('{ROUTE} [data-refusal]')?.textContent.startsWith('applied');"#),
+            "the page to say the change is in effect at every Envoy",
+            Duration::from_secs(15),
+            &format!(
+                r#"const m = document.querySelector('{ROUTE} [data-refusal]');
+                       return m?.dataset.reached === 'all' && m.textContent.startsWith('applied');"#
+            ),
         )
         .await;
     assert_eq!(route_weights(&mesh.status().await, "distributor"), [0, 100]);

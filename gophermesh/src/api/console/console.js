@@ -196,7 +196,11 @@ function routeCard(frame, router, route) {
   apply.disabled = !token;
   const message = el("div", { role: "alert", class: "refusal", "data-refusal": key });
   const prev = document.querySelector(`[data-refusal="${CSS.escape(key)}"]`);
-  if (prev) { message.textContent = prev.textContent; message.className = prev.className; }
+  if (prev) {
+    message.textContent = prev.textContent;
+    message.className = prev.className;
+    if (prev.dataset.reached) message.dataset.reached = prev.dataset.reached;
+  }
   actions.append(apply);
   form.append(actions, message);
   form.addEventListener("submit", (ev) => {
@@ -229,6 +233,30 @@ function routeCard(frame, router, route) {
   return card;
 }
 
+// How long a shift's answer waits for the Envoys to take the change.
+const SHIFT_WAIT = "10s";
+
+// What a change's answer says of the Envoys (`reached`): in effect at every one, refused
+// by some (in red: the route stays as it was on those Envoys), or not yet taken by some.
+function shown(message, body) {
+  const reached = body.reached;
+  if (reached && reached.refused) {
+    message.dataset.reached = "refused";
+    message.className = "refusal";
+    message.textContent = `stored as mesh version ${body.version}, but refused by ` +
+      reached.refused.map((r) => `${r.envoy} (${r.nack.message || "no reason given"})`).join(", ") +
+      "; those Envoys keep their last good configuration";
+  } else if (reached && reached.waiting) {
+    message.dataset.reached = "waiting";
+    message.className = "note";
+    message.textContent = `applied: mesh version ${body.version}; not yet taken within ${SHIFT_WAIT} by ${reached.waiting.join(", ")}`;
+  } else {
+    message.dataset.reached = "all";
+    message.className = "note";
+    message.textContent = `applied: mesh version ${body.version}, in effect at every Envoy`;
+  }
+}
+
 async function shift(router, route, key, form, message, mesh) {
   const weights = {};
   for (const input of form.querySelectorAll("input[data-node]")) {
@@ -237,8 +265,10 @@ async function shift(router, route, key, form, message, mesh) {
   }
   message.className = "refusal";
   message.textContent = "";
+  delete message.dataset.reached;
   try {
-    const of = `&mesh=${encodeURIComponent(mesh)}`;
+    // The answer waits (up to SHIFT_WAIT) until every Envoy took the change, or one refused it.
+    const of = `&mesh=${encodeURIComponent(mesh)}&wait=${SHIFT_WAIT}`;
     const r = await fetch(`/v1/routes/${encodeURIComponent(route)}/weights?router=${encodeURIComponent(router)}${of}`, {
       method: "PUT",
       headers: { "content-type": "application/json", authorization: "Bearer " + token },
@@ -247,9 +277,9 @@ async function shift(router, route, key, form, message, mesh) {
     const body = await r.json();
     if (r.ok) {
       edits.delete(key);
-      message.className = "note";
-      message.textContent = `applied: mesh version ${body.version}`;
+      shown(message, body);
     } else {
+      delete message.dataset.reached;
       message.textContent = "refused; nothing was changed:\n" + (body.problems || []).join("\n");
     }
   } catch (e) {
