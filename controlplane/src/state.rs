@@ -3,6 +3,7 @@
 //! ```text
 //! snapshot   one consistent state: every mesh by name, each with its placements; node keys
 //! store      the one writer of snapshots: checked changes, a watch channel
+//! batch      several resources applied as one change (or previewed)
 //! meta       App Mesh metadata of each resource (ARN, uid, version, times, token)
 //! persist    the durable copy: redb on one machine, DynamoDB (persist/dynamo) for replicas
 //! aws        what the AWS SDK clients share (configuration, errors in one line)
@@ -15,6 +16,7 @@
 //! Nothing here imports the translation or the xDS serving.
 
 pub(crate) mod aws;
+pub mod batch;
 pub mod cloudmap;
 pub mod meta;
 pub mod observed;

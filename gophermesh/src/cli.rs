@@ -3,6 +3,7 @@
 //! ```text
 //! cli.rs  the command, its subcommands, and the flags several share
 //! run     `up` and `serve`: the store, the APIs, Cloud Map
+//! read    reading templates and manifests: parameters, pseudo parameters, mesh
 //! tools   `images`, `export`, `render`, `bootstrap`
 //! bench   `bench` and `bench-fleet`
 //! ```
@@ -12,10 +13,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod read;
 mod run;
 mod tools;
 
 pub(crate) use bench::{BenchArgs, BenchFleetArgs};
+pub(crate) use read::{ReadArgs, TemplateArgs, parse_pair};
 pub(crate) use run::{ServeArgs, UpArgs};
 pub(crate) use tools::{
     BootstrapArgs, ExportWhat, ImagesBuildArgs, ImagesWhat, RenderArgs, RenderWhat,
@@ -109,14 +112,58 @@ pub(crate) enum Command {
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// Create or replace any mesh resource in the running mesh from a --cli-input-json file.
-    Apply {
-        /// The resource file.
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        #[command(flatten)]
-        control: ControlArgs,
-    },
+    /// Create or replace mesh resources in the running mesh: App Mesh JSON (a
+    /// --cli-input-json file, or a directory of them), a CloudFormation template (YAML or
+    /// JSON, `cdk synth` output too) or the EKS controller's Kubernetes manifests, told
+    /// apart by content. Everything given is checked first and applied as one change.
+    Apply(ApplyArgs),
+    /// Write templates' or manifests' App Mesh resources as App Mesh JSON in the mesh/
+    /// layout, for `up`, `validate`, `render`, `export` and the deploy scripts.
+    Convert(ConvertArgs),
+}
+
+/// `apply`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    /// A file (or directory of App Mesh JSON files) to apply; repeatable.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) read: ReadArgs,
+    /// Another stack's export, NAME=VALUE: what `Fn::ImportValue` of NAME gives
+    /// (repeatable).
+    #[arg(long = "import", value_name = "NAME=VALUE", value_parser = parse_pair)]
+    pub(crate) imports: Vec<(String, String)>,
+    /// Print what would be created, updated and left alone (as App Mesh JSON), and change
+    /// nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Do not list what is not applied (other resource types and kinds).
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) control: ControlArgs,
+}
+
+/// `convert`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// A template or manifest to convert; repeatable.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    /// The directory to write (new, or empty): mesh.json, virtual-nodes/, routes/, ...
+    /// (a directory per mesh when there are several).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) read: ReadArgs,
+    /// Another stack's export, NAME=VALUE: what `Fn::ImportValue` of NAME gives
+    /// (repeatable).
+    #[arg(long = "import", value_name = "NAME=VALUE", value_parser = parse_pair)]
+    pub(crate) imports: Vec<(String, String)>,
+    /// Do not list what is not converted (other resource types and kinds).
+    #[arg(long)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,65 @@ use crate::runtime::envoy::EnvoyOptions;
 pub struct Source {
     pub mesh_dir: PathBuf,
     pub taskdefs_dir: PathBuf,
+    /// Templates, manifests or App Mesh JSON files the mesh is read from instead of
+    /// `mesh_dir` (`up -f`), with how to read them.
+    pub files: Vec<PathBuf>,
+    pub read: meshmodel::import::Options,
+}
+
+impl Source {
+    /// What a store that holds nothing is seeded from.
+    pub fn seed(&self) -> Seed<'_> {
+        Seed::of(&self.mesh_dir, &self.files, &self.read)
+    }
+}
+
+/// What a store that holds nothing is seeded from: a directory of App Mesh JSON files
+/// (`--mesh-dir`), or files of any form `apply` takes (`up -f`, `serve --import`).
+#[derive(Debug, Clone, Copy)]
+pub enum Seed<'a> {
+    Dir(&'a std::path::Path),
+    Files(&'a [PathBuf], &'a meshmodel::import::Options),
+}
+
+impl<'a> Seed<'a> {
+    /// The files when there are any, else the directory.
+    pub fn of(
+        dir: &'a std::path::Path,
+        files: &'a [PathBuf],
+        read: &'a meshmodel::import::Options,
+    ) -> Self {
+        match files.is_empty() {
+            true => Seed::Dir(dir),
+            false => Seed::Files(files, read),
+        }
+    }
+
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Seed::Dir(dir) => dir.display().to_string(),
+            Seed::Files(files, _) => files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The meshes it holds, each checked as a whole.
+    pub fn meshes(&self) -> Result<Vec<meshmodel::Mesh>, meshmodel::Problems> {
+        match self {
+            Seed::Dir(dir) => meshmodel::Mesh::load_meshes(dir),
+            Seed::Files(files, read) => {
+                let resources = meshmodel::import::read_paths(files, read)?
+                    .into_iter()
+                    .flat_map(|i| i.resources)
+                    .collect();
+                meshmodel::Mesh::from_resources(&self.describe(), resources)
+            }
+        }
+    }
 }
 
 /// How `up` runs the tasks.
@@ -107,6 +166,10 @@ pub enum StateStore {
 pub struct ServeConfig {
     /// The mesh the state is seeded from when it holds nothing.
     pub mesh_dir: PathBuf,
+    /// Templates, manifests or App Mesh JSON files to seed from instead of `mesh_dir`
+    /// (`--import`), with how to read them.
+    pub imports: Vec<PathBuf>,
+    pub read: meshmodel::import::Options,
     pub state: StateStore,
     /// Start with no mesh resources.
     pub empty: bool,

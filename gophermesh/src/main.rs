@@ -89,7 +89,8 @@ async fn main() -> ExitCode {
             };
             commands::route::run(&control, &route, &weights, save, ack_timeout).await
         }
-        Command::Apply { file, control } => commands::apply::run(&control, &file).await,
+        Command::Apply(args) => commands::apply::run(&args).await,
+        Command::Convert(args) => commands::convert::run(&args),
         Command::Console { control } => commands::console::run(&control),
         Command::Serve(args) => logged(commands::serve::run(args)).await,
         Command::Bootstrap(args) => commands::bootstrap::run(&args),

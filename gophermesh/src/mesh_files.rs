@@ -41,7 +41,9 @@ pub fn save_path(mesh_dir: &Path, resource: &Resource) -> anyhow::Result<PathBuf
     Ok(path)
 }
 
-fn file_safe(name: &str) -> bool {
+/// Whether `name` can be a file name as it is: letters, digits, `-`, `_` and `.`, not
+/// starting with `.`.
+pub fn file_safe(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -57,18 +57,18 @@ pub enum StateAt<'a> {
 /// Opens the store: in `state` (seeded from `mesh_dir` when empty, unless `empty`), or in
 /// memory from `mesh_dir` (or nothing).
 pub fn open_store(
-    mesh_dir: &Path,
+    seed_from: crate::config::Seed<'_>,
     state: StateAt<'_>,
     empty: bool,
     identity: Identity,
     refuse: impl Fn(&meshmodel::Problems, &str) -> anyhow::Error,
 ) -> anyhow::Result<Opened> {
-    let shown = mesh_dir.display().to_string();
+    let shown = seed_from.describe();
     let seed = || -> anyhow::Result<Vec<meshmodel::Mesh>> {
         if empty {
             return Ok(Vec::new());
         }
-        meshmodel::Mesh::load_meshes(mesh_dir).map_err(|p| refuse(&p, &shown))
+        seed_from.meshes().map_err(|p| refuse(&p, &shown))
     };
     let (opened, stored) = match state {
         StateAt::Memory => {
@@ -235,6 +235,9 @@ pub struct Apis {
     pub token_file: PathBuf,
 }
 
+/// The largest request body the control API takes (`apply` of a large template).
+pub const CONTROL_MAX_BODY: usize = 8 << 20;
+
 /// Starts the control API on `control_listener` and the App Mesh API on
 /// `appmesh_listener`, each behind its guard, until `stop`; writes a new control token.
 pub fn start_apis(
@@ -262,7 +265,11 @@ pub fn start_apis(
             token,
             sigv4: config.credentials.clone(),
         },
-        guard::Limits::default(),
+        guard::Limits {
+            // A template of thousands of resources is applied in one request.
+            max_body: CONTROL_MAX_BODY,
+            ..guard::Limits::default()
+        },
         control::render_refusal,
     );
     let live = Live::start(store.clone(), envoys.clone(), tasks.clone());

@@ -7,6 +7,8 @@
 //! - [`node_id`]: the Envoy node id of a virtual node, both ways.
 //! - [`ecs`]: ECS task definitions, with the APPMESH proxy configuration parsed.
 //! - [`taskdef`]: checks that the task definitions fit the mesh.
+//! - [`import`]: App Mesh as users wrote it: CloudFormation templates and the EKS
+//!   controller's Kubernetes objects, told apart from App Mesh JSON by their content.
 //! - [`input`]: input files read with a size limit, regular files only, BOM dropped.
 //! - [`render`]: `${VAR}` placeholders filled from the environment.
 //!
@@ -16,6 +18,7 @@
 
 pub mod appmesh;
 pub mod ecs;
+pub mod import;
 pub mod input;
 pub mod mesh;
 pub mod node_id;

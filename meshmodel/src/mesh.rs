@@ -15,8 +15,8 @@ use crate::appmesh::{
     GatewayRouteInput, MeshInput, RouteInput, VirtualGatewayInput, VirtualNodeInput,
     VirtualRouterInput, VirtualServiceInput,
 };
-use crate::problem::Problems;
-use crate::resource::Resource;
+use crate::problem::{Problem, Problems};
+use crate::resource::{Key, Resource};
 
 mod check;
 pub use check::logging::{
@@ -131,6 +131,33 @@ impl Mesh {
             Ok(next)
         } else {
             Err(Problems(problems))
+        }
+    }
+
+    /// The mesh with every one of `resources` created or replaced, checked once as a whole
+    /// (so that they may name each other in any order); a resource given twice is refused.
+    /// `self` is never changed.
+    pub fn apply_all(&self, resources: &[(String, Resource)]) -> Result<Mesh, Problems> {
+        let mut next = self.clone();
+        let mut problems = Vec::new();
+        let mut seen: BTreeMap<Key, &str> = BTreeMap::new();
+        for (origin, resource) in resources {
+            if let Some(first) = seen.insert(resource.key(), origin) {
+                problems.push(Problem::new(
+                    origin,
+                    "",
+                    format!("{} is given twice (first in {first})", resource.describe()),
+                ));
+                continue;
+            }
+            next.insert(origin.clone(), resource.clone());
+        }
+        if problems.is_empty() {
+            problems = next.check();
+        }
+        match problems.is_empty() {
+            true => Ok(next),
+            false => Err(Problems(problems)),
         }
     }
 

@@ -8,8 +8,8 @@
 //!   `wait` (at most 60s), the answer waits until every connected Envoy has ACKed the
 //!   change, one refused it, or the time is up, and says which (`reached`: `"all"`,
 //!   `{"refused": [...]}` or `{"waiting": [...]}`); the change is stored either way.
-//! - `POST /v1/resources` with `{"origin": "...", "resource": <--cli-input-json>}`; the
-//!   origin is a label for messages (the file the CLI read), never a path anything writes.
+//! - `POST /v1/resources`: one resource, or several as one change, or a dry run of them
+//!   ([`super::apply`]).
 //!
 //! Behind [`super::guard`]: reads are open, changes need the control token.
 //!
@@ -63,7 +63,7 @@ pub fn router(state: ControlState, guard: Guard) -> Router {
         .route("/v1/live/stream", get(live::stream))
         .route("/v1/status", get(status))
         .route("/v1/routes/{route}/weights", put(set_weights))
-        .route("/v1/resources", post(apply))
+        .route("/v1/resources", post(super::apply::apply))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
@@ -73,12 +73,12 @@ pub fn render_refusal(r: &guard::Refusal) -> Response {
     (r.status, Json(json!({ "problems": [r.message] }))).into_response()
 }
 
-fn refused(problems: &Problems) -> Response {
+pub(super) fn refused(problems: &Problems) -> Response {
     let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
     (StatusCode::BAD_REQUEST, Json(json!({ "problems": list }))).into_response()
 }
 
-fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Value {
+pub(super) fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Value {
     let mut body = json!({ "version": snapshot.version });
     if let Some(value) = resource {
         body["resource"] = value;
@@ -194,7 +194,7 @@ async fn set_weights(
 }
 
 /// A change that was not made: 400 with the problems, or 503 when the store cannot write.
-fn not_made(e: UpdateError<Problems>) -> Response {
+pub(super) fn not_made(e: UpdateError<Problems>) -> Response {
     match e {
         UpdateError::Refused(problems) => refused(&problems),
         UpdateError::Storage(e) => unavailable(e.outcome()),
@@ -203,65 +203,13 @@ fn not_made(e: UpdateError<Problems>) -> Response {
 
 /// 503 with `said` as the one problem, to retry in a few seconds: the store could not
 /// take the change (it failed to write, or was still busy with earlier changes).
-fn unavailable(said: String) -> Response {
+pub(super) fn unavailable(said: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(axum::http::header::RETRY_AFTER, "5")],
         Json(json!({ "problems": [said] })),
     )
         .into_response()
-}
-
-/// The longest `origin` label accepted.
-const MAX_ORIGIN: usize = 512;
-
-#[derive(Debug, Deserialize)]
-struct ApplyBody {
-    origin: Option<String>,
-    resource: Value,
-}
-
-async fn apply(
-    State(s): State<ControlState>,
-    body: Result<Json<ApplyBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Ok(Json(body)) = body else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(
-                json!({"problems": ["body: expected {\"origin\": \"FILE\", \"resource\": {...}}"]}),
-            ),
-        )
-            .into_response();
-    };
-    let origin = body.origin.unwrap_or_else(|| "<apply>".to_owned());
-    if origin.len() > MAX_ORIGIN || origin.chars().any(char::is_control) {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"problems": [format!("origin: a label of at most {MAX_ORIGIN} printable characters (it names the source in messages; nothing is written to it)")]})),
-        )
-            .into_response();
-    }
-    let resource = match Resource::from_value(&origin, body.resource) {
-        Ok(r) => r,
-        Err(problems) => return refused(&problems),
-    };
-    let described = resource.describe();
-    let made = s
-        .store
-        .writing(move |store| store.apply(&origin, resource))
-        .await;
-    let made = match made {
-        Ok(made) => made,
-        Err(busy) => return unavailable(busy.to_string()),
-    };
-    match made {
-        Ok(snapshot) => {
-            tracing::info!(resource = described, version = snapshot.version, "applied");
-            Json(accepted(&snapshot, None)).into_response()
-        }
-        Err(e) => not_made(e),
-    }
 }
 
 async fn status(State(s): State<ControlState>) -> Response {

@@ -4,6 +4,7 @@
 //! appmesh/  the App Mesh REST API (2019-01-25) that the AWS CLI and SDKs speak
 //! sigv4     AWS Signature Version 4, checked on the server side
 //! control   the control API of `gophermesh status`, `route set` and `apply`
+//! apply     its POST /v1/resources: one resource, or many as one change, or a dry run
 //! console   the web console page (assets compiled in)
 //! live      the console's live view: /v1/live and its event stream
 //! guard     what stands before both: Host, body limits, authentication, concurrency
@@ -15,6 +16,7 @@
 //! The APIs import the control plane and nothing of the runtime: what the control API
 //! shows of the tasks comes through the [`tasks::Tasks`] trait.
 
+pub mod apply;
 pub mod appmesh;
 pub mod console;
 pub mod control;

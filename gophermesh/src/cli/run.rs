@@ -31,6 +31,20 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 
+    /// Read the mesh from this file instead of --mesh-dir: a CloudFormation template, the
+    /// EKS controller's Kubernetes manifests or App Mesh JSON (as `apply` takes them);
+    /// repeatable.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) template: super::TemplateArgs,
+
+    /// Another stack's export, NAME=VALUE: what `Fn::ImportValue` of NAME gives in the
+    /// templates of -f (repeatable).
+    #[arg(long = "import", value_name = "NAME=VALUE", value_parser = super::parse_pair)]
+    pub(crate) imports: Vec<(String, String)>,
+
     /// Where the requester task is published on 127.0.0.1; 0 picks a free one.
     #[arg(long, env = "REQUESTER_PORT", default_value_t = 8080)]
     pub(crate) requester_port: u16,
@@ -208,6 +222,20 @@ pub(crate) struct ServeArgs {
     /// empty store.
     #[arg(long, env = "GOPHERMESH_MESH_DIR", default_value = "mesh")]
     pub(crate) mesh_dir: PathBuf,
+
+    /// Seed an empty store from this file instead of --mesh-dir: a CloudFormation
+    /// template, the EKS controller's Kubernetes manifests or App Mesh JSON (as `apply`
+    /// takes them); repeatable.
+    #[arg(long = "import", value_name = "FILE")]
+    pub(crate) imports: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) template: super::TemplateArgs,
+
+    /// Another stack's export, NAME=VALUE: what `Fn::ImportValue` of NAME gives in the
+    /// templates of --import (repeatable).
+    #[arg(long = "import-value", value_name = "NAME=VALUE", value_parser = super::parse_pair)]
+    pub(crate) import_values: Vec<(String, String)>,
 
     #[command(flatten)]
     pub(crate) store: StoreArgs,

@@ -1,39 +1,124 @@
-//! `gophermesh apply -f FILE`: create or replace one resource in the running mesh.
+//! `gophermesh apply -f FILE...`: the resources of App Mesh JSON, CloudFormation templates
+//! or Kubernetes manifests, applied to the running mesh as one change (or a dry run).
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use gophermesh::progress::escape;
+use meshmodel::import::{Format, Imported};
 use serde_json::{Value, json};
 
 use super::control::{call, refused, request, url};
-use crate::cli::ControlArgs;
+use crate::cli::ApplyArgs;
 
-pub(crate) async fn run(control: &ControlArgs, file: &Path) -> anyhow::Result<ExitCode> {
-    let origin = file.display().to_string();
-    let text = meshmodel::input::read_text(file, meshmodel::input::MAX_FILE)
-        .with_context(|| format!("cannot read {origin}"))?;
-    let resource: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!(
-                "{origin}: not valid JSON (line {}, column {}): {e}; nothing was changed",
-                e.line(),
-                e.column()
-            );
+pub(crate) async fn run(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let options = args.read.options(&args.imports);
+    let read = match meshmodel::import::read_paths(&args.files, &options) {
+        Ok(read) => read,
+        Err(problems) => {
+            eprintln!("not applied; nothing was changed:");
+            for p in &problems.0 {
+                eprintln!("  {}", escape(&p.to_string()));
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
-    let url = url(control, "/v1/resources")?;
-    let (status, body) = call(
-        control,
-        request(control, reqwest::Method::POST, url)?
-            .json(&json!({ "origin": origin, "resource": resource })),
+    if !args.quiet {
+        say_not_applied(&read);
+    }
+    let url = url(&args.control, "/v1/resources")?;
+    // One App Mesh JSON file, as before templates: the single-resource call.
+    if let [one] = read.as_slice() {
+        if one.format == Format::AppMeshJson && one.resources.len() == 1 && !args.dry_run {
+            let (origin, resource) = &one.resources[0];
+            let body = json!({"origin": origin, "resource": resource.to_json()});
+            let (status, answer) = call(
+                &args.control,
+                request(&args.control, reqwest::Method::POST, url)?.json(&body),
+            )
+            .await?;
+            if status != 200 {
+                return Ok(refused(&answer));
+            }
+            println!(
+                "applied {} (mesh version {})",
+                escape(origin),
+                answer["version"]
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let resources: Vec<Value> = read
+        .iter()
+        .flat_map(|i| &i.resources)
+        .map(|(origin, r)| json!({"origin": origin, "resource": r.to_json()}))
+        .collect();
+    if resources.is_empty() {
+        eprintln!("nothing to apply: no App Mesh resource in what was given");
+        return Ok(ExitCode::FAILURE);
+    }
+    let body = json!({"resources": resources, "dryRun": args.dry_run});
+    let (status, answer) = call(
+        &args.control,
+        request(&args.control, reqwest::Method::POST, url)?.json(&body),
     )
     .await?;
     if status != 200 {
-        return Ok(refused(&body));
+        return Ok(refused(&answer));
     }
-    println!("applied {origin} (mesh version {})", body["version"]);
+    let count = |k: &str| answer[k].as_array().map_or(0, Vec::len);
+    if args.dry_run {
+        print_dry_run(&answer);
+        println!(
+            "dry run: {} to create, {} to update, {} unchanged; nothing was changed",
+            count("created"),
+            count("updated"),
+            count("unchanged")
+        );
+    } else {
+        println!(
+            "applied {} resources from {}: {} created, {} updated, {} unchanged (mesh version {})",
+            resources.len(),
+            read.iter()
+                .map(|i| format!("{} ({})", i.origin, i.format))
+                .collect::<Vec<_>>()
+                .join(", "),
+            count("created"),
+            count("updated"),
+            count("unchanged"),
+            answer["version"]
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per thing given that is not applied (other resource types and kinds).
+pub(super) fn say_not_applied(read: &[Imported]) {
+    for imported in read {
+        for line in &imported.not_applied {
+            eprintln!(
+                "not applied: {}: {}",
+                escape(&imported.origin),
+                escape(line)
+            );
+        }
+    }
+}
+
+/// What a dry run would create and update, as App Mesh JSON, and what it leaves alone.
+fn print_dry_run(answer: &Value) {
+    for (what, key) in [("create", "created"), ("update", "updated")] {
+        for item in answer[key].as_array().into_iter().flatten() {
+            println!(
+                "# would {what}: {}",
+                escape(item["origin"].as_str().unwrap_or(""))
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&item["resource"]).unwrap_or_default()
+            );
+        }
+    }
+    for item in answer["unchanged"].as_array().into_iter().flatten() {
+        println!("# unchanged: {}", escape(item.as_str().unwrap_or("")));
+    }
 }

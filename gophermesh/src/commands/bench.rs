@@ -11,6 +11,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         source: Source {
             mesh_dir: args.source.mesh_dir,
             taskdefs_dir: args.source.taskdefs_dir,
+            files: Vec::new(),
+            read: meshmodel::import::Options::default(),
         },
         quick: args.quick,
         out: args.out,

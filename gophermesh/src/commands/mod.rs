@@ -6,6 +6,7 @@ pub(crate) mod bench;
 pub(crate) mod bootstrap;
 pub(crate) mod console;
 pub(crate) mod control;
+pub(crate) mod convert;
 pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod render;

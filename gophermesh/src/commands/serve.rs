@@ -26,6 +26,12 @@ fn config(args: ServeArgs) -> ServeConfig {
         tls: args.tls_cert.zip(args.tls_key),
         state_dir: args.state_dir,
         mesh_dir: args.mesh_dir,
+        read: args.template.options(
+            &args.import_values,
+            &args.api.api_region,
+            &args.api.api_account_id,
+        ),
+        imports: args.imports,
     }
 }
 

@@ -15,6 +15,12 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         source: Source {
             mesh_dir: std::path::absolute(&args.source.mesh_dir)?,
             taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
+            read: args.template.options(
+                &args.imports,
+                &args.api.api_region,
+                &args.api.api_account_id,
+            ),
+            files: args.files,
         },
         requester_port: args.requester_port,
         gateway_port: args.gateway_port,

@@ -113,7 +113,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
         anyhow::anyhow!("{} problem(s) in {what}; not serving", problems.0.len())
     };
     let opened = plane::open_store(
-        &args.mesh_dir,
+        crate::config::Seed::of(&args.mesh_dir, &args.imports, &args.read),
         match &args.state {
             StateStore::Table(table, every) => plane::StateAt::Table(table, *every),
             StateStore::Dir(dir) => plane::StateAt::Dir(dir),
@@ -245,6 +245,8 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         let serving = start(ServeConfig {
             mesh_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh"),
+            imports: Vec::new(),
+            read: meshmodel::import::Options::default(),
             state: StateStore::Memory,
             empty: false,
             identity: controlplane::Identity::default(),

@@ -598,7 +598,7 @@ fn load_state(config: &UpConfig) -> anyhow::Result<(Store, Vec<Task>, String)> {
         provenance,
         seeded_from_files: strict,
     } = plane::open_store(
-        &source.mesh_dir,
+        source.seed(),
         config
             .data_dir
             .as_deref()

@@ -53,6 +53,37 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// The meshes `resources` make (as many as their `meshName`s name, sorted by name),
+    /// each checked as a whole as a mesh directory is; `place` names where they came
+    /// from in the problem of a mesh without its mesh resource.
+    pub fn from_resources(
+        place: &str,
+        resources: Vec<(String, Resource)>,
+    ) -> Result<Vec<Self>, Problems> {
+        let mut by_mesh: std::collections::BTreeMap<String, Vec<(String, Resource)>> =
+            std::collections::BTreeMap::new();
+        for (origin, resource) in resources {
+            by_mesh
+                .entry(resource.mesh_name().to_owned())
+                .or_default()
+                .push((origin, resource));
+        }
+        let mut problems = Vec::new();
+        let mut meshes = Vec::new();
+        for (name, resources) in by_mesh {
+            let mesh = assemble(resources, &mut problems);
+            let place = format!("{place} (mesh {name})");
+            check_assembled(Path::new(&place), &mesh, false, &mut problems);
+            meshes.push(mesh);
+        }
+        match problems.is_empty() {
+            true => Ok(meshes),
+            false => Err(Problems(problems)),
+        }
+    }
+}
+
 /// Resources as read, each with the file it came from.
 type Read = Vec<(String, Resource)>;
 
