@@ -171,3 +171,6 @@ pub fn read_text(origin: &str, text: &str, options: &Options) -> Result<Imported
         ),
     )))
 }
+
+#[cfg(test)]
+mod tests;

@@ -977,3 +977,65 @@ fn cloud_map_instances_are_the_endpoints_of_the_callers_cluster() {
     snapshot.discovered.insert("distributor-v1".into(), vec![]);
     assert_eq!(endpoints(&snapshot), Vec::<String>::new(), "none found");
 }
+
+/// A gateway route that matches only a port (a gateway with several listeners, as App
+/// Mesh's multiple-listeners walkthrough has it) takes every path on that listener, and
+/// nothing on the others.
+#[test]
+fn a_gateway_route_of_only_a_port_takes_that_listener() {
+    use serde_json::json;
+    let mut snapshot = shipped_snapshot();
+    let mesh = snapshot.mesh.clone();
+    let gateway = meshmodel::Resource::from_value(
+        "g.json",
+        json!({"meshName": "gophermesh", "virtualGatewayName": "ingress", "spec": {"listeners": [
+            {"portMapping": {"port": 9080, "protocol": "http"}},
+            {"portMapping": {"port": 9081, "protocol": "http"}}]}}),
+    )
+    .expect("a gateway");
+    let by_port = meshmodel::Resource::from_value(
+        "r.json",
+        json!({"meshName": "gophermesh", "virtualGatewayName": "ingress", "gatewayRouteName": "second",
+            "spec": {"priority": 0, "httpRoute": {"match": {"port": 9081},
+                "action": {"target": {"virtualService": {"virtualServiceName": "distributor.gophers.local"}}}}}}),
+    )
+    .expect("a gateway route");
+    snapshot.mesh = mesh
+        .apply_all(&[("g.json".into(), gateway), ("r.json".into(), by_port)])
+        .expect("App Mesh took a match of only a port");
+    let shipped =
+        for_node(&shipped_snapshot(), &format!("{GATEWAY_PREFIX}ingress")).expect("resources");
+    let res = for_node(&snapshot, &format!("{GATEWAY_PREFIX}ingress")).expect("resources");
+    let paths = |res: &NodeResources, port: &str| -> Vec<String> {
+        let (_, any) = res
+            .routes
+            .iter()
+            .find(|(name, _)| name.ends_with(port))
+            .unwrap_or_else(|| panic!("no route configuration for {port}: {:?}", res.routes));
+        let config = route::RouteConfiguration::decode(any.value.as_slice()).expect("decodes");
+        config.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?}",
+                    r.r#match.as_ref().and_then(|m| m.path_specifier.clone())
+                )
+            })
+            .collect()
+    };
+    let second = paths(&res, "9081");
+    assert!(
+        second.iter().any(|p| p
+            == &format!(
+                "{:?}",
+                Some(route::route_match::PathSpecifier::Prefix("/".into()))
+            )),
+        "{second:?}"
+    );
+    assert_eq!(
+        paths(&res, "9080"),
+        paths(&shipped, "9080"),
+        "the first listener keeps its routes, without the port's"
+    );
+}

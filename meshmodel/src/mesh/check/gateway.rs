@@ -198,11 +198,13 @@ fn check_gateway_match(
                 "must be a name without `/`",
             ));
         }
-    } else if m.prefix.is_none() && m.path.is_none() && m.hostname.is_none() {
+    } else if m.prefix.is_none() && m.path.is_none() && m.hostname.is_none() && m.port.is_none() {
+        // A match of only a port (a gateway with several listeners) takes every path of
+        // that listener, as App Mesh took it.
         p.push(Problem::new(
             origin,
             format!("{base}.match"),
-            "give a prefix (like \"/\"), a path or a hostname to match",
+            "give a prefix (like \"/\"), a path, a hostname or a port to match",
         ));
     }
     if m.prefix.is_some() && m.path.is_some() {
