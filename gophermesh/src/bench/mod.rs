@@ -9,11 +9,13 @@
 //! CPU per request is the CPU time the
 //! serving processes used during the measured run divided by the requests served.
 //! Also: RSS idle and at peak, time from exec to the first answer, route-shift propagation
-//! and the control plane's push time and RSS for generated meshes of growing size.
+//! and the control plane's push time and RSS for generated meshes of growing size, and a
+//! 1,001-resource CloudFormation template evaluated and applied (`import`).
 
 mod facts;
 pub mod fleet;
 pub mod hello;
+pub mod import;
 pub mod load;
 mod mesh;
 pub mod report;
@@ -411,6 +413,16 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
     bench.direct(&mut gathered).await?;
     let shift = bench.meshes(&mut gathered, shifts).await?;
     let scale_points = bench.scale(&args.scale).await?;
+    say("a CloudFormation template of 1,001 resources, evaluated and applied to serve");
+    let import = import::measure(&work, &bench.me, 250).await?;
+    say(format!(
+        "  {} resources ({:.0} KiB): evaluated in {:.1} ms, applied in {:.0} ms (first: {:.0} ms)",
+        import.resources,
+        import.template_kib,
+        import.evaluate_ms,
+        import.apply_ms,
+        import.first_apply_ms
+    ));
     let fleet = bench.fleets(args).await?;
     let Gathered {
         scenarios,
@@ -433,6 +445,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         image_mb: image_sizes(),
         shift_propagation_ms: shift,
         control_plane_scale: scale_points,
+        import,
         fleet,
         budgets: Vec::new(),
     };

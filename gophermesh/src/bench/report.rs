@@ -60,6 +60,8 @@ pub struct Report {
     pub image_mb: serde_json::Value,
     pub shift_propagation_ms: Shifts,
     pub control_plane_scale: Vec<ScalePoint>,
+    /// A large template evaluated and applied.
+    pub import: super::import::ImportFigure,
     /// Each fleet run's figures, as `bench-fleet` writes them.
     pub fleet: Vec<serde_json::Value>,
     pub budgets: Vec<Budget>,
@@ -141,6 +143,11 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
             ));
         }
     }
+    out.push(Budget::at_most(
+        format!("{}-resource template applied, ms", r.import.resources),
+        r.import.first_apply_ms,
+        2000.0,
+    ));
     for run in &r.fleet {
         let clients = run["clients"].as_u64().unwrap_or(0);
         let nodes = run["virtual_nodes"].as_u64().unwrap_or(0);
@@ -237,6 +244,12 @@ pub fn table(r: &Report) -> String {
             p.virtual_nodes, p.resources, p.push_ms, p.control_plane_rss_mib
         );
     }
+    let i = &r.import;
+    let _ = writeln!(
+        t,
+        "template of {} resources ({:.0} KiB): evaluated in {:.1} ms; `apply -f` to serve {:.0} ms (first, creating all: {:.0} ms)",
+        i.resources, i.template_kib, i.evaluate_ms, i.apply_ms, i.first_apply_ms
+    );
     for run in &r.fleet {
         let _ = writeln!(
             t,
@@ -456,6 +469,13 @@ mod tests {
                     control_plane_rss_mib: 200.0,
                 },
             ],
+            import: super::super::import::ImportFigure {
+                resources: 1001,
+                template_kib: 300.0,
+                evaluate_ms: 40.0,
+                apply_ms: 200.0,
+                first_apply_ms: 2500.0,
+            },
             fleet: vec![
                 serde_json::json!({"clients": 1000, "virtual_nodes": 1000,
                     "connect_storm_ms": 900.0, "change_acked_by_all_ms": {"p50": 200.0, "p99": 250.0},

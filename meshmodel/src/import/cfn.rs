@@ -45,7 +45,7 @@ impl Default for Options {
             parameters: BTreeMap::new(),
             imports: BTreeMap::new(),
             region: "us-east-1".to_owned(),
-            account: "123456789012".to_owned(),
+            account: "000000000000".to_owned(),
             stack_name: "stack".to_owned(),
         }
     }

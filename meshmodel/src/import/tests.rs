@@ -107,7 +107,7 @@ fn a_template_is_evaluated_as_cloudformation_would() {
     );
     assert_eq!(
         node["tags"][0]["value"],
-        "arn:aws:appmesh:us-east-1:123456789012:mesh/gophers-Mesh"
+        "arn:aws:appmesh:us-east-1:000000000000:mesh/gophers-Mesh"
     );
     assert_eq!(node["tags"][1]["value"].as_str().map(str::len), Some(36));
     let route = json_of(&imported, &Key::Route("r".into(), "gophers-route".into()));
