@@ -14,12 +14,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
+use controlplane::Store;
 use controlplane::state::batch::Sorted;
 use meshmodel::{Problem, Problems, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::control::{ControlState, accepted, not_made, refused, unavailable};
+use super::answers::{accepted, not_made, refused, unavailable};
 
 /// The longest `origin` label accepted.
 const MAX_ORIGIN: usize = 512;
@@ -68,20 +69,20 @@ fn not_a_label() -> String {
 }
 
 pub(super) async fn apply(
-    State(s): State<ControlState>,
+    State(store): State<Store>,
     body: Result<Json<ApplyBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
         return bad(SHAPE);
     };
     match (body.resource, body.resources) {
-        (Some(resource), None) if !body.dry_run => one(&s, body.origin, resource).await,
-        (None, Some(list)) if body.origin.is_none() => many(&s, list, body.dry_run).await,
+        (Some(resource), None) if !body.dry_run => one(&store, body.origin, resource).await,
+        (None, Some(list)) if body.origin.is_none() => many(&store, list, body.dry_run).await,
         _ => bad(SHAPE),
     }
 }
 
-async fn one(s: &ControlState, origin: Option<String>, resource: Value) -> Response {
+async fn one(store: &Store, origin: Option<String>, resource: Value) -> Response {
     let Some(origin) = label(origin) else {
         return bad(format!("origin: {}", not_a_label()));
     };
@@ -90,8 +91,7 @@ async fn one(s: &ControlState, origin: Option<String>, resource: Value) -> Respo
         Err(problems) => return refused(&problems),
     };
     let described = resource.describe();
-    let made = s
-        .store
+    let made = store
         .writing(move |store| store.apply(&origin, resource))
         .await;
     match made {
@@ -104,7 +104,7 @@ async fn one(s: &ControlState, origin: Option<String>, resource: Value) -> Respo
     }
 }
 
-async fn many(s: &ControlState, list: Vec<Labelled>, dry_run: bool) -> Response {
+async fn many(store: &Store, list: Vec<Labelled>, dry_run: bool) -> Response {
     if list.is_empty() || list.len() > MAX_RESOURCES {
         return bad(format!(
             "resources: 1 to {MAX_RESOURCES} resources, not {}",
@@ -131,14 +131,13 @@ async fn many(s: &ControlState, list: Vec<Labelled>, dry_run: bool) -> Response 
         return refused(&Problems(problems));
     }
     if dry_run {
-        return match s.store.preview_all(&resources) {
+        return match store.preview_all(&resources) {
             Ok(sorted) => Json(answer(&sorted, true)).into_response(),
             Err(problems) => refused(&problems),
         };
     }
     let count = resources.len();
-    let made = s
-        .store
+    let made = store
         .writing(move |store| store.apply_all(&resources))
         .await;
     match made {

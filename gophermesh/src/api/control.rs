@@ -24,15 +24,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
-use meshmodel::{Problems, Resource};
+use meshmodel::Resource;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::answers::{accepted, not_made, unavailable};
 use super::console;
 use super::guard::{self, Guard};
 use super::live::{self, Live};
+use controlplane::Store;
 use controlplane::xds::ads::EnvoyStatuses;
-use controlplane::{Snapshot, Store, UpdateError};
 
 use super::status::{MeshRoutes, Reached, RouteWeights, Status, StoreStatus};
 use super::tasks::Tasks;
@@ -45,6 +46,12 @@ pub struct ControlState {
     pub tasks: Arc<dyn Tasks>,
     /// The console's live view.
     pub live: Live,
+}
+
+impl axum::extract::FromRef<ControlState> for Store {
+    fn from_ref(state: &ControlState) -> Self {
+        state.store.clone()
+    }
 }
 
 impl axum::extract::FromRef<ControlState> for Live {
@@ -71,19 +78,6 @@ pub fn router(state: ControlState, guard: Guard) -> Router {
 /// How the guard's refusals look from this API: `{"problems": [...]}` like any refusal.
 pub fn render_refusal(r: &guard::Refusal) -> Response {
     (r.status, Json(json!({ "problems": [r.message] }))).into_response()
-}
-
-pub(super) fn refused(problems: &Problems) -> Response {
-    let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
-    (StatusCode::BAD_REQUEST, Json(json!({ "problems": list }))).into_response()
-}
-
-pub(super) fn accepted(snapshot: &Snapshot, resource: Option<Value>) -> Value {
-    let mut body = json!({ "version": snapshot.version });
-    if let Some(value) = resource {
-        body["resource"] = value;
-    }
-    body
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,25 +185,6 @@ async fn set_weights(
         }
         Err(e) => not_made(e),
     }
-}
-
-/// A change that was not made: 400 with the problems, or 503 when the store cannot write.
-pub(super) fn not_made(e: UpdateError<Problems>) -> Response {
-    match e {
-        UpdateError::Refused(problems) => refused(&problems),
-        UpdateError::Storage(e) => unavailable(e.outcome()),
-    }
-}
-
-/// 503 with `said` as the one problem, to retry in a few seconds: the store could not
-/// take the change (it failed to write, or was still busy with earlier changes).
-pub(super) fn unavailable(said: String) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(axum::http::header::RETRY_AFTER, "5")],
-        Json(json!({ "problems": [said] })),
-    )
-        .into_response()
 }
 
 async fn status(State(s): State<ControlState>) -> Response {

@@ -5,6 +5,7 @@
 //! sigv4     AWS Signature Version 4, checked on the server side
 //! control   the control API of `gophermesh status`, `route set` and `apply`
 //! apply     its POST /v1/resources: one resource, or many as one change, or a dry run
+//! answers   its answers: made, refused, not stored
 //! console   the web console page (assets compiled in)
 //! live      the console's live view: /v1/live and its event stream
 //! guard     what stands before both: Host, body limits, authentication, concurrency
@@ -16,6 +17,7 @@
 //! The APIs import the control plane and nothing of the runtime: what the control API
 //! shows of the tasks comes through the [`tasks::Tasks`] trait.
 
+mod answers;
 pub mod apply;
 pub mod appmesh;
 pub mod console;

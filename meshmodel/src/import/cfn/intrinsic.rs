@@ -398,7 +398,7 @@ impl<'t, 'a> Eval<'t, 'a> {
                 options.region,
                 options.account,
                 options.stack_name,
-                uid(&options.stack_name)
+                super::shape::uid(&options.stack_name)
             ))),
             "AWS::Partition" => Some(Value::from(partition)),
             "AWS::URLSuffix" => Some(Value::from(match partition {
@@ -454,7 +454,7 @@ impl<'t, 'a> Eval<'t, 'a> {
         }
         let kind = definition.get("Type").and_then(Value::as_str).unwrap_or("");
         match attribute {
-            "Id" => Ok(Value::from(format!("{}-{}", short_kind(kind), &uid(id)[..12]))),
+            "Id" => Ok(Value::from(format!("{}-{}", short_kind(kind), &super::shape::uid(id)[..12]))),
             "Arn" => Ok(Value::from(format!(
                 "arn:{}:{}:{}:{}:{}/{id}",
                 partition(&options.region),
@@ -496,26 +496,6 @@ fn short_kind(kind: &str) -> String {
 /// `AWS::ServiceDiscovery::PrivateDnsNamespace` -> `servicediscovery`.
 fn service_of(kind: &str) -> String {
     kind.split("::").nth(1).unwrap_or("unknown").to_lowercase()
-}
-
-/// A stable identifier made from `seed`, shaped as a UUID (what `Uid` attributes hold).
-pub(super) fn uid(seed: &str) -> String {
-    // FNV-1a, twice with different offsets: 128 stable bits.
-    let fnv = |offset: u64| {
-        seed.bytes().fold(offset, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
-    let hex = format!("{a:016x}{b:016x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// Standard base64 with padding.
@@ -564,14 +544,5 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
-
-    #[test]
-    fn uids_are_stable_and_shaped_as_uuids() {
-        let u = uid("arn:aws:appmesh:us-east-1:1:mesh/m");
-        assert_eq!(u, uid("arn:aws:appmesh:us-east-1:1:mesh/m"));
-        assert_ne!(u, uid("arn:aws:appmesh:us-east-1:1:mesh/n"));
-        assert_eq!(u.len(), 36);
-        assert_eq!(u.matches('-').count(), 4);
     }
 }

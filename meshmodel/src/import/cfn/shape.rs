@@ -156,7 +156,7 @@ impl Names {
         };
         let value = match attribute {
             "Arn" => self.arn(options),
-            "Uid" => super::intrinsic::uid(&self.arn(options)),
+            "Uid" => uid(&self.arn(options)),
             "MeshName" => self.mesh.clone(),
             "MeshOwner" => owner(),
             "ResourceOwner" => options.account.clone(),
@@ -168,6 +168,26 @@ impl Names {
         };
         Some(Value::String(value))
     }
+}
+
+/// A stable identifier made from `seed`, shaped as a UUID (what `Uid` attributes hold).
+pub(crate) fn uid(seed: &str) -> String {
+    // FNV-1a, twice with different offsets: 128 stable bits.
+    let fnv = |offset: u64| {
+        seed.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    let hex = format!("{a:016x}{b:016x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The API's request JSON for a resource of type `kind` with evaluated `properties`;
@@ -323,6 +343,15 @@ mod tests {
         ] {
             assert_eq!(camel(cfn), api, "{cfn}");
         }
+    }
+
+    #[test]
+    fn uids_are_stable_and_shaped_as_uuids() {
+        let u = uid("arn:aws:appmesh:us-east-1:1:mesh/m");
+        assert_eq!(u, uid("arn:aws:appmesh:us-east-1:1:mesh/m"));
+        assert_ne!(u, uid("arn:aws:appmesh:us-east-1:1:mesh/n"));
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.matches('-').count(), 4);
     }
 
     #[test]
