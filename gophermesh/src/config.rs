@@ -189,6 +189,34 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
 }
 
+impl ServeConfig {
+    /// `serve` in memory, on ports the system picks on loopback, without Cloud Map or
+    /// TLS: seeded from `mesh_dir` (or holding nothing when `empty`), its control token
+    /// under `state_dir`. What the bench and the tests start in-process.
+    pub fn on_loopback(mesh_dir: PathBuf, empty: bool, state_dir: PathBuf) -> Self {
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            mesh_dir,
+            imports: Vec::new(),
+            read: meshmodel::import::Options::default(),
+            state: StateStore::Memory,
+            empty,
+            identity: Identity::default(),
+            api_credentials: None,
+            allow_hosts: Vec::new(),
+            cloud_map: CloudMapConfig {
+                mode: CloudMapMode::Off,
+                interval: std::time::Duration::from_secs(30),
+            },
+            xds_listen: any,
+            api_listen: any,
+            control_listen: any,
+            tls: None,
+            state_dir,
+        }
+    }
+}
+
 /// `gophermesh bench`.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {

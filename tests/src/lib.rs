@@ -357,6 +357,20 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `gophermesh ARGS` against the control API at `control`, from `dir` (so that it
+/// reads the control token there): its exit code and all it printed.
+pub fn cli_against(control: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("gophermesh"))
+        .args(args)
+        .env("GOPHERMESH_CONTROL_URL", control)
+        .current_dir(dir)
+        .output()
+        .expect("gophermesh runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// `up`'s flags that put every listener it publishes on a free port (as the bench's `up`).
 pub use gophermesh::bench::UP_ON_FREE_PORTS;
 
@@ -513,15 +527,7 @@ impl LocalMesh {
     /// Runs a `gophermesh` subcommand against this mesh's control API (from `dir`, so it
     /// reads the control token there).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(bin("gophermesh"))
-            .args(args)
-            .env("GOPHERMESH_CONTROL_URL", &self.control)
-            .current_dir(&self.dir)
-            .output()
-            .expect("gophermesh runs");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap_or(-1), text)
+        cli_against(&self.control, &self.dir, args)
     }
 
     /// Reaps an `up` that was killed from outside, so that dropping this does nothing more.

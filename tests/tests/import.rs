@@ -212,15 +212,7 @@ async fn the_walkthrough_as_kubernetes_manifests_runs_and_splits() {
 fn empty_serve(dir: &Path) -> Serve {
     Serve::start(
         dir,
-        &[
-            "--empty",
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-        ],
+        &[&["--empty"][..], tests::SERVE_ON_LOOPBACK].concat(),
         &[],
     )
 }
@@ -228,15 +220,7 @@ fn empty_serve(dir: &Path) -> Serve {
 /// `gophermesh ARGS` against `serve`'s control API, from `dir` (`.gophermesh` there holds
 /// its token): exit code and all it printed.
 fn cli(serve: &Serve, dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(tests::bin("gophermesh"))
-        .args(args)
-        .env("GOPHERMESH_CONTROL_URL", &serve.control)
-        .current_dir(dir)
-        .output()
-        .expect("gophermesh runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    tests::cli_against(&serve.control, dir, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,13 +406,11 @@ fn serve_seeds_from_a_template() {
             "gophers-network-DomainSuffix=local",
             "--import-value",
             "gophers-network-VpcId=vpc-0123",
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-        ],
+        ]
+        .iter()
+        .copied()
+        .chain(tests::SERVE_ON_LOOPBACK.iter().copied())
+        .collect::<Vec<_>>(),
         &[],
     );
     assert!(

@@ -207,19 +207,7 @@ fn a_silent_connection_to_ads_over_tls_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_held_to_ads_leave_the_apis_descriptors() {
     let dir = copy_of_shipped("serve-files");
-    let serve = Serve::start_with_files(
-        400,
-        &dir,
-        &[
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let serve = Serve::start_with_files(400, &dir, tests::SERVE_ON_LOOPBACK, &[]);
     let mut held = Vec::new();
     for _ in 0..600 {
         match std::net::TcpStream::connect(&serve.xds) {
@@ -840,18 +828,7 @@ fn resident_mib(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_ads_requests_are_refused_without_holding_memory() {
     let dir = copy_of_shipped("serve-huge-requests");
-    let serve = Serve::start(
-        &dir,
-        &[
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let serve = Serve::start(&dir, tests::SERVE_ON_LOOPBACK, &[]);
     let pid = serve.child.0.id();
     let names: Vec<String> = (0..100_000)
         .map(|i| format!("cds_egress_gophermesh_resource_{i:08}"))

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::config::{CloudMapConfig, CloudMapMode, ServeConfig, StateStore};
+use crate::config::ServeConfig;
 
 /// What was measured.
 #[derive(Debug, Clone, Serialize)]
@@ -59,26 +59,11 @@ pub async fn measure(work: &Path, me: &Path, groups: usize) -> anyhow::Result<Im
         evaluate_ms = evaluate_ms.min(started.elapsed().as_secs_f64() * 1e3);
         resources = read.resources.len();
     }
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-    let serving = crate::plane::serve::start(ServeConfig {
-        mesh_dir: work.to_path_buf(),
-        imports: Vec::new(),
-        read: options,
-        state: StateStore::Memory,
-        empty: true,
-        identity: controlplane::Identity::default(),
-        api_credentials: None,
-        allow_hosts: Vec::new(),
-        cloud_map: CloudMapConfig {
-            mode: CloudMapMode::Off,
-            interval: std::time::Duration::from_secs(30),
-        },
-        xds_listen: any,
-        api_listen: any,
-        control_listen: any,
-        tls: None,
-        state_dir: work.join("import-state"),
-    })
+    let serving = crate::plane::serve::start(ServeConfig::on_loopback(
+        work.to_path_buf(),
+        true,
+        work.join("import-state"),
+    ))
     .await?;
     let control = serving.apis.control.clone();
     let state_dir = work.join("import-state");

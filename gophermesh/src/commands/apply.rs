@@ -14,13 +14,7 @@ pub(crate) async fn run(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let options = args.read.options(&args.imports);
     let read = match meshmodel::import::read_paths(&args.files, &options) {
         Ok(read) => read,
-        Err(problems) => {
-            eprintln!("not applied; nothing was changed:");
-            for p in &problems.0 {
-                eprintln!("  {}", escape(&p.to_string()));
-            }
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(problems) => return Ok(say_problems("not applied; nothing was changed:", &problems)),
     };
     if !args.quiet {
         say_not_applied(&read);
@@ -31,14 +25,10 @@ pub(crate) async fn run(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         if one.format == Format::AppMeshJson && one.resources.len() == 1 && !args.dry_run {
             let (origin, resource) = &one.resources[0];
             let body = json!({"origin": origin, "resource": resource.to_json()});
-            let (status, answer) = call(
-                &args.control,
-                request(&args.control, reqwest::Method::POST, url)?.json(&body),
-            )
-            .await?;
-            if status != 200 {
-                return Ok(refused(&answer));
-            }
+            let answer = match post(args, url, &body).await? {
+                Ok(answer) => answer,
+                Err(exit) => return Ok(exit),
+            };
             println!(
                 "applied {} (mesh version {})",
                 escape(origin),
@@ -57,14 +47,10 @@ pub(crate) async fn run(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let body = json!({"resources": resources, "dryRun": args.dry_run});
-    let (status, answer) = call(
-        &args.control,
-        request(&args.control, reqwest::Method::POST, url)?.json(&body),
-    )
-    .await?;
-    if status != 200 {
-        return Ok(refused(&answer));
-    }
+    let answer = match post(args, url, &body).await? {
+        Ok(answer) => answer,
+        Err(exit) => return Ok(exit),
+    };
     let count = |k: &str| answer[k].as_array().map_or(0, Vec::len);
     if args.dry_run {
         print_dry_run(&answer);
@@ -89,6 +75,32 @@ pub(crate) async fn run(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// POSTs `body` to `url`: the answer, or (refused) the exit code after saying why.
+async fn post(
+    args: &ApplyArgs,
+    url: reqwest::Url,
+    body: &Value,
+) -> anyhow::Result<Result<Value, ExitCode>> {
+    let (status, answer) = call(
+        &args.control,
+        request(&args.control, reqwest::Method::POST, url)?.json(body),
+    )
+    .await?;
+    Ok(match status {
+        200 => Ok(answer),
+        _ => Err(refused(&answer)),
+    })
+}
+
+/// Says `head`, then each of `problems` on a line of its own; exit 1.
+pub(super) fn say_problems(head: &str, problems: &meshmodel::Problems) -> ExitCode {
+    eprintln!("{head}");
+    for p in &problems.0 {
+        eprintln!("  {}", escape(&p.to_string()));
+    }
+    ExitCode::FAILURE
 }
 
 /// One line per thing given that is not applied (other resource types and kinds).

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use gophermesh::mesh_files::{file_safe, write_replacing};
-use gophermesh::progress::escape;
 use meshmodel::{Key, Mesh, Resource};
 
 use crate::cli::ConvertArgs;
@@ -24,11 +23,10 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     let meshes = match checked {
         Ok(meshes) => meshes,
         Err(problems) => {
-            eprintln!("not converted; nothing was written:");
-            for p in &problems.0 {
-                eprintln!("  {}", escape(&p.to_string()));
-            }
-            return Ok(ExitCode::FAILURE);
+            return Ok(super::apply::say_problems(
+                "not converted; nothing was written:",
+                &problems,
+            ));
         }
     };
     let out = &args.out;

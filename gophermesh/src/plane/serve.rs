@@ -220,7 +220,6 @@ pub async fn run(args: ServeConfig) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CloudMapConfig, CloudMapMode};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// `GET path` on `addr`, HTTP/1.1; the whole answer.
@@ -242,26 +241,11 @@ mod tests {
             std::process::id(),
             fastrand::u64(..)
         ));
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        let serving = start(ServeConfig {
-            mesh_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh"),
-            imports: Vec::new(),
-            read: meshmodel::import::Options::default(),
-            state: StateStore::Memory,
-            empty: false,
-            identity: controlplane::Identity::default(),
-            api_credentials: None,
-            allow_hosts: Vec::new(),
-            cloud_map: CloudMapConfig {
-                mode: CloudMapMode::Off,
-                interval: std::time::Duration::from_secs(30),
-            },
-            xds_listen: any,
-            api_listen: any,
-            control_listen: any,
-            tls: None,
-            state_dir: state_dir.clone(),
-        })
+        let serving = start(ServeConfig::on_loopback(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh"),
+            false,
+            state_dir.clone(),
+        ))
         .await
         .expect("serve starts");
         assert_ne!(serving.xds.port(), 0, "the port the system chose");

@@ -27,16 +27,8 @@ impl Mesh {
     pub fn load_meshes(dir: &Path) -> Result<Vec<Self>, Problems> {
         let (resources, mut problems) = read_resources(dir)?;
         let unparsed = !problems.is_empty();
-        let mut by_mesh: std::collections::BTreeMap<String, Vec<(String, Resource)>> =
-            std::collections::BTreeMap::new();
-        for (origin, resource) in resources {
-            by_mesh
-                .entry(resource.mesh_name().to_owned())
-                .or_default()
-                .push((origin, resource));
-        }
         let mut meshes = Vec::new();
-        for (_, resources) in by_mesh {
+        for (_, resources) in by_mesh(resources) {
             let mesh = assemble(resources, &mut problems);
             if !unparsed {
                 check_assembled(dir, &mesh, false, &mut problems);
@@ -53,6 +45,21 @@ impl Mesh {
     }
 }
 
+/// `resources` by the mesh each names, sorted by mesh name.
+fn by_mesh(
+    resources: Vec<(String, Resource)>,
+) -> std::collections::BTreeMap<String, Vec<(String, Resource)>> {
+    let mut by_mesh: std::collections::BTreeMap<String, Vec<(String, Resource)>> =
+        std::collections::BTreeMap::new();
+    for (origin, resource) in resources {
+        by_mesh
+            .entry(resource.mesh_name().to_owned())
+            .or_default()
+            .push((origin, resource));
+    }
+    by_mesh
+}
+
 impl Mesh {
     /// The meshes `resources` make (as many as their `meshName`s name, sorted by name),
     /// each checked as a whole as a mesh directory is; `place` names where they came
@@ -61,17 +68,9 @@ impl Mesh {
         place: &str,
         resources: Vec<(String, Resource)>,
     ) -> Result<Vec<Self>, Problems> {
-        let mut by_mesh: std::collections::BTreeMap<String, Vec<(String, Resource)>> =
-            std::collections::BTreeMap::new();
-        for (origin, resource) in resources {
-            by_mesh
-                .entry(resource.mesh_name().to_owned())
-                .or_default()
-                .push((origin, resource));
-        }
         let mut problems = Vec::new();
         let mut meshes = Vec::new();
-        for (name, resources) in by_mesh {
+        for (name, resources) in by_mesh(resources) {
             let mesh = assemble(resources, &mut problems);
             let place = format!("{place} (mesh {name})");
             check_assembled(Path::new(&place), &mesh, false, &mut problems);
