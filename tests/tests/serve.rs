@@ -185,7 +185,13 @@ fn a_silent_connection_to_ads_over_tls_is_closed() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("ALPN protocol: h2"), "{said}");
     let mut byte = [0u8; 1];
-    let read = silent.read(&mut byte);
+    // A signal to this process (a child of another test exiting) interrupts the wait.
+    let read = loop {
+        match silent.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
     let waited = started.elapsed();
     assert!(
         matches!(read, Ok(0))
@@ -222,10 +228,13 @@ async fn connections_held_to_ads_leave_the_apis_descriptors() {
             use std::io::Read as _;
             c.set_read_timeout(Some(Duration::from_millis(20)))
                 .expect("a read timeout");
-            match c.read(&mut [0u8; 1]) {
-                Ok(0) => true,
-                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-                Ok(_) => false,
+            loop {
+                match c.read(&mut [0u8; 1]) {
+                    Ok(0) => break true,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+                    Ok(_) => break false,
+                }
             }
         })
         .filter(|&closed| closed)
