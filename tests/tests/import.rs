@@ -423,3 +423,111 @@ fn serve_seeds_from_a_template() {
         walkthrough_resources(["distributor", "requester"])
     );
 }
+
+/// The controller's objects across namespaces (a Mesh's namespaceSelector, a
+/// BackendGroup elsewhere, a target by ARN) and in the old v1beta1 shapes are applied to
+/// `serve` and listed back as the controller made them.
+#[test]
+fn manifests_across_namespaces_and_of_v1beta1_are_listed_back() {
+    let dir = copy_of_shipped("k8s-shapes");
+    let serve = empty_serve(&dir);
+    let data = repo_root().join("tests/data/kubernetes");
+    for file in ["shop.yaml", "color-v1beta1.yaml"] {
+        let path = data.join(file);
+        let (code, said) = cli(
+            &serve,
+            &dir,
+            &["apply", "-f", path.to_str().expect("utf-8")],
+        );
+        assert_eq!(code, 0, "{file}: {said}");
+    }
+    assert_eq!(
+        listed(&serve.appmesh, "shop"),
+        [
+            "route/cart_shop/all",
+            "virtualNode/charge-v1",
+            "virtualNode/front_shop",
+            "virtualRouter/cart_shop",
+            "virtualService/cart.shop",
+            "virtualService/charge.pay",
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+    assert_eq!(
+        listed(&serve.appmesh, "color-mesh"),
+        [
+            "route/colorteller-router-demo/color-route",
+            "virtualNode/colorteller-blue-demo",
+            "virtualRouter/colorteller-router-demo",
+            "virtualService/colorteller.demo.svc.cluster.local",
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+}
+
+/// `convert` writes the manifests' mesh in the mesh/ layout: `validate` takes it with the
+/// walkthrough's task definitions, and each node is the shipped file's resource.
+#[test]
+fn convert_writes_the_mesh_layout_validate_takes() {
+    let dir = copy_of_shipped("convert");
+    let out = dir.join("converted");
+    let manifests = example("kubernetes/walkthrough.yaml");
+    let (code, said) = tests::run_to_end(
+        "gophermesh",
+        &[
+            "convert",
+            "-f",
+            manifests.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("Deployment distributor-v1 (apps/v1): not App Mesh"),
+        "{said}"
+    );
+    let (code, said) = tests::run_to_end(
+        "gophermesh",
+        &[
+            "validate",
+            "--mesh-dir",
+            out.to_str().expect("utf-8"),
+            "--taskdefs-dir",
+            dir.join("taskdefs").to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    for node in ["distributor-v1", "distributor-v2", "requester"] {
+        let read = |p: PathBuf| -> Value {
+            serde_json::from_str(
+                &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+            .expect("json")
+        };
+        let file = format!("virtual-nodes/{node}.json");
+        assert_eq!(
+            read(out.join(&file)),
+            read(repo_root().join("mesh").join(&file)),
+            "{file}"
+        );
+    }
+    // A second convert into the same directory writes nothing.
+    let (code, said) = tests::run_to_end(
+        "gophermesh",
+        &[
+            "convert",
+            "-f",
+            manifests.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0));
+    assert!(said.contains("not empty"), "{said}");
+}

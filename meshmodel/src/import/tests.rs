@@ -229,75 +229,7 @@ fn bad_templates_are_refused_naming_file_resource_and_path() {
     );
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: List
-items:
-  - apiVersion: v1
-    kind: Namespace
-    metadata: {name: shop, labels: {mesh: shop}}
-  - apiVersion: v1
-    kind: Namespace
-    metadata: {name: pay, labels: {mesh: shop}}
-  - apiVersion: appmesh.k8s.aws/v1beta2
-    kind: Mesh
-    metadata: {name: shop}
-    spec: {namespaceSelector: {matchLabels: {mesh: shop}}}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualNode
-metadata: {name: front, namespace: shop}
-spec:
-  listeners: [{portMapping: {port: 80, protocol: http}}]
-  serviceDiscovery: {dns: {hostname: front.shop.svc.cluster.local}}
-  backends:
-    - virtualService: {virtualServiceRef: {name: cart}}
-  backendGroups:
-    - {name: payments, namespace: pay}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: BackendGroup
-metadata: {name: payments, namespace: pay}
-spec:
-  virtualServices: [{name: charge}, {name: cart, namespace: shop}]
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualNode
-metadata: {name: charge-v1, namespace: pay}
-spec:
-  awsName: charge-v1
-  listeners: [{portMapping: {port: 80, protocol: http}}]
-  serviceDiscovery: {dns: {hostname: charge.pay.svc.cluster.local}}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: charge, namespace: pay}
-spec:
-  provider: {virtualNode: {virtualNodeRef: {name: charge-v1}}}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualRouter
-metadata: {name: cart, namespace: shop}
-spec:
-  listeners: [{portMapping: {port: 80, protocol: http}}]
-  routes:
-    - name: all
-      httpRoute:
-        match: {prefix: /}
-        action:
-          weightedTargets:
-            - {virtualNodeARN: "arn:aws:appmesh:us-east-1:1:mesh/shop/virtualNode/charge-v1", weight: 1}
----
-apiVersion: appmesh.k8s.aws/v1beta2
-kind: VirtualService
-metadata: {name: cart, namespace: shop}
-spec:
-  provider: {virtualRouter: {virtualRouterRef: {name: cart}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: front, namespace: shop}
-"#;
+const MANIFESTS: &str = include_str!("../../../tests/data/kubernetes/shop.yaml");
 
 #[test]
 fn manifests_become_what_the_controller_made() {
@@ -364,33 +296,7 @@ fn manifests_without_a_mesh_or_with_dangling_refs_are_refused() {
 
 #[test]
 fn v1beta1_services_bring_their_router_and_routes() {
-    let text = r#"
-apiVersion: appmesh.k8s.aws/v1beta1
-kind: Mesh
-metadata: {name: color-mesh}
----
-apiVersion: appmesh.k8s.aws/v1beta1
-kind: VirtualNode
-metadata: {name: colorteller-blue, namespace: demo}
-spec:
-  meshName: color-mesh
-  listeners: [{portMapping: {port: 9080, protocol: http}}]
-  serviceDiscovery: {dns: {hostName: colorteller-blue.demo.svc.cluster.local}}
----
-apiVersion: appmesh.k8s.aws/v1beta1
-kind: VirtualService
-metadata: {name: colorteller.demo.svc.cluster.local, namespace: demo}
-spec:
-  meshName: color-mesh
-  virtualRouter: {name: colorteller-router}
-  routes:
-    - name: color-route
-      http:
-        match: {prefix: /}
-        action:
-          weightedTargets:
-            - {virtualNodeName: colorteller-blue, weight: 1}
-"#;
+    let text = include_str!("../../../tests/data/kubernetes/color-v1beta1.yaml");
     let imported = read(text, &Options::default());
     let node = json_of(&imported, &Key::VirtualNode("colorteller-blue-demo".into()));
     assert_eq!(
