@@ -60,6 +60,12 @@ pub(crate) enum Command {
     /// aws-appmesh-envoy agent reads (APPMESH_RESOURCE_ARN, APPMESH_XDS_ENDPOINT,
     /// ENVOY_ADMIN_ACCESS_PORT), for a control plane such as `gophermesh serve`.
     Bootstrap(BootstrapArgs),
+    /// Run a sidecar Envoy as the aws-appmesh-envoy image's agent runs it, from the same
+    /// environment (APPMESH_RESOURCE_ARN, APPMESH_XDS_ENDPOINT, ENVOY_*, APPNET_*,
+    /// HC_DISCONNECTED_TIMEOUT_S, LISTENER_DRAIN_WAIT_TIME_S): the bootstrap written, Envoy
+    /// started and restarted, /status and /stats/prometheus on APPNET_AGENT_HTTP_PORT, and
+    /// listeners drained on SIGTERM. A variable it cannot use stops it at once, named.
+    Sidecar(SidecarArgs),
     /// Measure the control plane at fleet scale: N simulated sidecars against
     /// `gophermesh serve` on a generated mesh (connect storm, route changes ACKed by all,
     /// CPU, memory, bytes); writes OUT/fleet.json.
@@ -120,6 +126,21 @@ pub(crate) enum Command {
     /// Write templates' or manifests' App Mesh resources as App Mesh JSON in the mesh/
     /// layout, for `up`, `validate`, `render`, `export` and the deploy scripts.
     Convert(ConvertArgs),
+}
+
+/// `sidecar`'s flags (everything else comes from the agent's environment).
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
+    #[arg(long, env = "ENVOY_BIN")]
+    pub(crate) envoy_bin: Option<PathBuf>,
+    /// Where the bootstrap is written.
+    #[arg(
+        long,
+        env = "ENVOY_CONFIG_FILE",
+        default_value = "/tmp/envoy-bootstrap.json"
+    )]
+    pub(crate) bootstrap: PathBuf,
 }
 
 /// `apply`'s flags.

@@ -7,7 +7,8 @@
 //! api/       the App Mesh REST API (appmesh/, sigv4) and the control API (control)
 //! runtime/   running tasks here: the Backend trait with loopback, namespaces and pods
 //!            backends; Envoy (bootstrap, arguments, admin), supervision, images, publish
-//! bench/     what the mesh costs: load, report, scale, the hello floor
+//! bench/     what the mesh costs: load, report, scale, the hello floor, a large template
+//! sidecar/   `gophermesh sidecar`: the aws-appmesh-envoy agent's job for a current Envoy
 //! mesh_files the mesh directory as files: a resource's file, written safely
 //! progress   the `==>` progress lines
 //! ```
@@ -27,3 +28,4 @@ pub mod mesh_files;
 pub mod plane;
 pub mod progress;
 pub mod runtime;
+pub mod sidecar;

@@ -94,6 +94,7 @@ async fn main() -> ExitCode {
         Command::Console { control } => commands::console::run(&control),
         Command::Serve(args) => logged(commands::serve::run(args)).await,
         Command::Bootstrap(args) => commands::bootstrap::run(&args),
+        Command::Sidecar(args) => logged(commands::sidecar::run(args)).await,
         Command::BenchFleet(args) => {
             gophermesh::bench::fleet::run(&gophermesh::bench::fleet::FleetConfig {
                 clients: args.clients,

@@ -12,6 +12,7 @@ pub(crate) mod images;
 pub(crate) mod render;
 pub(crate) mod route;
 pub(crate) mod serve;
+pub(crate) mod sidecar;
 pub(crate) mod status;
 pub(crate) mod up;
 pub(crate) mod validate;

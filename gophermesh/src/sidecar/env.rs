@@ -1,0 +1,385 @@
+//! The aws-appmesh-envoy agent's environment, read as the agent reads it, into what the
+//! sidecar runs with. Where the agent would quietly fall back on a default for a value it
+//! cannot use (a port that is not a number, a file it cannot read, a node identity that is
+//! no App Mesh node), the sidecar refuses to start, naming the variable; where the agent
+//! clamps a timer into its range, so does the sidecar (and says so). A variable the agent
+//! reads and the sidecar does not implement is logged once by name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::envoy::AgentSettings;
+
+/// Why the environment cannot run a sidecar: the variable and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct EnvError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+fn refuse(variable: &'static str, reason: impl Into<String>) -> EnvError {
+    EnvError {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// What the sidecar runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarConfig {
+    /// The bootstrap's identity, management server and admin port.
+    pub agent: AgentSettings,
+    /// `ENVOY_LOG_LEVEL` (info).
+    pub log_level: String,
+    /// `ENVOY_CONCURRENCY` (Envoy's own default when unset or -1).
+    pub concurrency: Option<u16>,
+    /// `ENVOY_ADMIN_ACCESS_LOG_FILE` (/tmp/envoy_admin_access.log).
+    pub admin_access_log: PathBuf,
+    /// `ENVOY_INITIAL_FETCH_TIMEOUT` in seconds (0: wait for the configuration).
+    pub initial_fetch_timeout: Duration,
+    /// `ENVOY_STATS_CONFIG_FILE`, `ENVOY_STATS_SINKS_CFG_FILE`, `ENVOY_TRACING_CFG_FILE`:
+    /// bootstrap fields read from files (JSON or YAML), merged in as the agent merges them.
+    pub merged: Vec<(&'static str, serde_json::Value)>,
+    /// `APPNET_AGENT_HTTP_PORT` (9902): the sidecar's own `/status` and `/stats/prometheus`.
+    pub agent_port: u16,
+    /// `APPNET_ENVOY_RESTART_COUNT` (0; at most 10): restarts of an Envoy that died.
+    pub restarts: u32,
+    /// `LISTENER_DRAIN_WAIT_TIME_S` (20; 5 to 110): how long listeners drain on SIGTERM.
+    pub drain: Duration,
+    /// `HC_DISCONNECTED_TIMEOUT_S` (604800; 3600 to 604800): the health check fails once
+    /// the management server has been unreachable this long.
+    pub disconnected_timeout: Duration,
+    /// Variables that were set and that this sidecar does not implement.
+    pub not_implemented: Vec<&'static str>,
+}
+
+/// The agent's variables this sidecar reads but does not act on yet (logged once each).
+pub const NOT_IMPLEMENTED: &[&str] = &[
+    "APPMESH_SIGNING_NAME",
+    "APPMESH_DUALSTACK_ENDPOINT",
+    "APPMESH_SDS_SOCKET_PATH",
+    "APPMESH_SET_TRACING_DECISION",
+    "APPMESH_METRIC_EXTENSION_VERSION",
+    "MAX_REQUESTS_PER_IO_CYCLE",
+    "ENVOY_STATS_FLUSH_INTERVAL",
+    "ENABLE_ENVOY_STATS_TAGS",
+    "ENABLE_ENVOY_DOG_STATSD",
+    "STATSD_ADDRESS",
+    "STATSD_PORT",
+    "STATSD_SOCKET_PATH",
+    "ENABLE_ENVOY_XRAY_TRACING",
+    "XRAY_DAEMON_PORT",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "XRAY_SEGMENT_NAME",
+    "XRAY_SAMPLING_RATE",
+    "XRAY_SAMPLING_RULE_MANIFEST",
+    "ENABLE_ENVOY_DATADOG_TRACING",
+    "DATADOG_TRACER_ADDRESS",
+    "DATADOG_TRACER_PORT",
+    "DD_SERVICE",
+    "ENABLE_ENVOY_JAEGER_TRACING",
+    "JAEGER_TRACER_ADDRESS",
+    "JAEGER_TRACER_PORT",
+    "ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH",
+];
+
+/// The CA bundle of the agent's image, which the management server's certificate is
+/// checked against (mount a private CA there); `APPMESH_XDS_CA_FILE` points elsewhere.
+pub const CA_BUNDLE: &str = "/etc/pki/tls/cert.pem";
+
+/// A knob of this project's tests, not of the agent: the disconnected timeout in
+/// milliseconds, unclamped (the agent's range starts at an hour).
+pub const TEST_DISCONNECTED_TIMEOUT_MS: &str = "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS";
+
+/// Reads the sidecar's configuration from `env` (the process environment, as a map).
+pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
+    let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let (id_variable, node_id) = [
+        "APPMESH_RESOURCE_ARN",
+        "APPMESH_RESOURCE_NAME",
+        "APPMESH_VIRTUAL_NODE_NAME",
+    ]
+    .into_iter()
+    .find_map(|v| get(v).map(|id| (v, id.to_owned())))
+    .ok_or_else(|| {
+        refuse(
+            "APPMESH_RESOURCE_ARN",
+            "not set (nor APPMESH_RESOURCE_NAME, APPMESH_VIRTUAL_NODE_NAME): give the virtual node's or virtual gateway's ARN",
+        )
+    })?;
+    if meshmodel::node_from_id(&node_id).is_none() && meshmodel::gateway_from_id(&node_id).is_none()
+    {
+        return Err(refuse(
+            id_variable,
+            format!(
+                "`{node_id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
+            ),
+        ));
+    }
+    let cluster = get("APPMESH_RESOURCE_CLUSTER")
+        .or_else(|| get("APPMESH_VIRTUAL_NODE_CLUSTER"))
+        .map_or_else(|| node_id.clone(), str::to_owned);
+    let xds_endpoint = match get("APPMESH_XDS_ENDPOINT") {
+        Some(e) => e.to_owned(),
+        None => {
+            let region = get("AWS_REGION").ok_or_else(|| {
+                refuse(
+                    "APPMESH_XDS_ENDPOINT",
+                    "not set, and no AWS_REGION to name App Mesh's endpoint by (which is gone since 2026-09-30): point it at your control plane, HOST:PORT",
+                )
+            })?;
+            format!("appmesh-envoy-management.{region}.amazonaws.com:443")
+        }
+    };
+    let port = |name: &'static str, default: u16| -> Result<u16, EnvError> {
+        match get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| refuse(name, format!("`{v}` is not a port (1-65535)"))),
+        }
+    };
+    let number = |name: &'static str, default: i64| -> Result<i64, EnvError> {
+        match get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| refuse(name, format!("`{v}` is not a whole number"))),
+        }
+    };
+    // The agent's ranges: out of range, its default (a warning says so).
+    let clamped = |name: &'static str, default: i64, range: (i64, i64)| -> Result<i64, EnvError> {
+        let v = number(name, default)?;
+        if (range.0..=range.1).contains(&v) {
+            Ok(v)
+        } else {
+            tracing::warn!(
+                variable = name,
+                value = v,
+                "outside {}..{}: {default} taken, as the agent takes it",
+                range.0,
+                range.1
+            );
+            Ok(default)
+        }
+    };
+    let log_level = match get("ENVOY_LOG_LEVEL").map(str::to_lowercase) {
+        None => "info".to_owned(),
+        Some(l)
+            if [
+                "trace", "debug", "info", "warn", "warning", "error", "critical", "off",
+            ]
+            .contains(&l.as_str()) =>
+        {
+            if l == "warn" {
+                "warning".to_owned()
+            } else {
+                l
+            }
+        }
+        Some(l) => {
+            tracing::warn!(
+                variable = "ENVOY_LOG_LEVEL",
+                value = l,
+                "not a log level Envoy knows: info taken, as the agent takes it"
+            );
+            "info".to_owned()
+        }
+    };
+    let concurrency = match number("ENVOY_CONCURRENCY", -1)? {
+        -1 => None,
+        n => Some(u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            refuse(
+                "ENVOY_CONCURRENCY",
+                format!(
+                    "`{n}` is not a number of worker threads (1 or more, or -1 for Envoy's default)"
+                ),
+            )
+        })?),
+    };
+    let initial_fetch = number("ENVOY_INITIAL_FETCH_TIMEOUT", 0)?;
+    let initial_fetch_timeout = Duration::from_secs(
+        u64::try_from(initial_fetch)
+            .map_err(|_| refuse("ENVOY_INITIAL_FETCH_TIMEOUT", "seconds, 0 or more"))?,
+    );
+    let mut merged = Vec::new();
+    for (name, field) in [
+        ("ENVOY_STATS_CONFIG_FILE", "stats_config"),
+        ("ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks"),
+        ("ENVOY_TRACING_CFG_FILE", "tracing"),
+    ] {
+        if let Some(path) = get(name) {
+            merged.push((field, config_file(name, path, field)?));
+        }
+    }
+    let restarts = number("APPNET_ENVOY_RESTART_COUNT", 0)?;
+    let restarts = match restarts {
+        r if r < 0 => 3,
+        r => u32::try_from(r.min(10)).unwrap_or(10),
+    };
+    let disconnected_timeout = match get(TEST_DISCONNECTED_TIMEOUT_MS) {
+        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
+            refuse(
+                "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS",
+                "milliseconds",
+            )
+        })?),
+        None => Duration::from_secs(
+            clamped("HC_DISCONNECTED_TIMEOUT_S", 604_800, (3600, 604_800))?.unsigned_abs(),
+        ),
+    };
+    Ok(SidecarConfig {
+        agent: AgentSettings {
+            node_id,
+            cluster,
+            xds_endpoint,
+            admin_port: port("ENVOY_ADMIN_ACCESS_PORT", 9901)?,
+            ca_file: get("APPMESH_XDS_CA_FILE")
+                .map_or_else(|| PathBuf::from(CA_BUNDLE), PathBuf::from),
+        },
+        log_level,
+        concurrency,
+        admin_access_log: PathBuf::from(
+            get("ENVOY_ADMIN_ACCESS_LOG_FILE").unwrap_or("/tmp/envoy_admin_access.log"),
+        ),
+        initial_fetch_timeout,
+        merged,
+        agent_port: port("APPNET_AGENT_HTTP_PORT", 9902)?,
+        restarts,
+        drain: Duration::from_secs(
+            clamped("LISTENER_DRAIN_WAIT_TIME_S", 20, (5, 110))?.unsigned_abs(),
+        ),
+        disconnected_timeout,
+        not_implemented: NOT_IMPLEMENTED
+            .iter()
+            .copied()
+            .filter(|v| get(v).is_some())
+            .collect(),
+    })
+}
+
+/// A bootstrap field from the file at `path` (variable `name`): JSON or YAML, either the
+/// field's value or an object holding `field`.
+fn config_file(name: &'static str, path: &str, field: &str) -> Result<serde_json::Value, EnvError> {
+    let text = meshmodel::input::read_text(std::path::Path::new(path), meshmodel::input::MAX_FILE)
+        .map_err(|e| refuse(name, format!("cannot read {path}: {e}")))?;
+    let value: serde_json::Value = serde_yaml::from_str(&text)
+        .map_err(|e| refuse(name, format!("{path} is not JSON or YAML: {e}")))?;
+    Ok(match value.get(field) {
+        Some(inner) => inner.clone(),
+        None => value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const ARN: &str =
+        "arn:aws:appmesh:us-east-1:111122223333:mesh/gophermesh/virtualNode/requester";
+
+    #[test]
+    fn the_agents_defaults() {
+        let c = read(&env(&[
+            ("APPMESH_RESOURCE_ARN", ARN),
+            ("AWS_REGION", "eu-west-1"),
+        ]))
+        .expect("runs");
+        assert_eq!(
+            c.agent.xds_endpoint,
+            "appmesh-envoy-management.eu-west-1.amazonaws.com:443"
+        );
+        assert_eq!((c.agent.admin_port, c.agent_port), (9901, 9902));
+        assert_eq!(c.agent.cluster, ARN);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(
+            (c.restarts, c.drain, c.disconnected_timeout),
+            (0, Duration::from_secs(20), Duration::from_secs(604_800))
+        );
+        assert_eq!(c.concurrency, None);
+    }
+
+    #[test]
+    fn timers_out_of_range_take_the_agents_default_and_the_knob_shortens_the_timeout() {
+        let c = read(&env(&[
+            ("APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualNode/n"),
+            ("APPMESH_XDS_ENDPOINT", "cp.local:15010"),
+            ("LISTENER_DRAIN_WAIT_TIME_S", "1"),
+            ("HC_DISCONNECTED_TIMEOUT_S", "60"),
+            ("APPNET_ENVOY_RESTART_COUNT", "50"),
+            ("ENVOY_LOG_LEVEL", "WARN"),
+            ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+        ]))
+        .expect("runs");
+        assert_eq!(c.drain, Duration::from_secs(20));
+        assert_eq!(c.disconnected_timeout, Duration::from_secs(604_800));
+        assert_eq!(c.restarts, 10);
+        assert_eq!(c.log_level, "warning");
+        assert_eq!(c.not_implemented, ["ENABLE_ENVOY_XRAY_TRACING"]);
+        let c = read(&env(&[
+            ("APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualNode/n"),
+            ("APPMESH_XDS_ENDPOINT", "cp.local:15010"),
+            (TEST_DISCONNECTED_TIMEOUT_MS, "1500"),
+        ]))
+        .expect("runs");
+        assert_eq!(c.disconnected_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        let cases: [(&[(&str, &str)], &str); 6] = [
+            (
+                &[("APPMESH_XDS_ENDPOINT", "x:1")],
+                "APPMESH_RESOURCE_ARN: not set",
+            ),
+            (
+                &[("APPMESH_RESOURCE_ARN", "arn:aws:ecs:us-east-1:1:task/x")],
+                "APPMESH_RESOURCE_ARN: `arn:aws:ecs",
+            ),
+            (
+                &[("APPMESH_RESOURCE_ARN", ARN)],
+                "APPMESH_XDS_ENDPOINT: not set, and no AWS_REGION",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENVOY_ADMIN_ACCESS_PORT", "nine"),
+                ],
+                "ENVOY_ADMIN_ACCESS_PORT: `nine` is not a port",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("APPNET_AGENT_HTTP_PORT", "70000"),
+                ],
+                "APPNET_AGENT_HTTP_PORT: `70000` is not a port",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENVOY_STATS_CONFIG_FILE", "/nonexistent/stats.yaml"),
+                ],
+                "ENVOY_STATS_CONFIG_FILE: cannot read /nonexistent/stats.yaml",
+            ),
+        ];
+        for (pairs, said) in cases {
+            let e = read(&env(pairs)).expect_err(said);
+            assert!(e.to_string().starts_with(said), "{e} / {said}");
+        }
+    }
+}
