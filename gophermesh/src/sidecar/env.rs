@@ -93,48 +93,20 @@ pub const CA_BUNDLE: &str = "/etc/pki/tls/cert.pem";
 /// milliseconds, unclamped (the agent's range starts at an hour).
 pub const TEST_DISCONNECTED_TIMEOUT_MS: &str = "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS";
 
-/// Reads the sidecar's configuration from `env` (the process environment, as a map).
-pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
-    let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let (id_variable, node_id) = [
-        "APPMESH_RESOURCE_ARN",
-        "APPMESH_RESOURCE_NAME",
-        "APPMESH_VIRTUAL_NODE_NAME",
-    ]
-    .into_iter()
-    .find_map(|v| get(v).map(|id| (v, id.to_owned())))
-    .ok_or_else(|| {
-        refuse(
-            "APPMESH_RESOURCE_ARN",
-            "not set (nor APPMESH_RESOURCE_NAME, APPMESH_VIRTUAL_NODE_NAME): give the virtual node's or virtual gateway's ARN",
-        )
-    })?;
-    if meshmodel::node_from_id(&node_id).is_none() && meshmodel::gateway_from_id(&node_id).is_none()
-    {
-        return Err(refuse(
-            id_variable,
-            format!(
-                "`{node_id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
-            ),
-        ));
+/// The environment, read variable by variable.
+struct Vars<'a>(&'a BTreeMap<String, String>);
+
+impl Vars<'_> {
+    /// A variable that is set and not empty.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
-    let cluster = get("APPMESH_RESOURCE_CLUSTER")
-        .or_else(|| get("APPMESH_VIRTUAL_NODE_CLUSTER"))
-        .map_or_else(|| node_id.clone(), str::to_owned);
-    let xds_endpoint = match get("APPMESH_XDS_ENDPOINT") {
-        Some(e) => e.to_owned(),
-        None => {
-            let region = get("AWS_REGION").ok_or_else(|| {
-                refuse(
-                    "APPMESH_XDS_ENDPOINT",
-                    "not set, and no AWS_REGION to name App Mesh's endpoint by (which is gone since 2026-09-30): point it at your control plane, HOST:PORT",
-                )
-            })?;
-            format!("appmesh-envoy-management.{region}.amazonaws.com:443")
-        }
-    };
-    let port = |name: &'static str, default: u16| -> Result<u16, EnvError> {
-        match get(name) {
+
+    fn port(&self, name: &'static str, default: u16) -> Result<u16, EnvError> {
+        match self.get(name) {
             None => Ok(default),
             Some(v) => v
                 .parse::<u16>()
@@ -142,123 +114,189 @@ pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| refuse(name, format!("`{v}` is not a port (1-65535)"))),
         }
-    };
-    let number = |name: &'static str, default: i64| -> Result<i64, EnvError> {
-        match get(name) {
+    }
+
+    fn number(&self, name: &'static str, default: i64) -> Result<i64, EnvError> {
+        match self.get(name) {
             None => Ok(default),
             Some(v) => v
                 .trim()
                 .parse::<i64>()
                 .map_err(|_| refuse(name, format!("`{v}` is not a whole number"))),
         }
-    };
-    // The agent's ranges: out of range, its default (a warning says so).
-    let clamped = |name: &'static str, default: i64, range: (i64, i64)| -> Result<i64, EnvError> {
-        let v = number(name, default)?;
+    }
+
+    /// A timer in the agent's range: out of range, its default (a warning says so).
+    fn clamped(
+        &self,
+        name: &'static str,
+        default: i64,
+        range: (i64, i64),
+    ) -> Result<u64, EnvError> {
+        let v = self.number(name, default)?;
         if (range.0..=range.1).contains(&v) {
-            Ok(v)
-        } else {
-            tracing::warn!(
-                variable = name,
-                value = v,
-                "outside {}..{}: {default} taken, as the agent takes it",
-                range.0,
-                range.1
-            );
-            Ok(default)
+            return Ok(v.unsigned_abs());
         }
-    };
-    let log_level = match get("ENVOY_LOG_LEVEL").map(str::to_lowercase) {
-        None => "info".to_owned(),
-        Some(l)
-            if [
-                "trace", "debug", "info", "warn", "warning", "error", "critical", "off",
-            ]
-            .contains(&l.as_str()) =>
+        tracing::warn!(
+            variable = name,
+            value = v,
+            "outside {}..{}: {default} taken, as the agent takes it",
+            range.0,
+            range.1
+        );
+        Ok(default.unsigned_abs())
+    }
+
+    /// The node identity and the variable it came from.
+    fn node_id(&self) -> Result<String, EnvError> {
+        let (variable, node_id) = ["APPMESH_RESOURCE_ARN", "APPMESH_RESOURCE_NAME", "APPMESH_VIRTUAL_NODE_NAME"]
+            .into_iter()
+            .find_map(|v| self.get(v).map(|id| (v, id.to_owned())))
+            .ok_or_else(|| {
+                refuse(
+                    "APPMESH_RESOURCE_ARN",
+                    "not set (nor APPMESH_RESOURCE_NAME, APPMESH_VIRTUAL_NODE_NAME): give the virtual node's or virtual gateway's ARN",
+                )
+            })?;
+        if meshmodel::node_from_id(&node_id).is_none()
+            && meshmodel::gateway_from_id(&node_id).is_none()
         {
-            if l == "warn" {
-                "warning".to_owned()
-            } else {
-                l
+            return Err(refuse(
+                variable,
+                format!(
+                    "`{node_id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
+                ),
+            ));
+        }
+        Ok(node_id)
+    }
+
+    /// `APPMESH_XDS_ENDPOINT`, else App Mesh's own endpoint in `AWS_REGION`.
+    fn xds_endpoint(&self) -> Result<String, EnvError> {
+        if let Some(e) = self.get("APPMESH_XDS_ENDPOINT") {
+            return Ok(e.to_owned());
+        }
+        let region = self.get("AWS_REGION").ok_or_else(|| {
+            refuse(
+                "APPMESH_XDS_ENDPOINT",
+                "not set, and no AWS_REGION to name App Mesh's endpoint by (which is gone since 2026-09-30): point it at your control plane, HOST:PORT",
+            )
+        })?;
+        Ok(format!(
+            "appmesh-envoy-management.{region}.amazonaws.com:443"
+        ))
+    }
+
+    /// `ENVOY_LOG_LEVEL`: one Envoy knows, else info (as the agent).
+    fn log_level(&self) -> String {
+        const KNOWN: [&str; 8] = [
+            "trace", "debug", "info", "warn", "warning", "error", "critical", "off",
+        ];
+        match self.get("ENVOY_LOG_LEVEL").map(str::to_lowercase) {
+            None => "info".to_owned(),
+            Some(l) if l == "warn" => "warning".to_owned(),
+            Some(l) if KNOWN.contains(&l.as_str()) => l,
+            Some(l) => {
+                tracing::warn!(
+                    variable = "ENVOY_LOG_LEVEL",
+                    value = l,
+                    "not a log level Envoy knows: info taken, as the agent takes it"
+                );
+                "info".to_owned()
             }
         }
-        Some(l) => {
-            tracing::warn!(
-                variable = "ENVOY_LOG_LEVEL",
-                value = l,
-                "not a log level Envoy knows: info taken, as the agent takes it"
-            );
-            "info".to_owned()
+    }
+
+    /// `ENVOY_CONCURRENCY`: -1 (or unset) leaves Envoy's default.
+    fn concurrency(&self) -> Result<Option<u16>, EnvError> {
+        match self.number("ENVOY_CONCURRENCY", -1)? {
+            -1 => Ok(None),
+            n => u16::try_from(n).ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                refuse("ENVOY_CONCURRENCY", format!("`{n}` is not a number of worker threads (1 or more, or -1 for Envoy's default)"))
+            }),
         }
-    };
-    let concurrency = match number("ENVOY_CONCURRENCY", -1)? {
-        -1 => None,
-        n => Some(u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-            refuse(
-                "ENVOY_CONCURRENCY",
-                format!(
-                    "`{n}` is not a number of worker threads (1 or more, or -1 for Envoy's default)"
-                ),
-            )
-        })?),
-    };
-    let initial_fetch = number("ENVOY_INITIAL_FETCH_TIMEOUT", 0)?;
+    }
+
+    /// The bootstrap fields given as files.
+    fn merged(&self) -> Result<Vec<(&'static str, serde_json::Value)>, EnvError> {
+        let mut merged = Vec::new();
+        for (name, field) in [
+            ("ENVOY_STATS_CONFIG_FILE", "stats_config"),
+            ("ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks"),
+            ("ENVOY_TRACING_CFG_FILE", "tracing"),
+        ] {
+            if let Some(path) = self.get(name) {
+                merged.push((field, config_file(name, path, field)?));
+            }
+        }
+        Ok(merged)
+    }
+
+    /// `APPNET_ENVOY_RESTART_COUNT`: 0 by default; negative is the agent's 3, at most 10.
+    fn restarts(&self) -> Result<u32, EnvError> {
+        Ok(match self.number("APPNET_ENVOY_RESTART_COUNT", 0)? {
+            r if r < 0 => 3,
+            r => u32::try_from(r.min(10)).unwrap_or(10),
+        })
+    }
+
+    /// `HC_DISCONNECTED_TIMEOUT_S` as the agent clamps it, or the tests' knob.
+    fn disconnected_timeout(&self) -> Result<Duration, EnvError> {
+        match self.get(TEST_DISCONNECTED_TIMEOUT_MS) {
+            Some(ms) => ms.parse().map(Duration::from_millis).map_err(|_| {
+                refuse(
+                    "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS",
+                    "milliseconds",
+                )
+            }),
+            None => Ok(Duration::from_secs(self.clamped(
+                "HC_DISCONNECTED_TIMEOUT_S",
+                604_800,
+                (3600, 604_800),
+            )?)),
+        }
+    }
+}
+
+/// Reads the sidecar's configuration from `env` (the process environment, as a map).
+pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
+    let vars = Vars(env);
+    let node_id = vars.node_id()?;
+    let cluster = vars
+        .get("APPMESH_RESOURCE_CLUSTER")
+        .or_else(|| vars.get("APPMESH_VIRTUAL_NODE_CLUSTER"))
+        .map_or_else(|| node_id.clone(), str::to_owned);
+    let initial_fetch = vars.number("ENVOY_INITIAL_FETCH_TIMEOUT", 0)?;
     let initial_fetch_timeout = Duration::from_secs(
         u64::try_from(initial_fetch)
             .map_err(|_| refuse("ENVOY_INITIAL_FETCH_TIMEOUT", "seconds, 0 or more"))?,
     );
-    let mut merged = Vec::new();
-    for (name, field) in [
-        ("ENVOY_STATS_CONFIG_FILE", "stats_config"),
-        ("ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks"),
-        ("ENVOY_TRACING_CFG_FILE", "tracing"),
-    ] {
-        if let Some(path) = get(name) {
-            merged.push((field, config_file(name, path, field)?));
-        }
-    }
-    let restarts = number("APPNET_ENVOY_RESTART_COUNT", 0)?;
-    let restarts = match restarts {
-        r if r < 0 => 3,
-        r => u32::try_from(r.min(10)).unwrap_or(10),
-    };
-    let disconnected_timeout = match get(TEST_DISCONNECTED_TIMEOUT_MS) {
-        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
-            refuse(
-                "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS",
-                "milliseconds",
-            )
-        })?),
-        None => Duration::from_secs(
-            clamped("HC_DISCONNECTED_TIMEOUT_S", 604_800, (3600, 604_800))?.unsigned_abs(),
-        ),
-    };
     Ok(SidecarConfig {
         agent: AgentSettings {
             node_id,
             cluster,
-            xds_endpoint,
-            admin_port: port("ENVOY_ADMIN_ACCESS_PORT", 9901)?,
-            ca_file: get("APPMESH_XDS_CA_FILE")
+            xds_endpoint: vars.xds_endpoint()?,
+            admin_port: vars.port("ENVOY_ADMIN_ACCESS_PORT", 9901)?,
+            ca_file: vars
+                .get("APPMESH_XDS_CA_FILE")
                 .map_or_else(|| PathBuf::from(CA_BUNDLE), PathBuf::from),
         },
-        log_level,
-        concurrency,
+        log_level: vars.log_level(),
+        concurrency: vars.concurrency()?,
         admin_access_log: PathBuf::from(
-            get("ENVOY_ADMIN_ACCESS_LOG_FILE").unwrap_or("/tmp/envoy_admin_access.log"),
+            vars.get("ENVOY_ADMIN_ACCESS_LOG_FILE")
+                .unwrap_or("/tmp/envoy_admin_access.log"),
         ),
         initial_fetch_timeout,
-        merged,
-        agent_port: port("APPNET_AGENT_HTTP_PORT", 9902)?,
-        restarts,
-        drain: Duration::from_secs(
-            clamped("LISTENER_DRAIN_WAIT_TIME_S", 20, (5, 110))?.unsigned_abs(),
-        ),
-        disconnected_timeout,
+        merged: vars.merged()?,
+        agent_port: vars.port("APPNET_AGENT_HTTP_PORT", 9902)?,
+        restarts: vars.restarts()?,
+        drain: Duration::from_secs(vars.clamped("LISTENER_DRAIN_WAIT_TIME_S", 20, (5, 110))?),
+        disconnected_timeout: vars.disconnected_timeout()?,
         not_implemented: NOT_IMPLEMENTED
             .iter()
             .copied()
-            .filter(|v| get(v).is_some())
+            .filter(|v| vars.get(v).is_some())
             .collect(),
     })
 }
