@@ -544,6 +544,60 @@ fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
     );
 }
 
+/// `render --sidecar-image` swaps the Envoy container's image and nothing else: the rest
+/// of each task definition (environment, health check, user, proxy configuration) stays.
+#[test]
+fn the_sidecar_image_is_the_only_difference_in_the_rendered_task_definitions() {
+    let (plain, swapped) = (tempdir("render-plain-image"), tempdir("render-swapped"));
+    let taskdefs = repo_root().join("taskdefs");
+    render_with(&plain, &taskdefs, None, &[]);
+    let image = "registry.example/gophermesh-envoy:1.0";
+    render_with(
+        &swapped,
+        &taskdefs,
+        None,
+        &[("GOPHERMESH_SIDECAR_IMAGE", image)],
+    );
+    let files = json_files(&plain);
+    assert_eq!(files.len(), 4);
+    for file in files {
+        let name = file.file_name().expect("name");
+        let read = |p: &Path| -> Value {
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
+        };
+        let (before, mut after) = (read(&file), read(&swapped.join(name)));
+        let envoy = match &after["proxyConfiguration"]["containerName"] {
+            Value::Null => after["containerDefinitions"][0]["name"].clone(),
+            name => name.clone(),
+        };
+        let container = after["containerDefinitions"]
+            .as_array_mut()
+            .expect("containers")
+            .iter_mut()
+            .find(|c| c["name"] == envoy)
+            .expect("the Envoy container");
+        assert_eq!(container["image"], image, "{name:?}");
+        let original = before["containerDefinitions"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .find(|c| c["name"] == envoy)
+            .expect("the Envoy container")["image"]
+            .clone();
+        assert!(
+            original
+                .as_str()
+                .is_some_and(|i| i.contains("aws-appmesh-envoy")),
+            "{original}"
+        );
+        container["image"] = original;
+        assert_eq!(
+            after, before,
+            "{name:?} differs in more than the sidecar's image"
+        );
+    }
+}
+
 #[test]
 fn the_control_plane_task_definition_passes_botocore_validation() {
     let out = tempdir("render-control-plane");

@@ -115,6 +115,11 @@ pub(crate) struct RenderArgs {
     /// variable that points the aws-appmesh-envoy sidecar at it. Nothing else changes.
     #[arg(long, env = "GOPHERMESH_XDS_ENDPOINT", value_parser = parse_host_port)]
     pub(crate) xds_endpoint: Option<String>,
+
+    /// An image to run each Envoy container (the one `proxyConfiguration` names) from in
+    /// place of aws-appmesh-envoy: its `image`, and nothing else, is replaced.
+    #[arg(long, env = "GOPHERMESH_SIDECAR_IMAGE")]
+    pub(crate) sidecar_image: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

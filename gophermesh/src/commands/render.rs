@@ -29,10 +29,18 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         let mut out = meshmodel::render::render(&origin, &text, |name| std::env::var(name).ok())?;
         let mut doc = serde_json::from_str::<serde_json::Value>(&out)
             .with_context(|| format!("{origin}: the rendered text is not valid JSON (a value put in a placeholder may need escaping)"))?;
+        let mut changed = false;
         if let Some(endpoint) = &args.xds_endpoint {
-            if point_envoy_at(&mut doc, endpoint) {
-                out = serde_json::to_string_pretty(&doc)? + "\n";
+            changed |= point_envoy_at(&mut doc, endpoint);
+        }
+        if let Some(image) = &args.sidecar_image {
+            if let Some(envoy) = envoy_container(&mut doc) {
+                envoy["image"] = serde_json::Value::from(image.as_str());
+                changed = true;
             }
+        }
+        if changed {
+            out = serde_json::to_string_pretty(&doc)? + "\n";
         }
         rendered.push((file.file_name().map(ToOwned::to_owned), out));
     }
@@ -47,11 +55,10 @@ pub(crate) fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sets `APPMESH_XDS_ENDPOINT` on the Envoy container of task definition `doc` (the one
-/// its `proxyConfiguration` names, or, in a virtual gateway's task, which has none, the
-/// container that names its resource); whether it has one.
-fn point_envoy_at(doc: &mut serde_json::Value, endpoint: &str) -> bool {
-    use serde_json::{Value, json};
+/// The Envoy container of task definition `doc`: the one its `proxyConfiguration` names,
+/// or, in a virtual gateway's task, which has none, the container that names its resource.
+fn envoy_container(doc: &mut serde_json::Value) -> Option<&mut serde_json::Value> {
+    use serde_json::Value;
     let envoy = doc["proxyConfiguration"]["containerName"]
         .as_str()
         .map(ToOwned::to_owned);
@@ -62,12 +69,19 @@ fn point_envoy_at(doc: &mut serde_json::Value, endpoint: &str) -> bool {
             })
         })
     };
-    let Some(container) = doc["containerDefinitions"].as_array_mut().and_then(|cs| {
+    doc["containerDefinitions"].as_array_mut().and_then(|cs| {
         cs.iter_mut().find(|c| match &envoy {
             Some(name) => c["name"] == name.as_str(),
             None => names_resource(c),
         })
-    }) else {
+    })
+}
+
+/// Sets `APPMESH_XDS_ENDPOINT` on the Envoy container of task definition `doc`
+/// ([`envoy_container`]); whether it has one.
+fn point_envoy_at(doc: &mut serde_json::Value, endpoint: &str) -> bool {
+    use serde_json::{Value, json};
+    let Some(container) = envoy_container(doc) else {
         return false;
     };
     let variable = json!({"name": "APPMESH_XDS_ENDPOINT", "value": endpoint});
