@@ -357,6 +357,37 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// The environment of the Envoy container of the walkthrough's task definition `family`
+/// (`taskdefs/FAMILY.json`), its placeholders filled as `render taskdefs` fills them for
+/// region us-east-1 and account 000000000000.
+pub fn sidecar_env(family: &str) -> Vec<(String, String)> {
+    let path = repo_root().join("taskdefs").join(format!("{family}.json"));
+    let td: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the task definition"))
+            .expect("json");
+    let envoy = td["proxyConfiguration"]["containerName"]
+        .as_str()
+        .unwrap_or("envoy");
+    td["containerDefinitions"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == envoy)
+        .expect("an Envoy container")["environment"]
+        .as_array()
+        .expect("environment")
+        .iter()
+        .map(|e| {
+            let value = e["value"]
+                .as_str()
+                .unwrap_or_default()
+                .replace("${AWS_REGION}", "us-east-1")
+                .replace("${AWS_ACCOUNT_ID}", "000000000000");
+            (e["name"].as_str().unwrap_or_default().to_owned(), value)
+        })
+        .collect()
+}
+
 /// Runs `gophermesh ARGS` against the control API at `control`, from `dir` (so that it
 /// reads the control token there): its exit code and all it printed.
 pub fn cli_against(control: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String) {

@@ -188,3 +188,155 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     );
     assert_eq!(tests::namespaces_named(&prefix), Vec::<String>::new());
 }
+
+/// Removes a container when dropped.
+struct Container<'a>(&'a Path, String);
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", self.0.join("containers.conf"))
+            .args(["rm", "-f", "-t", "0", &self.1])
+            .output();
+    }
+}
+
+/// The sidecar image for after App Mesh, run by podman in a task's network namespace with
+/// the walkthrough requester task definition's Envoy environment (only
+/// `APPMESH_XDS_ENDPOINT` added, the CA mounted where the agent's image keeps it), against
+/// `serve` over TLS: its Envoy gets the node's configuration, the task definition's own
+/// health check passes inside it, and `podman stop` ends it after the drain. The image is
+/// at most 1.5 times Envoy's own binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_image_runs_a_task_definitions_envoy_from_its_environment() {
+    require_root_for_netns();
+    require_podman();
+    let dir = copy_of_shipped("sidecar-image");
+    let state = dir.join(".gophermesh");
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(&dir)
+        .args(["images", "build", "--sidecar", "--bin-dir"])
+        .arg(tests::release_dir())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--envoy-bin")
+        .arg(tests::tool("envoy"))
+        .output()
+        .expect("images build runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = "gophermesh/gophermesh-envoy:latest";
+    let size: f64 = podman(
+        &state,
+        &["image", "inspect", "--format", "{{.Size}}", image],
+    )
+    .parse()
+    .expect("a size");
+    let envoy = gophermesh::runtime::envoy::real_envoy(&tests::tool("envoy")).expect("envoy");
+    let envoy_size = std::fs::metadata(&envoy).expect("envoy").len() as f64;
+    assert!(
+        size <= 1.5 * envoy_size,
+        "{image}: {size} bytes, Envoy {envoy_size}"
+    );
+    eprintln!(
+        "{image}: {:.1} MB, {:.2} x Envoy's binary",
+        size / 1e6,
+        size / envoy_size
+    );
+
+    let host = tests::serve::Host::create();
+    tests::serve::certificates(&dir, &host.host_ip);
+    let xds = format!("{}:0", host.host_ip);
+    let serve = tests::serve::Serve::start(
+        &dir,
+        &[
+            "--xds-listen",
+            &xds,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+        ],
+        &[],
+    );
+    let name = format!("gmt-sidecar-{}", std::process::id());
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &format!("ns:/var/run/netns/{}", host.name),
+        "-v",
+        &format!("{}:/etc/pki/tls/cert.pem:ro", dir.join("ca.pem").display()),
+        "-e",
+        &format!("APPMESH_XDS_ENDPOINT={}", serve.xds),
+        "-e",
+        "LISTENER_DRAIN_WAIT_TIME_S=5",
+        "-e",
+        "ENVOY_LOG_LEVEL=warning",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (k, v) in tests::sidecar_env("requester") {
+        args.extend(["-e".to_owned(), format!("{k}={v}")]);
+    }
+    args.push(image.to_owned());
+    podman(&state, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let _container = Container(&state, name.clone());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = tests::get_json(&format!("{}/v1/status", serve.control)).await;
+        let e = &status["envoys"]["gophermesh/requester"];
+        if e["connected"] == true && e["acked"]["routes"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar's Envoy never got its configuration: {status}\n{}",
+            podman(&state, &["logs", &name])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let check = "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("podman")
+        .env("CONTAINERS_CONF", state.join("containers.conf"))
+        .args(["exec", &name, "sh", "-c", check])
+        .status()
+        .expect("podman exec")
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the task definition's health check fails in the image"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The agent's image runs as Envoy's user, whom APPMESH's proxy configuration ignores.
+    assert_eq!(
+        podman(&state, &["inspect", "--format", "{{.Config.User}}", &name]),
+        "1337:1337"
+    );
+
+    let started = Instant::now();
+    podman(&state, &["stop", "-t", "30", &name]);
+    let took = started.elapsed();
+    let exit = podman(
+        &state,
+        &["inspect", "--format", "{{.State.ExitCode}}", &name],
+    );
+    assert_eq!(exit, "0", "{}", podman(&state, &["logs", &name]));
+    assert!(
+        took >= Duration::from_secs(4),
+        "stopped after {took:?}, before the drain wait"
+    );
+}

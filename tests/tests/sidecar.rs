@@ -16,33 +16,6 @@ use tests::{TempDir, bin, copy_of_shipped, get_json, require_root_for_netns, too
 
 const ARN: &str = "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualNode/requester";
 
-/// The walkthrough's requester task definition's sidecar environment.
-fn taskdef_env() -> Vec<(String, String)> {
-    let td: Value = serde_json::from_str(
-        &std::fs::read_to_string(tests::repo_root().join("taskdefs/requester.json"))
-            .expect("taskdef"),
-    )
-    .expect("json");
-    td["containerDefinitions"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == "envoy")
-        .expect("an envoy container")["environment"]
-        .as_array()
-        .expect("environment")
-        .iter()
-        .map(|e| {
-            let value = e["value"].as_str().unwrap_or_default();
-            // The task definition's placeholders, as `render taskdefs` fills them.
-            let value = value
-                .replace("${AWS_REGION}", "us-east-1")
-                .replace("${AWS_ACCOUNT_ID}", "000000000000");
-            (e["name"].as_str().unwrap_or_default().to_owned(), value)
-        })
-        .collect()
-}
-
 /// Runs `gophermesh sidecar` with only `env` (and PATH): exit code and what it said,
 /// within 10 s.
 fn refused_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -234,7 +207,7 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         &[],
     );
     let work = TempDir::new("sidecar-run");
-    let mut env = taskdef_env();
+    let mut env = tests::sidecar_env("requester");
     env.extend([
         ("APPMESH_XDS_ENDPOINT".to_owned(), serve.xds.clone()),
         (

@@ -32,6 +32,12 @@ pub(crate) struct ImagesBuildArgs {
     /// serve` for ECS, from the gophermesh binary in --bin-dir).
     #[arg(long)]
     pub(crate) control_plane: bool,
+
+    /// Also build the sidecar for after App Mesh, gophermesh/gophermesh-envoy:latest: a
+    /// current Envoy under `gophermesh sidecar`, which reads the aws-appmesh-envoy image's
+    /// environment (from the gophermesh binary in --bin-dir).
+    #[arg(long)]
+    pub(crate) sidecar: bool,
 }
 
 #[derive(Debug, Subcommand)]

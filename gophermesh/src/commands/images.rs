@@ -13,7 +13,14 @@ pub(crate) fn run(args: &ImagesBuildArgs) -> anyhow::Result<ExitCode> {
     let bin_dir = bin_dir(args.bin_dir.as_deref())?;
     let envoy = envoy::find(args.envoy_bin.as_deref())?;
     let work = std::path::absolute(args.state_dir.join("images"))?;
-    let built = build_all(&podman, &bin_dir, &envoy, &work, args.control_plane)?;
+    let built = build_all(
+        &podman,
+        &bin_dir,
+        &envoy,
+        &work,
+        args.control_plane,
+        args.sidecar,
+    )?;
     println!();
     for (name, size) in built {
         println!("{name:<32} {:>7.1} MB", size as f64 / 1e6);

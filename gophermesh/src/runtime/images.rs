@@ -50,6 +50,20 @@ pub const IMAGES: [Image; 4] = [
     ENVOY,
 ];
 
+/// The sidecar for after App Mesh: a current Envoy under `gophermesh sidecar`, which
+/// reads the aws-appmesh-envoy image's environment (built with `images build --sidecar`).
+pub const SIDECAR: Image = Image {
+    name: "gophermesh/gophermesh-envoy:latest",
+    binary: "gophermesh",
+    title: "gophermesh envoy sidecar (the agent's environment, a current Envoy)",
+    gopher_version: None,
+};
+
+/// The tools the sidecar image carries for a task definition's health check, each with
+/// the Debian package that has it.
+const HEALTH_CHECK_TOOLS: [(&str, &str); 3] =
+    [("dash", "dash"), ("curl", "curl"), ("grep", "grep")];
+
 /// The Envoy sidecar image.
 pub const ENVOY: Image = Image {
     name: "gophermesh/envoy:latest",
@@ -105,6 +119,7 @@ const ENVOY_FILE: &str = include_str!("../../../docker/Containerfile.envoy");
 /// Where Debian keeps the trusted CA certificates, and where rustls looks for them.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CONTROL_PLANE_FILE: &str = include_str!("../../../docker/Containerfile.control-plane");
+const SIDECAR_FILE: &str = include_str!("../../../docker/Containerfile.sidecar");
 
 use crate::progress::say;
 
@@ -195,6 +210,26 @@ fn context(
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(rootfs.join("etc"))?;
     std::fs::create_dir_all(rootfs.join("tmp"))?;
+    // Writable by every user, sticky, as /tmp is (the sidecar writes Envoy's bootstrap
+    // there).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    add_binary(&rootfs, binary, target)?;
+    let (name, id) = user;
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        format!("root:x:0:0::/:/sbin/nologin\n{name}:x:{id}:{id}::/tmp:/sbin/nologin\n"),
+    )?;
+    std::fs::write(
+        rootfs.join("etc/group"),
+        format!("root:x:0:\n{name}:x:{id}:\n"),
+    )?;
+    std::fs::write(dir.join("Containerfile"), containerfile)?;
+    Ok(())
+}
+
+/// `binary` at `target` under `rootfs`, with the libraries it needs.
+fn add_binary(rootfs: &Path, binary: &Path, target: &str) -> anyhow::Result<()> {
     let dest = rootfs.join(target.trim_start_matches('/'));
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
@@ -208,16 +243,33 @@ fn context(
         // Follow symlinks: the image gets the library itself under the linked name.
         std::fs::copy(&lib, &to).with_context(|| format!("cannot copy {}", lib.display()))?;
     }
-    let (name, id) = user;
-    std::fs::write(
-        rootfs.join("etc/passwd"),
-        format!("root:x:0:0::/:/sbin/nologin\n{name}:x:{id}:{id}::/tmp:/sbin/nologin\n"),
-    )?;
-    std::fs::write(
-        rootfs.join("etc/group"),
-        format!("root:x:0:\n{name}:x:{id}:\n"),
-    )?;
-    std::fs::write(dir.join("Containerfile"), containerfile)?;
+    Ok(())
+}
+
+/// The sidecar image's context: Envoy at /usr/bin/envoy (as in the agent's image), the
+/// `gophermesh` binary, a shell, curl and grep for the health check, and this machine's
+/// trusted CAs at /etc/pki/tls/cert.pem.
+fn sidecar_context(dir: &Path, gophermesh: &Path, envoy: &Path) -> anyhow::Result<()> {
+    context(dir, envoy, "/usr/bin/envoy", ("envoy", 1337), SIDECAR_FILE)?;
+    let rootfs = dir.join("rootfs");
+    add_binary(&rootfs, gophermesh, "/usr/bin/gophermesh")?;
+    for (tool, package) in HEALTH_CHECK_TOOLS {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!("{tool} is missing (the health check needs it): apt-get install {package}")
+            })?;
+        add_binary(&rootfs, &found, &format!("/usr/bin/{tool}"))?;
+    }
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    std::os::unix::fs::symlink("/usr/bin/dash", rootfs.join("bin/sh"))?;
+    let to = rootfs.join("etc/pki/tls/cert.pem");
+    std::fs::create_dir_all(to.parent().context("a directory")?)?;
+    std::fs::copy(CA_BUNDLE, &to).with_context(|| {
+        format!("cannot copy {CA_BUNDLE} (on Debian: apt-get install ca-certificates)")
+    })?;
     Ok(())
 }
 
@@ -239,11 +291,15 @@ pub fn build_all(
     envoy: &Path,
     work: &Path,
     control_plane: bool,
+    sidecar: bool,
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let _turn = build_lock()?;
     let mut images = IMAGES.to_vec();
     if control_plane {
         images.push(CONTROL_PLANE);
+    }
+    if sidecar {
+        images.push(SIDECAR);
     }
     build_unlocked(podman, bin_dir, envoy, work, &images)
 }
@@ -274,8 +330,10 @@ fn build_unlocked(
             );
         }
         let dir = work.join(name.replace(['/', ':'], "-"));
-        let is_envoy = image.is_envoy();
-        if is_envoy {
+        let is_envoy = image.is_envoy() || image == SIDECAR;
+        if image == SIDECAR {
+            sidecar_context(&dir, &binary, &envoy)?;
+        } else if is_envoy {
             context(
                 &dir,
                 &binary,
@@ -314,7 +372,7 @@ fn build_unlocked(
             format!("TITLE={}", image.title),
         ];
         let envoy_version = if is_envoy {
-            envoy_version(&binary)
+            envoy_version(&envoy)
         } else {
             String::new()
         };
