@@ -366,6 +366,25 @@ impl Serve {
         }
     }
 
+    /// `serve` in `dir` with ADS over TLS on `host_ip` (the certificates of
+    /// [`certificates`] in `dir`) and both APIs on loopback.
+    pub fn start_tls(dir: &Path, host_ip: &str) -> Self {
+        let xds = format!("{host_ip}:0");
+        let args = [
+            "--xds-listen",
+            &xds,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+        ];
+        Self::start(dir, &args, &[])
+    }
+
     /// What it printed so far.
     pub fn said(&self) -> String {
         self.output.lock().expect("lock").clone()

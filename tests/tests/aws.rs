@@ -486,6 +486,21 @@ fn render_with(out: &Path, taskdefs: &Path, xds: Option<&str>, extra_env: &[(&st
     );
 }
 
+/// The Envoy container of task definition `doc`: the one the proxy configuration names; a
+/// gateway's task has only Envoy.
+fn envoy_container(doc: &mut Value) -> &mut Value {
+    let envoy = match &doc["proxyConfiguration"]["containerName"] {
+        Value::Null => doc["containerDefinitions"][0]["name"].clone(),
+        name => name.clone(),
+    };
+    doc["containerDefinitions"]
+        .as_array_mut()
+        .expect("containers")
+        .iter_mut()
+        .find(|c| c["name"] == envoy)
+        .expect("the Envoy container")
+}
+
 #[test]
 fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
     let (plain, pointed) = (tempdir("render-plain"), tempdir("render-pointed"));
@@ -501,23 +516,14 @@ fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
         };
         let (before, mut after) = (read(&file), read(&pointed.join(name)));
         // The container the proxy configuration names; a gateway's task has only Envoy.
-        let envoy = match &after["proxyConfiguration"]["containerName"] {
-            Value::Null => after["containerDefinitions"][0]["name"].clone(),
-            name => name.clone(),
-        };
-        let container = after["containerDefinitions"]
-            .as_array_mut()
-            .expect("containers")
-            .iter_mut()
-            .find(|c| c["name"] == envoy)
-            .expect("the Envoy container");
+        let container = envoy_container(&mut after);
         let env = container["environment"]
             .as_array_mut()
             .expect("environment");
         let at = env
             .iter()
             .position(|v| v["name"] == "APPMESH_XDS_ENDPOINT")
-            .unwrap_or_else(|| panic!("{name:?}: no APPMESH_XDS_ENDPOINT on {envoy}"));
+            .unwrap_or_else(|| panic!("{name:?}: no APPMESH_XDS_ENDPOINT on its Envoy"));
         assert_eq!(env[at]["value"], "xds.gophers.local:15010");
         env.remove(at);
         assert_eq!(
@@ -566,24 +572,9 @@ fn the_sidecar_image_is_the_only_difference_in_the_rendered_task_definitions() {
             serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
         };
         let (before, mut after) = (read(&file), read(&swapped.join(name)));
-        let envoy = match &after["proxyConfiguration"]["containerName"] {
-            Value::Null => after["containerDefinitions"][0]["name"].clone(),
-            name => name.clone(),
-        };
-        let container = after["containerDefinitions"]
-            .as_array_mut()
-            .expect("containers")
-            .iter_mut()
-            .find(|c| c["name"] == envoy)
-            .expect("the Envoy container");
+        let container = envoy_container(&mut after);
         assert_eq!(container["image"], image, "{name:?}");
-        let original = before["containerDefinitions"]
-            .as_array()
-            .expect("containers")
-            .iter()
-            .find(|c| c["name"] == envoy)
-            .expect("the Envoy container")["image"]
-            .clone();
+        let original = envoy_container(&mut before.clone())["image"].clone();
         assert!(
             original
                 .as_str()

@@ -31,6 +31,22 @@ fn podman(state: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `gophermesh images build EXTRA` offline, from the release binaries, in `dir`.
+fn images_build(dir: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin("gophermesh"))
+        .current_dir(dir)
+        .args(["images", "build"])
+        .args(extra)
+        .arg("--bin-dir")
+        .arg(tests::release_dir())
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--envoy-bin")
+        .arg(tests::tool("envoy"))
+        .output()
+        .expect("images build runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_build_offline_and_tasks_run_as_pods() {
     require_root_for_netns();
@@ -39,16 +55,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     let state = dir.join(".gophermesh");
 
     // Build every image offline, FROM scratch.
-    let out = Command::new(bin("gophermesh"))
-        .current_dir(&dir)
-        .args(["images", "build", "--bin-dir"])
-        .arg(tests::release_dir())
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--envoy-bin")
-        .arg(tests::tool("envoy"))
-        .output()
-        .expect("images build runs");
+    let out = images_build(&dir, &state, &[]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -213,16 +220,7 @@ async fn the_sidecar_image_runs_a_task_definitions_envoy_from_its_environment() 
     require_podman();
     let dir = copy_of_shipped("sidecar-image");
     let state = dir.join(".gophermesh");
-    let out = Command::new(bin("gophermesh"))
-        .current_dir(&dir)
-        .args(["images", "build", "--sidecar", "--bin-dir"])
-        .arg(tests::release_dir())
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--envoy-bin")
-        .arg(tests::tool("envoy"))
-        .output()
-        .expect("images build runs");
+    let out = images_build(&dir, &state, &["--sidecar"]);
     assert!(
         out.status.success(),
         "{}",
@@ -249,23 +247,7 @@ async fn the_sidecar_image_runs_a_task_definitions_envoy_from_its_environment() 
 
     let host = tests::serve::Host::create();
     tests::serve::certificates(&dir, &host.host_ip);
-    let xds = format!("{}:0", host.host_ip);
-    let serve = tests::serve::Serve::start(
-        &dir,
-        &[
-            "--xds-listen",
-            &xds,
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            "server.pem",
-            "--tls-key",
-            "server.key",
-        ],
-        &[],
-    );
+    let serve = tests::serve::Serve::start_tls(&dir, &host.host_ip);
     let name = format!("gmt-sidecar-{}", std::process::id());
     let mut args: Vec<String> = [
         "run",

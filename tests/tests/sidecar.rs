@@ -152,6 +152,14 @@ fn every_bootstrap_it_writes_is_accepted_by_envoy() {
     }
 }
 
+/// `curl -s URL` in the task's namespace: what it printed.
+fn get_in(host: &Host, url: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &host.name, "curl", "-s", url])
+        .output()
+        .expect("curl (scripts/setup.sh --tests installs it)")
+}
+
 /// The task definition's health check, run in the task's namespace.
 fn taskdef_health_check(host: &Host) -> bool {
     Command::new("ip")
@@ -189,23 +197,7 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
     let host = Host::create();
     let dir = copy_of_shipped("sidecar");
     certificates(&dir, &host.host_ip);
-    let xds = format!("{}:0", host.host_ip);
-    let serve = Serve::start(
-        &dir,
-        &[
-            "--xds-listen",
-            &xds,
-            "--api-listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            "server.pem",
-            "--tls-key",
-            "server.key",
-        ],
-        &[],
-    );
+    let serve = Serve::start_tls(&dir, &host.host_ip);
     let work = TempDir::new("sidecar-run");
     let mut env = tests::sidecar_env("requester");
     env.extend([
@@ -267,17 +259,7 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         || http_status_in(&host.name, None, &["http://127.0.0.1:9902/status"]) == 200,
     )
     .await;
-    let metrics = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &host.name,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9902/stats/prometheus",
-        ])
-        .output()
-        .expect("curl");
+    let metrics = get_in(&host, "http://127.0.0.1:9902/stats/prometheus");
     assert!(
         String::from_utf8_lossy(&metrics.stdout).contains("envoy_control_plane_connected_state"),
         "no Envoy metrics"
@@ -311,17 +293,7 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         || taskdef_health_check(&host),
     )
     .await;
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &host.name,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9902/status",
-        ])
-        .output()
-        .expect("curl");
+    let status = get_in(&host, "http://127.0.0.1:9902/status");
     let status: Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(status["envoyRestarts"], 1, "{status}");
 
