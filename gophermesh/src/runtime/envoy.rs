@@ -30,7 +30,20 @@ impl EnvoyAdmin {
             .with_context(|| format!("Envoy admin {} did not answer within {limit:?}", self.addr))?
     }
 
+    /// `POST path` (`/healthcheck/fail`, `/drain_listeners?graceful`): whether it answered
+    /// 200 within `limit`.
+    pub async fn post(&self, path: &str, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.send(hyper::Method::POST, path)).await,
+            Ok(Ok((200, _)))
+        )
+    }
+
     async fn fetch(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        self.send(hyper::Method::GET, path).await
+    }
+
+    async fn send(&self, method: hyper::Method, path: &str) -> anyhow::Result<(u16, String)> {
         let stream = match &self.netns {
             None => tokio::net::TcpStream::connect(self.addr).await?,
             Some(ns) => super::netns::dial(ns, self.addr, Duration::from_secs(1)).await?,
@@ -38,7 +51,9 @@ impl EnvoyAdmin {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         let driver = tokio::spawn(conn);
-        let request = hyper::Request::get(path)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, self.addr.to_string())
             .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await?;
@@ -181,6 +196,16 @@ pub struct AgentSettings {
     pub ca_file: PathBuf,
 }
 
+/// Whether `id` names a virtual node or gateway as the agent takes it; else why not.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    if meshmodel::node_from_id(id).is_some() || meshmodel::gateway_from_id(id).is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
+    ))
+}
+
 /// The bootstrap the agent writes for `settings`, with two deliberate differences: ADS
 /// runs over Envoy's own gRPC client with a TLS transport socket rather than Google gRPC
 /// with `aws_iam` call credentials (Envoy removed that extension in 1.35, so a current
@@ -188,11 +213,8 @@ pub struct AgentSettings {
 /// 127.0.0.1 rather than 0.0.0.0 (it can stop Envoy; the container health check runs
 /// inside the task). Keepalive as the agent sets it: a ping every 10 s, 20 s to answer.
 pub fn agent_bootstrap(settings: &AgentSettings) -> anyhow::Result<serde_json::Value> {
-    let id = &settings.node_id;
-    if meshmodel::node_from_id(id).is_none() && meshmodel::gateway_from_id(id).is_none() {
-        bail!(
-            "APPMESH_RESOURCE_ARN `{id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
-        );
+    if let Err(why) = check_node_id(&settings.node_id) {
+        bail!("APPMESH_RESOURCE_ARN {why}");
     }
     let endpoint = &settings.xds_endpoint;
     let (address, transport) = if let Some(path) = endpoint.strip_prefix("unix://") {

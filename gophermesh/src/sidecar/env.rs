@@ -158,16 +158,7 @@ impl Vars<'_> {
                     "not set (nor APPMESH_RESOURCE_NAME, APPMESH_VIRTUAL_NODE_NAME): give the virtual node's or virtual gateway's ARN",
                 )
             })?;
-        if meshmodel::node_from_id(&node_id).is_none()
-            && meshmodel::gateway_from_id(&node_id).is_none()
-        {
-            return Err(refuse(
-                variable,
-                format!(
-                    "`{node_id}` is not a virtual node's or virtual gateway's ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE or .../virtualGateway/GATEWAY) or name (mesh/MESH/virtualNode/NODE)"
-                ),
-            ));
-        }
+        crate::runtime::envoy::check_node_id(&node_id).map_err(|why| refuse(variable, why))?;
         Ok(node_id)
     }
 

@@ -21,34 +21,36 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::runtime::envoy::EnvoyAdmin;
+
 /// The sidecar's view of its Envoy.
 #[derive(Debug)]
 pub struct Health {
-    /// Envoy's admin interface, `http://127.0.0.1:PORT`.
-    pub admin: String,
+    /// Envoy's admin interface, on 127.0.0.1.
+    pub admin: EnvoyAdmin,
     pub disconnected_timeout: Duration,
     live: AtomicBool,
     /// When the management server was last seen connected (or the sidecar started).
     connected_at: Mutex<Instant>,
     failing: AtomicBool,
     pub restarts: AtomicU32,
-    http: reqwest::Client,
 }
+
+/// How long one admin request may take.
+const ADMIN_LIMIT: Duration = Duration::from_secs(2);
 
 impl Health {
     pub fn new(admin_port: u16, disconnected_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            admin: EnvoyAdmin {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
+                netns: None,
+            },
             disconnected_timeout,
             live: AtomicBool::new(false),
             connected_at: Mutex::new(Instant::now()),
             failing: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap_or_default(),
         })
     }
 
@@ -63,32 +65,21 @@ impl Health {
 
     /// `POST path` on the admin interface; whether it answered 200.
     pub async fn admin_post(&self, path: &str) -> bool {
-        self.http
-            .post(format!("{}{path}", self.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        self.admin.post(path, ADMIN_LIMIT).await
     }
 
     /// One look at Envoy: live, connected; and the health-check verdict passed on.
     async fn poll(&self) {
-        let ready = self.http.get(format!("{}/ready", self.admin)).send().await;
-        self.live.store(
-            ready.is_ok_and(|r| r.status().is_success()),
-            Ordering::Relaxed,
-        );
-        let connected = match self
-            .http
-            .get(format!(
-                "{}/stats?filter=^control_plane.connected_state$",
-                self.admin
-            ))
-            .send()
+        self.live.store(self.admin.live().await, Ordering::Relaxed);
+        let connected = self
+            .admin
+            // filter=^control_plane\.connected_state$, percent-encoded.
+            .get(
+                "/stats?filter=%5Econtrol_plane%5C.connected_state%24",
+                ADMIN_LIMIT,
+            )
             .await
-        {
-            Ok(r) => r.text().await.is_ok_and(|t| t.trim().ends_with(": 1")),
-            Err(_) => false,
-        };
+            .is_ok_and(|(_, text)| text.trim().ends_with(": 1"));
         if connected {
             *lock(&self.connected_at) = Instant::now();
         }
@@ -158,19 +149,16 @@ async fn status(State(h): State<Arc<Health>>) -> Response {
 }
 
 async fn prometheus(State(h): State<Arc<Health>>) -> Response {
-    match h
-        .http
-        .get(format!("{}/stats/prometheus", h.admin))
-        .send()
-        .await
-    {
-        Ok(r) => match r.text().await {
-            Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
-            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-        },
+    match h.admin.get("/stats/prometheus", ADMIN_LIMIT).await {
+        Ok((200, text)) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Ok((code, text)) => (
+            StatusCode::BAD_GATEWAY,
+            format!("Envoy's admin interface answered {code}: {text}"),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::BAD_GATEWAY,
-            format!("Envoy's admin interface: {e}"),
+            format!("Envoy's admin interface: {e:#}"),
         )
             .into_response(),
     }
