@@ -486,6 +486,23 @@ fn render_with(out: &Path, taskdefs: &Path, xds: Option<&str>, extra_env: &[(&st
     );
 }
 
+/// Each of the four task definitions rendered into `plain`, with its twin in `other`.
+fn rendered_pairs(plain: &Path, other: &Path) -> Vec<(std::ffi::OsString, Value, Value)> {
+    let read = |p: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
+    };
+    let files = json_files(plain);
+    assert_eq!(files.len(), 4);
+    files
+        .iter()
+        .map(|file| {
+            let name = file.file_name().expect("name").to_owned();
+            let pair = (read(file), read(&other.join(&name)));
+            (name, pair.0, pair.1)
+        })
+        .collect()
+}
+
 /// The Envoy container of task definition `doc`: the one the proxy configuration names; a
 /// gateway's task has only Envoy.
 fn envoy_container(doc: &mut Value) -> &mut Value {
@@ -507,14 +524,7 @@ fn the_xds_endpoint_is_the_only_difference_in_the_rendered_task_definitions() {
     let taskdefs = repo_root().join("taskdefs");
     render_with(&plain, &taskdefs, None, &[]);
     render_with(&pointed, &taskdefs, Some("xds.gophers.local:15010"), &[]);
-    let files = json_files(&plain);
-    assert_eq!(files.len(), 4);
-    for file in files {
-        let name = file.file_name().expect("name");
-        let read = |p: &Path| -> Value {
-            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
-        };
-        let (before, mut after) = (read(&file), read(&pointed.join(name)));
+    for (name, before, mut after) in rendered_pairs(&plain, &pointed) {
         // The container the proxy configuration names; a gateway's task has only Envoy.
         let container = envoy_container(&mut after);
         let env = container["environment"]
@@ -564,14 +574,7 @@ fn the_sidecar_image_is_the_only_difference_in_the_rendered_task_definitions() {
         None,
         &[("GOPHERMESH_SIDECAR_IMAGE", image)],
     );
-    let files = json_files(&plain);
-    assert_eq!(files.len(), 4);
-    for file in files {
-        let name = file.file_name().expect("name");
-        let read = |p: &Path| -> Value {
-            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
-        };
-        let (before, mut after) = (read(&file), read(&swapped.join(name)));
+    for (name, before, mut after) in rendered_pairs(&plain, &swapped) {
         let container = envoy_container(&mut after);
         assert_eq!(container["image"], image, "{name:?}");
         let original = envoy_container(&mut before.clone())["image"].clone();

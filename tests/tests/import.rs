@@ -474,17 +474,20 @@ fn convert_writes_the_mesh_layout_validate_takes() {
     let dir = copy_of_shipped("convert");
     let out = dir.join("converted");
     let manifests = example("kubernetes/walkthrough.yaml");
-    let (code, said) = tests::run_to_end(
-        "gophermesh",
-        &[
-            "convert",
-            "-f",
-            manifests.to_str().expect("utf-8"),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let convert = || {
+        tests::run_to_end(
+            "gophermesh",
+            &[
+                "convert",
+                "-f",
+                manifests.to_str().expect("utf-8"),
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+            &[],
+        )
+    };
+    let (code, said) = convert();
     assert_eq!(code, Some(0), "{said}");
     assert!(
         said.contains("Deployment distributor-v1 (apps/v1): not App Mesh"),
@@ -517,17 +520,7 @@ fn convert_writes_the_mesh_layout_validate_takes() {
         );
     }
     // A second convert into the same directory writes nothing.
-    let (code, said) = tests::run_to_end(
-        "gophermesh",
-        &[
-            "convert",
-            "-f",
-            manifests.to_str().expect("utf-8"),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let (code, said) = convert();
     assert_ne!(code, Some(0));
     assert!(said.contains("not empty"), "{said}");
 }
