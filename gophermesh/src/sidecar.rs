@@ -9,11 +9,15 @@
 //! ```text
 //! sidecar.rs  the bootstrap, Envoy's life, SIGTERM
 //! env         the agent's variables, read and checked
+//! vars        a variable read as the agent reads it
+//! additions   what the agent adds to the bootstrap: stats, tracing, runtime, files
 //! health      the watcher of Envoy and the agent's endpoints
 //! ```
 
+pub mod additions;
 pub mod env;
 pub mod health;
+mod vars;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +30,8 @@ use serde_json::json;
 pub use env::{EnvError, SidecarConfig};
 
 /// The bootstrap the sidecar gives Envoy: the agent's ([`crate::runtime::envoy::agent_bootstrap`])
-/// with the admin access log, the initial fetch timeout and the merged files of `config`.
+/// with the admin access log, the initial fetch timeout, and what the agent adds (stats,
+/// tracing, runtime, the files of custom configuration: [`additions`]).
 pub fn bootstrap(config: &SidecarConfig) -> anyhow::Result<serde_json::Value> {
     let mut b = crate::runtime::envoy::agent_bootstrap(&config.agent)?;
     b["admin"]["access_log"] = json!([{
@@ -40,9 +45,7 @@ pub fn bootstrap(config: &SidecarConfig) -> anyhow::Result<serde_json::Value> {
     for source in ["cds_config", "lds_config"] {
         b["dynamic_resources"][source]["initial_fetch_timeout"] = json!(fetch);
     }
-    for (field, value) in &config.merged {
-        b[*field] = value.clone();
-    }
+    config.additions.merge_into(&mut b)?;
     Ok(b)
 }
 

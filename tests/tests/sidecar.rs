@@ -76,61 +76,352 @@ fn an_environment_it_cannot_use_stops_it_at_once_naming_the_variable() {
     }
 }
 
-/// For each of the agent's variables the sidecar implements, the bootstrap it writes is
-/// one Envoy accepts (`--mode validate`).
+/// One row of the bootstrap table: variables added to the base environment, and what the
+/// agent's bootstrap holds for them (JSON pointer, value), as its source and tests give it.
+type Row<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, Value)>);
+
+/// For each of the agent's variables the sidecar implements, the bootstrap it writes holds
+/// what the agent's holds on the fields that matter, and Envoy accepts it (`--mode
+/// validate`).
 #[test]
-fn every_bootstrap_it_writes_is_accepted_by_envoy() {
+fn every_bootstrap_it_writes_is_the_agents_and_accepted_by_envoy() {
+    use serde_json::json;
     let dir = TempDir::new("sidecar-bootstraps");
     certificates(&dir, "127.0.0.1");
     let ca = dir.join("ca.pem").display().to_string();
-    let stats = dir.join("stats.yaml");
-    std::fs::write(
-        &stats,
+    let path = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let stats = path(
+        "stats.yaml",
         "stats_config:\n  stats_tags:\n    - tag_name: mesh\n      fixed_value: gophermesh\n",
-    )
-    .expect("write");
-    let sinks = dir.join("sinks.json");
-    std::fs::write(&sinks, r#"{"stats_sinks": [{"name": "envoy.stat_sinks.statsd", "typed_config": {"@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8125}}}}]}"#).expect("write");
+    );
+    let sinks = path(
+        "sinks.json",
+        r#"{"statsSinks": [{"name": "envoy.stat_sinks.statsd", "typed_config": {"@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8125}}}}],
+            "static_resources": {"clusters": [{"name": "extra", "connect_timeout": "1s", "type": "STATIC", "load_assignment": {"cluster_name": "extra", "endpoints": []}}]}}"#,
+    );
+    let rules = path(
+        "rules.json",
+        r#"{"version": 2, "default": {"fixed_target": 1, "rate": 0.2}, "rules": []}"#,
+    );
+    let gateway = "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualGateway/ingress";
     let base = [
         ("APPMESH_RESOURCE_ARN", ARN),
         ("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"),
         ("APPMESH_XDS_CA_FILE", ca.as_str()),
     ];
-    let variations: [&[(&str, &str)]; 6] = [
-        &[],
-        &[("APPMESH_XDS_ENDPOINT", "control-plane.gophers.local:443")],
-        &[
-            ("ENVOY_ADMIN_ACCESS_PORT", "9911"),
-            ("ENVOY_ADMIN_ACCESS_LOG_FILE", "/tmp/admin.log"),
-            ("ENVOY_LOG_LEVEL", "debug"),
-        ],
-        &[
-            ("ENVOY_INITIAL_FETCH_TIMEOUT", "30"),
-            ("ENVOY_CONCURRENCY", "2"),
-            ("APPMESH_RESOURCE_CLUSTER", "requester-cluster"),
-        ],
-        &[
-            ("ENVOY_STATS_CONFIG_FILE", stats.to_str().expect("utf-8")),
-            ("ENVOY_STATS_SINKS_CFG_FILE", sinks.to_str().expect("utf-8")),
-        ],
-        &[(
-            "APPMESH_RESOURCE_ARN",
-            "arn:aws:appmesh:us-east-1:000000000000:mesh/gophermesh/virtualGateway/ingress",
-        )],
+    let table: Vec<Row<'_>> = vec![
+        (
+            vec![],
+            vec![
+                ("/node/cluster", json!(ARN)),
+                ("/admin/address/socket_address/port_value", json!(9901)),
+                (
+                    "/admin/access_log/0/typed_config/path",
+                    json!("/tmp/envoy_admin_access.log"),
+                ),
+                (
+                    "/dynamic_resources/lds_config/initial_fetch_timeout",
+                    json!("0s"),
+                ),
+                (
+                    "/cluster_manager/outlier_detection/event_log_path",
+                    json!("/dev/stdout"),
+                ),
+                (
+                    "/layered_runtime/layers/0/static_layer/re2.max_program_size.error_level",
+                    json!(1000),
+                ),
+                ("/layered_runtime/layers/1/name", json!("admin_layer")),
+                (
+                    "/stats_config/stats_tags/0/tag_name",
+                    json!("appmesh.listener_protocol"),
+                ),
+                ("/stats_sinks", Value::Null),
+                ("/tracing", Value::Null),
+            ],
+        ),
+        (
+            vec![("APPMESH_XDS_ENDPOINT", "control-plane.gophers.local:443")],
+            vec![("/static_resources/clusters/0/type", json!("STRICT_DNS"))],
+        ),
+        (
+            vec![
+                ("ENVOY_ADMIN_ACCESS_PORT", "9911"),
+                ("ENVOY_ADMIN_ACCESS_LOG_FILE", "/tmp/admin.log"),
+                ("ENVOY_LOG_LEVEL", "debug"),
+                (
+                    "ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH",
+                    "/tmp/outliers.log",
+                ),
+            ],
+            vec![
+                ("/admin/address/socket_address/port_value", json!(9911)),
+                (
+                    "/admin/access_log/0/typed_config/path",
+                    json!("/tmp/admin.log"),
+                ),
+                (
+                    "/cluster_manager/outlier_detection/event_log_path",
+                    json!("/tmp/outliers.log"),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENVOY_INITIAL_FETCH_TIMEOUT", "30"),
+                ("ENVOY_CONCURRENCY", "2"),
+                ("APPMESH_RESOURCE_CLUSTER", "requester-cluster"),
+                ("APPMESH_SET_TRACING_DECISION", "false"),
+            ],
+            vec![
+                ("/node/cluster", json!("requester-cluster")),
+                (
+                    "/dynamic_resources/cds_config/initial_fetch_timeout",
+                    json!("30s"),
+                ),
+                (
+                    "/layered_runtime/layers/0/static_layer/envoy.reloadable_features.http_set_tracing_decision_in_request_id",
+                    json!(false),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_STATS_TAGS", "1"),
+                ("ENVOY_STATS_FLUSH_INTERVAL", "1m30s"),
+            ],
+            vec![
+                (
+                    "/stats_config/stats_tags/0",
+                    json!({"tag_name": "appmesh.mesh", "fixed_value": "gophermesh"}),
+                ),
+                (
+                    "/stats_config/stats_tags/1",
+                    json!({"tag_name": "appmesh.virtual_node", "fixed_value": "requester"}),
+                ),
+                (
+                    "/stats_config/stats_tags/4/tag_name",
+                    json!("envoy_rds_route_config"),
+                ),
+                ("/stats_flush_interval", json!("90.000000000s")),
+            ],
+        ),
+        (
+            vec![
+                ("APPMESH_RESOURCE_ARN", gateway),
+                ("ENABLE_ENVOY_STATS_TAGS", "true"),
+            ],
+            vec![
+                ("/node/id", json!(gateway)),
+                (
+                    "/stats_config/stats_tags/1",
+                    json!({"tag_name": "appmesh.virtual_gateway", "fixed_value": "ingress"}),
+                ),
+            ],
+        ),
+        (
+            vec![("ENABLE_ENVOY_DOG_STATSD", "1")],
+            vec![
+                ("/stats_sinks/0/name", json!("envoy.stat_sinks.dog_statsd")),
+                (
+                    "/stats_sinks/0/typed_config/address/socket_address",
+                    json!({"protocol": "UDP", "address": "127.0.0.1", "port_value": 8125}),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_DOG_STATSD", "1"),
+                ("STATSD_ADDRESS", "10.0.0.9"),
+                ("STATSD_PORT", "9125"),
+            ],
+            vec![(
+                "/stats_sinks/0/typed_config/address/socket_address",
+                json!({"protocol": "UDP", "address": "10.0.0.9", "port_value": 9125}),
+            )],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_DOG_STATSD", "1"),
+                ("STATSD_SOCKET_PATH", "/var/run/datadog/dsd.socket"),
+            ],
+            vec![(
+                "/stats_sinks/0/typed_config/address/pipe/path",
+                json!("/var/run/datadog/dsd.socket"),
+            )],
+        ),
+        (
+            vec![("ENABLE_ENVOY_XRAY_TRACING", "1")],
+            vec![
+                ("/tracing/http/name", json!("envoy.tracers.xray")),
+                (
+                    "/tracing/http/typed_config/segment_name",
+                    json!("gophermesh/requester"),
+                ),
+                (
+                    "/tracing/http/typed_config/daemon_endpoint",
+                    json!({"protocol": "UDP", "address": "127.0.0.1", "port_value": 2000}),
+                ),
+                (
+                    "/tracing/http/typed_config/segment_fields/origin",
+                    json!("AWS::AppMesh::Proxy"),
+                ),
+                (
+                    "/tracing/http/typed_config/segment_fields/aws/app_mesh",
+                    json!({"mesh_name": "gophermesh", "virtual_node_name": "requester"}),
+                ),
+                (
+                    "/tracing/http/typed_config/sampling_rule_manifest",
+                    Value::Null,
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                ("AWS_XRAY_DAEMON_ADDRESS", "169.254.170.2:2001"),
+                ("XRAY_SEGMENT_NAME", "requester-segment"),
+                ("XRAY_SAMPLING_RATE", "0.5"),
+            ],
+            vec![
+                (
+                    "/tracing/http/typed_config/daemon_endpoint/address",
+                    json!("169.254.170.2"),
+                ),
+                (
+                    "/tracing/http/typed_config/daemon_endpoint/port_value",
+                    json!(2001),
+                ),
+                (
+                    "/tracing/http/typed_config/segment_name",
+                    json!("requester-segment"),
+                ),
+                (
+                    "/tracing/http/typed_config/sampling_rule_manifest/inline_string",
+                    json!({"version": 2, "default": {"fixed_target": 1, "rate": 0.5}, "rules": []}),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                ("XRAY_DAEMON_PORT", "3000"),
+                ("XRAY_SAMPLING_RULE_MANIFEST", rules.as_str()),
+            ],
+            vec![
+                (
+                    "/tracing/http/typed_config/daemon_endpoint/port_value",
+                    json!(3000),
+                ),
+                (
+                    "/tracing/http/typed_config/sampling_rule_manifest/filename",
+                    json!(rules),
+                ),
+            ],
+        ),
+        (
+            vec![("ENABLE_ENVOY_DATADOG_TRACING", "1")],
+            vec![
+                ("/tracing/http/name", json!("envoy.tracers.datadog")),
+                (
+                    "/tracing/http/typed_config/service_name",
+                    json!("envoy-gophermesh/requester"),
+                ),
+                (
+                    "/tracing/http/typed_config/collector_cluster",
+                    json!("datadog_agent"),
+                ),
+                ("/static_resources/clusters/1/name", json!("datadog_agent")),
+                (
+                    "/static_resources/clusters/1/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address/port_value",
+                    json!(8126),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENABLE_ENVOY_JAEGER_TRACING", "1"),
+                ("JAEGER_TRACER_ADDRESS", "10.0.0.7"),
+                ("JAEGER_TRACER_VERSION", "JSON"),
+            ],
+            vec![
+                ("/tracing/http/name", json!("envoy.tracers.zipkin")),
+                (
+                    "/tracing/http/typed_config/collector_endpoint",
+                    json!("/api/v2/spans"),
+                ),
+                (
+                    "/tracing/http/typed_config/collector_endpoint_version",
+                    json!("HTTP_JSON"),
+                ),
+                (
+                    "/tracing/http/typed_config/shared_span_context",
+                    json!(false),
+                ),
+                (
+                    "/static_resources/clusters/1/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address",
+                    json!({"address": "10.0.0.7", "port_value": 9411}),
+                ),
+            ],
+        ),
+        (
+            vec![("APPMESH_SDS_SOCKET_PATH", "/run/spire/sockets/agent.sock")],
+            vec![
+                (
+                    "/static_resources/clusters/1/name",
+                    json!("static_cluster_sds_unix_socket"),
+                ),
+                (
+                    "/static_resources/clusters/1/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/pipe/path",
+                    json!("/run/spire/sockets/agent.sock"),
+                ),
+            ],
+        ),
+        (
+            vec![
+                ("ENVOY_STATS_CONFIG_FILE", stats.as_str()),
+                ("ENVOY_STATS_SINKS_CFG_FILE", sinks.as_str()),
+                ("ENABLE_ENVOY_DOG_STATSD", "1"),
+                ("ENABLE_ENVOY_STATS_TAGS", "1"),
+            ],
+            vec![
+                (
+                    "/stats_config/stats_tags",
+                    json!([{"tag_name": "mesh", "fixed_value": "gophermesh"}]),
+                ),
+                ("/stats_sinks/0/name", json!("envoy.stat_sinks.statsd")),
+                ("/stats_sinks/1", Value::Null),
+                ("/static_resources/clusters/1/name", json!("extra")),
+            ],
+        ),
     ];
-    for (i, extra) in variations.iter().enumerate() {
+    for (i, (extra, expected)) in table.iter().enumerate() {
         let mut env: BTreeMap<String, String> = base
             .iter()
+            .chain(extra)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        env.insert("PATH".into(), String::new());
         let config =
             gophermesh::sidecar::env::read(&env).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
         let bootstrap = gophermesh::sidecar::bootstrap(&config).expect("a bootstrap");
+        assert_eq!(
+            bootstrap["node"]["id"],
+            env["APPMESH_RESOURCE_ARN"].as_str(),
+            "the node id is the ARN, as the agent's"
+        );
+        for (pointer, want) in expected {
+            let mut got = bootstrap.pointer(pointer).cloned().unwrap_or(Value::Null);
+            if let (Value::String(text), Value::Object(_)) = (&got, want) {
+                // A sampling manifest written inline: compared as the JSON it holds.
+                got = serde_json::from_str(text).unwrap_or(got);
+            }
+            assert_eq!(&got, want, "{extra:?}: {pointer}");
+        }
         let file = dir.join(format!("bootstrap-{i}.json"));
         std::fs::write(&file, serde_json::to_string(&bootstrap).expect("json")).expect("write");
         let out = Command::new(tool("envoy"))
@@ -143,11 +434,6 @@ fn every_bootstrap_it_writes_is_accepted_by_envoy() {
             "{extra:?}: Envoy refused the bootstrap: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            bootstrap["node"]["id"],
-            env["APPMESH_RESOURCE_ARN"].as_str(),
-            "the node id is the ARN, as the agent's"
         );
     }
 }
@@ -199,6 +485,11 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
     certificates(&dir, &host.host_ip);
     let serve = Serve::start_tls(&dir, &host.host_ip);
     let work = TempDir::new("sidecar-run");
+    // A DogStatsD receiver on the host's side, where a Datadog agent would listen.
+    let statsd = std::net::UdpSocket::bind((host.host_ip.as_str(), 0)).expect("udp");
+    statsd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut env = tests::sidecar_env("requester");
     env.extend([
         ("APPMESH_XDS_ENDPOINT".to_owned(), serve.xds.clone()),
@@ -214,6 +505,14 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         ),
         ("ENVOY_LOG_LEVEL".to_owned(), "warning".to_owned()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
+        ("ENABLE_ENVOY_DOG_STATSD".to_owned(), "1".to_owned()),
+        ("STATSD_ADDRESS".to_owned(), host.host_ip.clone()),
+        (
+            "STATSD_PORT".to_owned(),
+            statsd.local_addr().expect("port").port().to_string(),
+        ),
+        ("ENVOY_STATS_FLUSH_INTERVAL".to_owned(), "500ms".to_owned()),
+        ("ENABLE_ENVOY_STATS_TAGS".to_owned(), "1".to_owned()),
     ]);
     assert!(
         env.iter()
@@ -264,6 +563,27 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         String::from_utf8_lossy(&metrics.stdout).contains("envoy_control_plane_connected_state"),
         "no Envoy metrics"
     );
+    // ENABLE_ENVOY_DOG_STATSD: Envoy's stats reach the receiver, tagged with the mesh and
+    // the node (ENABLE_ENVOY_STATS_TAGS).
+    let mut datagram = [0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let n = statsd.recv(&mut datagram).expect("a DogStatsD datagram");
+        let text = String::from_utf8_lossy(&datagram[..n]).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("envoy.control_plane.connected_state:"))
+        {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no connected_state in {text}");
+    };
+    assert!(
+        line.starts_with("envoy.control_plane.connected_state:1|g")
+            && line.contains("appmesh.mesh:gophermesh")
+            && line.contains("appmesh.virtual_node:requester"),
+        "{line}"
+    );
 
     // A killed Envoy is started again and gets its configuration again.
     let pid = String::from_utf8_lossy(
@@ -310,7 +630,13 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         503
     );
 
-    // SIGTERM: the listeners drain for LISTENER_DRAIN_WAIT_TIME_S, then all stops.
+    // SIGTERM under load: the listeners drain for LISTENER_DRAIN_WAIT_TIME_S, a caller
+    // that stops sending when told (a second after, as the task's app would on its own
+    // SIGTERM) sees no failed request; then all stops.
+    let (_gophers, listen) = host.gophers();
+    let (tell, told) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(load_until_told(listen, told));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     assert!(
         Command::new("kill")
@@ -319,6 +645,17 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
             .expect("kill")
             .success()
     );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tell.send(true).expect("the caller listens");
+    let reports = load.await.expect("the caller");
+    let after_sigterm = reports.iter().filter(|(at, _)| *at > started).count();
+    assert!(after_sigterm > 0, "no call finished while draining");
+    for (_, report) in &reports {
+        assert_eq!(
+            report["ok"], CALLS,
+            "a failed request while draining: {report}"
+        );
+    }
     let exit = wait_exit(&mut sidecar.0, Duration::from_secs(20));
     let took = started.elapsed();
     assert_eq!(exit, Some(0), "after {took:?}");
@@ -328,6 +665,25 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
     );
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let _ = Path::new(&bootstrap);
+}
+
+/// Requests in each of the caller's rounds.
+const CALLS: u32 = 20;
+
+/// The requester at `listen`, asked for rounds of calls through its Envoy (each its own
+/// request to the distributors, 4 at a time) until `told`: each round's report and when it
+/// came back.
+async fn load_until_told(
+    listen: String,
+    told: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(Instant, Value)> {
+    let url = format!("http://{listen}/compare?n={CALLS}&concurrency=4&format=json");
+    let mut reports = Vec::new();
+    while !*told.borrow() {
+        reports.push((Instant::now(), get_json(&url).await));
+        reports.last_mut().expect("pushed").0 = Instant::now();
+    }
+    reports
 }
 
 /// Kills, when dropped, every process whose command line holds its text.

@@ -9,22 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::additions::Additions;
+pub use super::vars::EnvError;
+use super::vars::Vars;
+use super::vars::refuse;
 use crate::runtime::envoy::AgentSettings;
-
-/// Why the environment cannot run a sidecar: the variable and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {reason}")]
-pub struct EnvError {
-    pub variable: &'static str,
-    pub reason: String,
-}
-
-fn refuse(variable: &'static str, reason: impl Into<String>) -> EnvError {
-    EnvError {
-        variable,
-        reason: reason.into(),
-    }
-}
 
 /// What the sidecar runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +28,10 @@ pub struct SidecarConfig {
     pub admin_access_log: PathBuf,
     /// `ENVOY_INITIAL_FETCH_TIMEOUT` in seconds (0: wait for the configuration).
     pub initial_fetch_timeout: Duration,
-    /// `ENVOY_STATS_CONFIG_FILE`, `ENVOY_STATS_SINKS_CFG_FILE`, `ENVOY_TRACING_CFG_FILE`:
-    /// bootstrap fields read from files (JSON or YAML), merged in as the agent merges them.
-    pub merged: Vec<(&'static str, serde_json::Value)>,
+    /// What the agent adds to the bootstrap: stats, tracing, the SDS socket, runtime, and
+    /// the files of `ENVOY_STATS_CONFIG_FILE`, `ENVOY_STATS_SINKS_CFG_FILE`,
+    /// `ENVOY_TRACING_CFG_FILE`.
+    pub additions: Additions,
     /// `APPNET_AGENT_HTTP_PORT` (9902): the sidecar's own `/status` and `/stats/prometheus`.
     pub agent_port: u16,
     /// `APPNET_ENVOY_RESTART_COUNT` (0; at most 10): restarts of an Envoy that died.
@@ -59,30 +49,8 @@ pub struct SidecarConfig {
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "APPMESH_SIGNING_NAME",
     "APPMESH_DUALSTACK_ENDPOINT",
-    "APPMESH_SDS_SOCKET_PATH",
-    "APPMESH_SET_TRACING_DECISION",
     "APPMESH_METRIC_EXTENSION_VERSION",
     "MAX_REQUESTS_PER_IO_CYCLE",
-    "ENVOY_STATS_FLUSH_INTERVAL",
-    "ENABLE_ENVOY_STATS_TAGS",
-    "ENABLE_ENVOY_DOG_STATSD",
-    "STATSD_ADDRESS",
-    "STATSD_PORT",
-    "STATSD_SOCKET_PATH",
-    "ENABLE_ENVOY_XRAY_TRACING",
-    "XRAY_DAEMON_PORT",
-    "AWS_XRAY_DAEMON_ADDRESS",
-    "XRAY_SEGMENT_NAME",
-    "XRAY_SAMPLING_RATE",
-    "XRAY_SAMPLING_RULE_MANIFEST",
-    "ENABLE_ENVOY_DATADOG_TRACING",
-    "DATADOG_TRACER_ADDRESS",
-    "DATADOG_TRACER_PORT",
-    "DD_SERVICE",
-    "ENABLE_ENVOY_JAEGER_TRACING",
-    "JAEGER_TRACER_ADDRESS",
-    "JAEGER_TRACER_PORT",
-    "ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH",
 ];
 
 /// The CA bundle of the agent's image, which the management server's certificate is
@@ -93,62 +61,9 @@ pub const CA_BUNDLE: &str = "/etc/pki/tls/cert.pem";
 /// milliseconds, unclamped (the agent's range starts at an hour).
 pub const TEST_DISCONNECTED_TIMEOUT_MS: &str = "GOPHERMESH_SIDECAR_TEST_HC_DISCONNECTED_TIMEOUT_MS";
 
-/// The environment, read variable by variable.
-struct Vars<'a>(&'a BTreeMap<String, String>);
-
 impl Vars<'_> {
-    /// A variable that is set and not empty.
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn port(&self, name: &'static str, default: u16) -> Result<u16, EnvError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| refuse(name, format!("`{v}` is not a port (1-65535)"))),
-        }
-    }
-
-    fn number(&self, name: &'static str, default: i64) -> Result<i64, EnvError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| refuse(name, format!("`{v}` is not a whole number"))),
-        }
-    }
-
-    /// A timer in the agent's range: out of range, its default (a warning says so).
-    fn clamped(
-        &self,
-        name: &'static str,
-        default: i64,
-        range: (i64, i64),
-    ) -> Result<u64, EnvError> {
-        let v = self.number(name, default)?;
-        if (range.0..=range.1).contains(&v) {
-            return Ok(v.unsigned_abs());
-        }
-        tracing::warn!(
-            variable = name,
-            value = v,
-            "outside {}..{}: {default} taken, as the agent takes it",
-            range.0,
-            range.1
-        );
-        Ok(default.unsigned_abs())
-    }
-
     /// The node identity and the variable it came from.
-    fn node_id(&self) -> Result<String, EnvError> {
+    fn node_id(&self) -> Result<(&'static str, String), EnvError> {
         let (variable, node_id) = ["APPMESH_RESOURCE_ARN", "APPMESH_RESOURCE_NAME", "APPMESH_VIRTUAL_NODE_NAME"]
             .into_iter()
             .find_map(|v| self.get(v).map(|id| (v, id.to_owned())))
@@ -159,7 +74,7 @@ impl Vars<'_> {
                 )
             })?;
         crate::runtime::envoy::check_node_id(&node_id).map_err(|why| refuse(variable, why))?;
-        Ok(node_id)
+        Ok((variable, node_id))
     }
 
     /// `APPMESH_XDS_ENDPOINT`, else App Mesh's own endpoint in `AWS_REGION`.
@@ -208,21 +123,6 @@ impl Vars<'_> {
         }
     }
 
-    /// The bootstrap fields given as files.
-    fn merged(&self) -> Result<Vec<(&'static str, serde_json::Value)>, EnvError> {
-        let mut merged = Vec::new();
-        for (name, field) in [
-            ("ENVOY_STATS_CONFIG_FILE", "stats_config"),
-            ("ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks"),
-            ("ENVOY_TRACING_CFG_FILE", "tracing"),
-        ] {
-            if let Some(path) = self.get(name) {
-                merged.push((field, config_file(name, path, field)?));
-            }
-        }
-        Ok(merged)
-    }
-
     /// `APPNET_ENVOY_RESTART_COUNT`: 0 by default; negative is the agent's 3, at most 10.
     fn restarts(&self) -> Result<u32, EnvError> {
         Ok(match self.number("APPNET_ENVOY_RESTART_COUNT", 0)? {
@@ -252,7 +152,8 @@ impl Vars<'_> {
 /// Reads the sidecar's configuration from `env` (the process environment, as a map).
 pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
     let vars = Vars(env);
-    let node_id = vars.node_id()?;
+    let (node_variable, node_id) = vars.node_id()?;
+    let additions = super::additions::read(&vars, &node_id, node_variable)?;
     let cluster = vars
         .get("APPMESH_RESOURCE_CLUSTER")
         .or_else(|| vars.get("APPMESH_VIRTUAL_NODE_CLUSTER"))
@@ -279,7 +180,7 @@ pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
                 .unwrap_or("/tmp/envoy_admin_access.log"),
         ),
         initial_fetch_timeout,
-        merged: vars.merged()?,
+        additions,
         agent_port: vars.port("APPNET_AGENT_HTTP_PORT", 9902)?,
         restarts: vars.restarts()?,
         drain: Duration::from_secs(vars.clamped("LISTENER_DRAIN_WAIT_TIME_S", 20, (5, 110))?),
@@ -289,19 +190,6 @@ pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
             .copied()
             .filter(|v| vars.get(v).is_some())
             .collect(),
-    })
-}
-
-/// A bootstrap field from the file at `path` (variable `name`): JSON or YAML, either the
-/// field's value or an object holding `field`.
-fn config_file(name: &'static str, path: &str, field: &str) -> Result<serde_json::Value, EnvError> {
-    let text = meshmodel::input::read_text(std::path::Path::new(path), meshmodel::input::MAX_FILE)
-        .map_err(|e| refuse(name, format!("cannot read {path}: {e}")))?;
-    let value: serde_json::Value = serde_yaml::from_str(&text)
-        .map_err(|e| refuse(name, format!("{path} is not JSON or YAML: {e}")))?;
-    Ok(match value.get(field) {
-        Some(inner) => inner.clone(),
-        None => value,
     })
 }
 
@@ -349,14 +237,14 @@ mod tests {
             ("HC_DISCONNECTED_TIMEOUT_S", "60"),
             ("APPNET_ENVOY_RESTART_COUNT", "50"),
             ("ENVOY_LOG_LEVEL", "WARN"),
-            ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+            ("APPMESH_SIGNING_NAME", "appmesh"),
         ]))
         .expect("runs");
         assert_eq!(c.drain, Duration::from_secs(20));
         assert_eq!(c.disconnected_timeout, Duration::from_secs(604_800));
         assert_eq!(c.restarts, 10);
         assert_eq!(c.log_level, "warning");
-        assert_eq!(c.not_implemented, ["ENABLE_ENVOY_XRAY_TRACING"]);
+        assert_eq!(c.not_implemented, ["APPMESH_SIGNING_NAME"]);
         let c = read(&env(&[
             ("APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualNode/n"),
             ("APPMESH_XDS_ENDPOINT", "cp.local:15010"),
@@ -368,7 +256,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_variable() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 11] = [
             (
                 &[("APPMESH_XDS_ENDPOINT", "x:1")],
                 "APPMESH_RESOURCE_ARN: not set",
@@ -404,6 +292,49 @@ mod tests {
                     ("ENVOY_STATS_CONFIG_FILE", "/nonexistent/stats.yaml"),
                 ],
                 "ENVOY_STATS_CONFIG_FILE: cannot read /nonexistent/stats.yaml",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                    ("ENABLE_ENVOY_JAEGER_TRACING", "true"),
+                ],
+                "ENABLE_ENVOY_JAEGER_TRACING: only one tracer may be enabled",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENABLE_ENVOY_DOG_STATSD", "yes"),
+                ],
+                "ENABLE_ENVOY_DOG_STATSD: `yes` is not a boolean",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENVOY_STATS_FLUSH_INTERVAL", "10"),
+                ],
+                "ENVOY_STATS_FLUSH_INTERVAL: `10` is not a duration",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                    ("XRAY_SAMPLING_RATE", "1.5"),
+                ],
+                "XRAY_SAMPLING_RATE: `1.5` is not a decimal from 0 to 1.00",
+            ),
+            (
+                &[
+                    ("APPMESH_RESOURCE_ARN", ARN),
+                    ("APPMESH_XDS_ENDPOINT", "x:1"),
+                    ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                    ("AWS_XRAY_DAEMON_ADDRESS", "xray.local:2000"),
+                ],
+                "AWS_XRAY_DAEMON_ADDRESS: `xray.local:2000` is not an IP address",
             ),
         ];
         for (pairs, said) in cases {
