@@ -7,7 +7,9 @@
 #
 # With --self-hosted (App Mesh itself is gone since 2026-09-30), the App Mesh calls go to
 # the control plane deploy/control-plane.sh runs, and each task definition's Envoy gets
-# APPMESH_XDS_ENDPOINT pointing at it; nothing else changes.
+# APPMESH_XDS_ENDPOINT pointing at it; nothing else changes. With --sidecar-image IMAGE
+# (gophermesh images build --sidecar, pushed to a registry), each Envoy container runs that
+# image instead of aws-appmesh-envoy, with the same environment.
 #
 # Safe to run again: what exists is updated (App Mesh, task definitions, ECS services) or
 # left alone (namespace, Cloud Map services, cluster).
@@ -18,12 +20,15 @@ STEPS=(mesh virtual-nodes virtual-routers routes virtual-services virtual-gatewa
 
 usage() {
     cat <<USAGE
-usage: deploy/walkthrough.sh [--self-hosted] [--endpoint-url URL] [--skip STEP]...
+usage: deploy/walkthrough.sh [--self-hosted] [--sidecar-image IMAGE] [--endpoint-url URL] [--skip STEP]...
 
   --self-hosted   use the control plane of deploy/control-plane.sh: App Mesh calls to
                   https://CONTROL_PLANE_HOST (or AWS_ENDPOINT_URL_APP_MESH) signed with the
                   API credentials in Secrets Manager, and APPMESH_XDS_ENDPOINT=
                   CONTROL_PLANE_HOST:15010 in each Envoy container
+  --sidecar-image IMAGE
+                  each Envoy container runs IMAGE (gophermesh-envoy, pushed to your
+                  registry) in place of aws-appmesh-envoy; nothing else in it changes
 
 Steps, in order: ${STEPS[*]}
 
@@ -39,7 +44,15 @@ USAGE
 }
 
 parse_common_args "$@"
-[ ${#ARGS[@]} -eq 0 ] || die "unexpected argument: ${ARGS[0]} (see --help)"
+SIDECAR_IMAGE=
+set -- "${ARGS[@]+"${ARGS[@]}"}"
+while [ $# -gt 0 ]; do
+    case $1 in
+        --sidecar-image) [ $# -ge 2 ] && [ -n "$2" ] || die "--sidecar-image needs an image (REGISTRY/gophermesh-envoy:TAG)"; SIDECAR_IMAGE=$2; shift 2 ;;
+        --sidecar-image=*) SIDECAR_IMAGE=${1#*=}; [ -n "$SIDECAR_IMAGE" ] || die "--sidecar-image needs an image"; shift ;;
+        *) die "unexpected argument: $1 (see --help)" ;;
+    esac
+done
 for s in "${SKIP[@]+"${SKIP[@]}"}"; do
     [[ " ${STEPS[*]} " == *" $s "* ]] || die "--skip $s: no such step; steps are: ${STEPS[*]}"
 done
@@ -117,6 +130,7 @@ trap 'rm -rf "$RENDERED"' EXIT
 if ! skipped task-definitions || ! skipped services; then
     xds=()
     [ -z "$SELF_HOSTED" ] || xds=(--xds-endpoint "$CONTROL_PLANE_HOST:$XDS_PORT")
+    [ -z "$SIDECAR_IMAGE" ] || xds+=(--sidecar-image "$SIDECAR_IMAGE")
     "$(gophermesh_bin)" render taskdefs --taskdefs-dir "$TASKDEFS_DIR" --out "$RENDERED" "${xds[@]+"${xds[@]}"}" >/dev/null
 fi
 if ! skipped task-definitions; then

@@ -723,10 +723,31 @@ fn the_control_plane_deploys_and_the_walkthrough_runs_through_it_against_moto() 
             "missing `{expected}` in:\n{again}"
         );
     }
-    for _ in 0..2 {
-        let walk = moto.script_routed("walkthrough.sh", &["--self-hosted"], &serve.appmesh);
+    // Run again with the maintained sidecar: a new revision of each task definition, its
+    // Envoy container on the new image and nothing else changed.
+    let image = "000000000000.dkr.ecr.us-east-1.amazonaws.com/gophermesh-envoy:1.40";
+    for args in [
+        &["--self-hosted"][..],
+        &["--self-hosted", "--sidecar-image", image][..],
+    ] {
+        let walk = moto.script_routed("walkthrough.sh", args, &serve.appmesh);
         assert!(walk.contains("self-hosted control plane"), "{walk}");
     }
+    let images = moto.aws(&[
+        "ecs",
+        "describe-task-definition",
+        "--task-definition",
+        "gopher-requester",
+        "--query",
+        "taskDefinition.containerDefinitions[].[name, image]",
+        "--output",
+        "text",
+    ]);
+    assert!(
+        images.contains(&format!("envoy\t{image}")) && !images.contains("aws-appmesh-envoy"),
+        "{images}"
+    );
+    assert!(images.contains("requester\t"), "{images}");
     let described = tests::aws_appmesh(
         &serve.appmesh,
         (key_id, secret),
