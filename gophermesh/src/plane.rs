@@ -184,36 +184,73 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Reads a PEM certificate chain and its private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let read = |path: &Path, what: &str| {
             meshmodel::input::read_text(path, meshmodel::input::MAX_FILE)
                 .with_context(|| format!("--tls-{what} {}: cannot read", path.display()))
         };
         let (cert_pem, key_pem) = (read(cert, "cert")?, read(key, "key")?);
+        Self::from_pem(
+            &cert_pem,
+            &key_pem,
+            (
+                &format!("--tls-cert {}", cert.display()),
+                &format!("--tls-key {}", key.display()),
+            ),
+        )
+    }
+
+    /// A PEM certificate chain and its private key; `origin` names each in errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, origin: (&str, &str)) -> anyhow::Result<Self> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = origin;
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(cert_pem.as_bytes())
                 .collect::<Result<_, _>>()
-                .with_context(|| format!("--tls-cert {}: not PEM certificates", cert.display()))?;
-        anyhow::ensure!(
-            !chain.is_empty(),
-            "--tls-cert {}: no certificate in it",
-            cert.display()
-        );
+                .with_context(|| format!("{cert}: not PEM certificates"))?;
+        anyhow::ensure!(!chain.is_empty(), "{cert}: no certificate in it");
         let private = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .with_context(|| format!("--tls-key {}: not a PEM private key", key.display()))?;
+            .with_context(|| format!("{key}: not a PEM private key"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?
             .with_no_client_auth()
             .with_single_cert(chain, private)
-            .context("--tls-cert and --tls-key do not go together")?;
+            .with_context(|| format!("{cert} and {key} do not go together"))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             https: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
+    }
+
+    /// TLS for one run's ADS at `ip`: a CA made for the run (its key never leaves this
+    /// process) and a certificate for `ip` from it; the TLS and the CA's PEM, which the
+    /// sidecars are given to check the server against.
+    pub fn for_run(ip: std::net::IpAddr) -> anyhow::Result<(Self, String)> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().context("a key for the run's CA")?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).context("the run's CA")?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name
+            .push(DnType::CommonName, "gophermesh up: this run's CA");
+        let ca_cert = ca.self_signed(&ca_key).context("the run's CA")?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().context("a key for the run's ADS")?;
+        let mut server = CertificateParams::new(vec![ip.to_string()]).context("ADS certificate")?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "gophermesh up: ADS");
+        let cert = server
+            .signed_by(&key, &issuer)
+            .context("the run's ADS certificate")?;
+        let tls = Self::from_pem(
+            &cert.pem(),
+            &key.serialize_pem(),
+            ("the run's ADS certificate", "its key"),
+        )?;
+        Ok((tls, ca_cert.pem()))
     }
 }
 

@@ -90,7 +90,7 @@ fn a_quick_bench_produces_every_figure() {
     let names: Vec<&str> = sizes.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = gophermesh::runtime::images::IMAGES
         .iter()
-        .filter(|i| !i.is_envoy())
+        .filter(|i| !i.is_sidecar())
         .map(|i| i.name)
         .collect();
     want.sort_unstable();

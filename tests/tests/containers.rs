@@ -128,7 +128,7 @@ async fn images_build_offline_and_tasks_run_as_pods() {
     assert!(env_v2.contains("GOPHER_VERSION=v2"), "{env_v2}");
 
     // Each task definition as a pod.
-    let mut mesh = LocalMesh::start_with(&dir, Mode::Netns, &["--containers"]);
+    let mut mesh = LocalMesh::start_with(&dir, Mode::Containers, &[]);
     let prefix = mesh.namespace_prefix();
     let pods = podman(&state, &["pod", "ls", "--format", "{{.Name}}"]);
     let ours: Vec<&str> = pods.lines().filter(|p| p.starts_with(&prefix)).collect();
@@ -220,7 +220,7 @@ async fn the_sidecar_image_runs_a_task_definitions_envoy_from_its_environment() 
     require_podman();
     let dir = copy_of_shipped("sidecar-image");
     let state = dir.join(".gophermesh");
-    let out = images_build(&dir, &state, &["--sidecar"]);
+    let out = images_build(&dir, &state, &["--if-missing"]);
     assert!(
         out.status.success(),
         "{}",

@@ -20,7 +20,7 @@ pub(super) fn image_sizes() -> Value {
     let mut sizes = serde_json::Map::new();
     for image in images::IMAGES
         .iter()
-        .filter(|i| !i.is_envoy())
+        .filter(|i| !i.is_sidecar())
         .map(|i| i.name)
     {
         let size = std::process::Command::new("podman")

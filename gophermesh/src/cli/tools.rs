@@ -8,8 +8,9 @@ use super::run::parse_host_port;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImagesWhat {
-    /// Build gophermesh/requester, gophermesh/distributor:v1/:v2 and gophermesh/envoy
-    /// offline with podman, FROM scratch (needs podman and runc; release binaries).
+    /// Build gophermesh/requester, gophermesh/distributor:v1/:v2 and the sidecar,
+    /// gophermesh/gophermesh-envoy, offline with podman, FROM scratch (needs podman and
+    /// runc; release binaries).
     Build(ImagesBuildArgs),
 }
 
@@ -33,11 +34,10 @@ pub(crate) struct ImagesBuildArgs {
     #[arg(long)]
     pub(crate) control_plane: bool,
 
-    /// Also build the sidecar for after App Mesh, gophermesh/gophermesh-envoy:latest: a
-    /// current Envoy under `gophermesh sidecar`, which reads the aws-appmesh-envoy image's
-    /// environment (from the gophermesh binary in --bin-dir).
+    /// Build only the images that are missing or were made from other builds of their
+    /// binaries (as `up --containers` does before it starts).
     #[arg(long)]
-    pub(crate) sidecar: bool,
+    pub(crate) if_missing: bool,
 }
 
 #[derive(Debug, Subcommand)]

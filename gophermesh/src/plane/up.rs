@@ -162,12 +162,34 @@ impl Up<'_> {
         let envoys = EnvoyStatuses::default();
         let xds_listener = backend.xds_listener(config.xds_port).await?;
         let xds_addr = xds_listener.local_addr()?;
-        background
-            .push(plane::spawn_ads(store, envoys.clone(), xds_listener, None, stop.clone())?.0);
+        let (xds, tls) = if backend.speaks_tls() {
+            let (tls, ca) = plane::Tls::for_run(xds_addr.ip())?;
+            // The sidecars check ADS against this run's CA, mounted where the agent's
+            // image keeps its CA bundle.
+            let ca_file = std::path::absolute(self.config.state_dir.join("run/ads-ca.pem"))?;
+            std::fs::write(&ca_file, ca)
+                .with_context(|| format!("cannot write {}", ca_file.display()))?;
+            let endpoint = xds_addr.to_string();
+            (runtime::Xds::Tls { endpoint, ca_file }, Some(tls))
+        } else {
+            (runtime::Xds::Local(xds_addr), None)
+        };
+        let (ads, secure) = plane::spawn_ads(
+            store,
+            envoys.clone(),
+            xds_listener,
+            tls.as_ref(),
+            stop.clone(),
+        )?;
+        anyhow::ensure!(
+            secure == tls.is_some(),
+            "ADS at {xds_addr} cannot speak TLS on loopback, and the sidecars need it"
+        );
+        background.push(ads);
         if let Some(follow) = plane::follow_cloud_map(config.cloud_map, store).await? {
             background.push(follow);
         }
-        let launch = launch(runtime::Xds::Local(xds_addr));
+        let launch = launch(xds);
 
         let control_listener =
             loopback_listener(config.control_port, "the control API", "--control-port").await?;
@@ -253,7 +275,7 @@ impl Up<'_> {
         );
         std::fs::write(&ca_file, pem)
             .with_context(|| format!("cannot write {}", ca_file.display()))?;
-        let launch = launch(runtime::Xds::Remote {
+        let launch = launch(runtime::Xds::Tls {
             endpoint: endpoint.to_owned(),
             ca_file,
         });

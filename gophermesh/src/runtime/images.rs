@@ -21,8 +21,9 @@ pub struct Image {
 }
 
 impl Image {
-    pub fn is_envoy(&self) -> bool {
-        self.binary == "envoy"
+    /// Whether this is the Envoy sidecar's image (the others run one service each).
+    pub fn is_sidecar(&self) -> bool {
+        *self == SIDECAR
     }
 }
 
@@ -47,11 +48,11 @@ pub const IMAGES: [Image; 4] = [
         title: "gophermesh distributor",
         gopher_version: Some("v2"),
     },
-    ENVOY,
+    SIDECAR,
 ];
 
-/// The sidecar for after App Mesh: a current Envoy under `gophermesh sidecar`, which
-/// reads the aws-appmesh-envoy image's environment (built with `images build --sidecar`).
+/// The sidecar for after App Mesh, and `up --containers`' Envoy: a current Envoy under
+/// `gophermesh sidecar`, which reads the aws-appmesh-envoy image's environment.
 pub const SIDECAR: Image = Image {
     name: "gophermesh/gophermesh-envoy:latest",
     binary: "gophermesh",
@@ -63,14 +64,6 @@ pub const SIDECAR: Image = Image {
 /// the Debian package that has it.
 const HEALTH_CHECK_TOOLS: [(&str, &str); 3] =
     [("dash", "dash"), ("curl", "curl"), ("grep", "grep")];
-
-/// The Envoy sidecar image.
-pub const ENVOY: Image = Image {
-    name: "gophermesh/envoy:latest",
-    binary: "envoy",
-    title: "gophermesh envoy sidecar",
-    gopher_version: None,
-};
 
 /// The control plane image (`gophermesh serve`), for ECS: built only when asked
 /// (`images build --control-plane`), never by `up`.
@@ -115,7 +108,6 @@ impl ImageRef {
 
 const CONTAINERS_CONF: &str = include_str!("../../../docker/containers.conf");
 const SCRATCH: &str = include_str!("../../../docker/Containerfile.scratch");
-const ENVOY_FILE: &str = include_str!("../../../docker/Containerfile.envoy");
 /// Where Debian keeps the trusted CA certificates, and where rustls looks for them.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CONTROL_PLANE_FILE: &str = include_str!("../../../docker/Containerfile.control-plane");
@@ -290,18 +282,10 @@ pub fn build_all(
     bin_dir: &Path,
     envoy: &Path,
     work: &Path,
-    control_plane: bool,
-    sidecar: bool,
+    images: &[Image],
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let _turn = build_lock()?;
-    let mut images = IMAGES.to_vec();
-    if control_plane {
-        images.push(CONTROL_PLANE);
-    }
-    if sidecar {
-        images.push(SIDECAR);
-    }
-    build_unlocked(podman, bin_dir, envoy, work, &images)
+    build_unlocked(podman, bin_dir, envoy, work, images)
 }
 
 fn build_unlocked(
@@ -317,11 +301,7 @@ fn build_unlocked(
     let mut built = Vec::new();
     for &image in images {
         let name = image.name;
-        let binary = if image.is_envoy() {
-            envoy.clone()
-        } else {
-            bin_dir.join(image.binary)
-        };
+        let binary = bin_dir.join(image.binary);
         let image_version = image.gopher_version.unwrap_or(version);
         if !binary.is_file() {
             bail!(
@@ -330,17 +310,9 @@ fn build_unlocked(
             );
         }
         let dir = work.join(name.replace(['/', ':'], "-"));
-        let is_envoy = image.is_envoy() || image == SIDECAR;
-        if image == SIDECAR {
+        let is_envoy = image.is_sidecar();
+        if is_envoy {
             sidecar_context(&dir, &binary, &envoy)?;
-        } else if is_envoy {
-            context(
-                &dir,
-                &binary,
-                "/usr/local/bin/envoy",
-                ("envoy", 1337),
-                ENVOY_FILE,
-            )?;
         } else if image == CONTROL_PLANE {
             context(&dir, &binary, "/app", ("app", 10001), CONTROL_PLANE_FILE)?;
             std::fs::create_dir_all(dir.join("state"))?;
@@ -393,7 +365,10 @@ fn build_unlocked(
         // Which build of the binary it holds, so that a newer build is noticed.
         args.extend([
             "--label".into(),
-            format!("{BINARY_LABEL}={}", fingerprint(&binary)),
+            format!(
+                "{BINARY_LABEL}={}",
+                image_fingerprint(image, &binary, &envoy)
+            ),
         ]);
         args.push(dir.display().to_string());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -425,6 +400,15 @@ fn build_unlocked(
 const BINARY_LABEL: &str = "io.gophermesh.binary";
 
 /// A binary's build, as size and modification time (what changes when cargo rebuilds it).
+/// Which builds an image holds: its binary's, and Envoy's for the sidecar.
+fn image_fingerprint(image: Image, binary: &Path, envoy: &Path) -> String {
+    if image.is_sidecar() {
+        format!("{}+{}", fingerprint(binary), fingerprint(envoy))
+    } else {
+        fingerprint(binary)
+    }
+}
+
 fn fingerprint(binary: &Path) -> String {
     std::fs::metadata(binary)
         .map(|m| {
@@ -464,25 +448,33 @@ fn build_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
 }
 
-/// Builds every image unless all are there already (checked under the build lock, so
-/// runs that start together build once).
+/// Builds every image of [`IMAGES`] unless all are there already (checked under the
+/// build lock, so runs that start together build once).
 pub fn ensure_all(
     podman: &Podman,
     bin_dir: &Path,
     envoy: &Path,
     work: &Path,
 ) -> anyhow::Result<()> {
+    ensure(podman, bin_dir, envoy, work, &IMAGES).map(|_| ())
+}
+
+/// Builds `images` unless all are there already and made from the binaries here now;
+/// returns what was built (name, size in bytes), nothing when all were there.
+pub fn ensure(
+    podman: &Podman,
+    bin_dir: &Path,
+    envoy: &Path,
+    work: &Path,
+    images: &[Image],
+) -> anyhow::Result<Vec<(String, u64)>> {
     let envoy_binary = super::envoy::real_envoy(envoy)?;
     // Missing, or made from another build of its binary than the one here now.
     let missing = || -> Vec<&str> {
-        IMAGES
+        images
             .iter()
             .filter(|i| {
-                let binary = if i.is_envoy() {
-                    envoy_binary.clone()
-                } else {
-                    bin_dir.join(i.binary)
-                };
+                let binary = bin_dir.join(i.binary);
                 !podman.has_image(i.name)
                     || podman
                         .run(&[
@@ -494,24 +486,24 @@ pub fn ensure_all(
                         ])
                         .ok()
                         .as_deref()
-                        != Some(fingerprint(&binary).as_str())
+                        != Some(image_fingerprint(**i, &binary, &envoy_binary).as_str())
             })
             .map(|i| i.name)
             .collect()
     };
     if missing().is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let _turn = build_lock()?;
     let still = missing();
     if still.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     say(format!(
         "building the images that are missing or older than their binaries ({})",
         still.join(", ")
     ));
-    build_unlocked(podman, bin_dir, envoy, work, &IMAGES).map(|_| ())
+    build_unlocked(podman, bin_dir, envoy, work, images)
 }
 
 #[cfg(test)]

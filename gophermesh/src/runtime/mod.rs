@@ -109,9 +109,11 @@ pub struct Launch {
 pub enum Xds {
     /// This run's own ADS server (plain gRPC, on loopback or the hub).
     Local(SocketAddr),
-    /// A control plane elsewhere (`up --control-plane`), over TLS, with the bootstrap the
-    /// aws-appmesh-envoy agent writes ([`envoy::agent_bootstrap`]).
-    Remote {
+    /// A control plane over TLS, with the bootstrap the aws-appmesh-envoy agent writes
+    /// ([`envoy::agent_bootstrap`]): one elsewhere (`up --control-plane`), or this run's
+    /// own when its sidecars speak only TLS to a TCP endpoint (the sidecar image of `up
+    /// --containers`, as on ECS).
+    Tls {
         /// `HOST:PORT`, as `APPMESH_XDS_ENDPOINT`.
         endpoint: String,
         /// The CA bundle its certificate is checked against (a copy Envoy can read).
@@ -128,7 +130,7 @@ impl Launch {
             .join(format!("{}-envoy.json", task.file_stem()));
         let doc = match &self.xds {
             Xds::Local(xds) => envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds),
-            Xds::Remote { endpoint, ca_file } => {
+            Xds::Tls { endpoint, ca_file } => {
                 let id = meshmodel::node_id(&task.mesh_name, node);
                 envoy::agent_bootstrap(&envoy::AgentSettings {
                     cluster: id.clone(),
@@ -176,6 +178,12 @@ pub trait Backend {
     /// default on the hub of [`Backend::network`].
     async fn xds_listener(&self, port: u16) -> anyhow::Result<TcpListener> {
         namespaces::hub_listener(self.network(), port).await
+    }
+
+    /// Whether this backend's Envoys reach ADS over TLS only (they run the sidecar image,
+    /// which speaks TLS to any TCP endpoint, as the agent's does).
+    fn speaks_tls(&self) -> bool {
+        false
     }
 
     /// Starts `task` at `site` and waits until its containers are healthy.

@@ -5,8 +5,11 @@
 //! network of podman's; its namespace is then named (`ip netns attach`) and given the same
 //! network as `--netns`: a veth to the hub, the task address, and the APPMESH iptables rules
 //! of the task definition's `proxyConfiguration`. Containers start in `dependsOn` order:
-//! the Envoy container (the task definition's user, 1337) first, HEALTHY once its admin
-//! interface reports LIVE; then each app container, HEALTHY once its image's own health
+//! the Envoy container first, from the sidecar image (`gophermesh sidecar` under the task
+//! definition's user, 1337, and environment, with `APPMESH_XDS_ENDPOINT` added and the
+//! control plane's CA where the agent's image keeps its CA bundle: the bootstrap is
+//! written from the environment, as on ECS), HEALTHY once its admin interface reports
+//! LIVE; then each app container, HEALTHY once its image's own health
 //! check (`/app healthcheck`) passes. Environment and user come from the task definition.
 //! When an essential container exits, the task's other containers are stopped, as on ECS.
 
@@ -53,6 +56,10 @@ impl PodBackend {
 }
 
 impl Backend for PodBackend {
+    fn speaks_tls(&self) -> bool {
+        true
+    }
+
     fn plan(&mut self, tasks: &[Task], meshes: &super::Meshes) -> anyhow::Result<Plan> {
         let names: Vec<String> = (0..tasks.len()).map(netns::task_name).collect();
         say(format!("creating a pod per task: {}", names.join(", ")));
@@ -91,6 +98,56 @@ impl Backend for PodBackend {
             teardown(network);
         }
     }
+}
+
+/// The Envoy container's environment: the task definition's (its `${AWS_REGION}` and
+/// `${AWS_ACCOUNT_ID}` filled from this environment, else the control plane's own ARNs'),
+/// then what this run sets: the management server, the admin port it reaches, and
+/// `up`'s Envoy options.
+fn sidecar_environment(
+    launch: &Launch,
+    task: &Task,
+    site: &Site,
+    endpoint: &str,
+) -> Vec<(String, String)> {
+    let identity = controlplane::state::meta::Identity::default();
+    let lookup = |name: &str| {
+        std::env::var(name).ok().or(match name {
+            "AWS_REGION" => Some(identity.region.clone()),
+            "AWS_ACCOUNT_ID" => Some(identity.account.clone()),
+            _ => None,
+        })
+    };
+    let mut env: Vec<(String, String)> = task
+        .definition
+        .container(&task.proxy.container_name)
+        .map(|(_, envoy)| {
+            envoy
+                .environment
+                .iter()
+                .map(|kv| {
+                    let value = meshmodel::render::render(&kv.name, &kv.value, lookup)
+                        .unwrap_or_else(|_| kv.value.clone());
+                    (kv.name.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ours = [
+        ("APPMESH_XDS_ENDPOINT", endpoint.to_owned()),
+        (
+            "ENVOY_ADMIN_ACCESS_PORT",
+            site.place.admin.port().to_string(),
+        ),
+        (
+            "ENVOY_CONCURRENCY",
+            launch.envoy_options.concurrency.to_string(),
+        ),
+        ("ENVOY_LOG_LEVEL", launch.envoy_options.log_level.clone()),
+    ];
+    env.retain(|(name, _)| !ours.iter().any(|(n, _)| n == name));
+    env.extend(ours.map(|(n, v)| (n.to_owned(), v)));
+    env
 }
 
 /// One running container.
@@ -158,9 +215,7 @@ impl Pods {
             .position(|(p, _)| p == netns)
             .with_context(|| format!("no pod for namespace {netns}"))?;
         let pod = netns.to_owned();
-        let bootstrap = launch.write_bootstrap(task, site)?;
         let envoy_user = site.envoy_user.unwrap_or((1337, 1337));
-        let envoy_args = launch.envoy_options.args("/etc/envoy/bootstrap.json");
         let app_listen = site.app_listen;
         let admin = site.admin();
         let processes = &launch.processes;
@@ -168,6 +223,9 @@ impl Pods {
         let node = &task.virtual_node;
         // Envoy first.
         let envoy_name = format!("{pod}-{}", task.proxy.container_name);
+        let super::Xds::Tls { endpoint, ca_file } = &launch.xds else {
+            bail!("the sidecar image speaks TLS only: ADS must be served over TLS");
+        };
         let mut args: Vec<String> = vec![
             "run".into(),
             "-d".into(),
@@ -178,17 +236,18 @@ impl Pods {
             "--user".into(),
             format!("{}:{}", envoy_user.0, envoy_user.1),
             "-v".into(),
-            format!("{}:/etc/envoy/bootstrap.json:ro", bootstrap.display()),
+            format!(
+                "{}:{}:ro",
+                ca_file.display(),
+                crate::sidecar::env::CA_BUNDLE
+            ),
             "-v".into(),
             hosts.clone(),
         ];
-        if let Some((_, envoy)) = task.definition.container(&task.proxy.container_name) {
-            for kv in &envoy.environment {
-                args.extend(["-e".into(), format!("{}={}", kv.name, kv.value)]);
-            }
+        for (name, value) in sidecar_environment(launch, task, site, endpoint) {
+            args.extend(["-e".into(), format!("{name}={value}")]);
         }
-        args.push(images::ENVOY.name.into());
-        args.extend(envoy_args.iter().cloned());
+        args.push(images::SIDECAR.name.into());
         let what = match task.gateway() {
             Some(gateway) => format!("virtual gateway {gateway}"),
             None => format!("virtual node {node}"),
@@ -349,15 +408,25 @@ impl Pods {
             return failures;
         }
         self.removed = true;
+        // The apps, then the Envoys (each drains for at most the 5 s podman gives it),
+        // all of a kind at once.
         for want_envoy in [false, true] {
-            for (_, containers) in self.pods.iter().rev() {
-                for c in containers.iter().rev().filter(|c| c.is_envoy == want_envoy) {
-                    if let Err(e) = self.podman.run(&["stop", "-t", "5", &c.name]) {
-                        failures.push(format!("{e:#}"));
-                    } else {
-                        say(format!("  stopped {}", c.name));
-                    }
-                }
+            let names: Vec<&str> = self
+                .pods
+                .iter()
+                .rev()
+                .flat_map(|(_, containers)| containers.iter().rev())
+                .filter(|c| c.is_envoy == want_envoy)
+                .map(|c| c.name.as_str())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let mut args = vec!["stop", "-t", "5"];
+            args.extend(&names);
+            match self.podman.run(&args) {
+                Ok(_) => say(format!("  stopped {}", names.join(", "))),
+                Err(e) => failures.push(format!("{e:#}")),
             }
         }
         for (pod, _) in self.pods.iter().rev() {
