@@ -239,6 +239,8 @@ pub struct BenchConfig {
     pub fleet: Vec<(u32, u32)>,
     /// Route changes timed per fleet.
     pub fleet_changes: u32,
+    /// Also run the mesh with `up --containers` (the sidecar image).
+    pub containers: bool,
     pub envoy_bin: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
 }

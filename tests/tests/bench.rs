@@ -16,6 +16,9 @@ fn positive(v: &Value, what: &str) -> f64 {
 
 #[test]
 fn a_quick_bench_produces_every_figure() {
+    // --containers runs the mesh in pods too, from images of the release binaries.
+    tests::require_root_for_netns();
+    tests::require_podman();
     let envoy = tool("envoy");
     assert!(
         Command::new("wrk").arg("--version").output().is_ok(),
@@ -37,11 +40,12 @@ fn a_quick_bench_produces_every_figure() {
             "20x30,1000x1000",
             "--fleet-changes",
             "3",
+            "--containers",
         ])
         .arg("--out")
         .arg(&out_dir)
         .arg("--bin-dir")
-        .arg(bin_dir())
+        .arg(tests::release_dir())
         .arg("--envoy-bin")
         .arg(&envoy)
         .output()
@@ -62,6 +66,7 @@ fn a_quick_bench_produces_every_figure() {
         "requester_direct",
         "mesh",
         "mesh_floor",
+        "mesh_containers",
     ] {
         let s = &report["scenarios"][key];
         for figure in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req"] {
@@ -83,14 +88,31 @@ fn a_quick_bench_produces_every_figure() {
     for service in ["distributor", "requester"] {
         positive(&report["ready_ms"][service], &format!("ready_ms.{service}"));
     }
-    // One entry per service image: its size, or null when podman did not have it yet.
+    // The sidecar image beside Envoy run by hand.
+    let sidecar = &report["sidecar"];
+    for figure in [
+        "/image_mb",
+        "/envoy_binary_mb",
+        "/image_over_envoy",
+        "/live_ms/by_hand",
+        "/live_ms/sidecar_image",
+        "/rss_mib/by_hand/idle",
+        "/rss_mib/sidecar_image/idle",
+        "/rss_mib/sidecar_image/load",
+    ] {
+        positive(
+            sidecar.pointer(figure).unwrap_or(&Value::Null),
+            &format!("sidecar{figure}"),
+        );
+    }
+    assert!(printed.contains("sidecar image"), "{printed}");
+    // One entry per image: its size, or null when podman did not have it yet.
     let sizes = report["image_mb"]
         .as_object()
         .expect("image_mb is an object");
     let names: Vec<&str> = sizes.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = gophermesh::runtime::images::IMAGES
         .iter()
-        .filter(|i| !i.is_sidecar())
         .map(|i| i.name)
         .collect();
     want.sort_unstable();
@@ -136,6 +158,7 @@ fn a_quick_bench_produces_every_figure() {
     for name in [
         "distributor_direct rps / hello_floor rps",
         "mesh rps / mesh_floor rps",
+        "sidecar image / Envoy binary",
         "fleet 1000x1000: change ACKed by all p99 ms",
         "fleet 1000x1000: connect storm ms",
         "fleet 1000x1000: serve RSS MiB",

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::runtime::images;
 
-/// Sizes of the service images when podman has them.
+/// Sizes of the images when podman has them.
 pub(super) fn image_sizes() -> Value {
     let Ok(out) = std::process::Command::new("podman")
         .arg("--version")
@@ -18,22 +18,8 @@ pub(super) fn image_sizes() -> Value {
         return json!({"note": "podman does not run here"});
     }
     let mut sizes = serde_json::Map::new();
-    for image in images::IMAGES
-        .iter()
-        .filter(|i| !i.is_sidecar())
-        .map(|i| i.name)
-    {
-        let size = std::process::Command::new("podman")
-            .args(["image", "inspect", "--format", "{{.Size}}", image])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            });
+    for image in images::IMAGES.iter().map(|i| i.name) {
+        let size = images::image_size(image);
         sizes.insert(
             image.to_owned(),
             size.map_or(Value::Null, |b| json!((b / 1e6 * 100.0).round() / 100.0)),

@@ -63,7 +63,25 @@ impl Wrk {
 
     /// Loads `url` for `seconds` and returns wrk's figures.
     pub async fn run(&self, url: &str, seconds: u64) -> anyhow::Result<WrkResult> {
-        let out = tokio::process::Command::new(&self.program)
+        self.run_in(None, url, seconds).await
+    }
+
+    /// [`Wrk::run`] from inside the network namespace `netns`, when given.
+    pub async fn run_in(
+        &self,
+        netns: Option<&str>,
+        url: &str,
+        seconds: u64,
+    ) -> anyhow::Result<WrkResult> {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.program);
+                c
+            }
+            None => tokio::process::Command::new(&self.program),
+        };
+        let out = command
             .args([
                 "-t",
                 &self.threads.to_string(),

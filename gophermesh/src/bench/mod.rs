@@ -12,12 +12,14 @@
 //! and the control plane's push time and RSS for generated meshes of growing size, and a
 //! 1,001-resource CloudFormation template evaluated and applied (`import`).
 
+mod containers;
 mod facts;
 pub mod fleet;
 pub mod hello;
 pub mod import;
 pub mod load;
 mod mesh;
+mod procs;
 pub mod report;
 pub mod scale;
 
@@ -28,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use crate::api::token::ControlToken;
 use anyhow::{Context, bail};
-use serde_json::Value;
+
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::config::BenchConfig;
 use crate::progress::{UpAddresses, say};
@@ -38,6 +40,7 @@ use crate::runtime::{bin_dir, envoy};
 use facts::{image_sizes, machine};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
 use mesh::{Up, answered_by, envoy_pids, shift_propagation};
+use procs::{Proc, until_ok};
 use report::{Memory, Report, ScalePoint};
 
 /// `up`'s flags that put every listener it publishes on a free port (the bench's `up`, and
@@ -79,91 +82,12 @@ fn stand_ins(dir: &Path, me: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.to_owned())
 }
 
-/// A process the benchmark started; killed when dropped.
-#[derive(Debug)]
-struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Proc {
-    /// Starts a service that listens on port 0 and logs (as JSON) the address it bound
-    /// (`"message": "... listening", "addr": ...`); waits up to 10 s for that line.
-    async fn spawn(name: &str, program: &Path, args: &[String]) -> anyhow::Result<(Self, String)> {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env(
-                "RUST_LOG",
-                "warn,requester=info,requester::routes=warn,distributor=info",
-            )
-            .env("LOG_FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if event["message"]
-                    .as_str()
-                    .is_some_and(|m| m.ends_with(" listening"))
-                {
-                    return event["addr"].as_str().map(str::to_owned);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .with_context(|| format!("{name} did not say where it listens within 10 s"))?;
-        // Keep reading so that the service never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let proc = Self {
-            name: name.to_owned(),
-            child,
-        };
-        Ok((proc, format!("http://{addr}")))
-    }
-
-    fn pid(&self) -> anyhow::Result<u32> {
-        self.child
-            .id()
-            .with_context(|| format!("{} has exited", self.name))
-    }
-}
-
-/// Polls `url` until it answers 200; the time that took.
-async fn until_ok(http: &reqwest::Client, url: &str, limit: Duration) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(r) = http
-            .get(url)
-            .timeout(Duration::from_millis(200))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return Ok(start.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    bail!("{url} did not answer 200 within {limit:?}")
-}
-
 /// One scenario to load: its key, URL and the processes that serve it.
 struct Target<'a> {
     key: &'a str,
     url: String,
+    /// The network namespace the load comes from (a task network's hub), if not ours.
+    netns: Option<String>,
     pids: Vec<(String, u32)>,
 }
 
@@ -179,6 +103,8 @@ struct Bench {
     work: PathBuf,
     mesh_dir: PathBuf,
     taskdefs_dir: PathBuf,
+    /// Also the mesh with `up --containers`.
+    containers: bool,
 }
 
 impl Bench {
@@ -202,7 +128,9 @@ impl Bench {
                     ""
                 }
             ));
-            self.wrk.run(&t.url, self.warmup).await?;
+            self.wrk
+                .run_in(t.netns.as_deref(), &t.url, self.warmup)
+                .await?;
         }
         let mut runs: Vec<Vec<load::WrkResult>> = vec![Vec::new(); group.len()];
         let mut cpu: Vec<Vec<(String, Duration)>> = group
@@ -217,7 +145,7 @@ impl Bench {
         for _ in 0..rounds {
             for (i, t) in group.iter().enumerate() {
                 let before = cpu_each(&t.pids)?;
-                runs[i].push(self.wrk.run(&t.url, turn).await?);
+                runs[i].push(self.wrk.run_in(t.netns.as_deref(), &t.url, turn).await?);
                 let after = cpu_each(&t.pids)?;
                 for (slot, ((_, a), (_, b))) in cpu[i].iter_mut().zip(after.iter().zip(&before)) {
                     slot.1 += a.saturating_sub(*b);
@@ -285,6 +213,7 @@ impl Bench {
         mesh: &Path,
         taskdefs: &Path,
         bin_dir: &Path,
+        extra: &[&str],
     ) -> anyhow::Result<Up> {
         let state = self.work.join(label);
         std::fs::create_dir_all(&state)
@@ -306,6 +235,7 @@ impl Bench {
             .arg(&self.envoy)
             .arg("--state-dir")
             .arg(&state)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -400,6 +330,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         work: work.clone(),
         mesh_dir: std::path::absolute(&args.source.mesh_dir)?,
         taskdefs_dir: std::path::absolute(&args.source.taskdefs_dir)?,
+        containers: args.containers,
     };
     say(format!(
         "gophermesh bench: {} connections, {duration} s per scenario, wrk with {} thread(s); results go to {}",
@@ -428,6 +359,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         scenarios,
         rss,
         ready,
+        sidecar,
     } = gathered;
     let mut settings = BTreeMap::new();
     settings.insert("concurrency".to_owned(), bench.wrk.connections.to_string());
@@ -447,6 +379,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         control_plane_scale: scale_points,
         import,
         fleet,
+        sidecar,
         budgets: Vec::new(),
     };
     report.budgets = report::budgets(&report);
@@ -475,6 +408,8 @@ struct Gathered {
     scenarios: BTreeMap<String, Scenario>,
     rss: BTreeMap<String, Memory>,
     ready: BTreeMap<String, f64>,
+    /// The sidecar image's figures (`--containers`).
+    sidecar: Option<serde_json::Value>,
 }
 
 impl Bench {
@@ -518,11 +453,13 @@ impl Bench {
                 Target {
                     key: "hello_floor",
                     url: hello_url,
+                    netns: None,
                     pids: vec![("hello".into(), hello.pid()?)],
                 },
                 Target {
                     key: "distributor_direct",
                     url: durl.clone(),
+                    netns: None,
                     pids: vec![("distributor".into(), dpid)],
                 },
             ])
@@ -546,6 +483,7 @@ impl Bench {
             .measure(&[Target {
                 key: "requester_direct",
                 url: rurl,
+                netns: None,
                 pids: vec![("requester".into(), rpid), ("distributor".into(), dpid)],
             }])
             .await?;
@@ -574,16 +512,32 @@ impl Bench {
             "starting the local mesh (gophermesh up), and a second one whose apps are minimal hyper stand-ins",
         );
         let up = self
-            .up("mesh", &self.mesh_dir, &self.taskdefs_dir, &self.bin_dir)
+            .up(
+                "mesh",
+                &self.mesh_dir,
+                &self.taskdefs_dir,
+                &self.bin_dir,
+                &[],
+            )
             .await?;
         let floor_bin = stand_ins(&work.join("floor-bin"), &self.me)?;
         let floor = self
-            .up("mesh-floor", &self.mesh_dir, &self.taskdefs_dir, &floor_bin)
+            .up(
+                "mesh-floor",
+                &self.mesh_dir,
+                &self.taskdefs_dir,
+                &floor_bin,
+                &[],
+            )
             .await?;
         let (_, host) = answered_by(&self.http, &floor.requester).await?;
         if host != "hyper-floor" {
             bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
         }
+        let containers = match self.containers {
+            true => Some(self.mesh_in_containers().await?),
+            false => None,
+        };
         let procs = up.processes(&self.http).await?;
         let floor_procs = floor.processes(&self.http).await?;
         // Before any load: the Envoys' idle memory.
@@ -591,35 +545,45 @@ impl Bench {
         for pid in &envoy_pids(&procs) {
             idle_envoy = idle_envoy.max(memory_mib(*pid, "VmRSS")?);
         }
-        let measured = self
-            .measure(&[
-                Target {
-                    key: "mesh",
-                    url: format!("{}/", up.requester),
-                    pids: procs.clone(),
-                },
-                Target {
-                    key: "mesh_floor",
-                    url: format!("{}/", floor.requester),
-                    pids: floor_procs,
-                },
-            ])
-            .await?;
-        for (key, s) in ["mesh", "mesh_floor"].into_iter().zip(measured) {
-            scenarios.insert(key.to_owned(), s);
+        let mut group = vec![
+            Target {
+                key: "mesh",
+                url: format!("{}/", up.requester),
+                netns: None,
+                pids: procs.clone(),
+            },
+            Target {
+                key: "mesh_floor",
+                url: format!("{}/", floor.requester),
+                netns: None,
+                pids: floor_procs,
+            },
+        ];
+        if let Some(c) = &containers {
+            group.push(Target {
+                key: "mesh_containers",
+                url: format!("{}/", c.requester),
+                netns: Some(c.hub.clone()),
+                pids: c.procs.clone(),
+            });
+        }
+        let measured = self.measure(&group).await?;
+        for (t, s) in group.iter().zip(measured) {
+            scenarios.insert(t.key.to_owned(), s);
         }
         floor.stop().await;
         let mut envoy_peak = 0.0_f64;
         for pid in &envoy_pids(&procs) {
             envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
         }
-        rss.insert(
-            "envoy".to_owned(),
-            Memory {
-                idle: idle_envoy,
-                load: envoy_peak,
-            },
-        );
+        let by_hand = Memory {
+            idle: idle_envoy,
+            load: envoy_peak,
+        };
+        if let Some(c) = containers {
+            g.sidecar = Some(c.figures(&self.http, &by_hand, &up, &self.envoy).await?);
+        }
+        rss.insert("envoy".to_owned(), by_hand);
         say(format!("timing {shifts} route shifts"));
         let shift = shift_propagation(&self.http, &up, shifts).await?;
         say(format!(
@@ -647,6 +611,7 @@ impl Bench {
                     &dir.join("mesh"),
                     &dir.join("taskdefs"),
                     &self.bin_dir,
+                    &[],
                 )
                 .await?;
             let status = up.status(&self.http).await?;

@@ -8,12 +8,13 @@ use serde::Serialize;
 use super::load::Scenario;
 
 /// The scenarios in the order they are shown.
-pub const SCENARIOS: [(&str, &str); 5] = [
+pub const SCENARIOS: [(&str, &str); 6] = [
     ("hello_floor", "minimal hyper server"),
     ("distributor_direct", "distributor, direct"),
     ("requester_direct", "requester -> distributor, no Envoy"),
     ("mesh", "requester -> distributor via 2 Envoys"),
     ("mesh_floor", "same mesh, hyper stand-in apps"),
+    ("mesh_containers", "same mesh, pods, sidecar image"),
 ];
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,6 +65,9 @@ pub struct Report {
     pub import: super::import::ImportFigure,
     /// Each fleet run's figures, as `bench-fleet` writes them.
     pub fleet: Vec<serde_json::Value>,
+    /// The sidecar image's figures beside Envoy run by hand (`--containers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<serde_json::Value>,
     pub budgets: Vec<Budget>,
 }
 
@@ -118,6 +122,13 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
     }
     for (service, ms) in &r.ready_ms {
         out.push(Budget::at_most(format!("{service} ready ms"), *ms, 50.0));
+    }
+    if let Some(ratio) = r
+        .sidecar
+        .as_ref()
+        .and_then(|s| s["image_over_envoy"].as_f64())
+    {
+        out.push(Budget::at_most("sidecar image / Envoy binary", ratio, 1.5));
     }
     out.push(Budget::at_most(
         "shift propagation p99 ms",
@@ -185,6 +196,38 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
 }
 
 /// The terminal table.
+/// The sidecar image's lines of the table (`--containers`); `ratio` is `mesh_containers`
+/// req/s over `mesh`'s.
+fn sidecar_lines(t: &mut String, s: &serde_json::Value, ratio: f64) {
+    let f = |p: &str| {
+        s.pointer(p)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    let _ = writeln!(
+        t,
+        "sidecar image {:.1} MB = {:.2} x Envoy's binary ({:.1} MB)",
+        f("/image_mb"),
+        f("/image_over_envoy"),
+        f("/envoy_binary_mb")
+    );
+    let _ = writeln!(
+        t,
+        "Envoy LIVE after start: by hand {:.0} ms (exec), sidecar image {:.0} ms (podman run)",
+        f("/live_ms/by_hand"),
+        f("/live_ms/sidecar_image")
+    );
+    let _ = writeln!(
+        t,
+        "RSS of one task's Envoy: by hand idle {:.1} / peak {:.1} MiB; sidecar image (with gophermesh sidecar) idle {:.1} / peak {:.1} MiB",
+        f("/rss_mib/by_hand/idle"),
+        f("/rss_mib/by_hand/load"),
+        f("/rss_mib/sidecar_image/idle"),
+        f("/rss_mib/sidecar_image/load")
+    );
+    let _ = writeln!(t, "mesh_containers req/s / mesh req/s: {ratio:.2}");
+}
+
 pub fn table(r: &Report) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -231,6 +274,10 @@ pub fn table(r: &Report) -> String {
         );
     }
     let _ = writeln!(t, "images: {}", r.image_mb);
+    if let Some(s) = &r.sidecar {
+        let rps = |k: &str| r.scenarios.get(k).map_or(f64::NAN, |s| s.rps);
+        sidecar_lines(&mut t, s, rps("mesh_containers") / rps("mesh"));
+    }
     let s = &r.shift_propagation_ms;
     let _ = writeln!(
         t,
@@ -487,6 +534,7 @@ mod tests {
                     "connect_storm_ms": 100.0, "change_acked_by_all_ms": {"p50": 50.0, "p99": 60.0},
                     "rss_mib": {"with_fleet": 40.0}}),
             ],
+            sidecar: None,
             budgets: Vec::new(),
         };
         r.budgets = budgets(&r);

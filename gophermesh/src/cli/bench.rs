@@ -49,6 +49,12 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) no_fleet: bool,
 
+    /// Also run the mesh with `up --containers` (as root, with podman), every Envoy from
+    /// the sidecar image, in the same turns as `mesh`; and report the sidecar's image size
+    /// against Envoy's binary, its start-to-LIVE time and memory beside Envoy run by hand.
+    #[arg(long)]
+    pub(crate) containers: bool,
+
     /// Route changes timed per fleet. Default 20, or 5 with --quick.
     #[arg(long)]
     pub(crate) fleet_changes: Option<u32>,

@@ -400,6 +400,21 @@ fn build_unlocked(
 const BINARY_LABEL: &str = "io.gophermesh.binary";
 
 /// A binary's build, as size and modification time (what changes when cargo rebuilds it).
+/// The size in bytes of the local image `name`, when podman has it.
+pub fn image_size(name: &str) -> Option<f64> {
+    Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Size}}", name])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+}
+
 /// Which builds an image holds: its binary's, and Envoy's for the sidecar.
 fn image_fingerprint(image: Image, binary: &Path, envoy: &Path) -> String {
     if image.is_sidecar() {

@@ -257,12 +257,15 @@ impl Pods {
             task.definition.family, envoy_user.0
         ));
         let envoy_row = format!("{node}/{}", task.proxy.container_name);
+        let started = std::time::Instant::now();
         self.run_container(index, &args, &envoy_name, true, true, &envoy_row, processes)?;
         if !wait_until(Duration::from_secs(30), async || admin.live().await).await {
             bail!(
                 "Envoy in {envoy_name} did not become LIVE within 30 s; see podman logs {envoy_name}"
             );
         }
+        let live_ms = started.elapsed().as_secs_f64() * 1000.0;
+        processes.update_named(&envoy_row, |s| s.live_ms = Some(live_ms));
         say(format!("  {envoy_name} is HEALTHY (Envoy LIVE)"));
         // Then the app containers, in the task definition's order.
         for c in task.app_containers() {
@@ -346,9 +349,8 @@ impl Pods {
             name: row_name.to_owned(),
             pid,
             running: true,
-            restarts: 0,
-            last_exit: None,
             log: format!("podman logs {name}"),
+            ..Default::default()
         });
         let container = Container {
             name: name.to_owned(),

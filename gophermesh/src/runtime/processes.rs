@@ -146,9 +146,11 @@ impl Processes {
         ));
         let args = launch.envoy_options.args(&bootstrap.display().to_string());
         let (program, args) = command(site, &launch.envoy, args, site.envoy_user);
+        let row = format!("{node}/{}", task.proxy.container_name);
+        let started = std::time::Instant::now();
         self.running.push(Supervised::start(
             Spec {
-                name: format!("{node}/{}", task.proxy.container_name),
+                name: row.clone(),
                 program,
                 args,
                 env: base_env.clone(),
@@ -164,6 +166,10 @@ impl Processes {
                 log.display()
             );
         }
+        let live_ms = started.elapsed().as_secs_f64() * 1000.0;
+        launch
+            .processes
+            .update_named(&row, |s| s.live_ms = Some(live_ms));
         if task.gateway().is_some() {
             say(format!(
                 "  Envoy is LIVE (admin {admin}); a gateway runs Envoy alone, listening on {}",

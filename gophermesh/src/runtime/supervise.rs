@@ -61,6 +61,9 @@ pub struct ProcessStatus {
     pub restarts: u32,
     pub last_exit: Option<String>,
     pub log: String,
+    /// For an Envoy: milliseconds from its start (or its container's) to LIVE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_ms: Option<f64>,
 }
 
 /// The status of every supervised process, in start order. Cheap to clone.
@@ -83,6 +86,17 @@ impl ProcessTable {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         table.push(status);
         table.len() - 1
+    }
+
+    /// Changes the row named `name`.
+    pub fn update_named(&self, name: &str, f: impl FnOnce(&mut ProcessStatus)) {
+        let mut table = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = table.iter_mut().find(|s| s.name == name) {
+            f(s);
+        }
     }
 
     /// Changes row `index`.
