@@ -95,7 +95,15 @@ pub fn find(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// ms sooner, Python's start, and while it is down its callers' requests fail; an image
 /// needs the binary itself). Any other file is taken as it is.
 pub fn real_envoy(envoy: &Path) -> anyhow::Result<PathBuf> {
-    let head = std::fs::read(envoy).with_context(|| format!("cannot read {}", envoy.display()))?;
+    // Only the head: Envoy's binary is 100 MB, the launcher a few lines.
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(4096);
+    std::io::Read::take(
+        std::fs::File::open(envoy).with_context(|| format!("cannot read {}", envoy.display()))?,
+        4096,
+    )
+    .read_to_end(&mut head)
+    .with_context(|| format!("cannot read {}", envoy.display()))?;
     let launcher = head.starts_with(b"#!")
         && head.len() < 4096
         && String::from_utf8_lossy(&head).contains("from envoy._main import");
