@@ -183,6 +183,8 @@ pub struct ServeConfig {
     pub xds_listen: std::net::SocketAddr,
     pub api_listen: std::net::SocketAddr,
     pub control_listen: std::net::SocketAddr,
+    /// Where DogStatsD from the sidecars is received (UDP), if anywhere.
+    pub statsd_listen: Option<std::net::SocketAddr>,
     /// A certificate chain and its key (PEM files), for what listens beyond loopback.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the control token is written.
@@ -211,6 +213,7 @@ impl ServeConfig {
             xds_listen: any,
             api_listen: any,
             control_listen: any,
+            statsd_listen: None,
             tls: None,
             state_dir,
         }

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod config;
 pub mod export;
 pub mod mesh_files;
+pub mod metrics;
 pub mod plane;
 pub mod progress;
 pub mod runtime;

@@ -262,6 +262,8 @@ pub struct ApiConfig<'a> {
     /// Where the control token is written.
     pub state_dir: &'a Path,
     pub tls: Option<&'a Tls>,
+    /// The DogStatsD receiver's figures, for `/metrics`, when one runs.
+    pub statsd: Option<crate::metrics::statsd::Statsd>,
 }
 
 /// Where the APIs ended up: their URLs (`https://` where they speak TLS).
@@ -316,6 +318,7 @@ pub fn start_apis(
             envoys,
             tasks,
             live,
+            statsd: config.statsd.clone(),
         },
         control_guard,
     );

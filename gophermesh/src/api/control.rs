@@ -46,6 +46,8 @@ pub struct ControlState {
     pub tasks: Arc<dyn Tasks>,
     /// The console's live view.
     pub live: Live,
+    /// The DogStatsD receiver's figures, when one runs.
+    pub statsd: Option<crate::metrics::statsd::Statsd>,
 }
 
 impl axum::extract::FromRef<ControlState> for Store {
@@ -69,10 +71,33 @@ pub fn router(state: ControlState, guard: Guard) -> Router {
         .route("/v1/live", get(live::frame_now))
         .route("/v1/live/stream", get(live::stream))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/routes/{route}/weights", put(set_weights))
         .route("/v1/resources", post(super::apply::apply))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+}
+
+/// `GET /metrics`: per caller and target, with the App Mesh metric extension's names
+/// (Prometheus text format 0.0.4): from the Envoys running here, and from DogStatsD.
+async fn metrics(State(state): State<ControlState>) -> Response {
+    let mut edges = state.tasks.metrics().await;
+    let mut extra = String::new();
+    if let Some(statsd) = &state.statsd {
+        let (received, counters) = statsd.snapshot();
+        for (edge, figures) in received {
+            edges.entry(edge).or_default().add(&figures);
+        }
+        extra = counters;
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&edges, &extra),
+    )
+        .into_response()
 }
 
 /// How the guard's refusals look from this API: `{"problems": [...]}` like any refusal.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::metrics::{Edge, Figures};
 use controlplane::TargetTraffic;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -19,6 +20,10 @@ pub trait Tasks: Send + Sync + std::fmt::Debug {
     /// The traffic to each target virtual node (keyed `MESH/NODE`) of every mesh whose
     /// tasks run here, from one stats read per Envoy.
     fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, TargetTraffic>>;
+
+    /// What each caller's Envoy running here sent to each target, from its own stats
+    /// (for `/metrics`).
+    fn metrics(&self) -> BoxFuture<'_, BTreeMap<Edge, Figures>>;
 }
 
 /// The tasks' part of `GET /v1/status`.

@@ -277,6 +277,13 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) control_listen: std::net::SocketAddr,
 
+    /// HOST:PORT (UDP) where the sidecars' DogStatsD sinks send their stats
+    /// (ENABLE_ENVOY_DOG_STATSD=1, ENABLE_ENVOY_STATS_TAGS=1, STATSD_ADDRESS and
+    /// STATSD_PORT pointing here): the control API's /metrics then counts what each
+    /// sent to each target. Unset: no receiver.
+    #[arg(long, env = "GOPHERMESH_STATSD_LISTEN", value_name = "HOST:PORT")]
+    pub(crate) statsd_listen: Option<std::net::SocketAddr>,
+
     /// PEM certificate chain for ADS and both APIs (with --tls-key): they then speak TLS
     /// only.
     #[arg(long, env = "GOPHERMESH_TLS_CERT", requires = "tls_key")]

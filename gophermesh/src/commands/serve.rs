@@ -23,6 +23,7 @@ fn config(args: ServeArgs) -> ServeConfig {
         xds_listen: args.xds_listen,
         api_listen: args.api_listen,
         control_listen: args.control_listen,
+        statsd_listen: args.statsd_listen,
         tls: args.tls_cert.zip(args.tls_key),
         state_dir: args.state_dir,
         mesh_dir: args.mesh_dir,

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::metrics::{Edge, Figures};
 use anyhow::{Context, bail};
 use controlplane::TargetTraffic;
 use controlplane::xds::ads::EnvoyStatuses;
@@ -43,6 +44,10 @@ impl tasks::Tasks for NoTasks {
     }
 
     fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, TargetTraffic>> {
+        Box::pin(async { BTreeMap::new() })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, BTreeMap<Edge, Figures>> {
         Box::pin(async { BTreeMap::new() })
     }
 }
@@ -144,6 +149,26 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     if let Some(follow) = plane::follow_cloud_map(args.cloud_map, &store).await? {
         background.push(follow);
     }
+    let statsd = match args.statsd_listen {
+        Some(addr) => {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("--statsd-listen {addr}: cannot receive there"))?;
+            say(format!(
+                "DogStatsD from the sidecars on udp://{} (counted in /metrics)",
+                socket.local_addr()?
+            ));
+            let statsd = crate::metrics::statsd::Statsd::default();
+            let stopped = stop.clone();
+            background.push(tokio::spawn(
+                statsd
+                    .clone()
+                    .receive(socket, async move { stopped.wait().await }),
+            ));
+            Some(statsd)
+        }
+        None => None,
+    };
     let apis = plane::start_apis(
         &store,
         envoys,
@@ -153,6 +178,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
             allow_hosts: &args.allow_hosts,
             state_dir: &args.state_dir,
             tls: tls.as_ref(),
+            statsd,
         },
         (control_listener, appmesh_listener),
         &mut background,

@@ -213,6 +213,7 @@ impl Up<'_> {
                 allow_hosts: &config.allow_hosts,
                 state_dir: &config.state_dir,
                 tls: None,
+                statsd: None,
             },
             (control_listener, appmesh_listener),
             background,
@@ -568,6 +569,10 @@ impl tasks::Tasks for UpTasks {
         all
     }
 
+    fn metrics(&self) -> BoxFuture<'_, BTreeMap<crate::metrics::Edge, crate::metrics::Figures>> {
+        Box::pin(self.envoy_metrics())
+    }
+
     fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, controlplane::TargetTraffic>> {
         Box::pin(async move {
             let mut traffic = BTreeMap::new();
@@ -582,6 +587,33 @@ impl tasks::Tasks for UpTasks {
 }
 
 impl UpTasks {
+    /// Every Envoy's figures per target, read from its admin (each asked at once; one
+    /// that does not answer within a second counts nothing).
+    async fn envoy_metrics(&self) -> BTreeMap<crate::metrics::Edge, crate::metrics::Figures> {
+        let reads = self.sites.iter().filter_map(|(key, site)| {
+            let (mesh, node) = split_key(key)?;
+            let (kind, name) = match node.strip_prefix(meshmodel::GATEWAY_PREFIX) {
+                Some(gateway) => ("VirtualGateway", gateway.to_owned()),
+                None => ("VirtualNode", node.to_owned()),
+            };
+            let (mesh, admin) = (mesh.to_owned(), site.admin());
+            Some(async move {
+                match admin
+                    .get(crate::metrics::scrape::PATH, Duration::from_secs(1))
+                    .await
+                {
+                    Ok((200, text)) => crate::metrics::scrape::read(&text, &mesh, kind, &name),
+                    _ => BTreeMap::new(),
+                }
+            })
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// The Envoys' admin interfaces of each mesh's tasks.
     fn admins_by_mesh(&self) -> BTreeMap<String, Vec<EnvoyAdmin>> {
         let mut by_mesh: BTreeMap<String, Vec<EnvoyAdmin>> = BTreeMap::new();

@@ -1,0 +1,244 @@
+//! DogStatsD from Envoys (`serve --statsd-listen ADDR`): the sink the unchanged
+//! aws-appmesh-envoy sidecar and `gophermesh sidecar` already have
+//! (`ENABLE_ENVOY_DOG_STATSD=1`, `STATSD_ADDRESS`, `STATSD_PORT`). Envoy flushes its
+//! counters as deltas and every response time as a sample; the receiver sums them per
+//! caller and target. The caller is read from the tags `ENABLE_ENVOY_STATS_TAGS=1` adds
+//! (`appmesh.mesh`, `appmesh.virtual_node` or `appmesh.virtual_gateway`), the target from
+//! Envoy's own `envoy.cluster_name`.
+//!
+//! Memory is bounded whatever arrives: a line of any other name, without the tags, or
+//! beyond [`MAX_EDGES`] pairs of caller and target is counted by reason and dropped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use super::{Edge, Figures, target_of};
+
+/// The most caller-and-target pairs held.
+pub const MAX_EDGES: usize = 10_000;
+
+/// The longest tag value kept (a mesh, node or cluster name is far shorter).
+const MAX_VALUE: usize = 255;
+
+/// What the receiver holds.
+#[derive(Debug, Default)]
+struct Held {
+    edges: BTreeMap<Edge, Figures>,
+    datagrams: u64,
+    used: u64,
+    /// Lines dropped, by reason.
+    dropped: BTreeMap<&'static str, u64>,
+}
+
+/// The DogStatsD receiver's figures. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Statsd(Arc<Mutex<Held>>);
+
+/// What one line says, when it is one of ours.
+enum Reading {
+    Requests(f64),
+    Class(usize, f64),
+    Time(f64),
+}
+
+impl Statsd {
+    /// One datagram: lines separated by newlines.
+    pub fn datagram(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.datagrams += 1;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            match parse(line) {
+                Ok((edge, reading)) => {
+                    let full = held.edges.len() >= MAX_EDGES && !held.edges.contains_key(&edge);
+                    if full {
+                        *held.dropped.entry("full").or_default() += 1;
+                        continue;
+                    }
+                    held.used += 1;
+                    let f = held.edges.entry(edge).or_default();
+                    match reading {
+                        Reading::Requests(n) => f.requests += n,
+                        Reading::Class(i, n) => f.by_class[i] += n,
+                        Reading::Time(ms) => f.observe(ms),
+                    }
+                }
+                Err(reason) => *held.dropped.entry(reason).or_default() += 1,
+            }
+        }
+    }
+
+    /// Every pair's figures, and the receiver's own counters as text-format lines.
+    pub fn snapshot(&self) -> (BTreeMap<Edge, Figures>, String) {
+        let held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut extra = String::new();
+        let _ = writeln!(
+            extra,
+            "# HELP gophermesh_statsd_datagrams_total DogStatsD datagrams received.\n# TYPE gophermesh_statsd_datagrams_total counter\ngophermesh_statsd_datagrams_total {}",
+            held.datagrams
+        );
+        let _ = writeln!(
+            extra,
+            "# HELP gophermesh_statsd_lines_used_total DogStatsD lines counted in the figures above.\n# TYPE gophermesh_statsd_lines_used_total counter\ngophermesh_statsd_lines_used_total {}",
+            held.used
+        );
+        let _ = writeln!(
+            extra,
+            "# HELP gophermesh_statsd_lines_dropped_total DogStatsD lines dropped: unknown (another stat), untagged (no appmesh.mesh and node tags: set ENABLE_ENVOY_STATS_TAGS=1), malformed, too_long, full.\n# TYPE gophermesh_statsd_lines_dropped_total counter"
+        );
+        for reason in ["unknown", "untagged", "malformed", "too_long", "full"] {
+            let _ = writeln!(
+                extra,
+                "gophermesh_statsd_lines_dropped_total{{reason=\"{reason}\"}} {}",
+                held.dropped.get(reason).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            extra,
+            "# HELP gophermesh_statsd_edges Caller-and-target pairs held (at most {MAX_EDGES}).\n# TYPE gophermesh_statsd_edges gauge\ngophermesh_statsd_edges {}",
+            held.edges.len()
+        );
+        (held.edges.clone(), extra)
+    }
+
+    /// Receives on `socket` until `stop`.
+    pub async fn receive(self, socket: tokio::net::UdpSocket, stop: impl Future<Output = ()>) {
+        let mut buf = vec![0u8; 65_536];
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                got = socket.recv_from(&mut buf) => match got {
+                    Ok((n, _)) => self.datagram(&buf[..n]),
+                    Err(e) => tracing::debug!(error = %e, "statsd receive failed"),
+                },
+            }
+        }
+    }
+}
+
+/// `NAME:VALUE|TYPE[|@RATE][|#TAG:V,...]`, when it is one of ours; else why not.
+fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
+    let (name, rest) = line.split_once(':').ok_or("malformed")?;
+    if !matches!(
+        name,
+        "envoy.cluster.upstream_rq_total"
+            | "envoy.cluster.upstream_rq_xx"
+            | "envoy.cluster.upstream_rq_time"
+    ) {
+        return Err("unknown");
+    }
+    let mut fields = rest.split('|');
+    let value: f64 = fields
+        .next()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or("malformed")?;
+    let kind = fields.next().ok_or("malformed")?;
+    let (mut rate, mut tags) = (1.0, "");
+    for f in fields {
+        if let Some(r) = f.strip_prefix('@') {
+            rate = r
+                .parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0 && *r <= 1.0)
+                .ok_or("malformed")?;
+        } else if let Some(t) = f.strip_prefix('#') {
+            tags = t;
+        }
+    }
+    let tag = |key: &str| {
+        tags.split(',')
+            .find_map(|t| t.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
+    };
+    if tags.len() > 4 * MAX_VALUE {
+        return Err("too_long");
+    }
+    let (Some(mesh), Some(cluster)) = (tag("appmesh.mesh"), tag("envoy.cluster_name")) else {
+        return Err("untagged");
+    };
+    let (kind_label, node) = match (tag("appmesh.virtual_node"), tag("appmesh.virtual_gateway")) {
+        (Some(n), _) => ("VirtualNode", n),
+        (None, Some(g)) => ("VirtualGateway", g),
+        (None, None) => return Err("untagged"),
+    };
+    if [mesh, node, cluster].iter().any(|v| v.len() > MAX_VALUE) {
+        return Err("too_long");
+    }
+    // Not an egress cluster of the caller's mesh (the xDS cluster, say): not a target.
+    let target = target_of(cluster, mesh).ok_or("unknown")?;
+    let edge = Edge {
+        mesh: mesh.to_owned(),
+        kind: kind_label,
+        node: node.to_owned(),
+        target,
+    };
+    let reading = match (name, kind) {
+        ("envoy.cluster.upstream_rq_total", "c") => Reading::Requests(value / rate),
+        ("envoy.cluster.upstream_rq_xx", "c") => {
+            let class = tag("envoy.response_code_class")
+                .and_then(|c| c.parse::<usize>().ok())
+                .filter(|c| (2..=5).contains(c))
+                .ok_or("unknown")?;
+            Reading::Class(class - 2, value / rate)
+        }
+        ("envoy.cluster.upstream_rq_time", "ms" | "h" | "d") => Reading::Time(value),
+        _ => return Err("malformed"),
+    };
+    Ok((edge, reading))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAGS: &str = "appmesh.mesh:gophermesh,appmesh.virtual_node:requester,envoy.cluster_name:cds_egress_gophermesh_distributor-v1_http_8080";
+
+    #[test]
+    fn envoys_lines_become_the_callers_figures_per_target() {
+        let s = Statsd::default();
+        s.datagram(
+            format!(
+                "envoy.cluster.upstream_rq_total:5|c|#{TAGS}\nenvoy.cluster.upstream_rq_total:2|c|@0.5|#{TAGS}\nenvoy.cluster.upstream_rq_xx:4|c|#envoy.response_code_class:2,{TAGS}\nenvoy.cluster.upstream_rq_xx:1|c|#envoy.response_code_class:5,{TAGS}\nenvoy.cluster.upstream_rq_time:3|ms|#{TAGS}\nenvoy.cluster.upstream_rq_time:700|ms|#{TAGS}\nenvoy.server.uptime:9|g|#{TAGS}\nenvoy.cluster.upstream_rq_total:1|c"
+            )
+            .as_bytes(),
+        );
+        let (edges, extra) = s.snapshot();
+        let edge = Edge {
+            mesh: "gophermesh".into(),
+            kind: "VirtualNode",
+            node: "requester".into(),
+            target: "distributor-v1".into(),
+        };
+        let f = &edges[&edge];
+        assert_eq!(f.requests, 9.0);
+        assert_eq!(f.by_class, [4.0, 0.0, 0.0, 1.0]);
+        assert_eq!((f.time_count, f.time_sum_ms), (2.0, 703.0));
+        assert!(extra.contains("reason=\"unknown\"} 1"), "{extra}");
+        assert!(extra.contains("reason=\"untagged\"} 1"), "{extra}");
+    }
+
+    #[test]
+    fn a_flood_of_names_and_pairs_is_counted_and_dropped_not_held() {
+        let s = Statsd::default();
+        for i in 0..100_000 {
+            s.datagram(format!("envoy.made_up.stat_{i}:1|c|#{TAGS}").as_bytes());
+        }
+        for i in 0..(MAX_EDGES + 500) {
+            s.datagram(
+                format!("envoy.cluster.upstream_rq_total:1|c|#appmesh.mesh:m,appmesh.virtual_node:n{i},envoy.cluster_name:cds_egress_m_t_http_80").as_bytes(),
+            );
+        }
+        let (edges, extra) = s.snapshot();
+        assert_eq!(edges.len(), MAX_EDGES);
+        assert!(extra.contains("reason=\"unknown\"} 100000"), "{extra}");
+        assert!(extra.contains("reason=\"full\"} 500"), "{extra}");
+    }
+}

@@ -1,0 +1,98 @@
+//! `/metrics`: per caller and target, with the App Mesh metric extension's names, counting
+//! what the requester itself counted. (From DogStatsD with `serve`: tests/sidecar.rs.)
+
+use serde_json::Value;
+use tests::{LocalMesh, client, compare, copy_of_shipped};
+
+/// `/metrics` of the control API at `control`: its samples, name with labels to value,
+/// every line checked as the text format has it.
+pub async fn samples(control: &str) -> Vec<(String, f64)> {
+    let response = client()
+        .get(format!("{control}/metrics"))
+        .send()
+        .await
+        .expect("metrics answered");
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = response.text().await.expect("text");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("SERIES VALUE");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {l}"));
+            let name_ok = series
+                .split('{')
+                .next()
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            assert!(
+                name_ok && (!series.contains('{') || series.ends_with('}')),
+                "{l}"
+            );
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The value of `name` for the requester's calls to `target` (0 when absent).
+pub fn of(samples: &[(String, f64)], name: &str, target: &str) -> f64 {
+    let want = format!(
+        "{name}{{Mesh=\"gophermesh\",VirtualNode=\"requester\",TargetVirtualNode=\"{target}\"}}"
+    );
+    samples
+        .iter()
+        .find(|(s, _)| *s == want)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// The requester's count of answers from `version` in a `/compare` report.
+pub fn counted(report: &Value, version: &str) -> f64 {
+    report["versions"][version]["count"].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_per_target_what_the_requester_counted() {
+    let dir = copy_of_shipped("metrics");
+    let mesh = LocalMesh::start(&dir);
+    let before = samples(&mesh.control).await;
+    let report = compare(&mesh, 400, 8).await;
+    assert_eq!(report["ok"], 400, "{report}");
+    let after = samples(&mesh.control).await;
+    let delta = |name: &str, target: &str| of(&after, name, target) - of(&before, name, target);
+    for (version, target) in [("v1", "distributor-v1"), ("v2", "distributor-v2")] {
+        let n = counted(&report, version);
+        assert_eq!(
+            delta("envoy_appmesh_RequestCountPerTarget", target),
+            n,
+            "{target}: {report}"
+        );
+        assert_eq!(delta("envoy_appmesh_HTTPCode_Target_2XX_Count", target), n);
+        assert_eq!(
+            delta("envoy_appmesh_HTTPCode_Target_5XX_Count", target),
+            0.0
+        );
+    }
+    // Response times are as of Envoy's last stats flush (every 5 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = samples(&mesh.control).await;
+        let timed = |target: &str| {
+            of(&now, "envoy_appmesh_TargetResponseTime_count", target)
+                - of(&before, "envoy_appmesh_TargetResponseTime_count", target)
+        };
+        let want = (counted(&report, "v1"), counted(&report, "v2"));
+        if (timed("distributor-v1"), timed("distributor-v2")) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "response times counted {:?}, not {want:?}",
+            (timed("distributor-v1"), timed("distributor-v2"))
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(counted(&report, "v1") > counted(&report, "v2"), "{report}");
+}
