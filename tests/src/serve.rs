@@ -369,8 +369,13 @@ impl Serve {
     /// `serve` in `dir` with ADS over TLS on `host_ip` (the certificates of
     /// [`certificates`] in `dir`) and both APIs on loopback.
     pub fn start_tls(dir: &Path, host_ip: &str) -> Self {
+        Self::start_tls_with(dir, host_ip, &[])
+    }
+
+    /// [`Serve::start_tls`] with `extra` flags.
+    pub fn start_tls_with(dir: &Path, host_ip: &str, extra: &[&str]) -> Self {
         let xds = format!("{host_ip}:0");
-        let args = [
+        let mut args = vec![
             "--xds-listen",
             &xds,
             "--api-listen",
@@ -382,6 +387,7 @@ impl Serve {
             "--tls-key",
             "server.key",
         ];
+        args.extend_from_slice(extra);
         Self::start(dir, &args, &[])
     }
 

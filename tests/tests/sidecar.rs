@@ -1,7 +1,8 @@
 //! `gophermesh sidecar`, the aws-appmesh-envoy agent's job for a current Envoy: run in a
 //! task's network namespace with the walkthrough task definition's environment (only
 //! `APPMESH_XDS_ENDPOINT` added), against `serve` over TLS; the task definition's own
-//! health check; a killed Envoy restarted; the management server gone past the
+//! health check; its DogStatsD counted by serve's `/metrics` as the requester counted its
+//! calls; a killed Envoy restarted; the management server gone past the
 //! disconnected timeout failing the health check; SIGTERM draining. And the environment
 //! it refuses, naming the variable; and the bootstraps it writes, validated by Envoy.
 
@@ -483,13 +484,23 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
     let host = Host::create();
     let dir = copy_of_shipped("sidecar");
     certificates(&dir, &host.host_ip);
-    let serve = Serve::start_tls(&dir, &host.host_ip);
+    // serve receives the sidecar's DogStatsD on the host's side.
+    let statsd_listen = format!("{}:0", host.host_ip);
+    let serve = Serve::start_tls_with(
+        &dir,
+        &host.host_ip,
+        &["--statsd-listen", statsd_listen.as_str()],
+    );
+    let statsd: std::net::SocketAddr = serve
+        .said()
+        .lines()
+        .find_map(|l| {
+            l.split_once("udp://")
+                .map(|(_, a)| a.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .and_then(|a| a.parse().ok())
+        .expect("serve says where it receives DogStatsD");
     let work = TempDir::new("sidecar-run");
-    // A DogStatsD receiver on the host's side, where a Datadog agent would listen.
-    let statsd = std::net::UdpSocket::bind((host.host_ip.as_str(), 0)).expect("udp");
-    statsd
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     let mut env = tests::sidecar_env("requester");
     env.extend([
         ("APPMESH_XDS_ENDPOINT".to_owned(), serve.xds.clone()),
@@ -506,11 +517,8 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         ("ENVOY_LOG_LEVEL".to_owned(), "warning".to_owned()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
         ("ENABLE_ENVOY_DOG_STATSD".to_owned(), "1".to_owned()),
-        ("STATSD_ADDRESS".to_owned(), host.host_ip.clone()),
-        (
-            "STATSD_PORT".to_owned(),
-            statsd.local_addr().expect("port").port().to_string(),
-        ),
+        ("STATSD_ADDRESS".to_owned(), statsd.ip().to_string()),
+        ("STATSD_PORT".to_owned(), statsd.port().to_string()),
         ("ENVOY_STATS_FLUSH_INTERVAL".to_owned(), "500ms".to_owned()),
         ("ENABLE_ENVOY_STATS_TAGS".to_owned(), "1".to_owned()),
     ]);
@@ -563,27 +571,47 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         String::from_utf8_lossy(&metrics.stdout).contains("envoy_control_plane_connected_state"),
         "no Envoy metrics"
     );
-    // ENABLE_ENVOY_DOG_STATSD: Envoy's stats reach the receiver, tagged with the mesh and
-    // the node (ENABLE_ENVOY_STATS_TAGS).
-    let mut datagram = [0u8; 65_536];
+    // ENABLE_ENVOY_DOG_STATSD with ENABLE_ENVOY_STATS_TAGS: what the requester's Envoy
+    // sent to each distributor reaches serve's /metrics, as the requester counted it.
+    let (_gophers, listen) = host.gophers();
+    let report = get_json(&format!(
+        "http://{listen}/compare?n=100&concurrency=4&format=json"
+    ))
+    .await;
+    assert_eq!(report["ok"], 100, "{report}");
+    let want: Vec<f64> = ["v1", "v2"]
+        .iter()
+        .map(|v| report["versions"][v]["count"].as_f64().unwrap_or(0.0))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let n = statsd.recv(&mut datagram).expect("a DogStatsD datagram");
-        let text = String::from_utf8_lossy(&datagram[..n]).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.starts_with("envoy.control_plane.connected_state:"))
-        {
-            break line.to_owned();
+    loop {
+        let text = tests::client()
+            .get(format!("{}/metrics", serve.control))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let count = |target: &str| {
+            let series = format!(
+                "envoy_appmesh_RequestCountPerTarget{{Mesh=\"gophermesh\",VirtualNode=\"requester\",TargetVirtualNode=\"{target}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let got = vec![count("distributor-v1"), count("distributor-v2")];
+        if got == want {
+            break;
         }
-        assert!(Instant::now() < deadline, "no connected_state in {text}");
-    };
-    assert!(
-        line.starts_with("envoy.control_plane.connected_state:1|g")
-            && line.contains("appmesh.mesh:gophermesh")
-            && line.contains("appmesh.virtual_node:requester"),
-        "{line}"
-    );
+        assert!(
+            Instant::now() < deadline,
+            "serve's /metrics counted {got:?}, the requester {want:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A killed Envoy is started again and gets its configuration again.
     let pid = String::from_utf8_lossy(
@@ -633,7 +661,6 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
     // SIGTERM under load: the listeners drain for LISTENER_DRAIN_WAIT_TIME_S, a caller
     // that stops sending when told (a second after, as the task's app would on its own
     // SIGTERM) sees no failed request; then all stops.
-    let (_gophers, listen) = host.gophers();
     let (tell, told) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(load_until_told(listen, told));
     tokio::time::sleep(Duration::from_secs(1)).await;
