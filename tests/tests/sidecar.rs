@@ -613,6 +613,32 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // And serve's console sees the same traffic, which it could not before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = get_json(&format!("{}/v1/live", serve.control)).await;
+        let observed = |node: &str| {
+            frame["meshes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["name"] == "gophermesh")
+                .flat_map(|m| m["nodes"].as_array().into_iter().flatten())
+                .find(|n| n["name"] == node)
+                .and_then(|n| n["observed"].as_f64())
+                .unwrap_or(0.0)
+        };
+        let got = vec![observed("distributor-v1"), observed("distributor-v2")];
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console observed {got:?}, the requester {want:?}: {frame}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A killed Envoy is started again and gets its configuration again.
     let pid = String::from_utf8_lossy(
         &Command::new("pgrep")

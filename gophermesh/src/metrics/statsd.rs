@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use super::{Edge, Figures, target_of};
+use super::{BUCKETS_MS, Edge, Figures, target_of};
+use controlplane::TargetTraffic;
 
 /// The most caller-and-target pairs held.
 pub const MAX_EDGES: usize = 10_000;
@@ -29,6 +30,8 @@ struct Held {
     used: u64,
     /// Lines dropped, by reason.
     dropped: BTreeMap<&'static str, u64>,
+    /// Each target's response-time buckets when [`Statsd::traffic`] last read them.
+    read_buckets: BTreeMap<String, [f64; BUCKETS_MS.len()]>,
 }
 
 /// The DogStatsD receiver's figures. Cheap to clone.
@@ -108,6 +111,52 @@ impl Statsd {
         (held.edges.clone(), extra)
     }
 
+    /// The traffic to each target virtual node (keyed `MESH/NODE`), summed over its
+    /// callers, as the console shows it: responses and 5xx so far, and the median and 99th
+    /// percentile of the response times that arrived since the last read (estimated within
+    /// Envoy's buckets, as Prometheus's `histogram_quantile` does; `None` when none did).
+    pub fn traffic(&self) -> BTreeMap<String, TargetTraffic> {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = BTreeMap::new();
+        for (key, f) in by_target(&held.edges) {
+            let before = held.read_buckets.insert(key.clone(), f.buckets);
+            let delta: Vec<f64> = f
+                .buckets
+                .iter()
+                .zip(before.unwrap_or([0.0; BUCKETS_MS.len()]))
+                .map(|(now, then)| (now - then).max(0.0))
+                .collect();
+            // Responses with a class; the completed ones, as Envoy counts them.
+            let completed: f64 = f.by_class.iter().sum();
+            out.insert(
+                key,
+                TargetTraffic {
+                    completed: completed as u64,
+                    errors_5xx: f.by_class[3] as u64,
+                    p50_ms: quantile(&delta, 0.5),
+                    p99_ms: quantile(&delta, 0.99),
+                },
+            );
+        }
+        out
+    }
+
+    /// Responses so far per target virtual node (keyed `MESH/NODE`), summed over its
+    /// callers (what [`Statsd::traffic`] counts, without starting a new percentile window).
+    pub fn completed(&self) -> BTreeMap<String, u64> {
+        let held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_target(&held.edges)
+            .into_iter()
+            .map(|(key, f)| (key, f.by_class.iter().sum::<f64>() as u64))
+            .collect()
+    }
+
     /// Receives on `socket` until `stop`.
     pub async fn receive(self, socket: tokio::net::UdpSocket, stop: impl Future<Output = ()>) {
         let mut buf = vec![0u8; 65_536];
@@ -122,6 +171,43 @@ impl Statsd {
             }
         }
     }
+}
+
+/// The figures of `edges` summed per target (keyed `MESH/NODE`).
+fn by_target(edges: &BTreeMap<Edge, Figures>) -> BTreeMap<String, Figures> {
+    let mut summed: BTreeMap<String, Figures> = BTreeMap::new();
+    for (edge, f) in edges {
+        summed
+            .entry(format!("{}/{}", edge.mesh, edge.target))
+            .or_default()
+            .add(f);
+    }
+    summed
+}
+
+/// The `q` quantile of cumulative bucket counts `buckets` (bounds [`BUCKETS_MS`]),
+/// interpolated linearly within its bucket; `None` when they count nothing.
+fn quantile(buckets: &[f64], q: f64) -> Option<f64> {
+    let total = *buckets.last()?;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for (bound, count) in BUCKETS_MS.iter().zip(buckets) {
+        if *count >= rank {
+            let (low_bound, low_count) = lower;
+            let width = count - low_count;
+            let into = if width > 0.0 {
+                (rank - low_count) / width
+            } else {
+                1.0
+            };
+            return Some(low_bound + (bound - low_bound) * into);
+        }
+        lower = (*bound, *count);
+    }
+    BUCKETS_MS.last().copied()
 }
 
 /// `NAME:VALUE|TYPE[|@RATE][|#TAG:V,...]`, when it is one of ours; else why not.
@@ -223,6 +309,31 @@ mod tests {
         assert_eq!((f.time_count, f.time_sum_ms), (2.0, 703.0));
         assert!(extra.contains("reason=\"unknown\"} 1"), "{extra}");
         assert!(extra.contains("reason=\"untagged\"} 1"), "{extra}");
+    }
+
+    #[test]
+    fn traffic_per_target_sums_the_callers_and_takes_percentiles_of_what_arrived_since() {
+        let s = Statsd::default();
+        let lines: String = (0..100)
+            .map(|i| {
+                format!(
+                    "envoy.cluster.upstream_rq_time:{}|ms|#{TAGS}\n",
+                    if i < 90 { 2 } else { 40 }
+                )
+            })
+            .collect();
+        s.datagram(lines.as_bytes());
+        s.datagram(
+            format!("envoy.cluster.upstream_rq_xx:99|c|#envoy.response_code_class:2,{TAGS}\nenvoy.cluster.upstream_rq_xx:1|c|#envoy.response_code_class:5,{TAGS}").as_bytes(),
+        );
+        let t = &s.traffic()["gophermesh/distributor-v1"];
+        assert_eq!((t.completed, t.errors_5xx), (100, 1));
+        let (p50, p99) = (t.p50_ms.expect("p50"), t.p99_ms.expect("p99"));
+        assert!((1.0..=5.0).contains(&p50), "{p50}");
+        assert!((25.0..=50.0).contains(&p99), "{p99}");
+        // Nothing arrived since: no percentiles, the counts stand.
+        let t = &s.traffic()["gophermesh/distributor-v1"];
+        assert_eq!((t.completed, t.p50_ms), (100, None));
     }
 
     #[test]

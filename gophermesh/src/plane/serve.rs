@@ -24,17 +24,23 @@ use crate::config::{ServeConfig, StateStore};
 use crate::plane;
 use crate::progress::{ADS_ON, APPMESH_API, CONTROL_API, say};
 
-/// What the control API shows of the tasks when none run here.
+/// What the control API shows of the tasks when none run here: the traffic the remote
+/// sidecars report by DogStatsD, when a receiver runs.
 #[derive(Debug)]
-struct NoTasks;
+struct NoTasks(Option<crate::metrics::statsd::Statsd>);
 
 impl tasks::Tasks for NoTasks {
     fn status(&self) -> BoxFuture<'_, tasks::TaskStatus> {
+        let observed = self
+            .0
+            .as_ref()
+            .map(crate::metrics::statsd::Statsd::completed)
+            .unwrap_or_default();
         Box::pin(async {
             tasks::TaskStatus {
                 processes: json!([]),
                 placements: json!({}),
-                observed: BTreeMap::new(),
+                observed,
             }
         })
     }
@@ -44,7 +50,8 @@ impl tasks::Tasks for NoTasks {
     }
 
     fn traffic(&self) -> BoxFuture<'_, BTreeMap<String, TargetTraffic>> {
-        Box::pin(async { BTreeMap::new() })
+        let traffic = self.0.as_ref().map(|s| s.traffic()).unwrap_or_default();
+        Box::pin(async move { traffic })
     }
 
     fn metrics(&self) -> BoxFuture<'_, BTreeMap<Edge, Figures>> {
@@ -172,7 +179,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     let apis = plane::start_apis(
         &store,
         envoys,
-        Arc::new(NoTasks),
+        Arc::new(NoTasks(statsd.clone())),
         &plane::ApiConfig {
             credentials: args.api_credentials.clone(),
             allow_hosts: &args.allow_hosts,
