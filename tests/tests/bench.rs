@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use tests::{bin, bin_dir, repo_root, tool};
+use tests::{bin, repo_root, tool};
 
 fn positive(v: &Value, what: &str) -> f64 {
     let x = v
