@@ -471,6 +471,27 @@ async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `read` (counts, and what they were read from) until it counts `want`, for at
+/// most 10 s; `what` names the reader when it never does.
+async fn until_counted(
+    what: &str,
+    want: &[f64],
+    mut read: impl AsyncFnMut() -> (Vec<f64>, String),
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, from) = read().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} counted {got:?}, the requester {want:?}:\n{from}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The requester's Envoy ACKed its routes, as `serve` tells.
 async fn in_sync(serve: &Serve) -> bool {
     let status = get_json(&format!("{}/v1/status", serve.control)).await;
@@ -583,8 +604,7 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         .iter()
         .map(|v| report["versions"][v]["count"].as_f64().unwrap_or(0.0))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    until_counted("serve's /metrics", &want, async || {
         let text = tests::client()
             .get(format!("{}/metrics", serve.control))
             .send()
@@ -602,20 +622,11 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        let got = vec![count("distributor-v1"), count("distributor-v2")];
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve's /metrics counted {got:?}, the requester {want:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
+        (vec![count("distributor-v1"), count("distributor-v2")], text.clone())
+    })
+    .await;
     // And serve's console sees the same traffic, which it could not before.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    until_counted("the console", &want, async || {
         let frame = get_json(&format!("{}/v1/live", serve.control)).await;
         let observed = |node: &str| {
             frame["meshes"]
@@ -628,16 +639,12 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
                 .and_then(|n| n["observed"].as_f64())
                 .unwrap_or(0.0)
         };
-        let got = vec![observed("distributor-v1"), observed("distributor-v2")];
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the console observed {got:?}, the requester {want:?}: {frame}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (
+            vec![observed("distributor-v1"), observed("distributor-v2")],
+            frame.to_string(),
+        )
+    })
+    .await;
 
     // A killed Envoy is started again and gets its configuration again.
     let pid = String::from_utf8_lossy(
