@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use super::{BUCKETS_MS, Edge, Figures, target_of};
 use controlplane::TargetTraffic;
 
+/// The receive buffer asked for (bytes): bursts of every sidecar's flush at once.
+pub const RECEIVE_BUFFER: usize = 8 << 20;
+
 /// The most caller-and-target pairs held.
 pub const MAX_EDGES: usize = 10_000;
 

@@ -161,6 +161,15 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
             let socket = tokio::net::UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("--statsd-listen {addr}: cannot receive there"))?;
+            // Every sidecar flushes at once each interval: room for the bursts (the kernel
+            // caps it at net.core.rmem_max).
+            if let Err(e) = nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::RcvBuf,
+                &crate::metrics::statsd::RECEIVE_BUFFER,
+            ) {
+                tracing::warn!(error = %e, "cannot enlarge the DogStatsD receive buffer");
+            }
             say(format!(
                 "DogStatsD from the sidecars on udp://{} (counted in /metrics)",
                 socket.local_addr()?
