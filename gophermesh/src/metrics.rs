@@ -88,10 +88,66 @@ pub fn target_of(cluster: &str, mesh: &str) -> Option<String> {
     (port.parse::<u16>().is_ok() && !node.is_empty()).then(|| node.to_owned())
 }
 
-/// The text of `/metrics` for `edges` (Prometheus text format 0.0.4), with `extra` lines
-/// (the receiver's own counters) after them.
-pub fn render(edges: &BTreeMap<Edge, Figures>, extra: &str) -> String {
-    let mut out = String::new();
+/// What a metric family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: its samples are (name suffix, labels, value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    /// What a counter's samples end with in the Prometheus format (the App Mesh names
+    /// have no `_total`; ours have it). OpenMetrics always adds `_total`.
+    pub counter_suffix: &'static str,
+    pub samples: Vec<(&'static str, String, f64)>,
+}
+
+impl Family {
+    pub fn new(name: impl Into<String>, help: impl Into<String>, kind: Kind) -> Self {
+        Self {
+            name: name.into(),
+            help: help.into(),
+            kind,
+            counter_suffix: "",
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// Which text format `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0.0 (asked for with `Accept: application/openmetrics-text`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for.
+    pub fn of(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The App Mesh metric extension's families for `edges`.
+pub fn families(edges: &BTreeMap<Edge, Figures>) -> Vec<Family> {
     let labels = |e: &Edge| {
         format!(
             "Mesh=\"{}\",{}=\"{}\",TargetVirtualNode=\"{}\"",
@@ -101,43 +157,79 @@ pub fn render(edges: &BTreeMap<Edge, Figures>, extra: &str) -> String {
             escape(&e.target)
         )
     };
-    let _ = writeln!(
-        out,
-        "# HELP envoy_appmesh_RequestCountPerTarget Requests a caller's Envoy sent to a target virtual node.\n# TYPE envoy_appmesh_RequestCountPerTarget counter"
+    let mut requests = Family::new(
+        "envoy_appmesh_RequestCountPerTarget",
+        "Requests a caller's Envoy sent to a target virtual node.",
+        Kind::Counter,
     );
-    for (e, f) in edges {
-        let _ = writeln!(
-            out,
-            "envoy_appmesh_RequestCountPerTarget{{{}}} {}",
-            labels(e),
-            f.requests
-        );
-    }
+    requests.samples = edges
+        .iter()
+        .map(|(e, f)| ("", labels(e), f.requests))
+        .collect();
+    let mut out = vec![requests];
     for (i, class) in ["2XX", "3XX", "4XX", "5XX"].iter().enumerate() {
-        let name = format!("envoy_appmesh_HTTPCode_Target_{class}_Count");
-        let _ = writeln!(
-            out,
-            "# HELP {name} Responses of class {class} from a target virtual node.\n# TYPE {name} counter"
+        let mut family = Family::new(
+            format!("envoy_appmesh_HTTPCode_Target_{class}_Count"),
+            format!("Responses of class {class} from a target virtual node."),
+            Kind::Counter,
         );
-        for (e, f) in edges {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(e), f.by_class[i]);
-        }
+        family.samples = edges
+            .iter()
+            .map(|(e, f)| ("", labels(e), f.by_class[i]))
+            .collect();
+        out.push(family);
     }
-    let name = "envoy_appmesh_TargetResponseTime";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Milliseconds from a request's start to its response's end, per target virtual node.\n# TYPE {name} histogram"
+    let mut time = Family::new(
+        "envoy_appmesh_TargetResponseTime",
+        "Milliseconds from a request's start to its response's end, per target virtual node.",
+        Kind::Histogram,
     );
     for (e, f) in edges {
         let l = labels(e);
         for (bound, count) in BUCKETS_MS.iter().zip(f.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {count}");
+            time.samples
+                .push(("_bucket", format!("{l},le=\"{bound}\""), count));
         }
-        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", f.time_count);
-        let _ = writeln!(out, "{name}_sum{{{l}}} {}", f.time_sum_ms);
-        let _ = writeln!(out, "{name}_count{{{l}}} {}", f.time_count);
+        time.samples
+            .push(("_bucket", format!("{l},le=\"+Inf\""), f.time_count));
+        time.samples.push(("_sum", l.clone(), f.time_sum_ms));
+        time.samples.push(("_count", l, f.time_count));
     }
-    out.push_str(extra);
+    out.push(time);
+    out
+}
+
+/// `families` as text in `format`.
+pub fn render(families: &[Family], format: Format) -> String {
+    let mut out = String::new();
+    for f in families {
+        let kind = match f.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let name = match (format, f.kind) {
+            (Format::Prometheus, Kind::Counter) => format!("{}{}", f.name, f.counter_suffix),
+            _ => f.name.clone(),
+        };
+        let _ = writeln!(out, "# HELP {name} {}", f.help);
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (suffix, labels, value) in &f.samples {
+            let suffix = match (format, f.kind) {
+                (Format::Prometheus, Kind::Counter) => f.counter_suffix,
+                (Format::OpenMetrics, Kind::Counter) => "_total",
+                _ => suffix,
+            };
+            if labels.is_empty() {
+                let _ = writeln!(out, "{}{suffix} {value}", f.name);
+            } else {
+                let _ = writeln!(out, "{}{suffix}{{{labels}}} {value}", f.name);
+            }
+        }
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
     out
 }
 
@@ -192,7 +284,16 @@ mod tests {
             node: "requester".into(),
             target: "distributor-\"v1\"".into(),
         };
-        let text = render(&BTreeMap::from([(edge, f)]), "");
+        let edges = BTreeMap::from([(edge, f)]);
+        let text = render(&families(&edges), Format::Prometheus);
+        let open = render(&families(&edges), Format::OpenMetrics);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(
+            open.lines()
+                .any(|l| l.starts_with("envoy_appmesh_RequestCountPerTarget_total{")),
+            "{open}"
+        );
+        assert!(open.contains("# TYPE envoy_appmesh_RequestCountPerTarget counter"));
         let l =
             r#"Mesh="gophermesh",VirtualNode="requester",TargetVirtualNode="distributor-\"v1\"""#;
         for line in [

@@ -95,4 +95,32 @@ async fn metrics_count_per_target_what_the_requester_counted() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert!(counted(&report, "v1") > counted(&report, "v2"), "{report}");
+
+    // OpenMetrics when asked: counters end in _total, and the text in `# EOF`.
+    let open = client()
+        .get(format!("{}/metrics", mesh.control))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("metrics answered");
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("application/openmetrics-text; version=1.0.0")),
+        "{:?}",
+        open.headers()
+    );
+    let text = open.text().await.expect("text");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let v1 = of(
+        &after,
+        "envoy_appmesh_RequestCountPerTarget",
+        "distributor-v1",
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "envoy_appmesh_RequestCountPerTarget_total{Mesh=\"gophermesh\",VirtualNode=\"requester\",TargetVirtualNode=\"distributor-v1\"}"
+        ) && l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).is_some_and(|v| v >= v1)),
+        "{text}"
+    );
 }

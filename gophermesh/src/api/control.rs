@@ -79,23 +79,29 @@ pub fn router(state: ControlState, guard: Guard) -> Router {
 }
 
 /// `GET /metrics`: per caller and target, with the App Mesh metric extension's names
-/// (Prometheus text format 0.0.4): from the Envoys running here, and from DogStatsD.
-async fn metrics(State(state): State<ControlState>) -> Response {
+/// (Prometheus text format 0.0.4, or OpenMetrics when `Accept` asks for it): from the
+/// Envoys running here, and from DogStatsD.
+async fn metrics(State(state): State<ControlState>, headers: axum::http::HeaderMap) -> Response {
+    use crate::metrics::{Format, families, render};
+    let format = Format::of(
+        headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|a| a.to_str().ok()),
+    );
     let mut edges = state.tasks.metrics().await;
-    let mut extra = String::new();
+    let mut own = Vec::new();
     if let Some(statsd) = &state.statsd {
         let (received, counters) = statsd.snapshot();
         for (edge, figures) in received {
             edges.entry(edge).or_default().add(&figures);
         }
-        extra = counters;
+        own = counters;
     }
+    let mut all = families(&edges);
+    all.extend(own);
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(&edges, &extra),
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        render(&all, format),
     )
         .into_response()
 }

@@ -10,10 +10,9 @@
 //! beyond [`MAX_EDGES`] pairs of caller and target is counted by reason and dropped.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use super::{BUCKETS_MS, Edge, Figures, target_of};
+use super::{BUCKETS_MS, Edge, Family, Figures, Kind, target_of};
 use controlplane::TargetTraffic;
 
 /// The receive buffer asked for (bytes): bursts of every sidecar's flush at once.
@@ -78,40 +77,50 @@ impl Statsd {
         }
     }
 
-    /// Every pair's figures, and the receiver's own counters as text-format lines.
-    pub fn snapshot(&self) -> (BTreeMap<Edge, Figures>, String) {
+    /// Every pair's figures, and the receiver's own families.
+    pub fn snapshot(&self) -> (BTreeMap<Edge, Figures>, Vec<Family>) {
         let held = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut extra = String::new();
-        let _ = writeln!(
-            extra,
-            "# HELP gophermesh_statsd_datagrams_total DogStatsD datagrams received.\n# TYPE gophermesh_statsd_datagrams_total counter\ngophermesh_statsd_datagrams_total {}",
-            held.datagrams
+        let counter = |name: &str, help: &str, samples: Vec<(&'static str, String, f64)>| {
+            let mut f = Family::new(name, help, Kind::Counter);
+            f.counter_suffix = "_total";
+            f.samples = samples;
+            f
+        };
+        let dropped = ["unknown", "untagged", "malformed", "too_long", "full"]
+            .into_iter()
+            .map(|reason| {
+                let n = held.dropped.get(reason).copied().unwrap_or(0);
+                ("", format!("reason=\"{reason}\""), n as f64)
+            })
+            .collect();
+        let mut edges = Family::new(
+            "gophermesh_statsd_edges",
+            format!("Caller-and-target pairs held (at most {MAX_EDGES})."),
+            Kind::Gauge,
         );
-        let _ = writeln!(
-            extra,
-            "# HELP gophermesh_statsd_lines_used_total DogStatsD lines counted in the figures above.\n# TYPE gophermesh_statsd_lines_used_total counter\ngophermesh_statsd_lines_used_total {}",
-            held.used
-        );
-        let _ = writeln!(
-            extra,
-            "# HELP gophermesh_statsd_lines_dropped_total DogStatsD lines dropped: unknown (another stat), untagged (no appmesh.mesh and node tags: set ENABLE_ENVOY_STATS_TAGS=1), malformed, too_long, full.\n# TYPE gophermesh_statsd_lines_dropped_total counter"
-        );
-        for reason in ["unknown", "untagged", "malformed", "too_long", "full"] {
-            let _ = writeln!(
-                extra,
-                "gophermesh_statsd_lines_dropped_total{{reason=\"{reason}\"}} {}",
-                held.dropped.get(reason).copied().unwrap_or(0)
-            );
-        }
-        let _ = writeln!(
-            extra,
-            "# HELP gophermesh_statsd_edges Caller-and-target pairs held (at most {MAX_EDGES}).\n# TYPE gophermesh_statsd_edges gauge\ngophermesh_statsd_edges {}",
-            held.edges.len()
-        );
-        (held.edges.clone(), extra)
+        edges.samples = vec![("", String::new(), held.edges.len() as f64)];
+        let families = vec![
+            counter(
+                "gophermesh_statsd_datagrams",
+                "DogStatsD datagrams received.",
+                vec![("", String::new(), held.datagrams as f64)],
+            ),
+            counter(
+                "gophermesh_statsd_lines_used",
+                "DogStatsD lines counted in the figures above.",
+                vec![("", String::new(), held.used as f64)],
+            ),
+            counter(
+                "gophermesh_statsd_lines_dropped",
+                "DogStatsD lines dropped: unknown (another stat), untagged (no appmesh.mesh and node tags: set ENABLE_ENVOY_STATS_TAGS=1), malformed, too_long, full.",
+                dropped,
+            ),
+            edges,
+        ];
+        (held.edges.clone(), families)
     }
 
     /// The traffic to each target virtual node (keyed `MESH/NODE`), summed over its
@@ -299,7 +308,8 @@ mod tests {
             )
             .as_bytes(),
         );
-        let (edges, extra) = s.snapshot();
+        let (edges, families) = s.snapshot();
+        let extra = super::super::render(&families, super::super::Format::Prometheus);
         let edge = Edge {
             mesh: "gophermesh".into(),
             kind: "VirtualNode",
@@ -350,7 +360,8 @@ mod tests {
                 format!("envoy.cluster.upstream_rq_total:1|c|#appmesh.mesh:m,appmesh.virtual_node:n{i},envoy.cluster_name:cds_egress_m_t_http_80").as_bytes(),
             );
         }
-        let (edges, extra) = s.snapshot();
+        let (edges, families) = s.snapshot();
+        let extra = super::super::render(&families, super::super::Format::Prometheus);
         assert_eq!(edges.len(), MAX_EDGES);
         assert!(extra.contains("reason=\"unknown\"} 100000"), "{extra}");
         assert!(extra.contains("reason=\"full\"} 500"), "{extra}");
