@@ -31,8 +31,9 @@ pub mod translate;
 pub mod xds;
 
 pub use state::meta::{Identity, Meta};
-pub use state::observed::TargetTraffic;
+pub use state::observed::{TargetTraffic, on_route, route_target_key};
 pub use state::placement::Placement;
 pub use state::snapshot::{MeshState, PickError, Snapshot};
 pub use state::store::{Next, Store, UpdateError};
+pub use translate::ROUTE_MARK;
 pub use xds::cache::Cache;

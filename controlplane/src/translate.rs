@@ -50,7 +50,7 @@ pub const ENDPOINT_TYPE: &str =
 pub use clusters::PASSTHROUGH;
 pub use egress::FORWARD_PROXY;
 pub use meshmodel::GATEWAY_PREFIX;
-pub use routes::retry_on;
+pub use routes::{ROUTE_MARK, retry_on};
 
 /// App Mesh's per-request timeout when a route gives none.
 pub const DEFAULT_PER_REQUEST: Duration = Duration::from_secs(15);

@@ -79,8 +79,24 @@ impl Figures {
 
 /// The egress cluster `cds_egress_MESH_NODE_PROTOCOL_PORT` of mesh `mesh`: its target node.
 pub fn target_of(cluster: &str, mesh: &str) -> Option<String> {
+    egress_target(cluster, mesh).map(|(node, _)| node)
+}
+
+/// The egress cluster `cds_egress_MESH_NODE_PROTOCOL_PORT[~ROUTER~ROUTE]` of mesh `mesh`:
+/// its target node, and `ROUTER~ROUTE` when it is that route's own cluster (the node is
+/// the target of several routes of the router).
+pub fn egress_target(cluster: &str, mesh: &str) -> Option<(String, Option<String>)> {
     let rest = cluster.strip_prefix("cds_egress_")?.strip_prefix(mesh)?;
     let rest = rest.strip_prefix('_')?;
+    let (rest, route) = match rest.split_once(controlplane::ROUTE_MARK) {
+        Some((cluster, route)) => (cluster, Some(route.to_owned())),
+        None => (rest, None),
+    };
+    Some((port_and_protocol_off(rest)?, route))
+}
+
+/// `NODE_PROTOCOL_PORT` without its protocol and port (the node's name may hold `_`).
+fn port_and_protocol_off(rest: &str) -> Option<String> {
     let mut parts = rest.rsplitn(3, '_');
     let (Some(port), Some(_proto), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
         return None;
@@ -265,6 +281,16 @@ mod tests {
         assert_eq!(
             target_of("cds_ingress_gophermesh_x_http_8080", "gophermesh"),
             None
+        );
+        assert_eq!(
+            egress_target(
+                "cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor-canary",
+                "gophermesh"
+            ),
+            Some((
+                "distributor-v2".to_owned(),
+                Some("distributor~distributor-canary".to_owned())
+            ))
         );
     }
 

@@ -124,3 +124,83 @@ async fn metrics_count_per_target_what_the_requester_counted() {
         "{text}"
     );
 }
+
+/// A node that is the target of two routes is counted on the route that sent each request:
+/// the canary route (a header match, all to v2) counts the requests with the header, the
+/// weighted route the others, in `status`, the console's frame and the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_counts_what_it_sent() {
+    let dir = copy_of_shipped("per-route");
+    let mesh = LocalMesh::start(&dir);
+    for _ in 0..20 {
+        let answer = client()
+            .get(&mesh.requester)
+            .header("x-gopher-version", "v2")
+            .send()
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("text");
+        assert!(answer.starts_with("distributor v2"), "{answer}");
+    }
+    let report = compare(&mesh, 300, 8).await;
+    assert_eq!(report["ok"], 300, "{report}");
+    let (v1, v2) = (counted(&report, "v1"), counted(&report, "v2"));
+    let status = tests::get_json(&format!("{}/v1/status", mesh.control)).await;
+    let observed = |key: &str| status["observed"][key].as_f64().unwrap_or(0.0);
+    assert_eq!(
+        observed("gophermesh/distributor-v2~distributor~distributor-canary"),
+        20.0,
+        "{status}"
+    );
+    assert_eq!(
+        observed("gophermesh/distributor-v2~distributor~distributor"),
+        v2,
+        "{status}"
+    );
+    assert_eq!(observed("gophermesh/distributor-v2"), v2 + 20.0, "{status}");
+    assert_eq!(observed("gophermesh/distributor-v1"), v1, "{status}");
+
+    let frame = tests::get_json(&format!("{}/v1/live", mesh.control)).await;
+    let on_route = |route: &str, node: &str| {
+        frame["meshes"][0]["routers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["name"] == "distributor")
+            .flat_map(|r| r["routes"].as_array().into_iter().flatten())
+            .filter(|r| r["name"] == route)
+            .flat_map(|r| r["targets"].as_array().into_iter().flatten())
+            .find(|t| t["node"] == node)
+            .and_then(|t| t["observed"].as_f64())
+    };
+    assert_eq!(
+        on_route("distributor-canary", "distributor-v2"),
+        Some(20.0),
+        "{frame}"
+    );
+    assert_eq!(
+        on_route("distributor", "distributor-v2"),
+        Some(v2),
+        "{frame}"
+    );
+    assert_eq!(
+        on_route("distributor", "distributor-v1"),
+        Some(v1),
+        "{frame}"
+    );
+
+    let (code, said) = tests::cli_against(&mesh.control, &dir, &["status"]);
+    assert_eq!(code, 0, "{said}");
+    let canary = said
+        .split("distributor/distributor-canary")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        canary.contains("distributor-v2") && canary.contains("observed      20 (100.0%)"),
+        "{said}"
+    );
+}

@@ -16,3 +16,24 @@ pub struct TargetTraffic {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
+
+/// The key of what route `route` of router `router` in mesh `mesh` sent node `node`, when
+/// the node is the target of several routes of the router (each then has its own egress
+/// cluster): `MESH/NODE~ROUTER~ROUTE`. Traffic keyed `MESH/NODE` sums every route's.
+pub fn route_target_key(mesh: &str, router: &str, route: &str, node: &str) -> String {
+    let mark = crate::translate::ROUTE_MARK;
+    format!("{mesh}/{node}{mark}{router}{mark}{route}")
+}
+
+/// What route `route` of router `router` sent node `node` of `mesh`, from counts keyed as
+/// [`route_target_key`] or, when the node is no other route's target, `MESH/NODE`.
+pub fn on_route<'a, T>(
+    by_key: &'a std::collections::BTreeMap<String, T>,
+    mesh: &str,
+    (router, route): (&str, &str),
+    node: &str,
+) -> Option<&'a T> {
+    by_key
+        .get(&route_target_key(mesh, router, route, node))
+        .or_else(|| by_key.get(&format!("{mesh}/{node}")))
+}

@@ -439,6 +439,7 @@ impl Backends {
                         t.port,
                         caller,
                         &mut self.clusters,
+                        None,
                     );
                     (name, u32::try_from(t.weight).unwrap_or(0))
                 })
@@ -507,6 +508,7 @@ impl Backends {
                     Some(port),
                     caller,
                     &mut self.clusters,
+                    None,
                 );
                 self.tcp.push(TcpBackend {
                     service: service_name.to_owned(),
@@ -535,6 +537,7 @@ impl Backends {
                     port,
                     caller,
                     &mut self.clusters,
+                    None,
                 );
                 let routes = vec![route::Route {
                     r#match: Some(prefix_match("/")),

@@ -286,6 +286,7 @@ fn gateway_routes(
             target.port,
             caller,
             clusters,
+            None,
         );
         let envoy_route = route::Route {
             r#match: Some(matched.clone()),

@@ -20,8 +20,14 @@ pub(super) struct Caller<'a> {
     pub(super) pool: Option<&'a ConnectionPool>,
 }
 
+/// What separates an egress cluster's name from the route it serves, when it serves one
+/// route only ([`ROUTE_MARK`] is not a character App Mesh names may hold).
+pub const ROUTE_MARK: char = '~';
+
 /// Adds (once) the egress cluster for target node `target` on its listener `port` (its
-/// first when `None`); returns its name.
+/// first when `None`); returns its name. With `via` (a router and one of its routes), the
+/// cluster is that route's own, `NAME~ROUTER~ROUTE`, so that Envoy counts the requests
+/// each route sends the node apart.
 pub(super) fn egress_cluster(
     snapshot: &MeshState,
     mesh: &str,
@@ -29,10 +35,14 @@ pub(super) fn egress_cluster(
     port: Option<i64>,
     caller: Caller<'_>,
     clusters: &mut EgressClusters,
+    via: Option<(&str, &str)>,
 ) -> String {
     let node = snapshot.mesh.virtual_nodes.get(target).map(|s| &s.value);
     let listener = node.and_then(|n| listener_on(n, port)).map(|(_, l)| l);
-    let name = cluster_name("egress", mesh, target, listener);
+    let mut name = cluster_name("egress", mesh, target, listener);
+    if let Some((router, route)) = via {
+        name = format!("{name}{ROUTE_MARK}{router}{ROUTE_MARK}{route}");
+    }
     if !clusters.clusters.contains_key(&name) {
         let mut c = static_cluster(
             &name,
@@ -81,10 +91,21 @@ pub(super) fn translate_route(
         .or(r.spec.http2_route.as_ref())
         .or(from_grpc.as_ref())?;
     // Every target gets its cluster, weight 0 or not, so shifting weights only ever
-    // changes the route configuration, never the clusters under requests in flight.
+    // changes the route configuration, never the clusters under requests in flight. A
+    // target another route of the router also sends to gets this route's own cluster.
     let mut weighted = Vec::new();
     for t in &http.action.weighted_targets {
-        let name = egress_cluster(snapshot, mesh, &t.virtual_node, t.port, caller, clusters);
+        let via = shared_in_router(snapshot, r, &t.virtual_node)
+            .then_some((r.virtual_router_name.as_str(), r.route_name.as_str()));
+        let name = egress_cluster(
+            snapshot,
+            mesh,
+            &t.virtual_node,
+            t.port,
+            caller,
+            clusters,
+            via,
+        );
         if t.weight > 0 {
             weighted.push(route::weighted_cluster::ClusterWeight {
                 name,
@@ -105,6 +126,17 @@ pub(super) fn translate_route(
         ))),
         ..Default::default()
     })
+}
+
+/// Whether another route of `r`'s router also sends to node `target`.
+fn shared_in_router(snapshot: &MeshState, r: &RouteInput, target: &str) -> bool {
+    snapshot
+        .mesh
+        .routes_of(&r.virtual_router_name)
+        .into_iter()
+        .filter(|o| o.route_name != r.route_name)
+        .filter_map(|o| o.spec.weighted_targets())
+        .any(|(_, targets)| targets.iter().any(|t| t.virtual_node == target))
 }
 
 pub(super) fn route_match(http: &HttpRoute) -> route::RouteMatch {

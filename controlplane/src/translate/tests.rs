@@ -99,7 +99,10 @@ fn the_requester_gets_the_weighted_route_to_both_distributors() {
         [
             "cds_ingress_gophermesh_requester_http_8080",
             "cds_egress_gophermesh_distributor-v1_http_8080",
-            "cds_egress_gophermesh_distributor-v2_http_8080",
+            // distributor-v2 is the target of both routes: each route has its own cluster
+            // for it, so that Envoy counts what each sends it apart.
+            "cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor",
+            "cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor-canary",
         ]
     );
     let listeners: Vec<&str> = res.listeners.iter().map(|(n, _)| n.as_str()).collect();
@@ -182,7 +185,10 @@ fn the_requester_gets_the_weighted_route_to_both_distributors() {
         split,
         [
             ("cds_egress_gophermesh_distributor-v1_http_8080", 90),
-            ("cds_egress_gophermesh_distributor-v2_http_8080", 10)
+            (
+                "cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor",
+                10
+            )
         ]
     );
     let retry = action.retry_policy.as_ref().expect("retry policy");

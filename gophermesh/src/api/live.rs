@@ -375,7 +375,7 @@ impl Seen<'_> {
             "name": name,
             "gateways": gateways,
             "services": services,
-            "routers": routers_of(mesh),
+            "routers": routers_of(name, mesh, self.observed),
             "nodes": nodes,
         })
     }
@@ -413,8 +413,13 @@ impl Seen<'_> {
     }
 }
 
-/// Each router of `mesh` with its routes and their weighted targets.
-fn routers_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
+/// Each router of mesh `mesh_name` with its routes and their weighted targets, each with
+/// the requests that route sent it (`observed`, keyed as traffic is).
+fn routers_of(
+    mesh_name: &str,
+    mesh: &meshmodel::Mesh,
+    observed: &BTreeMap<String, u64>,
+) -> Vec<Value> {
     mesh.virtual_routers
         .values()
         .map(|r| {
@@ -428,7 +433,15 @@ fn routers_of(mesh: &meshmodel::Mesh) -> Vec<Value> {
                         .weighted_targets()
                         .map(|(_, ts)| {
                             ts.iter()
-                                .map(|t| json!({"node": t.virtual_node, "weight": t.weight}))
+                                .map(|t| {
+                                    let seen = controlplane::on_route(
+                                        observed,
+                                        mesh_name,
+                                        (name, &route.route_name),
+                                        &t.virtual_node,
+                                    );
+                                    json!({"node": t.virtual_node, "weight": t.weight, "observed": seen})
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();

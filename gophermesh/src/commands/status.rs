@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
-use controlplane::xds::ads::{EnvoyStatus, node_key};
+use controlplane::xds::ads::EnvoyStatus;
 use gophermesh::api::status::{Status, StoreStatus};
 use gophermesh::progress::escape;
 
@@ -155,8 +155,9 @@ fn routes(out: &mut String, s: &Status) {
         for r in &m.routes {
             let total_w: i64 = r.targets.iter().map(|t| t.weight).sum();
             let seen = |node: &str| {
-                let key = node_key(&m.name, node);
-                s.observed.get(&key).copied().unwrap_or(0)
+                controlplane::on_route(&s.observed, &m.name, (&r.virtual_router, &r.route), node)
+                    .copied()
+                    .unwrap_or(0)
             };
             let total_seen: u64 = r.targets.iter().map(|t| seen(&t.virtual_node)).sum();
             out_line!(out, "  {}/{}", escape(&r.virtual_router), escape(&r.route));

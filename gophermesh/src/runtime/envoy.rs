@@ -329,7 +329,6 @@ pub async fn traffic<'a>(
         Default::default();
     // filter=^cluster\.cds_egress_[^.]*\.(upstream_rq_completed|upstream_rq_5xx|upstream_rq_time)$
     let path = "/stats?format=json&filter=%5Ecluster%5C.cds_egress_%5B%5E.%5D*%5C.(upstream_rq_completed%7Cupstream_rq_5xx%7Cupstream_rq_time)%24";
-    let prefix = format!("cluster.cds_egress_{mesh}_");
     for admin in admins {
         let Ok((200, text)) = admin.get(path, Duration::from_secs(1)).await else {
             continue;
@@ -339,15 +338,17 @@ pub async fn traffic<'a>(
         };
         for stat in doc["stats"].as_array().into_iter().flatten() {
             if let Some(name) = stat["name"].as_str() {
-                let Some((node, metric)) = target_metric(name, &prefix) else {
+                let Some((keys, metric)) = target_metric(name, mesh) else {
                     continue;
                 };
                 let value = stat["value"].as_u64().unwrap_or(0);
-                let entry = out.entry(node).or_default();
-                match metric {
-                    "upstream_rq_completed" => entry.completed += value,
-                    "upstream_rq_5xx" => entry.errors_5xx += value,
-                    _ => {}
+                for key in keys {
+                    let entry = out.entry(key).or_default();
+                    match metric {
+                        "upstream_rq_completed" => entry.completed += value,
+                        "upstream_rq_5xx" => entry.errors_5xx += value,
+                        _ => {}
+                    }
                 }
             }
             let histograms = &stat["histograms"];
@@ -363,38 +364,36 @@ pub async fn traffic<'a>(
                 .into_iter()
                 .flatten()
             {
-                let Some((node, "upstream_rq_time")) = h["name"]
-                    .as_str()
-                    .and_then(|n| target_metric(n, &prefix))
-                    .as_ref()
-                    .map(|(n, m)| (n.clone(), *m))
+                let Some((keys, "upstream_rq_time")) =
+                    h["name"].as_str().and_then(|n| target_metric(n, mesh))
                 else {
                     continue;
                 };
                 let value = |q: f64| at(q).and_then(|i| h["values"][i]["interval"].as_f64());
-                let entry = out.entry(node).or_default();
                 let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
-                entry.p50_ms = max(entry.p50_ms, value(50.0));
-                entry.p99_ms = max(entry.p99_ms, value(99.0));
+                for key in keys {
+                    let entry = out.entry(key).or_default();
+                    entry.p50_ms = max(entry.p50_ms, value(50.0));
+                    entry.p99_ms = max(entry.p99_ms, value(99.0));
+                }
             }
         }
     }
     out
 }
 
-/// `cluster.cds_egress_M_NODE_PROTO_PORT.METRIC` as (NODE, METRIC).
-fn target_metric<'n>(name: &'n str, prefix: &str) -> Option<(String, &'n str)> {
-    let rest = name.strip_prefix(prefix)?;
-    let (cluster, metric) = rest.split_once('.')?;
-    // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
-    let mut parts = cluster.rsplitn(3, '_');
-    let (Some(_port), Some(_proto), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
-        return None;
-    };
-    Some((node.to_owned(), metric))
+/// `cluster.CLUSTER.METRIC` of an egress cluster of mesh `mesh` as the keys it counts
+/// for (its target node, and `NODE~ROUTER~ROUTE` too when it is one route's own) and
+/// the metric.
+fn target_metric<'n>(name: &'n str, mesh: &str) -> Option<(Vec<String>, &'n str)> {
+    let (cluster, metric) = name.strip_prefix("cluster.")?.split_once('.')?;
+    let (node, route) = crate::metrics::egress_target(cluster, mesh)?;
+    let mut keys = vec![node.clone()];
+    keys.extend(route.map(|r| format!("{node}{}{r}", controlplane::ROUTE_MARK)));
+    Some((keys, metric))
 }
 
 /// Requests completed per target virtual node of mesh `mesh`, summed over the egress
@@ -405,7 +404,6 @@ pub async fn observed_split<'a>(
     mesh: &str,
 ) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
-    let prefix = format!("cluster.cds_egress_{mesh}_");
     for admin in admins {
         // filter=^cluster\.cds_egress_.*\.upstream_rq_completed$, percent-encoded.
         let path = "/stats?filter=%5Ecluster%5C.cds_egress_.*%5C.upstream_rq_completed%24";
@@ -416,24 +414,13 @@ pub async fn observed_split<'a>(
             let Some((name, count)) = line.split_once(": ") else {
                 continue;
             };
-            let Some(rest) = name.strip_prefix(&prefix) else {
-                continue;
-            };
             // Skip the per-zone and internal/external breakdowns (`NAME.external.upstream_...`).
-            let Some(cluster) = rest
-                .strip_suffix(".upstream_rq_completed")
-                .filter(|c| !c.contains('.'))
-            else {
+            let Some((keys, "upstream_rq_completed")) = target_metric(name, mesh) else {
                 continue;
             };
-            // cluster = NODE_PROTOCOL_PORT; the node name may contain underscores.
-            let mut parts = cluster.rsplitn(3, '_');
-            let (Some(_port), Some(_proto), Some(node)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            *out.entry(node.to_owned()).or_default() += count.trim().parse::<u64>().unwrap_or(0);
+            for key in keys {
+                *out.entry(key).or_default() += count.trim().parse::<u64>().unwrap_or(0);
+            }
         }
     }
     out

@@ -159,7 +159,7 @@ function routeCard(frame, router, route) {
   left.append(el("h3", {}, `${router.name} · route ${route.name}`));
   const form = el("form", { "aria-label": `weights of route ${route.name}` });
   const total = route.targets.reduce((a, t) => a + t.weight, 0);
-  const seen = route.targets.map((t) => nodeOf(frame, t.node).observed || 0);
+  const seen = route.targets.map((t) => t.observed ?? nodeOf(frame, t.node).observed ?? 0);
   const seenTotal = seen.reduce((a, b) => a + b, 0);
   const pending = edits.get(key) || {};
   route.targets.forEach((t, i) => {
