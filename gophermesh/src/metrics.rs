@@ -35,6 +35,9 @@ pub struct Edge {
     pub kind: &'static str,
     pub node: String,
     pub target: String,
+    /// `ROUTER~ROUTE` when the requests went by that route's own cluster (the target is
+    /// the target of several routes of the router); `/metrics` sums over it.
+    pub route: Option<String>,
 }
 
 /// What one caller sent to one target.
@@ -164,6 +167,15 @@ impl Format {
 
 /// The App Mesh metric extension's families for `edges`.
 pub fn families(edges: &BTreeMap<Edge, Figures>) -> Vec<Family> {
+    let mut summed: BTreeMap<Edge, Figures> = BTreeMap::new();
+    for (edge, f) in edges {
+        let edge = Edge {
+            route: None,
+            ..edge.clone()
+        };
+        summed.entry(edge).or_default().add(f);
+    }
+    let edges = &summed;
     let labels = |e: &Edge| {
         format!(
             "Mesh=\"{}\",{}=\"{}\",TargetVirtualNode=\"{}\"",
@@ -309,6 +321,7 @@ mod tests {
             kind: "VirtualNode",
             node: "requester".into(),
             target: "distributor-\"v1\"".into(),
+            route: None,
         };
         let edges = BTreeMap::from([(edge, f)]);
         let text = render(&families(&edges), Format::Prometheus);

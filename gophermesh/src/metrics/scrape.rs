@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BUCKETS_MS, Edge, Figures, target_of};
+use super::{BUCKETS_MS, Edge, Figures, egress_target};
 
 /// The admin path: egress clusters' stats only (`filter=^cluster\.cds_egress_`), those
 /// that were used.
@@ -31,7 +31,9 @@ pub fn read(text: &str, mesh: &str, kind: &'static str, node: &str) -> BTreeMap<
                     .and_then(|v| v.strip_suffix('"'))
             })
         };
-        let Some(target) = label("envoy_cluster_name").and_then(|c| target_of(c, mesh)) else {
+        let Some((target, route)) =
+            label("envoy_cluster_name").and_then(|c| egress_target(c, mesh))
+        else {
             continue;
         };
         let edge = Edge {
@@ -39,6 +41,7 @@ pub fn read(text: &str, mesh: &str, kind: &'static str, node: &str) -> BTreeMap<
             kind,
             node: node.to_owned(),
             target,
+            route,
         };
         let f = out.entry(edge).or_default();
         match name {

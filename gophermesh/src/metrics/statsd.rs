@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{BUCKETS_MS, Edge, Family, Figures, Kind, target_of};
+use super::{BUCKETS_MS, Edge, Family, Figures, Kind, egress_target};
 use controlplane::TargetTraffic;
 
 /// The receive buffer asked for (bytes): bursts of every sidecar's flush at once.
@@ -185,14 +185,18 @@ impl Statsd {
     }
 }
 
-/// The figures of `edges` summed per target (keyed `MESH/NODE`).
+/// The figures of `edges` summed per target (keyed `MESH/NODE`), and per route for the
+/// routes with a cluster of their own (keyed `MESH/NODE~ROUTER~ROUTE`, as
+/// [`controlplane::route_target_key`]).
 fn by_target(edges: &BTreeMap<Edge, Figures>) -> BTreeMap<String, Figures> {
     let mut summed: BTreeMap<String, Figures> = BTreeMap::new();
     for (edge, f) in edges {
-        summed
-            .entry(format!("{}/{}", edge.mesh, edge.target))
-            .or_default()
-            .add(f);
+        let node = format!("{}/{}", edge.mesh, edge.target);
+        if let Some(route) = &edge.route {
+            let key = format!("{node}{}{route}", controlplane::ROUTE_MARK);
+            summed.entry(key).or_default().add(f);
+        }
+        summed.entry(node).or_default().add(f);
     }
     summed
 }
@@ -271,12 +275,13 @@ fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
         return Err("too_long");
     }
     // Not an egress cluster of the caller's mesh (the xDS cluster, say): not a target.
-    let target = target_of(cluster, mesh).ok_or("unknown")?;
+    let (target, route) = egress_target(cluster, mesh).ok_or("unknown")?;
     let edge = Edge {
         mesh: mesh.to_owned(),
         kind: kind_label,
         node: node.to_owned(),
         target,
+        route,
     };
     let reading = match (name, kind) {
         ("envoy.cluster.upstream_rq_total", "c") => Reading::Requests(value / rate),
@@ -315,6 +320,7 @@ mod tests {
             kind: "VirtualNode",
             node: "requester".into(),
             target: "distributor-v1".into(),
+            route: None,
         };
         let f = &edges[&edge];
         assert_eq!(f.requests, 9.0);
@@ -347,6 +353,49 @@ mod tests {
         // Nothing arrived since: no percentiles, the counts stand.
         let t = &s.traffic()["gophermesh/distributor-v1"];
         assert_eq!((t.completed, t.p50_ms), (100, None));
+    }
+
+    #[test]
+    fn a_routes_own_cluster_counts_for_the_route_and_for_the_node() {
+        let s = Statsd::default();
+        let tags = |cluster: &str| {
+            format!(
+                "envoy.response_code_class:2,appmesh.mesh:gophermesh,appmesh.virtual_node:requester,envoy.cluster_name:{cluster}"
+            )
+        };
+        s.datagram(
+            format!(
+                "envoy.cluster.upstream_rq_xx:3|c|#{}\nenvoy.cluster.upstream_rq_xx:5|c|#{}",
+                tags(
+                    "cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor-canary"
+                ),
+                tags("cds_egress_gophermesh_distributor-v2_http_8080~distributor~distributor"),
+            )
+            .as_bytes(),
+        );
+        let done = s.completed();
+        assert_eq!(done["gophermesh/distributor-v2"], 8);
+        assert_eq!(
+            done[&controlplane::route_target_key(
+                "gophermesh",
+                "distributor",
+                "distributor-canary",
+                "distributor-v2"
+            )],
+            3
+        );
+        // /metrics keeps App Mesh's dimensions: one series for the pair, summed.
+        let (edges, _) = s.snapshot();
+        let text = super::super::render(
+            &super::super::families(&edges),
+            super::super::Format::Prometheus,
+        );
+        let v2: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("envoy_appmesh_HTTPCode_Target_2XX_Count{"))
+            .collect();
+        assert_eq!(v2.len(), 1, "{text}");
+        assert!(v2[0].ends_with(" 8"), "{text}");
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
         bin_dir: bin_dir.clone(),
         run_dir: run_dir.clone(),
         xds,
+        identity: config.identity.clone(),
         processes: ProcessTable::default(),
         grace: Duration::from_secs(5),
     };

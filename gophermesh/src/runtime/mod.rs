@@ -99,6 +99,9 @@ pub struct Launch {
     pub run_dir: PathBuf,
     /// The ADS server, as the Envoys reach it.
     pub xds: Xds,
+    /// The region and account of the control plane's ARNs (what a task definition's
+    /// `${AWS_REGION}` and `${AWS_ACCOUNT_ID}` stand for, unless the environment says).
+    pub identity: controlplane::Identity,
     pub processes: ProcessTable,
     /// How long a stopped process may take before it is killed.
     pub grace: Duration,

@@ -101,7 +101,7 @@ impl Backend for PodBackend {
 }
 
 /// The Envoy container's environment: the task definition's (its `${AWS_REGION}` and
-/// `${AWS_ACCOUNT_ID}` filled from this environment, else the control plane's own ARNs'),
+/// `${AWS_ACCOUNT_ID}` filled from this environment, else as the control plane's ARNs say),
 /// then what this run sets: the management server, the admin port it reaches, and
 /// `up`'s Envoy options.
 fn sidecar_environment(
@@ -110,7 +110,7 @@ fn sidecar_environment(
     site: &Site,
     endpoint: &str,
 ) -> Vec<(String, String)> {
-    let identity = controlplane::state::meta::Identity::default();
+    let identity = &launch.identity;
     let lookup = |name: &str| {
         std::env::var(name).ok().or(match name {
             "AWS_REGION" => Some(identity.region.clone()),
