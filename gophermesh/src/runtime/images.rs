@@ -275,8 +275,8 @@ fn revision() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Builds every image of [`IMAGES`], and the control plane's too when `control_plane`;
-/// returns (name, size in bytes). Builds on this machine take turns.
+/// Builds `images` (every one, made or not); returns (name, size in bytes). Builds on
+/// this machine take turns.
 pub fn build_all(
     podman: &Podman,
     bin_dir: &Path,
