@@ -17,11 +17,15 @@ pub struct TargetTraffic {
     pub p99_ms: Option<f64>,
 }
 
+/// What separates an egress cluster's name from the route it serves, when it serves one
+/// route only (`~` is not a character App Mesh names may hold).
+pub const ROUTE_MARK: char = '~';
+
 /// The key of what route `route` of router `router` in mesh `mesh` sent node `node`, when
 /// the node is the target of several routes of the router (each then has its own egress
 /// cluster): `MESH/NODE~ROUTER~ROUTE`. Traffic keyed `MESH/NODE` sums every route's.
 pub fn route_target_key(mesh: &str, router: &str, route: &str, node: &str) -> String {
-    let mark = crate::translate::ROUTE_MARK;
+    let mark = ROUTE_MARK;
     format!("{mesh}/{node}{mark}{router}{mark}{route}")
 }
 

@@ -20,9 +20,7 @@ pub(super) struct Caller<'a> {
     pub(super) pool: Option<&'a ConnectionPool>,
 }
 
-/// What separates an egress cluster's name from the route it serves, when it serves one
-/// route only ([`ROUTE_MARK`] is not a character App Mesh names may hold).
-pub const ROUTE_MARK: char = '~';
+pub use crate::state::observed::ROUTE_MARK;
 
 /// Adds (once) the egress cluster for target node `target` on its listener `port` (its
 /// first when `None`); returns its name. With `via` (a router and one of its routes), the

@@ -69,10 +69,11 @@ pub fn spawn_ads(
     Ok((task, secure))
 }
 
-/// Serves `router` on the connections `incoming` yields until it ends or `stop`.
+/// Serves `router` on the connections `incoming` yields until it ends or `stop`; returns
+/// once the accept loop under `incoming` has closed its listener too.
 async fn serve_ads<IO>(
     router: tonic::transport::server::Router,
-    incoming: impl futures::Stream<Item = io::Result<IO>>,
+    (incoming, accept_loop): (impl futures::Stream<Item = io::Result<IO>>, JoinHandle<()>),
     stop: Stop,
 ) where
     IO: AsyncRead + AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
@@ -83,23 +84,27 @@ async fn serve_ads<IO>(
     {
         tracing::error!("the ADS server stopped: {e}");
     }
+    // The server dropped `incoming`: the loop sees its channel closed and drops the
+    // listener.
+    let _ = accept_loop.await;
 }
 
 /// The connections `listener` accepts within `admission`, each made ready by `wrap` (a
 /// TLS handshake) in a task of its own, so that a slow one holds up no other; a failed
-/// accept pauses the loop. It ends when the server stops reading.
+/// accept pauses the loop. It ends (dropping the listener) when the server stops reading;
+/// the handle is the loop's.
 fn accepting<IO, F, Fut>(
     listener: TcpListener,
     admission: Admission,
     wrap: F,
-) -> ReceiverStream<io::Result<IO>>
+) -> (ReceiverStream<io::Result<IO>>, JoinHandle<()>)
 where
     F: Fn(Counted<TcpStream>) -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<IO>> + Send + 'static,
     IO: Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
+    let accept_loop = tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
                 () = tx.closed() => break,
@@ -130,7 +135,7 @@ where
             });
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), accept_loop)
 }
 
 /// The count of open ADS connections against their cap.
@@ -253,7 +258,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("addr");
         let admission = Admission::new(2);
-        let mut incoming = accepting(listener, admission.clone(), |s| async move { Ok(s) });
+        let (mut incoming, _) = accepting(listener, admission.clone(), |s| async move { Ok(s) });
         use tokio_stream::StreamExt as _;
         let mut clients = Vec::new();
         let mut served = Vec::new();

@@ -219,10 +219,13 @@ impl Serving {
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
         shutdown.await;
         self.stopper.stop();
-        for task in self.background {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
-                abort.abort();
+        // One grace for all of them; what outlives it is aborted and awaited, so that its
+        // listeners are closed (dropped) by the time this returns.
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut task in self.background {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
             }
         }
     }
