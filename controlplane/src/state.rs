@@ -11,6 +11,8 @@
 //! placement  where each node's Envoy and app are, and Cloud Map instances
 //! cloudmap   the instances of Cloud Map nodes, looked up (for `serve`)
 //! observed   the traffic each target node received (told by whoever reads the Envoys)
+//! rollout    a route moved to one target step by step, checked, rolled back (the rule)
+//! rollouts   a rollout's start, a person's pause/resume/abort, a driver's look: changes
 //! ```
 //!
 //! Nothing here imports the translation or the xDS serving.
@@ -22,6 +24,8 @@ pub mod meta;
 pub mod observed;
 pub mod persist;
 pub mod placement;
+pub mod rollout;
+pub mod rollouts;
 pub mod snapshot;
 pub mod store;
 pub mod weights;

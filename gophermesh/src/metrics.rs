@@ -21,10 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Envoy's default histogram buckets (milliseconds), which `TargetResponseTime` keeps.
-pub const BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+pub use controlplane::state::rollout::BUCKETS_MS;
 
 /// Who sent to whom: the caller (mesh and virtual node or gateway) and the target node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -73,6 +73,7 @@ pub fn next_of(
                 meshes,
                 client_token: None,
                 bump: None,
+                rollouts: Vec::new(),
             },
             sorted,
         )),

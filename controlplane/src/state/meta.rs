@@ -5,7 +5,7 @@ use meshmodel::Key;
 use serde::{Deserialize, Serialize};
 
 /// App Mesh's metadata of one resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     pub arn: String,

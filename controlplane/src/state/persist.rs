@@ -1,6 +1,6 @@
 //! The durable copy of the mesh: one record per resource (its origin, its
 //! `--cli-input-json` document and its App Mesh metadata), written in one transaction per
-//! accepted change. On one machine that is a redb database file ([`Database`], fsynced);
+//! accepted change, and one per rollout (`!rollout/MESH/ROUTER/ROUTE`). On one machine that is a redb database file ([`Database`], fsynced);
 //! for replicas it is a DynamoDB table ([`dynamo::Table`]) that every replica writes with
 //! a condition on the stored version and watches for the others' changes.
 
@@ -12,6 +12,7 @@ use meshmodel::{Key, Problem, Problems, Resource};
 use serde::{Deserialize, Serialize};
 
 use super::meta::Meta;
+use super::rollout::Rollout;
 use super::snapshot::MeshState;
 
 const RESOURCES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("resources");
@@ -237,6 +238,25 @@ pub(crate) fn record_key(mesh: &str, bare: bool, key: &Key) -> String {
     }
 }
 
+/// What starts the record key of a rollout: `!rollout/MESH/ROUTER/ROUTE`.
+const ROLLOUT_PREFIX: &str = "!rollout/";
+/// The origin a rollout's record carries in place of a file.
+const ROLLOUT_ORIGIN: &str = "<rollout>";
+
+/// The record key of the rollout `key` (`ROUTER/ROUTE`) of mesh `mesh`.
+pub(crate) fn rollout_key(mesh: &str, key: &str) -> String {
+    format!("{ROLLOUT_PREFIX}{mesh}/{key}")
+}
+
+/// A rollout as a record (it has no App Mesh metadata).
+pub(crate) fn rollout_record(rollout: &Rollout) -> Record {
+    Record {
+        origin: ROLLOUT_ORIGIN.to_owned(),
+        resource: serde_json::to_value(rollout).expect("a rollout serializes"),
+        meta: Meta::default(),
+    }
+}
+
 /// The mesh a record key names (`@MESH/KEY`), if it names one.
 fn mesh_of_key(record_key: &str) -> Option<&str> {
     record_key
@@ -255,6 +275,7 @@ pub(crate) fn load_records<'a>(
 ) -> Result<Loaded, Problems> {
     let mut loaded = Loaded::default();
     let mut problems = Vec::new();
+    let mut rollouts = Vec::new();
     for (key, bytes) in records {
         loaded.count += 1;
         let record: Record = match serde_json::from_slice(bytes) {
@@ -264,6 +285,21 @@ pub(crate) fn load_records<'a>(
                 continue;
             }
         };
+        if let Some(rest) = key.strip_prefix(ROLLOUT_PREFIX) {
+            match (
+                rest.split_once('/'),
+                serde_json::from_value::<Rollout>(record.resource),
+            ) {
+                (Some((mesh, route)), Ok(r)) => rollouts.push((mesh, route, r)),
+                (_, Err(e)) => problems.push(Problem::new(
+                    source,
+                    key,
+                    format!("unreadable rollout: {e}"),
+                )),
+                (None, _) => problems.push(Problem::new(source, key, "a rollout of no mesh")),
+            }
+            continue;
+        }
         let resource = match Resource::from_value(&record.origin, record.resource) {
             Ok(resource) => resource,
             Err(Problems(mut more)) => {
@@ -286,6 +322,14 @@ pub(crate) fn load_records<'a>(
         mesh.bare_keys |= keyed.is_none();
         mesh.meta.insert(resource.key(), record.meta);
         mesh.mesh.insert(record.origin, resource);
+    }
+    for (mesh, route, rollout) in rollouts {
+        match loaded.meshes.get_mut(mesh) {
+            Some(held) => {
+                held.rollouts.insert(route.to_owned(), rollout);
+            }
+            None => tracing::warn!(mesh, route, "a stored rollout of a mesh not held; ignored"),
+        }
     }
     for mesh in loaded.meshes.values() {
         problems.extend(mesh.mesh.check());

@@ -11,6 +11,7 @@ use meshmodel::{Key, Mesh};
 
 use super::meta::Meta;
 use super::placement::{Instance, Placement};
+use super::rollout::Rollout;
 
 /// One consistent state of every mesh, as served to Envoy.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,9 @@ pub struct MeshState {
     /// written before meshes were named in record keys hold their (one) mesh; every other
     /// mesh's records are keyed `@MESH/KEY`.
     pub bare_keys: bool,
+    /// The rollouts of the mesh's routes by `ROUTER/ROUTE`, stored with its resources; a
+    /// finished one stays until the next rollout of its route replaces it.
+    pub rollouts: BTreeMap<String, Rollout>,
 }
 
 impl MeshState {

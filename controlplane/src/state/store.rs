@@ -15,8 +15,12 @@ use tokio::sync::watch;
 
 use super::lock;
 use super::meta::Identity;
-use super::persist::{Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key};
+use super::persist::{
+    Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key, rollout_key,
+    rollout_record,
+};
 use super::placement::{Instance, Placement};
+use super::rollout::Rollout;
 use super::snapshot::{MeshState, Snapshot};
 
 /// Meshes to publish, by name, as a change left them (`None`: gone).
@@ -44,6 +48,9 @@ pub struct Next {
     /// A resource whose version goes up even if its content did not change (an update
     /// call that repeats the current spec, as App Mesh counts it).
     pub bump: Option<Key>,
+    /// Rollouts made, changed or (`None`) removed: mesh, `ROUTER/ROUTE`, rollout. The mesh
+    /// must be one of `meshes`.
+    pub rollouts: Vec<(String, String, Option<Rollout>)>,
 }
 
 impl Next {
@@ -54,6 +61,7 @@ impl Next {
             meshes: vec![(name.into(), mesh)],
             client_token: None,
             bump: None,
+            rollouts: Vec::new(),
         }
     }
 }
@@ -192,6 +200,7 @@ impl Store {
                 meshes: seeds.clone(),
                 client_token: None,
                 bump: None,
+                rollouts: Vec::new(),
             }),
             false => Err(()),
         });
@@ -407,6 +416,7 @@ impl Store {
             meshes,
             client_token,
             bump,
+            rollouts: changed_rollouts,
         } = next;
         let (mut puts, mut deletes, mut published) = (Vec::new(), Vec::new(), Vec::new());
         for (name, mesh) in meshes {
@@ -442,9 +452,29 @@ impl Store {
                 deletes.push(record_key(&name, bare, &key));
                 meta.remove(&key);
             }
+            let gone = mesh.resources().is_empty();
+            let mut rollouts = before.rollouts.clone();
+            for (_, key, rollout) in changed_rollouts.iter().filter(|(m, _, _)| *m == name) {
+                match rollout {
+                    Some(r) if !gone && rollouts.get(key) != Some(r) => {
+                        puts.push((rollout_key(&name, key), rollout_record(r)));
+                        rollouts.insert(key.clone(), r.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        if rollouts.remove(key).is_some() {
+                            deletes.push(rollout_key(&name, key));
+                        }
+                    }
+                }
+            }
+            if gone {
+                deletes.extend(rollouts.keys().map(|k| rollout_key(&name, k)));
+            }
             // A mesh with nothing left in it (deleted) is gone.
-            let state = (!mesh.resources().is_empty()).then(|| MeshState {
+            let state = (!gone).then(|| MeshState {
                 bare_keys: bare,
+                rollouts,
                 ..MeshState::new(mesh, meta)
             });
             published.push((name, state));

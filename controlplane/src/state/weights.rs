@@ -3,8 +3,73 @@
 
 use std::collections::BTreeMap;
 
-use meshmodel::appmesh::WeightedTarget;
+use meshmodel::appmesh::{RouteInput, WeightedTarget};
+use meshmodel::mesh::Sourced;
 use meshmodel::{Mesh, Problem, Problems, Resource};
+
+/// The route `route` of `mesh` (in `router`, or in the only router that has a route of
+/// that name), or why there is none to choose.
+pub fn find_route<'m>(
+    mesh: &'m Mesh,
+    router: Option<&str>,
+    route: &str,
+) -> Result<&'m Sourced<RouteInput>, Problems> {
+    let origin = "<route set>";
+    let found: Vec<_> = mesh
+        .routes
+        .values()
+        .filter(|s| {
+            s.value.route_name == route && router.is_none_or(|r| r == s.value.virtual_router_name)
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => {
+            let known: Vec<String> = mesh
+                .routes
+                .keys()
+                .map(|(r, n)| format!("{r}/{n}"))
+                .collect();
+            Err(Problems::one(Problem::new(
+                origin,
+                "route",
+                format!(
+                    "no route `{route}`{} (known: {})",
+                    router
+                        .map(|r| format!(" in router `{r}`"))
+                        .unwrap_or_default(),
+                    known.join(", ")
+                ),
+            )))
+        }
+        _ => Err(Problems::one(Problem::new(
+            origin,
+            "route",
+            format!("more than one router has a route `{route}`; name the router with --router"),
+        ))),
+    }
+}
+
+/// The mesh with route `route`'s weighted targets replaced by `targets` (as a rollout
+/// sets them: a target may go, as when one is promoted to be the only one).
+pub fn set_targets(
+    mesh: &Mesh,
+    router: &str,
+    route: &str,
+    targets: Vec<WeightedTarget>,
+) -> Result<Mesh, Problems> {
+    let entry = find_route(mesh, Some(router), route)?;
+    let mut next = (*entry.value).clone();
+    let Some(held) = next.spec.weighted_targets_mut() else {
+        return Err(Problems::one(Problem::new(
+            &entry.origin,
+            "spec",
+            "the route has no weighted targets",
+        )));
+    };
+    *held = targets;
+    mesh.apply(&entry.origin, Resource::Route(next))
+}
 
 /// The mesh with route `route`'s weights set (in `router`, or in the only router that has
 /// a route of that name). Every target must be named; nodes not yet targets are refused.
@@ -15,43 +80,7 @@ pub fn set_weights(
     weights: &BTreeMap<String, i64>,
 ) -> Result<Mesh, Problems> {
     let origin = "<route set>";
-    let found: Vec<_> = mesh
-        .routes
-        .values()
-        .filter(|s| {
-            s.value.route_name == route && router.is_none_or(|r| r == s.value.virtual_router_name)
-        })
-        .collect();
-    let entry = match found.as_slice() {
-        [one] => *one,
-        [] => {
-            let known: Vec<String> = mesh
-                .routes
-                .keys()
-                .map(|(r, n)| format!("{r}/{n}"))
-                .collect();
-            return Err(Problems::one(Problem::new(
-                origin,
-                "route",
-                format!(
-                    "no route `{route}`{} (known: {})",
-                    router
-                        .map(|r| format!(" in router `{r}`"))
-                        .unwrap_or_default(),
-                    known.join(", ")
-                ),
-            )));
-        }
-        _ => {
-            return Err(Problems::one(Problem::new(
-                origin,
-                "route",
-                format!(
-                    "more than one router has a route `{route}`; name the router with --router"
-                ),
-            )));
-        }
-    };
+    let entry = find_route(mesh, router, route)?;
     let mut next = (*entry.value).clone();
     let Some(targets) = next.spec.weighted_targets_mut() else {
         return Err(Problems::one(Problem::new(

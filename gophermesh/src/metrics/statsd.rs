@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{BUCKETS_MS, Edge, Family, Figures, Kind, egress_target};
 use controlplane::TargetTraffic;
+use controlplane::state::rollout::bucket_quantile;
 
 /// The receive buffer asked for (bytes): bursts of every sidecar's flush at once.
 pub const RECEIVE_BUFFER: usize = 8 << 20;
@@ -148,8 +149,8 @@ impl Statsd {
                 TargetTraffic {
                     completed: completed as u64,
                     errors_5xx: f.by_class[3] as u64,
-                    p50_ms: quantile(&delta, 0.5),
-                    p99_ms: quantile(&delta, 0.99),
+                    p50_ms: bucket_quantile(&delta, 0.5),
+                    p99_ms: bucket_quantile(&delta, 0.99),
                 },
             );
         }
@@ -199,31 +200,6 @@ fn by_target(edges: &BTreeMap<Edge, Figures>) -> BTreeMap<String, Figures> {
         summed.entry(node).or_default().add(f);
     }
     summed
-}
-
-/// The `q` quantile of cumulative bucket counts `buckets` (bounds [`BUCKETS_MS`]),
-/// interpolated linearly within its bucket; `None` when they count nothing.
-fn quantile(buckets: &[f64], q: f64) -> Option<f64> {
-    let total = *buckets.last()?;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for (bound, count) in BUCKETS_MS.iter().zip(buckets) {
-        if *count >= rank {
-            let (low_bound, low_count) = lower;
-            let width = count - low_count;
-            let into = if width > 0.0 {
-                (rank - low_count) / width
-            } else {
-                1.0
-            };
-            return Some(low_bound + (bound - low_bound) * into);
-        }
-        lower = (*bound, *count);
-    }
-    BUCKETS_MS.last().copied()
 }
 
 /// `NAME:VALUE|TYPE[|@RATE][|#TAG:V,...]`, when it is one of ours; else why not.
