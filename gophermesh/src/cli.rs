@@ -6,6 +6,7 @@
 //! read    reading templates and manifests: parameters, pseudo parameters, mesh
 //! tools   `images`, `export`, `render`, `bootstrap`
 //! bench   `bench` and `bench-fleet`
+//! rollout `rollout start|status|pause|resume|abort`
 //! ```
 
 use std::path::PathBuf;
@@ -14,11 +15,13 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod read;
+mod rollout;
 mod run;
 mod tools;
 
 pub(crate) use bench::{BenchArgs, BenchFleetArgs};
 pub(crate) use read::{ReadArgs, TemplateArgs, parse_pair};
+pub(crate) use rollout::{RolloutActArgs, RolloutStartArgs, RolloutWhat};
 pub(crate) use run::{ServeArgs, UpArgs};
 pub(crate) use tools::{
     BootstrapArgs, ExportWhat, ImagesBuildArgs, ImagesWhat, RenderArgs, RenderWhat,
@@ -111,6 +114,12 @@ pub(crate) enum Command {
     Route {
         #[command(subcommand)]
         what: RouteWhat,
+    },
+    /// Move a route's traffic to a new version step by step, checked on the Envoys'
+    /// counts, rolled back by itself on failure.
+    Rollout {
+        #[command(subcommand)]
+        what: RolloutWhat,
     },
     /// Print the web console's sign-in link (the console's address with the control token),
     /// so that weights can be shifted from the page.

@@ -89,6 +89,7 @@ async fn main() -> ExitCode {
             };
             commands::route::run(&control, &route, &weights, save, ack_timeout).await
         }
+        Command::Rollout { what } => commands::rollout::run(what).await,
         Command::Apply(args) => commands::apply::run(&args).await,
         Command::Convert(args) => commands::convert::run(&args),
         Command::Console { control } => commands::console::run(&control),

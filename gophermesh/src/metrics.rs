@@ -7,6 +7,7 @@
 //! metrics.rs  the names, one target's figures, the registry, Prometheus text
 //! statsd      DogStatsD datagrams from Envoys, into a registry of bounded size
 //! scrape      an Envoy's /stats/prometheus, into the same figures
+//! rollouts    what a rollout's checks read, and what /metrics shows of each rollout
 //! ```
 //!
 //! Names and dimensions are the extension's (`envoy_appmesh_RequestCountPerTarget`,
@@ -14,8 +15,11 @@
 //! in milliseconds, with `Mesh`, `VirtualNode` (or `VirtualGateway`) and
 //! `TargetVirtualNode`), so that dashboards and alarms built on them carry over.
 
+pub mod rollouts;
 pub mod scrape;
 pub mod statsd;
+
+pub use rollouts::{rollout_families, route_counts};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,8 +46,12 @@ pub struct Edge {
 pub struct Figures {
     /// Requests sent (`upstream_rq_total`).
     pub requests: f64,
-    /// Responses by class: 2xx, 3xx, 4xx, 5xx (`upstream_rq_xx`).
+    /// Responses by class: 2xx, 3xx, 4xx, 5xx (`upstream_rq_xx`), as the callers got them
+    /// (after the route's retries).
     pub by_class: [f64; 4],
+    /// Attempts made again by the route's retry policy (`upstream_rq_retry`): each one
+    /// follows a failed attempt (a 5xx, a reset, a per-try timeout).
+    pub retries: f64,
     /// Response times: cumulative counts per [`BUCKETS_MS`] bucket, then their sum and
     /// count (`upstream_rq_time`).
     pub buckets: [f64; BUCKETS_MS.len()],
@@ -66,6 +74,7 @@ impl Figures {
     /// `other` added to these.
     pub fn add(&mut self, other: &Figures) {
         self.requests += other.requests;
+        self.retries += other.retries;
         for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
             *a += b;
         }

@@ -6,11 +6,13 @@
 //! ```text
 //! plane.rs  the store, the APIs, TLS, Cloud Map, the descriptor budget
 //! ads       the ADS listener: plain or TLS, its connections within the budget
+//! rollouts  the rollout driver: each rollout in progress looked at every second
 //! up        `gophermesh up`: the control plane and the tasks on this machine
 //! serve     `gophermesh serve`: the control plane alone, for Envoys elsewhere
 //! ```
 
 mod ads;
+pub mod rollouts;
 pub mod serve;
 pub mod up;
 
@@ -312,6 +314,12 @@ pub fn start_apis(
         control::render_refusal,
     );
     let live = Live::start(store.clone(), envoys.clone(), tasks.clone());
+    background.push(rollouts::spawn(
+        store.clone(),
+        tasks.clone(),
+        config.statsd.clone(),
+        stop.clone(),
+    ));
     let control_api = control::router(
         control::ControlState {
             store: store.clone(),

@@ -422,12 +422,15 @@ impl Rollout {
             self.open_window(now_ms, counts);
             return None;
         };
-        if window.responses < self.plan.min_requests {
+        // Envoy's histograms reach the counts at its stats flush, later than its
+        // counters: a window whose response times are not in yet is not judged either.
+        let timed = window.buckets.last().copied().unwrap_or(0);
+        if window.responses < self.plan.min_requests || timed < self.plan.min_requests {
             self.event(
                 now_ms,
                 "held",
                 format!(
-                    "{} requests to {} since the step, fewer than {}: the step holds",
+                    "{} requests to {} since the step ({timed} with their response times in), fewer than {}: the step holds",
                     window.responses, self.target, self.plan.min_requests
                 ),
             );

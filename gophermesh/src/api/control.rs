@@ -10,6 +10,10 @@
 //!   `{"refused": [...]}` or `{"waiting": [...]}`); the change is stored either way.
 //! - `POST /v1/resources`: one resource, or several as one change, or a dry run of them
 //!   ([`super::apply`]).
+//! - `GET /v1/rollouts`, `POST /v1/rollouts`, `POST /v1/rollouts/{route}/{action}`:
+//!   rollouts ([`super::rollouts`]).
+//! - `GET /metrics`: per caller and target with the App Mesh metric extension's names, and
+//!   each rollout's weight, phase and checks.
 //!
 //! Behind [`super::guard`]: reads are open, changes need the control token.
 //!
@@ -73,6 +77,11 @@ pub fn router(state: ControlState, guard: Guard) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/routes/{route}/weights", put(set_weights))
+        .route(
+            "/v1/rollouts",
+            get(super::rollouts::list).post(super::rollouts::start),
+        )
+        .route("/v1/rollouts/{route}/{action}", post(super::rollouts::act))
         .route("/v1/resources", post(super::apply::apply))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
@@ -88,17 +97,10 @@ async fn metrics(State(state): State<ControlState>, headers: axum::http::HeaderM
             .get(axum::http::header::ACCEPT)
             .and_then(|a| a.to_str().ok()),
     );
-    let mut edges = state.tasks.metrics().await;
-    let mut own = Vec::new();
-    if let Some(statsd) = &state.statsd {
-        let (received, counters) = statsd.snapshot();
-        for (edge, figures) in received {
-            edges.entry(edge).or_default().add(&figures);
-        }
-        own = counters;
-    }
+    let (edges, own) = super::tasks::all_edges(&*state.tasks, state.statsd.as_ref()).await;
     let mut all = families(&edges);
     all.extend(own);
+    all.extend(crate::metrics::rollout_families(&state.store.current()));
     (
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
         render(&all, format),

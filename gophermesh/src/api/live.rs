@@ -291,7 +291,11 @@ fn frame(
     let meshes: Vec<Value> = snapshot
         .meshes
         .iter()
-        .map(|(name, m)| seen.mesh(name, &m.mesh))
+        .map(|(name, m)| {
+            let mut shown = seen.mesh(name, &m.mesh);
+            shown["rollouts"] = rollouts_shown(m);
+            shown
+        })
         .collect();
     json!({
         "at": unix_seconds(),
@@ -301,6 +305,33 @@ fn frame(
         "history": state.history,
         "samples": samples,
     })
+}
+
+/// The events of a rollout a frame shows (its last ones).
+const ROLLOUT_EVENTS_SHOWN: usize = 8;
+
+/// The rollouts of mesh `m`, as the console's timelines show them.
+fn rollouts_shown(m: &controlplane::MeshState) -> Value {
+    let all: Vec<Value> = m
+        .rollouts
+        .values()
+        .map(|r| {
+            let mut shown = json!({
+                "router": r.router,
+                "route": r.route,
+                "target": r.target,
+                "weight": r.weight(),
+                "failedChecks": r.failed_checks,
+                "maxFailedChecks": r.plan.max_failed_checks,
+                "events": r.events[r.events.len().saturating_sub(ROLLOUT_EVENTS_SHOWN)..],
+            });
+            if let Value::Object(phase) = serde_json::to_value(&r.phase).unwrap_or_default() {
+                shown.as_object_mut().expect("an object").extend(phase);
+            }
+            shown
+        })
+        .collect();
+    Value::Array(all)
 }
 
 /// What a frame shows beside the meshes' resources: the Envoys, the tasks' processes and

@@ -5,6 +5,7 @@
 //! sigv4     AWS Signature Version 4, checked on the server side
 //! control   the control API of `gophermesh status`, `route set` and `apply`
 //! apply     its POST /v1/resources: one resource, or many as one change, or a dry run
+//! rollouts  its /v1/rollouts: start, list, pause, resume, abort
 //! answers   its answers: made, refused, not stored
 //! console   the web console page (assets compiled in)
 //! live      the console's live view: /v1/live and its event stream
@@ -24,6 +25,7 @@ pub mod console;
 pub mod control;
 pub mod guard;
 pub mod live;
+pub mod rollouts;
 pub mod sigv4;
 pub mod status;
 pub mod tasks;

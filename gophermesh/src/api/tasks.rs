@@ -37,3 +37,21 @@ pub struct TaskStatus {
     /// Envoy.
     pub observed: BTreeMap<String, u64>,
 }
+
+/// What every caller's Envoy sent each target, as `/metrics` shows it: from the Envoys
+/// `tasks` runs, plus what DogStatsD told `statsd`; also the receiver's own families.
+pub async fn all_edges(
+    tasks: &dyn Tasks,
+    statsd: Option<&crate::metrics::statsd::Statsd>,
+) -> (BTreeMap<Edge, Figures>, Vec<crate::metrics::Family>) {
+    let mut edges = tasks.metrics().await;
+    let mut own = Vec::new();
+    if let Some(statsd) = statsd {
+        let (received, counters) = statsd.snapshot();
+        for (edge, figures) in received {
+            edges.entry(edge).or_default().add(&figures);
+        }
+        own = counters;
+    }
+    (edges, own)
+}

@@ -10,6 +10,7 @@ pub(crate) mod convert;
 pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod render;
+pub(crate) mod rollout;
 pub(crate) mod route;
 pub(crate) mod serve;
 pub(crate) mod sidecar;

@@ -46,6 +46,7 @@ pub fn read(text: &str, mesh: &str, kind: &'static str, node: &str) -> BTreeMap<
         let f = out.entry(edge).or_default();
         match name {
             "envoy_cluster_upstream_rq_total" => f.requests += value,
+            "envoy_cluster_upstream_rq_retry" => f.retries += value,
             "envoy_cluster_upstream_rq_xx" => {
                 if let Some(i) = label("envoy_response_code_class")
                     .and_then(|c| c.parse::<usize>().ok())

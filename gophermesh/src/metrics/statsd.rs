@@ -44,6 +44,7 @@ pub struct Statsd(Arc<Mutex<Held>>);
 /// What one line says, when it is one of ours.
 enum Reading {
     Requests(f64),
+    Retries(f64),
     Class(usize, f64),
     Time(f64),
 }
@@ -69,6 +70,7 @@ impl Statsd {
                     let f = held.edges.entry(edge).or_default();
                     match reading {
                         Reading::Requests(n) => f.requests += n,
+                        Reading::Retries(n) => f.retries += n,
                         Reading::Class(i, n) => f.by_class[i] += n,
                         Reading::Time(ms) => f.observe(ms),
                     }
@@ -209,6 +211,7 @@ fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
         name,
         "envoy.cluster.upstream_rq_total"
             | "envoy.cluster.upstream_rq_xx"
+            | "envoy.cluster.upstream_rq_retry"
             | "envoy.cluster.upstream_rq_time"
     ) {
         return Err("unknown");
@@ -261,6 +264,7 @@ fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
     };
     let reading = match (name, kind) {
         ("envoy.cluster.upstream_rq_total", "c") => Reading::Requests(value / rate),
+        ("envoy.cluster.upstream_rq_retry", "c") => Reading::Retries(value / rate),
         ("envoy.cluster.upstream_rq_xx", "c") => {
             let class = tag("envoy.response_code_class")
                 .and_then(|c| c.parse::<usize>().ok())

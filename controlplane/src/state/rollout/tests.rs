@@ -135,10 +135,21 @@ fn too_few_requests_hold_the_step_without_failing_it() {
     }
     assert_eq!((r.failed_checks, r.step), (0, 0));
     assert_eq!(r.events.last().map(|e| e.kind.as_str()), Some("held"));
+    // Answers whose response times are not in yet (Envoy's histograms lag its counters
+    // until its stats flush) hold the step too.
+    let untimed = Counts {
+        buckets: vec![0; BUCKETS_MS.len()],
+        ..counts(30, 0, 3.0)
+    };
+    assert_eq!(r.decide(4_000, Some(&untimed)), None);
+    let last = r.events.last().expect("an event");
+    assert!(last.message.starts_with("30 requests"), "{}", last.message);
+    assert!(last.message.contains("(0 with their response times in)"));
+    assert_eq!((r.failed_checks, r.step), (0, 0));
     // Nobody can say (no Envoy answered): nothing happens either.
-    assert_eq!(r.decide(4_000, None), None);
+    assert_eq!(r.decide(5_000, None), None);
     // The held requests count with the later ones.
-    assert!(r.decide(5_000, Some(&counts(12, 0, 3.0))).is_some());
+    assert!(r.decide(6_000, Some(&counts(12, 0, 3.0))).is_some());
 }
 
 #[test]

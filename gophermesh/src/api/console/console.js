@@ -346,8 +346,24 @@ function meshSection(name) {
   section.append(el("h2", {}, "mesh " + name));
   section.append(svg("svg", { class: "graph", role: "img", "aria-label": `mesh ${name}: virtual services, routers, routes and virtual nodes, edges labelled with weights` }));
   section.append(el("h3", {}, "Routes"), el("div", { class: "routes" }));
+  section.append(el("h3", {}, "Rollouts"), el("div", { class: "rollouts" }));
   section.append(el("h3", {}, "Virtual nodes"), el("div", { class: "cards nodes" }));
   return section;
+}
+
+// A rollout: where it is, and its last events as a timeline, newest last.
+function rolloutCard(r) {
+  const card = el("div", { class: "card rollout", "data-rollout": r.router + "/" + r.route, "data-phase": r.phase });
+  const why = r.reason ? ` (${r.reason})` : "";
+  card.append(el("h4", {}, `${r.router}/${r.route} → ${r.target}`));
+  card.append(el("p", {}, `${r.phase}${why} at ${r.weight}%, failed checks ${r.failedChecks}/${r.maxFailedChecks}`));
+  const list = el("ol", { class: "timeline" });
+  for (const e of r.events) {
+    const at = new Date(e.atMs).toISOString().slice(11, 19);
+    list.append(el("li", { "data-kind": e.kind }, `${at} ${e.kind}: ${e.message}`));
+  }
+  card.append(list);
+  return card;
 }
 
 // Draws mesh `frame` into its `section`.
@@ -359,6 +375,9 @@ function drawMesh(section, frame) {
   routes.replaceChildren(...cards);
   if (!cards.length) routes.append(el("p", { class: "muted" }, "no routes"));
   section.querySelector(".nodes").replaceChildren(...frame.nodes.map(nodeCard));
+  const rollouts = section.querySelector(".rollouts");
+  rollouts.replaceChildren(...(frame.rollouts || []).map(rolloutCard));
+  if (!rollouts.children.length) rollouts.append(el("p", { class: "muted" }, "none: start one with `gophermesh rollout start ROUTE --to NODE`"));
 }
 
 // The route cards of `routers` of mesh `frame`, built before the old cards in `container`

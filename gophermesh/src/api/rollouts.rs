@@ -1,0 +1,196 @@
+//! The control API's rollouts ([`controlplane::state::rollout`]):
+//!
+//! - `GET /v1/rollouts[?mesh=M]`: every rollout with its phase, step, weight, checks and
+//!   events (finished ones too, until the next on their route).
+//! - `POST /v1/rollouts` with `{"route", "to", "mesh"?, "router"?, "steps"?, "interval"?,
+//!   "minSuccess"?, "maxP99"?, "minRequests"?, "maxFailedChecks"?}`: starts one, its first
+//!   step set on the route in the same change (201). Left out, each is as Flagger's App
+//!   Mesh tutorial set it ([`Plan::default`]).
+//! - `POST /v1/rollouts/{route}/{pause|resume|abort}[?mesh=M][&router=R]`.
+//!
+//! A bad value answers 400 naming the CLI flag it came from (`--steps: ...`), an unknown
+//! mesh, route or rollout 404, a second rollout of a route (or an action on one that is
+//! over) 409; nothing is changed by any of them.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use controlplane::state::rollout::{Plan, Rollout};
+use controlplane::state::rollouts::{Action, RolloutError, RouteRef};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::answers::unavailable;
+use super::control::ControlState;
+
+/// Milliseconds since the Unix epoch: the rollouts' clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A rollout as the API shows it: its stored form, with its mesh and current weight.
+fn shown(mesh: &str, r: &Rollout) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["mesh"] = json!(mesh);
+    v["weight"] = json!(r.weight());
+    v
+}
+
+fn problem(status: StatusCode, said: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "problems": [said.to_string()] }))).into_response()
+}
+
+fn failed(e: RolloutError) -> Response {
+    match e {
+        RolloutError::Refused(r) => problem(StatusCode::BAD_REQUEST, r),
+        RolloutError::NotFound(m) => problem(StatusCode::NOT_FOUND, m),
+        RolloutError::Conflict(m) => problem(StatusCode::CONFLICT, m),
+        RolloutError::Mesh(p) => super::answers::refused(&p),
+        RolloutError::Storage(m) => unavailable(m),
+        RolloutError::Unchanged => problem(StatusCode::CONFLICT, "nothing to change"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MeshQuery {
+    mesh: Option<String>,
+    router: Option<String>,
+}
+
+/// `GET /v1/rollouts`.
+pub(super) async fn list(State(s): State<ControlState>, Query(q): Query<MeshQuery>) -> Response {
+    let snapshot = s.store.current();
+    let all: Vec<Value> = snapshot
+        .meshes
+        .iter()
+        .filter(|(name, _)| q.mesh.as_deref().is_none_or(|m| m == *name))
+        .flat_map(|(name, state)| state.rollouts.values().map(move |r| shown(name, r)))
+        .collect();
+    Json(json!({ "rollouts": all })).into_response()
+}
+
+/// The body of `POST /v1/rollouts`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct StartBody {
+    route: String,
+    to: String,
+    mesh: Option<String>,
+    router: Option<String>,
+    steps: Option<Vec<i64>>,
+    interval: Option<String>,
+    min_success: Option<f64>,
+    max_p99: Option<String>,
+    min_requests: Option<u64>,
+    max_failed_checks: Option<u32>,
+}
+
+/// `text` as milliseconds, or why not, naming `flag`.
+fn millis(flag: &str, text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|e| format!("{flag}: `{text}` is not a duration such as 1m or 500ms: {e}"))
+}
+
+impl StartBody {
+    fn plan(&self) -> Result<Plan, String> {
+        let mut plan = Plan::default();
+        if let Some(steps) = &self.steps {
+            plan.steps = steps.clone();
+        }
+        if let Some(i) = &self.interval {
+            plan.interval_ms = millis("--interval", i)?;
+        }
+        if let Some(m) = self.min_success {
+            plan.min_success_pct = m;
+        }
+        if let Some(p) = &self.max_p99 {
+            plan.max_p99_ms = millis("--max-p99", p)? as f64;
+        }
+        if let Some(n) = self.min_requests {
+            plan.min_requests = n;
+        }
+        if let Some(n) = self.max_failed_checks {
+            plan.max_failed_checks = n;
+        }
+        Ok(plan)
+    }
+}
+
+/// `POST /v1/rollouts`.
+pub(super) async fn start(
+    State(s): State<ControlState>,
+    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body: {}", e.body_text())),
+    };
+    let plan = match body.plan() {
+        Ok(plan) => plan,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, why),
+    };
+    let made = s
+        .store
+        .writing(move |store| {
+            let route = RouteRef {
+                mesh: body.mesh.as_deref(),
+                router: body.router.as_deref(),
+                route: &body.route,
+            };
+            store.start_rollout(route, &body.to, &plan, now_ms())
+        })
+        .await;
+    match made {
+        Ok(Ok((mesh, rollout))) => (
+            StatusCode::CREATED,
+            Json(
+                json!({ "rollout": shown(&mesh, &rollout), "version": s.store.current().version }),
+            ),
+        )
+            .into_response(),
+        Ok(Err(e)) => failed(e),
+        Err(busy) => unavailable(busy.to_string()),
+    }
+}
+
+/// `POST /v1/rollouts/{route}/{action}`.
+pub(super) async fn act(
+    State(s): State<ControlState>,
+    Path((route, action)): Path<(String, String)>,
+    Query(q): Query<MeshQuery>,
+) -> Response {
+    let action = match action.as_str() {
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "abort" => Action::Abort,
+        other => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                format!("`{other}`: a rollout can be paused, resumed or aborted"),
+            );
+        }
+    };
+    let made = s
+        .store
+        .writing(move |store| {
+            let at = RouteRef {
+                mesh: q.mesh.as_deref(),
+                router: q.router.as_deref(),
+                route: &route,
+            };
+            store.act_on_rollout(at, action, now_ms())
+        })
+        .await;
+    match made {
+        Ok(Ok((mesh, rollout))) => Json(json!({
+            "rollout": shown(&mesh, &rollout),
+            "version": s.store.current().version
+        }))
+        .into_response(),
+        Ok(Err(e)) => failed(e),
+        Err(busy) => unavailable(busy.to_string()),
+    }
+}
