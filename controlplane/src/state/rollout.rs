@@ -4,7 +4,7 @@
 //! I/O: given the time and the target's counts, what happens next. The driver that reads
 //! the Envoys and stores each decision runs in whatever assembles the control plane.
 //!
-//! A rollout is part of a mesh's state ([`super::snapshot::MeshState::rollouts`]), stored
+//! A rollout is part of a mesh's state (its `rollouts`, by `ROUTER/ROUTE`), stored
 //! with its resources, so it survives a restart and is driven by one replica at a time
 //! (the [`Lease`] in it).
 

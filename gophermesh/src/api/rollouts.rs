@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::answers::unavailable;
-use super::control::ControlState;
+use controlplane::Store;
 
 /// Milliseconds since the Unix epoch: the rollouts' clock.
 pub fn now_ms() -> u64 {
@@ -60,8 +60,8 @@ pub(super) struct MeshQuery {
 }
 
 /// `GET /v1/rollouts`.
-pub(super) async fn list(State(s): State<ControlState>, Query(q): Query<MeshQuery>) -> Response {
-    let snapshot = s.store.current();
+pub(super) async fn list(State(store): State<Store>, Query(q): Query<MeshQuery>) -> Response {
+    let snapshot = store.current();
     let all: Vec<Value> = snapshot
         .meshes
         .iter()
@@ -121,7 +121,7 @@ impl StartBody {
 
 /// `POST /v1/rollouts`.
 pub(super) async fn start(
-    State(s): State<ControlState>,
+    State(store): State<Store>,
     body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let body = match body {
@@ -132,8 +132,7 @@ pub(super) async fn start(
         Ok(plan) => plan,
         Err(why) => return problem(StatusCode::BAD_REQUEST, why),
     };
-    let made = s
-        .store
+    let made = store
         .writing(move |store| {
             let route = RouteRef {
                 mesh: body.mesh.as_deref(),
@@ -146,9 +145,7 @@ pub(super) async fn start(
     match made {
         Ok(Ok((mesh, rollout))) => (
             StatusCode::CREATED,
-            Json(
-                json!({ "rollout": shown(&mesh, &rollout), "version": s.store.current().version }),
-            ),
+            Json(json!({ "rollout": shown(&mesh, &rollout), "version": store.current().version })),
         )
             .into_response(),
         Ok(Err(e)) => failed(e),
@@ -158,7 +155,7 @@ pub(super) async fn start(
 
 /// `POST /v1/rollouts/{route}/{action}`.
 pub(super) async fn act(
-    State(s): State<ControlState>,
+    State(store): State<Store>,
     Path((route, action)): Path<(String, String)>,
     Query(q): Query<MeshQuery>,
 ) -> Response {
@@ -173,8 +170,7 @@ pub(super) async fn act(
             );
         }
     };
-    let made = s
-        .store
+    let made = store
         .writing(move |store| {
             let at = RouteRef {
                 mesh: q.mesh.as_deref(),
@@ -187,7 +183,7 @@ pub(super) async fn act(
     match made {
         Ok(Ok((mesh, rollout))) => Json(json!({
             "rollout": shown(&mesh, &rollout),
-            "version": s.store.current().version
+            "version": store.current().version
         }))
         .into_response(),
         Ok(Err(e)) => failed(e),
