@@ -2,7 +2,7 @@
 //! task's network namespace with the walkthrough task definition's environment (only
 //! `APPMESH_XDS_ENDPOINT` added), against `serve` over TLS; the task definition's own
 //! health check; its DogStatsD counted by serve's `/metrics` as the requester counted its
-//! calls; a killed Envoy restarted; the management server gone past the
+//! calls; a rollout serve drives on those counts, promoted; a killed Envoy restarted; the management server gone past the
 //! disconnected timeout failing the health check; SIGTERM draining. And the environment
 //! it refuses, naming the variable; and the bootstraps it writes, validated by Envoy.
 
@@ -645,6 +645,53 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         )
     })
     .await;
+
+    // A rollout driven by serve on what the sidecar's DogStatsD tells it: v2 is promoted
+    // step by step while the requester calls, and its Envoy gets each step.
+    let (code, said) = tests::cli_against(
+        &serve.control,
+        &dir,
+        &[
+            "rollout",
+            "start",
+            "distributor",
+            "--to",
+            "distributor-v2",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "10",
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let promoted = loop {
+        let all = get_json(&format!("{}/v1/rollouts", serve.control)).await;
+        let r = all["rollouts"][0].clone();
+        if r["phase"] == "succeeded" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "not promoted: {r:#}");
+        let report = get_json(&format!(
+            "http://{listen}/compare?n=40&concurrency=4&format=json"
+        ))
+        .await;
+        assert_eq!(report["ok"], 40, "{report}");
+    };
+    assert!(promoted["requests"].as_u64() >= Some(20), "{promoted:#}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = get_json(&format!(
+            "http://{listen}/compare?n=40&concurrency=4&format=json"
+        ))
+        .await;
+        if report["versions"]["v2"]["count"] == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "v1 still answers: {report}");
+    }
 
     // A killed Envoy is started again and gets its configuration again.
     let pid = String::from_utf8_lossy(
