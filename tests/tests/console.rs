@@ -414,3 +414,79 @@ impl SseReader {
         }
     }
 }
+
+/// A rollout in the console: its card shows the phase, the weight and the timeline of its
+/// steps as they happen (the picture the README shows is taken mid-rollout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_rollout_as_it_goes() {
+    let dir = copy_of_shipped("console-rollout");
+    let mesh = LocalMesh::start(&dir);
+    let browser = Browser::start(1280, 900).await;
+    let (code, link) = mesh.cli(&["console"]);
+    assert_eq!(code, 0, "{link}");
+    browser.goto(link.trim()).await;
+    browser
+        .until(
+            "the rollouts section, with none yet",
+            Duration::from_secs(10),
+            r#"return document.querySelector('[data-mesh="gophermesh"] .rollouts p')?.textContent.startsWith('none');"#,
+        )
+        .await;
+    let (code, said) = mesh.cli(&[
+        "rollout",
+        "start",
+        "distributor",
+        "--to",
+        "distributor-v2",
+        "--steps",
+        "25,50,100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let card = r#"document.querySelector('[data-mesh="gophermesh"] [data-rollout="distributor/distributor"]')"#;
+    let mut shot = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = browser
+            .eval(&format!(
+                "const c = {card}; return c ? [c.dataset.phase, [...c.querySelectorAll('.timeline li')].map(l => l.dataset.kind)] : null;"
+            ))
+            .await;
+        if state[0] == "succeeded" {
+            let kinds = state[1].as_array().cloned().unwrap_or_default();
+            assert!(
+                kinds.contains(&"advanced".into()) && kinds.contains(&"succeeded".into()),
+                "{state}"
+            );
+            break;
+        }
+        if !shot
+            && state[1]
+                .as_array()
+                .is_some_and(|k| k.contains(&"advanced".into()))
+        {
+            browser
+                .eval(&format!(
+                    "{card}.scrollIntoView({{block: 'center'}}); return true;"
+                ))
+                .await;
+            std::fs::write(
+                screenshot_path("console-rollout.png"),
+                browser.screenshot().await,
+            )
+            .expect("screenshot");
+            shot = true;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console never showed it done: {state}"
+        );
+        compare(&mesh, 40, 4).await;
+    }
+    assert!(shot, "promoted before the picture could be taken");
+    assert_eq!(route_weights(&mesh.status().await, "distributor"), [100]);
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+}

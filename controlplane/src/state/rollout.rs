@@ -426,14 +426,17 @@ impl Rollout {
         // counters: a window whose response times are not in yet is not judged either.
         let timed = window.buckets.last().copied().unwrap_or(0);
         if window.responses < self.plan.min_requests || timed < self.plan.min_requests {
-            self.event(
-                now_ms,
-                "held",
-                format!(
-                    "{} requests to {} since the step ({timed} with their response times in), fewer than {}: the step holds",
+            let why = match window.responses < self.plan.min_requests {
+                true => format!(
+                    "{} requests to {} since the step, fewer than {}",
                     window.responses, self.target, self.plan.min_requests
                 ),
-            );
+                false => format!(
+                    "{} requests to {} since the step, but only {timed} with their response times in (Envoy's stats flush), fewer than {}",
+                    window.responses, self.target, self.plan.min_requests
+                ),
+            };
+            self.event(now_ms, "held", format!("{why}: the step holds"));
             // The window stays open: the next check counts these requests too.
             self.window_from_ms = now_ms;
             return None;

@@ -512,6 +512,14 @@ fn describe_change(before: &Snapshot, after: &Snapshot) -> String {
         for key in was.keys().filter(|k| !is.contains_key(*k)) {
             changed.push(format!("deleted {}", of(key)));
         }
+        let rollouts = |s: &Snapshot| s.mesh(name).map(|m| m.rollouts.clone()).unwrap_or_default();
+        let (was, is) = (rollouts(before), rollouts(after));
+        for (key, r) in &is {
+            if was.get(key) != Some(r) {
+                let last = r.events.last().map_or("", |e| e.kind.as_str());
+                changed.push(format!("rollout of route {}: {last}", r.route));
+            }
+        }
     }
     if changed.is_empty() {
         "no resource changed".to_owned()

@@ -144,7 +144,7 @@ fn too_few_requests_hold_the_step_without_failing_it() {
     assert_eq!(r.decide(4_000, Some(&untimed)), None);
     let last = r.events.last().expect("an event");
     assert!(last.message.starts_with("30 requests"), "{}", last.message);
-    assert!(last.message.contains("(0 with their response times in)"));
+    assert!(last.message.contains("only 0 with their response times in"));
     assert_eq!((r.failed_checks, r.step), (0, 0));
     // Nobody can say (no Envoy answered): nothing happens either.
     assert_eq!(r.decide(5_000, None), None);
