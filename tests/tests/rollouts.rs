@@ -331,3 +331,66 @@ async fn with_two_replicas_one_drives_and_the_other_takes_over() {
     let _ = driver.child.0.wait();
     until_taken_over(&other.control, &first, Duration::from_secs(30)).await;
 }
+
+/// `/compare` through the requester with `x-gopher-version: VALUE` (passed on to the
+/// distributor, so a route matching it decides).
+async fn compare_asking(mesh: &LocalMesh, value: &str) -> Value {
+    client()
+        .get(format!(
+            "{}/compare?n=40&concurrency=4&format=json",
+            mesh.requester
+        ))
+        .header("x-gopher-version", value)
+        .send()
+        .await
+        .expect("compare answered")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// An A/B stage first: only requests with the header reach v2 by a route of their own
+/// while the weights stay; once it passes, the steps begin and that route goes; an
+/// abort puts everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ab_stage_sends_only_the_headers_requests_first() {
+    let dir = copy_of_shipped("rollout-ab");
+    let mesh = LocalMesh::start(&dir);
+    let (code, said) = mesh.cli(&start_args(
+        "50,100",
+        &["--header", "x-gopher-version=beta"],
+    ));
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("A/B stage first"), "{said}");
+    assert_eq!(weights(&mesh).await, [90, 10], "the weights stay");
+    tests::until_routes_acked(&mesh, "requester").await;
+    let asked = compare_asking(&mesh, "beta").await;
+    assert_eq!(tests::count(&asked, "v2"), 40.0, "{asked}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = rollout_at(&mesh.control, "distributor").await;
+        if r["ab"].is_null() {
+            assert_eq!(r["weight"], 50, "{r:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the A/B stage never passed: {r:#}"
+        );
+        compare_asking(&mesh, "beta").await;
+    }
+    assert_eq!(weights(&mesh).await, [50, 50]);
+    let routes = get_json(&format!(
+        "{}/v20190125/meshes/gophermesh/virtualRouter/distributor/routes",
+        mesh.api
+    ))
+    .await;
+    assert!(
+        !routes.to_string().contains("distributor-ab"),
+        "the A/B route stays: {routes}"
+    );
+    let (code, said) = mesh.cli(&["rollout", "abort", "distributor"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("aborted"), "{said}");
+    assert_eq!(weights(&mesh).await, [90, 10]);
+}

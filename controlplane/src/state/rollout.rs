@@ -212,6 +212,47 @@ pub struct Event {
     pub message: String,
 }
 
+/// A rollout's first stage, when asked for: only the requests with a header go to the
+/// target, by a route of their own (`ROUTE-ab`, matching what the route matches plus the
+/// header, before it), while the route's weights stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbStage {
+    pub header: String,
+    pub value: String,
+    /// The name of the A/B stage's route.
+    pub route: String,
+}
+
+impl AbStage {
+    /// The stage for `NAME=VALUE` on route `route`, or why not (naming `--header`).
+    pub fn parse(pair: &str, route: &str) -> Result<Self, Refused> {
+        let (header, value) = pair
+            .split_once('=')
+            .ok_or_else(|| refused("--header", format!("`{pair}`: write NAME=VALUE")))?;
+        let header = header.trim().to_ascii_lowercase();
+        let valid_name = !header.is_empty()
+            && header.len() <= 50
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_name {
+            return Err(refused(
+                "--header",
+                format!("`{header}` is not a header name (1-50 letters, digits, - _ .)"),
+            ));
+        }
+        if value.is_empty() || value.len() > 255 {
+            return Err(refused("--header", "the value must be 1 to 255 characters"));
+        }
+        Ok(Self {
+            header,
+            value: value.to_owned(),
+            route: format!("{route}-ab"),
+        })
+    }
+}
+
 /// Which replica drives a rollout, until when (milliseconds since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -233,7 +274,10 @@ pub struct Rollout {
     pub before: Vec<WeightedTarget>,
     /// The route's targets as this rollout last set them.
     pub applied: Vec<WeightedTarget>,
-    /// The index in `plan.steps` of the step in force.
+    /// The A/B stage while it runs (the steps begin once it passes its check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<AbStage>,
+    /// The index in `plan.steps` of the step in force (once the A/B stage is over).
     pub step: usize,
     #[serde(flatten)]
     pub phase: Phase,
@@ -258,7 +302,7 @@ impl Rollout {
     pub fn start(
         (router, route): (&str, &str),
         target: &str,
-        plan: Plan,
+        (plan, ab): (Plan, Option<AbStage>),
         current: &[WeightedTarget],
         now_ms: u64,
     ) -> Result<Self, Refused> {
@@ -285,6 +329,7 @@ impl Rollout {
             target: target.to_owned(),
             before: current.to_vec(),
             applied: Vec::new(),
+            ab,
             step: 0,
             phase: Phase::Progressing,
             failed_checks: 0,
@@ -297,19 +342,33 @@ impl Rollout {
             lease: None,
             plan,
         };
-        rollout.applied = rollout.weights_at(rollout.plan.steps[0]);
         let first = rollout.plan.steps[0];
-        rollout.event(
-            now_ms,
-            "started",
-            format!("{}% of route {route} to {target}", first),
-        );
+        let said = match &rollout.ab {
+            Some(ab) => {
+                rollout.applied = current.to_vec();
+                format!(
+                    "requests with {}: {} to {target} (route {}); then {first}% of route {route}",
+                    ab.header, ab.value, ab.route
+                )
+            }
+            None => {
+                rollout.applied = rollout.weights_at(first);
+                format!("{first}% of route {route} to {target}")
+            }
+        };
+        rollout.event(now_ms, "started", said);
         Ok(rollout)
     }
 
     /// The key of a rollout in its mesh: `ROUTER/ROUTE`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.router, self.route)
+    }
+
+    /// The route whose requests to the target the checks judge: the A/B stage's while it
+    /// runs, else the rollout's.
+    pub fn checked_route(&self) -> &str {
+        self.ab.as_ref().map_or(&self.route, |ab| &ab.route)
     }
 
     /// The weight (percent) the target has now.
@@ -480,9 +539,23 @@ impl Rollout {
                 );
                 self.phase = Phase::RolledBack { reason };
                 self.applied = self.before.clone();
+                self.ab = None;
                 return Some(self.applied.clone());
             }
             return None;
+        }
+        if let Some(ab) = self.ab.take() {
+            let first = self.plan.steps[0];
+            self.applied = self.weights_at(first);
+            self.event(
+                now_ms,
+                "advanced",
+                format!(
+                    "A/B stage passed ({measured}); route {} removed, {first}% of route {} to {}",
+                    ab.route, self.route, self.target
+                ),
+            );
+            return Some(self.applied.clone());
         }
         let next = self.step + 1;
         match self.plan.steps.get(next).filter(|pct| **pct < 100) {
@@ -550,6 +623,7 @@ impl Rollout {
         }
         self.phase = Phase::Aborted;
         self.applied = self.before.clone();
+        self.ab = None;
         self.event(
             now_ms,
             "aborted",

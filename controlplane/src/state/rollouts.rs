@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use meshmodel::appmesh::WeightedTarget;
-use meshmodel::{Mesh, Problems};
+use meshmodel::{Key, Mesh, Problems, Resource};
 
-use super::rollout::{Counts, Plan, Refused, Rollout};
+use super::rollout::{AbStage, Counts, Plan, Refused, Rollout};
 use super::snapshot::{MeshState, Snapshot};
 use super::store::{Next, Store, UpdateError};
-use super::weights::{find_route, set_targets};
+use super::weights::{find_route, header_route, set_targets};
 
 /// Why a rollout change was not made.
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +73,45 @@ fn mesh_of<'s>(
 }
 
 /// The change that sets route `router/route` of `mesh` to `targets` (when given) and
-/// stores `rollout` beside it.
+/// stores `rollout` beside it. The route of its A/B stage is there while that stage runs
+/// (paused too), and only then.
 fn change(
     (name, state): (&str, &MeshState),
     rollout: Rollout,
     targets: Option<Vec<WeightedTarget>>,
 ) -> Result<Next, RolloutError> {
-    let mesh: Mesh = match targets {
+    let mut mesh: Mesh = match targets {
         Some(targets) => set_targets(&state.mesh, &rollout.router, &rollout.route, targets)
             .map_err(RolloutError::Mesh)?,
         None => state.mesh.clone(),
     };
+    let held = state
+        .rollouts
+        .get(&rollout.key())
+        .and_then(|r| r.ab.as_ref());
+    let wanted = rollout.ab.as_ref().filter(|_| rollout.phase.is_active());
+    let key = |route: &str| Key::Route(rollout.router.clone(), route.to_owned());
+    if let Some(old) = held.filter(|old| wanted.is_none_or(|w| w.route != old.route)) {
+        if mesh.get(&key(&old.route)).is_some() {
+            mesh = mesh
+                .remove(&key(&old.route))
+                .map_err(|e| RolloutError::Conflict(e.to_string()))?;
+        }
+    }
+    if let Some(ab) = wanted {
+        if mesh.get(&key(&ab.route)).is_none() {
+            let (origin, route) = header_route(
+                &mesh,
+                (&rollout.router, &rollout.route),
+                (&ab.route, &ab.header, &ab.value),
+                &rollout.target,
+            )
+            .map_err(RolloutError::Mesh)?;
+            mesh = mesh
+                .apply(&origin, Resource::Route(route))
+                .map_err(RolloutError::Mesh)?;
+        }
+    }
     Ok(Next {
         rollouts: vec![(name.to_owned(), rollout.key(), Some(rollout))],
         ..Next::mesh(name, mesh)
@@ -121,7 +149,7 @@ impl Store {
         &self,
         route: RouteRef<'_>,
         target: &str,
-        plan: &Plan,
+        (plan, header): (&Plan, Option<&str>),
         now_ms: u64,
     ) -> Result<(String, Rollout), RolloutError> {
         let mut started = None;
@@ -147,10 +175,25 @@ impl Store {
                     "ROUTE: route {route_name} has no weighted targets"
                 )));
             };
+            let ab = header
+                .map(|pair| AbStage::parse(pair, route_name))
+                .transpose()?;
+            if let Some(ab) = &ab {
+                if state
+                    .mesh
+                    .get(&Key::Route(router.to_owned(), ab.route.clone()))
+                    .is_some()
+                {
+                    return Err(RolloutError::Conflict(format!(
+                        "--header: router {router} already has a route {} (the A/B stage's)",
+                        ab.route
+                    )));
+                }
+            }
             let rollout = Rollout::start(
                 (router, route_name),
                 target,
-                plan.clone(),
+                (plan.clone(), ab),
                 &current,
                 now_ms,
             )?;
@@ -228,7 +271,21 @@ impl Store {
             let current = find_route(&state.mesh, Some(&rollout.router), &rollout.route)
                 .ok()
                 .and_then(|r| r.value.spec.weighted_targets().map(|(_, t)| t.to_vec()));
+            let ab_gone = rollout.ab.as_ref().is_some_and(|ab| {
+                state
+                    .mesh
+                    .get(&Key::Route(rollout.router.clone(), ab.route.clone()))
+                    .is_none()
+            });
             let targets = match current {
+                Some(_) if ab_gone => {
+                    let route = rollout.checked_route().to_owned();
+                    rollout.pause(
+                        now_ms,
+                        format!("the A/B stage's route {route} was deleted by another hand; resume to make it again"),
+                    );
+                    None
+                }
                 Some(current) if current == rollout.applied => rollout.decide(now_ms, counts),
                 Some(current) => {
                     let now: Vec<String> = current
@@ -324,7 +381,7 @@ mod tests {
         let seed = || Ok::<_, std::convert::Infallible>(vec![shipped()]);
         let (store, _) = Store::open(&path, seed, Identity::default()).expect("opens");
         let (mesh, rollout) = store
-            .start_rollout(ROUTE, "distributor-v2", &plan(), 0)
+            .start_rollout(ROUTE, "distributor-v2", (&plan(), None), 0)
             .expect("starts");
         assert_eq!(mesh, "gophermesh");
         assert_eq!(
@@ -334,7 +391,7 @@ mod tests {
                 ("distributor-v2".to_owned(), 20)
             ]
         );
-        let second = store.start_rollout(ROUTE, "distributor-v2", &plan(), 1);
+        let second = store.start_rollout(ROUTE, "distributor-v2", (&plan(), None), 1);
         assert!(
             matches!(&second, Err(RolloutError::Conflict(m)) if m.contains("already has a rollout")),
             "{second:?}"
@@ -376,7 +433,7 @@ mod tests {
         let store = Store::in_memory([shipped()], Identity::default());
         let before = weights(&store);
         let (_, rollout) = store
-            .start_rollout(ROUTE, "distributor-v2", &plan(), 0)
+            .start_rollout(ROUTE, "distributor-v2", (&plan(), None), 0)
             .expect("starts");
         let set = [("distributor-v1", 50), ("distributor-v2", 50)]
             .map(|(n, w)| (n.to_owned(), w))
@@ -408,12 +465,67 @@ mod tests {
                 ..ROUTE
             },
             "distributor-v2",
-            &plan(),
+            (&plan(), None),
             50,
         );
         assert!(
             matches!(unknown, Err(RolloutError::NotFound(_))),
             "{unknown:?}"
         );
+    }
+
+    /// An A/B stage: its route (the header added, ahead of the route) is there while it
+    /// runs and the weights stay; once it passes, the route goes and the steps begin.
+    /// A header that is no header is refused naming `--header`.
+    #[test]
+    fn an_ab_stage_has_its_own_route_until_it_passes() {
+        let store = Store::in_memory([shipped()], Identity::default());
+        let before = weights(&store);
+        let bad = store.start_rollout(ROUTE, "distributor-v2", (&plan(), Some("x canary")), 0);
+        assert!(
+            matches!(&bad, Err(RolloutError::Refused(r)) if r.flag == "--header"),
+            "{bad:?}"
+        );
+        let (_, rollout) = store
+            .start_rollout(
+                ROUTE,
+                "distributor-v2",
+                (&plan(), Some("X-Canary=insider")),
+                0,
+            )
+            .expect("starts");
+        assert_eq!(weights(&store), before, "the weights stay");
+        let ab = Key::Route("distributor".into(), "distributor-ab".into());
+        let route = |store: &Store| {
+            store
+                .current()
+                .mesh("gophermesh")
+                .expect("mesh")
+                .mesh
+                .get(&ab)
+                .map(|(_, r)| r)
+        };
+        let Some(Resource::Route(made)) = route(&store) else {
+            panic!("no A/B route")
+        };
+        assert_eq!(made.spec.priority, Some(1000));
+        let http = made.spec.http_route.as_ref().expect("http");
+        assert_eq!(http.route_match.headers[0].name, "x-canary");
+        assert_eq!(http.action.weighted_targets.len(), 1);
+        assert_eq!(rollout.checked_route(), "distributor-ab");
+        let key = rollout.key();
+        let look = |now: u64, n: u64| {
+            store.drive_rollout(
+                ("gophermesh", &key),
+                "a",
+                (now, now + 15_000),
+                Some(&healthy(n)),
+            )
+        };
+        look(10, 0).expect("opens the window");
+        let passed = look(2_000, 50).expect("passes the A/B stage");
+        assert_eq!(passed.ab, None);
+        assert!(route(&store).is_none(), "the A/B route is gone");
+        assert_eq!(weights(&store)[1], ("distributor-v2".to_owned(), 20));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use meshmodel::appmesh::{RouteInput, WeightedTarget};
+use meshmodel::appmesh::{HeaderMatchMethod, HttpRouteHeader, RouteInput, WeightedTarget};
 use meshmodel::mesh::Sourced;
 use meshmodel::{Mesh, Problem, Problems, Resource};
 
@@ -128,4 +128,61 @@ pub fn set_weights(
         })
         .collect();
     mesh.apply(&entry.origin, Resource::Route(next))
+}
+
+/// Route `name`: what route `route` of `router` matches, when the request also carries
+/// header `header` equal to `value`, all to `target`, and ahead of `route` (one priority
+/// before it; 1000 when it has none, as the routes without one come last). The A/B stage
+/// of a rollout. Refused, naming `--header`, for a route that is not HTTP or that nothing
+/// can come before (priority 0).
+pub fn header_route(
+    mesh: &Mesh,
+    (router, route): (&str, &str),
+    (name, header, value): (&str, &str, &str),
+    target: &str,
+) -> Result<(String, RouteInput), Problems> {
+    let entry = find_route(mesh, Some(router), route)?;
+    let refused = |why: String| Problems::one(Problem::new("<rollout>", "--header", why));
+    let mut next = (*entry.value).clone();
+    next.route_name = name.to_owned();
+    next.spec.priority = match entry.value.spec.priority {
+        Some(0) => {
+            return Err(refused(format!(
+                "route {route} has priority 0: no route can come before it for an A/B stage"
+            )));
+        }
+        Some(p) => Some(p - 1),
+        None => Some(1000),
+    };
+    let http = match (&mut next.spec.http_route, &mut next.spec.http2_route) {
+        (Some(http), _) | (None, Some(http)) => http,
+        (None, None) => {
+            return Err(refused(format!(
+                "route {route} is not an HTTP route; an A/B stage matches an HTTP header"
+            )));
+        }
+    };
+    http.route_match.headers.push(HttpRouteHeader {
+        name: header.to_owned(),
+        invert: None,
+        header_match: Some(HeaderMatchMethod {
+            exact: Some(value.to_owned()),
+            prefix: None,
+            suffix: None,
+            regex: None,
+            range: None,
+        }),
+    });
+    let port = http
+        .action
+        .weighted_targets
+        .iter()
+        .find(|t| t.virtual_node == target)
+        .and_then(|t| t.port);
+    http.action.weighted_targets = vec![WeightedTarget {
+        virtual_node: target.to_owned(),
+        weight: 100,
+        port,
+    }];
+    Ok((entry.origin.clone(), next))
 }

@@ -324,6 +324,7 @@ fn rollouts_shown(m: &controlplane::MeshState) -> Value {
                 "failedChecks": r.failed_checks,
                 "maxFailedChecks": r.plan.max_failed_checks,
                 "events": r.events[r.events.len().saturating_sub(ROLLOUT_EVENTS_SHOWN)..],
+                "ab": r.ab,
             });
             if let Value::Object(phase) = serde_json::to_value(&r.phase).unwrap_or_default() {
                 shown.as_object_mut().expect("an object").extend(phase);

@@ -3,8 +3,9 @@
 //! - `GET /v1/rollouts[?mesh=M]`: every rollout with its phase, step, weight, checks and
 //!   events (finished ones too, until the next on their route).
 //! - `POST /v1/rollouts` with `{"route", "to", "mesh"?, "router"?, "steps"?, "interval"?,
-//!   "minSuccess"?, "maxP99"?, "minRequests"?, "maxFailedChecks"?}`: starts one, its first
-//!   step set on the route in the same change (201). Left out, each is as Flagger's App
+//!   "minSuccess"?, "maxP99"?, "minRequests"?, "maxFailedChecks"?, "header"?}`: starts one,
+//!   its first step set on the route in the same change (201); with `"header":
+//!   "NAME=VALUE"`, its first stage is A/B (a route `ROUTE-ab` for the requests with it). Left out, each is as Flagger's App
 //!   Mesh tutorial set it ([`Plan::default`]).
 //! - `POST /v1/rollouts/{route}/{pause|resume|abort}[?mesh=M][&router=R]`.
 //!
@@ -85,6 +86,8 @@ pub(super) struct StartBody {
     max_p99: Option<String>,
     min_requests: Option<u64>,
     max_failed_checks: Option<u32>,
+    /// `NAME=VALUE`: an A/B stage first.
+    header: Option<String>,
 }
 
 /// `text` as milliseconds, or why not, naming `flag`.
@@ -139,7 +142,7 @@ pub(super) async fn start(
                 router: body.router.as_deref(),
                 route: &body.route,
             };
-            store.start_rollout(route, &body.to, &plan, now_ms())
+            store.start_rollout(route, &body.to, (&plan, body.header.as_deref()), now_ms())
         })
         .await;
     match made {

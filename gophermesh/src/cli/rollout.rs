@@ -69,6 +69,11 @@ pub(crate) struct RolloutStartArgs {
     /// This many failed checks put the route back as it was [default: 5].
     #[arg(long)]
     pub(crate) max_failed_checks: Option<u32>,
+    /// NAME=VALUE: first an A/B stage, in which only the requests with this header go to
+    /// the target (by a route of their own, ROUTE-ab, ahead of ROUTE, whose weights stay);
+    /// once it passes a check, the steps begin and that route goes.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) header: Option<String>,
     #[command(flatten)]
     pub(crate) control: ControlArgs,
 }

@@ -37,6 +37,7 @@ async fn start(args: &RolloutStartArgs) -> anyhow::Result<ExitCode> {
         ("maxP99", args.max_p99.as_ref().map(|v| json!(v))),
         ("minRequests", args.min_requests.map(|v| json!(v))),
         ("maxFailedChecks", args.max_failed_checks.map(|v| json!(v))),
+        ("header", args.header.as_ref().map(|v| json!(v))),
     ];
     for (name, value) in fields {
         if let Some(value) = value {
@@ -59,11 +60,19 @@ async fn start(args: &RolloutStartArgs) -> anyhow::Result<ExitCode> {
     }
     let r = &answer["rollout"];
     let interval = std::time::Duration::from_millis(r["plan"]["intervalMs"].as_u64().unwrap_or(0));
+    let now = match r["ab"].as_object() {
+        Some(ab) => format!(
+            "A/B stage first: requests with {}: {} go to it by route {}, the weights stay",
+            escape(ab["header"].as_str().unwrap_or_default()),
+            escape(ab["value"].as_str().unwrap_or_default()),
+            escape(ab["route"].as_str().unwrap_or_default()),
+        ),
+        None => format!("{}% now", r["weight"]),
+    };
     println!(
-        "rollout of route {} to {} started: {}% now (steps {}); checked every {}, success >= {}%, p99 <= {} ms, at least {} requests; {} failed checks roll it back",
+        "rollout of route {} to {} started: {now} (steps {}); checked every {}, success >= {}%, p99 <= {} ms, at least {} requests; {} failed checks roll it back",
         escape(r["route"].as_str().unwrap_or_default()),
         escape(r["target"].as_str().unwrap_or_default()),
-        r["weight"],
         steps_text(r),
         humantime::format_duration(interval),
         r["plan"]["minSuccessPct"],
@@ -148,6 +157,14 @@ fn print_rollout(r: &Value, events: usize) {
         r["requests"],
         r["failedRequests"],
     );
+    if let Some(ab) = r["ab"].as_object() {
+        println!(
+            "  A/B stage: requests with {}: {} by route {} (the weights start once it passes)",
+            escape(ab["header"].as_str().unwrap_or_default()),
+            escape(ab["value"].as_str().unwrap_or_default()),
+            escape(ab["route"].as_str().unwrap_or_default()),
+        );
+    }
     if let Some(lease) = r["lease"].as_object() {
         println!(
             "  driven by {}",

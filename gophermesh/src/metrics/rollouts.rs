@@ -8,7 +8,8 @@ use controlplane::state::rollout::{Counts, Phase, Rollout};
 
 use super::{Edge, Family, Figures, Kind, escape};
 
-/// What the callers' Envoys of mesh `mesh` counted of the attempts `rollout`'s route sent
+/// What the callers' Envoys of mesh `mesh` counted of the attempts `rollout`'s checked
+/// route (its A/B stage's while that runs) sent
 /// its target (answers, and failed attempts its retries made again): from the route's own egress clusters when the target has them (it is the
 /// target of several routes of the router), else from its one egress cluster. All zero
 /// when no Envoy reported any.
@@ -17,7 +18,7 @@ pub fn route_counts(edges: &BTreeMap<Edge, Figures>, mesh: &str, rollout: &Rollo
         "{}{}{}",
         rollout.router,
         controlplane::ROUTE_MARK,
-        rollout.route
+        rollout.checked_route()
     );
     let to_target = |e: &&Edge| e.mesh == mesh && e.target == rollout.target;
     let by_route = edges
@@ -121,7 +122,7 @@ mod tests {
         let rollout = Rollout::start(
             ("r", "main"),
             "v2",
-            Plan::default(),
+            (Plan::default(), None),
             &[
                 WeightedTarget {
                     virtual_node: "v1".into(),

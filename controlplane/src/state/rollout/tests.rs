@@ -41,7 +41,7 @@ fn walkthrough(steps: &[i64]) -> Rollout {
     Rollout::start(
         ("distributor", "distributor"),
         "distributor-v2",
-        plan(steps),
+        (plan(steps), None),
         &[target("distributor-v1", 90), target("distributor-v2", 10)],
         0,
     )
@@ -62,7 +62,7 @@ fn the_others_share_what_the_target_leaves_in_their_old_proportions() {
     let three = Rollout::start(
         ("r", "route"),
         "c",
-        plan(&[10]),
+        (plan(&[10]), None),
         &[target("a", 50), target("b", 30), target("c", 20)],
         0,
     )
@@ -215,7 +215,7 @@ fn bad_plans_and_targets_are_refused_naming_the_flag() {
     assert_eq!(bad(p(|p| p.max_failed_checks = 0)), "--max-failed-checks");
     let current = [target("v1", 100), target("v2", 0)];
     let start = |to: &str, current: &[WeightedTarget]| {
-        Rollout::start(("r", "route"), to, plan(&[10]), current, 0)
+        Rollout::start(("r", "route"), to, (plan(&[10]), None), current, 0)
             .expect_err("refused")
             .to_string()
     };

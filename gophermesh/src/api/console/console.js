@@ -356,7 +356,8 @@ function rolloutCard(r) {
   const card = el("div", { class: "card rollout", "data-rollout": r.router + "/" + r.route, "data-phase": r.phase });
   const why = r.reason ? ` (${r.reason})` : "";
   card.append(el("h4", {}, `${r.router}/${r.route} → ${r.target}`));
-  card.append(el("p", {}, `${r.phase}${why} at ${r.weight}%, failed checks ${r.failedChecks}/${r.maxFailedChecks}`));
+  const where = r.ab ? `in its A/B stage (requests with ${r.ab.header}: ${r.ab.value})` : `at ${r.weight}%`;
+  card.append(el("p", {}, `${r.phase}${why} ${where}, failed checks ${r.failedChecks}/${r.maxFailedChecks}`));
   const list = el("ol", { class: "timeline" });
   for (const e of r.events) {
     const at = new Date(e.atMs).toISOString().slice(11, 19);
