@@ -21,6 +21,8 @@ use controlplane::state::rollouts::{Action, RolloutError, RouteRef};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::progress::escape;
+
 use super::answers::unavailable;
 use controlplane::Store;
 
@@ -192,4 +194,75 @@ pub(super) async fn act(
         Ok(Err(e)) => failed(e),
         Err(busy) => unavailable(busy.to_string()),
     }
+}
+
+/// A rollout's steps as `5,10,...`.
+pub fn steps_text(r: &Value) -> String {
+    let steps: Vec<String> = r["plan"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    steps.join(",")
+}
+
+/// A rollout as `gophermesh rollout status` prints it: where it is, then its last
+/// `events` events, one per line (names escaped).
+pub fn describe(r: &Value, events: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let text = |v: &Value| escape(v.as_str().unwrap_or_default());
+    let phase = text(&r["phase"]);
+    let why = r["reason"]
+        .as_str()
+        .map(|w| format!(" ({})", escape(w)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "mesh {} route {}/{} -> {}: {phase}{why} {} (steps {}), failed checks {}/{}, {} requests checked ({} 5xx)",
+        text(&r["mesh"]),
+        text(&r["router"]),
+        text(&r["route"]),
+        text(&r["target"]),
+        match r["ab"].is_object() {
+            true => "in its A/B stage".to_owned(),
+            false => format!("at {}%", r["weight"]),
+        },
+        steps_text(r),
+        r["failedChecks"],
+        r["plan"]["maxFailedChecks"],
+        r["requests"],
+        r["failedRequests"],
+    );
+    if let Some(ab) = r["ab"].as_object() {
+        let _ = writeln!(
+            out,
+            "  A/B stage: requests with {}: {} by route {} (the weights start once it passes)",
+            escape(ab["header"].as_str().unwrap_or_default()),
+            escape(ab["value"].as_str().unwrap_or_default()),
+            escape(ab["route"].as_str().unwrap_or_default()),
+        );
+    }
+    if let Some(lease) = r["lease"].as_object() {
+        let _ = writeln!(
+            out,
+            "  driven by {}",
+            escape(lease["holder"].as_str().unwrap_or_default())
+        );
+    }
+    let all = r["events"].as_array().cloned().unwrap_or_default();
+    for e in all.iter().skip(all.len().saturating_sub(events)) {
+        let at = e["atMs"].as_u64().unwrap_or(0);
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+        );
+        let _ = writeln!(
+            out,
+            "  {when}  {:<15} {}",
+            text(&e["kind"]),
+            text(&e["message"])
+        );
+    }
+    out
 }

@@ -7,6 +7,8 @@ use anyhow::Context;
 use gophermesh::progress::escape;
 use serde_json::{Value, json};
 
+use gophermesh::api::rollouts::{describe, steps_text};
+
 use super::control::{call, refused, request, url};
 use crate::cli::{ControlArgs, RolloutActArgs, RolloutStartArgs, RolloutWhat};
 
@@ -87,16 +89,6 @@ async fn start(args: &RolloutStartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn steps_text(r: &Value) -> String {
-    let steps: Vec<String> = r["plan"]["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect();
-    steps.join(",")
-}
-
 async fn status(
     control: &ControlArgs,
     route: Option<&str>,
@@ -132,53 +124,9 @@ async fn status(
         return Ok(ExitCode::SUCCESS);
     }
     for r in all {
-        print_rollout(r, events);
+        print!("{}", describe(r, events));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_rollout(r: &Value, events: usize) {
-    let text = |v: &Value| escape(v.as_str().unwrap_or_default());
-    let phase = text(&r["phase"]);
-    let why = r["reason"]
-        .as_str()
-        .map(|w| format!(" ({})", escape(w)))
-        .unwrap_or_default();
-    println!(
-        "mesh {} route {}/{} -> {}: {phase}{why} at {}% (steps {}), failed checks {}/{}, {} requests checked ({} 5xx)",
-        text(&r["mesh"]),
-        text(&r["router"]),
-        text(&r["route"]),
-        text(&r["target"]),
-        r["weight"],
-        steps_text(r),
-        r["failedChecks"],
-        r["plan"]["maxFailedChecks"],
-        r["requests"],
-        r["failedRequests"],
-    );
-    if let Some(ab) = r["ab"].as_object() {
-        println!(
-            "  A/B stage: requests with {}: {} by route {} (the weights start once it passes)",
-            escape(ab["header"].as_str().unwrap_or_default()),
-            escape(ab["value"].as_str().unwrap_or_default()),
-            escape(ab["route"].as_str().unwrap_or_default()),
-        );
-    }
-    if let Some(lease) = r["lease"].as_object() {
-        println!(
-            "  driven by {}",
-            escape(lease["holder"].as_str().unwrap_or_default())
-        );
-    }
-    let all = r["events"].as_array().cloned().unwrap_or_default();
-    for e in all.iter().skip(all.len().saturating_sub(events)) {
-        let at = e["atMs"].as_u64().unwrap_or(0);
-        let when = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
-        );
-        println!("  {when}  {:<15} {}", text(&e["kind"]), text(&e["message"]));
-    }
 }
 
 async fn act(args: &RolloutActArgs, action: &str) -> anyhow::Result<ExitCode> {
@@ -197,6 +145,6 @@ async fn act(args: &RolloutActArgs, action: &str) -> anyhow::Result<ExitCode> {
     if code != 200 {
         return Ok(refused(&answer));
     }
-    print_rollout(&answer["rollout"], 1);
+    print!("{}", describe(&answer["rollout"], 1));
     Ok(ExitCode::SUCCESS)
 }
