@@ -66,6 +66,7 @@ fn a_quick_bench_produces_every_figure() {
         "requester_direct",
         "mesh",
         "mesh_floor",
+        "mesh_metrics",
         "mesh_containers",
     ] {
         let s = &report["scenarios"][key];
@@ -75,6 +76,11 @@ fn a_quick_bench_produces_every_figure() {
         assert_eq!(s["errors"], 0, "{key}: {s}");
         assert!(printed.contains(key), "the table lacks {key}:\n{printed}");
     }
+    // A rollout's steps, each from its decision to every Envoy's ACK.
+    let steps = &report["rollout_step_ack_ms"];
+    assert!(steps["shifts"].as_u64() >= Some(3), "{steps}");
+    positive(&steps["max"], "rollout_step_ack_ms.max");
+    assert!(printed.contains("mesh_metrics req/s / mesh req/s"), "{printed}");
     for service in ["distributor", "requester", "envoy"] {
         positive(
             &report["rss_mib"][service]["idle"],

@@ -145,3 +145,96 @@ pub(super) async fn shift_propagation(
         max: times.last().copied().unwrap_or_default(),
     })
 }
+
+/// Starts a rollout of the `distributor` route to v2 on `up` with `plan` (the fields of
+/// `POST /v1/rollouts` beside the route and the target).
+pub(super) async fn start_rollout(
+    http: &reqwest::Client,
+    up: &Up,
+    plan: Value,
+) -> anyhow::Result<()> {
+    let mut body = json!({"route": "distributor", "to": "distributor-v2"});
+    if let (Some(body), Value::Object(plan)) = (body.as_object_mut(), plan) {
+        body.extend(plan);
+    }
+    let r = http
+        .post(format!("{}/v1/rollouts", up.control))
+        .bearer_auth(up.token.text())
+        .json(&body)
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!(
+            "the rollout was refused: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a rollout of four steps (checked every second, on one request) to its end while
+/// calling the requester, and times each step from its stored change to every Envoy's ACK,
+/// as the console's history has it.
+pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow::Result<Shifts> {
+    start_rollout(
+        http,
+        up,
+        json!({"steps": [25, 50, 75, 100], "interval": "1s", "minRequests": 1}),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for _ in 0..20 {
+            answered_by(http, &up.requester).await?;
+        }
+        let all: Value = http
+            .get(format!("{}/v1/rollouts", up.control))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let phase = all["rollouts"][0]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match phase.as_str() {
+            "succeeded" => break,
+            "progressing" if Instant::now() < deadline => {}
+            _ => bail!(
+                "the rollout did not succeed within 120 s: {}",
+                all["rollouts"][0]
+            ),
+        }
+    }
+    let live: Value = http
+        .get(format!("{}/v1/live", up.control))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut times: Vec<f64> = live["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| {
+            h["what"].as_str().is_some_and(|w| {
+                w.contains("rollout of route distributor: advanced")
+                    || w.contains("rollout of route distributor: succeeded")
+            })
+        })
+        .filter_map(|h| h["acked_ms"].as_f64())
+        .collect();
+    if times.is_empty() {
+        bail!(
+            "no rollout step was ACKed by every Envoy: {}",
+            live["history"]
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Shifts {
+        shifts: times.len(),
+        p50: super::nearest_rank(&times, 0.5),
+        p99: super::nearest_rank(&times, 0.99),
+        max: times.last().copied().unwrap_or_default(),
+    })
+}

@@ -39,7 +39,7 @@ use crate::progress::{UpAddresses, say};
 use crate::runtime::{bin_dir, envoy};
 use facts::{image_sizes, machine};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
-use mesh::{Up, answered_by, envoy_pids, shift_propagation};
+use mesh::{Up, answered_by, envoy_pids, rollout_step_acks, shift_propagation, start_rollout};
 use procs::{Proc, until_ok};
 use report::{Memory, Report, ScalePoint};
 
@@ -342,7 +342,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
     let mut gathered = Gathered::default();
     bench.services_alone(&mut gathered).await?;
     bench.direct(&mut gathered).await?;
-    let shift = bench.meshes(&mut gathered, shifts).await?;
+    let (shift, rollout_steps) = bench.meshes(&mut gathered, shifts).await?;
     let scale_points = bench.scale(&args.scale).await?;
     say("a CloudFormation template of 1,001 resources, evaluated and applied to serve");
     let import = import::measure(&work, &bench.me, 250).await?;
@@ -376,6 +376,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         ready_ms: ready,
         image_mb: image_sizes(),
         shift_propagation_ms: shift,
+        rollout_step_ack_ms: rollout_steps,
         control_plane_scale: scale_points,
         import,
         fleet,
@@ -505,7 +506,11 @@ impl Bench {
     /// Through the mesh, and the same mesh with minimal hyper stand-ins for the gophers
     /// (the fair floor): two local meshes at once, side by side; then the time a route
     /// shift takes to reach the requests, `shifts` times.
-    async fn meshes(&self, g: &mut Gathered, shifts: u32) -> anyhow::Result<report::Shifts> {
+    async fn meshes(
+        &self,
+        g: &mut Gathered,
+        shifts: u32,
+    ) -> anyhow::Result<(report::Shifts, report::Shifts)> {
         let work = &self.work;
         let (scenarios, rss) = (&mut g.scenarios, &mut g.rss);
         say(
@@ -530,6 +535,24 @@ impl Bench {
                 &[],
             )
             .await?;
+        // The same mesh with a rollout in progress: its driver reads every Envoy's stats
+        // each second (the cost of the metrics a rollout judges on). It holds its first
+        // step (it never gets the requests it asks for).
+        let metered = self
+            .up(
+                "mesh-metrics",
+                &self.mesh_dir,
+                &self.taskdefs_dir,
+                &self.bin_dir,
+                &[],
+            )
+            .await?;
+        start_rollout(
+            &self.http,
+            &metered,
+            serde_json::json!({"minRequests": 1_000_000_000_000_u64}),
+        )
+        .await?;
         let (_, host) = answered_by(&self.http, &floor.requester).await?;
         if host != "hyper-floor" {
             bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
@@ -540,6 +563,7 @@ impl Bench {
         };
         let procs = up.processes(&self.http).await?;
         let floor_procs = floor.processes(&self.http).await?;
+        let metered_procs = metered.processes(&self.http).await?;
         // Before any load: the Envoys' idle memory.
         let mut idle_envoy = 0.0_f64;
         for pid in &envoy_pids(&procs) {
@@ -558,6 +582,12 @@ impl Bench {
                 netns: None,
                 pids: floor_procs,
             },
+            Target {
+                key: "mesh_metrics",
+                url: format!("{}/", metered.requester),
+                netns: None,
+                pids: metered_procs,
+            },
         ];
         if let Some(c) = &containers {
             group.push(Target {
@@ -572,6 +602,7 @@ impl Bench {
             scenarios.insert(t.key.to_owned(), s);
         }
         floor.stop().await;
+        metered.stop().await;
         let mut envoy_peak = 0.0_f64;
         for pid in &envoy_pids(&procs) {
             envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);
@@ -590,9 +621,15 @@ impl Bench {
             "  route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms",
             shift.p50, shift.p99
         ));
+        say("a rollout of four steps, each timed from its decision to every Envoy's ACK");
+        let steps = rollout_step_acks(&self.http, &up).await?;
+        say(format!(
+            "  rollout step -> every Envoy's ACK: p50 {:.1} ms, max {:.1} ms over {} steps",
+            steps.p50, steps.max, steps.shifts
+        ));
         up.stop().await;
 
-        Ok(shift)
+        Ok((shift, steps))
     }
 
     /// The control plane with `sizes` virtual nodes: its push time and memory.

@@ -8,12 +8,13 @@ use serde::Serialize;
 use super::load::Scenario;
 
 /// The scenarios in the order they are shown.
-pub const SCENARIOS: [(&str, &str); 6] = [
+pub const SCENARIOS: [(&str, &str); 7] = [
     ("hello_floor", "minimal hyper server"),
     ("distributor_direct", "distributor, direct"),
     ("requester_direct", "requester -> distributor, no Envoy"),
     ("mesh", "requester -> distributor via 2 Envoys"),
     ("mesh_floor", "same mesh, hyper stand-in apps"),
+    ("mesh_metrics", "same mesh, a rollout reading its stats"),
     ("mesh_containers", "same mesh, pods, sidecar image"),
 ];
 
@@ -60,6 +61,8 @@ pub struct Report {
     /// Image sizes in MB, or why there are none.
     pub image_mb: serde_json::Value,
     pub shift_propagation_ms: Shifts,
+    /// Each step of a rollout from its stored change to every Envoy's ACK.
+    pub rollout_step_ack_ms: Shifts,
     pub control_plane_scale: Vec<ScalePoint>,
     /// A large template evaluated and applied.
     pub import: super::import::ImportFigure,
@@ -284,6 +287,18 @@ pub fn table(r: &Report) -> String {
         "route shift -> first request on the new weights: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} shifts",
         s.p50, s.p99, s.max, s.shifts
     );
+    let rps = |k: &str| r.scenarios.get(k).map_or(f64::NAN, |s| s.rps);
+    let _ = writeln!(
+        t,
+        "metrics a rollout reads (every Envoy's stats each second): mesh_metrics req/s / mesh req/s {:.2}",
+        rps("mesh_metrics") / rps("mesh")
+    );
+    let s = &r.rollout_step_ack_ms;
+    let _ = writeln!(
+        t,
+        "rollout step (its decision stored) -> every Envoy's ACK: p50 {:.1} ms, max {:.1} ms over {} steps",
+        s.p50, s.max, s.shifts
+    );
     for p in &r.control_plane_scale {
         let _ = writeln!(
             t,
@@ -501,6 +516,12 @@ mod tests {
                 p50: 10.0,
                 p99: 20.0,
                 max: 20.0,
+            },
+            rollout_step_ack_ms: Shifts {
+                shifts: 4,
+                p50: 1.0,
+                p99: 2.0,
+                max: 2.0,
             },
             control_plane_scale: vec![
                 ScalePoint {
