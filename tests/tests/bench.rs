@@ -80,7 +80,10 @@ fn a_quick_bench_produces_every_figure() {
     let steps = &report["rollout_step_ack_ms"];
     assert!(steps["shifts"].as_u64() >= Some(3), "{steps}");
     positive(&steps["max"], "rollout_step_ack_ms.max");
-    assert!(printed.contains("mesh_metrics req/s / mesh req/s"), "{printed}");
+    assert!(
+        printed.contains("mesh_metrics req/s / mesh req/s"),
+        "{printed}"
+    );
     for service in ["distributor", "requester", "envoy"] {
         positive(
             &report["rss_mib"][service]["idle"],

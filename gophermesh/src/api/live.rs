@@ -225,14 +225,9 @@ impl Live {
             previous = current.clone();
             let version = current.version;
             let at = SystemTime::now();
-            // The counts the observed split starts from are read as the change is stored
-            // (one read per Envoy per change, whether anyone is looking or not).
-            let counts = completed(&self.inner.tasks.traffic().await);
-            {
-                let mut state = self.state();
-                state.baseline = Some(counts);
-                state.baseline_version = version;
-            }
+            // The change is published to the ADS streams as it is to this watcher: its
+            // time to every Envoy's ACK counts from here.
+            let started = Instant::now();
             {
                 let mut state = self.state();
                 state.history.push_front(json!({
@@ -245,7 +240,6 @@ impl Live {
             }
             let live = self.clone();
             tokio::spawn(async move {
-                let started = Instant::now();
                 while started.elapsed() < ACK_WAIT {
                     if live.inner.envoys.all_synced(version) {
                         let ms = round2(started.elapsed().as_secs_f64() * 1e3);
@@ -257,9 +251,17 @@ impl Live {
                         }
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             });
+            // The counts the observed split starts from are read as the change is stored
+            // (one read per Envoy per change, whether anyone is looking or not).
+            let counts = completed(&self.inner.tasks.traffic().await);
+            {
+                let mut state = self.state();
+                state.baseline = Some(counts);
+                state.baseline_version = version;
+            }
         }
     }
 }
