@@ -42,6 +42,11 @@ if [ "${1:-}" = "--tests" ]; then
         say "installing cfn-lint into $venv (first run only)"
         "$venv/bin/pip" install --quiet --disable-pip-version-check cfn-lint
     fi
+    # The Prometheus project's own parsers check /metrics' text formats.
+    if ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+        say "installing prometheus-client into $venv (first run only)"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check prometheus-client
+    fi
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         echo "setup: node and npm not found; the CDK test needs Node.js 20 or later (https://nodejs.org, or apt-get install nodejs npm)" >&2
         exit 1

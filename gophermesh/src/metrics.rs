@@ -52,6 +52,11 @@ pub struct Figures {
     /// Attempts made again by the route's retry policy (`upstream_rq_retry`): each one
     /// follows a failed attempt (a 5xx, a reset, a per-try timeout).
     pub retries: f64,
+    /// Hosts of the target its outlier detection ejected (`outlier_detection.
+    /// ejections_enforced_total`).
+    pub ejections: f64,
+    /// Connections open to the target now (`upstream_cx_active`, a gauge).
+    pub active_connections: f64,
     /// Response times: cumulative counts per [`BUCKETS_MS`] bucket, then their sum and
     /// count (`upstream_rq_time`).
     pub buckets: [f64; BUCKETS_MS.len()],
@@ -75,6 +80,8 @@ impl Figures {
     pub fn add(&mut self, other: &Figures) {
         self.requests += other.requests;
         self.retries += other.retries;
+        self.ejections += other.ejections;
+        self.active_connections += other.active_connections;
         for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
             *a += b;
         }
@@ -210,6 +217,38 @@ pub fn families(edges: &BTreeMap<Edge, Figures>) -> Vec<Family> {
         family.samples = edges
             .iter()
             .map(|(e, f)| ("", labels(e), f.by_class[i]))
+            .collect();
+        out.push(family);
+    }
+    // What App Mesh's extension had no name for, under ours.
+    let ours: [(&str, &str, Kind, fn(&Figures) -> f64); 3] = [
+        (
+            "gophermesh_target_retries",
+            "Attempts a caller's Envoy made again to a target virtual node (its route's retry policy).",
+            Kind::Counter,
+            |f| f.retries,
+        ),
+        (
+            "gophermesh_target_ejections",
+            "Hosts of a target virtual node a caller's outlier detection ejected.",
+            Kind::Counter,
+            |f| f.ejections,
+        ),
+        (
+            "gophermesh_target_active_connections",
+            "Connections a caller's Envoy holds open to a target virtual node now.",
+            Kind::Gauge,
+            |f| f.active_connections,
+        ),
+    ];
+    for (name, help, kind, value) in ours {
+        let mut family = Family::new(name, help, kind);
+        if kind == Kind::Counter {
+            family.counter_suffix = "_total";
+        }
+        family.samples = edges
+            .iter()
+            .map(|(e, f)| ("", labels(e), value(f)))
             .collect();
         out.push(family);
     }

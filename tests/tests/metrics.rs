@@ -37,6 +37,43 @@ pub async fn samples(control: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The metric families the Prometheus project's own parser (prometheus_client's, for the
+/// text format 0.0.4, or its OpenMetrics one) reads from `text`, by name; panics with the
+/// parser's complaint when it refuses it.
+fn parsed_by_prometheus(text: &str, openmetrics: bool) -> Vec<String> {
+    use std::io::Write as _;
+    let parser = match openmetrics {
+        true => "prometheus_client.openmetrics.parser",
+        false => "prometheus_client.parser",
+    };
+    let script = format!(
+        "import sys, {parser} as p\nfor f in p.text_string_to_metric_families(sys.stdin.read()):\n    print(f.name)"
+    );
+    let mut child = std::process::Command::new(tests::tool("python3"))
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("written");
+    let out = child.wait_with_output().expect("python ends");
+    assert!(
+        out.status.success(),
+        "{parser} refuses /metrics ({}; pip install prometheus-client, as scripts/setup.sh --tests does):\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The value of `name` for the requester's calls to `target` (0 when absent).
 pub fn of(samples: &[(String, f64)], name: &str, target: &str) -> f64 {
     let want = format!(
@@ -112,6 +149,33 @@ async fn metrics_count_per_target_what_the_requester_counted() {
     );
     let text = open.text().await.expect("text");
     assert!(text.ends_with("# EOF\n"), "{text}");
+    // Both formats read by the Prometheus project's parsers, every family there.
+    let prometheus = client()
+        .get(format!("{}/metrics", mesh.control))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("text");
+    for (families, openmetrics) in [
+        (parsed_by_prometheus(&prometheus, false), false),
+        (parsed_by_prometheus(&text, true), true),
+    ] {
+        for name in [
+            "envoy_appmesh_RequestCountPerTarget",
+            "envoy_appmesh_HTTPCode_Target_5XX_Count",
+            "envoy_appmesh_TargetResponseTime",
+            "gophermesh_target_retries",
+            "gophermesh_target_active_connections",
+            "gophermesh_rollout_weight",
+        ] {
+            assert!(
+                families.iter().any(|f| f == name),
+                "{name} not read (openmetrics {openmetrics}): {families:?}"
+            );
+        }
+    }
     let v1 = of(
         &after,
         "envoy_appmesh_RequestCountPerTarget",

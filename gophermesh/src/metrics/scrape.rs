@@ -47,6 +47,8 @@ pub fn read(text: &str, mesh: &str, kind: &'static str, node: &str) -> BTreeMap<
         match name {
             "envoy_cluster_upstream_rq_total" => f.requests += value,
             "envoy_cluster_upstream_rq_retry" => f.retries += value,
+            "envoy_cluster_outlier_detection_ejections_enforced_total" => f.ejections += value,
+            "envoy_cluster_upstream_cx_active" => f.active_connections += value,
             "envoy_cluster_upstream_rq_xx" => {
                 if let Some(i) = label("envoy_response_code_class")
                     .and_then(|c| c.parse::<usize>().ok())

@@ -45,6 +45,9 @@ pub struct Statsd(Arc<Mutex<Held>>);
 enum Reading {
     Requests(f64),
     Retries(f64),
+    Ejections(f64),
+    /// A gauge: the value now, not an increment.
+    ActiveConnections(f64),
     Class(usize, f64),
     Time(f64),
 }
@@ -71,6 +74,8 @@ impl Statsd {
                     match reading {
                         Reading::Requests(n) => f.requests += n,
                         Reading::Retries(n) => f.retries += n,
+                        Reading::Ejections(n) => f.ejections += n,
+                        Reading::ActiveConnections(n) => f.active_connections = n,
                         Reading::Class(i, n) => f.by_class[i] += n,
                         Reading::Time(ms) => f.observe(ms),
                     }
@@ -212,6 +217,8 @@ fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
         "envoy.cluster.upstream_rq_total"
             | "envoy.cluster.upstream_rq_xx"
             | "envoy.cluster.upstream_rq_retry"
+            | "envoy.cluster.outlier_detection.ejections_enforced_total"
+            | "envoy.cluster.upstream_cx_active"
             | "envoy.cluster.upstream_rq_time"
     ) {
         return Err("unknown");
@@ -265,6 +272,10 @@ fn parse(line: &str) -> Result<(Edge, Reading), &'static str> {
     let reading = match (name, kind) {
         ("envoy.cluster.upstream_rq_total", "c") => Reading::Requests(value / rate),
         ("envoy.cluster.upstream_rq_retry", "c") => Reading::Retries(value / rate),
+        ("envoy.cluster.outlier_detection.ejections_enforced_total", "c") => {
+            Reading::Ejections(value / rate)
+        }
+        ("envoy.cluster.upstream_cx_active", "g") => Reading::ActiveConnections(value),
         ("envoy.cluster.upstream_rq_xx", "c") => {
             let class = tag("envoy.response_code_class")
                 .and_then(|c| c.parse::<usize>().ok())
@@ -283,6 +294,26 @@ mod tests {
     use super::*;
 
     const TAGS: &str = "appmesh.mesh:gophermesh,appmesh.virtual_node:requester,envoy.cluster_name:cds_egress_gophermesh_distributor-v1_http_8080";
+
+    /// Retries and ejections add up; the connections are a gauge (the last value).
+    #[test]
+    fn retries_ejections_and_connections_are_kept_per_target() {
+        let s = Statsd::default();
+        for _ in 0..2 {
+            s.datagram(
+                format!(
+                    "envoy.cluster.upstream_rq_retry:3|c|#{TAGS}\nenvoy.cluster.outlier_detection.ejections_enforced_total:1|c|#{TAGS}\nenvoy.cluster.upstream_cx_active:4|g|#{TAGS}"
+                )
+                .as_bytes(),
+            );
+        }
+        let (edges, _) = s.snapshot();
+        let f = edges.values().next().expect("one edge");
+        assert_eq!(
+            (f.retries, f.ejections, f.active_connections),
+            (6.0, 2.0, 4.0)
+        );
+    }
 
     #[test]
     fn envoys_lines_become_the_callers_figures_per_target() {
