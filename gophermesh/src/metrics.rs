@@ -178,6 +178,9 @@ impl Format {
     }
 }
 
+/// A family of ours per caller and target: name, help, kind, and its value in figures.
+type OwnFamily = (&'static str, &'static str, Kind, fn(&Figures) -> f64);
+
 /// The App Mesh metric extension's families for `edges`.
 pub fn families(edges: &BTreeMap<Edge, Figures>) -> Vec<Family> {
     let mut summed: BTreeMap<Edge, Figures> = BTreeMap::new();
@@ -221,7 +224,7 @@ pub fn families(edges: &BTreeMap<Edge, Figures>) -> Vec<Family> {
         out.push(family);
     }
     // What App Mesh's extension had no name for, under ours.
-    let ours: [(&str, &str, Kind, fn(&Figures) -> f64); 3] = [
+    let ours: [OwnFamily; 3] = [
         (
             "gophermesh_target_retries",
             "Attempts a caller's Envoy made again to a target virtual node (its route's retry policy).",
