@@ -864,3 +864,27 @@ pub fn release_dir() -> PathBuf {
     }
     dir
 }
+
+/// `GET /metrics` of the control API at `control`, in the Prometheus text format.
+pub async fn metrics_text(control: &str) -> String {
+    client()
+        .get(format!("{control}/metrics"))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of `name` for the shipped requester's calls to `target` in `/metrics` text
+/// `text` (0 when absent).
+pub fn requester_series(text: &str, name: &str, target: &str) -> f64 {
+    let series = format!(
+        "{name}{{Mesh=\"{SHIPPED_MESH}\",VirtualNode=\"requester\",TargetVirtualNode=\"{target}\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}

@@ -417,23 +417,8 @@ async fn crashes_are_restarted_and_retries_hide_a_flaky_v2(mode: Mode) {
         "outlier detection never ejected the failing v2"
     );
     // /metrics says so too, with the retries that hid the failures.
-    let text = client()
-        .get(format!("{}/metrics", mesh.control))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let of = |name: &str| {
-        let series = format!(
-            "{name}{{Mesh=\"gophermesh\",VirtualNode=\"requester\",TargetVirtualNode=\"distributor-v2\"}} "
-        );
-        text.lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let text = tests::metrics_text(&mesh.control).await;
+    let of = |name: &str| tests::requester_series(&text, name, "distributor-v2");
     assert!(of("gophermesh_target_ejections_total") > 0.0, "{text}");
     assert!(of("gophermesh_target_retries_total") > 0.0, "{text}");
 

@@ -158,14 +158,7 @@ async fn a_healthy_v2_is_promoted_step_by_step_and_bad_requests_change_nothing()
         "start, 60, 100 each bump the route: {described}"
     );
     // /metrics shows the rollout.
-    let text = client()
-        .get(format!("{}/metrics", mesh.control))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = tests::metrics_text(&mesh.control).await;
     assert!(
         text.contains("gophermesh_rollout_weight{Mesh=\"gophermesh\",VirtualRouter=\"distributor\",Route=\"distributor\",TargetVirtualNode=\"distributor-v2\"} 100"),
         "{text}"

@@ -605,24 +605,14 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
         .map(|v| report["versions"][v]["count"].as_f64().unwrap_or(0.0))
         .collect();
     until_counted("serve's /metrics", &want, async || {
-        let text = tests::client()
-            .get(format!("{}/metrics", serve.control))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = tests::metrics_text(&serve.control).await;
         let count = |target: &str| {
-            let series = format!(
-                "envoy_appmesh_RequestCountPerTarget{{Mesh=\"gophermesh\",VirtualNode=\"requester\",TargetVirtualNode=\"{target}\"}} "
-            );
-            text.lines()
-                .find_map(|l| l.strip_prefix(&series))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
+            tests::requester_series(&text, "envoy_appmesh_RequestCountPerTarget", target)
         };
-        (vec![count("distributor-v1"), count("distributor-v2")], text.clone())
+        (
+            vec![count("distributor-v1"), count("distributor-v2")],
+            text.clone(),
+        )
     })
     .await;
     // And serve's console sees the same traffic, which it could not before.

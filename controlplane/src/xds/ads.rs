@@ -195,6 +195,7 @@ impl Ads {
             nonce: 0,
             opened: Instant::now(),
             first_acks: Vec::new(),
+            clusters_sent: None,
         };
         tokio::spawn(stream.run(inbound, close_rx));
         rx
@@ -233,6 +234,9 @@ struct AdsStream {
     /// When the stream opened, and which types were ACKed since (until all three were).
     opened: Instant,
     first_acks: Vec<String>,
+    /// The resources whose clusters were last sent whole: what a change's removals are
+    /// told apart from.
+    clusters_sent: Option<Arc<Prepared>>,
 }
 
 impl AdsStream {
@@ -269,9 +273,25 @@ impl AdsStream {
                     let snapshot = snapshots.borrow_and_update().clone();
                     let types: Vec<String> = self.subscriptions.keys().cloned().collect();
                     // xDS order: a cluster before its endpoints, a listener before its
-                    // routes.
-                    for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
-                        if types.iter().any(|t| t == type_url) && !self.send(&snapshot, type_url, false).await {
+                    // routes. Make before break: when the change removes clusters, they
+                    // are kept (beside the new ones) until the routes that sent to them
+                    // are replaced, and only then go, so no request is routed to a
+                    // cluster Envoy no longer has.
+                    let bridge = self.bridge(&snapshot);
+                    let removes = bridge.is_some();
+                    let mut order = vec![
+                        (CLUSTER_TYPE, bridge),
+                        (ENDPOINT_TYPE, None),
+                        (LISTENER_TYPE, None),
+                        (ROUTE_TYPE, None),
+                    ];
+                    if removes {
+                        order.push((CLUSTER_TYPE, None));
+                    }
+                    for (type_url, instead) in order {
+                        if types.iter().any(|t| t == type_url)
+                            && !self.send_as(&snapshot, type_url, false, instead).await
+                        {
                             return self.disconnected();
                         }
                     }
@@ -491,7 +511,41 @@ impl AdsStream {
 
     /// Sends the resources of `type_url` for this node. Unless `always`, skips sending when
     /// they are the same as last sent. Returns false when the stream is gone.
+    /// When `snapshot` removes clusters this stream last sent and its Envoy takes routes
+    /// or listeners: the clusters to send first, the new ones and the removed ones.
+    fn bridge(&self, snapshot: &Snapshot) -> Option<Arc<Encoded>> {
+        let before = self.clusters_sent.as_ref()?;
+        let subscribed = |t: &str| self.subscriptions.contains_key(t);
+        if !subscribed(CLUSTER_TYPE) || !(subscribed(ROUTE_TYPE) || subscribed(LISTENER_TYPE)) {
+            return None;
+        }
+        let node = self.node.as_deref()?;
+        let after = self.cache.resources(snapshot, node)?;
+        let now = after.of_type(CLUSTER_TYPE)?;
+        let kept: std::collections::HashSet<&str> = now.iter().map(|(n, _)| n.as_str()).collect();
+        let removed: Vec<&envoy_types::pb::google::protobuf::Any> = before
+            .of_type(CLUSTER_TYPE)?
+            .iter()
+            .filter(|(name, _)| !kept.contains(name.as_str()))
+            .map(|(_, any)| any)
+            .collect();
+        (!removed.is_empty())
+            .then(|| Arc::new(Encoded::new(now.iter().map(|(_, any)| any).chain(removed))))
+    }
+
     async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
+        self.send_as(snapshot, type_url, always, None).await
+    }
+
+    /// Sends `type_url`'s resources of `snapshot` (or `instead`, a bridge of clusters) when
+    /// they differ from what was last sent, or `always`.
+    async fn send_as(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        type_url: &str,
+        always: bool,
+        instead: Option<Arc<Encoded>>,
+    ) -> bool {
         let node = self.node.clone().unwrap_or_default();
         // An Envoy of another mesh, or of no node, gets nothing; status says why, and is
         // told only when that changes (this runs for every push).
@@ -525,7 +579,10 @@ impl AdsStream {
         // all of them (the shared encoding) when it names none or every one.
         let wanted = |name: &String| sub.names.is_empty() || sub.names.contains(name);
         let by_name = type_url == ROUTE_TYPE || type_url == ENDPOINT_TYPE;
-        let encoded = if by_name && !all.iter().all(|(name, _)| wanted(name)) {
+        let whole = instead.is_none();
+        let encoded = if let Some(bridge) = instead {
+            bridge
+        } else if by_name && !all.iter().all(|(name, _)| wanted(name)) {
             Arc::new(Encoded::new(
                 all.iter()
                     .filter(|(name, _)| wanted(name))
@@ -537,6 +594,9 @@ impl AdsStream {
                 .unwrap_or_else(|| Arc::new(Encoded::new([])))
         };
         let hash = encoded.hash();
+        if type_url == CLUSTER_TYPE && whole {
+            self.clusters_sent = Some(found.clone());
+        }
         if !always && sub.sent_hash == Some(hash) {
             return true;
         }

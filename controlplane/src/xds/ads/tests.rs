@@ -1059,3 +1059,73 @@ async fn a_request_over_the_size_cap_ends_its_stream() {
     );
     server.abort();
 }
+
+/// Make before break: a change that removes a cluster (and adds another) sends the clusters
+/// with both, then the routes that no longer send to the old one, and only then the
+/// clusters without it; a change that removes none sends the clusters once, first (here,
+/// none: they did not change). A removal alone needs no first push: Envoy has them all.
+#[tokio::test]
+async fn a_removed_cluster_goes_only_after_the_routes_that_used_it() {
+    let store = mesh_m();
+    let current = store.clone();
+    let cache = Cache::with_builder(
+        store.clone(),
+        Arc::new(move |_: &MeshState, _: &str| {
+            let v = current.current().version;
+            let any = |t: &str, v: String| Any {
+                type_url: t.to_owned(),
+                value: v.into_bytes(),
+            };
+            let mut clusters = vec![("keep".to_owned(), any(CLUSTER_TYPE, "keep".into()))];
+            let other = if v < 2 { "gone" } else { "new" };
+            clusters.push((other.to_owned(), any(CLUSTER_TYPE, other.into())));
+            Some(NodeResources {
+                clusters,
+                listeners: Vec::new(),
+                routes: vec![("r".into(), any(ROUTE_TYPE, format!("r v{v}")))],
+                endpoints: Vec::new(),
+            })
+        }),
+    );
+    let mut envoy = connect(&cache);
+    let names = |r: &DiscoveryResponse| -> Vec<String> {
+        r.resources
+            .iter()
+            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+            .collect()
+    };
+    for type_url in [CLUSTER_TYPE, ROUTE_TYPE] {
+        envoy.send(request(type_url, "", "")).await;
+        let first = envoy.next().await.expect("an answer");
+        envoy
+            .send(request(type_url, &first.nonce, &first.version_info))
+            .await;
+    }
+    store.set_placements("m", Default::default());
+    let pushed: Vec<(String, Vec<String>)> =
+        [envoy.next().await, envoy.next().await, envoy.next().await]
+            .into_iter()
+            .map(|r| {
+                let r = r.expect("a push");
+                (r.type_url.clone(), names(&r))
+            })
+            .collect();
+    assert_eq!(
+        pushed,
+        [
+            (
+                CLUSTER_TYPE.to_owned(),
+                vec!["keep".into(), "new".into(), "gone".into()]
+            ),
+            (ROUTE_TYPE.to_owned(), vec!["r v2".into()]),
+            (CLUSTER_TYPE.to_owned(), vec!["keep".into(), "new".into()]),
+        ]
+    );
+    // The next change removes nothing: the routes alone.
+    store.set_placements("m", Default::default());
+    let next = envoy.next().await.expect("a push");
+    assert_eq!(
+        (next.type_url.as_str(), names(&next)),
+        (ROUTE_TYPE, vec!["r v3".to_owned()])
+    );
+}
