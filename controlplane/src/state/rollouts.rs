@@ -232,7 +232,10 @@ impl Store {
                         .resume(now_ms)
                         .ok_or_else(|| over("is not paused"))?,
                 ),
-                Action::Abort => rollout.abort(now_ms),
+                // A route deleted meanwhile has nothing to put back: the rollout just ends.
+                Action::Abort => rollout.abort(now_ms).filter(|_| {
+                    find_route(&state.mesh, Some(&rollout.router), &rollout.route).is_ok()
+                }),
             };
             acted = Some((name.to_owned(), rollout.clone()));
             change((name, state), rollout, targets)
@@ -459,6 +462,30 @@ mod tests {
         assert_eq!(weights(&store), before);
         let again = store.act_on_rollout(ROUTE, Action::Abort, 40);
         assert!(matches!(again, Err(RolloutError::Conflict(_))), "{again:?}");
+        // A route deleted during a rollout: the rollout pauses, and can still be aborted
+        // (nothing to put back), so that the route can have another once made again.
+        store
+            .start_rollout(ROUTE, "distributor-v2", (&plan(), None), 45)
+            .expect("a new rollout");
+        let key = Key::Route("distributor".into(), "distributor".into());
+        store
+            .update_with(|s| {
+                let m = &s.mesh("gophermesh").expect("mesh").mesh;
+                m.remove(&key).map(|m| Next::mesh("gophermesh", m))
+            })
+            .expect("the route deleted");
+        let paused = store
+            .drive_rollout(("gophermesh", &rollout.key()), "a", (46, 15_046), None)
+            .expect("pauses");
+        assert!(
+            matches!(paused.phase, Phase::Paused { .. }),
+            "{:?}",
+            paused.phase
+        );
+        let (_, aborted) = store
+            .act_on_rollout(ROUTE, Action::Abort, 47)
+            .expect("aborts");
+        assert_eq!(aborted.phase, Phase::Aborted);
         let unknown = store.start_rollout(
             RouteRef {
                 route: "nope",
