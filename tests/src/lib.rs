@@ -888,3 +888,23 @@ pub fn requester_series(text: &str, name: &str, target: &str) -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
+
+/// `gophermesh rollout start distributor --to distributor-v2 --steps STEPS`, checked every
+/// 2 s on at least 10 requests (fast enough for a test), then `extra`.
+pub fn rollout_to_v2<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "rollout",
+        "start",
+        "distributor",
+        "--to",
+        "distributor-v2",
+        "--steps",
+        steps,
+        "--interval",
+        "2s",
+        "--min-requests",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    args
+}

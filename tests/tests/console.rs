@@ -432,19 +432,7 @@ async fn the_console_shows_a_rollout_as_it_goes() {
             r#"return document.querySelector('[data-mesh="gophermesh"] .rollouts p')?.textContent.startsWith('none');"#,
         )
         .await;
-    let (code, said) = mesh.cli(&[
-        "rollout",
-        "start",
-        "distributor",
-        "--to",
-        "distributor-v2",
-        "--steps",
-        "25,50,100",
-        "--interval",
-        "2s",
-        "--min-requests",
-        "10",
-    ]);
+    let (code, said) = mesh.cli(&tests::rollout_to_v2("25,50,100", &[]));
     assert_eq!(code, 0, "{said}");
     let card = r#"document.querySelector('[data-mesh="gophermesh"] [data-rollout="distributor/distributor"]')"#;
     let mut shot = false;

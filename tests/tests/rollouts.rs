@@ -63,23 +63,6 @@ async fn weights(mesh: &LocalMesh) -> Vec<i64> {
     route_weights(&mesh.status().await, "distributor")
 }
 
-const FAST: &[&str] = &["--interval", "2s", "--min-requests", "10"];
-
-fn start_args<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "rollout",
-        "start",
-        "distributor",
-        "--to",
-        "distributor-v2",
-        "--steps",
-        steps,
-    ];
-    args.extend_from_slice(FAST);
-    args.extend_from_slice(extra);
-    args
-}
-
 /// A healthy v2: with no traffic the first step holds; with traffic it goes 30, 60, then
 /// v2 alone, and the canary route is left alone. Bad requests before and during it are
 /// refused naming their flag, and change nothing.
@@ -93,7 +76,7 @@ async fn a_healthy_v2_is_promoted_step_by_step_and_bad_requests_change_nothing()
         assert!(said.contains(says), "{args:?} should say `{says}`: {said}");
     };
     let start = |extra: &'static [&'static str]| {
-        let mut args = start_args("30,60,100", &[]);
+        let mut args = tests::rollout_to_v2("30,60,100", &[]);
         args.extend_from_slice(extra);
         args
     };
@@ -105,7 +88,10 @@ async fn a_healthy_v2_is_promoted_step_by_step_and_bad_requests_change_nothing()
         &["rollout", "start", "distributor", "--to", "requester"],
         "--to: `requester` is not a target of route distributor",
     );
-    refused(&start_args("30,20", &[]), "--steps: steps must increase");
+    refused(
+        &tests::rollout_to_v2("30,20", &[]),
+        "--steps: steps must increase",
+    );
     refused(&start(&["--min-success", "120"]), "--min-success");
     refused(&start(&["--max-p99", "soon"]), "--max-p99");
     refused(&start(&["--max-failed-checks", "0"]), "--max-failed-checks");
@@ -179,7 +165,10 @@ async fn rolled_back_with(label: &str, name: &str, value: &str) -> (Value, Seen)
             .push(serde_json::json!({"name": name, "value": value}));
     });
     let mesh = LocalMesh::start(&dir);
-    let (code, said) = mesh.cli(&start_args("20,50,100", &["--max-failed-checks", "2"]));
+    let (code, said) = mesh.cli(&tests::rollout_to_v2(
+        "20,50,100",
+        &["--max-failed-checks", "2"],
+    ));
     assert_eq!(code, 0, "{said}");
     let (r, seen) = load_until(&mesh, "rolledBack", Duration::from_secs(90)).await;
     assert_eq!(weights(&mesh).await, [90, 10], "back as it was: {r:#}");
@@ -349,7 +338,7 @@ async fn compare_asking(mesh: &LocalMesh, value: &str) -> Value {
 async fn an_ab_stage_sends_only_the_headers_requests_first() {
     let dir = copy_of_shipped("rollout-ab");
     let mesh = LocalMesh::start(&dir);
-    let (code, said) = mesh.cli(&start_args(
+    let (code, said) = mesh.cli(&tests::rollout_to_v2(
         "50,100",
         &["--header", "x-gopher-version=beta"],
     ));

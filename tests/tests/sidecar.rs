@@ -638,23 +638,8 @@ async fn a_sidecar_from_the_task_definitions_environment_runs_heals_and_drains()
 
     // A rollout driven by serve on what the sidecar's DogStatsD tells it: v2 is promoted
     // step by step while the requester calls, and its Envoy gets each step.
-    let (code, said) = tests::cli_against(
-        &serve.control,
-        &dir,
-        &[
-            "rollout",
-            "start",
-            "distributor",
-            "--to",
-            "distributor-v2",
-            "--steps",
-            "50,100",
-            "--interval",
-            "1s",
-            "--min-requests",
-            "10",
-        ],
-    );
+    let (code, said) =
+        tests::cli_against(&serve.control, &dir, &tests::rollout_to_v2("50,100", &[]));
     assert_eq!(code, 0, "{said}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let promoted = loop {

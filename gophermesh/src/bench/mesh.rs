@@ -187,12 +187,7 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
         for _ in 0..20 {
             answered_by(http, &up.requester).await?;
         }
-        let all: Value = http
-            .get(format!("{}/v1/rollouts", up.control))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let all = get_json(http, &format!("{}/v1/rollouts", up.control)).await?;
         let phase = all["rollouts"][0]["phase"]
             .as_str()
             .unwrap_or_default()
@@ -206,12 +201,7 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
             ),
         }
     }
-    let live: Value = http
-        .get(format!("{}/v1/live", up.control))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let live = get_json(http, &format!("{}/v1/live", up.control)).await?;
     let mut times: Vec<f64> = live["history"]
         .as_array()
         .into_iter()
@@ -237,4 +227,8 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
         p99: super::nearest_rank(&times, 0.99),
         max: times.last().copied().unwrap_or_default(),
     })
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    Ok(http.get(url).send().await?.json().await?)
 }
