@@ -518,10 +518,17 @@ fn describe_change(before: &Snapshot, after: &Snapshot) -> String {
         let rollouts = |s: &Snapshot| s.mesh(name).map(|m| m.rollouts.clone()).unwrap_or_default();
         let (was, is) = (rollouts(before), rollouts(after));
         for (key, r) in &is {
-            if was.get(key) != Some(r) {
-                let last = r.events.last().map_or("", |e| e.kind.as_str());
-                changed.push(format!("rollout of route {}: {last}", r.route));
+            let before = was.get(key);
+            if before == Some(r) {
+                continue;
             }
+            // A look that took a step says which; one that only renewed its driver's
+            // lease or opened its check window says so.
+            let what = match before.is_some_and(|b| b.events == r.events) {
+                true => "its driver's lease or check window",
+                false => r.events.last().map_or("", |e| e.kind.as_str()),
+            };
+            changed.push(format!("rollout of route {}: {what}", r.route));
         }
     }
     if changed.is_empty() {
@@ -575,4 +582,40 @@ pub async fn stream(
             .unwrap_or_else(|_| Event::default().comment("unencodable frame")))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use controlplane::state::rollout::Plan;
+    use controlplane::state::rollouts::RouteRef;
+
+    /// The history names a rollout's steps, and says when a look only renewed its lease.
+    #[test]
+    fn the_history_names_a_rollouts_steps() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh");
+        let store = Store::in_memory([mesh], controlplane::Identity::default());
+        let before = store.current();
+        let route = RouteRef {
+            mesh: None,
+            router: None,
+            route: "distributor",
+        };
+        let (_, rollout) = store
+            .start_rollout(route, "distributor-v2", (&Plan::default(), None), 0)
+            .expect("starts");
+        let started = store.current();
+        assert_eq!(
+            describe_change(&before, &started),
+            "updated route `distributor` of virtual router `distributor`; rollout of route distributor: started"
+        );
+        store
+            .drive_rollout(("gophermesh", &rollout.key()), "a", (1, 15_001), None)
+            .expect("takes the lease");
+        assert_eq!(
+            describe_change(&started, &store.current()),
+            "rollout of route distributor: its driver's lease or check window"
+        );
+    }
 }
