@@ -137,13 +137,7 @@ pub(super) async fn shift_propagation(
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     set_weights(http, up, 90, 10).await?;
-    times.sort_by(f64::total_cmp);
-    Ok(Shifts {
-        shifts: times.len(),
-        p50: super::nearest_rank(&times, 0.5),
-        p99: super::nearest_rank(&times, 0.99),
-        max: times.last().copied().unwrap_or_default(),
-    })
+    Ok(Shifts::of(times))
 }
 
 /// Starts a rollout of the `distributor` route to v2 on `up` with `plan` (the fields of
@@ -202,7 +196,7 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
         }
     }
     let live = get_json(http, &format!("{}/v1/live", up.control)).await?;
-    let mut times: Vec<f64> = live["history"]
+    let times: Vec<f64> = live["history"]
         .as_array()
         .into_iter()
         .flatten()
@@ -220,13 +214,7 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
             live["history"]
         );
     }
-    times.sort_by(f64::total_cmp);
-    Ok(Shifts {
-        shifts: times.len(),
-        p50: super::nearest_rank(&times, 0.5),
-        p99: super::nearest_rank(&times, 0.99),
-        max: times.last().copied().unwrap_or_default(),
-    })
+    Ok(Shifts::of(times))
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {

@@ -33,6 +33,19 @@ pub struct Shifts {
     pub max: f64,
 }
 
+impl Shifts {
+    /// The figures of `times` (milliseconds, in any order).
+    pub fn of(mut times: Vec<f64>) -> Self {
+        times.sort_by(f64::total_cmp);
+        Self {
+            shifts: times.len(),
+            p50: super::nearest_rank(&times, 0.5),
+            p99: super::nearest_rank(&times, 0.99),
+            max: times.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ScalePoint {
     pub virtual_nodes: u32,
