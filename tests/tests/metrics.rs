@@ -150,14 +150,7 @@ async fn metrics_count_per_target_what_the_requester_counted() {
     let text = open.text().await.expect("text");
     assert!(text.ends_with("# EOF\n"), "{text}");
     // Both formats read by the Prometheus project's parsers, every family there.
-    let prometheus = client()
-        .get(format!("{}/metrics", mesh.control))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("text");
+    let prometheus = tests::metrics_text(&mesh.control).await;
     for (families, openmetrics) in [
         (parsed_by_prometheus(&prometheus, false), false),
         (parsed_by_prometheus(&text, true), true),
