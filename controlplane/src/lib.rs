@@ -15,17 +15,21 @@
 //!   observed    the traffic each target node received
 //! translate/  App Mesh resources -> one node's Envoy listeners, clusters and routes
 //!   gateway     a virtual gateway's
+//! secrets/    TLS secrets served over SDS: ACM certificates and Private CA trust
+//!   acm         exported from ACM and AWS Private CA, made into Envoy secrets
+//!   refresh     fetched when named, re-read on a schedule and before expiry
 //! xds/        serving it
 //!   encoded     a type's resources encoded once
 //!   cache       each node's resources, built once per snapshot version
 //!   ads         the ADS server (state of the world, xDS v3)
 //! ```
 //!
-//! The rule: `state <- translate <- xds` (an arrow points at what is imported), checked by
-//! the `layers` test. This crate depends on the mesh model alone. It imports no API and
+//! The rule: `state <- translate <- secrets <- xds` (an arrow points at what is imported),
+//! checked by the `layers` test. This crate depends on the mesh model alone. It imports no API and
 //! no runtime; those depend on it (`gophermesh`'s `api` and `runtime`).
 #![forbid(unsafe_code)]
 
+pub mod secrets;
 pub mod state;
 pub mod translate;
 pub mod xds;

@@ -241,3 +241,4 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 mod tls_context;
+pub use tls_context::{AcmMaterial, LOCAL_SDS_CLUSTER, acm_material, trust_secret_name};

@@ -42,18 +42,35 @@ fn reaching_up(layer: &str, above: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_state_imports_neither_the_translation_nor_the_xds_serving() {
-    let found = reaching_up("state", &["crate::translate", "crate::xds", "crate::Cache"]);
+    let found = reaching_up(
+        "state",
+        &[
+            "crate::translate",
+            "crate::secrets",
+            "crate::xds",
+            "crate::Cache",
+        ],
+    );
     assert!(found.is_empty(), "state reaches up:\n{}", found.join("\n"));
 }
 
 #[test]
 fn the_translation_does_not_import_the_xds_serving() {
-    let found = reaching_up("translate", &["crate::xds", "crate::Cache"]);
+    let found = reaching_up(
+        "translate",
+        &["crate::secrets", "crate::xds", "crate::Cache"],
+    );
     assert!(
         found.is_empty(),
         "translate reaches up:\n{}",
         found.join("\n")
     );
+}
+
+#[test]
+fn the_secrets_do_not_import_the_xds_serving() {
+    let found = reaching_up("secrets", &["crate::xds", "crate::Cache"]);
+    assert!(found.is_empty(), "secrets reach up:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -147,7 +147,13 @@ pub struct UpConfig {
     pub control_plane: Option<(String, PathBuf)>,
     /// Cloud Map lookups for the nodes no task here runs.
     pub cloud_map: CloudMapConfig,
+    /// How often ACM certificates and Private CA trust the mesh names are read again.
+    pub certificate_refresh: std::time::Duration,
 }
+
+/// How often ACM material is read again by default: ACM renews a private certificate
+/// weeks before it expires, so a renewal reaches the Envoys within minutes.
+pub const DEFAULT_CERTIFICATE_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Where `serve` keeps the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +186,8 @@ pub struct ServeConfig {
     /// Host names the APIs answer to besides their own addresses.
     pub allow_hosts: Vec<String>,
     pub cloud_map: CloudMapConfig,
+    /// How often ACM certificates and Private CA trust the mesh names are read again.
+    pub certificate_refresh: std::time::Duration,
     pub xds_listen: std::net::SocketAddr,
     pub api_listen: std::net::SocketAddr,
     pub control_listen: std::net::SocketAddr,
@@ -210,6 +218,7 @@ impl ServeConfig {
                 mode: CloudMapMode::Off,
                 interval: std::time::Duration::from_secs(30),
             },
+            certificate_refresh: DEFAULT_CERTIFICATE_REFRESH,
             xds_listen: any,
             api_listen: any,
             control_listen: any,

@@ -16,7 +16,7 @@ pub mod rollouts;
 pub mod serve;
 pub mod up;
 
-pub use ads::{ADS_HANDSHAKE_TIMEOUT, spawn_ads};
+pub use ads::{ADS_HANDSHAKE_TIMEOUT, spawn_ads, spawn_secrets};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -283,7 +283,7 @@ pub const CONTROL_MAX_BODY: usize = 8 << 20;
 /// `appmesh_listener`, each behind its guard, until `stop`; writes a new control token.
 pub fn start_apis(
     store: &Store,
-    envoys: EnvoyStatuses,
+    (envoys, secrets): (EnvoyStatuses, controlplane::secrets::Secrets),
     tasks: Arc<dyn tasks::Tasks>,
     config: &ApiConfig<'_>,
     (control_listener, appmesh_listener): (TcpListener, TcpListener),
@@ -324,6 +324,7 @@ pub fn start_apis(
         control::ControlState {
             store: store.clone(),
             envoys,
+            secrets,
             tasks,
             live,
             statsd: config.statsd.clone(),

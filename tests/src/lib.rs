@@ -429,6 +429,16 @@ impl LocalMesh {
 
     /// [`LocalMesh::start_in`] with more `up` arguments.
     pub fn start_with(dir: &std::path::Path, mode: Mode, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, mode, extra, &[])
+    }
+
+    /// [`LocalMesh::start_with`], `up` run with `env` besides this process's environment.
+    pub fn start_with_env(
+        dir: &std::path::Path,
+        mode: Mode,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
         if mode != Mode::Loopback {
             require_root_for_netns();
         }
@@ -461,6 +471,7 @@ impl LocalMesh {
             .args(extra)
             .env("PATH", path)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -641,10 +652,13 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// `GET /compare?n=N&concurrency=C&format=json` on the mesh's requester; must answer 200.
 pub async fn compare(mesh: &LocalMesh, n: u32, concurrency: u32) -> serde_json::Value {
-    let url = format!(
-        "{}/compare?n={n}&concurrency={concurrency}&format=json",
-        mesh.requester
-    );
+    compare_at(&mesh.requester, n, concurrency).await
+}
+
+/// [`compare`] on the requester at `requester` (a base URL), for a task that does not
+/// hold the mesh.
+pub async fn compare_at(requester: &str, n: u32, concurrency: u32) -> serde_json::Value {
+    let url = format!("{requester}/compare?n={n}&concurrency={concurrency}&format=json");
     let response = client().get(url).send().await.expect("compare answered");
     assert_eq!(response.status(), 200);
     response.json().await.expect("json report")

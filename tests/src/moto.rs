@@ -174,6 +174,100 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// A root authority of AWS Private CA named `common_name`, made ACTIVE as the console
+    /// makes one (its CSR signed by itself, the certificate imported): its ARN and
+    /// certificate (PEM, also in `dir/ca.pem`).
+    pub fn private_ca(&self, common_name: &str, dir: &Path) -> (String, String) {
+        let config = serde_json::json!({
+            "KeyAlgorithm": "RSA_2048",
+            "SigningAlgorithm": "SHA256WITHRSA",
+            "Subject": {"CommonName": common_name, "Organization": "Gophers"}
+        })
+        .to_string();
+        let ca = self.aws(&[
+            "acm-pca",
+            "create-certificate-authority",
+            "--certificate-authority-type",
+            "ROOT",
+            "--certificate-authority-configuration",
+            &config,
+            "--query",
+            "CertificateAuthorityArn",
+            "--output",
+            "text",
+        ]);
+        let csr = dir.join("ca.csr");
+        let text = self.aws(&[
+            "acm-pca",
+            "get-certificate-authority-csr",
+            "--certificate-authority-arn",
+            &ca,
+            "--output",
+            "text",
+        ]);
+        std::fs::write(&csr, text + "\n").expect("CSR written");
+        let issued = self.aws(&[
+            "acm-pca",
+            "issue-certificate",
+            "--certificate-authority-arn",
+            &ca,
+            "--csr",
+            &format!("fileb://{}", csr.display()),
+            "--signing-algorithm",
+            "SHA256WITHRSA",
+            "--template-arn",
+            "arn:aws:acm-pca:::template/RootCACertificate/V1",
+            "--validity",
+            "Value=3650,Type=DAYS",
+            "--query",
+            "CertificateArn",
+            "--output",
+            "text",
+        ]);
+        let pem = self.aws(&[
+            "acm-pca",
+            "get-certificate",
+            "--certificate-authority-arn",
+            &ca,
+            "--certificate-arn",
+            &issued,
+            "--query",
+            "Certificate",
+            "--output",
+            "text",
+        ]) + "\n";
+        let file = dir.join("ca.pem");
+        std::fs::write(&file, &pem).expect("CA written");
+        self.aws(&[
+            "acm-pca",
+            "import-certificate-authority-certificate",
+            "--certificate-authority-arn",
+            &ca,
+            "--certificate",
+            &format!("fileb://{}", file.display()),
+        ]);
+        (ca, pem)
+    }
+
+    /// An ACM private certificate for `names` (the first its domain name) issued by
+    /// authority `ca`: its ARN.
+    pub fn private_certificate(&self, ca: &str, names: &[&str]) -> String {
+        let mut args = vec![
+            "acm",
+            "request-certificate",
+            "--domain-name",
+            names[0],
+            "--certificate-authority-arn",
+            ca,
+        ];
+        if names.len() > 1 {
+            args.push("--subject-alternative-names");
+            args.extend_from_slice(names);
+        }
+        args.extend_from_slice(&["--query", "CertificateArn", "--output", "text"]);
+        self.aws(&args)
+    }
+
     /// Runs a deploy script with `--endpoint-url` moto; returns its output.
     pub fn script(&self, name: &str, args: &[&str]) -> String {
         let mut all = vec!["--endpoint-url", self.endpoint.as_str()];

@@ -908,7 +908,7 @@ fn remove_path(doc: &mut Value, path: &str) -> bool {
 
 /// Every member of botocore's appmesh model, in the inputs of the create operations this
 /// control plane serves, is known to the model (so it is implemented, or its check refuses
-/// it by name where it is not, as the TLS sources ACM and SDS are): none is an "unknown
+/// it by name where it is not): none is an "unknown
 /// field", which would mean App Mesh JSON the model does not know exists.
 #[test]
 fn every_botocore_field_is_implemented_or_refused_by_name() {

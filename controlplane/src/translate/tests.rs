@@ -562,10 +562,9 @@ fn a_grpc_route_matches_service_method_and_metadata() {
 }
 
 /// PERMISSIVE takes TLS and plain connections on two filter chains told apart by the TLS
-/// inspector; a client policy applies only where enforced and on its ports; certificates
-/// from ACM or SDS are refused, naming the field.
+/// inspector; a client policy applies only where enforced and on its ports.
 #[test]
-fn permissive_tls_client_policy_ports_and_refused_sources() {
+fn permissive_tls_client_policy_ports_and_refused_modes() {
     use serde_json::json;
     let tls = |mode: &str| {
         json!({"mode": mode, "certificate": {"file": {
@@ -638,15 +637,6 @@ fn permissive_tls_client_policy_ports_and_refused_sources() {
     let not_enforced = snapshot_of(mesh("STRICT", policy(vec![], false)).expect("accepted"));
     assert!(!egress_tls(&not_enforced), "not enforced");
 
-    let mut sds = policy(vec![], true);
-    sds["clientPolicy"]["tls"]["validation"]["trust"] = json!({"sds": {"secretName": "ca"}});
-    let refused = mesh("STRICT", sds).expect_err("refused");
-    assert!(
-        refused.0.iter().any(|p| p.path
-            == "spec.backendDefaults.clientPolicy.tls.validation.trust.sds"
-            && p.reason.contains("SDS")),
-        "{refused:?}"
-    );
     let refused = mesh("SOMETIMES", policy(vec![], true)).expect_err("refused");
     assert!(
         refused
@@ -1044,4 +1034,242 @@ fn a_gateway_route_of_only_a_port_takes_that_listener() {
         paths(&shipped, "9080"),
         "the first listener keeps its routes, without the port's"
     );
+}
+
+/// The TLS context of `node`'s first listener (downstream) or of its cluster `cluster`
+/// (upstream), as Envoy gets it.
+fn common_context(
+    resources: &NodeResources,
+    cluster: Option<&str>,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CommonTlsContext {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    let socket = match cluster {
+        None => listener::Listener::decode(resources.listeners[0].1.value.as_slice())
+            .expect("listener")
+            .filter_chains[0]
+            .transport_socket
+            .clone(),
+        Some(name) => {
+            let (_, c) = resources
+                .clusters
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("the cluster");
+            cluster::Cluster::decode(c.value.as_slice())
+                .expect("cluster")
+                .transport_socket
+        }
+    };
+    let Some(ConfigType::TypedConfig(any)) = socket.expect("a TLS socket").config_type else {
+        panic!("a typed config");
+    };
+    match cluster {
+        None => {
+            tls::DownstreamTlsContext::decode(any.value.as_slice())
+                .expect("downstream")
+                .common_tls_context
+        }
+        Some(_) => {
+            tls::UpstreamTlsContext::decode(any.value.as_slice())
+                .expect("upstream")
+                .common_tls_context
+        }
+    }
+    .expect("a common context")
+}
+
+/// ACM material is served by the control plane over ADS (the certificate by its ARN, the
+/// trust by the authorities' ARNs), SDS secrets by the local SDS server on its unix socket;
+/// the names to check stay beside the trust that arrives as a secret. ARNs of the wrong
+/// kind, and ACM where App Mesh does not take it, are refused, naming the field.
+#[test]
+fn acm_and_sds_sources_become_sds_secrets() {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    use serde_json::json;
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/abc";
+    const CA: &str = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca1";
+    let mesh = |certificate: serde_json::Value,
+                trust: serde_json::Value,
+                client_cert: Option<serde_json::Value>| {
+        let mut tls = json!({"validation": {"trust": trust,
+            "subjectAlternativeNames": {"match": {"exact": ["server.local"]}}}});
+        if let Some(c) = client_cert {
+            tls["certificate"] = c;
+        }
+        mesh_of(&[
+            json!({"meshName": "m"}),
+            json!({"meshName": "m", "virtualNodeName": "server", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"},
+                    "tls": {"mode": "STRICT", "certificate": certificate}}],
+                "serviceDiscovery": {"dns": {"hostname": "server.local"}}}}),
+            json!({"meshName": "m", "virtualServiceName": "server.local", "spec": {
+                "provider": {"virtualNode": {"virtualNodeName": "server"}}}}),
+            json!({"meshName": "m", "virtualNodeName": "client", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                "serviceDiscovery": {"dns": {"hostname": "client.local"}},
+                "backendDefaults": {"clientPolicy": {"tls": tls}},
+                "backends": [{"virtualService": {"virtualServiceName": "server.local"}}]}}),
+        ])
+    };
+    let state = |m| MeshState {
+        mesh: m,
+        ..MeshState::default()
+    };
+    let acm = state(
+        mesh(
+            json!({"acm": {"certificateArn": CERT}}),
+            json!({"acm": {"certificateAuthorityArns": [CA]}}),
+            None,
+        )
+        .expect("accepted"),
+    );
+    let server = common_context(&for_node(&acm, "server").expect("server"), None);
+    let secret = &server.tls_certificate_sds_secret_configs[0];
+    assert_eq!(secret.name, CERT);
+    assert!(matches!(
+        secret
+            .sds_config
+            .as_ref()
+            .and_then(|c| c.config_source_specifier.as_ref()),
+        Some(ConfigSourceSpecifier::Ads(_))
+    ));
+    assert!(server.tls_certificates.is_empty());
+    let client = common_context(
+        &for_node(&acm, "client").expect("client"),
+        Some("cds_egress_m_server_http_8080"),
+    );
+    let Some(ValidationContextType::CombinedValidationContext(combined)) =
+        client.validation_context_type
+    else {
+        panic!("trust arrives as a secret: {client:?}");
+    };
+    assert_eq!(
+        combined
+            .validation_context_sds_secret_config
+            .as_ref()
+            .expect("secret")
+            .name,
+        CA
+    );
+    let names = combined
+        .default_validation_context
+        .expect("the names to check");
+    assert_eq!(names.match_typed_subject_alt_names.len(), 1);
+    assert!(names.trusted_ca.is_none());
+    let material = crate::translate::acm_material(&acm.mesh);
+    assert_eq!(
+        material.keys().collect::<Vec<_>>(),
+        [CA, CERT],
+        "what the control plane must fetch (by name)"
+    );
+    assert_eq!(material[CERT].1.iter().collect::<Vec<_>>(), ["server"]);
+    assert_eq!(material[CA].1.iter().collect::<Vec<_>>(), ["client"]);
+
+    let sds = state(
+        mesh(
+            json!({"sds": {"secretName": "server-cert"}}),
+            json!({"sds": {"secretName": "spiffe://m/bundle"}}),
+            Some(json!({"sds": {"secretName": "client-cert"}})),
+        )
+        .expect("accepted"),
+    );
+    let server = common_context(&for_node(&sds, "server").expect("server"), None);
+    let local =
+        |c: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig| {
+            match c
+                .sds_config
+                .as_ref()
+                .and_then(|s| s.config_source_specifier.as_ref())
+            {
+                Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {
+                    match api.grpc_services[0].target_specifier.as_ref() {
+                    Some(envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier::EnvoyGrpc(g)) => {
+                        g.cluster_name.clone()
+                    }
+                    other => panic!("{other:?}"),
+                }
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+    assert_eq!(
+        server.tls_certificate_sds_secret_configs[0].name,
+        "server-cert"
+    );
+    assert_eq!(
+        local(&server.tls_certificate_sds_secret_configs[0]),
+        crate::translate::LOCAL_SDS_CLUSTER
+    );
+    let client = common_context(
+        &for_node(&sds, "client").expect("client"),
+        Some("cds_egress_m_server_http_8080"),
+    );
+    assert_eq!(
+        client.tls_certificate_sds_secret_configs[0].name,
+        "client-cert"
+    );
+    let Some(ValidationContextType::CombinedValidationContext(combined)) =
+        client.validation_context_type
+    else {
+        panic!("trust arrives as a secret");
+    };
+    let bundle = combined
+        .validation_context_sds_secret_config
+        .expect("secret");
+    assert_eq!(
+        (bundle.name.as_str(), local(&bundle).as_str()),
+        ("spiffe://m/bundle", crate::translate::LOCAL_SDS_CLUSTER)
+    );
+    assert!(crate::translate::acm_material(&sds.mesh).is_empty());
+
+    // Refused, naming the field and the ARN.
+    let refused = |certificate, trust, client_cert| {
+        mesh(certificate, trust, client_cert)
+            .expect_err("refused")
+            .0
+    };
+    let wrong = refused(
+        json!({"acm": {"certificateArn": CA}}),
+        json!({"acm": {"certificateAuthorityArns": [CA]}}),
+        None,
+    );
+    assert!(
+        wrong.iter().any(
+            |p| p.path == "spec.listeners[0].tls.certificate.acm.certificateArn"
+                && p.reason.contains(CA)
+                && p.reason.contains("Private CA authority")
+        ),
+        "{wrong:?}"
+    );
+    let wrong = refused(
+        json!({"acm": {"certificateArn": CERT}}),
+        json!({"acm": {"certificateAuthorityArns": [CERT]}}),
+        None,
+    );
+    assert!(
+        wrong.iter().any(|p| p.path
+            == "spec.backendDefaults.clientPolicy.tls.validation.trust.acm.certificateAuthorityArns[0]"
+            && p.reason.contains(CERT)
+            && p.reason.contains("an ACM certificate")),
+        "{wrong:?}"
+    );
+    let client_acm = refused(
+        json!({"acm": {"certificateArn": CERT}}),
+        json!({"acm": {"certificateAuthorityArns": [CA]}}),
+        Some(json!({"acm": {"certificateArn": CERT}})),
+    );
+    assert!(
+        client_acm.iter().any(|p| p.path
+            == "spec.backendDefaults.clientPolicy.tls.certificate.acm"
+            && p.reason.contains("listeners only")),
+        "{client_acm:?}"
+    );
+    let none = refused(
+        json!({"acm": {"certificateArn": CERT}}),
+        json!({"acm": {"certificateAuthorityArns": []}}),
+        None,
+    );
+    assert!(none.iter().any(|p| p.reason.contains("1 to 3")), "{none:?}");
 }

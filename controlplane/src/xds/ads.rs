@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::cache::{Cache, Prepared};
+use crate::secrets::{SECRET_TYPE, Secrets};
 use crate::state::lock;
 use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
@@ -122,6 +123,7 @@ pub fn short_type(type_url: &str) -> &str {
         CLUSTER_TYPE => "clusters",
         ROUTE_TYPE => "routes",
         ENDPOINT_TYPE => "endpoints",
+        SECRET_TYPE => "secrets",
         other => other.rsplit('.').next().unwrap_or(other),
     }
 }
@@ -144,6 +146,7 @@ type Takeovers = Arc<Mutex<HashMap<(String, Option<String>), (tokio::time::Insta
 #[derive(Debug, Clone)]
 pub struct Ads {
     cache: Cache,
+    secrets: Secrets,
     statuses: EnvoyStatuses,
     closers: Closers,
     takeovers: Takeovers,
@@ -154,11 +157,19 @@ impl Ads {
     pub fn new(cache: Cache, statuses: EnvoyStatuses) -> Self {
         Self {
             cache,
+            secrets: Secrets::default(),
             statuses,
             closers: Closers::default(),
             takeovers: Takeovers::default(),
             next_stream: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
+    }
+
+    /// Serves the TLS secrets of `secrets` (SDS over the same stream) beside the cache's
+    /// resources.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// The gRPC service, ready for tonic's `Server::add_service`.
@@ -180,6 +191,7 @@ impl Ads {
         lock(&self.closers).insert(id, close_tx);
         let stream = AdsStream {
             cache: self.cache.clone(),
+            secrets: self.secrets.clone(),
             statuses: self.statuses.clone(),
             closers: self.closers.clone(),
             takeovers: self.takeovers.clone(),
@@ -215,6 +227,7 @@ struct Subscription {
 
 struct AdsStream {
     cache: Cache,
+    secrets: Secrets,
     statuses: EnvoyStatuses,
     closers: Closers,
     takeovers: Takeovers,
@@ -245,6 +258,7 @@ impl AdsStream {
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
     {
         let mut snapshots = self.cache.subscribe();
+        let mut secrets = self.secrets.subscribe();
         loop {
             tokio::select! {
                 reason = &mut close => {
@@ -266,6 +280,18 @@ impl AdsStream {
                         break;
                     }
                 },
+                changed = secrets.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    secrets.borrow_and_update();
+                    let snapshot = self.cache.current();
+                    if self.subscriptions.contains_key(SECRET_TYPE)
+                        && !self.send(&snapshot, SECRET_TYPE, false).await
+                    {
+                        return self.disconnected();
+                    }
+                }
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         break;
@@ -421,7 +447,7 @@ impl AdsStream {
                     version = request.version_info,
                     "ACK"
                 );
-                let first = type_url != ENDPOINT_TYPE;
+                let first = matches!(type_url.as_str(), CLUSTER_TYPE | LISTENER_TYPE | ROUTE_TYPE);
                 let complete =
                     if first && self.first_acks.len() < 3 && !self.first_acks.contains(&short) {
                         self.first_acks.push(short.clone());
@@ -564,6 +590,9 @@ impl AdsStream {
             self.problem = problem;
         }
         let found = found.unwrap_or_else(Prepared::nothing);
+        if type_url == SECRET_TYPE {
+            return self.send_secrets(snapshot.version, always).await;
+        }
         let Some(all) = found.of_type(type_url) else {
             tracing::debug!(
                 node,
@@ -600,24 +629,38 @@ impl AdsStream {
         if !always && sub.sent_hash == Some(hash) {
             return true;
         }
+        self.push(snapshot.version, type_url, &encoded).await
+    }
+
+    /// Sends the secrets this Envoy asks for (those held; one not held yet follows when
+    /// it is) when they differ from what was last sent, or `always`.
+    async fn send_secrets(&mut self, version: u64, always: bool) -> bool {
+        let Some(sub) = self.subscriptions.get(SECRET_TYPE) else {
+            return true;
+        };
+        let held = self.secrets.named(&sub.names);
+        let encoded = Arc::new(Encoded::new(held.iter().map(|(_, any)| any)));
+        if !always && sub.sent_hash == Some(encoded.hash()) {
+            return true;
+        }
+        self.push(version, SECRET_TYPE, &encoded).await
+    }
+
+    /// Sends `encoded` as the resources of `type_url` at `version`, with a new nonce;
+    /// returns false when the stream is gone.
+    async fn push(&mut self, version: u64, type_url: &str, encoded: &Encoded) -> bool {
+        let node = self.node.clone().unwrap_or_default();
+        let Some(sub) = self.subscriptions.get_mut(type_url) else {
+            return true;
+        };
         self.nonce += 1;
         sub.nonce = self.nonce.to_string();
-        sub.sent_version = snapshot.version;
-        sub.sent_hash = Some(hash);
+        sub.sent_version = version;
+        sub.sent_hash = Some(encoded.hash());
         self.pending.insert(type_url.to_owned());
-        self.version = self.version.max(snapshot.version);
-        let response = Outgoing::new(
-            &snapshot.version.to_string(),
-            &encoded,
-            type_url,
-            &sub.nonce,
-        );
-        tracing::debug!(
-            node,
-            resource = short_type(type_url),
-            version = snapshot.version,
-            "push"
-        );
+        self.version = self.version.max(version);
+        let response = Outgoing::new(&version.to_string(), encoded, type_url, &sub.nonce);
+        tracing::debug!(node, resource = short_type(type_url), version, "push");
         self.tx.send(Ok(response)).await.is_ok()
     }
 }

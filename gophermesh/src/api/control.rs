@@ -47,6 +47,8 @@ use super::tasks::Tasks;
 pub struct ControlState {
     pub store: Store,
     pub envoys: EnvoyStatuses,
+    /// The TLS secrets served over SDS (ACM material), for status.
+    pub secrets: controlplane::secrets::Secrets,
     pub tasks: Arc<dyn Tasks>,
     /// The console's live view.
     pub live: Live,
@@ -236,6 +238,7 @@ async fn status(State(s): State<ControlState>) -> Response {
             .collect(),
         observed: tasks.observed,
         envoys: s.envoys.snapshot(),
+        certificates: s.secrets.status(),
         placements: tasks.placements,
         processes: tasks.processes,
     })

@@ -23,6 +23,11 @@ pub struct Status {
     pub observed: BTreeMap<String, u64>,
     /// Each Envoy's sync state.
     pub envoys: BTreeMap<String, EnvoyStatus>,
+    /// The ACM certificates and Private CA trust the meshes name, as served over SDS:
+    /// what each certificate says (subject, issuer, expiry), who uses it, and why its last
+    /// read failed, if it did.
+    #[serde(default)]
+    pub certificates: Vec<controlplane::secrets::SecretStatus>,
     /// Where each virtual node's Envoy and app are, as whoever runs the tasks says.
     pub placements: Value,
     /// Every supervised process or container, as whoever runs the tasks says.
@@ -221,6 +226,7 @@ mod tests {
             }],
             observed: BTreeMap::new(),
             envoys: BTreeMap::new(),
+            certificates: Vec::new(),
             placements: Value::Null,
             processes: Value::Null,
         };
@@ -263,6 +269,7 @@ mod tests {
             meshes: Vec::new(),
             observed: BTreeMap::new(),
             envoys: envoys.into_iter().map(|(n, e)| (n.to_owned(), e)).collect(),
+            certificates: Vec::new(),
             placements: Value::Null,
             processes: Value::Null,
         };

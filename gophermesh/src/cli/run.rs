@@ -130,6 +130,9 @@ pub(crate) struct UpArgs {
 
     #[command(flatten)]
     pub(crate) cloud_map: CloudMapArgs,
+
+    #[command(flatten)]
+    pub(crate) certificates: CertificateArgs,
 }
 
 /// Where the mesh state lives (`up` and `serve`).
@@ -257,6 +260,9 @@ pub(crate) struct ServeArgs {
     pub(crate) cloud_map: CloudMapArgs,
 
     #[command(flatten)]
+    pub(crate) certificates: CertificateArgs,
+
+    #[command(flatten)]
     pub(crate) api: ApiArgs,
 
     /// HOST:PORT of the ADS (xDS) server the Envoys connect to (`APPMESH_XDS_ENDPOINT`);
@@ -314,6 +320,28 @@ pub(crate) struct CloudMapArgs {
     /// How often Cloud Map nodes are looked up again.
     #[arg(long, env = "GOPHERMESH_CLOUD_MAP_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub(crate) cloud_map_interval: std::time::Duration,
+}
+
+/// ACM certificates and Private CA trust named by the mesh (`up` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CertificateArgs {
+    /// How often the ACM certificates (`certificate.acm`) and Private CA certificates
+    /// (`trust.acm`) the mesh names are read again, so that a certificate ACM renewed
+    /// reaches the Envoys (each is also read an hour before it expires, and a failed read
+    /// is retried within 15 s, the last good one served meanwhile). Credentials, region
+    /// and AWS_ENDPOINT_URL come from the environment as for the AWS CLI; nothing is read
+    /// while no mesh names ACM material.
+    #[arg(long, env = "GOPHERMESH_CERTIFICATE_REFRESH", default_value = "5m", value_parser = parse_refresh)]
+    pub(crate) certificate_refresh: std::time::Duration,
+}
+
+/// A refresh interval of at least one second (`1s`, `5m`, `1h`).
+fn parse_refresh(value: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| format!("`{value}`: {e}"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{value}`: give at least 1s"));
+    }
+    Ok(d)
 }
 
 impl CloudMapArgs {

@@ -4,6 +4,7 @@
 pub(crate) mod apply;
 pub(crate) mod bench;
 pub(crate) mod bootstrap;
+pub(crate) mod certificates;
 pub(crate) mod console;
 pub(crate) mod control;
 pub(crate) mod convert;

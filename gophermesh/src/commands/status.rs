@@ -51,6 +51,7 @@ fn render(s: &Status) -> String {
     store(&mut out, &s.store);
     processes(&mut out, &s.processes);
     envoys(&mut out, &s.envoys);
+    super::certificates::render(&mut out, &s.certificates);
     routes(&mut out, s);
     out
 }

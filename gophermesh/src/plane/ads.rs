@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use controlplane::Cache;
 use controlplane::Store;
+use controlplane::secrets::Secrets;
 use controlplane::xds::ads::{Ads, EnvoyStatuses};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,12 +36,14 @@ const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 /// ([`crate::runtime::budget`]); whether it speaks TLS.
 pub fn spawn_ads(
     store: &Store,
-    envoys: EnvoyStatuses,
+    (envoys, secrets): (EnvoyStatuses, &Secrets),
     listener: TcpListener,
     tls: Option<&Tls>,
     stop: Stop,
 ) -> anyhow::Result<(JoinHandle<()>, bool)> {
-    let ads = Ads::new(Cache::new(store.clone()), envoys).into_service();
+    let ads = Ads::new(Cache::new(store.clone()), envoys)
+        .with_secrets(secrets.clone())
+        .into_service();
     let router = tonic::transport::Server::builder().add_service(ads);
     let tls = tls.filter(|_| !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     let secure = tls.is_some();
@@ -67,6 +70,31 @@ pub fn spawn_ads(
         }
     };
     Ok((task, secure))
+}
+
+/// Keeps `secrets` filled with the ACM material the meshes of `store` name, read again
+/// every `every`, until `stop`.
+pub fn spawn_secrets(
+    store: &Store,
+    secrets: &Secrets,
+    every: Duration,
+    stop: Stop,
+) -> JoinHandle<()> {
+    let refresh = controlplane::secrets::refresh::run(
+        secrets.clone(),
+        store.subscribe(),
+        || async {
+            Box::new(controlplane::secrets::acm::Aws::from_env().await)
+                as Box<dyn controlplane::secrets::acm::Fetch>
+        },
+        every,
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            () = refresh => {}
+            () = stop.wait() => {}
+        }
+    })
 }
 
 /// Serves `router` on the connections `incoming` yields until it ends or `stop`; returns

@@ -151,8 +151,18 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     let xds_addr = xds.local_addr()?;
     let (stopper, stop) = plane::Stop::new();
     let envoys = EnvoyStatuses::default();
-    let (ads, ads_tls) = plane::spawn_ads(&store, envoys.clone(), xds, tls.as_ref(), stop.clone())?;
-    let mut background = vec![ads];
+    let secrets = controlplane::secrets::Secrets::default();
+    let (ads, ads_tls) = plane::spawn_ads(
+        &store,
+        (envoys.clone(), &secrets),
+        xds,
+        tls.as_ref(),
+        stop.clone(),
+    )?;
+    let mut background = vec![
+        ads,
+        plane::spawn_secrets(&store, &secrets, args.certificate_refresh, stop.clone()),
+    ];
     if let Some(follow) = plane::follow_cloud_map(args.cloud_map, &store).await? {
         background.push(follow);
     }
@@ -187,7 +197,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     };
     let apis = plane::start_apis(
         &store,
-        envoys,
+        (envoys, secrets),
         Arc::new(NoTasks(statsd.clone())),
         &plane::ApiConfig {
             credentials: args.api_credentials.clone(),

@@ -175,9 +175,16 @@ impl Up<'_> {
         } else {
             (runtime::Xds::Local(xds_addr), None)
         };
+        let secrets = controlplane::secrets::Secrets::default();
+        background.push(plane::spawn_secrets(
+            store,
+            &secrets,
+            config.certificate_refresh,
+            stop.clone(),
+        ));
         let (ads, secure) = plane::spawn_ads(
             store,
-            envoys.clone(),
+            (envoys.clone(), &secrets),
             xds_listener,
             tls.as_ref(),
             stop.clone(),
@@ -207,7 +214,7 @@ impl Up<'_> {
         });
         let apis = plane::start_apis(
             store,
-            envoys,
+            (envoys, secrets),
             tasks,
             &plane::ApiConfig {
                 credentials: config.api_credentials.clone(),

@@ -75,9 +75,24 @@ pub struct TlsCertificate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<TlsFileCertificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acm: Option<serde_json::Value>,
+    pub acm: Option<AcmCertificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sds: Option<SdsSecret>,
+}
+
+/// A private certificate in ACM (issued by AWS Private CA), which the control plane exports
+/// and serves to the Envoy over SDS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmCertificate {
+    pub certificate_arn: String,
+}
+
+/// Trust in the certificates that these AWS Private CA authorities issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsTrustAcm {
+    pub certificate_authority_arns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +123,7 @@ pub struct TlsTrust {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<TlsTrustFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acm: Option<serde_json::Value>,
+    pub acm: Option<TlsTrustAcm>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sds: Option<SdsSecret>,
 }

@@ -1,0 +1,138 @@
+//! Keeps the book filled with the ACM material the meshes name: fetched when a mesh first
+//! names it, re-read every `every` (ACM renews a private certificate under the same ARN)
+//! and before the served certificate expires, retried sooner after a failure. A failed
+//! fetch keeps the last good secret; status says what failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Secrets;
+use super::acm::{self, Fetch};
+use crate::state::snapshot::{Snapshot, node_key};
+use crate::translate::{AcmMaterial, acm_material};
+
+/// How long before a certificate expires it is fetched again at the latest.
+pub const BEFORE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// How soon a failed fetch is tried again, at most.
+pub const RETRY: Duration = Duration::from_secs(15);
+
+/// Every secret the meshes of `snapshot` name, with the nodes (`MESH/NODE`) that use it.
+pub fn wanted(snapshot: &Snapshot) -> BTreeMap<String, (AcmMaterial, BTreeSet<String>)> {
+    let mut all: BTreeMap<String, (AcmMaterial, BTreeSet<String>)> = BTreeMap::new();
+    for (mesh, state) in &snapshot.meshes {
+        for (name, (what, users)) in acm_material(&state.mesh) {
+            let entry = all.entry(name).or_insert_with(|| (what, BTreeSet::new()));
+            entry.1.extend(users.iter().map(|u| node_key(mesh, u)));
+        }
+    }
+    all
+}
+
+/// Fetches secret `name` once into `secrets`; when it should be fetched next.
+pub async fn fetch_one(
+    secrets: &Secrets,
+    fetch: &dyn Fetch,
+    name: &str,
+    every: Duration,
+) -> Duration {
+    let Some(what) = secrets.what(name) else {
+        return every;
+    };
+    let result = match &what {
+        AcmMaterial::Certificate(arn) => match fetch.certificate(arn).await {
+            Ok(exported) => acm::certificate_secret(name, arn, &exported),
+            Err(e) => Err(e),
+        },
+        AcmMaterial::Trust(arns) => {
+            let mut got = Vec::new();
+            let mut failed = None;
+            for arn in arns {
+                match fetch.authority(arn).await {
+                    Ok(a) => got.push((arn.clone(), a)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => acm::trust_secret(name, &got),
+            }
+        }
+    };
+    let failed = result.is_err();
+    if let Err(why) = &result {
+        tracing::warn!(secret = name, error = %why, "cannot fetch a certificate; the last good one (if any) is kept");
+    }
+    secrets.fetched(name, result);
+    if failed {
+        return every.min(RETRY);
+    }
+    // Before the served certificate expires, at the latest.
+    let end = secrets
+        .certificates(name)
+        .and_then(|c| c.first().and_then(acm::expires));
+    match end.and_then(|e| e.duration_since(SystemTime::now()).ok()) {
+        Some(left) if left > BEFORE_EXPIRY => every.min(left - BEFORE_EXPIRY),
+        Some(_) => every.min(RETRY),
+        None => every,
+    }
+}
+
+/// Runs until `snapshots` ends: keeps `secrets` filled from `fetch` (made the first time a
+/// mesh names ACM material, so that a control plane without any never loads AWS
+/// configuration).
+pub async fn run<F, Fut>(
+    secrets: Secrets,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    make_fetch: F,
+    every: Duration,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Box<dyn Fetch>>,
+{
+    let mut make_fetch = Some(make_fetch);
+    let mut fetch: Option<Box<dyn Fetch>> = None;
+    let mut due: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let wanted = wanted(&snapshot);
+        due.retain(|name, _| wanted.contains_key(name));
+        let now = tokio::time::Instant::now();
+        for name in secrets.want(wanted) {
+            due.insert(name, now);
+        }
+        if fetch.is_none() && !due.is_empty() {
+            if let Some(make) = make_fetch.take() {
+                fetch = Some(make().await);
+            }
+        }
+        if let Some(f) = fetch.as_deref() {
+            let now = tokio::time::Instant::now();
+            let ready: Vec<String> = due
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in ready {
+                let next = fetch_one(&secrets, f, &name, every).await;
+                due.insert(name, tokio::time::Instant::now() + next);
+            }
+        }
+        let next = due.values().min().copied();
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
