@@ -9,6 +9,7 @@ pub mod ads;
 pub mod browser;
 pub mod fakes;
 pub mod moto;
+pub mod sds;
 pub mod serve;
 
 use std::io::{BufRead, BufReader};

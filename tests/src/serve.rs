@@ -171,6 +171,14 @@ impl Drop for Host {
 /// such as `IP:10.0.0.1` or `DNS:name`), a certificate from it: `NAME.pem` and `NAME.key`,
 /// the key readable by Envoy's user. Made with openssl.
 pub fn issue(dir: &Path, certs: &[(&str, &[&str])]) {
+    issue_ca(dir);
+    for (name, sans) in certs {
+        issue_leaf(dir, name, sans);
+    }
+}
+
+/// The test CA of [`issue`] alone: `ca.pem` and `ca.key` in `dir`.
+pub fn issue_ca(dir: &Path) {
     let path = |f: &str| dir.join(f).display().to_string();
     run(
         "openssl",
@@ -190,7 +198,13 @@ pub fn issue(dir: &Path, certs: &[(&str, &[&str])]) {
             &path("ca.pem"),
         ],
     );
-    for (name, sans) in certs {
+}
+
+/// One more certificate from the CA in `dir` ([`issue_ca`]): `NAME.pem` and `NAME.key`
+/// (replaced when there), with a new key and serial.
+pub fn issue_leaf(dir: &Path, name: &str, sans: &[&str]) {
+    let path = |f: &str| dir.join(f).display().to_string();
+    {
         let (key, csr) = (path(&format!("{name}.key")), path(&format!("{name}.csr")));
         run(
             "openssl",

@@ -81,10 +81,18 @@ async fn until<T>(limit: Duration, mut done: impl AsyncFnMut() -> Option<T>) -> 
     }
 }
 
-/// The shipped mesh, its distributors serving `certificate` (STRICT) and the requester
-/// trusting `ca` for their names.
-fn mesh_with_acm(certificate: &str, ca: &str) -> TempDir {
+/// The shipped mesh, its distributors serving `certificate` (STRICT), its ingress gateway
+/// serving `gateway`, and the requester and the gateway trusting `ca` for the
+/// distributors' names: the shapes of App Mesh's ingress walkthrough.
+fn mesh_with_acm(certificate: &str, gateway: &str, ca: &str) -> TempDir {
     let dir = copy_of_shipped("acm");
+    edit_json(&dir, "mesh/virtual-gateways/ingress.json", |doc| {
+        doc["spec"]["listeners"][0]["tls"] = json!({
+            "mode": "STRICT",
+            "certificate": {"acm": {"certificateArn": gateway}}
+        });
+        doc["spec"]["backendDefaults"] = trusting(ca);
+    });
     for node in ["distributor-v1", "distributor-v2"] {
         edit_json(&dir, &format!("mesh/virtual-nodes/{node}.json"), |doc| {
             doc["spec"]["listeners"][0]["tls"] = json!({
@@ -94,15 +102,47 @@ fn mesh_with_acm(certificate: &str, ca: &str) -> TempDir {
         });
     }
     edit_json(&dir, "mesh/virtual-nodes/requester.json", |doc| {
-        doc["spec"]["backendDefaults"] = json!({"clientPolicy": {"tls": {
-            "validation": {
-                "trust": {"acm": {"certificateAuthorityArns": [ca]}},
-                "subjectAlternativeNames": {"match": {"exact": [
-                    "distributor-v1.gophers.local", "distributor-v2.gophers.local"]}}
-            }
-        }}});
+        doc["spec"]["backendDefaults"] = trusting(ca);
     });
     dir
+}
+
+/// Backend defaults trusting Private CA `ca` for the distributors' names.
+fn trusting(ca: &str) -> Value {
+    json!({"clientPolicy": {"tls": {
+        "validation": {
+            "trust": {"acm": {"certificateAuthorityArns": [ca]}},
+            "subjectAlternativeNames": {"match": {"exact": [
+                "distributor-v1.gophers.local", "distributor-v2.gophers.local"]}}
+        }
+    }}})
+}
+
+/// The status of `GET https://NAME:PORT/PATH` at the published `gateway`
+/// (`http://127.0.0.1:PORT`), the server checked against `ca` for `name`; 0 when no
+/// verified TLS answer came.
+fn https_status(gateway: &str, name: &str, path: &str, ca: &Path) -> u16 {
+    let port = gateway.rsplit(':').next().expect("a port");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+        .arg(format!("https://{name}:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +157,8 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
             "distributor-v2.gophers.local",
         ],
     );
-    let dir = mesh_with_acm(&certificate, &ca);
+    let gateway_certificate = moto.private_certificate(&ca, &["ingress.gophers.local"]);
+    let dir = mesh_with_acm(&certificate, &gateway_certificate, &ca);
     let mut env = moto.env.clone();
     env.push(("AWS_ENDPOINT_URL".to_owned(), moto.endpoint.clone()));
     let mesh = LocalMesh::start_with_env(
@@ -158,6 +199,28 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
         json!(["gophermesh/distributor-v1", "gophermesh/distributor-v2"])
     );
     assert_eq!(certificate_status(&status, &ca)["served"], true);
+    // Through the ingress gateway: TLS with its own certificate, then TLS again to the
+    // distributors, which it trusts through the same authority.
+    let gateway = mesh
+        .gateway
+        .clone()
+        .expect("the ingress gateway is published");
+    assert_eq!(
+        https_status(&gateway, "ingress.gophers.local", "/distributor/", &ca_file),
+        200,
+        "the gateway's listener answers TLS with its ACM certificate\n{}",
+        mesh.output()
+    );
+    assert_eq!(
+        https_status(
+            &gateway,
+            "elsewhere.gophers.local",
+            "/distributor/",
+            &ca_file
+        ),
+        0,
+        "curl checks the name: the gateway's certificate is for ingress.gophers.local only"
+    );
     // The requester's Envoy checked the distributors' certificates: TLS on its side too.
     assert!(
         mesh.envoy_stat(
@@ -293,4 +356,95 @@ async fn upstream_cluster(mesh: &LocalMesh) -> String {
         .find(|n| n.contains("distributor-v1"))
         .unwrap_or_else(|| panic!("a cluster to distributor-v1: {text}"))
         .to_owned()
+}
+
+/// SDS secrets by name (`certificate.sds`, `trust.sds`), served by an SDS server beside
+/// the Envoys on the unix socket their containers name (`APPMESH_SDS_SOCKET_PATH`, as with
+/// SPIRE): the mesh runs over TLS with them, and a rotated certificate is served within
+/// seconds, no request failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_of_a_local_sds_server_carry_the_mesh_and_rotate() {
+    let dir = copy_of_shipped("sds");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let names = [
+        "DNS:distributor-v1.gophers.local",
+        "DNS:distributor-v2.gophers.local",
+    ];
+    tests::serve::issue(&certs, &[("distributor", &names[..])]);
+    // A unix socket's path has at most 107 bytes: a short one of this test's own.
+    let socket = std::path::PathBuf::from(format!("/tmp/gm-sds-{}.sock", std::process::id()));
+    let sds = tests::sds::LocalSds::start(&socket);
+    sds.certificate(
+        "distributor",
+        &certs.join("distributor.pem"),
+        &certs.join("distributor.key"),
+    );
+    sds.trust("gophers-ca", &certs.join("ca.pem"));
+    for node in ["distributor-v1", "distributor-v2"] {
+        edit_json(&dir, &format!("mesh/virtual-nodes/{node}.json"), |doc| {
+            doc["spec"]["listeners"][0]["tls"] = json!({
+                "mode": "STRICT",
+                "certificate": {"sds": {"secretName": "distributor"}}
+            });
+        });
+    }
+    edit_json(&dir, "mesh/virtual-nodes/requester.json", |doc| {
+        doc["spec"]["backendDefaults"] = json!({"clientPolicy": {"tls": {"validation": {
+            "trust": {"sds": {"secretName": "gophers-ca"}},
+            "subjectAlternativeNames": {"match": {"exact": [
+                "distributor-v1.gophers.local", "distributor-v2.gophers.local"]}}
+        }}}});
+    });
+    for task in ["requester", "distributor-v1", "distributor-v2"] {
+        edit_json(&dir, &format!("taskdefs/{task}.json"), |doc| {
+            let envoy = doc["containerDefinitions"]
+                .as_array_mut()
+                .expect("containers")
+                .iter_mut()
+                .find(|c| c["name"] == "envoy")
+                .expect("the envoy container");
+            envoy["environment"]
+                .as_array_mut()
+                .expect("environment")
+                .push(json!({"name": "APPMESH_SDS_SOCKET_PATH", "value": socket.display().to_string()}));
+        });
+    }
+    let mesh = LocalMesh::start(&dir);
+    let report = compare(&mesh, 200, 4).await;
+    assert_eq!(report["ok"], 200, "{report}\n{}", mesh.output());
+    assert!(count(&report, "v1") > 0.0, "{report}");
+    let status = mesh.status().await;
+    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
+        .as_str()
+        .expect("distributor-v1's address")
+        .to_owned();
+    let ca = certs.join("ca.pem");
+    let (first, _) = served_certificate(&reach, "distributor-v1.gophers.local", &ca)
+        .expect("distributor-v1's Envoy answers TLS with the SDS server's certificate");
+
+    // Rotation: a new key and certificate under the same secret name.
+    let load = {
+        let requester = mesh.requester.clone();
+        tokio::spawn(async move { tests::compare_at(&requester, 1500, 4).await })
+    };
+    tests::serve::issue_leaf(&certs, "distributor", &names);
+    sds.certificate(
+        "distributor",
+        &certs.join("distributor.pem"),
+        &certs.join("distributor.key"),
+    );
+    until(Duration::from_secs(20), async || {
+        served_certificate(&reach, "distributor-v1.gophers.local", &ca)
+            .filter(|(serial, _)| *serial != first)
+    })
+    .await
+    .expect("the rotated certificate is served within 20 s");
+    let report = load.await.expect("the load ran");
+    assert_eq!(
+        report["ok"], 1500,
+        "requests failed across the rotation: {report}"
+    );
+    drop(sds);
+    let _ = std::fs::remove_file(&socket);
 }

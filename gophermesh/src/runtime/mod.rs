@@ -132,7 +132,21 @@ impl Launch {
             .run_dir
             .join(format!("{}-envoy.json", task.file_stem()));
         let doc = match &self.xds {
-            Xds::Local(xds) => envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds),
+            Xds::Local(xds) => {
+                let mut doc = envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds);
+                // The SDS server beside the Envoy, when its container names one, as the
+                // sidecar image's agent adds it.
+                let sds = task
+                    .definition
+                    .container(&task.proxy.container_name)
+                    .and_then(|(_, envoy)| envoy.env("APPMESH_SDS_SOCKET_PATH"));
+                if let (Some((_, path)), Some(clusters)) =
+                    (sds, doc["static_resources"]["clusters"].as_array_mut())
+                {
+                    clusters.push(crate::sidecar::additions::sds_cluster(path));
+                }
+                doc
+            }
             Xds::Tls { endpoint, ca_file } => {
                 let id = meshmodel::node_id(&task.mesh_name, node);
                 envoy::agent_bootstrap(&envoy::AgentSettings {

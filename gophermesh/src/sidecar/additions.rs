@@ -457,8 +457,8 @@ fn tracer_cluster(name: &str, address: &str, port: u16) -> Value {
 }
 
 /// The cluster of the local SDS server (SPIRE's agent, say) on its unix socket.
-fn sds_cluster(path: &str) -> Value {
-    const NAME: &str = "static_cluster_sds_unix_socket";
+pub(crate) fn sds_cluster(path: &str) -> Value {
+    const NAME: &str = controlplane::translate::LOCAL_SDS_CLUSTER;
     json!({
         "name": NAME,
         "connect_timeout": "1s",
