@@ -66,6 +66,40 @@ const SIMPLE_MATCHES: &str =
     "route matches (path prefix or exact, header exact or prefix, method) and priority";
 const SEVERAL_ROUTER_LISTENERS: &str = "several listeners per virtual router";
 
+/// TLS whose certificates or trust come from ACM and AWS Private CA.
+const TLS_ACM: &str = "TLS from ACM certificates and Private CA trust";
+/// TLS whose certificates or trust come from an SDS server beside the Envoy.
+const TLS_SDS: &str = "TLS from an SDS server (SPIRE)";
+const TLS_FILES: &str = "TLS and mutual TLS (files)";
+
+/// The feature a listener's TLS is, by where its certificate and trust come from.
+fn listener_tls_feature(tls: &meshmodel::appmesh::ListenerTls) -> &'static str {
+    let trust = tls.validation.as_ref().map(|v| &v.trust);
+    if tls.certificate.acm.is_some() {
+        TLS_ACM
+    } else if tls.certificate.sds.is_some() || trust.is_some_and(|t| t.sds.is_some()) {
+        TLS_SDS
+    } else {
+        TLS_FILES
+    }
+}
+
+/// The feature a node's or gateway's backend defaults are (their client policy's TLS), by
+/// where its trust and certificate come from.
+fn backend_defaults_feature(defaults: &meshmodel::appmesh::BackendDefaults) -> &'static str {
+    let tls = defaults.client_policy.as_ref().and_then(|p| p.tls.as_ref());
+    match tls {
+        Some(t) if t.validation.trust.acm.is_some() => TLS_ACM,
+        Some(t)
+            if t.validation.trust.sds.is_some()
+                || t.certificate.as_ref().is_some_and(|c| c.sds.is_some()) =>
+        {
+            TLS_SDS
+        }
+        _ => TLS_FILES,
+    }
+}
+
 /// The feature of the matches a rule of Lattice or the Gateway API cannot express.
 const UNMATCHED: &str =
     "route matches on regex paths, header suffix, regex, range or inversion, query and scheme";
@@ -156,15 +190,15 @@ impl Export {
                     outlier_detection: l.outlier_detection.is_some(),
                     health_check: l.health_check.is_some(),
                     connection_pool: l.connection_pool.is_some(),
-                    tls: l.tls.is_some(),
+                    tls: l.tls.as_ref().map(listener_tls_feature),
                     timeout: l.timeout.is_some(),
                 };
                 for (field, feature) in given.features() {
                     lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
                 }
             }
-            if spec.backend_defaults.is_some() {
-                lose(origin, "spec.backendDefaults", "TLS and mutual TLS (files)");
+            if let Some(defaults) = &spec.backend_defaults {
+                lose(origin, "spec.backendDefaults", backend_defaults_feature(defaults));
             }
             if spec.logging.is_some() {
                 lose(origin, "spec.logging", "access logs");
@@ -200,15 +234,15 @@ impl Export {
                 let given = ListenerSettings {
                     health_check: l.health_check.is_some(),
                     connection_pool: l.connection_pool.is_some(),
-                    tls: l.tls.is_some(),
+                    tls: l.tls.as_ref().map(listener_tls_feature),
                     ..ListenerSettings::default()
                 };
                 for (field, feature) in given.features() {
                     lose(origin, &format!("spec.listeners[{i}].{field}"), feature);
                 }
             }
-            if spec.backend_defaults.is_some() {
-                lose(origin, "spec.backendDefaults", "TLS and mutual TLS (files)");
+            if let Some(defaults) = &spec.backend_defaults {
+                lose(origin, "spec.backendDefaults", backend_defaults_feature(defaults));
             }
             if spec.logging.is_some() {
                 lose(origin, "spec.logging", "access logs");
@@ -241,7 +275,8 @@ struct ListenerSettings {
     outlier_detection: bool,
     health_check: bool,
     connection_pool: bool,
-    tls: bool,
+    /// The TLS feature, when TLS is given.
+    tls: Option<&'static str>,
     timeout: bool,
 }
 
@@ -256,7 +291,11 @@ impl ListenerSettings {
             ),
             (self.health_check, "healthCheck", "listener health checks"),
             (self.connection_pool, "connectionPool", "connection pools"),
-            (self.tls, "tls", "TLS and mutual TLS (files)"),
+            (
+                self.tls.is_some(),
+                "tls",
+                self.tls.unwrap_or(TLS_FILES),
+            ),
             (self.timeout, "timeout", "per-request and idle timeouts"),
         ]
         .into_iter()
@@ -384,6 +423,16 @@ mod tests {
             ),
             json!({"meshName": "m", "virtualGatewayName": "in", "spec": {
                 "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]}}),
+            // Nodes whose certificates come from ACM and from an SDS server.
+            json!({"meshName": "m", "virtualNodeName": "acm", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"},
+                    "tls": {"mode": "STRICT", "certificate": {"acm": {
+                        "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/c"}}}}],
+                "serviceDiscovery": {"dns": {"hostname": "acm.m.local"}}}}),
+            json!({"meshName": "m", "virtualNodeName": "spire", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"},
+                    "tls": {"mode": "STRICT", "certificate": {"sds": {"secretName": "svid"}}}}],
+                "serviceDiscovery": {"dns": {"hostname": "spire.m.local"}}}}),
             // A node of two listeners.
             json!({"meshName": "m", "virtualNodeName": "two", "spec": {
                 "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}},
@@ -770,5 +819,57 @@ mod tests {
             "every target says what it does with every feature"
         );
         assert_eq!(names(SERVICE_CONNECT), names(GATEWAY_API));
+    }
+
+    /// TLS is reported by where its certificates come from: files, ACM or an SDS server,
+    /// each with what the target does with it.
+    #[test]
+    fn tls_losses_say_where_the_certificates_come_from() {
+        use serde_json::json;
+        let (mut mesh, tasks) = shipped_mesh();
+        let acm = "arn:aws:acm:us-east-1:111122223333:certificate/abc";
+        let ca = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca1";
+        let edit = |mesh: &mut Mesh, node: &str, change: &dyn Fn(&mut serde_json::Value)| {
+            let sourced = mesh.virtual_nodes.get_mut(node).expect("node");
+            let mut doc = serde_json::to_value(&*sourced.value).expect("json");
+            change(&mut doc);
+            sourced.value = std::sync::Arc::new(serde_json::from_value(doc).expect("a node"));
+        };
+        edit(&mut mesh, "distributor-v1", &|d| {
+            d["spec"]["listeners"][0]["tls"] =
+                json!({"mode": "STRICT", "certificate": {"acm": {"certificateArn": acm}}});
+        });
+        edit(&mut mesh, "distributor-v2", &|d| {
+            d["spec"]["listeners"][0]["tls"] =
+                json!({"mode": "STRICT", "certificate": {"sds": {"secretName": "svid"}}});
+        });
+        edit(&mut mesh, "requester", &|d| {
+            d["spec"]["backendDefaults"] = json!({"clientPolicy": {"tls": {"validation": {
+                "trust": {"acm": {"certificateAuthorityArns": [ca]}}}}}});
+        });
+        let export = service_connect(&mesh, &tasks);
+        let feature_at = |origin: &str, path: &str| {
+            export
+                .losses
+                .iter()
+                .find(|l| l.origin.ends_with(origin) && l.path == path)
+                .map(|l| l.feature)
+        };
+        assert_eq!(
+            feature_at("distributor-v1.json", "spec.listeners[0].tls"),
+            Some(TLS_ACM)
+        );
+        assert_eq!(
+            feature_at("distributor-v2.json", "spec.listeners[0].tls"),
+            Some(TLS_SDS)
+        );
+        assert_eq!(
+            feature_at("requester.json", "spec.backendDefaults"),
+            Some(TLS_ACM)
+        );
+        assert!(
+            lost(SERVICE_CONNECT, TLS_ACM).is_some_and(|why| why.contains("Private CA")),
+            "Service Connect says what it does with ACM"
+        );
     }
 }

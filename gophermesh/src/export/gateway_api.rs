@@ -49,6 +49,16 @@ pub const GATEWAY_API: &[Support] = &[
         "TLS and mutual TLS (files)",
         Some("mesh implementations encrypt between pods themselves; these files do not carry"),
     ),
+    (
+        super::TLS_ACM,
+        Some(
+            "a Gateway listener's certificateRefs name Kubernetes Secrets, not ACM ARNs (export the certificate into a Secret, or use the implementation's ACM integration); between pods the mesh implementation issues its own certificates",
+        ),
+    ),
+    (
+        super::TLS_SDS,
+        Some("the mesh implementation issues and rotates workload certificates itself (Istio and Linkerd over their own SDS); these secret names do not carry"),
+    ),
     ("access logs", Some("the implementation's own logging")),
     (
         "egress filter DROP_ALL",

@@ -41,6 +41,16 @@ pub const LATTICE: &[Support] = &[
         ),
     ),
     (
+        super::TLS_ACM,
+        Some(
+            "an HTTPS listener of a Lattice service (on its custom domain name) serves an ACM certificate itself, but this export writes HTTP listeners and no certificate; the Private CA trust of client policies does not carry (Lattice authenticates callers with IAM)",
+        ),
+    ),
+    (
+        super::TLS_SDS,
+        Some("Lattice terminates TLS with ACM certificates only; SDS secrets (SPIRE identities) do not carry"),
+    ),
+    (
         "access logs",
         Some("use a Lattice access log subscription; App Mesh's file and format do not carry"),
     ),

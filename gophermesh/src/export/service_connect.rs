@@ -52,6 +52,16 @@ pub const SERVICE_CONNECT: &[Support] = &[
         ),
     ),
     (
+        super::TLS_ACM,
+        Some(
+            "Service Connect issues each service's certificate itself from an AWS Private CA authority (serviceConnectConfiguration tls.issuerCertificateAuthority): give it the authority the client policies trust; the listeners' ACM certificates are not used",
+        ),
+    ),
+    (
+        super::TLS_SDS,
+        Some("Service Connect takes certificates from AWS Private CA only; SDS secrets (SPIRE identities) do not carry"),
+    ),
+    (
         "access logs",
         Some("its proxy's logs go where the service's log configuration says, in its own format"),
     ),
