@@ -198,7 +198,11 @@ impl Export {
                 }
             }
             if let Some(defaults) = &spec.backend_defaults {
-                lose(origin, "spec.backendDefaults", backend_defaults_feature(defaults));
+                lose(
+                    origin,
+                    "spec.backendDefaults",
+                    backend_defaults_feature(defaults),
+                );
             }
             if spec.logging.is_some() {
                 lose(origin, "spec.logging", "access logs");
@@ -242,7 +246,11 @@ impl Export {
                 }
             }
             if let Some(defaults) = &spec.backend_defaults {
-                lose(origin, "spec.backendDefaults", backend_defaults_feature(defaults));
+                lose(
+                    origin,
+                    "spec.backendDefaults",
+                    backend_defaults_feature(defaults),
+                );
             }
             if spec.logging.is_some() {
                 lose(origin, "spec.logging", "access logs");
@@ -291,11 +299,7 @@ impl ListenerSettings {
             ),
             (self.health_check, "healthCheck", "listener health checks"),
             (self.connection_pool, "connectionPool", "connection pools"),
-            (
-                self.tls.is_some(),
-                "tls",
-                self.tls.unwrap_or(TLS_FILES),
-            ),
+            (self.tls.is_some(), "tls", self.tls.unwrap_or(TLS_FILES)),
             (self.timeout, "timeout", "per-request and idle timeouts"),
         ]
         .into_iter()

@@ -285,6 +285,53 @@ fn bootstrap_names_the_variable_that_is_wrong() {
     }
 }
 
+/// With `APPMESH_SDS_SOCKET_PATH`, the bootstrap has the agent's cluster of the SDS server
+/// on that socket (what `certificate.sds` and `trust.sds` secrets are asked of); without
+/// it, none.
+#[test]
+fn bootstrap_adds_the_sds_socket_the_agent_names() {
+    let bootstrap = |extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+            ("APPMESH_XDS_ENDPOINT", "unix:///run/xds.sock"),
+        ];
+        env.extend_from_slice(extra);
+        let (code, said) = tests::run_to_end("gophermesh", &["bootstrap"], &env);
+        assert_eq!(code, Some(0), "{said}");
+        let doc: serde_json::Value = serde_json::from_str(&said).expect("a JSON bootstrap");
+        doc["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters")
+            .iter()
+            .find(|c| c["name"] == "static_cluster_sds_unix_socket")
+            .cloned()
+    };
+    let sds = bootstrap(&[("APPMESH_SDS_SOCKET_PATH", "/run/spire/agent.sock")])
+        .expect("the SDS cluster");
+    assert_eq!(
+        sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"],
+        "/run/spire/agent.sock"
+    );
+    assert!(bootstrap(&[]).is_none());
+}
+
+/// A certificate refresh shorter than a second stops `serve` and `up` at once, naming the
+/// flag.
+#[test]
+fn a_too_short_certificate_refresh_is_refused_at_start() {
+    let serve = [&["serve"], tests::SERVE_ON_LOOPBACK].concat();
+    let up = [&["up"], tests::UP_ON_FREE_PORTS].concat();
+    for command in [serve, up] {
+        let args = [&command[..], &["--certificate-refresh", "500ms"]].concat();
+        let (code, said) = tests::run_to_end("gophermesh", &args, &[]);
+        assert_eq!(code, Some(2), "{command:?}: {said}");
+        assert!(
+            said.contains("--certificate-refresh") && said.contains("at least 1s"),
+            "{command:?}: {said}"
+        );
+    }
+}
+
 /// Cloud Map flags that cannot work stop `serve` and `up` at once, naming the flag or the
 /// variable.
 #[test]

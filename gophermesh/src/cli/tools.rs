@@ -160,6 +160,11 @@ pub(crate) struct BootstrapArgs {
     )]
     pub(crate) ca_file: PathBuf,
 
+    /// The unix socket of the SDS server beside the Envoy (SPIRE's agent, say), which the
+    /// mesh's `certificate.sds` and `trust.sds` secrets are asked of.
+    #[arg(long, env = "APPMESH_SDS_SOCKET_PATH")]
+    pub(crate) sds_socket_path: Option<String>,
+
     /// Write the bootstrap here instead of to standard output.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,

@@ -29,7 +29,14 @@ pub(crate) fn run(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
             settings.ca_file.display()
         );
     }
-    let text = serde_json::to_string_pretty(&agent_bootstrap(&settings)?)? + "\n";
+    let mut bootstrap = agent_bootstrap(&settings)?;
+    if let (Some(path), Some(clusters)) = (
+        &args.sds_socket_path,
+        bootstrap["static_resources"]["clusters"].as_array_mut(),
+    ) {
+        clusters.push(gophermesh::sidecar::additions::sds_cluster(path));
+    }
+    let text = serde_json::to_string_pretty(&bootstrap)? + "\n";
     match &args.out {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("--out {}: cannot write", path.display()))?,

@@ -57,7 +57,9 @@ pub const GATEWAY_API: &[Support] = &[
     ),
     (
         super::TLS_SDS,
-        Some("the mesh implementation issues and rotates workload certificates itself (Istio and Linkerd over their own SDS); these secret names do not carry"),
+        Some(
+            "the mesh implementation issues and rotates workload certificates itself (Istio and Linkerd over their own SDS); these secret names do not carry",
+        ),
     ),
     ("access logs", Some("the implementation's own logging")),
     (

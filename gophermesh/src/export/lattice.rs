@@ -48,7 +48,9 @@ pub const LATTICE: &[Support] = &[
     ),
     (
         super::TLS_SDS,
-        Some("Lattice terminates TLS with ACM certificates only; SDS secrets (SPIRE identities) do not carry"),
+        Some(
+            "Lattice terminates TLS with ACM certificates only; SDS secrets (SPIRE identities) do not carry",
+        ),
     ),
     (
         "access logs",

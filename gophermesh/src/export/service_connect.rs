@@ -59,7 +59,9 @@ pub const SERVICE_CONNECT: &[Support] = &[
     ),
     (
         super::TLS_SDS,
-        Some("Service Connect takes certificates from AWS Private CA only; SDS secrets (SPIRE identities) do not carry"),
+        Some(
+            "Service Connect takes certificates from AWS Private CA only; SDS secrets (SPIRE identities) do not carry",
+        ),
     ),
     (
         "access logs",

@@ -457,7 +457,7 @@ fn tracer_cluster(name: &str, address: &str, port: u16) -> Value {
 }
 
 /// The cluster of the local SDS server (SPIRE's agent, say) on its unix socket.
-pub(crate) fn sds_cluster(path: &str) -> Value {
+pub fn sds_cluster(path: &str) -> Value {
     const NAME: &str = controlplane::translate::LOCAL_SDS_CLUSTER;
     json!({
         "name": NAME,

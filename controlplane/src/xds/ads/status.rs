@@ -61,7 +61,6 @@ pub struct EnvoyStatus {
 #[derive(Debug, Clone, Default)]
 pub struct EnvoyStatuses(Arc<Mutex<BTreeMap<String, EnvoyStatus>>>);
 
-
 impl EnvoyStatuses {
     pub fn snapshot(&self) -> BTreeMap<String, EnvoyStatus> {
         self.0
