@@ -19,10 +19,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::state::lock;
-use crate::translate::AcmMaterial;
+use crate::translate::{AcmMaterial, MESH_CERTIFICATE, MESH_TRUST};
 
 pub mod acm;
+mod issued;
+pub mod mesh_ca;
 pub mod refresh;
+
+pub use issued::DEFAULT_LIFETIME;
 
 /// The xDS type of a TLS secret.
 pub const SECRET_TYPE: &str =
@@ -49,7 +53,7 @@ pub struct SecretStatus {
     /// The secret's name in Envoy's configuration (the certificate's ARN, or the
     /// authorities' ARNs joined by commas).
     pub name: String,
-    /// `acm-certificate` or `acm-trust`.
+    /// `acm-certificate`, `acm-trust`, `mesh-ca` or `mesh-certificate`.
     pub kind: String,
     /// The meshes' nodes and gateways that use it (`MESH/NODE`).
     pub used_by: Vec<String>,
@@ -88,23 +92,87 @@ struct Held {
     error: Option<String>,
 }
 
-/// The secrets held, by name. Cheap to clone.
-#[derive(Debug, Clone)]
+/// The secrets held, by name, and the mesh certificates issued. Cheap to clone.
+#[derive(Clone)]
 pub struct Secrets {
     held: Arc<Mutex<BTreeMap<String, Held>>>,
+    issuing: Arc<Mutex<issued::Issuing>>,
+    /// Told when a mesh certificate is first issued (the refresher then knows when to
+    /// reissue it).
+    issued: Arc<tokio::sync::Notify>,
     changed: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("held", &lock(&self.held).len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Secrets {
     fn default() -> Self {
-        Self {
-            held: Arc::default(),
-            changed: Arc::new(watch::channel(0).0),
-        }
+        Self::with_mesh_ca(DEFAULT_LIFETIME, None)
     }
 }
 
 impl Secrets {
+    /// A book whose mesh certificates last `lifetime` and are issued by `ca` (every mesh's),
+    /// or by a CA made for each mesh when none is given.
+    pub fn with_mesh_ca(lifetime: std::time::Duration, ca: Option<mesh_ca::MeshCa>) -> Self {
+        Self {
+            held: Arc::default(),
+            issuing: Arc::new(Mutex::new(issued::Issuing::new(lifetime, ca))),
+            issued: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// The secrets among `names` for the Envoy of node `node` (`MESH/NODE`): ACM material
+    /// held, and its mesh certificate and the mesh CA's trust when it names them (issued on
+    /// first ask).
+    pub fn named_for(&self, node: &str, names: &[String]) -> Vec<(String, Any)> {
+        let mut out = self.named(names);
+        for name in [MESH_CERTIFICATE, MESH_TRUST] {
+            if !names.iter().any(|n| n == name) {
+                continue;
+            }
+            let mut issuing = lock(&self.issuing);
+            let made = match name {
+                MESH_CERTIFICATE => issuing.certificate(node),
+                _ => issuing.trust(node).map(|m| (m, false)),
+            };
+            match made {
+                Ok((m, new)) => {
+                    if new {
+                        self.issued.notify_one();
+                    }
+                    out.push((name.to_owned(), m.resource));
+                }
+                Err(e) => tracing::warn!(node, secret = name, error = %e, "cannot issue"),
+            }
+        }
+        out
+    }
+
+    /// Waits until a mesh certificate is first issued.
+    pub(crate) async fn first_issue(&self) {
+        self.issued.notified().await;
+    }
+
+    /// When the next mesh certificate is due to be reissued.
+    pub(crate) fn next_rotation(&self) -> Option<std::time::SystemTime> {
+        lock(&self.issuing).next_due()
+    }
+
+    /// Reissues the mesh certificates that are due, and tells the streams.
+    pub(crate) fn rotate_due(&self) {
+        if lock(&self.issuing).rotate_due() {
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
     /// A receiver that sees each change of a served secret (a version number).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -126,8 +194,15 @@ impl Secrets {
         }
     }
 
-    /// Every secret the meshes name, as `status` shows it.
+    /// Every secret the meshes name, and every mesh CA and certificate issued, as
+    /// `status` shows them.
     pub fn status(&self) -> Vec<SecretStatus> {
+        let mut all = self.acm_status();
+        all.extend(lock(&self.issuing).status());
+        all
+    }
+
+    fn acm_status(&self) -> Vec<SecretStatus> {
         lock(&self.held)
             .iter()
             .map(|(name, h)| SecretStatus {

@@ -24,6 +24,7 @@
 //! clusters     a node listener's cluster: endpoints, limits, health check, ejection
 //! http         HTTP connection managers and their listeners
 //! tls_context  listener TLS, mTLS validation, client policy TLS
+//! mesh_tls     mutual TLS the mesh sets up by itself (its `gophermesh:mtls` tag)
 //! ```
 
 use std::collections::BTreeMap;
@@ -170,7 +171,7 @@ pub fn for_node(snapshot: &MeshState, node: &str) -> Option<NodeResources> {
     let mut out = NodeResources::default();
 
     // Inbound: the ingress listener(s) to the local app.
-    ingress(&mut out, mesh_name, node, vn, place);
+    ingress(&mut out, mesh, node, vn, place);
 
     // Outbound: the egress listener, routed by RDS.
     egress::egress(&mut out, snapshot, mesh_name, vn, place);
@@ -236,9 +237,13 @@ mod egress;
 mod gateway;
 mod http;
 mod ingress;
+mod mesh_tls;
 mod routes;
 mod tcp;
 #[cfg(test)]
 mod tests;
 mod tls_context;
+pub use mesh_tls::{
+    MESH_CERTIFICATE, MESH_TRUST, MTLS_TAG, MeshTls, callers_of, mesh_tls, spiffe_id,
+};
 pub use tls_context::{AcmMaterial, LOCAL_SDS_CLUSTER, acm_material, trust_secret_name};

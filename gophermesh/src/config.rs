@@ -147,13 +147,34 @@ pub struct UpConfig {
     pub control_plane: Option<(String, PathBuf)>,
     /// Cloud Map lookups for the nodes no task here runs.
     pub cloud_map: CloudMapConfig,
-    /// How often ACM certificates and Private CA trust the mesh names are read again.
-    pub certificate_refresh: std::time::Duration,
+    pub certificates: CertificateConfig,
 }
 
 /// How often ACM material is read again by default: ACM renews a private certificate
 /// weeks before it expires, so a renewal reaches the Envoys within minutes.
 pub const DEFAULT_CERTIFICATE_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The certificates the control plane serves (`up` and `serve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// How often ACM certificates and Private CA trust the mesh names are read again.
+    pub refresh: std::time::Duration,
+    /// How long a mesh certificate (the mesh's own mutual TLS) is valid.
+    pub mesh_lifetime: std::time::Duration,
+    /// The CA mesh certificates are issued from (PEM certificate and key files); one made
+    /// per mesh in memory when `None`.
+    pub mesh_ca: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for CertificateConfig {
+    fn default() -> Self {
+        Self {
+            refresh: DEFAULT_CERTIFICATE_REFRESH,
+            mesh_lifetime: controlplane::secrets::DEFAULT_LIFETIME,
+            mesh_ca: None,
+        }
+    }
+}
 
 /// Where `serve` keeps the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +207,7 @@ pub struct ServeConfig {
     /// Host names the APIs answer to besides their own addresses.
     pub allow_hosts: Vec<String>,
     pub cloud_map: CloudMapConfig,
-    /// How often ACM certificates and Private CA trust the mesh names are read again.
-    pub certificate_refresh: std::time::Duration,
+    pub certificates: CertificateConfig,
     pub xds_listen: std::net::SocketAddr,
     pub api_listen: std::net::SocketAddr,
     pub control_listen: std::net::SocketAddr,
@@ -218,7 +238,7 @@ impl ServeConfig {
                 mode: CloudMapMode::Off,
                 interval: std::time::Duration::from_secs(30),
             },
-            certificate_refresh: DEFAULT_CERTIFICATE_REFRESH,
+            certificates: CertificateConfig::default(),
             xds_listen: any,
             api_listen: any,
             control_listen: any,

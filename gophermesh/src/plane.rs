@@ -16,7 +16,7 @@ pub mod rollouts;
 pub mod serve;
 pub mod up;
 
-pub use ads::{ADS_HANDSHAKE_TIMEOUT, spawn_ads, spawn_secrets};
+pub use ads::{ADS_HANDSHAKE_TIMEOUT, secrets, spawn_ads, spawn_secrets};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

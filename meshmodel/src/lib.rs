@@ -28,6 +28,10 @@ pub mod resource;
 pub mod taskdef;
 
 pub use mesh::Mesh;
+
+/// The mesh tag that switches on the mutual TLS the mesh sets up by itself: `STRICT`,
+/// `PERMISSIVE` or `DISABLED` (gophermesh's own; App Mesh ignores it as any tag).
+pub const MTLS_TAG: &str = "gophermesh:mtls";
 pub use node_id::{GATEWAY_PREFIX, gateway_from_id, node_from_id, node_id};
 pub use problem::{Problem, Problems};
 pub use resource::{Key, Kind, Resource};

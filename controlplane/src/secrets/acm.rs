@@ -209,7 +209,7 @@ pub fn expires(info: &CertInfo) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339(&info.not_after).ok()
 }
 
-fn inline(text: &str) -> core::DataSource {
+pub(super) fn inline(text: &str) -> core::DataSource {
     core::DataSource {
         specifier: Some(core::data_source::Specifier::InlineBytes(
             text.as_bytes().to_vec(),
@@ -218,7 +218,7 @@ fn inline(text: &str) -> core::DataSource {
     }
 }
 
-fn resource(secret: &tls::Secret) -> Any {
+pub(super) fn resource(secret: &tls::Secret) -> Any {
     Any {
         type_url: SECRET_TYPE.to_owned(),
         value: secret.encode_to_vec(),

@@ -124,9 +124,21 @@ pub async fn run<F, Fut>(
                 due.insert(name, tokio::time::Instant::now() + next);
             }
         }
-        let next = due.values().min().copied();
+        secrets.rotate_due();
+        let rotation = secrets.next_rotation().map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let next = due
+            .values()
+            .min()
+            .copied()
+            .into_iter()
+            .chain(rotation)
+            .min();
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
+            () = secrets.first_issue() => {}
             () = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -53,6 +53,12 @@ pub(super) fn egress_cluster(
         );
         if let Some(policy) = caller.policy {
             cluster_tls(&mut c, policy, listener.map(|l| l.port_mapping.port));
+        } else if node.is_some()
+            && listener.is_none_or(|l| l.tls.is_none())
+            && super::mesh_tls::mesh_tls(&snapshot.mesh).is_some()
+        {
+            // No TLS of the user's on either side: the mesh's own.
+            super::mesh_tls::mesh_cluster_tls(&mut c, mesh, target);
         }
         // A Cloud Map node's endpoints go by EDS, as App Mesh sends them: a change of
         // instances replaces the load assignment, never the cluster.

@@ -1273,3 +1273,128 @@ fn acm_and_sds_sources_become_sds_secrets() {
     );
     assert!(none.iter().any(|p| p.reason.contains("1 to 3")), "{none:?}");
 }
+
+/// With the mesh's `gophermesh:mtls` tag, every listener without TLS of its own takes mesh
+/// certificates from its callers only (checked by URI), and every caller's cluster shows
+/// its own and checks the target's; a listener with its own TLS keeps it; PERMISSIVE also
+/// takes plain callers; a value other than STRICT, PERMISSIVE or DISABLED is refused.
+#[test]
+fn the_mesh_tag_sets_up_mutual_tls_between_callers_and_targets() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    use serde_json::json;
+    let mesh = |mode: &str, server_tls: Option<serde_json::Value>| {
+        let mut server = json!({"meshName": "m", "virtualNodeName": "server", "spec": {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+            "serviceDiscovery": {"dns": {"hostname": "server.local"}}}});
+        if let Some(t) = server_tls {
+            server["spec"]["listeners"][0]["tls"] = t;
+        }
+        mesh_of(&[
+            json!({"meshName": "m", "tags": [{"key": "gophermesh:mtls", "value": mode}]}),
+            server,
+            json!({"meshName": "m", "virtualServiceName": "server.local", "spec": {
+                "provider": {"virtualNode": {"virtualNodeName": "server"}}}}),
+            json!({"meshName": "m", "virtualNodeName": "client", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                "serviceDiscovery": {"dns": {"hostname": "client.local"}},
+                "backends": [{"virtualService": {"virtualServiceName": "server.local"}}]}}),
+        ])
+    };
+    let state = |m| MeshState {
+        mesh: m,
+        ..MeshState::default()
+    };
+    let uris =
+        |c: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CommonTlsContext| {
+            let Some(ValidationContextType::CombinedValidationContext(v)) =
+                &c.validation_context_type
+            else {
+                panic!("mesh trust arrives as a secret: {c:?}");
+            };
+            assert_eq!(
+                v.validation_context_sds_secret_config
+                    .as_ref()
+                    .expect("trust")
+                    .name,
+                crate::translate::MESH_TRUST
+            );
+            assert_eq!(
+                c.tls_certificate_sds_secret_configs[0].name,
+                crate::translate::MESH_CERTIFICATE
+            );
+            v.default_validation_context
+            .as_ref()
+            .expect("names")
+            .match_typed_subject_alt_names
+            .iter()
+            .map(|m| match m.matcher.as_ref().and_then(|s| s.match_pattern.as_ref()) {
+                Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(e)) => e.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+        };
+    let strict = state(mesh("STRICT", None).expect("accepted"));
+    let server = for_node(&strict, "server").expect("server");
+    assert_eq!(
+        uris(&common_context(&server, None)),
+        ["spiffe://m/virtualNode/client"]
+    );
+    let ingress =
+        listener::Listener::decode(server.listeners[0].1.value.as_slice()).expect("listener");
+    assert_eq!(ingress.filter_chains.len(), 1, "STRICT: TLS only");
+    let client = for_node(&strict, "client").expect("client");
+    assert_eq!(
+        uris(&common_context(
+            &client,
+            Some("cds_egress_m_server_http_8080")
+        )),
+        ["spiffe://m/virtualNode/server"]
+    );
+    // No one calls the client: its listener takes no mesh certificate.
+    assert_eq!(
+        uris(&common_context(&client, None)),
+        ["spiffe://m/no-caller"]
+    );
+
+    let permissive = state(mesh("PERMISSIVE", None).expect("accepted"));
+    let server = for_node(&permissive, "server").expect("server");
+    let ingress =
+        listener::Listener::decode(server.listeners[0].1.value.as_slice()).expect("listener");
+    assert_eq!(ingress.filter_chains.len(), 2, "PERMISSIVE: TLS and plain");
+
+    let own = json!({"mode": "STRICT", "certificate": {"file": {
+        "certificateChain": "/c.pem", "privateKey": "/c.key"}}});
+    let kept = state(mesh("STRICT", Some(own)).expect("accepted"));
+    let server = common_context(&for_node(&kept, "server").expect("server"), None);
+    assert!(
+        server.tls_certificate_sds_secret_configs.is_empty(),
+        "the node's own TLS is kept"
+    );
+    assert_eq!(server.tls_certificates.len(), 1);
+    let client = for_node(&kept, "client").expect("client");
+    let (_, c) = client
+        .clusters
+        .iter()
+        .find(|(n, _)| n == "cds_egress_m_server_http_8080")
+        .expect("cluster");
+    assert!(
+        cluster::Cluster::decode(c.value.as_slice())
+            .expect("cluster")
+            .transport_socket
+            .is_none(),
+        "a target with TLS of its own is not called with the mesh's"
+    );
+
+    let off = state(mesh("DISABLED", None).expect("accepted"));
+    let server = for_node(&off, "server").expect("server");
+    let ingress =
+        listener::Listener::decode(server.listeners[0].1.value.as_slice()).expect("listener");
+    assert!(ingress.filter_chains[0].transport_socket.is_none());
+    let refused = mesh("ON", None).expect_err("refused").0;
+    assert!(
+        refused
+            .iter()
+            .any(|p| p.path == "tags[0].value" && p.reason.contains("`ON`")),
+        "{refused:?}"
+    );
+}

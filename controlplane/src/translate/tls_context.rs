@@ -26,8 +26,9 @@ pub fn trust_secret_name(arns: &[String]) -> String {
     arns.join(",")
 }
 
-/// A secret served over ADS by this control plane (ACM material, named by its ARN).
-fn from_control_plane(name: &str) -> tls::SdsSecretConfig {
+/// A secret served over ADS by this control plane (ACM material, named by its ARN; the
+/// mesh's own certificates).
+pub(super) fn from_control_plane(name: &str) -> tls::SdsSecretConfig {
     tls::SdsSecretConfig {
         name: name.to_owned(),
         sds_config: Some(super::ads_source()),
@@ -147,7 +148,7 @@ pub(super) fn listener_tls(
     tls_config: &meshmodel::appmesh::ListenerTls,
 ) {
     let mode = tls_config.mode.as_str();
-    if mode == "DISABLED" || l.filter_chains.is_empty() {
+    if mode == "DISABLED" {
         return;
     }
     let context = tls::DownstreamTlsContext {
@@ -160,17 +161,30 @@ pub(super) fn listener_tls(
         }),
         ..Default::default()
     };
+    downstream_tls(l, &context, mode == "PERMISSIVE");
+}
+
+/// Puts `context` on a listener's filter chain: TLS only, or (`permissive`) TLS and plain
+/// connections on two chains a TLS inspector tells apart.
+pub(super) fn downstream_tls(
+    l: &mut listener::Listener,
+    context: &tls::DownstreamTlsContext,
+    permissive: bool,
+) {
+    if l.filter_chains.is_empty() {
+        return;
+    }
     let socket = core::TransportSocket {
         name: "envoy.transport_sockets.tls".to_owned(),
         config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
             "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            &context,
+            context,
         ))),
     };
     let mut plain = l.filter_chains[0].clone();
     let secure = &mut l.filter_chains[0];
     secure.transport_socket = Some(socket);
-    if mode == "PERMISSIVE" {
+    if permissive {
         secure.filter_chain_match = Some(listener::FilterChainMatch {
             transport_protocol: "tls".to_owned(),
             ..Default::default()
@@ -210,11 +224,16 @@ pub(super) fn cluster_tls(
         )),
         ..Default::default()
     };
+    upstream_tls(c, &context);
+}
+
+/// Makes cluster `c` speak TLS with `context`.
+pub(super) fn upstream_tls(c: &mut cluster::Cluster, context: &tls::UpstreamTlsContext) {
     c.transport_socket = Some(core::TransportSocket {
         name: "envoy.transport_sockets.tls".to_owned(),
         config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
             "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            &context,
+            context,
         ))),
     });
 }

@@ -553,7 +553,8 @@ impl AdsStream {
         let Some(sub) = self.subscriptions.get(SECRET_TYPE) else {
             return true;
         };
-        let held = self.secrets.named(&sub.names);
+        let node = self.node.clone().unwrap_or_default();
+        let held = self.secrets.named_for(&node, &sub.names);
         let encoded = Arc::new(Encoded::new(held.iter().map(|(_, any)| any)));
         if !always && sub.sent_hash == Some(encoded.hash()) {
             return true;

@@ -333,6 +333,40 @@ pub(crate) struct CertificateArgs {
     /// while no mesh names ACM material.
     #[arg(long, env = "GOPHERMESH_CERTIFICATE_REFRESH", default_value = "5m", value_parser = parse_refresh)]
     pub(crate) certificate_refresh: std::time::Duration,
+
+    /// How long the certificates of a mesh's own mutual TLS (a mesh tagged
+    /// `gophermesh:mtls`) are valid; each is issued again at two thirds of it.
+    #[arg(long, env = "GOPHERMESH_MESH_CERTIFICATE_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
+    pub(crate) mesh_certificate_lifetime: std::time::Duration,
+
+    /// The CA (PEM certificate) a mesh's own mutual TLS issues from, with --mesh-ca-key;
+    /// without them each mesh gets a CA made in memory (replicas of `serve` must share
+    /// one: give them the same files).
+    #[arg(long, env = "GOPHERMESH_MESH_CA_CERT", requires = "mesh_ca_key")]
+    pub(crate) mesh_ca_cert: Option<std::path::PathBuf>,
+
+    /// The key (PEM) of --mesh-ca-cert.
+    #[arg(long, env = "GOPHERMESH_MESH_CA_KEY", requires = "mesh_ca_cert")]
+    pub(crate) mesh_ca_key: Option<std::path::PathBuf>,
+}
+
+impl CertificateArgs {
+    pub(crate) fn config(&self) -> gophermesh::config::CertificateConfig {
+        gophermesh::config::CertificateConfig {
+            refresh: self.certificate_refresh,
+            mesh_lifetime: self.mesh_certificate_lifetime,
+            mesh_ca: self.mesh_ca_cert.clone().zip(self.mesh_ca_key.clone()),
+        }
+    }
+}
+
+/// A certificate lifetime of at least 30 seconds (`30s`, `1h`, `24h`).
+fn parse_lifetime(value: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| format!("`{value}`: {e}"))?;
+    if d < std::time::Duration::from_secs(30) {
+        return Err(format!("`{value}`: give at least 30s"));
+    }
+    Ok(d)
 }
 
 /// A refresh interval of at least one second (`1s`, `5m`, `1h`).

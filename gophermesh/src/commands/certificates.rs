@@ -13,13 +13,25 @@ pub(crate) fn render(out: &mut String, certificates: &[SecretStatus]) {
     }
     let _ = writeln!(out, "\ncertificates (served over SDS):");
     for c in certificates {
-        let what = match c.kind.as_str() {
-            "acm-trust" => "trust in",
-            _ => "certificate",
-        };
         let served = if c.served { "served" } else { "NOT SERVED" };
-        let _ = writeln!(out, "  {what} {} ({served})", escape(&c.name));
-        let _ = writeln!(out, "    used by {}", escape(&c.used_by.join(", ")));
+        let users = escape(&c.used_by.join(", "));
+        match c.kind.as_str() {
+            "mesh-ca" => {
+                let _ = writeln!(out, "  mesh CA of {users} ({served})");
+            }
+            "mesh-certificate" => {
+                let _ = writeln!(out, "  mesh certificate of {users} ({served})");
+            }
+            kind => {
+                let what = if kind == "acm-trust" {
+                    "trust in"
+                } else {
+                    "certificate"
+                };
+                let _ = writeln!(out, "  {what} {} ({served})", escape(&c.name));
+                let _ = writeln!(out, "    used by {users}");
+            }
+        }
         for info in &c.certificates {
             let _ = writeln!(
                 out,
@@ -29,9 +41,17 @@ pub(crate) fn render(out: &mut String, certificates: &[SecretStatus]) {
                 escape(&info.not_after),
                 escape(&info.serial)
             );
+            if !info.names.is_empty() {
+                let _ = writeln!(out, "      names {}", escape(&info.names.join(", ")));
+            }
         }
         if let Some(at) = &c.fetched_at {
-            let _ = writeln!(out, "    read {}", escape(at));
+            let verb = if c.kind == "mesh-certificate" {
+                "issued"
+            } else {
+                "read"
+            };
+            let _ = writeln!(out, "    {verb} {}", escape(at));
         }
         if let Some(e) = &c.error {
             let _ = writeln!(out, "    last read failed: {}", escape(e));

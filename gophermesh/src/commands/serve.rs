@@ -20,7 +20,7 @@ fn config(args: ServeArgs) -> ServeConfig {
         api_credentials: args.api.credentials(),
         allow_hosts: args.api.allow_host,
         cloud_map: args.cloud_map.config(),
-        certificate_refresh: args.certificates.certificate_refresh,
+        certificates: args.certificates.config(),
         xds_listen: args.xds_listen,
         api_listen: args.api_listen,
         control_listen: args.control_listen,

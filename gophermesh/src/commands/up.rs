@@ -41,7 +41,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         identity: args.api.identity(),
         allow_hosts: args.api.allow_host,
         cloud_map: args.cloud_map.config(),
-        certificate_refresh: args.certificates.certificate_refresh,
+        certificates: args.certificates.config(),
         control_plane: match (args.control_plane, args.control_plane_ca) {
             (Some(endpoint), Some(ca)) => {
                 anyhow::ensure!(

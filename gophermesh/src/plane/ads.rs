@@ -72,6 +72,34 @@ pub fn spawn_ads(
     Ok((task, secure))
 }
 
+/// The secrets book of `config`: mesh certificates of its lifetime, from its CA files when
+/// given (refused at start, naming the flag, when they do not read).
+pub fn secrets(config: &crate::config::CertificateConfig) -> anyhow::Result<Secrets> {
+    use anyhow::Context as _;
+    let ca = match &config.mesh_ca {
+        None => None,
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path, flag: &str| {
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("{flag} {}: cannot read", p.display()))
+            };
+            let (cert_pem, key_pem) = (read(cert, "--mesh-ca-cert")?, read(key, "--mesh-ca-key")?);
+            Some(
+                controlplane::secrets::mesh_ca::MeshCa::from_pem(&cert_pem, &key_pem).map_err(
+                    |e| {
+                        anyhow::anyhow!(
+                            "--mesh-ca-cert {} / --mesh-ca-key {}: {e}",
+                            cert.display(),
+                            key.display()
+                        )
+                    },
+                )?,
+            )
+        }
+    };
+    Ok(Secrets::with_mesh_ca(config.mesh_lifetime, ca))
+}
+
 /// Keeps `secrets` filled with the ACM material the meshes of `store` name, read again
 /// every `every`, until `stop`.
 pub fn spawn_secrets(

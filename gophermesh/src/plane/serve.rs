@@ -151,7 +151,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     let xds_addr = xds.local_addr()?;
     let (stopper, stop) = plane::Stop::new();
     let envoys = EnvoyStatuses::default();
-    let secrets = controlplane::secrets::Secrets::default();
+    let secrets = plane::secrets(&args.certificates)?;
     let (ads, ads_tls) = plane::spawn_ads(
         &store,
         (envoys.clone(), &secrets),
@@ -161,7 +161,7 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     )?;
     let mut background = vec![
         ads,
-        plane::spawn_secrets(&store, &secrets, args.certificate_refresh, stop.clone()),
+        plane::spawn_secrets(&store, &secrets, args.certificates.refresh, stop.clone()),
     ];
     if let Some(follow) = plane::follow_cloud_map(args.cloud_map, &store).await? {
         background.push(follow);

@@ -175,11 +175,11 @@ impl Up<'_> {
         } else {
             (runtime::Xds::Local(xds_addr), None)
         };
-        let secrets = controlplane::secrets::Secrets::default();
+        let secrets = plane::secrets(&config.certificates)?;
         background.push(plane::spawn_secrets(
             store,
             &secrets,
-            config.certificate_refresh,
+            config.certificates.refresh,
             stop.clone(),
         ));
         let (ads, secure) = plane::spawn_ads(

@@ -39,6 +39,20 @@ impl Mesh {
         };
         let mesh_name = &mesh.value.mesh_name;
         check_name(&mut p, &mesh.origin, "meshName", mesh_name);
+        for (i, tag) in mesh.value.tags.iter().flatten().enumerate() {
+            let value = tag.value.as_deref().unwrap_or_default();
+            if tag.key == crate::MTLS_TAG && !matches!(value, "STRICT" | "PERMISSIVE" | "DISABLED")
+            {
+                p.push(Problem::new(
+                    &mesh.origin,
+                    format!("tags[{i}].value"),
+                    format!(
+                        "`{value}` is not STRICT, PERMISSIVE or DISABLED (the tag {} sets the mesh's own mutual TLS)",
+                        crate::MTLS_TAG
+                    ),
+                ));
+            }
+        }
         if mesh_name.contains('/') {
             p.push(Problem::new(
                 &mesh.origin,

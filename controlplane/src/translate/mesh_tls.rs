@@ -1,0 +1,182 @@
+//! Mutual TLS the mesh sets up by itself, switched on by the mesh's tag `gophermesh:mtls`
+//! (`STRICT`: callers must show a mesh certificate; `PERMISSIVE`: plain callers are taken
+//! too, for a migration; absent or `DISABLED`: off). A tag, not a flag, because it lives on
+//! the mesh's own record: every replica, the App Mesh API, CloudFormation's `Tags` and the
+//! EKS controller's manifests see the same switch, and the mesh JSON stays App Mesh's.
+//!
+//! Each virtual node's and gateway's Envoy gets a certificate whose URI names it
+//! (`spiffe://MESH/virtualNode/NAME`, `spiffe://MESH/virtualGateway/NAME`), served over SDS
+//! by the control plane ([`MESH_CERTIFICATE`], issued by the mesh's CA, [`MESH_TRUST`]).
+//! A node's listener takes only the callers the mesh gives it (the nodes and gateways whose
+//! backends reach it); a caller's cluster checks that the target is the node it meant. A
+//! listener with its own `tls`, or a backend under a client policy's `tls`, keeps it.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use meshmodel::Mesh;
+
+use super::tls_context::{downstream_tls, from_control_plane, upstream_tls};
+
+pub use meshmodel::MTLS_TAG;
+
+/// The secret of an Envoy's own mesh certificate (each Envoy gets its node's).
+pub const MESH_CERTIFICATE: &str = "gophermesh:mesh-certificate";
+
+/// The secret of the mesh CA's certificate, which every Envoy of the mesh trusts.
+pub const MESH_TRUST: &str = "gophermesh:mesh-trust";
+
+/// Whether the mesh's Envoys speak mutual TLS by themselves, and how strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshTls {
+    /// Listeners take mesh certificates only.
+    Strict,
+    /// Listeners also take plain callers; callers in the mesh always use TLS.
+    Permissive,
+}
+
+/// The mesh's `gophermesh:mtls` setting (the model checked its value).
+pub fn mesh_tls(mesh: &Mesh) -> Option<MeshTls> {
+    let tags = mesh.mesh.as_ref()?.value.tags.as_ref()?;
+    let tag = tags.iter().find(|t| t.key == MTLS_TAG)?;
+    match tag.value.as_deref() {
+        Some("STRICT") => Some(MeshTls::Strict),
+        Some("PERMISSIVE") => Some(MeshTls::Permissive),
+        _ => None,
+    }
+}
+
+/// The URI a node's (`NAME`) or gateway's (`virtualGateway/NAME`) certificate carries.
+pub fn spiffe_id(mesh: &str, node: &str) -> String {
+    match node.strip_prefix(super::GATEWAY_PREFIX) {
+        Some(gateway) => format!("spiffe://{mesh}/virtualGateway/{gateway}"),
+        None => format!("spiffe://{mesh}/virtualNode/{node}"),
+    }
+}
+
+/// The nodes a virtual service reaches: its provider node, or every target of its router's
+/// routes.
+fn nodes_behind<'a>(mesh: &'a Mesh, service: &str) -> BTreeSet<&'a str> {
+    let provider = mesh
+        .virtual_services
+        .get(service)
+        .and_then(|s| s.value.spec.provider.as_ref());
+    let mut out = BTreeSet::new();
+    if let Some(p) = provider {
+        if let Some(n) = &p.virtual_node {
+            out.insert(n.virtual_node_name.as_str());
+        }
+        if let Some(r) = &p.virtual_router {
+            for ((router, _), route) in &mesh.routes {
+                if *router == r.virtual_router_name {
+                    let targets = route.value.spec.weighted_targets();
+                    out.extend(
+                        targets
+                            .into_iter()
+                            .flat_map(|(_, t)| t)
+                            .map(|t| t.virtual_node.as_str()),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The nodes (`NAME`) and gateways (`virtualGateway/NAME`) whose backends reach `node`.
+pub fn callers_of(mesh: &Mesh, node: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (name, caller) in &mesh.virtual_nodes {
+        let reaches =
+            caller.value.spec.backends.iter().any(|b| {
+                nodes_behind(mesh, &b.virtual_service.virtual_service_name).contains(node)
+            });
+        if reaches {
+            out.insert(name.clone());
+        }
+    }
+    for ((gateway, _), route) in &mesh.gateway_routes {
+        let reaches = route.value.spec.as_http().is_some_and(|(_, _, http)| {
+            nodes_behind(
+                mesh,
+                &http.action.target.virtual_service.virtual_service_name,
+            )
+            .contains(node)
+        });
+        if reaches {
+            out.insert(format!("{}{gateway}", super::GATEWAY_PREFIX));
+        }
+    }
+    out
+}
+
+fn uri_exactly(uri: &str) -> tls::SubjectAltNameMatcher {
+    tls::SubjectAltNameMatcher {
+        san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(uri.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The mesh certificate, and trust in the mesh CA for peers whose URI is one of `peers`.
+fn mesh_context(peers: impl IntoIterator<Item = String>) -> tls::CommonTlsContext {
+    use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
+    tls::CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![from_control_plane(MESH_CERTIFICATE)],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(tls::CertificateValidationContext {
+                    match_typed_subject_alt_names: peers
+                        .into_iter()
+                        .map(|p| uri_exactly(&p))
+                        .collect(),
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(from_control_plane(MESH_TRUST)),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Node `node`'s listener `l` (of mesh `mesh_name`) takes mutual TLS from its callers. A
+/// node no one in the mesh calls takes no mesh certificate at all (only plain callers, when
+/// permissive).
+pub(super) fn mesh_listener_tls(
+    l: &mut listener::Listener,
+    mesh: &Mesh,
+    mesh_name: &str,
+    node: &str,
+    how: MeshTls,
+) {
+    let callers = callers_of(mesh, node);
+    let mut peers: Vec<String> = callers.iter().map(|c| spiffe_id(mesh_name, c)).collect();
+    if peers.is_empty() {
+        // An exact URI no certificate of the mesh carries: nobody in the mesh may call.
+        peers.push(format!("spiffe://{mesh_name}/no-caller"));
+    }
+    let context = tls::DownstreamTlsContext {
+        common_tls_context: Some(mesh_context(peers)),
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: true,
+        }),
+        ..Default::default()
+    };
+    downstream_tls(l, &context, how == MeshTls::Permissive);
+}
+
+/// A caller's cluster to node `target` speaks mutual TLS, and checks the target is it.
+pub(super) fn mesh_cluster_tls(c: &mut cluster::Cluster, mesh_name: &str, target: &str) {
+    let context = tls::UpstreamTlsContext {
+        common_tls_context: Some(mesh_context([spiffe_id(mesh_name, target)])),
+        ..Default::default()
+    };
+    upstream_tls(c, &context);
+}

@@ -1,0 +1,262 @@
+//! Mutual TLS the mesh sets up by itself (`gophermesh:mtls` on the mesh): the walkthrough
+//! through its ingress gateway with every hop between Envoys on mesh certificates, from a
+//! CA the test gives (`--mesh-ca-cert`, `--mesh-ca-key`) so that it can make certificates
+//! of its own; plaintext, certificate-less and wrong-node callers refused; certificates
+//! rotated every 20 s (a 30 s lifetime) with no failed request.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::{LocalMesh, Mode, compare_at, copy_of_shipped, count, edit_json};
+
+/// `openssl` with `args`, which must succeed.
+fn openssl(args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl {args:?}");
+}
+
+/// A certificate from the CA in `dir` (`ca.pem`, `ca.key`) whose URI is `uri`:
+/// `NAME.pem` and `NAME.key`.
+fn issue_uri(dir: &Path, name: &str, uri: &str) {
+    let path = |f: &str| dir.join(f).display().to_string();
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &format!("/CN={name}"),
+        "-keyout",
+        &path(&format!("{name}.key")),
+        "-out",
+        &path(&format!("{name}.csr")),
+    ]);
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName=URI:{uri}\nextendedKeyUsage=clientAuth,serverAuth\n"),
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&format!("{name}.csr")),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &path(&format!("{name}.ext")),
+        "-out",
+        &path(&format!("{name}.pem")),
+    ]);
+}
+
+/// The HTTP status of `GET https://ADDR/` at `reach` (a node's Envoy), checked against
+/// `ca` (names not checked: the mesh's certificates carry URIs), showing `client`'s
+/// certificate when given; 0 when there was no answer.
+fn status_at(reach: &str, ca: &Path, client: Option<(&Path, &Path)>) -> u16 {
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    // The mesh's certificates name nodes by URI, not host names.
+    .arg("--insecure");
+    if let Some((cert, key)) = client {
+        curl.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = curl
+        .arg(format!("https://{reach}/"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The serial of the mesh certificate `status` shows for node `key`.
+fn mesh_serial(status: &Value, key: &str) -> Option<String> {
+    status["certificates"].as_array()?.iter().find_map(|c| {
+        (c["kind"] == "mesh-certificate" && c["used_by"][0] == key)
+            .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
+            .flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
+    let dir = copy_of_shipped("mesh-tls");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    tests::serve::issue_ca(&certs);
+    edit_json(&dir, "mesh/mesh.json", |doc| {
+        doc["tags"] = json!([{"key": "gophermesh:mtls", "value": "STRICT"}]);
+    });
+    let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca.key"));
+    let mesh = LocalMesh::start_with(
+        &dir,
+        Mode::Loopback,
+        &[
+            "--mesh-certificate-lifetime",
+            "30s",
+            "--mesh-ca-cert",
+            &ca_cert.display().to_string(),
+            "--mesh-ca-key",
+            &ca_key.display().to_string(),
+        ],
+    );
+    let gateway = mesh
+        .gateway
+        .clone()
+        .expect("the ingress gateway is published");
+
+    // Through the gateway: gateway -> requester -> distributors, each hop mutual TLS.
+    let report = compare_at(&gateway, 300, 4).await;
+    assert_eq!(report["ok"], 300, "{report}\n{}", mesh.output());
+    assert!(count(&report, "v1") > 0.0, "{report}");
+    assert!(
+        requester_handshakes(&mesh).await > 0,
+        "the requester's Envoy took TLS from the gateway"
+    );
+
+    // Straight at distributor-v1's Envoy: plaintext, TLS without a certificate, and a mesh
+    // certificate of a node that does not call it are refused; the requester's is taken.
+    let status = mesh.status().await;
+    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
+        .as_str()
+        .expect("distributor-v1's address")
+        .to_owned();
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{reach}/"))
+        .output()
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout).trim(),
+        "000",
+        "plaintext was answered"
+    );
+    assert_eq!(
+        status_at(&reach, &ca_cert, None),
+        0,
+        "a caller without a certificate was answered"
+    );
+    issue_uri(
+        &certs,
+        "stranger",
+        "spiffe://gophermesh/virtualNode/distributor-v2",
+    );
+    issue_uri(
+        &certs,
+        "caller",
+        "spiffe://gophermesh/virtualNode/requester",
+    );
+    let pair = |n: &str| {
+        (
+            certs.join(format!("{n}.pem")),
+            certs.join(format!("{n}.key")),
+        )
+    };
+    let (s_cert, s_key) = pair("stranger");
+    assert_eq!(
+        status_at(&reach, &ca_cert, Some((&s_cert, &s_key))),
+        0,
+        "distributor-v2's identity (not a caller of distributor-v1) was answered"
+    );
+    let (c_cert, c_key) = pair("caller");
+    assert_eq!(
+        status_at(&reach, &ca_cert, Some((&c_cert, &c_key))),
+        200,
+        "the requester's identity was refused"
+    );
+
+    // Rotation: certificates of a 30 s lifetime are issued again every 20 s; calls go on
+    // through two rotations of distributor-v1's certificate without one failing.
+    let first = mesh_serial(&mesh.status().await, "gophermesh/distributor-v1")
+        .expect("status shows distributor-v1's mesh certificate");
+    let mut seen = vec![first];
+    let (mut calls, started) = (0u64, Instant::now());
+    while seen.len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(75),
+            "two rotations within 75 s (saw {seen:?})"
+        );
+        let report = compare_at(&gateway, 400, 4).await;
+        assert_eq!(
+            report["ok"], 400,
+            "a call failed across rotations: {report}"
+        );
+        calls += 400;
+        let now = mesh_serial(&mesh.status().await, "gophermesh/distributor-v1").expect("serial");
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+    }
+    assert!(
+        calls >= 2000,
+        "thousands of calls across the rotations ({calls})"
+    );
+    eprintln!(
+        "{calls} calls over {:?}, serials {seen:?}",
+        started.elapsed()
+    );
+    let (code, text) = mesh.cli(&["status"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("mesh certificate of gophermesh/distributor-v1")
+            && text.contains("spiffe://gophermesh/virtualNode/distributor-v1"),
+        "status shows each node's mesh certificate:\n{text}"
+    );
+}
+
+/// TLS handshakes the requester's Envoy's ingress listeners made (summed over its
+/// listeners' `ssl.handshake` stats).
+async fn requester_handshakes(mesh: &LocalMesh) -> u64 {
+    let status = mesh.status().await;
+    let admin = status["placements"]["gophermesh/requester"]["admin"]
+        .as_str()
+        .expect("admin")
+        .to_owned();
+    let text = tests::client()
+        .get(format!(
+            "http://{admin}/stats?filter=^listener\\..*ssl\\.handshake$"
+        ))
+        .send()
+        .await
+        .expect("admin answers")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum()
+}
