@@ -313,7 +313,11 @@ pub fn start_apis(
         },
         control::render_refusal,
     );
-    let live = Live::start(store.clone(), envoys.clone(), tasks.clone());
+    let live = Live::start(
+        store.clone(),
+        (envoys.clone(), secrets.clone()),
+        tasks.clone(),
+    );
     background.push(rollouts::spawn(
         store.clone(),
         tasks.clone(),

@@ -67,6 +67,7 @@ fn a_quick_bench_produces_every_figure() {
         "mesh",
         "mesh_floor",
         "mesh_metrics",
+        "mesh_mtls",
         "mesh_containers",
     ] {
         let s = &report["scenarios"][key];
@@ -82,6 +83,10 @@ fn a_quick_bench_produces_every_figure() {
     positive(&steps["max"], "rollout_step_ack_ms.max");
     assert!(
         printed.contains("mesh_metrics req/s / mesh req/s"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("mesh_mtls req/s / mesh req/s"),
         "{printed}"
     );
     for service in ["distributor", "requester", "envoy"] {

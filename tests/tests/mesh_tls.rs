@@ -231,6 +231,22 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
     );
     let (code, text) = mesh.cli(&["status"]);
     assert_eq!(code, 0, "{text}");
+    // The console's frame shows each node's certificate on its card.
+    let frame = tests::get_json(&format!("{}/v1/live", mesh.control)).await;
+    let card = frame["meshes"][0]["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "distributor-v1"))
+        .cloned()
+        .expect("distributor-v1's card");
+    let shown = &card["certificates"][0];
+    assert_eq!(shown["kind"], "mesh-certificate", "{card:#}");
+    assert!(
+        shown["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("distributor-v1"))
+            && shown["not_after"].is_string(),
+        "{card:#}"
+    );
     assert!(
         text.contains("mesh certificate of gophermesh/distributor-v1")
             && text.contains("spiffe://gophermesh/virtualNode/distributor-v1"),

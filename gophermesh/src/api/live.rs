@@ -51,6 +51,8 @@ pub struct Live {
 struct Inner {
     store: Store,
     envoys: EnvoyStatuses,
+    /// The certificates served, for each node's card.
+    secrets: controlplane::secrets::Secrets,
     tasks: Arc<dyn Tasks>,
     frames: watch::Sender<Arc<Value>>,
     state: Mutex<Sampled>,
@@ -78,14 +80,19 @@ struct Sampled {
 }
 
 impl Live {
-    /// The live view over `store`, the Envoys' `envoys` and the `tasks`; starts the sampler
-    /// and the change history.
-    pub fn start(store: Store, envoys: EnvoyStatuses, tasks: Arc<dyn Tasks>) -> Self {
+    /// The live view over `store`, the Envoys' `envoys` and the certificates they are
+    /// served (`secrets`), and the `tasks`; starts the sampler and the change history.
+    pub fn start(
+        store: Store,
+        (envoys, secrets): (EnvoyStatuses, controlplane::secrets::Secrets),
+        tasks: Arc<dyn Tasks>,
+    ) -> Self {
         let (frames, _) = watch::channel(Arc::new(Value::Null));
         let live = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 envoys,
+                secrets,
                 tasks,
                 frames,
                 state: Mutex::default(),
@@ -206,7 +213,7 @@ impl Live {
             .collect();
         frame(
             &snapshot,
-            &self.inner.envoys,
+            (&self.inner.envoys, &self.inner.secrets.status()),
             &processes,
             state,
             &observed,
@@ -276,7 +283,7 @@ fn completed(traffic: &BTreeMap<String, TargetTraffic>) -> BTreeMap<String, u64>
 /// The frame's JSON.
 fn frame(
     snapshot: &Snapshot,
-    envoys: &EnvoyStatuses,
+    (envoys, certificates): (&EnvoyStatuses, &[controlplane::secrets::SecretStatus]),
     processes: &Value,
     state: &Sampled,
     observed: &BTreeMap<String, u64>,
@@ -285,6 +292,7 @@ fn frame(
     let envoys = envoys.snapshot();
     let seen = Seen {
         envoys: &envoys,
+        certificates,
         processes,
         state,
         observed,
@@ -341,6 +349,7 @@ fn rollouts_shown(m: &controlplane::MeshState) -> Value {
 /// the traffic sampled (all keyed `MESH/NODE`).
 struct Seen<'a> {
     envoys: &'a BTreeMap<String, controlplane::xds::ads::EnvoyStatus>,
+    certificates: &'a [controlplane::secrets::SecretStatus],
     processes: &'a Value,
     state: &'a Sampled,
     observed: &'a BTreeMap<String, u64>,
@@ -400,6 +409,7 @@ impl Seen<'_> {
                         "last_nack": e.last_nack,
                     })),
                     "traffic": state.rates.get(&key),
+                    "certificates": self.certificates_of(&key),
                     "observed": self.observed.get(&key),
                     "series": state.series.get(&key).map(|s| s.iter().map(|(t, r)| json!([t, r])).collect::<Vec<_>>()),
                 })
@@ -412,6 +422,27 @@ impl Seen<'_> {
             "routers": routers_of(name, mesh, self.observed),
             "nodes": nodes,
         })
+    }
+
+    /// The certificates node `key` (`MESH/NODE`) serves (from ACM, or its mesh certificate):
+    /// subject, issuer, expiry.
+    fn certificates_of(&self, key: &str) -> Vec<Value> {
+        self.certificates
+            .iter()
+            .filter(|c| c.kind != "acm-trust" && c.kind != "mesh-ca")
+            .filter(|c| c.used_by.iter().any(|u| u == key))
+            .filter_map(|c| {
+                let info = c.certificates.first()?;
+                Some(json!({
+                    "kind": c.kind,
+                    "name": c.name,
+                    "subject": info.subject,
+                    "issuer": info.issuer,
+                    "not_after": info.not_after,
+                    "error": c.error,
+                }))
+            })
+            .collect()
     }
 
     /// What state the task that runs `node` (a node, or `virtualGateway/G`) of `mesh` is

@@ -1,6 +1,7 @@
 //! A running `gophermesh up` as the benchmark drives it: its processes, who answered,
 //! and how fast a route shift reaches the Envoys.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -219,4 +220,94 @@ pub(super) async fn rollout_step_acks(http: &reqwest::Client, up: &Up) -> anyhow
 
 async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     Ok(http.get(url).send().await?.json().await?)
+}
+
+/// Writes `dir/requester` and `dir/distributor`: the minimal hyper stand-ins the mesh
+/// floor runs in place of the gophers (`gophermesh bench-hello`, forwarding to the
+/// distributor through the task's Envoy, and answering). Returns `dir`, for `up --bin-dir`.
+pub(super) fn stand_ins(dir: &Path, me: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let me = me.display().to_string().replace('\'', r"'\''");
+    let scripts = [
+        (
+            "requester",
+            r#"--forward "$DISTRIBUTOR_URL" ${EGRESS_PROXY:+--proxy "$EGRESS_PROXY"}"#,
+        ),
+        ("distributor", "--distributor"),
+    ];
+    for (name, args) in scripts {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\nexec '{me}' bench-hello --listen \"$LISTEN_ADDR\" {args}\n"),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dir.to_owned())
+}
+
+/// A copy of the mesh files in `mesh` under `dir`, the mesh resource tagged
+/// `gophermesh:mtls` = `value` (its own mutual TLS). Returns `dir`.
+pub(super) fn tagged_mesh(mesh: &Path, dir: &Path, value: &str) -> anyhow::Result<PathBuf> {
+    const KINDS: [&str; 6] = [
+        "virtualNodeName",
+        "virtualRouterName",
+        "routeName",
+        "virtualServiceName",
+        "virtualGatewayName",
+        "gatewayRouteName",
+    ];
+    let mut todo = vec![(mesh.to_path_buf(), dir.to_path_buf())];
+    while let Some((from, to)) = todo.pop() {
+        std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(&from).with_context(|| format!("cannot read {}", from.display()))?
+        {
+            let path = entry?.path();
+            let target = to.join(path.file_name().context("a file name")?);
+            if path.is_dir() {
+                todo.push((path, target));
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            let mut doc: Value = match serde_json::from_str(&text) {
+                Ok(doc) => doc,
+                Err(_) => {
+                    std::fs::write(&target, text)?;
+                    continue;
+                }
+            };
+            if doc.get("meshName").is_some() && KINDS.iter().all(|k| doc.get(k).is_none()) {
+                doc["tags"] = json!([{"key": meshmodel::MTLS_TAG, "value": value}]);
+            }
+            std::fs::write(&target, serde_json::to_vec_pretty(&doc)?)?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// The TLS handshakes the listeners of node `node`'s Envoy (`MESH/NODE`) took.
+pub(super) async fn listener_handshakes(
+    http: &reqwest::Client,
+    up: &Up,
+    node: &str,
+) -> anyhow::Result<u64> {
+    let status = up.status(http).await?;
+    let admin = status["placements"][node]["admin"]
+        .as_str()
+        .with_context(|| format!("status places no Envoy of {node}"))?;
+    let text = http
+        .get(format!(
+            "http://{admin}/stats?filter=^listener\\..*ssl\\.handshake$"
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum())
 }

@@ -39,7 +39,10 @@ use crate::progress::{UpAddresses, say};
 use crate::runtime::{bin_dir, envoy};
 use facts::{image_sizes, machine};
 use load::{Scenario, Wrk, cpu_each, memory_mib};
-use mesh::{Up, answered_by, envoy_pids, rollout_step_acks, shift_propagation, start_rollout};
+use mesh::{
+    Up, answered_by, envoy_pids, listener_handshakes, rollout_step_acks, shift_propagation,
+    stand_ins, start_rollout, tagged_mesh,
+};
 use procs::{Proc, until_ok};
 use report::{Memory, Report, ScalePoint};
 
@@ -55,32 +58,6 @@ pub const UP_ON_FREE_PORTS: &[&str] = &[
     "--api-port",
     "0",
 ];
-
-/// Writes `dir/requester` and `dir/distributor`: the minimal hyper stand-ins the mesh
-/// floor runs in place of the gophers (`gophermesh bench-hello`, forwarding to the
-/// distributor through the task's Envoy, and answering). Returns `dir`, for `up --bin-dir`.
-fn stand_ins(dir: &Path, me: &Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let me = me.display().to_string().replace('\'', r"'\''");
-    let scripts = [
-        (
-            "requester",
-            r#"--forward "$DISTRIBUTOR_URL" ${EGRESS_PROXY:+--proxy "$EGRESS_PROXY"}"#,
-        ),
-        ("distributor", "--distributor"),
-    ];
-    for (name, args) in scripts {
-        let path = dir.join(name);
-        std::fs::write(
-            &path,
-            format!("#!/bin/sh\nexec '{me}' bench-hello --listen \"$LISTEN_ADDR\" {args}\n"),
-        )
-        .with_context(|| format!("cannot write {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    }
-    Ok(dir.to_owned())
-}
 
 /// One scenario to load: its key, URL and the processes that serve it.
 struct Target<'a> {
@@ -553,6 +530,18 @@ impl Bench {
             serde_json::json!({"minRequests": 1_000_000_000_000_u64}),
         )
         .await?;
+        // The same mesh on its own mutual TLS (PERMISSIVE: the load enters the requester's
+        // Envoy plain; Envoy to Envoy goes on mesh certificates).
+        let mtls_files = tagged_mesh(&self.mesh_dir, &work.join("mesh-mtls-files"), "PERMISSIVE")?;
+        let mtls = self
+            .up(
+                "mesh-mtls",
+                &mtls_files,
+                &self.taskdefs_dir,
+                &self.bin_dir,
+                &[],
+            )
+            .await?;
         let (_, host) = answered_by(&self.http, &floor.requester).await?;
         if host != "hyper-floor" {
             bail!("the mesh_floor mesh was answered by {host}, not by the hyper stand-in");
@@ -564,6 +553,7 @@ impl Bench {
         let procs = up.processes(&self.http).await?;
         let floor_procs = floor.processes(&self.http).await?;
         let metered_procs = metered.processes(&self.http).await?;
+        let mtls_procs = mtls.processes(&self.http).await?;
         // Before any load: the Envoys' idle memory.
         let mut idle_envoy = 0.0_f64;
         for pid in &envoy_pids(&procs) {
@@ -588,6 +578,12 @@ impl Bench {
                 netns: None,
                 pids: metered_procs,
             },
+            Target {
+                key: "mesh_mtls",
+                url: format!("{}/", mtls.requester),
+                netns: None,
+                pids: mtls_procs,
+            },
         ];
         if let Some(c) = &containers {
             group.push(Target {
@@ -601,8 +597,12 @@ impl Bench {
         for (t, s) in group.iter().zip(measured) {
             scenarios.insert(t.key.to_owned(), s);
         }
+        if listener_handshakes(&self.http, &mtls, "gophermesh/distributor-v1").await? == 0 {
+            bail!("the mesh_mtls mesh's distributor-v1 took no TLS: its mutual TLS is not on");
+        }
         floor.stop().await;
         metered.stop().await;
+        mtls.stop().await;
         let mut envoy_peak = 0.0_f64;
         for pid in &envoy_pids(&procs) {
             envoy_peak = envoy_peak.max(memory_mib(*pid, "VmHWM")?);

@@ -8,13 +8,14 @@ use serde::Serialize;
 use super::load::Scenario;
 
 /// The scenarios in the order they are shown.
-pub const SCENARIOS: [(&str, &str); 7] = [
+pub const SCENARIOS: [(&str, &str); 8] = [
     ("hello_floor", "minimal hyper server"),
     ("distributor_direct", "distributor, direct"),
     ("requester_direct", "requester -> distributor, no Envoy"),
     ("mesh", "requester -> distributor via 2 Envoys"),
     ("mesh_floor", "same mesh, hyper stand-in apps"),
     ("mesh_metrics", "same mesh, a rollout reading its stats"),
+    ("mesh_mtls", "same mesh, its own mutual TLS"),
     ("mesh_containers", "same mesh, pods, sidecar image"),
 ];
 
@@ -305,6 +306,11 @@ pub fn table(r: &Report) -> String {
         t,
         "metrics a rollout reads (every Envoy's stats each second): mesh_metrics req/s / mesh req/s {:.2}",
         rps("mesh_metrics") / rps("mesh")
+    );
+    let _ = writeln!(
+        t,
+        "the mesh's own mutual TLS (Envoy to Envoy on mesh certificates): mesh_mtls req/s / mesh req/s {:.2}",
+        rps("mesh_mtls") / rps("mesh")
     );
     let s = &r.rollout_step_ack_ms;
     let _ = writeln!(

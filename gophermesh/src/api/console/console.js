@@ -311,6 +311,13 @@ function nodeCard(n) {
     add("Envoy", "never connected");
   }
   if (n.traffic) add("inbound via mesh", `${n.traffic.rps.toFixed(1)}/s`);
+  for (const c of n.certificates || []) {
+    // Each certificate its listeners serve (ACM, or its mesh certificate): whose, by whom,
+    // until when.
+    add(c.kind === "mesh-certificate" ? "mesh certificate" : "certificate",
+      `${c.subject}, issued by ${c.issuer}, expires ${c.not_after}` + (c.error ? ` (last read failed: ${c.error})` : ""),
+      { class: "certificate", "data-expires": c.not_after });
+  }
   card.append(dl);
   return card;
 }
