@@ -65,6 +65,10 @@ pub struct SecretStatus {
     pub fetched_at: Option<String>,
     /// Why the last fetch failed, naming the ARN; the last good secret (if any) is kept.
     pub error: Option<String>,
+    /// What is wrong with it though it was read: a trust whose authorities did not issue
+    /// the certificate of a node its users call (naming both ARNs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A secret, ready to serve: its resource and what its certificates say.
@@ -90,6 +94,7 @@ struct Held {
     good: Option<Material>,
     fetched_at: Option<String>,
     error: Option<String>,
+    warnings: Vec<String>,
 }
 
 /// The secrets held, by name, and the mesh certificates issued. Cheap to clone.
@@ -221,6 +226,7 @@ impl Secrets {
                     .unwrap_or_default(),
                 fetched_at: h.fetched_at.clone(),
                 error: h.error.clone(),
+                warnings: h.warnings.clone(),
             })
             .collect()
     }
@@ -249,6 +255,7 @@ impl Secrets {
                             good: None,
                             fetched_at: None,
                             error: None,
+                            warnings: Vec::new(),
                         },
                     );
                 }
@@ -259,6 +266,13 @@ impl Secrets {
             self.changed.send_modify(|v| *v += 1);
         }
         new
+    }
+
+    /// Sets the warnings of each secret held: those in `warnings`, none for the others.
+    pub(crate) fn warn(&self, mut warnings: BTreeMap<String, Vec<String>>) {
+        for (name, h) in lock(&self.held).iter_mut() {
+            h.warnings = warnings.remove(name).unwrap_or_default();
+        }
     }
 
     /// What `name` is, while it is wanted.

@@ -126,6 +126,7 @@ impl Issuing {
                 certificates: trust.certificates.clone(),
                 fetched_at: None,
                 error: None,
+                warnings: Vec::new(),
             });
         let certs = self.certs.iter().map(|(key, i)| super::SecretStatus {
             name: MESH_CERTIFICATE.to_owned(),
@@ -135,6 +136,7 @@ impl Issuing {
             certificates: i.material.certificates.clone(),
             fetched_at: Some(stamp(i.at)),
             error: None,
+            warnings: Vec::new(),
         });
         cas.chain(certs).collect()
     }

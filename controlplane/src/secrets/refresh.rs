@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::Secrets;
 use super::acm::{self, Fetch};
 use crate::state::snapshot::{Snapshot, node_key};
-use crate::translate::{AcmMaterial, acm_material};
+use crate::translate::{AcmMaterial, acm_material, callers_of};
 
 /// How long before a certificate expires it is fetched again at the latest.
 pub const BEFORE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -30,6 +30,52 @@ pub fn wanted(snapshot: &Snapshot) -> BTreeMap<String, (AcmMaterial, BTreeSet<St
         }
     }
     all
+}
+
+/// For each trust secret: the certificates of the nodes its users call that none of its
+/// authorities issued (by the issuer each certificate names), each told with both ARNs.
+pub fn mismatches(snapshot: &Snapshot, secrets: &Secrets) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (mesh, state) in &snapshot.meshes {
+        let material = acm_material(&state.mesh);
+        for (cert_name, (what, servers)) in &material {
+            let AcmMaterial::Certificate(arn) = what else {
+                continue;
+            };
+            let Some(issuer) = secrets
+                .certificates(cert_name)
+                .and_then(|c| c.first().map(|i| i.issuer.clone()))
+            else {
+                continue;
+            };
+            for server in servers {
+                for caller in callers_of(&state.mesh, server) {
+                    let trusts = material.iter().filter(|(_, (w, users))| {
+                        matches!(w, AcmMaterial::Trust(_)) && users.contains(&caller)
+                    });
+                    for (trust_name, (trust, _)) in trusts {
+                        let subjects: Vec<String> = secrets
+                            .certificates(trust_name)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|c| c.subject)
+                            .collect();
+                        if subjects.is_empty() || subjects.contains(&issuer) {
+                            continue;
+                        }
+                        let AcmMaterial::Trust(cas) = trust else {
+                            continue;
+                        };
+                        out.entry(trust_name.clone()).or_default().push(format!(
+                            "{mesh}/{caller} trusts {} but calls {mesh}/{server}, whose certificate {arn} was issued by `{issuer}`, which none of them is: those calls fail verification",
+                            cas.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Fetches secret `name` once into `secrets`; when it should be fetched next.
@@ -124,6 +170,7 @@ pub async fn run<F, Fut>(
                 due.insert(name, tokio::time::Instant::now() + next);
             }
         }
+        secrets.warn(mismatches(&snapshot, &secrets));
         secrets.rotate_due();
         let rotation = secrets.next_rotation().map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();

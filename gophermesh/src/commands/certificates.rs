@@ -56,5 +56,8 @@ pub(crate) fn render(out: &mut String, certificates: &[SecretStatus]) {
         if let Some(e) = &c.error {
             let _ = writeln!(out, "    last read failed: {}", escape(e));
         }
+        for w in &c.warnings {
+            let _ = writeln!(out, "    WARNING: {}", escape(w));
+        }
     }
 }
