@@ -232,3 +232,79 @@ fn a_secret_no_mesh_names_any_more_is_dropped() {
     assert!(secrets.status().is_empty());
     assert!(changes.has_changed().expect("open"));
 }
+
+#[test]
+fn a_mesh_certificate_names_its_node_and_is_issued_by_the_mesh_ca() {
+    let secrets = Secrets::with_mesh_ca(Duration::from_secs(60), None);
+    let names = [
+        crate::translate::MESH_CERTIFICATE.to_owned(),
+        crate::translate::MESH_TRUST.to_owned(),
+    ];
+    let first = secrets.named_for("m/server", &names);
+    assert_eq!(first.len(), 2, "a certificate and the trust");
+    // Asked again before it is due: the same one.
+    assert_eq!(secrets.named_for("m/server", &names), first);
+    let status = secrets.status();
+    let ca = status
+        .iter()
+        .find(|s| s.kind == "mesh-ca")
+        .expect("the mesh CA");
+    let cert = status
+        .iter()
+        .find(|s| s.kind == "mesh-certificate")
+        .expect("the certificate");
+    assert_eq!(cert.used_by, ["m/server"]);
+    let info = &cert.certificates[0];
+    assert_eq!(info.names, ["spiffe://m/virtualNode/server"]);
+    assert_eq!(info.issuer, ca.certificates[0].subject);
+    let lifetime = humantime::parse_rfc3339(&info.not_after)
+        .expect("a time")
+        .duration_since(humantime::parse_rfc3339(&info.not_before).expect("a time"))
+        .expect("after");
+    assert_eq!(
+        lifetime,
+        Duration::from_secs(120),
+        "60 s, from a minute back"
+    );
+    // A gateway's names it as a gateway; another mesh gets another CA.
+    secrets.named_for("m/virtualGateway/in", &names[..1]);
+    secrets.named_for("other/server", &names);
+    let status = secrets.status();
+    let uris: Vec<&str> = status
+        .iter()
+        .filter(|s| s.kind == "mesh-certificate")
+        .map(|s| s.certificates[0].names[0].as_str())
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "spiffe://m/virtualNode/server",
+            "spiffe://m/virtualGateway/in",
+            "spiffe://other/virtualNode/server"
+        ]
+    );
+    assert_eq!(status.iter().filter(|s| s.kind == "mesh-ca").count(), 2);
+}
+
+#[test]
+fn a_given_ca_issues_for_every_mesh() {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Given CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("signed");
+    let ca = super::mesh_ca::MeshCa::from_pem(&cert.pem(), &key.serialize_pem()).expect("reads");
+    let secrets = Secrets::with_mesh_ca(Duration::from_secs(3600), Some(ca));
+    secrets.named_for("a/x", &[crate::translate::MESH_CERTIFICATE.to_owned()]);
+    secrets.named_for("b/y", &[crate::translate::MESH_CERTIFICATE.to_owned()]);
+    for s in secrets
+        .status()
+        .iter()
+        .filter(|s| s.kind == "mesh-certificate")
+    {
+        assert!(s.certificates[0].issuer.contains("Given CA"), "{s:?}");
+    }
+    assert!(super::mesh_ca::MeshCa::from_pem("not a certificate", &key.serialize_pem()).is_err());
+}
