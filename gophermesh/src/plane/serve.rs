@@ -152,6 +152,11 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     let (stopper, stop) = plane::Stop::new();
     let envoys = EnvoyStatuses::default();
     let secrets = plane::secrets(&args.certificates)?;
+    if matches!(args.state, StateStore::Table(..)) && args.certificates.mesh_ca.is_none() {
+        say(
+            "the mesh's own mutual TLS (a mesh tagged gophermesh:mtls) issues from a CA made in this replica's memory: give every replica the same --mesh-ca-cert and --mesh-ca-key, or their Envoys will not trust each other",
+        );
+    }
     let (ads, ads_tls) = plane::spawn_ads(
         &store,
         (envoys.clone(), &secrets),
