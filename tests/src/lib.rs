@@ -838,6 +838,33 @@ impl LocalMesh {
             .unwrap_or(0)
     }
 
+    /// Where node `node`'s Envoy of the shipped mesh takes its callers (its task's
+    /// address), as status places it.
+    pub async fn reach(&self, node: &str) -> String {
+        let status = self.status().await;
+        status["placements"][shipped_key(node)]["reach"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{node}'s address in {status}"))
+            .to_owned()
+    }
+
+    /// `GET PATH` of node `node`'s Envoy's admin interface (loopback mode), as text.
+    pub async fn envoy_admin(&self, node: &str, path: &str) -> String {
+        let status = self.status().await;
+        let admin = status["placements"][shipped_key(node)]["admin"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{node}'s Envoy's admin address in {status}"))
+            .to_owned();
+        client()
+            .get(format!("http://{admin}{path}"))
+            .send()
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// `GET /v1/status` of this mesh's control API.
     pub async fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.control)).await
@@ -922,4 +949,26 @@ pub fn rollout_to_v2<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(extra);
     args
+}
+
+/// The HTTP status curl gets with `args` (a URL and its options), within 10 s; 0 when
+/// there was no answer (refused, reset, or a TLS handshake that failed).
+pub fn curl_status(args: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }

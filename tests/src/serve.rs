@@ -203,6 +203,12 @@ pub fn issue_ca(dir: &Path) {
 /// One more certificate from the CA in `dir` ([`issue_ca`]): `NAME.pem` and `NAME.key`
 /// (replaced when there), with a new key and serial.
 pub fn issue_leaf(dir: &Path, name: &str, sans: &[&str]) {
+    issue_leaf_with(dir, name, &format!("subjectAltName={}\n", sans.join(",")));
+}
+
+/// [`issue_leaf`] with the certificate's extensions given as openssl writes them in an
+/// extension file (`subjectAltName=URI:...`, `extendedKeyUsage=clientAuth`).
+pub fn issue_leaf_with(dir: &Path, name: &str, extensions: &str) {
     let path = |f: &str| dir.join(f).display().to_string();
     {
         let (key, csr) = (path(&format!("{name}.key")), path(&format!("{name}.csr")));
@@ -222,7 +228,7 @@ pub fn issue_leaf(dir: &Path, name: &str, sans: &[&str]) {
             ],
         );
         let ext = dir.join(format!("{name}.ext"));
-        std::fs::write(&ext, format!("subjectAltName={}\n", sans.join(","))).expect("ext");
+        std::fs::write(&ext, extensions).expect("ext");
         run(
             "openssl",
             &[

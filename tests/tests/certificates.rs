@@ -123,26 +123,40 @@ fn trusting(ca: &str) -> Value {
 /// verified TLS answer came.
 fn https_status(gateway: &str, name: &str, path: &str, ca: &Path) -> u16 {
     let port = gateway.rsplit(':').next().expect("a port");
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
-        .arg(format!("https://{name}:{port}{path}"))
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    tests::curl_status(&[
+        "--cacert",
+        &ca.display().to_string(),
+        "--resolve",
+        &format!("{name}:{port}:127.0.0.1"),
+        &format!("https://{name}:{port}{path}"),
+    ])
+}
+
+/// Calls the requester 1500 times while `change` replaces the certificate distributor-v1's
+/// Envoy at `reach` serves (`first`, by serial): the new one is served within 20 s and no
+/// call fails. Returns the new serial.
+async fn served_anew_under_load(
+    mesh: &LocalMesh,
+    (reach, ca, first): (&str, &Path, &str),
+    change: impl FnOnce(),
+) -> String {
+    let load = {
+        let requester = mesh.requester.clone();
+        tokio::spawn(async move { tests::compare_at(&requester, 1500, 4).await })
+    };
+    change();
+    let (serial, _) = until(Duration::from_secs(20), async || {
+        served_certificate(reach, "distributor-v1.gophers.local", ca)
+            .filter(|(serial, _)| serial != first)
+    })
+    .await
+    .expect("the new certificate is served within 20 s");
+    let report = load.await.expect("the load ran");
+    assert_eq!(
+        report["ok"], 1500,
+        "calls failed across the change: {report}"
+    );
+    serial
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,10 +190,7 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
         "{report}"
     );
     let status = mesh.status().await;
-    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
-        .as_str()
-        .expect("distributor-v1's address")
-        .to_owned();
+    let reach = mesh.reach("distributor-v1").await;
     let ca_file = work.join("ca.pem");
     let (first_serial, issuer) =
         served_certificate(&reach, "distributor-v1.gophers.local", &ca_file)
@@ -234,27 +245,15 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
 
     // ACM renews the certificate under the same ARN: the Envoys serve the new one within
     // seconds, and no request fails meanwhile.
-    let load = {
-        let requester = mesh.requester.clone();
-        tokio::spawn(async move { tests::compare_at(&requester, 1500, 4).await })
-    };
-    moto.aws(&[
-        "acm",
-        "renew-certificate",
-        "--certificate-arn",
-        &certificate,
-    ]);
-    let renewed = until(Duration::from_secs(20), async || {
-        served_certificate(&reach, "distributor-v1.gophers.local", &ca_file)
-            .filter(|(serial, _)| *serial != first_serial)
+    let renewed = served_anew_under_load(&mesh, (&reach, &ca_file, &first_serial), || {
+        moto.aws(&[
+            "acm",
+            "renew-certificate",
+            "--certificate-arn",
+            &certificate,
+        ]);
     })
-    .await
-    .expect("the renewed certificate is served within 20 s");
-    let report = load.await.expect("the load ran");
-    assert_eq!(
-        report["ok"], 1500,
-        "requests failed across the renewal: {report}"
-    );
+    .await;
     let status = mesh.status().await;
     assert_eq!(
         status["processes"]
@@ -266,7 +265,7 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
         0,
         "nothing was restarted: {status:#}"
     );
-    eprintln!("renewed: serial {first_serial} -> {}", renewed.0);
+    eprintln!("renewed: serial {first_serial} -> {renewed}");
 
     // ACM unreachable: the last certificate stays served, status says what failed.
     moto.hang();
@@ -335,20 +334,9 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
 
 /// The name of the requester's Envoy's cluster to distributor-v1.
 async fn upstream_cluster(mesh: &LocalMesh) -> String {
-    let status = mesh.status().await;
-    let admin = status["placements"]["gophermesh/requester"]["admin"]
-        .as_str()
-        .expect("the requester's Envoy's admin address")
-        .to_owned();
-    let text = tests::client()
-        .get(format!("http://{admin}/clusters?format=json"))
-        .send()
-        .await
-        .expect("admin answers")
-        .json::<Value>()
-        .await
-        .expect("json");
-    text["cluster_statuses"]
+    let text = mesh.envoy_admin("requester", "/clusters?format=json").await;
+    let clusters: Value = serde_json::from_str(&text).expect("json");
+    clusters["cluster_statuses"]
         .as_array()
         .expect("clusters")
         .iter()
@@ -414,37 +402,21 @@ async fn secrets_of_a_local_sds_server_carry_the_mesh_and_rotate() {
     let report = compare(&mesh, 200, 4).await;
     assert_eq!(report["ok"], 200, "{report}\n{}", mesh.output());
     assert!(count(&report, "v1") > 0.0, "{report}");
-    let status = mesh.status().await;
-    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
-        .as_str()
-        .expect("distributor-v1's address")
-        .to_owned();
+    let reach = mesh.reach("distributor-v1").await;
     let ca = certs.join("ca.pem");
     let (first, _) = served_certificate(&reach, "distributor-v1.gophers.local", &ca)
         .expect("distributor-v1's Envoy answers TLS with the SDS server's certificate");
 
     // Rotation: a new key and certificate under the same secret name.
-    let load = {
-        let requester = mesh.requester.clone();
-        tokio::spawn(async move { tests::compare_at(&requester, 1500, 4).await })
-    };
-    tests::serve::issue_leaf(&certs, "distributor", &names);
-    sds.certificate(
-        "distributor",
-        &certs.join("distributor.pem"),
-        &certs.join("distributor.key"),
-    );
-    until(Duration::from_secs(20), async || {
-        served_certificate(&reach, "distributor-v1.gophers.local", &ca)
-            .filter(|(serial, _)| *serial != first)
+    served_anew_under_load(&mesh, (&reach, &ca, &first), || {
+        tests::serve::issue_leaf(&certs, "distributor", &names);
+        sds.certificate(
+            "distributor",
+            &certs.join("distributor.pem"),
+            &certs.join("distributor.key"),
+        );
     })
-    .await
-    .expect("the rotated certificate is served within 20 s");
-    let report = load.await.expect("the load ran");
-    assert_eq!(
-        report["ok"], 1500,
-        "requests failed across the rotation: {report}"
-    );
+    .await;
     drop(sds);
     let _ = std::fs::remove_file(&socket);
 }

@@ -5,94 +5,33 @@
 //! rotated every 20 s (a 30 s lifetime) with no failed request.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tests::{LocalMesh, Mode, compare_at, copy_of_shipped, count, edit_json};
 
-/// `openssl` with `args`, which must succeed.
-fn openssl(args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs")
-        .success();
-    assert!(ok, "openssl {args:?}");
-}
-
-/// A certificate from the CA in `dir` (`ca.pem`, `ca.key`) whose URI is `uri`:
-/// `NAME.pem` and `NAME.key`.
+/// A certificate from the CA in `dir` whose URI is `uri`: `NAME.pem` and `NAME.key`.
 fn issue_uri(dir: &Path, name: &str, uri: &str) {
-    let path = |f: &str| dir.join(f).display().to_string();
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        &path(&format!("{name}.key")),
-        "-out",
-        &path(&format!("{name}.csr")),
-    ]);
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName=URI:{uri}\nextendedKeyUsage=clientAuth,serverAuth\n"),
-    )
-    .expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &path(&format!("{name}.csr")),
-        "-CA",
-        &path("ca.pem"),
-        "-CAkey",
-        &path("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &path(&format!("{name}.ext")),
-        "-out",
-        &path(&format!("{name}.pem")),
-    ]);
+    tests::serve::issue_leaf_with(
+        dir,
+        name,
+        &format!("subjectAltName=URI:{uri}\nextendedKeyUsage=clientAuth,serverAuth\n"),
+    );
 }
 
 /// The HTTP status of `GET https://ADDR/` at `reach` (a node's Envoy), checked against
 /// `ca` (names not checked: the mesh's certificates carry URIs), showing `client`'s
 /// certificate when given; 0 when there was no answer.
 fn status_at(reach: &str, ca: &Path, client: Option<(&Path, &Path)>) -> u16 {
-    let mut curl = Command::new("curl");
-    curl.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-    ])
-    .arg("--cacert")
-    .arg(ca)
-    // The mesh's certificates name nodes by URI, not host names.
-    .arg("--insecure");
-    if let Some((cert, key)) = client {
-        curl.arg("--cert").arg(cert).arg("--key").arg(key);
+    let ca = ca.display().to_string();
+    let url = format!("https://{reach}/");
+    let mut args = vec!["--cacert", &ca, "--insecure"];
+    let files = client.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
+    if let Some((cert, key)) = &files {
+        args.extend(["--cert", cert, "--key", key]);
     }
-    let out = curl
-        .arg(format!("https://{reach}/"))
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    args.push(&url);
+    tests::curl_status(&args)
 }
 
 /// The serial of the mesh certificate `status` shows for node `key`.
@@ -142,27 +81,10 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
 
     // Straight at distributor-v1's Envoy: plaintext, TLS without a certificate, and a mesh
     // certificate of a node that does not call it are refused; the requester's is taken.
-    let status = mesh.status().await;
-    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
-        .as_str()
-        .expect("distributor-v1's address")
-        .to_owned();
-    let plain = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .arg(format!("http://{reach}/"))
-        .output()
-        .expect("curl runs");
+    let reach = mesh.reach("distributor-v1").await;
     assert_eq!(
-        String::from_utf8_lossy(&plain.stdout).trim(),
-        "000",
+        tests::curl_status(&[&format!("http://{reach}/")]),
+        0,
         "plaintext was answered"
     );
     assert_eq!(
@@ -257,21 +179,9 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
 /// TLS handshakes the requester's Envoy's ingress listeners made (summed over its
 /// listeners' `ssl.handshake` stats).
 async fn requester_handshakes(mesh: &LocalMesh) -> u64 {
-    let status = mesh.status().await;
-    let admin = status["placements"]["gophermesh/requester"]["admin"]
-        .as_str()
-        .expect("admin")
-        .to_owned();
-    let text = tests::client()
-        .get(format!(
-            "http://{admin}/stats?filter=^listener\\..*ssl\\.handshake$"
-        ))
-        .send()
-        .await
-        .expect("admin answers")
-        .text()
-        .await
-        .expect("text");
+    let text = mesh
+        .envoy_admin("requester", "/stats?filter=^listener\\..*ssl\\.handshake$")
+        .await;
     text.lines()
         .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
         .sum()

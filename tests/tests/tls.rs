@@ -74,11 +74,7 @@ async fn strict_mutual_tls_carries_the_mesh_and_refuses_plaintext_and_strangers(
     // From the hub (outside every task), straight at distributor-v1's task address, which
     // its rules send to its Envoy: plaintext gets nothing, TLS without a certificate gets
     // nothing, TLS with the requester's certificate gets the answer.
-    let status = mesh.status().await;
-    let reach = status["placements"]["gophermesh/distributor-v1"]["reach"]
-        .as_str()
-        .expect("distributor-v1's address")
-        .to_owned();
+    let reach = mesh.reach("distributor-v1").await;
     let hub = format!("{}hub", mesh.namespace_prefix());
     assert_eq!(
         http_status_in(&hub, None, &[&format!("http://{reach}/")]),
