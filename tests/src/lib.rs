@@ -951,19 +951,23 @@ pub fn rollout_to_v2<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// The HTTP status curl gets with `args` (a URL and its options), within 10 s; 0 when
-/// there was no answer (refused, reset, or a TLS handshake that failed).
+/// curl's options that make it print the HTTP status alone (`000` when no answer came
+/// within 5 s).
+pub const CURL_STATUS: [&str; 7] = [
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+    "--max-time",
+    "5",
+];
+
+/// The HTTP status curl gets with `args` (a URL and its options); 0 when there was no
+/// answer (refused, reset, or a TLS handshake that failed).
 pub fn curl_status(args: &[&str]) -> u16 {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
+        .args(CURL_STATUS)
         .args(args)
         .output()
         .expect("curl runs");

@@ -289,16 +289,8 @@ pub fn http_status_in(ns: &str, uid: Option<u32>, args: &[&str]) -> u16 {
         command.args(["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"]);
     }
     let out = command
-        .args([
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
+        .arg("curl")
+        .args(crate::CURL_STATUS)
         .args(args)
         .output()
         .expect("curl runs (scripts/setup.sh --tests installs it)");

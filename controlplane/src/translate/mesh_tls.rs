@@ -16,10 +16,9 @@ use std::collections::BTreeSet;
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use meshmodel::Mesh;
 
-use super::tls_context::{downstream_tls, from_control_plane, upstream_tls};
+use super::tls_context::{downstream_tls, from_control_plane, san_exactly, upstream_tls};
 
 pub use meshmodel::MTLS_TAG;
 
@@ -113,17 +112,6 @@ pub fn callers_of(mesh: &Mesh, node: &str) -> BTreeSet<String> {
     out
 }
 
-fn uri_exactly(uri: &str) -> tls::SubjectAltNameMatcher {
-    tls::SubjectAltNameMatcher {
-        san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
-        matcher: Some(StringMatcher {
-            match_pattern: Some(MatchPattern::Exact(uri.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The mesh certificate, and trust in the mesh CA for peers whose URI is one of `peers`.
 fn mesh_context(peers: impl IntoIterator<Item = String>) -> tls::CommonTlsContext {
     use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
@@ -134,7 +122,7 @@ fn mesh_context(peers: impl IntoIterator<Item = String>) -> tls::CommonTlsContex
                 default_validation_context: Some(tls::CertificateValidationContext {
                     match_typed_subject_alt_names: peers
                         .into_iter()
-                        .map(|p| uri_exactly(&p))
+                        .map(|p| san_exactly(tls::subject_alt_name_matcher::SanType::Uri, &p))
                         .collect(),
                     ..Default::default()
                 }),

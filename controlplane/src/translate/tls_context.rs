@@ -64,13 +64,16 @@ fn from_local_sds(name: &str) -> tls::SdsSecretConfig {
     }
 }
 
-/// A certificate matcher for a DNS name, exactly.
-fn dns_exactly(name: &str) -> tls::SubjectAltNameMatcher {
+/// A certificate matcher for a name of `kind` (DNS, URI), exactly.
+pub(super) fn san_exactly(
+    kind: tls::subject_alt_name_matcher::SanType,
+    name: &str,
+) -> tls::SubjectAltNameMatcher {
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         StringMatcher, string_matcher::MatchPattern,
     };
     tls::SubjectAltNameMatcher {
-        san_type: tls::subject_alt_name_matcher::SanType::Dns as i32,
+        san_type: kind as i32,
         matcher: Some(StringMatcher {
             match_pattern: Some(MatchPattern::Exact(name.to_owned())),
             ..Default::default()
@@ -114,7 +117,10 @@ fn common_tls(
         .map(|n| n.names.exact.as_slice())
         .unwrap_or_default();
     let mut checks = tls::CertificateValidationContext {
-        match_typed_subject_alt_names: names.iter().map(|n| dns_exactly(n)).collect(),
+        match_typed_subject_alt_names: names
+            .iter()
+            .map(|n| san_exactly(tls::subject_alt_name_matcher::SanType::Dns, n))
+            .collect(),
         ..Default::default()
     };
     let trust = &v.trust;
