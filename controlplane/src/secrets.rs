@@ -25,8 +25,9 @@ pub mod acm;
 mod issued;
 pub mod mesh_ca;
 pub mod refresh;
+pub mod seal;
 
-pub use issued::DEFAULT_LIFETIME;
+pub use issued::{CaSource, DEFAULT_LIFETIME};
 
 /// The xDS type of a TLS secret.
 pub const SECRET_TYPE: &str =
@@ -118,17 +119,17 @@ impl std::fmt::Debug for Secrets {
 
 impl Default for Secrets {
     fn default() -> Self {
-        Self::with_mesh_ca(DEFAULT_LIFETIME, None)
+        Self::with_mesh_ca(DEFAULT_LIFETIME, CaSource::PerMesh)
     }
 }
 
 impl Secrets {
-    /// A book whose mesh certificates last `lifetime` and are issued by `ca` (every mesh's),
-    /// or by a CA made for each mesh when none is given.
-    pub fn with_mesh_ca(lifetime: std::time::Duration, ca: Option<mesh_ca::MeshCa>) -> Self {
+    /// A book whose mesh certificates last `lifetime` and are issued by the CAs `source`
+    /// gives.
+    pub fn with_mesh_ca(lifetime: std::time::Duration, source: CaSource) -> Self {
         Self {
             held: Arc::default(),
-            issuing: Arc::new(Mutex::new(issued::Issuing::new(lifetime, ca))),
+            issuing: Arc::new(Mutex::new(issued::Issuing::new(lifetime, source))),
             issued: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
         }
@@ -164,6 +165,26 @@ impl Secrets {
     /// Waits until a mesh certificate is first issued.
     pub(crate) async fn first_issue(&self) {
         self.issued.notified().await;
+    }
+
+    /// What seals the mesh CAs kept in the store, when they are kept there.
+    pub(crate) fn seal(&self) -> Option<seal::SealKey> {
+        lock(&self.issuing).seal.clone()
+    }
+
+    /// Whether mesh `mesh`'s CA is here (given, made, or read from the store).
+    pub(crate) fn has_ca(&self, mesh: &str) -> bool {
+        lock(&self.issuing).has_ca(mesh)
+    }
+
+    /// Takes `ca` (read from the store) as mesh `mesh`'s CA; the streams are told when it
+    /// is new here.
+    pub(crate) fn adopt_ca(&self, mesh: &str, ca: mesh_ca::MeshCa) -> Result<(), String> {
+        if lock(&self.issuing).adopt(mesh, ca)? {
+            tracing::info!(mesh, "mesh CA read from the store");
+            self.changed.send_modify(|v| *v += 1);
+        }
+        Ok(())
     }
 
     /// When the next mesh certificate is due to be reissued.

@@ -164,6 +164,9 @@ pub struct CertificateConfig {
     /// The CA mesh certificates are issued from (PEM certificate and key files); one made
     /// per mesh in memory when `None`.
     pub mesh_ca: Option<(PathBuf, PathBuf)>,
+    /// A file holding the key that seals the mesh CAs kept in the store; when given, each
+    /// mesh's CA is made once and kept there (every replica and restart issues from it).
+    pub mesh_ca_seal_key: Option<PathBuf>,
 }
 
 impl Default for CertificateConfig {
@@ -172,6 +175,7 @@ impl Default for CertificateConfig {
             refresh: DEFAULT_CERTIFICATE_REFRESH,
             mesh_lifetime: controlplane::secrets::DEFAULT_LIFETIME,
             mesh_ca: None,
+            mesh_ca_seal_key: None,
         }
     }
 }

@@ -186,3 +186,68 @@ async fn requester_handshakes(mesh: &LocalMesh) -> u64 {
         .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
         .sum()
 }
+
+/// The mesh CA's serial, as status shows it.
+fn ca_serial(status: &Value) -> Option<String> {
+    status["certificates"].as_array()?.iter().find_map(|c| {
+        (c["kind"] == "mesh-ca")
+            .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
+            .flatten()
+    })
+}
+
+/// With `--mesh-ca-seal-key`, the mesh's CA is made once and kept in the store with its key
+/// sealed (the store file holds no key in the clear): a restart over the same data issues
+/// from the same CA, and the mesh runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_mesh_ca_in_the_store_outlives_a_restart() {
+    let dir = copy_of_shipped("mesh-tls-sealed");
+    edit_json(&dir, "mesh/mesh.json", |doc| {
+        doc["tags"] = json!([{"key": "gophermesh:mtls", "value": "PERMISSIVE"}]);
+    });
+    let seal = dir.join("seal.key");
+    std::fs::write(&seal, "ab".repeat(32)).expect("seal key written");
+    let data = dir.join("data");
+    let args = [
+        "--data-dir",
+        &data.display().to_string(),
+        "--mesh-ca-seal-key",
+        &seal.display().to_string(),
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        let mut mesh = LocalMesh::start_with(&dir, Mode::Loopback, &args);
+        let report = tests::compare(&mesh, 100, 4).await;
+        assert_eq!(report["ok"], 100, "{report}\n{}", mesh.output());
+        assert!(
+            requester_handshakes(&mesh).await == 0,
+            "PERMISSIVE: the load enters plain"
+        );
+        let distributor_tls = mesh
+            .envoy_admin(
+                "distributor-v1",
+                "/stats?filter=^listener\\..*ssl\\.handshake$",
+            )
+            .await;
+        assert!(
+            distributor_tls
+                .lines()
+                .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+                .sum::<u64>()
+                > 0,
+            "the requester's Envoy called distributor-v1's on mesh certificates: {distributor_tls}"
+        );
+        serials.push(ca_serial(&mesh.status().await).expect("status shows the mesh CA"));
+        assert_eq!(mesh.stop(Duration::from_secs(20)), Some(0));
+    }
+    assert_eq!(serials[0], serials[1], "the same CA after the restart");
+    let stored = std::fs::read(data.join("state.redb")).expect("the store file");
+    let text = String::from_utf8_lossy(&stored);
+    assert!(text.contains("sealed_key"), "the CA is in the store");
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "no key in the clear in the store"
+    );
+}

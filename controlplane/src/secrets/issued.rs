@@ -19,37 +19,81 @@ struct Issued {
     renew_at: SystemTime,
 }
 
+/// Where the mesh CAs come from.
+#[derive(Debug)]
+pub enum CaSource {
+    /// Made in memory for each mesh when first needed.
+    PerMesh,
+    /// One given, for every mesh.
+    Given(Box<MeshCa>),
+    /// Made once per mesh and kept in the store, its key sealed with this.
+    Stored(super::seal::SealKey),
+}
+
 /// The mesh CAs and what they issued.
 pub(super) struct Issuing {
     lifetime: Duration,
     /// The CA every mesh issues from, when one is given.
     given: Option<Arc<MeshCa>>,
+    /// What seals the CAs kept in the store, when they are.
+    pub(super) seal: Option<super::seal::SealKey>,
     cas: BTreeMap<String, (Arc<MeshCa>, Material)>,
     certs: BTreeMap<String, Issued>,
 }
 
 impl Default for Issuing {
     fn default() -> Self {
-        Self::new(DEFAULT_LIFETIME, None)
+        Self::new(DEFAULT_LIFETIME, CaSource::PerMesh)
     }
 }
 
 impl Issuing {
-    pub(super) fn new(lifetime: Duration, given: Option<MeshCa>) -> Self {
+    pub(super) fn new(lifetime: Duration, source: CaSource) -> Self {
+        let (given, seal) = match source {
+            CaSource::PerMesh => (None, None),
+            CaSource::Given(ca) => (Some(Arc::new(*ca)), None),
+            CaSource::Stored(seal) => (None, Some(seal)),
+        };
         Self {
             lifetime,
-            given: given.map(Arc::new),
+            given,
+            seal,
             cas: BTreeMap::new(),
             certs: BTreeMap::new(),
         }
     }
 
+    /// Takes `ca` as mesh `mesh`'s (read from the store); whether it is new here (the
+    /// certificates issued from another CA are then issued again).
+    pub(super) fn adopt(&mut self, mesh: &str, ca: MeshCa) -> Result<bool, String> {
+        if self
+            .cas
+            .get(mesh)
+            .is_some_and(|(held, _)| held.certificate() == ca.certificate())
+        {
+            return Ok(false);
+        }
+        let trust = ca.trust(MESH_TRUST)?;
+        self.cas.insert(mesh.to_owned(), (Arc::new(ca), trust));
+        let prefix = format!("{mesh}/");
+        self.certs.retain(|key, _| !key.starts_with(&prefix));
+        Ok(true)
+    }
+
+    /// Whether mesh `mesh` has its CA here.
+    pub(super) fn has_ca(&self, mesh: &str) -> bool {
+        self.cas.contains_key(mesh)
+    }
+
     /// Mesh `mesh`'s CA and its trust secret, made on first use.
     fn ca(&mut self, mesh: &str) -> Result<&(Arc<MeshCa>, Material), String> {
         if !self.cas.contains_key(mesh) {
-            let ca = match &self.given {
-                Some(ca) => ca.clone(),
-                None => Arc::new(MeshCa::generate(mesh)?),
+            let ca = match (&self.given, &self.seal) {
+                (Some(ca), _) => ca.clone(),
+                (None, Some(_)) => {
+                    return Err(format!("mesh `{mesh}`'s CA is not read from the store yet"));
+                }
+                (None, None) => Arc::new(MeshCa::generate(mesh)?),
             };
             let trust = ca.trust(MESH_TRUST)?;
             tracing::info!(mesh, "mesh CA ready for mutual TLS");

@@ -20,6 +20,8 @@ const SKEW: Duration = Duration::from_secs(60);
 /// A mesh CA: its certificate (PEM) and what signs with its key.
 pub struct MeshCa {
     pem: String,
+    /// The key, to seal it for the store.
+    key_pem: zeroize::Zeroizing<String>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -59,17 +61,46 @@ impl MeshCa {
             .map_err(|e| format!("cannot sign the mesh CA: {e}"))?;
         Ok(Self {
             pem: cert.pem(),
+            key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
             issuer: Issuer::new(params, key),
         })
     }
 
+    /// This CA as the store keeps it: its key sealed with `seal`.
+    pub fn sealed(
+        &self,
+        seal: &super::seal::SealKey,
+    ) -> Result<crate::state::snapshot::SealedCa, String> {
+        Ok(crate::state::snapshot::SealedCa {
+            certificate: self.pem.clone(),
+            sealed_key: seal.seal(self.key_pem.as_bytes())?,
+        })
+    }
+
+    /// The CA the store keeps, its key unsealed with `seal`.
+    pub fn unsealed(
+        stored: &crate::state::snapshot::SealedCa,
+        seal: &super::seal::SealKey,
+    ) -> Result<Self, String> {
+        let key = seal.unseal(&stored.sealed_key)?;
+        let key = std::str::from_utf8(&key).map_err(|_| "the unsealed key is not PEM")?;
+        Self::from_pem(&stored.certificate, key)
+    }
+
+    /// The CA's certificate (PEM).
+    pub fn certificate(&self) -> &str {
+        &self.pem
+    }
+
     /// A CA given as PEM (its certificate and its key), to issue from.
     pub fn from_pem(cert: &str, key: &str) -> Result<Self, String> {
+        let key_pem = zeroize::Zeroizing::new(key.to_owned());
         let key = KeyPair::from_pem(key).map_err(|e| format!("the CA key does not read: {e}"))?;
         let issuer = Issuer::from_ca_cert_pem(cert, key)
             .map_err(|e| format!("the CA certificate does not read: {e}"))?;
         Ok(Self {
             pem: cert.to_owned(),
+            key_pem,
             issuer,
         })
     }

@@ -4,15 +4,14 @@
 //! fetch keeps the last good secret; status says what failed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-use tokio::sync::watch;
 
 use super::Secrets;
 use super::acm::{self, Fetch};
+use super::mesh_ca::MeshCa;
 use crate::state::snapshot::{Snapshot, node_key};
-use crate::translate::{AcmMaterial, acm_material, callers_of};
+use crate::state::store::Store;
+use crate::translate::{AcmMaterial, acm_material, callers_of, mesh_tls};
 
 /// How long before a certificate expires it is fetched again at the latest.
 pub const BEFORE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -130,23 +129,65 @@ pub async fn fetch_one(
     }
 }
 
-/// Runs until `snapshots` ends: keeps `secrets` filled from `fetch` (made the first time a
+/// When the mesh CAs are kept in the store: reads each mesh's (with mutual TLS of its
+/// own) into `secrets`, and makes and stores one for a mesh that has none yet (the one
+/// stored first wins, when replicas race).
+async fn keep_mesh_cas(secrets: &Secrets, store: &Store, snapshot: &Snapshot) {
+    let Some(seal) = secrets.seal() else { return };
+    for (mesh, state) in &snapshot.meshes {
+        if mesh_tls(&state.mesh).is_none() {
+            continue;
+        }
+        let stored = match &state.mesh_ca {
+            Some(stored) => stored.clone(),
+            None if secrets.has_ca(mesh) => continue,
+            None => {
+                let made = MeshCa::generate(mesh).and_then(|ca| ca.sealed(&seal));
+                let made = match made {
+                    Ok(made) => made,
+                    Err(e) => {
+                        tracing::warn!(mesh, error = %e, "cannot make the mesh CA");
+                        continue;
+                    }
+                };
+                let (store, name) = (store.clone(), mesh.clone());
+                match tokio::task::spawn_blocking(move || store.put_mesh_ca(&name, made)).await {
+                    Ok(Ok(stored)) => stored,
+                    Ok(Err(e)) => {
+                        tracing::warn!(mesh, error = ?e, "cannot store the mesh CA");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        if let Err(e) = MeshCa::unsealed(&stored, &seal).and_then(|ca| secrets.adopt_ca(mesh, ca)) {
+            tracing::warn!(mesh, error = %e, "cannot use the stored mesh CA");
+        }
+    }
+}
+
+/// [`keep_mesh_cas`] over `store`'s current snapshot, for the unit tests.
+#[cfg(test)]
+pub(crate) async fn keep_mesh_cas_for_tests(secrets: &Secrets, store: &Store) {
+    keep_mesh_cas(secrets, store, &store.current()).await;
+}
+
+/// Runs until `store` ends: keeps `secrets` filled from `fetch` (made the first time a
 /// mesh names ACM material, so that a control plane without any never loads AWS
-/// configuration).
-pub async fn run<F, Fut>(
-    secrets: Secrets,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    make_fetch: F,
-    every: Duration,
-) where
+/// configuration), and the mesh CAs kept in the store read.
+pub async fn run<F, Fut>(secrets: Secrets, store: Store, make_fetch: F, every: Duration)
+where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Box<dyn Fetch>>,
 {
+    let mut snapshots = store.subscribe();
     let mut make_fetch = Some(make_fetch);
     let mut fetch: Option<Box<dyn Fetch>> = None;
     let mut due: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
+        keep_mesh_cas(&secrets, &store, &snapshot).await;
         let wanted = wanted(&snapshot);
         due.retain(|name, _| wanted.contains_key(name));
         let now = tokio::time::Instant::now();

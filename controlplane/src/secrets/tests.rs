@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::CaSource;
 use super::acm::{self, Authority, Exported, Fetch};
 use super::refresh::{RETRY, fetch_one};
 use super::*;
@@ -235,7 +236,7 @@ fn a_secret_no_mesh_names_any_more_is_dropped() {
 
 #[test]
 fn a_mesh_certificate_names_its_node_and_is_issued_by_the_mesh_ca() {
-    let secrets = Secrets::with_mesh_ca(Duration::from_secs(60), None);
+    let secrets = Secrets::with_mesh_ca(Duration::from_secs(60), CaSource::PerMesh);
     let names = [
         crate::translate::MESH_CERTIFICATE.to_owned(),
         crate::translate::MESH_TRUST.to_owned(),
@@ -296,7 +297,7 @@ fn a_given_ca_issues_for_every_mesh() {
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = params.self_signed(&key).expect("signed");
     let ca = super::mesh_ca::MeshCa::from_pem(&cert.pem(), &key.serialize_pem()).expect("reads");
-    let secrets = Secrets::with_mesh_ca(Duration::from_secs(3600), Some(ca));
+    let secrets = Secrets::with_mesh_ca(Duration::from_secs(3600), CaSource::Given(Box::new(ca)));
     secrets.named_for("a/x", &[crate::translate::MESH_CERTIFICATE.to_owned()]);
     secrets.named_for("b/y", &[crate::translate::MESH_CERTIFICATE.to_owned()]);
     for s in secrets
@@ -307,4 +308,88 @@ fn a_given_ca_issues_for_every_mesh() {
         assert!(s.certificates[0].issuer.contains("Given CA"), "{s:?}");
     }
     assert!(super::mesh_ca::MeshCa::from_pem("not a certificate", &key.serialize_pem()).is_err());
+}
+
+#[test]
+fn a_sealed_key_opens_with_its_seal_key_only() {
+    let seal = super::seal::SealKey::from_bytes(&[7u8; 32]).expect("32 bytes");
+    let hex = super::seal::SealKey::from_bytes(
+        b"  0707070707070707070707070707070707070707070707070707070707070707\n",
+    )
+    .expect("64 hex digits");
+    let sealed = seal.seal(b"-----BEGIN PRIVATE KEY-----").expect("sealed");
+    assert!(!sealed.contains("PRIVATE"), "sealed is not plain");
+    assert_eq!(
+        &*hex.unseal(&sealed).expect("opens"),
+        b"-----BEGIN PRIVATE KEY-----"
+    );
+    assert_ne!(
+        seal.seal(b"x").expect("sealed"),
+        seal.seal(b"x").expect("sealed"),
+        "a new nonce each time"
+    );
+    let other = super::seal::SealKey::from_bytes(&[8u8; 32]).expect("32 bytes");
+    assert!(
+        other
+            .unseal(&sealed)
+            .expect_err("another key")
+            .contains("another key sealed it")
+    );
+    let short = super::seal::SealKey::from_bytes(b"too short").expect_err("refused");
+    assert!(short.contains("32 random bytes"), "{short}");
+}
+
+/// With a seal key, a mesh's CA is made once and kept in the store (its key sealed); a
+/// second control plane over the same store (a replica, a restart) issues from it.
+#[tokio::test]
+async fn a_stored_mesh_ca_is_made_once_and_shared() {
+    use crate::state::meta::Identity;
+    use crate::state::store::Store;
+    let mesh = meshmodel::Resource::from_value(
+        "mesh.json",
+        serde_json::json!({"meshName": "m", "tags": [{"key": "gophermesh:mtls", "value": "STRICT"}]}),
+    )
+    .expect("a mesh");
+    let mesh = meshmodel::Mesh::default()
+        .apply("mesh.json", mesh)
+        .expect("accepted");
+    let store = Store::in_memory([mesh], Identity::default());
+    let seal = || super::seal::SealKey::from_bytes(&[9u8; 32]).expect("key");
+    let names = [crate::translate::MESH_CERTIFICATE.to_owned()];
+    let first = Secrets::with_mesh_ca(Duration::from_secs(3600), CaSource::Stored(seal()));
+    assert!(
+        first.named_for("m/a", &names).is_empty(),
+        "no CA before the store has one"
+    );
+    super::refresh::keep_mesh_cas_for_tests(&first, &store).await;
+    let stored = store
+        .current()
+        .mesh("m")
+        .and_then(|m| m.mesh_ca.clone())
+        .expect("stored");
+    assert!(!stored.sealed_key.contains("PRIVATE"));
+    assert_eq!(
+        first.named_for("m/a", &names).len(),
+        1,
+        "issued once the CA is read"
+    );
+
+    let second = Secrets::with_mesh_ca(Duration::from_secs(3600), CaSource::Stored(seal()));
+    super::refresh::keep_mesh_cas_for_tests(&second, &store).await;
+    second.named_for("m/b", &names);
+    let ca_of = |s: &Secrets| {
+        s.status()
+            .into_iter()
+            .find(|s| s.kind == "mesh-ca")
+            .expect("a CA")
+            .certificates[0]
+            .serial
+            .clone()
+    };
+    assert_eq!(ca_of(&first), ca_of(&second), "one CA for both");
+    assert_eq!(
+        store.current().mesh("m").and_then(|m| m.mesh_ca.clone()),
+        Some(stored),
+        "not made again"
+    );
 }

@@ -74,6 +74,7 @@ pub fn next_of(
                 client_token: None,
                 bump: None,
                 rollouts: Vec::new(),
+                mesh_ca: None,
             },
             sorted,
         )),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::Meta;
 use super::rollout::Rollout;
-use super::snapshot::MeshState;
+use super::snapshot::{MeshState, SealedCa};
 
 const RESOURCES: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("resources");
 
@@ -257,6 +257,23 @@ pub(crate) fn rollout_record(rollout: &Rollout) -> Record {
     }
 }
 
+/// What starts the record key of a mesh's CA: `!meshca/MESH`.
+const MESH_CA_PREFIX: &str = "!meshca/";
+
+/// The record key of mesh `mesh`'s CA.
+pub(crate) fn mesh_ca_key(mesh: &str) -> String {
+    format!("{MESH_CA_PREFIX}{mesh}")
+}
+
+/// A mesh's CA (its key sealed) as a record.
+pub(crate) fn mesh_ca_record(ca: &SealedCa) -> Record {
+    Record {
+        origin: "<mesh CA>".to_owned(),
+        resource: serde_json::to_value(ca).expect("a CA serializes"),
+        meta: Meta::default(),
+    }
+}
+
 /// The mesh a record key names (`@MESH/KEY`), if it names one.
 fn mesh_of_key(record_key: &str) -> Option<&str> {
     record_key
@@ -276,6 +293,7 @@ pub(crate) fn load_records<'a>(
     let mut loaded = Loaded::default();
     let mut problems = Vec::new();
     let mut rollouts = Vec::new();
+    let mut cas = Vec::new();
     for (key, bytes) in records {
         loaded.count += 1;
         let record: Record = match serde_json::from_slice(bytes) {
@@ -285,6 +303,17 @@ pub(crate) fn load_records<'a>(
                 continue;
             }
         };
+        if let Some(mesh) = key.strip_prefix(MESH_CA_PREFIX) {
+            match serde_json::from_value::<SealedCa>(record.resource) {
+                Ok(ca) => cas.push((mesh, ca)),
+                Err(e) => problems.push(Problem::new(
+                    source,
+                    key,
+                    format!("unreadable mesh CA: {e}"),
+                )),
+            }
+            continue;
+        }
         if let Some(rest) = key.strip_prefix(ROLLOUT_PREFIX) {
             match (
                 rest.split_once('/'),
@@ -329,6 +358,12 @@ pub(crate) fn load_records<'a>(
                 held.rollouts.insert(route.to_owned(), rollout);
             }
             None => tracing::warn!(mesh, route, "a stored rollout of a mesh not held; ignored"),
+        }
+    }
+    for (mesh, ca) in cas {
+        match loaded.meshes.get_mut(mesh) {
+            Some(held) => held.mesh_ca = Some(ca),
+            None => tracing::warn!(mesh, "a stored CA of a mesh not held; ignored"),
         }
     }
     for mesh in loaded.meshes.values() {

@@ -41,6 +41,18 @@ pub struct MeshState {
     /// The rollouts of the mesh's routes by `ROUTER/ROUTE`, stored with its resources; a
     /// finished one stays until the next rollout of its route replaces it.
     pub rollouts: BTreeMap<String, Rollout>,
+    /// The CA of the mesh's own mutual TLS, its key sealed (encrypted with a key the
+    /// store never holds), stored with its resources so that every replica and restart
+    /// issues from it; `None` until one is made.
+    pub mesh_ca: Option<SealedCa>,
+}
+
+/// A CA as stored: its certificate (PEM) and its key sealed (AES-256-GCM, hex of nonce and
+/// ciphertext); what seals it is the secrets' business.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedCa {
+    pub certificate: String,
+    pub sealed_key: String,
 }
 
 impl MeshState {

@@ -16,12 +16,12 @@ use tokio::sync::watch;
 use super::lock;
 use super::meta::Identity;
 use super::persist::{
-    Database, Durable, Loaded, PersistError, Record, StorageHealth, record_key, rollout_key,
-    rollout_record,
+    Database, Durable, Loaded, PersistError, Record, StorageHealth, mesh_ca_key, mesh_ca_record,
+    record_key, rollout_key, rollout_record,
 };
 use super::placement::{Instance, Placement};
 use super::rollout::Rollout;
-use super::snapshot::{MeshState, Snapshot};
+use super::snapshot::{MeshState, SealedCa, Snapshot};
 
 /// Meshes to publish, by name, as a change left them (`None`: gone).
 type Meshes = Vec<(String, Option<MeshState>)>;
@@ -51,6 +51,9 @@ pub struct Next {
     /// Rollouts made, changed or (`None`) removed: mesh, `ROUTER/ROUTE`, rollout. The mesh
     /// must be one of `meshes`.
     pub rollouts: Vec<(String, String, Option<Rollout>)>,
+    /// A mesh CA to store, when the mesh has none yet: mesh, CA. The mesh must be one of
+    /// `meshes`.
+    pub mesh_ca: Option<(String, SealedCa)>,
 }
 
 impl Next {
@@ -62,6 +65,7 @@ impl Next {
             client_token: None,
             bump: None,
             rollouts: Vec::new(),
+            mesh_ca: None,
         }
     }
 }
@@ -201,6 +205,7 @@ impl Store {
                 client_token: None,
                 bump: None,
                 rollouts: Vec::new(),
+                mesh_ca: None,
             }),
             false => Err(()),
         });
@@ -225,6 +230,24 @@ impl Store {
     }
 
     /// Sets the instances Cloud Map gave for each virtual node of mesh `mesh` it discovers.
+    /// Stores `ca` as mesh `mesh`'s CA unless it has one already; the CA it has after (the
+    /// one stored first, by this or another replica). Blocks until stored.
+    pub fn put_mesh_ca(&self, mesh: &str, ca: SealedCa) -> Result<SealedCa, UpdateError<String>> {
+        let stored = self.update_with(|s| {
+            let state = s
+                .mesh(mesh)
+                .ok_or_else(|| format!("no mesh `{mesh}` here"))?;
+            Ok(Next {
+                mesh_ca: Some((mesh.to_owned(), ca.clone())),
+                ..Next::mesh(mesh, state.mesh.clone())
+            })
+        })?;
+        stored
+            .mesh(mesh)
+            .and_then(|m| m.mesh_ca.clone())
+            .ok_or_else(|| UpdateError::Refused(format!("mesh `{mesh}` is gone")))
+    }
+
     pub fn set_discovered(&self, mesh: &str, discovered: BTreeMap<String, Vec<Instance>>) {
         self.republish(mesh, |m| m.discovered = discovered);
     }
@@ -417,6 +440,7 @@ impl Store {
             client_token,
             bump,
             rollouts: changed_rollouts,
+            mesh_ca: new_ca,
         } = next;
         let (mut puts, mut deletes, mut published) = (Vec::new(), Vec::new(), Vec::new());
         for (name, mesh) in meshes {
@@ -471,10 +495,20 @@ impl Store {
             if gone {
                 deletes.extend(rollouts.keys().map(|k| rollout_key(&name, k)));
             }
+            let mut mesh_ca = before.mesh_ca.clone();
+            match new_ca.as_ref().filter(|(m, _)| *m == name) {
+                Some((_, ca)) if !gone && mesh_ca.is_none() => {
+                    puts.push((mesh_ca_key(&name), mesh_ca_record(ca)));
+                    mesh_ca = Some(ca.clone());
+                }
+                _ if gone && mesh_ca.is_some() => deletes.push(mesh_ca_key(&name)),
+                _ => {}
+            }
             // A mesh with nothing left in it (deleted) is gone.
             let state = (!gone).then(|| MeshState {
                 bare_keys: bare,
                 rollouts,
+                mesh_ca,
                 ..MeshState::new(mesh, meta)
             });
             published.push((name, state));

@@ -348,6 +348,17 @@ pub(crate) struct CertificateArgs {
     /// The key (PEM) of --mesh-ca-cert.
     #[arg(long, env = "GOPHERMESH_MESH_CA_KEY", requires = "mesh_ca_cert")]
     pub(crate) mesh_ca_key: Option<std::path::PathBuf>,
+
+    /// A file of 32 random bytes (or 64 hex digits: `openssl rand -hex 32`) that seals the
+    /// mesh CAs kept in the store: each mesh's CA is then made once and stored with the
+    /// mesh, its key encrypted (AES-256-GCM), so that every replica and every restart given
+    /// the same file issues from it.
+    #[arg(
+        long,
+        env = "GOPHERMESH_MESH_CA_SEAL_KEY",
+        conflicts_with = "mesh_ca_cert"
+    )]
+    pub(crate) mesh_ca_seal_key: Option<std::path::PathBuf>,
 }
 
 impl CertificateArgs {
@@ -356,6 +367,7 @@ impl CertificateArgs {
             refresh: self.certificate_refresh,
             mesh_lifetime: self.mesh_certificate_lifetime,
             mesh_ca: self.mesh_ca_cert.clone().zip(self.mesh_ca_key.clone()),
+            mesh_ca_seal_key: self.mesh_ca_seal_key.clone(),
         }
     }
 }

@@ -73,18 +73,30 @@ pub fn spawn_ads(
 }
 
 /// The secrets book of `config`: mesh certificates of its lifetime, from its CA files when
-/// given (refused at start, naming the flag, when they do not read).
+/// given, or from CAs kept in the store under its seal key (refused at start, naming the
+/// flag, when they do not read).
 pub fn secrets(config: &crate::config::CertificateConfig) -> anyhow::Result<Secrets> {
     use anyhow::Context as _;
-    let ca = match &config.mesh_ca {
-        None => None,
+    use controlplane::secrets::CaSource;
+    if let Some(path) = &config.mesh_ca_seal_key {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("--mesh-ca-seal-key {}: cannot read", path.display()))?;
+        let seal = controlplane::secrets::seal::SealKey::from_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("--mesh-ca-seal-key {}: {e}", path.display()))?;
+        return Ok(Secrets::with_mesh_ca(
+            config.mesh_lifetime,
+            CaSource::Stored(seal),
+        ));
+    }
+    let source = match &config.mesh_ca {
+        None => CaSource::PerMesh,
         Some((cert, key)) => {
             let read = |p: &std::path::Path, flag: &str| {
                 std::fs::read_to_string(p)
                     .with_context(|| format!("{flag} {}: cannot read", p.display()))
             };
             let (cert_pem, key_pem) = (read(cert, "--mesh-ca-cert")?, read(key, "--mesh-ca-key")?);
-            Some(
+            CaSource::Given(Box::new(
                 controlplane::secrets::mesh_ca::MeshCa::from_pem(&cert_pem, &key_pem).map_err(
                     |e| {
                         anyhow::anyhow!(
@@ -94,10 +106,10 @@ pub fn secrets(config: &crate::config::CertificateConfig) -> anyhow::Result<Secr
                         )
                     },
                 )?,
-            )
+            ))
         }
     };
-    Ok(Secrets::with_mesh_ca(config.mesh_lifetime, ca))
+    Ok(Secrets::with_mesh_ca(config.mesh_lifetime, source))
 }
 
 /// Keeps `secrets` filled with the ACM material the meshes of `store` name, read again
@@ -110,7 +122,7 @@ pub fn spawn_secrets(
 ) -> JoinHandle<()> {
     let refresh = controlplane::secrets::refresh::run(
         secrets.clone(),
-        store.subscribe(),
+        store.clone(),
         || async {
             Box::new(controlplane::secrets::acm::Aws::from_env().await)
                 as Box<dyn controlplane::secrets::acm::Fetch>

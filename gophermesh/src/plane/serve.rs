@@ -152,9 +152,11 @@ pub async fn start(args: ServeConfig) -> anyhow::Result<Serving> {
     let (stopper, stop) = plane::Stop::new();
     let envoys = EnvoyStatuses::default();
     let secrets = plane::secrets(&args.certificates)?;
-    if matches!(args.state, StateStore::Table(..)) && args.certificates.mesh_ca.is_none() {
+    let shared_ca =
+        args.certificates.mesh_ca.is_some() || args.certificates.mesh_ca_seal_key.is_some();
+    if matches!(args.state, StateStore::Table(..)) && !shared_ca {
         say(
-            "the mesh's own mutual TLS (a mesh tagged gophermesh:mtls) issues from a CA made in this replica's memory: give every replica the same --mesh-ca-cert and --mesh-ca-key, or their Envoys will not trust each other",
+            "the mesh's own mutual TLS (a mesh tagged gophermesh:mtls) issues from a CA made in this replica's memory: give every replica the same --mesh-ca-seal-key (or --mesh-ca-cert and --mesh-ca-key), or their Envoys will not trust each other",
         );
     }
     let (ads, ads_tls) = plane::spawn_ads(
