@@ -655,3 +655,46 @@ fn a_replica_names_a_missing_table_a_wrongly_keyed_one_and_refused_credentials()
         );
     }
 }
+
+/// Two replicas given the same `--mesh-ca-seal-key` (here through its variable) on one
+/// table issue from one mesh CA: whichever stored it first, the other reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_sealed_mesh_ca() {
+    let (_moto, mut env) = moto_with_table();
+    let dir = copy_of_shipped("replicas-mesh-ca");
+    tests::edit_json(&dir, "mesh/mesh.json", |doc| {
+        doc["tags"] = json!([{"key": "gophermesh:mtls", "value": "STRICT"}]);
+    });
+    let seal = dir.join("seal.key");
+    std::fs::write(&seal, "5a".repeat(32)).expect("seal key written");
+    env.push((
+        "GOPHERMESH_MESH_CA_SEAL_KEY".to_owned(),
+        seal.display().to_string(),
+    ));
+    let (a, b) = two_replicas(&dir, "127.0.0.1", &env);
+    let ca_of = |status: &Value| {
+        status["certificates"].as_array().and_then(|all| {
+            all.iter().find_map(|c| {
+                (c["kind"] == "mesh-ca")
+                    .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (ca_a, ca_b) = loop {
+        let sa = get_json(&format!("{}/v1/status", a.control)).await;
+        let sb = get_json(&format!("{}/v1/status", b.control)).await;
+        if let (Some(x), Some(y)) = (ca_of(&sa), ca_of(&sb)) {
+            break (x, y);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both replicas read a mesh CA within 20 s:\n{sa:#}\n{sb:#}\n{}\n{}",
+            a.said(),
+            b.said()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ca_a, ca_b, "one CA for both replicas");
+}
