@@ -172,9 +172,10 @@ impl Secrets {
         lock(&self.issuing).seal.clone()
     }
 
-    /// Whether mesh `mesh`'s CA is here (given, made, or read from the store).
-    pub(crate) fn has_ca(&self, mesh: &str) -> bool {
-        lock(&self.issuing).has_ca(mesh)
+    /// Whether mesh `mesh`'s CA is here (given, made, or read from the store), and is the
+    /// one whose certificate is `certificate` when given.
+    pub(crate) fn has_ca(&self, mesh: &str, certificate: Option<&str>) -> bool {
+        lock(&self.issuing).has_ca(mesh, certificate)
     }
 
     /// Takes `ca` (read from the store) as mesh `mesh`'s CA; the streams are told when it

@@ -266,6 +266,12 @@ async fn acm_certificates_and_private_ca_trust_carry_the_mesh_and_renew_live() {
         "nothing was restarted: {status:#}"
     );
     eprintln!("renewed: serial {first_serial} -> {renewed}");
+    for (node, envoy) in status["envoys"].as_object().expect("envoys") {
+        assert!(
+            envoy["last_nack"].is_null(),
+            "{node}'s Envoy refused a configuration: {envoy:#}"
+        );
+    }
 
     // ACM unreachable: the last certificate stays served, status says what failed.
     moto.hang();

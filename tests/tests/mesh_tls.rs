@@ -147,6 +147,13 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
         calls >= 2000,
         "thousands of calls across the rotations ({calls})"
     );
+    let status = mesh.status().await;
+    for (node, envoy) in status["envoys"].as_object().expect("envoys") {
+        assert!(
+            envoy["last_nack"].is_null(),
+            "{node}'s Envoy refused a configuration: {envoy:#}"
+        );
+    }
     eprintln!(
         "{calls} calls over {:?}, serials {seen:?}",
         started.elapsed()

@@ -80,9 +80,12 @@ impl Issuing {
         Ok(true)
     }
 
-    /// Whether mesh `mesh` has its CA here.
-    pub(super) fn has_ca(&self, mesh: &str) -> bool {
-        self.cas.contains_key(mesh)
+    /// Whether mesh `mesh` has its CA here (the one whose certificate is `certificate`,
+    /// when given).
+    pub(super) fn has_ca(&self, mesh: &str, certificate: Option<&str>) -> bool {
+        self.cas
+            .get(mesh)
+            .is_some_and(|(ca, _)| certificate.is_none_or(|c| ca.certificate() == c))
     }
 
     /// Mesh `mesh`'s CA and its trust secret, made on first use.

@@ -139,8 +139,9 @@ async fn keep_mesh_cas(secrets: &Secrets, store: &Store, snapshot: &Snapshot) {
             continue;
         }
         let stored = match &state.mesh_ca {
+            Some(stored) if secrets.has_ca(mesh, Some(&stored.certificate)) => continue,
             Some(stored) => stored.clone(),
-            None if secrets.has_ca(mesh) => continue,
+            None if secrets.has_ca(mesh, None) => continue,
             None => {
                 let made = MeshCa::generate(mesh).and_then(|ca| ca.sealed(&seal));
                 let made = match made {

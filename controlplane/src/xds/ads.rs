@@ -555,6 +555,11 @@ impl AdsStream {
         };
         let node = self.node.clone().unwrap_or_default();
         let held = self.secrets.named_for(&node, &sub.names);
+        if held.is_empty() {
+            // Nothing to give yet (an ACM read or the mesh CA still to come): the Envoy
+            // waits, and gets them when they are here, rather than an empty answer.
+            return true;
+        }
         let encoded = Arc::new(Encoded::new(held.iter().map(|(_, any)| any)));
         if !always && sub.sent_hash == Some(encoded.hash()) {
             return true;
