@@ -171,7 +171,7 @@ pub fn for_node(snapshot: &MeshState, node: &str) -> Option<NodeResources> {
     let mut out = NodeResources::default();
 
     // Inbound: the ingress listener(s) to the local app.
-    ingress(&mut out, mesh, node, vn, place);
+    ingress(&mut out, snapshot, node, vn, place);
 
     // Outbound: the egress listener, routed by RDS.
     egress::egress(&mut out, snapshot, mesh_name, vn, place);

@@ -48,9 +48,9 @@ pub fn mismatches(snapshot: &Snapshot, secrets: &Secrets) -> BTreeMap<String, Ve
                 continue;
             };
             for server in servers {
-                for caller in callers_of(&state.mesh, server) {
+                for caller in callers_of(state, server).into_iter().flatten() {
                     let trusts = material.iter().filter(|(_, (w, users))| {
-                        matches!(w, AcmMaterial::Trust(_)) && users.contains(&caller)
+                        matches!(w, AcmMaterial::Trust(_)) && users.contains(caller)
                     });
                     for (trust_name, (trust, _)) in trusts {
                         let subjects: Vec<String> = secrets

@@ -45,7 +45,15 @@ pub struct MeshState {
     /// store never holds), stored with its resources so that every replica and restart
     /// issues from it; `None` until one is made.
     pub mesh_ca: Option<SealedCa>,
+    /// Who calls each node (the nodes and gateways whose backends reach it), worked out
+    /// from `mesh` on first use and kept with it: a change of `mesh` makes a new
+    /// `MeshState` (as [`super::store::Store`] does), never an edit of this one's.
+    pub callers: std::sync::OnceLock<Callers>,
 }
+
+/// The callers of each node, by node name: node names, and gateways as
+/// `virtualGateway/NAME`.
+pub type Callers = BTreeMap<String, std::collections::BTreeSet<String>>;
 
 /// A CA as stored: its certificate (PEM) and its key sealed (AES-256-GCM, hex of nonce and
 /// ciphertext); what seals it is the secrets' business.

@@ -25,7 +25,7 @@ use super::{
 /// Envoy listener per node listener ([`ingress_at`]).
 pub(super) fn ingress(
     out: &mut NodeResources,
-    mesh: &meshmodel::Mesh,
+    state: &crate::state::snapshot::MeshState,
     node: &str,
     vn: &VirtualNodeInput,
     place: &Placement,
@@ -35,6 +35,7 @@ pub(super) fn ingress(
     } else {
         vn.spec.listeners.iter().map(Some).collect()
     };
+    let mesh = &state.mesh;
     let mesh_name = mesh.name().unwrap_or_default();
     let several = listeners.len() > 1;
     let mut merged: Option<listener::Listener> = None;
@@ -128,7 +129,7 @@ pub(super) fn ingress(
         if let Some(tls_config) = listener.and_then(|l| l.tls.as_ref()) {
             listener_tls(&mut ingress, tls_config);
         } else if let Some(how) = super::mesh_tls::mesh_tls(mesh) {
-            super::mesh_tls::mesh_listener_tls(&mut ingress, mesh, mesh_name, node, how);
+            super::mesh_tls::mesh_listener_tls(&mut ingress, state, mesh_name, node, how);
         }
         match (several && transparent(place), listener, merged.as_mut()) {
             // One listener for every port: each chain answers its original port.

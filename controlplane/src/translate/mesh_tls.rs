@@ -11,12 +11,14 @@
 //! backends reach it); a caller's cluster checks that the target is the node it meant. A
 //! listener with its own `tls`, or a backend under a client policy's `tls`, keeps it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use meshmodel::Mesh;
+
+use crate::state::snapshot::{Callers, MeshState};
 
 use super::tls_context::{downstream_tls, from_control_plane, san_exactly, upstream_tls};
 
@@ -56,60 +58,65 @@ pub fn spiffe_id(mesh: &str, node: &str) -> String {
     }
 }
 
-/// The nodes a virtual service reaches: its provider node, or every target of its router's
-/// routes.
-fn nodes_behind<'a>(mesh: &'a Mesh, service: &str) -> BTreeSet<&'a str> {
-    let provider = mesh
-        .virtual_services
-        .get(service)
-        .and_then(|s| s.value.spec.provider.as_ref());
-    let mut out = BTreeSet::new();
-    if let Some(p) = provider {
-        if let Some(n) = &p.virtual_node {
-            out.insert(n.virtual_node_name.as_str());
+/// The callers of every node of `mesh` (the nodes and gateways whose backends reach it),
+/// in one pass over its routes, nodes and gateway routes.
+fn callers(mesh: &Mesh) -> Callers {
+    let mut behind_router: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for ((router, _), route) in &mesh.routes {
+        let targets = route.value.spec.weighted_targets();
+        behind_router.entry(router.as_str()).or_default().extend(
+            targets
+                .into_iter()
+                .flat_map(|(_, t)| t)
+                .map(|t| t.virtual_node.as_str()),
+        );
+    }
+    let nodes_behind = |service: &str| -> BTreeSet<&str> {
+        let provider = mesh
+            .virtual_services
+            .get(service)
+            .and_then(|s| s.value.spec.provider.as_ref());
+        let mut out = BTreeSet::new();
+        if let Some(p) = provider {
+            if let Some(n) = &p.virtual_node {
+                out.insert(n.virtual_node_name.as_str());
+            }
+            if let Some(r) = &p.virtual_router {
+                out.extend(
+                    behind_router
+                        .get(r.virtual_router_name.as_str())
+                        .into_iter()
+                        .flatten(),
+                );
+            }
         }
-        if let Some(r) = &p.virtual_router {
-            for ((router, _), route) in &mesh.routes {
-                if *router == r.virtual_router_name {
-                    let targets = route.value.spec.weighted_targets();
-                    out.extend(
-                        targets
-                            .into_iter()
-                            .flat_map(|(_, t)| t)
-                            .map(|t| t.virtual_node.as_str()),
-                    );
-                }
+        out
+    };
+    let mut out = Callers::new();
+    for (name, caller) in &mesh.virtual_nodes {
+        for b in &caller.value.spec.backends {
+            for target in nodes_behind(&b.virtual_service.virtual_service_name) {
+                out.entry(target.to_owned())
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
+    }
+    for ((gateway, _), route) in &mesh.gateway_routes {
+        if let Some((_, _, http)) = route.value.spec.as_http() {
+            for target in nodes_behind(&http.action.target.virtual_service.virtual_service_name) {
+                out.entry(target.to_owned())
+                    .or_default()
+                    .insert(format!("{}{gateway}", super::GATEWAY_PREFIX));
             }
         }
     }
     out
 }
 
-/// The nodes (`NAME`) and gateways (`virtualGateway/NAME`) whose backends reach `node`.
-pub fn callers_of(mesh: &Mesh, node: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (name, caller) in &mesh.virtual_nodes {
-        let reaches =
-            caller.value.spec.backends.iter().any(|b| {
-                nodes_behind(mesh, &b.virtual_service.virtual_service_name).contains(node)
-            });
-        if reaches {
-            out.insert(name.clone());
-        }
-    }
-    for ((gateway, _), route) in &mesh.gateway_routes {
-        let reaches = route.value.spec.as_http().is_some_and(|(_, _, http)| {
-            nodes_behind(
-                mesh,
-                &http.action.target.virtual_service.virtual_service_name,
-            )
-            .contains(node)
-        });
-        if reaches {
-            out.insert(format!("{}{gateway}", super::GATEWAY_PREFIX));
-        }
-    }
-    out
+/// The callers of `node` in `state`, worked out once per mesh version.
+pub fn callers_of<'a>(state: &'a MeshState, node: &str) -> Option<&'a BTreeSet<String>> {
+    state.callers.get_or_init(|| callers(&state.mesh)).get(node)
 }
 
 /// The mesh certificate, and trust in the mesh CA for peers whose URI is one of `peers`.
@@ -139,13 +146,13 @@ fn mesh_context(peers: impl IntoIterator<Item = String>) -> tls::CommonTlsContex
 /// permissive).
 pub(super) fn mesh_listener_tls(
     l: &mut listener::Listener,
-    mesh: &Mesh,
+    state: &MeshState,
     mesh_name: &str,
     node: &str,
     how: MeshTls,
 ) {
-    let callers = callers_of(mesh, node);
-    let mut peers: Vec<String> = callers.iter().map(|c| spiffe_id(mesh_name, c)).collect();
+    let callers = callers_of(state, node).into_iter().flatten();
+    let mut peers: Vec<String> = callers.map(|c| spiffe_id(mesh_name, c)).collect();
     if peers.is_empty() {
         // An exact URI no certificate of the mesh carries: nobody in the mesh may call.
         peers.push(format!("spiffe://{mesh_name}/no-caller"));

@@ -1398,3 +1398,56 @@ fn the_mesh_tag_sets_up_mutual_tls_between_callers_and_targets() {
         "{refused:?}"
     );
 }
+
+/// The callers of a node through a router's routes and a gateway's routes, worked out
+/// once per mesh version and kept with it.
+#[test]
+fn callers_come_through_routers_and_gateways_once_per_version() {
+    use serde_json::json;
+    let node = |name: &str, backends: serde_json::Value| {
+        json!({"meshName": "m", "virtualNodeName": name, "spec": {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+            "serviceDiscovery": {"dns": {"hostname": format!("{name}.local")}},
+            "backends": backends}})
+    };
+    let mesh = mesh_of(&[
+        json!({"meshName": "m"}),
+        node("v1", json!([])),
+        node("v2", json!([])),
+        node("alone", json!([])),
+        json!({"meshName": "m", "virtualRouterName": "r", "spec": {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}),
+        json!({"meshName": "m", "virtualRouterName": "r", "routeName": "split", "spec": {
+            "httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [
+                {"virtualNode": "v1", "weight": 90}, {"virtualNode": "v2", "weight": 10}]}}}}),
+        json!({"meshName": "m", "virtualServiceName": "svc.local", "spec": {
+            "provider": {"virtualRouter": {"virtualRouterName": "r"}}}}),
+        node(
+            "a",
+            json!([{"virtualService": {"virtualServiceName": "svc.local"}}]),
+        ),
+        node(
+            "b",
+            json!([{"virtualService": {"virtualServiceName": "svc.local"}}]),
+        ),
+        json!({"meshName": "m", "virtualGatewayName": "in", "spec": {
+            "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}]}}),
+        json!({"meshName": "m", "virtualGatewayName": "in", "gatewayRouteName": "g", "spec": {
+            "httpRoute": {"match": {"prefix": "/"}, "action": {
+                "target": {"virtualService": {"virtualServiceName": "svc.local"}}}}}}),
+    ])
+    .expect("accepted");
+    let state = MeshState {
+        mesh,
+        ..MeshState::default()
+    };
+    let of = |node: &str| {
+        crate::translate::callers_of(&state, node)
+            .map(|c| c.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(of("v1"), ["a", "b", "virtualGateway/in"]);
+    assert_eq!(of("v2"), ["a", "b", "virtualGateway/in"]);
+    assert!(of("alone").is_empty());
+    assert!(state.callers.get().is_some(), "kept with the mesh state");
+}
