@@ -47,7 +47,7 @@ pub struct MeshState {
     pub mesh_ca: Option<SealedCa>,
     /// Who calls each node (the nodes and gateways whose backends reach it), worked out
     /// from `mesh` on first use and kept with it: a change of `mesh` makes a new
-    /// `MeshState` (as [`super::store::Store`] does), never an edit of this one's.
+    /// `MeshState` (as the store does), never an edit of this one's.
     pub callers: std::sync::OnceLock<Callers>,
 }
 
