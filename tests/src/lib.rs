@@ -865,6 +865,16 @@ impl LocalMesh {
             .expect("text")
     }
 
+    /// TLS handshakes the listeners of node `node`'s Envoy took (its listeners'
+    /// `ssl.handshake` stats, summed).
+    pub async fn listener_tls_handshakes(&self, node: &str) -> u64 {
+        self.envoy_admin(node, "/stats?filter=^listener\\..*ssl\\.handshake$")
+            .await
+            .lines()
+            .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     /// `GET /v1/status` of this mesh's control API.
     pub async fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.control)).await
@@ -975,4 +985,19 @@ pub fn curl_status(args: &[&str]) -> u16 {
         .trim()
         .parse()
         .unwrap_or(0)
+}
+
+/// The serial of the first certificate of kind `kind` (`mesh-ca`, `mesh-certificate`, ...)
+/// that a control plane's `status` shows, used by `user` (`MESH/NODE`, or a mesh for a CA)
+/// when given.
+pub fn certificate_serial(
+    status: &serde_json::Value,
+    kind: &str,
+    user: Option<&str>,
+) -> Option<String> {
+    status["certificates"].as_array()?.iter().find_map(|c| {
+        (c["kind"] == kind && user.is_none_or(|u| c["used_by"][0] == u))
+            .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
+            .flatten()
+    })
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tests::{LocalMesh, Mode, compare_at, copy_of_shipped, count, edit_json};
 
 /// A certificate from the CA in `dir` whose URI is `uri`: `NAME.pem` and `NAME.key`.
@@ -34,13 +34,14 @@ fn status_at(reach: &str, ca: &Path, client: Option<(&Path, &Path)>) -> u16 {
     tests::curl_status(&args)
 }
 
-/// The serial of the mesh certificate `status` shows for node `key`.
-fn mesh_serial(status: &Value, key: &str) -> Option<String> {
-    status["certificates"].as_array()?.iter().find_map(|c| {
-        (c["kind"] == "mesh-certificate" && c["used_by"][0] == key)
-            .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
-            .flatten()
-    })
+/// The serial of distributor-v1's mesh certificate, as status shows it.
+async fn mesh_serial(mesh: &LocalMesh) -> Option<String> {
+    let status = mesh.status().await;
+    tests::certificate_serial(
+        &status,
+        "mesh-certificate",
+        Some("gophermesh/distributor-v1"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +76,7 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
     assert_eq!(report["ok"], 300, "{report}\n{}", mesh.output());
     assert!(count(&report, "v1") > 0.0, "{report}");
     assert!(
-        requester_handshakes(&mesh).await > 0,
+        mesh.listener_tls_handshakes("requester").await > 0,
         "the requester's Envoy took TLS from the gateway"
     );
 
@@ -123,7 +124,8 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
 
     // Rotation: certificates of a 30 s lifetime are issued again every 20 s; calls go on
     // through two rotations of distributor-v1's certificate without one failing.
-    let first = mesh_serial(&mesh.status().await, "gophermesh/distributor-v1")
+    let first = mesh_serial(&mesh)
+        .await
         .expect("status shows distributor-v1's mesh certificate");
     let mut seen = vec![first];
     let (mut calls, started) = (0u64, Instant::now());
@@ -138,7 +140,7 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
             "a call failed across rotations: {report}"
         );
         calls += 400;
-        let now = mesh_serial(&mesh.status().await, "gophermesh/distributor-v1").expect("serial");
+        let now = mesh_serial(&mesh).await.expect("serial");
         if seen.last() != Some(&now) {
             seen.push(now);
         }
@@ -183,26 +185,6 @@ async fn the_mesh_runs_on_its_own_mutual_tls_and_rotates_it() {
     );
 }
 
-/// TLS handshakes the requester's Envoy's ingress listeners made (summed over its
-/// listeners' `ssl.handshake` stats).
-async fn requester_handshakes(mesh: &LocalMesh) -> u64 {
-    let text = mesh
-        .envoy_admin("requester", "/stats?filter=^listener\\..*ssl\\.handshake$")
-        .await;
-    text.lines()
-        .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
-        .sum()
-}
-
-/// The mesh CA's serial, as status shows it.
-fn ca_serial(status: &Value) -> Option<String> {
-    status["certificates"].as_array()?.iter().find_map(|c| {
-        (c["kind"] == "mesh-ca")
-            .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
-            .flatten()
-    })
-}
-
 /// With `--mesh-ca-seal-key`, the mesh's CA is made once and kept in the store with its key
 /// sealed (the store file holds no key in the clear): a restart over the same data issues
 /// from the same CA, and the mesh runs on it.
@@ -229,24 +211,17 @@ async fn a_sealed_mesh_ca_in_the_store_outlives_a_restart() {
         let report = tests::compare(&mesh, 100, 4).await;
         assert_eq!(report["ok"], 100, "{report}\n{}", mesh.output());
         assert!(
-            requester_handshakes(&mesh).await == 0,
+            mesh.listener_tls_handshakes("requester").await == 0,
             "PERMISSIVE: the load enters plain"
         );
-        let distributor_tls = mesh
-            .envoy_admin(
-                "distributor-v1",
-                "/stats?filter=^listener\\..*ssl\\.handshake$",
-            )
-            .await;
         assert!(
-            distributor_tls
-                .lines()
-                .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
-                .sum::<u64>()
-                > 0,
-            "the requester's Envoy called distributor-v1's on mesh certificates: {distributor_tls}"
+            mesh.listener_tls_handshakes("distributor-v1").await > 0,
+            "the requester's Envoy called distributor-v1's on mesh certificates"
         );
-        serials.push(ca_serial(&mesh.status().await).expect("status shows the mesh CA"));
+        serials.push(
+            tests::certificate_serial(&mesh.status().await, "mesh-ca", None)
+                .expect("status shows the mesh CA"),
+        );
         assert_eq!(mesh.stop(Duration::from_secs(20)), Some(0));
     }
     assert_eq!(serials[0], serials[1], "the same CA after the restart");

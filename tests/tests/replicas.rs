@@ -672,15 +672,7 @@ async fn two_replicas_share_one_sealed_mesh_ca() {
         seal.display().to_string(),
     ));
     let (a, b) = two_replicas(&dir, "127.0.0.1", &env);
-    let ca_of = |status: &Value| {
-        status["certificates"].as_array().and_then(|all| {
-            all.iter().find_map(|c| {
-                (c["kind"] == "mesh-ca")
-                    .then(|| c["certificates"][0]["serial"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        })
-    };
+    let ca_of = |status: &Value| tests::certificate_serial(status, "mesh-ca", None);
     let deadline = Instant::now() + Duration::from_secs(20);
     let (ca_a, ca_b) = loop {
         let sa = get_json(&format!("{}/v1/status", a.control)).await;
