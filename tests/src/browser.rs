@@ -212,7 +212,8 @@ impl Browser {
     /// clearing it); `\u{E007}` is Enter.
     ///
     /// A live page may draw the element anew between finding it and typing (the console
-    /// redraws a form nobody is typing in with every frame): then it is found again.
+    /// redraws a form nobody is typing in with every frame): then it is found again, up to
+    /// ten times.
     pub async fn type_into(&self, css: &str, text: &str) {
         let mut attempts = 0;
         loop {
@@ -246,7 +247,16 @@ impl Browser {
             };
             match typed.await {
                 Ok(_) => return,
-                Err(e) if e["error"] == "stale element reference" && attempts < 5 => continue,
+                // A redraw between the driver's steps (found, scrolled to, checked) shows
+                // as either error: the element it holds is gone from the page.
+                Err(e)
+                    if attempts < 10
+                        && (e["error"] == "stale element reference"
+                            || e["error"] == "element not interactable") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 Err(e) => panic!("WebDriver typing into {css}: {e}"),
             }
         }
