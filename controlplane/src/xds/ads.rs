@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use futures::{Stream, StreamExt as _};
@@ -92,6 +92,16 @@ impl Ads {
         AdsServer(self)
     }
 
+    /// A new stream's number, and the way to close it.
+    fn register(&self) -> (u64, tokio::sync::oneshot::Receiver<String>) {
+        let id = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        lock(&self.closers).insert(id, close_tx);
+        (id, close_rx)
+    }
+
     /// Serves one ADS stream of `inbound` requests from `peer`; the responses arrive on
     /// the receiver.
     fn open<S>(&self, inbound: S, peer: Option<String>) -> mpsc::Receiver<Result<Outgoing, Status>>
@@ -99,29 +109,12 @@ impl Ads {
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(16);
-        let id = self
-            .next_stream
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
-        lock(&self.closers).insert(id, close_tx);
+        let (id, close_rx) = self.register();
         let stream = AdsStream {
-            cache: self.cache.clone(),
-            secrets: self.secrets.clone(),
-            statuses: self.statuses.clone(),
-            closers: self.closers.clone(),
-            takeovers: self.takeovers.clone(),
-            id,
-            peer,
+            link: Link::new(self, id, peer),
             tx,
-            node: None,
-            mesh: String::new(),
-            problem: None,
             subscriptions: HashMap::new(),
-            pending: std::collections::HashSet::new(),
-            version: 0,
             nonce: 0,
-            opened: Instant::now(),
-            first_acks: Vec::new(),
             clusters_sent: None,
         };
         tokio::spawn(stream.run(inbound, close_rx));
@@ -141,39 +134,34 @@ struct Subscription {
 }
 
 struct AdsStream {
-    cache: Cache,
-    secrets: Secrets,
-    statuses: EnvoyStatuses,
-    closers: Closers,
-    takeovers: Takeovers,
-    id: u64,
-    peer: Option<String>,
+    link: Link,
     tx: mpsc::Sender<Result<Outgoing, Status>>,
-    node: Option<String>,
-    /// The mesh the node id names.
-    mesh: String,
-    /// Why this Envoy gets nothing, as status was last told.
-    problem: Option<String>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
-    /// Types sent and not yet ACKed, and the snapshot version last sent from.
-    pending: std::collections::HashSet<String>,
-    version: u64,
-    /// When the stream opened, and which types were ACKed since (until all three were).
-    opened: Instant,
-    first_acks: Vec<String>,
     /// The resources whose clusters were last sent whole: what a change's removals are
     /// told apart from.
     clusters_sent: Option<Arc<Prepared>>,
 }
+
+/// The order in which a change reaches an Envoy (xDS order: a cluster before its
+/// endpoints, a listener before its routes); `true` marks the second pass over clusters
+/// that removes the ones a change dropped, once nothing routes to them (make before
+/// break).
+pub(super) const PUSH_ORDER: [(&str, bool); 5] = [
+    (CLUSTER_TYPE, false),
+    (ENDPOINT_TYPE, false),
+    (LISTENER_TYPE, false),
+    (ROUTE_TYPE, false),
+    (CLUSTER_TYPE, true),
+];
 
 impl AdsStream {
     async fn run<S>(mut self, mut inbound: S, mut close: tokio::sync::oneshot::Receiver<String>)
     where
         S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
     {
-        let mut snapshots = self.cache.subscribe();
-        let mut secrets = self.secrets.subscribe();
+        let mut snapshots = self.link.cache.subscribe();
+        let mut secrets = self.link.secrets.subscribe();
         loop {
             tokio::select! {
                 reason = &mut close => {
@@ -191,7 +179,7 @@ impl AdsStream {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!(node = ?self.node, error = %e, "ADS stream ended");
+                        tracing::debug!(node = ?self.link.node, error = %e, "ADS stream ended");
                         break;
                     }
                 },
@@ -200,11 +188,11 @@ impl AdsStream {
                         break;
                     }
                     secrets.borrow_and_update();
-                    let snapshot = self.cache.current();
+                    let snapshot = self.link.cache.current();
                     if self.subscriptions.contains_key(SECRET_TYPE)
                         && !self.send(&snapshot, SECRET_TYPE, false).await
                     {
-                        return self.disconnected();
+                        return self.link.disconnected();
                     }
                 }
                 changed = snapshots.changed() => {
@@ -212,128 +200,50 @@ impl AdsStream {
                         break;
                     }
                     let snapshot = snapshots.borrow_and_update().clone();
-                    let types: Vec<String> = self.subscriptions.keys().cloned().collect();
-                    // xDS order: a cluster before its endpoints, a listener before its
-                    // routes. Make before break: when the change removes clusters, they
-                    // are kept (beside the new ones) until the routes that sent to them
-                    // are replaced, and only then go, so no request is routed to a
-                    // cluster Envoy no longer has.
-                    let bridge = self.bridge(&snapshot);
-                    let removes = bridge.is_some();
-                    let mut order = vec![
-                        (CLUSTER_TYPE, bridge),
-                        (ENDPOINT_TYPE, None),
-                        (LISTENER_TYPE, None),
-                        (ROUTE_TYPE, None),
-                    ];
-                    if removes {
-                        order.push((CLUSTER_TYPE, None));
+                    if !self.push_change(&snapshot).await {
+                        return self.link.disconnected();
                     }
-                    for (type_url, instead) in order {
-                        if types.iter().any(|t| t == type_url)
-                            && !self.send_as(&snapshot, type_url, false, instead).await
-                        {
-                            return self.disconnected();
-                        }
-                    }
-                    self.version = snapshot.version;
-                    self.note_synced();
                 }
             }
         }
-        self.disconnected();
+        self.link.disconnected();
     }
 
-    fn disconnected(&self) {
-        lock(&self.closers).remove(&self.id);
-        if let Some(node) = &self.node {
-            tracing::info!(node, stream = self.id, "Envoy disconnected");
-            self.statuses.update(node, |s| {
-                s.open_streams.retain(|o| o.id != self.id);
-                s.connected = !s.open_streams.is_empty();
-            });
+    /// Sends what `snapshot` changed for this Envoy, in [`PUSH_ORDER`]. When the change
+    /// removes clusters, they are kept (beside the new ones) until the routes that sent
+    /// to them are replaced, and only then go, so no request is routed to a cluster
+    /// Envoy no longer has. False when the stream is gone.
+    async fn push_change(&mut self, snapshot: &Arc<Snapshot>) -> bool {
+        let types: Vec<String> = self.subscriptions.keys().cloned().collect();
+        let bridge = self.bridge(snapshot);
+        let removes = bridge.is_some();
+        let mut bridge = bridge;
+        for (type_url, second) in PUSH_ORDER {
+            if second && !removes {
+                continue;
+            }
+            let instead = if type_url == CLUSTER_TYPE && !second {
+                bridge.take()
+            } else {
+                None
+            };
+            if types.iter().any(|t| t == type_url)
+                && !self.send_as(snapshot, type_url, false, instead).await
+            {
+                return false;
+            }
         }
+        self.link.version = snapshot.version;
+        self.link.note_synced();
+        true
     }
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if request.resource_names.len() > MAX_RESOURCE_NAMES {
-            return Err(Status::invalid_argument(format!(
-                "a request names {} resources; at most {MAX_RESOURCE_NAMES} are served to one stream",
-                request.resource_names.len()
-            )));
+            return Err(too_many_names(request.resource_names.len()));
         }
-        if self.node.is_none() {
-            let id = request
-                .node
-                .as_ref()
-                .map(|n| n.id.as_str())
-                .unwrap_or_default();
-            // A virtual gateway's Envoy is kept (and shown) under `virtualGateway/NAME`.
-            let (mesh, node) = match (meshmodel::node_from_id(id), meshmodel::gateway_from_id(id)) {
-                (Some((mesh, node)), _) => (mesh, node.to_owned()),
-                (None, Some((mesh, gateway))) => (mesh, format!("{GATEWAY_PREFIX}{gateway}")),
-                (None, None) => {
-                    return Err(Status::invalid_argument(format!(
-                        "node id `{id}` names no virtual node or gateway: give mesh/MESH/virtualNode/NODE, mesh/MESH/virtualGateway/GATEWAY or their ARNs"
-                    )));
-                }
-            };
-            let snapshot = self.cache.current();
-            let problem = nothing_for(&snapshot, mesh, &node);
-            let node = node_key(mesh, &node);
-            match &problem {
-                Some(p) => tracing::warn!(node, peer = ?self.peer, "Envoy connected, but {p}"),
-                None => tracing::info!(node, peer = ?self.peer, "Envoy connected"),
-            }
-            self.mesh = mesh.to_owned();
-            self.problem = problem.clone();
-            let instance = request.node.as_ref().and_then(instance_of);
-            self.may_take_over(&node, &instance)?;
-            let mut replaced = Vec::new();
-            self.statuses.update(&node, |s| {
-                // The same Envoy again (same instance, or none told): its older stream
-                // is stale or an impostor's; it is closed so that one stream speaks for it.
-                replaced = s
-                    .open_streams
-                    .iter()
-                    .filter(|o| o.instance == instance)
-                    .map(|o| (o.id, o.peer.clone()))
-                    .collect();
-                s.open_streams.retain(|o| o.instance != instance);
-                s.open_streams.push(StreamInfo {
-                    id: self.id,
-                    peer: self.peer.clone(),
-                    instance: instance.clone(),
-                    since: humantime_now(),
-                });
-                s.connected = true;
-                s.streams += 1;
-                s.first_config_ms = None;
-                s.synced_version = None;
-                s.problem = problem.clone();
-            });
-            for (old, old_peer) in replaced {
-                tracing::warn!(
-                    node,
-                    old_stream = old,
-                    old_peer = ?old_peer,
-                    new_stream = self.id,
-                    new_peer = ?self.peer,
-                    "a second stream claims this Envoy; closing the older one"
-                );
-                if let Some(closer) = lock(&self.closers).remove(&old) {
-                    let _ = closer.send(format!(
-                        "stream {} from {} now speaks for node {node}",
-                        self.id,
-                        self.peer.as_deref().unwrap_or("an unknown address")
-                    ));
-                }
-            }
-            self.node = Some(node);
-        }
-        let node = self.node.clone().unwrap_or_default();
+        self.link.identify(request.node.as_ref())?;
         let type_url = request.type_url.clone();
-        let short = short_type(&type_url).to_owned();
         let sub = self.subscriptions.entry(type_url.clone()).or_default();
         let names_changed = sub.names != request.resource_names;
         sub.names = request.resource_names.clone();
@@ -345,113 +255,22 @@ impl AdsStream {
             }
             if let Some(error) = &request.error_detail {
                 // The version of the response refused: a newer snapshot may exist by now.
-                let version = sub.sent_version.to_string();
-                tracing::warn!(node, resource = short, message = %error.message, "Envoy refused the configuration (NACK); it keeps serving its last good one");
-                self.statuses.update(&node, |s| {
-                    s.last_nack = Some(Nack {
-                        type_url: type_url.clone(),
-                        version,
-                        message: error.message.clone(),
-                        at: humantime_now(),
-                    });
-                });
+                let version = sub.sent_version;
+                self.link.refused(&type_url, version, &error.message);
             } else {
-                tracing::debug!(
-                    node,
-                    resource = short,
-                    version = request.version_info,
-                    "ACK"
-                );
-                let first = matches!(type_url.as_str(), CLUSTER_TYPE | LISTENER_TYPE | ROUTE_TYPE);
-                let complete =
-                    if first && self.first_acks.len() < 3 && !self.first_acks.contains(&short) {
-                        self.first_acks.push(short.clone());
-                        (self.first_acks.len() == 3)
-                            .then(|| self.opened.elapsed().as_secs_f64() * 1000.0)
-                    } else {
-                        None
-                    };
-                self.statuses.update(&node, |s| {
-                    s.acked.insert(short.clone(), request.version_info.clone());
-                    if complete.is_some() {
-                        s.first_config_ms = complete;
-                    }
-                });
-                self.pending.remove(&type_url);
-                self.note_synced();
+                self.link.acked(&type_url, &request.version_info);
             }
             if !names_changed {
                 return Ok(());
             }
         }
-        let snapshot = self.cache.current();
+        let snapshot = self.link.cache.current();
         if !self.send(&snapshot, &type_url, true).await {
             return Err(Status::unavailable("the stream is closed"));
         }
         Ok(())
     }
 
-    /// Whether this stream may speak for Envoy `instance` of `node`: always when no other
-    /// stream does; when one does, at most once per [`TAKEOVER_EVERY`] (a refused stream is
-    /// ended with `RESOURCE_EXHAUSTED`; Envoy retries). A burst of refusals is logged once.
-    fn may_take_over(&self, node: &str, instance: &Option<String>) -> Result<(), Status> {
-        if !self.statuses.held(node, instance) {
-            return Ok(());
-        }
-        let now = tokio::time::Instant::now();
-        let mut takeovers = lock(&self.takeovers);
-        let key = (node.to_owned(), instance.clone());
-        match takeovers.get_mut(&key) {
-            Some((last, refused)) if now.duration_since(*last) < TAKEOVER_EVERY => {
-                *refused += 1;
-                if *refused == 1 {
-                    tracing::warn!(
-                        node,
-                        peer = ?self.peer,
-                        "another stream claims this Envoy again within {TAKEOVER_EVERY:?} of the last takeover (two Envoys with one node id?); refusing such streams until then"
-                    );
-                }
-                let wait = TAKEOVER_EVERY.saturating_sub(now.duration_since(*last));
-                Err(Status::resource_exhausted(format!(
-                    "node {node} was taken over by another stream less than {TAKEOVER_EVERY:?} ago; try again in {:.1} s",
-                    wait.as_secs_f64()
-                )))
-            }
-            Some((last, refused)) => {
-                if *refused > 0 {
-                    tracing::warn!(
-                        node,
-                        refused = *refused,
-                        "streams refused in the last takeover burst"
-                    );
-                }
-                *last = now;
-                *refused = 0;
-                Ok(())
-            }
-            None => {
-                // Entries of Envoys not taken over lately are of no use any more.
-                takeovers.retain(|_, (last, _)| now.duration_since(*last) < TAKEOVER_EVERY);
-                takeovers.insert(key, (now, 0));
-                Ok(())
-            }
-        }
-    }
-
-    /// Once nothing sent waits for an ACK, this Envoy has every change up to `version`.
-    fn note_synced(&self) {
-        if self.pending.is_empty() && self.version > 0 && self.first_acks.len() == 3 {
-            if let Some(node) = &self.node {
-                let version = self.version;
-                self.statuses.update(node, |s| {
-                    s.synced_version = Some(s.synced_version.map_or(version, |v| v.max(version)));
-                });
-            }
-        }
-    }
-
-    /// Sends the resources of `type_url` for this node. Unless `always`, skips sending when
-    /// they are the same as last sent. Returns false when the stream is gone.
     /// When `snapshot` removes clusters this stream last sent and its Envoy takes routes
     /// or listeners: the clusters to send first, the new ones and the removed ones.
     fn bridge(&self, snapshot: &Snapshot) -> Option<Arc<Encoded>> {
@@ -460,8 +279,8 @@ impl AdsStream {
         if !subscribed(CLUSTER_TYPE) || !(subscribed(ROUTE_TYPE) || subscribed(LISTENER_TYPE)) {
             return None;
         }
-        let node = self.node.as_deref()?;
-        let after = self.cache.resources(snapshot, node)?;
+        let node = self.link.node.as_deref()?;
+        let after = self.link.cache.resources(snapshot, node)?;
         let now = after.of_type(CLUSTER_TYPE)?;
         let kept: std::collections::HashSet<&str> = now.iter().map(|(n, _)| n.as_str()).collect();
         let removed: Vec<&envoy_types::pb::google::protobuf::Any> = before
@@ -474,6 +293,8 @@ impl AdsStream {
             .then(|| Arc::new(Encoded::new(now.iter().map(|(_, any)| any).chain(removed))))
     }
 
+    /// Sends the resources of `type_url` for this node. Unless `always`, skips sending when
+    /// they are the same as last sent. Returns false when the stream is gone.
     async fn send(&mut self, snapshot: &Arc<Snapshot>, type_url: &str, always: bool) -> bool {
         self.send_as(snapshot, type_url, always, None).await
     }
@@ -487,30 +308,13 @@ impl AdsStream {
         always: bool,
         instead: Option<Arc<Encoded>>,
     ) -> bool {
-        let node = self.node.clone().unwrap_or_default();
-        // An Envoy of another mesh, or of no node, gets nothing; status says why, and is
-        // told only when that changes (this runs for every push).
-        let found = self.cache.resources(snapshot, &node);
-        let problem = match found {
-            Some(_) => None,
-            None => nothing_for(
-                snapshot,
-                &self.mesh,
-                split_key(&node).map_or("", |(_, n)| n),
-            ),
-        };
-        if problem != self.problem {
-            self.statuses
-                .update(&node, |s| s.problem.clone_from(&problem));
-            self.problem = problem;
-        }
-        let found = found.unwrap_or_else(Prepared::nothing);
+        let found = self.link.resources(snapshot);
         if type_url == SECRET_TYPE {
             return self.send_secrets(snapshot.version, always).await;
         }
         let Some(all) = found.of_type(type_url) else {
             tracing::debug!(
-                node,
+                node = self.link.node,
                 type_url,
                 "a resource type this control plane does not serve"
             );
@@ -553,8 +357,7 @@ impl AdsStream {
         let Some(sub) = self.subscriptions.get(SECRET_TYPE) else {
             return true;
         };
-        let node = self.node.clone().unwrap_or_default();
-        let held = self.secrets.named_for(&node, &sub.names);
+        let held = self.link.secrets.named_for(&self.link.key(), &sub.names);
         if held.is_empty() {
             // Nothing to give yet (an ACM read or the mesh CA still to come): the Envoy
             // waits, and gets them when they are here, rather than an empty answer.
@@ -570,7 +373,6 @@ impl AdsStream {
     /// Sends `encoded` as the resources of `type_url` at `version`, with a new nonce;
     /// returns false when the stream is gone.
     async fn push(&mut self, version: u64, type_url: &str, encoded: &Encoded) -> bool {
-        let node = self.node.clone().unwrap_or_default();
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return true;
         };
@@ -578,12 +380,24 @@ impl AdsStream {
         sub.nonce = self.nonce.to_string();
         sub.sent_version = version;
         sub.sent_hash = Some(encoded.hash());
-        self.pending.insert(type_url.to_owned());
-        self.version = self.version.max(version);
+        self.link.pending.insert(type_url.to_owned());
+        self.link.version = self.link.version.max(version);
         let response = Outgoing::new(&version.to_string(), encoded, type_url, &sub.nonce);
-        tracing::debug!(node, resource = short_type(type_url), version, "push");
+        tracing::debug!(
+            node = self.link.node,
+            resource = short_type(type_url),
+            version,
+            "push"
+        );
         self.tx.send(Ok(response)).await.is_ok()
     }
+}
+
+/// Why a request naming `n` resources is refused.
+fn too_many_names(n: usize) -> Status {
+    Status::invalid_argument(format!(
+        "a request names {n} resources; at most {MAX_RESOURCE_NAMES} are served to one stream"
+    ))
 }
 
 pub use crate::translate::GATEWAY_PREFIX;
@@ -648,8 +462,11 @@ fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+mod delta;
+mod link;
 mod status;
 mod wire;
+use link::Link;
 pub use status::{EnvoyStatus, EnvoyStatuses, Nack, StreamInfo};
 pub use wire::{AdsServer, Outgoing};
 

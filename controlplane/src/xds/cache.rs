@@ -27,6 +27,7 @@ pub type Build = dyn Fn(&MeshState, &str) -> Option<NodeResources> + Send + Sync
 pub struct Prepared {
     resources: NodeResources,
     encoded: [OnceLock<Arc<Encoded>>; 4],
+    versions: [OnceLock<Arc<[String]>>; 4],
 }
 
 impl Prepared {
@@ -34,6 +35,7 @@ impl Prepared {
         Self {
             resources,
             encoded: Default::default(),
+            versions: Default::default(),
         }
     }
 
@@ -46,19 +48,46 @@ impl Prepared {
     /// The encoding of every resource of `type_url`, made on the first call and then
     /// shared; `None` for a type this control plane does not serve.
     pub fn encoded(&self, type_url: &str) -> Option<Arc<Encoded>> {
-        let slot = match type_url {
-            CLUSTER_TYPE => 0,
-            LISTENER_TYPE => 1,
-            ROUTE_TYPE => 2,
-            ENDPOINT_TYPE => 3,
-            _ => return None,
-        };
+        let slot = slot(type_url)?;
         let resources = self.resources.of_type(type_url)?;
         Some(
             self.encoded[slot]
                 .get_or_init(|| Arc::new(Encoded::new(resources.iter().map(|(_, any)| any))))
                 .clone(),
         )
+    }
+
+    /// Each resource's version for delta xDS, in the order of [`NodeResources::of_type`]:
+    /// a hash of its encoding (equal resources, equal version, whichever mesh version
+    /// made them), made on the first call and then shared.
+    pub fn versions(&self, type_url: &str) -> Option<Arc<[String]>> {
+        let slot = slot(type_url)?;
+        let resources = self.resources.of_type(type_url)?;
+        Some(
+            self.versions[slot]
+                .get_or_init(|| resources.iter().map(|(_, any)| version_of(any)).collect())
+                .clone(),
+        )
+    }
+}
+
+/// The version delta xDS gives `resource`: a hash of its encoding.
+pub fn version_of(resource: &envoy_types::pb::google::protobuf::Any) -> String {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    resource.type_url.hash(&mut hasher);
+    resource.value.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Where a type's encodings and versions are kept.
+fn slot(type_url: &str) -> Option<usize> {
+    match type_url {
+        CLUSTER_TYPE => Some(0),
+        LISTENER_TYPE => Some(1),
+        ROUTE_TYPE => Some(2),
+        ENDPOINT_TYPE => Some(3),
+        _ => None,
     }
 }
 

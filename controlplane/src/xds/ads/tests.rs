@@ -752,7 +752,7 @@ async fn streams_of_one_node_share_one_encoding() {
 }
 
 /// Over a real socket, tonic's generated client (as Envoy's gRPC client would) reads the
-/// hand-framed responses, and the delta protocol is refused with a reason.
+/// hand-framed responses, of either protocol.
 #[tokio::test]
 async fn a_grpc_client_reads_the_stream_over_a_socket() {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -805,19 +805,37 @@ async fn a_grpc_client_reads_the_stream_over_a_socket() {
         "the peer address reaches the status"
     );
 
-    let refused = client
-        .delta_aggregated_resources(futures::stream::iter([DeltaDiscoveryRequest::default()]))
-        .await
-        .expect_err("delta is refused");
-    assert_eq!(refused.code(), tonic::Code::Unimplemented);
-    assert!(
-        refused.message().contains("state-of-the-world"),
-        "{refused:?}"
-    );
-
     // When the Envoy closes its side, the stream ends with status OK in the trailers.
     drop(tx);
     assert!(responses.message().await.expect("a clean end").is_none());
+
+    // The delta protocol on the same service: the clusters, then only what changed.
+    let (delta_tx, delta_requests) = mpsc::channel(4);
+    let hello = DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: "mesh/m/virtualNode/a".to_owned(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER_TYPE.to_owned(),
+        ..Default::default()
+    };
+    delta_tx.send(hello).await.expect("open");
+    let mut delta = client
+        .delta_aggregated_resources(ReceiverStream::new(delta_requests))
+        .await
+        .expect("a delta stream")
+        .into_inner();
+    let first = delta
+        .message()
+        .await
+        .expect("a response")
+        .expect("not ended");
+    assert_eq!(first.type_url, CLUSTER_TYPE);
+    assert_eq!(first.resources.len(), 1);
+    assert_eq!(first.resources[0].name, "c");
+    assert!(first.removed_resources.is_empty());
+    drop(delta_tx);
+    assert!(delta.message().await.expect("a clean end").is_none());
 
     // A node id that names nothing ends its stream with the reason, as a gRPC status.
     let bad = DiscoveryRequest {

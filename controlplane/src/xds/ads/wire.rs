@@ -16,7 +16,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
 use http_body::Frame;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -62,12 +64,29 @@ impl Outgoing {
         }
     }
 
-    /// The response as a message again (what an Envoy reads).
-    pub fn decode(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
+    /// A whole message, encoded (a delta response: its resources are this stream's own).
+    pub fn message(message: &[u8]) -> Self {
+        let mut head = BytesMut::with_capacity(5 + message.len());
+        head.put_u8(0); // not compressed
+        head.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+        head.extend_from_slice(message);
+        Self {
+            head: head.freeze(),
+            resources: Bytes::new(),
+        }
+    }
+
+    /// The message's bytes, without the gRPC prefix.
+    pub fn bytes(&self) -> Vec<u8> {
         let mut message = Vec::with_capacity(self.head.len() + self.resources.len());
         message.extend_from_slice(&self.head[5..]);
         message.extend_from_slice(&self.resources);
-        DiscoveryResponse::decode(message.as_slice())
+        message
+    }
+
+    /// The response as a message again (what an Envoy reads).
+    pub fn decode(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
+        DiscoveryResponse::decode(self.bytes().as_slice())
     }
 
     /// Whether its resources are the very bytes of `encoded` (shared, not copied).
@@ -78,19 +97,45 @@ impl Outgoing {
     }
 }
 
-/// Reads the `DiscoveryRequest`s of a stream.
+/// Reads the requests (`DiscoveryRequest`s, or delta ones) of a stream.
 #[derive(Debug)]
-struct RequestDecoder;
+struct RequestDecoder<M>(std::marker::PhantomData<M>);
 
-impl Decoder for RequestDecoder {
-    type Item = DiscoveryRequest;
+impl<M> RequestDecoder<M> {
+    fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<M: prost::Message + Default + Send + 'static> Decoder for RequestDecoder<M> {
+    type Item = M;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<DiscoveryRequest>, Status> {
-        DiscoveryRequest::decode(buf).map(Some).map_err(|e| {
-            Status::invalid_argument(format!("a DiscoveryRequest that does not decode: {e}"))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
+        M::decode(buf).map(Some).map_err(|e| {
+            Status::invalid_argument(format!(
+                "a {} that does not decode: {e}",
+                std::any::type_name::<M>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("request")
+            ))
         })
     }
+}
+
+/// A streaming gRPC response whose messages arrive on `rx`.
+fn streaming(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+        rx,
+        queued: None,
+        finished: false,
+    }));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// The body of one ADS stream's response: each [`Outgoing`] as its two pieces, then the
@@ -156,32 +201,33 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = match request.uri().path() {
-            STREAM_PATH => {
-                let (parts, body) = request.into_parts();
-                // tonic's transport puts the peer's address in the extensions.
-                let peer = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ())
-                    .remote_addr()
-                    .map(|a| a.to_string());
-                let inbound = Streaming::new_request(RequestDecoder, body, None, Some(MAX_REQUEST));
-                let rx = self.0.open(inbound, peer);
-                let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
-                    rx,
-                    queued: None,
-                    finished: false,
-                }));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/grpc"),
-                );
-                response
-            }
-            DELTA_PATH => Status::unimplemented(
-                "this control plane serves state-of-the-world ADS; set ads_config.api_type to GRPC",
-            )
-            .into_http(),
-            other => Status::unimplemented(format!("{SERVICE} has no method {other}")).into_http(),
+        let path = request.uri().path().to_owned();
+        if path != STREAM_PATH && path != DELTA_PATH {
+            let other = Status::unimplemented(format!("{SERVICE} has no method {path}"));
+            return std::future::ready(Ok(other.into_http()));
+        }
+        let (parts, body) = request.into_parts();
+        // tonic's transport puts the peer's address in the extensions.
+        let peer = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ())
+            .remote_addr()
+            .map(|a| a.to_string());
+        let rx = if path == DELTA_PATH {
+            let inbound = Streaming::new_request(
+                RequestDecoder::<DeltaDiscoveryRequest>::new(),
+                body,
+                None,
+                Some(MAX_REQUEST),
+            );
+            self.0.open_delta(inbound, peer)
+        } else {
+            let inbound = Streaming::new_request(
+                RequestDecoder::<DiscoveryRequest>::new(),
+                body,
+                None,
+                Some(MAX_REQUEST),
+            );
+            self.0.open(inbound, peer)
         };
-        std::future::ready(Ok(response))
+        std::future::ready(Ok(streaming(rx)))
     }
 }

@@ -1,0 +1,358 @@
+//! Incremental (delta) ADS: the same resources as the state-of-the-world stream, but each
+//! response carries only the resources that changed for this Envoy and the names of those
+//! that went. Envoy speaks it when its bootstrap's `ads_config.api_type` is `DELTA_GRPC`
+//! (the bootstraps gophermesh writes); the App Mesh agent's bootstrap speaks state of the
+//! world, served beside it on the same port.
+//!
+//! A resource's version is a hash of its encoding ([`crate::xds::cache::version_of`]), so
+//! a change that leaves a resource as it was sends nothing for it, and an Envoy that
+//! reconnects (telling what it holds in `initial_resource_versions`) is sent only what
+//! differs. Clusters and listeners are wildcard subscriptions (Envoy asks for all of
+//! them); route configurations, endpoints and secrets are asked for by name.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures::{Stream, StreamExt as _};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, PUSH_ORDER, short_type, too_many_names};
+use crate::secrets::SECRET_TYPE;
+use crate::state::snapshot::Snapshot;
+use crate::xds::cache::version_of;
+
+impl Ads {
+    /// Serves one delta ADS stream of `inbound` requests from `peer`; the responses arrive
+    /// on the receiver.
+    pub(super) fn open_delta<S>(
+        &self,
+        inbound: S,
+        peer: Option<String>,
+    ) -> mpsc::Receiver<Result<Outgoing, Status>>
+    where
+        S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let (id, close_rx) = self.register();
+        let stream = DeltaStream {
+            link: Link::new(self, id, peer),
+            tx,
+            subscriptions: HashMap::new(),
+            nonce: 0,
+        };
+        tokio::spawn(stream.run(inbound, close_rx));
+        rx
+    }
+}
+
+/// One resource type on a delta stream: what the Envoy asked for and what it holds.
+#[derive(Debug, Default)]
+struct Subscription {
+    /// Every resource of the type (how Envoy asks for clusters and listeners).
+    wildcard: bool,
+    /// The resources asked for by name.
+    names: BTreeSet<String>,
+    /// What the Envoy holds, by name: the version last sent (or that it told on
+    /// reconnecting).
+    held: HashMap<String, String>,
+    /// Responses not answered yet, by nonce: the snapshot version each was sent from and
+    /// the names it carried (forgotten as held when the Envoy refuses them).
+    unanswered: HashMap<String, (u64, Vec<String>)>,
+}
+
+impl Subscription {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// What one response of a type carries.
+#[derive(Debug, Default)]
+struct Diff {
+    resources: Vec<Resource>,
+    removed: Vec<String>,
+}
+
+/// Which part of a change one response carries: everything, or (make before break)
+/// first what is new or changed and, once the routes are replaced, what went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    All,
+    Updates,
+    Removals,
+}
+
+struct DeltaStream {
+    link: Link,
+    tx: mpsc::Sender<Result<Outgoing, Status>>,
+    subscriptions: HashMap<String, Subscription>,
+    nonce: u64,
+}
+
+impl DeltaStream {
+    async fn run<S>(mut self, mut inbound: S, mut close: tokio::sync::oneshot::Receiver<String>)
+    where
+        S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin,
+    {
+        let mut snapshots = self.link.cache.subscribe();
+        let mut secrets = self.link.secrets.subscribe();
+        loop {
+            tokio::select! {
+                reason = &mut close => {
+                    if let Ok(reason) = reason {
+                        let _ = self.tx.send(Err(Status::aborted(reason))).await;
+                    }
+                    break;
+                }
+                message = inbound.next() => match message.transpose() {
+                    Ok(Some(request)) => {
+                        if let Err(status) = self.on_request(request).await {
+                            let _ = self.tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(node = ?self.link.node, error = %e, "delta ADS stream ended");
+                        break;
+                    }
+                },
+                changed = secrets.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    secrets.borrow_and_update();
+                    let snapshot = self.link.cache.current();
+                    if !self.send(&snapshot, SECRET_TYPE, Part::All, false).await {
+                        break;
+                    }
+                }
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    if !self.push_change(&snapshot).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.link.disconnected();
+    }
+
+    /// Sends what `snapshot` changed for this Envoy, in [`PUSH_ORDER`]: new and changed
+    /// clusters first, the clusters that went last. False when the stream is gone.
+    async fn push_change(&mut self, snapshot: &Arc<Snapshot>) -> bool {
+        for (type_url, second) in PUSH_ORDER {
+            let part = match (type_url, second) {
+                (_, true) => Part::Removals,
+                (crate::translate::CLUSTER_TYPE, false) => Part::Updates,
+                _ => Part::All,
+            };
+            if self.subscriptions.contains_key(type_url)
+                && !self.send(snapshot, type_url, part, false).await
+            {
+                return false;
+            }
+        }
+        self.link.version = snapshot.version;
+        self.link.note_synced();
+        true
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        let named = request.resource_names_subscribe.len()
+            + request.resource_names_unsubscribe.len()
+            + request.initial_resource_versions.len();
+        if named > MAX_RESOURCE_NAMES {
+            return Err(too_many_names(named));
+        }
+        self.link.identify(request.node.as_ref())?;
+        let type_url = request.type_url.clone();
+        let first = !self.subscriptions.contains_key(&type_url);
+        let sub = self.subscriptions.entry(type_url.clone()).or_default();
+        if let Some((version, names)) = sub.unanswered.remove(&request.response_nonce) {
+            match &request.error_detail {
+                Some(error) => {
+                    // The Envoy keeps what it had: what was refused is not held.
+                    for name in &names {
+                        sub.held.remove(name);
+                    }
+                    self.link.refused(&type_url, version, &error.message);
+                }
+                None if sub.unanswered.is_empty() => {
+                    self.link.acked(&type_url, &version.to_string());
+                }
+                None => {}
+            }
+        }
+        // Envoy asks for every cluster and listener by naming nothing in its first
+        // request (or `*`).
+        let mut asked = first;
+        if first && request.resource_names_subscribe.is_empty() {
+            sub.wildcard = true;
+        }
+        sub.held.extend(request.initial_resource_versions);
+        for name in request.resource_names_subscribe {
+            asked = true;
+            if name == "*" {
+                sub.wildcard = true;
+            } else {
+                // A name asked for again is sent again (on a first request, the Envoy
+                // has just said what it holds).
+                if !first {
+                    sub.held.remove(&name);
+                }
+                sub.names.insert(name);
+            }
+        }
+        for name in request.resource_names_unsubscribe {
+            if name == "*" {
+                sub.wildcard = false;
+            } else {
+                sub.names.remove(&name);
+            }
+            let wanted = sub.wildcard || sub.names.contains(&name);
+            if !wanted {
+                sub.held.remove(&name);
+            }
+        }
+        if !asked {
+            return Ok(());
+        }
+        let snapshot = self.link.cache.current();
+        if !self.send(&snapshot, &type_url, Part::All, true).await {
+            return Err(Status::unavailable("the stream is closed"));
+        }
+        Ok(())
+    }
+
+    /// What of `type_url`'s resources `current` the Envoy does not hold as they are, and
+    /// (for `Part::All` and `Part::Removals`) what it holds that is gone.
+    fn diff(
+        sub: &Subscription,
+        current: &[(String, Any)],
+        versions: &[String],
+        part: Part,
+    ) -> Diff {
+        let mut diff = Diff::default();
+        if part != Part::Removals {
+            for ((name, any), version) in current.iter().zip(versions) {
+                if sub.wants(name) && sub.held.get(name) != Some(version) {
+                    diff.resources.push(Resource {
+                        name: name.clone(),
+                        version: version.clone(),
+                        resource: Some(any.clone()),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        if part != Part::Updates {
+            let present: std::collections::HashSet<&str> =
+                current.iter().map(|(n, _)| n.as_str()).collect();
+            diff.removed = sub
+                .held
+                .keys()
+                .filter(|name| !present.contains(name.as_str()) || !sub.wants(name))
+                .cloned()
+                .collect();
+            diff.removed.sort();
+        }
+        diff
+    }
+
+    /// Sends the part of `type_url`'s resources of `snapshot` the Envoy does not hold;
+    /// nothing when it holds them all, unless `always` (an answer to its request).
+    /// Returns false when the stream is gone.
+    async fn send(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        type_url: &str,
+        part: Part,
+        always: bool,
+    ) -> bool {
+        let found = self.link.resources(snapshot);
+        let Some(sub) = self.subscriptions.get(type_url) else {
+            return true;
+        };
+        let diff = if type_url == SECRET_TYPE {
+            let names: Vec<String> = sub.names.iter().cloned().collect();
+            let held = self.link.secrets.named_for(&self.link.key(), &names);
+            let versions: Vec<String> = held.iter().map(|(_, any)| version_of(any)).collect();
+            // A secret not held yet (an ACM read or the mesh CA still to come) is not
+            // "gone": the Envoy waits for it.
+            let mut diff = Self::diff(sub, &held, &versions, Part::Updates);
+            if part != Part::Updates {
+                diff.removed = sub.held.keys().filter(|n| !sub.wants(n)).cloned().collect();
+            }
+            diff
+        } else {
+            let (Some(current), Some(versions)) =
+                (found.of_type(type_url), found.versions(type_url))
+            else {
+                tracing::debug!(
+                    node = self.link.node,
+                    type_url,
+                    "a resource type this control plane does not serve"
+                );
+                return true;
+            };
+            Self::diff(sub, current, &versions, part)
+        };
+        if diff.resources.is_empty() && diff.removed.is_empty() && !always {
+            return true;
+        }
+        self.push(snapshot.version, type_url, diff).await
+    }
+
+    /// Sends `diff` as a response of `type_url` at `version`, with a new nonce; returns
+    /// false when the stream is gone.
+    async fn push(&mut self, version: u64, type_url: &str, diff: Diff) -> bool {
+        let Some(sub) = self.subscriptions.get_mut(type_url) else {
+            return true;
+        };
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        for r in &diff.resources {
+            sub.held.insert(r.name.clone(), r.version.clone());
+        }
+        for name in &diff.removed {
+            sub.held.remove(name);
+        }
+        let names = diff.resources.iter().map(|r| r.name.clone()).collect();
+        sub.unanswered.insert(nonce.clone(), (version, names));
+        self.link.pending.insert(type_url.to_owned());
+        self.link.version = self.link.version.max(version);
+        tracing::debug!(
+            node = self.link.node,
+            resource = short_type(type_url),
+            version,
+            sent = diff.resources.len(),
+            removed = diff.removed.len(),
+            "delta push"
+        );
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.to_string(),
+            resources: diff.resources,
+            type_url: type_url.to_owned(),
+            removed_resources: diff.removed,
+            nonce,
+            ..Default::default()
+        };
+        self.tx
+            .send(Ok(Outgoing::message(&response.encode_to_vec())))
+            .await
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;
