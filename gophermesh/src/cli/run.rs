@@ -75,6 +75,11 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "warning")]
     pub(crate) envoy_log_level: String,
 
+    /// The xDS protocol the Envoys speak with the control plane: delta (only what
+    /// changed) or sotw (state of the world, as the App Mesh agent's bootstrap).
+    #[arg(long, env = "GOPHERMESH_XDS_PROTOCOL", value_enum, default_value_t)]
+    pub(crate) xds_protocol: gophermesh::runtime::envoy::XdsProtocol,
+
     /// Where the requester and distributor binaries are. Default: next to gophermesh.
     #[arg(long, env = "GOPHERMESH_BIN_DIR")]
     pub(crate) bin_dir: Option<PathBuf>,

@@ -165,6 +165,11 @@ pub(crate) struct BootstrapArgs {
     #[arg(long, env = "APPMESH_SDS_SOCKET_PATH")]
     pub(crate) sds_socket_path: Option<String>,
 
+    /// The xDS protocol the Envoy speaks: delta (only what changed) or sotw (state of the
+    /// world, as the App Mesh agent's bootstrap).
+    #[arg(long, env = "GOPHERMESH_XDS_PROTOCOL", value_enum, default_value_t)]
+    pub(crate) xds_protocol: gophermesh::runtime::envoy::XdsProtocol,
+
     /// Write the bootstrap here instead of to standard output.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,

@@ -22,6 +22,7 @@ pub(crate) fn run(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
         xds_endpoint: args.xds_endpoint.clone(),
         admin_port: args.admin_port,
         ca_file: args.ca_file.clone(),
+        protocol: args.xds_protocol,
     };
     if !settings.xds_endpoint.starts_with("unix://") && !settings.ca_file.exists() {
         anyhow::bail!(

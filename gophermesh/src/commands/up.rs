@@ -31,6 +31,7 @@ pub(crate) fn config(args: UpArgs) -> anyhow::Result<UpConfig> {
         envoy: EnvoyOptions {
             concurrency: args.envoy_concurrency,
             log_level: args.envoy_log_level,
+            xds_protocol: args.xds_protocol,
         },
         bin_dir: args.bin_dir,
         network: NetworkMode::from_flags(args.netns, args.containers),

@@ -157,7 +157,15 @@ fn find_launcher(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// a new cluster is its statistics, and most clusters of a large mesh carry nothing to a
 /// given Envoy (10,000 clusters: 3.8 s of Envoy's CPU with them created up front, 1.7 to
 /// 2.5 s deferred). `/stats` shows each one once it is used, as a zero does no harm unseen.
-pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> serde_json::Value {
+///
+/// The Envoy speaks `protocol` with the control plane (delta unless told otherwise).
+pub fn bootstrap(
+    mesh: &str,
+    node: &str,
+    admin: SocketAddr,
+    xds: SocketAddr,
+    protocol: XdsProtocol,
+) -> serde_json::Value {
     let addr = |a: SocketAddr| json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}});
     json!({
         "node": {"id": node_id(mesh, node), "cluster": node},
@@ -165,7 +173,7 @@ pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> 
         "deferred_stat_options": {"enable_deferred_creation_stats": true},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": protocol.api_type(),
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
                 "set_node_on_first_message_only": true
@@ -188,6 +196,43 @@ pub fn bootstrap(mesh: &str, node: &str, admin: SocketAddr, xds: SocketAddr) -> 
     })
 }
 
+/// Which xDS protocol an Envoy speaks with the control plane (`--xds-protocol`,
+/// `GOPHERMESH_XDS_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum XdsProtocol {
+    /// Incremental xDS (`DELTA_GRPC`): a change sends an Envoy only the resources it
+    /// changed for it, and the names of those that went.
+    #[default]
+    Delta,
+    /// State of the world (`GRPC`, what the App Mesh agent's bootstrap speaks): a change
+    /// sends every resource of each type it touched.
+    Sotw,
+}
+
+impl XdsProtocol {
+    /// The bootstrap's `ads_config.api_type`.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            Self::Delta => "DELTA_GRPC",
+            Self::Sotw => "GRPC",
+        }
+    }
+
+    /// Its name on the command line and in the environment.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Self::Delta => "delta",
+            Self::Sotw => "sotw",
+        }
+    }
+
+    /// The protocol `value` names (`delta`, `sotw`), as the environment gives it.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(value, true)
+            .map_err(|_| format!("`{value}` is not an xDS protocol: give delta or sotw"))
+    }
+}
+
 /// What the aws-appmesh-envoy agent reads from its environment to write a sidecar's
 /// bootstrap (`gophermesh bootstrap` takes the same variables).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +247,9 @@ pub struct AgentSettings {
     pub admin_port: u16,
     /// The CA bundle the endpoint's certificate is checked against.
     pub ca_file: PathBuf,
+    /// `GOPHERMESH_XDS_PROTOCOL` (the agent speaks state of the world; gophermesh's
+    /// bootstraps speak delta unless told).
+    pub protocol: XdsProtocol,
 }
 
 /// Whether `id` names a virtual node or gateway as the agent takes it; else why not.
@@ -280,7 +328,7 @@ pub fn agent_bootstrap(settings: &AgentSettings) -> anyhow::Result<serde_json::V
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": settings.protocol.api_type(),
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
                 "set_node_on_first_message_only": true
@@ -299,6 +347,8 @@ pub struct EnvoyOptions {
     pub concurrency: u16,
     /// Envoy's log level.
     pub log_level: String,
+    /// The xDS protocol its bootstrap speaks.
+    pub xds_protocol: XdsProtocol,
 }
 
 impl EnvoyOptions {

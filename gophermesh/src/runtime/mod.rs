@@ -133,7 +133,13 @@ impl Launch {
             .join(format!("{}-envoy.json", task.file_stem()));
         let doc = match &self.xds {
             Xds::Local(xds) => {
-                let mut doc = envoy::bootstrap(&task.mesh_name, node, site.place.admin, *xds);
+                let mut doc = envoy::bootstrap(
+                    &task.mesh_name,
+                    node,
+                    site.place.admin,
+                    *xds,
+                    self.envoy_options.xds_protocol,
+                );
                 // The SDS server beside the Envoy, when its container names one, as the
                 // sidecar image's agent adds it.
                 let sds = task
@@ -155,6 +161,7 @@ impl Launch {
                     xds_endpoint: endpoint.clone(),
                     admin_port: site.place.admin.port(),
                     ca_file: ca_file.clone(),
+                    protocol: self.envoy_options.xds_protocol,
                 })?
             }
         };

@@ -144,6 +144,10 @@ fn sidecar_environment(
             launch.envoy_options.concurrency.to_string(),
         ),
         ("ENVOY_LOG_LEVEL", launch.envoy_options.log_level.clone()),
+        (
+            "GOPHERMESH_XDS_PROTOCOL",
+            launch.envoy_options.xds_protocol.api_name().to_owned(),
+        ),
     ];
     env.retain(|(name, _)| !ours.iter().any(|(n, _)| n == name));
     env.extend(ours.map(|(n, v)| (n.to_owned(), v)));

@@ -123,6 +123,15 @@ impl Vars<'_> {
         }
     }
 
+    /// `GOPHERMESH_XDS_PROTOCOL`: delta unless `sotw` is asked for.
+    fn xds_protocol(&self) -> Result<crate::runtime::envoy::XdsProtocol, EnvError> {
+        self.get("GOPHERMESH_XDS_PROTOCOL")
+            .map_or(Ok(Default::default()), |v| {
+                crate::runtime::envoy::XdsProtocol::parse(v)
+                    .map_err(|why| refuse("GOPHERMESH_XDS_PROTOCOL", why))
+            })
+    }
+
     /// `APPNET_ENVOY_RESTART_COUNT`: 0 by default; negative is the agent's 3, at most 10.
     fn restarts(&self) -> Result<u32, EnvError> {
         Ok(match self.number("APPNET_ENVOY_RESTART_COUNT", 0)? {
@@ -172,6 +181,7 @@ pub fn read(env: &BTreeMap<String, String>) -> Result<SidecarConfig, EnvError> {
             ca_file: vars
                 .get("APPMESH_XDS_CA_FILE")
                 .map_or_else(|| PathBuf::from(CA_BUNDLE), PathBuf::from),
+            protocol: vars.xds_protocol()?,
         },
         log_level: vars.log_level(),
         concurrency: vars.concurrency()?,

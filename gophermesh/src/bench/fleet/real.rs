@@ -11,13 +11,22 @@ use std::time::{Duration, Instant};
 
 use super::digest::digest_of_dump;
 
-/// A real Envoy of the `requester` node, as task `index` of the fleet.
+/// A real Envoy of the `requester` node, as task `index` of the fleet: the even ones speak
+/// state of the world, the odd ones delta xDS, so that both are held to what the
+/// simulated sidecars received.
 pub(super) struct RealEnvoy {
     _child: tokio::process::Child,
     admin: crate::runtime::envoy::EnvoyAdmin,
 }
 
 impl RealEnvoy {
+    pub(super) fn protocol(index: u32) -> crate::runtime::envoy::XdsProtocol {
+        match index % 2 {
+            0 => crate::runtime::envoy::XdsProtocol::Sotw,
+            _ => crate::runtime::envoy::XdsProtocol::Delta,
+        }
+    }
+
     pub(super) async fn start(
         envoy: &Path,
         xds: &str,
@@ -32,6 +41,7 @@ impl RealEnvoy {
             "requester",
             ([127, 0, 0, 1], 0).into(),
             xds,
+            Self::protocol(index),
         );
         boot["node"]["metadata"] = json!({"aws.appmesh.platformInfo": {
             "ecsTaskArn": format!("arn:aws:ecs:us-east-1:000000000000:task/fleet/envoy-{index}")
@@ -45,6 +55,7 @@ impl RealEnvoy {
         let options = crate::runtime::envoy::EnvoyOptions {
             concurrency: 1,
             log_level: "warn".to_owned(),
+            xds_protocol: Self::protocol(index),
         };
         let child = tokio::process::Command::new(envoy)
             .args(options.args(&path.display().to_string()))
@@ -78,11 +89,17 @@ impl RealEnvoy {
         })
     }
 
-    /// What it holds, once its route configurations are at `version` (within 30 s).
-    pub(super) async fn holding(
+    /// Within 30 s, holds what `simulated` received at `version`. A state-of-the-world
+    /// Envoy is waited for until its route configurations are at `version` and then
+    /// compared; a delta one keeps each resource's own version (a hash of it), so it is
+    /// compared by content until it agrees.
+    pub(super) async fn agrees(
         &self,
+        index: u32,
         version: u64,
-    ) -> anyhow::Result<BTreeMap<&'static str, (u64, Vec<String>)>> {
+        simulated: &BTreeMap<&'static str, (u64, Vec<String>)>,
+    ) -> anyhow::Result<()> {
+        let delta = Self::protocol(index) == crate::runtime::envoy::XdsProtocol::Delta;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (status, body) = self
@@ -91,8 +108,14 @@ impl RealEnvoy {
                 .await?;
             if status == 200 {
                 let held = digest_of_dump(&serde_json::from_str(&body)?);
-                if held.get(ROUTE_TYPE).is_some_and(|(v, _)| *v >= version) {
-                    return Ok(held);
+                if delta {
+                    match compare(&held, simulated, false) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if Instant::now() > deadline => return Err(e),
+                        Err(_) => {}
+                    }
+                } else if held.get(ROUTE_TYPE).is_some_and(|(v, _)| *v >= version) {
+                    return compare(&held, simulated, true);
                 }
             }
             if Instant::now() > deadline {
@@ -106,10 +129,12 @@ impl RealEnvoy {
     }
 }
 
-/// Compares what a real Envoy holds with what the simulated sidecar received.
+/// Compares what a real Envoy holds with what the simulated sidecar received (with the
+/// route configurations' version when `versions`).
 pub(super) fn compare(
     real: &BTreeMap<&'static str, (u64, Vec<String>)>,
     simulated: &BTreeMap<&'static str, (u64, Vec<String>)>,
+    versions: bool,
 ) -> anyhow::Result<()> {
     for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
         let (Some((rv, real)), Some((sv, simulated))) =
@@ -120,7 +145,7 @@ pub(super) fn compare(
         // Content always; the version only for the route configurations that changed
         // last: a type that did not change may be sent again, unchanged, under a newer
         // version (when an Envoy asks again), and Envoy keeps the version it was sent.
-        if (type_url == ROUTE_TYPE && rv != sv) || real != simulated {
+        if (versions && type_url == ROUTE_TYPE && rv != sv) || real != simulated {
             let only_real: Vec<_> = real
                 .iter()
                 .filter(|l| !simulated.contains(l))
