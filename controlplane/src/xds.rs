@@ -3,7 +3,10 @@
 //! ```text
 //! encoded    one node's resources of one type, encoded once and shared
 //! cache      each node's resources, built once per snapshot version
-//! ads        the ADS server (state of the world, xDS v3) streaming from the cache
+//! vhds       route configurations split from their virtual hosts, for delta Envoys
+//! ads        the ADS server (state of the world and delta, xDS v3) streaming from the cache
+//!   link       what a stream knows of its Envoy, whichever protocol it speaks
+//!   delta      the delta (incremental) protocol
 //!   wire       the gRPC framing, with shared resource bytes
 //! ```
 //!
@@ -12,3 +15,4 @@
 pub mod ads;
 pub mod cache;
 pub mod encoded;
+pub mod vhds;

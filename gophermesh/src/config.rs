@@ -275,6 +275,8 @@ pub struct BenchConfig {
     pub fleet: Vec<(u32, u32)>,
     /// Route changes timed per fleet.
     pub fleet_changes: u32,
+    /// The xDS protocols of each fleet's simulated sidecars, one run each.
+    pub fleet_protocols: Vec<crate::runtime::envoy::XdsProtocol>,
     /// Also run the mesh with `up --containers` (the sidecar image).
     pub containers: bool,
     pub envoy_bin: Option<PathBuf>,

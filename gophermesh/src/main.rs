@@ -101,6 +101,7 @@ async fn main() -> ExitCode {
                 clients: args.clients,
                 nodes: args.nodes,
                 changes: args.changes,
+                protocols: args.protocols,
                 out: args.out,
                 taskdefs_dir: args.taskdefs_dir,
                 envoys: args.envoys,

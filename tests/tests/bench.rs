@@ -150,13 +150,20 @@ fn a_quick_bench_produces_every_figure() {
     }
     // The fleets: every figure, and the real Envoys held what the sidecars received.
     let fleet = report["fleet"].as_array().expect("fleet runs");
-    assert_eq!(fleet.len(), 2, "{fleet:?}");
-    for (run, (clients, nodes)) in fleet.iter().zip([(20, 30), (1000, 1000)]) {
+    assert_eq!(fleet.len(), 4, "each fleet on each protocol: {fleet:?}");
+    let order = [
+        (20, 30, "sotw"),
+        (20, 30, "delta"),
+        (1000, 1000, "sotw"),
+        (1000, 1000, "delta"),
+    ];
+    for (run, (clients, nodes, protocol)) in fleet.iter().zip(order) {
         assert_eq!(
             (run["clients"].as_u64(), run["virtual_nodes"].as_u64()),
             (Some(clients), Some(nodes)),
             "{run}"
         );
+        assert_eq!(run["protocol"], protocol, "{run}");
         assert_eq!(run["real_envoys_identical"], 2, "{run}");
         positive(&run["connect_storm_ms"], "connect_storm_ms");
         positive(&run["change_acked_by_all_ms"]["p99"], "fleet p99");
@@ -164,7 +171,7 @@ fn a_quick_bench_produces_every_figure() {
         positive(&run["rss_mib"]["with_fleet"], "serve RSS");
     }
     assert!(
-        printed.contains("fleet,  1000 sidecars x  1000 virtual nodes"),
+        printed.contains("fleet,  1000 sidecars x  1000 virtual nodes, delta"),
         "{printed}"
     );
     // Every budget the bench checks is there, and its verdict follows from its value.
@@ -176,6 +183,8 @@ fn a_quick_bench_produces_every_figure() {
         "fleet 1000x1000: change ACKed by all p99 ms",
         "fleet 1000x1000: connect storm ms",
         "fleet 1000x1000: serve RSS MiB",
+        "fleet 1000x1000 delta: change ACKed by all p99 ms",
+        "fleet 1000x1000 delta: bytes per sidecar per change",
     ] {
         assert!(
             budgets.iter().any(|b| b["name"] == name),
@@ -231,9 +240,11 @@ fn a_small_fleet_bench_produces_every_figure() {
     )
     .expect("json");
     let runs = report["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 2, "{report}");
-    for (run, clients) in runs.iter().zip([5, 30]) {
+    assert_eq!(runs.len(), 4, "each size on each protocol: {report}");
+    let order = [(5, "sotw"), (5, "delta"), (30, "sotw"), (30, "delta")];
+    for (run, (clients, protocol)) in runs.iter().zip(order) {
         assert_eq!(run["clients"], clients, "{run}");
+        assert_eq!(run["protocol"], protocol, "{run}");
         positive(&run["connect_storm_ms"], "connect_storm_ms");
         positive(&run["connect_storm_mib"], "connect_storm_mib");
         let p50 = positive(&run["change_acked_by_all_ms"]["p50"], "p50");
@@ -246,5 +257,17 @@ fn a_small_fleet_bench_produces_every_figure() {
     }
     // Six times the sidecars, about six times the bytes per change (each gets the route).
     let per = |i: usize| runs[i]["kib_sent_per_change"].as_f64().unwrap_or(0.0);
-    assert!(per(1) > 4.0 * per(0), "{report}");
+    assert!(per(2) > 4.0 * per(0), "{report}");
+    assert!(per(3) > 4.0 * per(1), "{report}");
+    // On delta xDS, a weight change is the one virtual host that changed: a fraction of
+    // the route configuration of twelve that state of the world sends again.
+    let each = |i: usize| {
+        runs[i]["bytes_sent_per_change_per_sidecar"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    for (sotw, delta) in [(0, 1), (2, 3)] {
+        assert!(each(delta) <= 1024.0, "{report}");
+        assert!(each(delta) * 3.0 < each(sotw), "{report}");
+    }
 }

@@ -39,6 +39,7 @@ pub fn short_type(type_url: &str) -> &str {
         ROUTE_TYPE => "routes",
         ENDPOINT_TYPE => "endpoints",
         SECRET_TYPE => "secrets",
+        crate::xds::vhds::VHOST_TYPE => "virtual hosts",
         other => other.rsplit('.').next().unwrap_or(other),
     }
 }

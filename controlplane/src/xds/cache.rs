@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 use super::encoded::Encoded;
+use super::vhds::Split;
 use crate::state::snapshot::{MeshState, Snapshot, split_key};
 use crate::state::store::Store;
 use crate::translate::{
@@ -28,6 +29,7 @@ pub struct Prepared {
     resources: NodeResources,
     encoded: [OnceLock<Arc<Encoded>>; 4],
     versions: [OnceLock<Arc<[String]>>; 4],
+    split: OnceLock<Arc<Split>>,
 }
 
 impl Prepared {
@@ -36,6 +38,7 @@ impl Prepared {
             resources,
             encoded: Default::default(),
             versions: Default::default(),
+            split: OnceLock::new(),
         }
     }
 
@@ -55,6 +58,14 @@ impl Prepared {
                 .get_or_init(|| Arc::new(Encoded::new(resources.iter().map(|(_, any)| any))))
                 .clone(),
         )
+    }
+
+    /// The route configurations split from their virtual hosts, for delta Envoys
+    /// ([`super::vhds`]): made on the first call and then shared.
+    pub fn split(&self) -> Arc<Split> {
+        self.split
+            .get_or_init(|| Arc::new(super::vhds::split(&self.resources.routes)))
+            .clone()
     }
 
     /// Each resource's version for delta xDS, in the order of [`NodeResources::of_type`]:

@@ -28,9 +28,12 @@ use crate::progress::{UpAddresses, say};
 
 use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
+mod delta;
 mod digest;
 mod real;
 mod sidecar;
+
+use crate::runtime::envoy::XdsProtocol;
 
 use real::RealEnvoy;
 use sidecar::{Acked, Received, lock, sidecar};
@@ -44,6 +47,8 @@ pub struct FleetConfig {
     pub nodes: u32,
     /// Route changes timed per run.
     pub changes: u32,
+    /// The protocols the simulated sidecars speak: each fleet size is run once per protocol.
+    pub protocols: Vec<XdsProtocol>,
     /// Where `fleet.json` goes.
     pub out: PathBuf,
     /// The shipped task definitions (the generator copies the requester's).
@@ -148,9 +153,15 @@ async fn until_all(
     Ok(())
 }
 
-/// Runs one fleet of `n` sidecars; its figures.
-async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<serde_json::Value> {
-    let dir = work.join(format!("fleet-{n}"));
+/// Runs one fleet of `n` sidecars speaking `protocol`; its figures.
+async fn one_fleet(
+    config: &FleetConfig,
+    n: u32,
+    protocol: XdsProtocol,
+    work: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let delta = protocol == XdsProtocol::Delta;
+    let dir = work.join(format!("fleet-{n}-{}", protocol.api_name()));
     let _ = std::fs::remove_dir_all(&dir);
     super::scale::generate(&dir, config.nodes, &config.taskdefs_dir)?;
     let served = start_serve(&dir).await?;
@@ -187,7 +198,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         let reconnects = reconnects.clone();
         let received = (i == 0).then(|| received.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = sidecar(xds, i, tx, bytes, reconnects, received).await {
+            if let Err(e) = sidecar(xds, i, delta, tx, bytes, reconnects, received).await {
                 eprintln!("gophermesh: sidecar {i}: {e:#}");
             }
         }));
@@ -206,7 +217,8 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     let storm_bytes = bytes.load(Ordering::Relaxed);
     let (after_storm_cpu, _) = usage(pid)?;
     say(format!(
-        "  {n} sidecars: all configured {:.0} ms after connecting at once ({:.1} MiB sent, {} streams opened again)",
+        "  {n} sidecars ({}): all configured {:.0} ms after connecting at once ({:.1} MiB sent, {} streams opened again)",
+        protocol.api_name(),
         storm * 1e3,
         storm_bytes as f64 / (1 << 20) as f64,
         reconnects.load(Ordering::Relaxed)
@@ -227,6 +239,7 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
     let figures = json!({
         "clients": n,
         "virtual_nodes": config.nodes,
+        "protocol": protocol.api_name(),
         "connect_storm_ms": round(storm * 1e3),
         "connect_storm_cpu_s": round(after_storm_cpu - before_cpu),
         "connect_storm_mib": round(storm_bytes as f64 / (1 << 20) as f64),
@@ -239,16 +252,19 @@ async fn one_fleet(config: &FleetConfig, n: u32, work: &Path) -> anyhow::Result<
         },
         "cpu_s_per_change": round((cpu1 - cpu0) / f64::from(config.changes.max(1))),
         "kib_sent_per_change": round(per_change_bytes / 1024.0),
+        "bytes_sent_per_change_per_sidecar": round(per_change_bytes / f64::from(n.max(1))),
         "rss_mib": {"idle": round(idle_rss), "with_fleet": round(rss)},
         "real_envoys_identical": real.len(),
     });
     say(format!(
-        "  {n} sidecars: a route change ACKed by all in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.3} CPU s and {:.0} KiB per change; serve {:.0} MiB",
+        "  {n} sidecars ({}): a route change ACKed by all in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.3} CPU s and {:.0} KiB per change ({:.0} bytes per sidecar); serve {:.0} MiB",
+        protocol.api_name(),
         super::nearest_rank(&times, 0.5),
         super::nearest_rank(&times, 0.99),
         times.last().copied().unwrap_or(0.0),
         (cpu1 - cpu0) / f64::from(config.changes.max(1)),
         per_change_bytes / 1024.0,
+        per_change_bytes / f64::from(n.max(1)),
         rss
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -331,11 +347,14 @@ pub async fn runs(config: &FleetConfig, work: &Path) -> anyhow::Result<Vec<serde
     }
     let mut runs = Vec::new();
     for &n in &config.clients {
-        say(format!(
-            "fleet of {n} sidecars against gophermesh serve with {} virtual nodes",
-            config.nodes
-        ));
-        runs.push(one_fleet(config, n, work).await?);
+        for &protocol in &config.protocols {
+            say(format!(
+                "fleet of {n} sidecars ({} xDS) against gophermesh serve with {} virtual nodes",
+                protocol.api_name(),
+                config.nodes
+            ));
+            runs.push(one_fleet(config, n, protocol, work).await?);
+        }
     }
     Ok(runs)
 }

@@ -681,6 +681,7 @@ impl Bench {
                 clients: vec![clients],
                 nodes,
                 changes: args.fleet_changes,
+                protocols: args.fleet_protocols.clone(),
                 out: args.out.clone(),
                 taskdefs_dir: self.taskdefs_dir.clone(),
                 envoys: 2,

@@ -179,8 +179,9 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
     for run in &r.fleet {
         let clients = run["clients"].as_u64().unwrap_or(0);
         let nodes = run["virtual_nodes"].as_u64().unwrap_or(0);
-        let limits: &[(&str, &str, f64)] = match (clients, nodes) {
-            (1000, 1000..) => &[
+        let delta = run["protocol"] == "delta";
+        let mut limits: Vec<(&str, &str, f64)> = match (clients, nodes) {
+            (1000, 1000..) => vec![
                 (
                     "change ACKed by all p99 ms",
                     "/change_acked_by_all_ms/p99",
@@ -189,7 +190,7 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
                 ("connect storm ms", "/connect_storm_ms", 5000.0),
                 ("serve RSS MiB", "/rss_mib/with_fleet", 150.0),
             ],
-            (5000, _) => &[
+            (5000, _) => vec![
                 (
                     "change ACKed by all p99 ms",
                     "/change_acked_by_all_ms/p99",
@@ -197,15 +198,34 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
                 ),
                 ("serve RSS MiB", "/rss_mib/with_fleet", 400.0),
             ],
-            _ => &[],
+            (10_000, _) => vec![
+                (
+                    "change ACKed by all p99 ms",
+                    "/change_acked_by_all_ms/p99",
+                    1000.0,
+                ),
+                ("connect storm ms", "/connect_storm_ms", 10_000.0),
+                ("serve RSS MiB", "/rss_mib/with_fleet", 1024.0),
+            ],
+            _ => Vec::new(),
         };
+        if delta && clients >= 1000 {
+            // A weight change is one virtual host to each sidecar on delta xDS.
+            limits.push((
+                "bytes per sidecar per change",
+                "/bytes_sent_per_change_per_sidecar",
+                1024.0,
+            ));
+        }
+        // The state-of-the-world runs keep the budgets' old names.
+        let protocol = if delta { " delta" } else { "" };
         for (what, pointer, limit) in limits {
             // A figure the run did not make counts as missed (NaN meets no limit).
             let value = run.pointer(pointer).and_then(serde_json::Value::as_f64);
             out.push(Budget::at_most(
-                format!("fleet {clients}x{nodes}: {what}"),
+                format!("fleet {clients}x{nodes}{protocol}: {what}"),
                 value.unwrap_or(f64::NAN),
-                *limit,
+                limit,
             ));
         }
     }
@@ -334,9 +354,10 @@ pub fn table(r: &Report) -> String {
     for run in &r.fleet {
         let _ = writeln!(
             t,
-            "fleet, {:>5} sidecars x {:>5} virtual nodes: storm {:>7.0} ms, change ACKed by all p50 {:>6.1} / p99 {:>6.1} ms, {:.3} CPU s and {:.0} KiB per change, serve {:.0} MiB",
+            "fleet, {:>5} sidecars x {:>5} virtual nodes, {:<5}: storm {:>7.0} ms, change ACKed by all p50 {:>6.1} / p99 {:>6.1} ms, {:.3} CPU s and {:.0} KiB per change ({:.0} B per sidecar), serve {:.0} MiB",
             run["clients"].as_u64().unwrap_or(0),
             run["virtual_nodes"].as_u64().unwrap_or(0),
+            run["protocol"].as_str().unwrap_or("sotw"),
             run["connect_storm_ms"].as_f64().unwrap_or(f64::NAN),
             run["change_acked_by_all_ms"]["p50"]
                 .as_f64()
@@ -346,6 +367,9 @@ pub fn table(r: &Report) -> String {
                 .unwrap_or(f64::NAN),
             run["cpu_s_per_change"].as_f64().unwrap_or(f64::NAN),
             run["kib_sent_per_change"].as_f64().unwrap_or(f64::NAN),
+            run["bytes_sent_per_change_per_sidecar"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             run["rss_mib"]["with_fleet"].as_f64().unwrap_or(f64::NAN),
         );
     }
@@ -384,9 +408,10 @@ pub fn svg(r: &Report) -> String {
         .map(|run| {
             (
                 format!(
-                    "{} x {} nodes",
+                    "{} x {} nodes, {}",
                     run["clients"].as_u64().unwrap_or(0),
-                    run["virtual_nodes"].as_u64().unwrap_or(0)
+                    run["virtual_nodes"].as_u64().unwrap_or(0),
+                    run["protocol"].as_str().unwrap_or("sotw")
                 ),
                 run["change_acked_by_all_ms"]["p99"].as_f64().unwrap_or(0.0),
             )
@@ -573,6 +598,10 @@ mod tests {
                 serde_json::json!({"clients": 100, "virtual_nodes": 1000,
                     "connect_storm_ms": 100.0, "change_acked_by_all_ms": {"p50": 50.0, "p99": 60.0},
                     "rss_mib": {"with_fleet": 40.0}}),
+                serde_json::json!({"clients": 1000, "virtual_nodes": 1000, "protocol": "delta",
+                    "connect_storm_ms": 800.0, "change_acked_by_all_ms": {"p50": 20.0, "p99": 30.0},
+                    "bytes_sent_per_change_per_sidecar": 2048.0,
+                    "rss_mib": {"with_fleet": 120.0}}),
             ],
             sidecar: None,
             budgets: Vec::new(),
@@ -599,6 +628,9 @@ mod tests {
         let rss = by_name("fleet 1000x1000: serve RSS MiB");
         assert!(!rss.ok && (rss.value - 180.0).abs() < 1e-9);
         assert!(by_name("fleet 5000x100: serve RSS MiB").ok);
+        assert!(by_name("fleet 1000x1000 delta: change ACKed by all p99 ms").ok);
+        let bytes = by_name("fleet 1000x1000 delta: bytes per sidecar per change");
+        assert!(!bytes.ok && (bytes.value - 2048.0).abs() < 1e-9);
         assert!(
             !r.budgets.iter().any(|b| b.name.starts_with("fleet 100x")),
             "the issue sets no budget for 100 sidecars"
@@ -611,10 +643,11 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert_eq!(
             svg.matches("<rect x=").count(),
-            10 + 3,
+            10 + 4,
             "a bar per fleet too"
         );
-        assert!(svg.contains(">5000 x 100 nodes<") && svg.contains(">600<"));
+        assert!(svg.contains(">5000 x 100 nodes, sotw<") && svg.contains(">600<"));
+        assert!(svg.contains(">1000 x 1000 nodes, delta<"));
         assert!(svg.contains(">40000<") && svg.contains(">6.00<"));
         let table = table(&report());
         assert!(table.contains("MISS distributor_direct rps / hello_floor rps"));

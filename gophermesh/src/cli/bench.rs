@@ -59,6 +59,11 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) fleet_changes: Option<u32>,
 
+    /// The xDS protocols the simulated sidecars of each fleet speak, one run each
+    /// (comma-separated: sotw, delta).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "sotw,delta")]
+    pub(crate) fleet_protocols: Vec<gophermesh::runtime::envoy::XdsProtocol>,
+
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
     pub(crate) envoy_bin: Option<PathBuf>,
@@ -81,6 +86,11 @@ pub(crate) struct BenchFleetArgs {
     /// Route changes timed per run.
     #[arg(long, default_value_t = 20)]
     pub(crate) changes: u32,
+
+    /// The xDS protocols the simulated sidecars speak, one run per fleet size each
+    /// (comma-separated: sotw, delta).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "sotw,delta")]
+    pub(crate) protocols: Vec<gophermesh::runtime::envoy::XdsProtocol>,
 
     /// Where fleet.json goes (created if missing).
     #[arg(long, default_value = "bench-results")]

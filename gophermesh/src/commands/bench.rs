@@ -36,6 +36,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         fleet_changes: args
             .fleet_changes
             .unwrap_or(if args.quick { 5 } else { 20 }),
+        fleet_protocols: args.fleet_protocols,
         containers: args.containers,
         envoy_bin: args.envoy_bin,
         bin_dir: args.bin_dir,

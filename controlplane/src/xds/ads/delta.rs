@@ -8,7 +8,9 @@
 //! a change that leaves a resource as it was sends nothing for it, and an Envoy that
 //! reconnects (telling what it holds in `initial_resource_versions`) is sent only what
 //! differs. Clusters and listeners are wildcard subscriptions (Envoy asks for all of
-//! them); route configurations, endpoints and secrets are asked for by name.
+//! them); route configurations, endpoints and secrets are asked for by name, and virtual
+//! hosts by their route configuration's name ([`crate::xds::vhds`]: a delta Envoy's
+//! route configurations come without their virtual hosts, which come one by one).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,10 +24,24 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, PUSH_ORDER, short_type, too_many_names};
+use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, short_type, too_many_names};
 use crate::secrets::SECRET_TYPE;
 use crate::state::snapshot::Snapshot;
+use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use crate::xds::cache::version_of;
+use crate::xds::vhds::{VHOST_TYPE, namespace};
+
+/// The order in which a change reaches a delta Envoy: as [`super::PUSH_ORDER`], with the
+/// virtual hosts after their route configurations; `true` marks the second pass over
+/// clusters that removes the ones the change dropped (make before break).
+const DELTA_ORDER: [(&str, bool); 6] = [
+    (CLUSTER_TYPE, false),
+    (ENDPOINT_TYPE, false),
+    (LISTENER_TYPE, false),
+    (ROUTE_TYPE, false),
+    (VHOST_TYPE, false),
+    (CLUSTER_TYPE, true),
+];
 
 impl Ads {
     /// Serves one delta ADS stream of `inbound` requests from `peer`; the responses arrive
@@ -67,8 +83,12 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// Whether the Envoy asked for resource `name`: all of them, it by name, or (a virtual
+    /// host) its route configuration.
     fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
+        self.wildcard
+            || self.names.contains(name)
+            || namespace(name).is_some_and(|ns| self.names.contains(ns))
     }
 }
 
@@ -147,13 +167,13 @@ impl DeltaStream {
         self.link.disconnected();
     }
 
-    /// Sends what `snapshot` changed for this Envoy, in [`PUSH_ORDER`]: new and changed
+    /// Sends what `snapshot` changed for this Envoy, in [`DELTA_ORDER`]: new and changed
     /// clusters first, the clusters that went last. False when the stream is gone.
     async fn push_change(&mut self, snapshot: &Arc<Snapshot>) -> bool {
-        for (type_url, second) in PUSH_ORDER {
+        for (type_url, second) in DELTA_ORDER {
             let part = match (type_url, second) {
                 (_, true) => Part::Removals,
-                (crate::translate::CLUSTER_TYPE, false) => Part::Updates,
+                (CLUSTER_TYPE, false) => Part::Updates,
                 _ => Part::All,
             };
             if self.subscriptions.contains_key(type_url)
@@ -294,6 +314,12 @@ impl DeltaStream {
                 diff.removed = sub.held.keys().filter(|n| !sub.wants(n)).cloned().collect();
             }
             diff
+        } else if type_url == ROUTE_TYPE || type_url == VHOST_TYPE {
+            let split = found.split();
+            match type_url {
+                ROUTE_TYPE => Self::diff(sub, &split.routes, &split.route_versions, part),
+                _ => Self::diff(sub, &split.hosts, &split.host_versions, part),
+            }
         } else {
             let (Some(current), Some(versions)) =
                 (found.of_type(type_url), found.versions(type_url))

@@ -212,7 +212,13 @@ impl Link {
     /// The Envoy took what was sent of `type_url` (as `version_info`, shown in status).
     pub(super) fn acked(&mut self, type_url: &str, version_info: &str) {
         let node = self.key();
-        let short = short_type(type_url).to_owned();
+        // Virtual hosts sent apart (VHDS) are the routes' content: status shows them as
+        // routes.
+        let short = match type_url {
+            crate::xds::vhds::VHOST_TYPE => short_type(ROUTE_TYPE),
+            other => short_type(other),
+        }
+        .to_owned();
         tracing::debug!(node, resource = short, version = version_info, "ACK");
         let first = matches!(type_url, CLUSTER_TYPE | LISTENER_TYPE | ROUTE_TYPE);
         let complete = if first && self.first_acks.len() < 3 && !self.first_acks.contains(&short) {

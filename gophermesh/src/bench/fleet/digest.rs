@@ -106,7 +106,13 @@ pub(super) fn digest_of_dump(
                     let name = text(&config["name"]);
                     lines.push(format!("routes {name}"));
                     for host in config["virtual_hosts"].as_array().into_iter().flatten() {
-                        let host_name = text(&host["name"]);
+                        // A delta Envoy's virtual hosts came by VHDS, named
+                        // `CONFIG/HOST`; the digest names the host alone.
+                        let full = text(&host["name"]);
+                        let host_name = full
+                            .strip_prefix(&format!("{name}/"))
+                            .unwrap_or(&full)
+                            .to_owned();
                         for route in host["routes"].as_array().into_iter().flatten() {
                             let action = &route["route"];
                             if let Some(c) = action["cluster"].as_str() {

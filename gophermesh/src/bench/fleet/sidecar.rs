@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -41,11 +41,13 @@ pub(super) fn short(type_url: &str) -> Option<&'static str> {
     }
 }
 
-/// The route configuration names the listeners of `response` ask for (as Envoy reads them
-/// from each HTTP connection manager's `rds`).
-fn rds_names(response: &DiscoveryResponse) -> anyhow::Result<Vec<String>> {
+/// The route configuration names `listeners` ask for (as Envoy reads them from each HTTP
+/// connection manager's `rds`).
+pub(super) fn rds_names<'a>(
+    listeners: impl IntoIterator<Item = &'a envoy_types::pb::google::protobuf::Any>,
+) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
-    for any in &response.resources {
+    for any in listeners {
         let listener =
             Listener::decode(any.value.as_slice()).context("a listener that does not decode")?;
         for chain in &listener.filter_chains {
@@ -82,6 +84,7 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(super) async fn sidecar(
     xds: String,
     index: usize,
+    delta: bool,
     acks: mpsc::UnboundedSender<Acked>,
     bytes: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
@@ -89,7 +92,11 @@ pub(super) async fn sidecar(
 ) -> anyhow::Result<()> {
     let mut attempt: u64 = 0;
     loop {
-        match one_stream(&xds, index, &acks, &bytes, received.as_ref()).await {
+        let stream = match delta {
+            true => super::delta::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
+            false => one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
+        };
+        match stream {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 30 => {
                 attempt += 1;
@@ -102,21 +109,20 @@ pub(super) async fn sidecar(
     }
 }
 
-/// One ADS stream of sidecar `index`, until it ends.
-async fn one_stream(
+/// An ADS client of the control plane at `xds`.
+pub(super) async fn client(
     xds: &str,
-    index: usize,
-    acks: &mpsc::UnboundedSender<Acked>,
-    bytes: &AtomicU64,
-    received: Option<&Received>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
         .connect()
         .await
         .context("cannot connect to ADS")?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
+    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
+}
+
+/// The node sidecar `index` says it is: a task of the `requester` node, with its own ECS
+/// task ARN, as the App Mesh sidecar sends it.
+pub(super) fn node_of(index: usize) -> Node {
     let text = |v: String| PbValue {
         kind: Some(Kind::StringValue(v)),
     };
@@ -129,7 +135,7 @@ async fn one_stream(
         )]
         .into(),
     };
-    let node = Node {
+    Node {
         id: "mesh/gophermesh/virtualNode/requester".to_owned(),
         cluster: "requester".to_owned(),
         metadata: Some(Struct {
@@ -142,7 +148,20 @@ async fn one_stream(
             .into(),
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// One ADS stream of sidecar `index`, until it ends.
+async fn one_stream(
+    xds: &str,
+    index: usize,
+    acks: &mpsc::UnboundedSender<Acked>,
+    bytes: &AtomicU64,
+    received: Option<&Received>,
+) -> anyhow::Result<()> {
+    let mut client = client(xds).await?;
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
+    let node = node_of(index);
     let ask = |type_url: &str, names: Vec<String>| DiscoveryRequest {
         type_url: type_url.to_owned(),
         resource_names: names,
@@ -170,7 +189,7 @@ async fn one_stream(
         };
         let mut names = Vec::new();
         if type_url == LISTENER_TYPE {
-            let wanted = rds_names(&response)?;
+            let wanted = rds_names(&response.resources)?;
             if routes_asked.as_ref() != Some(&wanted) {
                 tx.send(ask(ROUTE_TYPE, wanted.clone())).await?;
                 routes_asked = Some(wanted);
