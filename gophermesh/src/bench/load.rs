@@ -173,6 +173,9 @@ pub struct Scenario {
     pub errors: u64,
     /// The same, per serving process.
     pub cpu_us_per_req_by_process: std::collections::BTreeMap<String, f64>,
+    /// Each measured turn's requests per second, in order (the scenarios of a group take
+    /// turns, so turn `i` of one ran beside turn `i` of the others).
+    pub turns_rps: Vec<f64>,
 }
 
 impl Scenario {
@@ -193,7 +196,12 @@ impl Scenario {
             socket_errors: runs.iter().map(|r| r.socket_errors).sum(),
             non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
         };
-        Self::from_run(&total, cpu)
+        let mut s = Self::from_run(&total, cpu);
+        s.turns_rps = runs
+            .iter()
+            .map(|r| r.requests as f64 / (r.duration_us.max(1) as f64 / 1e6))
+            .collect();
+        s
     }
 
     /// The figures of `run`, given the CPU time each serving process used during it.
@@ -211,6 +219,7 @@ impl Scenario {
             requests: run.requests,
             errors: run.socket_errors + run.non_2xx,
             cpu_us_per_req_by_process: cpu.iter().map(|(n, d)| (n.clone(), per_req(*d))).collect(),
+            turns_rps: vec![run.requests as f64 / seconds],
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct Budget {
     pub value: f64,
     pub limit: String,
     pub ok: bool,
+    /// For a ratio of two scenarios measured in turns: the ratio of each turn (turn `i`
+    /// of one over turn `i` of the other). `value` is their median, so that one noisy
+    /// turn can neither pass nor fail the budget by itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<f64>,
 }
 
 /// Everything one run measured.
@@ -96,6 +101,7 @@ impl Budget {
             value,
             limit: format!("<= {limit}"),
             ok: value <= limit,
+            turns: Vec::new(),
         }
     }
 
@@ -106,26 +112,48 @@ impl Budget {
             value,
             limit: format!(">= {limit:.2}"),
             ok: value >= limit,
+            turns: Vec::new(),
         }
+    }
+
+    /// A budget that the median of `turns` (ratios, one per turn) must reach.
+    fn median_at_least(name: impl Into<String>, mut turns: Vec<f64>, limit: f64) -> Self {
+        let mut sorted = turns.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = match sorted.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        let mut b = Self::at_least(name, median, limit);
+        turns.retain(|t| t.is_finite());
+        b.turns = turns;
+        b
     }
 }
 
 /// The budgets of the benchmark, as ratios and limits.
 pub fn budgets(r: &Report) -> Vec<Budget> {
     let mut out = Vec::new();
-    let rps = |k: &str| r.scenarios.get(k).map_or(0.0, |s| s.rps);
-    let ratio = |a: &str, b: &str| {
-        let d = rps(b);
-        if d > 0.0 { rps(a) / d } else { 0.0 }
+    // Turn by turn: the scenarios of a ratio took turns side by side.
+    let ratios = |a: &str, b: &str| -> Vec<f64> {
+        let (Some(a), Some(b)) = (r.scenarios.get(a), r.scenarios.get(b)) else {
+            return vec![0.0];
+        };
+        a.turns_rps
+            .iter()
+            .zip(&b.turns_rps)
+            .map(|(x, y)| if *y > 0.0 { x / y } else { 0.0 })
+            .collect()
     };
-    out.push(Budget::at_least(
+    out.push(Budget::median_at_least(
         "distributor_direct rps / hello_floor rps",
-        ratio("distributor_direct", "hello_floor"),
+        ratios("distributor_direct", "hello_floor"),
         0.80,
     ));
-    out.push(Budget::at_least(
+    out.push(Budget::median_at_least(
         "mesh rps / mesh_floor rps",
-        ratio("mesh", "mesh_floor"),
+        ratios("mesh", "mesh_floor"),
         0.85,
     ));
     for (service, mem) in &r.rss_mib {
@@ -375,9 +403,17 @@ pub fn table(r: &Report) -> String {
     }
     t.push('\n');
     for b in &r.budgets {
+        let spread = match b.turns.len() {
+            0 => String::new(),
+            n => {
+                let low = b.turns.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = b.turns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!(", median of {n} turns: {low:.2} to {high:.2}")
+            }
+        };
         let _ = writeln!(
             t,
-            "{} {:<44} {:>9.2}  (budget {})",
+            "{} {:<44} {:>9.2}  (budget {}{spread})",
             if b.ok { "ok  " } else { "MISS" },
             b.name,
             b.value,
@@ -400,9 +436,10 @@ pub fn svg(r: &Report) -> String {
         .filter_map(|(k, _)| r.scenarios.get(*k).map(|s| (*k, s)))
         .collect();
     let (width, bar_h, gap, top, label_w, chart_w) = (960.0, 22.0, 10.0, 60.0, 170.0, 260.0);
-    // Below the scenarios: each fleet's change-to-all-ACKed p99.
+    // Below the scenarios: each fleet's change-to-all-ACKed p99, and the bytes each
+    // sidecar was sent per change.
     let fleet_top = top + rows.len() as f64 * (bar_h + gap) + 40.0;
-    let fleet_rows: Vec<(String, f64)> = r
+    let fleet_rows: Vec<(String, f64, f64)> = r
         .fleet
         .iter()
         .map(|run| {
@@ -414,6 +451,9 @@ pub fn svg(r: &Report) -> String {
                     run["protocol"].as_str().unwrap_or("sotw")
                 ),
                 run["change_acked_by_all_ms"]["p99"].as_f64().unwrap_or(0.0),
+                run["bytes_sent_per_change_per_sidecar"]
+                    .as_f64()
+                    .unwrap_or(0.0),
             )
         })
         .collect();
@@ -478,27 +518,46 @@ pub fn svg(r: &Report) -> String {
             );
         }
     }
-    if !fleet_rows.is_empty() {
+    type FleetFigure = fn(&(String, f64, f64)) -> f64;
+    let fleet_panels: [(&str, f64, FleetFigure, &str); 2] = [
+        (
+            "fleet: a route change ACKed by every sidecar, p99 ms",
+            label_w,
+            |row| row.1,
+            "#5a9e4b",
+        ),
+        (
+            "bytes sent to each sidecar per change",
+            label_w + chart_w + 200.0,
+            |row| row.2,
+            "#8a5ad8",
+        ),
+    ];
+    for (title, x0, value, color) in fleet_panels {
+        if fleet_rows.is_empty() {
+            break;
+        }
         let _ = writeln!(
             out,
-            r#"<text x="{label_w}" y="{}" font-weight="bold">fleet: a route change ACKed by every sidecar, p99 ms (lower is better)</text>"#,
+            r#"<text x="{x0}" y="{}" font-weight="bold">{title} (lower is better)</text>"#,
             fleet_top - 12.0
         );
         let max = fleet_rows
             .iter()
-            .map(|(_, v)| *v)
+            .map(value)
             .fold(0.0_f64, f64::max)
             .max(f64::MIN_POSITIVE);
-        for (i, (label, v)) in fleet_rows.iter().enumerate() {
+        for (i, row) in fleet_rows.iter().enumerate() {
             let y = fleet_top + i as f64 * (bar_h + gap);
+            let v = value(row);
             let w = (v / max * chart_w).max(1.0);
             let _ = writeln!(
                 out,
-                r##"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{label_w}" y="{y}" width="{w:.1}" height="{bar_h}" fill="#5a9e4b"/><text x="{:.1}" y="{}">{v:.0}</text>"##,
-                label_w - 8.0,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{x0}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{}">{v:.0}</text>"#,
+                x0 - 8.0,
                 y + bar_h * 0.7,
-                escape(label),
-                label_w + w + 6.0,
+                escape(&row.0),
+                x0 + w + 6.0,
                 y + bar_h * 0.7,
             );
         }
@@ -528,6 +587,7 @@ mod tests {
             requests: 1000,
             errors: 0,
             cpu_us_per_req_by_process: BTreeMap::new(),
+            turns_rps: vec![rps * 0.9, rps, rps * 1.1],
         }
     }
 
@@ -643,8 +703,8 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert_eq!(
             svg.matches("<rect x=").count(),
-            10 + 4,
-            "a bar per fleet too"
+            10 + 2 * 4,
+            "two bars per fleet too: latency and bytes"
         );
         assert!(svg.contains(">5000 x 100 nodes, sotw<") && svg.contains(">600<"));
         assert!(svg.contains(">1000 x 1000 nodes, delta<"));
