@@ -4,6 +4,7 @@
 //! encoded    one node's resources of one type, encoded once and shared
 //! cache      each node's resources, built once per snapshot version
 //! vhds       route configurations split from their virtual hosts, for delta Envoys
+//! listing    a type's resources as delta streams send them, and what changed between two
 //! ads        the ADS server (state of the world and delta, xDS v3) streaming from the cache
 //!   link       what a stream knows of its Envoy, whichever protocol it speaks
 //!   delta      the delta (incremental) protocol
@@ -15,4 +16,5 @@
 pub mod ads;
 pub mod cache;
 pub mod encoded;
+pub mod listing;
 pub mod vhds;

@@ -7,12 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::watch;
 
 use super::encoded::Encoded;
-use super::vhds::Split;
+use super::listing::{Changes, Listing};
+use super::vhds::{Split, VHOST_TYPE};
+use crate::state::lock;
 use crate::state::snapshot::{MeshState, Snapshot, split_key};
 use crate::state::store::Store;
 use crate::translate::{
@@ -28,17 +30,35 @@ pub type Build = dyn Fn(&MeshState, &str) -> Option<NodeResources> + Send + Sync
 pub struct Prepared {
     resources: NodeResources,
     encoded: [OnceLock<Arc<Encoded>>; 4],
-    versions: [OnceLock<Arc<[String]>>; 4],
     split: OnceLock<Arc<Split>>,
+    /// Each type's listing for delta streams, in [`DELTA_TYPES`] order.
+    listings: [OnceLock<Arc<Listing>>; 5],
+    /// What changed since earlier resources of the node, by type: worked out once for all
+    /// the streams that move from those to these (a few kept; the oldest go first).
+    changes: Mutex<Vec<(Weak<Prepared>, usize, Arc<Changes>)>>,
 }
+
+/// The types a delta stream is sent from a node's resources (route configurations and
+/// virtual hosts as [`super::vhds`] splits them).
+const DELTA_TYPES: [&str; 5] = [
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    ENDPOINT_TYPE,
+    VHOST_TYPE,
+];
+
+/// How many earlier versions' changes a node's resources keep.
+const CHANGES_KEPT: usize = 8;
 
 impl Prepared {
     pub fn new(resources: NodeResources) -> Self {
         Self {
             resources,
             encoded: Default::default(),
-            versions: Default::default(),
             split: OnceLock::new(),
+            listings: Default::default(),
+            changes: Mutex::default(),
         }
     }
 
@@ -68,17 +88,48 @@ impl Prepared {
             .clone()
     }
 
-    /// Each resource's version for delta xDS, in the order of [`NodeResources::of_type`]:
-    /// a hash of its encoding (equal resources, equal version, whichever mesh version
-    /// made them), made on the first call and then shared.
-    pub fn versions(&self, type_url: &str) -> Option<Arc<[String]>> {
-        let slot = slot(type_url)?;
-        let resources = self.resources.of_type(type_url)?;
+    /// The listing of `type_url` for delta streams (route configurations and virtual
+    /// hosts split apart), made on the first call and then shared; `None` for a type this
+    /// control plane does not serve from the node's resources.
+    pub fn listing(&self, type_url: &str) -> Option<Arc<Listing>> {
+        let slot = DELTA_TYPES.iter().position(|t| *t == type_url)?;
         Some(
-            self.versions[slot]
-                .get_or_init(|| resources.iter().map(|(_, any)| version_of(any)).collect())
+            self.listings[slot]
+                .get_or_init(|| {
+                    Arc::new(match type_url {
+                        ROUTE_TYPE => {
+                            let split = self.split();
+                            Listing::with_versions(&split.routes, split.route_versions.clone())
+                        }
+                        VHOST_TYPE => {
+                            let split = self.split();
+                            Listing::with_versions(&split.hosts, split.host_versions.clone())
+                        }
+                        other => Listing::new(self.resources.of_type(other).unwrap_or_default()),
+                    })
+                })
                 .clone(),
         )
+    }
+
+    /// What changed in `type_url` from `before` to these resources (worked out once, then
+    /// shared by every stream that asks).
+    pub fn changes_since(&self, before: &Arc<Prepared>, type_url: &str) -> Option<Arc<Changes>> {
+        let slot = DELTA_TYPES.iter().position(|t| *t == type_url)?;
+        let mut kept = lock(&self.changes);
+        let found = kept
+            .iter()
+            .find(|(b, s, _)| *s == slot && std::ptr::eq(b.as_ptr(), Arc::as_ptr(before)));
+        if let Some((_, _, changes)) = found {
+            return Some(changes.clone());
+        }
+        let earlier = before.listing(type_url)?;
+        let changes = Arc::new(self.listing(type_url)?.changes_since(&earlier));
+        if kept.len() >= CHANGES_KEPT {
+            kept.remove(0);
+        }
+        kept.push((Arc::downgrade(before), slot, changes.clone()));
+        Some(changes)
     }
 }
 

@@ -12,15 +12,11 @@
 //! hosts by their route configuration's name ([`crate::xds::vhds`]: a delta Envoy's
 //! route configurations come without their virtual hosts, which come one by one).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use futures::{Stream, StreamExt as _};
-use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -28,8 +24,8 @@ use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, short_type, too_many_names}
 use crate::secrets::SECRET_TYPE;
 use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
-use crate::xds::cache::version_of;
-use crate::xds::vhds::{VHOST_TYPE, namespace};
+use crate::xds::listing::Listing;
+use crate::xds::vhds::VHOST_TYPE;
 
 /// The order in which a change reaches a delta Envoy: as [`super::PUSH_ORDER`], with the
 /// virtual hosts after their route configurations; `true` marks the second pass over
@@ -65,47 +61,6 @@ impl Ads {
         tokio::spawn(stream.run(inbound, close_rx));
         rx
     }
-}
-
-/// One resource type on a delta stream: what the Envoy asked for and what it holds.
-#[derive(Debug, Default)]
-struct Subscription {
-    /// Every resource of the type (how Envoy asks for clusters and listeners).
-    wildcard: bool,
-    /// The resources asked for by name.
-    names: BTreeSet<String>,
-    /// What the Envoy holds, by name: the version last sent (or that it told on
-    /// reconnecting).
-    held: HashMap<String, String>,
-    /// Responses not answered yet, by nonce: the snapshot version each was sent from and
-    /// the names it carried (forgotten as held when the Envoy refuses them).
-    unanswered: HashMap<String, (u64, Vec<String>)>,
-}
-
-impl Subscription {
-    /// Whether the Envoy asked for resource `name`: all of them, it by name, or (a virtual
-    /// host) its route configuration.
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard
-            || self.names.contains(name)
-            || namespace(name).is_some_and(|ns| self.names.contains(ns))
-    }
-}
-
-/// What one response of a type carries.
-#[derive(Debug, Default)]
-struct Diff {
-    resources: Vec<Resource>,
-    removed: Vec<String>,
-}
-
-/// Which part of a change one response carries: everything, or (make before break)
-/// first what is new or changed and, once the routes are replaced, what went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    All,
-    Updates,
-    Removals,
 }
 
 struct DeltaStream {
@@ -201,9 +156,9 @@ impl DeltaStream {
         if let Some((version, names)) = sub.unanswered.remove(&request.response_nonce) {
             match &request.error_detail {
                 Some(error) => {
-                    // The Envoy keeps what it had: what was refused is not held.
-                    for name in &names {
-                        sub.held.remove(name);
+                    // The Envoy keeps what it had: what was refused is not held as sent.
+                    for name in names {
+                        sub.lacks(name);
                     }
                     self.link.refused(&type_url, version, &error.message);
                 }
@@ -219,19 +174,21 @@ impl DeltaStream {
         if first && request.resource_names_subscribe.is_empty() {
             sub.wildcard = true;
         }
-        sub.held.extend(request.initial_resource_versions);
+        for (name, version) in request.initial_resource_versions {
+            sub.holds(name, version);
+        }
         for name in request.resource_names_subscribe {
             asked = true;
             if name == "*" {
                 sub.wildcard = true;
-            } else {
-                // A name asked for again is sent again (on a first request, the Envoy
-                // has just said what it holds).
-                if !first {
-                    sub.held.remove(&name);
-                }
-                sub.names.insert(name);
+                continue;
             }
+            // A name asked for again is sent again (on a first request, the Envoy has
+            // just said what it holds).
+            if !first {
+                sub.lacks(name.clone());
+            }
+            sub.names.insert(name);
         }
         for name in request.resource_names_unsubscribe {
             if name == "*" {
@@ -239,10 +196,7 @@ impl DeltaStream {
             } else {
                 sub.names.remove(&name);
             }
-            let wanted = sub.wildcard || sub.names.contains(&name);
-            if !wanted {
-                sub.held.remove(&name);
-            }
+            sub.dropped(&name);
         }
         if !asked {
             return Ok(());
@@ -252,41 +206,6 @@ impl DeltaStream {
             return Err(Status::unavailable("the stream is closed"));
         }
         Ok(())
-    }
-
-    /// What of `type_url`'s resources `current` the Envoy does not hold as they are, and
-    /// (for `Part::All` and `Part::Removals`) what it holds that is gone.
-    fn diff(
-        sub: &Subscription,
-        current: &[(String, Any)],
-        versions: &[String],
-        part: Part,
-    ) -> Diff {
-        let mut diff = Diff::default();
-        if part != Part::Removals {
-            for ((name, any), version) in current.iter().zip(versions) {
-                if sub.wants(name) && sub.held.get(name) != Some(version) {
-                    diff.resources.push(Resource {
-                        name: name.clone(),
-                        version: version.clone(),
-                        resource: Some(any.clone()),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        if part != Part::Updates {
-            let present: std::collections::HashSet<&str> =
-                current.iter().map(|(n, _)| n.as_str()).collect();
-            diff.removed = sub
-                .held
-                .keys()
-                .filter(|name| !present.contains(name.as_str()) || !sub.wants(name))
-                .cloned()
-                .collect();
-            diff.removed.sort();
-        }
-        diff
     }
 
     /// Sends the part of `type_url`'s resources of `snapshot` the Envoy does not hold;
@@ -303,27 +222,12 @@ impl DeltaStream {
         let Some(sub) = self.subscriptions.get(type_url) else {
             return true;
         };
-        let diff = if type_url == SECRET_TYPE {
+        let (current, listing) = if type_url == SECRET_TYPE {
             let names: Vec<String> = sub.names.iter().cloned().collect();
             let held = self.link.secrets.named_for(&self.link.key(), &names);
-            let versions: Vec<String> = held.iter().map(|(_, any)| version_of(any)).collect();
-            // A secret not held yet (an ACM read or the mesh CA still to come) is not
-            // "gone": the Envoy waits for it.
-            let mut diff = Self::diff(sub, &held, &versions, Part::Updates);
-            if part != Part::Updates {
-                diff.removed = sub.held.keys().filter(|n| !sub.wants(n)).cloned().collect();
-            }
-            diff
-        } else if type_url == ROUTE_TYPE || type_url == VHOST_TYPE {
-            let split = found.split();
-            match type_url {
-                ROUTE_TYPE => Self::diff(sub, &split.routes, &split.route_versions, part),
-                _ => Self::diff(sub, &split.hosts, &split.host_versions, part),
-            }
+            (None, Arc::new(Listing::new(&held)))
         } else {
-            let (Some(current), Some(versions)) =
-                (found.of_type(type_url), found.versions(type_url))
-            else {
+            let Some(listing) = found.listing(type_url) else {
                 tracing::debug!(
                     node = self.link.node,
                     type_url,
@@ -331,29 +235,25 @@ impl DeltaStream {
                 );
                 return true;
             };
-            Self::diff(sub, current, &versions, part)
+            (Some(&found), listing)
         };
-        if diff.resources.is_empty() && diff.removed.is_empty() && !always {
+        let (chosen, mut removed) = sub.changes(type_url, current, &listing, part);
+        if type_url == SECRET_TYPE {
+            // A secret not held yet (an ACM read or the mesh CA still to come) is not
+            // "gone": the Envoy waits for it.
+            removed.retain(|n| !sub.wants(n));
+        }
+        if chosen.is_empty() && removed.is_empty() && !always {
             return true;
         }
-        self.push(snapshot.version, type_url, diff).await
-    }
-
-    /// Sends `diff` as a response of `type_url` at `version`, with a new nonce; returns
-    /// false when the stream is gone.
-    async fn push(&mut self, version: u64, type_url: &str, diff: Diff) -> bool {
+        let version = snapshot.version;
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return true;
         };
+        sub.sent(type_url, current, &listing, &chosen, &removed, part);
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        for r in &diff.resources {
-            sub.held.insert(r.name.clone(), r.version.clone());
-        }
-        for name in &diff.removed {
-            sub.held.remove(name);
-        }
-        let names = diff.resources.iter().map(|r| r.name.clone()).collect();
+        let names = chosen.iter().map(|&i| listing.names[i].clone()).collect();
         sub.unanswered.insert(nonce.clone(), (version, names));
         self.link.pending.insert(type_url.to_owned());
         self.link.version = self.link.version.max(version);
@@ -361,24 +261,23 @@ impl DeltaStream {
             node = self.link.node,
             resource = short_type(type_url),
             version,
-            sent = diff.resources.len(),
-            removed = diff.removed.len(),
+            sent = chosen.len(),
+            removed = removed.len(),
             "delta push"
         );
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.to_string(),
-            resources: diff.resources,
-            type_url: type_url.to_owned(),
-            removed_resources: diff.removed,
-            nonce,
-            ..Default::default()
-        };
-        self.tx
-            .send(Ok(Outgoing::message(&response.encode_to_vec())))
-            .await
-            .is_ok()
+        let response = Outgoing::delta(
+            &version.to_string(),
+            listing.entries(&chosen),
+            type_url,
+            &nonce,
+            &removed,
+        );
+        self.tx.send(Ok(response)).await.is_ok()
     }
 }
+
+mod subscription;
+use subscription::{Part, Subscription};
 
 #[cfg(test)]
 mod tests;

@@ -64,15 +64,29 @@ impl Outgoing {
         }
     }
 
-    /// A whole message, encoded (a delta response: its resources are this stream's own).
-    pub fn message(message: &[u8]) -> Self {
-        let mut head = BytesMut::with_capacity(5 + message.len());
+    /// A `DeltaDiscoveryResponse`: its `resources` entries already encoded (shared when
+    /// they are all of a node's), the names `removed`. Its fields 1, 2, 4 and 5 are those
+    /// of a `DiscoveryResponse`.
+    pub fn delta(
+        version: &str,
+        entries: Bytes,
+        type_url: &str,
+        nonce: &str,
+        removed: &[String],
+    ) -> Self {
+        let mut fields = BytesMut::new();
+        prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
+        prost::encoding::string::encode(4, &type_url.to_owned(), &mut fields);
+        prost::encoding::string::encode(5, &nonce.to_owned(), &mut fields);
+        prost::encoding::string::encode_repeated(6, removed, &mut fields);
+        let length = fields.len() + entries.len();
+        let mut head = BytesMut::with_capacity(5 + fields.len());
         head.put_u8(0); // not compressed
-        head.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-        head.extend_from_slice(message);
+        head.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+        head.extend_from_slice(&fields);
         Self {
             head: head.freeze(),
-            resources: Bytes::new(),
+            resources: entries,
         }
     }
 
