@@ -119,7 +119,9 @@ fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Waits until every one of `n` sidecars has ACKed `type_urls` at `version` or later;
-/// `latest` keeps each sidecar's latest ACKed version per type.
+/// `latest` keeps each sidecar's latest ACKed version per type. (The sidecars still behind
+/// are counted as ACKs come, not looked over again for each: a fleet of 10,000 would
+/// spend a second of the measured time in that loop.)
 async fn until_all(
     acks: &mut mpsc::UnboundedReceiver<Acked>,
     latest: &mut [BTreeMap<&'static str, u64>],
@@ -127,28 +129,28 @@ async fn until_all(
     version: u64,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let behind = |latest: &[BTreeMap<&'static str, u64>]| {
-        latest
+    let done = |l: &BTreeMap<&'static str, u64>| {
+        type_urls
             .iter()
-            .filter(|l| {
-                !type_urls
-                    .iter()
-                    .all(|t| l.get(t).is_some_and(|v| *v >= version))
-            })
-            .count()
+            .all(|t| l.get(t).is_some_and(|v| *v >= version))
     };
+    let mut behind = latest.iter().filter(|l| !done(l)).count();
     let deadline = tokio::time::Instant::now() + limit;
-    while behind(latest) > 0 {
+    while behind > 0 {
         let Ok(ack) = tokio::time::timeout_at(deadline, acks.recv()).await else {
             bail!(
-                "{} of {} sidecars had not ACKed version {version} within {limit:?}",
-                behind(latest),
+                "{behind} of {} sidecars had not ACKed version {version} within {limit:?}",
                 latest.len()
             );
         };
         let ack = ack.context("every sidecar stream ended")?;
-        let entry = latest[ack.client].entry(ack.type_url).or_default();
+        let l = &mut latest[ack.client];
+        let before = done(l);
+        let entry = l.entry(ack.type_url).or_default();
         *entry = (*entry).max(ack.version);
+        if !before && done(l) {
+            behind -= 1;
+        }
     }
     Ok(())
 }

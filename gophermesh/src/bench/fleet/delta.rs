@@ -126,11 +126,16 @@ pub(super) async fn one_stream(
         for name in &response.removed_resources {
             of_type.remove(name);
         }
+        // Bodies are kept where they are read again (listeners and route configurations,
+        // and everything of the sidecar whose configuration is compared); of the rest,
+        // the names, as the state-of-the-world sidecars keep nothing of them.
+        let keep = received.is_some() || matches!(type_url, LISTENER_TYPE | ROUTE_TYPE);
         for r in &response.resources {
             let Some(any) = &r.resource else {
                 bail!("resource {} came without its body", r.name);
             };
-            of_type.insert(r.name.clone(), any.clone());
+            let body = if keep { any.clone() } else { Any::default() };
+            of_type.insert(r.name.clone(), body);
         }
         match type_url {
             LISTENER_TYPE => {

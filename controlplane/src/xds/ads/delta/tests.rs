@@ -3,8 +3,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use envoy_types::pb::google::protobuf::Any;
-use prost::Message as _;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
