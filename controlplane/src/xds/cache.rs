@@ -35,8 +35,12 @@ pub struct Prepared {
     listings: [OnceLock<Arc<Listing>>; 5],
     /// What changed since earlier resources of the node, by type: worked out once for all
     /// the streams that move from those to these (a few kept; the oldest go first).
-    changes: Mutex<Vec<(Weak<Prepared>, usize, Arc<Changes>)>>,
+    changes: Mutex<Vec<KeptChanges>>,
 }
+
+/// What changed in one type (by its place in [`DELTA_TYPES`]) since the earlier resources
+/// of a node.
+type KeptChanges = (Weak<Prepared>, usize, Arc<Changes>);
 
 /// The types a delta stream is sent from a node's resources (route configurations and
 /// virtual hosts as [`super::vhds`] splits them).
