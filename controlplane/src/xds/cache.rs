@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::watch;
 
 use super::encoded::Encoded;
+pub use super::encoded::version_of;
 use super::listing::{Changes, Listing};
 use super::vhds::{Split, VHOST_TYPE};
 use crate::state::lock;
@@ -135,15 +136,6 @@ impl Prepared {
         kept.push((Arc::downgrade(before), slot, changes.clone()));
         Some(changes)
     }
-}
-
-/// The version delta xDS gives `resource`: a hash of its encoding.
-pub fn version_of(resource: &envoy_types::pb::google::protobuf::Any) -> String {
-    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
-    let mut hasher = DefaultHasher::new();
-    resource.type_url.hash(&mut hasher);
-    resource.value.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
 }
 
 /// Where a type's encodings and versions are kept.

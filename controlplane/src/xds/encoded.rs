@@ -42,3 +42,12 @@ impl Encoded {
         self.hash
     }
 }
+
+/// The version delta xDS gives `resource`: a hash of its encoding.
+pub fn version_of(resource: &envoy_types::pb::google::protobuf::Any) -> String {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    resource.type_url.hash(&mut hasher);
+    resource.value.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}

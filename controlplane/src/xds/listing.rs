@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::Resource;
 use envoy_types::pb::google::protobuf::Any;
 
-use super::cache::version_of;
+use super::encoded::version_of;
 
 /// A type's resources for delta streams.
 #[derive(Debug, Default)]

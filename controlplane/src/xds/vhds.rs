@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, Vhds};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
 
-use super::cache::version_of;
+use super::encoded::version_of;
 use crate::translate::ROUTE_TYPE;
 
 /// The type URL of a virtual host sent on its own.

@@ -36,7 +36,7 @@ mod sidecar;
 use crate::runtime::envoy::XdsProtocol;
 
 use real::RealEnvoy;
-use sidecar::{Acked, Received, lock, sidecar};
+use sidecar::{Acked, Received, lock};
 
 /// What `bench-fleet` is asked to do.
 #[derive(Debug, Clone)]
@@ -153,6 +153,36 @@ async fn until_all(
         }
     }
     Ok(())
+}
+
+/// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
+/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
+async fn sidecar(
+    xds: String,
+    index: usize,
+    delta: bool,
+    acks: mpsc::UnboundedSender<Acked>,
+    bytes: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+    received: Option<Received>,
+) -> anyhow::Result<()> {
+    let mut attempt: u64 = 0;
+    loop {
+        let stream = match delta {
+            true => delta::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
+            false => sidecar::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
+        };
+        match stream {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("sidecar {index}: stream {attempt} ended: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs one fleet of `n` sidecars speaking `protocol`; its figures.

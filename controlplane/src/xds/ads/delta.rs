@@ -4,7 +4,7 @@
 //! (the bootstraps gophermesh writes); the App Mesh agent's bootstrap speaks state of the
 //! world, served beside it on the same port.
 //!
-//! A resource's version is a hash of its encoding ([`crate::xds::cache::version_of`]), so
+//! A resource's version is a hash of its encoding ([`crate::xds::encoded::version_of`]), so
 //! a change that leaves a resource as it was sends nothing for it, and an Envoy that
 //! reconnects (telling what it holds in `initial_resource_versions`) is sent only what
 //! differs. Clusters and listeners are wildcard subscriptions (Envoy asks for all of

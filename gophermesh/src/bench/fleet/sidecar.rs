@@ -15,7 +15,6 @@ use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::digest::digest_of;
@@ -79,36 +78,6 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
-/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
-pub(super) async fn sidecar(
-    xds: String,
-    index: usize,
-    delta: bool,
-    acks: mpsc::UnboundedSender<Acked>,
-    bytes: Arc<AtomicU64>,
-    reconnects: Arc<AtomicU64>,
-    received: Option<Received>,
-) -> anyhow::Result<()> {
-    let mut attempt: u64 = 0;
-    loop {
-        let stream = match delta {
-            true => super::delta::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
-            false => one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
-        };
-        match stream {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 30 => {
-                attempt += 1;
-                reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("sidecar {index}: stream {attempt} ended: {e:#}");
-                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// An ADS client of the control plane at `xds`.
 pub(super) async fn client(
     xds: &str,
@@ -152,7 +121,7 @@ pub(super) fn node_of(index: usize) -> Node {
 }
 
 /// One ADS stream of sidecar `index`, until it ends.
-async fn one_stream(
+pub(super) async fn one_stream(
     xds: &str,
     index: usize,
     acks: &mpsc::UnboundedSender<Acked>,
