@@ -118,7 +118,7 @@ impl Ads {
             nonce: 0,
             clusters_sent: None,
         };
-        tokio::spawn(stream.run(inbound, close_rx));
+        tokio::spawn(serve(stream, inbound, close_rx));
         rx
     }
 }
@@ -156,60 +156,111 @@ pub(super) const PUSH_ORDER: [(&str, bool); 5] = [
     (CLUSTER_TYPE, true),
 ];
 
-impl AdsStream {
-    async fn run<S>(mut self, mut inbound: S, mut close: tokio::sync::oneshot::Receiver<String>)
-    where
-        S: Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin,
-    {
-        let mut snapshots = self.link.cache.subscribe();
-        let mut secrets = self.link.secrets.subscribe();
-        loop {
-            tokio::select! {
-                reason = &mut close => {
-                    if let Ok(reason) = reason {
-                        let _ = self.tx.send(Err(Status::aborted(reason))).await;
+/// One protocol's side of a stream (state of the world or delta): what it does with a
+/// request, new secrets and a new snapshot; [`serve`] runs the loop around it.
+trait Protocol: Send + 'static {
+    type Request: Send + 'static;
+
+    fn link(&self) -> &Link;
+
+    fn tx(&self) -> &mpsc::Sender<Result<Outgoing, Status>>;
+
+    /// A request of the Envoy's; an error ends the stream with it.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
+
+    /// The secrets changed; false when the stream is gone.
+    fn on_secrets(&mut self) -> impl Future<Output = bool> + Send;
+
+    /// A new snapshot; false when the stream is gone.
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs stream `protocol` over `inbound` until either side ends it (or another stream of
+/// the same Envoy closes it through `close`).
+async fn serve<P, S>(
+    mut protocol: P,
+    mut inbound: S,
+    mut close: tokio::sync::oneshot::Receiver<String>,
+) where
+    P: Protocol,
+    S: Stream<Item = Result<P::Request, Status>> + Send + Unpin,
+{
+    let mut snapshots = protocol.link().cache.subscribe();
+    let mut secrets = protocol.link().secrets.subscribe();
+    loop {
+        tokio::select! {
+            reason = &mut close => {
+                if let Ok(reason) = reason {
+                    let _ = protocol.tx().send(Err(Status::aborted(reason))).await;
+                }
+                break;
+            }
+            message = inbound.next() => match message.transpose() {
+                Ok(Some(request)) => {
+                    if let Err(status) = protocol.on_request(request).await {
+                        let _ = protocol.tx().send(Err(status)).await;
+                        break;
                     }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(node = ?protocol.link().node, error = %e, "ADS stream ended");
                     break;
                 }
-                message = inbound.next() => match message.transpose() {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request).await {
-                            let _ = self.tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(node = ?self.link.node, error = %e, "ADS stream ended");
-                        break;
-                    }
-                },
-                changed = secrets.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    secrets.borrow_and_update();
-                    let snapshot = self.link.cache.current();
-                    if self.subscriptions.contains_key(SECRET_TYPE)
-                        && !self.send(&snapshot, SECRET_TYPE, false).await
-                    {
-                        return self.link.disconnected();
-                    }
+            },
+            changed = secrets.changed() => {
+                if changed.is_err() {
+                    break;
                 }
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let snapshot = snapshots.borrow_and_update().clone();
-                    if !self.push_change(&snapshot).await {
-                        return self.link.disconnected();
-                    }
+                secrets.borrow_and_update();
+                if !protocol.on_secrets().await {
+                    break;
+                }
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                if !protocol.on_snapshot(snapshot).await {
+                    break;
                 }
             }
         }
-        self.link.disconnected();
+    }
+    protocol.link().disconnected();
+}
+
+impl Protocol for AdsStream {
+    type Request = DiscoveryRequest;
+
+    fn link(&self) -> &Link {
+        &self.link
     }
 
+    fn tx(&self) -> &mpsc::Sender<Result<Outgoing, Status>> {
+        &self.tx
+    }
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        self.request(request).await
+    }
+
+    async fn on_secrets(&mut self) -> bool {
+        let snapshot = self.link.cache.current();
+        !self.subscriptions.contains_key(SECRET_TYPE)
+            || self.send(&snapshot, SECRET_TYPE, false).await
+    }
+
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> bool {
+        self.push_change(&snapshot).await
+    }
+}
+
+impl AdsStream {
     /// Sends what `snapshot` changed for this Envoy, in [`PUSH_ORDER`]. When the change
     /// removes clusters, they are kept (beside the new ones) until the routes that sent
     /// to them are replaced, and only then go, so no request is routed to a cluster
@@ -239,7 +290,7 @@ impl AdsStream {
         true
     }
 
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+    async fn request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if request.resource_names.len() > MAX_RESOURCE_NAMES {
             return Err(too_many_names(request.resource_names.len()));
         }

@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use futures::{Stream, StreamExt as _};
+use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, short_type, too_many_names};
+use super::{Ads, Link, MAX_RESOURCE_NAMES, Outgoing, Protocol, serve, short_type, too_many_names};
 use crate::secrets::SECRET_TYPE;
 use crate::state::snapshot::Snapshot;
 use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
@@ -58,7 +58,7 @@ impl Ads {
             subscriptions: HashMap::new(),
             nonce: 0,
         };
-        tokio::spawn(stream.run(inbound, close_rx));
+        tokio::spawn(serve(stream, inbound, close_rx));
         rx
     }
 }
@@ -70,58 +70,32 @@ struct DeltaStream {
     nonce: u64,
 }
 
-impl DeltaStream {
-    async fn run<S>(mut self, mut inbound: S, mut close: tokio::sync::oneshot::Receiver<String>)
-    where
-        S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Send + Unpin,
-    {
-        let mut snapshots = self.link.cache.subscribe();
-        let mut secrets = self.link.secrets.subscribe();
-        loop {
-            tokio::select! {
-                reason = &mut close => {
-                    if let Ok(reason) = reason {
-                        let _ = self.tx.send(Err(Status::aborted(reason))).await;
-                    }
-                    break;
-                }
-                message = inbound.next() => match message.transpose() {
-                    Ok(Some(request)) => {
-                        if let Err(status) = self.on_request(request).await {
-                            let _ = self.tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(node = ?self.link.node, error = %e, "delta ADS stream ended");
-                        break;
-                    }
-                },
-                changed = secrets.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    secrets.borrow_and_update();
-                    let snapshot = self.link.cache.current();
-                    if !self.send(&snapshot, SECRET_TYPE, Part::All, false).await {
-                        break;
-                    }
-                }
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let snapshot = snapshots.borrow_and_update().clone();
-                    if !self.push_change(&snapshot).await {
-                        break;
-                    }
-                }
-            }
-        }
-        self.link.disconnected();
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+
+    fn link(&self) -> &Link {
+        &self.link
     }
 
+    fn tx(&self) -> &mpsc::Sender<Result<Outgoing, Status>> {
+        &self.tx
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        self.request(request).await
+    }
+
+    async fn on_secrets(&mut self) -> bool {
+        let snapshot = self.link.cache.current();
+        self.send(&snapshot, SECRET_TYPE, Part::All, false).await
+    }
+
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> bool {
+        self.push_change(&snapshot).await
+    }
+}
+
+impl DeltaStream {
     /// Sends what `snapshot` changed for this Envoy, in [`DELTA_ORDER`]: new and changed
     /// clusters first, the clusters that went last. False when the stream is gone.
     async fn push_change(&mut self, snapshot: &Arc<Snapshot>) -> bool {
@@ -142,7 +116,7 @@ impl DeltaStream {
         true
     }
 
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+    async fn request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         let named = request.resource_names_subscribe.len()
             + request.resource_names_unsubscribe.len()
             + request.initial_resource_versions.len();

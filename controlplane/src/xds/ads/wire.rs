@@ -138,6 +138,16 @@ impl<M: prost::Message + Default + Send + 'static> Decoder for RequestDecoder<M>
     }
 }
 
+/// The requests of type `M` in a stream's `body`.
+fn requests<M, B>(body: B) -> Streaming<M>
+where
+    M: prost::Message + Default + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    Streaming::new_request(RequestDecoder::<M>::new(), body, None, Some(MAX_REQUEST))
+}
+
 /// A streaming gRPC response whose messages arrive on `rx`.
 fn streaming(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response<tonic::body::Body> {
     let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
@@ -226,21 +236,10 @@ where
             .remote_addr()
             .map(|a| a.to_string());
         let rx = if path == DELTA_PATH {
-            let inbound = Streaming::new_request(
-                RequestDecoder::<DeltaDiscoveryRequest>::new(),
-                body,
-                None,
-                Some(MAX_REQUEST),
-            );
-            self.0.open_delta(inbound, peer)
+            self.0
+                .open_delta(requests::<DeltaDiscoveryRequest, _>(body), peer)
         } else {
-            let inbound = Streaming::new_request(
-                RequestDecoder::<DiscoveryRequest>::new(),
-                body,
-                None,
-                Some(MAX_REQUEST),
-            );
-            self.0.open(inbound, peer)
+            self.0.open(requests::<DiscoveryRequest, _>(body), peer)
         };
         std::future::ready(Ok(streaming(rx)))
     }
