@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controlplane::translate::{CLUSTER_TYPE, NodeResources};
-use controlplane::xds::ads::{Ads, EnvoyStatuses};
+use controlplane::xds::ads::{Ads, EnvoyStatus, EnvoyStatuses};
 use controlplane::{Cache, Identity, MeshState, Store};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -290,6 +290,33 @@ fn builder(store: Store) -> impl Fn(&MeshState, &str) -> Option<NodeResources> +
     }
 }
 
+/// A check of what an Envoy holds (its config dump) and what status says of it.
+type Holds<'a> = dyn Fn(&Value, &EnvoyStatus) -> bool + Sync + 'a;
+
+/// Waits (up to 20 s) until `check` holds for Envoy `envoy` of node `m/a`; its config dump
+/// and status then.
+async fn until_holds(
+    envoy: &Envoy,
+    statuses: &EnvoyStatuses,
+    what: &str,
+    check: &Holds<'_>,
+) -> (Value, EnvoyStatus) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dump = envoy.dump().await;
+        let status = statuses.snapshot().remove("m/a").unwrap_or_default();
+        if check(&dump, &status) {
+            return (dump, status);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {status:?} {}",
+            held(&dump)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_envoy_refuses_a_bad_cluster_keeps_its_last_good_one_and_takes_the_next() {
     let store = Store::in_memory(
@@ -324,40 +351,12 @@ async fn a_delta_envoy_refuses_a_bad_cluster_keeps_its_last_good_one_and_takes_t
             })
             .collect()
     };
-    let until =
-        |what: &'static str,
-         f: Box<dyn Fn(&Value, &controlplane::xds::ads::EnvoyStatus) -> bool + Send>| {
-            let envoy = &envoy;
-            let statuses = statuses.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    let dump = envoy.dump().await;
-                    let status = statuses.snapshot().remove("m/a").unwrap_or_default();
-                    if f(&dump, &status) {
-                        return (dump, status);
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{what}: {status:?} {}",
-                        held(&dump)
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-    until(
-        "the first cluster",
-        Box::new(move |d, _| clusters(d) == ["c 1s"]),
-    )
-    .await;
+    let first = |d: &Value, _: &EnvoyStatus| clusters(d) == ["c 1s"];
+    until_holds(&envoy, &statuses, "the first cluster", &first).await;
 
     store.set_placements("m", Default::default());
-    let (dump, status) = until(
-        "the NACK of version 2",
-        Box::new(|_, s| s.last_nack.is_some()),
-    )
-    .await;
+    let refused = |_: &Value, s: &EnvoyStatus| s.last_nack.is_some();
+    let (dump, status) = until_holds(&envoy, &statuses, "the NACK of version 2", &refused).await;
     let nack = status.last_nack.expect("a NACK");
     assert_eq!(
         (nack.type_url.as_str(), nack.version.as_str()),
@@ -366,11 +365,8 @@ async fn a_delta_envoy_refuses_a_bad_cluster_keeps_its_last_good_one_and_takes_t
     assert_eq!(clusters(&dump), ["c 1s"], "the last good cluster stays");
 
     store.set_placements("m", Default::default());
-    until(
-        "the good version 3",
-        Box::new(move |d, s| {
-            clusters(d) == ["c 3s"] && s.acked.get("clusters").map(String::as_str) == Some("3")
-        }),
-    )
-    .await;
+    let third = |d: &Value, s: &EnvoyStatus| {
+        clusters(d) == ["c 3s"] && s.acked.get("clusters").map(String::as_str) == Some("3")
+    };
+    until_holds(&envoy, &statuses, "the good version 3", &third).await;
 }
