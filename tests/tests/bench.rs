@@ -254,6 +254,17 @@ fn a_small_fleet_bench_produces_every_figure() {
         positive(&run["rss_mib"]["with_fleet"], "rss");
         // Two real Envoys of the same node held what the simulated sidecars received.
         assert_eq!(run["real_envoys_identical"], 2, "{run}");
+        // Half the fleet connected again at once while changes reached the other half.
+        assert_eq!(
+            run["storm_beside"]["reconnected"],
+            clients - clients / 2,
+            "{run}"
+        );
+        positive(&run["storm_beside"]["configured_ms"], "storm beside");
+        positive(
+            &run["storm_beside"]["change_acked_ms"]["p99"],
+            "change during the storm",
+        );
     }
     // Six times the sidecars, about six times the bytes per change (each gets the route).
     let per = |i: usize| runs[i]["kib_sent_per_change"].as_f64().unwrap_or(0.0);

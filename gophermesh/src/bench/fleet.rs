@@ -129,6 +129,19 @@ async fn until_all(
     version: u64,
     limit: Duration,
 ) -> anyhow::Result<()> {
+    until_all_from(acks, latest, 0, type_urls, version, limit).await
+}
+
+/// [`until_all`] for the sidecars numbered from `first` (`latest[0]` is sidecar `first`);
+/// ACKs of others are passed over.
+async fn until_all_from(
+    acks: &mut mpsc::UnboundedReceiver<Acked>,
+    latest: &mut [BTreeMap<&'static str, u64>],
+    first: usize,
+    type_urls: &[&'static str],
+    version: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let done = |l: &BTreeMap<&'static str, u64>| {
         type_urls
             .iter()
@@ -144,7 +157,13 @@ async fn until_all(
             );
         };
         let ack = ack.context("every sidecar stream ended")?;
-        let l = &mut latest[ack.client];
+        let Some(l) = ack
+            .client
+            .checked_sub(first)
+            .and_then(|i| latest.get_mut(i))
+        else {
+            continue;
+        };
         let before = done(l);
         let entry = l.entry(ack.type_url).or_default();
         *entry = (*entry).max(ack.version);
@@ -185,6 +204,89 @@ async fn sidecar(
     }
 }
 
+/// What every sidecar of a fleet shares: where ADS is, its protocol, and the counters.
+#[derive(Clone)]
+struct Fleet {
+    xds: String,
+    delta: bool,
+    bytes: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+}
+
+impl Fleet {
+    /// Starts sidecars `indices`, their ACKs to `tx`; the first one's configuration goes
+    /// to `received` when given.
+    fn spawn(
+        &self,
+        indices: std::ops::Range<usize>,
+        tx: &mpsc::UnboundedSender<Acked>,
+        received: Option<&Received>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let first = indices.start;
+        indices
+            .map(|i| {
+                let (fleet, tx) = (self.clone(), tx.clone());
+                let received = received.filter(|_| i == first).cloned();
+                tokio::spawn(async move {
+                    let Fleet {
+                        xds,
+                        delta,
+                        bytes,
+                        reconnects,
+                    } = fleet;
+                    if let Err(e) = sidecar(xds, i, delta, tx, bytes, reconnects, received).await {
+                        eprintln!("gophermesh: sidecar {i}: {e:#}");
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// A storm beside a connected fleet: the second half of the `n` sidecars drop their streams
+/// and connect again all at once (as the sidecars of a lost replica land on this one),
+/// and while they do, `changes` route changes are timed until the first half has ACKed
+/// each. How long each change took (ms), and how long until the second half was
+/// configured again (ms).
+async fn storm_beside(
+    http: &reqwest::Client,
+    served: &Served,
+    fleet: &Fleet,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    acks: &mut mpsc::UnboundedReceiver<Acked>,
+    latest: &mut [BTreeMap<&'static str, u64>],
+    changes: u32,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let (n, half) = (latest.len(), latest.len() / 2);
+    for task in tasks.drain(half..) {
+        task.abort();
+    }
+    let status: serde_json::Value = http
+        .get(format!("{}/v1/status", served.control))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let version = status["version"].as_u64().unwrap_or(1);
+    let (tx, mut storm_acks) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    tasks.extend(fleet.spawn(half..n, &tx, None));
+    drop(tx);
+    let times = timed_changes(http, served, acks, &mut latest[..half], changes).await?;
+    let mut again = vec![BTreeMap::new(); n - half];
+    until_all_from(
+        &mut storm_acks,
+        &mut again,
+        half,
+        &[CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE],
+        version,
+        Duration::from_secs(120),
+    )
+    .await
+    .context("the storm beside the connected sidecars")?;
+    Ok((times, started.elapsed().as_secs_f64() * 1e3))
+}
+
 /// Runs one fleet of `n` sidecars speaking `protocol`; its figures.
 async fn one_fleet(
     config: &FleetConfig,
@@ -220,21 +322,16 @@ async fn one_fleet(
     }
     let received = Received::default();
     let (tx, mut acks) = mpsc::unbounded_channel();
-    let bytes = Arc::new(AtomicU64::new(0));
+    let fleet = Fleet {
+        xds: served.xds.clone(),
+        delta,
+        bytes: Arc::new(AtomicU64::new(0)),
+        reconnects: Arc::new(AtomicU64::new(0)),
+    };
+    let (bytes, reconnects) = (fleet.bytes.clone(), fleet.reconnects.clone());
     let mut latest = vec![BTreeMap::new(); n as usize];
     let started = Instant::now();
-    let reconnects = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..n as usize {
-        let (xds, tx, bytes) = (served.xds.clone(), tx.clone(), bytes.clone());
-        let reconnects = reconnects.clone();
-        let received = (i == 0).then(|| received.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = sidecar(xds, i, delta, tx, bytes, reconnects, received).await {
-                eprintln!("gophermesh: sidecar {i}: {e:#}");
-            }
-        }));
-    }
+    let mut tasks = fleet.spawn(0..n as usize, &tx, Some(&received));
     drop(tx);
     until_all(
         &mut acks,
@@ -260,9 +357,26 @@ async fn one_fleet(
     let bytes0 = bytes.load(Ordering::Relaxed);
     let mut times = timed_changes(&http, &served, &mut acks, &mut latest, config.changes).await?;
     let (cpu1, rss) = usage(pid)?;
-    real_envoys_agree(&real, &received).await?;
     let per_change_bytes =
         (bytes.load(Ordering::Relaxed) - bytes0) as f64 / f64::from(config.changes.max(1));
+    real_envoys_agree(&real, &received).await?;
+    let (mut beside, storm_again) = storm_beside(
+        &http,
+        &served,
+        &fleet,
+        &mut tasks,
+        &mut acks,
+        &mut latest,
+        config.changes.min(10),
+    )
+    .await?;
+    beside.sort_by(f64::total_cmp);
+    say(format!(
+        "  {n} sidecars ({}): half of them connected again at once, configured in {storm_again:.0} ms; meanwhile a change ACKed by the other half in p50 {:.1} ms, p99 {:.1} ms",
+        protocol.api_name(),
+        super::nearest_rank(&beside, 0.5),
+        super::nearest_rank(&beside, 0.99),
+    ));
     for t in tasks {
         t.abort();
     }
@@ -286,6 +400,15 @@ async fn one_fleet(
         "kib_sent_per_change": round(per_change_bytes / 1024.0),
         "bytes_sent_per_change_per_sidecar": round(per_change_bytes / f64::from(n.max(1))),
         "rss_mib": {"idle": round(idle_rss), "with_fleet": round(rss)},
+        "storm_beside": {
+            "reconnected": n - n / 2,
+            "configured_ms": round(storm_again),
+            "change_acked_ms": {
+                "p50": round(super::nearest_rank(&beside, 0.5)),
+                "p99": round(super::nearest_rank(&beside, 0.99)),
+                "changes": beside.len(),
+            },
+        },
         "real_envoys_identical": real.len(),
     });
     say(format!(

@@ -234,6 +234,11 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
                 ),
                 ("connect storm ms", "/connect_storm_ms", 10_000.0),
                 ("serve RSS MiB", "/rss_mib/with_fleet", 1024.0),
+                (
+                    "change p99 ms while half reconnect",
+                    "/storm_beside/change_acked_ms/p99",
+                    2000.0,
+                ),
             ],
             _ => Vec::new(),
         };
