@@ -160,7 +160,36 @@ impl std::ops::Deref for Prepared {
 #[derive(Default)]
 struct Built {
     version: u64,
+    /// The state of each mesh the nodes below were built from.
+    states: HashMap<String, Arc<MeshState>>,
     nodes: HashMap<String, Option<Arc<Prepared>>>,
+}
+
+impl Built {
+    /// What is built for `snapshot`, starting from what `before` built: the nodes of a
+    /// mesh the change did not touch (its state the very same) are kept as they were, so
+    /// they are not built again and their streams see nothing new.
+    fn after(before: Built, snapshot: &Snapshot) -> Self {
+        let states: HashMap<String, Arc<MeshState>> = snapshot
+            .meshes
+            .iter()
+            .map(|(name, state)| (name.clone(), state.clone()))
+            .collect();
+        let untouched = |mesh: &str| match (before.states.get(mesh), states.get(mesh)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let nodes = before
+            .nodes
+            .into_iter()
+            .filter(|(key, _)| split_key(key).is_some_and(|(mesh, _)| untouched(mesh)))
+            .collect();
+        Self {
+            version: snapshot.version,
+            states,
+            nodes,
+        }
+    }
 }
 
 /// Per-node resources of the store's snapshots. Cheap to clone.
@@ -207,7 +236,8 @@ impl Cache {
     }
 
     /// The resources of the node whose key is `node` (`MESH/NODE`, [`crate::state::snapshot::node_key`])
-    /// in `snapshot`: built on the first call for this version, then shared. A snapshot
+    /// in `snapshot`: built on the first call for this version, then shared; kept from
+    /// the version before when the change did not touch the node's mesh. A snapshot
     /// older than the newest one built is built but not kept. `None` for a mesh not held
     /// or a node it does not have.
     pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<Prepared>> {
@@ -218,10 +248,8 @@ impl Cache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if snapshot.version > built.version {
-            *built = Built {
-                version: snapshot.version,
-                nodes: HashMap::new(),
-            };
+            let before = std::mem::take(&mut *built);
+            *built = Built::after(before, snapshot);
         }
         if snapshot.version == built.version {
             if let Some(found) = built.nodes.get(node) {
@@ -263,6 +291,42 @@ mod tests {
                 })
             }),
         )
+    }
+
+    #[test]
+    fn a_change_to_one_mesh_builds_nothing_of_another() {
+        let meshes = ["m", "n"].map(|name| meshmodel::Mesh::named(name).expect("a mesh"));
+        let store = Store::in_memory(meshes, Identity::default());
+        let cache = Cache::with_builder(
+            store.clone(),
+            Arc::new(|state: &MeshState, node: &str| {
+                Some(NodeResources {
+                    listeners: vec![(
+                        format!("{:?}/{node}", state.mesh.name()),
+                        Default::default(),
+                    )],
+                    ..NodeResources::default()
+                })
+            }),
+        );
+        let v1 = cache.current();
+        let (a, b) = (
+            cache.resources(&v1, "m/a").expect("a"),
+            cache.resources(&v1, "n/b").expect("b"),
+        );
+        assert_eq!(cache.builds(), 2);
+        store.set_placements("n", Default::default());
+        let v2 = cache.current();
+        assert!(v2.version > v1.version);
+        let a2 = cache.resources(&v2, "m/a").expect("a");
+        assert!(
+            Arc::ptr_eq(&a, &a2),
+            "mesh m did not change: the same resources"
+        );
+        assert_eq!(cache.builds(), 2, "nothing of m was built again");
+        let b2 = cache.resources(&v2, "n/b").expect("b");
+        assert!(!Arc::ptr_eq(&b, &b2), "mesh n changed: built again");
+        assert_eq!(cache.builds(), 3);
     }
 
     #[test]
