@@ -118,8 +118,18 @@ impl Subscription {
         (send, removed)
     }
 
-    /// [`Subscription::changes`] the long way: every resource compared with what is held.
+    /// [`Subscription::changes`] the long way: every resource compared with what is held
+    /// (or, when the Envoy holds nothing yet, every resource it wants).
     fn compared(&self, type_url: &str, listing: &Listing) -> (Vec<usize>, Vec<String>) {
+        if self.base.is_none() && self.exceptions.is_empty() {
+            let send = match self.wildcard {
+                true => (0..listing.names.len()).collect(),
+                false => (0..listing.names.len())
+                    .filter(|&i| self.wants(&listing.names[i]))
+                    .collect(),
+            };
+            return (send, Vec::new());
+        }
         let send = (0..listing.names.len())
             .filter(|&i| {
                 let name = &listing.names[i];
