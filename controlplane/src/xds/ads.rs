@@ -519,7 +519,7 @@ mod link;
 mod status;
 mod wire;
 use link::Link;
-pub use status::{EnvoyStatus, EnvoyStatuses, Nack, StreamInfo};
+pub use status::{EnvoyStatus, EnvoyStatuses, Nack, OpenStreams, StreamInfo};
 pub use wire::{AdsServer, Outgoing};
 
 pub use super::encoded::Encoded;

@@ -119,7 +119,7 @@ fn envoys(out: &mut String, envoys: &BTreeMap<String, EnvoyStatus>) {
         if let Some(problem) = &e.problem {
             out_line!(out, "    gets nothing: {}", escape(problem));
         }
-        for o in &e.open_streams {
+        for o in e.open_streams.iter() {
             out_line!(
                 out,
                 "    stream {} from {} since {}{}",

@@ -104,11 +104,10 @@ impl Link {
             // stale or an impostor's; it is closed so that one stream speaks for it.
             replaced = s
                 .open_streams
-                .iter()
-                .filter(|o| o.instance == instance)
-                .map(|o| (o.id, o.peer.clone()))
+                .take_instance(&instance)
+                .into_iter()
+                .map(|o| (o.id, o.peer))
                 .collect();
-            s.open_streams.retain(|o| o.instance != instance);
             s.open_streams.push(StreamInfo {
                 id: self.id,
                 peer: self.peer.clone(),
@@ -277,7 +276,7 @@ impl Link {
         if let Some(node) = &self.node {
             tracing::info!(node, stream = self.id, "Envoy disconnected");
             self.statuses.update(node, |s| {
-                s.open_streams.retain(|o| o.id != self.id);
+                s.open_streams.remove(self.id);
                 s.connected = !s.open_streams.is_empty();
             });
         }

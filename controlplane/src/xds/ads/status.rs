@@ -39,7 +39,7 @@ pub struct EnvoyStatus {
     /// Whether any stream of this node is open.
     pub connected: bool,
     /// Every open stream of this node.
-    pub open_streams: Vec<StreamInfo>,
+    pub open_streams: OpenStreams,
     /// Last version ACKed, by short type name (`clusters`, `listeners`, `routes`, and
     /// `endpoints` for an Envoy with EDS clusters).
     pub acked: BTreeMap<String, String>,
@@ -81,7 +81,7 @@ impl EnvoyStatuses {
     pub(super) fn held(&self, node: &str, instance: &Option<String>) -> bool {
         lock(&self.0)
             .get(node)
-            .is_some_and(|s| s.open_streams.iter().any(|o| &o.instance == instance))
+            .is_some_and(|s| s.open_streams.holds(instance))
     }
 
     pub(super) fn update(&self, node: &str, f: impl FnOnce(&mut EnvoyStatus)) {
@@ -90,5 +90,125 @@ impl EnvoyStatuses {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(map.entry(node.to_owned()).or_default());
+    }
+}
+
+/// The open streams of one node, in a list (as status shows them) with an index by stream
+/// and by instance, so that a stream opening or closing costs the same with ten thousand
+/// tasks of the node as with one (a storm of them is one mutex, taken once per stream).
+#[derive(Debug, Clone, Default)]
+pub struct OpenStreams {
+    list: Vec<StreamInfo>,
+    /// Where each stream is in `list`, by id.
+    places: std::collections::HashMap<u64, usize>,
+    /// The streams of each instance.
+    instances: std::collections::HashMap<Option<String>, Vec<u64>>,
+}
+
+impl OpenStreams {
+    pub fn push(&mut self, info: StreamInfo) {
+        self.places.insert(info.id, self.list.len());
+        self.instances
+            .entry(info.instance.clone())
+            .or_default()
+            .push(info.id);
+        self.list.push(info);
+    }
+
+    /// Removes stream `id`, when open.
+    pub fn remove(&mut self, id: u64) -> Option<StreamInfo> {
+        let place = self.places.remove(&id)?;
+        let gone = self.list.swap_remove(place);
+        if let Some(moved) = self.list.get(place) {
+            self.places.insert(moved.id, place);
+        }
+        if let Some(ids) = self.instances.get_mut(&gone.instance) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.instances.remove(&gone.instance);
+            }
+        }
+        Some(gone)
+    }
+
+    /// Whether a stream speaks for `instance`.
+    pub fn holds(&self, instance: &Option<String>) -> bool {
+        self.instances.contains_key(instance)
+    }
+
+    /// Removes every stream of `instance`; those removed.
+    pub fn take_instance(&mut self, instance: &Option<String>) -> Vec<StreamInfo> {
+        let ids = self.instances.get(instance).cloned().unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+}
+
+impl std::ops::Deref for OpenStreams {
+    type Target = [StreamInfo];
+
+    fn deref(&self) -> &[StreamInfo] {
+        &self.list
+    }
+}
+
+impl PartialEq for OpenStreams {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Serialize for OpenStreams {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.list.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenStreams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let list = Vec::<StreamInfo>::deserialize(deserializer)?;
+        let mut out = Self::default();
+        for info in list {
+            out.push(info);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64, instance: Option<&str>) -> StreamInfo {
+        StreamInfo {
+            id,
+            peer: None,
+            instance: instance.map(str::to_owned),
+            since: String::new(),
+        }
+    }
+
+    #[test]
+    fn streams_come_and_go_by_id_and_instance() {
+        let mut open = OpenStreams::default();
+        for (id, instance) in [(1, Some("a")), (2, Some("b")), (3, None), (4, Some("a"))] {
+            open.push(info(id, instance));
+        }
+        assert!(open.holds(&Some("a".into())) && open.holds(&None));
+        let taken: Vec<u64> = open
+            .take_instance(&Some("a".into()))
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(taken, [1, 4]);
+        assert!(!open.holds(&Some("a".into())));
+        assert_eq!(open.len(), 2);
+        assert_eq!(open.remove(3).map(|i| i.id), Some(3));
+        assert_eq!(open.remove(3), None, "gone already");
+        assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [2]);
+        assert!(!open.holds(&None));
+        let again: OpenStreams =
+            serde_json::from_str(&serde_json::to_string(&open).expect("json")).expect("back");
+        assert_eq!(again, open);
+        assert!(again.holds(&Some("b".into())));
     }
 }
