@@ -67,7 +67,19 @@ pub struct Ads {
     closers: Closers,
     takeovers: Takeovers,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
+    /// Streams getting their first configuration at once (see [`JOINING_AT_ONCE`]).
+    joining: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many new streams get their first configuration at once. In a storm (a replica's
+/// ten thousand sidecars reconnecting), the others wait at their first request, so the
+/// streams already in sync still get changes promptly; a stream gives its turn back once
+/// it has ACKed everything it was sent, or after [`JOINING_TURN`].
+pub const JOINING_AT_ONCE: usize = 64;
+
+/// The longest a new stream waits for its turn (or holds it): one that never ACKs keeps
+/// no other waiting longer than this.
+pub const JOINING_TURN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Ads {
     pub fn new(cache: Cache, statuses: EnvoyStatuses) -> Self {
@@ -78,6 +90,7 @@ impl Ads {
             closers: Closers::default(),
             takeovers: Takeovers::default(),
             next_stream: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            joining: Arc::new(tokio::sync::Semaphore::new(JOINING_AT_ONCE)),
         }
     }
 
@@ -294,6 +307,7 @@ impl AdsStream {
         if request.resource_names.len() > MAX_RESOURCE_NAMES {
             return Err(too_many_names(request.resource_names.len()));
         }
+        self.link.join().await;
         self.link.identify(request.node.as_ref())?;
         let type_url = request.type_url.clone();
         let sub = self.subscriptions.entry(type_url.clone()).or_default();

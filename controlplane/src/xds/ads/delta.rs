@@ -123,6 +123,7 @@ impl DeltaStream {
         if named > MAX_RESOURCE_NAMES {
             return Err(too_many_names(named));
         }
+        self.link.join().await;
         self.link.identify(request.node.as_ref())?;
         let type_url = request.type_url.clone();
         let first = !self.subscriptions.contains_key(&type_url);

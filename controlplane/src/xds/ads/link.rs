@@ -42,6 +42,12 @@ pub(super) struct Link {
     /// When the stream opened, and which types were ACKed since (until all three were).
     opened: Instant,
     first_acks: Vec<String>,
+    /// The stream's turn to get its first configuration ([`super::JOINING_AT_ONCE`]).
+    joining: Arc<tokio::sync::Semaphore>,
+    /// Its turn, while it has it, and since when.
+    turn: Option<(tokio::sync::OwnedSemaphorePermit, Instant)>,
+    /// Whether it had its turn (or waited for it as long as it may).
+    joined: bool,
 }
 
 impl Link {
@@ -61,6 +67,28 @@ impl Link {
             version: 0,
             opened: Instant::now(),
             first_acks: Vec::new(),
+            joining: ads.joining.clone(),
+            turn: None,
+            joined: false,
+        }
+    }
+
+    /// On the stream's first request: waits for its turn to get its first configuration
+    /// (at most [`super::JOINING_TURN`]). Later: gives the turn back once it is held as
+    /// long as it may be.
+    pub(super) async fn join(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            let turn = self.joining.clone().acquire_owned();
+            if let Ok(Ok(permit)) = tokio::time::timeout(super::JOINING_TURN, turn).await {
+                self.turn = Some((permit, Instant::now()));
+            }
+        } else if self
+            .turn
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() > super::JOINING_TURN)
+        {
+            self.turn = None;
         }
     }
 
@@ -233,6 +261,10 @@ impl Link {
             }
         });
         self.pending.remove(type_url);
+        if self.pending.is_empty() {
+            // Everything sent is taken: the next new stream's turn.
+            self.turn = None;
+        }
         self.note_synced();
     }
 
