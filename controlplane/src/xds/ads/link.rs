@@ -44,8 +44,9 @@ pub(super) struct Link {
     first_acks: Vec<String>,
     /// The stream's turn to get its first configuration ([`super::JOINING_AT_ONCE`]).
     joining: Arc<tokio::sync::Semaphore>,
-    /// Its turn, while it has it, and since when.
-    turn: Option<(tokio::sync::OwnedSemaphorePermit, Instant)>,
+    /// Its turn, while it has it: dropping this gives it back (a task gives it back by
+    /// itself after [`super::JOINING_TURN`]).
+    turn: Option<tokio::sync::oneshot::Sender<()>>,
     /// Whether it had its turn (or waited for it as long as it may).
     joined: bool,
 }
@@ -74,21 +75,21 @@ impl Link {
     }
 
     /// On the stream's first request: waits for its turn to get its first configuration
-    /// (at most [`super::JOINING_TURN`]). Later: gives the turn back once it is held as
-    /// long as it may be.
+    /// (at most [`super::JOINING_TURN`]), which it holds until it has ACKed everything it
+    /// was sent, or for [`super::JOINING_TURN`] at most.
     pub(super) async fn join(&mut self) {
-        if !self.joined {
-            self.joined = true;
-            let turn = self.joining.clone().acquire_owned();
-            if let Ok(Ok(permit)) = tokio::time::timeout(super::JOINING_TURN, turn).await {
-                self.turn = Some((permit, Instant::now()));
-            }
-        } else if self
-            .turn
-            .as_ref()
-            .is_some_and(|(_, since)| since.elapsed() > super::JOINING_TURN)
-        {
-            self.turn = None;
+        if self.joined {
+            return;
+        }
+        self.joined = true;
+        let turn = self.joining.clone().acquire_owned();
+        if let Ok(Ok(permit)) = tokio::time::timeout(super::JOINING_TURN, turn).await {
+            let (give_back, given_back) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(super::JOINING_TURN, given_back).await;
+                drop(permit);
+            });
+            self.turn = Some(give_back);
         }
     }
 

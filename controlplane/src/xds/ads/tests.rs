@@ -1147,3 +1147,56 @@ async fn a_removed_cluster_goes_only_after_the_routes_that_used_it() {
         (ROUTE_TYPE, vec!["r v3".to_owned()])
     );
 }
+
+/// New streams take turns for their first configuration: with every turn held by Envoys
+/// that never ACK, the next new one waits, but no longer than one turn lasts.
+#[tokio::test(start_paused = true)]
+async fn envoys_that_never_ack_keep_a_new_one_waiting_no_longer_than_a_turn() {
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let mut stalled = Vec::new();
+    for i in 0..JOINING_AT_ONCE {
+        let mut envoy = open_on(&ads, "10.0.0.1:5000");
+        envoy
+            .send(from_task(&format!("arn:aws:ecs:us-east-1:1:task/c/{i}")))
+            .await;
+        envoy.next().await.expect("clusters, never ACKed");
+        stalled.push(envoy);
+    }
+    let started = tokio::time::Instant::now();
+    let mut late = open_on(&ads, "10.0.0.2:5000");
+    late.send(from_task("arn:aws:ecs:us-east-1:1:task/c/late"))
+        .await;
+    let first = tokio::time::timeout(JOINING_TURN * 2, late.rx.recv())
+        .await
+        .expect("answered within two turns")
+        .expect("stream open");
+    assert!(first.is_ok());
+    let waited = started.elapsed();
+    assert!(
+        waited >= JOINING_TURN - Duration::from_millis(100)
+            && waited <= JOINING_TURN + Duration::from_secs(1),
+        "waited {waited:?}"
+    );
+    // One that ACKs gives its turn back at once.
+    let (_store, cache) = fake_cache();
+    let ads = Ads::new(cache, EnvoyStatuses::default());
+    let mut prompt = Vec::new();
+    for i in 0..JOINING_AT_ONCE + 1 {
+        let mut envoy = open_on(&ads, "10.0.0.1:5000");
+        envoy
+            .send(from_task(&format!("arn:aws:ecs:us-east-1:1:task/d/{i}")))
+            .await;
+        let started = tokio::time::Instant::now();
+        let clusters = envoy.next().await.expect("clusters");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stream {i} waited"
+        );
+        let mut ack = from_task(&format!("arn:aws:ecs:us-east-1:1:task/d/{i}"));
+        ack.response_nonce = clusters.nonce.clone();
+        ack.version_info = clusters.version_info.clone();
+        envoy.send(ack).await;
+        prompt.push(envoy);
+    }
+}
