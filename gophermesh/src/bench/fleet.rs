@@ -110,6 +110,17 @@ async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
     }
 }
 
+/// The mesh version `served` is at.
+async fn current_version(http: &reqwest::Client, served: &Served) -> anyhow::Result<u64> {
+    let status: serde_json::Value = http
+        .get(format!("{}/v1/status", served.control))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(status["version"].as_u64().unwrap_or(1))
+}
+
 /// CPU seconds (user + system) and resident MiB of process `pid`, as the bench reads them.
 fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((
@@ -261,13 +272,7 @@ async fn storm_beside(
     for task in tasks.drain(half..) {
         task.abort();
     }
-    let status: serde_json::Value = http
-        .get(format!("{}/v1/status", served.control))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let version = status["version"].as_u64().unwrap_or(1);
+    let version = current_version(http, served).await?;
     let (tx, mut storm_acks) = mpsc::unbounded_channel();
     let started = Instant::now();
     tasks.extend(fleet.spawn(half..n, &tx, None));
@@ -302,15 +307,7 @@ async fn one_fleet(
     let served = start_serve(&dir).await?;
     let pid = served.child.id().context("serve has no pid")?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let version: u64 = {
-        let status: serde_json::Value = http
-            .get(format!("{}/v1/status", served.control))
-            .send()
-            .await?
-            .json()
-            .await?;
-        status["version"].as_u64().unwrap_or(1)
-    };
+    let version = current_version(&http, &served).await?;
     let (before_cpu, idle_rss) = usage(pid)?;
     let envoy_bin = match config.envoys {
         0 => None,

@@ -48,20 +48,10 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn new(version: &str, resources: &Encoded, type_url: &str, nonce: &str) -> Self {
-        let mut fields = BytesMut::new();
-        prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
-        prost::encoding::string::encode(4, &type_url.to_owned(), &mut fields);
-        prost::encoding::string::encode(5, &nonce.to_owned(), &mut fields);
-        let length = fields.len() + resources.bytes.len();
-        let mut head = BytesMut::with_capacity(5 + fields.len());
-        head.put_u8(0); // not compressed
-        // A message over 4 GiB cannot be framed; the translation's output is far smaller.
-        head.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
-        head.extend_from_slice(&fields);
-        Self {
-            head: head.freeze(),
-            resources: resources.bytes.clone(),
-        }
+        Self::framed(
+            head_fields(version, type_url, nonce),
+            resources.bytes.clone(),
+        )
     }
 
     /// A `DeltaDiscoveryResponse`: its `resources` entries already encoded (shared when
@@ -74,19 +64,22 @@ impl Outgoing {
         nonce: &str,
         removed: &[String],
     ) -> Self {
-        let mut fields = BytesMut::new();
-        prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
-        prost::encoding::string::encode(4, &type_url.to_owned(), &mut fields);
-        prost::encoding::string::encode(5, &nonce.to_owned(), &mut fields);
+        let mut fields = head_fields(version, type_url, nonce);
         prost::encoding::string::encode_repeated(6, removed, &mut fields);
-        let length = fields.len() + entries.len();
+        Self::framed(fields, entries)
+    }
+
+    /// A message of `fields` and then `resources`, behind the gRPC message prefix.
+    fn framed(fields: BytesMut, resources: Bytes) -> Self {
+        let length = fields.len() + resources.len();
         let mut head = BytesMut::with_capacity(5 + fields.len());
         head.put_u8(0); // not compressed
+        // A message over 4 GiB cannot be framed; the translation's output is far smaller.
         head.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
         head.extend_from_slice(&fields);
         Self {
             head: head.freeze(),
-            resources: entries,
+            resources,
         }
     }
 
@@ -109,6 +102,16 @@ impl Outgoing {
         self.resources.as_ptr() == encoded.bytes.as_ptr()
             && self.resources.len() == encoded.bytes.len()
     }
+}
+
+/// A response's version (field 1), type URL (4) and nonce (5), encoded: the same fields
+/// in a `DiscoveryResponse` and a `DeltaDiscoveryResponse`.
+fn head_fields(version: &str, type_url: &str, nonce: &str) -> BytesMut {
+    let mut fields = BytesMut::new();
+    prost::encoding::string::encode(1, &version.to_owned(), &mut fields);
+    prost::encoding::string::encode(4, &type_url.to_owned(), &mut fields);
+    prost::encoding::string::encode(5, &nonce.to_owned(), &mut fields);
+    fields
 }
 
 /// Reads the requests (`DiscoveryRequest`s, or delta ones) of a stream.
