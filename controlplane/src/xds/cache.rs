@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::encoded::Encoded;
 pub use super::encoded::version_of;
 use super::listing::{Changes, Listing};
-use super::vhds::{Split, VHOST_TYPE};
+use super::vhds::VHOST_TYPE;
 use crate::state::lock;
 use crate::state::snapshot::{MeshState, Snapshot, split_key};
 use crate::state::store::Store;
@@ -31,7 +31,6 @@ pub type Build = dyn Fn(&MeshState, &str) -> Option<NodeResources> + Send + Sync
 pub struct Prepared {
     resources: NodeResources,
     encoded: [OnceLock<Arc<Encoded>>; 4],
-    split: OnceLock<Arc<Split>>,
     /// Each type's listing for delta streams, in [`DELTA_TYPES`] order.
     listings: [OnceLock<Arc<Listing>>; 5],
     /// What changed since earlier resources of the node, by type: worked out once for all
@@ -61,7 +60,6 @@ impl Prepared {
         Self {
             resources,
             encoded: Default::default(),
-            split: OnceLock::new(),
             listings: Default::default(),
             changes: Mutex::default(),
         }
@@ -85,33 +83,26 @@ impl Prepared {
         )
     }
 
-    /// The route configurations split from their virtual hosts, for delta Envoys
-    /// ([`super::vhds`]): made on the first call and then shared.
-    pub fn split(&self) -> Arc<Split> {
-        self.split
-            .get_or_init(|| Arc::new(super::vhds::split(&self.resources.routes)))
-            .clone()
-    }
-
     /// The listing of `type_url` for delta streams (route configurations and virtual
     /// hosts split apart), made on the first call and then shared; `None` for a type this
     /// control plane does not serve from the node's resources.
     pub fn listing(&self, type_url: &str) -> Option<Arc<Listing>> {
         let slot = DELTA_TYPES.iter().position(|t| *t == type_url)?;
+        if matches!(type_url, ROUTE_TYPE | VHOST_TYPE) && self.listings[slot].get().is_none() {
+            // One split makes both listings (a stream that asks for one asks for the other).
+            let split = super::vhds::split(&self.resources.routes);
+            for (t, resources) in [(ROUTE_TYPE, &split.routes), (VHOST_TYPE, &split.hosts)] {
+                if let Some(i) = DELTA_TYPES.iter().position(|d| *d == t) {
+                    let _ = self.listings[i].set(Arc::new(Listing::new(resources)));
+                }
+            }
+        }
         Some(
             self.listings[slot]
                 .get_or_init(|| {
-                    Arc::new(match type_url {
-                        ROUTE_TYPE => {
-                            let split = self.split();
-                            Listing::with_versions(&split.routes, split.route_versions.clone())
-                        }
-                        VHOST_TYPE => {
-                            let split = self.split();
-                            Listing::with_versions(&split.hosts, split.host_versions.clone())
-                        }
-                        other => Listing::new(self.resources.of_type(other).unwrap_or_default()),
-                    })
+                    Arc::new(Listing::new(
+                        self.resources.of_type(type_url).unwrap_or_default(),
+                    ))
                 })
                 .clone(),
         )

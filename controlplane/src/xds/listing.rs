@@ -26,14 +26,9 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// The listing of `resources` (name, resource), versions made here.
+    /// The listing of `resources` (name, resource), each version a hash of its encoding.
     pub fn new(resources: &[(String, Any)]) -> Self {
         let versions: Vec<String> = resources.iter().map(|(_, a)| version_of(a)).collect();
-        Self::with_versions(resources, versions)
-    }
-
-    /// The listing of `resources` whose versions are `versions`, in the same order.
-    pub fn with_versions(resources: &[(String, Any)], versions: Vec<String>) -> Self {
         let mut buf = BytesMut::new();
         let mut spans = Vec::with_capacity(resources.len());
         for ((name, any), version) in resources.iter().zip(&versions) {

@@ -16,19 +16,16 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, Vhds};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
 
-use super::encoded::version_of;
 use crate::translate::ROUTE_TYPE;
 
 /// The type URL of a virtual host sent on its own.
 pub const VHOST_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
-/// A node's route configurations split for VHDS, with every resource's delta version.
+/// A node's route configurations split for VHDS.
 #[derive(Debug, Default)]
 pub struct Split {
     pub routes: Vec<(String, Any)>,
-    pub route_versions: Vec<String>,
     pub hosts: Vec<(String, Any)>,
-    pub host_versions: Vec<String>,
 }
 
 /// The namespace of a VHDS resource name: the route configuration it belongs to.
@@ -78,15 +75,22 @@ pub fn split(routes: &[(String, Any)]) -> Split {
             },
         ));
     }
-    out.route_versions = out.routes.iter().map(|(_, a)| version_of(a)).collect();
-    out.host_versions = out.hosts.iter().map(|(_, a)| version_of(a)).collect();
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xds::listing::Listing;
     use envoy_types::pb::envoy::config::route::v3::VirtualHost;
+
+    /// The delta versions of a split's route configurations and virtual hosts.
+    fn versions(split: &Split) -> (Vec<String>, Vec<String>) {
+        (
+            Listing::new(&split.routes).versions,
+            Listing::new(&split.hosts).versions,
+        )
+    }
 
     fn config(name: &str, hosts: &[(&str, &str)]) -> (String, Any) {
         let config = RouteConfiguration {
@@ -128,17 +132,18 @@ mod tests {
         assert!(egress.vhds.is_some());
         let empty = RouteConfiguration::decode(split.routes[1].1.value.as_slice()).expect("rc");
         assert!(empty.vhds.is_none(), "nothing to split: kept whole");
-        assert_eq!(split.route_versions.len(), 2);
-        assert_eq!(split.host_versions.len(), 2);
-        assert_ne!(split.host_versions[0], split.host_versions[1]);
+        let (route_versions, host_versions) = versions(&split);
+        assert_eq!(route_versions.len(), 2);
+        assert_eq!(host_versions.len(), 2);
+        assert_ne!(host_versions[0], host_versions[1]);
     }
 
     #[test]
     fn a_weight_change_changes_one_virtual_host_and_not_its_route_configuration() {
-        let before = split(&[config("r", &[("a", "a"), ("b", "b")])]);
-        let after = split(&[config("r", &[("a", "a"), ("b", "b2")])]);
-        assert_eq!(before.route_versions, after.route_versions);
-        assert_eq!(before.host_versions[0], after.host_versions[0]);
-        assert_ne!(before.host_versions[1], after.host_versions[1]);
+        let before = versions(&split(&[config("r", &[("a", "a"), ("b", "b")])]));
+        let after = versions(&split(&[config("r", &[("a", "a"), ("b", "b2")])]));
+        assert_eq!(before.0, after.0);
+        assert_eq!(before.1[0], after.1[0]);
+        assert_ne!(before.1[1], after.1[1]);
     }
 }
