@@ -5,7 +5,8 @@
 # container images and `up --containers`), from Debian when running as root; with --tests,
 # also Chromium and its WebDriver (the console's browser tests), curl and openssl (the test
 # certificates of `serve`), cfn-lint (PyPI) and aws-cdk-lib (npm, into tests/cdk; Node.js
-# 20 or later must be there) for the CloudFormation and CDK tests. Safe to run again: it
+# 20 or later must be there) for the CloudFormation and CDK tests, and mdbook (crates.io,
+# into .tools) for the book. Safe to run again: it
 # skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,11 @@ if [ "${1:-}" = "--tests" ]; then
     if ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
         say "installing prometheus-client into $venv (first run only)"
         "$venv/bin/pip" install --quiet --disable-pip-version-check prometheus-client
+    fi
+    # The book (docs/) is built by mdbook from crates.io, pinned, into .tools.
+    if ! [ -x .tools/bin/mdbook ] || ! .tools/bin/mdbook --version | grep -q 'v0.4.52'; then
+        say "installing mdbook 0.4.52 into .tools (first run only, about two minutes)"
+        cargo install --quiet --locked mdbook --version 0.4.52 --root .tools
     fi
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         echo "setup: node and npm not found; the CDK test needs Node.js 20 or later (https://nodejs.org, or apt-get install nodejs npm)" >&2

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod read;
+pub(crate) mod reference;
 mod rollout;
 mod run;
 mod tools;
@@ -135,6 +136,10 @@ pub(crate) enum Command {
     /// Write templates' or manifests' App Mesh resources as App Mesh JSON in the mesh/
     /// layout, for `up`, `validate`, `render`, `export` and the deploy scripts.
     Convert(ConvertArgs),
+    /// Print the command-line reference of the book (docs/src/reference/cli.md) as
+    /// Markdown, from these very flag definitions.
+    #[command(hide = true)]
+    Reference,
 }
 
 /// `sidecar`'s flags (everything else comes from the agent's environment).

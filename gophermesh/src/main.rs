@@ -93,6 +93,7 @@ async fn main() -> ExitCode {
         Command::Apply(args) => commands::apply::run(&args).await,
         Command::Convert(args) => commands::convert::run(&args),
         Command::Console { control } => commands::console::run(&control),
+        Command::Reference => cli::reference::run(&<Cli as clap::CommandFactory>::command()),
         Command::Serve(args) => logged(commands::serve::run(args)).await,
         Command::Bootstrap(args) => commands::bootstrap::run(&args),
         Command::Sidecar(args) => logged(commands::sidecar::run(args)).await,

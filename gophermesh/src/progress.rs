@@ -108,6 +108,38 @@ impl UpAddresses {
     }
 }
 
+/// How a person at this shell runs `program` (`gophermesh`, `aws`) as the running
+/// process finds it: its path relative to the working directory when it is under it
+/// (`target/release/gophermesh`, `.venv/bin/aws`), else as found (absolute, or the bare
+/// name when it is not found at all). `scripts/up.sh` puts `target/release` and
+/// `.venv/bin` on its own PATH, not on the user's, so the banner's commands say where the
+/// programs are.
+pub fn command_here(program: &str) -> String {
+    let found = if program == "gophermesh" {
+        std::env::current_exe().ok()
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(found) = found else {
+        return program.to_owned();
+    };
+    let relative = std::env::current_dir().ok().and_then(|cwd| {
+        found
+            .strip_prefix(cwd)
+            .ok()
+            .map(std::path::Path::to_path_buf)
+    });
+    match relative {
+        Some(rel) if rel.components().count() > 1 => rel.display().to_string(),
+        Some(rel) => format!("./{}", rel.display()),
+        None => found.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use tests::{
 
 /// Where the screenshots the README shows are kept.
 fn screenshot_path(name: &str) -> std::path::PathBuf {
-    let dir = repo_root().join("docs/screenshots");
-    std::fs::create_dir_all(&dir).expect("docs/screenshots");
+    let dir = repo_root().join("docs/src/screenshots");
+    std::fs::create_dir_all(&dir).expect("docs/src/screenshots");
     dir.join(name)
 }
 

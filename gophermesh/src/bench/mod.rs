@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod hello;
 pub mod import;
 pub mod load;
+pub mod markdown;
 mod mesh;
 mod procs;
 pub mod report;
@@ -361,18 +362,13 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         budgets: Vec::new(),
     };
     report.budgets = report::budgets(&report);
-    let json_path = args.out.join("bench.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
-    let svg_path = args.out.join("bench.svg");
-    std::fs::write(&svg_path, report::svg(&report))
-        .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    let (json_path, svg_path) = markdown::write(&args.out, &report)?;
     let _ = std::fs::remove_dir_all(&work);
     println!();
     print!("{}", report::table(&report));
     println!();
     println!(
-        "Done in {:.0} s. Wrote {} and {}.",
+        "Done in {:.0} s. Wrote {} and {} (and bench.md, summary.md beside them).",
         started.elapsed().as_secs_f64(),
         json_path.display(),
         svg_path.display()

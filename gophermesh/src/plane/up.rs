@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::tasks;
 use crate::config::{NetworkMode, UpConfig};
-use crate::progress::{ADS_ON, APPMESH_API, CONTROL_API, GATEWAY_AT, REQUESTER_AT, say};
+use crate::progress::{ADS_ON, APPMESH_API, CONTROL_API, REQUESTER_AT, command_here, say};
 use crate::runtime::envoy::{self, EnvoyAdmin};
 use crate::runtime::images::Podman;
 use crate::runtime::loopback::Loopback;
@@ -32,6 +32,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::plane;
+
+mod banner;
 
 /// Runs `up` as `config` says until Ctrl-C or SIGTERM, then stops everything it started.
 pub async fn run(config: UpConfig) -> anyhow::Result<ExitCode> {
@@ -309,7 +311,10 @@ impl Up<'_> {
         println!();
         println!("Try:");
         println!("  curl '{requester}/compare?n=1000'");
-        println!("  gophermesh status --control-url URL   (the control plane's control API)");
+        println!(
+            "  {} status --control-url URL   (the control plane's control API)",
+            command_here("gophermesh")
+        );
         println!();
         println!(
             "Logs are in {}. Ctrl-C stops everything.",
@@ -362,67 +367,6 @@ impl Up<'_> {
         .await?;
         let url = publish(plan, task, site, listener, background)?;
         Ok(Some((url, task.gateway().unwrap_or_default().to_owned())))
-    }
-
-    fn banner(
-        &self,
-        requester: &str,
-        gateway: Option<&(String, String)>,
-        control: &str,
-        appmesh: &str,
-        plan: &Plan,
-    ) {
-        println!();
-        println!(
-            "gophermesh is up in {:.1} s. {REQUESTER_AT}{requester}/",
-            self.started.elapsed().as_secs_f64()
-        );
-        if let Some((url, name)) = gateway {
-            println!(
-                "{GATEWAY_AT}{url}/ (virtual gateway {name}: its gateway routes decide what enters)"
-            );
-        }
-        println!();
-        println!("Try:");
-        println!(
-            "  open {requester}/ in a browser (the gophers as they answer), or the console at {control}/"
-        );
-        println!(
-            "  gophermesh console --control-url {control}      (a sign-in link: shift weights from the page)"
-        );
-        println!("  curl {requester}/");
-        println!("  curl '{requester}/compare?n=1000'");
-        if let Some((url, _)) = gateway {
-            println!(
-                "  curl {url}/distributor/      (into the mesh through the gateway: the distributor's routes, 90/10)"
-            );
-        }
-        let names = self.store.current().names();
-        let mesh = names.first().map_or("gophermesh", String::as_str);
-        // With several meshes, a route is named with its mesh.
-        let which = match names.len() {
-            1 => String::new(),
-            _ => format!(" --mesh {mesh}"),
-        };
-        println!(
-            "  gophermesh route set distributor distributor-v1=50 distributor-v2=50{which} --control-url {control}"
-        );
-        println!("  gophermesh status --control-url {control}");
-        println!("  aws appmesh list-virtual-nodes --mesh-name {mesh} --endpoint-url {appmesh}");
-        if let Some(ns) = self
-            .ordered
-            .first()
-            .and_then(|t| plan.sites.get(&t.key()))
-            .and_then(|s| s.netns.as_ref())
-        {
-            println!("  ip netns exec {ns} iptables -t nat -S      (the APPMESH rules of a task)");
-        }
-        println!();
-        println!(
-            "Logs are in {}. Ctrl-C stops everything.",
-            self.config.state_dir.join("run").display()
-        );
-        println!("ready");
     }
 }
 

@@ -77,6 +77,15 @@ async fn handle(State(s): State<AppMeshState>, request: Request) -> Response {
     }
 }
 
+/// The App Mesh operation a call of `method` on `path` is served as (`CreateVirtualNode`,
+/// `TagResource`, ...), decided as a call is: `None` when the API serves no operation
+/// there. The book's API coverage table is made from it.
+pub fn operation_name(method: &axum::http::Method, path: &str) -> Option<String> {
+    tags::operation_name(method, path)
+        .map(str::to_owned)
+        .or_else(|| operation(method, path).ok().map(|op| op.name()))
+}
+
 /// The answer to one call (`uri` and `body` already read and within the guard's limits).
 fn answer(
     store: &Store,

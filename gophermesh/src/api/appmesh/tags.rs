@@ -25,14 +25,22 @@ pub fn serve(
     query: &str,
     body: &[u8],
 ) -> Option<Result<Value, AwsError>> {
-    let path = path.trim_end_matches('/');
-    let answer = match (method.as_str(), path) {
-        ("GET", "/v20190125/tags") => list(store, query),
-        ("PUT", "/v20190125/tag") => change(store, query, body, Change::Tag),
-        ("PUT", "/v20190125/untag") => change(store, query, body, Change::Untag),
-        _ => return None,
+    let answer = match operation_name(method, path)? {
+        "ListTagsForResource" => list(store, query),
+        "TagResource" => change(store, query, body, Change::Tag),
+        _ => change(store, query, body, Change::Untag),
     };
     Some(answer)
+}
+
+/// The tagging operation a call names, if it names one.
+pub fn operation_name(method: &Method, path: &str) -> Option<&'static str> {
+    match (method.as_str(), path.trim_end_matches('/')) {
+        ("GET", "/v20190125/tags") => Some("ListTagsForResource"),
+        ("PUT", "/v20190125/tag") => Some("TagResource"),
+        ("PUT", "/v20190125/untag") => Some("UntagResource"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
