@@ -143,6 +143,29 @@ impl Place {
             }
         };
         command.current_dir(repo_root()).env("CI", "true");
+        // As from a user's shell: without what `cargo test` sets for this test. Build
+        // scripts (ring's) watch CARGO_MANIFEST_DIR, CARGO_PKG_NAME and the like, so
+        // `scripts/up.sh`'s `cargo build` would otherwise build everything again.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_MANIFEST_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || [
+                    "CARGO",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "CARGO_MAKEFLAGS",
+                    "OUT_DIR",
+                    "RUST_RECURSION_COUNT",
+                ]
+                .contains(&name.as_ref());
+            if set_by_cargo {
+                command.env_remove(name.as_ref());
+            }
+        }
         command
     }
 }

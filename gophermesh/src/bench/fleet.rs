@@ -30,6 +30,7 @@ use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 mod delta;
 mod digest;
+mod light;
 mod real;
 mod sidecar;
 

@@ -128,12 +128,13 @@ impl DeltaStream {
         let type_url = request.type_url.clone();
         let first = !self.subscriptions.contains_key(&type_url);
         let sub = self.subscriptions.entry(type_url.clone()).or_default();
-        if let Some((version, names)) = sub.unanswered.remove(&request.response_nonce) {
+        if let Some(sent) = sub.unanswered.remove(&request.response_nonce) {
+            let version = sent.version;
             match &request.error_detail {
                 Some(error) => {
                     // The Envoy keeps what it had: what was refused is not held as sent.
-                    for name in names {
-                        sub.lacks(name);
+                    for &i in &sent.chosen {
+                        sub.lacks(sent.listing.names[i].clone());
                     }
                     self.link.refused(&type_url, version, &error.message);
                 }
@@ -228,31 +229,35 @@ impl DeltaStream {
         sub.sent(type_url, current, &listing, &chosen, &removed, part);
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let names = chosen.iter().map(|&i| listing.names[i].clone()).collect();
-        sub.unanswered.insert(nonce.clone(), (version, names));
+        let entries = listing.entries(&chosen);
+        let sent = chosen.len();
+        // The names sent are kept as the listing and its indices (read again only if the
+        // Envoy refuses them), not copied: a stream's first response names every resource.
+        sub.unanswered.insert(
+            nonce.clone(),
+            Unanswered {
+                version,
+                listing: listing.clone(),
+                chosen,
+            },
+        );
         self.link.pending.insert(type_url.to_owned());
         self.link.version = self.link.version.max(version);
         tracing::debug!(
             node = self.link.node,
             resource = short_type(type_url),
             version,
-            sent = chosen.len(),
+            sent,
             removed = removed.len(),
             "delta push"
         );
-        let response = Outgoing::delta(
-            &version.to_string(),
-            listing.entries(&chosen),
-            type_url,
-            &nonce,
-            &removed,
-        );
+        let response = Outgoing::delta(&version.to_string(), entries, type_url, &nonce, &removed);
         self.tx.send(Ok(response)).await.is_ok()
     }
 }
 
 mod subscription;
-use subscription::{Part, Subscription};
+use subscription::{Part, Subscription, Unanswered};
 
 #[cfg(test)]
 mod tests;

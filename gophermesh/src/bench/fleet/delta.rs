@@ -1,7 +1,8 @@
 //! A simulated sidecar on delta xDS: it asks as a delta Envoy does (every cluster and
 //! listener, the route configurations its listeners name, the virtual hosts of those
 //! that say `vhds`), keeps what it holds by name (adding what comes, dropping what is
-//! removed), and ACKs every response by its nonce.
+//! removed), and ACKs every response by its nonce. It reads responses light
+//! ([`super::light`]): bodies are decoded only where they are read.
 
 use anyhow::{Context, bail};
 use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
@@ -15,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use super::digest::digest_of;
-use super::sidecar::{Acked, Received, client, lock, node_of, rds_names, short};
+use super::light;
+use super::sidecar::{Acked, Received, channel, lock, node_of, rds_names, short};
 
 /// What the sidecar holds of each type, by resource name.
 type Held = BTreeMap<&'static str, BTreeMap<String, Any>>;
@@ -96,7 +98,7 @@ pub(super) async fn one_stream(
     bytes: &AtomicU64,
     received: Option<&Received>,
 ) -> anyhow::Result<()> {
-    let mut client = client(xds).await?;
+    let channel = channel(xds).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(8);
     let wildcard = |type_url: &str| DeltaDiscoveryRequest {
         type_url: type_url.to_owned(),
@@ -108,15 +110,13 @@ pub(super) async fn one_stream(
     })
     .await?;
     tx.send(wildcard(LISTENER_TYPE)).await?;
-    let mut inbound = client
-        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let mut inbound = light::open(channel, tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .context("the delta ADS stream was refused")?
-        .into_inner();
+        .context("the delta ADS stream was refused")?;
     let mut held = Held::new();
     let (mut routes_asked, mut hosts_asked) = (Vec::new(), Vec::new());
-    while let Some(response) = inbound.message().await.context("the ADS stream broke")? {
-        bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    while let Some((response, size)) = inbound.message().await.context("the ADS stream broke")? {
+        bytes.fetch_add(size as u64, Ordering::Relaxed);
         let type_url = match response.type_url.as_str() {
             VHOST_TYPE => VHOST_TYPE,
             other => short(other)
@@ -126,16 +126,22 @@ pub(super) async fn one_stream(
         for name in &response.removed_resources {
             of_type.remove(name);
         }
+        let nonce = response.nonce;
+        let version = response.system_version_info.parse().unwrap_or(0);
         // Bodies are kept where they are read again (listeners and route configurations,
         // and everything of the sidecar whose configuration is compared); of the rest,
         // the names, as the state-of-the-world sidecars keep nothing of them.
         let keep = received.is_some() || matches!(type_url, LISTENER_TYPE | ROUTE_TYPE);
-        for r in &response.resources {
-            let Some(any) = &r.resource else {
+        for r in response.resources {
+            if r.resource.is_empty() {
                 bail!("resource {} came without its body", r.name);
+            }
+            let body = match keep {
+                true => Any::decode(r.resource)
+                    .with_context(|| format!("resource {} is not an Any", r.name))?,
+                false => Any::default(),
             };
-            let body = if keep { any.clone() } else { Any::default() };
-            of_type.insert(r.name.clone(), body);
+            of_type.insert(r.name, body);
         }
         match type_url {
             LISTENER_TYPE => {
@@ -149,7 +155,7 @@ pub(super) async fn one_stream(
             _ => {}
         }
         tx.send(DeltaDiscoveryRequest {
-            response_nonce: response.nonce.clone(),
+            response_nonce: nonce,
             ..wildcard(type_url)
         })
         .await?;
@@ -164,7 +170,6 @@ pub(super) async fn one_stream(
             VHOST_TYPE | ROUTE_TYPE => continue,
             other => other,
         };
-        let version = response.system_version_info.parse().unwrap_or(0);
         if let Some(received) = received {
             let resources = match reported {
                 ROUTE_TYPE => merged_routes(&held)?,

@@ -82,11 +82,16 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(super) async fn client(
     xds: &str,
 ) -> anyhow::Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
+    Ok(AggregatedDiscoveryServiceClient::new(channel(xds).await?)
+        .max_decoding_message_size(256 << 20))
+}
+
+/// A connection to the ADS server at `xds`.
+pub(super) async fn channel(xds: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
         .connect()
         .await
-        .context("cannot connect to ADS")?;
-    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
+        .context("cannot connect to ADS")
 }
 
 /// The node sidecar `index` says it is: a task of the `requester` node, with its own ECS

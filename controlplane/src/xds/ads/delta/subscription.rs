@@ -35,9 +35,17 @@ pub(super) struct Subscription {
     /// Where what it holds differs from `base`: the version it holds, or `None` (it holds
     /// none).
     exceptions: HashMap<String, Option<String>>,
-    /// Responses not answered yet, by nonce: the snapshot version each was sent from and
-    /// the names it carried.
-    pub(super) unanswered: HashMap<String, (u64, Vec<String>)>,
+    /// Responses not answered yet, by nonce.
+    pub(super) unanswered: HashMap<String, Unanswered>,
+}
+
+/// A response not answered yet: the snapshot version it was sent from, and what it
+/// carried (indices of `listing`).
+#[derive(Debug)]
+pub(super) struct Unanswered {
+    pub(super) version: u64,
+    pub(super) listing: Arc<Listing>,
+    pub(super) chosen: Vec<usize>,
 }
 
 impl Subscription {
