@@ -1,7 +1,7 @@
 //! A simulated sidecar on delta xDS: it asks as a delta Envoy does (every cluster and
 //! listener, the route configurations its listeners name, the virtual hosts of those
-//! that say `vhds`), keeps what it holds by name (adding what comes, dropping what is
-//! removed), and ACKs every response by its nonce. It reads responses light
+//! that say `vhds`), keeps what it reads again by name (adding what comes, dropping what
+//! is removed), and ACKs every response by its nonce. It reads responses light
 //! ([`super::light`]): bodies are decoded only where they are read.
 
 use anyhow::{Context, bail};
@@ -128,20 +128,20 @@ pub(super) async fn one_stream(
         }
         let nonce = response.nonce;
         let version = response.system_version_info.parse().unwrap_or(0);
-        // Bodies are kept where they are read again (listeners and route configurations,
-        // and everything of the sidecar whose configuration is compared); of the rest,
-        // the names, as the state-of-the-world sidecars keep nothing of them.
+        // What is read again is kept (listeners and route configurations, and everything
+        // of the sidecar whose configuration is compared); of the rest, nothing, as the
+        // state-of-the-world sidecars keep nothing of them.
         let keep = received.is_some() || matches!(type_url, LISTENER_TYPE | ROUTE_TYPE);
         for r in response.resources {
             if r.resource.is_empty() {
-                bail!("resource {} came without its body", r.name);
+                bail!("a resource came without its body");
             }
-            let body = match keep {
-                true => Any::decode(r.resource)
-                    .with_context(|| format!("resource {} is not an Any", r.name))?,
-                false => Any::default(),
-            };
-            of_type.insert(r.name, body);
+            if keep {
+                let name = r.name()?;
+                let body = Any::decode(r.resource)
+                    .with_context(|| format!("resource {name} is not an Any"))?;
+                of_type.insert(name, body);
+            }
         }
         match type_url {
             LISTENER_TYPE => {

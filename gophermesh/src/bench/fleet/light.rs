@@ -26,13 +26,22 @@ pub(super) struct Response {
     pub(super) removed_resources: Vec<String>,
 }
 
-/// A `Resource`: its name, and its body (an encoded `Any`) as received.
+/// A `Resource`: its name and its body (an encoded `Any`), both as received (the name is
+/// read as bytes, so that reading it allocates nothing).
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct Entry {
     #[prost(bytes = "bytes", tag = "2")]
     pub(super) resource: Bytes,
-    #[prost(string, tag = "3")]
-    pub(super) name: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub(super) name: Bytes,
+}
+
+impl Entry {
+    /// The resource's name.
+    pub(super) fn name(&self) -> anyhow::Result<String> {
+        String::from_utf8(self.name.to_vec())
+            .map_err(|_| anyhow::anyhow!("a resource name that is not UTF-8"))
+    }
 }
 
 /// The delta ADS call's codec: requests encoded as usual, responses read as
@@ -125,7 +134,7 @@ mod tests {
         assert_eq!(light.system_version_info, "7");
         assert_eq!((light.nonce.as_str(), light.type_url.as_str()), ("3", "t"));
         assert_eq!(light.removed_resources, ["gone"]);
-        assert_eq!(light.resources[0].name, "a");
+        assert_eq!(light.resources[0].name().expect("a name"), "a");
         assert_eq!(
             Any::decode(light.resources[0].resource.clone()).expect("an Any"),
             body
