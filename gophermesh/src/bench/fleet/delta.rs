@@ -110,7 +110,8 @@ pub(super) async fn one_stream(
     })
     .await?;
     tx.send(wildcard(LISTENER_TYPE)).await?;
-    let mut inbound = light::open(channel, tokio_stream::wrappers::ReceiverStream::new(rx))
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut inbound = light::open::<_, light::Response>(channel, light::DELTA, requests)
         .await
         .context("the delta ADS stream was refused")?;
     let mut held = Held::new();

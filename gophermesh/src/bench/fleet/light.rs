@@ -1,11 +1,14 @@
-//! How a simulated delta sidecar reads its stream cheaply: each response as the resources'
-//! names with their bodies left encoded (slices of the received buffer, not copied), and
-//! the size of the response as it came on the wire. The simulated fleet shares the
+//! How a simulated sidecar reads its stream cheaply: each response with the resources'
+//! bodies left encoded (slices of the received buffer, not copied), and the size of the
+//! response as it came on the wire. The simulated fleet shares the
 //! machine's cores with the control plane it measures; decoding every body of 10,000
 //! sidecars' connect storm (757 KB each) into owned messages cost the fleet more CPU than
 //! the control plane spent serving it.
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use std::marker::PhantomData;
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
 use prost::bytes::Bytes;
 use tonic::Status;
@@ -44,62 +47,115 @@ impl Entry {
     }
 }
 
-/// The delta ADS call's codec: requests encoded as usual, responses read as
-/// ([`Response`], its encoded size).
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Light;
+/// A `DiscoveryResponse` (state of the world) with only what the sidecar reads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct Whole {
+    #[prost(string, tag = "1")]
+    pub(super) version_info: String,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub(super) resources: Vec<Bytes>,
+    #[prost(string, tag = "4")]
+    pub(super) type_url: String,
+    #[prost(string, tag = "5")]
+    pub(super) nonce: String,
+}
 
-impl Codec for Light {
-    type Encode = DeltaDiscoveryRequest;
-    type Decode = (Response, usize);
-    type Encoder = Light;
-    type Decoder = Light;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        Light
+impl Whole {
+    /// The resources, decoded (for those the sidecar reads again).
+    pub(super) fn anys(&self) -> anyhow::Result<Vec<Any>> {
+        self.resources
+            .iter()
+            .map(|r| Any::decode(r.clone()).map_err(|e| anyhow::anyhow!("a resource: {e}")))
+            .collect()
     }
 
-    fn decoder(&mut self) -> Self::Decoder {
-        Light
+    /// The response as a `DiscoveryResponse` of decoded resources.
+    pub(super) fn decoded(&self) -> anyhow::Result<DiscoveryResponse> {
+        Ok(DiscoveryResponse {
+            version_info: self.version_info.clone(),
+            resources: self.anys()?,
+            type_url: self.type_url.clone(),
+            nonce: self.nonce.clone(),
+            ..Default::default()
+        })
     }
 }
 
-impl Encoder for Light {
-    type Item = DeltaDiscoveryRequest;
+/// An ADS call's codec: requests `Q` encoded as usual, responses read as (`R`, its
+/// encoded size).
+pub(super) struct Light<Q, R>(PhantomData<fn() -> (Q, R)>);
+
+impl<Q, R> Light<Q, R> {
+    fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Q, R> Codec for Light<Q, R>
+where
+    Q: prost::Message + Send + 'static,
+    R: prost::Message + Default + Send + 'static,
+{
+    type Encode = Q;
+    type Decode = (R, usize);
+    type Encoder = Light<Q, R>;
+    type Decoder = Light<Q, R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Light::new()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Light::new()
+    }
+}
+
+impl<Q: prost::Message + Send + 'static, R: Send + 'static> Encoder for Light<Q, R> {
+    type Item = Q;
     type Error = Status;
 
-    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: Q, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|e| Status::internal(format!("cannot encode a request: {e}")))
     }
 }
 
-impl Decoder for Light {
-    type Item = (Response, usize);
+impl<Q: Send + 'static, R: prost::Message + Default + Send + 'static> Decoder for Light<Q, R> {
+    type Item = (R, usize);
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let size = prost::bytes::Buf::remaining(src);
-        let response = Response::decode(src)
+        let response = R::decode(src)
             .map_err(|e| Status::internal(format!("a response that does not decode: {e}")))?;
         Ok(Some((response, size)))
     }
 }
 
-/// Opens the delta ADS stream of `requests` on `channel`.
-pub(super) async fn open(
+/// The state-of-the-world ADS call.
+pub(super) const SOTW: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// The delta ADS call.
+pub(super) const DELTA: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Opens the ADS stream `path` of `requests` on `channel`, its responses read as `R`.
+pub(super) async fn open<Q, R>(
     channel: tonic::transport::Channel,
-    requests: impl tokio_stream::Stream<Item = DeltaDiscoveryRequest> + Send + 'static,
-) -> Result<tonic::Streaming<(Response, usize)>, Status> {
+    path: &'static str,
+    requests: impl tokio_stream::Stream<Item = Q> + Send + 'static,
+) -> Result<tonic::Streaming<(R, usize)>, Status>
+where
+    Q: prost::Message + Send + 'static,
+    R: prost::Message + Default + Send + 'static,
+{
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("the ADS server is not ready: {e}")))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-    );
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     let response = grpc
-        .streaming(tonic::Request::new(requests), path, Light)
+        .streaming(tonic::Request::new(requests), path, Light::<Q, R>::new())
         .await?;
     Ok(response.into_inner())
 }
@@ -107,7 +163,6 @@ pub(super) async fn open(
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
-    use envoy_types::pb::google::protobuf::Any;
 
     use super::*;
 
@@ -139,5 +194,22 @@ mod tests {
             Any::decode(light.resources[0].resource.clone()).expect("an Any"),
             body
         );
+    }
+
+    #[test]
+    fn the_light_whole_response_reads_what_the_full_one_says() {
+        let body = Any {
+            type_url: "t".into(),
+            value: vec![4, 5],
+        };
+        let full = DiscoveryResponse {
+            version_info: "9".into(),
+            resources: vec![body.clone(), body.clone()],
+            type_url: "t".into(),
+            nonce: "1".into(),
+            ..Default::default()
+        };
+        let light = Whole::decode(full.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(light.decoded().expect("decoded"), full);
     }
 }

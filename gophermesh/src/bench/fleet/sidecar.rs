@@ -9,7 +9,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -78,14 +77,6 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An ADS client of the control plane at `xds`.
-pub(super) async fn client(
-    xds: &str,
-) -> anyhow::Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>> {
-    Ok(AggregatedDiscoveryServiceClient::new(channel(xds).await?)
-        .max_decoding_message_size(256 << 20))
-}
-
 /// A connection to the ADS server at `xds`.
 pub(super) async fn channel(xds: &str) -> anyhow::Result<tonic::transport::Channel> {
     tonic::transport::Endpoint::from_shared(format!("http://{xds}"))?
@@ -133,7 +124,7 @@ pub(super) async fn one_stream(
     bytes: &AtomicU64,
     received: Option<&Received>,
 ) -> anyhow::Result<()> {
-    let mut client = client(xds).await?;
+    let channel = channel(xds).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
     let node = node_of(index);
     let ask = |type_url: &str, names: Vec<String>| DiscoveryRequest {
@@ -147,14 +138,15 @@ pub(super) async fn one_stream(
     })
     .await?;
     tx.send(ask(LISTENER_TYPE, Vec::new())).await?;
-    let mut inbound = client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .context("the ADS stream was refused")?
-        .into_inner();
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut inbound =
+        super::light::open::<_, super::light::Whole>(channel, super::light::SOTW, requests)
+            .await
+            .context("the ADS stream was refused")?;
     let mut routes_asked: Option<Vec<String>> = None;
-    while let Some(response) = inbound.message().await.context("the ADS stream broke")? {
-        bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    // Responses are read light (`super::light`): bodies decoded only where they are read.
+    while let Some((response, size)) = inbound.message().await.context("the ADS stream broke")? {
+        bytes.fetch_add(size as u64, Ordering::Relaxed);
         let Some(type_url) = short(&response.type_url) else {
             bail!(
                 "a response of a type never asked for: {}",
@@ -163,7 +155,7 @@ pub(super) async fn one_stream(
         };
         let mut names = Vec::new();
         if type_url == LISTENER_TYPE {
-            let wanted = rds_names(&response.resources)?;
+            let wanted = rds_names(&response.anys()?)?;
             if routes_asked.as_ref() != Some(&wanted) {
                 tx.send(ask(ROUTE_TYPE, wanted.clone())).await?;
                 routes_asked = Some(wanted);
@@ -180,7 +172,7 @@ pub(super) async fn one_stream(
         .await?;
         let version = response.version_info.parse().unwrap_or(0);
         if let Some(received) = received {
-            let digest = digest_of(&response)?;
+            let digest = digest_of(&response.decoded()?)?;
             lock(received).insert(type_url, (version, digest));
         }
         let _ = acks.send(Acked {
