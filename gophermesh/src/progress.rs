@@ -108,6 +108,15 @@ impl UpAddresses {
     }
 }
 
+/// Where `program` is on `PATH`: the first directory of `PATH` that has a file of that name.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 /// How a person at this shell runs `program` (`gophermesh`, `aws`) as the running
 /// process finds it: its path relative to the working directory when it is under it
 /// (`target/release/gophermesh`, `.venv/bin/aws`), else as found (absolute, or the bare
@@ -118,11 +127,7 @@ pub fn command_here(program: &str) -> String {
     let found = if program == "gophermesh" {
         std::env::current_exe().ok()
     } else {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|p| p.is_file())
-        })
+        on_path(program)
     };
     let Some(found) = found else {
         return program.to_owned();

@@ -300,18 +300,22 @@ pub enum Mode {
     Containers,
 }
 
-/// Fails (never skips) when the `--netns` mode cannot run here.
-pub fn require_root_for_netns() {
-    let uid = std::fs::read_to_string("/proc/self/status")
+/// Whether the tests run as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
         })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
+        .unwrap_or(false)
+}
+
+/// Fails (never skips) when the `--netns` mode cannot run here.
+pub fn require_root_for_netns() {
+    assert!(
+        is_root(),
         "the --netns tests need root (network namespaces and iptables); run scripts/test.sh as root"
     );
     // curl reads Envoy's admin interface inside a task's namespace.

@@ -42,11 +42,7 @@ pub struct Wrk {
 impl Wrk {
     /// Finds `wrk` and writes its reporting script into `dir`.
     pub fn new(dir: &Path, threads: u32, connections: u32) -> anyhow::Result<Self> {
-        let program = std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|d| d.join("wrk"))
-            .find(|p| p.is_file())
+        let program = crate::progress::on_path("wrk")
             .context(
                 "wrk not found on PATH; install it with: apt-get install -y wrk (scripts/setup.sh does this as root)",
             )?;

