@@ -238,6 +238,7 @@ mod gateway;
 mod http;
 mod ingress;
 mod mesh_tls;
+mod reads;
 mod routes;
 mod tcp;
 #[cfg(test)]
@@ -246,4 +247,5 @@ mod tls_context;
 pub use mesh_tls::{
     MESH_CERTIFICATE, MESH_TRUST, MTLS_TAG, MeshTls, callers_of, mesh_tls, spiffe_id,
 };
+pub use reads::{Changed, Read, Reads, changed, reads};
 pub use tls_context::{AcmMaterial, LOCAL_SDS_CLUSTER, acm_material, trust_secret_name};

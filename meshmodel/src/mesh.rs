@@ -164,10 +164,7 @@ impl Mesh {
     /// The gateway routes of `gateway`, highest precedence first, ordered as
     /// [`Mesh::routes_of`] orders routes.
     pub fn gateway_routes_of(&self, gateway: &str) -> Vec<&GatewayRouteInput> {
-        let mut routes: Vec<&GatewayRouteInput> = self
-            .gateway_routes
-            .values()
-            .map(|s| &*s.value)
+        let mut routes: Vec<&GatewayRouteInput> = owned_by(&self.gateway_routes, gateway)
             .filter(|r| r.virtual_gateway_name == gateway)
             .collect();
         routes.sort_by_key(|r| {
@@ -182,10 +179,7 @@ impl Mesh {
     /// The routes of `router`, highest precedence first (lowest `priority`; routes without
     /// one come last, by name), as App Mesh orders them.
     pub fn routes_of(&self, router: &str) -> Vec<&RouteInput> {
-        let mut routes: Vec<&RouteInput> = self
-            .routes
-            .values()
-            .map(|s| &*s.value)
+        let mut routes: Vec<&RouteInput> = owned_by(&self.routes, router)
             .filter(|r| r.virtual_router_name == router)
             .collect();
         routes.sort_by_key(|r| (r.spec.priority.unwrap_or(i64::MAX), r.route_name.clone()));
@@ -240,6 +234,17 @@ fn gateway_target(route: &GatewayRouteInput) -> Option<&String> {
         .map(|r| &r.action.target)
         .or(s.grpc_route.as_ref().map(|g| &g.action.target))
         .map(|t| &t.virtual_service.virtual_service_name)
+}
+
+/// The values of `map` keyed `(owner, _)`: a range of the map, not a walk of all of it.
+fn owned_by<'a, T>(
+    map: &'a BTreeMap<(String, String), Sourced<T>>,
+    owner: &str,
+) -> impl Iterator<Item = &'a T> + use<'a, T> {
+    let owner = owner.to_owned();
+    map.range((owner.clone(), String::new())..)
+        .take_while(move |((o, _), _)| *o == owner)
+        .map(|(_, s)| &*s.value)
 }
 
 /// `re` without its leading plain text `prefix`: the regex `rest` such that `prefix + s`

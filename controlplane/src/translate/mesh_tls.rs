@@ -60,7 +60,7 @@ pub fn spiffe_id(mesh: &str, node: &str) -> String {
 
 /// The callers of every node of `mesh` (the nodes and gateways whose backends reach it),
 /// in one pass over its routes, nodes and gateway routes.
-fn callers(mesh: &Mesh) -> Callers {
+pub(super) fn callers(mesh: &Mesh) -> Callers {
     let mut behind_router: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for ((router, _), route) in &mesh.routes {
         let targets = route.value.spec.weighted_targets();

@@ -19,12 +19,16 @@ use crate::state::lock;
 use crate::state::snapshot::{MeshState, Snapshot, split_key};
 use crate::state::store::Store;
 use crate::translate::{
-    self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE,
+    self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NodeResources, ROUTE_TYPE, Reads,
 };
 
 /// Builds one virtual node's resources from its mesh's state; `None` when the mesh has no
 /// such node.
 pub type Build = dyn Fn(&MeshState, &str) -> Option<NodeResources> + Send + Sync;
+
+/// What building one node reads of its mesh's state ([`translate::reads`] for the App Mesh
+/// translation), so that a change to the mesh builds again only the nodes that read it.
+pub type ReadsOf = dyn Fn(&MeshState, &str) -> Reads + Send + Sync;
 
 /// One node's resources of one mesh version, and each type's encoding once made.
 #[derive(Debug, Default)]
@@ -153,27 +157,50 @@ struct Built {
     version: u64,
     /// The state of each mesh the nodes below were built from.
     states: HashMap<String, Arc<MeshState>>,
-    nodes: HashMap<String, Option<Arc<Prepared>>>,
+    nodes: HashMap<String, Node>,
 }
+
+/// One node as built: its resources (`None`: the mesh has no such node), and what
+/// building them read (`None`: not known, so any change to the mesh builds it again).
+type Node = (Option<Arc<Prepared>>, Option<Reads>);
 
 impl Built {
     /// What is built for `snapshot`, starting from what `before` built: the nodes of a
-    /// mesh the change did not touch (its state the very same) are kept as they were, so
-    /// they are not built again and their streams see nothing new.
+    /// mesh the change did not touch (its state the very same), and within a mesh that
+    /// changed those that read nothing it changed, are kept as they were, so they are not
+    /// built again and their streams see nothing new.
     fn after(before: Built, snapshot: &Snapshot) -> Self {
         let states: HashMap<String, Arc<MeshState>> = snapshot
             .meshes
             .iter()
             .map(|(name, state)| (name.clone(), state.clone()))
             .collect();
-        let untouched = |mesh: &str| match (before.states.get(mesh), states.get(mesh)) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+        let Built {
+            states: earlier,
+            nodes,
+            ..
+        } = before;
+        // What changed in each mesh whose state is new, worked out once (and only when a
+        // node of it says what it reads).
+        let mut changes: HashMap<String, translate::Changed> = HashMap::new();
+        let mut unchanged = |key: &str, reads: Option<&Reads>| {
+            let Some((mesh, _)) = split_key(key) else {
+                return false;
+            };
+            match (earlier.get(mesh), states.get(mesh)) {
+                (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+                (Some(a), Some(b)) => reads.is_some_and(|r| {
+                    let changed = changes
+                        .entry(mesh.to_owned())
+                        .or_insert_with(|| translate::changed(a, b));
+                    !r.touched_by(changed)
+                }),
+                _ => false,
+            }
         };
-        let nodes = before
-            .nodes
+        let nodes = nodes
             .into_iter()
-            .filter(|(key, _)| split_key(key).is_some_and(|(mesh, _)| untouched(mesh)))
+            .filter(|(key, (_, reads))| unchanged(key, reads.as_ref()))
             .collect();
         Self {
             version: snapshot.version,
@@ -188,6 +215,7 @@ impl Built {
 pub struct Cache {
     store: Store,
     build: Arc<Build>,
+    reads: Option<Arc<ReadsOf>>,
     built: Arc<Mutex<Built>>,
     builds: Arc<AtomicU64>,
 }
@@ -204,16 +232,26 @@ impl Cache {
     /// A cache of the App Mesh translation of `store`'s snapshots.
     pub fn new(store: Store) -> Self {
         Self::with_builder(store, Arc::new(translate::for_node))
+            .knowing_reads(Arc::new(translate::reads))
     }
 
-    /// A cache whose resources `build` makes.
+    /// A cache whose resources `build` makes; any change to a mesh builds all its nodes
+    /// again (unless [`Cache::knowing_reads`]).
     pub fn with_builder(store: Store, build: Arc<Build>) -> Self {
         Self {
             store,
             build,
+            reads: None,
             built: Arc::default(),
             builds: Arc::default(),
         }
+    }
+
+    /// This cache, told what building each node reads (`reads` must name everything the
+    /// builder reads), so that a change builds again only the nodes that read it.
+    pub fn knowing_reads(mut self, reads: Arc<ReadsOf>) -> Self {
+        self.reads = Some(reads);
+        self
     }
 
     /// The current snapshot.
@@ -228,7 +266,7 @@ impl Cache {
 
     /// The resources of the node whose key is `node` (`MESH/NODE`, [`crate::state::snapshot::node_key`])
     /// in `snapshot`: built on the first call for this version, then shared; kept from
-    /// the version before when the change did not touch the node's mesh. A snapshot
+    /// the version before when the change did not touch what the node reads. A snapshot
     /// older than the newest one built is built but not kept. `None` for a mesh not held
     /// or a node it does not have.
     pub fn resources(&self, snapshot: &Snapshot, node: &str) -> Option<Arc<Prepared>> {
@@ -243,14 +281,15 @@ impl Cache {
             *built = Built::after(before, snapshot);
         }
         if snapshot.version == built.version {
-            if let Some(found) = built.nodes.get(node) {
+            if let Some((found, _)) = built.nodes.get(node) {
                 return found.clone();
             }
         }
         self.builds.fetch_add(1, Ordering::Relaxed);
         let made = (self.build)(state, inner).map(|r| Arc::new(Prepared::new(r)));
         if snapshot.version == built.version {
-            built.nodes.insert(node.to_owned(), made.clone());
+            let reads = self.reads.as_ref().map(|reads| reads(state, inner));
+            built.nodes.insert(node.to_owned(), (made.clone(), reads));
         }
         made
     }
@@ -318,6 +357,62 @@ mod tests {
         let b2 = cache.resources(&v2, "n/b").expect("b");
         assert!(!Arc::ptr_eq(&b, &b2), "mesh n changed: built again");
         assert_eq!(cache.builds(), 3);
+    }
+
+    #[test]
+    fn a_change_builds_again_only_the_nodes_that_read_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh");
+        let mesh = meshmodel::Mesh::load_dir(&dir).expect("the shipped mesh loads");
+        let store = Store::in_memory([mesh], Identity::default());
+        let cache = Cache::new(store.clone());
+        let keys = [
+            "requester",
+            "distributor-v1",
+            "distributor-v2",
+            "virtualGateway/ingress",
+        ]
+        .map(|n| format!("gophermesh/{n}"));
+        let built = |cache: &Cache| -> Vec<Arc<Prepared>> {
+            let now = cache.current();
+            keys.iter()
+                .map(|k| cache.resources(&now, k).expect("a node of the mesh"))
+                .collect()
+        };
+        let rebuilt = |a: &[Arc<Prepared>], b: &[Arc<Prepared>]| -> Vec<&str> {
+            keys.iter()
+                .zip(a.iter().zip(b))
+                .filter(|(_, (a, b))| !Arc::ptr_eq(a, b))
+                .map(|(k, _)| k.as_str())
+                .collect()
+        };
+        let v1 = built(&cache);
+        assert_eq!(cache.builds(), 4);
+        let weights = [("distributor-v1", 50), ("distributor-v2", 50)]
+            .map(|(n, w)| (n.to_owned(), w))
+            .into();
+        store
+            .set_weights(None, None, "distributor", &weights)
+            .expect("weights set");
+        let v2 = built(&cache);
+        assert_eq!(
+            rebuilt(&v1, &v2),
+            ["gophermesh/requester", "gophermesh/virtualGateway/ingress"],
+            "the callers of the distributor's router, and no one else"
+        );
+        assert_eq!(cache.builds(), 6);
+        // distributor-v2 runs here now: it, and those that send to it.
+        let placed = crate::state::placement::Placement::as_app_mesh(Some(8080));
+        store.set_placements("gophermesh", [("distributor-v2".to_owned(), placed)].into());
+        let v3 = built(&cache);
+        assert_eq!(
+            rebuilt(&v2, &v3),
+            [
+                "gophermesh/requester",
+                "gophermesh/distributor-v2",
+                "gophermesh/virtualGateway/ingress"
+            ]
+        );
+        assert_eq!(cache.builds(), 9);
     }
 
     #[test]
