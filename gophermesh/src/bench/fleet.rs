@@ -529,12 +529,14 @@ pub async fn run(config: &FleetConfig) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let work = std::path::absolute(config.out.join("work"))?;
     let runs = runs(config, &work).await?;
+    let rebuild = super::rebuild::measure_said(config.nodes, 10, config.changes)?;
     let path = config.out.join("fleet.json");
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&json!({
             "machine": super::facts::machine(),
             "runs": runs,
+            "rebuild": rebuild,
         }))?,
     )
     .with_context(|| format!("cannot write {}", path.display()))?;

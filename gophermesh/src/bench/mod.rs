@@ -21,6 +21,7 @@ pub mod load;
 pub mod markdown;
 mod mesh;
 mod procs;
+pub mod rebuild;
 pub mod report;
 pub mod scale;
 
@@ -333,6 +334,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         import.first_apply_ms
     ));
     let fleet = bench.fleets(args).await?;
+    let rebuild = rebuild::run(args.quick)?;
     let Gathered {
         scenarios,
         rss,
@@ -358,6 +360,7 @@ pub async fn run(args: &BenchConfig) -> anyhow::Result<ExitCode> {
         control_plane_scale: scale_points,
         import,
         fleet,
+        rebuild: Some(rebuild),
         sidecar,
         budgets: Vec::new(),
     };

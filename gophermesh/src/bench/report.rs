@@ -87,6 +87,9 @@ pub struct Report {
     pub import: super::import::ImportFigure,
     /// Each fleet run's figures, as `bench-fleet` writes them.
     pub fleet: Vec<serde_json::Value>,
+    /// A route change with every node of a mesh connected: the nodes built again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<super::rebuild::RebuildFigure>,
     /// The sidecar image's figures beside Envoy run by hand (`--containers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<serde_json::Value>,
@@ -204,6 +207,13 @@ pub fn budgets(r: &Report) -> Vec<Budget> {
         r.import.first_apply_ms,
         2000.0,
     ));
+    if let Some(figure) = &r.rebuild {
+        out.push(Budget::at_most(
+            figure.budget_name(),
+            figure.what_read_it.builds_per_change,
+            f64::from(figure.backends_per_node),
+        ));
+    }
     for run in &r.fleet {
         let clients = run["clients"].as_u64().unwrap_or(0);
         let nodes = run["virtual_nodes"].as_u64().unwrap_or(0);
@@ -405,6 +415,9 @@ pub fn table(r: &Report) -> String {
                 .unwrap_or(f64::NAN),
             run["rss_mib"]["with_fleet"].as_f64().unwrap_or(f64::NAN),
         );
+    }
+    if let Some(figure) = &r.rebuild {
+        let _ = writeln!(t, "{figure}");
     }
     t.push('\n');
     for b in &r.budgets {
@@ -668,6 +681,7 @@ mod tests {
                     "bytes_sent_per_change_per_sidecar": 2048.0,
                     "rss_mib": {"with_fleet": 120.0}}),
             ],
+            rebuild: None,
             sidecar: None,
             budgets: Vec::new(),
         };
