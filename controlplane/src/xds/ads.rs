@@ -347,6 +347,15 @@ impl AdsStream {
         }
         let node = self.link.node.as_deref()?;
         let after = self.link.cache.resources(snapshot, node)?;
+        // The same clusters (the node kept, or built again alike): nothing removed. Both
+        // encodings are made once per node and version, so this costs a stream nothing.
+        let same = |b: &Prepared, a: &Prepared| {
+            let hash = |p: &Prepared| p.encoded(CLUSTER_TYPE).map(|e| e.hash());
+            hash(b) == hash(a)
+        };
+        if Arc::ptr_eq(before, &after) || same(before, &after) {
+            return None;
+        }
         let now = after.of_type(CLUSTER_TYPE)?;
         let kept: std::collections::HashSet<&str> = now.iter().map(|(n, _)| n.as_str()).collect();
         let removed: Vec<&envoy_types::pb::google::protobuf::Any> = before
