@@ -174,6 +174,13 @@ fn a_quick_bench_produces_every_figure() {
         printed.contains("fleet,  1000 sidecars x  1000 virtual nodes, delta"),
         "{printed}"
     );
+    // A route change with every node connected builds its 10 callers again, not the 200.
+    let rebuild = &report["rebuild"];
+    assert_eq!(rebuild["nodes"], 200, "{rebuild}");
+    assert_eq!(rebuild["what_read_it"]["builds_per_change"], 10.0, "{rebuild}");
+    assert_eq!(rebuild["every_node"]["builds_per_change"], 200.0, "{rebuild}");
+    positive(&rebuild["what_read_it"]["ms_per_change_p50"], "rebuild ms");
+    assert!(printed.contains("route change, 200 nodes connected"), "{printed}");
     // Every budget the bench checks is there, and its verdict follows from its value.
     let budgets = report["budgets"].as_array().expect("budgets");
     for name in [
@@ -185,6 +192,7 @@ fn a_quick_bench_produces_every_figure() {
         "fleet 1000x1000: serve RSS MiB",
         "fleet 1000x1000 delta: change ACKed by all p99 ms",
         "fleet 1000x1000 delta: bytes per sidecar per change",
+        "route change, 200 nodes connected: nodes built again (its callers: 10)",
     ] {
         assert!(
             budgets.iter().any(|b| b["name"] == name),
