@@ -177,10 +177,19 @@ fn a_quick_bench_produces_every_figure() {
     // A route change with every node connected builds its 10 callers again, not the 200.
     let rebuild = &report["rebuild"];
     assert_eq!(rebuild["nodes"], 200, "{rebuild}");
-    assert_eq!(rebuild["what_read_it"]["builds_per_change"], 10.0, "{rebuild}");
-    assert_eq!(rebuild["every_node"]["builds_per_change"], 200.0, "{rebuild}");
+    assert_eq!(
+        rebuild["what_read_it"]["builds_per_change"], 10.0,
+        "{rebuild}"
+    );
+    assert_eq!(
+        rebuild["every_node"]["builds_per_change"], 200.0,
+        "{rebuild}"
+    );
     positive(&rebuild["what_read_it"]["ms_per_change_p50"], "rebuild ms");
-    assert!(printed.contains("route change, 200 nodes connected"), "{printed}");
+    assert!(
+        printed.contains("route change, 200 nodes connected"),
+        "{printed}"
+    );
     // Every budget the bench checks is there, and its verdict follows from its value.
     let budgets = report["budgets"].as_array().expect("budgets");
     for name in [
