@@ -3,7 +3,9 @@
 //! `pkg/cache/v3` sits beside its server. The ADS server only ever asks the cache; what
 //! builds the resources (the App Mesh translation, or a stand-in in tests) is the cache's
 //! business. Each type's resources are also encoded once, on first use, and the encoding
-//! shared by every stream that sends them ([`Encoded`]).
+//! shared by every stream that sends them ([`Encoded`]). A node's resources are kept from
+//! one version to the next when the change touched nothing its builder read
+//! ([`crate::translate::reads`]), so only the nodes a change reaches are built again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
