@@ -334,18 +334,6 @@ pub fn changed(a: &MeshState, b: &MeshState) -> Changed {
     Changed(out)
 }
 
-impl Changed {
-    /// How many things changed.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 impl Reads {
     /// Whether everything read is the same in `a` and `b` (so the node translates the same
     /// in both).
@@ -361,16 +349,6 @@ impl Reads {
             false => (&changed.0, &self.0),
         };
         small.iter().any(|r| large.contains(r))
-    }
-
-    /// How many things are read.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether nothing is read (never, for a walk: it reads the mesh at least).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// `state` cut down to what is read here: what the tests translate to check the walk.
