@@ -165,6 +165,7 @@ impl Mesh {
     /// [`Mesh::routes_of`] orders routes.
     pub fn gateway_routes_of(&self, gateway: &str) -> Vec<&GatewayRouteInput> {
         let mut routes: Vec<&GatewayRouteInput> = owned_by(&self.gateway_routes, gateway)
+            .map(|(_, s)| &*s.value)
             .filter(|r| r.virtual_gateway_name == gateway)
             .collect();
         routes.sort_by_key(|r| {
@@ -180,6 +181,7 @@ impl Mesh {
     /// one come last, by name), as App Mesh orders them.
     pub fn routes_of(&self, router: &str) -> Vec<&RouteInput> {
         let mut routes: Vec<&RouteInput> = owned_by(&self.routes, router)
+            .map(|(_, s)| &*s.value)
             .filter(|r| r.virtual_router_name == router)
             .collect();
         routes.sort_by_key(|r| (r.spec.priority.unwrap_or(i64::MAX), r.route_name.clone()));
@@ -236,15 +238,15 @@ fn gateway_target(route: &GatewayRouteInput) -> Option<&String> {
         .map(|t| &t.virtual_service.virtual_service_name)
 }
 
-/// The values of `map` keyed `(owner, _)`: a range of the map, not a walk of all of it.
-fn owned_by<'a, T>(
+/// The entries of `map` (routes by router, gateway routes by gateway) keyed `(owner, _)`: a
+/// range of the map, not a walk of all of it.
+pub fn owned_by<'a, T>(
     map: &'a BTreeMap<(String, String), Sourced<T>>,
     owner: &str,
-) -> impl Iterator<Item = &'a T> + use<'a, T> {
+) -> impl Iterator<Item = (&'a (String, String), &'a Sourced<T>)> + use<'a, T> {
     let owner = owner.to_owned();
     map.range((owner.clone(), String::new())..)
         .take_while(move |((o, _), _)| *o == owner)
-        .map(|(_, s)| &*s.value)
 }
 
 /// `re` without its leading plain text `prefix`: the regex `rest` such that `prefix + s`

@@ -60,7 +60,7 @@ pub fn spiffe_id(mesh: &str, node: &str) -> String {
 
 /// The callers of every node of `mesh` (the nodes and gateways whose backends reach it),
 /// in one pass over its routes, nodes and gateway routes.
-pub(super) fn callers(mesh: &Mesh) -> Callers {
+fn callers(mesh: &Mesh) -> Callers {
     let mut behind_router: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for ((router, _), route) in &mesh.routes {
         let targets = route.value.spec.weighted_targets();
@@ -116,7 +116,12 @@ pub(super) fn callers(mesh: &Mesh) -> Callers {
 
 /// The callers of `node` in `state`, worked out once per mesh version.
 pub fn callers_of<'a>(state: &'a MeshState, node: &str) -> Option<&'a BTreeSet<String>> {
-    state.callers.get_or_init(|| callers(&state.mesh)).get(node)
+    callers_in(state).get(node)
+}
+
+/// The callers of every node in `state`, worked out once per mesh version.
+pub(super) fn callers_in(state: &MeshState) -> &Callers {
+    state.callers.get_or_init(|| callers(&state.mesh))
 }
 
 /// The mesh certificate, and trust in the mesh CA for peers whose URI is one of `peers`.

@@ -11,11 +11,13 @@
 //! translation, are the same in both. The tests hold the translation to it: on a state
 //! cut down to what the walk names, every node translates as on the whole state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use meshmodel::appmesh::RouteSpec;
+use meshmodel::mesh::Sourced;
 
+use super::mesh_tls::callers_in;
 use crate::state::snapshot::MeshState;
 
 /// One thing a node's translation reads.
@@ -151,68 +153,6 @@ fn same<T: PartialEq>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
     }
 }
 
-/// The same keyed resources (a router's routes, a gateway's gateway routes) in two maps.
-fn same_range<'a, T: PartialEq + 'a>(
-    a: impl Iterator<Item = (&'a (String, String), &'a Arc<T>)>,
-    b: impl Iterator<Item = (&'a (String, String), &'a Arc<T>)>,
-) -> bool {
-    let (mut a, mut b) = (a, b);
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some((ka, va)), Some((kb, vb))) if ka == kb && same(Some(va), Some(vb)) => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The entries of `map` keyed `(owner, _)`.
-fn owned_by<'a, T>(
-    map: &'a std::collections::BTreeMap<(String, String), meshmodel::mesh::Sourced<T>>,
-    owner: &'a str,
-) -> impl Iterator<Item = (&'a (String, String), &'a Arc<T>)> {
-    map.range((owner.to_owned(), String::new())..)
-        .take_while(move |((o, _), _)| o == owner)
-        .map(|(k, v)| (k, &v.value))
-}
-
-impl Read {
-    /// Whether this reads the same in `a` and `b`.
-    fn same_in(&self, a: &MeshState, b: &MeshState) -> bool {
-        let (ma, mb) = (&a.mesh, &b.mesh);
-        match self {
-            Read::Mesh => same(
-                ma.mesh.as_ref().map(|m| &m.value),
-                mb.mesh.as_ref().map(|m| &m.value),
-            ),
-            Read::Node(n) => same(
-                ma.virtual_nodes.get(n).map(|s| &s.value),
-                mb.virtual_nodes.get(n).map(|s| &s.value),
-            ),
-            Read::Service(n) => same(
-                ma.virtual_services.get(n).map(|s| &s.value),
-                mb.virtual_services.get(n).map(|s| &s.value),
-            ),
-            Read::Router(n) => same(
-                ma.virtual_routers.get(n).map(|s| &s.value),
-                mb.virtual_routers.get(n).map(|s| &s.value),
-            ),
-            Read::Gateway(n) => same(
-                ma.virtual_gateways.get(n).map(|s| &s.value),
-                mb.virtual_gateways.get(n).map(|s| &s.value),
-            ),
-            Read::RoutesOf(r) => same_range(owned_by(&ma.routes, r), owned_by(&mb.routes, r)),
-            Read::GatewayRoutesOf(g) => same_range(
-                owned_by(&ma.gateway_routes, g),
-                owned_by(&mb.gateway_routes, g),
-            ),
-            Read::Placement(n) => a.placements.get(n) == b.placements.get(n),
-            Read::Discovered(n) => a.discovered.get(n) == b.discovered.get(n),
-            Read::Callers(n) => super::callers_of(a, n) == super::callers_of(b, n),
-        }
-    }
-}
-
 /// What differs between two states of a mesh, as the reads it changes: worked out once
 /// per change, in one ordered walk of each map (the very same values compare at once), and
 /// then looked up in each node's reads.
@@ -261,150 +201,84 @@ fn differing<K: Ord, V>(
     }
 }
 
-fn same_sourced<T: PartialEq>(
-    a: &meshmodel::mesh::Sourced<T>,
-    b: &meshmodel::mesh::Sourced<T>,
-) -> bool {
+fn same_sourced<T: PartialEq>(a: &Sourced<T>, b: &Sourced<T>) -> bool {
     same(Some(&a.value), Some(&b.value))
+}
+
+/// Adds `read(key)` to `out` for each key whose resource differs between `a` and `b`.
+fn differing_resources<T: PartialEq>(
+    a: &BTreeMap<String, Sourced<T>>,
+    b: &BTreeMap<String, Sourced<T>>,
+    read: fn(String) -> Read,
+    out: &mut BTreeSet<Read>,
+) {
+    differing(a, b, same_sourced, |k| {
+        out.insert(read(k.clone()));
+    });
 }
 
 /// What differs between `a` and `b`, two states of one mesh.
 pub fn changed(a: &MeshState, b: &MeshState) -> Changed {
     let mut out = BTreeSet::new();
     let (ma, mb) = (&a.mesh, &b.mesh);
-    if !Read::Mesh.same_in(a, b) {
+    let (mesh_a, mesh_b) = (ma.mesh.as_ref(), mb.mesh.as_ref());
+    if !same(mesh_a.map(|m| &m.value), mesh_b.map(|m| &m.value)) {
         out.insert(Read::Mesh);
     }
-    let named = |read: fn(String) -> Read| move |k: &String| read(k.clone());
-    let mut add = |r: Read| {
-        out.insert(r);
-    };
-    let node = named(Read::Node);
-    differing(&ma.virtual_nodes, &mb.virtual_nodes, same_sourced, |k| {
-        add(node(k))
-    });
-    let service = named(Read::Service);
-    differing(
+    differing_resources(&ma.virtual_nodes, &mb.virtual_nodes, Read::Node, &mut out);
+    differing_resources(
         &ma.virtual_services,
         &mb.virtual_services,
-        same_sourced,
-        |k| add(service(k)),
+        Read::Service,
+        &mut out,
     );
-    let router = named(Read::Router);
-    differing(
+    differing_resources(
         &ma.virtual_routers,
         &mb.virtual_routers,
-        same_sourced,
-        |k| add(router(k)),
+        Read::Router,
+        &mut out,
     );
-    let gateway = named(Read::Gateway);
-    differing(
+    differing_resources(
         &ma.virtual_gateways,
         &mb.virtual_gateways,
-        same_sourced,
-        |k| add(gateway(k)),
+        Read::Gateway,
+        &mut out,
     );
     differing(&ma.routes, &mb.routes, same_sourced, |(r, _)| {
-        add(Read::RoutesOf(r.clone()));
+        out.insert(Read::RoutesOf(r.clone()));
     });
     differing(
         &ma.gateway_routes,
         &mb.gateway_routes,
         same_sourced,
         |(g, _)| {
-            add(Read::GatewayRoutesOf(g.clone()));
+            out.insert(Read::GatewayRoutesOf(g.clone()));
         },
     );
-    let placed = named(Read::Placement);
     differing(&a.placements, &b.placements, PartialEq::eq, |k| {
-        add(placed(k))
+        out.insert(Read::Placement(k.clone()));
     });
-    let discovered = named(Read::Discovered);
     differing(&a.discovered, &b.discovered, PartialEq::eq, |k| {
-        add(discovered(k))
+        out.insert(Read::Discovered(k.clone()));
     });
     let tls = |s: &MeshState| super::mesh_tls::mesh_tls(&s.mesh).is_some();
     if tls(a) || tls(b) {
-        fn callers(s: &MeshState) -> &crate::state::snapshot::Callers {
-            s.callers.get_or_init(|| super::mesh_tls::callers(&s.mesh))
-        }
-        let caller = named(Read::Callers);
-        differing(callers(a), callers(b), PartialEq::eq, |k| add(caller(k)));
+        differing(callers_in(a), callers_in(b), PartialEq::eq, |k| {
+            out.insert(Read::Callers(k.clone()));
+        });
     }
     Changed(out)
 }
 
 impl Reads {
-    /// Whether everything read is the same in `a` and `b` (so the node translates the same
-    /// in both).
-    pub fn same_in(&self, a: &MeshState, b: &MeshState) -> bool {
-        self.0.iter().all(|r| r.same_in(a, b))
-    }
-
-    /// Whether anything read is among what `changed` (the same answer as
-    /// [`Reads::same_in`], negated, for the two states `changed` was worked out from).
+    /// Whether anything read is among what `changed` (the tests check this against each
+    /// read compared in the two states `changed` was worked out from).
     pub fn touched_by(&self, changed: &Changed) -> bool {
         let (small, large) = match self.0.len() < changed.0.len() {
             true => (&self.0, &changed.0),
             false => (&changed.0, &self.0),
         };
         small.iter().any(|r| large.contains(r))
-    }
-
-    /// `state` cut down to what is read here: what the tests translate to check the walk.
-    #[cfg(test)]
-    pub(super) fn cut(&self, state: &MeshState) -> MeshState {
-        let mesh = &state.mesh;
-        let mut cut = meshmodel::Mesh {
-            backends_may_dangle: mesh.backends_may_dangle,
-            ..meshmodel::Mesh::default()
-        };
-        let mut placements = std::collections::BTreeMap::new();
-        let mut discovered = std::collections::BTreeMap::new();
-        let mut callers = crate::state::snapshot::Callers::new();
-        fn copy<K: Ord + Clone, V: Clone>(
-            from: &std::collections::BTreeMap<K, V>,
-            to: &mut std::collections::BTreeMap<K, V>,
-            key: &K,
-        ) {
-            if let Some(v) = from.get(key) {
-                to.insert(key.clone(), v.clone());
-            }
-        }
-        for read in &self.0 {
-            match read {
-                Read::Mesh => cut.mesh.clone_from(&mesh.mesh),
-                Read::Node(n) => copy(&mesh.virtual_nodes, &mut cut.virtual_nodes, n),
-                Read::Service(n) => copy(&mesh.virtual_services, &mut cut.virtual_services, n),
-                Read::Router(n) => copy(&mesh.virtual_routers, &mut cut.virtual_routers, n),
-                Read::Gateway(n) => copy(&mesh.virtual_gateways, &mut cut.virtual_gateways, n),
-                Read::RoutesOf(r) => {
-                    for (k, _) in owned_by(&mesh.routes, r) {
-                        copy(&mesh.routes, &mut cut.routes, k);
-                    }
-                }
-                Read::GatewayRoutesOf(g) => {
-                    for (k, _) in owned_by(&mesh.gateway_routes, g) {
-                        copy(&mesh.gateway_routes, &mut cut.gateway_routes, k);
-                    }
-                }
-                Read::Placement(n) => copy(&state.placements, &mut placements, n),
-                Read::Discovered(n) => copy(&state.discovered, &mut discovered, n),
-                Read::Callers(n) => {
-                    if let Some(c) = super::callers_of(state, n) {
-                        callers.insert(n.clone(), c.clone());
-                    }
-                }
-            }
-        }
-        let out = MeshState {
-            mesh: cut,
-            placements,
-            discovered,
-            ..MeshState::default()
-        };
-        let _ = out.callers.set(callers);
-        out
     }
 }
 

@@ -192,10 +192,12 @@ impl Built {
             match (earlier.get(mesh), states.get(mesh)) {
                 (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
                 (Some(a), Some(b)) => reads.is_some_and(|r| {
-                    let changed = changes
-                        .entry(mesh.to_owned())
-                        .or_insert_with(|| translate::changed(a, b));
-                    !r.touched_by(changed)
+                    if !changes.contains_key(mesh) {
+                        changes.insert(mesh.to_owned(), translate::changed(a, b));
+                    }
+                    changes
+                        .get(mesh)
+                        .is_some_and(|changed| !r.touched_by(changed))
                 }),
                 _ => false,
             }
