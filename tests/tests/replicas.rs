@@ -690,3 +690,58 @@ async fn two_replicas_share_one_sealed_mesh_ca() {
     };
     assert_eq!(ca_a, ca_b, "one CA for both replicas");
 }
+
+/// A mesh of more resources than one DynamoDB transaction holds (97) seeds an empty table
+/// in parts, and a replica started after loads all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_larger_than_one_transaction_seeds_the_table_in_parts() {
+    let (_moto, env) = moto_with_table();
+    let dir = copy_of_shipped("replicas-large-seed");
+    let listener = json!([{"portMapping": {"port": 8080, "protocol": "http"}}]);
+    for i in 0..60 {
+        let name = format!("extra-{i:02}");
+        let files = [
+            (
+                "virtual-nodes",
+                json!({"meshName": "gophermesh", "virtualNodeName": name, "spec": {
+                    "listeners": listener,
+                    "serviceDiscovery": {"dns": {"hostname": format!("{name}.gophers.local")}}
+                }}),
+            ),
+            (
+                "virtual-routers",
+                json!({"meshName": "gophermesh", "virtualRouterName": name, "spec": {"listeners": listener}}),
+            ),
+            (
+                "routes",
+                json!({"meshName": "gophermesh", "virtualRouterName": name, "routeName": name, "spec": {
+                    "httpRoute": {"match": {"prefix": "/"},
+                        "action": {"weightedTargets": [{"virtualNode": name, "weight": 1}]}}
+                }}),
+            ),
+        ];
+        for (folder, resource) in files {
+            write_json(
+                &dir.join("mesh").join(folder).join(format!("{name}.json")),
+                &resource,
+            );
+        }
+    }
+    let a = replica(&dir, "a", "127.0.0.1", &env);
+    assert!(a.said().contains("seeded from"), "{}", a.said());
+    let b = replica(&dir, "b", "127.0.0.1", &env);
+    assert!(
+        b.said().contains("194 resources restored from dynamodb://"),
+        "the shipped 14 and the 180 added, in parts: {}",
+        b.said()
+    );
+    let (on_a, on_b) = (
+        listed_nodes(&a.appmesh).await,
+        listed_nodes(&b.appmesh).await,
+    );
+    assert_eq!(on_a, on_b);
+    assert!(
+        (0..60).all(|i| on_b.contains(&format!("extra-{i:02}"))),
+        "{on_b:?}"
+    );
+}

@@ -40,15 +40,20 @@ where
     }
 }
 
+/// The HTTP client of every AWS SDK client here: HTTPS over rustls.
+pub(crate) fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// How every AWS SDK client here is configured: from the environment (region,
 /// credentials from the environment, a profile or the task role; `AWS_ENDPOINT_URL`), over
 /// rustls, with short timeouts (a control plane waits for no one long).
 pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http = https_client();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .operation_attempt_timeout(std::time::Duration::from_secs(3))

@@ -67,6 +67,61 @@ pub fn create_table_hint(name: &str) -> String {
     )
 }
 
+/// Makes table `name` as [`create_table_hint`] says, on a DynamoDB of one's own at
+/// `endpoint` (such as moto's on loopback: region `us-east-1`, any credentials), and checks
+/// it as a replica will.
+pub async fn create_table_at(endpoint: &str, name: &str) -> Result<(), String> {
+    use aws_sdk_dynamodb::config::{Credentials, Region};
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .http_client(crate::state::aws::https_client())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+        .build();
+    let client = Client::from_conf(config);
+    let key = KeySchemaElement::builder()
+        .attribute_name(KEY)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let attribute = AttributeDefinition::builder()
+        .attribute_name(KEY)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| e.to_string())?;
+    client
+        .create_table()
+        .table_name(name)
+        .key_schema(key)
+        .attribute_definitions(attribute)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| format!("cannot create table {name}: {}", said(&e)))?;
+    check_schema(&client, name).await
+}
+
+/// Where record `key` goes in a seed written in parts (see [`Table::seed_in_parts`]): what
+/// a resource refers to comes before it.
+fn seed_rank(key: &str) -> u8 {
+    let text = match key.strip_prefix('@') {
+        Some(rest) => rest.split_once('/').map_or(rest, |(_, k)| k),
+        None => key,
+    };
+    match meshmodel::Key::from_text(text) {
+        Some(meshmodel::Key::Mesh) => 0,
+        Some(meshmodel::Key::VirtualNode(_)) => 1,
+        Some(meshmodel::Key::VirtualRouter(_)) => 2,
+        Some(meshmodel::Key::VirtualService(_)) => 3,
+        Some(meshmodel::Key::Route(..)) => 4,
+        Some(meshmodel::Key::VirtualGateway(_)) => 5,
+        Some(meshmodel::Key::GatewayRoute(..)) => 6,
+        None => 7,
+    }
+}
+
 /// What DynamoDB (or the way to it) said, in one line.
 fn said<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> String
 where
@@ -371,10 +426,47 @@ impl Table {
         puts: &[(String, Record)],
         deletes: &[String],
     ) -> Result<(), PersistError> {
-        let result = self.transact(puts, deletes);
+        let result = match self.version {
+            // An empty table, seeded with more than one transaction holds.
+            0 if puts.len() + deletes.len() > MAX_ITEMS => self.seed_in_parts(puts, deletes),
+            _ => self.transact(puts, deletes),
+        };
         self.health
             .note(&result, &format!("dynamodb://{}", self.watch.name));
         result
+    }
+
+    /// Seeds an empty table with more records than one transaction holds: in parts of
+    /// [`MAX_ITEMS`], each a change of its own, in an order that keeps every part's mesh
+    /// whole as it stands (the mesh, then its nodes, routers, services, routes, gateways
+    /// and gateway routes, then the rest), so that a replica that starts meanwhile loads
+    /// a mesh that checks out, and follows the log to the rest. The first part is written
+    /// on the condition that the table is empty (another replica may have seeded it
+    /// first: [`PersistError::Conflict`], as for any change); the others on top of what is
+    /// there, read again if another replica wrote in between.
+    fn seed_in_parts(
+        &mut self,
+        puts: &[(String, Record)],
+        deletes: &[String],
+    ) -> Result<(), PersistError> {
+        let mut ordered: Vec<(String, Record)> = puts.to_vec();
+        ordered.sort_by_key(|(key, _)| seed_rank(key));
+        let mut parts = ordered.chunks(MAX_ITEMS);
+        let first = parts.next().unwrap_or_default();
+        self.transact(first, deletes)?;
+        for part in parts {
+            let mut lost = 0;
+            loop {
+                match self.transact(part, &[]) {
+                    Err(PersistError::Conflict) if lost < 10 => {
+                        lost += 1;
+                        self.reload()?;
+                    }
+                    done => break done?,
+                }
+            }
+        }
+        Ok(())
     }
 
     fn transact(
