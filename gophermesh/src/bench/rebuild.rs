@@ -156,6 +156,8 @@ fn keeping(cache: &Cache, store: &Store, nodes: u32, changes: u32) -> anyhow::Re
 
 /// Measures both ways on the same mesh and changes.
 pub fn measure(nodes: u32, backends: u32, changes: u32) -> anyhow::Result<RebuildFigure> {
+    // Each node calls the next `backends` services: no more than there are others.
+    let backends = backends.min(nodes.saturating_sub(1));
     let generated = mesh(nodes, backends).context("generating the mesh")?;
     let knowing = Store::in_memory([generated.clone()], Identity::default());
     let what_read_it = keeping(&Cache::new(knowing.clone()), &knowing, nodes, changes)?;
@@ -180,8 +182,9 @@ pub fn run(quick: bool) -> anyhow::Result<RebuildFigure> {
 
 /// [`measure`], saying what it measures and what it found.
 pub fn measure_said(nodes: u32, backends: u32, changes: u32) -> anyhow::Result<RebuildFigure> {
+    let calls = backends.min(nodes.saturating_sub(1));
     crate::progress::say(format!(
-        "a route change in a mesh of {nodes} nodes, every one connected ({backends} backends each)"
+        "a route change in a mesh of {nodes} nodes, every one connected ({calls} backends each)"
     ));
     let figure = measure(nodes, backends, changes)?;
     crate::progress::say(format!("  {figure}"));
