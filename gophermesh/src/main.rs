@@ -107,6 +107,7 @@ async fn main() -> ExitCode {
                 taskdefs_dir: args.taskdefs_dir,
                 envoys: args.envoys,
                 envoy_bin: args.envoy_bin,
+                replicas: args.replicas,
             })
             .await
         }

@@ -299,3 +299,57 @@ fn a_small_fleet_bench_produces_every_figure() {
         assert!(each(delta) * 3.0 < each(sotw), "{report}");
     }
 }
+
+/// `bench-fleet --replicas 3`: the fleet split over three `serve` replicas of one DynamoDB
+/// table (moto's), changes through one reaching the sidecars of all, then the first replica
+/// killed and its sidecars holding a change from the others (a sidecar counts only once
+/// its latest routes came from a replica that runs).
+#[test]
+fn a_fleet_over_replicas_moves_the_lost_ones_sidecars_to_the_others() {
+    let out_dir = tests::TempDir::new("bench-fleet-replicas");
+    let moto = tool("moto_server");
+    let venv = moto.parent().expect("moto_server's directory");
+    let path = std::env::join_paths(std::iter::once(venv.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    let out = Command::new(bin("gophermesh"))
+        .current_dir(repo_root())
+        .env("PATH", path)
+        .args(["bench-fleet", "--clients", "30", "--nodes", "8"])
+        .args(["--changes", "3", "--envoys", "0", "--replicas", "3"])
+        .args(["--protocols", "delta"])
+        .arg("--out")
+        .arg(&*out_dir)
+        .output()
+        .expect("gophermesh runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("fleet.json")).expect("fleet.json"),
+    )
+    .expect("json");
+    let failover = &report["runs"][0]["failover"];
+    assert_eq!(failover["replicas"], 3, "{report}");
+    let p50 = positive(
+        &failover["change_acked_by_all_ms"]["p50"],
+        "replicated change",
+    );
+    assert_eq!(failover["change_acked_by_all_ms"]["changes"], 3, "{report}");
+    let lost = &failover["lost_replica"];
+    assert_eq!(lost["sidecars"], 10, "{report}");
+    // Each of the lost replica's sidecars opened its stream again, elsewhere.
+    let moved = lost["streams_opened_again"].as_u64().unwrap_or(0);
+    assert!(moved >= 10, "{report}");
+    positive(
+        &lost["configured_ms"],
+        "the lost replica's sidecars configured again",
+    );
+    assert_eq!(lost["change_acked_ms"]["changes"], 3, "{report}");
+    positive(
+        &lost["change_acked_ms"]["p99"],
+        "a change during the failover",
+    );
+    assert!(p50 > 0.0 && said.contains("replica 0 killed"), "{said}");
+}

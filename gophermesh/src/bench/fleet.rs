@@ -30,6 +30,7 @@ use controlplane::translate::{CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 
 mod delta;
 mod digest;
+mod failover;
 mod light;
 mod real;
 mod sidecar;
@@ -59,6 +60,9 @@ pub struct FleetConfig {
     pub envoys: u32,
     /// The Envoy binary (`None`: found as `up` finds it).
     pub envoy_bin: Option<PathBuf>,
+    /// With 2 or more, each fleet runs again over this many replicas, one of them lost
+    /// (see [`failover`]).
+    pub replicas: u32,
 }
 
 /// `gophermesh serve` on a generated mesh, on loopback with port 0.
@@ -70,15 +74,26 @@ struct Served {
 }
 
 async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
+    start_serve_with(dir, &dir.join("state"), &[], &[]).await
+}
+
+/// [`start_serve`] with its own state directory `state`, more arguments and environment.
+async fn start_serve_with(
+    dir: &Path,
+    state: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Served> {
     let me = std::env::current_exe()?;
-    let state = dir.join("state");
     let mut child = tokio::process::Command::new(me)
         .arg("serve")
         .arg("--mesh-dir")
         .arg(dir.join("mesh"))
         .args(["--xds-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
         .args(["--control-listen", "127.0.0.1:0", "--state-dir"])
-        .arg(&state)
+        .arg(state)
+        .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -105,7 +120,7 @@ async fn start_serve(dir: &Path) -> anyhow::Result<Served> {
             child,
             xds,
             control,
-            token: crate::api::token::ControlToken::read(&state)?,
+            token: crate::api::token::ControlToken::read(state)?,
         }),
         _ => bail!("gophermesh serve did not get ready"),
     }
@@ -130,41 +145,46 @@ fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
+/// What one sidecar ACKed last of each type: on which control plane, and its version.
+type Latest = BTreeMap<&'static str, (usize, u64)>;
+
 /// Waits until every one of `n` sidecars has ACKed `type_urls` at `version` or later;
-/// `latest` keeps each sidecar's latest ACKed version per type. (The sidecars still behind
-/// are counted as ACKs come, not looked over again for each: a fleet of 10,000 would
-/// spend a second of the measured time in that loop.)
+/// `latest` keeps each sidecar's latest ACK per type. (The sidecars still behind are
+/// counted as ACKs come, not looked over again for each: a fleet of 10,000 would spend a
+/// second of the measured time in that loop.)
 async fn until_all(
     acks: &mut mpsc::UnboundedReceiver<Acked>,
-    latest: &mut [BTreeMap<&'static str, u64>],
+    latest: &mut [Latest],
     type_urls: &[&'static str],
     version: u64,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    until_all_from(acks, latest, 0, type_urls, version, limit).await
+    until_all_from(acks, latest, 0, type_urls, &[version], limit).await
 }
 
-/// [`until_all`] for the sidecars numbered from `first` (`latest[0]` is sidecar `first`);
-/// ACKs of others are passed over.
+/// [`until_all`] for the sidecars numbered from `first` (`latest[0]` is sidecar `first`),
+/// each at `versions[r]` or later, where `r` is the control plane its last ACK went to
+/// (each replica numbers its versions itself); ACKs of others are passed over.
 async fn until_all_from(
     acks: &mut mpsc::UnboundedReceiver<Acked>,
-    latest: &mut [BTreeMap<&'static str, u64>],
+    latest: &mut [Latest],
     first: usize,
     type_urls: &[&'static str],
-    version: u64,
+    versions: &[u64],
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let done = |l: &BTreeMap<&'static str, u64>| {
-        type_urls
-            .iter()
-            .all(|t| l.get(t).is_some_and(|v| *v >= version))
+    let done = |l: &Latest| {
+        type_urls.iter().all(|t| {
+            l.get(t)
+                .is_some_and(|(r, v)| versions.get(*r).is_some_and(|want| v >= want))
+        })
     };
     let mut behind = latest.iter().filter(|l| !done(l)).count();
     let deadline = tokio::time::Instant::now() + limit;
     while behind > 0 {
         let Ok(ack) = tokio::time::timeout_at(deadline, acks.recv()).await else {
             bail!(
-                "{behind} of {} sidecars had not ACKed version {version} within {limit:?}",
+                "{behind} of {} sidecars had not ACKed version {versions:?} within {limit:?}",
                 latest.len()
             );
         };
@@ -177,19 +197,22 @@ async fn until_all_from(
             continue;
         };
         let before = done(l);
-        let entry = l.entry(ack.type_url).or_default();
-        *entry = (*entry).max(ack.version);
-        if !before && done(l) {
-            behind -= 1;
+        l.insert(ack.type_url, (ack.replica, ack.version));
+        match (before, done(l)) {
+            (false, true) => behind -= 1,
+            (true, false) => behind += 1,
+            _ => {}
         }
     }
     Ok(())
 }
 
 /// One simulated sidecar of task `index`: as Envoy does, it opens its stream again (with a
-/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those.
+/// growing pause) whenever the stream is refused or breaks; `reconnects` counts those. It
+/// first connects to `xds`; each time again, to the next of `fallback` when there are any
+/// (as a load balancer in front of replicas sends a new connection to another).
 async fn sidecar(
-    xds: String,
+    xds: &Addresses,
     index: usize,
     delta: bool,
     acks: mpsc::UnboundedSender<Acked>,
@@ -199,9 +222,11 @@ async fn sidecar(
 ) -> anyhow::Result<()> {
     let mut attempt: u64 = 0;
     loop {
+        let (r, xds) = xds.for_attempt(index, attempt);
+        let received = received.as_ref();
         let stream = match delta {
-            true => delta::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
-            false => sidecar::one_stream(&xds, index, &acks, &bytes, received.as_ref()).await,
+            true => delta::one_stream(xds, index, r, &acks, &bytes, received).await,
+            false => sidecar::one_stream(xds, index, r, &acks, &bytes, received).await,
         };
         match stream {
             Ok(()) => return Ok(()),
@@ -216,10 +241,41 @@ async fn sidecar(
     }
 }
 
+/// Where a sidecar's ADS is: the control planes (replicas) by number, the one it connects
+/// to first, and where it goes when that one breaks.
+#[derive(Clone, Debug)]
+struct Addresses {
+    all: Vec<String>,
+    first: usize,
+    fallback: Vec<usize>,
+}
+
+impl Addresses {
+    /// One control plane, connected to again and again.
+    fn one(xds: &str) -> Arc<Self> {
+        Arc::new(Self {
+            all: vec![xds.to_owned()],
+            first: 0,
+            fallback: Vec::new(),
+        })
+    }
+
+    /// Which control plane sidecar `index` connects to on its `attempt`th try (0: the
+    /// first), and its address: after the first, the fallbacks in turn, from a place that
+    /// depends on the sidecar (so the sidecars of a lost replica spread over the others).
+    fn for_attempt(&self, index: usize, attempt: u64) -> (usize, &str) {
+        let r = match (attempt, self.fallback.len()) {
+            (0, _) | (_, 0) => self.first,
+            (a, n) => self.fallback[(index + a as usize) % n],
+        };
+        (r, &self.all[r])
+    }
+}
+
 /// What every sidecar of a fleet shares: where ADS is, its protocol, and the counters.
 #[derive(Clone)]
 struct Fleet {
-    xds: String,
+    xds: Arc<Addresses>,
     delta: bool,
     bytes: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
@@ -246,7 +302,7 @@ impl Fleet {
                         bytes,
                         reconnects,
                     } = fleet;
-                    if let Err(e) = sidecar(xds, i, delta, tx, bytes, reconnects, received).await {
+                    if let Err(e) = sidecar(&xds, i, delta, tx, bytes, reconnects, received).await {
                         eprintln!("gophermesh: sidecar {i}: {e:#}");
                     }
                 })
@@ -266,7 +322,7 @@ async fn storm_beside(
     fleet: &Fleet,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     acks: &mut mpsc::UnboundedReceiver<Acked>,
-    latest: &mut [BTreeMap<&'static str, u64>],
+    latest: &mut [Latest],
     changes: u32,
 ) -> anyhow::Result<(Vec<f64>, f64)> {
     let (n, half) = (latest.len(), latest.len() / 2);
@@ -274,24 +330,38 @@ async fn storm_beside(
         task.abort();
     }
     let version = current_version(http, served).await?;
-    let (tx, mut storm_acks) = mpsc::unbounded_channel();
+    let (tx, storm_acks) = mpsc::unbounded_channel();
     let started = Instant::now();
     tasks.extend(fleet.spawn(half..n, &tx, None));
     drop(tx);
+    let all = &[CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+    let again = until_configured(storm_acks, half..n, all, vec![version], started);
     // Weights the changes before never set, so that the first one changes something too.
-    let times = timed_changes(http, served, acks, &mut latest[..half], changes, [3, 4]).await?;
-    let mut again = vec![BTreeMap::new(); n - half];
-    until_all_from(
-        &mut storm_acks,
-        &mut again,
-        half,
-        &[CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE],
-        version,
-        Duration::from_secs(120),
-    )
-    .await
-    .context("the storm beside the connected sidecars")?;
-    Ok((times, started.elapsed().as_secs_f64() * 1e3))
+    let group = (acks, &mut latest[..half], 0);
+    let times = timed_changes(http, &[Some(served)], 0, &mut [group], changes, [3, 4]).await?;
+    let again = again
+        .await?
+        .context("the storm beside the connected sidecars")?;
+    Ok((times, again))
+}
+
+/// Waits, beside what the caller goes on with, until sidecars `indices` (their ACKs on
+/// `acks`) have all ACKed `types` at `versions` or later (see [`until_all_from`]); the ms
+/// from `since` until then.
+fn until_configured(
+    mut acks: mpsc::UnboundedReceiver<Acked>,
+    indices: std::ops::Range<usize>,
+    types: &'static [&'static str],
+    versions: Vec<u64>,
+    since: Instant,
+) -> tokio::task::JoinHandle<anyhow::Result<f64>> {
+    tokio::spawn(async move {
+        let mut latest = vec![BTreeMap::new(); indices.len()];
+        let limit = Duration::from_secs(120);
+        let first = indices.start;
+        until_all_from(&mut acks, &mut latest, first, types, &versions, limit).await?;
+        Ok(since.elapsed().as_secs_f64() * 1e3)
+    })
 }
 
 /// Runs one fleet of `n` sidecars speaking `protocol`; its figures.
@@ -322,7 +392,7 @@ async fn one_fleet(
     let received = Received::default();
     let (tx, mut acks) = mpsc::unbounded_channel();
     let fleet = Fleet {
-        xds: served.xds.clone(),
+        xds: Addresses::one(&served.xds),
         delta,
         bytes: Arc::new(AtomicU64::new(0)),
         reconnects: Arc::new(AtomicU64::new(0)),
@@ -356,9 +426,9 @@ async fn one_fleet(
     let bytes0 = bytes.load(Ordering::Relaxed);
     let mut times = timed_changes(
         &http,
-        &served,
-        &mut acks,
-        &mut latest,
+        &[Some(&served)],
+        0,
+        &mut [(&mut acks, &mut latest[..], 0)],
         config.changes,
         [2, 1],
     )
@@ -433,38 +503,112 @@ async fn one_fleet(
     Ok(figures)
 }
 
-/// Makes `changes` route changes through the control API, svc-0's weight taking the two
-/// `weights` in turn, each change waiting until every sidecar has ACKed it; how long each
-/// took, in ms. (A weight the route has already changes nothing, and nothing is sent.)
-async fn timed_changes(
+/// Sidecars whose ACKs come on one channel: `latest[i]` is the latest each type ACKed by
+/// sidecar `first + i` (see [`until_all_from`]).
+type Group<'a> = (
+    &'a mut mpsc::UnboundedReceiver<Acked>,
+    &'a mut [Latest],
+    usize,
+);
+
+/// Sets svc-0's weight through the control API of `served`; the mesh version it made.
+async fn change(http: &reqwest::Client, served: &Served, weight: u32) -> anyhow::Result<u64> {
+    let answer: serde_json::Value = http
+        .put(format!(
+            "{}/v1/routes/svc-0/weights?router=svc-0",
+            served.control
+        ))
+        .bearer_auth(served.token.text())
+        .json(&json!({"weights": {"svc-0": weight}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["version"]
+        .as_u64()
+        .with_context(|| format!("the route change was refused: {answer}"))
+}
+
+/// The version at which `served` holds svc-0's weight `weight` (a replica that learns of
+/// a change from the table makes a version of its own numbering), as soon as it does.
+async fn version_holding(
     http: &reqwest::Client,
     served: &Served,
-    acks: &mut mpsc::UnboundedReceiver<Acked>,
-    latest: &mut [BTreeMap<&'static str, u64>],
-    changes: u32,
-    weights: [u32; 2],
-) -> anyhow::Result<Vec<f64>> {
-    let mut times = Vec::new();
-    for i in 0..changes {
-        let weight = weights[i as usize % 2];
-        let t0 = Instant::now();
-        let answer: serde_json::Value = http
-            .put(format!(
-                "{}/v1/routes/svc-0/weights?router=svc-0",
-                served.control
-            ))
-            .bearer_auth(served.token.text())
-            .json(&json!({"weights": {"svc-0": weight}}))
+    weight: u32,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value = http
+            .get(format!("{}/v1/status", served.control))
             .send()
             .await?
             .json()
             .await?;
-        let v = answer["version"]
-            .as_u64()
-            .with_context(|| format!("the route change was refused: {answer}"))?;
-        until_all(acks, latest, &[ROUTE_TYPE], v, Duration::from_secs(120))
-            .await
-            .with_context(|| format!("change {i}"))?;
+        let holds = status["meshes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["routes"].as_array().into_iter().flatten())
+            .filter(|r| r["virtualRouter"] == "svc-0" && r["route"] == "svc-0")
+            .flat_map(|r| r["targets"].as_array().into_iter().flatten())
+            .any(|t| t["virtualNode"] == "svc-0" && t["weight"] == weight);
+        if holds {
+            return status["version"]
+                .as_u64()
+                .context("no version in its status");
+        }
+        if Instant::now() > deadline {
+            bail!("a replica did not learn of svc-0's weight {weight} within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// For each of `replicas` (`None`: lost), the version at which it holds svc-0's weight
+/// `weight`, which replica `made.0` made at version `made.1` (`u64::MAX` for a lost one).
+async fn versions_holding(
+    http: &reqwest::Client,
+    replicas: &[Option<&Served>],
+    made: (usize, u64),
+    weight: u32,
+) -> anyhow::Result<Vec<u64>> {
+    let mut versions = vec![u64::MAX; replicas.len()];
+    for (r, served) in replicas.iter().enumerate() {
+        versions[r] = match served {
+            _ if r == made.0 => made.1,
+            Some(served) => version_holding(http, served, weight).await?,
+            None => u64::MAX,
+        };
+    }
+    Ok(versions)
+}
+
+/// Makes `changes` route changes through the control API of `replicas[through]` (the
+/// control planes by number, `None` for a lost one), svc-0's weight taking the two
+/// `weights` in turn, each change waiting until every sidecar of every group holds it
+/// from the control plane it is on; how long each took, in ms. (A weight the route has
+/// already changes nothing, and nothing is sent.)
+async fn timed_changes(
+    http: &reqwest::Client,
+    replicas: &[Option<&Served>],
+    through: usize,
+    groups: &mut [Group<'_>],
+    changes: u32,
+    weights: [u32; 2],
+) -> anyhow::Result<Vec<f64>> {
+    let via = replicas[through].context("changes go through a replica that runs")?;
+    let mut times = Vec::new();
+    for i in 0..changes {
+        let t0 = Instant::now();
+        let weight = weights[i as usize % 2];
+        let v = change(http, via, weight).await?;
+        let versions = versions_holding(http, replicas, (through, v), weight).await?;
+        for (acks, latest, first) in groups.iter_mut() {
+            let limit = Duration::from_secs(120);
+            until_all_from(acks, latest, *first, &[ROUTE_TYPE], &versions, limit)
+                .await
+                .with_context(|| format!("change {i}"))?;
+        }
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     Ok(times)
@@ -517,7 +661,16 @@ pub async fn runs(config: &FleetConfig, work: &Path) -> anyhow::Result<Vec<serde
                 protocol.api_name(),
                 config.nodes
             ));
-            runs.push(one_fleet(config, n, protocol, work).await?);
+            let mut figures = one_fleet(config, n, protocol, work).await?;
+            if config.replicas >= 2 {
+                say(format!(
+                    "the same fleet over {} replicas of gophermesh serve, sharing a DynamoDB table",
+                    config.replicas
+                ));
+                let failover = failover::one_failover(config, n, protocol, work).await?;
+                figures["failover"] = failover;
+            }
+            runs.push(figures);
         }
     }
     Ok(runs)
@@ -649,6 +802,42 @@ mod tests {
             );
         }
         out
+    }
+
+    /// Replicas number their versions each for itself: a sidecar holds a change once its
+    /// latest ACK is at the version of the replica that ACK went to, and never when that
+    /// replica is lost (`u64::MAX`), however high the version it last ACKed there.
+    #[tokio::test]
+    async fn an_ack_counts_at_the_version_of_the_replica_it_went_to() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let send = |client, replica, version| {
+            let type_url = ROUTE_TYPE;
+            tx.send(Acked {
+                client,
+                replica,
+                type_url,
+                version,
+            })
+            .expect("the receiver is here");
+        };
+        let versions = [u64::MAX, 5];
+        let mut latest = vec![Latest::new(); 2];
+        let short = Duration::from_millis(50);
+        send(0, 1, 5);
+        send(1, 1, 4);
+        send(1, 0, 9);
+        let wait = until_all_from(&mut rx, &mut latest, 0, &[ROUTE_TYPE], &versions, short);
+        assert!(wait.await.is_err(), "sidecar 1 last ACKed the lost replica");
+        send(0, 0, 7);
+        send(1, 1, 5);
+        let wait = until_all_from(&mut rx, &mut latest, 0, &[ROUTE_TYPE], &versions, short);
+        assert!(wait.await.is_err(), "sidecar 0 went back to the lost one");
+        send(0, 1, 6);
+        let wait = until_all_from(&mut rx, &mut latest, 0, &[ROUTE_TYPE], &versions, short);
+        assert!(
+            wait.await.is_ok(),
+            "both hold replica 1's version 5 or later"
+        );
     }
 
     #[test]

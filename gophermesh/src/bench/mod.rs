@@ -685,6 +685,7 @@ impl Bench {
                 taskdefs_dir: self.taskdefs_dir.clone(),
                 envoys: 2,
                 envoy_bin: Some(self.envoy.clone()),
+                replicas: 1,
             };
             say(format!(
                 "fleet of {clients} simulated sidecars (and 2 real Envoys) against gophermesh serve with {nodes} virtual nodes"

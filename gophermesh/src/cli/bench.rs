@@ -109,6 +109,13 @@ pub(crate) struct BenchFleetArgs {
     /// The Envoy binary. Default: `envoy` on PATH, else .venv/bin/envoy.
     #[arg(long, env = "ENVOY_BIN")]
     pub(crate) envoy_bin: Option<PathBuf>,
+
+    /// With 2 or more: after each fleet, the same fleet again over this many `serve`
+    /// replicas sharing a DynamoDB table (moto's, which the bench starts on loopback:
+    /// `moto_server` must be on PATH), split among them; one replica is then killed and
+    /// its sidecars connect to the others. 1: no replicas.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub(crate) replicas: u32,
 }
 
 /// A fleet of `--fleet`: SIDECARSxNODES.

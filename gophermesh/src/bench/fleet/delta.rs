@@ -94,6 +94,7 @@ async fn ask(
 pub(super) async fn one_stream(
     xds: &str,
     index: usize,
+    replica: usize,
     acks: &mpsc::UnboundedSender<Acked>,
     bytes: &AtomicU64,
     received: Option<&Received>,
@@ -190,6 +191,7 @@ pub(super) async fn one_stream(
         }
         let _ = acks.send(Acked {
             client: index,
+            replica,
             type_url: reported,
             version,
         });

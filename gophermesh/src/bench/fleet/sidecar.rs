@@ -26,6 +26,8 @@ pub(super) type Received = Arc<std::sync::Mutex<BTreeMap<&'static str, (u64, Vec
 #[derive(Debug)]
 pub(super) struct Acked {
     pub(super) client: usize,
+    /// Which control plane the sidecar's stream is on (see `Addresses`).
+    pub(super) replica: usize,
     pub(super) type_url: &'static str,
     pub(super) version: u64,
 }
@@ -120,6 +122,7 @@ pub(super) fn node_of(index: usize) -> Node {
 pub(super) async fn one_stream(
     xds: &str,
     index: usize,
+    replica: usize,
     acks: &mpsc::UnboundedSender<Acked>,
     bytes: &AtomicU64,
     received: Option<&Received>,
@@ -177,6 +180,7 @@ pub(super) async fn one_stream(
         }
         let _ = acks.send(Acked {
             client: index,
+            replica,
             type_url,
             version,
         });
