@@ -228,23 +228,20 @@ fn a_quick_bench_produces_every_figure() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
-/// `gophermesh bench-fleet` on a small fleet: every figure is made, and each is a figure
-/// that can only come from the sidecars having received and ACKed what they were sent;
-/// real Envoys beside them end up holding the same resources.
-#[test]
-fn a_small_fleet_bench_produces_every_figure() {
+/// `gophermesh bench-fleet` with `args` (`path_first` put first on PATH): fleet.json, and
+/// what it said, once it succeeded.
+fn bench_fleet(args: &[&str], path_first: Option<&std::path::Path>) -> (Value, String) {
     let out_dir = tests::TempDir::new("bench-fleet");
-    let out = Command::new(bin("gophermesh"))
+    let mut command = Command::new(bin("gophermesh"));
+    if let Some(dir) = path_first {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+    }
+    let out = command
         .current_dir(repo_root())
-        .args([
-            "bench-fleet",
-            "--clients",
-            "5,30",
-            "--nodes",
-            "12",
-            "--changes",
-            "4",
-        ])
+        .arg("bench-fleet")
+        .args(args)
         .arg("--out")
         .arg(&*out_dir)
         .output()
@@ -252,10 +249,17 @@ fn a_small_fleet_bench_produces_every_figure() {
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
-    let report: Value = serde_json::from_str(
-        &std::fs::read_to_string(out_dir.join("fleet.json")).expect("fleet.json"),
-    )
-    .expect("json");
+    let report = std::fs::read_to_string(out_dir.join("fleet.json")).expect("fleet.json");
+    (serde_json::from_str(&report).expect("json"), said)
+}
+
+/// `gophermesh bench-fleet` on a small fleet: every figure is made, and each is a figure
+/// that can only come from the sidecars having received and ACKed what they were sent;
+/// real Envoys beside them end up holding the same resources.
+#[test]
+fn a_small_fleet_bench_produces_every_figure() {
+    let args = ["--clients", "5,30", "--nodes", "12", "--changes", "4"];
+    let (report, _) = bench_fleet(&args, None);
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 4, "each size on each protocol: {report}");
     let order = [(5, "sotw"), (5, "delta"), (30, "sotw"), (30, "delta")];
@@ -306,30 +310,11 @@ fn a_small_fleet_bench_produces_every_figure() {
 /// its latest routes came from a replica that runs).
 #[test]
 fn a_fleet_over_replicas_moves_the_lost_ones_sidecars_to_the_others() {
-    let out_dir = tests::TempDir::new("bench-fleet-replicas");
     let moto = tool("moto_server");
     let venv = moto.parent().expect("moto_server's directory");
-    let path = std::env::join_paths(std::iter::once(venv.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .expect("PATH");
-    let out = Command::new(bin("gophermesh"))
-        .current_dir(repo_root())
-        .env("PATH", path)
-        .args(["bench-fleet", "--clients", "30", "--nodes", "8"])
-        .args(["--changes", "3", "--envoys", "0", "--replicas", "3"])
-        .args(["--protocols", "delta"])
-        .arg("--out")
-        .arg(&*out_dir)
-        .output()
-        .expect("gophermesh runs");
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    let report: Value = serde_json::from_str(
-        &std::fs::read_to_string(out_dir.join("fleet.json")).expect("fleet.json"),
-    )
-    .expect("json");
+    let args = "--clients 30 --nodes 8 --changes 3 --envoys 0 --replicas 3 --protocols delta";
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let (report, said) = bench_fleet(&args, Some(venv));
     let failover = &report["runs"][0]["failover"];
     assert_eq!(failover["replicas"], 3, "{report}");
     let p50 = positive(

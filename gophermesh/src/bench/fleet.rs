@@ -126,15 +126,15 @@ async fn start_serve_with(
     }
 }
 
+/// What `served`'s control API says of its state (`GET /v1/status`).
+async fn status(http: &reqwest::Client, served: &Served) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/v1/status", served.control);
+    Ok(http.get(url).send().await?.json().await?)
+}
+
 /// The mesh version `served` is at.
 async fn current_version(http: &reqwest::Client, served: &Served) -> anyhow::Result<u64> {
-    let status: serde_json::Value = http
-        .get(format!("{}/v1/status", served.control))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(status["version"].as_u64().unwrap_or(1))
+    Ok(status(http, served).await?["version"].as_u64().unwrap_or(1))
 }
 
 /// CPU seconds (user + system) and resident MiB of process `pid`, as the bench reads them.
@@ -538,12 +538,7 @@ async fn version_holding(
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status: serde_json::Value = http
-            .get(format!("{}/v1/status", served.control))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let status = status(http, served).await?;
         let holds = status["meshes"]
             .as_array()
             .into_iter()
