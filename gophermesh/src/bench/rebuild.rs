@@ -154,10 +154,15 @@ fn keeping(cache: &Cache, store: &Store, nodes: u32, changes: u32) -> anyhow::Re
     })
 }
 
+/// How many services each of `nodes` calls when asked for `backends`: the next ones, no
+/// more than there are others.
+fn calls(nodes: u32, backends: u32) -> u32 {
+    backends.min(nodes.saturating_sub(1))
+}
+
 /// Measures both ways on the same mesh and changes.
 pub fn measure(nodes: u32, backends: u32, changes: u32) -> anyhow::Result<RebuildFigure> {
-    // Each node calls the next `backends` services: no more than there are others.
-    let backends = backends.min(nodes.saturating_sub(1));
+    let backends = calls(nodes, backends);
     let generated = mesh(nodes, backends).context("generating the mesh")?;
     let knowing = Store::in_memory([generated.clone()], Identity::default());
     let what_read_it = keeping(&Cache::new(knowing.clone()), &knowing, nodes, changes)?;
@@ -182,7 +187,7 @@ pub fn run(quick: bool) -> anyhow::Result<RebuildFigure> {
 
 /// [`measure`], saying what it measures and what it found.
 pub fn measure_said(nodes: u32, backends: u32, changes: u32) -> anyhow::Result<RebuildFigure> {
-    let calls = backends.min(nodes.saturating_sub(1));
+    let calls = calls(nodes, backends);
     crate::progress::say(format!(
         "a route change in a mesh of {nodes} nodes, every one connected ({calls} backends each)"
     ));

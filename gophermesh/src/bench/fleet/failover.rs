@@ -151,27 +151,22 @@ pub(super) async fn one_failover(
     let mut moving = vec![BTreeMap::new(); shares[0].len()];
     let mut staying = vec![BTreeMap::new(); n as usize - shares[0].len()];
     let all_types = [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE];
-    let started = Instant::now();
-    for (acks, latest, first) in [
+    let mut groups = [
         (&mut moving_acks, &mut moving[..], 0),
         (&mut staying_acks, &mut staying[..], shares[0].len()),
-    ] {
-        let limit = Duration::from_secs(120);
-        super::until_all_from(acks, latest, first, &all_types, &versions, limit)
-            .await
-            .context("connecting the fleet to the replicas")?;
-    }
+    ];
+    let started = Instant::now();
+    super::changes::until_all_of(&mut groups, &all_types, &versions)
+        .await
+        .context("connecting the fleet to the replicas")?;
     let connected = started.elapsed().as_secs_f64() * 1e3;
 
     // Changes through replica 1, until the sidecars of every replica hold each.
     let lost = served[0].child.id().context("replica 0 has no pid")?;
     let mut live: Vec<Option<&Served>> = served.iter().map(Some).collect();
-    let mut groups = [
-        (&mut moving_acks, &mut moving[..], 0),
-        (&mut staying_acks, &mut staying[..], shares[0].len()),
-    ];
     let changes = config.changes;
-    let mut times = super::timed_changes(&http, &live, 1, &mut groups, changes, [2, 1]).await?;
+    let mut times =
+        super::changes::timed_changes(&http, &live, 1, &mut groups, changes, [2, 1]).await?;
     times.sort_by(f64::total_cmp);
 
     // Replica 0 is lost: killed, then a change through replica 1 at once.
@@ -181,9 +176,9 @@ pub(super) async fn one_failover(
     nix::sys::signal::kill(lost, nix::sys::signal::Signal::SIGKILL)
         .context("cannot kill replica 0")?;
     live[0] = None;
-    let marker = super::change(&http, &served[1], 3).await?;
-    let marked = super::versions_holding(&http, &live, (1, marker), 3).await?;
-    let again = super::until_configured(
+    let marker = super::changes::change(&http, &served[1], 3).await?;
+    let marked = super::changes::versions_holding(&http, &live, (1, marker), 3).await?;
+    let again = super::changes::until_configured(
         moving_acks,
         shares[0].clone(),
         &[ROUTE_TYPE],
@@ -192,7 +187,8 @@ pub(super) async fn one_failover(
     );
     let group = (&mut staying_acks, &mut staying[..], shares[0].len());
     let during = config.changes.min(10);
-    let mut beside = super::timed_changes(&http, &live, 1, &mut [group], during, [4, 3]).await?;
+    let mut beside =
+        super::changes::timed_changes(&http, &live, 1, &mut [group], during, [4, 3]).await?;
     beside.sort_by(f64::total_cmp);
     let again = again
         .await?
@@ -201,7 +197,8 @@ pub(super) async fn one_failover(
     for t in tasks {
         t.abort();
     }
-    let p = |v: &[f64], q: f64| (super::super::nearest_rank(v, q) * 100.0).round() / 100.0;
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let p = |v: &[f64], q: f64| round(super::super::nearest_rank(v, q));
     say(format!(
         "  {n} sidecars ({}) over {replicas} replicas: a change through one ACKed by the sidecars of all in p50 {:.1} ms, p99 {:.1} ms",
         protocol.api_name(),
@@ -219,14 +216,14 @@ pub(super) async fn one_failover(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "replicas": replicas,
-        "connected_ms": (connected * 100.0).round() / 100.0,
+        "connected_ms": round(connected),
         "change_acked_by_all_ms": {
             "p50": p(&times, 0.5), "p99": p(&times, 0.99), "changes": times.len(),
         },
         "lost_replica": {
             "sidecars": shares[0].len(),
             "streams_opened_again": moved,
-            "configured_ms": (again * 100.0).round() / 100.0,
+            "configured_ms": round(again),
             "change_acked_ms": {
                 "p50": p(&beside, 0.5), "p99": p(&beside, 0.99), "changes": beside.len(),
             },
